@@ -1,0 +1,75 @@
+package evalflow
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Code classifies an Error. Codes map to HTTP status in one table: HTTPStatus.
+type Code string
+
+const (
+	CodeInvalid  Code = "invalid"   // the caller's input is wrong; never retry
+	CodeNotFound Code = "not_found" // no such run
+	CodeConflict Code = "conflict"  // the request contradicts stored state
+	CodeInternal Code = "internal"  // our fault or a dependency's; retry may help
+)
+
+// Error is evalflow's error: a code, the field at fault (if any), a message, and the
+// cause it wraps.
+type Error struct {
+	Code    Code
+	Field   string
+	Message string
+	Err     error
+}
+
+func (e *Error) Error() string {
+	msg := e.Message
+	if e.Field != "" {
+		msg = e.Field + ": " + msg
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Invalidf returns a CodeInvalid error naming field.
+func Invalidf(field, format string, args ...any) *Error {
+	return &Error{Code: CodeInvalid, Field: field, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrNotFound is returned when a run does not exist.
+var ErrNotFound = &Error{Code: CodeNotFound, Message: "run not found"}
+
+// ErrorCode returns the code of err, CodeInternal when err is not an *Error.
+func ErrorCode(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return CodeInternal
+}
+
+var httpStatus = map[Code]int{
+	CodeInvalid:  http.StatusBadRequest,
+	CodeNotFound: http.StatusNotFound,
+	CodeConflict: http.StatusConflict,
+	CodeInternal: http.StatusInternalServerError,
+}
+
+// HTTPStatus maps err to the HTTP status a handler answers with.
+func HTTPStatus(err error) int { return httpStatus[ErrorCode(err)] }
+
+// ErrorField returns the field err names, or "".
+func ErrorField(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Field
+	}
+	return ""
+}

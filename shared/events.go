@@ -1,0 +1,115 @@
+package evalflow
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+	"time"
+)
+
+// Event types. The steps are chained only by Triggers that filter on these types
+// (triggers/*.yaml); each function replies with the next one.
+const (
+	TypeRequested    = "dev.evalflow.run.requested" // another service asks for a run → start
+	TypeStarted      = "dev.evalflow.run.started"   // start → verify
+	TypeVerified     = "dev.evalflow.run.verified"  // verify → deploy
+	TypeJobCreated   = "dev.evalflow.job.created"   // deploy → job-watch
+	TypeJobProgress  = "dev.evalflow.job.progress"  // runner → job-watch
+	TypeJobFinished  = "dev.evalflow.job.finished"  // job runtime → job-watch
+	TypeResultsReady = "dev.evalflow.results.ready" // job-watch → artifact
+	TypeSucceeded    = "dev.evalflow.run.succeeded" // artifact → callers
+	TypeFailed       = "dev.evalflow.run.failed"    // any step → callers
+	TypeCancelled    = "dev.evalflow.run.cancelled" // DELETE /evals/{id} → deploy (stops the job)
+	TypeNotification = "dev.evalflow.notification"  // every step → the caller
+)
+
+// Extension attributes that address a notification to its caller: a caller's
+// Trigger filters on them.
+const (
+	ExtCallerSource = "evalsource"
+	ExtCallerTopic  = "evaltopic"
+)
+
+// SourceFor is the CloudEvents source of events a step emits.
+func SourceFor(step StepID) string { return "/evalflow/" + string(step) }
+
+// RunRef is the payload of the events that only say which run moved on.
+type RunRef struct {
+	RunID string `json:"run_id"`
+}
+
+// JobProgress is the runner's progress report.
+type JobProgress struct {
+	RunID string `json:"run_id"`
+	Job   string `json:"job"`
+	Progress
+}
+
+// JobFinished says a job ended, as the job runtime saw it.
+type JobFinished struct {
+	RunID     string `json:"run_id"`
+	Job       string `json:"job"`
+	Succeeded bool   `json:"succeeded"`
+	ExitCode  int    `json:"exit_code"`
+	Message   string `json:"message,omitempty"`
+}
+
+// Notification statuses.
+const (
+	NoteStarted   = "started"
+	NoteProgress  = "progress"
+	NoteSucceeded = "succeeded"
+	NoteFailed    = "failed"
+	NoteCancelled = "cancelled"
+)
+
+// Notification is what the caller hears at each step's start, success or failure and
+// when the ETA changes.
+type Notification struct {
+	RunID     string    `json:"run_id"`
+	Step      StepID    `json:"step"`
+	Title     string    `json:"title"`
+	Message   string    `json:"message,omitempty"`
+	Status    string    `json:"status"`
+	RunStatus Status    `json:"run_status"`
+	Progress  *Progress `json:"progress,omitempty"`
+	ETA       time.Time `json:"eta,omitempty"`
+	Result    any       `json:"result,omitempty"`
+}
+
+// Notify builds the notification for step reaching status on run r.
+func Notify(r *Run, step StepID, status, message string) Notification {
+	n := Notification{RunID: r.ID, Step: step, Status: status, RunStatus: r.Status,
+		Message: message, Title: stepTitle(step) + " " + status}
+	if !r.ETA.IsZero() {
+		n.ETA = r.ETA
+	}
+	if status == NoteProgress {
+		p := r.Progress
+		n.Progress = &p
+	}
+	if r.Status == StatusSucceeded {
+		n.Result = struct {
+			Summary  *Summary  `json:"summary,omitempty"`
+			Artifact *Artifact `json:"artifact,omitempty"`
+		}{r.Summary, r.Artifact}
+	}
+	return n
+}
+
+func stepTitle(id StepID) string {
+	for _, s := range Steps {
+		if s.ID == id {
+			return s.Title
+		}
+	}
+	return string(id)
+}
+
+// EventID derives an event's id from what it says, so a step that redoes its work
+// on a redelivery emits the very same event and receivers can drop the copy
+// (CloudEvents: source + id identify an event).
+func EventID(parts ...string) string {
+	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return hex.EncodeToString(sum[:16])
+}

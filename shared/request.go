@@ -1,0 +1,272 @@
+package evalflow
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"unicode"
+)
+
+// MaxRequestBytes bounds the body of a start request (a kubeconfig fits easily).
+const MaxRequestBytes = 1 << 20
+
+// Request is what a caller submits to start an evaluation.
+type Request struct {
+	EvalRequestID string        `json:"eval_request_id"`
+	ModelName     string        `json:"model_name"`
+	BaseURL       string        `json:"base_url"`
+	APIKey        string        `json:"api_key,omitempty"`
+	Kubeconfig    string        `json:"kubeconfig,omitempty"`
+	Datasets      []DatasetSpec `json:"datasets"`
+	Source        string        `json:"source,omitempty"`
+	SourceTopic   string        `json:"source_topic,omitempty"`
+	// Concurrency is how many requests the runner keeps in flight (0: the default).
+	Concurrency int `json:"concurrency,omitempty"`
+}
+
+// DatasetSpec names a benchmark and how much of it to run. In JSON it is an object,
+// or just the dataset's name as a string.
+type DatasetSpec struct {
+	Name string `json:"name"`
+	// Limit caps the samples taken from each task (each MMLU subject is a task); 0 is all.
+	Limit int `json:"limit,omitempty"`
+	// Subjects restricts MMLU to these subjects; empty is all 57.
+	Subjects []string `json:"subjects,omitempty"`
+	// NumFewshot is the number of few-shot examples; nil is the task's default.
+	NumFewshot *int `json:"num_fewshot,omitempty"`
+}
+
+// UnmarshalJSON accepts "mmlu" as well as {"name":"mmlu",...}.
+func (d *DatasetSpec) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		return json.Unmarshal(b, &d.Name)
+	}
+	type plain DatasetSpec
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	return dec.Decode((*plain)(d))
+}
+
+// Dataset describes a benchmark evalflow can run.
+type Dataset struct {
+	Name string
+	// Samples is the size of the scored split, for estimates.
+	Samples int
+	// Tasks lists the dataset's tasks (MMLU's subjects); nil when it is one task.
+	Tasks []string
+}
+
+// Datasets are the benchmarks the runner scores.
+var Datasets = map[string]Dataset{
+	"mmlu": {Name: "mmlu", Samples: 14079, Tasks: MMLUSubjects},
+}
+
+// DatasetNames lists the known datasets, sorted.
+func DatasetNames() []string {
+	names := make([]string, 0, len(Datasets))
+	for n := range Datasets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// DecodeRequest reads a JSON request strictly: unknown fields, trailing data, wrong
+// types and oversized bodies are errors naming the field. The result is validated.
+func DecodeRequest(r io.Reader) (Request, error) {
+	var req Request
+	body, err := io.ReadAll(io.LimitReader(r, MaxRequestBytes+1))
+	if err != nil {
+		return req, &Error{Code: CodeInvalid, Field: "body", Message: "cannot read", Err: err}
+	}
+	if len(body) > MaxRequestBytes {
+		return req, Invalidf("body", "larger than %d bytes", MaxRequestBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, jsonError(err)
+	}
+	if dec.More() {
+		return req, Invalidf("body", "unexpected data after the JSON object")
+	}
+	return req, req.Validate()
+}
+
+func jsonError(err error) error {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			field = "body"
+		}
+		return Invalidf(field, "must be a JSON %s", jsonKind(typeErr.Type.Kind().String()))
+	case errors.As(err, &syntaxErr):
+		return Invalidf("body", "not valid JSON (at byte %d)", syntaxErr.Offset)
+	case errors.Is(err, io.EOF):
+		return Invalidf("body", "empty; a JSON object is required")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return Invalidf(name, "unknown field")
+	}
+	return &Error{Code: CodeInvalid, Field: "body", Message: "not a valid request", Err: err}
+}
+
+func jsonKind(k string) string {
+	switch k {
+	case "slice":
+		return "array"
+	case "struct", "map":
+		return "object"
+	case "int", "int64":
+		return "integer"
+	}
+	return k
+}
+
+// Validate checks every field and returns the first problem, naming its field.
+func (r *Request) Validate() error {
+	if r.EvalRequestID == "" {
+		return Invalidf("eval_request_id", "is required")
+	}
+	if !uuidRE.MatchString(r.EvalRequestID) {
+		return Invalidf("eval_request_id", "must be a UUID, got %q", clip(r.EvalRequestID))
+	}
+	r.EvalRequestID = strings.ToLower(r.EvalRequestID)
+	if err := checkText("model_name", r.ModelName, 256, true); err != nil {
+		return err
+	}
+	if err := checkBaseURL(r.BaseURL); err != nil {
+		return err
+	}
+	if len(r.APIKey) > 4096 {
+		return Invalidf("api_key", "longer than 4096 bytes")
+	}
+	if strings.ContainsFunc(r.APIKey, unicode.IsControl) {
+		return Invalidf("api_key", "contains control characters")
+	}
+	if len(r.Kubeconfig) > MaxRequestBytes/2 {
+		return Invalidf("kubeconfig", "larger than %d bytes", MaxRequestBytes/2)
+	}
+	if r.Kubeconfig != "" && !strings.Contains(r.Kubeconfig, "clusters") {
+		return Invalidf("kubeconfig", "not a kubeconfig (no clusters)")
+	}
+	if err := checkText("source", r.Source, 1024, false); err != nil {
+		return err
+	}
+	if err := checkText("source_topic", r.SourceTopic, 256, false); err != nil {
+		return err
+	}
+	if r.Concurrency < 0 || r.Concurrency > 256 {
+		return Invalidf("concurrency", "must be between 1 and 256")
+	}
+	if len(r.Datasets) == 0 {
+		return Invalidf("datasets", "at least one dataset is required (known: %s)", strings.Join(DatasetNames(), ", "))
+	}
+	seen := map[string]bool{}
+	for i := range r.Datasets {
+		if err := r.Datasets[i].validate(fmt.Sprintf("datasets[%d]", i)); err != nil {
+			return err
+		}
+		if seen[r.Datasets[i].Name] {
+			return Invalidf(fmt.Sprintf("datasets[%d].name", i), "%q is listed twice", r.Datasets[i].Name)
+		}
+		seen[r.Datasets[i].Name] = true
+	}
+	return nil
+}
+
+func (d *DatasetSpec) validate(field string) error {
+	ds, ok := Datasets[d.Name]
+	if !ok {
+		return Invalidf(field+".name", "unknown dataset %q (known: %s)", clip(d.Name), strings.Join(DatasetNames(), ", "))
+	}
+	if d.Limit < 0 {
+		return Invalidf(field+".limit", "must not be negative")
+	}
+	if d.NumFewshot != nil && (*d.NumFewshot < 0 || *d.NumFewshot > 25) {
+		return Invalidf(field+".num_fewshot", "must be between 0 and 25")
+	}
+	if len(d.Subjects) > 0 {
+		if ds.Tasks == nil {
+			return Invalidf(field+".subjects", "%s has no subjects", d.Name)
+		}
+		for j, s := range d.Subjects {
+			if !slices.Contains(ds.Tasks, s) {
+				return Invalidf(fmt.Sprintf("%s.subjects[%d]", field, j), "unknown %s subject %q", d.Name, clip(s))
+			}
+		}
+	}
+	return nil
+}
+
+// Samples estimates how many samples the spec selects.
+func (d DatasetSpec) Samples() int {
+	ds := Datasets[d.Name]
+	tasks := len(ds.Tasks)
+	if tasks == 0 {
+		tasks = 1
+	}
+	perTask := ds.Samples / tasks
+	if len(d.Subjects) > 0 {
+		tasks = len(d.Subjects)
+	}
+	if d.Limit > 0 && d.Limit < perTask {
+		perTask = d.Limit
+	}
+	return tasks * perTask
+}
+
+func checkBaseURL(s string) error {
+	if s == "" {
+		return Invalidf("base_url", "is required")
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return Invalidf("base_url", "not a URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return Invalidf("base_url", "scheme must be http or https, got %q", clip(u.Scheme))
+	}
+	if u.Host == "" {
+		return Invalidf("base_url", "has no host")
+	}
+	if u.User != nil {
+		return Invalidf("base_url", "must not carry credentials; use api_key")
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return Invalidf("base_url", "must not have a query or fragment")
+	}
+	return nil
+}
+
+func checkText(field, s string, max int, required bool) error {
+	switch {
+	case s == "" && required:
+		return Invalidf(field, "is required")
+	case len(s) > max:
+		return Invalidf(field, "longer than %d bytes", max)
+	case strings.ContainsFunc(s, unicode.IsControl):
+		return Invalidf(field, "contains control characters")
+	}
+	return nil
+}
+
+// clip shortens a caller's value for an error message.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}

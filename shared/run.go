@@ -1,0 +1,225 @@
+package evalflow
+
+import (
+	"fmt"
+	"time"
+)
+
+// Status is where a run is. Statuses are ranked: a run only ever moves to a higher
+// rank, and never out of a terminal status.
+type Status string
+
+const (
+	StatusPending   Status = "pending"   // recorded by start
+	StatusVerifying Status = "verifying" // verify is checking the target
+	StatusDeploying Status = "deploying" // deploy is creating the job
+	StatusRunning   Status = "running"   // the job runs; watch follows it
+	StatusStoring   Status = "storing"   // artifact is pushing the results
+	StatusSucceeded Status = "succeeded"
+	StatusFailed    Status = "failed"
+	StatusCancelled Status = "cancelled"
+)
+
+var statusRank = map[Status]int{
+	StatusPending: 1, StatusVerifying: 2, StatusDeploying: 3, StatusRunning: 4,
+	StatusStoring: 5, StatusSucceeded: 6, StatusFailed: 6, StatusCancelled: 6,
+}
+
+// Terminal reports whether nothing more happens to a run in status s.
+func (s Status) Terminal() bool {
+	return s == StatusSucceeded || s == StatusFailed || s == StatusCancelled
+}
+
+// Valid reports whether s is a known status.
+func (s Status) Valid() bool { return statusRank[s] > 0 }
+
+// ErrStale says a change would move a run backwards or out of a terminal status.
+// Handlers treat it as "already done": a duplicate or late event.
+var ErrStale = &Error{Code: CodeConflict, Message: "stale: the run has moved past this"}
+
+// StepID names a pipeline step.
+type StepID string
+
+const (
+	StepStart    StepID = "start"
+	StepVerify   StepID = "verify"
+	StepDeploy   StepID = "deploy"
+	StepWatch    StepID = "job-watch"
+	StepArtifact StepID = "artifact"
+)
+
+// StepInfo describes a step to callers.
+type StepInfo struct {
+	ID          StepID `json:"id"`
+	Title       string `json:"title"`
+	Description string `json:"description"`
+	// Status is the run status the step works in.
+	Status Status `json:"-"`
+}
+
+// Steps are the pipeline's steps, in order.
+var Steps = []StepInfo{
+	{StepStart, "Start", "Validate the request and record the run", StatusPending},
+	{StepVerify, "Verify", "Check the model endpoint (or cluster) is reachable and usable", StatusVerifying},
+	{StepDeploy, "Deploy", "Create the evaluation job, exactly once", StatusDeploying},
+	{StepWatch, "Job watch", "Follow the job and the runner's progress", StatusRunning},
+	{StepArtifact, "Artifact", "Push the results as an OCI artifact", StatusStoring},
+}
+
+// StepFor returns the step that works while a run is in status s.
+func StepFor(s Status) StepID {
+	for _, st := range Steps {
+		if st.Status == s {
+			return st.ID
+		}
+	}
+	return ""
+}
+
+// Progress is the runner's latest report.
+type Progress struct {
+	Phase      string    `json:"phase,omitempty"`
+	Done       int       `json:"done"`
+	Total      int       `json:"total"`
+	Rate       float64   `json:"samples_per_second,omitempty"`
+	ETASeconds float64   `json:"eta_seconds,omitempty"`
+	Message    string    `json:"message,omitempty"`
+	UpdatedAt  time.Time `json:"updated_at,omitempty"`
+}
+
+// Artifact is where the results were pushed.
+type Artifact struct {
+	Reference string `json:"reference"`
+	Digest    string `json:"digest"`
+	MediaType string `json:"media_type,omitempty"`
+}
+
+// Summary is the headline of a run's results.
+type Summary struct {
+	// Scores maps a task (or group) to its primary metric.
+	Scores  map[string]float64 `json:"scores"`
+	Samples int                `json:"samples"`
+	// Metric names the primary metric, e.g. "exact_match".
+	Metric string `json:"metric,omitempty"`
+}
+
+// Run is one evaluation, as stored and as shown to callers. Secrets are never part of
+// it: they are sealed and kept apart (runstore).
+type Run struct {
+	ID          string        `json:"id"`
+	ModelName   string        `json:"model_name"`
+	BaseURL     string        `json:"base_url"`
+	Datasets    []DatasetSpec `json:"datasets"`
+	Concurrency int           `json:"concurrency,omitempty"`
+	Source      string        `json:"source,omitempty"`
+	SourceTopic string        `json:"source_topic,omitempty"`
+	// Target is "local" (a runner process) or "kubernetes" (a Job).
+	Target    string    `json:"target"`
+	Status    Status    `json:"status"`
+	Step      StepID    `json:"step"`
+	Message   string    `json:"message,omitempty"`
+	Progress  Progress  `json:"progress"`
+	ETA       time.Time `json:"eta,omitempty"`
+	Job       string    `json:"job,omitempty"`
+	Summary   *Summary  `json:"summary,omitempty"`
+	Artifact  *Artifact `json:"artifact,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	EndedAt   time.Time `json:"ended_at,omitempty"`
+}
+
+// Targets.
+const (
+	TargetLocal      = "local"
+	TargetKubernetes = "kubernetes"
+)
+
+// NewRun makes the run a valid request describes, at time now.
+func NewRun(req Request, now time.Time) *Run {
+	target := TargetLocal
+	if req.Kubeconfig != "" {
+		target = TargetKubernetes
+	}
+	r := &Run{
+		ID: req.EvalRequestID, ModelName: req.ModelName, BaseURL: req.BaseURL,
+		Datasets: req.Datasets, Concurrency: req.Concurrency,
+		Source: req.Source, SourceTopic: req.SourceTopic, Target: target,
+		Status: StatusPending, Step: StepStart, CreatedAt: now, UpdatedAt: now,
+	}
+	r.Progress.Total = r.Samples()
+	r.ETA = now.Add(EstimateDuration(r.Progress.Total, r.Concurrency))
+	return r
+}
+
+// Samples estimates the samples the run scores.
+func (r *Run) Samples() int {
+	n := 0
+	for _, d := range r.Datasets {
+		n += d.Samples()
+	}
+	return n
+}
+
+// EstimateDuration is a first guess of a run's length before the runner reports:
+// a fixed overhead plus a conservative per-sample time.
+func EstimateDuration(samples, concurrency int) time.Duration {
+	if concurrency <= 0 {
+		concurrency = DefaultConcurrency
+	}
+	perSample := 400 * time.Millisecond / time.Duration(min(concurrency, 8))
+	return 10*time.Second + time.Duration(samples)*perSample
+}
+
+// DefaultConcurrency is the runner's default number of requests in flight.
+const DefaultConcurrency = 8
+
+// Advance moves the run to status to, at time now. It returns ErrStale when to is not
+// ahead of the current status (a duplicate or late event) or the run has ended.
+func (r *Run) Advance(to Status, now time.Time) error {
+	if !to.Valid() {
+		return fmt.Errorf("advance run %s: unknown status %q", r.ID, to)
+	}
+	if r.Status.Terminal() || statusRank[to] <= statusRank[r.Status] {
+		return ErrStale
+	}
+	r.Status = to
+	if step := StepFor(to); step != "" {
+		r.Step = step
+	}
+	r.UpdatedAt = now
+	if to.Terminal() {
+		r.EndedAt = now
+		r.ETA = time.Time{}
+		r.Progress.ETASeconds = 0
+	}
+	return nil
+}
+
+// Fail ends the run as failed with message (which must carry no secret).
+func (r *Run) Fail(message string, now time.Time) error {
+	if err := r.Advance(StatusFailed, now); err != nil {
+		return err
+	}
+	r.Message = message
+	return nil
+}
+
+// Report applies a runner progress report. Reports arrive in any order: one that is not
+// newer (more samples done, or a later time at the same count) is ErrStale.
+func (r *Run) Report(p Progress, now time.Time) error {
+	if r.Status != StatusRunning {
+		return ErrStale
+	}
+	if p.Done < r.Progress.Done || (p.Done == r.Progress.Done && !p.UpdatedAt.After(r.Progress.UpdatedAt)) {
+		return ErrStale
+	}
+	r.Progress = p
+	if p.ETASeconds > 0 || p.Done == p.Total {
+		r.ETA = now.Add(time.Duration(p.ETASeconds * float64(time.Second)))
+	}
+	r.UpdatedAt = now
+	return nil
+}
+
+// AtLeast reports whether the run has reached status s (by rank).
+func (r *Run) AtLeast(s Status) bool { return statusRank[r.Status] >= statusRank[s] }

@@ -1,0 +1,222 @@
+// Package runstore keeps evalflow runs in Redis.
+//
+// Keys derive from the run id: evalflow:run:<id> holds the run as JSON,
+// evalflow:run:<id>:secrets the sealed secrets (a hash), and the sorted set evalflow:runs
+// indexes runs by creation time. Every change is a compare-and-set (WATCH/MULTI), so two
+// deliveries of one event cannot both apply.
+package runstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/seal"
+)
+
+// Secret names.
+const (
+	SecretAPIKey     = "api_key"
+	SecretKubeconfig = "kubeconfig"
+)
+
+const (
+	indexKey   = "evalflow:runs"
+	maxRetries = 16
+)
+
+func runKey(id string) string    { return "evalflow:run:" + id }
+func secretKey(id string) string { return "evalflow:run:" + id + ":secrets" }
+
+// Store reads and writes runs.
+type Store struct {
+	rdb    redis.UniversalClient
+	sealer *seal.Sealer
+	now    func() time.Time
+}
+
+// New returns a Store over a Redis client; secrets are sealed with sealer.
+func New(rdb redis.UniversalClient, sealer *seal.Sealer) *Store {
+	return &Store{rdb: rdb, sealer: sealer, now: time.Now}
+}
+
+// Create records run r with its secrets (in clear here, sealed before they are
+// written). Creating a run that exists returns the stored run and created=false:
+// a request is never recorded twice.
+func (s *Store) Create(ctx context.Context, r *evalflow.Run, secrets map[string]string) (stored *evalflow.Run, created bool, err error) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return nil, false, fmt.Errorf("runstore: create run %s: %w", r.ID, err)
+	}
+	fields := make(map[string]any, len(secrets))
+	for name, v := range secrets {
+		if v != "" {
+			fields[name] = s.sealer.Seal(r.ID, []byte(v))
+		}
+	}
+	for range maxRetries {
+		var existing *evalflow.Run
+		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			stored, err := get(ctx, tx, r.ID)
+			if err == nil {
+				existing = stored
+				return nil
+			}
+			if !errors.Is(err, evalflow.ErrNotFound) {
+				return err
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Set(ctx, runKey(r.ID), body, 0)
+				if len(fields) > 0 {
+					p.HSet(ctx, secretKey(r.ID), fields)
+				}
+				p.ZAdd(ctx, indexKey, redis.Z{Score: float64(r.CreatedAt.UnixNano()), Member: r.ID})
+				return nil
+			})
+			return err
+		}, runKey(r.ID))
+		switch {
+		case errors.Is(err, redis.TxFailedErr):
+			continue
+		case err != nil:
+			return nil, false, fmt.Errorf("runstore: create run %s: %w", r.ID, err)
+		case existing != nil:
+			return existing, false, nil
+		}
+		return r, true, nil
+	}
+	return nil, false, fmt.Errorf("runstore: create run %s: too much contention", r.ID)
+}
+
+// Get returns run id, or evalflow.ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (*evalflow.Run, error) {
+	return get(ctx, s.rdb, id)
+}
+
+func get(ctx context.Context, c redis.Cmdable, id string) (*evalflow.Run, error) {
+	body, err := c.Get(ctx, runKey(id)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, evalflow.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("runstore: get run %s: %w", id, err)
+	}
+	var r evalflow.Run
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("runstore: decode run %s: %w", id, err)
+	}
+	return &r, nil
+}
+
+// Update applies change to run id atomically and returns the run as stored after it.
+// When change returns an error nothing is written and Update returns the run as it was
+// with that error (evalflow.ErrStale for a duplicate or late event). When the run ends,
+// its secrets are dropped in the same transaction.
+func (s *Store) Update(ctx context.Context, id string, change func(*evalflow.Run) error) (*evalflow.Run, error) {
+	for range maxRetries {
+		var out *evalflow.Run
+		var changeErr error
+		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			r, err := get(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			out = r
+			if changeErr = change(r); changeErr != nil {
+				return nil
+			}
+			body, err := json.Marshal(r)
+			if err != nil {
+				return err
+			}
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Set(ctx, runKey(id), body, 0)
+				if r.Status.Terminal() {
+					p.Del(ctx, secretKey(id))
+				}
+				return nil
+			})
+			return err
+		}, runKey(id))
+		switch {
+		case errors.Is(err, redis.TxFailedErr):
+			continue // another writer won; read again
+		case err != nil:
+			return nil, fmt.Errorf("runstore: update run %s: %w", id, err)
+		}
+		return out, changeErr
+	}
+	return nil, fmt.Errorf("runstore: update run %s: too much contention", id)
+}
+
+// Secret opens the named secret of run id; "" when the run has none (or has ended).
+func (s *Store) Secret(ctx context.Context, id, name string) (string, error) {
+	sealed, err := s.rdb.HGet(ctx, secretKey(id), name).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("runstore: read %s of run %s: %w", name, id, err)
+	}
+	b, err := s.sealer.Open(id, sealed)
+	if err != nil {
+		return "", fmt.Errorf("runstore: open %s of run %s: %w", name, id, err)
+	}
+	return string(b), nil
+}
+
+// ListOptions filter List. Zero values mean no filter and the default limit.
+type ListOptions struct {
+	Status evalflow.Status
+	Limit  int
+}
+
+// List returns runs, newest first.
+func (s *Store) List(ctx context.Context, opts ListOptions) ([]*evalflow.Run, error) {
+	limit := opts.Limit
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	ids, err := s.rdb.ZRevRange(ctx, indexKey, 0, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("runstore: list runs: %w", err)
+	}
+	out := []*evalflow.Run{}
+	const page = 200
+	for start := 0; start < len(ids) && len(out) < limit; start += page {
+		chunk := ids[start:min(start+page, len(ids))]
+		keys := make([]string, len(chunk))
+		for i, id := range chunk {
+			keys[i] = runKey(id)
+		}
+		vals, err := s.rdb.MGet(ctx, keys...).Result()
+		if err != nil {
+			return nil, fmt.Errorf("runstore: list runs: %w", err)
+		}
+		for i, v := range vals {
+			str, ok := v.(string)
+			if !ok {
+				continue
+			}
+			var r evalflow.Run
+			if err := json.Unmarshal([]byte(str), &r); err != nil {
+				return nil, fmt.Errorf("runstore: decode run %s: %w", chunk[i], err)
+			}
+			if opts.Status == "" || r.Status == opts.Status {
+				out = append(out, &r)
+				if len(out) == limit {
+					break
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// Ping checks Redis answers.
+func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }

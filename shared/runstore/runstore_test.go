@@ -1,0 +1,182 @@
+package runstore_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/runstore"
+	"github.com/evalflow/evalflow/shared/seal"
+	"github.com/evalflow/evalflow/shared/testserver"
+)
+
+func newStore(t *testing.T) (*runstore.Store, *redis.Client) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: testserver.Redis(t)})
+	t.Cleanup(func() { rdb.Close() })
+	key, _ := seal.ParseKey(seal.NewKey())
+	sealer, err := seal.New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runstore.New(rdb, sealer), rdb
+}
+
+func newRun(id string) *evalflow.Run {
+	return evalflow.NewRun(evalflow.Request{EvalRequestID: id, ModelName: "m", BaseURL: "http://127.0.0.1:1",
+		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Limit: 2}}}, time.Now())
+}
+
+const id = "7b2f0d0e-1c1a-4a5e-9f55-3a5c3e0b9a11"
+
+func TestCreateIsIdempotentUnderConcurrentDuplicates(t *testing.T) {
+	store, _ := newStore(t)
+	ctx := context.Background()
+
+	var wg sync.WaitGroup
+	created := make(chan bool, 20)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, ok, err := store.Create(ctx, newRun(id), map[string]string{runstore.SecretAPIKey: "sk-x"})
+			if err != nil {
+				t.Error(err)
+			}
+			created <- ok
+		}()
+	}
+	wg.Wait()
+	close(created)
+
+	n := 0
+	for ok := range created {
+		if ok {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d creates reported created; want exactly 1", n)
+	}
+	runs, err := store.List(ctx, runstore.ListOptions{})
+	if err != nil || len(runs) != 1 {
+		t.Fatalf("List = %d runs, %v; want 1", len(runs), err)
+	}
+}
+
+func TestSecretsAreSealedAtRestAndDroppedWhenTheRunEnds(t *testing.T) {
+	store, rdb := newStore(t)
+	ctx := context.Background()
+	const apiKey = "sk-evalflow-canary-41f7"
+	if _, _, err := store.Create(ctx, newRun(id), map[string]string{runstore.SecretAPIKey: apiKey}); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, k := range rdb.Keys(ctx, "*").Val() {
+		dump := rdb.Dump(ctx, k).Val()
+		if strings.Contains(dump, apiKey) {
+			t.Fatalf("redis key %s holds the api key in clear", k)
+		}
+	}
+	got, err := store.Secret(ctx, id, runstore.SecretAPIKey)
+	if err != nil || got != apiKey {
+		t.Fatalf("Secret = %q, %v; want the api key", got, err)
+	}
+
+	if _, err := store.Update(ctx, id, func(r *evalflow.Run) error { return r.Fail("boom", time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := store.Secret(ctx, id, runstore.SecretAPIKey); err != nil || got != "" {
+		t.Fatalf("after the run failed, Secret = %q, %v; want it dropped", got, err)
+	}
+}
+
+func TestUpdateNeverMovesARunBackwards(t *testing.T) {
+	store, _ := newStore(t)
+	ctx := context.Background()
+	if _, _, err := store.Create(ctx, newRun(id), nil); err != nil {
+		t.Fatal(err)
+	}
+	advance := func(s evalflow.Status) error {
+		_, err := store.Update(ctx, id, func(r *evalflow.Run) error { return r.Advance(s, time.Now()) })
+		return err
+	}
+
+	if err := advance(evalflow.StatusDeploying); err != nil {
+		t.Fatal(err)
+	}
+	errVerify := advance(evalflow.StatusVerifying) // a late event
+	errAgain := advance(evalflow.StatusDeploying)  // a duplicate
+
+	if !errors.Is(errVerify, evalflow.ErrStale) || !errors.Is(errAgain, evalflow.ErrStale) {
+		t.Fatalf("late/duplicate advance: %v, %v; want ErrStale", errVerify, errAgain)
+	}
+	r, _ := store.Get(ctx, id)
+	if r.Status != evalflow.StatusDeploying {
+		t.Fatalf("status = %s, want deploying", r.Status)
+	}
+}
+
+func TestConcurrentAdvancesApplyOnce(t *testing.T) {
+	store, _ := newStore(t)
+	ctx := context.Background()
+	if _, _, err := store.Create(ctx, newRun(id), nil); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	applied := 0
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := store.Update(ctx, id, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) })
+			if err == nil {
+				mu.Lock()
+				applied++
+				mu.Unlock()
+			} else if !errors.Is(err, evalflow.ErrStale) {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if applied != 1 {
+		t.Fatalf("advance applied %d times; want 1", applied)
+	}
+}
+
+func TestListFiltersByStatusNewestFirst(t *testing.T) {
+	store, _ := newStore(t)
+	ctx := context.Background()
+	ids := []string{"00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002", "00000000-0000-4000-8000-000000000003"}
+	for i, rid := range ids {
+		r := newRun(rid)
+		r.CreatedAt = time.Unix(int64(1000+i), 0)
+		if _, _, err := store.Create(ctx, r, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := store.Update(ctx, ids[1], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+
+	all, _ := store.List(ctx, runstore.ListOptions{})
+	failed, _ := store.List(ctx, runstore.ListOptions{Status: evalflow.StatusFailed})
+
+	if len(all) != 3 || all[0].ID != ids[2] || all[2].ID != ids[0] {
+		t.Fatalf("List order wrong: %v", all)
+	}
+	if len(failed) != 1 || failed[0].ID != ids[1] {
+		t.Fatalf("List(failed) = %v", failed)
+	}
+	if _, err := store.Get(ctx, "00000000-0000-4000-8000-00000000dead"); !errors.Is(err, evalflow.ErrNotFound) {
+		t.Fatalf("Get(missing) err = %v, want ErrNotFound", err)
+	}
+}
