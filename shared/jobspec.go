@@ -1,5 +1,10 @@
 package evalflow
 
+import (
+	"path/filepath"
+	"strings"
+)
+
 // JobSpec is what the runner reads at /meta/job.json (a file path in local mode): the
 // adapter contract between the pipeline and an evaluation engine. It never holds a
 // secret: the API key is a file beside it (a Secret volume in a Job).
@@ -42,3 +47,57 @@ const (
 	ResultsFile = "results.json"
 	SamplesFile = "samples.jsonl"
 )
+
+// JobDefaults are the deployment's settings deploy adds to a run's job spec.
+type JobDefaults struct {
+	CallbackURL             string
+	DataDir                 string
+	ResultsDir              string
+	DeadlineSeconds         int64
+	TTLSecondsAfterFinished int32
+}
+
+// NewJobSpec is the job spec of run r.
+func NewJobSpec(r *Run, d JobDefaults) JobSpec {
+	concurrency := r.Concurrency
+	if concurrency == 0 {
+		concurrency = DefaultConcurrency
+	}
+	return JobSpec{
+		ID: JobName(r.ID), RunID: r.ID, Engine: "evalflow",
+		Model:      ModelSpec{Name: r.ModelName, URL: r.BaseURL},
+		Benchmarks: r.Datasets, Concurrency: concurrency,
+		CallbackURL: d.CallbackURL, DataDir: d.DataDir,
+		OutputDir:       ResultsPath(d.ResultsDir, r.ID),
+		DeadlineSeconds: d.DeadlineSeconds, TTLSecondsAfterFinished: d.TTLSecondsAfterFinished,
+	}
+}
+
+// ResultsPath is where run id's results are, under a results directory.
+func ResultsPath(resultsDir, runID string) string { return filepath.Join(resultsDir, runID) }
+
+// APIBase is the OpenAI-compatible API root of a base_url: "http://h:p" and
+// "http://h:p/v1" both give "http://h:p/v1".
+func APIBase(baseURL string) string {
+	b := strings.TrimRight(baseURL, "/")
+	if strings.HasSuffix(b, "/v1") {
+		return b
+	}
+	return b + "/v1"
+}
+
+// Results is results.json as the runner writes it. Its results, n-samples and config
+// keys read as lm-evaluation-harness results; summary is evalflow's headline.
+type Results struct {
+	Results  map[string]map[string]any `json:"results"`
+	Groups   map[string]map[string]any `json:"groups,omitempty"`
+	NSamples map[string]NSamples       `json:"n-samples"`
+	Config   map[string]any            `json:"config"`
+	Summary  Summary                   `json:"summary"`
+}
+
+// NSamples counts a task's samples as lm-eval does.
+type NSamples struct {
+	Original  int `json:"original"`
+	Effective int `json:"effective"`
+}

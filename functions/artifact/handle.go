@@ -1,0 +1,114 @@
+// Package function is evalflow's artifact step: it pushes a finished run's results
+// (results.json and samples.jsonl) as one OCI artifact, tagged with the run id, and
+// records the reference. A redelivery pushes nothing twice.
+package function
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strings"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/oci"
+	"github.com/evalflow/evalflow/shared/pipeline"
+)
+
+// Config is artifact's own configuration.
+type Config struct {
+	ResultsDir string `env:"EVALFLOW_RESULTS_DIR, required"`
+	OCI        oci.Config
+}
+
+// Function is the artifact step.
+type Function struct {
+	env  *pipeline.Env
+	cfg  Config
+	dest *oci.Destination
+}
+
+// New returns the function; Start connects it.
+func New() *Function { return &Function{} }
+
+// Start connects to Redis, the broker and the OCI destination.
+func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error) {
+	if err = pipeline.Load(ctx, cfg, &f.cfg); err != nil {
+		return fmt.Errorf("artifact: config: %w", err)
+	}
+	if f.dest, err = oci.Open(f.cfg.OCI); err != nil {
+		return fmt.Errorf("artifact: %w", err)
+	}
+	f.env, err = pipeline.Open(ctx, evalflow.StepArtifact, cfg)
+	return err
+}
+
+// Stop closes the connections.
+func (f *Function) Stop(context.Context) error { return f.env.Close() }
+
+// Ready reports whether Redis answers.
+func (f *Function) Ready(ctx context.Context) (bool, error) { return f.env.Ready(ctx) }
+
+// Handle pushes the results of the run named by results.ready, records the artifact,
+// ends the run as succeeded and replies run.succeeded.
+func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
+	id := f.env.RunID(e)
+	if id == "" {
+		return nil, nil
+	}
+	run, ok, err := f.env.Begin(ctx, id, evalflow.StatusStoring)
+	if err != nil || !ok {
+		return nil, err
+	}
+	artifact, err := f.push(ctx, run)
+	if errors.Is(err, fs.ErrNotExist) {
+		return f.env.Fail(ctx, id, "artifact: "+err.Error())
+	}
+	if err != nil {
+		return nil, err // transient (registry down): redeliver
+	}
+	run, err = f.env.Store.Update(ctx, id, func(r *evalflow.Run) error {
+		if err := r.Advance(evalflow.StatusSucceeded, f.env.Now()); err != nil {
+			return err
+		}
+		r.Artifact = artifact
+		return nil
+	})
+	if errors.Is(err, evalflow.ErrStale) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := f.env.Notify(ctx, run, evalflow.NoteSucceeded, "results pushed to "+artifact.Reference); err != nil {
+		return nil, err
+	}
+	return f.env.Next(evalflow.TypeSucceeded, id), nil
+}
+
+func (f *Function) push(ctx context.Context, run *evalflow.Run) (*evalflow.Artifact, error) {
+	dir := evalflow.ResultsPath(f.cfg.ResultsDir, run.ID)
+	names := make([]string, len(run.Datasets))
+	for i, d := range run.Datasets {
+		names[i] = d.Name
+	}
+	desc, pushed, err := f.dest.Push(ctx, oci.Artifact{
+		Tag: run.ID,
+		Files: []oci.File{
+			{Path: filepath.Join(dir, evalflow.ResultsFile), MediaType: oci.MediaTypeSummary},
+			{Path: filepath.Join(dir, evalflow.SamplesFile), MediaType: oci.MediaTypeSamples},
+		},
+		Annotations: map[string]string{oci.AnnotationRunID: run.ID, oci.AnnotationModel: run.ModelName,
+			oci.AnnotationDatasets: strings.Join(names, ",")},
+		Created: run.CreatedAt,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("artifact: push results of run %s: %w", run.ID, err)
+	}
+	ref := f.dest.Reference(run.ID, desc)
+	f.env.Log.Info("results artifact", "run_id", run.ID, "reference", ref, "pushed", pushed)
+	return &evalflow.Artifact{Reference: ref, Digest: desc.Digest.String(), MediaType: desc.MediaType}, nil
+}

@@ -1,0 +1,129 @@
+// Package function is evalflow's deploy step: it creates the run's evaluation job
+// exactly once, whatever the broker redelivers, and stops it when the run is cancelled.
+package function
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/localjob"
+	"github.com/evalflow/evalflow/shared/pipeline"
+	"github.com/evalflow/evalflow/shared/runstore"
+)
+
+// Config is deploy's own configuration.
+type Config struct {
+	// JobsURL is the local job runtime (localjob) that runs the runner as a process.
+	JobsURL    string        `env:"EVALFLOW_JOBS_URL, required"`
+	DataDir    string        `env:"EVALFLOW_DATA_DIR, required"`
+	ResultsDir string        `env:"EVALFLOW_RESULTS_DIR, required"`
+	Deadline   time.Duration `env:"EVALFLOW_JOB_DEADLINE, default=6h"`
+	TTL        time.Duration `env:"EVALFLOW_JOB_TTL, default=1h"`
+	// Sink is where the runner sends its progress reports (the broker).
+	Sink string `env:"K_SINK, required"`
+}
+
+// Jobs creates and deletes evaluation jobs. Create of an existing job is
+// localjob.ErrAlreadyExists.
+type Jobs interface {
+	Create(ctx context.Context, spec evalflow.JobSpec, apiKey string) error
+	Delete(ctx context.Context, name string) error
+}
+
+var _ Jobs = (*localjob.Client)(nil)
+
+// Function is the deploy step.
+type Function struct {
+	env      *pipeline.Env
+	jobs     Jobs
+	defaults evalflow.JobDefaults
+}
+
+// New returns the function; Start connects it.
+func New() *Function { return &Function{} }
+
+// Start connects to Redis, the broker and the job runtime.
+func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error) {
+	var c Config
+	if err = pipeline.Load(ctx, cfg, &c); err != nil {
+		return fmt.Errorf("deploy: config: %w", err)
+	}
+	f.jobs = &localjob.Client{URL: c.JobsURL}
+	f.defaults = evalflow.JobDefaults{CallbackURL: c.Sink, DataDir: c.DataDir, ResultsDir: c.ResultsDir,
+		DeadlineSeconds: int64(c.Deadline.Seconds()), TTLSecondsAfterFinished: int32(c.TTL.Seconds())}
+	f.env, err = pipeline.Open(ctx, evalflow.StepDeploy, cfg)
+	return err
+}
+
+// Stop closes the connections.
+func (f *Function) Stop(context.Context) error { return f.env.Close() }
+
+// Ready reports whether Redis answers.
+func (f *Function) Ready(ctx context.Context) (bool, error) { return f.env.Ready(ctx) }
+
+// Handle creates the job of a verified run and replies job.created; on run.cancelled
+// it stops the run's job.
+func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
+	id := f.env.RunID(e)
+	if id == "" {
+		return nil, nil
+	}
+	if e.Type() == evalflow.TypeCancelled {
+		return nil, f.stop(ctx, id)
+	}
+	run, ok, err := f.env.Begin(ctx, id, evalflow.StatusDeploying)
+	if err != nil || !ok {
+		return nil, err
+	}
+	spec := evalflow.NewJobSpec(run, f.defaults)
+	apiKey, err := f.env.Store.Secret(ctx, id, runstore.SecretAPIKey)
+	if err != nil {
+		return nil, err
+	}
+	switch err := f.jobs.Create(ctx, spec, apiKey); {
+	case errors.Is(err, localjob.ErrAlreadyExists):
+		f.env.Log.Info("job exists already: a redelivery", "run_id", id, "job", spec.ID)
+	case err != nil:
+		return nil, fmt.Errorf("deploy: create job for run %s: %w", id, err)
+	default:
+		f.env.Log.Info("job created", "run_id", id, "job", spec.ID)
+	}
+	run, err = f.env.Store.Update(ctx, id, func(r *evalflow.Run) error {
+		if r.Status != evalflow.StatusDeploying {
+			return evalflow.ErrStale
+		}
+		r.Job = spec.ID
+		return nil
+	})
+	if errors.Is(err, evalflow.ErrStale) {
+		return nil, f.stopIfEnded(ctx, run)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := f.env.Notify(ctx, run, evalflow.NoteSucceeded, "job "+spec.ID+" created"); err != nil {
+		return nil, err
+	}
+	return f.env.Next(evalflow.TypeJobCreated, id), nil
+}
+
+// stopIfEnded stops a job created for a run that was cancelled meanwhile.
+func (f *Function) stopIfEnded(ctx context.Context, run *evalflow.Run) error {
+	if run.Status == evalflow.StatusCancelled {
+		return f.stop(ctx, run.ID)
+	}
+	return nil
+}
+
+func (f *Function) stop(ctx context.Context, id string) error {
+	if err := f.jobs.Delete(ctx, evalflow.JobName(id)); err != nil {
+		return fmt.Errorf("deploy: stop job of run %s: %w", id, err)
+	}
+	f.env.Log.Info("job stopped", "run_id", id, "job", evalflow.JobName(id))
+	return nil
+}

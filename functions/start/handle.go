@@ -1,0 +1,239 @@
+// Package function is evalflow's start step, an HTTP function: it validates a request,
+// records the run in Redis (once per eval_request_id) and emits the first event. It
+// also serves the runs API: GET /evals/{id}, GET /evals, DELETE /evals/{id}.
+package function
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"mime"
+	"net/http"
+	"strconv"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/pipeline"
+	"github.com/evalflow/evalflow/shared/runstore"
+)
+
+// Function is the start step.
+type Function struct {
+	env *pipeline.Env
+	mux *http.ServeMux
+}
+
+// New returns the function; Start connects it.
+func New() *Function { return &Function{} }
+
+// Start connects to Redis and the broker, configured by cfg (the environment).
+func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
+	env, err := pipeline.Open(ctx, evalflow.StepStart, cfg)
+	if err != nil {
+		return err
+	}
+	f.env = env
+	f.mux = http.NewServeMux()
+	f.mux.HandleFunc("POST /evals/start", f.start)
+	f.mux.HandleFunc("POST /{$}", f.start) // CloudEvents delivered by a Trigger
+	f.mux.HandleFunc("GET /evals/{id}", f.get)
+	f.mux.HandleFunc("GET /evals", f.list)
+	f.mux.HandleFunc("DELETE /evals/{id}", f.cancel)
+	return nil
+}
+
+// Stop closes the connections.
+func (f *Function) Stop(context.Context) error { return f.env.Close() }
+
+// Ready reports whether Redis answers.
+func (f *Function) Ready(ctx context.Context) (bool, error) { return f.env.Ready(ctx) }
+
+// Handle serves the API.
+func (f *Function) Handle(w http.ResponseWriter, r *http.Request) { f.mux.ServeHTTP(w, r) }
+
+// Started is the answer to a start request.
+type Started struct {
+	RunID      string              `json:"run_id"`
+	Created    bool                `json:"created"`
+	Status     evalflow.Status     `json:"status"`
+	ETASeconds float64             `json:"eta_seconds"`
+	Steps      []evalflow.StepInfo `json:"steps"`
+	Run        *evalflow.Run       `json:"run"`
+}
+
+func (f *Function) start(w http.ResponseWriter, r *http.Request) {
+	req, err := readRequest(r)
+	if err != nil {
+		f.writeError(w, "", err)
+		return
+	}
+	run, created, err := f.record(r.Context(), req)
+	if err != nil {
+		f.writeError(w, req.EvalRequestID, err)
+		return
+	}
+	status := http.StatusAccepted
+	if !created {
+		status = http.StatusOK
+	}
+	eta := run.ETA.Sub(f.env.Now()).Seconds()
+	writeJSON(w, status, Started{RunID: run.ID, Created: created, Status: run.Status,
+		ETASeconds: max(eta, 0), Steps: evalflow.Steps, Run: run})
+}
+
+// record stores the run once and emits run.started while the run is pending (again on
+// a retried request: verify drops the copy).
+func (f *Function) record(ctx context.Context, req evalflow.Request) (*evalflow.Run, bool, error) {
+	run, created, err := f.env.Store.Create(ctx, evalflow.NewRun(req, f.env.Now()),
+		map[string]string{runstore.SecretAPIKey: req.APIKey, runstore.SecretKubeconfig: req.Kubeconfig})
+	if err != nil {
+		return nil, false, err
+	}
+	if !created {
+		if err := sameRequest(run, req); err != nil {
+			return nil, false, err
+		}
+	}
+	if created {
+		f.env.Log.Info("run recorded", "run_id", run.ID, "model", run.ModelName, "target", run.Target)
+	}
+	if run.Status == evalflow.StatusPending {
+		if err := f.env.Notify(ctx, run, evalflow.NoteSucceeded, "run recorded"); err != nil {
+			return nil, false, err
+		}
+		if err := f.env.Events.Send(ctx, *f.env.Next(evalflow.TypeStarted, run.ID)); err != nil {
+			return nil, false, err
+		}
+	}
+	return run, created, nil
+}
+
+// sameRequest refuses to reuse an eval_request_id for a different evaluation.
+func sameRequest(run *evalflow.Run, req evalflow.Request) error {
+	a, _ := json.Marshal(run.Datasets)
+	b, _ := json.Marshal(req.Datasets)
+	if run.ModelName != req.ModelName || run.BaseURL != req.BaseURL || !bytes.Equal(a, b) {
+		return &evalflow.Error{Code: evalflow.CodeConflict, Field: "eval_request_id",
+			Message: "already used for a different evaluation (model_name, base_url or datasets differ)"}
+	}
+	return nil
+}
+
+// readRequest reads a start request sent as plain JSON or as a CloudEvent (binary or
+// structured mode) of type dev.evalflow.run.requested.
+func readRequest(r *http.Request) (evalflow.Request, error) {
+	r.Body = http.MaxBytesReader(nil, r.Body, evalflow.MaxRequestBytes+64<<10)
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if r.Header.Get("Ce-Specversion") == "" && ct != "application/cloudevents+json" {
+		if ct != "application/json" {
+			return evalflow.Request{}, evalflow.Invalidf("Content-Type", "must be application/json or a CloudEvent, got %q", ct)
+		}
+		return evalflow.DecodeRequest(r.Body)
+	}
+	ev, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
+	if err != nil {
+		return evalflow.Request{}, &evalflow.Error{Code: evalflow.CodeInvalid, Field: "cloudevent", Message: "not a valid CloudEvent", Err: err}
+	}
+	if ev.Type() != evalflow.TypeRequested {
+		return evalflow.Request{}, evalflow.Invalidf("type", "must be %s, got %q", evalflow.TypeRequested, ev.Type())
+	}
+	if err := cloudevent.Decode(*ev, new(json.RawMessage)); err != nil {
+		return evalflow.Request{}, err
+	}
+	return evalflow.DecodeRequest(bytes.NewReader(ev.Data()))
+}
+
+// RunView is a run as the API shows it, with the pipeline's steps.
+type RunView struct {
+	*evalflow.Run
+	Steps []evalflow.StepInfo `json:"steps"`
+}
+
+func (f *Function) get(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	run, err := f.env.Store.Get(r.Context(), id)
+	if err != nil {
+		f.writeError(w, id, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, RunView{Run: run, Steps: evalflow.Steps})
+}
+
+func (f *Function) list(w http.ResponseWriter, r *http.Request) {
+	opts := runstore.ListOptions{Status: evalflow.Status(r.URL.Query().Get("status"))}
+	if opts.Status != "" && !opts.Status.Valid() {
+		f.writeError(w, "", evalflow.Invalidf("status", "unknown status %q", opts.Status))
+		return
+	}
+	if l := r.URL.Query().Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 1000 {
+			f.writeError(w, "", evalflow.Invalidf("limit", "must be a number from 1 to 1000"))
+			return
+		}
+		opts.Limit = n
+	}
+	runs, err := f.env.Store.List(r.Context(), opts)
+	if err != nil {
+		f.writeError(w, "", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"runs": runs})
+}
+
+// cancel ends a run as cancelled and tells deploy to stop its job. Cancelling a
+// cancelled run again is fine; cancelling one that has ended otherwise is a conflict.
+func (f *Function) cancel(w http.ResponseWriter, r *http.Request) {
+	ctx, id := r.Context(), r.PathValue("id")
+	run, err := f.env.Store.Update(ctx, id, func(run *evalflow.Run) error {
+		if err := run.Advance(evalflow.StatusCancelled, f.env.Now()); err != nil {
+			return err
+		}
+		run.Message = "cancelled by the caller"
+		return nil
+	})
+	if errors.Is(err, evalflow.ErrStale) && run.Status != evalflow.StatusCancelled {
+		f.writeError(w, id, &evalflow.Error{Code: evalflow.CodeConflict, Field: "id", Message: "run has already " + string(run.Status)})
+		return
+	}
+	if err != nil && !errors.Is(err, evalflow.ErrStale) {
+		f.writeError(w, id, err)
+		return
+	}
+	if err := f.env.Notify(ctx, run, evalflow.NoteCancelled, run.Message); err != nil {
+		f.writeError(w, id, err)
+		return
+	}
+	if err := f.env.Events.Send(ctx, *f.env.Next(evalflow.TypeCancelled, id)); err != nil {
+		f.writeError(w, id, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, RunView{Run: run, Steps: evalflow.Steps})
+}
+
+// APIError is the body of an error answer.
+type APIError struct {
+	Code    evalflow.Code `json:"code"`
+	Field   string        `json:"field,omitempty"`
+	Message string        `json:"message"`
+}
+
+func (f *Function) writeError(w http.ResponseWriter, runID string, err error) {
+	status := evalflow.HTTPStatus(err)
+	msg := err.Error()
+	if status >= 500 {
+		f.env.Log.Error("request failed", "run_id", runID, "error", err)
+		msg = "internal error; see the start function's log"
+	}
+	writeJSON(w, status, map[string]APIError{"error": {Code: evalflow.ErrorCode(err), Field: evalflow.ErrorField(err), Message: msg}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

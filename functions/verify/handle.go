@@ -1,0 +1,129 @@
+// Package function is evalflow's verify step: it checks that the run's target can run
+// the evaluation — locally, that the model endpoint answers and serves model_name.
+package function
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/pipeline"
+	"github.com/evalflow/evalflow/shared/runstore"
+)
+
+// Config is verify's own configuration.
+type Config struct {
+	// Timeout bounds the whole check, retries included.
+	Timeout time.Duration `env:"VERIFY_TIMEOUT, default=15s"`
+}
+
+// Function is the verify step.
+type Function struct {
+	env  *pipeline.Env
+	cfg  Config
+	http *http.Client
+}
+
+// New returns the function; Start connects it.
+func New() *Function { return &Function{} }
+
+// Start connects to Redis and the broker.
+func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error) {
+	if err = pipeline.Load(ctx, cfg, &f.cfg); err != nil {
+		return fmt.Errorf("verify: config: %w", err)
+	}
+	f.http = &http.Client{Timeout: 5 * time.Second}
+	f.env, err = pipeline.Open(ctx, evalflow.StepVerify, cfg)
+	return err
+}
+
+// Stop closes the connections.
+func (f *Function) Stop(context.Context) error { return f.env.Close() }
+
+// Ready reports whether Redis answers.
+func (f *Function) Ready(ctx context.Context) (bool, error) { return f.env.Ready(ctx) }
+
+// Handle verifies the run named by a run.started event and replies run.verified, or
+// ends the run as failed saying why.
+func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
+	id := f.env.RunID(e)
+	if id == "" {
+		return nil, nil
+	}
+	run, ok, err := f.env.Begin(ctx, id, evalflow.StatusVerifying)
+	if err != nil || !ok {
+		return nil, err
+	}
+	if run.Target == evalflow.TargetKubernetes {
+		return f.env.Fail(ctx, id, "verify: kubernetes targets (kubeconfig) are not supported by this build yet; omit kubeconfig to run locally")
+	}
+	apiKey, err := f.env.Store.Secret(ctx, id, runstore.SecretAPIKey)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.checkModel(ctx, run, apiKey); err != nil {
+		return f.env.Fail(ctx, id, "verify: "+err.Error())
+	}
+	if err := f.env.Notify(ctx, run, evalflow.NoteSucceeded, "model endpoint serves "+run.ModelName); err != nil {
+		return nil, err
+	}
+	return f.env.Next(evalflow.TypeVerified, id), nil
+}
+
+// checkModel asks the endpoint's /models for model_name, retrying briefly where the
+// endpoint does not answer; a wrong key or a missing model fails at once.
+func (f *Function) checkModel(ctx context.Context, run *evalflow.Run, apiKey string) error {
+	url := evalflow.APIBase(run.BaseURL) + "/models"
+	op := func() ([]string, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return nil, backoff.Permanent(err)
+		}
+		if apiKey != "" {
+			req.Header.Set("Authorization", "Bearer "+apiKey)
+		}
+		resp, err := f.http.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("model endpoint %s does not answer: %w", url, err)
+		}
+		defer resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+			return nil, backoff.Permanent(fmt.Errorf("model endpoint %s refused the api_key (%s)", url, resp.Status))
+		case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
+			return nil, fmt.Errorf("model endpoint %s answered %s", url, resp.Status)
+		case resp.StatusCode != http.StatusOK:
+			return nil, backoff.Permanent(fmt.Errorf("model endpoint %s answered %s: is base_url an OpenAI-compatible API?", url, resp.Status))
+		}
+		var list struct {
+			Data []struct {
+				ID string `json:"id"`
+			} `json:"data"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+			return nil, backoff.Permanent(fmt.Errorf("model endpoint %s: /models is not an OpenAI model list: %w", url, err))
+		}
+		ids := make([]string, len(list.Data))
+		for i, m := range list.Data {
+			ids[i] = m.ID
+		}
+		return ids, nil
+	}
+	ids, err := backoff.Retry(ctx, op, backoff.WithBackOff(backoff.NewExponentialBackOff()), backoff.WithMaxElapsedTime(f.cfg.Timeout))
+	if err != nil {
+		return err
+	}
+	for _, m := range ids {
+		if m == run.ModelName || m == run.ModelName+":latest" {
+			return nil
+		}
+	}
+	return fmt.Errorf("model endpoint %s does not serve model_name %q (it serves: %s)", url, run.ModelName, strings.Join(ids, ", "))
+}

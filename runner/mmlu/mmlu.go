@@ -1,0 +1,139 @@
+// Package mmlu renders MMLU as lm-evaluation-harness's generative MMLU task does and
+// scores the answers.
+//
+// Prompt: the subject's description line, then num_fewshot examples from the dev split
+// ("question\nA. ..\nB. ..\nC. ..\nD. ..\nAnswer: X") each followed by a blank line,
+// then the question, ending in "Answer:". The model's first line is the answer; it is
+// right when it equals the letter, ignoring case and punctuation (exact_match).
+package mmlu
+
+import (
+	"encoding/csv"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"unicode"
+)
+
+// Letters are the choice labels.
+var Letters = []string{"A", "B", "C", "D"}
+
+// Question is one MMLU row.
+type Question struct {
+	Text    string
+	Choices [4]string
+	Answer  string // "A".."D"
+}
+
+// Doc is one scored sample: a rendered prompt and its target.
+type Doc struct {
+	Task   string // mmlu_<subject>, as lm-eval names the subtask
+	Index  int    // row in the test split
+	Prompt string
+	Target string
+}
+
+// Load reads a subject's split ("dev", "val" or "test") from dataDir/mmlu.
+func Load(dataDir, subject, split string) ([]Question, error) {
+	path := filepath.Join(dataDir, "mmlu", split, subject+"_"+split+".csv")
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("mmlu: %w", err)
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	r.FieldsPerRecord = 6
+	var qs []Question
+	for {
+		rec, err := r.Read()
+		if err == io.EOF {
+			return qs, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("mmlu: %s: %w", path, err)
+		}
+		q := Question{Text: rec[0], Answer: strings.TrimSpace(rec[5])}
+		copy(q.Choices[:], rec[1:5])
+		if !strings.Contains("ABCD", q.Answer) || len(q.Answer) != 1 {
+			return nil, fmt.Errorf("mmlu: %s: row %d: answer %q is not A-D", path, len(qs)+1, q.Answer)
+		}
+		qs = append(qs, q)
+	}
+}
+
+// Description is the subject's instruction line, as lm-eval writes it.
+func Description(subject string) string {
+	return "The following are multiple choice questions (with answers) about " + strings.ReplaceAll(subject, "_", " ") + ".\n\n"
+}
+
+// Render is lm-eval's doc_to_text for a question.
+func Render(q Question) string {
+	var b strings.Builder
+	b.WriteString(strings.TrimSpace(q.Text))
+	for i, c := range q.Choices {
+		b.WriteString("\n" + Letters[i] + ". " + c)
+	}
+	b.WriteString("\nAnswer:")
+	return b.String()
+}
+
+// Prompt renders question q of subject with the given few-shot examples.
+func Prompt(subject string, shots []Question, q Question) string {
+	var b strings.Builder
+	b.WriteString(Description(subject))
+	for _, s := range shots {
+		b.WriteString(Render(s) + " " + s.Answer + "\n\n")
+	}
+	b.WriteString(Render(q))
+	return b.String()
+}
+
+// Docs renders a subject's test split: at most limit questions (0: all), each with the
+// first numFewshot dev examples.
+func Docs(dataDir, subject string, numFewshot, limit int) ([]Doc, error) {
+	test, err := Load(dataDir, subject, "test")
+	if err != nil {
+		return nil, err
+	}
+	var shots []Question
+	if numFewshot > 0 {
+		dev, err := Load(dataDir, subject, "dev")
+		if err != nil {
+			return nil, err
+		}
+		if numFewshot > len(dev) {
+			return nil, fmt.Errorf("mmlu: %s: num_fewshot %d is more than the %d dev examples", subject, numFewshot, len(dev))
+		}
+		shots = dev[:numFewshot]
+	}
+	if limit > 0 && limit < len(test) {
+		test = test[:limit]
+	}
+	docs := make([]Doc, len(test))
+	for i, q := range test {
+		docs[i] = Doc{Task: "mmlu_" + subject, Index: i, Prompt: Prompt(subject, shots, q), Target: q.Answer}
+	}
+	return docs, nil
+}
+
+// Extract is the answer in a response: its first line, as generation stops at "\n".
+func Extract(response string) string {
+	line, _, _ := strings.Cut(strings.TrimLeft(response, " \t\r\n"), "\n")
+	return strings.TrimSpace(line)
+}
+
+// Correct is exact_match with ignore_case and ignore_punctuation.
+func Correct(extracted, target string) bool {
+	return normalize(extracted) == normalize(target)
+}
+
+func normalize(s string) string {
+	return strings.ToLower(strings.Map(func(r rune) rune {
+		if unicode.IsPunct(r) || unicode.IsSymbol(r) {
+			return -1
+		}
+		return r
+	}, strings.TrimSpace(s)))
+}

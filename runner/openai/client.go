@@ -1,0 +1,155 @@
+// Package openai is a small client for OpenAI-compatible chat completions, with
+// retries (exponential backoff with jitter, honouring 429 Retry-After), a per-request
+// timeout and an optional request rate limit.
+package openai
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"golang.org/x/time/rate"
+)
+
+// Message is one chat message.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// ChatRequest is a chat completion request.
+type ChatRequest struct {
+	Model       string    `json:"model"`
+	Messages    []Message `json:"messages"`
+	MaxTokens   int       `json:"max_tokens,omitempty"`
+	Temperature float64   `json:"temperature"`
+	Seed        *int      `json:"seed,omitempty"`
+	Stop        []string  `json:"stop,omitempty"`
+}
+
+// Usage is the token accounting of a response.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+}
+
+// ChatResponse is the part of a chat completion evalflow reads.
+type ChatResponse struct {
+	Choices []struct {
+		Message      Message `json:"message"`
+		FinishReason string  `json:"finish_reason"`
+	} `json:"choices"`
+	Usage Usage `json:"usage"`
+}
+
+// Text is the first choice's content.
+func (r *ChatResponse) Text() string {
+	if len(r.Choices) == 0 {
+		return ""
+	}
+	return r.Choices[0].Message.Content
+}
+
+// StatusError is an HTTP error answer from the endpoint.
+type StatusError struct {
+	Status     int
+	Body       string
+	RetryAfter time.Duration
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("endpoint answered %d: %s", e.Status, e.Body)
+}
+
+// Client calls one endpoint.
+type Client struct {
+	// BaseURL is the API root, e.g. http://127.0.0.1:11434/v1.
+	BaseURL string
+	APIKey  string
+	HTTP    *http.Client
+	// Limiter, when set, bounds the request rate.
+	Limiter *rate.Limiter
+	// Timeout bounds one attempt (default 60 s); MaxElapsed all attempts (default 5 min).
+	Timeout    time.Duration
+	MaxElapsed time.Duration
+	// MaxTries bounds attempts per request (default 8).
+	MaxTries uint
+}
+
+// Chat sends req, retrying transient failures.
+func (c *Client) Chat(ctx context.Context, req ChatRequest) (*ChatResponse, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = 100 * time.Millisecond
+	b.MaxInterval = 10 * time.Second
+	return backoff.Retry(ctx, func() (*ChatResponse, error) { return c.once(ctx, body) },
+		backoff.WithBackOff(b), backoff.WithMaxTries(orDefault(c.MaxTries, 8)),
+		backoff.WithMaxElapsedTime(orDefault(c.MaxElapsed, 5*time.Minute)))
+}
+
+func (c *Client) once(ctx context.Context, body []byte) (*ChatResponse, error) {
+	if c.Limiter != nil {
+		if err := c.Limiter.Wait(ctx); err != nil {
+			return nil, backoff.Permanent(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, orDefault(c.Timeout, 60*time.Second))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+"/chat/completions", bytes.NewReader(body))
+	if err != nil {
+		return nil, backoff.Permanent(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if c.APIKey != "" {
+		req.Header.Set("Authorization", "Bearer "+c.APIKey)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err // network: retry
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		se := &StatusError{Status: resp.StatusCode, Body: string(bytes.TrimSpace(msg))}
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs >= 0 {
+			se.RetryAfter = time.Duration(secs) * time.Second
+		}
+		switch {
+		case resp.StatusCode == http.StatusTooManyRequests && se.RetryAfter > 0:
+			return nil, backoff.RetryAfter(int(se.RetryAfter.Seconds()))
+		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+			return nil, se
+		}
+		return nil, backoff.Permanent(se)
+	}
+	var out ChatResponse
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("decode chat completion: %w", err)
+	}
+	if len(out.Choices) == 0 {
+		return nil, errors.New("chat completion has no choices")
+	}
+	return &out, nil
+}
+
+func orDefault[T comparable](v, d T) T {
+	var zero T
+	if v == zero {
+		return d
+	}
+	return v
+}

@@ -1,0 +1,94 @@
+// Package cloudevent turns evalflow's event contract into CloudEvents (sdk-go) and sends
+// them to a sink (the broker's ingress, K_SINK) with retries.
+package cloudevent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	cecontext "github.com/cloudevents/sdk-go/v2/context"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+)
+
+// New builds an event of type typ from step about run, carrying data as JSON. Its id is
+// derived from the type, the run and idParts, so that redoing a step re-emits the same
+// event (evalflow.EventID).
+func New(step evalflow.StepID, typ, runID string, data any, idParts ...string) event.Event {
+	e := cloudevents.NewEvent()
+	e.SetID(evalflow.EventID(append([]string{typ, runID}, idParts...)...))
+	e.SetSource(evalflow.SourceFor(step))
+	e.SetType(typ)
+	e.SetSubject(runID)
+	e.SetTime(time.Now().UTC())
+	_ = e.SetData(cloudevents.ApplicationJSON, data) // data is always one of our JSON payloads
+	return e
+}
+
+// Notification builds the caller's notification event for run r, addressed with the
+// caller's source and topic as extension attributes.
+func Notification(r *evalflow.Run, n evalflow.Notification) event.Event {
+	parts := []string{string(n.Step), n.Status}
+	if n.Status == evalflow.NoteProgress && n.Progress != nil {
+		parts = append(parts, fmt.Sprint(n.Progress.Done), n.Progress.UpdatedAt.String())
+	}
+	e := New(n.Step, evalflow.TypeNotification, r.ID, n, parts...)
+	if r.Source != "" {
+		e.SetExtension(evalflow.ExtCallerSource, r.Source)
+	}
+	if r.SourceTopic != "" {
+		e.SetExtension(evalflow.ExtCallerTopic, r.SourceTopic)
+	}
+	return e
+}
+
+// Decode reads e's JSON data into v. A payload that is not JSON, or lacks a run id, is
+// a permanently bad event: the error is an evalflow CodeInvalid error.
+func Decode(e event.Event, v any) error {
+	if ct := e.DataContentType(); ct != "" && ct != cloudevents.ApplicationJSON && ct != "text/json" {
+		return evalflow.Invalidf("datacontenttype", "must be application/json, got %q", ct)
+	}
+	if err := json.Unmarshal(e.Data(), v); err != nil {
+		return &evalflow.Error{Code: evalflow.CodeInvalid, Field: "data", Message: "not the JSON payload of " + e.Type(), Err: err}
+	}
+	return nil
+}
+
+// Sender posts events to one sink.
+type Sender struct {
+	client cloudevents.Client
+	target string
+	// Retries is how many times a refused or failed send is retried (exponential backoff).
+	Retries int
+}
+
+// NewSender returns a Sender to target (the broker's ingress URL).
+func NewSender(target string, hc *http.Client) (*Sender, error) {
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
+	}
+	p, err := cloudevents.NewHTTP(cehttp.WithTarget(target), cehttp.WithClient(*hc))
+	if err != nil {
+		return nil, fmt.Errorf("cloudevent: sender for %s: %w", target, err)
+	}
+	c, err := cloudevents.NewClient(p, cloudevents.WithTimeNow())
+	if err != nil {
+		return nil, fmt.Errorf("cloudevent: sender for %s: %w", target, err)
+	}
+	return &Sender{client: c, target: target, Retries: 5}, nil
+}
+
+// Send posts e, retrying with backoff until the sink acknowledges it.
+func (s *Sender) Send(ctx context.Context, e event.Event) error {
+	ctx = cecontext.WithRetriesExponentialBackoff(ctx, 50*time.Millisecond, s.Retries)
+	if res := s.client.Send(ctx, e); !cloudevents.IsACK(res) {
+		return fmt.Errorf("cloudevent: send %s for run %s to %s: %w", e.Type(), e.Subject(), s.target, res)
+	}
+	return nil
+}

@@ -1,0 +1,317 @@
+// Package localjob runs evaluation jobs as local processes: the local-mode stand-in for
+// Kubernetes Jobs. A Server owns the jobs (create by name is exactly-once, as in the
+// Jobs API: a second create is AlreadyExists); a Client is what deploy calls.
+//
+// A job gets a directory holding meta/job.json (the spec, as a Job mounts it) and
+// secret/api_key (mode 0600, as a Secret volume), removed as soon as the process ends.
+// The runner's environment is scrubbed: no secret reaches its args or env.
+package localjob
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
+)
+
+// ErrAlreadyExists is returned by Create for a job name that exists.
+var ErrAlreadyExists = errors.New("localjob: job already exists")
+
+// CreateRequest is the body of PUT /jobs/{name}.
+type CreateRequest struct {
+	Spec   evalflow.JobSpec `json:"spec"`
+	APIKey string           `json:"api_key,omitempty"`
+}
+
+// Status is a job's state.
+type Status struct {
+	Name     string `json:"name"`
+	Phase    string `json:"phase"` // Running, Succeeded, Failed
+	ExitCode int    `json:"exit_code"`
+}
+
+// Server runs jobs. Configure its fields, then serve it over HTTP.
+type Server struct {
+	// RunnerPath is the runner binary: it is run as RunnerPath --job DIR/meta/job.json.
+	RunnerPath string
+	// WorkDir holds one directory per job.
+	WorkDir string
+	// Events reports each job's end (evalflow.TypeJobFinished) to the broker.
+	Events *cloudevent.Sender
+	Log    *slog.Logger
+
+	mu   sync.Mutex
+	jobs map[string]*job
+	wg   sync.WaitGroup
+}
+
+type job struct {
+	status Status
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// ServeHTTP serves PUT, GET and DELETE on /jobs/{name}.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	name, ok := strings.CutPrefix(r.URL.Path, "/jobs/")
+	if !ok || name == "" || strings.ContainsAny(name, "/.") {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	switch r.Method {
+	case http.MethodPut:
+		var req CreateRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil || req.Spec.ID != name {
+			http.Error(w, "body: a job spec whose id is the job's name is required", http.StatusBadRequest)
+			return
+		}
+		switch err := s.Create(req); {
+		case errors.Is(err, ErrAlreadyExists):
+			http.Error(w, err.Error(), http.StatusConflict)
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		default:
+			w.WriteHeader(http.StatusCreated)
+		}
+	case http.MethodGet:
+		st, ok := s.Get(name)
+		if !ok {
+			http.Error(w, "no such job", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(st)
+	case http.MethodDelete:
+		s.Delete(name)
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	}
+}
+
+// Create starts the job req describes, unless a job of that name exists.
+func (s *Server) Create(req CreateRequest) error {
+	spec := req.Spec
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.jobs == nil {
+		s.jobs = map[string]*job{}
+	}
+	if _, ok := s.jobs[spec.ID]; ok {
+		return ErrAlreadyExists
+	}
+	dir := filepath.Join(s.WorkDir, spec.ID)
+	if err := os.MkdirAll(filepath.Join(dir, "meta"), 0o755); err != nil {
+		return fmt.Errorf("localjob: create job %s: %w", spec.ID, err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "secret"), 0o700); err != nil {
+		return fmt.Errorf("localjob: create job %s: %w", spec.ID, err)
+	}
+	spec.APIKeyFile = ""
+	if req.APIKey != "" {
+		spec.APIKeyFile = filepath.Join(dir, "secret", "api_key")
+		if err := os.WriteFile(spec.APIKeyFile, []byte(req.APIKey), 0o600); err != nil {
+			return fmt.Errorf("localjob: create job %s: secret: %w", spec.ID, err)
+		}
+	}
+	specPath := filepath.Join(dir, "meta", "job.json")
+	body, _ := json.MarshalIndent(spec, "", "  ")
+	if err := os.WriteFile(specPath, body, 0o644); err != nil {
+		return fmt.Errorf("localjob: create job %s: spec: %w", spec.ID, err)
+	}
+	logFile, err := os.Create(filepath.Join(dir, "runner.log"))
+	if err != nil {
+		return fmt.Errorf("localjob: create job %s: log: %w", spec.ID, err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	if spec.DeadlineSeconds > 0 {
+		ctx, cancel = context.WithTimeout(context.Background(), time.Duration(spec.DeadlineSeconds)*time.Second)
+	}
+	cmd := exec.CommandContext(ctx, s.RunnerPath, "--job", specPath)
+	cmd.Dir = dir
+	cmd.Env = scrubbedEnv()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		cancel()
+		logFile.Close()
+		return fmt.Errorf("localjob: start job %s: %w", spec.ID, err)
+	}
+	j := &job{status: Status{Name: spec.ID, Phase: "Running"}, cancel: cancel, done: make(chan struct{})}
+	s.jobs[spec.ID] = j
+	s.log().Info("job started", "job", spec.ID, "run_id", spec.RunID, "pid", cmd.Process.Pid)
+	s.wg.Add(1)
+	go s.wait(ctx, cmd, logFile, j, spec, dir)
+	return nil
+}
+
+// wait follows a job's process to its end, removes its secret, reports the end and,
+// after the TTL, removes the job.
+func (s *Server) wait(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j *job, spec evalflow.JobSpec, dir string) {
+	defer s.wg.Done()
+	err := cmd.Wait()
+	logFile.Close()
+	j.cancel()
+	_ = os.RemoveAll(filepath.Join(dir, "secret"))
+
+	fin := evalflow.JobFinished{RunID: spec.RunID, Job: spec.ID, Succeeded: err == nil}
+	if cmd.ProcessState != nil {
+		fin.ExitCode = cmd.ProcessState.ExitCode()
+	}
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		fin.Message = fmt.Sprintf("job exceeded its deadline of %ds", spec.DeadlineSeconds)
+	case err != nil:
+		fin.Message = fmt.Sprintf("runner exited with code %d: %s", fin.ExitCode, lastLine(filepath.Join(dir, "runner.log")))
+	}
+	s.mu.Lock()
+	j.status.ExitCode = fin.ExitCode
+	j.status.Phase = map[bool]string{true: "Succeeded", false: "Failed"}[fin.Succeeded]
+	s.mu.Unlock()
+	close(j.done)
+	s.log().Info("job ended", "job", spec.ID, "run_id", spec.RunID, "phase", j.status.Phase, "exit_code", fin.ExitCode)
+
+	if s.Events != nil {
+		ev := cloudevent.New(evalflow.StepDeploy, evalflow.TypeJobFinished, spec.RunID, fin, j.status.Phase)
+		ev.SetSource("/evalflow/localjob")
+		sendCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if err := s.Events.Send(sendCtx, ev); err != nil {
+			s.log().Error("report job end", "job", spec.ID, "run_id", spec.RunID, "error", err)
+		}
+		cancel()
+	}
+	if spec.TTLSecondsAfterFinished > 0 {
+		time.AfterFunc(time.Duration(spec.TTLSecondsAfterFinished)*time.Second, func() {
+			s.mu.Lock()
+			delete(s.jobs, spec.ID)
+			s.mu.Unlock()
+			_ = os.RemoveAll(dir)
+		})
+	}
+}
+
+// Get returns a job's status.
+func (s *Server) Get(name string) (Status, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	j, ok := s.jobs[name]
+	if !ok {
+		return Status{}, false
+	}
+	return j.status, true
+}
+
+// Delete stops a running job (its end is still reported). Deleting a missing job is a no-op.
+func (s *Server) Delete(name string) {
+	s.mu.Lock()
+	j, ok := s.jobs[name]
+	s.mu.Unlock()
+	if ok {
+		j.cancel()
+		<-j.done
+	}
+}
+
+// Shutdown stops every job and waits for them.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	for _, j := range s.jobs {
+		j.cancel()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Log == nil {
+		return slog.Default()
+	}
+	return s.Log
+}
+
+// scrubbedEnv is the runner's environment: enough to run, nothing secret.
+func scrubbedEnv() []string {
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "TMPDIR", "LANG", "TZ", "GOCOVERDIR"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+func lastLine(path string) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	line := lines[len(lines)-1]
+	if len(line) > 500 {
+		line = line[len(line)-500:]
+	}
+	return line
+}
+
+// Client calls a Server.
+type Client struct {
+	URL  string
+	HTTP *http.Client
+}
+
+// Create creates the job; ErrAlreadyExists when it exists.
+func (c *Client) Create(ctx context.Context, spec evalflow.JobSpec, apiKey string) error {
+	body, _ := json.Marshal(CreateRequest{Spec: spec, APIKey: apiKey})
+	resp, err := c.do(ctx, http.MethodPut, spec.ID, body)
+	if err != nil {
+		return err
+	}
+	switch resp.StatusCode {
+	case http.StatusCreated:
+		return nil
+	case http.StatusConflict:
+		return ErrAlreadyExists
+	}
+	return fmt.Errorf("localjob: create job %s: %s", spec.ID, resp.Status)
+}
+
+// Delete stops and removes the job.
+func (c *Client) Delete(ctx context.Context, name string) error {
+	resp, err := c.do(ctx, http.MethodDelete, name, nil)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("localjob: delete job %s: %s", name, resp.Status)
+	}
+	return nil
+}
+
+func (c *Client) do(ctx context.Context, method, name string, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.URL, "/")+"/jobs/"+name, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("localjob: %s job %s: %w", method, name, err)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("localjob: %s job %s: %w", method, name, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp, nil
+}

@@ -1,0 +1,165 @@
+// Package oci pushes a run's results as one OCI artifact with oras-go: to a local OCI
+// image layout by default, or to a registry (basic auth supported).
+//
+// A push is idempotent: the tag derives from the run id, the manifest is byte-for-byte
+// repeatable (a fixed created annotation), and a tag that already resolves is not
+// pushed again.
+package oci
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content/oci"
+	"oras.land/oras-go/v2/errdef"
+	"oras.land/oras-go/v2/registry/remote"
+	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/retry"
+)
+
+// Media types of evalflow's results artifact.
+const (
+	ArtifactType     = "application/vnd.evalflow.results.v1+json"
+	MediaTypeSummary = "application/vnd.evalflow.results.summary.v1+json"
+	MediaTypeSamples = "application/vnd.evalflow.results.samples.v1+jsonl"
+)
+
+// Annotation keys set on the manifest.
+const (
+	AnnotationRunID    = "dev.evalflow.run-id"
+	AnnotationModel    = "dev.evalflow.model"
+	AnnotationDatasets = "dev.evalflow.datasets"
+)
+
+// Config says where artifacts go. With Registry empty they go to the OCI layout at Layout.
+type Config struct {
+	Layout string `env:"EVALFLOW_OCI_LAYOUT"`
+	// Registry is HOST[:PORT]/REPOSITORY, e.g. 127.0.0.1:5000/evalflow/results.
+	Registry  string `env:"EVALFLOW_REGISTRY"`
+	PlainHTTP bool   `env:"EVALFLOW_REGISTRY_PLAIN_HTTP, default=false"`
+	Username  string `env:"EVALFLOW_REGISTRY_USERNAME"`
+	Password  string `env:"EVALFLOW_REGISTRY_PASSWORD"`
+}
+
+// Destination is a place artifacts are pushed to.
+type Destination struct {
+	Target oras.Target
+	// Name is the reference's name part: the repository, or oci-layout://DIR.
+	Name string
+}
+
+// Open returns the destination cfg names.
+func Open(cfg Config) (*Destination, error) {
+	if cfg.Registry == "" {
+		if cfg.Layout == "" {
+			return nil, errors.New("oci: neither EVALFLOW_REGISTRY nor EVALFLOW_OCI_LAYOUT is set")
+		}
+		store, err := oci.New(cfg.Layout)
+		if err != nil {
+			return nil, fmt.Errorf("oci: layout %s: %w", cfg.Layout, err)
+		}
+		return &Destination{Target: store, Name: "oci-layout://" + cfg.Layout}, nil
+	}
+	repo, err := remote.NewRepository(cfg.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("oci: registry %s: %w", cfg.Registry, err)
+	}
+	repo.PlainHTTP = cfg.PlainHTTP
+	client := &auth.Client{Client: retry.DefaultClient, Cache: auth.NewCache()}
+	if cfg.Username != "" {
+		client.Credential = auth.StaticCredential(repo.Reference.Registry, auth.Credential{Username: cfg.Username, Password: cfg.Password})
+	}
+	repo.Client = client
+	return &Destination{Target: repo, Name: cfg.Registry}, nil
+}
+
+// File is one layer of the artifact.
+type File struct {
+	Path      string
+	MediaType string
+}
+
+// Artifact describes what to push.
+type Artifact struct {
+	Tag         string
+	Files       []File
+	Annotations map[string]string
+	// Created is recorded as org.opencontainers.image.created; a fixed value makes the
+	// manifest, and so its digest, repeatable.
+	Created time.Time
+}
+
+// Push pushes a unless its tag already resolves, and returns the manifest descriptor
+// and whether this call pushed it.
+func (d *Destination) Push(ctx context.Context, a Artifact) (ocispec.Descriptor, bool, error) {
+	if desc, err := d.Target.Resolve(ctx, a.Tag); err == nil {
+		return desc, false, nil
+	} else if !errors.Is(err, errdef.ErrNotFound) {
+		return ocispec.Descriptor{}, false, fmt.Errorf("oci: resolve %s:%s: %w", d.Name, a.Tag, err)
+	}
+	layers := make([]ocispec.Descriptor, 0, len(a.Files))
+	for _, f := range a.Files {
+		desc, err := pushFile(ctx, d.Target, f)
+		if err != nil {
+			return ocispec.Descriptor{}, false, err
+		}
+		layers = append(layers, desc)
+	}
+	ann := map[string]string{ocispec.AnnotationCreated: a.Created.UTC().Format(time.RFC3339)}
+	for k, v := range a.Annotations {
+		ann[k] = v
+	}
+	desc, err := oras.PackManifest(ctx, d.Target, oras.PackManifestVersion1_1, ArtifactType,
+		oras.PackManifestOptions{Layers: layers, ManifestAnnotations: ann})
+	if err != nil {
+		return ocispec.Descriptor{}, false, fmt.Errorf("oci: pack manifest for %s: %w", a.Tag, err)
+	}
+	if err := d.Target.Tag(ctx, desc, a.Tag); err != nil {
+		return ocispec.Descriptor{}, false, fmt.Errorf("oci: tag %s:%s: %w", d.Name, a.Tag, err)
+	}
+	return desc, true, nil
+}
+
+// Reference is the artifact's reference as users pull it.
+func (d *Destination) Reference(tag string, desc ocispec.Descriptor) string {
+	return d.Name + ":" + tag + "@" + desc.Digest.String()
+}
+
+// pushFile streams a file into the target as a blob, unless it is there already.
+func pushFile(ctx context.Context, dst oras.Target, f File) (ocispec.Descriptor, error) {
+	fh, err := os.Open(f.Path)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("oci: %w", err)
+	}
+	defer fh.Close()
+	h := sha256.New()
+	size, err := io.Copy(h, fh)
+	if err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("oci: hash %s: %w", f.Path, err)
+	}
+	desc := ocispec.Descriptor{
+		MediaType:   f.MediaType,
+		Digest:      digest.NewDigestFromBytes(digest.SHA256, h.Sum(nil)),
+		Size:        size,
+		Annotations: map[string]string{ocispec.AnnotationTitle: filepath.Base(f.Path)},
+	}
+	if ok, err := dst.Exists(ctx, desc); err == nil && ok {
+		return desc, nil
+	}
+	if _, err := fh.Seek(0, io.SeekStart); err != nil {
+		return ocispec.Descriptor{}, fmt.Errorf("oci: %w", err)
+	}
+	if err := dst.Push(ctx, desc, fh); err != nil && !errors.Is(err, errdef.ErrAlreadyExists) {
+		return ocispec.Descriptor{}, fmt.Errorf("oci: push %s: %w", filepath.Base(f.Path), err)
+	}
+	return desc, nil
+}

@@ -1,0 +1,163 @@
+// Package pipeline holds what every step function uses: configuration from the
+// environment, the run store, the event sender that reaches the broker, a JSON logger,
+// and the moves every step makes (begin, notify, fail).
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/redis/go-redis/v9"
+	"github.com/sethvargo/go-envconfig"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/runstore"
+	"github.com/evalflow/evalflow/shared/seal"
+)
+
+// Config is what every step reads from its environment.
+type Config struct {
+	RedisAddr     string `env:"REDIS_ADDR, default=127.0.0.1:6379"`
+	RedisPassword string `env:"REDIS_PASSWORD"`
+	// SealKey (base64, 32 bytes) seals secrets at rest.
+	SealKey string `env:"EVALFLOW_SEAL_KEY, required"`
+	// Sink is the broker's ingress, where notifications and out-of-band events go.
+	Sink     string `env:"K_SINK, required"`
+	LogLevel string `env:"LOG_LEVEL, default=info"`
+}
+
+// Load fills target (a pointer to a struct with env tags) from cfg, the map func-go
+// hands to Start (the environment plus ./cfg).
+func Load(ctx context.Context, cfg map[string]string, target any) error {
+	return envconfig.ProcessWith(ctx, &envconfig.Config{Target: target, Lookuper: envconfig.MapLookuper(cfg)})
+}
+
+// Env is a step's connection to the rest of evalflow.
+type Env struct {
+	Step   evalflow.StepID
+	Store  *runstore.Store
+	Events *cloudevent.Sender
+	Log    *slog.Logger
+	Now    func() time.Time
+	rdb    *redis.Client
+}
+
+// Open builds the Env of step from cfg.
+func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*Env, error) {
+	var c Config
+	if err := Load(ctx, cfg, &c); err != nil {
+		return nil, fmt.Errorf("%s: config: %w", step, err)
+	}
+	key, err := seal.ParseKey(c.SealKey)
+	if err != nil {
+		return nil, fmt.Errorf("%s: config EVALFLOW_SEAL_KEY: %w", step, err)
+	}
+	sealer, err := seal.New(key)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", step, err)
+	}
+	sender, err := cloudevent.NewSender(c.Sink, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", step, err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: c.RedisAddr, Password: c.RedisPassword})
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("%s: redis at %s: %w", step, c.RedisAddr, err)
+	}
+	return &Env{Step: step, Store: runstore.New(rdb, sealer), Events: sender,
+		Log: NewLogger(c.LogLevel).With("step", string(step)), Now: time.Now, rdb: rdb}, nil
+}
+
+// NewLogger returns a JSON logger on stderr at level ("debug", "info", "warn", "error").
+func NewLogger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+// Close releases the Env's connections.
+func (e *Env) Close() error { return e.rdb.Close() }
+
+// Ready reports whether Redis answers.
+func (e *Env) Ready(ctx context.Context) (bool, error) {
+	if err := e.Store.Ping(ctx); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// Begin moves run id into status (the status the step works in), notifying the caller
+// that the step started. ok is false when there is nothing to do: the run does not
+// exist, has ended, or is already past this step (a duplicate or late event). A run
+// already in status is returned with ok: the step redoes its idempotent work.
+func (e *Env) Begin(ctx context.Context, id string, status evalflow.Status) (r *evalflow.Run, ok bool, err error) {
+	r, err = e.Store.Update(ctx, id, func(r *evalflow.Run) error { return r.Advance(status, e.Now()) })
+	switch {
+	case errors.Is(err, evalflow.ErrNotFound):
+		e.Log.Warn("event for an unknown run dropped", "run_id", id)
+		return nil, false, nil
+	case errors.Is(err, evalflow.ErrStale):
+		if r.Status == status {
+			return r, true, nil // redelivered while the step was at work: redo it
+		}
+		e.Log.Info("duplicate or late event dropped", "run_id", id, "run_status", r.Status)
+		return r, false, nil
+	case err != nil:
+		return nil, false, err
+	}
+	return r, true, e.Notify(ctx, r, evalflow.NoteStarted, "")
+}
+
+// Notify tells run r's caller that the step reached status.
+func (e *Env) Notify(ctx context.Context, r *evalflow.Run, status, message string) error {
+	n := evalflow.Notify(r, e.Step, status, message)
+	if err := e.Events.Send(ctx, cloudevent.Notification(r, n)); err != nil {
+		return fmt.Errorf("%s: notify run %s: %w", e.Step, r.ID, err)
+	}
+	return nil
+}
+
+// Fail ends run id as failed with message (which must hold no secret), notifies the
+// caller and returns the run.failed event to reply with. A run that has already
+// ended is left as it is, and no event is returned.
+func (e *Env) Fail(ctx context.Context, id, message string) (*event.Event, error) {
+	e.Log.Error("run failed", "run_id", id, "reason", message)
+	r, err := e.Store.Update(ctx, id, func(r *evalflow.Run) error { return r.Fail(message, e.Now()) })
+	if errors.Is(err, evalflow.ErrStale) || errors.Is(err, evalflow.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Notify(ctx, r, evalflow.NoteFailed, message); err != nil {
+		return nil, err
+	}
+	ev := cloudevent.New(e.Step, evalflow.TypeFailed, r.ID, evalflow.RunRef{RunID: r.ID})
+	return &ev, nil
+}
+
+// Next returns the event a step replies with to move run id on.
+func (e *Env) Next(typ, id string) *event.Event {
+	ev := cloudevent.New(e.Step, typ, id, evalflow.RunRef{RunID: id})
+	return &ev
+}
+
+// RunID reads the run id from an event's payload; a bad payload is logged and reported
+// as "" (a permanently bad event is dropped, not redelivered forever).
+func (e *Env) RunID(ev event.Event) string {
+	var ref evalflow.RunRef
+	if err := cloudevent.Decode(ev, &ref); err != nil || ref.RunID == "" {
+		e.Log.Error("event without a run id dropped", "type", ev.Type(), "id", ev.ID(), "error", err)
+		return ""
+	}
+	return ref.RunID
+}
