@@ -17,9 +17,9 @@ import (
 	"sync"
 	"time"
 
-	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/runner/mmlu"
 	"github.com/evalflow/evalflow/runner/openai"
+	evalflow "github.com/evalflow/evalflow/shared"
 )
 
 // CheckpointFile holds finished samples in completion order while a job runs.

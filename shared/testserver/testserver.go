@@ -1,156 +1,111 @@
 // Package testserver starts the real servers evalflow's tests run against (redis-server,
-// docker-registry, ollama) on 127.0.0.1, each in a temporary directory, stopped when
-// the test ends. The Makefile installs them (make deps). Where one is missing a test
-// skips saying so — unless EVALFLOW_REQUIRE_SERVERS=1 (as `make test` sets), where it fails.
+// docker-registry, ollama with the tiny model) on 127.0.0.1 through localserver, each
+// in the test's temporary directory and stopped when the test ends. The Makefile
+// installs them (make deps). Where one is missing a test skips saying so — unless
+// EVALFLOW_REQUIRE_SERVERS=1 (as `make test` sets), where it fails.
 package testserver
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"testing"
-	"time"
+
+	"github.com/evalflow/evalflow/shared/localserver"
 )
 
-// FreePort returns a loopback port that was free a moment ago.
-func FreePort(t testing.TB) int {
+// missing skips t (or fails it under EVALFLOW_REQUIRE_SERVERS=1).
+func missing(t testing.TB, what string) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// Need finds a program on PATH (or at an absolute path), skipping or failing the test
-// where it is absent.
-func Need(t testing.TB, program, installHint string) string {
-	t.Helper()
-	path, err := exec.LookPath(program)
-	if err == nil {
-		return path
-	}
-	msg := fmt.Sprintf("%s not found (%s)", program, installHint)
 	if os.Getenv("EVALFLOW_REQUIRE_SERVERS") == "1" {
-		t.Fatal(msg)
+		t.Fatal(what)
 	}
-	t.Skip("skipped: " + msg)
-	return ""
+	t.Skip("skipped: " + what)
 }
 
-// SharedDir returns ../shared beside the checkout (data and tools), or skips the test
-// with a message where it is absent (fails under EVALFLOW_REQUIRE_SHARED=1).
+// SharedDir returns ../shared beside the checkout (datasets and models), or skips the
+// test saying so where it is absent.
 func SharedDir(t testing.TB) string {
 	t.Helper()
-	if d := os.Getenv("EVALFLOW_SHARED_DIR"); d != "" {
-		return d
+	dir := os.Getenv("EVALFLOW_SHARED_DIR")
+	if dir == "" {
+		_, file, _, _ := runtime.Caller(0) // <checkout>/shared/testserver/testserver.go
+		dir = filepath.Join(filepath.Dir(file), "..", "..", "..", "shared")
 	}
-	_, file, _, _ := runtime.Caller(0)
-	// file is <checkout>/shared/testserver/testserver.go
-	dir := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared")
-	if _, err := os.Stat(filepath.Join(dir, "datasets")); err != nil {
-		if os.Getenv("EVALFLOW_REQUIRE_SHARED") == "1" {
-			t.Fatalf("../shared (datasets, models) not found at %s", dir)
-		}
-		t.Skipf("skipped: ../shared (datasets, models) not found at %s", dir)
+	if _, err := os.Stat(filepath.Join(dir, "datasets", "mmlu")); err != nil {
+		t.Skipf("skipped: ../shared (datasets and models) is not beside the checkout (looked in %s)", dir)
 	}
 	abs, _ := filepath.Abs(dir)
 	return abs
 }
 
-// Process is a server started for a test.
-type Process struct {
-	Addr string // host:port
-	Dir  string
-	cmd  *exec.Cmd
-	log  *bytes.Buffer
-}
-
-// Start runs program with args in dir and stops it when the test ends.
-func Start(t testing.TB, dir string, env []string, program string, args ...string) *Process {
-	t.Helper()
-	cmd := exec.Command(program, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	var log bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &log, &log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", program, err)
-	}
-	p := &Process{Dir: dir, cmd: cmd, log: &log}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(program), lastBytes(log.Bytes(), 4000))
-		}
-	})
-	return p
-}
-
-func lastBytes(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
-}
-
-// WaitTCP waits until addr accepts connections.
-func WaitTCP(t testing.TB, addr string, within time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not accept connections within %s: %v", addr, within, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// WaitHTTP waits until url answers with status want.
-func WaitHTTP(t testing.TB, url string, want int, within time.Duration) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), within)
-	defer cancel()
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == want {
-				return
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s did not answer %d within %s (last: %v)", url, want, within, err)
-		case <-time.After(30 * time.Millisecond):
-		}
-	}
-}
-
-// Redis starts a real redis-server on loopback and returns its address.
+// Redis starts redis-server and returns its address.
 func Redis(t testing.TB) string {
 	t.Helper()
-	bin := Need(t, "redis-server", "make deps installs Debian's redis-server")
-	port := FreePort(t)
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		missing(t, "redis-server is not installed (make deps)")
+	}
+	p, err := localserver.Redis(context.Background(), t.TempDir(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return p.Addr
+}
+
+// Registry starts docker-registry; with user set it asks for basic auth with user and
+// password (htpasswd -B). It returns the registry's address.
+func Registry(t testing.TB, user, password string) string {
+	t.Helper()
+	if _, err := exec.LookPath("docker-registry"); err != nil {
+		missing(t, "docker-registry is not installed (make deps)")
+	}
 	dir := t.TempDir()
-	Start(t, dir, nil, bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir)
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	WaitTCP(t, addr, 10*time.Second)
-	return addr
+	htpasswd := ""
+	if user != "" {
+		if _, err := exec.LookPath("htpasswd"); err != nil {
+			missing(t, "htpasswd (apache2-utils) is not installed (make deps)")
+		}
+		out, err := exec.Command("htpasswd", "-B", "-C", "4", "-bn", user, password).Output()
+		if err != nil {
+			t.Fatalf("htpasswd: %v", err)
+		}
+		htpasswd = filepath.Join(dir, "htpasswd")
+		if err := os.WriteFile(htpasswd, out, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := localserver.Registry(context.Background(), dir, 0, htpasswd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return p.Addr
+}
+
+// Model is the tiny model the tests evaluate.
+const Model = "stories260k"
+
+// Ollama serves the tiny model from ../shared/models and returns its base URL
+// (http://127.0.0.1:PORT). parallel is OLLAMA_NUM_PARALLEL (0: default).
+func Ollama(t testing.TB, parallel int) string {
+	t.Helper()
+	shared := SharedDir(t)
+	bin := localserver.OllamaBinary()
+	if _, err := os.Stat(bin); err != nil {
+		missing(t, fmt.Sprintf("ollama is not built at %s (make deps runs hack/install-ollama.sh)", bin))
+	}
+	ctx := context.Background()
+	p, err := localserver.Ollama(ctx, bin, t.TempDir(), 0, parallel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	if err := localserver.CreateModel(ctx, bin, p.Addr, Model, filepath.Join(shared, "models", "stories260K.gguf")); err != nil {
+		t.Fatal(err)
+	}
+	return "http://" + p.Addr
 }

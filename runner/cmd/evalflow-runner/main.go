@@ -16,11 +16,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/evalflow/evalflow/runner/engine"
+	"github.com/evalflow/evalflow/runner/openai"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/pipeline"
-	"github.com/evalflow/evalflow/runner/engine"
-	"github.com/evalflow/evalflow/runner/openai"
 )
 
 func main() {

@@ -1,0 +1,193 @@
+package broker
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"knative.dev/eventing/pkg/eventfilter"
+)
+
+// Broker routes events to its triggers' subscribers.
+type Broker struct {
+	triggers []Trigger
+	client   *http.Client
+	log      *slog.Logger
+	slots    chan struct{}
+	wg       sync.WaitGroup
+	ctx      context.Context
+	cancel   context.CancelFunc
+}
+
+// Options tune a Broker; zero values mean defaults.
+type Options struct {
+	// MaxInFlight bounds concurrent deliveries (default 256).
+	MaxInFlight int
+	Client      *http.Client
+	Log         *slog.Logger
+}
+
+// New returns a Broker over triggers.
+func New(triggers []Trigger, opts Options) *Broker {
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = 256
+	}
+	if opts.Client == nil {
+		opts.Client = &http.Client{}
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Broker{triggers: triggers, client: opts.Client, log: opts.Log,
+		slots: make(chan struct{}, opts.MaxInFlight), ctx: ctx, cancel: cancel}
+}
+
+// ServeHTTP is the broker's ingress: a CloudEvent in binary or structured mode is
+// accepted with 202 and delivered asynchronously.
+func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<20)
+	ev, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
+	if err == nil {
+		err = ev.Validate()
+	}
+	if err != nil {
+		http.Error(w, "not a valid CloudEvent: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	b.Publish(*ev)
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// Publish delivers ev to every trigger whose filter passes it.
+func (b *Broker) Publish(ev event.Event) {
+	for i := range b.triggers {
+		t := &b.triggers[i]
+		if t.Filter.Filter(b.ctx, ev) == eventfilter.FailFilter {
+			continue
+		}
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			select {
+			case b.slots <- struct{}{}:
+			case <-b.ctx.Done():
+				return
+			}
+			defer func() { <-b.slots }()
+			b.deliver(t, ev)
+		}()
+	}
+}
+
+// Shutdown stops delivering and waits for deliveries under way to give up.
+func (b *Broker) Shutdown() {
+	b.cancel()
+	b.wg.Wait()
+}
+
+// deliver sends ev to t's subscriber with t's retry policy; a reply is published; an
+// event that cannot be delivered goes to the dead letter sink.
+func (b *Broker) deliver(t *Trigger, ev event.Event) {
+	log := b.log.With("trigger", t.Name, "type", ev.Type(), "id", ev.ID(), "subject", ev.Subject())
+	var lastCode int
+	var lastErr error
+	for attempt := 0; attempt <= t.Retry.RetryMax; attempt++ {
+		if attempt > 0 {
+			delay := t.Retry.Backoff(attempt, nil)
+			select {
+			case <-time.After(delay):
+			case <-b.ctx.Done():
+				return
+			}
+		}
+		resp, reply, err := b.send(t.Subscriber, t.Retry.RequestTimeout, ev)
+		retry, _ := t.Retry.CheckRetry(b.ctx, resp, err)
+		if resp != nil {
+			lastCode = resp.StatusCode
+		}
+		lastErr = err
+		if err == nil && resp.StatusCode < 300 {
+			log.Debug("delivered", "attempt", attempt+1)
+			if reply != nil {
+				b.Publish(*reply)
+			}
+			return
+		}
+		if !retry {
+			break
+		}
+		log.Debug("delivery failed; retrying", "attempt", attempt+1, "code", lastCode, "error", err)
+	}
+	log.Warn("delivery failed", "subscriber", t.Subscriber.String(), "code", lastCode, "error", lastErr)
+	if t.DeadLetter != nil {
+		b.deadLetter(t, ev, lastCode, lastErr)
+	}
+}
+
+// send posts ev in binary mode and reads a reply event, if any.
+func (b *Broker) send(to *url.URL, timeout time.Duration, ev event.Event) (*http.Response, *event.Event, error) {
+	ctx := b.ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, to.String(), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cehttp.WriteRequest(ctx, binding.ToMessage(&ev), req); err != nil {
+		return nil, nil, err
+	}
+	resp, err := b.client.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+		return resp, nil, nil
+	}
+	msg := cehttp.NewMessageFromHttpResponse(resp)
+	if msg.ReadEncoding() == binding.EncodingUnknown {
+		return resp, nil, nil
+	}
+	reply, err := binding.ToEvent(ctx, msg)
+	if err != nil {
+		return resp, nil, fmt.Errorf("bad reply: %w", err)
+	}
+	return resp, reply, nil
+}
+
+// deadLetter sends ev to the dead letter sink with Knative's error extensions.
+func (b *Broker) deadLetter(t *Trigger, ev event.Event, code int, cause error) {
+	dl := ev.Clone()
+	dl.SetExtension("knativeerrordest", t.Subscriber.String())
+	dl.SetExtension("knativeerrorcode", strconv.Itoa(code))
+	if cause != nil {
+		dl.SetExtension("knativeerrordata", base64.StdEncoding.EncodeToString([]byte(cause.Error())))
+	}
+	resp, _, err := b.send(t.DeadLetter, 10*time.Second, dl)
+	if err == nil && resp.StatusCode >= 300 {
+		err = errors.New(resp.Status)
+	}
+	if err != nil {
+		b.log.Error("dead letter sink refused the event", "trigger", t.Name, "id", ev.ID(), "error", err)
+	}
+}

@@ -1,0 +1,126 @@
+// Command evalflow runs evalflow on one machine.
+//
+//	evalflow run [flags]       bring the stack up, evaluate a model, show progress and scores
+//	evalflow up [flags]        bring the stack up and serve until interrupted
+//	evalflow function NAME     serve one function (the stack starts these)
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	ce "knative.dev/func-go/cloudevents"
+	fhttp "knative.dev/func-go/http"
+
+	artifact "github.com/evalflow/evalflow/functions/artifact"
+	deploy "github.com/evalflow/evalflow/functions/deploy"
+	start "github.com/evalflow/evalflow/functions/start"
+	verify "github.com/evalflow/evalflow/functions/verify"
+	watch "github.com/evalflow/evalflow/functions/watch"
+	"github.com/evalflow/evalflow/local/stack"
+	"github.com/evalflow/evalflow/shared/pipeline"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "function":
+		if len(os.Args) != 3 {
+			usage()
+		}
+		stop() // func-go handles the signals itself
+		err = serveFunction(os.Args[2])
+	case "up":
+		err = up(ctx, os.Args[2:])
+	case "run":
+		err = run(ctx, os.Args[2:])
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "evalflow:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: evalflow run [flags] | evalflow up [flags] | evalflow function NAME")
+	os.Exit(2)
+}
+
+// serveFunction serves one function with func-go, as its generated main would.
+func serveFunction(name string) error {
+	switch name {
+	case "start":
+		return fhttp.Start(start.New())
+	case "verify":
+		return ce.Start(verify.New())
+	case "deploy":
+		return ce.Start(deploy.New())
+	case "watch":
+		return ce.Start(watch.New())
+	case "artifact":
+		return ce.Start(artifact.New())
+	}
+	return fmt.Errorf("no function %q (have %v)", name, stack.Functions)
+}
+
+// stackFlags registers the flags that configure the stack.
+func stackFlags(fs *flag.FlagSet) func() (stack.Config, error) {
+	state := fs.String("state", ".state", "directory for Redis, jobs, results, the OCI layout and logs")
+	triggers := fs.String("triggers", "triggers", "directory of Trigger manifests")
+	features := fs.String("features", "eventing/config-features.yaml", "Knative Eventing feature flags (a config-features ConfigMap)")
+	data := fs.String("data", "../shared/datasets", "datasets directory")
+	redisAddr := fs.String("redis", "", "use this Redis instead of starting redis-server")
+	port := fs.Int("port", 0, "the API's port (0: a free one)")
+	registry := fs.String("registry", os.Getenv("EVALFLOW_REGISTRY"), "push results to HOST:PORT/REPO instead of the OCI layout")
+	plainHTTP := fs.Bool("plain-http", false, "talk to the registry over plain HTTP")
+	logLevel := fs.String("log-level", "info", "functions' log level")
+	return func() (stack.Config, error) {
+		exe, err := os.Executable()
+		if err != nil {
+			return stack.Config{}, err
+		}
+		runner, err := stack.LookRunner(exe)
+		if err != nil {
+			return stack.Config{}, fmt.Errorf("evalflow-runner not found beside %s or on PATH", exe)
+		}
+		abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+		cfg := stack.Config{StateDir: abs(*state), TriggersDir: abs(*triggers), FeaturesFile: abs(*features), DataDir: abs(*data),
+			Executable: exe, RunnerPath: runner, RedisAddr: *redisAddr, APIPort: *port, LogLevel: *logLevel,
+			Log: pipeline.NewLogger("warn")}
+		cfg.OCI.Registry, cfg.OCI.PlainHTTP = *registry, *plainHTTP
+		cfg.OCI.Username, cfg.OCI.Password = os.Getenv("EVALFLOW_REGISTRY_USERNAME"), os.Getenv("EVALFLOW_REGISTRY_PASSWORD")
+		return cfg, nil
+	}
+}
+
+func up(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("up", flag.ExitOnError)
+	config := stackFlags(fs)
+	_ = fs.Parse(args)
+	cfg, err := config()
+	if err != nil {
+		return err
+	}
+	s, err := stack.Up(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Down()
+	slog.Info("evalflow is up", "api", s.API, "broker", s.Broker, "redis", s.Redis, "state", cfg.StateDir)
+	fmt.Printf("evalflow API: %s  (POST /evals/start, GET /evals/{id}); Ctrl-C stops\n", s.API)
+	<-ctx.Done()
+	return nil
+}

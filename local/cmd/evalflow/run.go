@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/evalflow/evalflow/local/stack"
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/localserver"
+)
+
+// run brings the stack up, evaluates one model and prints its scores.
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	config := stackFlags(fs)
+	baseURL := fs.String("base-url", "", "the model's OpenAI-compatible endpoint (empty: serve --gguf with ollama)")
+	model := fs.String("model", "stories260k", "model_name")
+	gguf := fs.String("gguf", "../shared/models/stories260K.gguf", "GGUF model ollama serves when --base-url is empty")
+	subjects := fs.String("subjects", "abstract_algebra,astronomy,college_biology,marketing", "MMLU subjects (comma-separated; empty: all 57)")
+	limit := fs.Int("limit", 10, "samples per subject (0: all)")
+	fewshot := fs.Int("num-fewshot", 0, "few-shot examples per prompt")
+	concurrency := fs.Int("concurrency", 8, "requests in flight")
+	_ = fs.Parse(args)
+	cfg, err := config()
+	if err != nil {
+		return err
+	}
+	apiKey := os.Getenv("EVALFLOW_API_KEY")
+
+	if *baseURL == "" {
+		p, err := serveModel(ctx, *gguf, *model, filepath.Join(cfg.StateDir, "ollama"))
+		if err != nil {
+			return err
+		}
+		defer p.Stop()
+		*baseURL = "http://" + p.Addr
+	}
+	fmt.Println("bringing evalflow up (redis, broker, 5 functions) ...")
+	s, err := stack.Up(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Down()
+
+	ds := evalflow.DatasetSpec{Name: "mmlu", Limit: *limit, NumFewshot: fewshot}
+	if *subjects != "" {
+		ds.Subjects = strings.Split(*subjects, ",")
+	}
+	req := evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: *model, BaseURL: *baseURL, APIKey: apiKey,
+		Datasets: []evalflow.DatasetSpec{ds}, Source: "evalflow-cli", SourceTopic: "local", Concurrency: *concurrency}
+	id, err := submit(ctx, s.API, req)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("run %s submitted to %s\n", id, s.API)
+	r, err := follow(ctx, s.API, id)
+	if err != nil {
+		return err
+	}
+	printResults(os.Stdout, r)
+	if r.Status != evalflow.StatusSucceeded {
+		return fmt.Errorf("run %s %s: %s (logs in %s)", r.ID, r.Status, r.Message, filepath.Join(cfg.StateDir, "logs"))
+	}
+	return nil
+}
+
+// serveModel starts ollama (built by hack/install-ollama.sh) with a GGUF model.
+func serveModel(ctx context.Context, gguf, name, dir string) (*localserver.Proc, error) {
+	bin := localserver.OllamaBinary()
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("ollama not found at %s: run hack/install-ollama.sh (make deps)", bin)
+	}
+	abs, err := filepath.Abs(gguf)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return nil, fmt.Errorf("model file: %w", err)
+	}
+	fmt.Printf("serving %s with ollama as %q ...\n", filepath.Base(abs), name)
+	p, err := localserver.Ollama(ctx, bin, dir, 0, 8)
+	if err != nil {
+		return nil, err
+	}
+	if err := localserver.CreateModel(ctx, bin, p.Addr, name, abs); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+func submit(ctx context.Context, api string, req evalflow.Request) (string, error) {
+	body, _ := json.Marshal(req)
+	hreq, _ := http.NewRequestWithContext(ctx, http.MethodPost, api+"/evals/start", bytes.NewReader(body))
+	hreq.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(hreq)
+	if err != nil {
+		return "", fmt.Errorf("submit: %w", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return "", fmt.Errorf("submit: %s: %s", resp.Status, b)
+	}
+	var out struct {
+		RunID string `json:"run_id"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return "", fmt.Errorf("submit: %w", err)
+	}
+	return out.RunID, nil
+}
+
+// follow polls the run and draws its progress until it ends.
+func follow(ctx context.Context, api, id string) (*evalflow.Run, error) {
+	bar := progressbar.NewOptions(1,
+		progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetWidth(30),
+		progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(false),
+		progressbar.OptionSetDescription("start"), progressbar.OptionClearOnFinish())
+	defer bar.Exit()
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		r, err := getRun(ctx, api, id)
+		if err != nil {
+			return nil, err
+		}
+		total := max(r.Progress.Total, 1)
+		bar.ChangeMax(total)
+		_ = bar.Set(min(r.Progress.Done, total))
+		desc := fmt.Sprintf("%-9s %-9s", r.Step, r.Status)
+		if r.Status == evalflow.StatusRunning && r.Progress.ETASeconds > 0 {
+			desc += fmt.Sprintf(" ETA %4.0fs", r.Progress.ETASeconds)
+		}
+		bar.Describe(desc)
+		if r.Status.Terminal() {
+			_ = bar.Finish()
+			return r, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+func getRun(ctx context.Context, api, id string) (*evalflow.Run, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, api+"/evals/"+id, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("get run %s: %w", id, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return nil, fmt.Errorf("get run %s: %s: %s", id, resp.Status, b)
+	}
+	var r evalflow.Run
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		return nil, errors.Join(fmt.Errorf("get run %s", id), err)
+	}
+	return &r, nil
+}
+
+func printResults(w io.Writer, r *evalflow.Run) {
+	fmt.Fprintf(w, "\nrun %s: %s", r.ID, r.Status)
+	if r.Message != "" {
+		fmt.Fprintf(w, " (%s)", r.Message)
+	}
+	fmt.Fprintln(w)
+	if r.Summary != nil {
+		tasks := make([]string, 0, len(r.Summary.Scores))
+		for t := range r.Summary.Scores {
+			tasks = append(tasks, t)
+		}
+		sort.Slice(tasks, func(i, j int) bool {
+			// per-subject rows first, the group last
+			if (tasks[i] == "mmlu") != (tasks[j] == "mmlu") {
+				return tasks[j] == "mmlu"
+			}
+			return tasks[i] < tasks[j]
+		})
+		fmt.Fprintf(w, "\n%-36s %s\n", "task", r.Summary.Metric)
+		fmt.Fprintf(w, "%-36s %s\n", strings.Repeat("-", 36), strings.Repeat("-", 11))
+		for _, t := range tasks {
+			fmt.Fprintf(w, "%-36s %.4f\n", t, r.Summary.Scores[t])
+		}
+		fmt.Fprintf(w, "(%d samples)\n", r.Summary.Samples)
+	}
+	if r.Artifact != nil {
+		fmt.Fprintf(w, "\nresults artifact: %s\n", r.Artifact.Reference)
+	}
+}

@@ -1,0 +1,247 @@
+// Package stack brings up evalflow in local mode: redis-server, the local broker
+// routing by triggers/*.yaml, the local job runtime (the runner as a process), and
+// every function as its own process, as Knative would run them.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	duckv1 "knative.dev/pkg/apis/duck/v1"
+
+	"github.com/evalflow/evalflow/local/broker"
+	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/localjob"
+	"github.com/evalflow/evalflow/shared/localserver"
+	"github.com/evalflow/evalflow/shared/oci"
+	"github.com/evalflow/evalflow/shared/seal"
+)
+
+// BrokerName is the broker the triggers name.
+const BrokerName = "evalflow"
+
+// Functions are evalflow's functions: the name of each one's Knative Service is
+// "evalflow-" + its name.
+var Functions = []string{"start", "verify", "deploy", "watch", "artifact"}
+
+// Config says how to run the stack.
+type Config struct {
+	// StateDir holds Redis, job directories, results, the OCI layout and logs.
+	StateDir    string
+	TriggersDir string
+	// FeaturesFile is the Knative config-features ConfigMap (eventing/config-features.yaml).
+	FeaturesFile string
+	DataDir      string
+	// Executable is the evalflow binary: functions run as `Executable function NAME`.
+	Executable string
+	// RunnerPath is the evalflow-runner binary.
+	RunnerPath string
+	// RedisAddr uses a running Redis instead of starting one.
+	RedisAddr string
+	// APIPort is the start function's port (0: a free one).
+	APIPort int
+	// OCI is where results go; empty means an OCI layout in StateDir/oci.
+	OCI      oci.Config
+	LogLevel string
+	Log      *slog.Logger
+	// ExtraEnv is added to every function's environment.
+	ExtraEnv []string
+}
+
+// Stack is a running local evalflow.
+type Stack struct {
+	// API is the start function's URL (POST /evals/start, GET /evals/{id}, ...).
+	API string
+	// Broker is the broker's ingress URL.
+	Broker string
+	// Functions maps each function to its URL.
+	Functions map[string]string
+	Redis     string
+
+	cfg     Config
+	stops   []func()
+	jobs    *localjob.Server
+	brk     *broker.Broker
+	servers []*http.Server
+}
+
+// Up starts everything and returns once every function is ready.
+func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.LogLevel == "" {
+		cfg.LogLevel = "info"
+	}
+	s := &Stack{cfg: cfg, Functions: map[string]string{}}
+	defer func() {
+		if err != nil {
+			s.Down()
+		}
+	}()
+	for _, d := range []string{"logs", "jobs", "results"} {
+		if err := os.MkdirAll(filepath.Join(cfg.StateDir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	sealKey, err := loadSealKey(filepath.Join(cfg.StateDir, "seal.key"))
+	if err != nil {
+		return nil, err
+	}
+	if s.Redis = cfg.RedisAddr; s.Redis == "" {
+		p, err := localserver.Redis(ctx, filepath.Join(cfg.StateDir, "redis"), 0)
+		if err != nil {
+			return nil, err
+		}
+		s.stops = append(s.stops, p.Stop)
+		s.Redis = p.Addr
+	}
+
+	ports := map[string]int{}
+	for _, name := range Functions {
+		if ports[name], err = localserver.FreePort(); err != nil {
+			return nil, err
+		}
+		s.Functions[name] = "http://127.0.0.1:" + strconv.Itoa(ports[name])
+	}
+	if cfg.APIPort != 0 {
+		ports["start"] = cfg.APIPort
+		s.Functions["start"] = "http://127.0.0.1:" + strconv.Itoa(cfg.APIPort)
+	}
+	s.API = s.Functions["start"]
+
+	brokerURL, err := s.serve(func(u string) (http.Handler, error) {
+		fctx, err := broker.FeatureContext(ctx, cfg.FeaturesFile)
+		if err != nil {
+			return nil, err
+		}
+		triggers, err := broker.LoadTriggers(fctx, cfg.TriggersDir, BrokerName, s.resolve)
+		if err != nil {
+			return nil, err
+		}
+		s.brk = broker.New(triggers, broker.Options{Log: cfg.Log.With("component", "broker")})
+		return s.brk, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.Broker = brokerURL
+	sender, err := cloudevent.NewSender(s.Broker, nil)
+	if err != nil {
+		return nil, err
+	}
+	s.jobs = &localjob.Server{RunnerPath: cfg.RunnerPath, WorkDir: filepath.Join(cfg.StateDir, "jobs"),
+		Events: sender, Log: cfg.Log.With("component", "localjob")}
+	jobsURL, err := s.serve(func(string) (http.Handler, error) { return s.jobs, nil })
+	if err != nil {
+		return nil, err
+	}
+
+	ociEnv := []string{"EVALFLOW_OCI_LAYOUT=" + filepath.Join(cfg.StateDir, "oci")}
+	if cfg.OCI.Registry != "" {
+		ociEnv = []string{"EVALFLOW_REGISTRY=" + cfg.OCI.Registry,
+			"EVALFLOW_REGISTRY_PLAIN_HTTP=" + strconv.FormatBool(cfg.OCI.PlainHTTP),
+			"EVALFLOW_REGISTRY_USERNAME=" + cfg.OCI.Username, "EVALFLOW_REGISTRY_PASSWORD=" + cfg.OCI.Password}
+	} else if cfg.OCI.Layout != "" {
+		ociEnv = []string{"EVALFLOW_OCI_LAYOUT=" + cfg.OCI.Layout}
+	}
+	common := append([]string{
+		"REDIS_ADDR=" + s.Redis, "EVALFLOW_SEAL_KEY=" + sealKey, "K_SINK=" + s.Broker,
+		"LOG_LEVEL=" + cfg.LogLevel,
+		"EVALFLOW_RESULTS_DIR=" + filepath.Join(cfg.StateDir, "results"),
+		"EVALFLOW_JOBS_URL=" + jobsURL, "EVALFLOW_DATA_DIR=" + cfg.DataDir,
+	}, ociEnv...)
+	common = append(common, cfg.ExtraEnv...)
+	for _, name := range Functions {
+		env := append([]string{"LISTEN_ADDRESS=127.0.0.1:" + strconv.Itoa(ports[name])}, common...)
+		p, err := localserver.Start(ctx, filepath.Join(cfg.StateDir, "logs"), name, env,
+			localserver.HTTPReady(s.Functions[name]+"/health/readiness"), 30*time.Second,
+			cfg.Executable, "function", name)
+		if err != nil {
+			return nil, fmt.Errorf("stack: function %s: %w", name, err)
+		}
+		s.stops = append(s.stops, p.Stop)
+	}
+	return s, nil
+}
+
+// resolve maps a Knative Service named evalflow-NAME to the local function NAME.
+func (s *Stack) resolve(ref *duckv1.KReference) (*url.URL, error) {
+	name, ok := strings.CutPrefix(ref.Name, "evalflow-")
+	if u, found := s.Functions[name]; ok && found && ref.Kind == "Service" {
+		return url.Parse(u)
+	}
+	return nil, fmt.Errorf("no local function for %s %s", ref.Kind, ref.Name)
+}
+
+// serve listens on a free loopback port and serves the handler make returns.
+func (s *Stack) serve(make func(url string) (http.Handler, error)) (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	u := "http://" + l.Addr().String()
+	h, err := make(u)
+	if err != nil {
+		l.Close()
+		return "", err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	s.servers = append(s.servers, srv)
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.cfg.Log.Error("local server", "addr", u, "error", err)
+		}
+	}()
+	return u, nil
+}
+
+// Down stops jobs, functions, the broker and Redis.
+func (s *Stack) Down() {
+	if s.jobs != nil {
+		s.jobs.Shutdown()
+	}
+	for i := len(s.stops) - 1; i >= 0; i-- {
+		s.stops[i]()
+	}
+	if s.brk != nil {
+		s.brk.Shutdown()
+	}
+	for _, srv := range s.servers {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = srv.Shutdown(ctx)
+		cancel()
+	}
+}
+
+// loadSealKey reads the sealing key from path, making one (mode 0600) the first time.
+func loadSealKey(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	key := seal.NewKey()
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("stack: seal key: %w", err)
+	}
+	return key, nil
+}
+
+// LookRunner finds evalflow-runner beside the evalflow binary, or on PATH.
+func LookRunner(executable string) (string, error) {
+	p := filepath.Join(filepath.Dir(executable), "evalflow-runner")
+	if _, err := os.Stat(p); err == nil {
+		return p, nil
+	}
+	return exec.LookPath("evalflow-runner")
+}

@@ -1,0 +1,243 @@
+// Package localserver starts the real servers evalflow uses in local mode and in tests
+// — redis-server, docker-registry (CNCF distribution), ollama — as child processes on
+// 127.0.0.1, and waits until they answer.
+package localserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Proc is a running server.
+type Proc struct {
+	Addr string // 127.0.0.1:PORT
+	Log  string // its output file
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Stop ends the server and waits for it.
+func (p *Proc) Stop() {
+	if p == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Start runs program with args, its output in dir/name.log, and waits until ready
+// returns nil (or within passes).
+func Start(ctx context.Context, dir, name string, env []string, ready func(context.Context) error, within time.Duration, program string, args ...string) (*Proc, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(dir, name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(program, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("localserver: start %s: %w", name, err)
+	}
+	p := &Proc{Log: logPath, cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); logFile.Close(); close(p.done) }()
+	ctx, cancel := context.WithTimeout(ctx, within)
+	defer cancel()
+	for {
+		err := ready(ctx)
+		if err == nil {
+			return p, nil
+		}
+		select {
+		case <-p.done:
+			return nil, fmt.Errorf("localserver: %s exited at start: %s", name, tail(logPath))
+		case <-ctx.Done():
+			p.Stop()
+			return nil, fmt.Errorf("localserver: %s not ready within %s: %v (log: %s)", name, within, err, tail(logPath))
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	s := strings.TrimSpace(string(b))
+	if len(s) > 800 {
+		s = s[len(s)-800:]
+	}
+	return s
+}
+
+// DialReady is ready when addr accepts TCP connections.
+func DialReady(addr string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		c, err := (&net.Dialer{Timeout: 200 * time.Millisecond}).DialContext(ctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+}
+
+// HTTPReady is ready when url answers with a status below 500.
+func HTTPReady(url string) func(context.Context) error {
+	return func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 500 {
+			return errors.New(resp.Status)
+		}
+		return nil
+	}
+}
+
+func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// Redis starts redis-server on port (0: a free one), data in dir, no persistence.
+func Redis(ctx context.Context, dir string, port int) (*Proc, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("localserver: redis-server not installed (make deps installs it): %w", err)
+	}
+	if port == 0 {
+		if port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	a := addr(port)
+	p, err := Start(ctx, dir, "redis", nil, DialReady(a), 10*time.Second, bin,
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
+	if err != nil {
+		return nil, err
+	}
+	p.Addr = a
+	return p, nil
+}
+
+// Registry starts Debian's docker-registry (CNCF distribution) on port, storing in
+// dir; with htpasswd set (a bcrypt file) it asks for basic auth.
+func Registry(ctx context.Context, dir string, port int, htpasswd string) (*Proc, error) {
+	bin, err := exec.LookPath("docker-registry")
+	if err != nil {
+		return nil, fmt.Errorf("localserver: docker-registry not installed (make deps installs it): %w", err)
+	}
+	if port == 0 {
+		if port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	a := addr(port)
+	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n",
+		filepath.Join(dir, "data"), a)
+	if htpasswd != "" {
+		cfg += fmt.Sprintf("auth:\n  htpasswd:\n    realm: evalflow\n    path: %s\n", htpasswd)
+	}
+	cfgPath := filepath.Join(dir, "config.yml")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	p, err := Start(ctx, dir, "registry", nil, HTTPReady("http://"+a+"/v2/"), 15*time.Second, bin, "serve", cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	p.Addr = a
+	return p, nil
+}
+
+// Ollama serves models from dir/models with bin (see hack/install-ollama.sh) on port;
+// parallel is OLLAMA_NUM_PARALLEL (0: ollama's default).
+func Ollama(ctx context.Context, bin, dir string, port, parallel int) (*Proc, error) {
+	var err error
+	if port == 0 {
+		if port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	a := addr(port)
+	env := []string{"HOME=" + filepath.Join(dir, "home"), "OLLAMA_HOST=" + a,
+		"OLLAMA_MODELS=" + filepath.Join(dir, "models"), "OLLAMA_KEEP_ALIVE=1h", "OLLAMA_NOPRUNE=1"}
+	if parallel > 0 {
+		env = append(env, "OLLAMA_NUM_PARALLEL="+strconv.Itoa(parallel))
+	}
+	p, err := Start(ctx, dir, "ollama", env, HTTPReady("http://"+a+"/api/version"), 30*time.Second, bin, "serve")
+	if err != nil {
+		return nil, err
+	}
+	p.Addr = a
+	return p, nil
+}
+
+// CreateModel makes the model name from a GGUF file on the ollama at addr,
+// deterministic (temperature 0) with a plain prompt template.
+func CreateModel(ctx context.Context, bin, addr, name, gguf string) error {
+	dir, err := os.MkdirTemp("", "evalflow-modelfile")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	mf := filepath.Join(dir, "Modelfile")
+	body := "FROM " + gguf + "\nTEMPLATE \"\"\"{{ .Prompt }}\"\"\"\nPARAMETER num_ctx 512\nPARAMETER temperature 0\n"
+	if err := os.WriteFile(mf, []byte(body), 0o644); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, bin, "create", name, "-f", mf)
+	cmd.Env = append(os.Environ(), "OLLAMA_HOST="+addr)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("localserver: ollama create %s: %w: %s", name, err, out)
+	}
+	return nil
+}
+
+// OllamaBinary is where hack/install-ollama.sh caches ollama, or $EVALFLOW_OLLAMA.
+func OllamaBinary() string {
+	if p := os.Getenv("EVALFLOW_OLLAMA"); p != "" {
+		return p
+	}
+	cache := os.Getenv("EVALFLOW_CACHE")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache", "evalflow")
+	}
+	return filepath.Join(cache, "ollama-"+OllamaVersion, "bin", "ollama")
+}
+
+// OllamaVersion is the ollama the project builds (hack/install-ollama.sh).
+const OllamaVersion = "0.17.4"
