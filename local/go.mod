@@ -55,7 +55,6 @@ require (
 	github.com/prometheus/common v0.70.1 // indirect
 	github.com/prometheus/otlptranslator v1.0.0 // indirect
 	github.com/prometheus/procfs v0.21.1 // indirect
-	github.com/redis/go-redis/v9 v9.23.0 // indirect
 	github.com/rickb777/date v1.13.0 // indirect
 	github.com/rickb777/plural v1.2.1 // indirect
 	github.com/rivo/uniseg v0.4.7 // indirect
@@ -124,6 +123,7 @@ require (
 	github.com/evalflow/evalflow/functions/verify v0.0.0
 	github.com/evalflow/evalflow/functions/watch v0.0.0
 	github.com/google/uuid v1.6.0
+	github.com/redis/go-redis/v9 v9.23.0
 	github.com/schollz/progressbar/v3 v3.19.1
 	k8s.io/api v0.35.7
 	knative.dev/func-go v0.22.0

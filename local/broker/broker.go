@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
@@ -26,6 +27,7 @@ type Broker struct {
 	log      *slog.Logger
 	slots    chan struct{}
 	wg       sync.WaitGroup
+	inFlight atomic.Int64
 	ctx      context.Context
 	cancel   context.CancelFunc
 }
@@ -82,8 +84,10 @@ func (b *Broker) Publish(ev event.Event) {
 			continue
 		}
 		b.wg.Add(1)
+		b.inFlight.Add(1)
 		go func() {
 			defer b.wg.Done()
+			defer b.inFlight.Add(-1)
 			select {
 			case b.slots <- struct{}{}:
 			case <-b.ctx.Done():
@@ -94,6 +98,10 @@ func (b *Broker) Publish(ev event.Event) {
 		}()
 	}
 }
+
+// Idle reports whether no delivery is under way (replies are published before the
+// delivery that caused them ends, so an idle broker has nothing left to route).
+func (b *Broker) Idle() bool { return b.inFlight.Load() == 0 }
 
 // Shutdown stops delivering and waits for deliveries under way to give up.
 func (b *Broker) Shutdown() {

@@ -108,45 +108,49 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		s.Redis = p.Addr
 	}
 
-	ports := map[string]int{}
-	for _, name := range Functions {
-		if ports[name], err = localserver.FreePort(); err != nil {
-			return nil, err
-		}
-		s.Functions[name] = "http://127.0.0.1:" + strconv.Itoa(ports[name])
-	}
-	if cfg.APIPort != 0 {
-		ports["start"] = cfg.APIPort
-		s.Functions["start"] = "http://127.0.0.1:" + strconv.Itoa(cfg.APIPort)
-	}
-	s.API = s.Functions["start"]
-
-	brokerURL, err := s.serve(func(u string) (http.Handler, error) {
-		fctx, err := broker.FeatureContext(ctx, cfg.FeaturesFile)
-		if err != nil {
-			return nil, err
-		}
-		triggers, err := broker.LoadTriggers(fctx, cfg.TriggersDir, BrokerName, s.resolve)
-		if err != nil {
-			return nil, err
-		}
-		s.brk = broker.New(triggers, broker.Options{Log: cfg.Log.With("component", "broker")})
-		return s.brk, nil
-	})
+	// The in-process servers bind first; the functions' ports are picked after, so
+	// none can take another's.
+	brokerL, brokerURL, err := listen()
 	if err != nil {
 		return nil, err
 	}
+	jobsL, jobsURL, err := listen()
+	if err != nil {
+		brokerL.Close()
+		return nil, err
+	}
 	s.Broker = brokerURL
+	free, err := localserver.FreePorts(len(Functions))
+	if err != nil {
+		return nil, err
+	}
+	ports := map[string]int{}
+	for i, name := range Functions {
+		ports[name] = free[i]
+		if name == "start" && cfg.APIPort != 0 {
+			ports[name] = cfg.APIPort
+		}
+		s.Functions[name] = "http://127.0.0.1:" + strconv.Itoa(ports[name])
+	}
+	s.API = s.Functions["start"]
+
+	fctx, err := broker.FeatureContext(ctx, cfg.FeaturesFile)
+	if err != nil {
+		return nil, err
+	}
+	triggers, err := broker.LoadTriggers(fctx, cfg.TriggersDir, BrokerName, s.resolve)
+	if err != nil {
+		return nil, err
+	}
+	s.brk = broker.New(triggers, broker.Options{Log: cfg.Log.With("component", "broker")})
+	s.serve(brokerL, s.brk)
 	sender, err := cloudevent.NewSender(s.Broker, nil)
 	if err != nil {
 		return nil, err
 	}
 	s.jobs = &localjob.Server{RunnerPath: cfg.RunnerPath, WorkDir: filepath.Join(cfg.StateDir, "jobs"),
 		Events: sender, Log: cfg.Log.With("component", "localjob")}
-	jobsURL, err := s.serve(func(string) (http.Handler, error) { return s.jobs, nil })
-	if err != nil {
-		return nil, err
-	}
+	s.serve(jobsL, s.jobs)
 
 	ociEnv := []string{"EVALFLOW_OCI_LAYOUT=" + filepath.Join(cfg.StateDir, "oci")}
 	if cfg.OCI.Registry != "" {
@@ -166,7 +170,7 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	for _, name := range Functions {
 		env := append([]string{"LISTEN_ADDRESS=127.0.0.1:" + strconv.Itoa(ports[name])}, common...)
 		p, err := localserver.Start(ctx, filepath.Join(cfg.StateDir, "logs"), name, env,
-			localserver.HTTPReady(s.Functions[name]+"/health/readiness"), 30*time.Second,
+			localserver.HTTPOK(s.Functions[name]+"/health/readiness"), 30*time.Second,
 			cfg.Executable, "function", name)
 		if err != nil {
 			return nil, fmt.Errorf("stack: function %s: %w", name, err)
@@ -185,27 +189,30 @@ func (s *Stack) resolve(ref *duckv1.KReference) (*url.URL, error) {
 	return nil, fmt.Errorf("no local function for %s %s", ref.Kind, ref.Name)
 }
 
-// serve listens on a free loopback port and serves the handler make returns.
-func (s *Stack) serve(make func(url string) (http.Handler, error)) (string, error) {
+func listen() (net.Listener, string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
-	u := "http://" + l.Addr().String()
-	h, err := make(u)
-	if err != nil {
-		l.Close()
-		return "", err
-	}
+	return l, "http://" + l.Addr().String(), nil
+}
+
+// serve serves h on l until Down.
+func (s *Stack) serve(l net.Listener, h http.Handler) {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	s.servers = append(s.servers, srv)
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.cfg.Log.Error("local server", "addr", u, "error", err)
+			s.cfg.Log.Error("local server", "addr", l.Addr().String(), "error", err)
 		}
 	}()
-	return u, nil
 }
+
+// Idle reports whether the broker has nothing under way.
+func (s *Stack) Idle() bool { return s.brk.Idle() }
+
+// JobsStarted counts the runner processes the local job runtime has started.
+func (s *Stack) JobsStarted() int { return s.jobs.Started() }
 
 // Down stops jobs, functions, the broker and Redis.
 func (s *Stack) Down() {

@@ -53,9 +53,10 @@ type Server struct {
 	Events *cloudevent.Sender
 	Log    *slog.Logger
 
-	mu   sync.Mutex
-	jobs map[string]*job
-	wg   sync.WaitGroup
+	mu      sync.Mutex
+	jobs    map[string]*job
+	started int
+	wg      sync.WaitGroup
 }
 
 type job struct {
@@ -153,6 +154,7 @@ func (s *Server) Create(req CreateRequest) error {
 	}
 	j := &job{status: Status{Name: spec.ID, Phase: "Running"}, cancel: cancel, done: make(chan struct{})}
 	s.jobs[spec.ID] = j
+	s.started++
 	s.log().Info("job started", "job", spec.ID, "run_id", spec.RunID, "pid", cmd.Process.Pid)
 	s.wg.Add(1)
 	go s.wait(ctx, cmd, logFile, j, spec, dir)
@@ -202,6 +204,13 @@ func (s *Server) wait(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j *j
 			_ = os.RemoveAll(dir)
 		})
 	}
+}
+
+// Started counts the processes the server has started.
+func (s *Server) Started() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.started
 }
 
 // Get returns a job's status.

@@ -109,3 +109,17 @@ func Ollama(t testing.TB, parallel int) string {
 	}
 	return "http://" + p.Addr
 }
+
+// Oras returns the oras CLI (hack/install-oras.sh caches it), or skips.
+func Oras(t testing.TB) string {
+	t.Helper()
+	p := os.Getenv("EVALFLOW_ORAS")
+	if p == "" {
+		home, _ := os.UserHomeDir()
+		p = filepath.Join(home, ".cache", "evalflow", "oras-1.3.6", "bin", "oras")
+	}
+	if _, err := os.Stat(p); err != nil {
+		missing(t, "the oras CLI is not built at "+p+" (make deps runs hack/install-oras.sh)")
+	}
+	return p
+}

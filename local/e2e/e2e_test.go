@@ -1,0 +1,388 @@
+// Package e2e drives evalflow end to end in local mode, through the same stack
+// `evalflow run` brings up: real redis-server, the local broker routing by
+// triggers/*.yaml, every function as a process, the runner against real ollama serving
+// the tiny model, and results pushed to a real docker-registry with basic auth.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/evalflow/evalflow/local/stack"
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/oci"
+	"github.com/evalflow/evalflow/shared/testserver"
+)
+
+const (
+	apiKeyCanary = "sk-evalflow-canary-7f3a9c"
+	regUser      = "evalflow"
+	regPassword  = "registry-pw-5d1e"
+	callerTopic  = "team-a-evals"
+)
+
+type env struct {
+	stack    *stack.Stack
+	sink     *sink
+	registry string
+	state    string
+	model    string
+}
+
+// up brings a whole local evalflow up for a test.
+func up(t *testing.T) *env {
+	t.Helper()
+	shared := testserver.SharedDir(t)
+	e := &env{model: testserver.Ollama(t, 4), sink: newSink(t), state: t.TempDir()}
+	e.registry = testserver.Registry(t, regUser, regPassword)
+	exe := testserver.Build(t, "github.com/evalflow/evalflow/local/cmd/evalflow")
+	runner := testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-runner")
+	root := testserver.RepoRoot()
+
+	s, err := stack.Up(context.Background(), stack.Config{
+		StateDir: e.state, TriggersDir: e.triggers(t, filepath.Join(root, "triggers")),
+		FeaturesFile: filepath.Join(root, "eventing", "config-features.yaml"),
+		DataDir:      filepath.Join(shared, "datasets"), Executable: exe, RunnerPath: runner, LogLevel: "debug",
+		OCI: oci.Config{Registry: e.registry + "/evalflow/results", PlainHTTP: true, Username: regUser, Password: regPassword},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Down()
+		if t.Failed() {
+			for _, f := range []string{"start", "verify", "deploy", "watch", "artifact"} {
+				b, _ := os.ReadFile(filepath.Join(e.state, "logs", f+".log"))
+				t.Logf("--- %s.log\n%s", f, b)
+			}
+		}
+	})
+	e.stack = s
+	return e
+}
+
+// triggers copies the project's triggers and adds two a caller would make: one for
+// its notifications, and a spy that records every event.
+func (e *env) triggers(t *testing.T, src string) string {
+	dir := t.TempDir()
+	files, _ := filepath.Glob(filepath.Join(src, "*.yaml"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o644)
+	}
+	caller := fmt.Sprintf(`apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: caller-notifications, namespace: evalflow}
+spec:
+  broker: evalflow
+  filter:
+    attributes: {type: %s, %s: %s}
+  subscriber: {uri: "%s/caller"}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: spy, namespace: evalflow}
+spec:
+  broker: evalflow
+  subscriber: {uri: "%s/all"}
+`, evalflow.TypeNotification, evalflow.ExtCallerTopic, callerTopic, e.sink.URL, e.sink.URL)
+	os.WriteFile(filepath.Join(dir, "zz-caller.yaml"), []byte(caller), 0o644)
+	return dir
+}
+
+func (e *env) request(limit int) evalflow.Request {
+	zero := 0
+	return evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: testserver.Model, BaseURL: e.model,
+		APIKey: apiKeyCanary, Source: "e2e-test", SourceTopic: callerTopic, Concurrency: 4,
+		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"abstract_algebra", "marketing"}, Limit: limit, NumFewshot: &zero}}}
+}
+
+func (e *env) post(t *testing.T, req any) (int, map[string]any) {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	resp, err := http.Post(e.stack.API+"/evals/start", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+func (e *env) run(t *testing.T, id string) *evalflow.Run {
+	t.Helper()
+	resp, err := http.Get(e.stack.API + "/evals/" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r evalflow.Run
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	return &r
+}
+
+func (e *env) waitEnded(t *testing.T, id string, within time.Duration) *evalflow.Run {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		r := e.run(t, id)
+		if r.Status.Terminal() {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run %s still %s after %s", id, r.Status, within)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// settle waits until the broker has stayed idle for a while.
+func (e *env) settle(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	idleSince := time.Time{}
+	for time.Now().Before(deadline) {
+		if e.stack.Idle() {
+			if idleSince.IsZero() {
+				idleSince = time.Now()
+			} else if time.Since(idleSince) > 500*time.Millisecond {
+				return
+			}
+		} else {
+			idleSince = time.Time{}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("broker never settled")
+}
+
+func TestEvaluationEndToEnd(t *testing.T) {
+	e := up(t)
+	req := e.request(3)
+
+	// Act: start, and start again (a caller's retry).
+	code, first := e.post(t, req)
+	code2, second := e.post(t, req)
+	r := e.waitEnded(t, req.EvalRequestID, 3*time.Minute)
+
+	// Assert: one run, succeeded, with scores and an artifact.
+	if code != http.StatusAccepted || first["created"] != true || first["run_id"] != req.EvalRequestID {
+		t.Fatalf("first start: %d %v", code, first)
+	}
+	if steps, _ := first["steps"].([]any); len(steps) != 5 {
+		t.Fatalf("start answered %d steps, want 5", len(steps))
+	}
+	if code2 != http.StatusOK || second["created"] != false || second["run_id"] != req.EvalRequestID {
+		t.Fatalf("second start of the same eval_request_id: %d %v", code2, second)
+	}
+	if r.Status != evalflow.StatusSucceeded {
+		t.Fatalf("run ended %s: %s", r.Status, r.Message)
+	}
+	if r.Summary == nil || r.Summary.Samples != 6 {
+		t.Fatalf("summary = %+v, want 6 samples", r.Summary)
+	}
+	if _, ok := r.Summary.Scores["mmlu_marketing"]; !ok {
+		t.Fatalf("no per-subject score: %v", r.Summary.Scores)
+	}
+	if r.Progress.Done != 6 || r.Progress.Total != 6 {
+		t.Fatalf("progress = %+v, want 6/6", r.Progress)
+	}
+	wantRef := e.registry + "/evalflow/results:" + r.ID + "@" + r.Artifact.Digest
+	if r.Artifact == nil || r.Artifact.Reference != wantRef {
+		t.Fatalf("artifact = %+v, want reference %s", r.Artifact, wantRef)
+	}
+
+	t.Run("the artifact pulls back with the oras CLI, equal to the results", func(t *testing.T) {
+		pulled := orasPull(t, e, r.ID)
+		for _, f := range []string{evalflow.ResultsFile, evalflow.SamplesFile} {
+			want, _ := os.ReadFile(filepath.Join(e.state, "results", r.ID, f))
+			got, err := os.ReadFile(filepath.Join(pulled, f))
+			if err != nil || !bytes.Equal(got, want) || len(want) == 0 {
+				t.Errorf("%s pulled back differs from the runner's (%d vs %d bytes, %v)", f, len(got), len(want), err)
+			}
+		}
+		var samples []map[string]any
+		b, _ := os.ReadFile(filepath.Join(pulled, evalflow.SamplesFile))
+		for _, line := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+			var s map[string]any
+			json.Unmarshal(line, &s)
+			samples = append(samples, s)
+		}
+		for _, k := range []string{"prompt", "response", "extracted", "target", "correct"} {
+			if _, ok := samples[0][k]; !ok {
+				t.Errorf("samples.jsonl lacks %q: %v", k, samples[0])
+			}
+		}
+		manifest := orasOut(t, e, "manifest", "fetch", e.registry+"/evalflow/results:"+r.ID)
+		for _, want := range []string{oci.ArtifactType, `"` + oci.AnnotationRunID + `":"` + r.ID + `"`, `"` + oci.AnnotationModel + `":"` + testserver.Model + `"`} {
+			if !strings.Contains(manifest, want) {
+				t.Errorf("manifest lacks %s:\n%s", want, manifest)
+			}
+		}
+	})
+
+	t.Run("the caller hears every step start and succeed, addressed to it", func(t *testing.T) {
+		seen := map[string]bool{}
+		for _, ev := range e.sink.got("/caller") {
+			var n evalflow.Notification
+			if err := json.Unmarshal(ev.Data(), &n); err != nil || n.RunID != r.ID {
+				t.Fatalf("bad notification %v: %v", ev, err)
+			}
+			if ev.Extensions()[evalflow.ExtCallerSource] != "e2e-test" {
+				t.Errorf("notification not addressed to the caller's source: %v", ev.Extensions())
+			}
+			seen[string(n.Step)+" "+n.Status] = true
+		}
+		for _, want := range []string{"start succeeded", "verify started", "verify succeeded", "deploy started",
+			"deploy succeeded", "job-watch started", "job-watch progress", "job-watch succeeded", "artifact started", "artifact succeeded"} {
+			if !seen[want] {
+				t.Errorf("no %q notification; got %v", want, seen)
+			}
+		}
+	})
+
+	t.Run("every event delivered again, late and out of order, changes nothing", func(t *testing.T) {
+		e.settle(t)
+		before := e.run(t, r.ID)
+		var replay []event.Event
+		for _, ev := range e.sink.got("/all") {
+			if ev.Type() != evalflow.TypeNotification {
+				replay = append(replay, ev)
+			}
+		}
+		types := map[string]bool{}
+		for _, ev := range replay {
+			types[ev.Type()] = true
+		}
+		for _, want := range []string{evalflow.TypeStarted, evalflow.TypeVerified, evalflow.TypeJobCreated,
+			evalflow.TypeJobProgress, evalflow.TypeJobFinished, evalflow.TypeResultsReady, evalflow.TypeSucceeded} {
+			if !types[want] {
+				t.Fatalf("the spy saw no %s to replay (saw %v)", want, types)
+			}
+		}
+		sender, err := cloudevent.NewSender(e.stack.Broker, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		send := func(ev event.Event) {
+			if err := sender.Send(context.Background(), ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 2 {
+			for _, ev := range replay {
+				send(ev)
+			}
+		}
+		for i := len(replay) - 1; i >= 0; i-- {
+			send(replay[i])
+		}
+		e.settle(t)
+
+		after := e.run(t, r.ID)
+		if e.stack.JobsStarted() != 1 {
+			t.Errorf("%d runner processes started; want 1", e.stack.JobsStarted())
+		}
+		if after.Status != before.Status || after.Artifact.Digest != before.Artifact.Digest ||
+			!after.UpdatedAt.Equal(before.UpdatedAt) || after.Progress != before.Progress {
+			t.Errorf("run changed under redelivery:\nbefore %+v\nafter  %+v", before, after)
+		}
+		tags := strings.Fields(orasOut(t, e, "repo", "tags", e.registry+"/evalflow/results"))
+		if len(tags) != 1 || tags[0] != r.ID {
+			t.Errorf("registry tags = %v; want exactly [%s]", tags, r.ID)
+		}
+	})
+
+	t.Run("no api_key in clear in logs, Redis, events, job files or the artifact", func(t *testing.T) {
+		e.settle(t)
+		scanDir(t, e.state)
+		scanDir(t, orasPull(t, e, r.ID))
+		if bytes.Contains(e.sink.all(), []byte(apiKeyCanary)) {
+			t.Error("an event carries the api_key")
+		}
+		rdb := redis.NewClient(&redis.Options{Addr: e.stack.Redis})
+		defer rdb.Close()
+		ctx := context.Background()
+		keys := rdb.Keys(ctx, "*").Val()
+		if len(keys) == 0 {
+			t.Fatal("redis holds nothing: the scan would prove nothing")
+		}
+		for _, k := range keys {
+			if strings.Contains(rdb.Dump(ctx, k).Val(), apiKeyCanary) {
+				t.Errorf("redis key %s holds the api_key", k)
+			}
+			if strings.HasSuffix(k, ":secrets") {
+				t.Errorf("the run ended but its sealed secrets %s are still stored", k)
+			}
+		}
+	})
+}
+
+func orasPull(t *testing.T, e *env, tag string) string {
+	t.Helper()
+	dir := t.TempDir()
+	orasOut(t, e, "pull", e.registry+"/evalflow/results:"+tag, "-o", dir)
+	return dir
+}
+
+func orasOut(t *testing.T, e *env, args ...string) string {
+	t.Helper()
+	args = append(args, "--plain-http", "-u", regUser, "--password-stdin")
+	cmd := exec.Command(testserver.Oras(t), args...)
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	cmd.Stdin = strings.NewReader(regPassword)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("oras %v: %v\n%s%s", args, err, out, stderr.Bytes())
+	}
+	return string(out)
+}
+
+// scanDir fails the test where any file below dir holds the api_key.
+func scanDir(t *testing.T, dir string) {
+	t.Helper()
+	n := 0
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return nil
+		}
+		defer f.Close()
+		b, _ := io.ReadAll(f)
+		n++
+		if bytes.Contains(b, []byte(apiKeyCanary)) {
+			t.Errorf("%s holds the api_key in clear", path)
+		}
+		return nil
+	})
+	if n == 0 {
+		t.Errorf("no file under %s: the scan proves nothing", dir)
+	}
+}
