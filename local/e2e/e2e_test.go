@@ -39,7 +39,7 @@ const (
 
 type env struct {
 	stack    *stack.Stack
-	sink     *sink
+	sink     *testserver.Sink
 	registry string
 	state    string
 	model    string
@@ -49,7 +49,7 @@ type env struct {
 func up(t *testing.T) *env {
 	t.Helper()
 	shared := testserver.SharedDir(t)
-	e := &env{model: testserver.Ollama(t, 4), sink: newSink(t), state: t.TempDir()}
+	e := &env{model: testserver.Ollama(t, 4), sink: testserver.NewSink(t), state: t.TempDir()}
 	e.registry = testserver.Registry(t, regUser, regPassword)
 	exe := testserver.Build(t, "github.com/evalflow/evalflow/local/cmd/evalflow")
 	runner := testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-runner")
@@ -245,7 +245,7 @@ func TestEvaluationEndToEnd(t *testing.T) {
 
 	t.Run("the caller hears every step start and succeed, addressed to it", func(t *testing.T) {
 		seen := map[string]bool{}
-		for _, ev := range e.sink.got("/caller") {
+		for _, ev := range e.sink.Got("/caller") {
 			var n evalflow.Notification
 			if err := json.Unmarshal(ev.Data(), &n); err != nil || n.RunID != r.ID {
 				t.Fatalf("bad notification %v: %v", ev, err)
@@ -267,7 +267,7 @@ func TestEvaluationEndToEnd(t *testing.T) {
 		e.settle(t)
 		before := e.run(t, r.ID)
 		var replay []event.Event
-		for _, ev := range e.sink.got("/all") {
+		for _, ev := range e.sink.Got("/all") {
 			if ev.Type() != evalflow.TypeNotification {
 				replay = append(replay, ev)
 			}
@@ -319,7 +319,7 @@ func TestEvaluationEndToEnd(t *testing.T) {
 		e.settle(t)
 		scanDir(t, e.state)
 		scanDir(t, orasPull(t, e, r.ID))
-		if bytes.Contains(e.sink.all(), []byte(apiKeyCanary)) {
+		if bytes.Contains(e.sink.Raw(), []byte(apiKeyCanary)) {
 			t.Error("an event carries the api_key")
 		}
 		rdb := redis.NewClient(&redis.Options{Addr: e.stack.Redis})

@@ -1,0 +1,323 @@
+package function
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/runstore"
+	"github.com/evalflow/evalflow/shared/testserver"
+)
+
+const runID = "3f1c9a52-8d4e-4b7a-9c2f-6e5d4c3b2a10"
+
+func newFunction(t *testing.T) (*httptest.Server, *testserver.Pipeline) {
+	t.Helper()
+	p := testserver.NewPipeline(t)
+	f := New()
+	if err := f.Start(context.Background(), p.Config); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Stop(context.Background()) })
+	srv := httptest.NewServer(http.HandlerFunc(f.Handle))
+	t.Cleanup(srv.Close)
+	return srv, p
+}
+
+func validBody(id string) map[string]any {
+	return map[string]any{
+		"eval_request_id": id, "model_name": "stories260k", "base_url": "http://127.0.0.1:11434/v1",
+		"api_key": "sk-test", "datasets": []any{map[string]any{"name": "mmlu", "limit": 2, "subjects": []string{"anatomy"}}},
+		"source": "caller-svc", "source_topic": "evals",
+	}
+}
+
+func post(t *testing.T, url, contentType string, body []byte) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Post(url, contentType, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
+
+// snapshot is every Redis key with its value, to show nothing changed.
+func snapshot(t *testing.T, p *testserver.Pipeline) string {
+	ctx := context.Background()
+	keys := p.Redis.Keys(ctx, "*").Val()
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s=%q\n", k, p.Redis.Dump(ctx, k).Val())
+	}
+	return b.String()
+}
+
+func TestStartRecordsARunOnceWhateverTheDuplicates(t *testing.T) {
+	srv, p := newFunction(t)
+
+	var wg sync.WaitGroup
+	codes := make(chan int, 10)
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, _ := post(t, srv.URL+"/evals/start", "application/json", mustJSON(validBody(runID)))
+			codes <- code
+		}()
+	}
+	wg.Wait()
+	close(codes)
+
+	accepted := 0
+	for c := range codes {
+		switch c {
+		case http.StatusAccepted:
+			accepted++
+		case http.StatusOK:
+		default:
+			t.Fatalf("start answered %d", c)
+		}
+	}
+	if accepted != 1 {
+		t.Fatalf("%d starts were accepted as new; want 1", accepted)
+	}
+	runs, _ := p.Store.List(context.Background(), runstore.ListOptions{})
+	if len(runs) != 1 || runs[0].Status != evalflow.StatusPending || runs[0].Target != evalflow.TargetLocal {
+		t.Fatalf("stored runs = %+v", runs)
+	}
+	started := p.Sink.OfType("/", evalflow.TypeStarted)
+	if len(started) == 0 || started[0].Subject() != runID {
+		t.Fatalf("no run.started for %s: %v", runID, started)
+	}
+	for _, e := range started[1:] {
+		if e.ID() != started[0].ID() {
+			t.Fatalf("re-emitted run.started has another id (%s vs %s): receivers cannot drop the copy", e.ID(), started[0].ID())
+		}
+	}
+}
+
+func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
+	srv, p := newFunction(t)
+	if code, _ := post(t, srv.URL+"/evals/start", "application/json", mustJSON(validBody(runID))); code != http.StatusAccepted {
+		t.Fatalf("seeding a run: %d", code)
+	}
+	with := func(k string, v any) []byte {
+		b := validBody("0b7e1f34-4c2d-4e6f-8a9b-1c2d3e4f5a6b")
+		if v == nil {
+			delete(b, k)
+		} else {
+			b[k] = v
+		}
+		return mustJSON(b)
+	}
+	cases := []struct {
+		name, contentType string
+		body              []byte
+		field             string
+		status            int
+	}{
+		{"missing eval_request_id", "", with("eval_request_id", nil), "eval_request_id", 400},
+		{"bad UUID", "", with("eval_request_id", "run-1"), "eval_request_id", 400},
+		{"missing model_name", "", with("model_name", nil), "model_name", 400},
+		{"control characters in model_name", "", with("model_name", "a\nb"), "model_name", 400},
+		{"missing base_url", "", with("base_url", nil), "base_url", 400},
+		{"non-http base_url", "", with("base_url", "file:///etc/passwd"), "base_url", 400},
+		{"base_url without host", "", with("base_url", "http://"), "base_url", 400},
+		{"base_url with credentials", "", with("base_url", "http://u:p@host/v1"), "base_url", 400},
+		{"no datasets", "", with("datasets", []any{}), "datasets", 400},
+		{"unknown dataset", "", with("datasets", []any{"imagenet"}), "datasets[0].name", 400},
+		{"unknown subject", "", with("datasets", []any{map[string]any{"name": "mmlu", "subjects": []string{"cooking"}}}), "datasets[0].subjects[0]", 400},
+		{"negative limit", "", with("datasets", []any{map[string]any{"name": "mmlu", "limit": -1}}), "datasets[0].limit", 400},
+		{"num_fewshot out of range", "", with("datasets", []any{map[string]any{"name": "mmlu", "num_fewshot": 99}}), "datasets[0].num_fewshot", 400},
+		{"datasets not an array", "", with("datasets", "mmlu"), "datasets", 400},
+		{"model_name not a string", "", with("model_name", 42), "model_name", 400},
+		{"unknown field", "", with("temperature", 0.5), "temperature", 400},
+		{"concurrency out of range", "", with("concurrency", 100000), "concurrency", 400},
+		{"not JSON", "", []byte("{nope"), "body", 400},
+		{"empty body", "", nil, "body", 400},
+		{"trailing data", "", append(with("source", "x"), []byte(`{"more":1}`)...), "body", 400},
+		{"oversized body", "", with("api_key", strings.Repeat("k", evalflow.MaxRequestBytes)), "body", 400},
+		{"wrong content type", "text/plain", with("source", "x"), "Content-Type", 400},
+		{"eval_request_id reused for another model", "", mustJSON(func() map[string]any {
+			b := validBody(runID)
+			b["model_name"] = "other-model"
+			return b
+		}()), "eval_request_id", 409},
+	}
+	before := snapshot(t, p)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ct := c.contentType
+			if ct == "" {
+				ct = "application/json"
+			}
+
+			code, out := post(t, srv.URL+"/evals/start", ct, c.body)
+
+			e, _ := out["error"].(map[string]any)
+			if code != c.status || e["field"] != c.field {
+				t.Fatalf("answered %d %v; want %d naming %q", code, out, c.status, c.field)
+			}
+			if msg, _ := e["message"].(string); !strings.HasPrefix(msg, c.field+": ") {
+				t.Fatalf("message %q does not name %s", msg, c.field)
+			}
+		})
+	}
+	if after := snapshot(t, p); after != before {
+		t.Fatalf("bad requests changed Redis:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+func TestStartAcceptsTheRequestAsACloudEvent(t *testing.T) {
+	srv, p := newFunction(t)
+	ids := map[string]string{"binary": runID, "structured": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"}
+	for mode, id := range ids {
+		t.Run(mode, func(t *testing.T) {
+			ev := cloudevents.NewEvent()
+			ev.SetID("req-" + mode)
+			ev.SetSource("/caller-svc")
+			ev.SetType(evalflow.TypeRequested)
+			ev.SetData(cloudevents.ApplicationJSON, validBody(id))
+			var req *http.Request
+			if mode == "binary" {
+				req, _ = http.NewRequest(http.MethodPost, srv.URL+"/", bytes.NewReader(ev.Data()))
+				req.Header.Set("Ce-Specversion", "1.0")
+				req.Header.Set("Ce-Id", ev.ID())
+				req.Header.Set("Ce-Source", ev.Source())
+				req.Header.Set("Ce-Type", ev.Type())
+				req.Header.Set("Content-Type", "application/json")
+			} else {
+				b, _ := json.Marshal(ev)
+				req, _ = http.NewRequest(http.MethodPost, srv.URL+"/evals/start", bytes.NewReader(b))
+				req.Header.Set("Content-Type", "application/cloudevents+json")
+			}
+
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+
+			if resp.StatusCode != http.StatusAccepted {
+				t.Fatalf("answered %d", resp.StatusCode)
+			}
+			if r, err := p.Store.Get(context.Background(), id); err != nil || r.ModelName != "stories260k" {
+				t.Fatalf("run not recorded: %v %v", r, err)
+			}
+		})
+	}
+	t.Run("of another type", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/", bytes.NewReader(mustJSON(validBody(runID))))
+		for k, v := range map[string]string{"Ce-Specversion": "1.0", "Ce-Id": "x", "Ce-Source": "/s", "Ce-Type": "com.example.other", "Content-Type": "application/json"} {
+			req.Header.Set(k, v)
+		}
+		resp, _ := http.DefaultClient.Do(req)
+		var out map[string]map[string]any
+		json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || out["error"]["field"] != "type" {
+			t.Fatalf("answered %d %v; want 400 naming type", resp.StatusCode, out)
+		}
+	})
+}
+
+func TestGetListAndCancel(t *testing.T) {
+	srv, p := newFunction(t)
+	post(t, srv.URL+"/evals/start", "application/json", mustJSON(validBody(runID)))
+	get := func(path string) (int, map[string]any, string) {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var buf bytes.Buffer
+		buf.ReadFrom(resp.Body)
+		var out map[string]any
+		json.Unmarshal(buf.Bytes(), &out)
+		return resp.StatusCode, out, buf.String()
+	}
+	del := func(id string) int {
+		req, _ := http.NewRequest(http.MethodDelete, srv.URL+"/evals/"+id, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	code, run, raw := get("/evals/" + runID)
+	if code != 200 || run["status"] != "pending" || run["steps"] == nil {
+		t.Fatalf("GET run: %d %v", code, run)
+	}
+	if strings.Contains(raw, "sk-test") {
+		t.Fatal("GET shows the api_key")
+	}
+	if code, _, _ := get("/evals/00000000-0000-4000-8000-000000000000"); code != 404 {
+		t.Fatalf("GET unknown run: %d, want 404", code)
+	}
+	if code, out, _ := get("/evals?status=pending"); code != 200 || len(out["runs"].([]any)) != 1 {
+		t.Fatalf("list pending: %d %v", code, out)
+	}
+	if code, out, _ := get("/evals?status=succeeded"); code != 200 || len(out["runs"].([]any)) != 0 {
+		t.Fatalf("list succeeded: %d %v", code, out)
+	}
+	if code, _, _ := get("/evals?status=bogus"); code != 400 {
+		t.Fatalf("list with a bad status: %d, want 400", code)
+	}
+
+	if c := del(runID); c != 200 {
+		t.Fatalf("DELETE: %d", c)
+	}
+	if c := del(runID); c != 200 {
+		t.Fatalf("DELETE again: %d, want 200 (idempotent)", c)
+	}
+	if r, _ := p.Store.Get(context.Background(), runID); r.Status != evalflow.StatusCancelled {
+		t.Fatalf("status after cancel = %s", r.Status)
+	}
+	if len(p.Sink.OfType("/", evalflow.TypeCancelled)) == 0 {
+		t.Fatal("no run.cancelled event for deploy to stop the job")
+	}
+	other := "5d6e7f80-91a2-4b3c-8d4e-5f6a7b8c9d0e"
+	post(t, srv.URL+"/evals/start", "application/json", mustJSON(validBody(other)))
+	p.Store.Update(context.Background(), other, func(r *evalflow.Run) error { return r.Fail("x", time.Now()) })
+	if c := del(other); c != 409 {
+		t.Fatalf("DELETE of a failed run: %d, want 409", c)
+	}
+}
+
+func TestDeadLetterFailsTheRun(t *testing.T) {
+	srv, p := newFunction(t)
+	post(t, srv.URL+"/evals/start", "application/json", mustJSON(validBody(runID)))
+	ev := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
+	ev.SetExtension("knativeerrordest", "http://evalflow-deploy")
+	ev.SetExtension("knativeerrorcode", "500")
+	sender, _ := cloudevent.NewSender(srv.URL+"/dead-letter", nil)
+
+	if err := sender.Send(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+
+	r, _ := p.Store.Get(context.Background(), runID)
+	if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "evalflow-deploy") {
+		t.Fatalf("run after a dead letter: %s %q", r.Status, r.Message)
+	}
+}

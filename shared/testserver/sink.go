@@ -1,0 +1,111 @@
+package testserver
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/evalflow/evalflow/shared/runstore"
+	"github.com/evalflow/evalflow/shared/seal"
+)
+
+// Sink is a CloudEvents receiver on loopback that records what it is sent, by path.
+type Sink struct {
+	*httptest.Server
+	mu     sync.Mutex
+	events map[string][]event.Event
+	raw    []byte
+}
+
+// NewSink starts a Sink for the test.
+func NewSink(t testing.TB) *Sink {
+	s := &Sink{events: map[string][]event.Event{}}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ev, err := binding.ToEvent(context.Background(), cehttp.NewMessageFromHttpRequest(r))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		b, _ := ev.MarshalJSON()
+		s.mu.Lock()
+		s.events[r.URL.Path] = append(s.events[r.URL.Path], *ev)
+		s.raw = append(append(s.raw, b...), '\n')
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Got returns the events sent to path.
+func (s *Sink) Got(path string) []event.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]event.Event(nil), s.events[path]...)
+}
+
+// OfType returns the events of type typ sent to path.
+func (s *Sink) OfType(path, typ string) []event.Event {
+	var out []event.Event
+	for _, e := range s.Got(path) {
+		if e.Type() == typ {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// Raw is every event received, as JSON lines.
+func (s *Sink) Raw() []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]byte(nil), s.raw...)
+}
+
+// Pipeline is what a step function's test needs: a real Redis, a sink standing in
+// for the broker (K_SINK), and the function's configuration pointing at both.
+type Pipeline struct {
+	Config map[string]string
+	Store  *runstore.Store
+	Redis  *redis.Client
+	Sink   *Sink
+}
+
+// NewPipeline starts Redis and a sink for a function test.
+func NewPipeline(t testing.TB) *Pipeline {
+	t.Helper()
+	addr := Redis(t)
+	sink := NewSink(t)
+	key := seal.NewKey()
+	k, _ := seal.ParseKey(key)
+	sealer, err := seal.New(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { rdb.Close() })
+	return &Pipeline{
+		Config: map[string]string{"REDIS_ADDR": addr, "EVALFLOW_SEAL_KEY": key, "K_SINK": sink.URL, "LOG_LEVEL": "warn"},
+		Store:  runstore.New(rdb, sealer), Redis: rdb, Sink: sink,
+	}
+}
+
+// Eventually polls cond until it holds or within passes.
+func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
