@@ -123,3 +123,13 @@ func Oras(t testing.TB) string {
 	}
 	return p
 }
+
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	p, err := localserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

@@ -1,0 +1,141 @@
+package function
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/testserver"
+)
+
+const runID = "2c3d4e5f-6a7b-4c8d-9e0f-1a2b3c4d5e6f"
+
+type fixture struct {
+	f *Function
+	p *testserver.Pipeline
+}
+
+// setup makes a run whose job finished with results, and the artifact step pushing to
+// the destination ociEnv names.
+func setup(t *testing.T, ociEnv map[string]string) *fixture {
+	t.Helper()
+	p := testserver.NewPipeline(t)
+	results := t.TempDir()
+	cfg := map[string]string{"EVALFLOW_RESULTS_DIR": results}
+	for k, v := range p.Config {
+		cfg[k] = v
+	}
+	for k, v := range ociEnv {
+		cfg[k] = v
+	}
+	f := New()
+	if err := f.Start(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Stop(context.Background()) })
+	ctx := context.Background()
+	r := evalflow.NewRun(evalflow.Request{EvalRequestID: runID, ModelName: "m", BaseURL: "http://127.0.0.1:1",
+		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Limit: 1}}}, time.Now())
+	p.Store.Create(ctx, r, nil)
+	for _, s := range []evalflow.Status{evalflow.StatusVerifying, evalflow.StatusDeploying, evalflow.StatusRunning} {
+		p.Store.Update(ctx, runID, func(r *evalflow.Run) error { return r.Advance(s, time.Now()) })
+	}
+	dir := filepath.Join(results, runID)
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, evalflow.ResultsFile), []byte(`{"summary":{"scores":{"mmlu":0.25},"samples":4}}`), 0o644)
+	os.WriteFile(filepath.Join(dir, evalflow.SamplesFile), []byte(`{"task":"mmlu_anatomy","doc_id":0}`+"\n"), 0o644)
+	return &fixture{f: f, p: p}
+}
+
+func (fx *fixture) deliverConcurrently(t *testing.T, n int) []string {
+	t.Helper()
+	ready := cloudevent.New(evalflow.StepWatch, evalflow.TypeResultsReady, runID, evalflow.RunRef{RunID: runID})
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var replies []string
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reply, err := fx.f.Handle(context.Background(), ready)
+			if err != nil {
+				t.Error(err)
+			}
+			if reply != nil {
+				mu.Lock()
+				replies = append(replies, reply.Type())
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return replies
+}
+
+func TestArtifactIsPushedOnceToTheOCILayout(t *testing.T) {
+	layout := t.TempDir()
+	fx := setup(t, map[string]string{"EVALFLOW_OCI_LAYOUT": layout})
+
+	replies := fx.deliverConcurrently(t, 8)
+
+	r, _ := fx.p.Store.Get(context.Background(), runID)
+	if r.Status != evalflow.StatusSucceeded || r.Artifact == nil || !strings.HasPrefix(r.Artifact.Reference, "oci-layout://"+layout+":"+runID+"@sha256:") {
+		t.Fatalf("run %s artifact %+v", r.Status, r.Artifact)
+	}
+	if len(replies) != 1 || replies[0] != evalflow.TypeSucceeded {
+		t.Fatalf("replies %v; want one run.succeeded", replies)
+	}
+	var index struct {
+		Manifests []struct {
+			Digest      string            `json:"digest"`
+			Annotations map[string]string `json:"annotations"`
+		} `json:"manifests"`
+	}
+	b, _ := os.ReadFile(filepath.Join(layout, "index.json"))
+	json.Unmarshal(b, &index)
+	if len(index.Manifests) != 1 || index.Manifests[0].Digest != r.Artifact.Digest {
+		t.Fatalf("layout index has %d manifests %+v; want one, %s", len(index.Manifests), index.Manifests, r.Artifact.Digest)
+	}
+}
+
+func TestArtifactGoesToARegistryWithBasicAuth(t *testing.T) {
+	registry := testserver.Registry(t, "pusher", "pw-31337")
+	fx := setup(t, map[string]string{"EVALFLOW_REGISTRY": registry + "/evalflow/results", "EVALFLOW_REGISTRY_PLAIN_HTTP": "true",
+		"EVALFLOW_REGISTRY_USERNAME": "pusher", "EVALFLOW_REGISTRY_PASSWORD": "pw-31337"})
+
+	replies := fx.deliverConcurrently(t, 4)
+
+	r, _ := fx.p.Store.Get(context.Background(), runID)
+	if r.Status != evalflow.StatusSucceeded || !strings.HasPrefix(r.Artifact.Reference, registry+"/evalflow/results:"+runID+"@") {
+		t.Fatalf("run %s %q artifact %+v", r.Status, r.Message, r.Artifact)
+	}
+	if len(replies) != 1 {
+		t.Fatalf("replies %v; want one", replies)
+	}
+	for _, e := range fx.p.Sink.Got("/") {
+		if strings.Contains(string(e.Data()), "pw-31337") {
+			t.Fatal("an event carries the registry password")
+		}
+	}
+}
+
+func TestArtifactWithWrongRegistryCredentialsIsRedelivered(t *testing.T) {
+	registry := testserver.Registry(t, "pusher", "pw-31337")
+	fx := setup(t, map[string]string{"EVALFLOW_REGISTRY": registry + "/evalflow/results", "EVALFLOW_REGISTRY_PLAIN_HTTP": "true",
+		"EVALFLOW_REGISTRY_USERNAME": "pusher", "EVALFLOW_REGISTRY_PASSWORD": "wrong"})
+	ready := cloudevent.New(evalflow.StepWatch, evalflow.TypeResultsReady, runID, evalflow.RunRef{RunID: runID})
+
+	_, err := fx.f.Handle(context.Background(), ready)
+
+	r, _ := fx.p.Store.Get(context.Background(), runID)
+	if err == nil || r.Status != evalflow.StatusStoring || strings.Contains(err.Error(), "wrong") {
+		t.Fatalf("err %v, run %s; want an error (redeliver) that shows no password, the run still storing", err, r.Status)
+	}
+}

@@ -1,0 +1,158 @@
+package function
+
+import (
+	"context"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/localjob"
+	"github.com/evalflow/evalflow/shared/runstore"
+	"github.com/evalflow/evalflow/shared/testserver"
+)
+
+const (
+	runID  = "4e5f6a7b-8c9d-4e0f-a1b2-c3d4e5f6a7b8"
+	apiKey = "sk-deploy-canary-0042"
+)
+
+type fixture struct {
+	f    *Function
+	p    *testserver.Pipeline
+	jobs *localjob.Server
+	dir  string
+}
+
+// setup runs deploy against a real Redis and a real local job runtime running the
+// real runner (pointed at a closed port: these tests are about the job, not scores).
+func setup(t *testing.T, dataDir string) *fixture {
+	t.Helper()
+	p := testserver.NewPipeline(t)
+	dir := t.TempDir()
+	jobs := &localjob.Server{RunnerPath: testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-runner"),
+		WorkDir: filepath.Join(dir, "jobs")}
+	srv := httptest.NewServer(jobs)
+	t.Cleanup(func() { jobs.Shutdown(); srv.Close() })
+	cfg := map[string]string{"EVALFLOW_JOBS_URL": srv.URL, "EVALFLOW_DATA_DIR": dataDir, "EVALFLOW_RESULTS_DIR": filepath.Join(dir, "results")}
+	for k, v := range p.Config {
+		cfg[k] = v
+	}
+	f := New()
+	if err := f.Start(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Stop(context.Background()) })
+	r := evalflow.NewRun(evalflow.Request{EvalRequestID: runID, ModelName: "m", BaseURL: "http://127.0.0.1:1",
+		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Limit: 1, Subjects: []string{"anatomy"}}}}, time.Now())
+	if _, _, err := p.Store.Create(context.Background(), r, map[string]string{runstore.SecretAPIKey: apiKey}); err != nil {
+		t.Fatal(err)
+	}
+	p.Store.Update(context.Background(), runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) })
+	return &fixture{f: f, p: p, jobs: jobs, dir: dir}
+}
+
+func TestDeployCreatesExactlyOneJobUnderConcurrentDuplicates(t *testing.T) {
+	fx := setup(t, t.TempDir())
+	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var replies []string
+	for range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reply, err := fx.f.Handle(context.Background(), verified)
+			if err != nil {
+				t.Error(err)
+			}
+			if reply != nil {
+				mu.Lock()
+				replies = append(replies, reply.Type())
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+
+	if n := fx.jobs.Started(); n != 1 {
+		t.Fatalf("%d runner processes started; want 1", n)
+	}
+	if len(replies) == 0 || replies[0] != evalflow.TypeJobCreated {
+		t.Fatalf("replies = %v; want job.created", replies)
+	}
+	r, _ := fx.p.Store.Get(context.Background(), runID)
+	if r.Status != evalflow.StatusDeploying || r.Job != evalflow.JobName(runID) {
+		t.Fatalf("run = %s job %q", r.Status, r.Job)
+	}
+	// A late copy, once the run has moved on, does nothing either.
+	fx.p.Store.Update(context.Background(), runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusRunning, time.Now()) })
+	if reply, err := fx.f.Handle(context.Background(), verified); err != nil || reply != nil || fx.jobs.Started() != 1 {
+		t.Fatalf("late verified: reply %v, err %v, %d jobs", reply, err, fx.jobs.Started())
+	}
+}
+
+func TestTheJobGetsItsSpecAndKeyAsFilesNeverInClearElsewhere(t *testing.T) {
+	fx := setup(t, t.TempDir()) // no datasets: the runner fails fast, after reading its spec
+	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
+
+	if _, err := fx.f.Handle(context.Background(), verified); err != nil {
+		t.Fatal(err)
+	}
+	testserver.Eventually(t, 30*time.Second, "job ends", func() bool {
+		st, _ := fx.jobs.Get(evalflow.JobName(runID))
+		return st.Phase == "Failed" || st.Phase == "Succeeded"
+	})
+
+	jobDir := filepath.Join(fx.dir, "jobs", evalflow.JobName(runID))
+	spec, err := os.ReadFile(filepath.Join(jobDir, "meta", "job.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"run_id": "` + runID, `"api_key_file"`, `"deadline_seconds": 21600`} {
+		if !strings.Contains(string(spec), want) {
+			t.Errorf("job.json lacks %s:\n%s", want, spec)
+		}
+	}
+	if strings.Contains(string(spec), apiKey) {
+		t.Error("job.json holds the api key")
+	}
+	if _, err := os.Stat(filepath.Join(jobDir, "secret")); !os.IsNotExist(err) {
+		t.Errorf("the job ended but its secret is still on disk (%v)", err)
+	}
+	log, _ := os.ReadFile(filepath.Join(jobDir, "runner.log"))
+	if strings.Contains(string(log), apiKey) || len(log) == 0 {
+		t.Errorf("runner log empty or holds the key:\n%s", log)
+	}
+}
+
+func TestCancelledRunHasItsJobStopped(t *testing.T) {
+	// A job that runs until stopped: real data, an endpoint that refuses (the runner
+	// retries with backoff for minutes).
+	fx := setup(t, filepath.Join(testserver.SharedDir(t), "datasets"))
+	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
+	if _, err := fx.f.Handle(context.Background(), verified); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if st, _ := fx.jobs.Get(evalflow.JobName(runID)); st.Phase != "Running" {
+		t.Fatalf("job phase %q before cancel; want Running", st.Phase)
+	}
+
+	cancelled := cloudevent.New(evalflow.StepStart, evalflow.TypeCancelled, runID, evalflow.RunRef{RunID: runID})
+	for range 2 { // and a duplicate
+		if _, err := fx.f.Handle(context.Background(), cancelled); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if st, _ := fx.jobs.Get(evalflow.JobName(runID)); st.Phase != "Failed" {
+		t.Fatalf("job phase %q after cancel; want it stopped", st.Phase)
+	}
+}

@@ -1,0 +1,156 @@
+package function
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/testserver"
+)
+
+const runID = "6a7b8c9d-0e1f-4a2b-b3c4-d5e6f7a8b9c0"
+
+type fixture struct {
+	f       *Function
+	p       *testserver.Pipeline
+	results string
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	p := testserver.NewPipeline(t)
+	results := t.TempDir()
+	cfg := map[string]string{"EVALFLOW_RESULTS_DIR": results}
+	for k, v := range p.Config {
+		cfg[k] = v
+	}
+	f := New()
+	if err := f.Start(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Stop(context.Background()) })
+	r := evalflow.NewRun(evalflow.Request{EvalRequestID: runID, ModelName: "m", BaseURL: "http://127.0.0.1:1",
+		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Limit: 5, Subjects: []string{"anatomy", "virology"}}}}, time.Now())
+	ctx := context.Background()
+	p.Store.Create(ctx, r, nil)
+	for _, s := range []evalflow.Status{evalflow.StatusVerifying, evalflow.StatusDeploying} {
+		p.Store.Update(ctx, runID, func(r *evalflow.Run) error { return r.Advance(s, time.Now()) })
+	}
+	return &fixture{f: f, p: p, results: results}
+}
+
+func progress(done int, at time.Time) event.Event {
+	return cloudevent.New(evalflow.StepWatch, evalflow.TypeJobProgress, runID, evalflow.JobProgress{RunID: runID, Job: "j",
+		Progress: evalflow.Progress{Phase: "scoring", Done: done, Total: 10, ETASeconds: float64(10 - done), UpdatedAt: at}})
+}
+
+func finished(ok bool, msg string) event.Event {
+	return cloudevent.New(evalflow.StepDeploy, evalflow.TypeJobFinished, runID, evalflow.JobFinished{RunID: runID, Job: "j", Succeeded: ok, Message: msg})
+}
+
+func (fx *fixture) handle(t *testing.T, e event.Event) *event.Event {
+	t.Helper()
+	reply, err := fx.f.Handle(context.Background(), e)
+	if err != nil {
+		t.Fatalf("handle %s: %v", e.Type(), err)
+	}
+	return reply
+}
+
+func (fx *fixture) run(t *testing.T) *evalflow.Run {
+	r, err := fx.p.Store.Get(context.Background(), runID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestProgressReportsInAnyOrderNeverGoBackwards(t *testing.T) {
+	fx := setup(t)
+	t0 := time.Now().UTC()
+
+	fx.handle(t, progress(7, t0.Add(2*time.Second))) // arrives before job.created
+	fx.handle(t, progress(3, t0.Add(1*time.Second))) // an older report, late
+	fx.handle(t, progress(7, t0.Add(2*time.Second))) // a duplicate
+	fx.handle(t, cloudevent.New(evalflow.StepDeploy, evalflow.TypeJobCreated, runID, evalflow.RunRef{RunID: runID}))
+
+	r := fx.run(t)
+	if r.Status != evalflow.StatusRunning || r.Progress.Done != 7 || r.Progress.Total != 10 {
+		t.Fatalf("run %s progress %+v; want running at 7/10", r.Status, r.Progress)
+	}
+	if eta := time.Until(r.ETA); eta < 0 || eta > 4*time.Second {
+		t.Fatalf("ETA %s from now; want about 3 s", eta)
+	}
+	notes := 0
+	for _, e := range fx.p.Sink.OfType("/", evalflow.TypeNotification) {
+		var n evalflow.Notification
+		json.Unmarshal(e.Data(), &n)
+		if n.Status == evalflow.NoteProgress {
+			notes++
+		}
+	}
+	if notes != 1 {
+		t.Fatalf("%d progress notifications; want 1 (stale and duplicate reports say nothing)", notes)
+	}
+}
+
+func TestAFinishedJobHandsItsResultsOnOnce(t *testing.T) {
+	fx := setup(t)
+	dir := filepath.Join(fx.results, runID)
+	os.MkdirAll(dir, 0o755)
+	res := evalflow.Results{Summary: evalflow.Summary{Scores: map[string]float64{"mmlu": 0.3}, Samples: 10, Metric: "exact_match"}}
+	b, _ := json.Marshal(res)
+	os.WriteFile(filepath.Join(dir, evalflow.ResultsFile), b, 0o644)
+
+	reply := fx.handle(t, finished(true, "")) // before job.created: reordered
+	dup := fx.handle(t, finished(true, ""))
+
+	if reply == nil || reply.Type() != evalflow.TypeResultsReady {
+		t.Fatalf("reply %v; want results.ready", reply)
+	}
+	if dup == nil || dup.ID() != reply.ID() {
+		t.Fatalf("a redelivered job.finished must re-reply the same event (same id) in case the first reply was lost: %v", dup)
+	}
+	r := fx.run(t)
+	if r.Summary == nil || r.Summary.Scores["mmlu"] != 0.3 || r.Progress.Done != r.Progress.Total {
+		t.Fatalf("run summary %+v progress %+v", r.Summary, r.Progress)
+	}
+	// Once the artifact step has taken over, a late job.finished does nothing.
+	fx.p.Store.Update(context.Background(), runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusStoring, time.Now()) })
+	if late := fx.handle(t, finished(true, "")); late != nil {
+		t.Fatalf("late job.finished replied %v", late.Type())
+	}
+}
+
+func TestAFailedJobFailsTheRunSayingWhy(t *testing.T) {
+	fx := setup(t)
+
+	reply := fx.handle(t, finished(false, "runner exited with code 1: mmlu: anatomy_test.csv: no such file"))
+	fx.handle(t, progress(9, time.Now())) // a report after the end
+
+	r := fx.run(t)
+	if reply == nil || reply.Type() != evalflow.TypeFailed {
+		t.Fatalf("reply %v; want run.failed", reply)
+	}
+	if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "anatomy_test.csv") || r.Progress.Done == 9 {
+		t.Fatalf("run %s %q progress %+v", r.Status, r.Message, r.Progress)
+	}
+}
+
+func TestSucceededJobWithoutResultsFailsTheRun(t *testing.T) {
+	fx := setup(t)
+
+	reply := fx.handle(t, finished(true, ""))
+
+	if r := fx.run(t); reply == nil || r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "no usable results") {
+		t.Fatalf("run %s %q", r.Status, r.Message)
+	}
+}
