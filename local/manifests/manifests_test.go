@@ -1,0 +1,207 @@
+package manifests
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
+	"knative.dev/eventing/pkg/eventfilter"
+	sourcesv1 "knative.dev/eventing/pkg/apis/sources/v1"
+	duckv1 "knative.dev/pkg/apis/duck/v1"
+	kindv1alpha4 "sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
+	"sigs.k8s.io/yaml"
+
+	"github.com/evalflow/evalflow/local/broker"
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/testserver"
+)
+
+var root = testserver.RepoRoot()
+
+func featureContext(t *testing.T) context.Context {
+	ctx, err := broker.FeatureContext(context.Background(), filepath.Join(root, "eventing", "config-features.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx
+}
+
+// documents returns every YAML document of the files matching pattern.
+func documents(t *testing.T, pattern string) map[string][]byte {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(root, pattern))
+	if len(files) == 0 {
+		t.Fatalf("no manifest matches %s", pattern)
+	}
+	docs := map[string][]byte{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, d := range bytes.Split(b, []byte("\n---")) {
+			if len(bytes.TrimSpace(d)) > 0 {
+				docs[filepath.Base(f)+"#"+string(rune('1'+i))] = d
+			}
+		}
+	}
+	return docs
+}
+
+func TestEveryClusterManifestDecodesStrictlyAndValidates(t *testing.T) {
+	ctx := featureContext(t)
+	for _, pattern := range []string{"broker/*.yaml", "eventing/*.yaml", "triggers/*.yaml"} {
+		for name, doc := range documents(t, pattern) {
+			t.Run(name, func(t *testing.T) {
+				var meta struct{ Kind, APIVersion string }
+				yaml.Unmarshal(doc, &meta)
+				switch meta.APIVersion + "/" + meta.Kind {
+				case "eventing.knative.dev/v1/Trigger":
+					if _, err := broker.ParseTrigger(ctx, doc); err != nil {
+						t.Fatal(err)
+					}
+				case "eventing.knative.dev/v1/Broker":
+					var b eventingv1.Broker
+					strict(t, doc, &b)
+					b.SetDefaults(ctx)
+					if err := b.Validate(ctx); err != nil {
+						t.Fatal(err)
+					}
+				case "sources.knative.dev/v1/SinkBinding":
+					var s sourcesv1.SinkBinding
+					strict(t, doc, &s)
+					s.SetDefaults(ctx)
+					if err := s.Validate(ctx); err != nil {
+						t.Fatal(err)
+					}
+				case "v1/ConfigMap":
+					strict(t, doc, &corev1.ConfigMap{})
+				case "v1/Namespace":
+					strict(t, doc, &corev1.Namespace{})
+				case "v1/Service":
+					strict(t, doc, &corev1.Service{})
+				case "apps/v1/Deployment":
+					var d appsv1.Deployment
+					strict(t, doc, &d)
+					if d.Spec.Selector == nil || d.Spec.Template.Labels[d.Spec.Selector.MatchLabels["app.kubernetes.io/name"]] == "" &&
+						d.Spec.Template.Labels["app.kubernetes.io/name"] != d.Spec.Selector.MatchLabels["app.kubernetes.io/name"] {
+						t.Fatal("the Deployment's selector does not match its pod labels")
+					}
+				default:
+					t.Fatalf("no check for %s %s: add one", meta.APIVersion, meta.Kind)
+				}
+			})
+		}
+	}
+}
+
+func TestKindConfigDecodesStrictly(t *testing.T) {
+	var c kindv1alpha4.Cluster
+	b, _ := os.ReadFile(filepath.Join(root, "kind-config.yaml"))
+	strict(t, b, &c)
+	if c.Kind != "Cluster" || len(c.Nodes) == 0 || c.Nodes[0].Role != kindv1alpha4.ControlPlaneRole {
+		t.Fatalf("kind config: %+v", c)
+	}
+}
+
+func strict(t *testing.T, doc []byte, into any) {
+	t.Helper()
+	if err := yaml.UnmarshalStrict(doc, into); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The trigger graph is the pipeline: each event type reaches exactly the functions
+// the design says, and the step events nothing else.
+func TestTriggersRouteEachEventToItsStep(t *testing.T) {
+	resolve := func(ref *duckv1.KReference) (*url.URL, error) { return url.Parse("http://" + ref.Name + "/") }
+	triggers, err := broker.LoadTriggers(featureContext(t), filepath.Join(root, "triggers"), "evalflow", resolve)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{
+		evalflow.TypeRequested:    {"evalflow-start"},
+		evalflow.TypeStarted:      {"evalflow-verify"},
+		evalflow.TypeVerified:     {"evalflow-deploy"},
+		evalflow.TypeCancelled:    {"evalflow-deploy"},
+		evalflow.TypeJobCreated:   {"evalflow-watch"},
+		evalflow.TypeJobProgress:  {"evalflow-watch"},
+		evalflow.TypeJobFinished:  {"evalflow-watch"},
+		evalflow.TypeResultsReady: {"evalflow-artifact"},
+		evalflow.TypeSucceeded:    nil,
+		evalflow.TypeFailed:       nil,
+		evalflow.TypeNotification: nil, // callers subscribe with their own triggers
+		"com.example.unrelated":   nil,
+	}
+	for typ, subscribers := range want {
+		ev := cloudevents.NewEvent()
+		ev.SetID("1")
+		ev.SetSource("/test")
+		ev.SetType(typ)
+		var got []string
+		for _, tr := range triggers {
+			if tr.Filter.Filter(context.Background(), ev) != eventfilter.FailFilter {
+				got = append(got, tr.Subscriber.Host)
+			}
+		}
+		sort.Strings(got)
+		if strings.Join(got, ",") != strings.Join(subscribers, ",") {
+			t.Errorf("%s reaches %v; want %v", typ, got, subscribers)
+		}
+	}
+	for _, tr := range triggers {
+		if tr.DeadLetter == nil || tr.Retry.RetryMax == 0 {
+			t.Errorf("trigger %s has no retries or no dead letter sink", tr.Name)
+		}
+	}
+}
+
+// func.yaml of each function validates against the func CLI's own schema (v0.44.0).
+func TestFuncYamlValidatesAgainstTheFuncSchema(t *testing.T) {
+	out, err := exec.Command("go", "mod", "download", "-json", "knative.dev/func@v0.44.0").Output()
+	if err != nil {
+		t.Fatalf("go mod download knative.dev/func@v0.44.0: %v", err)
+	}
+	var mod struct{ Dir string }
+	json.Unmarshal(out, &mod)
+	c := jsonschema.NewCompiler()
+	schema, err := c.Compile(filepath.Join(mod.Dir, "schema", "func_yaml-schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(root, "functions", "*", "func.yaml"))
+	if len(files) != 5 {
+		t.Fatalf("%d func.yaml files; want 5", len(files))
+	}
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		j, err := yaml.YAMLToJSON(b)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		v, err := jsonschema.UnmarshalJSON(bytes.NewReader(j))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := schema.Validate(v); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+		var fn struct{ Name, Invoke string }
+		yaml.Unmarshal(b, &fn)
+		if fn.Name != "evalflow-"+filepath.Base(filepath.Dir(f)) {
+			t.Errorf("%s names the function %q; the triggers expect evalflow-%s", f, fn.Name, filepath.Base(filepath.Dir(f)))
+		}
+	}
+}
