@@ -26,9 +26,9 @@ type Config struct {
 
 // Function is the artifact step.
 type Function struct {
-	env  *pipeline.Env
-	cfg  Config
-	dest *oci.Destination
+	*pipeline.Env // the store, the sender, the logger; Stop and Ready
+	cfg           Config
+	dest          *oci.Destination
 }
 
 // New returns the function; Start connects it.
@@ -42,36 +42,30 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	if f.dest, err = oci.Open(f.cfg.OCI); err != nil {
 		return fmt.Errorf("artifact: %w", err)
 	}
-	f.env, err = pipeline.Open(ctx, evalflow.StepArtifact, cfg)
+	f.Env, err = pipeline.Open(ctx, evalflow.StepArtifact, cfg)
 	return err
 }
-
-// Stop closes the connections.
-func (f *Function) Stop(context.Context) error { return f.env.Close() }
-
-// Ready reports whether Redis answers.
-func (f *Function) Ready(ctx context.Context) (bool, error) { return f.env.Ready(ctx) }
 
 // Handle pushes the results of the run named by results.ready, records the artifact,
 // ends the run as succeeded and replies run.succeeded.
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	id := f.env.RunID(e)
+	id := f.RunID(e)
 	if id == "" {
 		return nil, nil
 	}
-	run, ok, err := f.env.Begin(ctx, id, evalflow.StatusStoring)
+	run, ok, err := f.Begin(ctx, id, evalflow.StatusStoring)
 	if err != nil || !ok {
 		return nil, err
 	}
 	artifact, err := f.push(ctx, run)
 	if errors.Is(err, fs.ErrNotExist) {
-		return f.env.Fail(ctx, id, "artifact: "+err.Error())
+		return f.Fail(ctx, id, "artifact: "+err.Error())
 	}
 	if err != nil {
 		return nil, err // transient (registry down): redeliver
 	}
-	run, err = f.env.Store.Update(ctx, id, func(r *evalflow.Run) error {
-		if err := r.Advance(evalflow.StatusSucceeded, f.env.Now()); err != nil {
+	run, err = f.Store.Update(ctx, id, func(r *evalflow.Run) error {
+		if err := r.Advance(evalflow.StatusSucceeded, f.Now()); err != nil {
 			return err
 		}
 		r.Artifact = artifact
@@ -83,10 +77,10 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	if err != nil {
 		return nil, err
 	}
-	if err := f.env.Notify(ctx, run, evalflow.NoteSucceeded, "results pushed to "+artifact.Reference); err != nil {
+	if err := f.Notify(ctx, run, evalflow.NoteSucceeded, "results pushed to "+artifact.Reference); err != nil {
 		return nil, err
 	}
-	return f.env.Next(evalflow.TypeSucceeded, id), nil
+	return f.Next(evalflow.TypeSucceeded, id), nil
 }
 
 func (f *Function) push(ctx context.Context, run *evalflow.Run) (*evalflow.Artifact, error) {
@@ -109,6 +103,6 @@ func (f *Function) push(ctx context.Context, run *evalflow.Run) (*evalflow.Artif
 		return nil, fmt.Errorf("artifact: push results of run %s: %w", run.ID, err)
 	}
 	ref := f.dest.Reference(run.ID, desc)
-	f.env.Log.Info("results artifact", "run_id", run.ID, "reference", ref, "pushed", pushed)
+	f.Log.Info("results artifact", "run_id", run.ID, "reference", ref, "pushed", pushed)
 	return &evalflow.Artifact{Reference: ref, Digest: desc.Digest.String(), MediaType: desc.MediaType}, nil
 }

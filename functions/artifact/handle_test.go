@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,13 +27,8 @@ func setup(t *testing.T, ociEnv map[string]string) *fixture {
 	t.Helper()
 	p := testserver.NewPipeline(t)
 	results := t.TempDir()
-	cfg := map[string]string{"EVALFLOW_RESULTS_DIR": results}
-	for k, v := range p.Config {
-		cfg[k] = v
-	}
-	for k, v := range ociEnv {
-		cfg[k] = v
-	}
+	ociEnv["EVALFLOW_RESULTS_DIR"] = results
+	cfg := p.With(ociEnv)
 	f := New()
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatal(err)
@@ -55,28 +49,8 @@ func setup(t *testing.T, ociEnv map[string]string) *fixture {
 }
 
 func (fx *fixture) deliverConcurrently(t *testing.T, n int) []string {
-	t.Helper()
 	ready := cloudevent.New(evalflow.StepWatch, evalflow.TypeResultsReady, runID, evalflow.RunRef{RunID: runID})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var replies []string
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			reply, err := fx.f.Handle(context.Background(), ready)
-			if err != nil {
-				t.Error(err)
-			}
-			if reply != nil {
-				mu.Lock()
-				replies = append(replies, reply.Type())
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	return replies
+	return testserver.DeliverConcurrently(t, n, fx.f.Handle, ready)
 }
 
 func TestArtifactIsPushedOnceToTheOCILayout(t *testing.T) {

@@ -39,9 +39,9 @@ var _ Jobs = (*localjob.Client)(nil)
 
 // Function is the deploy step.
 type Function struct {
-	env      *pipeline.Env
-	jobs     Jobs
-	defaults evalflow.JobDefaults
+	*pipeline.Env // the store, the sender, the logger; Stop and Ready
+	jobs          Jobs
+	defaults      evalflow.JobDefaults
 }
 
 // New returns the function; Start connects it.
@@ -56,44 +56,38 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	f.jobs = &localjob.Client{URL: c.JobsURL}
 	f.defaults = evalflow.JobDefaults{CallbackURL: c.Sink, DataDir: c.DataDir, ResultsDir: c.ResultsDir,
 		DeadlineSeconds: int64(c.Deadline.Seconds()), TTLSecondsAfterFinished: int32(c.TTL.Seconds())}
-	f.env, err = pipeline.Open(ctx, evalflow.StepDeploy, cfg)
+	f.Env, err = pipeline.Open(ctx, evalflow.StepDeploy, cfg)
 	return err
 }
-
-// Stop closes the connections.
-func (f *Function) Stop(context.Context) error { return f.env.Close() }
-
-// Ready reports whether Redis answers.
-func (f *Function) Ready(ctx context.Context) (bool, error) { return f.env.Ready(ctx) }
 
 // Handle creates the job of a verified run and replies job.created; on run.cancelled
 // it stops the run's job.
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	id := f.env.RunID(e)
+	id := f.RunID(e)
 	if id == "" {
 		return nil, nil
 	}
 	if e.Type() == evalflow.TypeCancelled {
 		return nil, f.stop(ctx, id)
 	}
-	run, ok, err := f.env.Begin(ctx, id, evalflow.StatusDeploying)
+	run, ok, err := f.Begin(ctx, id, evalflow.StatusDeploying)
 	if err != nil || !ok {
 		return nil, err
 	}
 	spec := evalflow.NewJobSpec(run, f.defaults)
-	apiKey, err := f.env.Store.Secret(ctx, id, runstore.SecretAPIKey)
+	apiKey, err := f.Store.Secret(ctx, id, runstore.SecretAPIKey)
 	if err != nil {
 		return nil, err
 	}
 	switch err := f.jobs.Create(ctx, spec, apiKey); {
 	case errors.Is(err, localjob.ErrAlreadyExists):
-		f.env.Log.Info("job exists already: a redelivery", "run_id", id, "job", spec.ID)
+		f.Log.Info("job exists already: a redelivery", "run_id", id, "job", spec.ID)
 	case err != nil:
 		return nil, fmt.Errorf("deploy: create job for run %s: %w", id, err)
 	default:
-		f.env.Log.Info("job created", "run_id", id, "job", spec.ID)
+		f.Log.Info("job created", "run_id", id, "job", spec.ID)
 	}
-	run, err = f.env.Store.Update(ctx, id, func(r *evalflow.Run) error {
+	run, err = f.Store.Update(ctx, id, func(r *evalflow.Run) error {
 		if r.Status != evalflow.StatusDeploying {
 			return evalflow.ErrStale
 		}
@@ -106,10 +100,10 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	if err != nil {
 		return nil, err
 	}
-	if err := f.env.Notify(ctx, run, evalflow.NoteSucceeded, "job "+spec.ID+" created"); err != nil {
+	if err := f.Notify(ctx, run, evalflow.NoteSucceeded, "job "+spec.ID+" created"); err != nil {
 		return nil, err
 	}
-	return f.env.Next(evalflow.TypeJobCreated, id), nil
+	return f.Next(evalflow.TypeJobCreated, id), nil
 }
 
 // stopIfEnded stops a job created for a run that was cancelled meanwhile.
@@ -124,6 +118,6 @@ func (f *Function) stop(ctx context.Context, id string) error {
 	if err := f.jobs.Delete(ctx, evalflow.JobName(id)); err != nil {
 		return fmt.Errorf("deploy: stop job of run %s: %w", id, err)
 	}
-	f.env.Log.Info("job stopped", "run_id", id, "job", evalflow.JobName(id))
+	f.Log.Info("job stopped", "run_id", id, "job", evalflow.JobName(id))
 	return nil
 }

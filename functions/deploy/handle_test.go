@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -39,10 +38,7 @@ func setup(t *testing.T, dataDir string) *fixture {
 		WorkDir: filepath.Join(dir, "jobs")}
 	srv := httptest.NewServer(jobs)
 	t.Cleanup(func() { jobs.Shutdown(); srv.Close() })
-	cfg := map[string]string{"EVALFLOW_JOBS_URL": srv.URL, "EVALFLOW_DATA_DIR": dataDir, "EVALFLOW_RESULTS_DIR": filepath.Join(dir, "results")}
-	for k, v := range p.Config {
-		cfg[k] = v
-	}
+	cfg := p.With(map[string]string{"EVALFLOW_JOBS_URL": srv.URL, "EVALFLOW_DATA_DIR": dataDir, "EVALFLOW_RESULTS_DIR": filepath.Join(dir, "results")})
 	f := New()
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatal(err)
@@ -61,25 +57,7 @@ func TestDeployCreatesExactlyOneJobUnderConcurrentDuplicates(t *testing.T) {
 	fx := setup(t, t.TempDir())
 	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
 
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var replies []string
-	for range 12 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			reply, err := fx.f.Handle(context.Background(), verified)
-			if err != nil {
-				t.Error(err)
-			}
-			if reply != nil {
-				mu.Lock()
-				replies = append(replies, reply.Type())
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
+	replies := testserver.DeliverConcurrently(t, 12, fx.f.Handle, verified)
 
 	if n := fx.jobs.Started(); n != 1 {
 		t.Fatalf("%d runner processes started; want 1", n)

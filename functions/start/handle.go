@@ -24,8 +24,8 @@ import (
 
 // Function is the start step.
 type Function struct {
-	env *pipeline.Env
-	mux *http.ServeMux
+	*pipeline.Env // the store, the sender, the logger; Stop and Ready
+	mux           *http.ServeMux
 }
 
 // New returns the function; Start connects it.
@@ -37,7 +37,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	if err != nil {
 		return err
 	}
-	f.env = env
+	f.Env = env
 	f.mux = http.NewServeMux()
 	f.mux.HandleFunc("POST /evals/start", f.start)
 	f.mux.HandleFunc("POST /{$}", f.start) // CloudEvents delivered by a Trigger
@@ -47,12 +47,6 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	f.mux.HandleFunc("POST /dead-letter", f.deadLetter)
 	return nil
 }
-
-// Stop closes the connections.
-func (f *Function) Stop(context.Context) error { return f.env.Close() }
-
-// Ready reports whether Redis answers.
-func (f *Function) Ready(ctx context.Context) (bool, error) { return f.env.Ready(ctx) }
 
 // Handle serves the API.
 func (f *Function) Handle(w http.ResponseWriter, r *http.Request) { f.mux.ServeHTTP(w, r) }
@@ -82,7 +76,7 @@ func (f *Function) start(w http.ResponseWriter, r *http.Request) {
 	if !created {
 		status = http.StatusOK
 	}
-	eta := run.ETA.Sub(f.env.Now()).Seconds()
+	eta := run.ETA.Sub(f.Now()).Seconds()
 	writeJSON(w, status, Started{RunID: run.ID, Created: created, Status: run.Status,
 		ETASeconds: max(eta, 0), Steps: evalflow.Steps, Run: run})
 }
@@ -90,7 +84,7 @@ func (f *Function) start(w http.ResponseWriter, r *http.Request) {
 // record stores the run once and emits run.started while the run is pending (again on
 // a retried request: verify drops the copy).
 func (f *Function) record(ctx context.Context, req evalflow.Request) (*evalflow.Run, bool, error) {
-	run, created, err := f.env.Store.Create(ctx, evalflow.NewRun(req, f.env.Now()),
+	run, created, err := f.Store.Create(ctx, evalflow.NewRun(req, f.Now()),
 		map[string]string{runstore.SecretAPIKey: req.APIKey, runstore.SecretKubeconfig: req.Kubeconfig})
 	if err != nil {
 		return nil, false, err
@@ -101,13 +95,13 @@ func (f *Function) record(ctx context.Context, req evalflow.Request) (*evalflow.
 		}
 	}
 	if created {
-		f.env.Log.Info("run recorded", "run_id", run.ID, "model", run.ModelName, "target", run.Target)
+		f.Log.Info("run recorded", "run_id", run.ID, "model", run.ModelName, "target", run.Target)
 	}
 	if run.Status == evalflow.StatusPending {
-		if err := f.env.Notify(ctx, run, evalflow.NoteSucceeded, "run recorded"); err != nil {
+		if err := f.Notify(ctx, run, evalflow.NoteSucceeded, "run recorded"); err != nil {
 			return nil, false, err
 		}
-		if err := f.env.Events.Send(ctx, *f.env.Next(evalflow.TypeStarted, run.ID)); err != nil {
+		if err := f.Events.Send(ctx, *f.Next(evalflow.TypeStarted, run.ID)); err != nil {
 			return nil, false, err
 		}
 	}
@@ -157,7 +151,7 @@ type RunView struct {
 
 func (f *Function) get(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	run, err := f.env.Store.Get(r.Context(), id)
+	run, err := f.Store.Get(r.Context(), id)
 	if err != nil {
 		f.writeError(w, id, err)
 		return
@@ -179,7 +173,7 @@ func (f *Function) list(w http.ResponseWriter, r *http.Request) {
 		}
 		opts.Limit = n
 	}
-	runs, err := f.env.Store.List(r.Context(), opts)
+	runs, err := f.Store.List(r.Context(), opts)
 	if err != nil {
 		f.writeError(w, "", err)
 		return
@@ -191,8 +185,8 @@ func (f *Function) list(w http.ResponseWriter, r *http.Request) {
 // cancelled run again is fine; cancelling one that has ended otherwise is a conflict.
 func (f *Function) cancel(w http.ResponseWriter, r *http.Request) {
 	ctx, id := r.Context(), r.PathValue("id")
-	run, err := f.env.Store.Update(ctx, id, func(run *evalflow.Run) error {
-		if err := run.Advance(evalflow.StatusCancelled, f.env.Now()); err != nil {
+	run, err := f.Store.Update(ctx, id, func(run *evalflow.Run) error {
+		if err := run.Advance(evalflow.StatusCancelled, f.Now()); err != nil {
 			return err
 		}
 		run.Message = "cancelled by the caller"
@@ -206,11 +200,11 @@ func (f *Function) cancel(w http.ResponseWriter, r *http.Request) {
 		f.writeError(w, id, err)
 		return
 	}
-	if err := f.env.Notify(ctx, run, evalflow.NoteCancelled, run.Message); err != nil {
+	if err := f.Notify(ctx, run, evalflow.NoteCancelled, run.Message); err != nil {
 		f.writeError(w, id, err)
 		return
 	}
-	if err := f.env.Events.Send(ctx, *f.env.Next(evalflow.TypeCancelled, id)); err != nil {
+	if err := f.Events.Send(ctx, *f.Next(evalflow.TypeCancelled, id)); err != nil {
 		f.writeError(w, id, err)
 		return
 	}
@@ -228,7 +222,7 @@ func (f *Function) writeError(w http.ResponseWriter, runID string, err error) {
 	status := evalflow.HTTPStatus(err)
 	msg := err.Error()
 	if status >= 500 {
-		f.env.Log.Error("request failed", "run_id", runID, "error", err)
+		f.Log.Error("request failed", "run_id", runID, "error", err)
 		msg = "internal error; see the start function's log"
 	}
 	writeJSON(w, status, map[string]APIError{"error": {Code: evalflow.ErrorCode(err), Field: evalflow.ErrorField(err), Message: msg}})
@@ -252,13 +246,13 @@ func (f *Function) deadLetter(w http.ResponseWriter, r *http.Request) {
 	id := ev.Subject()
 	dest, _ := ev.Extensions()["knativeerrordest"].(string)
 	code, _ := ev.Extensions()["knativeerrorcode"].(string)
-	f.env.Log.Error("undeliverable event", "run_id", id, "type", ev.Type(), "destination", dest, "code", code)
+	f.Log.Error("undeliverable event", "run_id", id, "type", ev.Type(), "destination", dest, "code", code)
 	if id == "" || ev.Type() == evalflow.TypeNotification || ev.Type() == evalflow.TypeJobProgress {
 		w.WriteHeader(http.StatusAccepted) // nothing to fail for a lost notification or report
 		return
 	}
 	msg := fmt.Sprintf("%s could not be delivered to %s after retries (last answer %s)", ev.Type(), dest, code)
-	if _, err := f.env.Fail(r.Context(), id, msg); err != nil {
+	if _, err := f.Fail(r.Context(), id, msg); err != nil {
 		f.writeError(w, id, err)
 		return
 	}

@@ -26,9 +26,9 @@ type Config struct {
 
 // Function is the verify step.
 type Function struct {
-	env  *pipeline.Env
-	cfg  Config
-	http *http.Client
+	*pipeline.Env // the store, the sender, the logger; Stop and Ready
+	cfg           Config
+	http          *http.Client
 }
 
 // New returns the function; Start connects it.
@@ -40,41 +40,35 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 		return fmt.Errorf("verify: config: %w", err)
 	}
 	f.http = &http.Client{Timeout: 5 * time.Second}
-	f.env, err = pipeline.Open(ctx, evalflow.StepVerify, cfg)
+	f.Env, err = pipeline.Open(ctx, evalflow.StepVerify, cfg)
 	return err
 }
-
-// Stop closes the connections.
-func (f *Function) Stop(context.Context) error { return f.env.Close() }
-
-// Ready reports whether Redis answers.
-func (f *Function) Ready(ctx context.Context) (bool, error) { return f.env.Ready(ctx) }
 
 // Handle verifies the run named by a run.started event and replies run.verified, or
 // ends the run as failed saying why.
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	id := f.env.RunID(e)
+	id := f.RunID(e)
 	if id == "" {
 		return nil, nil
 	}
-	run, ok, err := f.env.Begin(ctx, id, evalflow.StatusVerifying)
+	run, ok, err := f.Begin(ctx, id, evalflow.StatusVerifying)
 	if err != nil || !ok {
 		return nil, err
 	}
 	if run.Target == evalflow.TargetKubernetes {
-		return f.env.Fail(ctx, id, "verify: kubernetes targets (kubeconfig) are not supported by this build yet; omit kubeconfig to run locally")
+		return f.Fail(ctx, id, "verify: kubernetes targets (kubeconfig) are not supported by this build yet; omit kubeconfig to run locally")
 	}
-	apiKey, err := f.env.Store.Secret(ctx, id, runstore.SecretAPIKey)
+	apiKey, err := f.Store.Secret(ctx, id, runstore.SecretAPIKey)
 	if err != nil {
 		return nil, err
 	}
 	if err := f.checkModel(ctx, run, apiKey); err != nil {
-		return f.env.Fail(ctx, id, "verify: "+err.Error())
+		return f.Fail(ctx, id, "verify: "+err.Error())
 	}
-	if err := f.env.Notify(ctx, run, evalflow.NoteSucceeded, "model endpoint serves "+run.ModelName); err != nil {
+	if err := f.Notify(ctx, run, evalflow.NoteSucceeded, "model endpoint serves "+run.ModelName); err != nil {
 		return nil, err
 	}
-	return f.env.Next(evalflow.TypeVerified, id), nil
+	return f.Next(evalflow.TypeVerified, id), nil
 }
 
 // checkModel asks the endpoint's /models for model_name, retrying briefly where the

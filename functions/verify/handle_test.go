@@ -18,10 +18,7 @@ const runID = "1b2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5b"
 
 func verify(t *testing.T, p *testserver.Pipeline, req evalflow.Request) (*evalflow.Run, string) {
 	t.Helper()
-	cfg := map[string]string{"VERIFY_TIMEOUT": "1s"}
-	for k, v := range p.Config {
-		cfg[k] = v
-	}
+	cfg := p.With(map[string]string{"VERIFY_TIMEOUT": "1s"})
 	f := New()
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatal(err)

@@ -25,8 +25,8 @@ type Config struct {
 
 // Function is the job-watch step.
 type Function struct {
-	env *pipeline.Env
-	cfg Config
+	*pipeline.Env // the store, the sender, the logger; Stop and Ready
+	cfg           Config
 }
 
 // New returns the function; Start connects it.
@@ -37,26 +37,20 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	if err = pipeline.Load(ctx, cfg, &f.cfg); err != nil {
 		return fmt.Errorf("job-watch: config: %w", err)
 	}
-	f.env, err = pipeline.Open(ctx, evalflow.StepWatch, cfg)
+	f.Env, err = pipeline.Open(ctx, evalflow.StepWatch, cfg)
 	return err
 }
-
-// Stop closes the connections.
-func (f *Function) Stop(context.Context) error { return f.env.Close() }
-
-// Ready reports whether Redis answers.
-func (f *Function) Ready(ctx context.Context) (bool, error) { return f.env.Ready(ctx) }
 
 // Handle follows job.created, job.progress and job.finished. A finished job's run gets
 // its results summary and results.ready is the reply; a failed job fails the run.
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
-	id := f.env.RunID(e)
+	id := f.RunID(e)
 	if id == "" {
 		return nil, nil
 	}
 	// Whichever of the job's events comes first (they may arrive in any order), the
 	// run is now running.
-	run, ok, err := f.env.Begin(ctx, id, evalflow.StatusRunning)
+	run, ok, err := f.Begin(ctx, id, evalflow.StatusRunning)
 	if err != nil || !ok {
 		return nil, err
 	}
@@ -73,17 +67,17 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 func (f *Function) progress(ctx context.Context, e event.Event) error {
 	var p evalflow.JobProgress
 	if err := cloudevent.Decode(e, &p); err != nil {
-		f.env.Log.Error("bad progress report dropped", "run_id", e.Subject(), "error", err)
+		f.Log.Error("bad progress report dropped", "run_id", e.Subject(), "error", err)
 		return nil
 	}
-	run, err := f.env.Store.Update(ctx, p.RunID, func(r *evalflow.Run) error { return r.Report(p.Progress, f.env.Now()) })
+	run, err := f.Store.Update(ctx, p.RunID, func(r *evalflow.Run) error { return r.Report(p.Progress, f.Now()) })
 	if errors.Is(err, evalflow.ErrStale) {
 		return nil // an older report, or the run has moved on
 	}
 	if err != nil {
 		return err
 	}
-	return f.env.Notify(ctx, run, evalflow.NoteProgress, fmt.Sprintf("%s: %d/%d", p.Phase, p.Done, p.Total))
+	return f.Notify(ctx, run, evalflow.NoteProgress, fmt.Sprintf("%s: %d/%d", p.Phase, p.Done, p.Total))
 }
 
 // finished ends the watch: a failed job fails the run; a succeeded one records the
@@ -91,17 +85,17 @@ func (f *Function) progress(ctx context.Context, e event.Event) error {
 func (f *Function) finished(ctx context.Context, run *evalflow.Run, e event.Event) (*event.Event, error) {
 	var fin evalflow.JobFinished
 	if err := cloudevent.Decode(e, &fin); err != nil {
-		f.env.Log.Error("bad job.finished dropped", "run_id", run.ID, "error", err)
+		f.Log.Error("bad job.finished dropped", "run_id", run.ID, "error", err)
 		return nil, nil
 	}
 	if !fin.Succeeded {
-		return f.env.Fail(ctx, run.ID, "job-watch: job "+fin.Job+" failed: "+fin.Message)
+		return f.Fail(ctx, run.ID, "job-watch: job "+fin.Job+" failed: "+fin.Message)
 	}
 	summary, err := readSummary(filepath.Join(evalflow.ResultsPath(f.cfg.ResultsDir, run.ID), evalflow.ResultsFile))
 	if err != nil {
-		return f.env.Fail(ctx, run.ID, "job-watch: job "+fin.Job+" succeeded but left no usable results: "+err.Error())
+		return f.Fail(ctx, run.ID, "job-watch: job "+fin.Job+" succeeded but left no usable results: "+err.Error())
 	}
-	run, err = f.env.Store.Update(ctx, run.ID, func(r *evalflow.Run) error {
+	run, err = f.Store.Update(ctx, run.ID, func(r *evalflow.Run) error {
 		if r.Status != evalflow.StatusRunning {
 			return evalflow.ErrStale
 		}
@@ -115,10 +109,10 @@ func (f *Function) finished(ctx context.Context, run *evalflow.Run, e event.Even
 	if err != nil {
 		return nil, err
 	}
-	if err := f.env.Notify(ctx, run, evalflow.NoteSucceeded, "job "+fin.Job+" finished"); err != nil {
+	if err := f.Notify(ctx, run, evalflow.NoteSucceeded, "job "+fin.Job+" finished"); err != nil {
 		return nil, err
 	}
-	return f.env.Next(evalflow.TypeResultsReady, run.ID), nil
+	return f.Next(evalflow.TypeResultsReady, run.ID), nil
 }
 
 func readSummary(path string) (*evalflow.Summary, error) {

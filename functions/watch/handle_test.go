@@ -28,10 +28,7 @@ func setup(t *testing.T) *fixture {
 	t.Helper()
 	p := testserver.NewPipeline(t)
 	results := t.TempDir()
-	cfg := map[string]string{"EVALFLOW_RESULTS_DIR": results}
-	for k, v := range p.Config {
-		cfg[k] = v
-	}
+	cfg := p.With(map[string]string{"EVALFLOW_RESULTS_DIR": results})
 	f := New()
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatal(err)

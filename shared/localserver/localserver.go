@@ -127,22 +127,15 @@ func DialReady(addr string) func(context.Context) error {
 
 // HTTPOK is ready when url answers 200.
 func HTTPOK(url string) func(context.Context) error {
-	return func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return errors.New(resp.Status)
-		}
-		return nil
-	}
+	return httpReady(url, func(code int) bool { return code == http.StatusOK })
 }
 
 // HTTPReady is ready when url answers with a status below 500.
 func HTTPReady(url string) func(context.Context) error {
+	return httpReady(url, func(code int) bool { return code < 500 })
+}
+
+func httpReady(url string, ok func(int) bool) func(context.Context) error {
 	return func(ctx context.Context) error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		resp, err := http.DefaultClient.Do(req)
@@ -150,7 +143,7 @@ func HTTPReady(url string) func(context.Context) error {
 			return err
 		}
 		resp.Body.Close()
-		if resp.StatusCode >= 500 {
+		if !ok(resp.StatusCode) {
 			return errors.New(resp.Status)
 		}
 		return nil

@@ -85,7 +85,15 @@ func NewLogger(level string) *slog.Logger {
 }
 
 // Close releases the Env's connections.
-func (e *Env) Close() error { return e.rdb.Close() }
+func (e *Env) Close() error {
+	if e == nil {
+		return nil
+	}
+	return e.rdb.Close()
+}
+
+// Stop is func-go's stop hook: functions embed *Env and so close on stop.
+func (e *Env) Stop(context.Context) error { return e.Close() }
 
 // Ready reports whether Redis answers.
 func (e *Env) Ready(ctx context.Context) (bool, error) {

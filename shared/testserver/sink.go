@@ -98,6 +98,47 @@ func NewPipeline(t testing.TB) *Pipeline {
 	}
 }
 
+// With returns the pipeline's configuration plus a function's own settings.
+func (p *Pipeline) With(own map[string]string) map[string]string {
+	cfg := make(map[string]string, len(p.Config)+len(own))
+	for k, v := range p.Config {
+		cfg[k] = v
+	}
+	for k, v := range own {
+		cfg[k] = v
+	}
+	return cfg
+}
+
+// Handler is a CloudEvents function's Handle.
+type Handler func(context.Context, event.Event) (*event.Event, error)
+
+// DeliverConcurrently hands ev to handle n times at once, as a broker redelivering
+// might, and returns the types of the replies.
+func DeliverConcurrently(t testing.TB, n int, handle Handler, ev event.Event) []string {
+	t.Helper()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var replies []string
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reply, err := handle(context.Background(), ev)
+			if err != nil {
+				t.Error(err)
+			}
+			if reply != nil {
+				mu.Lock()
+				replies = append(replies, reply.Type())
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return replies
+}
+
 // Eventually polls cond until it holds or within passes.
 func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
