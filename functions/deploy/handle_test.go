@@ -2,6 +2,7 @@ package function
 
 import (
 	"context"
+	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -119,8 +120,19 @@ func TestCancelledRunHasItsJobStopped(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
-	if st, _ := fx.jobs.Get(evalflow.JobName(runID)); st.Phase != "Running" {
+	st, _ := fx.jobs.Get(evalflow.JobName(runID))
+	if st.Phase != "Running" {
 		t.Fatalf("job phase %q before cancel; want Running", st.Phase)
+	}
+	// While it runs: the key is in neither the runner's arguments nor its environment.
+	for _, f := range []string{"cmdline", "environ"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", st.PID, f))
+		if err != nil || len(b) == 0 {
+			t.Fatalf("read the runner's %s: %v", f, err)
+		}
+		if strings.Contains(string(b), apiKey) || strings.Contains(string(b), "EVALFLOW_SEAL_KEY") {
+			t.Fatalf("the runner's %s holds a secret: %q", f, b)
+		}
 	}
 
 	cancelled := cloudevent.New(evalflow.StepStart, evalflow.TypeCancelled, runID, evalflow.RunRef{RunID: runID})

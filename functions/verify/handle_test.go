@@ -26,7 +26,7 @@ func verify(t *testing.T, p *testserver.Pipeline, req evalflow.Request) (*evalfl
 	defer f.Stop(context.Background())
 	req.EvalRequestID = runID
 	req.Datasets = []evalflow.DatasetSpec{{Name: "mmlu", Limit: 1}}
-	p.Store.Create(context.Background(), evalflow.NewRun(req, time.Now()), map[string]string{"api_key": req.APIKey})
+	p.Store.Create(context.Background(), evalflow.NewRun(req, time.Now()), map[string]string{"api_key": req.APIKey, "kubeconfig": req.Kubeconfig})
 	started := cloudevent.New(evalflow.StepStart, evalflow.TypeStarted, runID, evalflow.RunRef{RunID: runID})
 
 	reply, err := f.Handle(context.Background(), started)
@@ -96,5 +96,21 @@ func TestVerifyReportsARefusedAPIKey_FakeEndpoint(t *testing.T) {
 
 	if reply != evalflow.TypeFailed || !strings.Contains(r.Message, "refused the api_key") || strings.Contains(r.Message, "wrong-key") {
 		t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
+	}
+}
+
+func TestVerifyFailsAKubernetesTargetSayingItIsNotBuiltYet(t *testing.T) {
+	p := testserver.NewPipeline(t)
+	kubeconfig := "apiVersion: v1\nclusters:\n- cluster: {server: https://127.0.0.1:6443}\n  name: c\n"
+
+	r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: "http://127.0.0.1:1", Kubeconfig: kubeconfig})
+
+	if reply != evalflow.TypeFailed || r.Target != evalflow.TargetKubernetes || !strings.Contains(r.Message, "kubernetes targets") {
+		t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
+	}
+	for _, k := range p.Redis.Keys(context.Background(), "*").Val() {
+		if strings.Contains(p.Redis.Dump(context.Background(), k).Val(), "127.0.0.1:6443") {
+			t.Fatalf("redis key %s holds the kubeconfig in clear", k)
+		}
 	}
 }

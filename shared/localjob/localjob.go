@@ -41,6 +41,7 @@ type Status struct {
 	Name     string `json:"name"`
 	Phase    string `json:"phase"` // Running, Succeeded, Failed
 	ExitCode int    `json:"exit_code"`
+	PID      int    `json:"pid"`
 }
 
 // Server runs jobs. Configure its fields, then serve it over HTTP.
@@ -152,7 +153,7 @@ func (s *Server) Create(req CreateRequest) error {
 		logFile.Close()
 		return fmt.Errorf("localjob: start job %s: %w", spec.ID, err)
 	}
-	j := &job{status: Status{Name: spec.ID, Phase: "Running"}, cancel: cancel, done: make(chan struct{})}
+	j := &job{status: Status{Name: spec.ID, Phase: "Running", PID: cmd.Process.Pid}, cancel: cancel, done: make(chan struct{})}
 	s.jobs[spec.ID] = j
 	s.started++
 	s.log().Info("job started", "job", spec.ID, "run_id", spec.RunID, "pid", cmd.Process.Pid)
