@@ -41,6 +41,8 @@ type DatasetSpec struct {
 	Subjects []string `json:"subjects,omitempty"`
 	// NumFewshot is the number of few-shot examples; nil is the task's default.
 	NumFewshot *int `json:"num_fewshot,omitempty"`
+	// Variant picks a form of the task: for gsm8k "cot" (default) or "zeroshot".
+	Variant string `json:"variant,omitempty"`
 }
 
 // UnmarshalJSON accepts "mmlu" as well as {"name":"mmlu",...}.
@@ -61,11 +63,14 @@ type Dataset struct {
 	Samples int
 	// Tasks lists the dataset's tasks (MMLU's subjects); nil when it is one task.
 	Tasks []string
+	// Variants are the forms it can be asked in; the first is the default.
+	Variants []string
 }
 
 // Datasets are the benchmarks the runner scores.
 var Datasets = map[string]Dataset{
-	"mmlu": {Name: "mmlu", Samples: 14079, Tasks: MMLUSubjects},
+	"mmlu":  {Name: "mmlu", Samples: 14079, Tasks: MMLUSubjects},
+	"gsm8k": {Name: "gsm8k", Samples: 1319, Variants: []string{"cot", "zeroshot"}},
 }
 
 // DatasetNames lists the known datasets, sorted.
@@ -197,6 +202,12 @@ func (d *DatasetSpec) validate(field string) error {
 	}
 	if d.NumFewshot != nil && (*d.NumFewshot < 0 || *d.NumFewshot > 25) {
 		return Invalidf(field+".num_fewshot", "must be between 0 and 25")
+	}
+	if d.Variant != "" && !slices.Contains(ds.Variants, d.Variant) {
+		if len(ds.Variants) == 0 {
+			return Invalidf(field+".variant", "%s has no variants", d.Name)
+		}
+		return Invalidf(field+".variant", "unknown %s variant %q (known: %s)", d.Name, clip(d.Variant), strings.Join(ds.Variants, ", "))
 	}
 	if len(d.Subjects) > 0 {
 		if ds.Tasks == nil {

@@ -17,7 +17,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/evalflow/evalflow/runner/gsm8k"
 	"github.com/evalflow/evalflow/runner/mmlu"
+	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/openai"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
@@ -25,16 +27,19 @@ import (
 // CheckpointFile holds finished samples in completion order while a job runs.
 const CheckpointFile = "checkpoint.jsonl"
 
-// Sample is one scored sample, a line of samples.jsonl.
+// Sample is one scored sample, a line of samples.jsonl. Extracted and Correct are the
+// primary filter's; Filters holds every filter's.
 type Sample struct {
-	Task      string       `json:"task"`
-	DocID     int          `json:"doc_id"`
-	Prompt    string       `json:"prompt"`
-	Response  string       `json:"response"`
-	Extracted string       `json:"extracted"`
-	Target    string       `json:"target"`
-	Correct   bool         `json:"correct"`
-	Usage     openai.Usage `json:"usage"`
+	Task      string          `json:"task"`
+	Group     string          `json:"group,omitempty"`
+	DocID     int             `json:"doc_id"`
+	Prompt    string          `json:"prompt"`
+	Response  string          `json:"response"`
+	Extracted string          `json:"extracted"`
+	Target    string          `json:"target"`
+	Correct   bool            `json:"correct"`
+	Filters   []task.Filtered `json:"filters"`
+	Usage     openai.Usage    `json:"usage"`
 }
 
 func (s Sample) key() string { return fmt.Sprintf("%s/%d", s.Task, s.DocID) }
@@ -55,8 +60,8 @@ type Engine struct {
 }
 
 // Docs renders every sample the spec asks for.
-func Docs(spec evalflow.JobSpec) ([]mmlu.Doc, error) {
-	var docs []mmlu.Doc
+func Docs(spec evalflow.JobSpec) ([]task.Doc, error) {
+	var docs []task.Doc
 	for _, b := range spec.Benchmarks {
 		switch b.Name {
 		case "mmlu":
@@ -75,6 +80,19 @@ func Docs(spec evalflow.JobSpec) ([]mmlu.Doc, error) {
 				}
 				docs = append(docs, d...)
 			}
+		case "gsm8k":
+			shots := gsm8k.MaxFewshot
+			if b.Variant == gsm8k.ZeroShot {
+				shots = 0
+			}
+			if b.NumFewshot != nil {
+				shots = *b.NumFewshot
+			}
+			d, err := gsm8k.Docs(spec.DataDir, b.Variant, shots, b.Limit)
+			if err != nil {
+				return nil, err
+			}
+			docs = append(docs, d...)
 		default:
 			return nil, fmt.Errorf("engine: benchmark %q is not supported", b.Name)
 		}
@@ -83,7 +101,7 @@ func Docs(spec evalflow.JobSpec) ([]mmlu.Doc, error) {
 }
 
 // Run scores docs and writes the results into the spec's output directory.
-func (e *Engine) Run(ctx context.Context, docs []mmlu.Doc) (*evalflow.Results, error) {
+func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, error) {
 	if err := os.MkdirAll(e.Spec.OutputDir, 0o755); err != nil {
 		return nil, fmt.Errorf("engine: output dir: %w", err)
 	}
@@ -92,7 +110,7 @@ func (e *Engine) Run(ctx context.Context, docs []mmlu.Doc) (*evalflow.Results, e
 	if err != nil {
 		return nil, err
 	}
-	var todo []mmlu.Doc
+	var todo []task.Doc
 	for _, d := range docs {
 		if _, ok := done[Sample{Task: d.Task, DocID: d.Index}.key()]; !ok {
 			todo = append(todo, d)
@@ -107,7 +125,7 @@ func (e *Engine) Run(ctx context.Context, docs []mmlu.Doc) (*evalflow.Results, e
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	results := make(chan Sample)
-	jobs := make(chan mmlu.Doc)
+	jobs := make(chan task.Doc)
 	var wg sync.WaitGroup
 	for range max(1, e.Spec.Concurrency) {
 		wg.Add(1)
@@ -175,21 +193,22 @@ func (e *Engine) Run(ctx context.Context, docs []mmlu.Doc) (*evalflow.Results, e
 	return res, nil
 }
 
-func (e *Engine) score(ctx context.Context, d mmlu.Doc) (Sample, error) {
+func (e *Engine) score(ctx context.Context, d task.Doc) (Sample, error) {
 	seed := e.Seed
 	resp, err := e.Client.Chat(ctx, openai.ChatRequest{
 		Model:     e.Spec.Model.Name,
 		Messages:  []openai.Message{{Role: "user", Content: d.Prompt}},
-		MaxTokens: cmp.Or(e.MaxTokens, 32), Temperature: 0, Seed: &seed,
-		Stop: []string{"\n", "</s>"},
+		MaxTokens: cmp.Or(e.MaxTokens, d.MaxTokens, 32), Temperature: 0, Seed: &seed,
+		Stop: d.Stop,
 	})
 	if err != nil {
 		return Sample{}, err
 	}
-	text := resp.Text()
-	ext := mmlu.Extract(text)
-	return Sample{Task: d.Task, DocID: d.Index, Prompt: d.Prompt, Response: text, Extracted: ext,
-		Target: d.Target, Correct: mmlu.Correct(ext, d.Target), Usage: resp.Usage}, nil
+	text := task.Until(resp.Text(), d.Stop)
+	filters := d.Score(text)
+	return Sample{Task: d.Task, Group: d.Group, DocID: d.Index, Prompt: d.Prompt, Response: text,
+		Extracted: filters[0].Extracted, Target: d.Target, Correct: filters[0].Correct, Filters: filters,
+		Usage: resp.Usage}, nil
 }
 
 func (e *Engine) report(ctx context.Context, p Progress) {
@@ -252,22 +271,39 @@ func writeFile(path string, b []byte) error {
 	return nil
 }
 
-// Aggregate computes lm-eval style results: exact_match per task with its standard
-// error, and per group (mmlu) the mean weighted by task size.
+// Aggregate computes lm-eval style results: exact_match per task and filter with its
+// standard error ("exact_match,<filter>"), and per group (mmlu) the mean weighted by
+// task size. The summary's score of a task is its primary filter's.
 func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 	type acc struct{ n, correct int }
-	tasks := map[string]*acc{}
-	var order []string
-	for _, s := range samples {
-		a, ok := tasks[s.Task]
-		if !ok {
+	type key struct{ scope, filter string }
+	counts := map[key]*acc{}
+	var order []key
+	add := func(k key, ok bool) {
+		a, found := counts[k]
+		if !found {
 			a = &acc{}
-			tasks[s.Task] = a
-			order = append(order, s.Task)
+			counts[k] = a
+			order = append(order, k)
 		}
 		a.n++
-		if s.Correct {
+		if ok {
 			a.correct++
+		}
+	}
+	primary := map[string]string{}
+	for _, s := range samples {
+		for i, f := range s.Filters {
+			add(key{s.Task, f.Filter}, f.Correct)
+			if s.Group != "" {
+				add(key{"group:" + s.Group, f.Filter}, f.Correct)
+			}
+			if i == 0 {
+				primary[s.Task] = f.Filter
+				if s.Group != "" {
+					primary["group:"+s.Group] = f.Filter
+				}
+			}
 		}
 	}
 	res := &evalflow.Results{
@@ -278,31 +314,38 @@ func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 			"benchmarks": spec.Benchmarks, "engine": spec.Engine},
 		Summary: evalflow.Summary{Scores: map[string]float64{}, Samples: len(samples), Metric: "exact_match"},
 	}
-	total := acc{}
-	for _, t := range order {
-		a := tasks[t]
+	for _, k := range order {
+		a := counts[k]
 		p := float64(a.correct) / float64(a.n)
-		res.Results[t] = metrics(strings.TrimPrefix(t, "mmlu_"), p, a.n)
-		res.NSamples[t] = evalflow.NSamples{Original: a.n, Effective: a.n}
-		res.Summary.Scores[t] = p
-		total.n += a.n
-		total.correct += a.correct
-	}
-	if total.n > 0 {
-		p := float64(total.correct) / float64(total.n)
-		res.Results["mmlu"] = metrics("mmlu", p, total.n)
-		res.Groups["mmlu"] = metrics("mmlu", p, total.n)
-		res.Summary.Scores["mmlu"] = p
+		name, isGroup := strings.CutPrefix(k.scope, "group:")
+		table := res.Results
+		if isGroup {
+			if res.Groups[name] == nil {
+				res.Groups[name] = map[string]any{"alias": name}
+			}
+			setMetric(res.Groups[name], k.filter, p, a.n)
+		}
+		if table[name] == nil {
+			table[name] = map[string]any{"alias": strings.TrimPrefix(name, "mmlu_")}
+			if !isGroup {
+				res.NSamples[name] = evalflow.NSamples{Original: a.n, Effective: a.n}
+			}
+		}
+		setMetric(table[name], k.filter, p, a.n)
+		if primary[k.scope] == k.filter {
+			res.Summary.Scores[name] = p
+		}
 	}
 	return res
 }
 
-func metrics(alias string, p float64, n int) map[string]any {
+func setMetric(m map[string]any, filter string, p float64, n int) {
 	stderr := 0.0
 	if n > 1 {
 		stderr = math.Sqrt(p * (1 - p) / float64(n-1))
 	}
-	return map[string]any{"alias": alias, "exact_match,none": p, "exact_match_stderr,none": stderr}
+	m["exact_match,"+filter] = p
+	m["exact_match_stderr,"+filter] = stderr
 }
 
 // tracker turns completions into progress with a rate and an ETA.

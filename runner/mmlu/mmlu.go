@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 	"unicode"
+
+	"github.com/evalflow/evalflow/runner/task"
 )
 
 // Letters are the choice labels.
@@ -25,14 +27,6 @@ type Question struct {
 	Text    string
 	Choices [4]string
 	Answer  string // "A".."D"
-}
-
-// Doc is one scored sample: a rendered prompt and its target.
-type Doc struct {
-	Task   string // mmlu_<subject>, as lm-eval names the subtask
-	Index  int    // row in the test split
-	Prompt string
-	Target string
 }
 
 // Load reads a subject's split ("dev", "val" or "test") from dataDir/mmlu.
@@ -92,7 +86,7 @@ func Prompt(subject string, shots []Question, q Question) string {
 
 // Docs renders a subject's test split: at most limit questions (0: all), each with the
 // first numFewshot dev examples.
-func Docs(dataDir, subject string, numFewshot, limit int) ([]Doc, error) {
+func Docs(dataDir, subject string, numFewshot, limit int) ([]task.Doc, error) {
 	test, err := Load(dataDir, subject, "test")
 	if err != nil {
 		return nil, err
@@ -111,9 +105,15 @@ func Docs(dataDir, subject string, numFewshot, limit int) ([]Doc, error) {
 	if limit > 0 && limit < len(test) {
 		test = test[:limit]
 	}
-	docs := make([]Doc, len(test))
+	docs := make([]task.Doc, len(test))
 	for i, q := range test {
-		docs[i] = Doc{Task: "mmlu_" + subject, Index: i, Prompt: Prompt(subject, shots, q), Target: q.Answer}
+		target := q.Answer
+		docs[i] = task.Doc{Task: "mmlu_" + subject, Group: "mmlu", Index: i, Prompt: Prompt(subject, shots, q), Target: target,
+			Stop: []string{"\n", "</s>"}, MaxTokens: 32,
+			Score: func(resp string) []task.Filtered {
+				ext := Extract(resp)
+				return []task.Filtered{{Filter: "none", Extracted: ext, Correct: Correct(ext, target)}}
+			}}
 	}
 	return docs, nil
 }

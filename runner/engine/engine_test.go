@@ -1,0 +1,231 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/runner/openai"
+	"github.com/evalflow/evalflow/shared/testserver"
+)
+
+// proxy is a real reverse proxy in front of the model server that counts the samples
+// asked (by prompt) and can refuse some requests: every failEvery-th request is
+// answered 500 or 429, as a flaky endpoint would.
+type proxy struct {
+	*httptest.Server
+	requests  atomic.Int64
+	failed    atomic.Int64
+	failEvery int64
+	mu        sync.Mutex
+	asked     map[string]int
+}
+
+func newProxy(t *testing.T, target string, failEvery int64) *proxy {
+	u, _ := url.Parse(target)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ErrorLog = log.New(io.Discard, "", 0) // requests cut by an interruption are expected
+	p := &proxy{failEvery: failEvery, asked: map[string]int{}}
+	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := p.requests.Add(1)
+		if p.failEvery > 0 && n%p.failEvery == 0 {
+			p.failed.Add(1)
+			if n%(2*p.failEvery) == 0 {
+				http.Error(w, "slow down", http.StatusTooManyRequests)
+			} else {
+				http.Error(w, "upstream hiccup", http.StatusInternalServerError)
+			}
+			return
+		}
+		var body struct {
+			Messages []openai.Message `json:"messages"`
+		}
+		b, _ := io.ReadAll(r.Body)
+		json.Unmarshal(b, &body)
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		if len(body.Messages) > 0 {
+			p.mu.Lock()
+			p.asked[body.Messages[0].Content]++
+			p.mu.Unlock()
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(p.Close)
+	return p
+}
+
+// reset forgets what was asked.
+func (p *proxy) reset() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.asked
+	p.asked = map[string]int{}
+	return old
+}
+
+func spec(t *testing.T, model string, concurrency int) evalflow.JobSpec {
+	zero := 0
+	return evalflow.JobSpec{ID: "job", RunID: "run", Engine: "evalflow", Concurrency: concurrency,
+		Model:     evalflow.ModelSpec{Name: testserver.Model, URL: model},
+		DataDir:   filepath.Join(testserver.SharedDir(t), "datasets"),
+		OutputDir: t.TempDir(),
+		Benchmarks: []evalflow.DatasetSpec{
+			{Name: "mmlu", Subjects: []string{"anatomy", "marketing"}, Limit: 4, NumFewshot: &zero},
+			{Name: "gsm8k", Limit: 3, NumFewshot: &[]int{2}[0]},
+		}}
+}
+
+func run(t *testing.T, ctx context.Context, s evalflow.JobSpec, report func(context.Context, Progress)) (*evalflow.Results, error) {
+	t.Helper()
+	docs, err := Docs(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Engine{Client: &openai.Client{BaseURL: evalflow.APIBase(s.Model.URL)}, Spec: s, Report: report, MaxTokens: 24, ReportEvery: time.Nanosecond}
+	return e.Run(ctx, docs)
+}
+
+func samples(t *testing.T, s evalflow.JobSpec) []byte {
+	b, err := os.ReadFile(filepath.Join(s.OutputDir, evalflow.SamplesFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestRunnerScoresMMLUAndGSM8KAsLMEvalReportsThem(t *testing.T) {
+	model := testserver.Ollama(t, 4)
+	s := spec(t, model, 4)
+
+	res, err := run(t, context.Background(), s, nil)
+
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Summary.Samples != 11 {
+		t.Fatalf("%d samples; want 8 MMLU + 3 GSM8K", res.Summary.Samples)
+	}
+	for task, keys := range map[string][]string{
+		"mmlu_anatomy": {"exact_match,none", "exact_match_stderr,none"},
+		"mmlu":         {"exact_match,none"},
+		"gsm8k_cot":    {"exact_match,strict-match", "exact_match,flexible-extract", "exact_match_stderr,strict-match"},
+	} {
+		for _, k := range keys {
+			if _, ok := res.Results[task][k]; !ok {
+				t.Errorf("results[%s] lacks %s: %v", task, k, res.Results[task])
+			}
+		}
+	}
+	if _, ok := res.Groups["mmlu"]["exact_match,none"]; !ok || res.NSamples["gsm8k_cot"].Effective != 3 {
+		t.Errorf("groups %v, n-samples %v", res.Groups, res.NSamples)
+	}
+	var written evalflow.Results
+	b, _ := os.ReadFile(filepath.Join(s.OutputDir, evalflow.ResultsFile))
+	if err := json.Unmarshal(b, &written); err != nil || written.Summary.Samples != 11 {
+		t.Fatalf("results.json: %v %+v", err, written.Summary)
+	}
+	lines := strings.Split(strings.TrimSpace(string(samples(t, s))), "\n")
+	var last Sample
+	json.Unmarshal([]byte(lines[len(lines)-1]), &last)
+	if len(lines) != 11 || last.Task != "gsm8k_cot" || len(last.Filters) != 2 || last.Usage.CompletionTokens == 0 {
+		t.Fatalf("samples.jsonl: %d lines, last %+v", len(lines), last)
+	}
+}
+
+func TestTwoRunsGiveIdenticalSamplesWhateverTheConcurrency(t *testing.T) {
+	model := testserver.Ollama(t, 4)
+	a, b := spec(t, model, 1), spec(t, model, 8)
+
+	if _, err := run(t, context.Background(), a, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, context.Background(), b, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	if string(samples(t, a)) != string(samples(t, b)) {
+		t.Fatal("samples.jsonl differs between two runs at temperature 0")
+	}
+}
+
+func TestAResumedRunAsksNoSampleTwiceAndMatchesAnUninterruptedOne(t *testing.T) {
+	model := testserver.Ollama(t, 4)
+	clean := spec(t, model, 2)
+	if _, err := run(t, context.Background(), clean, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := newProxy(t, model, 0)
+	s := spec(t, p.URL, 2)
+
+	// Interrupt the first attempt once some samples are done, as a killed pod would be.
+	ctx, cancel := context.WithCancel(context.Background())
+	_, err := run(t, ctx, s, func(_ context.Context, pr Progress) {
+		if pr.Done >= 4 {
+			cancel()
+		}
+	})
+	if err == nil {
+		t.Fatal("the interrupted run did not stop")
+	}
+	p.reset()
+	checkpointed, _ := readCheckpoint(filepath.Join(s.OutputDir, CheckpointFile))
+	_, err = run(t, context.Background(), s, nil)
+
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(checkpointed) == 0 || len(checkpointed) >= 11 {
+		t.Fatalf("%d samples checkpointed by the interrupted run; want some, not all", len(checkpointed))
+	}
+	second := p.reset()
+	for _, done := range checkpointed {
+		if second[done.Prompt] > 0 {
+			t.Fatalf("a sample finished before the interruption was asked again: %.60q", done.Prompt)
+		}
+	}
+	if len(second) != 11-len(checkpointed) {
+		t.Fatalf("the resumed run asked %d samples; want the %d not yet done", len(second), 11-len(checkpointed))
+	}
+	if string(samples(t, s)) != string(samples(t, clean)) {
+		t.Fatal("the resumed run's samples differ from an uninterrupted run's")
+	}
+}
+
+func TestAFlakyEndpointYieldsTheSameScoresAsACleanOne(t *testing.T) {
+	model := testserver.Ollama(t, 4)
+	clean := spec(t, model, 4)
+	if _, err := run(t, context.Background(), clean, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := newProxy(t, model, 5) // every 5th request fails: 20 %, half 500, half 429
+	flaky := spec(t, p.URL, 4)
+
+	res, err := run(t, context.Background(), flaky, nil)
+
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.failed.Load() == 0 {
+		t.Fatal("the proxy failed nothing: the test proves nothing")
+	}
+	if string(samples(t, flaky)) != string(samples(t, clean)) {
+		t.Fatalf("scores differ under faults (%d refused of %d)", p.failed.Load(), p.requests.Load())
+	}
+	if res.Summary.Samples != 11 {
+		t.Fatalf("%d samples", res.Summary.Samples)
+	}
+}

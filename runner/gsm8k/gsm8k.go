@@ -1,0 +1,183 @@
+// Package gsm8k renders GSM8K as lm-evaluation-harness's gsm8k_cot (8-shot chain of
+// thought with fixed exemplars) and gsm8k (zero-shot here: its default draws few-shot
+// examples from the train split, which is not bundled) tasks, and scores answers with
+// their strict-match and flexible-extract filters and exact_match normalisation.
+package gsm8k
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/evalflow/evalflow/runner/task"
+)
+
+// Variants.
+const (
+	CoT      = "cot"      // gsm8k_cot: "Q: ..\nA:", 8 fixed exemplars
+	ZeroShot = "zeroshot" // gsm8k: "Question: ..\nAnswer:", no exemplars
+)
+
+// Item is one GSM8K row.
+type Item struct {
+	Question string `json:"question"`
+	Answer   string `json:"answer"`
+}
+
+// Target is the number after "####".
+func (it Item) Target() string {
+	parts := strings.Split(it.Answer, "####")
+	return strings.TrimSpace(parts[len(parts)-1])
+}
+
+// Load reads dataDir/gsm8k/test.jsonl.
+func Load(dataDir string) ([]Item, error) {
+	path := filepath.Join(dataDir, "gsm8k", "test.jsonl")
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("gsm8k: %w", err)
+	}
+	defer f.Close()
+	var items []Item
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var it Item
+		if err := json.Unmarshal(sc.Bytes(), &it); err != nil {
+			return nil, fmt.Errorf("gsm8k: %s: line %d: %w", path, len(items)+1, err)
+		}
+		items = append(items, it)
+	}
+	return items, sc.Err()
+}
+
+// exemplar is one of gsm8k_cot's fixed few-shot examples.
+type exemplar struct{ question, target string }
+
+// exemplars are gsm8k_cot's eight (Wei et al., chain-of-thought prompting).
+var exemplars = []exemplar{
+	{"There are 15 trees in the grove. Grove workers will plant trees in the grove today. After they are done, there will be 21 trees. How many trees did the grove workers plant today?",
+		"There are 15 trees originally. Then there were 21 trees after some more were planted. So there must have been 21 - 15 = 6. The answer is 6."},
+	{"If there are 3 cars in the parking lot and 2 more cars arrive, how many cars are in the parking lot?",
+		"There are originally 3 cars. 2 more cars arrive. 3 + 2 = 5. The answer is 5."},
+	{"Leah had 32 chocolates and her sister had 42. If they ate 35, how many pieces do they have left in total?",
+		"Originally, Leah had 32 chocolates. Her sister had 42. So in total they had 32 + 42 = 74. After eating 35, they had 74 - 35 = 39. The answer is 39."},
+	{"Jason had 20 lollipops. He gave Denny some lollipops. Now Jason has 12 lollipops. How many lollipops did Jason give to Denny?",
+		"Jason started with 20 lollipops. Then he had 12 after giving some to Denny. So he gave Denny 20 - 12 = 8. The answer is 8."},
+	{"Shawn has five toys. For Christmas, he got two toys each from his mom and dad. How many toys does he have now?",
+		"Shawn started with 5 toys. If he got 2 toys each from his mom and dad, then that is 4 more toys. 5 + 4 = 9. The answer is 9."},
+	{"There were nine computers in the server room. Five more computers were installed each day, from monday to thursday. How many computers are now in the server room?",
+		"There were originally 9 computers. For each of 4 days, 5 more computers were added. So 5 * 4 = 20 computers were added. 9 + 20 is 29. The answer is 29."},
+	{"Michael had 58 golf balls. On tuesday, he lost 23 golf balls. On wednesday, he lost 2 more. How many golf balls did he have at the end of wednesday?",
+		"Michael started with 58 golf balls. After losing 23 on tuesday, he had 58 - 23 = 35. After losing 2 more, he had 35 - 2 = 33 golf balls. The answer is 33."},
+	{"Olivia has $23. She bought five bagels for $3 each. How much money does she have left?",
+		"Olivia had 23 dollars. 5 bagels for 3 dollars each will be 5 x 3 = 15 dollars. So she has 23 - 15 dollars left. 23 - 15 is 8. The answer is 8."},
+}
+
+// Prompt renders a question in a variant with numFewshot exemplars (CoT only).
+func Prompt(variant, question string, numFewshot int) string {
+	if variant == ZeroShot {
+		return "Question: " + question + "\nAnswer:"
+	}
+	var b strings.Builder
+	for _, e := range exemplars[:numFewshot] {
+		b.WriteString("Q: " + e.question + "\nA: " + e.target + "\n\n")
+	}
+	b.WriteString("Q: " + question + "\nA:")
+	return b.String()
+}
+
+// MaxFewshot is how many exemplars the CoT variant has.
+const MaxFewshot = 8
+
+var (
+	strictCoT  = regexp.MustCompile(`The answer is (\-?[0-9\.\,]+).`)
+	strictZero = regexp.MustCompile(`#### (\-?[0-9\.\,]+)`)
+	flexible   = regexp.MustCompile(`(-?[$0-9.,]{2,})|(-?[0-9]+)`)
+	ignored    = []*regexp.Regexp{regexp.MustCompile(`,`), regexp.MustCompile(`\$`), regexp.MustCompile(`(?s).*#### `), regexp.MustCompile(`\.$`)}
+)
+
+// Invalid is what a filter yields when nothing matches (lm-eval's fallback).
+const Invalid = "[invalid]"
+
+// extract applies a regex filter: the match at group select (0 first, -1 last), the
+// first non-empty group of it, trimmed; Invalid when nothing matches.
+func extract(re *regexp.Regexp, s string, last bool) string {
+	all := re.FindAllStringSubmatch(s, -1)
+	if len(all) == 0 {
+		return Invalid
+	}
+	m := all[0]
+	if last {
+		m = all[len(all)-1]
+	}
+	if len(m) == 1 {
+		return strings.TrimSpace(m[0])
+	}
+	for _, g := range m[1:] {
+		if g != "" {
+			return strings.TrimSpace(g)
+		}
+	}
+	return Invalid
+}
+
+// normalize is exact_match's: regexes_to_ignore removed, then lower case.
+func normalize(s string) string {
+	for _, re := range ignored {
+		s = re.ReplaceAllString(s, "")
+	}
+	return strings.ToLower(s)
+}
+
+// Score applies both filters of variant to a response.
+func Score(variant, response, target string) []task.Filtered {
+	strict := strictCoT
+	if variant == ZeroShot {
+		strict = strictZero
+	}
+	out := []task.Filtered{
+		{Filter: "strict-match", Extracted: extract(strict, response, false)},
+		{Filter: "flexible-extract", Extracted: extract(flexible, response, true)},
+	}
+	for i := range out {
+		out[i].Correct = normalize(out[i].Extracted) == normalize(target)
+	}
+	return out
+}
+
+// Docs renders the test split for variant: the first limit items (0: all).
+func Docs(dataDir, variant string, numFewshot, limit int) ([]task.Doc, error) {
+	if variant == "" {
+		variant = CoT
+	}
+	if variant != CoT && variant != ZeroShot {
+		return nil, fmt.Errorf("gsm8k: unknown variant %q (cot, zeroshot)", variant)
+	}
+	if numFewshot < 0 || numFewshot > MaxFewshot || (variant == ZeroShot && numFewshot > 0) {
+		return nil, fmt.Errorf("gsm8k: num_fewshot %d: %s takes 0..%d", numFewshot, variant, map[string]int{CoT: MaxFewshot, ZeroShot: 0}[variant])
+	}
+	items, err := Load(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	if limit > 0 && limit < len(items) {
+		items = items[:limit]
+	}
+	name, stop := "gsm8k_cot", []string{"Q:", "</s>", "<|im_end|>"}
+	if variant == ZeroShot {
+		name, stop = "gsm8k", []string{"Question:", "</s>", "<|im_end|>"}
+	}
+	docs := make([]task.Doc, len(items))
+	for i, it := range items {
+		target := it.Target()
+		docs[i] = task.Doc{Task: name, Index: i, Prompt: Prompt(variant, it.Question, numFewshot), Target: target,
+			Stop: stop, MaxTokens: 256,
+			Score: func(resp string) []task.Filtered { return Score(variant, resp, target) }}
+	}
+	return docs, nil
+}
