@@ -19,8 +19,8 @@ import (
 
 	"github.com/evalflow/evalflow/runner/gsm8k"
 	"github.com/evalflow/evalflow/runner/mmlu"
-	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/openai"
+	"github.com/evalflow/evalflow/runner/task"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 

@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
-	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/runner/openai"
+	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/testserver"
 )
 
