@@ -43,6 +43,10 @@ type DatasetSpec struct {
 	NumFewshot *int `json:"num_fewshot,omitempty"`
 	// Variant picks a form of the task: for gsm8k "cot" (default) or "zeroshot".
 	Variant string `json:"variant,omitempty"`
+	// Method is how answers are scored: for mmlu "generate" (default), "logprobs"
+	// (next-token top_logprobs on chat completions) or "loglikelihood" (completions
+	// with echo + logprobs).
+	Method string `json:"method,omitempty"`
 }
 
 // UnmarshalJSON accepts "mmlu" as well as {"name":"mmlu",...}.
@@ -65,11 +69,13 @@ type Dataset struct {
 	Tasks []string
 	// Variants are the forms it can be asked in; the first is the default.
 	Variants []string
+	// Methods are the ways it can be scored; the first is the default.
+	Methods []string
 }
 
 // Datasets are the benchmarks the runner scores.
 var Datasets = map[string]Dataset{
-	"mmlu":  {Name: "mmlu", Samples: 14079, Tasks: MMLUSubjects},
+	"mmlu":  {Name: "mmlu", Samples: 14079, Tasks: MMLUSubjects, Methods: []string{"generate", "logprobs", "loglikelihood"}},
 	"gsm8k": {Name: "gsm8k", Samples: 1319, Variants: []string{"cot", "zeroshot"}},
 }
 
@@ -203,11 +209,11 @@ func (d *DatasetSpec) validate(field string) error {
 	if d.NumFewshot != nil && (*d.NumFewshot < 0 || *d.NumFewshot > 25) {
 		return Invalidf(field+".num_fewshot", "must be between 0 and 25")
 	}
-	if d.Variant != "" && !slices.Contains(ds.Variants, d.Variant) {
-		if len(ds.Variants) == 0 {
-			return Invalidf(field+".variant", "%s has no variants", d.Name)
-		}
-		return Invalidf(field+".variant", "unknown %s variant %q (known: %s)", d.Name, clip(d.Variant), strings.Join(ds.Variants, ", "))
+	if err := oneOf(field+".variant", d.Name, "variant", d.Variant, ds.Variants); err != nil {
+		return err
+	}
+	if err := oneOf(field+".method", d.Name, "method", d.Method, ds.Methods); err != nil {
+		return err
 	}
 	if len(d.Subjects) > 0 {
 		if ds.Tasks == nil {
@@ -220,6 +226,17 @@ func (d *DatasetSpec) validate(field string) error {
 		}
 	}
 	return nil
+}
+
+// oneOf checks an optional choice against a dataset's list.
+func oneOf(field, dataset, what, v string, known []string) error {
+	switch {
+	case v == "" || slices.Contains(known, v):
+		return nil
+	case len(known) == 0:
+		return Invalidf(field, "%s has no %ss", dataset, what)
+	}
+	return Invalidf(field, "unknown %s %s %q (known: %s)", dataset, what, clip(v), strings.Join(known, ", "))
 }
 
 // Samples estimates how many samples the spec selects.

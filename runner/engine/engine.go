@@ -38,8 +38,11 @@ type Sample struct {
 	Extracted string          `json:"extracted"`
 	Target    string          `json:"target"`
 	Correct   bool            `json:"correct"`
+	Metric    string          `json:"metric"`
 	Filters   []task.Filtered `json:"filters"`
-	Usage     openai.Usage    `json:"usage"`
+	// Logprobs are the choices' log-probabilities (null: not among the top tokens).
+	Logprobs []*float64   `json:"logprobs,omitempty"`
+	Usage    openai.Usage `json:"usage"`
 }
 
 func (s Sample) key() string { return fmt.Sprintf("%s/%d", s.Task, s.DocID) }
@@ -74,7 +77,7 @@ func Docs(spec evalflow.JobSpec) ([]task.Doc, error) {
 				shots = *b.NumFewshot
 			}
 			for _, s := range subjects {
-				d, err := mmlu.Docs(spec.DataDir, s, shots, b.Limit)
+				d, err := mmlu.Docs(spec.DataDir, s, b.Method, shots, b.Limit)
 				if err != nil {
 					return nil, err
 				}
@@ -115,6 +118,9 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 		if _, ok := done[Sample{Task: d.Task, DocID: d.Index}.key()]; !ok {
 			todo = append(todo, d)
 		}
+	}
+	if err := e.Probe(ctx, todo); err != nil {
+		return nil, err
 	}
 	cp, err := os.OpenFile(cpPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -194,21 +200,107 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 }
 
 func (e *Engine) score(ctx context.Context, d task.Doc) (Sample, error) {
-	seed := e.Seed
-	resp, err := e.Client.Chat(ctx, openai.ChatRequest{
-		Model:     e.Spec.Model.Name,
-		Messages:  []openai.Message{{Role: "user", Content: d.Prompt}},
-		MaxTokens: cmp.Or(e.MaxTokens, d.MaxTokens, 32), Temperature: 0, Seed: &seed,
-		Stop: d.Stop,
-	})
-	if err != nil {
-		return Sample{}, err
+	s := Sample{Task: d.Task, Group: d.Group, DocID: d.Index, Prompt: d.Prompt, Target: d.Target, Metric: d.Metric}
+	switch d.Method {
+	case task.Logprobs, task.Loglikelihood:
+		lp, usage, err := e.choiceLogprobs(ctx, d)
+		if err != nil {
+			return s, err
+		}
+		s.Filters, s.Usage = d.ScoreChoices(lp), usage
+		s.Logprobs = make([]*float64, len(lp))
+		for i := range lp {
+			if !math.IsInf(lp[i], -1) {
+				s.Logprobs[i] = &lp[i]
+			}
+		}
+	default:
+		seed := e.Seed
+		resp, err := e.Client.Chat(ctx, openai.ChatRequest{
+			Model:     e.Spec.Model.Name,
+			Messages:  []openai.Message{{Role: "user", Content: d.Prompt}},
+			MaxTokens: cmp.Or(e.MaxTokens, d.MaxTokens, 32), Temperature: 0, Seed: &seed,
+			Stop: d.Stop,
+		})
+		if err != nil {
+			return s, err
+		}
+		s.Response = task.Until(resp.Text(), d.Stop)
+		s.Filters, s.Usage = d.Score(s.Response), resp.Usage
 	}
-	text := task.Until(resp.Text(), d.Stop)
-	filters := d.Score(text)
-	return Sample{Task: d.Task, Group: d.Group, DocID: d.Index, Prompt: d.Prompt, Response: text,
-		Extracted: filters[0].Extracted, Target: d.Target, Correct: filters[0].Correct, Filters: filters,
-		Usage: resp.Usage}, nil
+	s.Extracted, s.Correct = s.Filters[0].Extracted, s.Filters[0].Correct
+	return s, nil
+}
+
+// choiceLogprobs scores each of d's choices: from the next token's top_logprobs
+// (Logprobs; a choice not among them is -Inf), or as the log-likelihood of the prompt
+// followed by the choice (Loglikelihood, one echo request per choice).
+func (e *Engine) choiceLogprobs(ctx context.Context, d task.Doc) ([]float64, openai.Usage, error) {
+	lp := make([]float64, len(d.Choices))
+	var usage openai.Usage
+	if d.Method == task.Logprobs {
+		seed := e.Seed
+		resp, err := e.Client.Chat(ctx, openai.ChatRequest{Model: e.Spec.Model.Name,
+			Messages:  []openai.Message{{Role: "user", Content: d.Prompt}},
+			MaxTokens: 1, Temperature: 0, Seed: &seed, Logprobs: true, TopLogprobs: 20})
+		if err != nil {
+			return nil, usage, err
+		}
+		top := resp.TopLogprobs()
+		if top == nil {
+			return nil, usage, errNoTopLogprobs
+		}
+		for i, c := range d.Choices {
+			lp[i] = math.Inf(-1)
+			for _, t := range top {
+				if strings.TrimSpace(t.Token) == strings.TrimSpace(c) && t.Logprob > lp[i] {
+					lp[i] = t.Logprob
+				}
+			}
+		}
+		return lp, resp.Usage, nil
+	}
+	for i, c := range d.Choices {
+		resp, err := e.Client.Complete(ctx, openai.CompletionRequest{Model: e.Spec.Model.Name,
+			Prompt: d.Prompt + c, MaxTokens: 1, Echo: true, Logprobs: 1})
+		if err != nil {
+			return nil, usage, err
+		}
+		if lp[i], err = resp.ContinuationLogprob(len(d.Prompt), len(d.Prompt)+len(c)); err != nil {
+			return nil, usage, err
+		}
+		usage.PromptTokens += resp.Usage.PromptTokens
+	}
+	return lp, usage, nil
+}
+
+var errNoTopLogprobs = errors.New("the endpoint returned no top_logprobs on chat completions")
+
+// Probe asks the endpoint once for each method docs need, so that an endpoint that
+// cannot do one is refused with a clear error before any sample is spent.
+func (e *Engine) Probe(ctx context.Context, docs []task.Doc) error {
+	probed := map[string]bool{}
+	for _, d := range docs {
+		if probed[d.Method] {
+			continue
+		}
+		probed[d.Method] = true
+		probe := d
+		probe.Prompt = "Answer:"
+		var err error
+		switch d.Method {
+		case task.Logprobs, task.Loglikelihood:
+			pctx, cancel := context.WithTimeout(ctx, time.Minute)
+			_, _, err = e.choiceLogprobs(pctx, probe)
+			cancel()
+		default:
+			continue // every OpenAI-compatible endpoint generates
+		}
+		if err != nil {
+			return fmt.Errorf("engine: %s cannot be scored with method %q: %w; choose another method", d.Task, d.Method, err)
+		}
+	}
+	return nil
 }
 
 func (e *Engine) report(ctx context.Context, p Progress) {
@@ -276,7 +368,7 @@ func writeFile(path string, b []byte) error {
 // task size. The summary's score of a task is its primary filter's.
 func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 	type acc struct{ n, correct int }
-	type key struct{ scope, filter string }
+	type key struct{ scope, metric, filter string }
 	counts := map[key]*acc{}
 	var order []key
 	add := func(k key, ok bool) {
@@ -294,9 +386,9 @@ func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 	primary := map[string]string{}
 	for _, s := range samples {
 		for i, f := range s.Filters {
-			add(key{s.Task, f.Filter}, f.Correct)
+			add(key{s.Task, s.Metric, f.Filter}, f.Correct)
 			if s.Group != "" {
-				add(key{"group:" + s.Group, f.Filter}, f.Correct)
+				add(key{"group:" + s.Group, s.Metric, f.Filter}, f.Correct)
 			}
 			if i == 0 {
 				primary[s.Task] = f.Filter
@@ -312,7 +404,7 @@ func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 		NSamples: map[string]evalflow.NSamples{},
 		Config: map[string]any{"model": "openai-chat-completions", "model_args": "model=" + spec.Model.Name,
 			"benchmarks": spec.Benchmarks, "engine": spec.Engine},
-		Summary: evalflow.Summary{Scores: map[string]float64{}, Samples: len(samples), Metric: "exact_match"},
+		Summary: evalflow.Summary{Scores: map[string]float64{}, Samples: len(samples)},
 	}
 	for _, k := range order {
 		a := counts[k]
@@ -323,7 +415,7 @@ func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 			if res.Groups[name] == nil {
 				res.Groups[name] = map[string]any{"alias": name}
 			}
-			setMetric(res.Groups[name], k.filter, p, a.n)
+			setMetric(res.Groups[name], k.metric, k.filter, p, a.n)
 		}
 		if table[name] == nil {
 			table[name] = map[string]any{"alias": strings.TrimPrefix(name, "mmlu_")}
@@ -331,21 +423,22 @@ func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 				res.NSamples[name] = evalflow.NSamples{Original: a.n, Effective: a.n}
 			}
 		}
-		setMetric(table[name], k.filter, p, a.n)
+		setMetric(table[name], k.metric, k.filter, p, a.n)
 		if primary[k.scope] == k.filter {
 			res.Summary.Scores[name] = p
+			res.Summary.Metric = k.metric
 		}
 	}
 	return res
 }
 
-func setMetric(m map[string]any, filter string, p float64, n int) {
+func setMetric(m map[string]any, metric, filter string, p float64, n int) {
 	stderr := 0.0
 	if n > 1 {
 		stderr = math.Sqrt(p * (1 - p) / float64(n-1))
 	}
-	m["exact_match,"+filter] = p
-	m["exact_match_stderr,"+filter] = stderr
+	m[metric+","+filter] = p
+	m[metric+"_stderr,"+filter] = stderr
 }
 
 // tracker turns completions into progress with a rate and an ETA.

@@ -229,3 +229,47 @@ func TestAFlakyEndpointYieldsTheSameScoresAsACleanOne(t *testing.T) {
 		t.Fatalf("%d samples", res.Summary.Samples)
 	}
 }
+
+func mmluOnly(t *testing.T, model, method string) evalflow.JobSpec {
+	s := spec(t, model, 2)
+	zero := 0
+	s.Benchmarks = []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 4, NumFewshot: &zero, Method: method}}
+	return s
+}
+
+func TestMMLUByNextTokenLogprobs(t *testing.T) {
+	model := testserver.Ollama(t, 4)
+	s := mmluOnly(t, model, "logprobs")
+
+	res, err := run(t, context.Background(), s, nil)
+
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := res.Results["mmlu_anatomy"]["acc,none"]; !ok || res.Summary.Metric != "acc" {
+		t.Fatalf("results %v, metric %q; want acc,none", res.Results["mmlu_anatomy"], res.Summary.Metric)
+	}
+	var first Sample
+	json.Unmarshal([]byte(strings.SplitN(string(samples(t, s)), "\n", 2)[0]), &first)
+	if len(first.Logprobs) != 4 || first.Metric != "acc" {
+		t.Fatalf("sample %+v", first)
+	}
+}
+
+func TestAMethodTheEndpointCannotDoFailsBeforeAnySampleIsSpent(t *testing.T) {
+	model := testserver.Ollama(t, 0)
+	p := newProxy(t, model, 0)
+	s := mmluOnly(t, p.URL, "loglikelihood") // ollama ignores echo on /v1/completions
+
+	_, err := run(t, context.Background(), s, nil)
+
+	if err == nil || !strings.Contains(err.Error(), `method "loglikelihood"`) || !strings.Contains(err.Error(), "echo") {
+		t.Fatalf("err = %v; want a clear refusal of the method", err)
+	}
+	if n := p.requests.Load(); n != 1 {
+		t.Fatalf("%d requests; want only the probe", n)
+	}
+	if _, err := os.Stat(filepath.Join(s.OutputDir, evalflow.SamplesFile)); !os.IsNotExist(err) {
+		t.Fatal("samples were written: a run of zeros")
+	}
+}

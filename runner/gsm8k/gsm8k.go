@@ -176,7 +176,7 @@ func Docs(dataDir, variant string, numFewshot, limit int) ([]task.Doc, error) {
 	for i, it := range items {
 		target := it.Target()
 		docs[i] = task.Doc{Task: name, Index: i, Prompt: Prompt(variant, it.Question, numFewshot), Target: target,
-			Stop: stop, MaxTokens: 256,
+			Method: task.Generate, Metric: "exact_match", Stop: stop, MaxTokens: 256,
 			Score: func(resp string) []task.Filtered { return Score(variant, resp, target) }}
 	}
 	return docs, nil

@@ -19,6 +19,9 @@ import (
 	"github.com/evalflow/evalflow/runner/task"
 )
 
+// Invalid is the answer when no choice could be read.
+const Invalid = "[invalid]"
+
 // Letters are the choice labels.
 var Letters = []string{"A", "B", "C", "D"}
 
@@ -84,9 +87,10 @@ func Prompt(subject string, shots []Question, q Question) string {
 	return b.String()
 }
 
-// Docs renders a subject's test split: at most limit questions (0: all), each with the
-// first numFewshot dev examples.
-func Docs(dataDir, subject string, numFewshot, limit int) ([]task.Doc, error) {
+// Docs renders a subject's test split for a method (task.Generate, task.Logprobs or
+// task.Loglikelihood): at most limit questions (0: all), each with the first
+// numFewshot dev examples.
+func Docs(dataDir, subject, method string, numFewshot, limit int) ([]task.Doc, error) {
 	test, err := Load(dataDir, subject, "test")
 	if err != nil {
 		return nil, err
@@ -108,12 +112,27 @@ func Docs(dataDir, subject string, numFewshot, limit int) ([]task.Doc, error) {
 	docs := make([]task.Doc, len(test))
 	for i, q := range test {
 		target := q.Answer
-		docs[i] = task.Doc{Task: "mmlu_" + subject, Group: "mmlu", Index: i, Prompt: Prompt(subject, shots, q), Target: target,
-			Stop: []string{"\n", "</s>"}, MaxTokens: 32,
-			Score: func(resp string) []task.Filtered {
+		d := task.Doc{Task: "mmlu_" + subject, Group: "mmlu", Index: i, Prompt: Prompt(subject, shots, q), Target: target}
+		switch method {
+		case "", task.Generate:
+			d.Method, d.Metric, d.Stop, d.MaxTokens = task.Generate, "exact_match", []string{"\n", "</s>"}, 32
+			d.Score = func(resp string) []task.Filtered {
 				ext := Extract(resp)
 				return []task.Filtered{{Filter: "none", Extracted: ext, Correct: Correct(ext, target)}}
-			}}
+			}
+		case task.Logprobs, task.Loglikelihood:
+			d.Method, d.Metric, d.Choices = method, "acc", []string{" A", " B", " C", " D"}
+			d.ScoreChoices = func(lp []float64) []task.Filtered {
+				i := task.Argmax(lp)
+				if i < 0 {
+					return []task.Filtered{{Filter: "none", Extracted: Invalid}}
+				}
+				return []task.Filtered{{Filter: "none", Extracted: Letters[i], Correct: Letters[i] == target}}
+			}
+		default:
+			return nil, fmt.Errorf("mmlu: unknown method %q (generate, logprobs, loglikelihood)", method)
+		}
+		docs[i] = d
 	}
 	return docs, nil
 }

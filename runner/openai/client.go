@@ -32,6 +32,14 @@ type ChatRequest struct {
 	Temperature float64   `json:"temperature"`
 	Seed        *int      `json:"seed,omitempty"`
 	Stop        []string  `json:"stop,omitempty"`
+	Logprobs    bool      `json:"logprobs,omitempty"`
+	TopLogprobs int       `json:"top_logprobs,omitempty"`
+}
+
+// TokenLogprob is a token with its log-probability.
+type TokenLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float64 `json:"logprob"`
 }
 
 // Usage is the token accounting of a response.
@@ -45,8 +53,72 @@ type ChatResponse struct {
 	Choices []struct {
 		Message      Message `json:"message"`
 		FinishReason string  `json:"finish_reason"`
+		Logprobs     *struct {
+			Content []struct {
+				TokenLogprob
+				TopLogprobs []TokenLogprob `json:"top_logprobs"`
+			} `json:"content"`
+		} `json:"logprobs"`
 	} `json:"choices"`
 	Usage Usage `json:"usage"`
+}
+
+// TopLogprobs are the first generated token's alternatives, nil when the endpoint
+// returned none.
+func (r *ChatResponse) TopLogprobs() []TokenLogprob {
+	if len(r.Choices) == 0 || r.Choices[0].Logprobs == nil || len(r.Choices[0].Logprobs.Content) == 0 {
+		return nil
+	}
+	return r.Choices[0].Logprobs.Content[0].TopLogprobs
+}
+
+// CompletionRequest is a (legacy) text completion request; with Echo and Logprobs it
+// scores the prompt itself.
+type CompletionRequest struct {
+	Model       string  `json:"model"`
+	Prompt      string  `json:"prompt"`
+	MaxTokens   int     `json:"max_tokens"`
+	Temperature float64 `json:"temperature"`
+	Echo        bool    `json:"echo,omitempty"`
+	Logprobs    int     `json:"logprobs,omitempty"`
+	Seed        *int    `json:"seed,omitempty"`
+}
+
+// CompletionResponse is the part of a text completion evalflow reads.
+type CompletionResponse struct {
+	Choices []struct {
+		Text     string `json:"text"`
+		Logprobs *struct {
+			Tokens        []string   `json:"tokens"`
+			TokenLogprobs []*float64 `json:"token_logprobs"`
+			TextOffset    []int      `json:"text_offset"`
+		} `json:"logprobs"`
+	} `json:"choices"`
+	Usage Usage `json:"usage"`
+}
+
+// ErrNoPromptLogprobs says the endpoint did not score the echoed prompt.
+var ErrNoPromptLogprobs = errors.New("the endpoint returned no log-probabilities for the echoed prompt (echo + logprobs)")
+
+// ContinuationLogprob sums the log-probabilities of the echoed tokens that start in
+// the byte range [from, to): the log-likelihood of a continuation (a generated token
+// past the echo is left out).
+func (r *CompletionResponse) ContinuationLogprob(from, to int) (float64, error) {
+	if len(r.Choices) == 0 || r.Choices[0].Logprobs == nil || len(r.Choices[0].Logprobs.TextOffset) == 0 {
+		return 0, ErrNoPromptLogprobs
+	}
+	lp := r.Choices[0].Logprobs
+	sum, n := 0.0, 0
+	for i, off := range lp.TextOffset {
+		if off >= from && off < to && i < len(lp.TokenLogprobs) && lp.TokenLogprobs[i] != nil {
+			sum += *lp.TokenLogprobs[i]
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, ErrNoPromptLogprobs
+	}
+	return sum, nil
 }
 
 // Text is the first choice's content.
@@ -83,8 +155,25 @@ type Client struct {
 	MaxTries uint
 }
 
-// Chat sends req, retrying transient failures.
+// Chat sends a chat completion, retrying transient failures.
 func (c *Client) Chat(ctx context.Context, req ChatRequest) (*ChatResponse, error) {
+	out, err := post[ChatResponse](ctx, c, "/chat/completions", req)
+	if err == nil && len(out.Choices) == 0 {
+		return nil, errors.New("chat completion has no choices")
+	}
+	return out, err
+}
+
+// Complete sends a text completion, retrying transient failures.
+func (c *Client) Complete(ctx context.Context, req CompletionRequest) (*CompletionResponse, error) {
+	out, err := post[CompletionResponse](ctx, c, "/completions", req)
+	if err == nil && len(out.Choices) == 0 {
+		return nil, errors.New("completion has no choices")
+	}
+	return out, err
+}
+
+func post[T any](ctx context.Context, c *Client, path string, req any) (*T, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
@@ -92,12 +181,12 @@ func (c *Client) Chat(ctx context.Context, req ChatRequest) (*ChatResponse, erro
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 100 * time.Millisecond
 	b.MaxInterval = 10 * time.Second
-	return backoff.Retry(ctx, func() (*ChatResponse, error) { return c.once(ctx, body) },
+	return backoff.Retry(ctx, func() (*T, error) { return once[T](ctx, c, path, body) },
 		backoff.WithBackOff(b), backoff.WithMaxTries(orDefault(c.MaxTries, 8)),
 		backoff.WithMaxElapsedTime(orDefault(c.MaxElapsed, 5*time.Minute)))
 }
 
-func (c *Client) once(ctx context.Context, body []byte) (*ChatResponse, error) {
+func once[T any](ctx context.Context, c *Client, path string, body []byte) (*T, error) {
 	if c.Limiter != nil {
 		if err := c.Limiter.Wait(ctx); err != nil {
 			return nil, backoff.Permanent(err)
@@ -105,7 +194,7 @@ func (c *Client) once(ctx context.Context, body []byte) (*ChatResponse, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, orDefault(c.Timeout, 60*time.Second))
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+"/chat/completions", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+path, bytes.NewReader(body))
 	if err != nil {
 		return nil, backoff.Permanent(err)
 	}
@@ -136,12 +225,9 @@ func (c *Client) once(ctx context.Context, body []byte) (*ChatResponse, error) {
 		}
 		return nil, backoff.Permanent(se)
 	}
-	var out ChatResponse
+	var out T
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, fmt.Errorf("decode chat completion: %w", err)
-	}
-	if len(out.Choices) == 0 {
-		return nil, errors.New("chat completion has no choices")
+		return nil, fmt.Errorf("decode %s answer: %w", path, err)
 	}
 	return &out, nil
 }

@@ -3,7 +3,10 @@
 // and metric to a response, as lm-evaluation-harness defines them.
 package task
 
-import "strings"
+import (
+	"math"
+	"strings"
+)
 
 // Doc is one sample to ask.
 type Doc struct {
@@ -15,8 +18,35 @@ type Doc struct {
 	// Stop sequences cut the generation (lm-eval's `until`).
 	Stop      []string
 	MaxTokens int
-	// Score applies the task's filters to a response; the first result is the primary one.
+	// Method is how the sample is asked: Generate (the default), Logprobs or Loglikelihood.
+	Method string
+	// Metric names what Score measures: exact_match for generations, acc for choices.
+	Metric string
+	// Choices are the continuations scored by Logprobs and Loglikelihood (" A".." D").
+	Choices []string
+	// Score applies the task's filters to a generated response; the first result is
+	// the primary one.
 	Score func(response string) []Filtered
+	// ScoreChoices picks an answer from the choices' log-probabilities (-Inf: unseen).
+	ScoreChoices func(logprobs []float64) []Filtered
+}
+
+// Methods of asking.
+const (
+	Generate      = "generate"      // chat completion; the answer is read from the text
+	Logprobs      = "logprobs"      // chat completion's next-token top_logprobs over the choices
+	Loglikelihood = "loglikelihood" // completion with echo + logprobs: each choice's log-likelihood
+)
+
+// Argmax is the index of the largest value; -1 when all are -Inf.
+func Argmax(v []float64) int {
+	best := -1
+	for i, x := range v {
+		if !math.IsInf(x, -1) && (best < 0 || x > v[best]) {
+			best = i
+		}
+	}
+	return best
 }
 
 // Filtered is one filter's answer and whether it is right.
