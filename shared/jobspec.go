@@ -18,6 +18,8 @@ type JobSpec struct {
 	Benchmarks []DatasetSpec `json:"benchmarks"`
 	// Concurrency is how many requests the runner keeps in flight.
 	Concurrency int `json:"concurrency"`
+	// Options tune how the runner treats the endpoint.
+	Options RunOptions `json:"options"`
 	// APIKeyFile is the path of the file holding the endpoint's API key ("" for none).
 	APIKeyFile string `json:"api_key_file,omitempty"`
 	// CallbackURL receives the runner's progress reports as CloudEvents.
@@ -66,11 +68,18 @@ func NewJobSpec(r *Run, d JobDefaults) JobSpec {
 	return JobSpec{
 		ID: JobName(r.ID), RunID: r.ID, Engine: "evalflow",
 		Model:      ModelSpec{Name: r.ModelName, URL: r.BaseURL},
-		Benchmarks: r.Datasets, Concurrency: concurrency,
+		Benchmarks: r.Datasets, Concurrency: concurrency, Options: options(r.Options),
 		CallbackURL: d.CallbackURL, DataDir: d.DataDir,
 		OutputDir:       ResultsPath(d.ResultsDir, r.ID),
 		DeadlineSeconds: d.DeadlineSeconds, TTLSecondsAfterFinished: d.TTLSecondsAfterFinished,
 	}
+}
+
+func options(o *RunOptions) RunOptions {
+	if o == nil {
+		return RunOptions{}
+	}
+	return *o
 }
 
 // ResultsPath is where run id's results are, under a results directory.

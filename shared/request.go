@@ -29,6 +29,46 @@ type Request struct {
 	SourceTopic   string        `json:"source_topic,omitempty"`
 	// Concurrency is how many requests the runner keeps in flight (0: the default).
 	Concurrency int `json:"concurrency,omitempty"`
+	// Options tune how the runner treats the endpoint.
+	Options *RunOptions `json:"options,omitempty"`
+}
+
+// RunOptions tune how the runner treats the endpoint. Zero values mean defaults.
+type RunOptions struct {
+	// RequestsPerSecond caps the request rate (0: no cap).
+	RequestsPerSecond float64 `json:"requests_per_second,omitempty"`
+	// TokensPerMinute caps prompt + completion tokens a minute, estimated before each
+	// request (0: no cap).
+	TokensPerMinute int `json:"tokens_per_minute,omitempty"`
+	// RequestTimeoutSeconds bounds one attempt (default 60).
+	RequestTimeoutSeconds int `json:"request_timeout_seconds,omitempty"`
+	// MaxErrorRate is the share of samples that may still fail after retries; past it
+	// the run fails with the count and the last errors (default 0: none may).
+	MaxErrorRate float64 `json:"max_error_rate,omitempty"`
+	// CostPer1KPromptTokens and CostPer1KCompletionTokens price the run's tokens in
+	// the summary (any currency).
+	CostPer1KPromptTokens     float64 `json:"cost_per_1k_prompt_tokens,omitempty"`
+	CostPer1KCompletionTokens float64 `json:"cost_per_1k_completion_tokens,omitempty"`
+}
+
+func (o *RunOptions) validate() error {
+	switch {
+	case o == nil:
+		return nil
+	case o.RequestsPerSecond < 0:
+		return Invalidf("options.requests_per_second", "must not be negative")
+	case o.TokensPerMinute < 0:
+		return Invalidf("options.tokens_per_minute", "must not be negative")
+	case o.RequestTimeoutSeconds < 0 || o.RequestTimeoutSeconds > 3600:
+		return Invalidf("options.request_timeout_seconds", "must be between 1 and 3600")
+	case o.MaxErrorRate < 0 || o.MaxErrorRate > 1:
+		return Invalidf("options.max_error_rate", "must be between 0 and 1")
+	case o.CostPer1KPromptTokens < 0:
+		return Invalidf("options.cost_per_1k_prompt_tokens", "must not be negative")
+	case o.CostPer1KCompletionTokens < 0:
+		return Invalidf("options.cost_per_1k_completion_tokens", "must not be negative")
+	}
+	return nil
 }
 
 // DatasetSpec names a benchmark and how much of it to run. In JSON it is an object,
@@ -181,6 +221,9 @@ func (r *Request) Validate() error {
 	}
 	if r.Concurrency < 0 || r.Concurrency > 256 {
 		return Invalidf("concurrency", "must be between 1 and 256")
+	}
+	if err := r.Options.validate(); err != nil {
+		return err
 	}
 	if len(r.Datasets) == 0 {
 		return Invalidf("datasets", "at least one dataset is required (known: %s)", strings.Join(DatasetNames(), ", "))

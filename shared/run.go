@@ -101,6 +101,18 @@ type Summary struct {
 	Samples int                `json:"samples"`
 	// Metric names the primary metric, e.g. "exact_match".
 	Metric string `json:"metric,omitempty"`
+	// Errors counts samples that failed after retries (within options.max_error_rate)
+	// and are left out of the scores.
+	Errors int   `json:"errors,omitempty"`
+	Usage  Usage `json:"usage"`
+	// Cost prices Usage with the options' costs per 1K tokens (0 without them).
+	Cost float64 `json:"cost,omitempty"`
+}
+
+// Usage counts tokens, from the endpoint's usage fields.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
 }
 
 // Run is one evaluation, as stored and as shown to callers. Secrets are never part of
@@ -111,6 +123,7 @@ type Run struct {
 	BaseURL     string        `json:"base_url"`
 	Datasets    []DatasetSpec `json:"datasets"`
 	Concurrency int           `json:"concurrency,omitempty"`
+	Options     *RunOptions   `json:"options,omitempty"`
 	Source      string        `json:"source,omitempty"`
 	SourceTopic string        `json:"source_topic,omitempty"`
 	// Target is "local" (a runner process) or "kubernetes" (a Job).
@@ -142,7 +155,7 @@ func NewRun(req Request, now time.Time) *Run {
 	}
 	r := &Run{
 		ID: req.EvalRequestID, ModelName: req.ModelName, BaseURL: req.BaseURL,
-		Datasets: req.Datasets, Concurrency: req.Concurrency,
+		Datasets: req.Datasets, Concurrency: req.Concurrency, Options: req.Options,
 		Source: req.Source, SourceTopic: req.SourceTopic, Target: target,
 		Status: StatusPending, Step: StepStart, CreatedAt: now, UpdatedAt: now,
 	}

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/evalflow/evalflow/runner/gsm8k"
 	"github.com/evalflow/evalflow/runner/mmlu"
 	"github.com/evalflow/evalflow/runner/openai"
@@ -60,6 +62,24 @@ type Engine struct {
 	// MaxTokens bounds each answer (default 32).
 	MaxTokens int
 	Seed      int
+	// Tokens, when set, caps tokens per minute (see NewTokenLimiter).
+	Tokens *rate.Limiter
+}
+
+// NewTokenLimiter caps tokens per minute; nil for no cap.
+func NewTokenLimiter(perMinute int) *rate.Limiter {
+	if perMinute <= 0 {
+		return nil
+	}
+	return rate.NewLimiter(rate.Limit(float64(perMinute)/60), perMinute)
+}
+
+// NewRequestLimiter caps requests per second; nil for no cap.
+func NewRequestLimiter(perSecond float64) *rate.Limiter {
+	if perSecond <= 0 {
+		return nil
+	}
+	return rate.NewLimiter(rate.Limit(perSecond), 1) // a burst of one: a cap, not an average
 }
 
 // Docs renders every sample the spec asks for.
@@ -132,6 +152,7 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 	defer cancel(nil)
 	results := make(chan Sample)
 	jobs := make(chan task.Doc)
+	failures := &failures{tolerated: int(e.Spec.Options.MaxErrorRate * float64(len(docs)))}
 	var wg sync.WaitGroup
 	for range max(1, e.Spec.Concurrency) {
 		wg.Add(1)
@@ -140,8 +161,10 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 			for d := range jobs {
 				s, err := e.score(ctx, d)
 				if err != nil {
-					cancel(fmt.Errorf("sample %s/%d: %w", d.Task, d.Index, err))
-					return
+					if ctx.Err() == nil && failures.add(d, err) {
+						cancel(failures)
+					}
+					continue
 				}
 				select {
 				case results <- s:
@@ -189,9 +212,14 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 	}
 	samples := make([]Sample, 0, len(docs))
 	for _, d := range docs {
-		samples = append(samples, done[Sample{Task: d.Task, DocID: d.Index}.key()])
+		if s, ok := done[Sample{Task: d.Task, DocID: d.Index}.key()]; ok {
+			samples = append(samples, s)
+		}
 	}
 	res, err := e.write(samples)
+	if err == nil {
+		res.Summary.Errors = failures.count()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -200,6 +228,14 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 }
 
 func (e *Engine) score(ctx context.Context, d task.Doc) (Sample, error) {
+	if e.Tokens != nil {
+		// A request's tokens, estimated before it is sent: prompt bytes / 4 plus the
+		// answer's bound.
+		n := min(len(d.Prompt)/4+cmp.Or(e.MaxTokens, d.MaxTokens, 1)*max(1, len(d.Choices)), e.Tokens.Burst())
+		if err := e.Tokens.WaitN(ctx, n); err != nil {
+			return Sample{}, err
+		}
+	}
 	s := Sample{Task: d.Task, Group: d.Group, DocID: d.Index, Prompt: d.Prompt, Target: d.Target, Metric: d.Metric}
 	switch d.Method {
 	case task.Logprobs, task.Loglikelihood:
@@ -275,6 +311,40 @@ func (e *Engine) choiceLogprobs(ctx context.Context, d task.Doc) ([]float64, ope
 }
 
 var errNoTopLogprobs = errors.New("the endpoint returned no top_logprobs on chat completions")
+
+// failures counts samples that failed after retries; past the tolerated count they
+// fail the run.
+type failures struct {
+	mu        sync.Mutex
+	n         int
+	tolerated int
+	last      []string
+}
+
+// add records a failure and reports whether the run must stop.
+func (f *failures) add(d task.Doc, err error) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n++
+	f.last = append(f.last, fmt.Sprintf("%s/%d: %v", d.Task, d.Index, err))
+	if len(f.last) > 3 {
+		f.last = f.last[1:]
+	}
+	return f.n > f.tolerated
+}
+
+func (f *failures) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n
+}
+
+func (f *failures) Error() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return fmt.Sprintf("%d samples failed after retries (%d tolerated by max_error_rate); last errors: %s",
+		f.n, f.tolerated, strings.Join(f.last, "; "))
+}
 
 // Probe asks the endpoint once for each method docs need, so that an endpoint that
 // cannot do one is refused with a clear error before any sample is spent.
@@ -384,7 +454,10 @@ func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 		}
 	}
 	primary := map[string]string{}
+	var usage evalflow.Usage
 	for _, s := range samples {
+		usage.PromptTokens += s.Usage.PromptTokens
+		usage.CompletionTokens += s.Usage.CompletionTokens
 		for i, f := range s.Filters {
 			add(key{s.Task, s.Metric, f.Filter}, f.Correct)
 			if s.Group != "" {
@@ -404,7 +477,9 @@ func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 		NSamples: map[string]evalflow.NSamples{},
 		Config: map[string]any{"model": "openai-chat-completions", "model_args": "model=" + spec.Model.Name,
 			"benchmarks": spec.Benchmarks, "engine": spec.Engine},
-		Summary: evalflow.Summary{Scores: map[string]float64{}, Samples: len(samples)},
+		Summary: evalflow.Summary{Scores: map[string]float64{}, Samples: len(samples), Usage: usage,
+			Cost: float64(usage.PromptTokens)/1000*spec.Options.CostPer1KPromptTokens +
+				float64(usage.CompletionTokens)/1000*spec.Options.CostPer1KCompletionTokens},
 	}
 	for _, k := range order {
 		a := counts[k]

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -31,8 +32,11 @@ type proxy struct {
 	requests  atomic.Int64
 	failed    atomic.Int64
 	failEvery int64
-	mu        sync.Mutex
-	asked     map[string]int
+	// failIf refuses (500) every request whose prompt it matches.
+	failIf func(prompt string) bool
+	mu     sync.Mutex
+	asked  map[string]int
+	times  []time.Time
 }
 
 func newProxy(t *testing.T, target string, failEvery int64) *proxy {
@@ -58,8 +62,14 @@ func newProxy(t *testing.T, target string, failEvery int64) *proxy {
 		json.Unmarshal(b, &body)
 		r.Body = io.NopCloser(bytes.NewReader(b))
 		if len(body.Messages) > 0 {
+			if p.failIf != nil && p.failIf(body.Messages[0].Content) {
+				p.failed.Add(1)
+				http.Error(w, "this one always fails", http.StatusInternalServerError)
+				return
+			}
 			p.mu.Lock()
 			p.asked[body.Messages[0].Content]++
+			p.times = append(p.times, time.Now())
 			p.mu.Unlock()
 		}
 		rp.ServeHTTP(w, r)
@@ -95,7 +105,10 @@ func run(t *testing.T, ctx context.Context, s evalflow.JobSpec, report func(cont
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &Engine{Client: &openai.Client{BaseURL: evalflow.APIBase(s.Model.URL)}, Spec: s, Report: report, MaxTokens: 24, ReportEvery: time.Nanosecond}
+	e := &Engine{Client: &openai.Client{BaseURL: evalflow.APIBase(s.Model.URL), MaxTries: 3,
+		Limiter: NewRequestLimiter(s.Options.RequestsPerSecond)},
+		Spec: s, Report: report, MaxTokens: 24, ReportEvery: time.Nanosecond,
+		Tokens: NewTokenLimiter(s.Options.TokensPerMinute)}
 	return e.Run(ctx, docs)
 }
 
@@ -271,5 +284,69 @@ func TestAMethodTheEndpointCannotDoFailsBeforeAnySampleIsSpent(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(s.OutputDir, evalflow.SamplesFile)); !os.IsNotExist(err) {
 		t.Fatal("samples were written: a run of zeros")
+	}
+}
+
+func TestFailuresPastTheToleratedRateFailTheRunSayingHowMany(t *testing.T) {
+	model := testserver.Ollama(t, 4)
+	p := newProxy(t, model, 0)
+	p.failIf = func(prompt string) bool { return strings.Contains(prompt, "Janet") } // GSM8K's first question
+
+	strict := spec(t, p.URL, 2)
+	_, errStrict := run(t, context.Background(), strict, nil)
+	tolerant := spec(t, p.URL, 2)
+	tolerant.Options.MaxErrorRate = 0.1
+	res, errTolerant := run(t, context.Background(), tolerant, nil)
+
+	if errStrict == nil || !strings.Contains(errStrict.Error(), "1 samples failed after retries") || !strings.Contains(errStrict.Error(), "gsm8k_cot/0") {
+		t.Fatalf("with no tolerance: err = %v; want the count and the failing sample", errStrict)
+	}
+	if errTolerant != nil {
+		t.Fatal(errTolerant)
+	}
+	if res.Summary.Errors != 1 || res.Summary.Samples != 10 || res.NSamples["gsm8k_cot"].Effective != 2 {
+		t.Fatalf("within tolerance: errors %d, samples %d, n-samples %v", res.Summary.Errors, res.Summary.Samples, res.NSamples["gsm8k_cot"])
+	}
+}
+
+func TestTheRequestRateCapHolds(t *testing.T) {
+	model := testserver.Ollama(t, 4)
+	p := newProxy(t, model, 0)
+	s := spec(t, p.URL, 8)
+	s.Options.RequestsPerSecond = 4
+
+	if _, err := run(t, context.Background(), s, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range p.times {
+		n := 0
+		for _, at := range p.times[i:] {
+			if at.Sub(p.times[i]) < time.Second {
+				n++
+			}
+		}
+		if n > 4+1 { // the rate plus the limiter's burst of one
+			t.Fatalf("%d requests within one second; the cap is 4/s", n)
+		}
+	}
+}
+
+func TestTokensAreCountedAndPriced(t *testing.T) {
+	model := testserver.Ollama(t, 4)
+	s := spec(t, model, 4)
+	s.Options.CostPer1KPromptTokens, s.Options.CostPer1KCompletionTokens = 0.5, 2
+
+	res, err := run(t, context.Background(), s, nil)
+
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := res.Summary.Usage
+	want := float64(u.PromptTokens)/1000*0.5 + float64(u.CompletionTokens)/1000*2
+	if u.PromptTokens == 0 || u.CompletionTokens == 0 || math.Abs(res.Summary.Cost-want) > 1e-9 {
+		t.Fatalf("usage %+v cost %v; want tokens counted and cost %v", u, res.Summary.Cost, want)
 	}
 }

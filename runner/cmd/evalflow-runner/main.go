@@ -60,10 +60,14 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) error {
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConnsPerHost = max(spec.Concurrency, 2)
+	opts := spec.Options
 	e := &engine.Engine{
-		Client: &openai.Client{BaseURL: evalflow.APIBase(spec.Model.URL), APIKey: apiKey, HTTP: &http.Client{Transport: transport}},
+		Client: &openai.Client{BaseURL: evalflow.APIBase(spec.Model.URL), APIKey: apiKey, HTTP: &http.Client{Transport: transport},
+			Limiter: engine.NewRequestLimiter(opts.RequestsPerSecond),
+			Timeout: time.Duration(opts.RequestTimeoutSeconds) * time.Second},
 		Spec:   spec,
 		Report: reporter,
+		Tokens: engine.NewTokenLimiter(opts.TokensPerMinute),
 	}
 	log.Info("evaluation started", "samples", len(docs), "concurrency", spec.Concurrency)
 	reporter(ctx, evalflow.Progress{Phase: "starting", Total: len(docs), UpdatedAt: time.Now().UTC()})
