@@ -81,10 +81,18 @@ type DatasetSpec struct {
 	Subjects []string `json:"subjects,omitempty"`
 	// NumFewshot is the number of few-shot examples; nil is the task's default.
 	NumFewshot *int `json:"num_fewshot,omitempty"`
-	// Variant picks a form of the task: for gsm8k "cot" (default) or "zeroshot".
+	// Variant picks a form of the task: for gsm8k "cot" (default) or "zeroshot"; for
+	// truthfulqa "mc" (default: mc1 and mc2), "mc1" or "mc2".
 	Variant string `json:"variant,omitempty"`
 	// MaxTokens bounds each generated answer (0: the task's default).
 	MaxTokens int `json:"max_tokens,omitempty"`
+	// Samples are a custom dataset's samples, inline (name "custom").
+	Samples []CustomSample `json:"samples,omitempty"`
+	// Path is a custom dataset's JSONL file, relative to the runner's data directory
+	// (custom/ under it), as an alternative to Samples.
+	Path string `json:"path,omitempty"`
+	// Task names a custom dataset's task in the results (default "custom").
+	Task string `json:"task,omitempty"`
 	// Method is how answers are scored: for mmlu "generate" (default), "logprobs"
 	// (next-token top_logprobs on chat completions) or "loglikelihood" (completions
 	// with echo + logprobs).
@@ -117,8 +125,11 @@ type Dataset struct {
 
 // Datasets are the benchmarks the runner scores.
 var Datasets = map[string]Dataset{
-	"mmlu":  {Name: "mmlu", Samples: 14079, Tasks: MMLUSubjects, Methods: []string{"generate", "logprobs", "loglikelihood"}},
-	"gsm8k": {Name: "gsm8k", Samples: 1319, Variants: []string{"cot", "zeroshot"}},
+	"mmlu":   {Name: "mmlu", Samples: 14079, Tasks: MMLUSubjects, Methods: []string{"generate", "logprobs", "loglikelihood"}},
+	"gsm8k":  {Name: "gsm8k", Samples: 1319, Variants: []string{"cot", "zeroshot"}},
+	"custom": {Name: "custom", Methods: []string{"generate", "logprobs", "loglikelihood"}},
+	// TruthfulQA's multiple-choice tasks need each answer's log-likelihood.
+	"truthfulqa": {Name: "truthfulqa", Samples: 817, Variants: []string{"mc", "mc1", "mc2"}, Methods: []string{"loglikelihood"}},
 }
 
 // DatasetNames lists the known datasets, sorted.
@@ -130,6 +141,8 @@ func DatasetNames() []string {
 	sort.Strings(names)
 	return names
 }
+
+var taskNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
@@ -257,6 +270,9 @@ func (d *DatasetSpec) validate(field string) error {
 	if d.NumFewshot != nil && (*d.NumFewshot < 0 || *d.NumFewshot > 25) {
 		return Invalidf(field+".num_fewshot", "must be between 0 and 25")
 	}
+	if err := d.validateCustom(field); err != nil {
+		return err
+	}
 	if err := oneOf(field+".variant", d.Name, "variant", d.Variant, ds.Variants); err != nil {
 		return err
 	}
@@ -287,8 +303,18 @@ func oneOf(field, dataset, what, v string, known []string) error {
 	return Invalidf(field, "unknown %s %s %q (known: %s)", dataset, what, clip(v), strings.Join(known, ", "))
 }
 
-// Samples estimates how many samples the spec selects.
-func (d DatasetSpec) Samples() int {
+// SampleCount estimates how many samples the spec selects.
+func (d DatasetSpec) SampleCount() int {
+	if d.Name == "custom" {
+		n := len(d.Samples)
+		if d.Path != "" {
+			n = 100 // unknown until the runner reads the file
+		}
+		if d.Limit > 0 {
+			n = min(n, d.Limit)
+		}
+		return n
+	}
 	ds := Datasets[d.Name]
 	tasks := len(ds.Tasks)
 	if tasks == 0 {

@@ -168,7 +168,7 @@ func NewRun(req Request, now time.Time) *Run {
 func (r *Run) Samples() int {
 	n := 0
 	for _, d := range r.Datasets {
-		n += d.Samples()
+		n += d.SampleCount()
 	}
 	return n
 }

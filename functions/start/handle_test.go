@@ -154,6 +154,10 @@ func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 		{"error rate above 1", "", with("options", map[string]any{"max_error_rate": 2}), "options.max_error_rate", 400},
 		{"unknown option", "", with("options", map[string]any{"retries": 2}), "retries", 400},
 		{"unknown gsm8k variant", "", with("datasets", []any{map[string]any{"name": "gsm8k", "variant": "5shot"}}), "datasets[0].variant", 400},
+		{"custom sample without a prompt", "", with("datasets", []any{map[string]any{"name": "custom", "samples": []any{
+			map[string]any{"prompt": "a", "target": "b"}, map[string]any{"target": "b"}}}}), "datasets[0].samples[1].prompt", 400},
+		{"custom path escaping the data dir", "", with("datasets", []any{map[string]any{"name": "custom", "path": "../../etc/x.jsonl"}}), "datasets[0].path", 400},
+		{"samples on a built-in dataset", "", with("datasets", []any{map[string]any{"name": "mmlu", "samples": []any{map[string]any{"prompt": "a", "target": "b"}}}}), "datasets[0].samples", 400},
 		{"unknown mmlu method", "", with("datasets", []any{map[string]any{"name": "mmlu", "method": "vibes"}}), "datasets[0].method", 400},
 		{"not JSON", "", []byte("{nope"), "body", 400},
 		{"empty body", "", nil, "body", 400},

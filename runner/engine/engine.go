@@ -19,10 +19,12 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/evalflow/evalflow/runner/custom"
 	"github.com/evalflow/evalflow/runner/gsm8k"
 	"github.com/evalflow/evalflow/runner/mmlu"
 	"github.com/evalflow/evalflow/runner/openai"
 	"github.com/evalflow/evalflow/runner/task"
+	"github.com/evalflow/evalflow/runner/truthfulqa"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
@@ -116,12 +118,27 @@ func Docs(spec evalflow.JobSpec) ([]task.Doc, error) {
 				return nil, err
 			}
 			docs = append(docs, withMaxTokens(d, b.MaxTokens)...)
+		case "truthfulqa":
+			d, err := truthfulqa.Docs(spec.DataDir, b.Variant, b.Limit, uint64(truthfulqaSeed))
+			if err != nil {
+				return nil, err
+			}
+			docs = append(docs, d...)
+		case "custom":
+			d, err := custom.Docs(spec.DataDir, b)
+			if err != nil {
+				return nil, err
+			}
+			docs = append(docs, withMaxTokens(d, b.MaxTokens)...)
 		default:
 			return nil, fmt.Errorf("engine: benchmark %q is not supported", b.Name)
 		}
 	}
 	return docs, nil
 }
+
+// truthfulqaSeed orders TruthfulQA MC1's answers: fixed, so every run asks the same prompts.
+const truthfulqaSeed = 1234
 
 // withMaxTokens applies a dataset's max_tokens (0: keep the task's).
 func withMaxTokens(docs []task.Doc, n int) []task.Doc {
@@ -453,11 +470,14 @@ func writeFile(path string, b []byte) error {
 // standard error ("exact_match,<filter>"), and per group (mmlu) the mean weighted by
 // task size. The summary's score of a task is its primary filter's.
 func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
-	type acc struct{ n, correct int }
+	type acc struct {
+		n          int
+		sum, sumSq float64
+	}
 	type key struct{ scope, metric, filter string }
 	counts := map[key]*acc{}
 	var order []key
-	add := func(k key, ok bool) {
+	add := func(k key, v float64) {
 		a, found := counts[k]
 		if !found {
 			a = &acc{}
@@ -465,19 +485,20 @@ func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 			order = append(order, k)
 		}
 		a.n++
-		if ok {
-			a.correct++
-		}
+		a.sum += v
+		a.sumSq += v * v
 	}
 	primary := map[string]string{}
 	var usage evalflow.Usage
+	perTask := map[string]int{}
 	for _, s := range samples {
+		perTask[s.Task]++
 		usage.PromptTokens += s.Usage.PromptTokens
 		usage.CompletionTokens += s.Usage.CompletionTokens
 		for i, f := range s.Filters {
-			add(key{s.Task, s.Metric, f.Filter}, f.Correct)
+			add(key{s.Task, s.Metric, f.Filter}, f.Score())
 			if s.Group != "" {
-				add(key{"group:" + s.Group, s.Metric, f.Filter}, f.Correct)
+				add(key{"group:" + s.Group, s.Metric, f.Filter}, f.Score())
 			}
 			if i == 0 {
 				primary[s.Task] = f.Filter
@@ -499,22 +520,26 @@ func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 	}
 	for _, k := range order {
 		a := counts[k]
-		p := float64(a.correct) / float64(a.n)
+		p := a.sum / float64(a.n)
+		stderr := 0.0
+		if a.n > 1 { // the sample standard deviation over sqrt(n), as lm-eval's mean_stderr
+			stderr = math.Sqrt(max(0, (a.sumSq-float64(a.n)*p*p)/float64(a.n-1)) / float64(a.n))
+		}
 		name, isGroup := strings.CutPrefix(k.scope, "group:")
 		table := res.Results
 		if isGroup {
 			if res.Groups[name] == nil {
 				res.Groups[name] = map[string]any{"alias": name}
 			}
-			setMetric(res.Groups[name], k.metric, k.filter, p, a.n)
+			setMetric(res.Groups[name], k.metric, k.filter, p, stderr)
 		}
 		if table[name] == nil {
 			table[name] = map[string]any{"alias": strings.TrimPrefix(name, "mmlu_")}
 			if !isGroup {
-				res.NSamples[name] = evalflow.NSamples{Original: a.n, Effective: a.n}
+				res.NSamples[name] = evalflow.NSamples{Original: perTask[name], Effective: perTask[name]}
 			}
 		}
-		setMetric(table[name], k.metric, k.filter, p, a.n)
+		setMetric(table[name], k.metric, k.filter, p, stderr)
 		if primary[k.scope] == k.filter {
 			res.Summary.Scores[name] = p
 			res.Summary.Metric = k.metric
@@ -523,11 +548,7 @@ func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 	return res
 }
 
-func setMetric(m map[string]any, metric, filter string, p float64, n int) {
-	stderr := 0.0
-	if n > 1 {
-		stderr = math.Sqrt(p * (1 - p) / float64(n-1))
-	}
+func setMetric(m map[string]any, metric, filter string, p, stderr float64) {
 	m[metric+","+filter] = p
 	m[metric+"_stderr,"+filter] = stderr
 }

@@ -350,3 +350,37 @@ func TestTokensAreCountedAndPriced(t *testing.T) {
 		t.Fatalf("usage %+v cost %v; want tokens counted and cost %v", u, res.Summary.Cost, want)
 	}
 }
+
+func TestACustomDatasetRunsEndToEnd(t *testing.T) {
+	model := testserver.Ollama(t, 4)
+	s := spec(t, model, 2)
+	s.Benchmarks = []evalflow.DatasetSpec{{Name: "custom", Task: "stories", Samples: []evalflow.CustomSample{
+		{Prompt: "Once upon a time", Target: "there", Metric: "includes"},
+		{Prompt: "The cat sat on the", Target: "mat"},
+	}}}
+
+	res, err := run(t, context.Background(), s, nil)
+
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := res.Results["stories"]["includes,none"]; !ok || res.NSamples["stories"].Effective != 2 {
+		t.Fatalf("results %v, n-samples %v", res.Results, res.NSamples)
+	}
+	if _, ok := res.Results["stories"]["exact_match,none"]; !ok || res.Summary.Samples != 2 {
+		t.Fatalf("results %v, %d samples", res.Results, res.Summary.Samples)
+	}
+}
+
+func TestTruthfulQAIsRefusedByAnEndpointWithoutEcho(t *testing.T) {
+	model := testserver.Ollama(t, 0)
+	p := newProxy(t, model, 0)
+	s := spec(t, p.URL, 2)
+	s.Benchmarks = []evalflow.DatasetSpec{{Name: "truthfulqa", Limit: 3}}
+
+	_, err := run(t, context.Background(), s, nil)
+
+	if err == nil || !strings.Contains(err.Error(), "truthfulqa_mc1") || !strings.Contains(err.Error(), `"loglikelihood"`) {
+		t.Fatalf("err = %v; want the method refused before any sample", err)
+	}
+}

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"unicode"
 
 	"github.com/evalflow/evalflow/runner/task"
 )
@@ -138,21 +137,7 @@ func Docs(dataDir, subject, method string, numFewshot, limit int) ([]task.Doc, e
 }
 
 // Extract is the answer in a response: its first line, as generation stops at "\n".
-func Extract(response string) string {
-	line, _, _ := strings.Cut(strings.TrimLeft(response, " \t\r\n"), "\n")
-	return strings.TrimSpace(line)
-}
+func Extract(response string) string { return task.FirstLine(response) }
 
 // Correct is exact_match with ignore_case and ignore_punctuation.
-func Correct(extracted, target string) bool {
-	return normalize(extracted) == normalize(target)
-}
-
-func normalize(s string) string {
-	return strings.ToLower(strings.Map(func(r rune) rune {
-		if unicode.IsPunct(r) || unicode.IsSymbol(r) {
-			return -1
-		}
-		return r
-	}, strings.TrimSpace(s)))
-}
+func Correct(extracted, target string) bool { return task.ExactMatch(extracted, target) }

@@ -6,6 +6,7 @@ package task
 import (
 	"math"
 	"strings"
+	"unicode"
 )
 
 // Doc is one sample to ask.
@@ -54,6 +55,20 @@ type Filtered struct {
 	Filter    string `json:"filter"`
 	Extracted string `json:"extracted"`
 	Correct   bool   `json:"correct"`
+	// Value, when set, is the sample's score in [0, 1] (TruthfulQA MC2's probability
+	// mass); otherwise the score is 1 when Correct, else 0.
+	Value *float64 `json:"value,omitempty"`
+}
+
+// Score is the filter's value for aggregation.
+func (f Filtered) Score() float64 {
+	switch {
+	case f.Value != nil:
+		return *f.Value
+	case f.Correct:
+		return 1
+	}
+	return 0
 }
 
 // Until cuts response at the first stop sequence, as lm-eval's generate_until does.
@@ -65,4 +80,24 @@ func Until(response string, stop []string) string {
 		}
 	}
 	return response[:cut]
+}
+
+// FirstLine is a response's first non-blank line, trimmed: the answer of a task whose
+// generation stops at "\n".
+func FirstLine(response string) string {
+	line, _, _ := strings.Cut(strings.TrimLeft(response, " \t\r\n"), "\n")
+	return strings.TrimSpace(line)
+}
+
+// ExactMatch is lm-eval's exact_match with ignore_case and ignore_punctuation (and
+// surrounding space ignored).
+func ExactMatch(a, b string) bool { return normalize(a) == normalize(b) }
+
+func normalize(s string) string {
+	return strings.ToLower(strings.Map(func(r rune) rune {
+		if unicode.IsPunct(r) || unicode.IsSymbol(r) {
+			return -1
+		}
+		return r
+	}, strings.TrimSpace(s)))
 }

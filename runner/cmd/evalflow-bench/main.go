@@ -28,8 +28,8 @@ import (
 	"syscall"
 	"time"
 
-	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/runner/engine"
+	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/localserver"
 )
 
@@ -282,7 +282,7 @@ func bench(args []string) error {
 				float64(n)/m.wall.Seconds(), m.cpu.Seconds(), m.rssKB/1024)
 		}
 	}
-	report := render(results, clients, cs, n, *repeats, *maxTokens, strings.Join(os.Args, " "))
+	report := render(results, clients, cs, n, *repeats, *maxTokens, portable(os.Args))
 	fmt.Print(report)
 	if *out != "" {
 		return os.WriteFile(*out, []byte(report), 0o644)
@@ -324,10 +324,24 @@ tests: file://%s
 	}}, nil
 }
 
+// portable writes a command line without this machine's paths.
+func portable(args []string) string {
+	wd, _ := os.Getwd()
+	home, _ := os.UserHomeDir()
+	out := make([]string, len(args))
+	for i, a := range args {
+		if rel, err := filepath.Rel(wd, a); err == nil && filepath.IsAbs(a) && !strings.HasPrefix(rel, "../..") {
+			a = rel
+		}
+		out[i] = strings.Replace(a, home, "~", 1)
+	}
+	return strings.Join(out, " ")
+}
+
 func render(results map[string]map[int]measurement, clients []client, cs []int, n, repeats, maxTokens int, command string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Benchmarks\n\n")
-	fmt.Fprintf(&b, "Reproduce with `make bench` (which runs `%s`).\n\n", command)
+	fmt.Fprintf(&b, "Reproduce with `make bench`, which runs `%s`.\n\n", command)
 	fmt.Fprintf(&b, "Measured %s on %s/%s, %d cores; ollama %s serving stories260K (OLLAMA_NUM_PARALLEL=8) on loopback; "+
 		"%d distinct zero-shot MMLU prompts, %d generated tokens each; each client is a subprocess, its CPU (user + system) and "+
 		"peak RSS from rusage; median of %d runs.\n\n",

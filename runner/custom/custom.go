@@ -1,0 +1,103 @@
+// Package custom runs a user's own dataset: samples given inline in the request or as
+// a JSONL file under the data directory's custom/ (schema: evalflow.CustomSample,
+// documented in docs/datasets.md).
+package custom
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/evalflow/evalflow/runner/task"
+	evalflow "github.com/evalflow/evalflow/shared"
+)
+
+// Load returns the dataset's samples: inline, or read (and validated line by line)
+// from dataDir/custom/<path>.
+func Load(dataDir string, d evalflow.DatasetSpec) ([]evalflow.CustomSample, error) {
+	if d.Path == "" {
+		return d.Samples, nil
+	}
+	p := filepath.Join(dataDir, "custom", filepath.Clean(d.Path))
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("custom: %w", err)
+	}
+	defer f.Close()
+	var out []evalflow.CustomSample
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for line := 1; sc.Scan(); line++ {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+			continue
+		}
+		var s evalflow.CustomSample
+		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&s); err != nil {
+			return nil, fmt.Errorf("custom: %s line %d: %w", d.Path, line, err)
+		}
+		if err := s.Validate(fmt.Sprintf("line %d", line)); err != nil {
+			return nil, fmt.Errorf("custom: %s: %w", d.Path, err)
+		}
+		out = append(out, s)
+	}
+	return out, sc.Err()
+}
+
+// Docs renders a custom dataset: at most d.Limit samples (0: all), scored by d.Method.
+func Docs(dataDir string, d evalflow.DatasetSpec) ([]task.Doc, error) {
+	samples, err := Load(dataDir, d)
+	if err != nil {
+		return nil, err
+	}
+	if d.Limit > 0 && d.Limit < len(samples) {
+		samples = samples[:d.Limit]
+	}
+	name := d.Task
+	if name == "" {
+		name = "custom"
+	}
+	docs := make([]task.Doc, len(samples))
+	for i, s := range samples {
+		doc := task.Doc{Task: name, Index: i, Prompt: s.Prompt, Target: s.Target, MaxTokens: s.MaxTokens}
+		if doc.MaxTokens == 0 {
+			doc.MaxTokens = 64
+		}
+		target := s.Target
+		switch {
+		case len(s.Choices) > 0 && (d.Method == task.Logprobs || d.Method == task.Loglikelihood):
+			choices := s.Choices
+			doc.Method, doc.Metric = d.Method, "acc"
+			for _, c := range choices {
+				doc.Choices = append(doc.Choices, " "+c)
+			}
+			doc.ScoreChoices = func(lp []float64) []task.Filtered {
+				i := task.Argmax(lp)
+				if i < 0 || math.IsInf(lp[i], -1) {
+					return []task.Filtered{{Filter: "none", Extracted: "[invalid]"}}
+				}
+				return []task.Filtered{{Filter: "none", Extracted: choices[i], Correct: choices[i] == target}}
+			}
+		case s.Metric == "includes":
+			doc.Method, doc.Metric = task.Generate, "includes"
+			doc.Score = func(resp string) []task.Filtered {
+				ok := strings.Contains(strings.ToLower(resp), strings.ToLower(target))
+				return []task.Filtered{{Filter: "none", Extracted: strings.TrimSpace(resp), Correct: ok}}
+			}
+		default:
+			doc.Method, doc.Metric, doc.Stop = task.Generate, "exact_match", []string{"\n\n"}
+			doc.Score = func(resp string) []task.Filtered {
+				ext := task.FirstLine(resp)
+				return []task.Filtered{{Filter: "none", Extracted: ext, Correct: task.ExactMatch(ext, target)}}
+			}
+		}
+		docs[i] = doc
+	}
+	return docs, nil
+}
