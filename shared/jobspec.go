@@ -1,6 +1,7 @@
 package evalflow
 
 import (
+	"encoding/json"
 	"path/filepath"
 	"strings"
 )
@@ -13,9 +14,11 @@ type JobSpec struct {
 	ID    string `json:"id"`
 	RunID string `json:"run_id"`
 	// Engine names the engine; "evalflow" is the built-in runner.
-	Engine     string        `json:"engine"`
-	Model      ModelSpec     `json:"model"`
-	Benchmarks []DatasetSpec `json:"benchmarks"`
+	Engine string `json:"engine"`
+	// EngineConfig is the engine's own config (validated against its schema at start).
+	EngineConfig json.RawMessage `json:"engine_config,omitempty"`
+	Model        ModelSpec       `json:"model"`
+	Benchmarks   []DatasetSpec   `json:"benchmarks"`
 	// Concurrency is how many requests the runner keeps in flight.
 	Concurrency int `json:"concurrency"`
 	// Options tune how the runner treats the endpoint.
@@ -66,7 +69,7 @@ func NewJobSpec(r *Run, d JobDefaults) JobSpec {
 		concurrency = DefaultConcurrency
 	}
 	return JobSpec{
-		ID: JobName(r.ID), RunID: r.ID, Engine: "evalflow",
+		ID: JobName(r.ID), RunID: r.ID, Engine: r.Engine, EngineConfig: r.EngineConfig,
 		Model:      ModelSpec{Name: r.ModelName, URL: r.BaseURL},
 		Benchmarks: r.Datasets, Concurrency: concurrency, Options: options(r.Options),
 		CallbackURL: d.CallbackURL, DataDir: d.DataDir,

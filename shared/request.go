@@ -31,7 +31,14 @@ type Request struct {
 	Concurrency int `json:"concurrency,omitempty"`
 	// Options tune how the runner treats the endpoint.
 	Options *RunOptions `json:"options,omitempty"`
+	// Engine names the evaluation engine in the registry ("" is the built-in runner);
+	// EngineConfig is its config, validated against the engine's JSON Schema.
+	Engine       string          `json:"engine,omitempty"`
+	EngineConfig json.RawMessage `json:"engine_config,omitempty"`
 }
+
+// DefaultEngine is the built-in runner's name in the engine registry.
+const DefaultEngine = "evalflow"
 
 // RunOptions tune how the runner treats the endpoint. Zero values mean defaults.
 type RunOptions struct {

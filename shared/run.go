@@ -1,6 +1,8 @@
 package evalflow
 
 import (
+	"cmp"
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -118,14 +120,16 @@ type Usage struct {
 // Run is one evaluation, as stored and as shown to callers. Secrets are never part of
 // it: they are sealed and kept apart (runstore).
 type Run struct {
-	ID          string        `json:"id"`
-	ModelName   string        `json:"model_name"`
-	BaseURL     string        `json:"base_url"`
-	Datasets    []DatasetSpec `json:"datasets"`
-	Concurrency int           `json:"concurrency,omitempty"`
-	Options     *RunOptions   `json:"options,omitempty"`
-	Source      string        `json:"source,omitempty"`
-	SourceTopic string        `json:"source_topic,omitempty"`
+	ID           string          `json:"id"`
+	ModelName    string          `json:"model_name"`
+	BaseURL      string          `json:"base_url"`
+	Datasets     []DatasetSpec   `json:"datasets"`
+	Concurrency  int             `json:"concurrency,omitempty"`
+	Options      *RunOptions     `json:"options,omitempty"`
+	Engine       string          `json:"engine"`
+	EngineConfig json.RawMessage `json:"engine_config,omitempty"`
+	Source       string          `json:"source,omitempty"`
+	SourceTopic  string          `json:"source_topic,omitempty"`
 	// Target is "local" (a runner process) or "kubernetes" (a Job).
 	Target    string    `json:"target"`
 	Status    Status    `json:"status"`
@@ -156,6 +160,7 @@ func NewRun(req Request, now time.Time) *Run {
 	r := &Run{
 		ID: req.EvalRequestID, ModelName: req.ModelName, BaseURL: req.BaseURL,
 		Datasets: req.Datasets, Concurrency: req.Concurrency, Options: req.Options,
+		Engine: cmp.Or(req.Engine, DefaultEngine), EngineConfig: req.EngineConfig,
 		Source: req.Source, SourceTopic: req.SourceTopic, Target: target,
 		Status: StatusPending, Step: StepStart, CreatedAt: now, UpdatedAt: now,
 	}

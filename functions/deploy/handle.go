@@ -11,6 +11,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/engines"
 	"github.com/evalflow/evalflow/shared/localjob"
 	"github.com/evalflow/evalflow/shared/pipeline"
 	"github.com/evalflow/evalflow/shared/runstore"
@@ -73,6 +74,10 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	run, ok, err := f.Begin(ctx, id, evalflow.StatusDeploying)
 	if err != nil || !ok {
 		return nil, err
+	}
+	if e, ok := engines.Default().Get(run.Engine); !ok || !e.Local {
+		return f.Fail(ctx, id, fmt.Sprintf("deploy: engine %q runs only as a container image in a Kubernetes Job; "+
+			"this deployment runs jobs as local processes (built-in engine %q)", run.Engine, evalflow.DefaultEngine))
 	}
 	spec := evalflow.NewJobSpec(run, f.defaults)
 	apiKey, err := f.Store.Secret(ctx, id, runstore.SecretAPIKey)

@@ -146,3 +146,17 @@ func TestCancelledRunHasItsJobStopped(t *testing.T) {
 		t.Fatalf("job phase %q after cancel; want it stopped", st.Phase)
 	}
 }
+
+func TestAContainerOnlyEngineIsRefusedLocallySayingWhy(t *testing.T) {
+	fx := setup(t, t.TempDir())
+	fx.p.Store.Update(context.Background(), runID, func(r *evalflow.Run) error { r.Engine = "opencompass"; return nil })
+	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
+
+	reply, err := fx.f.Handle(context.Background(), verified)
+
+	r, _ := fx.p.Store.Get(context.Background(), runID)
+	if err != nil || reply == nil || reply.Type() != evalflow.TypeFailed || fx.jobs.Started() != 0 ||
+		!strings.Contains(r.Message, `engine "opencompass" runs only as a container image`) {
+		t.Fatalf("reply %v err %v jobs %d run %s %q", reply, err, fx.jobs.Started(), r.Status, r.Message)
+	}
+}

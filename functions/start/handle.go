@@ -18,6 +18,7 @@ import (
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/engines"
 	"github.com/evalflow/evalflow/shared/pipeline"
 	"github.com/evalflow/evalflow/shared/runstore"
 )
@@ -26,6 +27,7 @@ import (
 type Function struct {
 	*pipeline.Env // the store, the sender, the logger; Stop and Ready
 	mux           *http.ServeMux
+	engines       *engines.Registry
 }
 
 // New returns the function; Start connects it.
@@ -38,6 +40,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		return err
 	}
 	f.Env = env
+	f.engines = engines.Default()
 	f.mux = http.NewServeMux()
 	f.mux.HandleFunc("POST /evals/start", f.start)
 	f.mux.HandleFunc("POST /{$}", f.start) // CloudEvents delivered by a Trigger
@@ -63,6 +66,9 @@ type Started struct {
 
 func (f *Function) start(w http.ResponseWriter, r *http.Request) {
 	req, err := readRequest(r)
+	if err == nil {
+		err = f.engines.Validate(&req)
+	}
 	if err != nil {
 		f.writeError(w, "", err)
 		return

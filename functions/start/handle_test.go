@@ -158,6 +158,13 @@ func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 			map[string]any{"prompt": "a", "target": "b"}, map[string]any{"target": "b"}}}}), "datasets[0].samples[1].prompt", 400},
 		{"custom path escaping the data dir", "", with("datasets", []any{map[string]any{"name": "custom", "path": "../../etc/x.jsonl"}}), "datasets[0].path", 400},
 		{"samples on a built-in dataset", "", with("datasets", []any{map[string]any{"name": "mmlu", "samples": []any{map[string]any{"prompt": "a", "target": "b"}}}}), "datasets[0].samples", 400},
+		{"unknown engine", "", with("engine", "helm"), "engine", 400},
+		{"engine config missing a required field", "", with("engine", "lm-evaluation-harness"), "engine_config", 400},
+		{"engine config of the wrong type", "", func() []byte {
+			b := validBody("0b7e1f34-4c2d-4e6f-8a9b-1c2d3e4f5a6b")
+			b["engine"], b["engine_config"] = "lm-evaluation-harness", map[string]any{"tasks": []any{"mmlu"}, "num_fewshot": "five"}
+			return mustJSON(b)
+		}(), "engine_config.num_fewshot", 400},
 		{"unknown mmlu method", "", with("datasets", []any{map[string]any{"name": "mmlu", "method": "vibes"}}), "datasets[0].method", 400},
 		{"not JSON", "", []byte("{nope"), "body", 400},
 		{"empty body", "", nil, "body", 400},

@@ -7,8 +7,6 @@ require (
 	github.com/evalflow/evalflow/shared v0.0.0
 )
 
-require golang.org/x/time v0.16.0 // indirect
-
 require (
 	github.com/cenkalti/backoff/v5 v5.0.3
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

@@ -88,6 +88,9 @@ func readSpec(path string) (evalflow.JobSpec, error) {
 	if err := json.Unmarshal(b, &spec); err != nil {
 		return spec, fmt.Errorf("runner: job spec %s: %w", path, err)
 	}
+	if spec.Engine != "" && spec.Engine != evalflow.DefaultEngine {
+		return spec, fmt.Errorf("runner: job spec %s asks for engine %q; this is the %s engine", path, spec.Engine, evalflow.DefaultEngine)
+	}
 	if spec.RunID == "" || spec.Model.URL == "" || spec.OutputDir == "" {
 		return spec, fmt.Errorf("runner: job spec %s: run_id, model.url and output_dir are required", path)
 	}

@@ -1,0 +1,99 @@
+// Package kube builds the Kubernetes objects of an evaluation job from its job spec and
+// its engine's registry entry: a ConfigMap holding job.json (mounted at /meta/job.json),
+// a Secret holding the API key (mounted as a file, never in the environment), and a
+// batch/v1 Job with a deadline and a TTL. Names derive from the run id, so creating them
+// again is AlreadyExists, never a second job.
+package kube
+
+import (
+	"encoding/json"
+	"fmt"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/engines"
+)
+
+// Paths inside the job's container.
+const (
+	MetaDir    = "/meta"
+	SpecPath   = "/meta/job.json"
+	SecretDir  = "/meta/secret"
+	APIKeyPath = "/meta/secret/api_key"
+	ResultsDir = "/results"
+)
+
+// LabelRun marks every object of a run with its id.
+const LabelRun = "evalflow.dev/run"
+
+// JobObjects are what deploy creates for one run.
+type JobObjects struct {
+	ConfigMap *corev1.ConfigMap
+	Secret    *corev1.Secret // nil when the run has no API key
+	Job       *batchv1.Job
+}
+
+// Build returns the objects of spec's job, run by engine e in namespace.
+func Build(spec evalflow.JobSpec, e *engines.Engine, namespace, apiKey string) (*JobObjects, error) {
+	spec.OutputDir = ResultsDir + "/" + spec.RunID
+	spec.DataDir = "/data"
+	if apiKey != "" {
+		spec.APIKeyFile = APIKeyPath
+	}
+	body, err := json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("kube: job spec of run %s: %w", spec.RunID, err)
+	}
+	meta := func(name string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: name, Namespace: namespace,
+			Labels: map[string]string{LabelRun: spec.RunID, "app.kubernetes.io/part-of": "evalflow", "evalflow.dev/engine": e.Name}}
+	}
+	objs := &JobObjects{
+		ConfigMap: &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+			ObjectMeta: meta(spec.ID + "-spec"), Data: map[string]string{"job.json": string(body)}},
+	}
+	volumes := []corev1.Volume{
+		{Name: "spec", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: objs.ConfigMap.Name}}}},
+		{Name: "results", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	}
+	mounts := []corev1.VolumeMount{
+		{Name: "spec", MountPath: SpecPath, SubPath: "job.json", ReadOnly: true},
+		{Name: "results", MountPath: ResultsDir},
+	}
+	if apiKey != "" {
+		mode := int32(0o400)
+		objs.Secret = &corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+			ObjectMeta: meta(spec.ID + "-key"), Type: corev1.SecretTypeOpaque, Data: map[string][]byte{"api_key": []byte(apiKey)}}
+		volumes = append(volumes, corev1.Volume{Name: "key", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: objs.Secret.Name, DefaultMode: &mode}}})
+		mounts = append(mounts, corev1.VolumeMount{Name: "key", MountPath: SecretDir, ReadOnly: true})
+	}
+	backoff, nonRoot, noEscalation := int32(2), true, false
+	deadline, ttl := spec.DeadlineSeconds, spec.TTLSecondsAfterFinished
+	objs.Job = &batchv1.Job{TypeMeta: metav1.TypeMeta{APIVersion: "batch/v1", Kind: "Job"}, ObjectMeta: meta(spec.ID),
+		Spec: batchv1.JobSpec{
+			BackoffLimit: &backoff, ActiveDeadlineSeconds: &deadline, TTLSecondsAfterFinished: &ttl,
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{LabelRun: spec.RunID, "app.kubernetes.io/part-of": "evalflow"}},
+				Spec: corev1.PodSpec{
+					RestartPolicy:                corev1.RestartPolicyNever,
+					AutomountServiceAccountToken: &noEscalation,
+					Containers: []corev1.Container{{
+						Name: "runner", Image: e.Image, Command: e.Command, VolumeMounts: mounts,
+						Resources: corev1.ResourceRequirements{
+							Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
+							Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
+						},
+						SecurityContext: &corev1.SecurityContext{RunAsNonRoot: &nonRoot, AllowPrivilegeEscalation: &noEscalation},
+					}},
+					Volumes: volumes,
+				},
+			},
+		}}
+	return objs, nil
+}

@@ -1,0 +1,85 @@
+package kube
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	"sigs.k8s.io/yaml"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/engines"
+)
+
+const key = "sk-kube-canary-99"
+
+func build(t *testing.T, engine string) *JobObjects {
+	t.Helper()
+	r := evalflow.NewRun(evalflow.Request{EvalRequestID: "0f0e0d0c-0b0a-4909-8807-060504030201", ModelName: "m",
+		BaseURL: "http://model:8000/v1", Engine: engine, Datasets: []evalflow.DatasetSpec{{Name: "mmlu"}}}, time.Now())
+	spec := evalflow.NewJobSpec(r, evalflow.JobDefaults{CallbackURL: "http://broker", DeadlineSeconds: 3600, TTLSecondsAfterFinished: 600})
+	e, _ := engines.Default().Get(engine)
+	objs, err := Build(spec, e, "evalflow", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return objs
+}
+
+func TestTheJobMountsItsSpecAndKeyAsFiles(t *testing.T) {
+	objs := build(t, "lm-evaluation-harness")
+	job := objs.Job
+	c := job.Spec.Template.Spec.Containers[0]
+
+	if job.Name != "evalflow-0f0e0d0c-0b0a-4909-8807-060504030201" || objs.ConfigMap.Name != job.Name+"-spec" || objs.Secret.Name != job.Name+"-key" {
+		t.Fatalf("names %s %s %s: not derived from the run id", job.Name, objs.ConfigMap.Name, objs.Secret.Name)
+	}
+	if c.Image != "ghcr.io/evalflow/lm-eval-adapter:0.4.9" || strings.Join(c.Command, " ") != "/adapter --job /meta/job.json" {
+		t.Fatalf("container %s %v: not the registry entry's", c.Image, c.Command)
+	}
+	if *job.Spec.ActiveDeadlineSeconds != 3600 || *job.Spec.TTLSecondsAfterFinished != 600 {
+		t.Fatal("deadline or TTL missing")
+	}
+	mounts := map[string]string{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.MountPath] = m.Name
+	}
+	if mounts[SpecPath] != "spec" || mounts[SecretDir] != "key" {
+		t.Fatalf("mounts %v", mounts)
+	}
+	var spec evalflow.JobSpec
+	json.Unmarshal([]byte(objs.ConfigMap.Data["job.json"]), &spec)
+	if spec.APIKeyFile != APIKeyPath || spec.Engine != "lm-evaluation-harness" || spec.OutputDir != "/results/"+spec.RunID {
+		t.Fatalf("job.json %+v", spec)
+	}
+}
+
+func TestTheKeyIsOnlyInTheSecret(t *testing.T) {
+	objs := build(t, "evalflow")
+	for name, obj := range map[string]any{"job": objs.Job, "configmap": objs.ConfigMap} {
+		b, _ := json.Marshal(obj)
+		if strings.Contains(string(b), key) {
+			t.Errorf("the %s holds the api key in clear", name)
+		}
+	}
+	if len(objs.Job.Spec.Template.Spec.Containers[0].Env) != 0 {
+		t.Error("the job has environment variables; the key must come as a file")
+	}
+	if string(objs.Secret.Data["api_key"]) != key {
+		t.Error("the secret lacks the key")
+	}
+}
+
+func TestTheObjectsDecodeStrictlyAsManifests(t *testing.T) {
+	objs := build(t, "opencompass")
+	b, err := yaml.Marshal(objs.Job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back batchv1.Job
+	if err := yaml.UnmarshalStrict(b, &back); err != nil || back.Spec.Template.Spec.RestartPolicy != "Never" {
+		t.Fatalf("round trip: %v", err)
+	}
+}
