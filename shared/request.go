@@ -89,7 +89,7 @@ type DatasetSpec struct {
 	// NumFewshot is the number of few-shot examples; nil is the task's default.
 	NumFewshot *int `json:"num_fewshot,omitempty"`
 	// Variant picks a form of the task: for gsm8k "cot" (default) or "zeroshot"; for
-	// truthfulqa "mc" (default: mc1 and mc2), "mc1" or "mc2".
+	// truthfulqa "mc" (default: mc1 and mc2), "mc1", "mc2" or "gen".
 	Variant string `json:"variant,omitempty"`
 	// MaxTokens bounds each generated answer (0: the task's default).
 	MaxTokens int `json:"max_tokens,omitempty"`
@@ -136,7 +136,8 @@ var Datasets = map[string]Dataset{
 	"gsm8k":  {Name: "gsm8k", Samples: 1319, Variants: []string{"cot", "zeroshot"}},
 	"custom": {Name: "custom", Methods: []string{"generate", "logprobs", "loglikelihood"}},
 	// TruthfulQA's multiple-choice tasks need each answer's log-likelihood.
-	"truthfulqa": {Name: "truthfulqa", Samples: 817, Variants: []string{"mc", "mc1", "mc2"}, Methods: []string{"loglikelihood"}},
+	// Its gen variant is generated.
+	"truthfulqa": {Name: "truthfulqa", Samples: 817, Variants: []string{"mc", "mc1", "mc2", "gen"}, Methods: []string{"loglikelihood", "generate"}},
 }
 
 // DatasetNames lists the known datasets, sorted.

@@ -101,8 +101,10 @@ type Summary struct {
 	// Scores maps a task (or group) to its primary metric.
 	Scores  map[string]float64 `json:"scores"`
 	Samples int                `json:"samples"`
-	// Metric names the primary metric, e.g. "exact_match".
-	Metric string `json:"metric,omitempty"`
+	// Metric names the primary metric of the first task, e.g. "exact_match";
+	// Metrics names each task's.
+	Metric  string            `json:"metric,omitempty"`
+	Metrics map[string]string `json:"metrics,omitempty"`
 	// Errors counts samples that failed after retries (within options.max_error_rate)
 	// and are left out of the scores.
 	Errors int   `json:"errors,omitempty"`

@@ -120,6 +120,7 @@ func Docs(spec evalflow.JobSpec) ([]task.Doc, error) {
 			docs = append(docs, withMaxTokens(d, b.MaxTokens)...)
 		case "truthfulqa":
 			d, err := truthfulqa.Docs(spec.DataDir, b.Variant, b.Limit, uint64(truthfulqaSeed))
+			d = withMaxTokens(d, b.MaxTokens)
 			if err != nil {
 				return nil, err
 			}
@@ -496,14 +497,15 @@ func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 		usage.PromptTokens += s.Usage.PromptTokens
 		usage.CompletionTokens += s.Usage.CompletionTokens
 		for i, f := range s.Filters {
-			add(key{s.Task, s.Metric, f.Filter}, f.Score())
+			metric := cmp.Or(f.Metric, s.Metric)
+			add(key{s.Task, metric, f.Filter}, f.Score())
 			if s.Group != "" {
-				add(key{"group:" + s.Group, s.Metric, f.Filter}, f.Score())
+				add(key{"group:" + s.Group, metric, f.Filter}, f.Score())
 			}
 			if i == 0 {
-				primary[s.Task] = f.Filter
+				primary[s.Task] = metric + "," + f.Filter
 				if s.Group != "" {
-					primary["group:"+s.Group] = f.Filter
+					primary["group:"+s.Group] = metric + "," + f.Filter
 				}
 			}
 		}
@@ -514,7 +516,7 @@ func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 		NSamples: map[string]evalflow.NSamples{},
 		Config: map[string]any{"model": "openai-chat-completions", "model_args": "model=" + spec.Model.Name,
 			"benchmarks": spec.Benchmarks, "engine": spec.Engine},
-		Summary: evalflow.Summary{Scores: map[string]float64{}, Samples: len(samples), Usage: usage,
+		Summary: evalflow.Summary{Scores: map[string]float64{}, Metrics: map[string]string{}, Samples: len(samples), Usage: usage,
 			Cost: float64(usage.PromptTokens)/1000*spec.Options.CostPer1KPromptTokens +
 				float64(usage.CompletionTokens)/1000*spec.Options.CostPer1KCompletionTokens},
 	}
@@ -540,9 +542,10 @@ func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 			}
 		}
 		setMetric(table[name], k.metric, k.filter, p, stderr)
-		if primary[k.scope] == k.filter {
+		if primary[k.scope] == k.metric+","+k.filter {
 			res.Summary.Scores[name] = p
-			res.Summary.Metric = k.metric
+			res.Summary.Metrics[name] = k.metric
+			res.Summary.Metric = cmp.Or(res.Summary.Metric, k.metric)
 		}
 	}
 	return res

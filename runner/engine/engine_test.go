@@ -384,3 +384,25 @@ func TestTruthfulQAIsRefusedByAnEndpointWithoutEcho(t *testing.T) {
 		t.Fatalf("err = %v; want the method refused before any sample", err)
 	}
 }
+
+func TestTruthfulQAGenerationIsScoredByBLEUAndROUGE(t *testing.T) {
+	model := testserver.Ollama(t, 4)
+	s := spec(t, model, 4)
+	s.Benchmarks = []evalflow.DatasetSpec{{Name: "truthfulqa", Variant: "gen", Limit: 3, MaxTokens: 24}}
+
+	res, err := run(t, context.Background(), s, nil)
+
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"bleu", "rouge1", "rouge2", "rougeL"} {
+		for _, k := range []string{"_max", "_acc", "_diff"} {
+			if _, ok := res.Results["truthfulqa_gen"][m+k+",none"]; !ok {
+				t.Errorf("results lack %s%s,none: %v", m, k, res.Results["truthfulqa_gen"])
+			}
+		}
+	}
+	if res.Summary.Metrics["truthfulqa_gen"] != "bleu_max" || res.NSamples["truthfulqa_gen"].Effective != 3 {
+		t.Fatalf("summary %+v, n-samples %v", res.Summary, res.NSamples)
+	}
+}

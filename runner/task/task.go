@@ -55,9 +55,12 @@ type Filtered struct {
 	Filter    string `json:"filter"`
 	Extracted string `json:"extracted"`
 	Correct   bool   `json:"correct"`
-	// Value, when set, is the sample's score in [0, 1] (TruthfulQA MC2's probability
-	// mass); otherwise the score is 1 when Correct, else 0.
+	// Value, when set, is the sample's score (TruthfulQA MC2's probability mass, a BLEU
+	// score); otherwise the score is 1 when Correct, else 0.
 	Value *float64 `json:"value,omitempty"`
+	// Metric, when set, names what this result measures instead of the Doc's Metric
+	// (a sample scored by several metrics, as truthfulqa_gen is).
+	Metric string `json:"metric,omitempty"`
 }
 
 // Score is the filter's value for aggregation.

@@ -189,16 +189,21 @@ func printResults(w io.Writer, r *evalflow.Run) {
 			tasks = append(tasks, t)
 		}
 		sort.Slice(tasks, func(i, j int) bool {
-			// per-subject rows first, the group last
-			if (tasks[i] == "mmlu") != (tasks[j] == "mmlu") {
-				return tasks[j] == "mmlu"
+			// per-task rows first, groups last
+			gi, gj := r.Summary.Scores[tasks[i]] >= 0 && !strings.Contains(tasks[i], "_"), !strings.Contains(tasks[j], "_")
+			if gi != gj {
+				return gj
 			}
 			return tasks[i] < tasks[j]
 		})
-		fmt.Fprintf(w, "\n%-36s %s\n", "task", r.Summary.Metric)
-		fmt.Fprintf(w, "%-36s %s\n", strings.Repeat("-", 36), strings.Repeat("-", 11))
+		fmt.Fprintf(w, "\n%-36s %-12s %s\n", "task", "metric", "value")
+		fmt.Fprintf(w, "%-36s %-12s %s\n", strings.Repeat("-", 36), strings.Repeat("-", 12), strings.Repeat("-", 8))
 		for _, t := range tasks {
-			fmt.Fprintf(w, "%-36s %.4f\n", t, r.Summary.Scores[t])
+			metric := r.Summary.Metrics[t]
+			if metric == "" {
+				metric = r.Summary.Metric
+			}
+			fmt.Fprintf(w, "%-36s %-12s %.4f\n", t, metric, r.Summary.Scores[t])
 		}
 		fmt.Fprintf(w, "(%d samples)\n", r.Summary.Samples)
 	}
