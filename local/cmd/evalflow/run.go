@@ -34,6 +34,7 @@ func run(ctx context.Context, args []string) error {
 	limit := fs.Int("limit", 10, "samples per subject (0: all)")
 	fewshot := fs.Int("num-fewshot", 0, "few-shot examples per prompt")
 	concurrency := fs.Int("concurrency", 8, "requests in flight")
+	datasets := fs.String("datasets", "", `the request's datasets as JSON, e.g. '["gsm8k", {"name": "truthfulqa", "variant": "gen", "limit": 20}]' (overrides -subjects, -limit, -num-fewshot)`)
 	_ = fs.Parse(args)
 	cfg, err := config()
 	if err != nil {
@@ -60,8 +61,15 @@ func run(ctx context.Context, args []string) error {
 	if *subjects != "" {
 		ds.Subjects = strings.Split(*subjects, ",")
 	}
+	specs := []evalflow.DatasetSpec{ds}
+	if *datasets != "" {
+		specs = nil
+		if err := json.Unmarshal([]byte(*datasets), &specs); err != nil {
+			return fmt.Errorf("-datasets: %w", err)
+		}
+	}
 	req := evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: *model, BaseURL: *baseURL, APIKey: apiKey,
-		Datasets: []evalflow.DatasetSpec{ds}, Source: "evalflow-cli", SourceTopic: "local", Concurrency: *concurrency}
+		Datasets: specs, Source: "evalflow-cli", SourceTopic: "local", Concurrency: *concurrency}
 	id, err := submit(ctx, s.API, req)
 	if err != nil {
 		return err
@@ -189,8 +197,8 @@ func printResults(w io.Writer, r *evalflow.Run) {
 			tasks = append(tasks, t)
 		}
 		sort.Slice(tasks, func(i, j int) bool {
-			// per-task rows first, groups last
-			gi, gj := r.Summary.Scores[tasks[i]] >= 0 && !strings.Contains(tasks[i], "_"), !strings.Contains(tasks[j], "_")
+			// tasks first, groups (mmlu, truthfulqa: no "_") last
+			gi, gj := !strings.Contains(tasks[i], "_"), !strings.Contains(tasks[j], "_")
 			if gi != gj {
 				return gj
 			}
