@@ -1,0 +1,98 @@
+package e2e
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/testserver"
+)
+
+// The command users run (make run): it brings the stack up itself, serves the model,
+// shows progress and prints scores and the artifact reference.
+func TestEvalflowRunCommand(t *testing.T) {
+	shared := testserver.SharedDir(t)
+	testserver.Ollama(t, 0) // skips or fails, as the others, where ollama is not built
+	exe := testserver.Build(t, "github.com/evalflow/evalflow/local/cmd/evalflow")
+	testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-runner") // beside exe
+	root := testserver.RepoRoot()
+	state := t.TempDir()
+
+	cmd := exec.Command(exe, "run", "--state", state, "--data", filepath.Join(shared, "datasets"),
+		"--gguf", filepath.Join(shared, "models", "stories260K.gguf"), "--subjects", "anatomy,virology", "--limit", "2")
+	cmd.Dir = root
+	out, err := cmd.Output()
+
+	if err != nil {
+		t.Fatalf("evalflow run: %v\n%s", err, out)
+	}
+	for _, want := range []string{": succeeded", "mmlu_anatomy", "mmlu_virology", "exact_match", "(4 samples)", "results artifact: oci-layout://" + state + "/oci:"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(state, "oci", "index.json")); err != nil {
+		t.Errorf("no OCI layout: %v", err)
+	}
+}
+
+func TestCancellingARunStopsItsJob(t *testing.T) {
+	e := up(t)
+	req := e.request(0) // two whole subjects: long enough to cancel mid-way
+	req.Options = &evalflow.RunOptions{RequestsPerSecond: 2}
+	if code, out := e.post(t, req); code != http.StatusAccepted {
+		t.Fatalf("start: %d %v", code, out)
+	}
+	testserver.Eventually(t, 60*time.Second, "the job runs", func() bool { return e.stack.JobsStarted() == 1 && e.run(t, req.EvalRequestID).Progress.Done > 0 })
+
+	del, _ := http.NewRequest(http.MethodDelete, e.stack.API+"/evals/"+req.EvalRequestID, nil)
+	resp, err := http.DefaultClient.Do(del)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	e.settle(t)
+
+	r := e.run(t, req.EvalRequestID)
+	if resp.StatusCode != http.StatusOK || r.Status != evalflow.StatusCancelled || r.Artifact != nil {
+		t.Fatalf("after cancel: %d, run %s artifact %v", resp.StatusCode, r.Status, r.Artifact)
+	}
+	finished := e.sink.OfType("/all", evalflow.TypeJobFinished)
+	if len(finished) != 1 {
+		t.Fatalf("%d job.finished events; want the stopped job's one", len(finished))
+	}
+	var fin evalflow.JobFinished
+	json.Unmarshal(finished[0].Data(), &fin)
+	if fin.Succeeded {
+		t.Fatal("the job ran to the end: it was not stopped")
+	}
+}
+
+func TestAModelTheEndpointDoesNotServeFailsTheRunAndTellsTheCaller(t *testing.T) {
+	e := up(t)
+	req := e.request(1)
+	req.ModelName = "no-such-model"
+
+	e.post(t, req)
+	r := e.waitEnded(t, req.EvalRequestID, time.Minute)
+
+	if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, `"no-such-model"`) || e.stack.JobsStarted() != 0 {
+		t.Fatalf("run %s %q, %d jobs", r.Status, r.Message, e.stack.JobsStarted())
+	}
+	e.settle(t)
+	var failed bool
+	for _, ev := range e.sink.Got("/caller") {
+		var n evalflow.Notification
+		json.Unmarshal(ev.Data(), &n)
+		failed = failed || (n.Step == evalflow.StepVerify && n.Status == evalflow.NoteFailed && strings.Contains(n.Message, "no-such-model"))
+	}
+	if !failed {
+		t.Fatal("the caller was not told verify failed, and why")
+	}
+}
