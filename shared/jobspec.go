@@ -19,7 +19,8 @@ type JobSpec struct {
 	EngineConfig json.RawMessage `json:"engine_config,omitempty"`
 	Model        ModelSpec       `json:"model"`
 	Benchmarks   []DatasetSpec   `json:"benchmarks"`
-	// Concurrency is how many requests the runner keeps in flight.
+	// Concurrency is how many requests the runner keeps in flight; 0 sizes it to the
+	// endpoint (the runner ramps up while throughput grows).
 	Concurrency int `json:"concurrency"`
 	// Options tune how the runner treats the endpoint.
 	Options RunOptions `json:"options"`
@@ -64,14 +65,10 @@ type JobDefaults struct {
 
 // NewJobSpec is the job spec of run r.
 func NewJobSpec(r *Run, d JobDefaults) JobSpec {
-	concurrency := r.Concurrency
-	if concurrency == 0 {
-		concurrency = DefaultConcurrency
-	}
 	return JobSpec{
 		ID: JobName(r.ID), RunID: r.ID, Engine: r.Engine, EngineConfig: r.EngineConfig,
 		Model:      ModelSpec{Name: r.ModelName, URL: r.BaseURL},
-		Benchmarks: r.Datasets, Concurrency: concurrency, Options: options(r.Options),
+		Benchmarks: r.Datasets, Concurrency: r.Concurrency, Options: options(r.Options),
 		CallbackURL: d.CallbackURL, DataDir: d.DataDir,
 		OutputDir:       ResultsPath(d.ResultsDir, r.ID),
 		DeadlineSeconds: d.DeadlineSeconds, TTLSecondsAfterFinished: d.TTLSecondsAfterFinished,

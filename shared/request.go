@@ -27,7 +27,8 @@ type Request struct {
 	Datasets      []DatasetSpec `json:"datasets"`
 	Source        string        `json:"source,omitempty"`
 	SourceTopic   string        `json:"source_topic,omitempty"`
-	// Concurrency is how many requests the runner keeps in flight (0: the default).
+	// Concurrency is how many requests the runner keeps in flight (0: sized to the
+	// endpoint by the runner).
 	Concurrency int `json:"concurrency,omitempty"`
 	// Options tune how the runner treats the endpoint.
 	Options *RunOptions `json:"options,omitempty"`

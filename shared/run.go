@@ -190,7 +190,8 @@ func EstimateDuration(samples, concurrency int) time.Duration {
 	return 10*time.Second + time.Duration(samples)*perSample
 }
 
-// DefaultConcurrency is the runner's default number of requests in flight.
+// DefaultConcurrency is the concurrency estimates assume when a run names none (the
+// runner then sizes it to the endpoint).
 const DefaultConcurrency = 8
 
 // Advance moves the run to status to, at time now. It returns ErrStale when to is not

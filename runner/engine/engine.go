@@ -66,6 +66,101 @@ type Engine struct {
 	Seed      int
 	// Tokens, when set, caps tokens per minute (see NewTokenLimiter).
 	Tokens *rate.Limiter
+
+	chosen int // the concurrency used (sized when the spec's is 0)
+}
+
+// MaxAutoConcurrency bounds the concurrency sized to the endpoint.
+const MaxAutoConcurrency = 64
+
+// gate lets at most limit requests be in flight; its limit can change. A nil gate
+// lets everything through.
+type gate struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	limit    int
+	inFlight int
+}
+
+func newGate(limit int) *gate {
+	g := &gate{limit: limit}
+	g.cond = sync.NewCond(&g.mu)
+	return g
+}
+
+func (g *gate) acquire() {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	for g.inFlight >= g.limit {
+		g.cond.Wait()
+	}
+	g.inFlight++
+	g.mu.Unlock()
+}
+
+func (g *gate) release() {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	g.inFlight--
+	g.mu.Unlock()
+	g.cond.Broadcast()
+}
+
+func (g *gate) set(limit int) {
+	g.mu.Lock()
+	g.limit = limit
+	g.mu.Unlock()
+	g.cond.Broadcast()
+}
+
+func (g *gate) best() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.limit
+}
+
+// sizer sizes a gate to the endpoint: from 1, it doubles the limit while a window's
+// throughput beats the best so far by more than 10 %, then settles on the best limit.
+// A window lasts at least 2 × limit completions and half a second.
+type sizer struct {
+	g         *gate
+	start     time.Time
+	n         int
+	best      float64
+	bestLimit int
+	done      bool
+}
+
+func newSizer(g *gate) *sizer {
+	return &sizer{g: g, start: time.Now(), bestLimit: 1, done: g == nil}
+}
+
+func (z *sizer) completed() {
+	if z.done {
+		return
+	}
+	z.n++
+	limit := z.g.best()
+	elapsed := time.Since(z.start)
+	if z.n < 2*limit || elapsed < 500*time.Millisecond {
+		return
+	}
+	rate := float64(z.n) / elapsed.Seconds()
+	switch {
+	case rate > 1.1*z.best && limit < MaxAutoConcurrency:
+		z.best, z.bestLimit = rate, limit
+		z.g.set(limit * 2)
+	case rate > 1.1*z.best:
+		z.best, z.bestLimit, z.done = rate, limit, true
+	default:
+		z.g.set(z.bestLimit)
+		z.done = true
+	}
+	z.start, z.n = time.Now(), 0
 }
 
 // NewTokenLimiter caps tokens per minute; nil for no cap.
@@ -193,13 +288,19 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 	results := make(chan Sample)
 	jobs := make(chan task.Doc)
 	failures := &failures{tolerated: int(e.Spec.Options.MaxErrorRate * float64(len(docs)))}
+	workers, g := e.Spec.Concurrency, (*gate)(nil)
+	if workers <= 0 { // auto: size to the endpoint
+		workers, g = MaxAutoConcurrency, newGate(1)
+	}
 	var wg sync.WaitGroup
-	for range max(1, e.Spec.Concurrency) {
+	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for d := range jobs {
+				g.acquire()
 				s, err := e.score(ctx, d)
+				g.release()
 				if err != nil {
 					if ctx.Err() == nil && failures.add(d, err) {
 						cancel(failures)
@@ -230,7 +331,9 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 	tracker := newTracker(len(done), len(docs))
 	every := cmp.Or(e.ReportEvery, time.Second)
 	lastReport := time.Time{}
+	sizer := newSizer(g)
 	for s := range results {
+		sizer.completed()
 		done[s.key()] = s
 		line, _ := json.Marshal(s)
 		w.Write(append(line, '\n'))
@@ -255,6 +358,10 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 		if s, ok := done[Sample{Task: d.Task, DocID: d.Index}.key()]; ok {
 			samples = append(samples, s)
 		}
+	}
+	e.chosen = e.Spec.Concurrency
+	if g != nil {
+		e.chosen = g.best()
 	}
 	res, err := e.write(samples)
 	if err == nil {
@@ -447,7 +554,9 @@ func (e *Engine) write(samples []Sample) (*evalflow.Results, error) {
 	if err := writeFile(filepath.Join(e.Spec.OutputDir, evalflow.SamplesFile), []byte(b.String())); err != nil {
 		return nil, err
 	}
-	res := Aggregate(e.Spec, samples)
+	spec := e.Spec
+	spec.Concurrency = e.chosen
+	res := Aggregate(spec, samples)
 	body, _ := json.MarshalIndent(res, "", "  ")
 	if err := writeFile(filepath.Join(e.Spec.OutputDir, evalflow.ResultsFile), body); err != nil {
 		return nil, err
@@ -515,7 +624,7 @@ func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 		Groups:   map[string]map[string]any{},
 		NSamples: map[string]evalflow.NSamples{},
 		Config: map[string]any{"model": "openai-chat-completions", "model_args": "model=" + spec.Model.Name,
-			"benchmarks": spec.Benchmarks, "engine": spec.Engine},
+			"benchmarks": spec.Benchmarks, "engine": spec.Engine, "concurrency": spec.Concurrency},
 		Summary: evalflow.Summary{Scores: map[string]float64{}, Metrics: map[string]string{}, Samples: len(samples), Usage: usage,
 			Cost: float64(usage.PromptTokens)/1000*spec.Options.CostPer1KPromptTokens +
 				float64(usage.CompletionTokens)/1000*spec.Options.CostPer1KCompletionTokens},

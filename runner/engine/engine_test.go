@@ -406,3 +406,26 @@ func TestTruthfulQAGenerationIsScoredByBLEUAndROUGE(t *testing.T) {
 		t.Fatalf("summary %+v, n-samples %v", res.Summary, res.NSamples)
 	}
 }
+
+func TestConcurrencyIsSizedToTheEndpointWhenNotGiven(t *testing.T) {
+	model := testserver.Ollama(t, 4)
+	fixed := spec(t, model, 4)
+	if _, err := run(t, context.Background(), fixed, nil); err != nil {
+		t.Fatal(err)
+	}
+	auto := spec(t, model, 0)
+
+	res, err := run(t, context.Background(), auto, nil)
+
+	if err != nil {
+		t.Fatal(err)
+	}
+	chosen, _ := res.Config["concurrency"].(int)
+	if chosen < 1 || chosen > MaxAutoConcurrency {
+		t.Fatalf("chosen concurrency %v", res.Config["concurrency"])
+	}
+	if string(samples(t, auto)) != string(samples(t, fixed)) {
+		t.Fatal("a sized run's samples differ from a fixed one's")
+	}
+	t.Logf("sized to %d in flight", chosen)
+}

@@ -33,7 +33,7 @@ func run(ctx context.Context, args []string) error {
 	subjects := fs.String("subjects", "abstract_algebra,astronomy,college_biology,marketing", "MMLU subjects (comma-separated; empty: all 57)")
 	limit := fs.Int("limit", 10, "samples per subject (0: all)")
 	fewshot := fs.Int("num-fewshot", 0, "few-shot examples per prompt")
-	concurrency := fs.Int("concurrency", 8, "requests in flight")
+	concurrency := fs.Int("concurrency", 0, "requests in flight (0: sized to the endpoint)")
 	datasets := fs.String("datasets", "", `the request's datasets as JSON, e.g. '["gsm8k", {"name": "truthfulqa", "variant": "gen", "limit": 20}]' (overrides -subjects, -limit, -num-fewshot)`)
 	_ = fs.Parse(args)
 	cfg, err := config()

@@ -60,6 +60,9 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) error {
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConnsPerHost = max(spec.Concurrency, 2)
+	if spec.Concurrency == 0 {
+		transport.MaxIdleConnsPerHost = engine.MaxAutoConcurrency
+	}
 	opts := spec.Options
 	e := &engine.Engine{
 		Client: &openai.Client{BaseURL: evalflow.APIBase(spec.Model.URL), APIKey: apiKey, HTTP: &http.Client{Transport: transport},
