@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/url"
 	"regexp"
 	"slices"
@@ -83,8 +84,12 @@ func (o *RunOptions) validate() error {
 // or just the dataset's name as a string.
 type DatasetSpec struct {
 	Name string `json:"name"`
-	// Limit caps the samples taken from each task (each MMLU subject is a task); 0 is all.
-	Limit int `json:"limit,omitempty"`
+	// Limit caps the samples taken from each task (each MMLU subject is a task): a
+	// count (>= 1) or a fraction (< 1, rounded up), as lm-eval's --limit; 0 is all.
+	Limit float64 `json:"limit,omitempty"`
+	// Seed, when set, draws the limited samples at random by this seed instead of
+	// taking the first ones.
+	Seed *int `json:"seed,omitempty"`
 	// Subjects restricts MMLU to these subjects; empty is all 57.
 	Subjects []string `json:"subjects,omitempty"`
 	// NumFewshot is the number of few-shot examples; nil is the task's default.
@@ -270,8 +275,8 @@ func (d *DatasetSpec) validate(field string) error {
 	if !ok {
 		return Invalidf(field+".name", "unknown dataset %q (known: %s)", clip(d.Name), strings.Join(DatasetNames(), ", "))
 	}
-	if d.Limit < 0 {
-		return Invalidf(field+".limit", "must not be negative")
+	if d.Limit < 0 || (d.Limit > 1 && d.Limit != math.Trunc(d.Limit)) {
+		return Invalidf(field+".limit", "must be a whole count, or a fraction below 1")
 	}
 	if d.MaxTokens < 0 || d.MaxTokens > 32768 {
 		return Invalidf(field+".max_tokens", "must be between 1 and 32768")
@@ -319,10 +324,7 @@ func (d DatasetSpec) SampleCount() int {
 		if d.Path != "" {
 			n = 100 // unknown until the runner reads the file
 		}
-		if d.Limit > 0 {
-			n = min(n, d.Limit)
-		}
-		return n
+		return LimitCount(n, d.Limit)
 	}
 	ds := Datasets[d.Name]
 	tasks := len(ds.Tasks)
@@ -333,10 +335,18 @@ func (d DatasetSpec) SampleCount() int {
 	if len(d.Subjects) > 0 {
 		tasks = len(d.Subjects)
 	}
-	if d.Limit > 0 && d.Limit < perTask {
-		perTask = d.Limit
+	return tasks * LimitCount(perTask, d.Limit)
+}
+
+// LimitCount is how many of n samples a limit keeps (see DatasetSpec.Limit).
+func LimitCount(n int, limit float64) int {
+	switch {
+	case limit >= 1:
+		return min(n, int(limit))
+	case limit > 0:
+		return min(n, int(math.Ceil(limit*float64(n))))
 	}
-	return tasks * perTask
+	return n
 }
 
 func checkBaseURL(s string) error {

@@ -109,7 +109,7 @@ spec:
 	return dir
 }
 
-func (e *env) request(limit int) evalflow.Request {
+func (e *env) request(limit float64) evalflow.Request {
 	zero := 0
 	return evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: testserver.Model, BaseURL: e.model,
 		APIKey: apiKeyCanary, Source: "e2e-test", SourceTopic: callerTopic, Concurrency: 4,

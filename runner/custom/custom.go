@@ -50,21 +50,21 @@ func Load(dataDir string, d evalflow.DatasetSpec) ([]evalflow.CustomSample, erro
 	return out, sc.Err()
 }
 
-// Docs renders a custom dataset: at most d.Limit samples (0: all), scored by d.Method.
-func Docs(dataDir string, d evalflow.DatasetSpec) ([]task.Doc, error) {
+// Docs renders a custom dataset's samples that pick chooses (nil: all), scored by
+// d.Method.
+func Docs(dataDir string, d evalflow.DatasetSpec, pick task.Picker) ([]task.Doc, error) {
 	samples, err := Load(dataDir, d)
 	if err != nil {
 		return nil, err
-	}
-	if d.Limit > 0 && d.Limit < len(samples) {
-		samples = samples[:d.Limit]
 	}
 	name := d.Task
 	if name == "" {
 		name = "custom"
 	}
-	docs := make([]task.Doc, len(samples))
-	for i, s := range samples {
+	idx := pick.Indices(len(samples))
+	docs := make([]task.Doc, len(idx))
+	for n, i := range idx {
+		s := samples[i]
 		doc := task.Doc{Task: name, Index: i, Prompt: s.Prompt, Target: s.Target, MaxTokens: s.MaxTokens}
 		if doc.MaxTokens == 0 {
 			doc.MaxTokens = 64
@@ -97,7 +97,7 @@ func Docs(dataDir string, d evalflow.DatasetSpec) ([]task.Doc, error) {
 				return []task.Filtered{{Filter: "none", Extracted: ext, Correct: task.ExactMatch(ext, target)}}
 			}
 		}
-		docs[i] = doc
+		docs[n] = doc
 	}
 	return docs, nil
 }

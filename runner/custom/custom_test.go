@@ -17,7 +17,7 @@ func TestInlineSamplesScoreByTheirMetric(t *testing.T) {
 		{Prompt: "The sky is", Choices: []string{"green", "blue"}, Target: "blue"},
 	}}
 
-	docs, err := Docs(t.TempDir(), d)
+	docs, err := Docs(t.TempDir(), d, nil)
 
 	if err != nil || len(docs) != 3 {
 		t.Fatalf("docs %d, %v", len(docs), err)
@@ -37,7 +37,7 @@ func TestChoicesByLogprobsPickTheLikeliest(t *testing.T) {
 	d := evalflow.DatasetSpec{Name: "custom", Method: task.Loglikelihood, Samples: []evalflow.CustomSample{
 		{Prompt: "The sky is", Choices: []string{"green", "blue", "red"}, Target: "blue"}}}
 
-	docs, _ := Docs(t.TempDir(), d)
+	docs, _ := Docs(t.TempDir(), d, nil)
 
 	if got := docs[0].Choices; strings.Join(got, "|") != " green| blue| red" || docs[0].Metric != "acc" {
 		t.Fatalf("choices %q metric %q", got, docs[0].Metric)
@@ -52,7 +52,7 @@ func TestAFileWithABadLineIsRefusedNamingTheLine(t *testing.T) {
 	os.MkdirAll(filepath.Join(dir, "custom"), 0o755)
 	os.WriteFile(filepath.Join(dir, "custom", "qa.jsonl"), []byte(`{"prompt":"a","target":"b"}`+"\n\n"+`{"prompt":"c"}`+"\n"), 0o644)
 
-	_, err := Docs(dir, evalflow.DatasetSpec{Name: "custom", Path: "qa.jsonl"})
+	_, err := Docs(dir, evalflow.DatasetSpec{Name: "custom", Path: "qa.jsonl"}, nil)
 
 	if err == nil || !strings.Contains(err.Error(), "line 3.target") {
 		t.Fatalf("err = %v; want line 3's target named", err)

@@ -183,6 +183,7 @@ func NewRequestLimiter(perSecond float64) *rate.Limiter {
 func Docs(spec evalflow.JobSpec) ([]task.Doc, error) {
 	var docs []task.Doc
 	for _, b := range spec.Benchmarks {
+		pick := task.Picker(func(n int) []int { return task.Select(n, b.Limit, b.Seed) })
 		switch b.Name {
 		case "mmlu":
 			subjects := b.Subjects
@@ -194,7 +195,7 @@ func Docs(spec evalflow.JobSpec) ([]task.Doc, error) {
 				shots = *b.NumFewshot
 			}
 			for _, s := range subjects {
-				d, err := mmlu.Docs(spec.DataDir, s, b.Method, shots, b.Limit)
+				d, err := mmlu.Docs(spec.DataDir, s, b.Method, shots, pick)
 				if err != nil {
 					return nil, err
 				}
@@ -208,20 +209,20 @@ func Docs(spec evalflow.JobSpec) ([]task.Doc, error) {
 			if b.NumFewshot != nil {
 				shots = *b.NumFewshot
 			}
-			d, err := gsm8k.Docs(spec.DataDir, b.Variant, shots, b.Limit)
+			d, err := gsm8k.Docs(spec.DataDir, b.Variant, shots, pick)
 			if err != nil {
 				return nil, err
 			}
 			docs = append(docs, withMaxTokens(d, b.MaxTokens)...)
 		case "truthfulqa":
-			d, err := truthfulqa.Docs(spec.DataDir, b.Variant, b.Limit, uint64(truthfulqaSeed))
+			d, err := truthfulqa.Docs(spec.DataDir, b.Variant, pick, uint64(truthfulqaSeed))
 			d = withMaxTokens(d, b.MaxTokens)
 			if err != nil {
 				return nil, err
 			}
 			docs = append(docs, d...)
 		case "custom":
-			d, err := custom.Docs(spec.DataDir, b)
+			d, err := custom.Docs(spec.DataDir, b, pick)
 			if err != nil {
 				return nil, err
 			}

@@ -150,8 +150,8 @@ func Score(variant, response, target string) []task.Filtered {
 	return out
 }
 
-// Docs renders the test split for variant: the first limit items (0: all).
-func Docs(dataDir, variant string, numFewshot, limit int) ([]task.Doc, error) {
+// Docs renders the test split for variant: the items pick chooses (nil: all).
+func Docs(dataDir, variant string, numFewshot int, pick task.Picker) ([]task.Doc, error) {
 	if variant == "" {
 		variant = CoT
 	}
@@ -165,17 +165,16 @@ func Docs(dataDir, variant string, numFewshot, limit int) ([]task.Doc, error) {
 	if err != nil {
 		return nil, err
 	}
-	if limit > 0 && limit < len(items) {
-		items = items[:limit]
-	}
 	name, stop := "gsm8k_cot", []string{"Q:", "</s>", "<|im_end|>"}
 	if variant == ZeroShot {
 		name, stop = "gsm8k", []string{"Question:", "</s>", "<|im_end|>"}
 	}
-	docs := make([]task.Doc, len(items))
-	for i, it := range items {
+	idx := pick.Indices(len(items))
+	docs := make([]task.Doc, len(idx))
+	for n, i := range idx {
+		it := items[i]
 		target := it.Target()
-		docs[i] = task.Doc{Task: name, Index: i, Prompt: Prompt(variant, it.Question, numFewshot), Target: target,
+		docs[n] = task.Doc{Task: name, Index: i, Prompt: Prompt(variant, it.Question, numFewshot), Target: target,
 			Method: task.Generate, Metric: "exact_match", Stop: stop, MaxTokens: 256,
 			Score: func(resp string) []task.Filtered { return Score(variant, resp, target) }}
 	}

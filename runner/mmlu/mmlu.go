@@ -87,9 +87,9 @@ func Prompt(subject string, shots []Question, q Question) string {
 }
 
 // Docs renders a subject's test split for a method (task.Generate, task.Logprobs or
-// task.Loglikelihood): at most limit questions (0: all), each with the first
-// numFewshot dev examples.
-func Docs(dataDir, subject, method string, numFewshot, limit int) ([]task.Doc, error) {
+// task.Loglikelihood): the questions pick chooses from the split's size (nil: all),
+// each with the first numFewshot dev examples.
+func Docs(dataDir, subject, method string, numFewshot int, pick task.Picker) ([]task.Doc, error) {
 	test, err := Load(dataDir, subject, "test")
 	if err != nil {
 		return nil, err
@@ -105,11 +105,10 @@ func Docs(dataDir, subject, method string, numFewshot, limit int) ([]task.Doc, e
 		}
 		shots = dev[:numFewshot]
 	}
-	if limit > 0 && limit < len(test) {
-		test = test[:limit]
-	}
-	docs := make([]task.Doc, len(test))
-	for i, q := range test {
+	idx := pick.Indices(len(test))
+	docs := make([]task.Doc, len(idx))
+	for n, i := range idx {
+		q := test[i]
 		target := q.Answer
 		d := task.Doc{Task: "mmlu_" + subject, Group: "mmlu", Index: i, Prompt: Prompt(subject, shots, q), Target: target}
 		switch method {
@@ -131,7 +130,7 @@ func Docs(dataDir, subject, method string, numFewshot, limit int) ([]task.Doc, e
 		default:
 			return nil, fmt.Errorf("mmlu: unknown method %q (generate, logprobs, loglikelihood)", method)
 		}
-		docs[i] = d
+		docs[n] = d
 	}
 	return docs, nil
 }

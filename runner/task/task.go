@@ -5,8 +5,12 @@ package task
 
 import (
 	"math"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"unicode"
+
+	evalflow "github.com/evalflow/evalflow/shared"
 )
 
 // Doc is one sample to ask.
@@ -103,4 +107,35 @@ func normalize(s string) string {
 		}
 		return r
 	}, strings.TrimSpace(s)))
+}
+
+// Select picks which of n documents to score: all (limit 0), the first limit (a count,
+// limit >= 1) or the first ceil(limit*n) (a fraction, limit < 1), as lm-eval's --limit.
+// With a seed the subset is drawn at random by that seed instead of taken from the
+// start; either way the indices come in document order.
+func Select(n int, limit float64, seed *int) []int {
+	k := evalflow.LimitCount(n, limit)
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	if seed != nil && k < n {
+		r := rand.New(rand.NewPCG(uint64(*seed), 0x5eed))
+		r.Shuffle(n, func(a, b int) { idx[a], idx[b] = idx[b], idx[a] })
+		idx = idx[:k]
+		slices.Sort(idx)
+		return idx
+	}
+	return idx[:k]
+}
+
+// Picker chooses the indices of the documents to score out of n.
+type Picker func(n int) []int
+
+// Indices applies pick to n documents; a nil pick keeps them all.
+func (pick Picker) Indices(n int) []int {
+	if pick != nil {
+		return pick(n)
+	}
+	return Select(n, 0, nil)
 }

@@ -89,9 +89,9 @@ func split(s string) []string {
 	return out
 }
 
-// Docs renders the variant's tasks: at most limit questions (0: all). seed fixes MC1's
-// answer order.
-func Docs(dataDir, variant string, limit int, seed uint64) ([]task.Doc, error) {
+// Docs renders the variant's tasks for the questions pick chooses (nil: all). seed
+// fixes MC1's answer order.
+func Docs(dataDir, variant string, pick task.Picker, seed uint64) ([]task.Doc, error) {
 	if variant == "" {
 		variant = MC
 	}
@@ -102,24 +102,22 @@ func Docs(dataDir, variant string, limit int, seed uint64) ([]task.Doc, error) {
 	if err != nil {
 		return nil, err
 	}
-	if limit > 0 && limit < len(qs) {
-		qs = qs[:limit]
-	}
+	idx := pick.Indices(len(qs))
 	var docs []task.Doc
 	if variant == Gen {
-		for i, q := range qs {
-			docs = append(docs, gen(i, q))
+		for _, i := range idx {
+			docs = append(docs, gen(i, qs[i]))
 		}
 		return docs, nil
 	}
 	if variant != MC2 {
-		for i, q := range qs {
-			docs = append(docs, mc1(i, q, seed))
+		for _, i := range idx {
+			docs = append(docs, mc1(i, qs[i], seed))
 		}
 	}
 	if variant != MC1 {
-		for i, q := range qs {
-			docs = append(docs, mc2(i, q))
+		for _, i := range idx {
+			docs = append(docs, mc2(i, qs[i]))
 		}
 	}
 	return docs, nil

@@ -141,7 +141,7 @@ func (s *Server) Create(req CreateRequest) error {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	if spec.DeadlineSeconds > 0 {
-		ctx, cancel = context.WithTimeout(context.Background(), time.Duration(spec.DeadlineSeconds)*time.Second)
+		ctx, cancel = deadline(ctx, cancel, time.Duration(spec.DeadlineSeconds)*time.Second)
 	}
 	cmd := exec.CommandContext(ctx, s.RunnerPath, "--job", specPath)
 	cmd.Dir = dir
@@ -167,6 +167,7 @@ func (s *Server) Create(req CreateRequest) error {
 func (s *Server) wait(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j *job, spec evalflow.JobSpec, dir string) {
 	defer s.wg.Done()
 	err := cmd.Wait()
+	cause := ctx.Err() // nil: the runner exited by itself
 	logFile.Close()
 	j.cancel()
 	_ = os.RemoveAll(filepath.Join(dir, "secret"))
@@ -176,8 +177,10 @@ func (s *Server) wait(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j *j
 		fin.ExitCode = cmd.ProcessState.ExitCode()
 	}
 	switch {
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+	case errors.Is(cause, context.DeadlineExceeded):
 		fin.Message = fmt.Sprintf("job exceeded its deadline of %ds", spec.DeadlineSeconds)
+	case errors.Is(cause, context.Canceled):
+		fin.Succeeded, fin.Message = false, "job stopped"
 	case err != nil:
 		fin.Message = fmt.Sprintf("runner exited with code %d: %s", fin.ExitCode, lastLine(filepath.Join(dir, "runner.log")))
 	}
@@ -251,6 +254,12 @@ func (s *Server) log() *slog.Logger {
 		return slog.Default()
 	}
 	return s.Log
+}
+
+// deadline bounds ctx, returning a cancel that releases both contexts.
+func deadline(ctx context.Context, cancel context.CancelFunc, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancelTimeout := context.WithTimeout(ctx, d)
+	return ctx, func() { cancelTimeout(); cancel() }
 }
 
 // scrubbedEnv is the runner's environment: enough to run, nothing secret.

@@ -57,7 +57,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer s.Down()
 
-	ds := evalflow.DatasetSpec{Name: "mmlu", Limit: *limit, NumFewshot: fewshot}
+	ds := evalflow.DatasetSpec{Name: "mmlu", Limit: float64(*limit), NumFewshot: fewshot}
 	if *subjects != "" {
 		ds.Subjects = strings.Split(*subjects, ",")
 	}

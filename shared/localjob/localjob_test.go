@@ -1,0 +1,70 @@
+package localjob_test
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/localjob"
+	"github.com/evalflow/evalflow/shared/testserver"
+)
+
+// server runs the real runner against a closed port (it retries for minutes), with its
+// job.finished events recorded.
+func server(t *testing.T) (*localjob.Server, *localjob.Client, *testserver.Sink, evalflow.JobSpec) {
+	sink := testserver.NewSink(t)
+	sender, _ := cloudevent.NewSender(sink.URL, nil)
+	s := &localjob.Server{RunnerPath: testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-runner"),
+		WorkDir: t.TempDir(), Events: sender}
+	srv := httptest.NewServer(s)
+	t.Cleanup(func() { s.Shutdown(); srv.Close() })
+	spec := evalflow.JobSpec{ID: "evalflow-run-1", RunID: "run-1", Engine: "evalflow", Concurrency: 1,
+		Model:      evalflow.ModelSpec{Name: "m", URL: "http://127.0.0.1:1"},
+		Benchmarks: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 2}},
+		DataDir:    filepath.Join(testserver.SharedDir(t), "datasets"), OutputDir: t.TempDir()}
+	return s, &localjob.Client{URL: srv.URL}, sink, spec
+}
+
+func finished(t *testing.T, sink *testserver.Sink) evalflow.JobFinished {
+	t.Helper()
+	testserver.Eventually(t, 30*time.Second, "job.finished", func() bool { return len(sink.OfType("/", evalflow.TypeJobFinished)) > 0 })
+	var fin evalflow.JobFinished
+	json.Unmarshal(sink.OfType("/", evalflow.TypeJobFinished)[0].Data(), &fin)
+	return fin
+}
+
+func TestAJobPastItsDeadlineIsStoppedAndReportedSo(t *testing.T) {
+	_, client, sink, spec := server(t)
+	spec.DeadlineSeconds = 1
+
+	if err := client.Create(t.Context(), spec, "key"); err != nil {
+		t.Fatal(err)
+	}
+
+	if fin := finished(t, sink); fin.Succeeded || !strings.Contains(fin.Message, "deadline of 1s") {
+		t.Fatalf("job.finished %+v", fin)
+	}
+}
+
+func TestAStoppedJobIsReportedStoppedAndCreateIsOnce(t *testing.T) {
+	s, client, sink, spec := server(t)
+	if err := client.Create(t.Context(), spec, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.Create(t.Context(), spec, ""); err != localjob.ErrAlreadyExists {
+		t.Fatalf("second create: %v; want ErrAlreadyExists", err)
+	}
+
+	if err := client.Delete(t.Context(), spec.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	if fin := finished(t, sink); fin.Succeeded || fin.Message != "job stopped" || s.Started() != 1 {
+		t.Fatalf("job.finished %+v, %d started", fin, s.Started())
+	}
+}
