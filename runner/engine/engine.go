@@ -123,9 +123,10 @@ func (g *gate) best() int {
 	return g.limit
 }
 
-// sizer sizes a gate to the endpoint: from 1, it doubles the limit while a window's
-// throughput beats the best so far by more than 10 %, then settles on the best limit.
-// A window lasts at least 2 × limit completions and half a second.
+// sizer sizes a gate to the endpoint: from evalflow.DefaultConcurrency (a good level
+// for most servers, and no loss on a one-slot server, which queues), it doubles the
+// limit while a window's throughput beats the best so far by more than 10 %, then
+// settles on the best limit. A window lasts at least 2 × limit completions and a second.
 type sizer struct {
 	g         *gate
 	start     time.Time
@@ -136,7 +137,11 @@ type sizer struct {
 }
 
 func newSizer(g *gate) *sizer {
-	return &sizer{g: g, start: time.Now(), bestLimit: 1, done: g == nil}
+	s := &sizer{g: g, start: time.Now(), done: g == nil}
+	if g != nil {
+		s.bestLimit = g.best()
+	}
+	return s
 }
 
 func (z *sizer) completed() {
@@ -146,7 +151,7 @@ func (z *sizer) completed() {
 	z.n++
 	limit := z.g.best()
 	elapsed := time.Since(z.start)
-	if z.n < 2*limit || elapsed < 500*time.Millisecond {
+	if z.n < 2*limit || elapsed < time.Second {
 		return
 	}
 	rate := float64(z.n) / elapsed.Seconds()
@@ -291,7 +296,7 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 	failures := &failures{tolerated: int(e.Spec.Options.MaxErrorRate * float64(len(docs)))}
 	workers, g := e.Spec.Concurrency, (*gate)(nil)
 	if workers <= 0 { // auto: size to the endpoint
-		workers, g = MaxAutoConcurrency, newGate(1)
+		workers, g = MaxAutoConcurrency, newGate(evalflow.DefaultConcurrency)
 	}
 	var wg sync.WaitGroup
 	for range workers {

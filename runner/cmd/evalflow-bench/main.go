@@ -306,7 +306,7 @@ func bench(args []string) error {
 	fmt.Fprintf(os.Stderr, "auto  %-26s %6.1f samples/s  cpu %6.2fs  rss %4d MB\n", auto,
 		float64(n)/autoRow.wall.Seconds(), autoRow.cpu.Seconds(), autoRow.rssKB/1024)
 	report := render(results, clients, cs, n, *repeats, *maxTokens, portable(os.Args))
-	report += fmt.Sprintf("\nWith no concurrency given, the runner sizes it to the endpoint (doubling from 1 while throughput "+
+	report += fmt.Sprintf("\nWith no concurrency given, the runner sizes it to the endpoint (doubling from 8 while throughput "+
 		"grows by more than 10 %%):\n\n| client | concurrency | samples/s | vs raw at its best (c=%d) | wall | client CPU | peak RSS |\n|---|---|---|---|---|---|---|\n"+
 		"| %s | auto | %.1f | %.2f | %.2f s | %.2f s | %d MB |\n", best, auto, float64(n)/autoRow.wall.Seconds(),
 		results[clients[0].name][best].wall.Seconds()/autoRow.wall.Seconds(), autoRow.wall.Seconds(), autoRow.cpu.Seconds(), autoRow.rssKB/1024)
