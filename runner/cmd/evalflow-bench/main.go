@@ -15,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"os/exec"
@@ -385,6 +386,39 @@ func render(results map[string]map[int]measurement, clients []client, cs []int, 
 		}
 	}
 	fmt.Fprintf(&b, "\nThe runner's wall time includes its start (reading the job spec and the data) and writing "+
-		"results.json and samples.jsonl; the raw generator only sends the requests and reads the answers.\n")
+		"results.json and samples.jsonl; the raw generator only sends the requests and reads the answers. "+
+		"The two send byte-identical request bodies (engine.Request).\n")
+	b.WriteString(verdict(results, clients, cs, n))
+	return b.String()
+}
+
+// verdict checks the targets: the runner at >= 0.95 x the raw generator's rate at each
+// concurrency; faster than promptfoo at each, with <= 1/10 of its CPU and memory.
+func verdict(results map[string]map[int]measurement, clients []client, cs []int, n int) string {
+	if len(clients) < 3 {
+		return ""
+	}
+	raw, runner, peer := results[clients[0].name], results[clients[1].name], results[clients[2].name]
+	minRatio, faster, cpu, rss := math.Inf(1), true, 0.0, 0.0
+	for _, c := range cs {
+		minRatio = math.Min(minRatio, raw[c].wall.Seconds()/runner[c].wall.Seconds())
+		faster = faster && runner[c].wall < peer[c].wall
+		cpu = math.Max(cpu, runner[c].cpu.Seconds()/peer[c].cpu.Seconds())
+		rss = math.Max(rss, float64(runner[c].rssKB)/float64(peer[c].rssKB))
+	}
+	mark := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "NOT met"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nTargets (from the runner's lowest ratio over the concurrencies):\n\n")
+	fmt.Fprintf(&b, "- at least 0.95 x the raw generator's rate at each concurrency: %.2f, %s\n", minRatio, mark(minRatio >= 0.95))
+	fmt.Fprintf(&b, "- faster than promptfoo at every concurrency: %s\n", mark(faster))
+	fmt.Fprintf(&b, "- at most 1/10 of promptfoo's client CPU: at most 1/%.0f, %s\n", 1/cpu, mark(cpu <= 0.1))
+	fmt.Fprintf(&b, "- at most 1/10 of promptfoo's peak memory: at most 1/%.0f, %s\n", 1/rss, mark(rss <= 0.1))
+	fmt.Fprintf(&b, "\nOn 2 cores the model server takes both cores, so every client's rate is the server's; "+
+		"differences of a few per cent between runs are noise.\n")
 	return b.String()
 }
