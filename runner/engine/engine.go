@@ -5,6 +5,7 @@ package engine
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -270,9 +271,13 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 		return nil, fmt.Errorf("engine: output dir: %w", err)
 	}
 	cpPath := filepath.Join(e.Spec.OutputDir, CheckpointFile)
-	done, err := readCheckpoint(cpPath)
+	done, good, err := readCheckpoint(cpPath)
 	if err != nil {
 		return nil, err
+	}
+	// A line cut short by a crash is dropped, so that what is appended starts clean.
+	if err := os.Truncate(cpPath, good); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("engine: checkpoint: %w", err)
 	}
 	var todo []task.Doc
 	for _, d := range docs {
@@ -526,26 +531,32 @@ func (e *Engine) report(ctx context.Context, p Progress) {
 	}
 }
 
-func readCheckpoint(path string) (map[string]Sample, error) {
+// readCheckpoint reads the finished samples, and the length of the file up to the end
+// of its last whole line.
+func readCheckpoint(path string) (map[string]Sample, int64, error) {
 	done := map[string]Sample{}
-	f, err := os.Open(path)
+	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return done, nil
+		return done, 0, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("engine: checkpoint: %w", err)
+		return nil, 0, fmt.Errorf("engine: checkpoint: %w", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for sc.Scan() {
+	var good int64
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			break // no newline: cut short by a crash; that sample is asked again
+		}
 		var s Sample
-		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
-			break // a line cut short by a crash: that sample is asked again
+		if err := json.Unmarshal(b[:i], &s); err != nil {
+			break
 		}
 		done[s.key()] = s
+		good += int64(i + 1)
+		b = b[i+1:]
 	}
-	return done, nil
+	return done, good, nil
 }
 
 // write writes samples.jsonl (in document order, so two runs give the same file)

@@ -195,7 +195,7 @@ func TestAResumedRunAsksNoSampleTwiceAndMatchesAnUninterruptedOne(t *testing.T) 
 		t.Fatal("the interrupted run did not stop")
 	}
 	p.reset()
-	checkpointed, _ := readCheckpoint(filepath.Join(s.OutputDir, CheckpointFile))
+	checkpointed, _, _ := readCheckpoint(filepath.Join(s.OutputDir, CheckpointFile))
 	_, err = run(t, context.Background(), s, nil)
 
 	if err != nil {
@@ -428,4 +428,17 @@ func TestConcurrencyIsSizedToTheEndpointWhenNotGiven(t *testing.T) {
 		t.Fatal("a sized run's samples differ from a fixed one's")
 	}
 	t.Logf("sized to %d in flight", chosen)
+}
+
+func TestACheckpointLineCutShortIsDroppedOnResume(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, CheckpointFile)
+	whole := `{"task":"mmlu_anatomy","doc_id":0}` + "\n"
+	os.WriteFile(path, []byte(whole+`{"task":"mmlu_anat`), 0o644)
+
+	done, good, err := readCheckpoint(path)
+
+	if err != nil || len(done) != 1 || good != int64(len(whole)) {
+		t.Fatalf("done %d, good %d, %v; want 1 sample and the offset after it", len(done), good, err)
+	}
 }

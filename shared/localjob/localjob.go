@@ -42,6 +42,7 @@ type Status struct {
 	Phase    string `json:"phase"` // Running, Succeeded, Failed
 	ExitCode int    `json:"exit_code"`
 	PID      int    `json:"pid"`
+	Restarts int    `json:"restarts"`
 }
 
 // Server runs jobs. Configure its fields, then serve it over HTTP.
@@ -134,14 +135,31 @@ func (s *Server) Create(req CreateRequest) error {
 	if err := os.WriteFile(specPath, body, 0o644); err != nil {
 		return fmt.Errorf("localjob: create job %s: spec: %w", spec.ID, err)
 	}
-	logFile, err := os.Create(filepath.Join(dir, "runner.log"))
-	if err != nil {
-		return fmt.Errorf("localjob: create job %s: log: %w", spec.ID, err)
-	}
-
 	ctx, cancel := context.WithCancel(context.Background())
 	if spec.DeadlineSeconds > 0 {
 		ctx, cancel = deadline(ctx, cancel, time.Duration(spec.DeadlineSeconds)*time.Second)
+	}
+	j := &job{status: Status{Name: spec.ID, Phase: "Running"}, cancel: cancel, done: make(chan struct{})}
+	cmd, logFile, err := s.start(ctx, j, spec, specPath, dir)
+	if err != nil {
+		cancel()
+		return err
+	}
+	s.jobs[spec.ID] = j
+	s.wg.Add(1)
+	go s.follow(ctx, cmd, logFile, j, spec, specPath, dir)
+	return nil
+}
+
+// BackoffLimit is how many times a failed runner is started again (a Job's
+// backoffLimit); each attempt resumes from the checkpoint the last one left.
+const BackoffLimit = 2
+
+// start runs one attempt of the job. The caller holds s.mu.
+func (s *Server) start(ctx context.Context, j *job, spec evalflow.JobSpec, specPath, dir string) (*exec.Cmd, *os.File, error) {
+	logFile, err := os.OpenFile(filepath.Join(dir, "runner.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("localjob: job %s: log: %w", spec.ID, err)
 	}
 	cmd := exec.CommandContext(ctx, s.RunnerPath, "--job", specPath)
 	cmd.Dir = dir
@@ -149,26 +167,39 @@ func (s *Server) Create(req CreateRequest) error {
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
-		cancel()
 		logFile.Close()
-		return fmt.Errorf("localjob: start job %s: %w", spec.ID, err)
+		return nil, nil, fmt.Errorf("localjob: start job %s: %w", spec.ID, err)
 	}
-	j := &job{status: Status{Name: spec.ID, Phase: "Running", PID: cmd.Process.Pid}, cancel: cancel, done: make(chan struct{})}
-	s.jobs[spec.ID] = j
+	j.status.PID = cmd.Process.Pid
 	s.started++
-	s.log().Info("job started", "job", spec.ID, "run_id", spec.RunID, "pid", cmd.Process.Pid)
-	s.wg.Add(1)
-	go s.wait(ctx, cmd, logFile, j, spec, dir)
-	return nil
+	s.log().Info("job started", "job", spec.ID, "run_id", spec.RunID, "pid", cmd.Process.Pid, "attempt", j.status.Restarts+1)
+	return cmd, logFile, nil
 }
 
-// wait follows a job's process to its end, removes its secret, reports the end and,
-// after the TTL, removes the job.
-func (s *Server) wait(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j *job, spec evalflow.JobSpec, dir string) {
+// follow waits for each attempt of a job, starts a failed one again up to
+// BackoffLimit times, then removes the secret, reports the end and, after the TTL,
+// removes the job.
+func (s *Server) follow(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j *job, spec evalflow.JobSpec, specPath, dir string) {
 	defer s.wg.Done()
-	err := cmd.Wait()
+	var err error
+	for {
+		err = cmd.Wait()
+		logFile.Close()
+		if err == nil || ctx.Err() != nil || j.status.Restarts >= BackoffLimit {
+			break
+		}
+		s.mu.Lock()
+		j.status.Restarts++
+		s.log().Warn("runner failed; starting it again", "job", spec.ID, "run_id", spec.RunID, "error", err, "restarts", j.status.Restarts)
+		var startErr error
+		cmd, logFile, startErr = s.start(ctx, j, spec, specPath, dir)
+		s.mu.Unlock()
+		if startErr != nil {
+			err = startErr
+			break
+		}
+	}
 	cause := ctx.Err() // nil: the runner exited by itself
-	logFile.Close()
 	j.cancel()
 	_ = os.RemoveAll(filepath.Join(dir, "secret"))
 
@@ -182,7 +213,7 @@ func (s *Server) wait(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j *j
 	case errors.Is(cause, context.Canceled):
 		fin.Succeeded, fin.Message = false, "job stopped"
 	case err != nil:
-		fin.Message = fmt.Sprintf("runner exited with code %d: %s", fin.ExitCode, lastLine(filepath.Join(dir, "runner.log")))
+		fin.Message = fmt.Sprintf("runner failed %d times; last exit code %d: %s", j.status.Restarts+1, fin.ExitCode, lastLine(filepath.Join(dir, "runner.log")))
 	}
 	s.mu.Lock()
 	j.status.ExitCode = fin.ExitCode

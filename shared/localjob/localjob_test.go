@@ -3,8 +3,10 @@ package localjob_test
 import (
 	"encoding/json"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -32,7 +34,7 @@ func server(t *testing.T) (*localjob.Server, *localjob.Client, *testserver.Sink,
 
 func finished(t *testing.T, sink *testserver.Sink) evalflow.JobFinished {
 	t.Helper()
-	testserver.Eventually(t, 30*time.Second, "job.finished", func() bool { return len(sink.OfType("/", evalflow.TypeJobFinished)) > 0 })
+	testserver.Eventually(t, 2*time.Minute, "job.finished", func() bool { return len(sink.OfType("/", evalflow.TypeJobFinished)) > 0 })
 	var fin evalflow.JobFinished
 	json.Unmarshal(sink.OfType("/", evalflow.TypeJobFinished)[0].Data(), &fin)
 	return fin
@@ -66,5 +68,42 @@ func TestAStoppedJobIsReportedStoppedAndCreateIsOnce(t *testing.T) {
 
 	if fin := finished(t, sink); fin.Succeeded || fin.Message != "job stopped" || s.Started() != 1 {
 		t.Fatalf("job.finished %+v, %d started", fin, s.Started())
+	}
+}
+
+// A runner killed mid-run (SIGKILL, as an OOM kill or a node loss would) is started
+// again and resumes from its checkpoint: the job succeeds and no sample is asked twice.
+func TestAKilledRunnerIsStartedAgainAndResumes(t *testing.T) {
+	s, client, sink, spec := server(t)
+	spec.Model.URL = testserver.Ollama(t, 0)
+	spec.Model.Name = testserver.Model
+	spec.Options.RequestsPerSecond = 4 // 12 samples: about 3 s
+	spec.Benchmarks = []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 12, NumFewshot: new(int)}}
+	checkpoint := filepath.Join(spec.OutputDir, "checkpoint.jsonl")
+	lines := func() int {
+		b, _ := os.ReadFile(checkpoint)
+		return strings.Count(string(b), "\n")
+	}
+	if err := client.Create(t.Context(), spec, ""); err != nil {
+		t.Fatal(err)
+	}
+	testserver.Eventually(t, 2*time.Minute, "some samples checkpointed", func() bool { return lines() >= 2 })
+	st, _ := s.Get(spec.ID)
+
+	if err := syscall.Kill(st.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+
+	fin := finished(t, sink)
+	st, _ = s.Get(spec.ID)
+	if !fin.Succeeded || st.Restarts != 1 || s.Started() != 2 {
+		t.Fatalf("job.finished %+v, status %+v, %d processes", fin, st, s.Started())
+	}
+	if n := lines(); n != 12 {
+		t.Fatalf("the checkpoint has %d samples; want each of the 12 once", n)
+	}
+	b, _ := os.ReadFile(filepath.Join(spec.OutputDir, evalflow.SamplesFile))
+	if strings.Count(string(b), "\n") != 12 {
+		t.Fatal("samples.jsonl is not complete")
 	}
 }
