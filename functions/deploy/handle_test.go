@@ -60,8 +60,8 @@ func TestDeployCreatesExactlyOneJobUnderConcurrentDuplicates(t *testing.T) {
 
 	replies := testserver.DeliverConcurrently(t, 12, fx.f.Handle, verified)
 
-	if n := fx.jobs.Started(); n != 1 {
-		t.Fatalf("%d runner processes started; want 1", n)
+	if n := fx.jobs.Created(); n != 1 {
+		t.Fatalf("%d jobs created; want 1", n)
 	}
 	if len(replies) == 0 || replies[0] != evalflow.TypeJobCreated {
 		t.Fatalf("replies = %v; want job.created", replies)
@@ -72,8 +72,8 @@ func TestDeployCreatesExactlyOneJobUnderConcurrentDuplicates(t *testing.T) {
 	}
 	// A late copy, once the run has moved on, does nothing either.
 	fx.p.Store.Update(context.Background(), runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusRunning, time.Now()) })
-	if reply, err := fx.f.Handle(context.Background(), verified); err != nil || reply != nil || fx.jobs.Started() != 1 {
-		t.Fatalf("late verified: reply %v, err %v, %d jobs", reply, err, fx.jobs.Started())
+	if reply, err := fx.f.Handle(context.Background(), verified); err != nil || reply != nil || fx.jobs.Created() != 1 {
+		t.Fatalf("late verified: reply %v, err %v, %d jobs", reply, err, fx.jobs.Created())
 	}
 }
 
@@ -155,8 +155,8 @@ func TestAContainerOnlyEngineIsRefusedLocallySayingWhy(t *testing.T) {
 	reply, err := fx.f.Handle(context.Background(), verified)
 
 	r, _ := fx.p.Store.Get(context.Background(), runID)
-	if err != nil || reply == nil || reply.Type() != evalflow.TypeFailed || fx.jobs.Started() != 0 ||
+	if err != nil || reply == nil || reply.Type() != evalflow.TypeFailed || fx.jobs.Created() != 0 ||
 		!strings.Contains(r.Message, `engine "opencompass" runs only as a container image`) {
-		t.Fatalf("reply %v err %v jobs %d run %s %q", reply, err, fx.jobs.Started(), r.Status, r.Message)
+		t.Fatalf("reply %v err %v jobs %d run %s %q", reply, err, fx.jobs.Created(), r.Status, r.Message)
 	}
 }

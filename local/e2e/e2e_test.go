@@ -302,8 +302,8 @@ func TestEvaluationEndToEnd(t *testing.T) {
 		e.settle(t)
 
 		after := e.run(t, r.ID)
-		if e.stack.JobsStarted() != 1 {
-			t.Errorf("%d runner processes started; want 1", e.stack.JobsStarted())
+		if e.stack.JobsCreated() != 1 {
+			t.Errorf("%d jobs created; want 1", e.stack.JobsCreated())
 		}
 		if after.Status != before.Status || after.Artifact.Digest != before.Artifact.Digest ||
 			!after.UpdatedAt.Equal(before.UpdatedAt) || after.Progress != before.Progress {

@@ -49,7 +49,7 @@ func TestCancellingARunStopsItsJob(t *testing.T) {
 	if code, out := e.post(t, req); code != http.StatusAccepted {
 		t.Fatalf("start: %d %v", code, out)
 	}
-	testserver.Eventually(t, 60*time.Second, "the job runs", func() bool { return e.stack.JobsStarted() == 1 && e.run(t, req.EvalRequestID).Progress.Done > 0 })
+	testserver.Eventually(t, 60*time.Second, "the job runs", func() bool { return e.stack.JobsCreated() == 1 && e.run(t, req.EvalRequestID).Progress.Done > 0 })
 
 	del, _ := http.NewRequest(http.MethodDelete, e.stack.API+"/evals/"+req.EvalRequestID, nil)
 	resp, err := http.DefaultClient.Do(del)
@@ -82,8 +82,8 @@ func TestAModelTheEndpointDoesNotServeFailsTheRunAndTellsTheCaller(t *testing.T)
 	e.post(t, req)
 	r := e.waitEnded(t, req.EvalRequestID, time.Minute)
 
-	if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, `"no-such-model"`) || e.stack.JobsStarted() != 0 {
-		t.Fatalf("run %s %q, %d jobs", r.Status, r.Message, e.stack.JobsStarted())
+	if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, `"no-such-model"`) || e.stack.JobsCreated() != 0 {
+		t.Fatalf("run %s %q, %d jobs", r.Status, r.Message, e.stack.JobsCreated())
 	}
 	e.settle(t)
 	var failed bool

@@ -211,8 +211,8 @@ func (s *Stack) serve(l net.Listener, h http.Handler) {
 // Idle reports whether the broker has nothing under way.
 func (s *Stack) Idle() bool { return s.brk.Idle() }
 
-// JobsStarted counts the runner processes the local job runtime has started.
-func (s *Stack) JobsStarted() int { return s.jobs.Started() }
+// JobsCreated counts the jobs the local job runtime has created.
+func (s *Stack) JobsCreated() int { return s.jobs.Created() }
 
 // Down stops jobs, functions, the broker and Redis.
 func (s *Stack) Down() {

@@ -57,7 +57,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	jobs    map[string]*job
-	started int
+	created int
 	wg      sync.WaitGroup
 }
 
@@ -146,6 +146,7 @@ func (s *Server) Create(req CreateRequest) error {
 		return err
 	}
 	s.jobs[spec.ID] = j
+	s.created++
 	s.wg.Add(1)
 	go s.follow(ctx, cmd, logFile, j, spec, specPath, dir)
 	return nil
@@ -171,7 +172,6 @@ func (s *Server) start(ctx context.Context, j *job, spec evalflow.JobSpec, specP
 		return nil, nil, fmt.Errorf("localjob: start job %s: %w", spec.ID, err)
 	}
 	j.status.PID = cmd.Process.Pid
-	s.started++
 	s.log().Info("job started", "job", spec.ID, "run_id", spec.RunID, "pid", cmd.Process.Pid, "attempt", j.status.Restarts+1)
 	return cmd, logFile, nil
 }
@@ -241,11 +241,12 @@ func (s *Server) follow(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j 
 	}
 }
 
-// Started counts the processes the server has started.
-func (s *Server) Started() int {
+// Created counts the jobs the server has created (restarts of a job's runner are
+// counted in its Status).
+func (s *Server) Created() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.started
+	return s.created
 }
 
 // Get returns a job's status.

@@ -66,8 +66,8 @@ func TestAStoppedJobIsReportedStoppedAndCreateIsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if fin := finished(t, sink); fin.Succeeded || fin.Message != "job stopped" || s.Started() != 1 {
-		t.Fatalf("job.finished %+v, %d started", fin, s.Started())
+	if fin := finished(t, sink); fin.Succeeded || fin.Message != "job stopped" || s.Created() != 1 {
+		t.Fatalf("job.finished %+v, %d created", fin, s.Created())
 	}
 }
 
@@ -96,8 +96,8 @@ func TestAKilledRunnerIsStartedAgainAndResumes(t *testing.T) {
 
 	fin := finished(t, sink)
 	st, _ = s.Get(spec.ID)
-	if !fin.Succeeded || st.Restarts != 1 || s.Started() != 2 {
-		t.Fatalf("job.finished %+v, status %+v, %d processes", fin, st, s.Started())
+	if !fin.Succeeded || st.Restarts != 1 || s.Created() != 1 {
+		t.Fatalf("job.finished %+v, status %+v, %d jobs", fin, st, s.Created())
 	}
 	if n := lines(); n != 12 {
 		t.Fatalf("the checkpoint has %d samples; want each of the 12 once", n)
