@@ -48,6 +48,10 @@ type ModelSpec struct {
 // job, so creating it twice is AlreadyExists, never a second job.
 func JobName(runID string) string { return "evalflow-" + runID }
 
+// ExitPermanent is the exit code of a runner that cannot run its job at all (a bad
+// spec, a method the endpoint cannot do): the job is not started again.
+const ExitPermanent = 2
+
 // Results files the runner writes in OutputDir.
 const (
 	ResultsFile = "results.json"

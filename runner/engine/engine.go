@@ -464,6 +464,10 @@ func (e *Engine) choiceLogprobs(ctx context.Context, d task.Doc) ([]float64, ope
 
 var errNoTopLogprobs = errors.New("the endpoint returned no top_logprobs on chat completions")
 
+// ErrUnsupported says the endpoint cannot do what the job asks (a scoring method):
+// running the job again cannot help.
+var ErrUnsupported = errors.New("unsupported by the endpoint")
+
 // failures counts samples that failed after retries; past the tolerated count they
 // fail the run.
 type failures struct {
@@ -519,7 +523,7 @@ func (e *Engine) Probe(ctx context.Context, docs []task.Doc) error {
 			continue // every OpenAI-compatible endpoint generates
 		}
 		if err != nil {
-			return fmt.Errorf("engine: %s cannot be scored with method %q: %w; choose another method", d.Task, d.Method, err)
+			return fmt.Errorf("engine: %s cannot be scored with method %q: %w; choose another method: %w", d.Task, d.Method, err, ErrUnsupported)
 		}
 	}
 	return nil

@@ -73,18 +73,24 @@ func Build(spec evalflow.JobSpec, e *engines.Engine, namespace, apiKey string) (
 			SecretName: objs.Secret.Name, DefaultMode: &mode}}})
 		mounts = append(mounts, corev1.VolumeMount{Name: "key", MountPath: SecretDir, ReadOnly: true})
 	}
-	backoff, nonRoot, noEscalation := int32(2), true, false
+	backoff, nonRoot, noEscalation, runner := int32(2), true, false, "runner"
 	deadline, ttl := spec.DeadlineSeconds, spec.TTLSecondsAfterFinished
 	objs.Job = &batchv1.Job{TypeMeta: metav1.TypeMeta{APIVersion: "batch/v1", Kind: "Job"}, ObjectMeta: meta(spec.ID),
 		Spec: batchv1.JobSpec{
 			BackoffLimit: &backoff, ActiveDeadlineSeconds: &deadline, TTLSecondsAfterFinished: &ttl,
+			// A runner that exits with ExitPermanent cannot succeed on a retry.
+			PodFailurePolicy: &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
+				Action: batchv1.PodFailurePolicyActionFailJob,
+				OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+					ContainerName: &runner, Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{evalflow.ExitPermanent}},
+			}}},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{LabelRun: spec.RunID, "app.kubernetes.io/part-of": "evalflow"}},
 				Spec: corev1.PodSpec{
 					RestartPolicy:                corev1.RestartPolicyNever,
 					AutomountServiceAccountToken: &noEscalation,
 					Containers: []corev1.Container{{
-						Name: "runner", Image: e.Image, Command: e.Command, VolumeMounts: mounts,
+						Name: runner, Image: e.Image, Command: e.Command, VolumeMounts: mounts,
 						Resources: corev1.ResourceRequirements{
 							Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
 							Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},

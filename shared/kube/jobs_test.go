@@ -42,6 +42,9 @@ func TestTheJobMountsItsSpecAndKeyAsFiles(t *testing.T) {
 	if *job.Spec.ActiveDeadlineSeconds != 3600 || *job.Spec.TTLSecondsAfterFinished != 600 {
 		t.Fatal("deadline or TTL missing")
 	}
+	if r := job.Spec.PodFailurePolicy.Rules[0]; r.Action != batchv1.PodFailurePolicyActionFailJob || r.OnExitCodes.Values[0] != evalflow.ExitPermanent {
+		t.Fatalf("pod failure policy %+v: a permanent failure must fail the Job at once", r)
+	}
 	mounts := map[string]string{}
 	for _, m := range c.VolumeMounts {
 		mounts[m.MountPath] = m.Name

@@ -185,7 +185,8 @@ func (s *Server) follow(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j 
 	for {
 		err = cmd.Wait()
 		logFile.Close()
-		if err == nil || ctx.Err() != nil || j.status.Restarts >= BackoffLimit {
+		permanent := cmd.ProcessState != nil && cmd.ProcessState.ExitCode() == evalflow.ExitPermanent
+		if err == nil || ctx.Err() != nil || permanent || j.status.Restarts >= BackoffLimit {
 			break
 		}
 		s.mu.Lock()

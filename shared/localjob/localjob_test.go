@@ -107,3 +107,18 @@ func TestAKilledRunnerIsStartedAgainAndResumes(t *testing.T) {
 		t.Fatal("samples.jsonl is not complete")
 	}
 }
+
+func TestARunnerThatCannotRunItsJobIsNotStartedAgain(t *testing.T) {
+	s, client, sink, spec := server(t)
+	spec.Engine = "opencompass" // the built-in runner refuses another engine's job
+
+	if err := client.Create(t.Context(), spec, ""); err != nil {
+		t.Fatal(err)
+	}
+
+	fin := finished(t, sink)
+	st, _ := s.Get(spec.ID)
+	if fin.Succeeded || fin.ExitCode != evalflow.ExitPermanent || st.Restarts != 0 || !strings.Contains(fin.Message, `engine "opencompass"`) {
+		t.Fatalf("job.finished %+v, restarts %d", fin, st.Restarts)
+	}
+}

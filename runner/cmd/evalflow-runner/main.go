@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -32,6 +33,9 @@ func main() {
 	if err := run(ctx, *jobPath, log); err != nil {
 		log.Error("evaluation failed", "error", err)
 		fmt.Fprintln(os.Stderr, err)
+		if errors.Is(err, errPermanent) || errors.Is(err, engine.ErrUnsupported) {
+			os.Exit(evalflow.ExitPermanent) // starting again cannot help
+		}
 		os.Exit(1)
 	}
 }
@@ -82,6 +86,9 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) error {
 	return nil
 }
 
+// errPermanent marks a job spec no attempt can run.
+var errPermanent = errors.New("the job cannot run")
+
 func readSpec(path string) (evalflow.JobSpec, error) {
 	var spec evalflow.JobSpec
 	b, err := os.ReadFile(path)
@@ -89,13 +96,13 @@ func readSpec(path string) (evalflow.JobSpec, error) {
 		return spec, fmt.Errorf("runner: job spec: %w", err)
 	}
 	if err := json.Unmarshal(b, &spec); err != nil {
-		return spec, fmt.Errorf("runner: job spec %s: %w", path, err)
+		return spec, fmt.Errorf("runner: job spec %s: %w: %w", path, errPermanent, err)
 	}
 	if spec.Engine != "" && spec.Engine != evalflow.DefaultEngine {
-		return spec, fmt.Errorf("runner: job spec %s asks for engine %q; this is the %s engine", path, spec.Engine, evalflow.DefaultEngine)
+		return spec, fmt.Errorf("runner: job spec %s asks for engine %q; this is the %s engine: %w", path, spec.Engine, evalflow.DefaultEngine, errPermanent)
 	}
 	if spec.RunID == "" || spec.Model.URL == "" || spec.OutputDir == "" {
-		return spec, fmt.Errorf("runner: job spec %s: run_id, model.url and output_dir are required", path)
+		return spec, fmt.Errorf("runner: job spec %s: run_id, model.url and output_dir are required: %w", path, errPermanent)
 	}
 	return spec, nil
 }
