@@ -118,7 +118,7 @@ func (g *gate) set(limit int) {
 	g.cond.Broadcast()
 }
 
-func (g *gate) best() int {
+func (g *gate) current() int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	return g.limit
@@ -140,7 +140,7 @@ type sizer struct {
 func newSizer(g *gate) *sizer {
 	s := &sizer{g: g, start: time.Now(), done: g == nil}
 	if g != nil {
-		s.bestLimit = g.best()
+		s.bestLimit = g.current()
 	}
 	return s
 }
@@ -150,7 +150,7 @@ func (z *sizer) completed() {
 		return
 	}
 	z.n++
-	limit := z.g.best()
+	limit := z.g.current()
 	elapsed := time.Since(z.start)
 	if z.n < 2*limit || elapsed < time.Second {
 		return
@@ -189,59 +189,57 @@ func NewRequestLimiter(perSecond float64) *rate.Limiter {
 func Docs(spec evalflow.JobSpec) ([]task.Doc, error) {
 	var docs []task.Doc
 	for _, b := range spec.Benchmarks {
-		pick := task.Picker(func(n int) []int { return task.Select(n, b.Limit, b.Seed) })
-		switch b.Name {
-		case "mmlu":
-			subjects := b.Subjects
-			if len(subjects) == 0 {
-				subjects = evalflow.MMLUSubjects
-			}
-			shots := 5
-			if b.NumFewshot != nil {
-				shots = *b.NumFewshot
-			}
-			for _, s := range subjects {
-				d, err := mmlu.Docs(spec.DataDir, s, b.Method, shots, pick)
-				if err != nil {
-					return nil, err
-				}
-				docs = append(docs, withMaxTokens(d, b.MaxTokens)...)
-			}
-		case "gsm8k":
-			shots := gsm8k.MaxFewshot
-			if b.Variant == gsm8k.ZeroShot {
-				shots = 0
-			}
-			if b.NumFewshot != nil {
-				shots = *b.NumFewshot
-			}
-			d, err := gsm8k.Docs(spec.DataDir, b.Variant, shots, pick)
-			if err != nil {
-				return nil, err
-			}
-			docs = append(docs, withMaxTokens(d, b.MaxTokens)...)
-		case "truthfulqa":
-			d, err := truthfulqa.Docs(spec.DataDir, b.Variant, pick, uint64(truthfulqaSeed))
-			d = withMaxTokens(d, b.MaxTokens)
-			if err != nil {
-				return nil, err
-			}
-			docs = append(docs, d...)
-		case "custom":
-			d, err := custom.Docs(spec.DataDir, b, pick)
-			if err != nil {
-				return nil, err
-			}
-			docs = append(docs, withMaxTokens(d, b.MaxTokens)...)
-		default:
-			return nil, fmt.Errorf("engine: benchmark %q is not supported", b.Name)
+		d, err := benchmarkDocs(spec.DataDir, b)
+		if err != nil {
+			return nil, err
 		}
+		docs = append(docs, withMaxTokens(d, b.MaxTokens)...)
 	}
 	return docs, nil
 }
 
+// benchmarkDocs renders one benchmark's samples, as its limit and seed select them.
+func benchmarkDocs(dataDir string, b evalflow.DatasetSpec) ([]task.Doc, error) {
+	pick := task.Picker(func(n int) []int { return task.Select(n, b.Limit, b.Seed) })
+	switch b.Name {
+	case "mmlu":
+		subjects := b.Subjects
+		if len(subjects) == 0 {
+			subjects = evalflow.MMLUSubjects
+		}
+		var docs []task.Doc
+		for _, s := range subjects {
+			d, err := mmlu.Docs(dataDir, s, b.Method, fewshot(b, 5), pick)
+			if err != nil {
+				return nil, err
+			}
+			docs = append(docs, d...)
+		}
+		return docs, nil
+	case "gsm8k":
+		shots := gsm8k.MaxFewshot
+		if b.Variant == gsm8k.ZeroShot {
+			shots = 0
+		}
+		return gsm8k.Docs(dataDir, b.Variant, fewshot(b, shots), pick)
+	case "truthfulqa":
+		return truthfulqa.Docs(dataDir, b.Variant, pick, truthfulqaSeed)
+	case "custom":
+		return custom.Docs(dataDir, b, pick)
+	}
+	return nil, fmt.Errorf("engine: benchmark %q is not supported", b.Name)
+}
+
+// fewshot is the benchmark's num_fewshot, or the task's default.
+func fewshot(b evalflow.DatasetSpec, def int) int {
+	if b.NumFewshot != nil {
+		return *b.NumFewshot
+	}
+	return def
+}
+
 // truthfulqaSeed orders TruthfulQA MC1's answers: fixed, so every run asks the same prompts.
-const truthfulqaSeed = 1234
+const truthfulqaSeed uint64 = 1234
 
 // withMaxTokens applies a dataset's max_tokens (0: keep the task's).
 func withMaxTokens(docs []task.Doc, n int) []task.Doc {
@@ -372,7 +370,7 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 	}
 	e.chosen = e.Spec.Concurrency
 	if g != nil {
-		e.chosen = g.best()
+		e.chosen = g.current()
 	}
 	res, err := e.write(samples)
 	if err == nil {

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -213,7 +214,11 @@ func once[T any](ctx context.Context, c *Client, path string, body []byte) (*T, 
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		se := &StatusError{Status: resp.StatusCode, Body: string(bytes.TrimSpace(msg))}
+		body := string(bytes.TrimSpace(msg))
+		if c.APIKey != "" { // an endpoint (or a proxy) may echo the key back
+			body = strings.ReplaceAll(body, c.APIKey, "[redacted]")
+		}
+		se := &StatusError{Status: resp.StatusCode, Body: body}
 		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs >= 0 {
 			se.RetryAfter = time.Duration(secs) * time.Second
 		}

@@ -1,8 +1,12 @@
 package openai
 
 import (
+	"context"
 	"encoding/json"
 	"math"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -23,5 +27,20 @@ func TestContinuationLogprobSumsOnlyTheContinuationsTokens(t *testing.T) {
 	json.Unmarshal([]byte(`{"choices":[{"text":"n"}]}`), &none)
 	if _, err := none.ContinuationLogprob(0, 1); err != ErrNoPromptLogprobs {
 		t.Fatalf("no logprobs: err = %v", err)
+	}
+}
+
+// An endpoint that echoes the key in its error (a stand-in: no real server here does).
+func TestAnErrorBodyNeverCarriesTheKey_FakeEndpoint(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "bad key: "+r.Header.Get("Authorization"), http.StatusUnauthorized)
+	}))
+	defer srv.Close()
+	c := &Client{BaseURL: srv.URL, APIKey: "sk-echo-canary-1"}
+
+	_, err := c.Chat(context.Background(), ChatRequest{Model: "m"})
+
+	if err == nil || strings.Contains(err.Error(), "sk-echo-canary-1") || !strings.Contains(err.Error(), "[redacted]") {
+		t.Fatalf("err = %v", err)
 	}
 }

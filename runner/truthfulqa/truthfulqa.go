@@ -203,43 +203,30 @@ func gen(i int, q Question) task.Doc {
 // ROUGE-2 and ROUGE-L, the best score against a true reference (max), that minus the
 // best against a false one (diff), and whether the true one wins (acc).
 func GenScores(completion string, trueRefs, falseRefs []string) []task.Filtered {
-	type scorer struct {
-		name  string
-		score func(ref string) float64
-	}
-	rouge := map[string]func(ref string) float64{}
-	cache := map[string][3]float64{}
-	get := func(ref string) [3]float64 {
-		if v, ok := cache[ref]; ok {
-			return v
-		}
+	// scores[ref] = BLEU, ROUGE-1, ROUGE-2, ROUGE-L of the completion against ref
+	scores := map[string][4]float64{}
+	for _, ref := range append(append([]string{}, trueRefs...), falseRefs...) {
 		r1, r2, rL := textsim.Rouge(ref, completion)
-		cache[ref] = [3]float64{r1, r2, rL}
-		return cache[ref]
+		scores[ref] = [4]float64{textsim.BLEU(ref, completion), r1, r2, rL}
 	}
-	rouge["rouge1"] = func(ref string) float64 { return get(ref)[0] }
-	rouge["rouge2"] = func(ref string) float64 { return get(ref)[1] }
-	rouge["rougeL"] = func(ref string) float64 { return get(ref)[2] }
-	scorers := []scorer{{"bleu", func(ref string) float64 { return textsim.BLEU(ref, completion) }},
-		{"rouge1", rouge["rouge1"]}, {"rouge2", rouge["rouge2"]}, {"rougeL", rouge["rougeL"]}}
-	best := func(f func(string) float64, refs []string) float64 {
-		m := math.Inf(-1)
+	best := func(m int, refs []string) float64 {
+		b := math.Inf(-1)
 		for _, r := range refs {
-			m = math.Max(m, f(r))
+			b = math.Max(b, scores[r][m])
 		}
-		return m
+		return b
 	}
 	var out []task.Filtered
-	for _, s := range scorers {
-		correct, incorrect := best(s.score, trueRefs), best(s.score, falseRefs)
+	for m, name := range []string{"bleu", "rouge1", "rouge2", "rougeL"} {
+		correct, incorrect := best(m, trueRefs), best(m, falseRefs)
 		maxV, diff, acc := correct, correct-incorrect, 0.0
 		if correct > incorrect {
 			acc = 1
 		}
 		out = append(out,
-			task.Filtered{Filter: "none", Metric: s.name + "_max", Extracted: strings.TrimSpace(completion), Value: &maxV},
-			task.Filtered{Filter: "none", Metric: s.name + "_acc", Correct: acc == 1, Value: &acc},
-			task.Filtered{Filter: "none", Metric: s.name + "_diff", Value: &diff})
+			task.Filtered{Filter: "none", Metric: name + "_max", Extracted: strings.TrimSpace(completion), Value: &maxV},
+			task.Filtered{Filter: "none", Metric: name + "_acc", Correct: acc == 1, Value: &acc},
+			task.Filtered{Filter: "none", Metric: name + "_diff", Value: &diff})
 	}
 	return out
 }

@@ -182,7 +182,11 @@ func (s *Store) List(ctx context.Context, opts ListOptions) ([]*evalflow.Run, er
 	if limit <= 0 || limit > 1000 {
 		limit = 100
 	}
-	ids, err := s.rdb.ZRevRange(ctx, indexKey, 0, -1).Result()
+	stop := int64(-1) // a status filter may skip runs: read the whole index
+	if opts.Status == "" {
+		stop = int64(limit - 1)
+	}
+	ids, err := s.rdb.ZRevRange(ctx, indexKey, 0, stop).Result()
 	if err != nil {
 		return nil, fmt.Errorf("runstore: list runs: %w", err)
 	}
