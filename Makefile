@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/evalflow
 SHARED ?= $(abspath $(CURDIR)/../shared)
 export EVALFLOW_CACHE := $(CACHE)
 
-.PHONY: run test bench deps build vet fmt-check up clean cluster-up cluster-deploy
+.PHONY: run test bench deps kube-deps build vet fmt-check up clean cluster-up cluster-deploy
 
 ## run: evaluate the bundled tiny model on a small MMLU subset, end to end, locally
 run: deps build
@@ -18,9 +18,9 @@ up: deps build
 	$(BIN)/evalflow up --data $(SHARED)/datasets --state $(CURDIR)/.state --port 8080
 
 ## test: every module's tests against real servers on loopback, plus vet and gofmt
-test: deps build vet fmt-check
+test: deps kube-deps build vet fmt-check
 	EVALFLOW_REQUIRE_SERVERS=1 EVALFLOW_SHARED_DIR=$(SHARED) \
-	EVALFLOW_ORAS=$$(hack/install-oras.sh) \
+	EVALFLOW_ORAS=$$(hack/install-oras.sh) EVALFLOW_KUBE=$$(hack/install-kube.sh) \
 	go test -count=1 -timeout 20m $(PKGS)
 
 ## bench: the runner vs a raw load generator vs promptfoo against the tiny-model
@@ -44,6 +44,11 @@ deps:
 	fi
 	@hack/install-ollama.sh >/dev/null
 	@hack/install-oras.sh >/dev/null
+
+## kube-deps: a real Kubernetes control plane for the tests (etcd, kube-apiserver,
+## kube-controller-manager), built once from the Go module proxy and cached in $(CACHE)
+kube-deps:
+	@hack/install-kube.sh >/dev/null
 
 build:
 	go build -o $(BIN)/evalflow ./local/cmd/evalflow

@@ -43,6 +43,10 @@ func Invalidf(field, format string, args ...any) *Error {
 	return &Error{Code: CodeInvalid, Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
+// ErrJobExists is a job runtime's answer to creating a job whose name exists: the
+// create was a redelivery, and the job is left as it is.
+var ErrJobExists = errors.New("job exists already")
+
 // ErrNotFound is returned when a run does not exist.
 var ErrNotFound = &Error{Code: CodeNotFound, Message: "run not found"}
 

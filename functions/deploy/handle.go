@@ -1,5 +1,7 @@
 // Package function is evalflow's deploy step: it creates the run's evaluation job
 // exactly once, whatever the broker redelivers, and stops it when the run is cancelled.
+// A run without a kubeconfig runs as a local process (localjob); a run with one, as a
+// Kubernetes Job in the cluster and namespace its kubeconfig names.
 package function
 
 import (
@@ -12,6 +14,7 @@ import (
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/engines"
+	"github.com/evalflow/evalflow/shared/kube"
 	"github.com/evalflow/evalflow/shared/localjob"
 	"github.com/evalflow/evalflow/shared/pipeline"
 	"github.com/evalflow/evalflow/shared/runstore"
@@ -29,14 +32,17 @@ type Config struct {
 	Sink string `env:"K_SINK, required"`
 }
 
-// Jobs creates and deletes evaluation jobs. Create of an existing job is
-// localjob.ErrAlreadyExists.
+// Jobs creates and deletes evaluation jobs: a job runtime. Create of an existing job
+// is evalflow.ErrJobExists.
 type Jobs interface {
 	Create(ctx context.Context, spec evalflow.JobSpec, apiKey string) error
 	Delete(ctx context.Context, name string) error
 }
 
-var _ Jobs = (*localjob.Client)(nil)
+var (
+	_ Jobs = (*localjob.Client)(nil) // local target: the runner as a process
+	_ Jobs = (*kube.Cluster)(nil)    // Kubernetes target: a Job in the run's cluster
+)
 
 // Function is the deploy step.
 type Function struct {
@@ -75,18 +81,23 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	if err != nil || !ok {
 		return nil, err
 	}
-	if e, ok := engines.Default().Get(run.Engine); !ok || !e.Local {
-		return f.Fail(ctx, id, fmt.Sprintf("deploy: engine %q runs only as a container image in a Kubernetes Job; "+
-			"this deployment runs jobs as local processes (built-in engine %q)", run.Engine, evalflow.DefaultEngine))
+	jobs, err := f.jobsOf(ctx, run)
+	if err != nil {
+		return f.Fail(ctx, id, "deploy: "+err.Error())
 	}
 	spec := evalflow.NewJobSpec(run, f.defaults)
 	apiKey, err := f.Store.Secret(ctx, id, runstore.SecretAPIKey)
 	if err != nil {
 		return nil, err
 	}
-	switch err := f.jobs.Create(ctx, spec, apiKey); {
-	case errors.Is(err, localjob.ErrAlreadyExists):
+	switch err := jobs.Create(ctx, spec, apiKey); {
+	case errors.Is(err, evalflow.ErrJobExists):
 		f.Log.Info("job exists already: a redelivery", "run_id", id, "job", spec.ID)
+	case kube.Permanent(err):
+		if derr := jobs.Delete(ctx, spec.ID); derr != nil {
+			f.Log.Error("cannot remove a job the cluster half refused", "run_id", id, "job", spec.ID, "error", derr)
+		}
+		return f.Fail(ctx, id, fmt.Sprintf("deploy: the cluster refused job %s: %v", spec.ID, err))
 	case err != nil:
 		return nil, fmt.Errorf("deploy: create job for run %s: %w", id, err)
 	default:
@@ -111,6 +122,26 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	return f.Next(evalflow.TypeJobCreated, id), nil
 }
 
+// jobsOf is the job runtime of run's target: the local one, or the cluster its
+// kubeconfig reaches. Its error is one no redelivery mends.
+func (f *Function) jobsOf(ctx context.Context, run *evalflow.Run) (Jobs, error) {
+	if run.Target != evalflow.TargetKubernetes {
+		if e, ok := engines.Default().Get(run.Engine); !ok || !e.Local {
+			return nil, fmt.Errorf("engine %q runs only as a container image in a Kubernetes Job; "+
+				"without a kubeconfig runs are local processes (built-in engine %q)", run.Engine, evalflow.DefaultEngine)
+		}
+		return f.jobs, nil
+	}
+	kubeconfig, err := f.Store.Secret(ctx, run.ID, runstore.SecretKubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	if kubeconfig == "" {
+		return nil, errors.New("the run's kubeconfig is gone")
+	}
+	return kube.Connect([]byte(kubeconfig))
+}
+
 // stopIfEnded stops a job created for a run that was cancelled meanwhile.
 func (f *Function) stopIfEnded(ctx context.Context, run *evalflow.Run) error {
 	if run.Status == evalflow.StatusCancelled {
@@ -119,9 +150,29 @@ func (f *Function) stopIfEnded(ctx context.Context, run *evalflow.Run) error {
 	return nil
 }
 
+// stop deletes run id's job. A Kubernetes target's kubeconfig outlives the cancelled
+// run a while for this (runstore.CancelGrace) and is dropped once the job is deleted.
 func (f *Function) stop(ctx context.Context, id string) error {
-	if err := f.jobs.Delete(ctx, evalflow.JobName(id)); err != nil {
+	run, err := f.Store.Get(ctx, id)
+	if errors.Is(err, evalflow.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("deploy: stop job of run %s: %w", id, err)
+	}
+	jobs, err := f.jobsOf(ctx, run)
+	if err != nil {
+		// Never created, or stopped already by an earlier delivery of this cancel.
+		f.Log.Info("no job to stop", "run_id", id, "reason", err.Error())
+		return nil
+	}
+	if err := jobs.Delete(ctx, evalflow.JobName(id)); err != nil {
+		return fmt.Errorf("deploy: stop job of run %s: %w", id, err)
+	}
+	if run.Target == evalflow.TargetKubernetes {
+		if err := f.Store.DropSecrets(ctx, id); err != nil {
+			return err
+		}
 	}
 	f.Log.Info("job stopped", "run_id", id, "job", evalflow.JobName(id))
 	return nil

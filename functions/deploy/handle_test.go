@@ -30,8 +30,15 @@ type fixture struct {
 }
 
 // setup runs deploy against a real Redis and a real local job runtime running the
-// real runner (pointed at a closed port: these tests are about the job, not scores).
+// real runner (pointed at a closed port: these tests are about the job, not scores),
+// with a verified run to deploy.
 func setup(t *testing.T, dataDir string) *fixture {
+	fx := newFixture(t, dataDir)
+	fx.verifiedRun(t, "")
+	return fx
+}
+
+func newFixture(t *testing.T, dataDir string) *fixture {
 	t.Helper()
 	p := testserver.NewPipeline(t)
 	dir := t.TempDir()
@@ -45,13 +52,20 @@ func setup(t *testing.T, dataDir string) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Stop(context.Background()) })
-	r := evalflow.NewRun(evalflow.Request{EvalRequestID: runID, ModelName: "m", BaseURL: "http://127.0.0.1:1",
+	return &fixture{f: f, p: p, jobs: jobs, dir: dir}
+}
+
+// verifiedRun records the run as verified; with a kubeconfig its target is that cluster.
+func (fx *fixture) verifiedRun(t *testing.T, kubeconfig string) {
+	t.Helper()
+	ctx := context.Background()
+	r := evalflow.NewRun(evalflow.Request{EvalRequestID: runID, ModelName: "m", BaseURL: "http://127.0.0.1:1", Kubeconfig: kubeconfig,
 		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Limit: 1, Subjects: []string{"anatomy"}}}}, time.Now())
-	if _, _, err := p.Store.Create(context.Background(), r, map[string]string{runstore.SecretAPIKey: apiKey}); err != nil {
+	secrets := map[string]string{runstore.SecretAPIKey: apiKey, runstore.SecretKubeconfig: kubeconfig}
+	if _, _, err := fx.p.Store.Create(ctx, r, secrets); err != nil {
 		t.Fatal(err)
 	}
-	p.Store.Update(context.Background(), runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) })
-	return &fixture{f: f, p: p, jobs: jobs, dir: dir}
+	fx.p.Store.Update(ctx, runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) })
 }
 
 func TestDeployCreatesExactlyOneJobUnderConcurrentDuplicates(t *testing.T) {

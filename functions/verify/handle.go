@@ -1,10 +1,13 @@
 // Package function is evalflow's verify step: it checks that the run's target can run
-// the evaluation — locally, that the model endpoint answers and serves model_name.
+// the evaluation — locally, that the model endpoint answers and serves model_name; on a
+// Kubernetes target, that the cluster answers and the kubeconfig's credentials may
+// create and follow the job.
 package function
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -14,6 +17,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/kube"
 	"github.com/evalflow/evalflow/shared/pipeline"
 	"github.com/evalflow/evalflow/shared/runstore"
 )
@@ -56,7 +60,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		return nil, err
 	}
 	if run.Target == evalflow.TargetKubernetes {
-		return f.Fail(ctx, id, "verify: kubernetes targets (kubeconfig) are not supported by this build yet; omit kubeconfig to run locally")
+		return f.verifyCluster(ctx, run)
 	}
 	apiKey, err := f.Store.Secret(ctx, id, runstore.SecretAPIKey)
 	if err != nil {
@@ -69,6 +73,35 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		return nil, err
 	}
 	return f.Next(evalflow.TypeVerified, id), nil
+}
+
+// verifyCluster checks that the run's cluster answers and lets its kubeconfig's
+// credentials create and follow the evaluation job. The model endpoint is not asked:
+// it is the job's, and may be reachable only from inside that cluster.
+func (f *Function) verifyCluster(ctx context.Context, run *evalflow.Run) (*event.Event, error) {
+	kubeconfig, err := f.Store.Secret(ctx, run.ID, runstore.SecretKubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cluster, err := kube.Connect([]byte(kubeconfig))
+	if err != nil {
+		return f.Fail(ctx, run.ID, "verify: "+err.Error())
+	}
+	op := func() (struct{}, error) {
+		err := cluster.Verify(ctx)
+		if errors.Is(err, kube.ErrForbidden) || errors.Is(err, kube.ErrUnauthorized) {
+			return struct{}{}, backoff.Permanent(err)
+		}
+		return struct{}{}, err
+	}
+	if _, err := backoff.Retry(ctx, op, backoff.WithBackOff(backoff.NewExponentialBackOff()), backoff.WithMaxElapsedTime(f.cfg.Timeout)); err != nil {
+		return f.Fail(ctx, run.ID, "verify: "+err.Error())
+	}
+	msg := fmt.Sprintf("cluster %s lets the credentials create the evaluation job in namespace %q", cluster.Server, cluster.Namespace)
+	if err := f.Notify(ctx, run, evalflow.NoteSucceeded, msg); err != nil {
+		return nil, err
+	}
+	return f.Next(evalflow.TypeVerified, run.ID), nil
 }
 
 // checkModel asks the endpoint's /models for model_name, retrying briefly where the

@@ -5,12 +5,17 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/localserver"
 	"github.com/evalflow/evalflow/shared/testserver"
 )
 
@@ -99,18 +104,64 @@ func TestVerifyReportsARefusedAPIKey_FakeEndpoint(t *testing.T) {
 	}
 }
 
-func TestVerifyFailsAKubernetesTargetSayingItIsNotBuiltYet(t *testing.T) {
-	p := testserver.NewPipeline(t)
-	kubeconfig := "apiVersion: v1\nclusters:\n- cluster: {server: https://127.0.0.1:6443}\n  name: c\n"
+// TestVerifyKubernetesTargets runs against a real kube-apiserver (RBAC).
+func TestVerifyKubernetesTargets(t *testing.T) {
+	deployer := localserver.KubeUser{Name: "deployer", Token: "deployer-token-7"}
+	reader := localserver.KubeUser{Name: "reader", Token: "reader-token-7"}
+	k := testserver.Kube(t, localserver.KubeOptions{Users: []localserver.KubeUser{deployer, reader}})
+	admin := testserver.KubeAdmin(t, k)
+	testserver.Namespace(t, admin, "evals")
+	testserver.Grant(t, admin, "evals", deployer.Name, testserver.EvalRules)
+	testserver.Grant(t, admin, "evals", reader.Name, []rbacv1.PolicyRule{{APIGroups: []string{"batch"}, Resources: []string{"jobs"}, Verbs: []string{"get"}}})
+	// The model endpoint is the job's to reach, from inside the cluster: not asked here.
+	const closed = "http://127.0.0.1:1"
 
-	r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: "http://127.0.0.1:1", Kubeconfig: kubeconfig})
-
-	if reply != evalflow.TypeFailed || r.Target != evalflow.TargetKubernetes || !strings.Contains(r.Message, "kubernetes targets") {
-		t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
-	}
-	for _, k := range p.Redis.Keys(context.Background(), "*").Val() {
-		if strings.Contains(p.Redis.Dump(context.Background(), k).Val(), "127.0.0.1:6443") {
-			t.Fatalf("redis key %s holds the kubeconfig in clear", k)
+	t.Run("a cluster that lets the credentials deploy passes", func(t *testing.T) {
+		p := testserver.NewPipeline(t)
+		r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: closed, Kubeconfig: string(k.Kubeconfig(deployer.Token, "evals"))})
+		if reply != evalflow.TypeVerified || r.Target != evalflow.TargetKubernetes {
+			t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
 		}
-	}
+		notes := p.Sink.OfType("/", evalflow.TypeNotification)
+		if len(notes) == 0 || !strings.Contains(string(notes[len(notes)-1].Data()), `namespace \"evals\"`) {
+			t.Fatalf("notifications %v", notes)
+		}
+		for _, key := range p.Redis.Keys(context.Background(), "*").Val() {
+			if strings.Contains(p.Redis.Dump(context.Background(), key).Val(), deployer.Token) {
+				t.Fatalf("redis key %s holds the kubeconfig's token in clear", key)
+			}
+		}
+	})
+
+	t.Run("missing permissions fail the run naming them", func(t *testing.T) {
+		p := testserver.NewPipeline(t)
+		r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: closed, Kubeconfig: string(k.Kubeconfig(reader.Token, "evals"))})
+		if reply != evalflow.TypeFailed || !strings.Contains(r.Message, "may not create configmaps, create secrets, create jobs.batch, delete jobs.batch in namespace \"evals\"") {
+			t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
+		}
+	})
+
+	t.Run("a kubeconfig that would run a program is refused, the program never run", func(t *testing.T) {
+		p := testserver.NewPipeline(t)
+		pwned := filepath.Join(t.TempDir(), "pwned")
+		kc := strings.Replace(string(k.Kubeconfig("x", "evals")), "    token: x\n",
+			"    exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, args: [-c, 'touch "+pwned+"'], interactiveMode: Never}\n", 1)
+		r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: closed, Kubeconfig: kc})
+		if reply != evalflow.TypeFailed || !strings.Contains(r.Message, "unsafe kubeconfig") {
+			t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
+		}
+		if _, err := os.Stat(pwned); err == nil {
+			t.Fatal("the kubeconfig's exec program ran")
+		}
+	})
+
+	t.Run("a cluster that does not answer fails the run", func(t *testing.T) {
+		p := testserver.NewPipeline(t)
+		gone := *k
+		gone.URL = fmt.Sprintf("https://127.0.0.1:%d", testserver.FreePort(t))
+		r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: closed, Kubeconfig: string(gone.Kubeconfig(deployer.Token, "evals"))})
+		if reply != evalflow.TypeFailed || !strings.Contains(r.Message, "is not reachable") {
+			t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
+		}
+	})
 }

@@ -28,7 +28,7 @@ import (
 )
 
 // ErrAlreadyExists is returned by Create for a job name that exists.
-var ErrAlreadyExists = errors.New("localjob: job already exists")
+var ErrAlreadyExists = evalflow.ErrJobExists
 
 // CreateRequest is the body of PUT /jobs/{name}.
 type CreateRequest struct {

@@ -255,12 +255,7 @@ func OllamaBinary() string {
 	if p := os.Getenv("EVALFLOW_OLLAMA"); p != "" {
 		return p
 	}
-	cache := os.Getenv("EVALFLOW_CACHE")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache", "evalflow")
-	}
-	return filepath.Join(cache, "ollama-"+OllamaVersion, "bin", "ollama")
+	return filepath.Join(cacheDir(), "ollama-"+OllamaVersion, "bin", "ollama")
 }
 
 // OllamaVersion is the ollama the project builds (hack/install-ollama.sh).

@@ -116,7 +116,8 @@ func get(ctx context.Context, c redis.Cmdable, id string) (*evalflow.Run, error)
 // Update applies change to run id atomically and returns the run as stored after it.
 // When change returns an error nothing is written and Update returns the run as it was
 // with that error (evalflow.ErrStale for a duplicate or late event). When the run ends,
-// its secrets are dropped in the same transaction.
+// its secrets are dropped in the same transaction — but for a cancelled run's
+// kubeconfig, kept (sealed) for CancelGrace so its job can be stopped.
 func (s *Store) Update(ctx context.Context, id string, change func(*evalflow.Run) error) (*evalflow.Run, error) {
 	for range maxRetries {
 		var out *evalflow.Run
@@ -136,7 +137,12 @@ func (s *Store) Update(ctx context.Context, id string, change func(*evalflow.Run
 			}
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				p.Set(ctx, runKey(id), body, 0)
-				if r.Status.Terminal() {
+				switch {
+				case r.Status == evalflow.StatusCancelled:
+					// deploy needs the kubeconfig a while yet, to stop the run's job.
+					p.HDel(ctx, secretKey(id), SecretAPIKey)
+					p.Expire(ctx, secretKey(id), CancelGrace)
+				case r.Status.Terminal():
 					p.Del(ctx, secretKey(id))
 				}
 				return nil
@@ -152,6 +158,18 @@ func (s *Store) Update(ctx context.Context, id string, change func(*evalflow.Run
 		return out, changeErr
 	}
 	return nil, fmt.Errorf("runstore: update run %s: too much contention", id)
+}
+
+// CancelGrace is how long a cancelled run's kubeconfig outlives the run, for deploy to
+// stop the run's job in its cluster (deploy drops it as soon as it has).
+const CancelGrace = time.Hour
+
+// DropSecrets drops run id's secrets.
+func (s *Store) DropSecrets(ctx context.Context, id string) error {
+	if err := s.rdb.Del(ctx, secretKey(id)).Err(); err != nil {
+		return fmt.Errorf("runstore: drop secrets of run %s: %w", id, err)
+	}
+	return nil
 }
 
 // Secret opens the named secret of run id; "" when the run has none (or has ended).

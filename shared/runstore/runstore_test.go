@@ -97,6 +97,37 @@ func TestSecretsAreSealedAtRestAndDroppedWhenTheRunEnds(t *testing.T) {
 	}
 }
 
+func TestACancelledRunKeepsOnlyItsKubeconfigAWhile(t *testing.T) {
+	store, rdb := newStore(t)
+	ctx := context.Background()
+	secrets := map[string]string{runstore.SecretAPIKey: "sk-cancel-canary", runstore.SecretKubeconfig: "apiVersion: v1\nclusters: []"}
+	if _, _, err := store.Create(ctx, newRun(id), secrets); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Update(ctx, id, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusCancelled, time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := store.Secret(ctx, id, runstore.SecretAPIKey); got != "" {
+		t.Fatal("a cancelled run kept its api key")
+	}
+	if got, _ := store.Secret(ctx, id, runstore.SecretKubeconfig); got != secrets[runstore.SecretKubeconfig] {
+		t.Fatal("a cancelled run lost its kubeconfig before deploy could stop its job")
+	}
+	keys := rdb.Keys(ctx, "*:secrets").Val()
+	if len(keys) != 1 {
+		t.Fatalf("secret keys %v", keys)
+	}
+	if ttl := rdb.TTL(ctx, keys[0]).Val(); ttl <= 0 || ttl > runstore.CancelGrace {
+		t.Fatalf("the kubeconfig's TTL is %s, want at most %s", ttl, runstore.CancelGrace)
+	}
+	if err := store.DropSecrets(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := store.Secret(ctx, id, runstore.SecretKubeconfig); got != "" {
+		t.Fatal("DropSecrets left the kubeconfig")
+	}
+}
+
 func TestUpdateNeverMovesARunBackwards(t *testing.T) {
 	store, _ := newStore(t)
 	ctx := context.Background()

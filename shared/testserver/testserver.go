@@ -133,3 +133,19 @@ func FreePort(t testing.TB) int {
 	}
 	return p
 }
+
+// Kube starts a real Kubernetes control plane (etcd, kube-apiserver with RBAC, and with
+// o.Controllers kube-controller-manager) built by hack/install-kube.sh, or skips.
+func Kube(t testing.TB, o localserver.KubeOptions) *localserver.Kube {
+	t.Helper()
+	bin := localserver.KubeBinDir()
+	if _, err := os.Stat(filepath.Join(bin, "kube-apiserver")); err != nil {
+		missing(t, "the Kubernetes control plane is not built in "+bin+" (make deps runs hack/install-kube.sh)")
+	}
+	k, err := localserver.StartKube(context.Background(), bin, t.TempDir(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Stop)
+	return k
+}

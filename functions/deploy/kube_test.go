@@ -1,0 +1,104 @@
+package function
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/kube"
+	"github.com/evalflow/evalflow/shared/localserver"
+	"github.com/evalflow/evalflow/shared/runstore"
+	"github.com/evalflow/evalflow/shared/testserver"
+)
+
+// TestKubernetesTargets deploys runs whose kubeconfig reaches a real kube-apiserver
+// (RBAC, with kube-controller-manager's garbage collector).
+func TestKubernetesTargets(t *testing.T) {
+	deployer := localserver.KubeUser{Name: "deployer", Token: "deployer-token"}
+	nobody := localserver.KubeUser{Name: "nobody", Token: "nobody-token"}
+	k := testserver.Kube(t, localserver.KubeOptions{Users: []localserver.KubeUser{deployer, nobody}, Controllers: true})
+	admin := testserver.KubeAdmin(t, k)
+	testserver.Namespace(t, admin, "evals")
+	testserver.Grant(t, admin, "evals", deployer.Name, testserver.EvalRules)
+	ctx := context.Background()
+	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
+	cancelled := cloudevent.New(evalflow.StepStart, evalflow.TypeCancelled, runID, evalflow.RunRef{RunID: runID})
+	job := evalflow.JobName(runID)
+
+	t.Run("one job in the run's namespace under concurrent duplicates, then a cancel deletes it", func(t *testing.T) {
+		fx := newFixture(t, t.TempDir())
+		fx.verifiedRun(t, string(k.Kubeconfig(deployer.Token, "evals")))
+
+		replies := testserver.DeliverConcurrently(t, 12, fx.f.Handle, verified)
+
+		if len(replies) == 0 || replies[0] != evalflow.TypeJobCreated {
+			t.Fatalf("replies %v, want job.created", replies)
+		}
+		jobs, err := admin.BatchV1().Jobs("evals").List(ctx, metav1.ListOptions{LabelSelector: kube.LabelRun + "=" + runID})
+		if err != nil || len(jobs.Items) != 1 || jobs.Items[0].Name != job {
+			t.Fatalf("jobs of the run: %v %v", jobs, err)
+		}
+		if fx.jobs.Created() != 0 {
+			t.Fatal("a Kubernetes run also started a local job")
+		}
+		if b, _ := jobs.Items[0].Marshal(); strings.Contains(string(b), apiKey) {
+			t.Fatal("the Job holds the api key in clear")
+		}
+		sec, err := admin.CoreV1().Secrets("evals").Get(ctx, job+"-key", metav1.GetOptions{})
+		if err != nil || string(sec.Data["api_key"]) != apiKey {
+			t.Fatalf("the job's secret: %v", err)
+		}
+		r, _ := fx.p.Store.Get(ctx, runID)
+		if r.Status != evalflow.StatusDeploying || r.Job != job {
+			t.Fatalf("run %s job %q", r.Status, r.Job)
+		}
+
+		fx.p.Store.Update(ctx, runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusCancelled, time.Now()) })
+		for range 2 { // and a duplicate
+			if _, err := fx.f.Handle(ctx, cancelled); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := admin.BatchV1().Jobs("evals").Get(ctx, job, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("the job after a cancel: %v, want it deleted", err)
+		}
+		goneWithTheJob(t, admin, job)
+		if kc, _ := fx.p.Store.Secret(ctx, runID, runstore.SecretKubeconfig); kc != "" {
+			t.Fatal("the kubeconfig outlived the job it was kept to stop")
+		}
+	})
+
+	t.Run("a cluster that refuses the job fails the run, once", func(t *testing.T) {
+		fx := newFixture(t, t.TempDir())
+		fx.verifiedRun(t, string(k.Kubeconfig(nobody.Token, "evals")))
+
+		replies := testserver.DeliverConcurrently(t, 4, fx.f.Handle, verified)
+
+		r, _ := fx.p.Store.Get(ctx, runID)
+		if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "the cluster refused job "+job) || !strings.Contains(r.Message, "forbidden") {
+			t.Fatalf("run %s %q", r.Status, r.Message)
+		}
+		if len(replies) != 1 || replies[0] != evalflow.TypeFailed {
+			t.Fatalf("replies %v, want one run.failed", replies)
+		}
+	})
+}
+
+// goneWithTheJob waits for the garbage collector to delete a deleted Job's ConfigMap
+// and Secret.
+func goneWithTheJob(t *testing.T, admin kubernetes.Interface, job string) {
+	t.Helper()
+	ctx := context.Background()
+	testserver.Eventually(t, 30*time.Second, "the job's configmap and secret go with it", func() bool {
+		_, e1 := admin.CoreV1().ConfigMaps("evals").Get(ctx, job+"-spec", metav1.GetOptions{})
+		_, e2 := admin.CoreV1().Secrets("evals").Get(ctx, job+"-key", metav1.GetOptions{})
+		return apierrors.IsNotFound(e1) && apierrors.IsNotFound(e2)
+	})
+}

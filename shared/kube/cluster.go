@@ -1,0 +1,252 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/engines"
+)
+
+// Cluster is a target cluster, reached with a run's kubeconfig, in the namespace of the
+// kubeconfig's current context ("default" where it names none).
+type Cluster struct {
+	Server    string
+	Namespace string
+	client    kubernetes.Interface
+}
+
+// ErrUnsafeKubeconfig is a kubeconfig that would have evalflow run a program or read a
+// file of its own: exec and auth-provider plugins, and file references.
+var ErrUnsafeKubeconfig = errors.New("unsafe kubeconfig")
+
+// Connect parses kubeconfig. Everything it needs must be inline; a kubeconfig naming a
+// program or a file is refused with ErrUnsafeKubeconfig before anything is dialled.
+func Connect(kubeconfig []byte) (*Cluster, error) {
+	cfg, err := clientcmd.Load(kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	if err := checkInline(cfg); err != nil {
+		return nil, err
+	}
+	cc := clientcmd.NewDefaultClientConfig(*cfg, &clientcmd.ConfigOverrides{})
+	rest, err := cc.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	ns, _, err := cc.Namespace()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: namespace: %w", err)
+	}
+	rest.Timeout = 30 * time.Second
+	rest.UserAgent = "evalflow"
+	client, err := kubernetes.NewForConfig(rest)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	return &Cluster{Server: rest.Host, Namespace: ns, client: client}, nil
+}
+
+func checkInline(cfg *clientcmdapi.Config) error {
+	ctx, ok := cfg.Contexts[cfg.CurrentContext]
+	if !ok {
+		return fmt.Errorf("kubeconfig: current-context %q is not among its contexts", cfg.CurrentContext)
+	}
+	unsafe := func(what string) error {
+		return fmt.Errorf("%w: %s; give credentials and certificates inline (token, client-certificate-data, certificate-authority-data)", ErrUnsafeKubeconfig, what)
+	}
+	if u, ok := cfg.AuthInfos[ctx.AuthInfo]; ok {
+		switch {
+		case u.Exec != nil:
+			return unsafe("user " + ctx.AuthInfo + " runs a program (exec)")
+		case u.AuthProvider != nil:
+			return unsafe("user " + ctx.AuthInfo + " uses an auth-provider plugin")
+		case u.TokenFile != "" || u.ClientCertificate != "" || u.ClientKey != "":
+			return unsafe("user " + ctx.AuthInfo + " names a file (tokenFile, client-certificate or client-key)")
+		}
+	}
+	if c, ok := cfg.Clusters[ctx.Cluster]; ok && c.CertificateAuthority != "" {
+		return unsafe("cluster " + ctx.Cluster + " names a certificate-authority file")
+	}
+	return nil
+}
+
+// Permission is one thing deploy and job-watch do in the namespace.
+type Permission struct {
+	Verb, Group, Resource string
+}
+
+func (p Permission) String() string {
+	if p.Group == "" {
+		return p.Verb + " " + p.Resource
+	}
+	return p.Verb + " " + p.Resource + "." + p.Group
+}
+
+// Needed are the permissions a run's credentials must have in its namespace: deploy
+// creates the Job, its ConfigMap and Secret (owned by the Job, so they go with it);
+// job-watch reads the Job; a cancel deletes it.
+var Needed = []Permission{
+	{"create", "", "configmaps"},
+	{"create", "", "secrets"},
+	{"create", "batch", "jobs"},
+	{"get", "batch", "jobs"},
+	{"delete", "batch", "jobs"},
+}
+
+// ErrUnauthorized is a cluster that does not accept the kubeconfig's credentials.
+var ErrUnauthorized = errors.New("unauthorized")
+
+// ErrForbidden is a cluster that answers but does not let the credentials do what a
+// run needs.
+var ErrForbidden = errors.New("forbidden")
+
+// Verify checks that the cluster answers, accepts the credentials, and lets them do
+// everything in Needed; its error says which permissions are missing.
+func (c *Cluster) Verify(ctx context.Context) error {
+	if err := c.client.Discovery().RESTClient().Get().AbsPath("/version").Do(ctx).Error(); err != nil {
+		if apierrors.IsUnauthorized(err) {
+			return fmt.Errorf("cluster %s refused the kubeconfig's credentials (%w): %w", c.Server, ErrUnauthorized, err)
+		}
+		return fmt.Errorf("cluster %s is not reachable: %w", c.Server, err)
+	}
+	var missing []string
+	for _, p := range Needed {
+		review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: c.Namespace, Verb: p.Verb, Group: p.Group, Resource: p.Resource}}}
+		got, err := c.client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
+		if err != nil {
+			return fmt.Errorf("cluster %s: access review of %q: %w", c.Server, p, err)
+		}
+		if !got.Status.Allowed {
+			missing = append(missing, p.String())
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: the kubeconfig's credentials may not %s in namespace %q of cluster %s",
+			ErrForbidden, strings.Join(missing, ", "), c.Namespace, c.Server)
+	}
+	return nil
+}
+
+// CreateObjects creates objs in the cluster exactly once: the Job first, then its ConfigMap
+// and Secret owned by it (its pod waits for them), so that deleting the Job — by hand,
+// by its TTL, or by a cancel — takes them too. Objects that exist already (a
+// redelivery) are left as they are; created says whether this call made the Job.
+func (c *Cluster) CreateObjects(ctx context.Context, objs *JobObjects) (created bool, err error) {
+	jobs := c.client.BatchV1().Jobs(objs.Job.Namespace)
+	job, err := jobs.Create(ctx, objs.Job, metav1.CreateOptions{})
+	switch {
+	case apierrors.IsAlreadyExists(err):
+		if job, err = jobs.Get(ctx, objs.Job.Name, metav1.GetOptions{}); err != nil {
+			return false, fmt.Errorf("get job %s: %w", objs.Job.Name, err)
+		}
+	case err != nil:
+		return false, fmt.Errorf("create job %s: %w", objs.Job.Name, err)
+	default:
+		created = true
+	}
+	owner := metav1.OwnerReference{APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID}
+	cm := objs.ConfigMap.DeepCopy()
+	cm.OwnerReferences = []metav1.OwnerReference{owner}
+	if _, err := c.client.CoreV1().ConfigMaps(cm.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return created, fmt.Errorf("create configmap %s: %w", cm.Name, err)
+	}
+	if objs.Secret != nil {
+		s := objs.Secret.DeepCopy()
+		s.OwnerReferences = []metav1.OwnerReference{owner}
+		if _, err := c.client.CoreV1().Secrets(s.Namespace).Create(ctx, s, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return created, fmt.Errorf("create secret %s: %w", s.Name, err)
+		}
+	}
+	return created, nil
+}
+
+// Delete deletes the Job name and, through their owner references, its pods, ConfigMap
+// and Secret. A Job that is gone already is not an error.
+func (c *Cluster) Delete(ctx context.Context, name string) error {
+	background := metav1.DeletePropagationBackground
+	err := c.client.BatchV1().Jobs(c.Namespace).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &background})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete job %s: %w", name, err)
+	}
+	return nil
+}
+
+// JobState is where a Job stands.
+type JobState struct {
+	Found     bool // false: no such Job (never created, deleted, or past its TTL)
+	Finished  bool
+	Succeeded bool
+	Message   string // why a finished Job failed
+}
+
+// State reads the Job name's state from its conditions.
+func (c *Cluster) State(ctx context.Context, name string) (JobState, error) {
+	job, err := c.client.BatchV1().Jobs(c.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return JobState{}, nil
+	}
+	if err != nil {
+		return JobState{}, fmt.Errorf("get job %s: %w", name, err)
+	}
+	return StateOf(job), nil
+}
+
+// StateOf reads a Job's state from its Complete and Failed conditions.
+func StateOf(job *batchv1.Job) JobState {
+	s := JobState{Found: true}
+	for _, c := range job.Status.Conditions {
+		if c.Status != corev1.ConditionTrue {
+			continue
+		}
+		switch c.Type {
+		case batchv1.JobComplete:
+			s.Finished, s.Succeeded = true, true
+		case batchv1.JobFailed:
+			s.Finished, s.Succeeded = true, false
+			s.Message = strings.TrimSpace(c.Reason + ": " + c.Message)
+		}
+	}
+	return s
+}
+
+// Permanent says whether err, from Create or CreateObjects, will not go away on a retry: the cluster
+// refused the objects (forbidden, invalid, no such namespace), as opposed to not
+// answering.
+func Permanent(err error) bool {
+	return apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsNotFound(err) ||
+		apierrors.IsBadRequest(err) || apierrors.IsUnauthorized(err)
+}
+
+// Create is deploy's job runtime for a Kubernetes target: it builds spec's objects
+// for its engine in the cluster's namespace and creates them exactly once; a job that
+// exists already is evalflow.ErrJobExists.
+func (c *Cluster) Create(ctx context.Context, spec evalflow.JobSpec, apiKey string) error {
+	e, ok := engines.Default().Get(spec.Engine)
+	if !ok {
+		return fmt.Errorf("job %s: unknown engine %q", spec.ID, spec.Engine)
+	}
+	objs, err := Build(spec, e, c.Namespace, apiKey)
+	if err != nil {
+		return err
+	}
+	created, err := c.CreateObjects(ctx, objs)
+	if err == nil && !created {
+		return evalflow.ErrJobExists
+	}
+	return err
+}

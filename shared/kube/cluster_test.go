@@ -1,0 +1,247 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/engines"
+	"github.com/evalflow/evalflow/shared/localserver"
+	"github.com/evalflow/evalflow/shared/testserver"
+)
+
+func connect(t *testing.T, kubeconfig []byte) *Cluster {
+	t.Helper()
+	c, err := Connect(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// jobFor builds run id's objects for namespace.
+func jobFor(t *testing.T, id, namespace string, deadline int64) *JobObjects {
+	t.Helper()
+	r := evalflow.NewRun(evalflow.Request{EvalRequestID: id, ModelName: "m", BaseURL: "http://model:8000/v1",
+		Datasets: []evalflow.DatasetSpec{{Name: "gsm8k"}}}, time.Now())
+	spec := evalflow.NewJobSpec(r, evalflow.JobDefaults{CallbackURL: "http://broker", DeadlineSeconds: deadline, TTLSecondsAfterFinished: 600})
+	e, _ := engines.Default().Get(r.Engine)
+	objs, err := Build(spec, e, namespace, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return objs
+}
+
+// TestAgainstARealAPIServer runs against etcd, kube-apiserver (RBAC) and
+// kube-controller-manager (the Job controller and the garbage collector).
+func TestAgainstARealAPIServer(t *testing.T) {
+	alice := localserver.KubeUser{Name: "alice", Token: "alice-token-1"} // no rights at all
+	bob := localserver.KubeUser{Name: "bob", Token: "bob-token-1"}       // all but delete jobs
+	k := testserver.Kube(t, localserver.KubeOptions{Users: []localserver.KubeUser{alice, bob}, Controllers: true})
+	ctx := context.Background()
+	admin := testserver.KubeAdmin(t, k)
+	testserver.Namespace(t, admin, "evals")
+	testserver.Grant(t, admin, "evals", bob.Name, []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"configmaps", "secrets"}, Verbs: []string{"create"}},
+		{APIGroups: []string{"batch"}, Resources: []string{"jobs"}, Verbs: []string{"create", "get"}},
+	})
+
+	t.Run("verify allows the admin and names what others may not do", func(t *testing.T) {
+		if err := connect(t, k.Kubeconfig(k.Admin.Token, "evals")).Verify(ctx); err != nil {
+			t.Fatalf("admin: %v", err)
+		}
+		err := connect(t, k.Kubeconfig(alice.Token, "evals")).Verify(ctx)
+		if !errors.Is(err, ErrForbidden) {
+			t.Fatalf("alice: %v, want ErrForbidden", err)
+		}
+		for _, p := range Needed {
+			if !strings.Contains(err.Error(), p.String()) {
+				t.Errorf("alice's error does not name %q: %v", p, err)
+			}
+		}
+		err = connect(t, k.Kubeconfig(bob.Token, "evals")).Verify(ctx)
+		if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "may not delete jobs.batch in namespace \"evals\"") {
+			t.Fatalf("bob: %v, want only delete jobs.batch missing", err)
+		}
+		// bob's role is namespaced: elsewhere he may do nothing.
+		if err := connect(t, k.Kubeconfig(bob.Token, "other")).Verify(ctx); !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "create configmaps") {
+			t.Fatalf("bob in another namespace: %v", err)
+		}
+	})
+
+	t.Run("verify tells a wrong token from an unreachable cluster", func(t *testing.T) {
+		err := connect(t, k.Kubeconfig("not-a-token", "evals")).Verify(ctx)
+		if err == nil || !strings.Contains(err.Error(), "refused the kubeconfig's credentials") {
+			t.Fatalf("wrong token: %v", err)
+		}
+		gone := *k
+		gone.URL = "https://127.0.0.1:" + strconv.Itoa(testserver.FreePort(t))
+		err = connect(t, gone.Kubeconfig(k.Admin.Token, "evals")).Verify(ctx)
+		if err == nil || !strings.Contains(err.Error(), "is not reachable") {
+			t.Fatalf("closed port: %v", err)
+		}
+	})
+
+	t.Run("create under concurrent redelivery makes one job", func(t *testing.T) {
+		c := connect(t, k.Kubeconfig(bob.Token, "evals"))
+		objs := jobFor(t, "11111111-2222-4333-8444-555555555555", c.Namespace, 3600)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		created := 0
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ok, err := c.CreateObjects(ctx, objs)
+				if err != nil {
+					t.Error(err)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if ok {
+					created++
+				}
+			}()
+		}
+		wg.Wait()
+		if created != 1 {
+			t.Fatalf("%d calls say they created the job, want 1", created)
+		}
+		jobs, _ := admin.BatchV1().Jobs("evals").List(ctx, metav1.ListOptions{LabelSelector: LabelRun + "=" + objs.Job.Labels[LabelRun]})
+		if len(jobs.Items) != 1 {
+			t.Fatalf("%d jobs for the run", len(jobs.Items))
+		}
+		job := jobs.Items[0]
+		cm, err := admin.CoreV1().ConfigMaps("evals").Get(ctx, objs.ConfigMap.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sec, err := admin.CoreV1().Secrets("evals").Get(ctx, objs.Secret.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, refs := range map[string][]metav1.OwnerReference{"configmap": cm.OwnerReferences, "secret": sec.OwnerReferences} {
+			if len(refs) != 1 || refs[0].UID != job.UID {
+				t.Errorf("%s owner references %+v, want the job %s", name, refs, job.UID)
+			}
+		}
+		if string(sec.Data["api_key"]) != key || !strings.Contains(cm.Data["job.json"], `"api_key_file": "/meta/secret/api_key"`) {
+			t.Fatal("the secret or the job spec is not what Build made")
+		}
+		if job.Spec.Template.Spec.Containers[0].Image != "ghcr.io/evalflow/evalflow-runner:v0.1.0" {
+			t.Fatalf("image %s", job.Spec.Template.Spec.Containers[0].Image)
+		}
+	})
+
+	t.Run("a create the cluster refuses is permanent", func(t *testing.T) {
+		c := connect(t, k.Kubeconfig(alice.Token, "evals"))
+		_, err := c.CreateObjects(ctx, jobFor(t, "21111111-2222-4333-8444-555555555555", c.Namespace, 3600))
+		if err == nil || !Permanent(err) {
+			t.Fatalf("alice's create: %v, want a permanent error", err)
+		}
+		c = connect(t, k.Kubeconfig(k.Admin.Token, "no-such-namespace"))
+		_, err = c.CreateObjects(ctx, jobFor(t, "31111111-2222-4333-8444-555555555555", c.Namespace, 3600))
+		if err == nil || !Permanent(err) {
+			t.Fatalf("create in a missing namespace: %v, want a permanent error", err)
+		}
+	})
+
+	t.Run("delete takes the configmap and secret with the job", func(t *testing.T) {
+		c := connect(t, k.Kubeconfig(k.Admin.Token, "evals"))
+		objs := jobFor(t, "41111111-2222-4333-8444-555555555555", c.Namespace, 3600)
+		if _, err := c.CreateObjects(ctx, objs); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 { // a redelivered cancel
+			if err := c.Delete(ctx, objs.Job.Name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		testserver.Eventually(t, 30*time.Second, "the garbage collector deletes the job's configmap and secret", func() bool {
+			_, e1 := admin.CoreV1().ConfigMaps("evals").Get(ctx, objs.ConfigMap.Name, metav1.GetOptions{})
+			_, e2 := admin.CoreV1().Secrets("evals").Get(ctx, objs.Secret.Name, metav1.GetOptions{})
+			return apierrors.IsNotFound(e1) && apierrors.IsNotFound(e2)
+		})
+		if s, err := c.State(ctx, objs.Job.Name); err != nil || s.Found {
+			t.Fatalf("state of a deleted job: %+v %v", s, err)
+		}
+	})
+
+	t.Run("the job controller fails a job past its deadline", func(t *testing.T) {
+		c := connect(t, k.Kubeconfig(k.Admin.Token, "evals"))
+		objs := jobFor(t, "51111111-2222-4333-8444-555555555555", c.Namespace, 1) // no node runs its pod
+		if _, err := c.CreateObjects(ctx, objs); err != nil {
+			t.Fatal(err)
+		}
+		if s, err := c.State(ctx, objs.Job.Name); err != nil || !s.Found || s.Finished {
+			t.Fatalf("a new job's state: %+v %v", s, err)
+		}
+		var s JobState
+		testserver.Eventually(t, 60*time.Second, "the job controller marks the job failed", func() bool {
+			var err error
+			s, err = c.State(ctx, objs.Job.Name)
+			return err == nil && s.Finished
+		})
+		if s.Succeeded || !strings.Contains(s.Message, "DeadlineExceeded") {
+			t.Fatalf("state %+v, want failed with DeadlineExceeded", s)
+		}
+	})
+}
+
+func TestStateOfAJobReadsItsTerminalConditions(t *testing.T) {
+	job := &batchv1.Job{}
+	if s := StateOf(job); !s.Found || s.Finished {
+		t.Fatalf("a job without conditions: %+v", s)
+	}
+	job.Status.Conditions = []batchv1.JobCondition{
+		{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, Reason: "PodFailurePolicy"},
+		{Type: batchv1.JobComplete, Status: corev1.ConditionFalse},
+	}
+	if s := StateOf(job); s.Finished {
+		t.Fatalf("a job with only a failure target is not finished yet: %+v", s)
+	}
+	job.Status.Conditions = append(job.Status.Conditions,
+		batchv1.JobCondition{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: "PodFailurePolicy", Message: "container runner exited with 2"})
+	if s := StateOf(job); !s.Finished || s.Succeeded || s.Message != "PodFailurePolicy: container runner exited with 2" {
+		t.Fatalf("failed job: %+v", s)
+	}
+	job.Status.Conditions = []batchv1.JobCondition{{Type: batchv1.JobComplete, Status: corev1.ConditionTrue}}
+	if s := StateOf(job); !s.Finished || !s.Succeeded {
+		t.Fatalf("complete job: %+v", s)
+	}
+}
+
+func TestUnsafeKubeconfigsAreRefusedBeforeDialling(t *testing.T) {
+	const head = "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {cluster: k, user: u}\n"
+	const cluster = "clusters:\n- name: k\n  cluster: {server: 'https://127.0.0.1:1'}\n"
+	for name, cfg := range map[string]string{
+		"exec":          cluster + "users:\n- name: u\n  user:\n    exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, args: [-c, 'id > /tmp/pwned']}\n",
+		"auth-provider": cluster + "users:\n- name: u\n  user:\n    auth-provider: {name: oidc, config: {}}\n",
+		"token file":    cluster + "users:\n- name: u\n  user: {tokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token}\n",
+		"client cert":   cluster + "users:\n- name: u\n  user: {client-certificate: /etc/cert.pem, client-key: /etc/key.pem}\n",
+		"ca file":       "clusters:\n- name: k\n  cluster: {server: 'https://127.0.0.1:1', certificate-authority: /etc/ssl/ca.pem}\nusers:\n- name: u\n  user: {token: t}\n",
+	} {
+		_, err := Connect([]byte(head + cfg))
+		if !errors.Is(err, ErrUnsafeKubeconfig) {
+			t.Errorf("%s: %v, want ErrUnsafeKubeconfig", name, err)
+		}
+	}
+	if _, err := Connect([]byte(head + cluster + "users:\n- name: u\n  user: {token: t}\n")); err != nil {
+		t.Errorf("an inline kubeconfig: %v", err)
+	}
+	if _, err := Connect([]byte("apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n")); err == nil || !strings.Contains(err.Error(), "current-context") {
+		t.Errorf("a missing context: %v", err)
+	}
+}
