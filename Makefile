@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/evalflow
 SHARED ?= $(abspath $(CURDIR)/../shared)
 export EVALFLOW_CACHE := $(CACHE)
 
-.PHONY: run test bench deps kube-deps build vet fmt-check up clean cluster-up cluster-deploy
+.PHONY: run test bench deps test-deps build vet fmt-check up clean cluster-up cluster-deploy
 
 ## run: evaluate the bundled tiny model on a small MMLU subset, end to end, locally
 run: deps build
@@ -18,9 +18,10 @@ up: deps build
 	$(BIN)/evalflow up --data $(SHARED)/datasets --state $(CURDIR)/.state --port 8080
 
 ## test: every module's tests against real servers on loopback, plus vet and gofmt
-test: deps kube-deps build vet fmt-check
+test: deps test-deps build vet fmt-check
 	EVALFLOW_REQUIRE_SERVERS=1 EVALFLOW_SHARED_DIR=$(SHARED) \
 	EVALFLOW_ORAS=$$(hack/install-oras.sh) EVALFLOW_KUBE=$$(hack/install-kube.sh) \
+	EVALFLOW_LLAMA_ECHO=$$(hack/install-llama-echo.sh) \
 	go test -count=1 -timeout 20m $(PKGS)
 
 ## bench: the runner vs a raw load generator vs promptfoo against the tiny-model
@@ -45,10 +46,13 @@ deps:
 	@hack/install-ollama.sh >/dev/null
 	@hack/install-oras.sh >/dev/null
 
-## kube-deps: a real Kubernetes control plane for the tests (etcd, kube-apiserver,
-## kube-controller-manager), built once from the Go module proxy and cached in $(CACHE)
-kube-deps:
+## test-deps: what only tests need, built once from the Go module proxy and cached in
+## $(CACHE): a real Kubernetes control plane (etcd, kube-apiserver,
+## kube-controller-manager), and llama-echo, a model server that scores echoed prompts
+test-deps:
 	@hack/install-kube.sh >/dev/null
+	@hack/install-llama-echo.sh >/dev/null
+	cd hack/llama-echo && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go vet . && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go test -count=1 .
 
 build:
 	go build -o $(BIN)/evalflow ./local/cmd/evalflow
@@ -58,7 +62,7 @@ vet:
 	go vet $(PKGS)
 
 fmt-check:
-	@out=$$(gofmt -l $(MODULES)); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l $(MODULES) hack); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 clean:
 	rm -rf $(BIN) .state

@@ -442,3 +442,109 @@ func TestACheckpointLineCutShortIsDroppedOnResume(t *testing.T) {
 		t.Fatalf("done %d, good %d, %v; want 1 sample and the offset after it", len(done), good, err)
 	}
 }
+
+// readSamples parses samples.jsonl by task/doc.
+func readSamples(t *testing.T, s evalflow.JobSpec) map[string]Sample {
+	t.Helper()
+	out := map[string]Sample{}
+	for _, line := range strings.Split(strings.TrimSpace(string(samples(t, s))), "\n") {
+		var x Sample
+		if err := json.Unmarshal([]byte(line), &x); err != nil {
+			t.Fatal(err)
+		}
+		out[x.key()] = x
+	}
+	return out
+}
+
+// The loglikelihood of " A" after an MMLU prompt, scored from the echoed prompt by one
+// server (llama-echo: llama.cpp on the GGUF), must be what another server (ollama, its
+// own engine on the same GGUF) gives token by token when it generates: the tiny model's
+// tokenizer splits " A" into " " and "A", so log p(" ") + log p("A" | " ").
+func TestMMLULoglikelihoodMatchesAnotherServerTokenByToken(t *testing.T) {
+	echo, ollama := testserver.LlamaEcho(t), testserver.Ollama(t, 0)
+	s := mmluOnly(t, echo, "loglikelihood")
+	s.Benchmarks[0].Limit = 8
+
+	res, err := run(t, context.Background(), s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Summary.Metric != "acc" || res.Summary.Samples != 8 {
+		t.Fatalf("metric %q, %d samples", res.Summary.Metric, res.Summary.Samples)
+	}
+	other := &openai.Client{BaseURL: evalflow.APIBase(ollama), MaxTries: 3}
+	compared := 0
+	for k, x := range readSamples(t, s) {
+		if len(x.Logprobs) != 4 {
+			t.Fatalf("%s: %d choice log-likelihoods, want 4", k, len(x.Logprobs))
+		}
+		resp, err := other.Chat(context.Background(), openai.ChatRequest{Model: testserver.Model,
+			Messages: []openai.Message{{Role: "user", Content: x.Prompt}}, MaxTokens: 2, Logprobs: true, TopLogprobs: 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps := resp.Choices[0].Logprobs.Content
+		if len(steps) < 2 || steps[0].Token != " " {
+			continue // the greedy path does not go through " ": nothing to compare
+		}
+		for i, letter := range []string{"A", "B", "C", "D"} {
+			for _, alt := range steps[1].TopLogprobs {
+				if alt.Token != letter {
+					continue
+				}
+				want := steps[0].Logprob + alt.Logprob
+				if x.Logprobs[i] == nil {
+					t.Fatalf("%s: no loglikelihood for %q", k, " "+letter)
+				}
+				if got := *x.Logprobs[i]; math.Abs(got-want) > 0.02 {
+					t.Errorf("%s: loglikelihood of %q is %.4f; ollama gives %.4f (%.4f + %.4f)", k, " "+letter, got, want, steps[0].Logprob, alt.Logprob)
+				}
+				compared++
+			}
+		}
+	}
+	if compared < 8 {
+		t.Fatalf("only %d log-likelihoods could be compared: the test proves little", compared)
+	}
+	t.Logf("%d log-likelihoods agree with ollama's to 0.02", compared)
+}
+
+func TestTruthfulQAMultipleChoiceByLoglikelihood(t *testing.T) {
+	s := spec(t, testserver.LlamaEcho(t), 2)
+	s.Benchmarks = []evalflow.DatasetSpec{{Name: "truthfulqa", Limit: 5}}
+
+	res, err := run(t, context.Background(), s, nil)
+
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range []string{"truthfulqa_mc1", "truthfulqa_mc2"} {
+		acc, ok := res.Results[task]["acc,none"].(float64)
+		if !ok || acc < 0 || acc > 1 {
+			t.Fatalf("%s: acc %v in %v", task, res.Results[task]["acc,none"], res.Results[task])
+		}
+	}
+	all := readSamples(t, s)
+	if len(all) != 10 {
+		t.Fatalf("%d samples, want 5 per task", len(all))
+	}
+	for k, x := range all {
+		if len(x.Logprobs) < 2 {
+			t.Fatalf("%s: %d choices scored", k, len(x.Logprobs))
+		}
+		distinct := map[float64]bool{}
+		for i, lp := range x.Logprobs {
+			if lp == nil || *lp >= 0 {
+				t.Fatalf("%s: choice %d log-likelihood %v", k, i, lp)
+			}
+			distinct[*lp] = true
+		}
+		if len(distinct) < 2 {
+			t.Errorf("%s: every choice has the same log-likelihood: the continuations were not scored", k)
+		}
+		if x.Task == "truthfulqa_mc1" && x.Correct != (x.Extracted == x.Target) {
+			t.Errorf("%s: correct=%v, picked %q, best answer %q", k, x.Correct, x.Extracted, x.Target)
+		}
+	}
+}

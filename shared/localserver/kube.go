@@ -31,10 +31,12 @@ func KubeBinDir() string {
 	if p := os.Getenv("EVALFLOW_KUBE"); p != "" {
 		return p
 	}
-	return filepath.Join(cacheDir(), "k8s-v"+KubeVersion+"-etcd-v"+EtcdVersion)
+	return filepath.Join(CacheDir(), "k8s-v"+KubeVersion+"-etcd-v"+EtcdVersion)
 }
 
-func cacheDir() string {
+// CacheDir is where heavy builds are cached outside the clone: $EVALFLOW_CACHE, or
+// ~/.cache/evalflow.
+func CacheDir() string {
 	if c := os.Getenv("EVALFLOW_CACHE"); c != "" {
 		return c
 	}

@@ -255,8 +255,27 @@ func OllamaBinary() string {
 	if p := os.Getenv("EVALFLOW_OLLAMA"); p != "" {
 		return p
 	}
-	return filepath.Join(cacheDir(), "ollama-"+OllamaVersion, "bin", "ollama")
+	return filepath.Join(CacheDir(), "ollama-"+OllamaVersion, "bin", "ollama")
 }
 
 // OllamaVersion is the ollama the project builds (hack/install-ollama.sh).
 const OllamaVersion = "0.17.4"
+
+// LlamaEcho serves the GGUF file gguf as model name with hack/llama-echo (bin), a
+// completions server that scores echoed prompts, on port (0: a free one).
+func LlamaEcho(ctx context.Context, bin, dir, gguf, name string, port int) (*Proc, error) {
+	var err error
+	if port == 0 {
+		if port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	a := addr(port)
+	p, err := Start(ctx, dir, "llama-echo", nil, HTTPOK("http://"+a+"/v1/models"), 30*time.Second, bin,
+		"-addr", a, "-model", gguf, "-name", name)
+	if err != nil {
+		return nil, err
+	}
+	p.Addr = a
+	return p, nil
+}

@@ -7,6 +7,7 @@ package testserver
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
@@ -110,13 +111,45 @@ func Ollama(t testing.TB, parallel int) string {
 	return "http://" + p.Addr
 }
 
+// LlamaEcho serves the tiny model from ../shared/models with hack/llama-echo, a
+// completions server that scores echoed prompts (the loglikelihood method), and returns
+// its base URL. hack/install-llama-echo.sh builds it ($EVALFLOW_LLAMA_ECHO names it).
+func LlamaEcho(t testing.TB) string {
+	t.Helper()
+	shared := SharedDir(t)
+	bin := os.Getenv("EVALFLOW_LLAMA_ECHO")
+	if bin == "" {
+		bin = llamaEchoBinary()
+	}
+	if _, err := os.Stat(bin); err != nil {
+		missing(t, "llama-echo is not built at "+bin+" (make deps runs hack/install-llama-echo.sh)")
+	}
+	p, err := localserver.LlamaEcho(context.Background(), bin, t.TempDir(), filepath.Join(shared, "models", "stories260K.gguf"), Model, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return "http://" + p.Addr
+}
+
+// llamaEchoBinary is where hack/install-llama-echo.sh caches the build of the current
+// source: keyed by the hash of its go.mod and main.go.
+func llamaEchoBinary() string {
+	h := sha256.New()
+	for _, f := range []string{"go.mod", "main.go"} {
+		b, _ := os.ReadFile(filepath.Join(RepoRoot(), "hack", "llama-echo", f))
+		h.Write(b)
+	}
+	sum := fmt.Sprintf("%x", h.Sum(nil))[:12]
+	return filepath.Join(localserver.CacheDir(), "llama-echo-"+sum, "llama-echo")
+}
+
 // Oras returns the oras CLI (hack/install-oras.sh caches it), or skips.
 func Oras(t testing.TB) string {
 	t.Helper()
 	p := os.Getenv("EVALFLOW_ORAS")
 	if p == "" {
-		home, _ := os.UserHomeDir()
-		p = filepath.Join(home, ".cache", "evalflow", "oras-1.3.6", "bin", "oras")
+		p = filepath.Join(localserver.CacheDir(), "oras-1.3.6", "bin", "oras")
 	}
 	if _, err := os.Stat(p); err != nil {
 		missing(t, "the oras CLI is not built at "+p+" (make deps runs hack/install-oras.sh)")

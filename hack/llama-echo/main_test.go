@@ -1,0 +1,22 @@
+package main
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestOffsetsPointIntoTheReturnedText(t *testing.T) {
+	// "Hi:\nA" echoed, then " x" generated; SentencePiece's dummy prefix space on "Hi".
+	pieces := []string{" Hi", ":", "\n", "A", " x"}
+	if got, want := offsets(pieces, 4, "Hi:\nA", true), []int{0, 2, 3, 4, 5}; !slices.Equal(got, want) {
+		t.Fatalf("echo: offsets %v, want %v", got, want)
+	}
+	// Without a dummy prefix the offsets are the pieces' running lengths.
+	if got, want := offsets([]string{"Hi", ":"}, 2, "Hi:", true), []int{0, 2}; !slices.Equal(got, want) {
+		t.Fatalf("no prefix: offsets %v, want %v", got, want)
+	}
+	// Without echo only generated tokens come back, after the prompt.
+	if got, want := offsets([]string{" x", "y"}, 0, "Hi:", false), []int{3, 5}; !slices.Equal(got, want) {
+		t.Fatalf("no echo: offsets %v, want %v", got, want)
+	}
+}
