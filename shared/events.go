@@ -21,6 +21,9 @@ const (
 	TypeFailed       = "dev.evalflow.run.failed"    // any step → callers
 	TypeCancelled    = "dev.evalflow.run.cancelled" // DELETE /evals/{id} → deploy (stops the job)
 	TypeNotification = "dev.evalflow.notification"  // every step → the caller
+	// TypePing is a PingSource's tick (eventing/pingsource.yaml): job-watch then reads
+	// the Jobs of running Kubernetes runs and reports those that ended.
+	TypePing = "dev.knative.sources.ping"
 )
 
 // Extension attributes that address a notification to its caller: a caller's

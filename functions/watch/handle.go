@@ -15,7 +15,9 @@ import (
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/kube"
 	"github.com/evalflow/evalflow/shared/pipeline"
+	"github.com/evalflow/evalflow/shared/runstore"
 )
 
 // Config is job-watch's own configuration.
@@ -41,9 +43,13 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	return err
 }
 
-// Handle follows job.created, job.progress and job.finished. A finished job's run gets
+// Handle follows job.created, job.progress and job.finished, and on a PingSource's tick
+// looks for Kubernetes Jobs that ended. A finished job's run gets
 // its results summary and results.ready is the reply; a failed job fails the run.
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
+	if e.Type() == evalflow.TypePing {
+		return nil, f.sweep(ctx)
+	}
 	id := f.RunID(e)
 	if id == "" {
 		return nil, nil
@@ -113,6 +119,56 @@ func (f *Function) finished(ctx context.Context, run *evalflow.Run, e event.Even
 		return nil, err
 	}
 	return f.Next(evalflow.TypeResultsReady, run.ID), nil
+}
+
+// sweep reads the Job of every running Kubernetes run and reports each that ended (or
+// is gone) to the broker as job.finished, whose id derives from the run: ticks that
+// find the same end send the same event. One cluster's trouble does not stop the rest.
+func (f *Function) sweep(ctx context.Context) error {
+	runs, err := f.Store.List(ctx, runstore.ListOptions{Status: evalflow.StatusRunning, Limit: runstore.MaxList})
+	if err != nil {
+		return fmt.Errorf("job-watch: sweep: %w", err)
+	}
+	for _, run := range runs {
+		if run.Target != evalflow.TargetKubernetes || run.Job == "" {
+			continue
+		}
+		fin, err := f.jobEnd(ctx, run)
+		if err != nil {
+			f.Log.Error("cannot read the job of a running run", "run_id", run.ID, "job", run.Job, "error", err)
+			continue
+		}
+		if fin == nil {
+			continue
+		}
+		ev := cloudevent.New(evalflow.StepWatch, evalflow.TypeJobFinished, run.ID, fin, "kubernetes")
+		if err := f.Events.Send(ctx, ev); err != nil {
+			return fmt.Errorf("job-watch: report the end of job %s of run %s: %w", run.Job, run.ID, err)
+		}
+	}
+	return nil
+}
+
+// jobEnd is how run's Job ended, nil while it runs.
+func (f *Function) jobEnd(ctx context.Context, run *evalflow.Run) (*evalflow.JobFinished, error) {
+	kubeconfig, err := f.Store.Secret(ctx, run.ID, runstore.SecretKubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cluster, err := kube.Connect([]byte(kubeconfig))
+	if err != nil {
+		return nil, err
+	}
+	st, err := cluster.State(ctx, run.Job)
+	switch {
+	case err != nil:
+		return nil, err
+	case !st.Found:
+		return &evalflow.JobFinished{RunID: run.ID, Job: run.Job, Message: "the Job is gone from namespace " + cluster.Namespace + " (deleted, or past its TTL)"}, nil
+	case !st.Finished:
+		return nil, nil
+	}
+	return &evalflow.JobFinished{RunID: run.ID, Job: run.Job, Succeeded: st.Succeeded, Message: st.Message}, nil
 }
 
 func readSummary(path string) (*evalflow.Summary, error) {

@@ -13,10 +13,16 @@ import (
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/kube"
+	"github.com/evalflow/evalflow/shared/localserver"
+	"github.com/evalflow/evalflow/shared/runstore"
 	"github.com/evalflow/evalflow/shared/testserver"
 )
 
-const runID = "6a7b8c9d-0e1f-4a2b-b3c4-d5e6f7a8b9c0"
+const (
+	runID   = "6a7b8c9d-0e1f-4a2b-b3c4-d5e6f7a8b9c0"
+	otherID = "7a7b8c9d-0e1f-4a2b-b3c4-d5e6f7a8b9c0"
+)
 
 type fixture struct {
 	f       *Function
@@ -148,6 +154,85 @@ func TestSucceededJobWithoutResultsFailsTheRun(t *testing.T) {
 	reply := fx.handle(t, finished(true, ""))
 
 	if r := fx.run(t); reply == nil || r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "no usable results") {
+		t.Fatalf("run %s %q", r.Status, r.Message)
+	}
+}
+
+// TestATickReportsKubernetesJobsThatEnded runs against a real kube-apiserver whose Job
+// controller (kube-controller-manager) fails a Job past its deadline: no node runs it.
+func TestATickReportsKubernetesJobsThatEnded(t *testing.T) {
+	k := testserver.Kube(t, localserver.KubeOptions{Controllers: true})
+	admin := testserver.KubeAdmin(t, k)
+	testserver.Namespace(t, admin, "evals")
+	fx := setup(t)
+	ctx := context.Background()
+	kubeconfig := string(k.Kubeconfig(k.Admin.Token, "evals"))
+
+	// A Kubernetes run, running, whose Job has a 1 s deadline; and one whose Job is gone.
+	for _, id := range []string{runID, otherID} {
+		r := evalflow.NewRun(evalflow.Request{EvalRequestID: id, ModelName: "m", BaseURL: "http://model", Kubeconfig: kubeconfig,
+			Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Limit: 1}}}, time.Now())
+		fx.p.Redis.Del(ctx, "evalflow:run:"+id)
+		fx.p.Store.Create(ctx, r, map[string]string{runstore.SecretKubeconfig: kubeconfig})
+		fx.p.Store.Update(ctx, id, func(r *evalflow.Run) error {
+			r.Job = evalflow.JobName(id)
+			return r.Advance(evalflow.StatusRunning, time.Now())
+		})
+	}
+	cluster, err := kube.Connect([]byte(kubeconfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, _ := fx.p.Store.Get(ctx, runID)
+	if err := cluster.Create(ctx, evalflow.NewJobSpec(run, evalflow.JobDefaults{DeadlineSeconds: 1, TTLSecondsAfterFinished: 600}), ""); err != nil {
+		t.Fatal(err)
+	}
+	tick := event.New()
+	tick.SetID("tick-1")
+	tick.SetType(evalflow.TypePing)
+	tick.SetSource("/apis/v1/namespaces/evalflow/pingsources/evalflow-watch-tick")
+
+	fx.handle(t, tick) // the Job runs: only the gone one is reported
+	ended := func() map[string]evalflow.JobFinished {
+		out := map[string]evalflow.JobFinished{}
+		for _, e := range fx.p.Sink.OfType("/", evalflow.TypeJobFinished) {
+			var fin evalflow.JobFinished
+			json.Unmarshal(e.Data(), &fin)
+			out[e.ID()] = fin
+		}
+		return out
+	}
+	if got := ended(); len(got) != 1 {
+		t.Fatalf("job.finished events %v, want one for the gone job", got)
+	}
+	testserver.Eventually(t, 60*time.Second, "a tick reports the job the Job controller failed", func() bool {
+		fx.handle(t, tick)
+		return len(ended()) == 2
+	})
+	fx.handle(t, tick) // ticks that find the same ends send the same events (same ids)
+	got := ended()
+	if len(got) != 2 {
+		t.Fatalf("job.finished events %v, want 2 distinct", got)
+	}
+	for _, fin := range got {
+		switch fin.RunID {
+		case runID:
+			if fin.Succeeded || !strings.Contains(fin.Message, "DeadlineExceeded") {
+				t.Fatalf("the failed job reported as %+v", fin)
+			}
+		case otherID:
+			if fin.Succeeded || !strings.Contains(fin.Message, "is gone") {
+				t.Fatalf("the gone job reported as %+v", fin)
+			}
+		}
+	}
+	// The report, delivered (twice) to job-watch, fails the run saying why.
+	for _, e := range fx.p.Sink.OfType("/", evalflow.TypeJobFinished) {
+		if e.Subject() == runID {
+			fx.handle(t, e)
+		}
+	}
+	if r := fx.run(t); r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "DeadlineExceeded") {
 		t.Fatalf("run %s %q", r.Status, r.Message)
 	}
 }

@@ -86,6 +86,13 @@ func TestEveryClusterManifestDecodesStrictlyAndValidates(t *testing.T) {
 					if err := s.Validate(ctx); err != nil {
 						t.Fatal(err)
 					}
+				case "sources.knative.dev/v1/PingSource":
+					var p sourcesv1.PingSource
+					strict(t, doc, &p)
+					p.SetDefaults(ctx)
+					if err := p.Validate(ctx); err != nil {
+						t.Fatal(err)
+					}
 				case "v1/ConfigMap":
 					strict(t, doc, &corev1.ConfigMap{})
 				case "v1/Namespace":
@@ -140,6 +147,7 @@ func TestTriggersRouteEachEventToItsStep(t *testing.T) {
 		evalflow.TypeJobProgress:  {"evalflow-watch"},
 		evalflow.TypeJobFinished:  {"evalflow-watch"},
 		evalflow.TypeResultsReady: {"evalflow-artifact"},
+		evalflow.TypePing:         {"evalflow-watch"},
 		evalflow.TypeSucceeded:    nil,
 		evalflow.TypeFailed:       nil,
 		evalflow.TypeNotification: nil, // callers subscribe with their own triggers

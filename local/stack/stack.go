@@ -177,6 +177,16 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 		s.stops = append(s.stops, p.Stop)
 	}
+	// The PingSources of eventing/ tick as the cluster's would (stopped first on Down).
+	pings, err := broker.LoadPingSources(fctx, filepath.Dir(cfg.FeaturesFile))
+	if err != nil {
+		return nil, err
+	}
+	tickCtx, stopTicks := context.WithCancel(context.Background())
+	for _, p := range pings {
+		go p.Run(tickCtx, sender.Send, cfg.Log.With("component", "pingsource"))
+	}
+	s.stops = append(s.stops, stopTicks)
 	return s, nil
 }
 

@@ -194,10 +194,13 @@ type ListOptions struct {
 	Limit  int
 }
 
+// MaxList is the most runs one List returns.
+const MaxList = 1000
+
 // List returns runs, newest first.
 func (s *Store) List(ctx context.Context, opts ListOptions) ([]*evalflow.Run, error) {
 	limit := opts.Limit
-	if limit <= 0 || limit > 1000 {
+	if limit <= 0 || limit > MaxList {
 		limit = 100
 	}
 	stop := int64(-1) // a status filter may skip runs: read the whole index
