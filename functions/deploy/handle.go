@@ -132,14 +132,7 @@ func (f *Function) jobsOf(ctx context.Context, run *evalflow.Run) (Jobs, error) 
 		}
 		return f.jobs, nil
 	}
-	kubeconfig, err := f.Store.Secret(ctx, run.ID, runstore.SecretKubeconfig)
-	if err != nil {
-		return nil, err
-	}
-	if kubeconfig == "" {
-		return nil, errors.New("the run's kubeconfig is gone")
-	}
-	return kube.Connect([]byte(kubeconfig))
+	return f.Cluster(ctx, run.ID)
 }
 
 // stopIfEnded stops a job created for a run that was cancelled meanwhile.

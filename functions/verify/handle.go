@@ -79,13 +79,12 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 // credentials create and follow the evaluation job. The model endpoint is not asked:
 // it is the job's, and may be reachable only from inside that cluster.
 func (f *Function) verifyCluster(ctx context.Context, run *evalflow.Run) (*event.Event, error) {
-	kubeconfig, err := f.Store.Secret(ctx, run.ID, runstore.SecretKubeconfig)
+	cluster, err := f.Cluster(ctx, run.ID)
+	if errors.Is(err, kube.ErrBadKubeconfig) {
+		return f.Fail(ctx, run.ID, "verify: "+err.Error())
+	}
 	if err != nil {
 		return nil, err
-	}
-	cluster, err := kube.Connect([]byte(kubeconfig))
-	if err != nil {
-		return f.Fail(ctx, run.ID, "verify: "+err.Error())
 	}
 	op := func() (struct{}, error) {
 		err := cluster.Verify(ctx)

@@ -147,7 +147,7 @@ func TestVerifyKubernetesTargets(t *testing.T) {
 		kc := strings.Replace(string(k.Kubeconfig("x", "evals")), "    token: x\n",
 			"    exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, args: [-c, 'touch "+pwned+"'], interactiveMode: Never}\n", 1)
 		r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: closed, Kubeconfig: kc})
-		if reply != evalflow.TypeFailed || !strings.Contains(r.Message, "unsafe kubeconfig") {
+		if reply != evalflow.TypeFailed || !strings.Contains(r.Message, "kubeconfig refused: unsafe: user user runs a program") {
 			t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
 		}
 		if _, err := os.Stat(pwned); err == nil {

@@ -15,7 +15,6 @@ import (
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
-	"github.com/evalflow/evalflow/shared/kube"
 	"github.com/evalflow/evalflow/shared/pipeline"
 	"github.com/evalflow/evalflow/shared/runstore"
 )
@@ -151,11 +150,7 @@ func (f *Function) sweep(ctx context.Context) error {
 
 // jobEnd is how run's Job ended, nil while it runs.
 func (f *Function) jobEnd(ctx context.Context, run *evalflow.Run) (*evalflow.JobFinished, error) {
-	kubeconfig, err := f.Store.Secret(ctx, run.ID, runstore.SecretKubeconfig)
-	if err != nil {
-		return nil, err
-	}
-	cluster, err := kube.Connect([]byte(kubeconfig))
+	cluster, err := f.Cluster(ctx, run.ID)
 	if err != nil {
 		return nil, err
 	}

@@ -28,13 +28,25 @@ type Cluster struct {
 	client    kubernetes.Interface
 }
 
+// ErrBadKubeconfig is a kubeconfig Connect cannot use: unparsable, incomplete, or
+// unsafe (ErrUnsafeKubeconfig). No retry mends it.
+var ErrBadKubeconfig = errors.New("kubeconfig refused")
+
 // ErrUnsafeKubeconfig is a kubeconfig that would have evalflow run a program or read a
 // file of its own: exec and auth-provider plugins, and file references.
-var ErrUnsafeKubeconfig = errors.New("unsafe kubeconfig")
+var ErrUnsafeKubeconfig = fmt.Errorf("%w: unsafe", ErrBadKubeconfig)
 
 // Connect parses kubeconfig. Everything it needs must be inline; a kubeconfig naming a
 // program or a file is refused with ErrUnsafeKubeconfig before anything is dialled.
 func Connect(kubeconfig []byte) (*Cluster, error) {
+	c, err := fromKubeconfig(kubeconfig)
+	if err != nil && !errors.Is(err, ErrUnsafeKubeconfig) {
+		err = fmt.Errorf("%w: %w", ErrBadKubeconfig, err)
+	}
+	return c, err
+}
+
+func fromKubeconfig(kubeconfig []byte) (*Cluster, error) {
 	cfg, err := clientcmd.Load(kubeconfig)
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)

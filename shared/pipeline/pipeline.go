@@ -17,6 +17,7 @@ import (
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/kube"
 	"github.com/evalflow/evalflow/shared/runstore"
 	"github.com/evalflow/evalflow/shared/seal"
 )
@@ -168,4 +169,17 @@ func (e *Env) RunID(ev event.Event) string {
 		return ""
 	}
 	return ref.RunID
+}
+
+// Cluster connects to the cluster of Kubernetes run id with the run's kubeconfig. An
+// error wrapping kube.ErrBadKubeconfig is one no retry mends.
+func (e *Env) Cluster(ctx context.Context, id string) (*kube.Cluster, error) {
+	kubeconfig, err := e.Store.Secret(ctx, id, runstore.SecretKubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	if kubeconfig == "" {
+		return nil, fmt.Errorf("%w: run %s has none (any more)", kube.ErrBadKubeconfig, id)
+	}
+	return kube.Connect([]byte(kubeconfig))
 }
