@@ -144,7 +144,8 @@ func (f *Function) stopIfEnded(ctx context.Context, run *evalflow.Run) error {
 }
 
 // stop deletes run id's job. A Kubernetes target's kubeconfig outlives the cancelled
-// run a while for this (runstore.CancelGrace) and is dropped once the job is deleted.
+// run a while for this (runstore.CancelGrace): also for a create that races the cancel
+// and stops its own job once it sees the run cancelled.
 func (f *Function) stop(ctx context.Context, id string) error {
 	run, err := f.Store.Get(ctx, id)
 	if errors.Is(err, evalflow.ErrNotFound) {
@@ -161,11 +162,6 @@ func (f *Function) stop(ctx context.Context, id string) error {
 	}
 	if err := jobs.Delete(ctx, evalflow.JobName(id)); err != nil {
 		return fmt.Errorf("deploy: stop job of run %s: %w", id, err)
-	}
-	if run.Target == evalflow.TargetKubernetes {
-		if err := f.Store.DropSecrets(ctx, id); err != nil {
-			return err
-		}
 	}
 	f.Log.Info("job stopped", "run_id", id, "job", evalflow.JobName(id))
 	return nil

@@ -70,8 +70,8 @@ func TestKubernetesTargets(t *testing.T) {
 			t.Fatalf("the job after a cancel: %v, want it deleted", err)
 		}
 		goneWithTheJob(t, admin, job)
-		if kc, _ := fx.p.Store.Secret(ctx, runID, runstore.SecretKubeconfig); kc != "" {
-			t.Fatal("the kubeconfig outlived the job it was kept to stop")
+		if ttl := fx.p.Redis.TTL(ctx, "evalflow:run:"+runID+":secrets").Val(); ttl <= 0 || ttl > runstore.CancelGrace {
+			t.Fatalf("the cancelled run's kubeconfig expires in %s, want within %s", ttl, runstore.CancelGrace)
 		}
 	})
 

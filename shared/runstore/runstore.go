@@ -160,17 +160,9 @@ func (s *Store) Update(ctx context.Context, id string, change func(*evalflow.Run
 	return nil, fmt.Errorf("runstore: update run %s: too much contention", id)
 }
 
-// CancelGrace is how long a cancelled run's kubeconfig outlives the run, for deploy to
-// stop the run's job in its cluster (deploy drops it as soon as it has).
+// CancelGrace is how long a cancelled run's kubeconfig (sealed) outlives the run, for
+// deploy to stop the run's job in its cluster.
 const CancelGrace = time.Hour
-
-// DropSecrets drops run id's secrets.
-func (s *Store) DropSecrets(ctx context.Context, id string) error {
-	if err := s.rdb.Del(ctx, secretKey(id)).Err(); err != nil {
-		return fmt.Errorf("runstore: drop secrets of run %s: %w", id, err)
-	}
-	return nil
-}
 
 // Secret opens the named secret of run id; "" when the run has none (or has ended).
 func (s *Store) Secret(ctx context.Context, id, name string) (string, error) {

@@ -120,12 +120,6 @@ func TestACancelledRunKeepsOnlyItsKubeconfigAWhile(t *testing.T) {
 	if ttl := rdb.TTL(ctx, keys[0]).Val(); ttl <= 0 || ttl > runstore.CancelGrace {
 		t.Fatalf("the kubeconfig's TTL is %s, want at most %s", ttl, runstore.CancelGrace)
 	}
-	if err := store.DropSecrets(ctx, id); err != nil {
-		t.Fatal(err)
-	}
-	if got, _ := store.Secret(ctx, id, runstore.SecretKubeconfig); got != "" {
-		t.Fatal("DropSecrets left the kubeconfig")
-	}
 }
 
 func TestUpdateNeverMovesARunBackwards(t *testing.T) {
