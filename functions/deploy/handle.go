@@ -82,8 +82,11 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		return nil, err
 	}
 	jobs, err := f.jobsOf(ctx, run)
-	if err != nil {
+	if errors.Is(err, errCannotRun) || errors.Is(err, kube.ErrBadKubeconfig) {
 		return f.Fail(ctx, id, "deploy: "+err.Error())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("deploy: run %s: %w", id, err)
 	}
 	spec := evalflow.NewJobSpec(run, f.defaults)
 	apiKey, err := f.Store.Secret(ctx, id, runstore.SecretAPIKey)
@@ -122,13 +125,16 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	return f.Next(evalflow.TypeJobCreated, id), nil
 }
 
+// errCannotRun is a run its target cannot run: no redelivery mends it.
+var errCannotRun = errors.New("cannot run")
+
 // jobsOf is the job runtime of run's target: the local one, or the cluster its
-// kubeconfig reaches. Its error is one no redelivery mends.
+// kubeconfig reaches.
 func (f *Function) jobsOf(ctx context.Context, run *evalflow.Run) (Jobs, error) {
 	if run.Target != evalflow.TargetKubernetes {
 		if e, ok := engines.Default().Get(run.Engine); !ok || !e.Local {
-			return nil, fmt.Errorf("engine %q runs only as a container image in a Kubernetes Job; "+
-				"without a kubeconfig runs are local processes (built-in engine %q)", run.Engine, evalflow.DefaultEngine)
+			return nil, fmt.Errorf("%w: engine %q runs only as a container image in a Kubernetes Job; "+
+				"without a kubeconfig runs are local processes (built-in engine %q)", errCannotRun, run.Engine, evalflow.DefaultEngine)
 		}
 		return f.jobs, nil
 	}

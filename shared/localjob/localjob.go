@@ -27,9 +27,6 @@ import (
 	"github.com/evalflow/evalflow/shared/cloudevent"
 )
 
-// ErrAlreadyExists is returned by Create for a job name that exists.
-var ErrAlreadyExists = evalflow.ErrJobExists
-
 // CreateRequest is the body of PUT /jobs/{name}.
 type CreateRequest struct {
 	Spec   evalflow.JobSpec `json:"spec"`
@@ -82,7 +79,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		switch err := s.Create(req); {
-		case errors.Is(err, ErrAlreadyExists):
+		case errors.Is(err, evalflow.ErrJobExists):
 			http.Error(w, err.Error(), http.StatusConflict)
 		case err != nil:
 			http.Error(w, err.Error(), http.StatusInternalServerError)
@@ -114,7 +111,7 @@ func (s *Server) Create(req CreateRequest) error {
 		s.jobs = map[string]*job{}
 	}
 	if _, ok := s.jobs[spec.ID]; ok {
-		return ErrAlreadyExists
+		return evalflow.ErrJobExists
 	}
 	dir := filepath.Join(s.WorkDir, spec.ID)
 	if err := os.MkdirAll(filepath.Join(dir, "meta"), 0o755); err != nil {
@@ -322,7 +319,7 @@ type Client struct {
 	HTTP *http.Client
 }
 
-// Create creates the job; ErrAlreadyExists when it exists.
+// Create creates the job; evalflow.ErrJobExists when it exists.
 func (c *Client) Create(ctx context.Context, spec evalflow.JobSpec, apiKey string) error {
 	body, _ := json.Marshal(CreateRequest{Spec: spec, APIKey: apiKey})
 	resp, err := c.do(ctx, http.MethodPut, spec.ID, body)
@@ -333,7 +330,7 @@ func (c *Client) Create(ctx context.Context, spec evalflow.JobSpec, apiKey strin
 	case http.StatusCreated:
 		return nil
 	case http.StatusConflict:
-		return ErrAlreadyExists
+		return evalflow.ErrJobExists
 	}
 	return fmt.Errorf("localjob: create job %s: %s", spec.ID, resp.Status)
 }

@@ -2,6 +2,7 @@ package localjob_test
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -58,8 +59,8 @@ func TestAStoppedJobIsReportedStoppedAndCreateIsOnce(t *testing.T) {
 	if err := client.Create(t.Context(), spec, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := client.Create(t.Context(), spec, ""); err != localjob.ErrAlreadyExists {
-		t.Fatalf("second create: %v; want ErrAlreadyExists", err)
+	if err := client.Create(t.Context(), spec, ""); !errors.Is(err, evalflow.ErrJobExists) {
+		t.Fatalf("second create: %v; want ErrJobExists", err)
 	}
 
 	if err := client.Delete(t.Context(), spec.ID); err != nil {

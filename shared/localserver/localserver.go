@@ -152,18 +152,27 @@ func httpReady(url string, ok func(int) bool) func(context.Context) error {
 
 func addr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
 
+// loopback is port (a free one for 0) and its 127.0.0.1 address.
+func loopback(port int) (int, string, error) {
+	if port == 0 {
+		var err error
+		if port, err = FreePort(); err != nil {
+			return 0, "", err
+		}
+	}
+	return port, addr(port), nil
+}
+
 // Redis starts redis-server on port (0: a free one), data in dir, no persistence.
 func Redis(ctx context.Context, dir string, port int) (*Proc, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("localserver: redis-server not installed (make deps installs it): %w", err)
 	}
-	if port == 0 {
-		if port, err = FreePort(); err != nil {
-			return nil, err
-		}
+	port, a, err := loopback(port)
+	if err != nil {
+		return nil, err
 	}
-	a := addr(port)
 	p, err := Start(ctx, dir, "redis", nil, DialReady(a), 10*time.Second, bin,
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
 	if err != nil {
@@ -180,12 +189,10 @@ func Registry(ctx context.Context, dir string, port int, htpasswd string) (*Proc
 	if err != nil {
 		return nil, fmt.Errorf("localserver: docker-registry not installed (make deps installs it): %w", err)
 	}
-	if port == 0 {
-		if port, err = FreePort(); err != nil {
-			return nil, err
-		}
+	port, a, err := loopback(port)
+	if err != nil {
+		return nil, err
 	}
-	a := addr(port)
 	cfg := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n",
 		filepath.Join(dir, "data"), a)
 	if htpasswd != "" {
@@ -209,13 +216,10 @@ func Registry(ctx context.Context, dir string, port int, htpasswd string) (*Proc
 // Ollama serves models from dir/models with bin (see hack/install-ollama.sh) on port;
 // parallel is OLLAMA_NUM_PARALLEL (0: ollama's default).
 func Ollama(ctx context.Context, bin, dir string, port, parallel int) (*Proc, error) {
-	var err error
-	if port == 0 {
-		if port, err = FreePort(); err != nil {
-			return nil, err
-		}
+	port, a, err := loopback(port)
+	if err != nil {
+		return nil, err
 	}
-	a := addr(port)
 	env := []string{"HOME=" + filepath.Join(dir, "home"), "OLLAMA_HOST=" + a,
 		"OLLAMA_MODELS=" + filepath.Join(dir, "models"), "OLLAMA_KEEP_ALIVE=1h", "OLLAMA_NOPRUNE=1"}
 	if parallel > 0 {
@@ -264,13 +268,10 @@ const OllamaVersion = "0.17.4"
 // LlamaEcho serves the GGUF file gguf as model name with hack/llama-echo (bin), a
 // completions server that scores echoed prompts, on port (0: a free one).
 func LlamaEcho(ctx context.Context, bin, dir, gguf, name string, port int) (*Proc, error) {
-	var err error
-	if port == 0 {
-		if port, err = FreePort(); err != nil {
-			return nil, err
-		}
+	port, a, err := loopback(port)
+	if err != nil {
+		return nil, err
 	}
-	a := addr(port)
 	p, err := Start(ctx, dir, "llama-echo", nil, HTTPOK("http://"+a+"/v1/models"), 30*time.Second, bin,
 		"-addr", a, "-model", gguf, "-name", name)
 	if err != nil {
