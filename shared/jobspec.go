@@ -106,7 +106,12 @@ type Results struct {
 	Groups   map[string]map[string]any `json:"groups,omitempty"`
 	NSamples map[string]NSamples       `json:"n-samples"`
 	Config   map[string]any            `json:"config"`
-	Summary  Summary                   `json:"summary"`
+	// Configs, Versions and NShot are lm-eval's own, kept as an external engine
+	// (lm-evaluation-harness) wrote them.
+	Configs  map[string]json.RawMessage `json:"configs,omitempty"`
+	Versions map[string]any             `json:"versions,omitempty"`
+	NShot    map[string]any             `json:"n-shot,omitempty"`
+	Summary  Summary                    `json:"summary"`
 }
 
 // NSamples counts a task's samples as lm-eval does.

@@ -20,6 +20,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/evalflow/evalflow/runner/adapter"
 	"github.com/evalflow/evalflow/runner/custom"
 	"github.com/evalflow/evalflow/runner/gsm8k"
 	"github.com/evalflow/evalflow/runner/mmlu"
@@ -337,7 +338,7 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 	go func() { wg.Wait(); close(results) }()
 
 	w := bufio.NewWriter(cp)
-	tracker := newTracker(len(done), len(docs))
+	tracker := adapter.NewTracker(len(done), len(docs))
 	every := cmp.Or(e.ReportEvery, time.Second)
 	lastReport := time.Time{}
 	sizer := newSizer(g)
@@ -346,13 +347,13 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 		done[s.key()] = s
 		line, _ := json.Marshal(s)
 		w.Write(append(line, '\n'))
-		tracker.add()
+		tracker.Add()
 		if time.Since(lastReport) >= every {
 			// Flush before reporting: what is reported done is on disk.
 			if err := w.Flush(); err != nil {
 				return nil, fmt.Errorf("engine: checkpoint: %w", err)
 			}
-			e.report(ctx, tracker.progress("scoring"))
+			e.report(ctx, tracker.Progress("scoring"))
 			lastReport = time.Now()
 		}
 	}
@@ -379,7 +380,7 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 	if err != nil {
 		return nil, err
 	}
-	e.report(context.WithoutCancel(ctx), tracker.progress("done"))
+	e.report(context.WithoutCancel(ctx), tracker.Progress("done"))
 	return res, nil
 }
 
@@ -561,26 +562,35 @@ func readCheckpoint(path string) (map[string]Sample, int64, error) {
 	return done, good, nil
 }
 
-// write writes samples.jsonl (in document order, so two runs give the same file)
-// and results.json.
+// write writes the results of the samples (in document order).
 func (e *Engine) write(samples []Sample) (*evalflow.Results, error) {
-	var b strings.Builder
-	for _, s := range samples {
-		line, _ := json.Marshal(s)
-		b.Write(line)
-		b.WriteByte('\n')
-	}
-	if err := writeFile(filepath.Join(e.Spec.OutputDir, evalflow.SamplesFile), []byte(b.String())); err != nil {
-		return nil, err
-	}
 	spec := e.Spec
 	spec.Concurrency = e.chosen
 	res := Aggregate(spec, samples)
-	body, _ := json.MarshalIndent(res, "", "  ")
-	if err := writeFile(filepath.Join(e.Spec.OutputDir, evalflow.ResultsFile), body); err != nil {
-		return nil, err
+	return res, WriteOutput(e.Spec.OutputDir, res, samples)
+}
+
+// WriteOutput writes samples.jsonl, one sample a line in the order given (so two runs
+// give the same file), then results.json, each replaced atomically: results.json
+// exists only beside a complete samples.jsonl.
+func WriteOutput(dir string, res *evalflow.Results, samples []Sample) error {
+	var b bytes.Buffer
+	for _, s := range samples {
+		line, err := json.Marshal(s)
+		if err != nil {
+			return fmt.Errorf("engine: sample %s: %w", s.key(), err)
+		}
+		b.Write(line)
+		b.WriteByte('\n')
 	}
-	return res, nil
+	if err := writeFile(filepath.Join(dir, evalflow.SamplesFile), b.Bytes()); err != nil {
+		return err
+	}
+	body, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return fmt.Errorf("engine: results: %w", err)
+	}
+	return writeFile(filepath.Join(dir, evalflow.ResultsFile), body)
 }
 
 // writeFile replaces path atomically.
@@ -682,27 +692,4 @@ func Aggregate(spec evalflow.JobSpec, samples []Sample) *evalflow.Results {
 func setMetric(m map[string]any, metric, filter string, p, stderr float64) {
 	m[metric+","+filter] = p
 	m[metric+"_stderr,"+filter] = stderr
-}
-
-// tracker turns completions into progress with a rate and an ETA.
-type tracker struct {
-	start      time.Time
-	done, base int
-	total      int
-}
-
-func newTracker(done, total int) *tracker {
-	return &tracker{start: time.Now(), done: done, base: done, total: total}
-}
-
-func (t *tracker) add() { t.done++ }
-
-func (t *tracker) progress(phase string) Progress {
-	elapsed := time.Since(t.start).Seconds()
-	p := Progress{Phase: phase, Done: t.done, Total: t.total, UpdatedAt: time.Now().UTC()}
-	if n := t.done - t.base; n > 0 && elapsed > 0 {
-		p.Rate = float64(n) / elapsed
-		p.ETASeconds = float64(t.total-t.done) / p.Rate
-	}
-	return p
 }

@@ -1,0 +1,124 @@
+// Package adapter is the engine side of the adapter contract: every evaluation engine
+// (the built-in runner, the lm-evaluation-harness and OpenCompass adapters) reads its
+// job spec and API key here, reports progress to the pipeline through a Reporter, and
+// exits with ExitCode so that a job no attempt can run is not started again.
+package adapter
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
+)
+
+// ErrPermanent marks a job no attempt can run: a bad spec, a config the engine
+// refuses, a method the endpoint cannot do.
+var ErrPermanent = errors.New("the job cannot run")
+
+// ExitCode is the process exit code for err: evalflow.ExitPermanent when starting
+// again cannot help, 1 otherwise, 0 for nil.
+func ExitCode(err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, ErrPermanent):
+		return evalflow.ExitPermanent
+	}
+	return 1
+}
+
+// ReadSpec reads the job spec at path and checks that it is engine's and complete.
+func ReadSpec(path, engine string) (evalflow.JobSpec, error) {
+	var spec evalflow.JobSpec
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return spec, fmt.Errorf("job spec: %w", err)
+	}
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return spec, fmt.Errorf("job spec %s: %w: %w", path, ErrPermanent, err)
+	}
+	if got := cmp.Or(spec.Engine, evalflow.DefaultEngine); got != engine {
+		return spec, fmt.Errorf("job spec %s asks for engine %q; this is the %s engine: %w", path, got, engine, ErrPermanent)
+	}
+	if spec.RunID == "" || spec.Model.URL == "" || spec.OutputDir == "" {
+		return spec, fmt.Errorf("job spec %s: run_id, model.url and output_dir are required: %w", path, ErrPermanent)
+	}
+	return spec, nil
+}
+
+// APIKey reads the endpoint's API key from the file the spec names ("" without one).
+func APIKey(spec evalflow.JobSpec) (string, error) {
+	if spec.APIKeyFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(spec.APIKeyFile)
+	if err != nil {
+		return "", fmt.Errorf("run %s: api key: %w", spec.RunID, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// Reporter sends progress reports; a report that cannot be delivered is logged, never
+// fatal (the next one supersedes it).
+type Reporter func(context.Context, evalflow.Progress)
+
+// NewReporter reports to the spec's callback URL as job.progress CloudEvents, or to
+// the log when the spec has none.
+func NewReporter(spec evalflow.JobSpec, log *slog.Logger) (Reporter, error) {
+	if spec.CallbackURL == "" {
+		return func(_ context.Context, p evalflow.Progress) {
+			log.Info("progress", "phase", p.Phase, "done", p.Done, "total", p.Total)
+		}, nil
+	}
+	sender, err := cloudevent.NewSender(spec.CallbackURL, nil)
+	if err != nil {
+		return nil, fmt.Errorf("run %s: callback: %w", spec.RunID, err)
+	}
+	sender.Retries = 2
+	return func(ctx context.Context, p evalflow.Progress) {
+		ev := cloudevent.New(evalflow.StepWatch, evalflow.TypeJobProgress, spec.RunID,
+			evalflow.JobProgress{RunID: spec.RunID, Job: spec.ID, Progress: p}, p.Phase, fmt.Sprint(p.Done), p.UpdatedAt.String())
+		ev.SetSource("/evalflow/runner")
+		if err := sender.Send(ctx, ev); err != nil {
+			log.Warn("progress report not delivered", "done", p.Done, "error", err)
+		}
+	}, nil
+}
+
+// Tracker turns completions into progress with a rate and an ETA.
+type Tracker struct {
+	start      time.Time
+	done, base int
+	total      int
+}
+
+// NewTracker starts tracking at done of total (done > 0 after a resume: the rate
+// counts only what this process completes).
+func NewTracker(done, total int) *Tracker {
+	return &Tracker{start: time.Now(), done: done, base: done, total: total}
+}
+
+// Add counts one completion.
+func (t *Tracker) Add() { t.done++ }
+
+// Set moves to done of total.
+func (t *Tracker) Set(done, total int) { t.done, t.total = done, total }
+
+// Progress is the progress so far, in phase.
+func (t *Tracker) Progress(phase string) evalflow.Progress {
+	elapsed := time.Since(t.start).Seconds()
+	p := evalflow.Progress{Phase: phase, Done: t.done, Total: t.total, UpdatedAt: time.Now().UTC()}
+	if n := t.done - t.base; n > 0 && elapsed > 0 {
+		p.Rate = float64(n) / elapsed
+		p.ETASeconds = float64(t.total-t.done) / p.Rate
+	}
+	return p
+}

@@ -1,0 +1,63 @@
+package adapter_test
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/evalflow/evalflow/runner/adapter"
+	evalflow "github.com/evalflow/evalflow/shared"
+)
+
+func writeSpec(t *testing.T, spec any) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "job.json")
+	b, _ := json.Marshal(spec)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestReadSpec(t *testing.T) {
+	good := evalflow.JobSpec{RunID: "r1", Model: evalflow.ModelSpec{URL: "http://127.0.0.1:1"}, OutputDir: "/out"}
+	if _, err := adapter.ReadSpec(writeSpec(t, good), evalflow.DefaultEngine); err != nil {
+		t.Fatalf("a spec with no engine is the built-in runner's: %v", err)
+	}
+	other := good
+	other.Engine = "opencompass"
+	noOutput := good
+	noOutput.OutputDir = ""
+	for name, c := range map[string]struct {
+		path, want string
+	}{
+		"another engine's": {writeSpec(t, other), `asks for engine "opencompass"`},
+		"incomplete":       {writeSpec(t, noOutput), "output_dir"},
+		"not JSON":         {writeSpec(t, "[1,"), "job spec"},
+	} {
+		_, err := adapter.ReadSpec(c.path, evalflow.DefaultEngine)
+		if !errors.Is(err, adapter.ErrPermanent) || adapter.ExitCode(err) != evalflow.ExitPermanent || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s spec: %v, want a permanent error with %q", name, err, c.want)
+		}
+	}
+	_, err := adapter.ReadSpec(filepath.Join(t.TempDir(), "missing.json"), evalflow.DefaultEngine)
+	if err == nil || adapter.ExitCode(err) != 1 {
+		t.Errorf("a missing spec: %v, want an error a restart may mend (the volume may come late)", err)
+	}
+}
+
+func TestAPIKeyIsTrimmed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(path, []byte("sk-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if key, err := adapter.APIKey(evalflow.JobSpec{APIKeyFile: path}); err != nil || key != "sk-1" {
+		t.Errorf("APIKey = %q, %v", key, err)
+	}
+	if key, err := adapter.APIKey(evalflow.JobSpec{}); err != nil || key != "" {
+		t.Errorf("APIKey without a file = %q, %v", key, err)
+	}
+}

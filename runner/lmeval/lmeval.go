@@ -1,0 +1,150 @@
+// Package lmeval adapts EleutherAI's lm-evaluation-harness to evalflow's adapter
+// contract: it turns a job spec into an lm_eval command line against the endpoint,
+// follows lm_eval's progress bars, and reads lm_eval's output (results_<date>.json and
+// samples_<task>_<date>.jsonl) into evalflow's results.json and samples.jsonl.
+package lmeval
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/evalflow/evalflow/runner/adapter"
+	evalflow "github.com/evalflow/evalflow/shared"
+)
+
+// Engine is the registry name of lm-evaluation-harness.
+const Engine = "lm-evaluation-harness"
+
+// Models lm_eval can drive an OpenAI-compatible endpoint with.
+const (
+	ModelCompletions     = "local-completions"
+	ModelChatCompletions = "local-chat-completions"
+)
+
+// Config is the engine_config of an lm-evaluation-harness run (its schema is the
+// registry entry's config_schema, checked at start).
+type Config struct {
+	// Tasks are lm_eval task or group names, e.g. "mmlu", "gsm8k", "truthfulqa_mc2".
+	Tasks []string `json:"tasks"`
+	// Model is local-completions (default; needed for loglikelihood tasks) or
+	// local-chat-completions (generation tasks only).
+	Model      string   `json:"model,omitempty"`
+	NumFewshot *int     `json:"num_fewshot,omitempty"`
+	BatchSize  any      `json:"batch_size,omitempty"`
+	Limit      *float64 `json:"limit,omitempty"`
+	// ApplyChatTemplate defaults to true with the chat model, which requires it.
+	ApplyChatTemplate *bool `json:"apply_chat_template,omitempty"`
+	// Tokenizer and TokenizerBackend tell lm_eval how to count the prompt's tokens,
+	// which loglikelihood tasks need (e.g. a Hugging Face tokenizer id and
+	// "huggingface", or "remote" for a server with a tokenize endpoint).
+	Tokenizer        string `json:"tokenizer,omitempty"`
+	TokenizerBackend string `json:"tokenizer_backend,omitempty"`
+}
+
+// ParseConfig reads an engine_config.
+func ParseConfig(raw json.RawMessage) (Config, error) {
+	var c Config
+	if len(raw) == 0 {
+		return c, fmt.Errorf("lm-eval: engine_config: tasks is required: %w", adapter.ErrPermanent)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("lm-eval: engine_config: %w: %w", adapter.ErrPermanent, err)
+	}
+	if len(c.Tasks) == 0 {
+		return c, fmt.Errorf("lm-eval: engine_config.tasks: at least one task is required: %w", adapter.ErrPermanent)
+	}
+	if c.Model == "" {
+		c.Model = ModelCompletions
+	}
+	return c, nil
+}
+
+// Output folders under the job's output directory.
+const (
+	// OutputSubdir receives lm_eval's own results and samples files.
+	OutputSubdir = "lm-eval"
+	// CacheName is lm_eval's response cache (--use_cache): a restarted job asks the
+	// endpoint nothing it already answered.
+	CacheName = "lm-eval-cache"
+)
+
+// Args is the lm_eval command line (without the program) for spec. It holds no
+// secret: lm_eval reads the API key from OPENAI_API_KEY (see Env).
+func Args(spec evalflow.JobSpec, c Config) ([]string, error) {
+	endpoint := evalflow.APIBase(spec.Model.URL) + "/completions"
+	chat := c.Model == ModelChatCompletions
+	if chat {
+		endpoint = evalflow.APIBase(spec.Model.URL) + "/chat/completions"
+	} else if c.Model != ModelCompletions {
+		return nil, fmt.Errorf("lm-eval: engine_config.model: %q is not %s or %s: %w", c.Model, ModelCompletions, ModelChatCompletions, adapter.ErrPermanent)
+	}
+	concurrency := spec.Concurrency
+	if concurrency == 0 {
+		concurrency = evalflow.DefaultConcurrency
+	}
+	modelArgs := []arg{
+		{"model", spec.Model.Name, "model.name"},
+		{"base_url", endpoint, "model.url"},
+		{"num_concurrent", strconv.Itoa(concurrency), ""},
+		{"tokenized_requests", "False", ""},
+	}
+	if t := spec.Options.RequestTimeoutSeconds; t > 0 {
+		modelArgs = append(modelArgs, arg{"timeout", strconv.Itoa(t), ""})
+	}
+	if c.Tokenizer != "" {
+		modelArgs = append(modelArgs, arg{"tokenizer", c.Tokenizer, "engine_config.tokenizer"})
+	}
+	if c.TokenizerBackend != "" {
+		modelArgs = append(modelArgs, arg{"tokenizer_backend", c.TokenizerBackend, "engine_config.tokenizer_backend"})
+	}
+	kv := make([]string, 0, len(modelArgs))
+	for _, a := range modelArgs {
+		// lm_eval splits model_args on commas; a value with one would be cut in two.
+		if a.value == "" || strings.Contains(a.value, ",") {
+			return nil, fmt.Errorf("lm-eval: %s: %q cannot be passed in model_args (empty or holds a comma): %w", a.field, a.value, adapter.ErrPermanent)
+		}
+		kv = append(kv, a.key+"="+a.value)
+	}
+	args := []string{
+		"--model", c.Model,
+		"--model_args", strings.Join(kv, ","),
+		"--tasks", strings.Join(c.Tasks, ","),
+		"--output_path", outputPath(spec),
+		"--log_samples",
+		"--use_cache", cachePath(spec),
+	}
+	if c.NumFewshot != nil {
+		args = append(args, "--num_fewshot", strconv.Itoa(*c.NumFewshot))
+	}
+	if c.BatchSize != nil {
+		args = append(args, "--batch_size", fmt.Sprint(c.BatchSize))
+	}
+	if c.Limit != nil {
+		args = append(args, "--limit", strconv.FormatFloat(*c.Limit, 'f', -1, 64))
+	}
+	if (c.ApplyChatTemplate == nil && chat) || (c.ApplyChatTemplate != nil && *c.ApplyChatTemplate) {
+		args = append(args, "--apply_chat_template")
+	}
+	return args, nil
+}
+
+type arg struct{ key, value, field string }
+
+func outputPath(spec evalflow.JobSpec) string { return filepath.Join(spec.OutputDir, OutputSubdir) }
+func cachePath(spec evalflow.JobSpec) string  { return filepath.Join(spec.OutputDir, CacheName) }
+
+// Env is what the adapter adds to lm_eval's environment: the API key, where lm_eval's
+// OpenAI-compatible models read it (never on the command line, where any process
+// could read it).
+func Env(apiKey string) []string {
+	if apiKey == "" {
+		return nil
+	}
+	return []string{"OPENAI_API_KEY=" + apiKey}
+}
