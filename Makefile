@@ -7,7 +7,7 @@ CACHE ?= $(HOME)/.cache/evalflow
 SHARED ?= $(abspath $(CURDIR)/../shared)
 export EVALFLOW_CACHE := $(CACHE)
 
-.PHONY: run test bench deps test-deps build vet fmt-check up clean cluster-up cluster-deploy
+.PHONY: run test bench deps test-deps build vet fmt-check up clean images cluster-up cluster-deploy
 
 ## run: evaluate the bundled tiny model on a small MMLU subset, end to end, locally
 run: deps build
@@ -57,6 +57,8 @@ test-deps:
 build:
 	go build -o $(BIN)/evalflow ./local/cmd/evalflow
 	go build -o $(BIN)/evalflow-runner ./runner/cmd/evalflow-runner
+	go build -o $(BIN)/lm-eval-adapter ./runner/cmd/lm-eval-adapter
+	go build -o $(BIN)/opencompass-adapter ./runner/cmd/opencompass-adapter
 
 vet:
 	go vet $(PKGS)
@@ -81,6 +83,15 @@ cluster-up:
 	kubectl apply -f eventing/
 	kubectl apply -f broker/
 	kubectl apply -f triggers/
+
+## images: the engines' container images, tagged as shared/engines/registry.json names
+## them (needs a Docker engine; the adapters' images also need PyPI)
+images:
+	for d in runner/images/*/; do \
+	  name=$$(basename $$d); \
+	  image=$$(grep -o "\"ghcr.io/evalflow/$$name:[^\"]*\"" shared/engines/registry.json | tr -d '"'); \
+	  docker build -f $$d/Dockerfile -t $$image . || exit 1; \
+	done
 
 ## cluster-deploy: build and deploy each function with the func CLI
 cluster-deploy:

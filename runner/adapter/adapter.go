@@ -5,6 +5,7 @@
 package adapter
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -54,6 +55,22 @@ func ReadSpec(path, engine string) (evalflow.JobSpec, error) {
 	return spec, nil
 }
 
+// DecodeConfig reads an engine_config strictly into config: no config at all, an
+// unknown field or a wrong type is a permanent error naming engine_config. (start
+// validated the config against the engine's schema; this guards a spec written by
+// hand.)
+func DecodeConfig(raw json.RawMessage, config any) error {
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return fmt.Errorf("engine_config is required: %w", ErrPermanent)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(config); err != nil {
+		return fmt.Errorf("engine_config: %w: %w", ErrPermanent, err)
+	}
+	return nil
+}
+
 // APIKey reads the endpoint's API key from the file the spec names ("" without one).
 func APIKey(spec evalflow.JobSpec) (string, error) {
 	if spec.APIKeyFile == "" {
@@ -64,6 +81,35 @@ func APIKey(spec evalflow.JobSpec) (string, error) {
 		return "", fmt.Errorf("run %s: api key: %w", spec.RunID, err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// OpenAIKeyEnv is the environment that hands an engine's process the API key: both
+// lm_eval and OpenCompass read OPENAI_API_KEY. A key never goes on a command line,
+// where any process on the machine could read it.
+func OpenAIKeyEnv(apiKey string) []string {
+	if apiKey == "" {
+		return nil
+	}
+	return []string{"OPENAI_API_KEY=" + apiKey}
+}
+
+// Text reads a value from an engine's JSON output as text: a string as itself,
+// anything else (a chat prompt's messages, a list of references) as compact JSON, and
+// nothing or null as "".
+func Text(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var compact bytes.Buffer
+	if json.Compact(&compact, raw) == nil {
+		return compact.String()
+	}
+	return string(raw)
 }
 
 // Reporter sends progress reports; a report that cannot be delivered is logged, never

@@ -61,3 +61,12 @@ func TestAPIKeyIsTrimmed(t *testing.T) {
 		t.Errorf("APIKey without a file = %q, %v", key, err)
 	}
 }
+
+func TestOpenAIKeyEnv(t *testing.T) {
+	if got := adapter.OpenAIKeyEnv("sk-1"); len(got) != 1 || got[0] != "OPENAI_API_KEY=sk-1" {
+		t.Errorf("OpenAIKeyEnv = %q", got)
+	}
+	if got := adapter.OpenAIKeyEnv(""); got != nil {
+		t.Errorf("OpenAIKeyEnv without a key = %q", got)
+	}
+}

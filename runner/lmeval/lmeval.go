@@ -5,7 +5,6 @@
 package lmeval
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -13,6 +12,8 @@ import (
 	"strings"
 
 	"github.com/evalflow/evalflow/runner/adapter"
+	"github.com/evalflow/evalflow/runner/engine"
+	"github.com/evalflow/evalflow/runner/external"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
@@ -48,13 +49,8 @@ type Config struct {
 // ParseConfig reads an engine_config.
 func ParseConfig(raw json.RawMessage) (Config, error) {
 	var c Config
-	if len(raw) == 0 {
-		return c, fmt.Errorf("lm-eval: engine_config: tasks is required: %w", adapter.ErrPermanent)
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return c, fmt.Errorf("lm-eval: engine_config: %w: %w", adapter.ErrPermanent, err)
+	if err := adapter.DecodeConfig(raw, &c); err != nil {
+		return c, fmt.Errorf("lm-eval: %w", err)
 	}
 	if len(c.Tasks) == 0 {
 		return c, fmt.Errorf("lm-eval: engine_config.tasks: at least one task is required: %w", adapter.ErrPermanent)
@@ -75,7 +71,7 @@ const (
 )
 
 // Args is the lm_eval command line (without the program) for spec. It holds no
-// secret: lm_eval reads the API key from OPENAI_API_KEY (see Env).
+// secret: lm_eval reads the API key from OPENAI_API_KEY (adapter.OpenAIKeyEnv).
 func Args(spec evalflow.JobSpec, c Config) ([]string, error) {
 	endpoint := evalflow.APIBase(spec.Model.URL) + "/completions"
 	chat := c.Model == ModelChatCompletions
@@ -139,12 +135,32 @@ type arg struct{ key, value, field string }
 func outputPath(spec evalflow.JobSpec) string { return filepath.Join(spec.OutputDir, OutputSubdir) }
 func cachePath(spec evalflow.JobSpec) string  { return filepath.Join(spec.OutputDir, CacheName) }
 
-// Env is what the adapter adds to lm_eval's environment: the API key, where lm_eval's
-// OpenAI-compatible models read it (never on the command line, where any process
-// could read it).
-func Env(apiKey string) []string {
-	if apiKey == "" {
-		return nil
+// permanentSigns are what lm_eval prints when its job can never run.
+var permanentSigns = []string{
+	"Tasks not found",
+	"Loglikelihood is not supported",
+	"Tokenizer is required for loglikelihood",
+	"is not supported for chat completions",
+}
+
+// External is lm-evaluation-harness as an external engine: lm_eval ($LM_EVAL, or on
+// PATH) run with the job's command line, progress from its request bars, and its
+// output read into evalflow's.
+func External() external.Engine {
+	var c Config
+	return external.Engine{
+		Name: Engine, Program: "lm_eval", ProgramEnv: "LM_EVAL",
+		Prepare: func(spec evalflow.JobSpec) ([]string, error) {
+			var err error
+			if c, err = ParseConfig(spec.EngineConfig); err != nil {
+				return nil, err
+			}
+			return Args(spec, c)
+		},
+		Scan: Scan,
+		Read: func(spec evalflow.JobSpec) (*evalflow.Results, []engine.Sample, error) {
+			return Read(outputPath(spec), spec, c)
+		},
+		PermanentSigns: permanentSigns,
 	}
-	return []string{"OPENAI_API_KEY=" + apiKey}
 }

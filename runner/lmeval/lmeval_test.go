@@ -103,7 +103,7 @@ func TestArgsRefuseWhatModelArgsCannotCarry(t *testing.T) {
 
 func TestParseConfigNamesWhatIsWrong(t *testing.T) {
 	for raw, want := range map[string]string{
-		``:                                 "tasks is required",
+		``:                                 "engine_config is required",
 		`{"tasks":[]}`:                     "engine_config.tasks",
 		`{"tasks":["gsm8k"],"extra":true}`: "unknown field",
 	} {
@@ -111,15 +111,6 @@ func TestParseConfigNamesWhatIsWrong(t *testing.T) {
 		if !errors.Is(err, adapter.ErrPermanent) || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseConfig(%q) = %v, want a permanent error with %q", raw, err, want)
 		}
-	}
-}
-
-func TestEnvCarriesTheKeyForLMEval(t *testing.T) {
-	if got := lmeval.Env("sk-1"); !slices.Equal(got, []string{"OPENAI_API_KEY=sk-1"}) {
-		t.Errorf("Env = %q", got)
-	}
-	if got := lmeval.Env(""); got != nil {
-		t.Errorf("Env without a key = %q", got)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/evalflow/evalflow/runner/adapter"
 	"github.com/evalflow/evalflow/runner/engine"
 	"github.com/evalflow/evalflow/runner/task"
 	evalflow "github.com/evalflow/evalflow/shared"
@@ -340,24 +341,15 @@ func (l *sampleLine) answer(outputType string) (extracted, response string, logp
 		return "", "", logprobs
 	}
 	if len(l.FilteredResps) > 0 {
-		extracted = text(l.FilteredResps[0])
+		extracted = adapter.Text(l.FilteredResps[0])
 	}
 	if len(l.Resps) > 0 {
 		var first []json.RawMessage
 		if json.Unmarshal(l.Resps[0], &first) == nil && len(first) > 0 {
-			response = text(first[0])
+			response = adapter.Text(first[0])
 		}
 	}
 	return extracted, response, nil
-}
-
-// text is a JSON string's value, or the JSON itself for anything else.
-func text(raw json.RawMessage) string {
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	return string(bytes.TrimSpace(raw))
 }
 
 // number reads a metric value: a JSON number, or a number lm_eval wrote as text.

@@ -1,0 +1,254 @@
+// Package external runs an evaluation engine that is another program (lm_eval,
+// opencompass) as an evalflow job: it reads the job spec, starts the program with the
+// API key in its environment, reports the program's progress, and writes what the
+// program produced as evalflow's results.json and samples.jsonl.
+package external
+
+import (
+	"cmp"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/evalflow/evalflow/runner/adapter"
+	"github.com/evalflow/evalflow/runner/engine"
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/pipeline"
+)
+
+// Engine describes an external engine.
+type Engine struct {
+	// Name is the engine's name in the registry; a job spec for another is refused.
+	Name string
+	// Program is the program to run, unless the environment variable ProgramEnv names
+	// another (a path, or a name looked up on PATH).
+	Program, ProgramEnv string
+	// Prepare turns the spec into the program's arguments, writing any file the
+	// program needs under the spec's output directory. An error wrapping
+	// adapter.ErrPermanent fails the job for good.
+	Prepare func(spec evalflow.JobSpec) ([]string, error)
+	// Scan, when set, reads the program's stderr until it ends, copying its log to w
+	// and calling progress with done and total as the program reports them.
+	Scan func(stderr io.Reader, w io.Writer, progress func(done, total int)) error
+	// Poll, when set, is asked every PollEvery how far the program is.
+	Poll      func(spec evalflow.JobSpec) (phase string, done, total int)
+	PollEvery time.Duration
+	// Read reads the program's output into results and samples.
+	Read func(spec evalflow.JobSpec) (*evalflow.Results, []engine.Sample, error)
+	// PermanentSigns are what the program prints when its job can never run: a
+	// failure whose last lines hold one is not started again.
+	PermanentSigns []string
+	// ReportEvery bounds how often progress is reported (default 1 s).
+	ReportEvery time.Duration
+}
+
+// Run runs the job at jobPath with the engine; the program's own output goes to
+// programLog.
+func (x Engine) Run(ctx context.Context, jobPath string, programLog io.Writer, log *slog.Logger) error {
+	spec, err := adapter.ReadSpec(jobPath, x.Name)
+	if err != nil {
+		return fmt.Errorf("%s adapter: %w", x.Name, err)
+	}
+	log = log.With("run_id", spec.RunID, "job", spec.ID)
+	if err := os.MkdirAll(spec.OutputDir, 0o755); err != nil {
+		return fmt.Errorf("run %s: %w", spec.RunID, err)
+	}
+	args, err := x.Prepare(spec)
+	if err != nil {
+		return fmt.Errorf("run %s: %w", spec.RunID, err)
+	}
+	apiKey, err := adapter.APIKey(spec)
+	if err != nil {
+		return fmt.Errorf("%s adapter: %w", x.Name, err)
+	}
+	report, err := adapter.NewReporter(spec, log)
+	if err != nil {
+		return fmt.Errorf("%s adapter: %w", x.Name, err)
+	}
+	program, err := exec.LookPath(cmp.Or(os.Getenv(x.ProgramEnv), x.Program))
+	if err != nil {
+		return fmt.Errorf("run %s: %s is not installed in this image: %w: %w", spec.RunID, x.Program, adapter.ErrPermanent, err)
+	}
+
+	log.Info(x.Program+" starting", "args", args)
+	p := &progress{tracker: adapter.NewTracker(0, 0), report: report, every: cmp.Or(x.ReportEvery, time.Second)}
+	p.send(ctx, "starting", 0, 0, true)
+	if err := x.run(ctx, spec, program, args, adapter.OpenAIKeyEnv(apiKey), programLog, p); err != nil {
+		return fmt.Errorf("run %s: %w", spec.RunID, err)
+	}
+
+	p.send(ctx, "writing", -1, -1, true)
+	res, samples, err := x.Read(spec)
+	if err != nil {
+		return fmt.Errorf("run %s: %w", spec.RunID, err)
+	}
+	if err := engine.WriteOutput(spec.OutputDir, res, samples); err != nil {
+		return fmt.Errorf("run %s: %w", spec.RunID, err)
+	}
+	p.send(context.WithoutCancel(ctx), "done", len(samples), len(samples), true)
+	log.Info(x.Program+" finished", "samples", len(samples), "scores", res.Summary.Scores)
+	return nil
+}
+
+// run runs the program to its end.
+func (x Engine) run(ctx context.Context, spec evalflow.JobSpec, program string, args, env []string, programLog io.Writer, p *progress) error {
+	cmd := exec.CommandContext(ctx, program, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	tail := &lastLines{n: 12}
+	out := &lockedWriter{w: io.MultiWriter(programLog, tail)} // stdout and stderr, copied at once
+	cmd.Stdout = out
+	var stderr io.Reader
+	if x.Scan != nil {
+		pipe, err := cmd.StderrPipe()
+		if err != nil {
+			return fmt.Errorf("%s: %w", x.Program, err)
+		}
+		stderr = pipe
+	} else {
+		cmd.Stderr = out
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("%s: %w", x.Program, err)
+	}
+	stopPolling := x.poll(ctx, spec, p)
+	var scanErr error
+	if stderr != nil {
+		scanErr = x.Scan(stderr, out, func(done, total int) { p.send(ctx, "requesting", done, total, done == total) })
+	}
+	err := cmd.Wait()
+	stopPolling()
+	if err != nil {
+		last := tail.String()
+		for _, sign := range x.PermanentSigns {
+			if strings.Contains(last, sign) {
+				err = fmt.Errorf("%w: %w", adapter.ErrPermanent, err)
+				break
+			}
+		}
+		return fmt.Errorf("%s failed: %w; its last words:\n%s", x.Program, err, last)
+	}
+	if scanErr != nil {
+		return fmt.Errorf("%s's log was cut short: %w", x.Program, scanErr)
+	}
+	return nil
+}
+
+// poll asks Poll how far the program is until the returned stop is called.
+func (x Engine) poll(ctx context.Context, spec evalflow.JobSpec, p *progress) (stop func()) {
+	if x.Poll == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(cmp.Or(x.PollEvery, 2*time.Second))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				phase, n, total := x.Poll(spec)
+				p.send(ctx, phase, n, total, false)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// progress sends reports at most once every every, except those forced.
+type progress struct {
+	mu      sync.Mutex
+	every   time.Duration
+	tracker *adapter.Tracker
+	report  adapter.Reporter
+	last    time.Time
+	sent    evalflow.Progress
+}
+
+// send reports phase at done of total (negative: as before).
+func (p *progress) send(ctx context.Context, phase string, done, total int, force bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if done >= 0 {
+		p.tracker.Set(done, total)
+	}
+	next := p.tracker.Progress(phase)
+	same := next.Phase == p.sent.Phase && next.Done == p.sent.Done && next.Total == p.sent.Total
+	if !force && (same || time.Since(p.last) < p.every) {
+		return
+	}
+	p.last, p.sent = time.Now(), next
+	p.report(ctx, next)
+}
+
+// lockedWriter lets two copies write to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
+}
+
+// lastLines keeps the last n lines written to it.
+type lastLines struct {
+	mu    sync.Mutex
+	n     int
+	lines []string
+	part  string
+}
+
+func (l *lastLines) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	parts := strings.Split(l.part+string(b), "\n")
+	l.part = parts[len(parts)-1]
+	for _, line := range parts[:len(parts)-1] {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		l.lines = append(l.lines, line)
+		if len(l.lines) > l.n {
+			l.lines = l.lines[1:]
+		}
+	}
+	return len(b), nil
+}
+
+func (l *lastLines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(append(append([]string(nil), l.lines...), l.part), "\n")
+}
+
+// Main is an adapter program's main: it runs the job named by --job (default
+// /meta/job.json) with x and exits with adapter.ExitCode.
+func Main(x Engine) {
+	jobPath := flag.String("job", "/meta/job.json", "the job spec")
+	flag.Parse()
+	log := pipeline.NewLogger(os.Getenv("LOG_LEVEL"))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := x.Run(ctx, *jobPath, os.Stderr, log)
+	stop()
+	if err != nil {
+		log.Error("evaluation failed", "error", err)
+		fmt.Fprintln(os.Stderr, err)
+	}
+	os.Exit(adapter.ExitCode(err)) // a permanent failure is not started again
+}
