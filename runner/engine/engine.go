@@ -429,21 +429,16 @@ func (e *Engine) choiceLogprobs(ctx context.Context, d task.Doc) ([]float64, ope
 		seed := e.Seed
 		resp, err := e.Client.Chat(ctx, openai.ChatRequest{Model: e.Spec.Model.Name,
 			Messages:  []openai.Message{{Role: "user", Content: d.Prompt}},
-			MaxTokens: 1, Temperature: 0, Seed: &seed, Logprobs: true, TopLogprobs: 20})
+			MaxTokens: 2, Temperature: 0, Seed: &seed, Logprobs: true, TopLogprobs: 20})
 		if err != nil {
 			return nil, usage, err
 		}
-		top := resp.TopLogprobs()
-		if top == nil {
+		steps := resp.Steps()
+		if len(steps) == 0 || steps[0].TopLogprobs == nil {
 			return nil, usage, errNoTopLogprobs
 		}
 		for i, c := range d.Choices {
-			lp[i] = math.Inf(-1)
-			for _, t := range top {
-				if strings.TrimSpace(t.Token) == strings.TrimSpace(c) && t.Logprob > lp[i] {
-					lp[i] = t.Logprob
-				}
-			}
+			lp[i] = nextTokenLogprob(steps, strings.TrimSpace(c))
 		}
 		return lp, resp.Usage, nil
 	}
@@ -459,6 +454,42 @@ func (e *Engine) choiceLogprobs(ctx context.Context, d task.Doc) ([]float64, ope
 		usage.PromptTokens += resp.Usage.PromptTokens
 	}
 	return lp, usage, nil
+}
+
+// nextTokenLogprob is the log-probability that the answer comes next: as the first
+// token (" A" or "A"), or, where the model first generates whitespace, as the token
+// after it (" " then "A", as tokenizers that split a space from a letter write " A").
+// The two are different ways to write the answer, so their probabilities add up.
+// -Inf: the answer is not among the top tokens.
+func nextTokenLogprob(steps []openai.Step, answer string) float64 {
+	best := func(top []openai.TokenLogprob) float64 {
+		lp := math.Inf(-1)
+		for _, t := range top {
+			if strings.TrimSpace(t.Token) == answer && t.Logprob > lp {
+				lp = t.Logprob
+			}
+		}
+		return lp
+	}
+	lp := best(steps[0].TopLogprobs)
+	if len(steps) > 1 && steps[0].Token != "" && strings.TrimSpace(steps[0].Token) == "" {
+		if after := best(steps[1].TopLogprobs); !math.IsInf(after, -1) {
+			lp = logAddExp(lp, steps[0].Logprob+after)
+		}
+	}
+	return lp
+}
+
+// logAddExp is log(exp(a) + exp(b)), without overflow.
+func logAddExp(a, b float64) float64 {
+	if math.IsInf(a, -1) {
+		return b
+	}
+	if math.IsInf(b, -1) {
+		return a
+	}
+	hi, lo := max(a, b), min(a, b)
+	return hi + math.Log1p(math.Exp(lo-hi))
 }
 
 var errNoTopLogprobs = errors.New("the endpoint returned no top_logprobs on chat completions")

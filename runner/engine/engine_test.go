@@ -267,6 +267,24 @@ func TestMMLUByNextTokenLogprobs(t *testing.T) {
 	if len(first.Logprobs) != 4 || first.Metric != "acc" {
 		t.Fatalf("sample %+v", first)
 	}
+	// The tiny model writes " A" as " " then "A": the letters are scored after the
+	// space it generates, so most choices get a log-probability, not just the few
+	// among the first token's alternatives.
+	scored := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(samples(t, s))), "\n") {
+		var x Sample
+		if err := json.Unmarshal([]byte(line), &x); err != nil {
+			t.Fatal(err)
+		}
+		for _, lp := range x.Logprobs {
+			if lp != nil {
+				scored++
+			}
+		}
+	}
+	if scored < 12 {
+		t.Errorf("%d of 16 choices have a log-probability; want most", scored)
+	}
 }
 
 func TestAMethodTheEndpointCannotDoFailsBeforeAnySampleIsSpent(t *testing.T) {
@@ -546,5 +564,26 @@ func TestTruthfulQAMultipleChoiceByLoglikelihood(t *testing.T) {
 		if x.Task == "truthfulqa_mc1" && x.Correct != (x.Extracted == x.Target) {
 			t.Errorf("%s: correct=%v, picked %q, best answer %q", k, x.Correct, x.Extracted, x.Target)
 		}
+	}
+}
+
+func TestNextTokenLogprobAddsTheAnswerAfterAGeneratedSpace(t *testing.T) {
+	tok := func(s string, lp float64) openai.TokenLogprob { return openai.TokenLogprob{Token: s, Logprob: lp} }
+	space := []openai.Step{
+		{TokenLogprob: tok(" ", -0.1), TopLogprobs: []openai.TokenLogprob{tok(" ", -0.1), tok(" B", -3), tok("A", -4)}},
+		{TokenLogprob: tok("A", -0.5), TopLogprobs: []openai.TokenLogprob{tok("A", -0.5), tok("B", -1.5)}},
+	}
+	both := func(a, b float64) float64 { return math.Log(math.Exp(a) + math.Exp(b)) }
+	for answer, want := range map[string]float64{"A": both(-4, -0.6), "B": both(-3, -1.6), "C": math.Inf(-1)} {
+		if got := nextTokenLogprob(space, answer); math.Abs(got-want) > 1e-12 && !(math.IsInf(want, -1) && math.IsInf(got, -1)) {
+			t.Errorf("%s after a space: %v, want %v", answer, got, want)
+		}
+	}
+	letter := []openai.Step{ // the first token is the answer: the next one is not an answer
+		{TokenLogprob: tok(" A", -0.2), TopLogprobs: []openai.TokenLogprob{tok(" A", -0.2), tok(" B", -2)}},
+		{TokenLogprob: tok(".", -0.1), TopLogprobs: []openai.TokenLogprob{tok("B", -0.3)}},
+	}
+	if got := nextTokenLogprob(letter, "B"); got != -2 {
+		t.Errorf("B after a letter: %v, want -2 (the second step does not count)", got)
 	}
 }

@@ -55,22 +55,34 @@ type ChatResponse struct {
 		Message      Message `json:"message"`
 		FinishReason string  `json:"finish_reason"`
 		Logprobs     *struct {
-			Content []struct {
-				TokenLogprob
-				TopLogprobs []TokenLogprob `json:"top_logprobs"`
-			} `json:"content"`
+			Content []Step `json:"content"`
 		} `json:"logprobs"`
 	} `json:"choices"`
 	Usage Usage `json:"usage"`
 }
 
+// Step is one generated token with its log-probability and its alternatives.
+type Step struct {
+	TokenLogprob
+	TopLogprobs []TokenLogprob `json:"top_logprobs"`
+}
+
+// Steps are the generated tokens with their alternatives, nil when the endpoint
+// returned no logprobs.
+func (r *ChatResponse) Steps() []Step {
+	if len(r.Choices) == 0 || r.Choices[0].Logprobs == nil {
+		return nil
+	}
+	return r.Choices[0].Logprobs.Content
+}
+
 // TopLogprobs are the first generated token's alternatives, nil when the endpoint
 // returned none.
 func (r *ChatResponse) TopLogprobs() []TokenLogprob {
-	if len(r.Choices) == 0 || r.Choices[0].Logprobs == nil || len(r.Choices[0].Logprobs.Content) == 0 {
-		return nil
+	if steps := r.Steps(); len(steps) > 0 {
+		return steps[0].TopLogprobs
 	}
-	return r.Choices[0].Logprobs.Content[0].TopLogprobs
+	return nil
 }
 
 // CompletionRequest is a (legacy) text completion request; with Echo and Logprobs it
