@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // JobSpec is what the runner reads at /meta/job.json (a file path in local mode): the
@@ -36,6 +37,36 @@ type JobSpec struct {
 	DeadlineSeconds int64 `json:"deadline_seconds"`
 	// TTLSecondsAfterFinished is how long a finished job is kept.
 	TTLSecondsAfterFinished int32 `json:"ttl_seconds_after_finished"`
+	// Results, when set, is where the job pushes results.json and samples.jsonl once
+	// written: a Kubernetes Job's output directory goes with its pod.
+	Results *ResultsTarget `json:"results,omitempty"`
+}
+
+// ResultsTarget is an OCI repository a job pushes its results to, as one artifact
+// under a tag job-watch and artifact then read.
+type ResultsTarget struct {
+	// Repository is HOST[:PORT]/REPOSITORY, as reached from where the job runs.
+	Repository string `json:"repository"`
+	Tag        string `json:"tag"`
+	PlainHTTP  bool   `json:"plain_http,omitempty"`
+	Username   string `json:"username,omitempty"`
+	// PasswordFile is the path of the file holding the registry password (a Secret
+	// volume in a Job); the password is never in the spec.
+	PasswordFile string `json:"password_file,omitempty"`
+	// Created is the run's creation time, recorded on the artifact, so that pushing
+	// it again gives the same manifest.
+	Created time.Time `json:"created"`
+}
+
+// StagingTag is the tag a job pushes run id's results under; the artifact step tags
+// the finished artifact with the run id itself.
+func StagingTag(runID string) string { return runID + "-results" }
+
+// JobSecrets are the secrets a job is created with, kept out of its spec: the
+// endpoint's API key, and the password of the registry its results go to.
+type JobSecrets struct {
+	APIKey           string
+	RegistryPassword string
 }
 
 // ModelSpec is the endpoint under evaluation.
@@ -65,6 +96,9 @@ type JobDefaults struct {
 	ResultsDir              string
 	DeadlineSeconds         int64
 	TTLSecondsAfterFinished int32
+	// Results, when set, is where jobs that run elsewhere (Kubernetes targets) push
+	// their results: its Tag and Created are filled in per run.
+	Results *ResultsTarget
 }
 
 // NewJobSpec is the job spec of run r.
@@ -76,7 +110,19 @@ func NewJobSpec(r *Run, d JobDefaults) JobSpec {
 		CallbackURL: d.CallbackURL, DataDir: d.DataDir,
 		OutputDir:       ResultsPath(d.ResultsDir, r.ID),
 		DeadlineSeconds: d.DeadlineSeconds, TTLSecondsAfterFinished: d.TTLSecondsAfterFinished,
+		Results: resultsTarget(r, d.Results),
 	}
+}
+
+// resultsTarget is where run r's job pushes its results: nowhere for a local run,
+// whose results directory artifact reads directly.
+func resultsTarget(r *Run, t *ResultsTarget) *ResultsTarget {
+	if t == nil || r.Target != TargetKubernetes {
+		return nil
+	}
+	target := *t
+	target.Tag, target.Created = StagingTag(r.ID), r.CreatedAt
+	return &target
 }
 
 func options(o *RunOptions) RunOptions {

@@ -5,6 +5,7 @@
 package function
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/evalflow/evalflow/shared/engines"
 	"github.com/evalflow/evalflow/shared/kube"
 	"github.com/evalflow/evalflow/shared/localjob"
+	"github.com/evalflow/evalflow/shared/oci"
 	"github.com/evalflow/evalflow/shared/pipeline"
 	"github.com/evalflow/evalflow/shared/runstore"
 )
@@ -30,12 +32,18 @@ type Config struct {
 	TTL        time.Duration `env:"EVALFLOW_JOB_TTL, default=1h"`
 	// Sink is where the runner sends its progress reports (the broker).
 	Sink string `env:"K_SINK, required"`
+	// OCI is where results go: a Kubernetes Job pushes its results there itself (its
+	// output directory goes with its pod), under a staging tag artifact then reads.
+	OCI oci.Config
+	// JobRegistry is that repository as Jobs reach it, when their address for it is
+	// not evalflow's (default: EVALFLOW_REGISTRY).
+	JobRegistry string `env:"EVALFLOW_JOB_REGISTRY"`
 }
 
 // Jobs creates and deletes evaluation jobs: a job runtime. Create of an existing job
 // is evalflow.ErrJobExists.
 type Jobs interface {
-	Create(ctx context.Context, spec evalflow.JobSpec, apiKey string) error
+	Create(ctx context.Context, spec evalflow.JobSpec, secrets evalflow.JobSecrets) error
 	Delete(ctx context.Context, name string) error
 }
 
@@ -49,6 +57,8 @@ type Function struct {
 	*pipeline.Env // the store, the sender, the logger; Stop and Ready
 	jobs          Jobs
 	defaults      evalflow.JobDefaults
+	// registryPassword lets Kubernetes Jobs push their results (in their Secret).
+	registryPassword string
 }
 
 // New returns the function; Start connects it.
@@ -63,6 +73,11 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	f.jobs = &localjob.Client{URL: c.JobsURL}
 	f.defaults = evalflow.JobDefaults{CallbackURL: c.Sink, DataDir: c.DataDir, ResultsDir: c.ResultsDir,
 		DeadlineSeconds: int64(c.Deadline.Seconds()), TTLSecondsAfterFinished: int32(c.TTL.Seconds())}
+	if c.OCI.Registry != "" {
+		f.defaults.Results = &evalflow.ResultsTarget{Repository: cmp.Or(c.JobRegistry, c.OCI.Registry),
+			PlainHTTP: c.OCI.PlainHTTP, Username: c.OCI.Username}
+		f.registryPassword = c.OCI.Password
+	}
 	f.Env, err = pipeline.Open(ctx, evalflow.StepDeploy, cfg)
 	return err
 }
@@ -93,7 +108,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	if err != nil {
 		return nil, err
 	}
-	switch err := jobs.Create(ctx, spec, apiKey); {
+	switch err := jobs.Create(ctx, spec, evalflow.JobSecrets{APIKey: apiKey, RegistryPassword: f.registryPassword}); {
 	case errors.Is(err, evalflow.ErrJobExists):
 		f.Log.Info("job exists already: a redelivery", "run_id", id, "job", spec.ID)
 	case kube.Permanent(err):
@@ -137,6 +152,10 @@ func (f *Function) jobsOf(ctx context.Context, run *evalflow.Run) (Jobs, error) 
 				"without a kubeconfig runs are local processes (built-in engine %q)", errCannotRun, run.Engine, evalflow.DefaultEngine)
 		}
 		return f.jobs, nil
+	}
+	if f.defaults.Results == nil {
+		return nil, fmt.Errorf("%w: a Kubernetes Job's results leave it through an OCI registry, and this deployment has none "+
+			"(set EVALFLOW_REGISTRY, reachable from the cluster)", errCannotRun)
 	}
 	return f.Cluster(ctx, run.ID)
 }

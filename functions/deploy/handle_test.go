@@ -38,7 +38,12 @@ func setup(t *testing.T, dataDir string) *fixture {
 	return fx
 }
 
-func newFixture(t *testing.T, dataDir string) *fixture {
+// registryPassword is the results registry's password Kubernetes Jobs get.
+const registryPassword = "registry-canary-42"
+
+// newFixture starts deploy with a local job runtime and a results registry for
+// Kubernetes Jobs (deploy does not reach it); edits change its config.
+func newFixture(t *testing.T, dataDir string, edits ...func(map[string]string)) *fixture {
 	t.Helper()
 	p := testserver.NewPipeline(t)
 	dir := t.TempDir()
@@ -46,7 +51,12 @@ func newFixture(t *testing.T, dataDir string) *fixture {
 		WorkDir: filepath.Join(dir, "jobs")}
 	srv := httptest.NewServer(jobs)
 	t.Cleanup(func() { jobs.Shutdown(); srv.Close() })
-	cfg := p.With(map[string]string{"EVALFLOW_JOBS_URL": srv.URL, "EVALFLOW_DATA_DIR": dataDir, "EVALFLOW_RESULTS_DIR": filepath.Join(dir, "results")})
+	cfg := p.With(map[string]string{"EVALFLOW_JOBS_URL": srv.URL, "EVALFLOW_DATA_DIR": dataDir, "EVALFLOW_RESULTS_DIR": filepath.Join(dir, "results"),
+		"EVALFLOW_REGISTRY": "registry.evalflow.test:5000/evalflow/results", "EVALFLOW_REGISTRY_USERNAME": "jobs",
+		"EVALFLOW_REGISTRY_PASSWORD": registryPassword, "EVALFLOW_JOB_REGISTRY": "registry.cluster.test/evalflow/results"})
+	for _, edit := range edits {
+		edit(cfg)
+	}
 	f := New()
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package function
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -52,8 +53,20 @@ func TestKubernetesTargets(t *testing.T) {
 			t.Fatal("the Job holds the api key in clear")
 		}
 		sec, err := admin.CoreV1().Secrets("evals").Get(ctx, job+"-key", metav1.GetOptions{})
-		if err != nil || string(sec.Data["api_key"]) != apiKey {
+		if err != nil || string(sec.Data["api_key"]) != apiKey || string(sec.Data["registry_password"]) != registryPassword {
 			t.Fatalf("the job's secret: %v", err)
+		}
+		cm, err := admin.CoreV1().ConfigMaps("evals").Get(ctx, job+"-spec", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var spec evalflow.JobSpec
+		if err := json.Unmarshal([]byte(cm.Data["job.json"]), &spec); err != nil {
+			t.Fatal(err)
+		}
+		if r := spec.Results; r == nil || r.Repository != "registry.cluster.test/evalflow/results" || r.Tag != evalflow.StagingTag(runID) ||
+			r.Username != "jobs" || r.PasswordFile != kube.RegistryPasswordPath || strings.Contains(cm.Data["job.json"], registryPassword) {
+			t.Fatalf("the job's results target %+v: want the cluster's address of the registry, the password only as a file", spec.Results)
 		}
 		r, _ := fx.p.Store.Get(ctx, runID)
 		if r.Status != evalflow.StatusDeploying || r.Job != job {
@@ -72,6 +85,24 @@ func TestKubernetesTargets(t *testing.T) {
 		goneWithTheJob(t, admin, job)
 		if ttl := fx.p.Redis.TTL(ctx, "evalflow:run:"+runID+":secrets").Val(); ttl <= 0 || ttl > runstore.CancelGrace {
 			t.Fatalf("the cancelled run's kubeconfig expires in %s, want within %s", ttl, runstore.CancelGrace)
+		}
+	})
+
+	t.Run("without a results registry a Kubernetes run fails, saying why", func(t *testing.T) {
+		fx := newFixture(t, t.TempDir(), func(cfg map[string]string) { delete(cfg, "EVALFLOW_REGISTRY") })
+		fx.verifiedRun(t, string(k.Kubeconfig(deployer.Token, "evals")))
+
+		reply, err := fx.f.Handle(ctx, verified)
+
+		if err != nil || reply == nil || reply.Type() != evalflow.TypeFailed {
+			t.Fatalf("reply %v, %v; want run.failed", reply, err)
+		}
+		r, _ := fx.p.Store.Get(ctx, runID)
+		if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "EVALFLOW_REGISTRY") {
+			t.Fatalf("run %s: %q", r.Status, r.Message)
+		}
+		if _, err := admin.BatchV1().Jobs("evals").Get(ctx, job, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("a job was created: %v", err)
 		}
 	})
 

@@ -184,7 +184,7 @@ func TestATickReportsKubernetesJobsThatEnded(t *testing.T) {
 		t.Fatal(err)
 	}
 	run, _ := fx.p.Store.Get(ctx, runID)
-	if err := cluster.Create(ctx, evalflow.NewJobSpec(run, evalflow.JobDefaults{DeadlineSeconds: 1, TTLSecondsAfterFinished: 600}), ""); err != nil {
+	if err := cluster.Create(ctx, evalflow.NewJobSpec(run, evalflow.JobDefaults{DeadlineSeconds: 1, TTLSecondsAfterFinished: 600}), evalflow.JobSecrets{}); err != nil {
 		t.Fatal(err)
 	}
 	tick := event.New()

@@ -13,11 +13,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/oci"
 )
 
 // ErrPermanent marks a job no attempt can run: a bad spec, a config the engine
@@ -110,6 +112,46 @@ func Text(raw json.RawMessage) string {
 		return compact.String()
 	}
 	return string(raw)
+}
+
+// Publish pushes results.json and samples.jsonl from the spec's output directory to
+// the repository the spec names (a Kubernetes Job's results leave with it this way;
+// a local job's are read where they are, and it names none). The push is
+// idempotent: a tag that resolves already is left as it is. Credentials the registry
+// refuses are a permanent error.
+func Publish(ctx context.Context, spec evalflow.JobSpec) error {
+	t := spec.Results
+	if t == nil {
+		return nil
+	}
+	password := ""
+	if t.PasswordFile != "" {
+		b, err := os.ReadFile(t.PasswordFile)
+		if err != nil {
+			return fmt.Errorf("run %s: registry password: %w", spec.RunID, err)
+		}
+		password = strings.TrimSpace(string(b))
+	}
+	dest, err := oci.Open(oci.Config{Registry: t.Repository, PlainHTTP: t.PlainHTTP, Username: t.Username, Password: password})
+	if err != nil {
+		return fmt.Errorf("run %s: results repository: %w: %w", spec.RunID, ErrPermanent, err)
+	}
+	_, _, err = dest.Push(ctx, oci.Artifact{
+		Tag: t.Tag,
+		Files: []oci.File{
+			{Path: filepath.Join(spec.OutputDir, evalflow.ResultsFile), MediaType: oci.MediaTypeSummary},
+			{Path: filepath.Join(spec.OutputDir, evalflow.SamplesFile), MediaType: oci.MediaTypeSamples},
+		},
+		Annotations: map[string]string{oci.AnnotationRunID: spec.RunID, oci.AnnotationModel: spec.Model.Name},
+		Created:     t.Created,
+	})
+	if oci.Refused(err) {
+		err = fmt.Errorf("%w: %w", ErrPermanent, err)
+	}
+	if err != nil {
+		return fmt.Errorf("run %s: push results to %s:%s: %w", spec.RunID, t.Repository, t.Tag, err)
+	}
+	return nil
 }
 
 // Reporter sends progress reports; a report that cannot be delivered is logged, never

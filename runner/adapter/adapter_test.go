@@ -7,9 +7,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/evalflow/evalflow/runner/adapter"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/oci"
+	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 func writeSpec(t *testing.T, spec any) string {
@@ -68,5 +71,50 @@ func TestOpenAIKeyEnv(t *testing.T) {
 	}
 	if got := adapter.OpenAIKeyEnv(""); got != nil {
 		t.Errorf("OpenAIKeyEnv without a key = %q", got)
+	}
+}
+
+func TestPublishPushesTheResultsWhereTheSpecSays(t *testing.T) {
+	ctx := t.Context()
+	addr := testserver.Registry(t, "job", "s3cret")
+	dir := t.TempDir()
+	for name, body := range map[string]string{evalflow.ResultsFile: `{"summary":{"samples":2}}`, evalflow.SamplesFile: "{}\n{}\n"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	passwordFile := filepath.Join(t.TempDir(), "registry_password")
+	if err := os.WriteFile(passwordFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	spec := evalflow.JobSpec{RunID: "r1", OutputDir: dir, Model: evalflow.ModelSpec{Name: "m"},
+		Results: &evalflow.ResultsTarget{Repository: addr + "/evalflow/results", Tag: evalflow.StagingTag("r1"), PlainHTTP: true,
+			Username: "job", PasswordFile: passwordFile, Created: time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)}}
+
+	if err := adapter.Publish(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := adapter.Publish(ctx, spec); err != nil { // a pod retried after its push
+		t.Fatalf("publishing again: %v", err)
+	}
+
+	dest, err := oci.Open(oci.Config{Registry: addr + "/evalflow/results", PlainHTTP: true, Username: "job", Password: "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	summary, err := dest.FetchLayer(ctx, "r1-results", oci.MediaTypeSummary)
+	if err != nil || string(summary) != `{"summary":{"samples":2}}` {
+		t.Errorf("pushed summary = %q, %v", summary, err)
+	}
+
+	if err := os.WriteFile(passwordFile, []byte("wrong"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	spec.Results.Tag = evalflow.StagingTag("r2")
+	if err := adapter.Publish(ctx, spec); !errors.Is(err, adapter.ErrPermanent) {
+		t.Errorf("a refused password: %v, want a permanent error", err)
+	}
+	if err := adapter.Publish(ctx, evalflow.JobSpec{RunID: "local"}); err != nil {
+		t.Errorf("a spec without a results target: %v, want nothing to do", err)
 	}
 }

@@ -94,6 +94,9 @@ func (x Engine) Run(ctx context.Context, jobPath string, programLog io.Writer, l
 	if err := engine.WriteOutput(spec.OutputDir, res, samples); err != nil {
 		return fmt.Errorf("run %s: %w", spec.RunID, err)
 	}
+	if err := adapter.Publish(ctx, spec); err != nil {
+		return err
+	}
 	p.send(context.WithoutCancel(ctx), "done", len(samples), len(samples), true)
 	log.Info(x.Program+" finished", "samples", len(samples), "scores", res.Summary.Scores)
 	return nil

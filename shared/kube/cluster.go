@@ -247,12 +247,12 @@ func Permanent(err error) bool {
 // Create is deploy's job runtime for a Kubernetes target: it builds spec's objects
 // for its engine in the cluster's namespace and creates them exactly once; a job that
 // exists already is evalflow.ErrJobExists.
-func (c *Cluster) Create(ctx context.Context, spec evalflow.JobSpec, apiKey string) error {
+func (c *Cluster) Create(ctx context.Context, spec evalflow.JobSpec, secrets evalflow.JobSecrets) error {
 	e, ok := engines.Default().Get(spec.Engine)
 	if !ok {
 		return fmt.Errorf("job %s: unknown engine %q", spec.ID, spec.Engine)
 	}
-	objs, err := Build(spec, e, c.Namespace, apiKey)
+	objs, err := Build(spec, e, c.Namespace, secrets)
 	if err != nil {
 		return err
 	}

@@ -37,7 +37,7 @@ func jobFor(t *testing.T, id, namespace string, deadline int64) *JobObjects {
 		Datasets: []evalflow.DatasetSpec{{Name: "gsm8k"}}}, time.Now())
 	spec := evalflow.NewJobSpec(r, evalflow.JobDefaults{CallbackURL: "http://broker", DeadlineSeconds: deadline, TTLSecondsAfterFinished: 600})
 	e, _ := engines.Default().Get(r.Engine)
-	objs, err := Build(spec, e, namespace, key)
+	objs, err := Build(spec, e, namespace, evalflow.JobSecrets{APIKey: key})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,9 @@ const (
 	SpecPath   = "/meta/job.json"
 	SecretDir  = "/meta/secret"
 	APIKeyPath = "/meta/secret/api_key"
-	ResultsDir = "/results"
+	// RegistryPasswordPath holds the password of the registry the results go to.
+	RegistryPasswordPath = "/meta/secret/registry_password"
+	ResultsDir           = "/results"
 )
 
 // LabelRun marks every object of a run with its id.
@@ -33,16 +35,25 @@ const LabelRun = "evalflow.dev/run"
 // JobObjects are what deploy creates for one run.
 type JobObjects struct {
 	ConfigMap *corev1.ConfigMap
-	Secret    *corev1.Secret // nil when the run has no API key
+	Secret    *corev1.Secret // nil when the run has no secret
 	Job       *batchv1.Job
 }
 
-// Build returns the objects of spec's job, run by engine e in namespace.
-func Build(spec evalflow.JobSpec, e *engines.Engine, namespace, apiKey string) (*JobObjects, error) {
+// Build returns the objects of spec's job, run by engine e in namespace. The secrets
+// go in the Secret, mounted as files the spec points to.
+func Build(spec evalflow.JobSpec, e *engines.Engine, namespace string, secrets evalflow.JobSecrets) (*JobObjects, error) {
 	spec.OutputDir = ResultsDir + "/" + spec.RunID
 	spec.DataDir = "/data"
-	if apiKey != "" {
+	data := map[string][]byte{}
+	if secrets.APIKey != "" {
 		spec.APIKeyFile = APIKeyPath
+		data["api_key"] = []byte(secrets.APIKey)
+	}
+	if spec.Results != nil && secrets.RegistryPassword != "" {
+		results := *spec.Results
+		results.PasswordFile = RegistryPasswordPath
+		spec.Results = &results
+		data["registry_password"] = []byte(secrets.RegistryPassword)
 	}
 	body, err := json.MarshalIndent(spec, "", "  ")
 	if err != nil {
@@ -65,10 +76,10 @@ func Build(spec evalflow.JobSpec, e *engines.Engine, namespace, apiKey string) (
 		{Name: "spec", MountPath: SpecPath, SubPath: "job.json", ReadOnly: true},
 		{Name: "results", MountPath: ResultsDir},
 	}
-	if apiKey != "" {
+	if len(data) > 0 {
 		mode := int32(0o400)
 		objs.Secret = &corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
-			ObjectMeta: meta(spec.ID + "-key"), Type: corev1.SecretTypeOpaque, Data: map[string][]byte{"api_key": []byte(apiKey)}}
+			ObjectMeta: meta(spec.ID + "-key"), Type: corev1.SecretTypeOpaque, Data: data}
 		volumes = append(volumes, corev1.Volume{Name: "key", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: objs.Secret.Name, DefaultMode: &mode}}})
 		mounts = append(mounts, corev1.VolumeMount{Name: "key", MountPath: SecretDir, ReadOnly: true})

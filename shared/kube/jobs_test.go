@@ -13,15 +13,20 @@ import (
 	"github.com/evalflow/evalflow/shared/engines"
 )
 
-const key = "sk-kube-canary-99"
+const (
+	key              = "sk-kube-canary-99"
+	registryPassword = "registry-canary-42"
+)
 
 func build(t *testing.T, engine string) *JobObjects {
 	t.Helper()
 	r := evalflow.NewRun(evalflow.Request{EvalRequestID: "0f0e0d0c-0b0a-4909-8807-060504030201", ModelName: "m",
 		BaseURL: "http://model:8000/v1", Engine: engine, Datasets: []evalflow.DatasetSpec{{Name: "mmlu"}}}, time.Now())
-	spec := evalflow.NewJobSpec(r, evalflow.JobDefaults{CallbackURL: "http://broker", DeadlineSeconds: 3600, TTLSecondsAfterFinished: 600})
+	r.Target = evalflow.TargetKubernetes
+	spec := evalflow.NewJobSpec(r, evalflow.JobDefaults{CallbackURL: "http://broker", DeadlineSeconds: 3600, TTLSecondsAfterFinished: 600,
+		Results: &evalflow.ResultsTarget{Repository: "registry.example:5000/evalflow/results", Username: "jobs"}})
 	e, _ := engines.Default().Get(engine)
-	objs, err := Build(spec, e, "evalflow", key)
+	objs, err := Build(spec, e, "evalflow", evalflow.JobSecrets{APIKey: key, RegistryPassword: registryPassword})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,21 +62,25 @@ func TestTheJobMountsItsSpecAndKeyAsFiles(t *testing.T) {
 	if spec.APIKeyFile != APIKeyPath || spec.Engine != "lm-evaluation-harness" || spec.OutputDir != "/results/"+spec.RunID {
 		t.Fatalf("job.json %+v", spec)
 	}
+	if r := spec.Results; r == nil || r.Repository != "registry.example:5000/evalflow/results" || r.Tag != spec.RunID+"-results" ||
+		r.Username != "jobs" || r.PasswordFile != RegistryPasswordPath {
+		t.Fatalf("job.json's results target %+v: the Job must push its results where job-watch reads them", spec.Results)
+	}
 }
 
 func TestTheKeyIsOnlyInTheSecret(t *testing.T) {
 	objs := build(t, "evalflow")
 	for name, obj := range map[string]any{"job": objs.Job, "configmap": objs.ConfigMap} {
 		b, _ := json.Marshal(obj)
-		if strings.Contains(string(b), key) {
-			t.Errorf("the %s holds the api key in clear", name)
+		if strings.Contains(string(b), key) || strings.Contains(string(b), registryPassword) {
+			t.Errorf("the %s holds a secret in clear", name)
 		}
 	}
 	if len(objs.Job.Spec.Template.Spec.Containers[0].Env) != 0 {
 		t.Error("the job has environment variables; the key must come as a file")
 	}
-	if string(objs.Secret.Data["api_key"]) != key {
-		t.Error("the secret lacks the key")
+	if string(objs.Secret.Data["api_key"]) != key || string(objs.Secret.Data["registry_password"]) != registryPassword {
+		t.Error("the secret lacks the key or the registry password")
 	}
 }
 

@@ -320,8 +320,8 @@ type Client struct {
 }
 
 // Create creates the job; evalflow.ErrJobExists when it exists.
-func (c *Client) Create(ctx context.Context, spec evalflow.JobSpec, apiKey string) error {
-	body, _ := json.Marshal(CreateRequest{Spec: spec, APIKey: apiKey})
+func (c *Client) Create(ctx context.Context, spec evalflow.JobSpec, secrets evalflow.JobSecrets) error {
+	body, _ := json.Marshal(CreateRequest{Spec: spec, APIKey: secrets.APIKey})
 	resp, err := c.do(ctx, http.MethodPut, spec.ID, body)
 	if err != nil {
 		return err

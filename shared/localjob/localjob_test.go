@@ -45,7 +45,7 @@ func TestAJobPastItsDeadlineIsStoppedAndReportedSo(t *testing.T) {
 	_, client, sink, spec := server(t)
 	spec.DeadlineSeconds = 1
 
-	if err := client.Create(t.Context(), spec, "key"); err != nil {
+	if err := client.Create(t.Context(), spec, evalflow.JobSecrets{APIKey: "key"}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -56,10 +56,10 @@ func TestAJobPastItsDeadlineIsStoppedAndReportedSo(t *testing.T) {
 
 func TestAStoppedJobIsReportedStoppedAndCreateIsOnce(t *testing.T) {
 	s, client, sink, spec := server(t)
-	if err := client.Create(t.Context(), spec, ""); err != nil {
+	if err := client.Create(t.Context(), spec, evalflow.JobSecrets{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := client.Create(t.Context(), spec, ""); !errors.Is(err, evalflow.ErrJobExists) {
+	if err := client.Create(t.Context(), spec, evalflow.JobSecrets{}); !errors.Is(err, evalflow.ErrJobExists) {
 		t.Fatalf("second create: %v; want ErrJobExists", err)
 	}
 
@@ -85,7 +85,7 @@ func TestAKilledRunnerIsStartedAgainAndResumes(t *testing.T) {
 		b, _ := os.ReadFile(checkpoint)
 		return strings.Count(string(b), "\n")
 	}
-	if err := client.Create(t.Context(), spec, ""); err != nil {
+	if err := client.Create(t.Context(), spec, evalflow.JobSecrets{}); err != nil {
 		t.Fatal(err)
 	}
 	testserver.Eventually(t, 2*time.Minute, "some samples checkpointed", func() bool { return lines() >= 2 })
@@ -113,7 +113,7 @@ func TestARunnerThatCannotRunItsJobIsNotStartedAgain(t *testing.T) {
 	s, client, sink, spec := server(t)
 	spec.Engine = "opencompass" // the built-in runner refuses another engine's job
 
-	if err := client.Create(t.Context(), spec, ""); err != nil {
+	if err := client.Create(t.Context(), spec, evalflow.JobSecrets{}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -9,9 +9,11 @@ package oci
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -19,10 +21,12 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
+	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/content/oci"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
 	"oras.land/oras-go/v2/registry/remote/auth"
+	"oras.land/oras-go/v2/registry/remote/errcode"
 	"oras.land/oras-go/v2/registry/remote/retry"
 )
 
@@ -101,10 +105,8 @@ type Artifact struct {
 // Push pushes a unless its tag already resolves, and returns the manifest descriptor
 // and whether this call pushed it.
 func (d *Destination) Push(ctx context.Context, a Artifact) (ocispec.Descriptor, bool, error) {
-	if desc, err := d.Target.Resolve(ctx, a.Tag); err == nil {
-		return desc, false, nil
-	} else if !errors.Is(err, errdef.ErrNotFound) {
-		return ocispec.Descriptor{}, false, fmt.Errorf("oci: resolve %s:%s: %w", d.Name, a.Tag, err)
+	if desc, found, err := d.resolve(ctx, a.Tag); err != nil || found {
+		return desc, false, err
 	}
 	layers := make([]ocispec.Descriptor, 0, len(a.Files))
 	for _, f := range a.Files {
@@ -114,6 +116,88 @@ func (d *Destination) Push(ctx context.Context, a Artifact) (ocispec.Descriptor,
 		}
 		layers = append(layers, desc)
 	}
+	desc, err := d.pack(ctx, a, layers)
+	return desc, err == nil, err
+}
+
+// PushStaged pushes a with the layers of the artifact tagged staged in the same
+// place (pushed there by a job; a's Files are ignored), unless a's tag already
+// resolves. No layer is uploaded again: only a new manifest is written.
+func (d *Destination) PushStaged(ctx context.Context, a Artifact, staged string) (ocispec.Descriptor, bool, error) {
+	if desc, found, err := d.resolve(ctx, a.Tag); err != nil || found {
+		return desc, false, err
+	}
+	m, err := d.manifest(ctx, staged)
+	if err != nil {
+		return ocispec.Descriptor{}, false, err
+	}
+	desc, err := d.pack(ctx, a, m.Layers)
+	return desc, err == nil, err
+}
+
+// maxManifest and maxSummary bound what is read from a registry into memory.
+const (
+	maxManifest = 4 << 20
+	maxSummary  = 64 << 20
+)
+
+// FetchLayer reads the layer of mediaType in the artifact tagged tag; an absent
+// tag or layer is errdef.ErrNotFound.
+func (d *Destination) FetchLayer(ctx context.Context, tag, mediaType string) ([]byte, error) {
+	m, err := d.manifest(ctx, tag)
+	if err != nil {
+		return nil, err
+	}
+	for _, l := range m.Layers {
+		if l.MediaType != mediaType {
+			continue
+		}
+		if l.Size > maxSummary {
+			return nil, fmt.Errorf("oci: %s:%s: layer %s is %d bytes, more than %d", d.Name, tag, mediaType, l.Size, maxSummary)
+		}
+		b, err := content.FetchAll(ctx, d.Target, l)
+		if err != nil {
+			return nil, fmt.Errorf("oci: fetch %s of %s:%s: %w", mediaType, d.Name, tag, err)
+		}
+		return b, nil
+	}
+	return nil, fmt.Errorf("oci: %s:%s has no %s layer: %w", d.Name, tag, mediaType, errdef.ErrNotFound)
+}
+
+// resolve says whether tag resolves, and to what.
+func (d *Destination) resolve(ctx context.Context, tag string) (ocispec.Descriptor, bool, error) {
+	desc, err := d.Target.Resolve(ctx, tag)
+	switch {
+	case err == nil:
+		return desc, true, nil
+	case errors.Is(err, errdef.ErrNotFound):
+		return ocispec.Descriptor{}, false, nil
+	}
+	return ocispec.Descriptor{}, false, fmt.Errorf("oci: resolve %s:%s: %w", d.Name, tag, err)
+}
+
+// manifest reads the manifest tag resolves to.
+func (d *Destination) manifest(ctx context.Context, tag string) (ocispec.Manifest, error) {
+	var m ocispec.Manifest
+	desc, err := d.Target.Resolve(ctx, tag)
+	if err != nil {
+		return m, fmt.Errorf("oci: resolve %s:%s: %w", d.Name, tag, err)
+	}
+	if desc.Size > maxManifest {
+		return m, fmt.Errorf("oci: %s:%s: manifest of %d bytes", d.Name, tag, desc.Size)
+	}
+	b, err := content.FetchAll(ctx, d.Target, desc)
+	if err != nil {
+		return m, fmt.Errorf("oci: fetch manifest %s:%s: %w", d.Name, tag, err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("oci: manifest %s:%s: %w", d.Name, tag, err)
+	}
+	return m, nil
+}
+
+// pack writes a's manifest over layers and tags it.
+func (d *Destination) pack(ctx context.Context, a Artifact, layers []ocispec.Descriptor) (ocispec.Descriptor, error) {
 	ann := map[string]string{ocispec.AnnotationCreated: a.Created.UTC().Format(time.RFC3339)}
 	for k, v := range a.Annotations {
 		ann[k] = v
@@ -121,12 +205,12 @@ func (d *Destination) Push(ctx context.Context, a Artifact) (ocispec.Descriptor,
 	desc, err := oras.PackManifest(ctx, d.Target, oras.PackManifestVersion1_1, ArtifactType,
 		oras.PackManifestOptions{Layers: layers, ManifestAnnotations: ann})
 	if err != nil {
-		return ocispec.Descriptor{}, false, fmt.Errorf("oci: pack manifest for %s: %w", a.Tag, err)
+		return ocispec.Descriptor{}, fmt.Errorf("oci: pack manifest for %s: %w", a.Tag, err)
 	}
 	if err := d.Target.Tag(ctx, desc, a.Tag); err != nil {
-		return ocispec.Descriptor{}, false, fmt.Errorf("oci: tag %s:%s: %w", d.Name, a.Tag, err)
+		return ocispec.Descriptor{}, fmt.Errorf("oci: tag %s:%s: %w", d.Name, a.Tag, err)
 	}
-	return desc, true, nil
+	return desc, nil
 }
 
 // Reference is the artifact's reference as users pull it.
@@ -162,4 +246,11 @@ func pushFile(ctx context.Context, dst oras.Target, f File) (ocispec.Descriptor,
 		return ocispec.Descriptor{}, fmt.Errorf("oci: push %s: %w", filepath.Base(f.Path), err)
 	}
 	return desc, nil
+}
+
+// Refused says whether the registry refused the credentials (401, 403): trying again
+// with the same ones cannot help.
+func Refused(err error) bool {
+	var resp *errcode.ErrorResponse
+	return errors.As(err, &resp) && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden)
 }

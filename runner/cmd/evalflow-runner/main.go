@@ -76,6 +76,9 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("runner: run %s: %w", spec.RunID, err)
 	}
+	if err := adapter.Publish(ctx, spec); err != nil {
+		return fmt.Errorf("runner: %w", err)
+	}
 	log.Info("evaluation finished", "samples", res.Summary.Samples, "scores", res.Summary.Scores["mmlu"])
 	return nil
 }

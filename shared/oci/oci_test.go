@@ -1,0 +1,85 @@
+package oci_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"oras.land/oras-go/v2/errdef"
+
+	"github.com/evalflow/evalflow/shared/oci"
+	"github.com/evalflow/evalflow/shared/testserver"
+)
+
+func files(t *testing.T) []oci.File {
+	dir := t.TempDir()
+	summary, samples := filepath.Join(dir, "results.json"), filepath.Join(dir, "samples.jsonl")
+	if err := os.WriteFile(summary, []byte(`{"summary":{"scores":{"mmlu":0.5}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(samples, []byte("{\"task\":\"mmlu\"}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []oci.File{{Path: summary, MediaType: oci.MediaTypeSummary}, {Path: samples, MediaType: oci.MediaTypeSamples}}
+}
+
+// TestAStagedArtifactIsReadAndRetagged is the Kubernetes results path against a real
+// registry with basic auth: a job pushes under a staging tag, job-watch reads the
+// summary from it, artifact writes the run's manifest over the same layers.
+func TestAStagedArtifactIsReadAndRetagged(t *testing.T) {
+	ctx := context.Background()
+	addr := testserver.Registry(t, "evalflow", "s3cret")
+	dest, err := oci.Open(oci.Config{Registry: addr + "/evalflow/results", PlainHTTP: true, Username: "evalflow", Password: "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := time.Date(2026, 11, 24, 10, 0, 0, 0, time.UTC)
+	staged, pushed, err := dest.Push(ctx, oci.Artifact{Tag: "r1-results", Files: files(t), Created: created})
+	if err != nil || !pushed {
+		t.Fatalf("push staged: %v (pushed %v)", err, pushed)
+	}
+
+	summary, err := dest.FetchLayer(ctx, "r1-results", oci.MediaTypeSummary)
+	if err != nil || !bytes.Contains(summary, []byte(`"mmlu":0.5`)) {
+		t.Fatalf("summary = %s, %v", summary, err)
+	}
+	if _, err := dest.FetchLayer(ctx, "r2-results", oci.MediaTypeSummary); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("a tag never pushed: %v, want ErrNotFound", err)
+	}
+
+	a := oci.Artifact{Tag: "r1", Annotations: map[string]string{oci.AnnotationRunID: "r1"}, Created: created}
+	final, pushed, err := dest.PushStaged(ctx, a, "r1-results")
+	if err != nil || !pushed {
+		t.Fatalf("push from staging: %v (pushed %v)", err, pushed)
+	}
+	again, pushed, err := dest.PushStaged(ctx, a, "r1-results")
+	if err != nil || pushed || again.Digest != final.Digest {
+		t.Errorf("a redelivered push: %v, pushed %v, digest %s then %s", err, pushed, final.Digest, again.Digest)
+	}
+	if final.Digest == staged.Digest {
+		t.Error("the run's manifest is the staged one: the run's annotations are missing")
+	}
+	samples, err := dest.FetchLayer(ctx, "r1", oci.MediaTypeSamples)
+	if err != nil || string(samples) != "{\"task\":\"mmlu\"}\n" {
+		t.Errorf("samples under the run's tag = %q, %v", samples, err)
+	}
+	if _, _, err := dest.PushStaged(ctx, oci.Artifact{Tag: "r3", Created: created}, "r3-results"); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("nothing staged: %v, want ErrNotFound", err)
+	}
+}
+
+func TestWrongCredentialsAreRefused(t *testing.T) {
+	addr := testserver.Registry(t, "evalflow", "s3cret")
+	dest, err := oci.Open(oci.Config{Registry: addr + "/evalflow/results", PlainHTTP: true, Username: "evalflow", Password: "wrong"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = dest.Push(context.Background(), oci.Artifact{Tag: "r1-results", Files: files(t), Created: time.Now()})
+	if err == nil || !oci.Refused(err) {
+		t.Fatalf("err = %v, want the registry's refusal", err)
+	}
+}
