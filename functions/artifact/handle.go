@@ -1,6 +1,8 @@
 // Package function is evalflow's artifact step: it pushes a finished run's results
 // (results.json and samples.jsonl) as one OCI artifact, tagged with the run id, and
-// records the reference. A redelivery pushes nothing twice.
+// records the reference. A redelivery pushes nothing twice. A Kubernetes Job pushed
+// its results itself, under a staging tag: the run's manifest is written over the
+// same layers.
 package function
 
 import (
@@ -12,6 +14,8 @@ import (
 	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"oras.land/oras-go/v2/errdef"
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/oci"
@@ -89,7 +93,7 @@ func (f *Function) push(ctx context.Context, run *evalflow.Run) (*evalflow.Artif
 	for i, d := range run.Datasets {
 		names[i] = d.Name
 	}
-	desc, pushed, err := f.dest.Push(ctx, oci.Artifact{
+	a := oci.Artifact{
 		Tag: run.ID,
 		Files: []oci.File{
 			{Path: filepath.Join(dir, evalflow.ResultsFile), MediaType: oci.MediaTypeSummary},
@@ -98,7 +102,17 @@ func (f *Function) push(ctx context.Context, run *evalflow.Run) (*evalflow.Artif
 		Annotations: map[string]string{oci.AnnotationRunID: run.ID, oci.AnnotationModel: run.ModelName,
 			oci.AnnotationDatasets: strings.Join(names, ",")},
 		Created: run.CreatedAt,
-	})
+	}
+	push := f.dest.Push
+	if run.Target == evalflow.TargetKubernetes { // its Job pushed the results under the staging tag
+		push = func(ctx context.Context, a oci.Artifact) (ocispec.Descriptor, bool, error) {
+			return f.dest.PushStaged(ctx, a, evalflow.StagingTag(run.ID))
+		}
+	}
+	desc, pushed, err := push(ctx, a)
+	if errors.Is(err, errdef.ErrNotFound) {
+		err = fmt.Errorf("%w: %w", fs.ErrNotExist, err) // nothing staged: no redelivery mends it
+	}
 	if err != nil {
 		return nil, fmt.Errorf("artifact: push results of run %s: %w", run.ID, err)
 	}

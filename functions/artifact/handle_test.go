@@ -11,6 +11,7 @@ import (
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/oci"
 	"github.com/evalflow/evalflow/shared/testserver"
 )
 
@@ -111,5 +112,59 @@ func TestArtifactWithWrongRegistryCredentialsIsRedelivered(t *testing.T) {
 	r, _ := fx.p.Store.Get(context.Background(), runID)
 	if err == nil || r.Status != evalflow.StatusStoring || strings.Contains(err.Error(), "wrong") {
 		t.Fatalf("err %v, run %s; want an error (redeliver) that shows no password, the run still storing", err, r.Status)
+	}
+}
+
+// TestAKubernetesRunsArtifactIsWrittenOverWhatItsJobPushed: a Job pushed the results
+// under the staging tag (its results directory is not evalflow's); artifact writes the
+// run's manifest over the same layers, once, in a real registry.
+func TestAKubernetesRunsArtifactIsWrittenOverWhatItsJobPushed(t *testing.T) {
+	registry := testserver.Registry(t, "pusher", "pw-31337")
+	fx := setup(t, map[string]string{"EVALFLOW_REGISTRY": registry + "/evalflow/results", "EVALFLOW_REGISTRY_PLAIN_HTTP": "true",
+		"EVALFLOW_REGISTRY_USERNAME": "pusher", "EVALFLOW_REGISTRY_PASSWORD": "pw-31337"})
+	ctx := context.Background()
+	fx.p.Store.Update(ctx, runID, func(r *evalflow.Run) error {
+		r.Target = evalflow.TargetKubernetes
+		return nil
+	})
+	dest, err := oci.Open(oci.Config{Registry: registry + "/evalflow/results", PlainHTTP: true, Username: "pusher", Password: "pw-31337"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := t.TempDir() // what the Job wrote, elsewhere than the results directory
+	os.WriteFile(filepath.Join(job, evalflow.ResultsFile), []byte(`{"summary":{"scores":{"gsm8k":0.75},"samples":4}}`), 0o644)
+	os.WriteFile(filepath.Join(job, evalflow.SamplesFile), []byte(`{"task":"gsm8k","doc_id":3}`+"\n"), 0o644)
+	if _, _, err := dest.Push(ctx, oci.Artifact{Tag: evalflow.StagingTag(runID), Created: time.Now(), Files: []oci.File{
+		{Path: filepath.Join(job, evalflow.ResultsFile), MediaType: oci.MediaTypeSummary},
+		{Path: filepath.Join(job, evalflow.SamplesFile), MediaType: oci.MediaTypeSamples}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	replies := fx.deliverConcurrently(t, 4)
+
+	r, _ := fx.p.Store.Get(ctx, runID)
+	if r.Status != evalflow.StatusSucceeded || len(replies) != 1 || !strings.HasPrefix(r.Artifact.Reference, registry+"/evalflow/results:"+runID+"@"+r.Artifact.Digest) {
+		t.Fatalf("run %s %q artifact %+v replies %v", r.Status, r.Message, r.Artifact, replies)
+	}
+	samples, err := dest.FetchLayer(ctx, runID, oci.MediaTypeSamples)
+	if err != nil || string(samples) != `{"task":"gsm8k","doc_id":3}`+"\n" {
+		t.Fatalf("the run's artifact holds samples %q (%v); want the Job's", samples, err)
+	}
+}
+
+func TestAKubernetesRunWhoseJobPushedNothingFails(t *testing.T) {
+	registry := testserver.Registry(t, "", "")
+	fx := setup(t, map[string]string{"EVALFLOW_REGISTRY": registry + "/evalflow/results", "EVALFLOW_REGISTRY_PLAIN_HTTP": "true"})
+	ctx := context.Background()
+	fx.p.Store.Update(ctx, runID, func(r *evalflow.Run) error {
+		r.Target = evalflow.TargetKubernetes
+		return nil
+	})
+
+	replies := fx.deliverConcurrently(t, 2)
+
+	r, _ := fx.p.Store.Get(ctx, runID)
+	if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, evalflow.StagingTag(runID)) || len(replies) != 1 || replies[0] != evalflow.TypeFailed {
+		t.Fatalf("run %s %q replies %v; want it failed naming the staging tag", r.Status, r.Message, replies)
 	}
 }

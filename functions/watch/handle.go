@@ -12,9 +12,11 @@ import (
 	"path/filepath"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"oras.land/oras-go/v2/errdef"
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/oci"
 	"github.com/evalflow/evalflow/shared/pipeline"
 	"github.com/evalflow/evalflow/shared/runstore"
 )
@@ -22,12 +24,15 @@ import (
 // Config is job-watch's own configuration.
 type Config struct {
 	ResultsDir string `env:"EVALFLOW_RESULTS_DIR, required"`
+	// OCI is where Kubernetes Jobs push their results (EVALFLOW_REGISTRY).
+	OCI oci.Config
 }
 
 // Function is the job-watch step.
 type Function struct {
 	*pipeline.Env // the store, the sender, the logger; Stop and Ready
 	cfg           Config
+	staged        *oci.Destination // nil without a registry
 }
 
 // New returns the function; Start connects it.
@@ -37,6 +42,11 @@ func New() *Function { return &Function{} }
 func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error) {
 	if err = pipeline.Load(ctx, cfg, &f.cfg); err != nil {
 		return fmt.Errorf("job-watch: config: %w", err)
+	}
+	if f.cfg.OCI.Registry != "" {
+		if f.staged, err = oci.Open(f.cfg.OCI); err != nil {
+			return fmt.Errorf("job-watch: %w", err)
+		}
 	}
 	f.Env, err = pipeline.Open(ctx, evalflow.StepWatch, cfg)
 	return err
@@ -96,9 +106,12 @@ func (f *Function) finished(ctx context.Context, run *evalflow.Run, e event.Even
 	if !fin.Succeeded {
 		return f.Fail(ctx, run.ID, "job-watch: job "+fin.Job+" failed: "+fin.Message)
 	}
-	summary, err := readSummary(filepath.Join(evalflow.ResultsPath(f.cfg.ResultsDir, run.ID), evalflow.ResultsFile))
-	if err != nil {
+	summary, err := f.summary(ctx, run)
+	if errors.Is(err, errNoResults) {
 		return f.Fail(ctx, run.ID, "job-watch: job "+fin.Job+" succeeded but left no usable results: "+err.Error())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("job-watch: results of run %s: %w", run.ID, err) // the registry did not answer: redeliver
 	}
 	run, err = f.Store.Update(ctx, run.ID, func(r *evalflow.Run) error {
 		if r.Status != evalflow.StatusRunning {
@@ -166,14 +179,35 @@ func (f *Function) jobEnd(ctx context.Context, run *evalflow.Run) (*evalflow.Job
 	return &evalflow.JobFinished{RunID: run.ID, Job: run.Job, Succeeded: st.Succeeded, Message: st.Message}, nil
 }
 
-func readSummary(path string) (*evalflow.Summary, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
+// errNoResults marks results that are not there, or not readable: no redelivery
+// mends them.
+var errNoResults = errors.New("no usable results")
+
+// summary reads the summary of run's results: from the registry a Kubernetes Job
+// pushed them to, or from the results directory a local job wrote them in.
+func (f *Function) summary(ctx context.Context, run *evalflow.Run) (*evalflow.Summary, error) {
+	var b []byte
+	var err error
+	switch {
+	case run.Target != evalflow.TargetKubernetes:
+		b, err = os.ReadFile(filepath.Join(evalflow.ResultsPath(f.cfg.ResultsDir, run.ID), evalflow.ResultsFile))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", errNoResults, err)
+		}
+	case f.staged == nil:
+		return nil, fmt.Errorf("%w: a Kubernetes Job pushes its results to EVALFLOW_REGISTRY, which job-watch lacks", errNoResults)
+	default:
+		b, err = f.staged.FetchLayer(ctx, evalflow.StagingTag(run.ID), oci.MediaTypeSummary)
+		if errors.Is(err, errdef.ErrNotFound) {
+			return nil, fmt.Errorf("%w: %w", errNoResults, err)
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	var res evalflow.Results
 	if err := json.Unmarshal(b, &res); err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
+		return nil, fmt.Errorf("%w: %s: %w", errNoResults, evalflow.ResultsFile, err)
 	}
 	return &res.Summary, nil
 }

@@ -3,6 +3,7 @@ package function
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/kube"
 	"github.com/evalflow/evalflow/shared/localserver"
+	"github.com/evalflow/evalflow/shared/oci"
 	"github.com/evalflow/evalflow/shared/runstore"
 	"github.com/evalflow/evalflow/shared/testserver"
 )
@@ -30,11 +32,14 @@ type fixture struct {
 	results string
 }
 
-func setup(t *testing.T) *fixture {
+func setup(t *testing.T, edits ...func(map[string]string)) *fixture {
 	t.Helper()
 	p := testserver.NewPipeline(t)
 	results := t.TempDir()
 	cfg := p.With(map[string]string{"EVALFLOW_RESULTS_DIR": results})
+	for _, edit := range edits {
+		edit(cfg)
+	}
 	f := New()
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatal(err)
@@ -234,5 +239,80 @@ func TestATickReportsKubernetesJobsThatEnded(t *testing.T) {
 	}
 	if r := fx.run(t); r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "DeadlineExceeded") {
 		t.Fatalf("run %s %q", r.Status, r.Message)
+	}
+}
+
+// withRegistry configures job-watch with a results registry at addr.
+func withRegistry(addr string) func(map[string]string) {
+	return func(cfg map[string]string) {
+		cfg["EVALFLOW_REGISTRY"] = addr + "/evalflow/results"
+		cfg["EVALFLOW_REGISTRY_PLAIN_HTTP"] = "true"
+		cfg["EVALFLOW_REGISTRY_USERNAME"] = "evalflow"
+		cfg["EVALFLOW_REGISTRY_PASSWORD"] = "s3cret"
+	}
+}
+
+// kubernetesRun makes the fixture's run a Kubernetes target's.
+func (fx *fixture) kubernetesRun(t *testing.T) {
+	t.Helper()
+	if _, err := fx.p.Store.Update(context.Background(), runID, func(r *evalflow.Run) error {
+		r.Target = evalflow.TargetKubernetes
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAKubernetesJobsResultsAreReadFromTheRegistry reads the summary a Job pushed
+// under the staging tag, from a real registry with basic auth.
+func TestAKubernetesJobsResultsAreReadFromTheRegistry(t *testing.T) {
+	addr := testserver.Registry(t, "evalflow", "s3cret")
+	fx := setup(t, withRegistry(addr))
+	fx.kubernetesRun(t)
+	ctx := context.Background()
+
+	reply := fx.handle(t, finished(true, "")) // nothing pushed: the Job left no results
+	if r := fx.run(t); reply == nil || reply.Type() != evalflow.TypeFailed || !strings.Contains(r.Message, "no usable results") {
+		t.Fatalf("reply %v, run %s %q: want the run failed for want of results", reply, r.Status, r.Message)
+	}
+
+	fx = setup(t, withRegistry(addr))
+	fx.kubernetesRun(t)
+	dir := t.TempDir()
+	b, _ := json.Marshal(evalflow.Results{Summary: evalflow.Summary{Scores: map[string]float64{"gsm8k": 0.25}, Samples: 4, Metric: "exact_match"}})
+	os.WriteFile(filepath.Join(dir, evalflow.ResultsFile), b, 0o644)
+	os.WriteFile(filepath.Join(dir, evalflow.SamplesFile), []byte("{}\n"), 0o644)
+	dest, err := oci.Open(oci.Config{Registry: addr + "/evalflow/results", PlainHTTP: true, Username: "evalflow", Password: "s3cret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := dest.Push(ctx, oci.Artifact{Tag: evalflow.StagingTag(runID), Created: time.Now(), Files: []oci.File{
+		{Path: filepath.Join(dir, evalflow.ResultsFile), MediaType: oci.MediaTypeSummary},
+		{Path: filepath.Join(dir, evalflow.SamplesFile), MediaType: oci.MediaTypeSamples}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	reply = fx.handle(t, finished(true, ""))
+	dup := fx.handle(t, finished(true, ""))
+
+	if reply == nil || reply.Type() != evalflow.TypeResultsReady || dup == nil || dup.ID() != reply.ID() {
+		t.Fatalf("replies %v, %v; want results.ready, twice the same", reply, dup)
+	}
+	if r := fx.run(t); r.Summary == nil || r.Summary.Scores["gsm8k"] != 0.25 {
+		t.Fatalf("run summary %+v", r.Summary)
+	}
+}
+
+func TestARegistryThatDoesNotAnswerIsRetriedNotFailed(t *testing.T) {
+	fx := setup(t, withRegistry(fmt.Sprintf("127.0.0.1:%d", testserver.FreePort(t)))) // nothing listens there
+	fx.kubernetesRun(t)
+
+	_, err := fx.f.Handle(context.Background(), finished(true, ""))
+
+	if err == nil {
+		t.Fatal("no error: the broker would not redeliver")
+	}
+	if r := fx.run(t); r.Status != evalflow.StatusRunning {
+		t.Fatalf("run %s %q, want it still running", r.Status, r.Message)
 	}
 }
