@@ -254,6 +254,9 @@ func (r *Request) Validate() error {
 	if err := r.Options.validate(); err != nil {
 		return err
 	}
+	if r.Engine != "" && r.Engine != DefaultEngine && len(r.Datasets) == 0 {
+		return nil // an external engine takes what to evaluate from engine_config
+	}
 	if len(r.Datasets) == 0 {
 		return Invalidf("datasets", "at least one dataset is required (known: %s)", strings.Join(DatasetNames(), ", "))
 	}

@@ -111,6 +111,8 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	switch err := jobs.Create(ctx, spec, evalflow.JobSecrets{APIKey: apiKey, RegistryPassword: f.registryPassword}); {
 	case errors.Is(err, evalflow.ErrJobExists):
 		f.Log.Info("job exists already: a redelivery", "run_id", id, "job", spec.ID)
+	case errors.Is(err, localjob.ErrNoProgram):
+		return f.Fail(ctx, id, fmt.Sprintf("deploy: job %s cannot run locally: %v", spec.ID, err))
 	case kube.Permanent(err):
 		if derr := jobs.Delete(ctx, spec.ID); derr != nil {
 			f.Log.Error("cannot remove a job the cluster half refused", "run_id", id, "job", spec.ID, "error", derr)

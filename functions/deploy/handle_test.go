@@ -171,8 +171,8 @@ func TestCancelledRunHasItsJobStopped(t *testing.T) {
 	}
 }
 
-func TestAContainerOnlyEngineIsRefusedLocallySayingWhy(t *testing.T) {
-	fx := setup(t, t.TempDir())
+func TestAnEngineWithoutALocalProgramIsRefusedSayingWhy(t *testing.T) {
+	fx := setup(t, t.TempDir()) // its local runtime has the built-in runner only
 	fx.p.Store.Update(context.Background(), runID, func(r *evalflow.Run) error { r.Engine = "opencompass"; return nil })
 	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
 
@@ -180,7 +180,7 @@ func TestAContainerOnlyEngineIsRefusedLocallySayingWhy(t *testing.T) {
 
 	r, _ := fx.p.Store.Get(context.Background(), runID)
 	if err != nil || reply == nil || reply.Type() != evalflow.TypeFailed || fx.jobs.Created() != 0 ||
-		!strings.Contains(r.Message, `engine "opencompass" runs only as a container image`) {
+		!strings.Contains(r.Message, `cannot run locally`) || !strings.Contains(r.Message, `"opencompass"`) {
 		t.Fatalf("reply %v err %v jobs %d run %s %q", reply, err, fx.jobs.Created(), r.Status, r.Message)
 	}
 }

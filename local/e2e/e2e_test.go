@@ -53,12 +53,16 @@ func up(t *testing.T) *env {
 	e.registry = testserver.Registry(t, regUser, regPassword)
 	exe := testserver.Build(t, "github.com/evalflow/evalflow/local/cmd/evalflow")
 	runner := testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-runner")
+	commands := map[string]string{
+		"lm-evaluation-harness": testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/lm-eval-adapter"),
+		"opencompass":           testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/opencompass-adapter"),
+	}
 	root := testserver.RepoRoot()
 
 	s, err := stack.Up(context.Background(), stack.Config{
 		StateDir: e.state, TriggersDir: e.triggers(t, filepath.Join(root, "triggers")),
 		FeaturesFile: filepath.Join(root, "eventing", "config-features.yaml"),
-		DataDir:      filepath.Join(shared, "datasets"), Executable: exe, RunnerPath: runner, LogLevel: "debug",
+		DataDir:      filepath.Join(shared, "datasets"), Executable: exe, RunnerPath: runner, Commands: commands, LogLevel: "debug",
 		OCI: oci.Config{Registry: e.registry + "/evalflow/results", PlainHTTP: true, Username: regUser, Password: regPassword},
 	})
 	if err != nil {

@@ -21,7 +21,9 @@ import (
 	duckv1 "knative.dev/pkg/apis/duck/v1"
 
 	"github.com/evalflow/evalflow/local/broker"
+	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/engines"
 	"github.com/evalflow/evalflow/shared/localjob"
 	"github.com/evalflow/evalflow/shared/localserver"
 	"github.com/evalflow/evalflow/shared/oci"
@@ -47,6 +49,8 @@ type Config struct {
 	Executable string
 	// RunnerPath is the evalflow-runner binary.
 	RunnerPath string
+	// Commands are the other engines' local programs (engine → path), see LookCommands.
+	Commands map[string]string
 	// RedisAddr uses a running Redis instead of starting one.
 	RedisAddr string
 	// APIPort is the start function's port (0: a free one).
@@ -148,7 +152,7 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.jobs = &localjob.Server{RunnerPath: cfg.RunnerPath, WorkDir: filepath.Join(cfg.StateDir, "jobs"),
+	s.jobs = &localjob.Server{RunnerPath: cfg.RunnerPath, Commands: cfg.Commands, WorkDir: filepath.Join(cfg.StateDir, "jobs"),
 		Events: sender, Log: cfg.Log.With("component", "localjob")}
 	s.serve(jobsL, s.jobs)
 
@@ -255,10 +259,30 @@ func loadSealKey(path string) (string, error) {
 }
 
 // LookRunner finds evalflow-runner beside the evalflow binary, or on PATH.
-func LookRunner(executable string) (string, error) {
-	p := filepath.Join(filepath.Dir(executable), "evalflow-runner")
+func LookRunner(executable string) (string, error) { return look(executable, "evalflow-runner") }
+
+// LookCommands finds the local command of each other engine of the registry that runs
+// locally (lm-eval-adapter, opencompass-adapter) beside the evalflow binary, or on
+// PATH; an engine whose command is not found runs no local jobs.
+func LookCommands(executable string) map[string]string {
+	commands := map[string]string{}
+	r := engines.Default()
+	for _, name := range r.Names() {
+		e, _ := r.Get(name)
+		if name == evalflow.DefaultEngine || !e.Local {
+			continue
+		}
+		if p, err := look(executable, e.LocalCommand); err == nil {
+			commands[name] = p
+		}
+	}
+	return commands
+}
+
+func look(executable, command string) (string, error) {
+	p := filepath.Join(filepath.Dir(executable), command)
 	if _, err := os.Stat(p); err == nil {
 		return p, nil
 	}
-	return exec.LookPath("evalflow-runner")
+	return exec.LookPath(command)
 }

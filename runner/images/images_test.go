@@ -13,8 +13,8 @@ import (
 	"github.com/evalflow/evalflow/shared/engines"
 )
 
-// TestEveryEngineImageIsBuiltHere checks, for each registry entry, that a Dockerfile
-// here builds its image: named after the image, building a command of this module
+// TestEveryEngineImageIsBuiltHere checks, for each registry entry, that its local
+// command is a command of this module, and that a Dockerfile here builds its image: named after the image, building a command of this module
 // to the path the entry runs, and installing the engine at the version the image tag
 // names. The images themselves cannot be built on machines without a Docker engine.
 func TestEveryEngineImageIsBuiltHere(t *testing.T) {
@@ -22,6 +22,11 @@ func TestEveryEngineImageIsBuiltHere(t *testing.T) {
 	build := regexp.MustCompile(`go build .*-o (\S+) \./(cmd/\S+)`)
 	for _, name := range r.Names() {
 		e, _ := r.Get(name)
+		if e.Local {
+			if _, err := os.Stat(filepath.Join("..", "cmd", e.LocalCommand, "main.go")); err != nil {
+				t.Errorf("%s: runs locally as %q, which is not a command here: %v", name, e.LocalCommand, err)
+			}
+		}
 		repo, tag, _ := strings.Cut(path.Base(e.Image), ":")
 		b, err := os.ReadFile(filepath.Join(repo, "Dockerfile"))
 		if err != nil {

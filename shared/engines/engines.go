@@ -28,13 +28,17 @@ var registryJSON []byte
 
 // Engine is one registry entry.
 type Engine struct {
-	Name        string          `json:"-"`
-	Description string          `json:"description"`
-	Image       string          `json:"image"`
-	Command     []string        `json:"command"`
-	Local       bool            `json:"local"`
-	Schema      json.RawMessage `json:"config_schema"`
-	compiled    *jsonschema.Schema
+	Name        string   `json:"-"`
+	Description string   `json:"description"`
+	Image       string   `json:"image"`
+	Command     []string `json:"command"`
+	// Local says the engine also runs as a local process (local mode, a run without
+	// a kubeconfig): LocalCommand, found beside the evalflow binary or on PATH, with
+	// --job PATH. An adapter needs its engine installed (lm_eval, opencompass).
+	Local        bool            `json:"local"`
+	LocalCommand string          `json:"local_command,omitempty"`
+	Schema       json.RawMessage `json:"config_schema"`
+	compiled     *jsonschema.Schema
 }
 
 // Registry holds the engines.
@@ -114,6 +118,9 @@ func (r *Registry) Validate(req *evalflow.Request) error {
 	if errors.As(err, &ve) {
 		field, msg := leaf(ve)
 		return evalflow.Invalidf(field, "%s (engine %s)", msg, e.Name)
+	}
+	if err == nil && e.Name != evalflow.DefaultEngine && len(req.Datasets) > 0 {
+		return evalflow.Invalidf("datasets", "engine %s takes what to evaluate from engine_config; leave datasets out", e.Name)
 	}
 	return err
 }

@@ -17,8 +17,10 @@ func TestTheRegistryHasTheBuiltInRunnerAndTwoExternalEngines(t *testing.T) {
 	if e, _ := r.Get(""); e.Name != "evalflow" || !e.Local {
 		t.Fatalf("the default engine is %+v; want the local built-in runner", e)
 	}
-	if e, _ := r.Get("opencompass"); e.Local || e.Image == "" {
-		t.Fatalf("opencompass: %+v", e)
+	for name, command := range map[string]string{"": "evalflow-runner", "lm-evaluation-harness": "lm-eval-adapter", "opencompass": "opencompass-adapter"} {
+		if e, _ := r.Get(name); !e.Local || e.LocalCommand != command || e.Image == "" {
+			t.Errorf("%q: %+v; want an image, and %s locally", name, e, command)
+		}
 	}
 }
 
@@ -48,5 +50,25 @@ func TestEngineConfigIsValidatedAgainstItsSchema(t *testing.T) {
 		if evalflow.ErrorField(err) != c.field || !strings.Contains(err.Error(), c.msg) {
 			t.Errorf("%s %s: err %v (field %q); want field %q mentioning %q", c.engine, c.config, err, evalflow.ErrorField(err), c.field, c.msg)
 		}
+	}
+}
+
+func TestAnExternalEngineTakesNoDatasets(t *testing.T) {
+	r := Default()
+	req := evalflow.Request{EvalRequestID: "0f0e0d0c-0b0a-4909-8807-060504030201", ModelName: "m", BaseURL: "http://127.0.0.1:8000",
+		Engine: "lm-evaluation-harness", EngineConfig: json.RawMessage(`{"tasks": ["gsm8k"]}`)}
+	if err := req.Validate(); err != nil {
+		t.Fatalf("an lm-eval request without datasets: %v", err)
+	}
+	if err := r.Validate(&req); err != nil {
+		t.Fatalf("an lm-eval request without datasets: %v", err)
+	}
+	req.Datasets = []evalflow.DatasetSpec{{Name: "gsm8k"}}
+	if err := r.Validate(&req); evalflow.ErrorField(err) != "datasets" || !strings.Contains(err.Error(), "engine_config") {
+		t.Fatalf("an lm-eval request with datasets: %v, want datasets refused, pointing at engine_config", err)
+	}
+	req.Engine, req.EngineConfig, req.Datasets = "", nil, nil
+	if err := req.Validate(); evalflow.ErrorField(err) != "datasets" {
+		t.Fatalf("a built-in request without datasets: %v, want datasets required", err)
 	}
 }

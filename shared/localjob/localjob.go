@@ -46,6 +46,10 @@ type Status struct {
 type Server struct {
 	// RunnerPath is the runner binary: it is run as RunnerPath --job DIR/meta/job.json.
 	RunnerPath string
+	// Commands are the other engines' programs (engine name → path; lm-eval-adapter,
+	// opencompass-adapter), run the same way. A job for an engine with none is
+	// ErrNoProgram.
+	Commands map[string]string
 	// WorkDir holds one directory per job.
 	WorkDir string
 	// Events reports each job's end (evalflow.TypeJobFinished) to the broker.
@@ -81,6 +85,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		switch err := s.Create(req); {
 		case errors.Is(err, evalflow.ErrJobExists):
 			http.Error(w, err.Error(), http.StatusConflict)
+		case errors.Is(err, ErrNoProgram):
+			http.Error(w, err.Error(), http.StatusUnprocessableEntity)
 		case err != nil:
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 		default:
@@ -102,9 +108,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// ErrNoProgram is a job for an engine the server has no program for: creating it
+// again cannot help.
+var ErrNoProgram = errors.New("no local program for the engine")
+
+// program is the program that runs engine's jobs, "" for none.
+func (s *Server) program(engine string) string {
+	if engine == "" || engine == evalflow.DefaultEngine {
+		return s.RunnerPath
+	}
+	return s.Commands[engine]
+}
+
 // Create starts the job req describes, unless a job of that name exists.
 func (s *Server) Create(req CreateRequest) error {
 	spec := req.Spec
+	if s.program(spec.Engine) == "" {
+		return fmt.Errorf("localjob: job %s: %w %q (its adapter was not found beside evalflow or on PATH)", spec.ID, ErrNoProgram, spec.Engine)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.jobs == nil {
@@ -159,7 +180,7 @@ func (s *Server) start(ctx context.Context, j *job, spec evalflow.JobSpec, specP
 	if err != nil {
 		return nil, nil, fmt.Errorf("localjob: job %s: log: %w", spec.ID, err)
 	}
-	cmd := exec.CommandContext(ctx, s.RunnerPath, "--job", specPath)
+	cmd := exec.CommandContext(ctx, s.program(spec.Engine), "--job", specPath)
 	cmd.Dir = dir
 	cmd.Env = scrubbedEnv()
 	cmd.Stdout, cmd.Stderr = logFile, logFile
@@ -295,7 +316,9 @@ func deadline(ctx context.Context, cancel context.CancelFunc, d time.Duration) (
 // scrubbedEnv is the runner's environment: enough to run, nothing secret.
 func scrubbedEnv() []string {
 	var env []string
-	for _, k := range []string{"PATH", "HOME", "TMPDIR", "LANG", "TZ", "GOCOVERDIR"} {
+	// LM_EVAL, OPENCOMPASS and HF_HOME tell the adapters where their engine and its
+	// downloads are.
+	for _, k := range []string{"PATH", "HOME", "TMPDIR", "LANG", "TZ", "GOCOVERDIR", "LM_EVAL", "OPENCOMPASS", "HF_HOME"} {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}
@@ -331,6 +354,8 @@ func (c *Client) Create(ctx context.Context, spec evalflow.JobSpec, secrets eval
 		return nil
 	case http.StatusConflict:
 		return evalflow.ErrJobExists
+	case http.StatusUnprocessableEntity:
+		return fmt.Errorf("%w: engine %q", ErrNoProgram, spec.Engine)
 	}
 	return fmt.Errorf("localjob: create job %s: %s", spec.ID, resp.Status)
 }

@@ -111,7 +111,8 @@ func TestAKilledRunnerIsStartedAgainAndResumes(t *testing.T) {
 
 func TestARunnerThatCannotRunItsJobIsNotStartedAgain(t *testing.T) {
 	s, client, sink, spec := server(t)
-	spec.Engine = "opencompass" // the built-in runner refuses another engine's job
+	s.Commands = map[string]string{"opencompass": s.RunnerPath} // a program that refuses the engine's job
+	spec.Engine = "opencompass"
 
 	if err := client.Create(t.Context(), spec, evalflow.JobSecrets{}); err != nil {
 		t.Fatal(err)
@@ -121,5 +122,16 @@ func TestARunnerThatCannotRunItsJobIsNotStartedAgain(t *testing.T) {
 	st, _ := s.Get(spec.ID)
 	if fin.Succeeded || fin.ExitCode != evalflow.ExitPermanent || st.Restarts != 0 || !strings.Contains(fin.Message, `engine "opencompass"`) {
 		t.Fatalf("job.finished %+v, restarts %d", fin, st.Restarts)
+	}
+}
+
+func TestAnEngineWithoutAProgramIsRefused(t *testing.T) {
+	s, client, _, spec := server(t)
+	spec.Engine = "lm-evaluation-harness"
+
+	err := client.Create(t.Context(), spec, evalflow.JobSecrets{})
+
+	if !errors.Is(err, localjob.ErrNoProgram) || !strings.Contains(err.Error(), `"lm-evaluation-harness"`) || s.Created() != 0 {
+		t.Fatalf("err = %v, %d jobs; want ErrNoProgram naming the engine, no job", err, s.Created())
 	}
 }

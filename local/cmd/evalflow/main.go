@@ -98,7 +98,7 @@ func stackFlags(fs *flag.FlagSet) func() (stack.Config, error) {
 		}
 		abs := func(p string) string { a, _ := filepath.Abs(p); return a }
 		cfg := stack.Config{StateDir: abs(*state), TriggersDir: abs(*triggers), FeaturesFile: abs(*features), DataDir: abs(*data),
-			Executable: exe, RunnerPath: runner, RedisAddr: *redisAddr, APIPort: *port, LogLevel: *logLevel,
+			Executable: exe, RunnerPath: runner, Commands: stack.LookCommands(exe), RedisAddr: *redisAddr, APIPort: *port, LogLevel: *logLevel,
 			Log: pipeline.NewLogger("warn")}
 		cfg.OCI.Registry, cfg.OCI.PlainHTTP = *registry, *plainHTTP
 		cfg.OCI.Username, cfg.OCI.Password = os.Getenv("EVALFLOW_REGISTRY_USERNAME"), os.Getenv("EVALFLOW_REGISTRY_PASSWORD")
