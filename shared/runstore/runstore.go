@@ -1,9 +1,10 @@
 // Package runstore keeps evalflow runs in Redis.
 //
 // Keys derive from the run id: evalflow:run:<id> holds the run as JSON,
-// evalflow:run:<id>:secrets the sealed secrets (a hash), and the sorted set evalflow:runs
-// indexes runs by creation time. Every change is a compare-and-set (WATCH/MULTI), so two
-// deliveries of one event cannot both apply.
+// evalflow:run:<id>:secrets the sealed secrets (a hash), the sorted set evalflow:runs
+// indexes runs by creation time, and evalflow:runs:<status> does so for the runs in
+// each status. Every change is a compare-and-set (WATCH/MULTI), so two deliveries of one
+// event cannot both apply, and the indexes move with the run in the same transaction.
 package runstore
 
 import (
@@ -30,8 +31,9 @@ const (
 	maxRetries = 16
 )
 
-func runKey(id string) string    { return "evalflow:run:" + id }
-func secretKey(id string) string { return "evalflow:run:" + id + ":secrets" }
+func runKey(id string) string             { return "evalflow:run:" + id }
+func statusKey(st evalflow.Status) string { return indexKey + ":" + string(st) }
+func secretKey(id string) string          { return "evalflow:run:" + id + ":secrets" }
 
 // Store reads and writes runs.
 type Store struct {
@@ -76,6 +78,7 @@ func (s *Store) Create(ctx context.Context, r *evalflow.Run, secrets map[string]
 					p.HSet(ctx, secretKey(r.ID), fields)
 				}
 				p.ZAdd(ctx, indexKey, redis.Z{Score: float64(r.CreatedAt.UnixNano()), Member: r.ID})
+				p.ZAdd(ctx, statusKey(r.Status), redis.Z{Score: float64(r.CreatedAt.UnixNano()), Member: r.ID})
 				return nil
 			})
 			return err
@@ -128,6 +131,7 @@ func (s *Store) Update(ctx context.Context, id string, change func(*evalflow.Run
 				return err
 			}
 			out = r
+			was := r.Status
 			if changeErr = change(r); changeErr != nil {
 				return nil
 			}
@@ -137,6 +141,10 @@ func (s *Store) Update(ctx context.Context, id string, change func(*evalflow.Run
 			}
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				p.Set(ctx, runKey(id), body, 0)
+				if r.Status != was {
+					p.ZRem(ctx, statusKey(was), id)
+					p.ZAdd(ctx, statusKey(r.Status), redis.Z{Score: float64(r.CreatedAt.UnixNano()), Member: id})
+				}
 				switch {
 				case r.Status == evalflow.StatusCancelled:
 					// deploy needs the kubeconfig a while yet, to stop the run's job.
@@ -189,17 +197,17 @@ type ListOptions struct {
 // MaxList is the most runs one List returns.
 const MaxList = 1000
 
-// List returns runs, newest first.
+// List returns runs, newest first; with a status, it reads only that status's index.
 func (s *Store) List(ctx context.Context, opts ListOptions) ([]*evalflow.Run, error) {
 	limit := opts.Limit
 	if limit <= 0 || limit > MaxList {
 		limit = 100
 	}
-	stop := int64(-1) // a status filter may skip runs: read the whole index
-	if opts.Status == "" {
-		stop = int64(limit - 1)
+	index := indexKey
+	if opts.Status != "" {
+		index = statusKey(opts.Status)
 	}
-	ids, err := s.rdb.ZRevRange(ctx, indexKey, 0, stop).Result()
+	ids, err := s.rdb.ZRevRange(ctx, index, 0, int64(limit-1)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("runstore: list runs: %w", err)
 	}

@@ -205,3 +205,55 @@ func TestListFiltersByStatusNewestFirst(t *testing.T) {
 		t.Fatalf("Get(missing) err = %v, want ErrNotFound", err)
 	}
 }
+
+// TestTheStatusIndexesFollowTheRunsUnderConcurrentUpdates: each run is in exactly the
+// index of its status, however many deliveries raced to move it, and a status list
+// reads only its own index (a limit of 1 is honoured from the newest).
+func TestTheStatusIndexesFollowTheRunsUnderConcurrentUpdates(t *testing.T) {
+	store, rdb := newStore(t)
+	ctx := context.Background()
+	var ids []string
+	for i := range 20 {
+		rid := "00000000-0000-4000-8000-0000000001" + string(rune('a'+i/10)) + string(rune('0'+i%10))
+		r := newRun(rid)
+		r.CreatedAt = time.Unix(int64(2000+i), 0)
+		if _, _, err := store.Create(ctx, r, nil); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, rid)
+	}
+	var wg sync.WaitGroup
+	for i, rid := range ids {
+		for range 4 { // duplicate deliveries of the same moves
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				store.Update(ctx, rid, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) })
+				if i%2 == 0 {
+					store.Update(ctx, rid, func(r *evalflow.Run) error { return r.Fail("x", time.Now()) })
+				}
+			}()
+		}
+	}
+	wg.Wait()
+
+	for _, st := range []evalflow.Status{evalflow.StatusPending, evalflow.StatusVerifying, evalflow.StatusFailed} {
+		members, err := rdb.ZRange(ctx, "evalflow:runs:"+string(st), 0, -1).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[evalflow.Status]int{evalflow.StatusPending: 0, evalflow.StatusVerifying: 10, evalflow.StatusFailed: 10}[st]
+		if len(members) != want {
+			t.Errorf("index of %s holds %d runs, want %d", st, len(members), want)
+		}
+		for _, m := range members {
+			if r, _ := store.Get(ctx, m); r.Status != st {
+				t.Errorf("run %s is %s but indexed as %s", m, r.Status, st)
+			}
+		}
+	}
+	newest, err := store.List(ctx, runstore.ListOptions{Status: evalflow.StatusVerifying, Limit: 1})
+	if err != nil || len(newest) != 1 || newest[0].ID != ids[19] {
+		t.Fatalf("List(verifying, 1) = %v, %v; want the newest verifying run", newest, err)
+	}
+}
