@@ -2,9 +2,11 @@ package kube
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -261,4 +263,34 @@ func (c *Cluster) Create(ctx context.Context, spec evalflow.JobSpec, secrets eva
 		return evalflow.ErrJobExists
 	}
 	return err
+}
+
+// Pool keeps a Cluster per kubeconfig, so that a step reaching the same cluster again
+// (job-watch, each tick) reuses its client and connections instead of dialling anew.
+// The zero Pool is ready; it holds at most MaxPooled clusters.
+type Pool struct {
+	mu       sync.Mutex
+	clusters map[[sha256.Size]byte]*Cluster
+}
+
+// MaxPooled bounds a Pool; past it the Pool starts afresh.
+const MaxPooled = 64
+
+// Connect returns the pooled Cluster of kubeconfig, connecting on first use.
+func (p *Pool) Connect(kubeconfig []byte) (*Cluster, error) {
+	key := sha256.Sum256(kubeconfig)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if c, ok := p.clusters[key]; ok {
+		return c, nil
+	}
+	c, err := Connect(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	if p.clusters == nil || len(p.clusters) >= MaxPooled {
+		p.clusters = map[[sha256.Size]byte]*Cluster{}
+	}
+	p.clusters[key] = c
+	return c, nil
 }

@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -243,5 +244,33 @@ func TestUnsafeKubeconfigsAreRefusedBeforeDialling(t *testing.T) {
 	}
 	if _, err := Connect([]byte("apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n")); err == nil || !strings.Contains(err.Error(), "current-context") {
 		t.Errorf("a missing context: %v", err)
+	}
+}
+
+func TestAPoolReusesTheClusterOfAKubeconfig(t *testing.T) {
+	kubeconfig := func(token string) []byte {
+		return []byte("apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {cluster: k, user: u, namespace: evals}\n" +
+			"clusters:\n- name: k\n  cluster: {server: 'https://127.0.0.1:1'}\nusers:\n- name: u\n  user: {token: " + token + "}\n")
+	}
+	var p Pool
+	a, err := p.Connect(kubeconfig("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := p.Connect(kubeconfig("a"))
+	other, _ := p.Connect(kubeconfig("b"))
+	if a != again || a == other || a.Namespace != "evals" {
+		t.Fatalf("same kubeconfig gave %p then %p; another gave %p", a, again, other)
+	}
+	if _, err := p.Connect([]byte("apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n")); err == nil {
+		t.Fatal("a bad kubeconfig was pooled")
+	}
+	for i := range MaxPooled + 1 {
+		if _, err := p.Connect(kubeconfig(fmt.Sprint("t", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(p.clusters); n > MaxPooled {
+		t.Fatalf("the pool holds %d clusters, more than %d", n, MaxPooled)
 	}
 }

@@ -47,6 +47,8 @@ type Env struct {
 	Log    *slog.Logger
 	Now    func() time.Time
 	rdb    *redis.Client
+	// clusters keeps one client per cluster reached (see Cluster).
+	clusters kube.Pool
 }
 
 // Open builds the Env of step from cfg.
@@ -181,5 +183,5 @@ func (e *Env) Cluster(ctx context.Context, id string) (*kube.Cluster, error) {
 	if kubeconfig == "" {
 		return nil, fmt.Errorf("%w: run %s has none (any more)", kube.ErrBadKubeconfig, id)
 	}
-	return kube.Connect([]byte(kubeconfig))
+	return e.clusters.Connect([]byte(kubeconfig))
 }
