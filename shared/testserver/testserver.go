@@ -7,7 +7,6 @@ package testserver
 
 import (
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"os"
 	"os/exec"
@@ -119,10 +118,10 @@ func LlamaEcho(t testing.TB) string {
 	shared := SharedDir(t)
 	bin := os.Getenv("EVALFLOW_LLAMA_ECHO")
 	if bin == "" {
-		bin = llamaEchoBinary()
+		missing(t, "EVALFLOW_LLAMA_ECHO is not set: EVALFLOW_LLAMA_ECHO=$(hack/install-llama-echo.sh), as make test does")
 	}
 	if _, err := os.Stat(bin); err != nil {
-		missing(t, "llama-echo is not built at "+bin+" (make deps runs hack/install-llama-echo.sh)")
+		missing(t, "llama-echo is not built at "+bin+" (hack/install-llama-echo.sh builds it)")
 	}
 	p, err := localserver.LlamaEcho(context.Background(), bin, t.TempDir(), filepath.Join(shared, "models", "stories260K.gguf"), Model, 0)
 	if err != nil {
@@ -130,18 +129,6 @@ func LlamaEcho(t testing.TB) string {
 	}
 	t.Cleanup(p.Stop)
 	return "http://" + p.Addr
-}
-
-// llamaEchoBinary is where hack/install-llama-echo.sh caches the build of the current
-// source: keyed by the hash of its go.mod and main.go.
-func llamaEchoBinary() string {
-	h := sha256.New()
-	for _, f := range []string{"go.mod", "main.go"} {
-		b, _ := os.ReadFile(filepath.Join(RepoRoot(), "hack", "llama-echo", f))
-		h.Write(b)
-	}
-	sum := fmt.Sprintf("%x", h.Sum(nil))[:12]
-	return filepath.Join(localserver.CacheDir(), "llama-echo-"+sum, "llama-echo")
 }
 
 // Oras returns the oras CLI (hack/install-oras.sh caches it), or skips.
