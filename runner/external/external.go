@@ -22,7 +22,6 @@ import (
 	"github.com/evalflow/evalflow/runner/adapter"
 	"github.com/evalflow/evalflow/runner/engine"
 	evalflow "github.com/evalflow/evalflow/shared"
-	"github.com/evalflow/evalflow/shared/pipeline"
 )
 
 // Engine describes an external engine.
@@ -245,7 +244,7 @@ func (l *lastLines) String() string {
 func Main(x Engine) {
 	jobPath := flag.String("job", "/meta/job.json", "the job spec")
 	flag.Parse()
-	log := pipeline.NewLogger(os.Getenv("LOG_LEVEL"))
+	log := evalflow.NewLogger(os.Getenv("LOG_LEVEL"))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := x.Run(ctx, *jobPath, os.Stderr, log)
 	stop()

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -75,16 +74,7 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 		return nil, fmt.Errorf("%s: redis at %s: %w", step, c.RedisAddr, err)
 	}
 	return &Env{Step: step, Store: runstore.New(rdb, sealer), Events: sender,
-		Log: NewLogger(c.LogLevel).With("step", string(step)), Now: time.Now, rdb: rdb}, nil
-}
-
-// NewLogger returns a JSON logger on stderr at level ("debug", "info", "warn", "error").
-func NewLogger(level string) *slog.Logger {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
-	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step)), Now: time.Now, rdb: rdb}, nil
 }
 
 // Close releases the Env's connections.
@@ -110,22 +100,45 @@ func (e *Env) Ready(ctx context.Context) (bool, error) {
 // that the step started. ok is false when there is nothing to do: the run does not
 // exist, has ended, or is already past this step (a duplicate or late event). A run
 // already in status is returned with ok: the step redoes its idempotent work.
+//
+// The notification goes out before the run moves: a notification that cannot be sent
+// leaves the run where it was, for the redelivery to try both again, so none is lost.
+// Its id derives from the run and step, so one sent twice is one to the caller.
 func (e *Env) Begin(ctx context.Context, id string, status evalflow.Status) (r *evalflow.Run, ok bool, err error) {
-	r, err = e.Store.Update(ctx, id, func(r *evalflow.Run) error { return r.Advance(status, e.Now()) })
+	r, err = e.Store.Get(ctx, id)
+	if errors.Is(err, evalflow.ErrNotFound) {
+		e.Log.Warn("event for an unknown run dropped", "run_id", id)
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if r.Status == status {
+		return r, true, nil // redelivered while the step was at work: redo it
+	}
+	now := e.Now()
+	next := *r
+	if err := next.Advance(status, now); err != nil {
+		e.Log.Info("duplicate or late event dropped", "run_id", id, "run_status", r.Status)
+		return r, false, nil
+	}
+	if err := e.Notify(ctx, &next, evalflow.NoteStarted, ""); err != nil {
+		return nil, false, err
+	}
+	r, err = e.Store.Update(ctx, id, func(r *evalflow.Run) error { return r.Advance(status, now) })
 	switch {
 	case errors.Is(err, evalflow.ErrNotFound):
-		e.Log.Warn("event for an unknown run dropped", "run_id", id)
 		return nil, false, nil
 	case errors.Is(err, evalflow.ErrStale):
 		if r.Status == status {
-			return r, true, nil // redelivered while the step was at work: redo it
+			return r, true, nil // a duplicate moved it meanwhile
 		}
 		e.Log.Info("duplicate or late event dropped", "run_id", id, "run_status", r.Status)
 		return r, false, nil
 	case err != nil:
 		return nil, false, err
 	}
-	return r, true, e.Notify(ctx, r, evalflow.NoteStarted, "")
+	return r, true, nil
 }
 
 // Notify tells run r's caller that the step reached status.

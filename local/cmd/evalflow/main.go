@@ -24,7 +24,7 @@ import (
 	verify "github.com/evalflow/evalflow/functions/verify"
 	watch "github.com/evalflow/evalflow/functions/watch"
 	"github.com/evalflow/evalflow/local/stack"
-	"github.com/evalflow/evalflow/shared/pipeline"
+	evalflow "github.com/evalflow/evalflow/shared"
 )
 
 func main() {
@@ -99,7 +99,7 @@ func stackFlags(fs *flag.FlagSet) func() (stack.Config, error) {
 		abs := func(p string) string { a, _ := filepath.Abs(p); return a }
 		cfg := stack.Config{StateDir: abs(*state), TriggersDir: abs(*triggers), FeaturesFile: abs(*features), DataDir: abs(*data),
 			Executable: exe, RunnerPath: runner, Commands: stack.LookCommands(exe), RedisAddr: *redisAddr, APIPort: *port, LogLevel: *logLevel,
-			Log: pipeline.NewLogger("warn")}
+			Log: evalflow.NewLogger("warn")}
 		cfg.OCI.Registry, cfg.OCI.PlainHTTP = *registry, *plainHTTP
 		cfg.OCI.Username, cfg.OCI.Password = os.Getenv("EVALFLOW_REGISTRY_USERNAME"), os.Getenv("EVALFLOW_REGISTRY_PASSWORD")
 		return cfg, nil

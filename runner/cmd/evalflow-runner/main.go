@@ -19,13 +19,12 @@ import (
 	"github.com/evalflow/evalflow/runner/engine"
 	"github.com/evalflow/evalflow/runner/openai"
 	evalflow "github.com/evalflow/evalflow/shared"
-	"github.com/evalflow/evalflow/shared/pipeline"
 )
 
 func main() {
 	jobPath := flag.String("job", "/meta/job.json", "the job spec")
 	flag.Parse()
-	log := pipeline.NewLogger(os.Getenv("LOG_LEVEL"))
+	log := evalflow.NewLogger(os.Getenv("LOG_LEVEL"))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, *jobPath, log); err != nil {
