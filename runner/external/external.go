@@ -96,7 +96,7 @@ func (x Engine) Run(ctx context.Context, jobPath string, programLog io.Writer, l
 	if err := adapter.Publish(ctx, spec); err != nil {
 		return err
 	}
-	p.send(context.WithoutCancel(ctx), "done", len(samples), len(samples), true)
+	p.finish(context.WithoutCancel(ctx), len(samples))
 	log.Info(x.Program+" finished", "samples", len(samples), "scores", res.Summary.Scores)
 	return nil
 }
@@ -194,6 +194,20 @@ func (p *progress) send(ctx context.Context, phase string, done, total int, forc
 	}
 	p.last, p.sent = time.Now(), next
 	p.report(ctx, next)
+}
+
+// finish reports the end in the units the program's progress had (its requests,
+// datasets), or in samples when it reported none: job-watch keeps only reports that
+// do not count backwards.
+func (p *progress) finish(ctx context.Context, samples int) {
+	p.mu.Lock()
+	last := p.sent
+	p.mu.Unlock()
+	if last.Total == 0 {
+		p.send(ctx, "done", samples, samples, true)
+		return
+	}
+	p.send(ctx, "done", last.Total, last.Total, true)
 }
 
 // lockedWriter lets two copies write to w.

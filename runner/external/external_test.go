@@ -146,8 +146,8 @@ func TestFakeLMEvalRunBecomesEvalflowResults(t *testing.T) {
 	sawBars := slices.ContainsFunc(progress, func(p evalflow.JobProgress) bool {
 		return p.Phase == "requesting" && p.Done == 11 && p.Total == 11
 	})
-	if last := progress[len(progress)-1]; !sawBars || last.Phase != "done" || last.Done != 7 {
-		t.Errorf("progress = %+v; want the bars' 11/11, then done at 7 samples", progress)
+	if last := progress[len(progress)-1]; !sawBars || last.Phase != "done" || last.Done != 11 || last.Total != 11 {
+		t.Errorf("progress = %+v; want the bars' 11/11, then done at 11/11 (never counting backwards)", progress)
 	}
 	if log := programLog.String(); !strings.Contains(log, "Selected Tasks") || !strings.Contains(log, "|Tasks|Version|") || strings.Contains(log, "Requesting API") {
 		t.Errorf("lm_eval's log = %q: want its lines and table without the bars", log)
@@ -176,10 +176,15 @@ func TestFakeOpenCompassRunBecomesEvalflowResults(t *testing.T) {
 	}
 	progress := s.progress(t)
 	sawInference := slices.ContainsFunc(progress, func(p evalflow.JobProgress) bool {
-		return p.Phase == "inferring" && p.Done == 2 && p.Total == 2
+		return p.Phase == "inferring" && p.Done == 2 && p.Total == 4
 	})
-	if last := progress[len(progress)-1]; !sawInference || last.Phase != "done" || last.Done != 7 {
-		t.Errorf("progress = %+v; want inference of 2 datasets seen, then done at 7 samples", progress)
+	if last := progress[len(progress)-1]; !sawInference || last.Phase != "done" || last.Done != 4 || last.Total != 4 {
+		t.Errorf("progress = %+v; want inference of 2 datasets seen (2/4), then done at 4/4", progress)
+	}
+	for i := 1; i < len(progress); i++ {
+		if progress[i].Done < progress[i-1].Done {
+			t.Errorf("progress counts backwards: %+v then %+v", progress[i-1], progress[i])
+		}
 	}
 	if !strings.Contains(programLog.String(), "Loading gsm8k_gen") {
 		t.Errorf("opencompass's log = %q", programLog.String())

@@ -165,12 +165,15 @@ func External() external.Engine {
 			}
 			return Args(spec, c), nil
 		},
+		// Progress counts two steps a dataset, its inference then its evaluation, so
+		// that it never counts backwards.
 		Poll: func(spec evalflow.JobSpec) (string, int, int) {
 			predicted, scored := Count(filepath.Join(spec.OutputDir, WorkDir))
+			total := 2 * max(predicted, len(c.Datasets))
 			if scored == 0 {
-				return "inferring", predicted, max(predicted, len(c.Datasets))
+				return "inferring", predicted, total
 			}
-			return "evaluating", scored, predicted
+			return "evaluating", predicted + scored, total
 		},
 		Read: func(spec evalflow.JobSpec) (*evalflow.Results, []engine.Sample, error) {
 			return Read(filepath.Join(spec.OutputDir, WorkDir), spec, c)
