@@ -38,6 +38,9 @@ type Config struct {
 	// JobRegistry is that repository as Jobs reach it, when their address for it is
 	// not evalflow's (default: EVALFLOW_REGISTRY).
 	JobRegistry string `env:"EVALFLOW_JOB_REGISTRY"`
+	// JobCallbackURL is the broker as Kubernetes Jobs reach it, for their progress
+	// reports, when their address for it is not K_SINK (a Job in another cluster).
+	JobCallbackURL string `env:"EVALFLOW_JOB_CALLBACK_URL"`
 }
 
 // Jobs creates and deletes evaluation jobs: a job runtime. Create of an existing job
@@ -57,6 +60,8 @@ type Function struct {
 	*pipeline.Env // the store, the sender, the logger; Stop and Ready
 	jobs          Jobs
 	defaults      evalflow.JobDefaults
+	// jobCallbackURL is where Kubernetes Jobs report progress.
+	jobCallbackURL string
 	// registryPassword lets Kubernetes Jobs push their results (in their Secret).
 	registryPassword string
 }
@@ -73,6 +78,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	f.jobs = &localjob.Client{URL: c.JobsURL}
 	f.defaults = evalflow.JobDefaults{CallbackURL: c.Sink, DataDir: c.DataDir, ResultsDir: c.ResultsDir,
 		DeadlineSeconds: int64(c.Deadline.Seconds()), TTLSecondsAfterFinished: int32(c.TTL.Seconds())}
+	f.jobCallbackURL = cmp.Or(c.JobCallbackURL, c.Sink)
 	if c.OCI.Registry != "" {
 		f.defaults.Results = &evalflow.ResultsTarget{Repository: cmp.Or(c.JobRegistry, c.OCI.Registry),
 			PlainHTTP: c.OCI.PlainHTTP, Username: c.OCI.Username}
@@ -104,6 +110,9 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		return nil, fmt.Errorf("deploy: run %s: %w", id, err)
 	}
 	spec := evalflow.NewJobSpec(run, f.defaults)
+	if run.Target == evalflow.TargetKubernetes {
+		spec.CallbackURL = f.jobCallbackURL
+	}
 	apiKey, err := f.Store.Secret(ctx, id, runstore.SecretAPIKey)
 	if err != nil {
 		return nil, err

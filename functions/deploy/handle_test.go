@@ -53,7 +53,8 @@ func newFixture(t *testing.T, dataDir string, edits ...func(map[string]string)) 
 	t.Cleanup(func() { jobs.Shutdown(); srv.Close() })
 	cfg := p.With(map[string]string{"EVALFLOW_JOBS_URL": srv.URL, "EVALFLOW_DATA_DIR": dataDir, "EVALFLOW_RESULTS_DIR": filepath.Join(dir, "results"),
 		"EVALFLOW_REGISTRY": "registry.evalflow.test:5000/evalflow/results", "EVALFLOW_REGISTRY_USERNAME": "jobs",
-		"EVALFLOW_REGISTRY_PASSWORD": registryPassword, "EVALFLOW_JOB_REGISTRY": "registry.cluster.test/evalflow/results"})
+		"EVALFLOW_REGISTRY_PASSWORD": registryPassword, "EVALFLOW_JOB_REGISTRY": "registry.cluster.test/evalflow/results",
+		"EVALFLOW_JOB_CALLBACK_URL": "http://broker.cluster.test/evalflow/default"})
 	for _, edit := range edits {
 		edit(cfg)
 	}

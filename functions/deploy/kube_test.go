@@ -68,6 +68,9 @@ func TestKubernetesTargets(t *testing.T) {
 			r.Username != "jobs" || r.PasswordFile != kube.RegistryPasswordPath || strings.Contains(cm.Data["job.json"], registryPassword) {
 			t.Fatalf("the job's results target %+v: want the cluster's address of the registry, the password only as a file", spec.Results)
 		}
+		if spec.CallbackURL != "http://broker.cluster.test/evalflow/default" {
+			t.Fatalf("the job reports progress to %q, want the broker's address as the cluster reaches it", spec.CallbackURL)
+		}
 		r, _ := fx.p.Store.Get(ctx, runID)
 		if r.Status != evalflow.StatusDeploying || r.Job != job {
 			t.Fatalf("run %s job %q", r.Status, r.Job)
