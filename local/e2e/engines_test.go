@@ -41,6 +41,9 @@ func TestAnExternalEngineRunsLocallyWithAFakeLMEval(t *testing.T) {
 	if math.Abs(r.Summary.Scores["gsm8k"]-1.0/3) > 1e-12 || r.Summary.Scores["mmlu"] != 0.75 || r.Summary.Samples != 7 {
 		t.Fatalf("summary = %+v; want lm_eval's scores", r.Summary)
 	}
+	if r.Progress.Total == 0 || r.Progress.Done != r.Progress.Total {
+		t.Fatalf("progress = %+v; want the adapter's reports, complete", r.Progress)
+	}
 	// The fake records its call in its output folder, the key as a hash.
 	b, err := os.ReadFile(filepath.Join(e.state, "results", r.ID, "lm-eval", "fake-call"))
 	sum := sha256.Sum256([]byte(apiKeyCanary))
