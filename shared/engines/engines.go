@@ -35,10 +35,21 @@ type Engine struct {
 	// Local says the engine also runs as a local process (local mode, a run without
 	// a kubeconfig): LocalCommand, found beside the evalflow binary or on PATH, with
 	// --job PATH. An adapter needs its engine installed (lm_eval, opencompass).
-	Local        bool            `json:"local"`
-	LocalCommand string          `json:"local_command,omitempty"`
-	Schema       json.RawMessage `json:"config_schema"`
-	compiled     *jsonschema.Schema
+	Local        bool   `json:"local"`
+	LocalCommand string `json:"local_command,omitempty"`
+	// Resources are what the engine's Job container asks for: the built-in runner is
+	// a small Go process; a Python engine with its libraries needs gigabytes.
+	Resources Resources       `json:"resources"`
+	Schema    json.RawMessage `json:"config_schema"`
+	compiled  *jsonschema.Schema
+}
+
+// Resources are a container's CPU and memory requests and its memory limit, as
+// Kubernetes quantities ("100m", "2Gi").
+type Resources struct {
+	CPU         string `json:"cpu"`
+	Memory      string `json:"memory"`
+	MemoryLimit string `json:"memory_limit"`
 }
 
 // Registry holds the engines.
@@ -61,6 +72,9 @@ func Parse(b []byte) (*Registry, error) {
 	}
 	for name, e := range m {
 		e.Name = name
+		if e.Local && e.LocalCommand == "" {
+			return nil, fmt.Errorf("engines: %s: runs locally, but names no local_command", name)
+		}
 		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(e.Schema))
 		if err != nil {
 			return nil, fmt.Errorf("engines: %s: schema: %w", name, err)

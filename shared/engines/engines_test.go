@@ -72,3 +72,10 @@ func TestAnExternalEngineTakesNoDatasets(t *testing.T) {
 		t.Fatalf("a built-in request without datasets: %v, want datasets required", err)
 	}
 }
+
+func TestALocalEngineNamesItsCommand(t *testing.T) {
+	_, err := Parse([]byte(`{"x": {"image": "i", "command": ["/x"], "local": true, "config_schema": {}}}`))
+	if err == nil || !strings.Contains(err.Error(), "local_command") {
+		t.Fatalf("err = %v", err)
+	}
+}

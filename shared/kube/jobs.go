@@ -84,6 +84,10 @@ func Build(spec evalflow.JobSpec, e *engines.Engine, namespace string, secrets e
 			SecretName: objs.Secret.Name, DefaultMode: &mode}}})
 		mounts = append(mounts, corev1.VolumeMount{Name: "key", MountPath: SecretDir, ReadOnly: true})
 	}
+	resources, err := containerResources(e)
+	if err != nil {
+		return nil, err
+	}
 	backoff, nonRoot, noEscalation, runner := int32(2), true, false, "runner"
 	deadline, ttl := spec.DeadlineSeconds, spec.TTLSecondsAfterFinished
 	objs.Job = &batchv1.Job{TypeMeta: metav1.TypeMeta{APIVersion: "batch/v1", Kind: "Job"}, ObjectMeta: meta(spec.ID),
@@ -102,10 +106,7 @@ func Build(spec evalflow.JobSpec, e *engines.Engine, namespace string, secrets e
 					AutomountServiceAccountToken: &noEscalation,
 					Containers: []corev1.Container{{
 						Name: runner, Image: e.Image, Command: e.Command, VolumeMounts: mounts,
-						Resources: corev1.ResourceRequirements{
-							Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("64Mi")},
-							Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
-						},
+						Resources:       resources,
 						SecurityContext: &corev1.SecurityContext{RunAsNonRoot: &nonRoot, AllowPrivilegeEscalation: &noEscalation},
 					}},
 					Volumes: volumes,
@@ -113,4 +114,19 @@ func Build(spec evalflow.JobSpec, e *engines.Engine, namespace string, secrets e
 			},
 		}}
 	return objs, nil
+}
+
+// containerResources are engine e's requests and memory limit.
+func containerResources(e *engines.Engine) (corev1.ResourceRequirements, error) {
+	var parsed [3]resource.Quantity
+	for i, q := range []string{e.Resources.CPU, e.Resources.Memory, e.Resources.MemoryLimit} {
+		var err error
+		if parsed[i], err = resource.ParseQuantity(q); err != nil {
+			return corev1.ResourceRequirements{}, fmt.Errorf("kube: engine %s: resources: %q: %w", e.Name, q, err)
+		}
+	}
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: parsed[0], corev1.ResourceMemory: parsed[1]},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: parsed[2]},
+	}, nil
 }

@@ -95,3 +95,17 @@ func TestTheObjectsDecodeStrictlyAsManifests(t *testing.T) {
 		t.Fatalf("round trip: %v", err)
 	}
 }
+
+func TestEachEngineAsksForItsOwnResources(t *testing.T) {
+	limits := map[string]string{}
+	for _, engine := range engines.Default().Names() {
+		c := build(t, engine).Job.Spec.Template.Spec.Containers[0]
+		limits[engine] = c.Resources.Limits.Memory().String()
+		if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().Cmp(*c.Resources.Limits.Memory()) > 0 {
+			t.Errorf("%s: resources %+v", engine, c.Resources)
+		}
+	}
+	if limits["evalflow"] != "512Mi" || limits["lm-evaluation-harness"] != "8Gi" {
+		t.Errorf("memory limits %v: want the registry's, small for the Go runner, large for Python engines", limits)
+	}
+}
