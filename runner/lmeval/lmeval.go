@@ -140,6 +140,7 @@ var permanentSigns = []string{
 	"Tasks not found",
 	"Loglikelihood is not supported",
 	"Tokenizer is required for loglikelihood",
+	"not a valid model identifier", // the tokenizer (by default the model's name) is not on the Hugging Face Hub
 	"is not supported for chat completions",
 }
 
