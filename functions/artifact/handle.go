@@ -116,6 +116,12 @@ func (f *Function) push(ctx context.Context, run *evalflow.Run) (*evalflow.Artif
 	if err != nil {
 		return nil, fmt.Errorf("artifact: push results of run %s: %w", run.ID, err)
 	}
+	if run.Target == evalflow.TargetKubernetes {
+		// The staging tag has served; a registry that refuses deletions keeps it.
+		if err := f.dest.Delete(ctx, evalflow.StagingTag(run.ID)); err != nil {
+			f.Log.Warn("staging tag left in place", "run_id", run.ID, "tag", evalflow.StagingTag(run.ID), "error", err)
+		}
+	}
 	ref := f.dest.Reference(run.ID, desc)
 	f.Log.Info("results artifact", "run_id", run.ID, "reference", ref, "pushed", pushed)
 	return &evalflow.Artifact{Reference: ref, Digest: desc.Digest.String(), MediaType: desc.MediaType}, nil

@@ -150,6 +150,9 @@ func TestAKubernetesRunsArtifactIsWrittenOverWhatItsJobPushed(t *testing.T) {
 	if err != nil || string(samples) != `{"task":"gsm8k","doc_id":3}`+"\n" {
 		t.Fatalf("the run's artifact holds samples %q (%v); want the Job's", samples, err)
 	}
+	if _, err := dest.FetchLayer(ctx, evalflow.StagingTag(runID), oci.MediaTypeSummary); err == nil {
+		t.Fatal("the staging tag outlives the run's artifact")
+	}
 }
 
 func TestAKubernetesRunWhoseJobPushedNothingFails(t *testing.T) {

@@ -128,11 +128,34 @@ func (d *Destination) PushStaged(ctx context.Context, a Artifact, staged string)
 		return desc, false, err
 	}
 	m, err := d.manifest(ctx, staged)
+	if errors.Is(err, errdef.ErrNotFound) {
+		// A concurrent push may have written a's tag and deleted the staged one since.
+		if desc, found, rerr := d.resolve(ctx, a.Tag); rerr == nil && found {
+			return desc, false, nil
+		}
+	}
 	if err != nil {
 		return ocispec.Descriptor{}, false, err
 	}
 	desc, err := d.pack(ctx, a, m.Layers)
 	return desc, err == nil, err
+}
+
+// Delete removes the manifest tag resolves to, and so the tag; the blobs stay, for
+// the manifests that share them. A tag that does not resolve is not an error.
+func (d *Destination) Delete(ctx context.Context, tag string) error {
+	desc, found, err := d.resolve(ctx, tag)
+	if err != nil || !found {
+		return err
+	}
+	deleter, ok := d.Target.(content.Deleter)
+	if !ok {
+		return fmt.Errorf("oci: %s cannot delete", d.Name)
+	}
+	if err := deleter.Delete(ctx, desc); err != nil && !errors.Is(err, errdef.ErrNotFound) {
+		return fmt.Errorf("oci: delete %s:%s: %w", d.Name, tag, err)
+	}
+	return nil
 }
 
 // maxManifest and maxSummary bound what is read from a registry into memory.

@@ -70,6 +70,22 @@ func TestAStagedArtifactIsReadAndRetagged(t *testing.T) {
 	if _, _, err := dest.PushStaged(ctx, oci.Artifact{Tag: "r3", Created: created}, "r3-results"); !errors.Is(err, errdef.ErrNotFound) {
 		t.Errorf("nothing staged: %v, want ErrNotFound", err)
 	}
+
+	// The staging tag goes; the run's artifact, sharing its layers, stays.
+	for range 2 {
+		if err := dest.Delete(ctx, "r1-results"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := dest.FetchLayer(ctx, "r1-results", oci.MediaTypeSummary); !errors.Is(err, errdef.ErrNotFound) {
+		t.Errorf("the staging tag after its deletion: %v", err)
+	}
+	if late, pushed, err := dest.PushStaged(ctx, a, "r1-results"); err != nil || pushed || late.Digest != final.Digest {
+		t.Errorf("a late duplicate after the staging tag went: %v, pushed %v; want the run's artifact", err, pushed)
+	}
+	if b, err := dest.FetchLayer(ctx, "r1", oci.MediaTypeSamples); err != nil || len(b) == 0 {
+		t.Errorf("the run's artifact after the staging tag's deletion: %v", err)
+	}
 }
 
 func TestWrongCredentialsAreRefused(t *testing.T) {
