@@ -102,7 +102,11 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	if err != nil || !ok {
 		return nil, err
 	}
-	jobs, err := f.jobsOf(ctx, run)
+	secrets, err := f.Store.Secrets(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	jobs, err := f.jobsOf(run, secrets)
 	if errors.Is(err, errCannotRun) || errors.Is(err, kube.ErrBadKubeconfig) {
 		return f.Fail(ctx, id, "deploy: "+err.Error())
 	}
@@ -113,11 +117,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	if run.Target == evalflow.TargetKubernetes {
 		spec.CallbackURL = f.jobCallbackURL
 	}
-	apiKey, err := f.Store.Secret(ctx, id, runstore.SecretAPIKey)
-	if err != nil {
-		return nil, err
-	}
-	switch err := jobs.Create(ctx, spec, evalflow.JobSecrets{APIKey: apiKey, RegistryPassword: f.registryPassword}); {
+	switch err := jobs.Create(ctx, spec, evalflow.JobSecrets{APIKey: secrets[runstore.SecretAPIKey], RegistryPassword: f.registryPassword}); {
 	case errors.Is(err, evalflow.ErrJobExists):
 		f.Log.Info("job exists already: a redelivery", "run_id", id, "job", spec.ID)
 	case errors.Is(err, localjob.ErrNoProgram):
@@ -155,8 +155,8 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 var errCannotRun = errors.New("cannot run")
 
 // jobsOf is the job runtime of run's target: the local one, or the cluster its
-// kubeconfig reaches.
-func (f *Function) jobsOf(ctx context.Context, run *evalflow.Run) (Jobs, error) {
+// kubeconfig (among its secrets) reaches.
+func (f *Function) jobsOf(run *evalflow.Run, secrets map[string]string) (Jobs, error) {
 	if run.Target != evalflow.TargetKubernetes {
 		if e, ok := engines.Default().Get(run.Engine); !ok || !e.Local {
 			return nil, fmt.Errorf("%w: engine %q runs only as a container image in a Kubernetes Job; "+
@@ -168,7 +168,7 @@ func (f *Function) jobsOf(ctx context.Context, run *evalflow.Run) (Jobs, error) 
 		return nil, fmt.Errorf("%w: a Kubernetes Job's results leave it through an OCI registry, and this deployment has none "+
 			"(set EVALFLOW_REGISTRY, reachable from the cluster)", errCannotRun)
 	}
-	return f.Cluster(ctx, run.ID)
+	return f.ClusterOf(run.ID, secrets[runstore.SecretKubeconfig])
 }
 
 // stopIfEnded stops a job created for a run that was cancelled meanwhile.
@@ -190,7 +190,11 @@ func (f *Function) stop(ctx context.Context, id string) error {
 	if err != nil {
 		return fmt.Errorf("deploy: stop job of run %s: %w", id, err)
 	}
-	jobs, err := f.jobsOf(ctx, run)
+	secrets, err := f.Store.Secrets(ctx, id)
+	if err != nil {
+		return fmt.Errorf("deploy: stop job of run %s: %w", id, err)
+	}
+	jobs, err := f.jobsOf(run, secrets)
 	if err != nil {
 		// Never created, or stopped already by an earlier delivery of this cancel.
 		f.Log.Info("no job to stop", "run_id", id, "reason", err.Error())

@@ -193,6 +193,12 @@ func (e *Env) Cluster(ctx context.Context, id string) (*kube.Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	return e.ClusterOf(id, kubeconfig)
+}
+
+// ClusterOf connects to run id's cluster with its kubeconfig, read already (with the
+// run's other secrets, runstore.Store.Secrets).
+func (e *Env) ClusterOf(id, kubeconfig string) (*kube.Cluster, error) {
 	if kubeconfig == "" {
 		return nil, fmt.Errorf("%w: run %s has none (any more)", kube.ErrBadKubeconfig, id)
 	}

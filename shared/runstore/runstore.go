@@ -188,6 +188,24 @@ func (s *Store) Secret(ctx context.Context, id, name string) (string, error) {
 	return string(b), nil
 }
 
+// Secrets opens every secret of run id in one read: name → value, empty when the run
+// has none (or has ended).
+func (s *Store) Secrets(ctx context.Context, id string) (map[string]string, error) {
+	sealed, err := s.rdb.HGetAll(ctx, secretKey(id)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("runstore: read secrets of run %s: %w", id, err)
+	}
+	out := make(map[string]string, len(sealed))
+	for name, v := range sealed {
+		b, err := s.sealer.Open(id, v)
+		if err != nil {
+			return nil, fmt.Errorf("runstore: open %s of run %s: %w", name, id, err)
+		}
+		out[name] = string(b)
+	}
+	return out, nil
+}
+
 // ListOptions filter List. Zero values mean no filter and the default limit.
 type ListOptions struct {
 	Status evalflow.Status

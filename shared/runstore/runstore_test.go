@@ -74,7 +74,8 @@ func TestSecretsAreSealedAtRestAndDroppedWhenTheRunEnds(t *testing.T) {
 	store, rdb := newStore(t)
 	ctx := context.Background()
 	const apiKey = "sk-evalflow-canary-41f7"
-	if _, _, err := store.Create(ctx, newRun(id), map[string]string{runstore.SecretAPIKey: apiKey}); err != nil {
+	const kubeconfig = "apiVersion: v1\nclusters: []\n"
+	if _, _, err := store.Create(ctx, newRun(id), map[string]string{runstore.SecretAPIKey: apiKey, runstore.SecretKubeconfig: kubeconfig}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -88,12 +89,19 @@ func TestSecretsAreSealedAtRestAndDroppedWhenTheRunEnds(t *testing.T) {
 	if err != nil || got != apiKey {
 		t.Fatalf("Secret = %q, %v; want the api key", got, err)
 	}
+	all, err := store.Secrets(ctx, id)
+	if err != nil || len(all) != 2 || all[runstore.SecretAPIKey] != apiKey || all[runstore.SecretKubeconfig] != kubeconfig {
+		t.Fatalf("Secrets = %d secrets, %v; want both, opened", len(all), err)
+	}
 
 	if _, err := store.Update(ctx, id, func(r *evalflow.Run) error { return r.Fail("boom", time.Now()) }); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := store.Secret(ctx, id, runstore.SecretAPIKey); err != nil || got != "" {
 		t.Fatalf("after the run failed, Secret = %q, %v; want it dropped", got, err)
+	}
+	if all, err := store.Secrets(ctx, id); err != nil || len(all) != 0 {
+		t.Fatalf("after the run failed, Secrets = %d secrets, %v; want none", len(all), err)
 	}
 }
 
