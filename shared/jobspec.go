@@ -91,7 +91,9 @@ const (
 
 // JobDefaults are the deployment's settings deploy adds to a run's job spec.
 type JobDefaults struct {
-	CallbackURL             string
+	CallbackURL string
+	// ClusterCallbackURL is CallbackURL as Kubernetes Jobs reach it (default: the same).
+	ClusterCallbackURL      string
 	DataDir                 string
 	ResultsDir              string
 	DeadlineSeconds         int64
@@ -107,11 +109,19 @@ func NewJobSpec(r *Run, d JobDefaults) JobSpec {
 		ID: JobName(r.ID), RunID: r.ID, Engine: r.Engine, EngineConfig: r.EngineConfig,
 		Model:      ModelSpec{Name: r.ModelName, URL: r.BaseURL},
 		Benchmarks: r.Datasets, Concurrency: r.Concurrency, Options: options(r.Options),
-		CallbackURL: d.CallbackURL, DataDir: d.DataDir,
+		CallbackURL: callbackURL(r, d), DataDir: d.DataDir,
 		OutputDir:       ResultsPath(d.ResultsDir, r.ID),
 		DeadlineSeconds: d.DeadlineSeconds, TTLSecondsAfterFinished: d.TTLSecondsAfterFinished,
 		Results: resultsTarget(r, d.Results),
 	}
+}
+
+// callbackURL is where run r's job reports progress.
+func callbackURL(r *Run, d JobDefaults) string {
+	if r.Target == TargetKubernetes && d.ClusterCallbackURL != "" {
+		return d.ClusterCallbackURL
+	}
+	return d.CallbackURL
 }
 
 // resultsTarget is where run r's job pushes its results: nowhere for a local run,

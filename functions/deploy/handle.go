@@ -60,8 +60,6 @@ type Function struct {
 	*pipeline.Env // the store, the sender, the logger; Stop and Ready
 	jobs          Jobs
 	defaults      evalflow.JobDefaults
-	// jobCallbackURL is where Kubernetes Jobs report progress.
-	jobCallbackURL string
 	// registryPassword lets Kubernetes Jobs push their results (in their Secret).
 	registryPassword string
 }
@@ -76,9 +74,8 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 		return fmt.Errorf("deploy: config: %w", err)
 	}
 	f.jobs = &localjob.Client{URL: c.JobsURL}
-	f.defaults = evalflow.JobDefaults{CallbackURL: c.Sink, DataDir: c.DataDir, ResultsDir: c.ResultsDir,
+	f.defaults = evalflow.JobDefaults{CallbackURL: c.Sink, ClusterCallbackURL: c.JobCallbackURL, DataDir: c.DataDir, ResultsDir: c.ResultsDir,
 		DeadlineSeconds: int64(c.Deadline.Seconds()), TTLSecondsAfterFinished: int32(c.TTL.Seconds())}
-	f.jobCallbackURL = cmp.Or(c.JobCallbackURL, c.Sink)
 	if c.OCI.Registry != "" {
 		f.defaults.Results = &evalflow.ResultsTarget{Repository: cmp.Or(c.JobRegistry, c.OCI.Registry),
 			PlainHTTP: c.OCI.PlainHTTP, Username: c.OCI.Username}
@@ -114,9 +111,6 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		return nil, fmt.Errorf("deploy: run %s: %w", id, err)
 	}
 	spec := evalflow.NewJobSpec(run, f.defaults)
-	if run.Target == evalflow.TargetKubernetes {
-		spec.CallbackURL = f.jobCallbackURL
-	}
 	switch err := jobs.Create(ctx, spec, evalflow.JobSecrets{APIKey: secrets[runstore.SecretAPIKey], RegistryPassword: f.registryPassword}); {
 	case errors.Is(err, evalflow.ErrJobExists):
 		f.Log.Info("job exists already: a redelivery", "run_id", id, "job", spec.ID)
