@@ -42,6 +42,34 @@ func TestEvalflowRunCommand(t *testing.T) {
 	}
 }
 
+// TestEvalflowRunWithAnExternalEngine runs lm-evaluation-harness from the command:
+// lm-eval-adapter is found beside evalflow, lm_eval is the fake of runner/lmeval
+// (the real one needs PyPI).
+func TestEvalflowRunWithAnExternalEngine(t *testing.T) {
+	shared := testserver.SharedDir(t)
+	testserver.Ollama(t, 0)
+	exe := testserver.Build(t, "github.com/evalflow/evalflow/local/cmd/evalflow")
+	testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-runner")
+	testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/lm-eval-adapter") // beside exe
+	root := testserver.RepoRoot()
+
+	cmd := exec.Command(exe, "run", "--state", t.TempDir(), "--data", filepath.Join(shared, "datasets"),
+		"--gguf", filepath.Join(shared, "models", "stories260K.gguf"),
+		"--engine", "lm-evaluation-harness", "--engine-config", `{"tasks": ["gsm8k", "mmlu"], "limit": 3}`)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "LM_EVAL="+filepath.Join(root, "runner", "lmeval", "testdata", "fake-lm_eval"))
+	out, err := cmd.Output()
+
+	if err != nil {
+		t.Fatalf("evalflow run: %v\n%s", err, out)
+	}
+	for _, want := range []string{": succeeded", "gsm8k", "mmlu_abstract_algebra", "(7 samples)"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
 func TestCancellingARunStopsItsJob(t *testing.T) {
 	e := up(t)
 	req := e.request(0) // two whole subjects: long enough to cancel mid-way

@@ -35,6 +35,8 @@ func run(ctx context.Context, args []string) error {
 	fewshot := fs.Int("num-fewshot", 0, "few-shot examples per prompt")
 	concurrency := fs.Int("concurrency", 0, "requests in flight (0: sized to the endpoint)")
 	datasets := fs.String("datasets", "", `the request's datasets as JSON, e.g. '["gsm8k", {"name": "truthfulqa", "variant": "gen", "limit": 20}]' (overrides -subjects, -limit, -num-fewshot)`)
+	engine := fs.String("engine", evalflow.DefaultEngine, "the engine: evalflow, lm-evaluation-harness or opencompass (their adapters and programs must be installed)")
+	engineConfig := fs.String("engine-config", "", `the engine's config as JSON, e.g. '{"tasks": ["gsm8k"], "limit": 20}' for lm-evaluation-harness`)
 	_ = fs.Parse(args)
 	cfg, err := config()
 	if err != nil {
@@ -62,6 +64,9 @@ func run(ctx context.Context, args []string) error {
 		ds.Subjects = strings.Split(*subjects, ",")
 	}
 	specs := []evalflow.DatasetSpec{ds}
+	if *engine != evalflow.DefaultEngine {
+		specs = nil // an external engine takes what to evaluate from its config
+	}
 	if *datasets != "" {
 		specs = nil
 		if err := json.Unmarshal([]byte(*datasets), &specs); err != nil {
@@ -69,7 +74,8 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 	req := evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: *model, BaseURL: *baseURL, APIKey: apiKey,
-		Datasets: specs, Source: "evalflow-cli", SourceTopic: "local", Concurrency: *concurrency}
+		Datasets: specs, Source: "evalflow-cli", SourceTopic: "local", Concurrency: *concurrency,
+		Engine: *engine, EngineConfig: json.RawMessage(*engineConfig)}
 	id, err := submit(ctx, s.API, req)
 	if err != nil {
 		return err
