@@ -217,7 +217,49 @@ func (c *Cluster) State(ctx context.Context, name string) (JobState, error) {
 	if err != nil {
 		return JobState{}, fmt.Errorf("get job %s: %w", name, err)
 	}
-	return StateOf(job), nil
+	s := StateOf(job)
+	if s.Finished && !s.Succeeded {
+		if words := c.lastWords(ctx, name); words != "" {
+			s.Message += "; its last attempt ended saying: " + words
+		}
+	}
+	return s, nil
+}
+
+// lastWords is what the Job's last attempt said as it ended: its container's
+// termination message, which is the end of its log (see Build). It is "" when the
+// pods are gone, or the credentials may not list pods, which verify does not require.
+func (c *Cluster) lastWords(ctx context.Context, job string) string {
+	pods, err := c.client.CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel + "=" + job})
+	if err != nil {
+		return ""
+	}
+	return LastWords(pods.Items)
+}
+
+// maxLastWords bounds the part of a termination message a run's message quotes.
+const maxLastWords = 1000
+
+// LastWords is the termination message of the container that ended last among pods.
+func LastWords(pods []corev1.Pod) string {
+	var last *corev1.ContainerStateTerminated
+	for _, p := range pods {
+		for _, cs := range p.Status.ContainerStatuses {
+			for _, t := range []*corev1.ContainerStateTerminated{cs.State.Terminated, cs.LastTerminationState.Terminated} {
+				if t != nil && strings.TrimSpace(t.Message) != "" && (last == nil || t.FinishedAt.After(last.FinishedAt.Time)) {
+					last = t
+				}
+			}
+		}
+	}
+	if last == nil {
+		return ""
+	}
+	msg := strings.TrimSpace(last.Message)
+	if len(msg) > maxLastWords {
+		msg = "..." + msg[len(msg)-maxLastWords:]
+	}
+	return msg
 }
 
 // StateOf reads a Job's state from its Complete and Failed conditions.

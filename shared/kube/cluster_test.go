@@ -199,6 +199,52 @@ func TestAgainstARealAPIServer(t *testing.T) {
 			t.Fatalf("state %+v, want failed with DeadlineExceeded", s)
 		}
 	})
+
+	// No kubelet runs here: the admin writes a pod's status as a kubelet would, and the
+	// cluster's own label for the Job's pods finds it.
+	t.Run("the last words of a Job's pods are read where the credentials may list pods", func(t *testing.T) {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "evalflow-words-abcde", Namespace: "evals",
+			Labels: map[string]string{batchv1.JobNameLabel: "evalflow-words"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "runner", Image: "runner"}}, RestartPolicy: corev1.RestartPolicyNever}}
+		pod, err := admin.CoreV1().Pods("evals").Create(ctx, pod, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "runner", Image: "runner",
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 2, Reason: "Error",
+				Message: "lm-eval adapter: ValueError: Tasks not found: nosuch\n", FinishedAt: metav1.Now()}}}}
+		if _, err := admin.CoreV1().Pods("evals").UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if got := connect(t, k.Kubeconfig(k.Admin.Token, "evals")).lastWords(ctx, "evalflow-words"); got != "lm-eval adapter: ValueError: Tasks not found: nosuch" {
+			t.Fatalf("last words %q", got)
+		}
+		if got := connect(t, k.Kubeconfig(bob.Token, "evals")).lastWords(ctx, "evalflow-words"); got != "" {
+			t.Fatalf("bob, who may not list pods, read %q", got)
+		}
+	})
+}
+
+func TestLastWordsAreTheLastAttempts(t *testing.T) {
+	ended := func(at int64, msg string) *corev1.ContainerStateTerminated {
+		return &corev1.ContainerStateTerminated{Message: msg, FinishedAt: metav1.Unix(at, 0)}
+	}
+	pods := []corev1.Pod{
+		{Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{State: corev1.ContainerState{Terminated: ended(100, "first attempt")}}}}},
+		{Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{State: corev1.ContainerState{Terminated: ended(300, "third attempt\n")}}}}},
+		{Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{LastTerminationState: corev1.ContainerState{Terminated: ended(200, "second")}}}}},
+		{Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{State: corev1.ContainerState{Terminated: ended(400, "  ")}}}}},
+	}
+	if got := LastWords(pods); got != "third attempt" {
+		t.Errorf("LastWords = %q", got)
+	}
+	if got := LastWords(nil); got != "" {
+		t.Errorf("LastWords of no pods = %q", got)
+	}
+	long := []corev1.Pod{{Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{State: corev1.ContainerState{Terminated: ended(1, strings.Repeat("x", 5000)+"END")}}}}}}
+	if got := LastWords(long); len(got) != maxLastWords+3 || !strings.HasSuffix(got, "END") {
+		t.Errorf("a long message is cut to %d bytes, ending %q", len(got), got[len(got)-3:])
+	}
 }
 
 func TestStateOfAJobReadsItsTerminalConditions(t *testing.T) {

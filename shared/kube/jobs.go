@@ -106,8 +106,11 @@ func Build(spec evalflow.JobSpec, e *engines.Engine, namespace string, secrets e
 					AutomountServiceAccountToken: &noEscalation,
 					Containers: []corev1.Container{{
 						Name: runner, Image: e.Image, Command: e.Command, VolumeMounts: mounts,
-						Resources:       resources,
-						SecurityContext: &corev1.SecurityContext{RunAsNonRoot: &nonRoot, AllowPrivilegeEscalation: &noEscalation},
+						Resources: resources,
+						// A failed attempt's log tail becomes its termination message,
+						// which job-watch quotes when the Job fails.
+						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+						SecurityContext:          &corev1.SecurityContext{RunAsNonRoot: &nonRoot, AllowPrivilegeEscalation: &noEscalation},
 					}},
 					Volumes: volumes,
 				},
