@@ -124,9 +124,13 @@ func (x Engine) run(ctx context.Context, spec evalflow.JobSpec, program string, 
 		return fmt.Errorf("%s: %w", x.Program, err)
 	}
 	stopPolling := x.poll(ctx, spec, p)
-	var scanErr error
 	if stderr != nil {
-		scanErr = x.Scan(stderr, out, func(done, total int) { p.send(ctx, "requesting", done, total, done == total) })
+		if err := x.Scan(stderr, out, func(done, total int) { p.send(ctx, "requesting", done, total, done == total) }); err != nil {
+			// Progress is lost, not the run: the rest of the log is copied as it is,
+			// so that the program never blocks on a full pipe.
+			fmt.Fprintf(out, "\nevalflow: %s's progress is no longer followed: %v\n", x.Program, err)
+			_, _ = io.Copy(out, stderr)
+		}
 	}
 	err := cmd.Wait()
 	stopPolling()
@@ -139,9 +143,6 @@ func (x Engine) run(ctx context.Context, spec evalflow.JobSpec, program string, 
 			}
 		}
 		return fmt.Errorf("%s failed: %w; its last words:\n%s", x.Program, err, last)
-	}
-	if scanErr != nil {
-		return fmt.Errorf("%s's log was cut short: %w", x.Program, scanErr)
 	}
 	return nil
 }

@@ -232,3 +232,21 @@ func TestASpecForAnotherEngineIsRefused(t *testing.T) {
 		t.Error("lm_eval ran for another engine's spec")
 	}
 }
+
+func TestALogLineTooLongToScanLosesProgressNotTheRun(t *testing.T) {
+	s := newSetup(t, lmeval.Engine, "longline", `{"tasks":["gsm8k","mmlu"]}`)
+	var programLog bytes.Buffer
+
+	err := lmeval.External().Run(context.Background(), s.jobPath, &programLog, quiet())
+
+	if err != nil {
+		t.Fatalf("the run failed: %v", err)
+	}
+	if res, lines := s.results(t); res.Summary.Samples != 7 || lines != 7 {
+		t.Errorf("summary %+v, %d sample lines", res.Summary, lines)
+	}
+	// Without the drain lm_eval would block on its full stderr pipe and never end.
+	if log := programLog.String(); !strings.Contains(log, "progress is no longer followed") || !strings.Contains(log, "Requesting API") {
+		t.Errorf("lm_eval's log does not say progress was lost, or lacks the rest of its stderr")
+	}
+}
