@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	evalflow "github.com/evalflow/evalflow/shared"
@@ -181,6 +182,10 @@ func (s *Server) start(ctx context.Context, j *job, spec evalflow.JobSpec, specP
 		return nil, nil, fmt.Errorf("localjob: job %s: log: %w", spec.ID, err)
 	}
 	cmd := exec.CommandContext(ctx, s.program(spec.Engine), "--job", specPath)
+	// The job is a process group: stopping it stops what it started too (an adapter's
+	// lm_eval), as deleting a Job's pod does.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.Dir = dir
 	cmd.Env = scrubbedEnv()
 	cmd.Stdout, cmd.Stderr = logFile, logFile

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -134,4 +135,37 @@ func TestAnEngineWithoutAProgramIsRefused(t *testing.T) {
 	if !errors.Is(err, localjob.ErrNoProgram) || !strings.Contains(err.Error(), `"lm-evaluation-harness"`) || s.Created() != 0 {
 		t.Fatalf("err = %v, %d jobs; want ErrNoProgram naming the engine, no job", err, s.Created())
 	}
+}
+
+// TestStoppingAJobStopsWhatItStarted: an adapter's engine is a child process of the
+// job; deleting the job must not leave it running (and asking the endpoint).
+func TestStoppingAJobStopsWhatItStarted(t *testing.T) {
+	s, client, _, spec := server(t)
+	hung := filepath.Join(t.TempDir(), "lm_eval") // an engine that never ends, for this fault
+	script := "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --output_path ] && out=$2; shift; done\n" +
+		"mkdir -p \"$out\"; echo $$ > \"$out/pid\"; sleep 300\n"
+	if err := os.WriteFile(hung, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("LM_EVAL", hung)
+	s.Commands = map[string]string{"lm-evaluation-harness": testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/lm-eval-adapter")}
+	spec.Engine, spec.EngineConfig = "lm-evaluation-harness", json.RawMessage(`{"tasks": ["gsm8k"]}`)
+	if err := client.Create(t.Context(), spec, evalflow.JobSecrets{}); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(spec.OutputDir, "lm-eval", "pid")
+	testserver.Eventually(t, 30*time.Second, "the engine starts", func() bool { _, err := os.Stat(pidFile); return err == nil })
+	b, _ := os.ReadFile(pidFile)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("pid file %q: %v", b, err)
+	}
+
+	if err := client.Delete(t.Context(), spec.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	testserver.Eventually(t, 10*time.Second, "the engine is gone with its job", func() bool {
+		return syscall.Kill(pid, 0) != nil
+	})
 }
