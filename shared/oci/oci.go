@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
@@ -225,15 +226,23 @@ func (d *Destination) pack(ctx context.Context, a Artifact, layers []ocispec.Des
 	for k, v := range a.Annotations {
 		ann[k] = v
 	}
-	desc, err := oras.PackManifest(ctx, d.Target, oras.PackManifestVersion1_1, ArtifactType,
-		oras.PackManifestOptions{Layers: layers, ManifestAnnotations: ann})
-	if err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("oci: pack manifest for %s: %w", a.Tag, err)
-	}
-	if err := d.Target.Tag(ctx, desc, a.Tag); err != nil {
-		return ocispec.Descriptor{}, fmt.Errorf("oci: tag %s:%s: %w", d.Name, a.Tag, err)
-	}
-	return desc, nil
+	// Two deliveries pushing the same blobs at once can make a registry say for a moment
+	// that a blob it is committing is unknown: the manifest is pushed (and tagged)
+	// again a little later, when it knows it.
+	desc, err := backoff.Retry(ctx, func() (ocispec.Descriptor, error) {
+		desc, err := oras.PackManifest(ctx, d.Target, oras.PackManifestVersion1_1, ArtifactType,
+			oras.PackManifestOptions{Layers: layers, ManifestAnnotations: ann})
+		if err != nil {
+			err = fmt.Errorf("oci: pack manifest for %s: %w", a.Tag, err)
+		} else if err = d.Target.Tag(ctx, desc, a.Tag); err != nil {
+			err = fmt.Errorf("oci: tag %s:%s: %w", d.Name, a.Tag, err)
+		}
+		if err != nil && !blobUnknown(err) {
+			return desc, backoff.Permanent(err)
+		}
+		return desc, err
+	}, backoff.WithBackOff(backoff.NewExponentialBackOff()), backoff.WithMaxTries(6))
+	return desc, err
 }
 
 // Reference is the artifact's reference as users pull it.
@@ -269,6 +278,20 @@ func pushFile(ctx context.Context, dst oras.Target, f File) (ocispec.Descriptor,
 		return ocispec.Descriptor{}, fmt.Errorf("oci: push %s: %w", filepath.Base(f.Path), err)
 	}
 	return desc, nil
+}
+
+// blobUnknown says whether the registry refused a manifest for a blob it does not know.
+func blobUnknown(err error) bool {
+	var resp *errcode.ErrorResponse
+	if !errors.As(err, &resp) {
+		return false
+	}
+	for _, e := range resp.Errors {
+		if e.Code == errcode.ErrorCodeManifestBlobUnknown || e.Code == errcode.ErrorCodeBlobUnknown {
+			return true
+		}
+	}
+	return false
 }
 
 // Refused says whether the registry refused the credentials (401, 403): trying again
