@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -28,8 +29,11 @@ type Broker struct {
 	slots    chan struct{}
 	wg       sync.WaitGroup
 	inFlight atomic.Int64
-	ctx      context.Context
-	cancel   context.CancelFunc
+	// busy describes each delivery under way, for InFlight.
+	busyMu sync.Mutex
+	busy   map[*delivery]struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // Options tune a Broker; zero values mean defaults.
@@ -85,18 +89,67 @@ func (b *Broker) Publish(ev event.Event) {
 		}
 		b.wg.Add(1)
 		b.inFlight.Add(1)
+		d := &delivery{trigger: t.Name, event: ev.Type() + " " + ev.ID(), since: time.Now(), state: "waiting for a slot"}
+		b.track(d, true)
 		go func() {
 			defer b.wg.Done()
 			defer b.inFlight.Add(-1)
+			defer b.track(d, false)
 			select {
 			case b.slots <- struct{}{}:
 			case <-b.ctx.Done():
 				return
 			}
 			defer func() { <-b.slots }()
-			b.deliver(t, ev)
+			b.deliver(t, ev, d)
 		}()
 	}
+}
+
+// delivery is one delivery under way, as InFlight describes it.
+type delivery struct {
+	trigger, event string
+	since          time.Time
+	mu             sync.Mutex
+	state          string
+}
+
+func (d *delivery) set(state string) {
+	d.mu.Lock()
+	d.state = state
+	d.mu.Unlock()
+}
+
+func (b *Broker) track(d *delivery, on bool) {
+	b.busyMu.Lock()
+	defer b.busyMu.Unlock()
+	if b.busy == nil {
+		b.busy = map[*delivery]struct{}{}
+	}
+	if on {
+		b.busy[d] = struct{}{}
+	} else {
+		delete(b.busy, d)
+	}
+}
+
+// InFlight describes the deliveries under way (trigger, event, state, age), oldest
+// first: what keeps the broker from being idle.
+func (b *Broker) InFlight() []string {
+	b.busyMu.Lock()
+	ds := make([]*delivery, 0, len(b.busy))
+	for d := range b.busy {
+		ds = append(ds, d)
+	}
+	b.busyMu.Unlock()
+	sort.Slice(ds, func(i, j int) bool { return ds[i].since.Before(ds[j].since) })
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		d.mu.Lock()
+		out[i] = fmt.Sprintf("%s <- %s: %s for %s", d.trigger, d.event, d.state, time.Since(d.since).Round(time.Millisecond))
+		d.mu.Unlock()
+	}
+	return out
 }
 
 // Idle reports whether no delivery is under way (replies are published before the
@@ -111,19 +164,21 @@ func (b *Broker) Shutdown() {
 
 // deliver sends ev to t's subscriber with t's retry policy; a reply is published; an
 // event that cannot be delivered goes to the dead letter sink.
-func (b *Broker) deliver(t *Trigger, ev event.Event) {
+func (b *Broker) deliver(t *Trigger, ev event.Event, d *delivery) {
 	log := b.log.With("trigger", t.Name, "type", ev.Type(), "id", ev.ID(), "subject", ev.Subject())
 	var lastCode int
 	var lastErr error
 	for attempt := 0; attempt <= t.Retry.RetryMax; attempt++ {
 		if attempt > 0 {
 			delay := t.Retry.Backoff(attempt, nil)
+			d.set(fmt.Sprintf("waiting %s to retry (attempt %d failed: code %d, %v)", delay, attempt, lastCode, lastErr))
 			select {
 			case <-time.After(delay):
 			case <-b.ctx.Done():
 				return
 			}
 		}
+		d.set(fmt.Sprintf("sending, attempt %d", attempt+1))
 		resp, reply, err := b.send(t.Subscriber, t.Retry.RequestTimeout, ev)
 		retry, _ := t.Retry.CheckRetry(b.ctx, resp, err)
 		if resp != nil {

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -160,5 +161,29 @@ func TestIngressRefusesWhatIsNotACloudEvent(t *testing.T) {
 
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("answered %d; want 400", resp.StatusCode)
+	}
+}
+
+func TestInFlightSaysWhatKeepsTheBrokerBusy(t *testing.T) {
+	release := make(chan struct{})
+	sub := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(sub.Close)
+	b, srv := startBroker(t, trigger("slow", "dev.evalflow.test.slow", sub.URL, sub.URL, 0))
+
+	send(t, srv.URL, "dev.evalflow.test.slow")
+	testserver.Eventually(t, 10*time.Second, "a delivery being sent", func() bool {
+		in := b.InFlight()
+		return len(in) == 1 && strings.Contains(in[0], "sending, attempt 1")
+	})
+	if got := b.InFlight()[0]; !strings.Contains(got, "slow <- dev.evalflow.test.slow") {
+		t.Errorf("InFlight = %q", got)
+	}
+	close(release)
+	idle(t, b)
+	if got := b.InFlight(); len(got) != 0 {
+		t.Errorf("InFlight after the delivery = %q", got)
 	}
 }

@@ -179,7 +179,7 @@ func (e *env) settle(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatal("broker never settled")
+	t.Fatalf("broker never settled; in flight:\n%s", strings.Join(e.stack.InFlight(), "\n"))
 }
 
 func TestEvaluationEndToEnd(t *testing.T) {

@@ -225,6 +225,9 @@ func (s *Stack) serve(l net.Listener, h http.Handler) {
 // Idle reports whether the broker has nothing under way.
 func (s *Stack) Idle() bool { return s.brk.Idle() }
 
+// InFlight describes the broker's deliveries under way.
+func (s *Stack) InFlight() []string { return s.brk.InFlight() }
+
 // JobsCreated counts the jobs the local job runtime has created.
 func (s *Stack) JobsCreated() int { return s.jobs.Created() }
 
