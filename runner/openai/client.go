@@ -76,15 +76,6 @@ func (r *ChatResponse) Steps() []Step {
 	return r.Choices[0].Logprobs.Content
 }
 
-// TopLogprobs are the first generated token's alternatives, nil when the endpoint
-// returned none.
-func (r *ChatResponse) TopLogprobs() []TokenLogprob {
-	if steps := r.Steps(); len(steps) > 0 {
-		return steps[0].TopLogprobs
-	}
-	return nil
-}
-
 // CompletionRequest is a (legacy) text completion request; with Echo and Logprobs it
 // scores the prompt itself.
 type CompletionRequest struct {
