@@ -38,6 +38,30 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// Is makes every CodeInvalid error ErrPermanent: bad input never becomes good by
+// trying again.
+func (e *Error) Is(target error) bool { return target == ErrPermanent && e.Code == CodeInvalid }
+
+// ErrPermanent says that what failed can never succeed, however often it is tried: a
+// bad request or job spec, a cluster or endpoint that refuses for good, results that
+// were never written. Every adapter wraps such failures into it (%w), and a step
+// fails the run on it (pipeline.Env.Settle); any other error is redelivered.
+var ErrPermanent = errors.New("cannot succeed on a retry")
+
+// Permanent marks err as ErrPermanent, its message unchanged (nil stays nil).
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return permanent{err}
+}
+
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
+
+func (p permanent) Is(target error) bool { return target == ErrPermanent }
+
 // Invalidf returns a CodeInvalid error naming field.
 func Invalidf(field, format string, args ...any) *Error {
 	return &Error{Code: CodeInvalid, Field: field, Message: fmt.Sprintf(format, args...)}

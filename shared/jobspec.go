@@ -19,7 +19,7 @@ type JobSpec struct {
 	// EngineConfig is the engine's own config (validated against its schema at start).
 	EngineConfig json.RawMessage `json:"engine_config,omitempty"`
 	Model        ModelSpec       `json:"model"`
-	Benchmarks   []DatasetSpec   `json:"benchmarks"`
+	Datasets     []DatasetSpec   `json:"datasets"`
 	// Concurrency is how many requests the runner keeps in flight; 0 sizes it to the
 	// endpoint (the runner ramps up while throughput grows).
 	Concurrency int `json:"concurrency"`
@@ -56,6 +56,25 @@ type ResultsTarget struct {
 	// Created is the run's creation time, recorded on the artifact, so that pushing
 	// it again gives the same manifest.
 	Created time.Time `json:"created"`
+}
+
+// Validate checks the spec by the rules start checks a request by (one validation, not
+// two): a spec written by hand or by an older evalflow is refused before any request
+// is sent, naming the field. Its errors are CodeInvalid, so ErrPermanent.
+func (s *JobSpec) Validate() error {
+	switch {
+	case s.RunID == "":
+		return Invalidf("run_id", "is required")
+	case s.OutputDir == "":
+		return Invalidf("output_dir", "is required")
+	}
+	if err := checkText("model.name", s.Model.Name, 256, true); err != nil {
+		return err
+	}
+	if err := checkBaseURL("model.url", s.Model.URL); err != nil {
+		return err
+	}
+	return validateWork(s.Engine, s.Concurrency, &s.Options, s.Datasets, "datasets")
 }
 
 // StagingTag is the tag a job pushes run id's results under; the artifact step tags
@@ -107,8 +126,8 @@ type JobDefaults struct {
 func NewJobSpec(r *Run, d JobDefaults) JobSpec {
 	return JobSpec{
 		ID: JobName(r.ID), RunID: r.ID, Engine: r.Engine, EngineConfig: r.EngineConfig,
-		Model:      ModelSpec{Name: r.ModelName, URL: r.BaseURL},
-		Benchmarks: r.Datasets, Concurrency: r.Concurrency, Options: options(r.Options),
+		Model:    ModelSpec{Name: r.ModelName, URL: r.BaseURL},
+		Datasets: r.Datasets, Concurrency: r.Concurrency, Options: options(r.Options),
 		CallbackURL: callbackURL(r, d), DataDir: d.DataDir,
 		OutputDir:       ResultsPath(d.ResultsDir, r.ID),
 		DeadlineSeconds: d.DeadlineSeconds, TTLSecondsAfterFinished: d.TTLSecondsAfterFinished,

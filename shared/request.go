@@ -58,7 +58,18 @@ type RunOptions struct {
 	// the summary (any currency).
 	CostPer1KPromptTokens     float64 `json:"cost_per_1k_prompt_tokens,omitempty"`
 	CostPer1KCompletionTokens float64 `json:"cost_per_1k_completion_tokens,omitempty"`
+	// GenerationAPI is how generated samples are asked: "chat" (the default: the prompt
+	// as one user message to /chat/completions, as lm-eval's local-chat-completions) or
+	// "completions" (the raw prompt to /completions, as lm-eval's local-completions:
+	// a base model is evaluated exactly as lm-eval evaluates it).
+	GenerationAPI string `json:"generation_api,omitempty"`
 }
+
+// Generation APIs (RunOptions.GenerationAPI).
+const (
+	GenerationChat        = "chat"
+	GenerationCompletions = "completions"
+)
 
 func (o *RunOptions) validate() error {
 	switch {
@@ -76,6 +87,8 @@ func (o *RunOptions) validate() error {
 		return Invalidf("options.cost_per_1k_prompt_tokens", "must not be negative")
 	case o.CostPer1KCompletionTokens < 0:
 		return Invalidf("options.cost_per_1k_completion_tokens", "must not be negative")
+	case o.GenerationAPI != "" && o.GenerationAPI != GenerationChat && o.GenerationAPI != GenerationCompletions:
+		return Invalidf("options.generation_api", "must be %q or %q, got %q", GenerationChat, GenerationCompletions, clip(o.GenerationAPI))
 	}
 	return nil
 }
@@ -227,7 +240,7 @@ func (r *Request) Validate() error {
 	if err := checkText("model_name", r.ModelName, 256, true); err != nil {
 		return err
 	}
-	if err := checkBaseURL(r.BaseURL); err != nil {
+	if err := checkBaseURL("base_url", r.BaseURL); err != nil {
 		return err
 	}
 	if len(r.APIKey) > 4096 {
@@ -248,27 +261,33 @@ func (r *Request) Validate() error {
 	if err := checkText("source_topic", r.SourceTopic, 256, false); err != nil {
 		return err
 	}
-	if r.Concurrency < 0 || r.Concurrency > 256 {
+	return validateWork(r.Engine, r.Concurrency, r.Options, r.Datasets, "datasets")
+}
+
+// validateWork checks what a run evaluates and how (a request's, a job spec's): the
+// same rules wherever a spec comes from. field names the datasets' list.
+func validateWork(engine string, concurrency int, opts *RunOptions, datasets []DatasetSpec, field string) error {
+	if concurrency < 0 || concurrency > 256 {
 		return Invalidf("concurrency", "must be between 1 and 256")
 	}
-	if err := r.Options.validate(); err != nil {
+	if err := opts.validate(); err != nil {
 		return err
 	}
-	if r.Engine != "" && r.Engine != DefaultEngine && len(r.Datasets) == 0 {
+	if engine != "" && engine != DefaultEngine && len(datasets) == 0 {
 		return nil // an external engine takes what to evaluate from engine_config
 	}
-	if len(r.Datasets) == 0 {
-		return Invalidf("datasets", "at least one dataset is required (known: %s)", strings.Join(DatasetNames(), ", "))
+	if len(datasets) == 0 {
+		return Invalidf(field, "at least one dataset is required (known: %s)", strings.Join(DatasetNames(), ", "))
 	}
 	seen := map[string]bool{}
-	for i := range r.Datasets {
-		if err := r.Datasets[i].validate(fmt.Sprintf("datasets[%d]", i)); err != nil {
+	for i := range datasets {
+		if err := datasets[i].validate(fmt.Sprintf("%s[%d]", field, i)); err != nil {
 			return err
 		}
-		if seen[r.Datasets[i].Name] {
-			return Invalidf(fmt.Sprintf("datasets[%d].name", i), "%q is listed twice", r.Datasets[i].Name)
+		if seen[datasets[i].Name] {
+			return Invalidf(fmt.Sprintf("%s[%d].name", field, i), "%q is listed twice", datasets[i].Name)
 		}
-		seen[r.Datasets[i].Name] = true
+		seen[datasets[i].Name] = true
 	}
 	return nil
 }
@@ -278,8 +297,8 @@ func (d *DatasetSpec) validate(field string) error {
 	if !ok {
 		return Invalidf(field+".name", "unknown dataset %q (known: %s)", clip(d.Name), strings.Join(DatasetNames(), ", "))
 	}
-	if d.Limit < 0 || (d.Limit > 1 && d.Limit != math.Trunc(d.Limit)) {
-		return Invalidf(field+".limit", "must be a whole count, or a fraction below 1")
+	if d.Limit < 0 || d.Limit > MaxLimit || (d.Limit > 1 && d.Limit != math.Trunc(d.Limit)) {
+		return Invalidf(field+".limit", "must be a whole count up to %d, or a fraction below 1", MaxLimit)
 	}
 	if d.MaxTokens < 0 || d.MaxTokens > 32768 {
 		return Invalidf(field+".max_tokens", "must be between 1 and 32768")
@@ -320,6 +339,9 @@ func oneOf(field, dataset, what, v string, known []string) error {
 	return Invalidf(field, "unknown %s %s %q (known: %s)", dataset, what, clip(v), strings.Join(known, ", "))
 }
 
+// MaxLimit bounds a dataset's limit: more than any split holds, far from overflowing.
+const MaxLimit = 1_000_000
+
 // SampleCount estimates how many samples the spec selects.
 func (d DatasetSpec) SampleCount() int {
 	if d.Name == "custom" {
@@ -352,25 +374,25 @@ func LimitCount(n int, limit float64) int {
 	return n
 }
 
-func checkBaseURL(s string) error {
+func checkBaseURL(field, s string) error {
 	if s == "" {
-		return Invalidf("base_url", "is required")
+		return Invalidf(field, "is required")
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return Invalidf("base_url", "not a URL")
+		return Invalidf(field, "not a URL")
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return Invalidf("base_url", "scheme must be http or https, got %q", clip(u.Scheme))
+		return Invalidf(field, "scheme must be http or https, got %q", clip(u.Scheme))
 	}
 	if u.Host == "" {
-		return Invalidf("base_url", "has no host")
+		return Invalidf(field, "has no host")
 	}
 	if u.User != nil {
-		return Invalidf("base_url", "must not carry credentials; use api_key")
+		return Invalidf(field, "must not carry credentials; use api_key")
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return Invalidf("base_url", "must not have a query or fragment")
+		return Invalidf(field, "must not have a query or fragment")
 	}
 	return nil
 }

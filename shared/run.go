@@ -107,8 +107,11 @@ type Summary struct {
 	Metrics map[string]string `json:"metrics,omitempty"`
 	// Errors counts samples that failed after retries (within options.max_error_rate)
 	// and are left out of the scores.
-	Errors int   `json:"errors,omitempty"`
-	Usage  Usage `json:"usage"`
+	Errors int `json:"errors,omitempty"`
+	// Concurrency is how many requests the engine kept in flight: the run's, or the
+	// level it sized to the endpoint when the run named none.
+	Concurrency int   `json:"concurrency,omitempty"`
+	Usage       Usage `json:"usage"`
 	// Cost prices Usage with the options' costs per 1K tokens (0 without them).
 	Cost float64 `json:"cost,omitempty"`
 }

@@ -9,13 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
-	"path/filepath"
-	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"oras.land/oras-go/v2/errdef"
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/oci"
@@ -62,11 +57,8 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		return nil, err
 	}
 	artifact, err := f.push(ctx, run)
-	if errors.Is(err, fs.ErrNotExist) {
-		return f.Fail(ctx, id, "artifact: "+err.Error())
-	}
-	if err != nil {
-		return nil, err // transient (registry down): redeliver
+	if err != nil { // results missing: the run fails; the registry down: redeliver
+		return f.Settle(ctx, id, "push results", err)
 	}
 	run, err = f.Store.Update(ctx, id, func(r *evalflow.Run) error {
 		if err := r.Advance(evalflow.StatusSucceeded, f.Now()); err != nil {
@@ -88,33 +80,16 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 }
 
 func (f *Function) push(ctx context.Context, run *evalflow.Run) (*evalflow.Artifact, error) {
-	dir := evalflow.ResultsPath(f.cfg.ResultsDir, run.ID)
-	names := make([]string, len(run.Datasets))
-	for i, d := range run.Datasets {
-		names[i] = d.Name
-	}
-	a := oci.Artifact{
-		Tag: run.ID,
-		Files: []oci.File{
-			{Path: filepath.Join(dir, evalflow.ResultsFile), MediaType: oci.MediaTypeSummary},
-			{Path: filepath.Join(dir, evalflow.SamplesFile), MediaType: oci.MediaTypeSamples},
-		},
-		Annotations: map[string]string{oci.AnnotationRunID: run.ID, oci.AnnotationModel: run.ModelName,
-			oci.AnnotationDatasets: strings.Join(names, ",")},
-		Created: run.CreatedAt,
-	}
+	a := oci.Results(evalflow.ResultsPath(f.cfg.ResultsDir, run.ID), run.ID, run.ID, run.ModelName, run.Datasets, run.CreatedAt)
 	push := f.dest.Push
 	if run.Target == evalflow.TargetKubernetes { // its Job pushed the results under the staging tag
-		push = func(ctx context.Context, a oci.Artifact) (ocispec.Descriptor, bool, error) {
+		push = func(ctx context.Context, a oci.Artifact) (*evalflow.Artifact, bool, error) {
 			return f.dest.PushStaged(ctx, a, evalflow.StagingTag(run.ID))
 		}
 	}
-	desc, pushed, err := push(ctx, a)
-	if errors.Is(err, errdef.ErrNotFound) {
-		err = fmt.Errorf("%w: %w", fs.ErrNotExist, err) // nothing staged: no redelivery mends it
-	}
+	artifact, pushed, err := push(ctx, a)
 	if err != nil {
-		return nil, fmt.Errorf("artifact: push results of run %s: %w", run.ID, err)
+		return nil, fmt.Errorf("push results of run %s: %w", run.ID, err)
 	}
 	if run.Target == evalflow.TargetKubernetes {
 		// The staging tag has served; a registry that refuses deletions keeps it.
@@ -122,7 +97,6 @@ func (f *Function) push(ctx context.Context, run *evalflow.Run) (*evalflow.Artif
 			f.Log.Warn("staging tag left in place", "run_id", run.ID, "tag", evalflow.StagingTag(run.ID), "error", err)
 		}
 	}
-	ref := f.dest.Reference(run.ID, desc)
-	f.Log.Info("results artifact", "run_id", run.ID, "reference", ref, "pushed", pushed)
-	return &evalflow.Artifact{Reference: ref, Digest: desc.Digest.String(), MediaType: desc.MediaType}, nil
+	f.Log.Info("results artifact", "run_id", run.ID, "reference", artifact.Reference, "pushed", pushed)
+	return artifact, nil
 }

@@ -104,25 +104,20 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		return nil, err
 	}
 	jobs, err := f.jobsOf(run, secrets)
-	if errors.Is(err, errCannotRun) || errors.Is(err, kube.ErrBadKubeconfig) {
-		return f.Fail(ctx, id, "deploy: "+err.Error())
-	}
 	if err != nil {
-		return nil, fmt.Errorf("deploy: run %s: %w", id, err)
+		return f.Settle(ctx, id, "job runtime", err)
 	}
 	spec := evalflow.NewJobSpec(run, f.defaults)
 	switch err := jobs.Create(ctx, spec, evalflow.JobSecrets{APIKey: secrets[runstore.SecretAPIKey], RegistryPassword: f.registryPassword}); {
 	case errors.Is(err, evalflow.ErrJobExists):
 		f.Log.Info("job exists already: a redelivery", "run_id", id, "job", spec.ID)
-	case errors.Is(err, localjob.ErrNoProgram):
-		return f.Fail(ctx, id, fmt.Sprintf("deploy: job %s cannot run locally: %v", spec.ID, err))
-	case kube.Permanent(err):
-		if derr := jobs.Delete(ctx, spec.ID); derr != nil {
-			f.Log.Error("cannot remove a job the cluster half refused", "run_id", id, "job", spec.ID, "error", derr)
-		}
-		return f.Fail(ctx, id, fmt.Sprintf("deploy: the cluster refused job %s: %v", spec.ID, err))
 	case err != nil:
-		return nil, fmt.Errorf("deploy: create job for run %s: %w", id, err)
+		if errors.Is(err, evalflow.ErrPermanent) { // what the cluster took of it goes too
+			if derr := jobs.Delete(ctx, spec.ID); derr != nil {
+				f.Log.Error("cannot remove a job the cluster half refused", "run_id", id, "job", spec.ID, "error", derr)
+			}
+		}
+		return f.Settle(ctx, id, "job "+spec.ID, err)
 	default:
 		f.Log.Info("job created", "run_id", id, "job", spec.ID)
 	}
@@ -145,22 +140,19 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	return f.Next(evalflow.TypeJobCreated, id), nil
 }
 
-// errCannotRun is a run its target cannot run: no redelivery mends it.
-var errCannotRun = errors.New("cannot run")
-
 // jobsOf is the job runtime of run's target: the local one, or the cluster its
 // kubeconfig (among its secrets) reaches.
 func (f *Function) jobsOf(run *evalflow.Run, secrets map[string]string) (Jobs, error) {
 	if run.Target != evalflow.TargetKubernetes {
 		if e, ok := engines.Default().Get(run.Engine); !ok || !e.Local {
-			return nil, fmt.Errorf("%w: engine %q runs only as a container image in a Kubernetes Job; "+
-				"without a kubeconfig runs are local processes (built-in engine %q)", errCannotRun, run.Engine, evalflow.DefaultEngine)
+			return nil, evalflow.Permanent(fmt.Errorf("engine %q runs only as a container image in a Kubernetes Job; "+
+				"without a kubeconfig runs are local processes (built-in engine %q)", run.Engine, evalflow.DefaultEngine))
 		}
 		return f.jobs, nil
 	}
 	if f.defaults.Results == nil {
-		return nil, fmt.Errorf("%w: a Kubernetes Job's results leave it through an OCI registry, and this deployment has none "+
-			"(set EVALFLOW_REGISTRY, reachable from the cluster)", errCannotRun)
+		return nil, evalflow.Permanent(errors.New("a Kubernetes Job's results leave it through an OCI registry, and this deployment has none " +
+			"(set EVALFLOW_REGISTRY, reachable from the cluster)"))
 	}
 	return f.ClusterOf(run.ID, secrets[runstore.SecretKubeconfig])
 }

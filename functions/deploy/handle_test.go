@@ -181,7 +181,7 @@ func TestAnEngineWithoutALocalProgramIsRefusedSayingWhy(t *testing.T) {
 
 	r, _ := fx.p.Store.Get(context.Background(), runID)
 	if err != nil || reply == nil || reply.Type() != evalflow.TypeFailed || fx.jobs.Created() != 0 ||
-		!strings.Contains(r.Message, `cannot run locally`) || !strings.Contains(r.Message, `"opencompass"`) {
+		!strings.Contains(r.Message, `no local program`) || !strings.Contains(r.Message, `"opencompass"`) {
 		t.Fatalf("reply %v err %v jobs %d run %s %q", reply, err, fx.jobs.Created(), r.Status, r.Message)
 	}
 }

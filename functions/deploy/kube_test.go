@@ -116,7 +116,7 @@ func TestKubernetesTargets(t *testing.T) {
 		replies := testserver.DeliverConcurrently(t, 4, fx.f.Handle, verified)
 
 		r, _ := fx.p.Store.Get(ctx, runID)
-		if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "the cluster refused job "+job) || !strings.Contains(r.Message, "forbidden") {
+		if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "job "+job) || !strings.Contains(r.Message, "the cluster refused it") || !strings.Contains(r.Message, "forbidden") {
 			t.Fatalf("run %s %q", r.Status, r.Message)
 		}
 		if len(replies) != 1 || replies[0] != evalflow.TypeFailed {

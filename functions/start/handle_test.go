@@ -147,6 +147,7 @@ func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 		{"unknown subject", "", with("datasets", []any{map[string]any{"name": "mmlu", "subjects": []string{"cooking"}}}), "datasets[0].subjects[0]", 400},
 		{"negative limit", "", with("datasets", []any{map[string]any{"name": "mmlu", "limit": -1}}), "datasets[0].limit", 400},
 		{"fractional count above 1", "", with("datasets", []any{map[string]any{"name": "mmlu", "limit": 2.5}}), "datasets[0].limit", 400},
+		{"limit past any split (overflows an int)", "", with("datasets", []any{map[string]any{"name": "mmlu", "limit": 1e19}}), "datasets[0].limit", 400},
 		{"num_fewshot out of range", "", with("datasets", []any{map[string]any{"name": "mmlu", "num_fewshot": 99}}), "datasets[0].num_fewshot", 400},
 		{"datasets not an array", "", with("datasets", "mmlu"), "datasets", 400},
 		{"model_name not a string", "", with("model_name", 42), "model_name", 400},

@@ -6,7 +6,6 @@ package function
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -17,7 +16,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	evalflow "github.com/evalflow/evalflow/shared"
-	"github.com/evalflow/evalflow/shared/kube"
+	"github.com/evalflow/evalflow/shared/openai"
 	"github.com/evalflow/evalflow/shared/pipeline"
 	"github.com/evalflow/evalflow/shared/runstore"
 )
@@ -67,7 +66,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		return nil, err
 	}
 	if err := f.checkModel(ctx, run, apiKey); err != nil {
-		return f.Fail(ctx, id, "verify: "+err.Error())
+		return f.Settle(ctx, id, "model endpoint", err)
 	}
 	if err := f.Notify(ctx, run, evalflow.NoteSucceeded, "model endpoint serves "+run.ModelName); err != nil {
 		return nil, err
@@ -80,21 +79,19 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 // it is the job's, and may be reachable only from inside that cluster.
 func (f *Function) verifyCluster(ctx context.Context, run *evalflow.Run) (*event.Event, error) {
 	cluster, err := f.Cluster(ctx, run.ID)
-	if errors.Is(err, kube.ErrBadKubeconfig) {
-		return f.Fail(ctx, run.ID, "verify: "+err.Error())
-	}
 	if err != nil {
-		return nil, err
+		return f.Settle(ctx, run.ID, "cluster", err)
 	}
 	op := func() (struct{}, error) {
 		err := cluster.Verify(ctx)
-		if errors.Is(err, kube.ErrForbidden) || errors.Is(err, kube.ErrUnauthorized) {
+		if errors.Is(err, evalflow.ErrPermanent) {
 			return struct{}{}, backoff.Permanent(err)
 		}
 		return struct{}{}, err
 	}
 	if _, err := backoff.Retry(ctx, op, backoff.WithBackOff(backoff.NewExponentialBackOff()), backoff.WithMaxElapsedTime(f.cfg.Timeout)); err != nil {
-		return f.Fail(ctx, run.ID, "verify: "+err.Error())
+		// A cluster that does not answer within the timeout cannot run the job now.
+		return f.Settle(ctx, run.ID, "cluster", evalflow.Permanent(err))
 	}
 	msg := fmt.Sprintf("cluster %s lets the credentials create the evaluation job in namespace %q", cluster.Server, cluster.Namespace)
 	if err := f.Notify(ctx, run, evalflow.NoteSucceeded, msg); err != nil {
@@ -104,52 +101,27 @@ func (f *Function) verifyCluster(ctx context.Context, run *evalflow.Run) (*event
 }
 
 // checkModel asks the endpoint's /models for model_name, retrying briefly where the
-// endpoint does not answer; a wrong key or a missing model fails at once.
+// endpoint does not answer. A wrong key, a missing model, or an endpoint that does not
+// answer within the timeout fail the run: the job would fail the same way.
 func (f *Function) checkModel(ctx context.Context, run *evalflow.Run, apiKey string) error {
-	url := evalflow.APIBase(run.BaseURL) + "/models"
-	op := func() ([]string, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return nil, backoff.Permanent(err)
-		}
-		if apiKey != "" {
-			req.Header.Set("Authorization", "Bearer "+apiKey)
-		}
-		resp, err := f.http.Do(req)
-		if err != nil {
-			return nil, fmt.Errorf("model endpoint %s does not answer: %w", url, err)
-		}
-		defer resp.Body.Close()
-		switch {
-		case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-			return nil, backoff.Permanent(fmt.Errorf("model endpoint %s refused the api_key (%s)", url, resp.Status))
-		case resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests:
-			return nil, fmt.Errorf("model endpoint %s answered %s", url, resp.Status)
-		case resp.StatusCode != http.StatusOK:
-			return nil, backoff.Permanent(fmt.Errorf("model endpoint %s answered %s: is base_url an OpenAI-compatible API?", url, resp.Status))
-		}
-		var list struct {
-			Data []struct {
-				ID string `json:"id"`
-			} `json:"data"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
-			return nil, backoff.Permanent(fmt.Errorf("model endpoint %s: /models is not an OpenAI model list: %w", url, err))
-		}
-		ids := make([]string, len(list.Data))
-		for i, m := range list.Data {
-			ids[i] = m.ID
-		}
-		return ids, nil
+	c := &openai.Client{BaseURL: evalflow.APIBase(run.BaseURL), APIKey: apiKey, HTTP: f.http,
+		Timeout: 5 * time.Second, MaxElapsed: f.cfg.Timeout}
+	models, err := c.Models(ctx)
+	var status *openai.StatusError
+	switch {
+	case errors.As(err, &status) && (status.Status == http.StatusUnauthorized || status.Status == http.StatusForbidden):
+		return evalflow.Permanent(fmt.Errorf("%s refused the api_key (%d)", c.BaseURL, status.Status))
+	case errors.As(err, &status) && errors.Is(err, evalflow.ErrPermanent):
+		return fmt.Errorf("%s/models answered %d: is base_url an OpenAI-compatible API? %w", c.BaseURL, status.Status, err)
+	case err != nil:
+		return evalflow.Permanent(err)
 	}
-	ids, err := backoff.Retry(ctx, op, backoff.WithBackOff(backoff.NewExponentialBackOff()), backoff.WithMaxElapsedTime(f.cfg.Timeout))
-	if err != nil {
-		return err
-	}
-	for _, m := range ids {
-		if m == run.ModelName || m == run.ModelName+":latest" {
+	ids := make([]string, len(models))
+	for i, m := range models {
+		if m.ID == run.ModelName || m.ID == run.ModelName+":latest" {
 			return nil
 		}
+		ids[i] = m.ID
 	}
-	return fmt.Errorf("model endpoint %s does not serve model_name %q (it serves: %s)", url, run.ModelName, strings.Join(ids, ", "))
+	return evalflow.Permanent(fmt.Errorf("%s does not serve model_name %q (it serves: %s)", c.BaseURL, run.ModelName, strings.Join(ids, ", ")))
 }

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	"oras.land/oras-go/v2/errdef"
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
@@ -107,11 +106,8 @@ func (f *Function) finished(ctx context.Context, run *evalflow.Run, e event.Even
 		return f.Fail(ctx, run.ID, "job-watch: job "+fin.Job+" failed: "+fin.Message)
 	}
 	summary, err := f.summary(ctx, run)
-	if errors.Is(err, errNoResults) {
-		return f.Fail(ctx, run.ID, "job-watch: job "+fin.Job+" succeeded but left no usable results: "+err.Error())
-	}
-	if err != nil {
-		return nil, fmt.Errorf("job-watch: results of run %s: %w", run.ID, err) // the registry did not answer: redeliver
+	if err != nil { // none, or unreadable: the run fails; the registry did not answer: redeliver
+		return f.Settle(ctx, run.ID, "job "+fin.Job+" succeeded but its results", err)
 	}
 	run, err = f.Store.Update(ctx, run.ID, func(r *evalflow.Run) error {
 		if r.Status != evalflow.StatusRunning {
@@ -179,12 +175,9 @@ func (f *Function) jobEnd(ctx context.Context, run *evalflow.Run) (*evalflow.Job
 	return &evalflow.JobFinished{RunID: run.ID, Job: run.Job, Succeeded: st.Succeeded, Message: st.Message}, nil
 }
 
-// errNoResults marks results that are not there, or not readable: no redelivery
-// mends them.
-var errNoResults = errors.New("no usable results")
-
 // summary reads the summary of run's results: from the registry a Kubernetes Job
-// pushed them to, or from the results directory a local job wrote them in.
+// pushed them to, or from the results directory a local job wrote them in. Results
+// that are not there, or not readable, are evalflow.ErrPermanent.
 func (f *Function) summary(ctx context.Context, run *evalflow.Run) (*evalflow.Summary, error) {
 	var b []byte
 	var err error
@@ -192,22 +185,18 @@ func (f *Function) summary(ctx context.Context, run *evalflow.Run) (*evalflow.Su
 	case run.Target != evalflow.TargetKubernetes:
 		b, err = os.ReadFile(filepath.Join(evalflow.ResultsPath(f.cfg.ResultsDir, run.ID), evalflow.ResultsFile))
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", errNoResults, err)
+			return nil, evalflow.Permanent(err)
 		}
 	case f.staged == nil:
-		return nil, fmt.Errorf("%w: a Kubernetes Job pushes its results to EVALFLOW_REGISTRY, which job-watch lacks", errNoResults)
+		return nil, evalflow.Permanent(errors.New("a Kubernetes Job pushes its results to EVALFLOW_REGISTRY, which job-watch lacks"))
 	default:
-		b, err = f.staged.FetchLayer(ctx, evalflow.StagingTag(run.ID), oci.MediaTypeSummary)
-		if errors.Is(err, errdef.ErrNotFound) {
-			return nil, fmt.Errorf("%w: %w", errNoResults, err)
-		}
-		if err != nil {
-			return nil, err
+		if b, err = f.staged.FetchLayer(ctx, evalflow.StagingTag(run.ID), oci.MediaTypeSummary); err != nil {
+			return nil, err // oci.ErrNotFound is permanent; a registry that does not answer is not
 		}
 	}
 	var res evalflow.Results
 	if err := json.Unmarshal(b, &res); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", errNoResults, evalflow.ResultsFile, err)
+		return nil, evalflow.Permanent(fmt.Errorf("%s: %w", evalflow.ResultsFile, err))
 	}
 	return &res.Summary, nil
 }

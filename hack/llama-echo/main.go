@@ -22,6 +22,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/ollama/ollama/llama"
 	"github.com/ollama/ollama/ml"
@@ -225,9 +226,12 @@ func (s *server) score(prompt string, maxTokens, top int, echo bool) (*logprobs,
 	return lp, text, promptTokens, nil
 }
 
-// offsets gives each token's byte offset in the returned text. SentencePiece adds a
+// offsets gives each token's offset in the returned text in characters, as OpenAI's
+// legacy API and vLLM count them (Python's str), not in bytes. SentencePiece adds a
 // space before the first word that the prompt does not have; the offsets are shifted
-// back by it. With echo, the first promptTokens pieces are the prompt's.
+// back by it. With echo, the first promptTokens pieces are the prompt's, and the
+// returned text is the prompt followed by the generated pieces. A piece that starts
+// inside a character (a byte-fallback piece) is at the character it is part of.
 func offsets(pieces []string, promptTokens int, prompt string, echo bool) []int {
 	out := make([]int, len(pieces))
 	at := 0
@@ -239,11 +243,37 @@ func offsets(pieces []string, promptTokens int, prompt string, echo bool) []int 
 	} else {
 		at = len(prompt)
 	}
+	text := prompt
+	if !echo {
+		text = ""
+	}
 	for i, p := range pieces {
+		if i >= promptTokens || !echo {
+			text += p
+		}
 		out[i] = max(at, 0)
 		at += len(p)
 	}
+	if !echo {
+		text = prompt + text
+	}
+	for i, b := range out {
+		out[i] = completeChars(text[:min(b, len(text))])
+	}
 	return out
+}
+
+// completeChars counts the characters of s, leaving out a character its end cuts.
+func completeChars(s string) int {
+	for i := len(s) - 1; i >= 0 && i >= len(s)-utf8.UTFMax; i-- {
+		if utf8.RuneStart(s[i]) {
+			if !utf8.FullRuneInString(s[i:]) {
+				s = s[:i]
+			}
+			break
+		}
+	}
+	return utf8.RuneCountInString(s)
 }
 
 func logSoftmaxAt(logits []float32, tok int) float64 {

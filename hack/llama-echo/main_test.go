@@ -19,4 +19,9 @@ func TestOffsetsPointIntoTheReturnedText(t *testing.T) {
 	if got, want := offsets([]string{" x", "y"}, 0, "Hi:", false), []int{3, 5}; !slices.Equal(got, want) {
 		t.Fatalf("no echo: offsets %v, want %v", got, want)
 	}
+	// Offsets count characters, as OpenAI and vLLM do: "é" is one, and a byte-fallback
+	// piece inside it starts where the character does.
+	if got, want := offsets([]string{" Caf", "\xc3", "\xa9", ":", " B"}, 4, "Café:", true), []int{0, 3, 3, 4, 5}; !slices.Equal(got, want) {
+		t.Fatalf("multi-byte: offsets %v, want %v", got, want)
+	}
 }

@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -22,23 +21,20 @@ import (
 	"github.com/evalflow/evalflow/shared/oci"
 )
 
-// ErrPermanent marks a job no attempt can run: a bad spec, a config the engine
-// refuses, a method the endpoint cannot do.
-var ErrPermanent = errors.New("the job cannot run")
-
 // ExitCode is the process exit code for err: evalflow.ExitPermanent when starting
 // again cannot help, 1 otherwise, 0 for nil.
 func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, ErrPermanent):
+	case errors.Is(err, evalflow.ErrPermanent):
 		return evalflow.ExitPermanent
 	}
 	return 1
 }
 
-// ReadSpec reads the job spec at path and checks that it is engine's and complete.
+// ReadSpec reads the job spec at path and checks that it is engine's and valid by the
+// rules start applies to a request; a spec that is not fails for good, naming the field.
 func ReadSpec(path, engine string) (evalflow.JobSpec, error) {
 	var spec evalflow.JobSpec
 	b, err := os.ReadFile(path)
@@ -46,13 +42,13 @@ func ReadSpec(path, engine string) (evalflow.JobSpec, error) {
 		return spec, fmt.Errorf("job spec: %w", err)
 	}
 	if err := json.Unmarshal(b, &spec); err != nil {
-		return spec, fmt.Errorf("job spec %s: %w: %w", path, ErrPermanent, err)
+		return spec, fmt.Errorf("job spec %s: %w: %w", path, evalflow.ErrPermanent, err)
 	}
 	if got := cmp.Or(spec.Engine, evalflow.DefaultEngine); got != engine {
-		return spec, fmt.Errorf("job spec %s asks for engine %q; this is the %s engine: %w", path, got, engine, ErrPermanent)
+		return spec, fmt.Errorf("job spec %s asks for engine %q; this is the %s engine: %w", path, got, engine, evalflow.ErrPermanent)
 	}
-	if spec.RunID == "" || spec.Model.URL == "" || spec.OutputDir == "" {
-		return spec, fmt.Errorf("job spec %s: run_id, model.url and output_dir are required: %w", path, ErrPermanent)
+	if err := spec.Validate(); err != nil {
+		return spec, fmt.Errorf("job spec %s: %w", path, err)
 	}
 	return spec, nil
 }
@@ -63,12 +59,12 @@ func ReadSpec(path, engine string) (evalflow.JobSpec, error) {
 // hand.)
 func DecodeConfig(raw json.RawMessage, config any) error {
 	if len(bytes.TrimSpace(raw)) == 0 {
-		return fmt.Errorf("engine_config is required: %w", ErrPermanent)
+		return fmt.Errorf("engine_config is required: %w", evalflow.ErrPermanent)
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(config); err != nil {
-		return fmt.Errorf("engine_config: %w: %w", ErrPermanent, err)
+		return fmt.Errorf("engine_config: %w: %w", evalflow.ErrPermanent, err)
 	}
 	return nil
 }
@@ -134,20 +130,9 @@ func Publish(ctx context.Context, spec evalflow.JobSpec) error {
 	}
 	dest, err := oci.Open(oci.Config{Registry: t.Repository, PlainHTTP: t.PlainHTTP, Username: t.Username, Password: password})
 	if err != nil {
-		return fmt.Errorf("run %s: results repository: %w: %w", spec.RunID, ErrPermanent, err)
+		return evalflow.Permanent(fmt.Errorf("run %s: results repository: %w", spec.RunID, err))
 	}
-	_, _, err = dest.Push(ctx, oci.Artifact{
-		Tag: t.Tag,
-		Files: []oci.File{
-			{Path: filepath.Join(spec.OutputDir, evalflow.ResultsFile), MediaType: oci.MediaTypeSummary},
-			{Path: filepath.Join(spec.OutputDir, evalflow.SamplesFile), MediaType: oci.MediaTypeSamples},
-		},
-		Annotations: map[string]string{oci.AnnotationRunID: spec.RunID, oci.AnnotationModel: spec.Model.Name},
-		Created:     t.Created,
-	})
-	if oci.Refused(err) {
-		err = fmt.Errorf("%w: %w", ErrPermanent, err)
-	}
+	_, _, err = dest.Push(ctx, oci.Results(spec.OutputDir, t.Tag, spec.RunID, spec.Model.Name, spec.Datasets, t.Created))
 	if err != nil {
 		return fmt.Errorf("run %s: push results to %s:%s: %w", spec.RunID, t.Repository, t.Tag, err)
 	}

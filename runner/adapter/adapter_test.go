@@ -42,7 +42,7 @@ func TestReadSpec(t *testing.T) {
 		"not JSON":         {writeSpec(t, "[1,"), "job spec"},
 	} {
 		_, err := adapter.ReadSpec(c.path, evalflow.DefaultEngine)
-		if !errors.Is(err, adapter.ErrPermanent) || adapter.ExitCode(err) != evalflow.ExitPermanent || !strings.Contains(err.Error(), c.want) {
+		if !errors.Is(err, evalflow.ErrPermanent) || adapter.ExitCode(err) != evalflow.ExitPermanent || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s spec: %v, want a permanent error with %q", name, err, c.want)
 		}
 	}
@@ -111,7 +111,7 @@ func TestPublishPushesTheResultsWhereTheSpecSays(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec.Results.Tag = evalflow.StagingTag("r2")
-	if err := adapter.Publish(ctx, spec); !errors.Is(err, adapter.ErrPermanent) {
+	if err := adapter.Publish(ctx, spec); !errors.Is(err, evalflow.ErrPermanent) {
 		t.Errorf("a refused password: %v, want a permanent error", err)
 	}
 	if err := adapter.Publish(ctx, evalflow.JobSpec{RunID: "local"}); err != nil {

@@ -101,3 +101,12 @@ func Docs(dataDir string, d evalflow.DatasetSpec, pick task.Picker) ([]task.Doc,
 	}
 	return docs, nil
 }
+
+// Config is a custom dataset's task config: its file (or "inline"), zero-shot.
+func Config(name string, d evalflow.DatasetSpec) task.Config {
+	path := d.Path
+	if path == "" {
+		path = "inline"
+	}
+	return task.Config{Task: name, DatasetPath: path, TestSplit: "test", Metadata: task.Metadata{Version: 1.0}}
+}

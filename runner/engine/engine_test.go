@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"log"
 	"math"
@@ -19,8 +21,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/evalflow/evalflow/runner/openai"
+	"github.com/evalflow/evalflow/runner/mmlu"
+	"github.com/evalflow/evalflow/runner/results"
+	"github.com/evalflow/evalflow/runner/task"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/openai"
 	"github.com/evalflow/evalflow/shared/testserver"
 )
 
@@ -93,7 +98,7 @@ func spec(t *testing.T, model string, concurrency int) evalflow.JobSpec {
 		Model:     evalflow.ModelSpec{Name: testserver.Model, URL: model},
 		DataDir:   filepath.Join(testserver.SharedDir(t), "datasets"),
 		OutputDir: t.TempDir(),
-		Benchmarks: []evalflow.DatasetSpec{
+		Datasets: []evalflow.DatasetSpec{
 			{Name: "mmlu", Subjects: []string{"anatomy", "marketing"}, Limit: 4, NumFewshot: &zero},
 			{Name: "gsm8k", Limit: 3, NumFewshot: &[]int{2}[0]},
 		}}
@@ -152,7 +157,7 @@ func TestRunnerScoresMMLUAndGSM8KAsLMEvalReportsThem(t *testing.T) {
 		t.Fatalf("results.json: %v %+v", err, written.Summary)
 	}
 	lines := strings.Split(strings.TrimSpace(string(samples(t, s))), "\n")
-	var last Sample
+	var last results.Sample
 	json.Unmarshal([]byte(lines[len(lines)-1]), &last)
 	if len(lines) != 11 || last.Task != "gsm8k_cot" || len(last.Filters) != 2 || last.Usage.CompletionTokens == 0 {
 		t.Fatalf("samples.jsonl: %d lines, last %+v", len(lines), last)
@@ -246,7 +251,7 @@ func TestAFlakyEndpointYieldsTheSameScoresAsACleanOne(t *testing.T) {
 func mmluOnly(t *testing.T, model, method string) evalflow.JobSpec {
 	s := spec(t, model, 2)
 	zero := 0
-	s.Benchmarks = []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 4, NumFewshot: &zero, Method: method}}
+	s.Datasets = []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 4, NumFewshot: &zero, Method: method}}
 	return s
 }
 
@@ -262,7 +267,7 @@ func TestMMLUByNextTokenLogprobs(t *testing.T) {
 	if _, ok := res.Results["mmlu_anatomy"]["acc,none"]; !ok || res.Summary.Metric != "acc" {
 		t.Fatalf("results %v, metric %q; want acc,none", res.Results["mmlu_anatomy"], res.Summary.Metric)
 	}
-	var first Sample
+	var first results.Sample
 	json.Unmarshal([]byte(strings.SplitN(string(samples(t, s)), "\n", 2)[0]), &first)
 	if len(first.Logprobs) != 4 || first.Metric != "acc" {
 		t.Fatalf("sample %+v", first)
@@ -272,7 +277,7 @@ func TestMMLUByNextTokenLogprobs(t *testing.T) {
 	// among the first token's alternatives.
 	scored := 0
 	for _, line := range strings.Split(strings.TrimSpace(string(samples(t, s))), "\n") {
-		var x Sample
+		var x results.Sample
 		if err := json.Unmarshal([]byte(line), &x); err != nil {
 			t.Fatal(err)
 		}
@@ -325,6 +330,65 @@ func TestFailuresPastTheToleratedRateFailTheRunSayingHowMany(t *testing.T) {
 	if res.Summary.Errors != 1 || res.Summary.Samples != 10 || res.NSamples["gsm8k_cot"].Effective != 2 {
 		t.Fatalf("within tolerance: errors %d, samples %d, n-samples %v", res.Summary.Errors, res.Summary.Samples, res.NSamples["gsm8k_cot"])
 	}
+	if onDisk := resultsFile(t, tolerant); onDisk.Summary.Errors != 1 {
+		t.Fatalf("results.json says %d errors; want the failed sample counted in the file", onDisk.Summary.Errors)
+	}
+}
+
+// resultsFile reads results.json as a user would.
+func resultsFile(t *testing.T, s evalflow.JobSpec) evalflow.Results {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.OutputDir, evalflow.ResultsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res evalflow.Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatalf("results.json: %v", err)
+	}
+	return res
+}
+
+// results.json says what lm-eval's says of each task: its config, version and n-shot,
+// and n-samples.original as the split's size before the limit.
+func TestResultsJSONDescribesEachTaskAsLMEvalDoes(t *testing.T) {
+	model := testserver.Ollama(t, 4)
+	s := spec(t, model, 4) // mmlu anatomy and marketing zero-shot limit 4, gsm8k cot 2-shot limit 3
+	s.Datasets[0].Limit = 2
+
+	if _, err := run(t, context.Background(), s, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	res := resultsFile(t, s)
+	anatomy, _ := mmlu.Load(s.DataDir, "anatomy", "test")
+	if got := res.NSamples["mmlu_anatomy"]; got.Original != len(anatomy) || got.Effective != 2 {
+		t.Errorf("n-samples of mmlu_anatomy %+v; want original %d (the split), effective 2", got, len(anatomy))
+	}
+	if got := res.NSamples["gsm8k_cot"]; got.Original != 1319 || got.Effective != 3 {
+		t.Errorf("n-samples of gsm8k_cot %+v; want original 1319, effective 3", got)
+	}
+	if res.Versions["gsm8k_cot"] != 3.0 || res.Versions["mmlu_marketing"] != 3.0 || res.NShot["gsm8k_cot"] != 2.0 || res.NShot["mmlu_anatomy"] != 0.0 {
+		t.Errorf("versions %v, n-shot %v", res.Versions, res.NShot)
+	}
+	var gsm task.Config
+	if err := json.Unmarshal(res.Configs["gsm8k_cot"], &gsm); err != nil {
+		t.Fatal(err)
+	}
+	if gsm.Task != "gsm8k_cot" || gsm.DatasetPath != "gsm8k" || gsm.TestSplit != "test" || gsm.NumFewshot != 2 ||
+		gsm.OutputType != "generate_until" || len(gsm.FilterList) != 2 || gsm.FilterList[1].Name != "flexible-extract" ||
+		gsm.FilterList[1].Filter[0].GroupSelect != -1 || gsm.MetricList[0].Metric != "exact_match" ||
+		gsm.GenerationKwargs == nil || gsm.GenerationKwargs.Until[0] != "Q:" || gsm.GenerationKwargs.MaxGenToks != 256 {
+		t.Errorf("gsm8k_cot's config %s", res.Configs["gsm8k_cot"])
+	}
+	var anat task.Config
+	json.Unmarshal(res.Configs["mmlu_anatomy"], &anat)
+	if anat.DatasetName != "anatomy" || anat.FewshotSplit != "dev" || !anat.MetricList[0].IgnoreCase || anat.Tag != "mmlu" {
+		t.Errorf("mmlu_anatomy's config %s", res.Configs["mmlu_anatomy"])
+	}
+	if len(res.Configs) != 3 {
+		t.Errorf("configs of %d tasks; want 3", len(res.Configs))
+	}
 }
 
 func TestTheRequestRateCapHolds(t *testing.T) {
@@ -372,7 +436,7 @@ func TestTokensAreCountedAndPriced(t *testing.T) {
 func TestACustomDatasetRunsEndToEnd(t *testing.T) {
 	model := testserver.Ollama(t, 4)
 	s := spec(t, model, 2)
-	s.Benchmarks = []evalflow.DatasetSpec{{Name: "custom", Task: "stories", Samples: []evalflow.CustomSample{
+	s.Datasets = []evalflow.DatasetSpec{{Name: "custom", Task: "stories", Samples: []evalflow.CustomSample{
 		{Prompt: "Once upon a time", Target: "there", Metric: "includes"},
 		{Prompt: "The cat sat on the", Target: "mat"},
 	}}}
@@ -394,7 +458,7 @@ func TestTruthfulQAIsRefusedByAnEndpointWithoutEcho(t *testing.T) {
 	model := testserver.Ollama(t, 0)
 	p := newProxy(t, model, 0)
 	s := spec(t, p.URL, 2)
-	s.Benchmarks = []evalflow.DatasetSpec{{Name: "truthfulqa", Limit: 3}}
+	s.Datasets = []evalflow.DatasetSpec{{Name: "truthfulqa", Limit: 3}}
 
 	_, err := run(t, context.Background(), s, nil)
 
@@ -406,7 +470,7 @@ func TestTruthfulQAIsRefusedByAnEndpointWithoutEcho(t *testing.T) {
 func TestTruthfulQAGenerationIsScoredByBLEUAndROUGE(t *testing.T) {
 	model := testserver.Ollama(t, 4)
 	s := spec(t, model, 4)
-	s.Benchmarks = []evalflow.DatasetSpec{{Name: "truthfulqa", Variant: "gen", Limit: 3, MaxTokens: 24}}
+	s.Datasets = []evalflow.DatasetSpec{{Name: "truthfulqa", Variant: "gen", Limit: 3, MaxTokens: 24}}
 
 	res, err := run(t, context.Background(), s, nil)
 
@@ -425,27 +489,50 @@ func TestTruthfulQAGenerationIsScoredByBLEUAndROUGE(t *testing.T) {
 	}
 }
 
-func TestConcurrencyIsSizedToTheEndpointWhenNotGiven(t *testing.T) {
+// slots is a real reverse proxy in front of the model server that serves at most n
+// requests at once, each taking at least latency: an endpoint of capacity n, whose
+// throughput grows with concurrency up to n and no further.
+func slots(t *testing.T, target string, n int, latency time.Duration) string {
+	u, _ := url.Parse(target)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	sem := make(chan struct{}, n)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sem <- struct{}{}
+		defer func() { <-sem }()
+		time.Sleep(latency)
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// A run that names no concurrency sizes it to the endpoint: from the default (8), up
+// while throughput grows, and back to the best level. Recorded in results.json's
+// summary, it follows each endpoint's capacity: 8 where the endpoint takes 4 at once
+// (more only queue there), 16 where it takes 16.
+func TestConcurrencyIsSizedToTheEndpointsCapacity(t *testing.T) {
 	model := testserver.Ollama(t, 4)
-	fixed := spec(t, model, 4)
-	if _, err := run(t, context.Background(), fixed, nil); err != nil {
-		t.Fatal(err)
+	var prompts []evalflow.CustomSample
+	for i := range 400 {
+		prompts = append(prompts, evalflow.CustomSample{Prompt: fmt.Sprintf("Tell story %d", i), Target: "x", MaxTokens: 1})
 	}
-	auto := spec(t, model, 0)
+	for capacity, want := range map[int]int{4: evalflow.DefaultConcurrency, 16: 16} {
+		s := spec(t, slots(t, model, capacity, 100*time.Millisecond), 0)
+		s.Datasets = []evalflow.DatasetSpec{{Name: "custom", Samples: prompts}}
+		docs, err := Docs(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := &Engine{Client: &openai.Client{BaseURL: evalflow.APIBase(s.Model.URL)}, Spec: s}
 
-	res, err := run(t, context.Background(), auto, nil)
+		if _, err := e.Run(context.Background(), docs); err != nil {
+			t.Fatal(err)
+		}
 
-	if err != nil {
-		t.Fatal(err)
+		if got := resultsFile(t, s).Summary.Concurrency; got != want {
+			t.Errorf("an endpoint of capacity %d: sized to %d in flight, want %d", capacity, got, want)
+		}
 	}
-	chosen, _ := res.Config["concurrency"].(int)
-	if chosen < 1 || chosen > MaxAutoConcurrency {
-		t.Fatalf("chosen concurrency %v", res.Config["concurrency"])
-	}
-	if string(samples(t, auto)) != string(samples(t, fixed)) {
-		t.Fatal("a sized run's samples differ from a fixed one's")
-	}
-	t.Logf("sized to %d in flight", chosen)
 }
 
 func TestACheckpointLineCutShortIsDroppedOnResume(t *testing.T) {
@@ -462,15 +549,15 @@ func TestACheckpointLineCutShortIsDroppedOnResume(t *testing.T) {
 }
 
 // readSamples parses samples.jsonl by task/doc.
-func readSamples(t *testing.T, s evalflow.JobSpec) map[string]Sample {
+func readSamples(t *testing.T, s evalflow.JobSpec) map[string]results.Sample {
 	t.Helper()
-	out := map[string]Sample{}
+	out := map[string]results.Sample{}
 	for _, line := range strings.Split(strings.TrimSpace(string(samples(t, s))), "\n") {
-		var x Sample
+		var x results.Sample
 		if err := json.Unmarshal([]byte(line), &x); err != nil {
 			t.Fatal(err)
 		}
-		out[x.key()] = x
+		out[x.Key()] = x
 	}
 	return out
 }
@@ -482,7 +569,7 @@ func readSamples(t *testing.T, s evalflow.JobSpec) map[string]Sample {
 func TestMMLULoglikelihoodMatchesAnotherServerTokenByToken(t *testing.T) {
 	echo, ollama := testserver.LlamaEcho(t), testserver.Ollama(t, 0)
 	s := mmluOnly(t, echo, "loglikelihood")
-	s.Benchmarks[0].Limit = 8
+	s.Datasets[0].Limit = 8
 
 	res, err := run(t, context.Background(), s, nil)
 	if err != nil {
@@ -530,7 +617,7 @@ func TestMMLULoglikelihoodMatchesAnotherServerTokenByToken(t *testing.T) {
 
 func TestTruthfulQAMultipleChoiceByLoglikelihood(t *testing.T) {
 	s := spec(t, testserver.LlamaEcho(t), 2)
-	s.Benchmarks = []evalflow.DatasetSpec{{Name: "truthfulqa", Limit: 5}}
+	s.Datasets = []evalflow.DatasetSpec{{Name: "truthfulqa", Limit: 5}}
 
 	res, err := run(t, context.Background(), s, nil)
 
@@ -585,5 +672,181 @@ func TestNextTokenLogprobAddsTheAnswerAfterAGeneratedSpace(t *testing.T) {
 	}
 	if got := nextTokenLogprob(letter, "B"); got != -2 {
 		t.Errorf("B after a letter: %v, want -2 (the second step does not count)", got)
+	}
+}
+
+// echoedLogprob asks the server to score prompt+continuation, and prompt alone, and
+// sums the log-probabilities of the echoed tokens the continuation adds: a reckoning
+// by token counts (usage.prompt_tokens) that does not read text_offset at all.
+func echoedLogprob(t *testing.T, c *openai.Client, prompt, continuation string) float64 {
+	t.Helper()
+	echo := func(text string) *openai.CompletionResponse {
+		resp, err := c.Complete(context.Background(), openai.CompletionRequest{Model: testserver.Model,
+			Prompt: text, MaxTokens: 1, Echo: true, Logprobs: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	whole, context := echo(prompt+continuation), echo(prompt)
+	n, k := whole.Usage.PromptTokens, whole.Usage.PromptTokens-context.Usage.PromptTokens
+	lps := whole.Choices[0].Logprobs.TokenLogprobs
+	if k <= 0 || n > len(lps) {
+		t.Fatalf("%q: %d prompt tokens, %d of them the continuation's, %d log-probabilities", continuation, n, k, len(lps))
+	}
+	sum := 0.0
+	for _, lp := range lps[n-k : n] {
+		sum += *lp
+	}
+	return sum
+}
+
+// Prompts and answers with ’ ° … in them, scored by a server that counts text_offset
+// in characters as OpenAI and vLLM do (llama-echo): each choice's log-likelihood must
+// be its own tokens', not a neighbour's or the generated token's.
+func TestLoglikelihoodOfMultiByteTextIsTheContinuationsOwn(t *testing.T) {
+	echo := testserver.LlamaEcho(t)
+	seed := 1348 // draws TruthfulQA rows 196 (’) and 637 (…)
+	zero := 0
+	s := spec(t, echo, 2)
+	s.Datasets = []evalflow.DatasetSpec{
+		{Name: "mmlu", Subjects: []string{"conceptual_physics"}, Limit: 8, NumFewshot: &zero, Method: "loglikelihood"}, // rows 0, 2, 3 (°), 6 (’)
+		{Name: "truthfulqa", Limit: 5, Seed: &seed},
+		{Name: "custom", Task: "cafe", Method: "loglikelihood", Samples: []evalflow.CustomSample{
+			{Prompt: "Le café “noir” est", Choices: []string{"très bon", "froid"}, Target: "très bon"}}},
+	}
+	docs, err := Docs(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := run(t, context.Background(), s, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	client := &openai.Client{BaseURL: evalflow.APIBase(echo), MaxTries: 3}
+	got, multiByte := readSamples(t, s), 0
+	for _, d := range docs {
+		x := got[results.Key(d.Task, d.Index)]
+		if len(x.Logprobs) != len(d.Choices) {
+			t.Fatalf("%s/%d: %d log-likelihoods for %d choices", d.Task, d.Index, len(x.Logprobs), len(d.Choices))
+		}
+		for i, c := range d.Choices {
+			if !isASCII(d.Prompt + c) {
+				multiByte++
+			}
+			want := echoedLogprob(t, client, d.Prompt, c)
+			if x.Logprobs[i] == nil || math.Abs(*x.Logprobs[i]-want) > 1e-6 {
+				t.Errorf("%s/%d choice %q: log-likelihood %s, its tokens give %.6f", d.Task, d.Index, c, lpText(x.Logprobs[i]), want)
+			}
+		}
+	}
+	if multiByte < 10 {
+		t.Fatalf("only %d scored texts have multi-byte characters: the test proves little", multiByte)
+	}
+}
+
+func lpText(lp *float64) string {
+	if lp == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%.6f", *lp)
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// recorder is a real reverse proxy in front of the model server that records each
+// request's path and body; refuse, when set, answers 404 for that path, as an
+// endpoint without it does.
+type recorder struct {
+	URL    string
+	mu     sync.Mutex
+	paths  []string
+	bodies [][]byte
+}
+
+func newRecorder(t *testing.T, target, refuse string) *recorder {
+	u, _ := url.Parse(target)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rec := &recorder{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		rec.mu.Lock()
+		rec.paths, rec.bodies = append(rec.paths, r.URL.Path), append(rec.bodies, b)
+		rec.mu.Unlock()
+		if r.URL.Path == refuse {
+			http.NotFound(w, r)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	rec.URL = srv.URL
+	return rec
+}
+
+// options.generation_api "completions" sends each generated prompt as it is to
+// /v1/completions, with the task's stop sequences, as lm-eval's local-completions
+// does: no chat template wraps it.
+func TestCompletionsDeliverTheRawPrompt(t *testing.T) {
+	rec := newRecorder(t, testserver.Ollama(t, 4), "")
+	s := spec(t, rec.URL, 2)
+	s.Datasets = []evalflow.DatasetSpec{{Name: "gsm8k", Variant: "zeroshot", Limit: 3}}
+	s.Options.GenerationAPI = evalflow.GenerationCompletions
+	docs, err := Docs(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := run(t, context.Background(), s, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	sent := map[string]bool{}
+	for i, path := range rec.paths {
+		var body openai.CompletionRequest
+		if path != "/v1/completions" || json.Unmarshal(rec.bodies[i], &body) != nil {
+			t.Fatalf("request %d went to %s: %s", i, path, rec.bodies[i])
+		}
+		if body.Temperature != 0 || strings.Join(body.Stop, "|") != "Question:|</s>|<|im_end|>" {
+			t.Errorf("request %d: temperature %v, stop %q", i, body.Temperature, body.Stop)
+		}
+		sent[body.Prompt] = true
+	}
+	for _, d := range docs {
+		if !sent[d.Prompt] {
+			t.Errorf("gsm8k/%d's prompt was not sent as it is", d.Index)
+		}
+	}
+	if got := resultsFile(t, s).Config["model"]; got != "local-completions" {
+		t.Errorf("config.model %v; want local-completions", got)
+	}
+	for k, x := range readSamples(t, s) {
+		if x.Response == "" || x.Usage.CompletionTokens == 0 {
+			t.Errorf("%s: response %q, usage %+v", k, x.Response, x.Usage)
+		}
+	}
+}
+
+func TestAnEndpointWithoutCompletionsIsRefusedBeforeAnySample(t *testing.T) {
+	rec := newRecorder(t, testserver.Ollama(t, 0), "/v1/completions")
+	s := spec(t, rec.URL, 2)
+	s.Options.GenerationAPI = evalflow.GenerationCompletions
+
+	_, err := run(t, context.Background(), s, nil)
+
+	if !errors.Is(err, evalflow.ErrPermanent) || !strings.Contains(err.Error(), "options.generation_api") {
+		t.Fatalf("err = %v; want a permanent refusal naming options.generation_api", err)
+	}
+	if len(rec.paths) != 1 {
+		t.Fatalf("%d requests (%v); want only the probe", len(rec.paths), rec.paths)
 	}
 }

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/evalflow/evalflow/runner/adapter"
-	"github.com/evalflow/evalflow/runner/engine"
+	"github.com/evalflow/evalflow/runner/results"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
@@ -33,7 +33,7 @@ type Engine struct {
 	Program, ProgramEnv string
 	// Prepare turns the spec into the program's arguments, writing any file the
 	// program needs under the spec's output directory. An error wrapping
-	// adapter.ErrPermanent fails the job for good.
+	// evalflow.ErrPermanent fails the job for good.
 	Prepare func(spec evalflow.JobSpec) ([]string, error)
 	// Scan, when set, reads the program's stderr until it ends, copying its log to w
 	// and calling progress with done and total as the program reports them.
@@ -42,7 +42,7 @@ type Engine struct {
 	Poll      func(spec evalflow.JobSpec) (phase string, done, total int)
 	PollEvery time.Duration
 	// Read reads the program's output into results and samples.
-	Read func(spec evalflow.JobSpec) (*evalflow.Results, []engine.Sample, error)
+	Read func(spec evalflow.JobSpec) (*evalflow.Results, []results.Sample, error)
 	// PermanentSigns are what the program prints when its job can never run: a
 	// failure whose last lines hold one is not started again.
 	PermanentSigns []string
@@ -75,7 +75,7 @@ func (x Engine) Run(ctx context.Context, jobPath string, programLog io.Writer, l
 	}
 	program, err := exec.LookPath(cmp.Or(os.Getenv(x.ProgramEnv), x.Program))
 	if err != nil {
-		return fmt.Errorf("run %s: %s is not installed in this image: %w: %w", spec.RunID, x.Program, adapter.ErrPermanent, err)
+		return fmt.Errorf("run %s: %s is not installed in this image: %w: %w", spec.RunID, x.Program, evalflow.ErrPermanent, err)
 	}
 
 	log.Info(x.Program+" starting", "args", args)
@@ -90,7 +90,7 @@ func (x Engine) Run(ctx context.Context, jobPath string, programLog io.Writer, l
 	if err != nil {
 		return fmt.Errorf("run %s: %w", spec.RunID, err)
 	}
-	if err := engine.WriteOutput(spec.OutputDir, res, samples); err != nil {
+	if err := results.Write(spec.OutputDir, res, samples); err != nil {
 		return fmt.Errorf("run %s: %w", spec.RunID, err)
 	}
 	if err := adapter.Publish(ctx, spec); err != nil {
@@ -138,7 +138,7 @@ func (x Engine) run(ctx context.Context, spec evalflow.JobSpec, program string, 
 		last := tail.String()
 		for _, sign := range x.PermanentSigns {
 			if strings.Contains(last, sign) {
-				err = fmt.Errorf("%w: %w", adapter.ErrPermanent, err)
+				err = fmt.Errorf("%w: %w", evalflow.ErrPermanent, err)
 				break
 			}
 		}

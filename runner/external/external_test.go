@@ -202,7 +202,7 @@ func TestAFailureTheProgramNamesIsPermanent(t *testing.T) {
 	} {
 		s := newSetup(t, engine, "fail", c.config)
 		err := c.x.Run(context.Background(), s.jobPath, io.Discard, quiet())
-		if !errors.Is(err, adapter.ErrPermanent) || adapter.ExitCode(err) != evalflow.ExitPermanent || !strings.Contains(err.Error(), c.quote) {
+		if !errors.Is(err, evalflow.ErrPermanent) || adapter.ExitCode(err) != evalflow.ExitPermanent || !strings.Contains(err.Error(), c.quote) {
 			t.Errorf("%s: %v, want a permanent failure quoting the program", engine, err)
 		}
 		if _, err := os.Stat(filepath.Join(s.spec.OutputDir, evalflow.ResultsFile)); !errors.Is(err, os.ErrNotExist) {

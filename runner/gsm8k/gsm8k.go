@@ -180,3 +180,24 @@ func Docs(dataDir, variant string, numFewshot int, pick task.Picker) ([]task.Doc
 	}
 	return docs, nil
 }
+
+// Config is lm-eval's config of variant's task (gsm8k_cot or gsm8k): two filters,
+// strict-match and flexible-extract, each a regex then take_first.
+func Config(variant string, numFewshot int) task.Config {
+	name, strict := "gsm8k_cot", strictCoT
+	if variant == ZeroShot {
+		name, strict = "gsm8k", strictZero
+	}
+	em := task.Mean("exact_match")
+	em.IgnoreCase = true
+	for _, re := range ignored {
+		em.RegexesToIgnore = append(em.RegexesToIgnore, re.String())
+	}
+	filter := func(name string, re *regexp.Regexp, group int) task.FilterConfig {
+		return task.FilterConfig{Name: name, Filter: []task.FilterStep{
+			{Function: "regex", RegexPattern: re.String(), GroupSelect: group}, {Function: "take_first"}}}
+	}
+	return task.Config{Task: name, DatasetPath: "gsm8k", DatasetName: "main", TestSplit: "test",
+		NumFewshot: numFewshot, MetricList: []task.MetricConfig{em}, Metadata: task.Metadata{Version: 3.0},
+		FilterList: []task.FilterConfig{filter("strict-match", strict, 0), filter("flexible-extract", flexible, -1)}}
+}

@@ -12,8 +12,8 @@ import (
 	"strings"
 
 	"github.com/evalflow/evalflow/runner/adapter"
-	"github.com/evalflow/evalflow/runner/engine"
 	"github.com/evalflow/evalflow/runner/external"
+	"github.com/evalflow/evalflow/runner/results"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
@@ -53,7 +53,7 @@ func ParseConfig(raw json.RawMessage) (Config, error) {
 		return c, fmt.Errorf("lm-eval: %w", err)
 	}
 	if len(c.Tasks) == 0 {
-		return c, fmt.Errorf("lm-eval: engine_config.tasks: at least one task is required: %w", adapter.ErrPermanent)
+		return c, fmt.Errorf("lm-eval: engine_config.tasks: at least one task is required: %w", evalflow.ErrPermanent)
 	}
 	if c.Model == "" {
 		c.Model = ModelCompletions
@@ -78,7 +78,7 @@ func Args(spec evalflow.JobSpec, c Config) ([]string, error) {
 	if chat {
 		endpoint = evalflow.APIBase(spec.Model.URL) + "/chat/completions"
 	} else if c.Model != ModelCompletions {
-		return nil, fmt.Errorf("lm-eval: engine_config.model: %q is not %s or %s: %w", c.Model, ModelCompletions, ModelChatCompletions, adapter.ErrPermanent)
+		return nil, fmt.Errorf("lm-eval: engine_config.model: %q is not %s or %s: %w", c.Model, ModelCompletions, ModelChatCompletions, evalflow.ErrPermanent)
 	}
 	concurrency := spec.Concurrency
 	if concurrency == 0 {
@@ -103,7 +103,7 @@ func Args(spec evalflow.JobSpec, c Config) ([]string, error) {
 	for _, a := range modelArgs {
 		// lm_eval splits model_args on commas; a value with one would be cut in two.
 		if a.value == "" || strings.Contains(a.value, ",") {
-			return nil, fmt.Errorf("lm-eval: %s: %q cannot be passed in model_args (empty or holds a comma): %w", a.field, a.value, adapter.ErrPermanent)
+			return nil, fmt.Errorf("lm-eval: %s: %q cannot be passed in model_args (empty or holds a comma): %w", a.field, a.value, evalflow.ErrPermanent)
 		}
 		kv = append(kv, a.key+"="+a.value)
 	}
@@ -159,7 +159,7 @@ func External() external.Engine {
 			return Args(spec, c)
 		},
 		Scan: Scan,
-		Read: func(spec evalflow.JobSpec) (*evalflow.Results, []engine.Sample, error) {
+		Read: func(spec evalflow.JobSpec) (*evalflow.Results, []results.Sample, error) {
 			return Read(outputPath(spec), spec, c)
 		},
 		PermanentSigns: permanentSigns,

@@ -10,9 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/evalflow/evalflow/runner/adapter"
-	"github.com/evalflow/evalflow/runner/engine"
 	"github.com/evalflow/evalflow/runner/lmeval"
+	"github.com/evalflow/evalflow/runner/results"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
@@ -96,7 +95,7 @@ func TestArgsRefuseWhatModelArgsCannotCarry(t *testing.T) {
 	s := spec()
 	s.Model.Name = "llama3,tokenizer=evil"
 	_, err := lmeval.Args(s, c)
-	if !errors.Is(err, adapter.ErrPermanent) || !strings.Contains(err.Error(), "model.name") {
+	if !errors.Is(err, evalflow.ErrPermanent) || !strings.Contains(err.Error(), "model.name") {
 		t.Fatalf("a model name with a comma: %v, want a permanent error naming model.name", err)
 	}
 }
@@ -108,7 +107,7 @@ func TestParseConfigNamesWhatIsWrong(t *testing.T) {
 		`{"tasks":["gsm8k"],"extra":true}`: "unknown field",
 	} {
 		_, err := lmeval.ParseConfig(json.RawMessage(raw))
-		if !errors.Is(err, adapter.ErrPermanent) || !strings.Contains(err.Error(), want) {
+		if !errors.Is(err, evalflow.ErrPermanent) || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseConfig(%q) = %v, want a permanent error with %q", raw, err, want)
 		}
 	}
@@ -166,7 +165,7 @@ func TestReadResults(t *testing.T) {
 
 	// The samples carry lm_eval's per-sample scores: aggregating them as evalflow's own
 	// engine does gives back lm_eval's table, task by task and filter by filter.
-	agg := engine.Aggregate(spec(), samples)
+	agg := results.Aggregate(results.Run{Spec: spec()}, samples)
 	for task, row := range res.Results {
 		for key, v := range row {
 			want, ok := v.(float64)

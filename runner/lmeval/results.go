@@ -18,7 +18,7 @@ import (
 	"strings"
 
 	"github.com/evalflow/evalflow/runner/adapter"
-	"github.com/evalflow/evalflow/runner/engine"
+	"github.com/evalflow/evalflow/runner/results"
 	"github.com/evalflow/evalflow/runner/task"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
@@ -55,7 +55,7 @@ var ErrNoResults = errors.New("lm_eval wrote no results file")
 // evalflow's results and samples: lm_eval's results, groups, n-samples, configs,
 // versions and n-shot are kept as they are; the summary scores each task and group by
 // its primary metric; each sample line merges a document's filters.
-func Read(dir string, spec evalflow.JobSpec, c Config) (*evalflow.Results, []engine.Sample, error) {
+func Read(dir string, spec evalflow.JobSpec, c Config) (*evalflow.Results, []results.Sample, error) {
 	path, err := newestResults(dir)
 	if err != nil {
 		return nil, nil, err
@@ -83,7 +83,7 @@ func Read(dir string, spec evalflow.JobSpec, c Config) (*evalflow.Results, []eng
 
 	date := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(path), "results_"), ".json")
 	groupOf := topGroups(out)
-	var samples []engine.Sample
+	var samples []results.Sample
 	for _, name := range slices.Sorted(maps.Keys(configs)) {
 		s, err := readSamples(filepath.Join(filepath.Dir(path), "samples_"+name+"_"+date+".jsonl"), name, configs[name], groupOf[name])
 		if err != nil {
@@ -216,13 +216,13 @@ type sampleLine struct {
 }
 
 // readSamples reads a task's samples file into evalflow samples, one per document.
-func readSamples(path, name string, tc taskConfig, group string) ([]engine.Sample, error) {
+func readSamples(path, name string, tc taskConfig, group string) ([]results.Sample, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("lm-eval: samples of task %s: %w", name, err)
 	}
 	defer f.Close()
-	byDoc := map[int]*engine.Sample{}
+	byDoc := map[int]*results.Sample{}
 	primary := fmt.Sprint(firstMetric(tc))
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1024*1024), 64*1024*1024) // a line holds the whole document
@@ -238,7 +238,7 @@ func readSamples(path, name string, tc taskConfig, group string) ([]engine.Sampl
 		}
 		s := byDoc[l.DocID]
 		if s == nil {
-			s = &engine.Sample{Task: name, Group: group, DocID: l.DocID, Prompt: l.argument(0, 0),
+			s = &results.Sample{Task: name, Group: group, DocID: l.DocID, Prompt: l.argument(0, 0),
 				Target: l.Target, Metric: cmp.Or(primary, first(l.Metrics))}
 			byDoc[l.DocID] = s
 		}
@@ -260,7 +260,7 @@ func readSamples(path, name string, tc taskConfig, group string) ([]engine.Sampl
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("lm-eval: %s: %w", path, err)
 	}
-	samples := make([]engine.Sample, 0, len(byDoc))
+	samples := make([]results.Sample, 0, len(byDoc))
 	for _, id := range slices.Sorted(maps.Keys(byDoc)) {
 		s := byDoc[id]
 		order := filterOrder(tc)

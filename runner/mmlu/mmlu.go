@@ -140,3 +140,17 @@ func Extract(response string) string { return task.FirstLine(response) }
 
 // Correct is exact_match with ignore_case and ignore_punctuation.
 func Correct(extracted, target string) bool { return task.ExactMatch(extracted, target) }
+
+// Config is lm-eval's config of a subject's task, asked by method: its generative MMLU
+// (exact_match of the letter) or its multiple-choice MMLU (acc).
+func Config(subject, method string, numFewshot int) task.Config {
+	c := task.Config{Task: "mmlu_" + subject, Tag: "mmlu", DatasetPath: "hails/mmlu_no_train", DatasetName: subject,
+		TestSplit: "test", FewshotSplit: "dev", NumFewshot: numFewshot, Metadata: task.Metadata{Version: 1.0},
+		MetricList: []task.MetricConfig{task.Mean("acc")}}
+	if method == "" || method == task.Generate {
+		em := task.Mean("exact_match")
+		em.IgnoreCase, em.IgnorePunctuation = true, true
+		c.MetricList, c.Metadata.Version = []task.MetricConfig{em}, 3.0
+	}
+	return c
+}

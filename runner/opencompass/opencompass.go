@@ -14,8 +14,8 @@ import (
 	"strings"
 
 	"github.com/evalflow/evalflow/runner/adapter"
-	"github.com/evalflow/evalflow/runner/engine"
 	"github.com/evalflow/evalflow/runner/external"
+	"github.com/evalflow/evalflow/runner/results"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
@@ -42,11 +42,11 @@ func ParseConfig(raw json.RawMessage) (Config, error) {
 		return c, fmt.Errorf("opencompass: %w", err)
 	}
 	if len(c.Datasets) == 0 {
-		return c, fmt.Errorf("opencompass: engine_config.datasets: at least one dataset is required: %w", adapter.ErrPermanent)
+		return c, fmt.Errorf("opencompass: engine_config.datasets: at least one dataset is required: %w", evalflow.ErrPermanent)
 	}
 	for _, d := range c.Datasets {
 		if d == "" || strings.ContainsAny(d, "/\\ ") {
-			return c, fmt.Errorf("opencompass: engine_config.datasets: %q is not a dataset config name: %w", d, adapter.ErrPermanent)
+			return c, fmt.Errorf("opencompass: engine_config.datasets: %q is not a dataset config name: %w", d, evalflow.ErrPermanent)
 		}
 	}
 	return c, nil
@@ -175,7 +175,7 @@ func External() external.Engine {
 			}
 			return "evaluating", predicted + scored, total
 		},
-		Read: func(spec evalflow.JobSpec) (*evalflow.Results, []engine.Sample, error) {
+		Read: func(spec evalflow.JobSpec) (*evalflow.Results, []results.Sample, error) {
 			return Read(filepath.Join(spec.OutputDir, WorkDir), spec, c)
 		},
 		PermanentSigns: permanentSigns,

@@ -10,9 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/evalflow/evalflow/runner/adapter"
-	"github.com/evalflow/evalflow/runner/engine"
 	"github.com/evalflow/evalflow/runner/opencompass"
+	"github.com/evalflow/evalflow/runner/results"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
@@ -60,7 +59,7 @@ func TestParseConfigNamesWhatIsWrong(t *testing.T) {
 		`{"datasets":["x"],"model":"y"}`:    "unknown field",
 	} {
 		_, err := opencompass.ParseConfig(json.RawMessage(raw))
-		if !errors.Is(err, adapter.ErrPermanent) || !strings.Contains(err.Error(), want) {
+		if !errors.Is(err, evalflow.ErrPermanent) || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseConfig(%q) = %v, want a permanent error with %q", raw, err, want)
 		}
 	}
@@ -97,7 +96,7 @@ func TestRead(t *testing.T) {
 	}
 	// The details are OpenCompass's per-sample verdicts: aggregated as evalflow's own
 	// engine does, they give back OpenCompass's accuracy.
-	agg := engine.Aggregate(spec(), samples)
+	agg := results.Aggregate(results.Run{Spec: spec()}, samples)
 	for name, want := range res.Summary.Scores {
 		if got := agg.Summary.Scores[name]; math.Abs(got-want) > 1e-12 {
 			t.Errorf("%s: samples aggregate to %v, OpenCompass says %v", name, got, want)

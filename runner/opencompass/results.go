@@ -14,7 +14,7 @@ import (
 	"strings"
 
 	"github.com/evalflow/evalflow/runner/adapter"
-	"github.com/evalflow/evalflow/runner/engine"
+	"github.com/evalflow/evalflow/runner/results"
 	"github.com/evalflow/evalflow/runner/task"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
@@ -94,13 +94,13 @@ func partIndex(path string) int {
 
 // Read reads the newest run in OpenCompass's work directory: each dataset's metrics
 // (results/<model>/<dataset>.json) and its predictions with their per-sample details.
-func Read(workDir string, spec evalflow.JobSpec, c Config) (*evalflow.Results, []engine.Sample, error) {
+func Read(workDir string, spec evalflow.JobSpec, c Config) (*evalflow.Results, []results.Sample, error) {
 	run, err := Newest(workDir)
 	if err != nil {
 		return nil, nil, err
 	}
-	results := datasetFiles(filepath.Join(run, "results", ModelAbbr))
-	if len(results) == 0 {
+	resultFiles := datasetFiles(filepath.Join(run, "results", ModelAbbr))
+	if len(resultFiles) == 0 {
 		return nil, nil, fmt.Errorf("opencompass: %w in %s", ErrNoResults, run)
 	}
 	predictions := datasetFiles(filepath.Join(run, "predictions", ModelAbbr))
@@ -110,9 +110,9 @@ func Read(workDir string, spec evalflow.JobSpec, c Config) (*evalflow.Results, [
 			"datasets": c.Datasets, "work_dir": filepath.Base(run)},
 		Summary: evalflow.Summary{Scores: map[string]float64{}, Metrics: map[string]string{}},
 	}
-	var samples []engine.Sample
-	for _, name := range slices.Sorted(maps.Keys(results)) {
-		metrics, details, err := readResult(results[name][0])
+	var samples []results.Sample
+	for _, name := range slices.Sorted(maps.Keys(resultFiles)) {
+		metrics, details, err := readResult(resultFiles[name][0])
 		if err != nil {
 			return nil, nil, err
 		}
@@ -134,7 +134,7 @@ func Read(workDir string, spec evalflow.JobSpec, c Config) (*evalflow.Results, [
 			return nil, nil, fmt.Errorf("opencompass: predictions of %s: %w", name, err)
 		}
 		for i, p := range preds {
-			s := engine.Sample{Task: name, DocID: i, Prompt: promptText(p.OriginPrompt), Response: adapter.Text(p.Prediction),
+			s := results.Sample{Task: name, DocID: i, Prompt: promptText(p.OriginPrompt), Response: adapter.Text(p.Prediction),
 				Target: adapter.Text(p.Gold), Metric: primary}
 			if d, ok := detailAt(details, i); ok {
 				s.Extracted = adapter.Text(cmpRaw(d["pred"], d["predictions"]))

@@ -34,6 +34,8 @@ type Doc struct {
 	Score func(response string) []Filtered
 	// ScoreChoices picks an answer from the choices' log-probabilities (-Inf: unseen).
 	ScoreChoices func(logprobs []float64) []Filtered
+	// Config is the task's lm-eval config, shared by its docs (nil: none known).
+	Config *Config
 }
 
 // Methods of asking.

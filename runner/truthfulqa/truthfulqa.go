@@ -230,3 +230,20 @@ func GenScores(completion string, trueRefs, falseRefs []string) []task.Filtered 
 	}
 	return out
 }
+
+// Config is lm-eval's config of one of TruthfulQA's tasks (truthfulqa_mc1,
+// truthfulqa_mc2 or truthfulqa_gen), all zero-shot on the validation split.
+func Config(name string) task.Config {
+	c := task.Config{Task: name, Tag: "truthfulqa", DatasetPath: "truthful_qa", DatasetName: "multiple_choice",
+		ValidationSplit: "validation", Metadata: task.Metadata{Version: 2.0},
+		MetricList: []task.MetricConfig{task.Mean("acc")}}
+	if name == "truthfulqa_gen" {
+		c.DatasetName, c.Metadata.Version, c.MetricList = "generation", 3.0, nil
+		for _, m := range []string{"bleu", "rouge1", "rouge2", "rougeL"} {
+			for _, k := range []string{"_max", "_acc", "_diff"} {
+				c.MetricList = append(c.MetricList, task.Mean(m+k))
+			}
+		}
+	}
+	return c
+}

@@ -31,8 +31,8 @@ type Cluster struct {
 }
 
 // ErrBadKubeconfig is a kubeconfig Connect cannot use: unparsable, incomplete, or
-// unsafe (ErrUnsafeKubeconfig). No retry mends it.
-var ErrBadKubeconfig = errors.New("kubeconfig refused")
+// unsafe (ErrUnsafeKubeconfig). No retry mends it: it is evalflow.ErrPermanent.
+var ErrBadKubeconfig = evalflow.Permanent(errors.New("kubeconfig refused"))
 
 // ErrUnsafeKubeconfig is a kubeconfig that would have evalflow run a program or read a
 // file of its own: exec and auth-provider plugins, and file references.
@@ -122,11 +122,11 @@ var Needed = []Permission{
 }
 
 // ErrUnauthorized is a cluster that does not accept the kubeconfig's credentials.
-var ErrUnauthorized = errors.New("unauthorized")
+var ErrUnauthorized = evalflow.Permanent(errors.New("unauthorized"))
 
 // ErrForbidden is a cluster that answers but does not let the credentials do what a
 // run needs.
-var ErrForbidden = errors.New("forbidden")
+var ErrForbidden = evalflow.Permanent(errors.New("forbidden"))
 
 // Verify checks that the cluster answers, accepts the credentials, and lets them do
 // everything in Needed; its error says which permissions are missing.
@@ -159,7 +159,8 @@ func (c *Cluster) Verify(ctx context.Context) error {
 // CreateObjects creates objs in the cluster exactly once: the Job first, then its ConfigMap
 // and Secret owned by it (its pod waits for them), so that deleting the Job — by hand,
 // by its TTL, or by a cancel — takes them too. Objects that exist already (a
-// redelivery) are left as they are; created says whether this call made the Job.
+// redelivery) are left as they are; created says whether this call made the Job. A
+// create the cluster refuses is evalflow.ErrPermanent.
 func (c *Cluster) CreateObjects(ctx context.Context, objs *JobObjects) (created bool, err error) {
 	jobs := c.client.BatchV1().Jobs(objs.Job.Namespace)
 	job, err := jobs.Create(ctx, objs.Job, metav1.CreateOptions{})
@@ -169,7 +170,7 @@ func (c *Cluster) CreateObjects(ctx context.Context, objs *JobObjects) (created 
 			return false, fmt.Errorf("get job %s: %w", objs.Job.Name, err)
 		}
 	case err != nil:
-		return false, fmt.Errorf("create job %s: %w", objs.Job.Name, err)
+		return false, fmt.Errorf("create job %s: %w", objs.Job.Name, refused(err))
 	default:
 		created = true
 	}
@@ -177,13 +178,13 @@ func (c *Cluster) CreateObjects(ctx context.Context, objs *JobObjects) (created 
 	cm := objs.ConfigMap.DeepCopy()
 	cm.OwnerReferences = []metav1.OwnerReference{owner}
 	if _, err := c.client.CoreV1().ConfigMaps(cm.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return created, fmt.Errorf("create configmap %s: %w", cm.Name, err)
+		return created, fmt.Errorf("create configmap %s: %w", cm.Name, refused(err))
 	}
 	if objs.Secret != nil {
 		s := objs.Secret.DeepCopy()
 		s.OwnerReferences = []metav1.OwnerReference{owner}
 		if _, err := c.client.CoreV1().Secrets(s.Namespace).Create(ctx, s, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return created, fmt.Errorf("create secret %s: %w", s.Name, err)
+			return created, fmt.Errorf("create secret %s: %w", s.Name, refused(err))
 		}
 	}
 	return created, nil
@@ -280,12 +281,15 @@ func StateOf(job *batchv1.Job) JobState {
 	return s
 }
 
-// Permanent says whether err, from Create or CreateObjects, will not go away on a retry: the cluster
-// refused the objects (forbidden, invalid, no such namespace), as opposed to not
-// answering.
-func Permanent(err error) bool {
-	return apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsNotFound(err) ||
-		apierrors.IsBadRequest(err) || apierrors.IsUnauthorized(err)
+// refused marks an error of the API server that a retry will not mend as
+// evalflow.ErrPermanent: the cluster refused the objects (forbidden, invalid, no such
+// namespace), as opposed to not answering.
+func refused(err error) error {
+	if apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsNotFound(err) ||
+		apierrors.IsBadRequest(err) || apierrors.IsUnauthorized(err) {
+		return evalflow.Permanent(fmt.Errorf("the cluster refused it: %w", err))
+	}
+	return err
 }
 
 // Create is deploy's job runtime for a Kubernetes target: it builds spec's objects
@@ -294,7 +298,7 @@ func Permanent(err error) bool {
 func (c *Cluster) Create(ctx context.Context, spec evalflow.JobSpec, secrets evalflow.JobSecrets) error {
 	e, ok := engines.Default().Get(spec.Engine)
 	if !ok {
-		return fmt.Errorf("job %s: unknown engine %q", spec.ID, spec.Engine)
+		return evalflow.Permanent(fmt.Errorf("job %s: unknown engine %q", spec.ID, spec.Engine))
 	}
 	objs, err := Build(spec, e, c.Namespace, secrets)
 	if err != nil {

@@ -149,12 +149,12 @@ func TestAgainstARealAPIServer(t *testing.T) {
 	t.Run("a create the cluster refuses is permanent", func(t *testing.T) {
 		c := connect(t, k.Kubeconfig(alice.Token, "evals"))
 		_, err := c.CreateObjects(ctx, jobFor(t, "21111111-2222-4333-8444-555555555555", c.Namespace, 3600))
-		if err == nil || !Permanent(err) {
+		if err == nil || !errors.Is(err, evalflow.ErrPermanent) {
 			t.Fatalf("alice's create: %v, want a permanent error", err)
 		}
 		c = connect(t, k.Kubeconfig(k.Admin.Token, "no-such-namespace"))
 		_, err = c.CreateObjects(ctx, jobFor(t, "31111111-2222-4333-8444-555555555555", c.Namespace, 3600))
-		if err == nil || !Permanent(err) {
+		if err == nil || !errors.Is(err, evalflow.ErrPermanent) {
 			t.Fatalf("create in a missing namespace: %v, want a permanent error", err)
 		}
 	})

@@ -110,8 +110,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // ErrNoProgram is a job for an engine the server has no program for: creating it
-// again cannot help.
-var ErrNoProgram = errors.New("no local program for the engine")
+// again cannot help (evalflow.ErrPermanent).
+var ErrNoProgram = evalflow.Permanent(errors.New("no local program for the engine"))
 
 // program is the program that runs engine's jobs, "" for none.
 func (s *Server) program(engine string) string {

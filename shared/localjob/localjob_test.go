@@ -28,9 +28,9 @@ func server(t *testing.T) (*localjob.Server, *localjob.Client, *testserver.Sink,
 	srv := httptest.NewServer(s)
 	t.Cleanup(func() { s.Shutdown(); srv.Close() })
 	spec := evalflow.JobSpec{ID: "evalflow-run-1", RunID: "run-1", Engine: "evalflow", Concurrency: 1,
-		Model:      evalflow.ModelSpec{Name: "m", URL: "http://127.0.0.1:1"},
-		Benchmarks: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 2}},
-		DataDir:    filepath.Join(testserver.SharedDir(t), "datasets"), OutputDir: t.TempDir()}
+		Model:    evalflow.ModelSpec{Name: "m", URL: "http://127.0.0.1:1"},
+		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 2}},
+		DataDir:  filepath.Join(testserver.SharedDir(t), "datasets"), OutputDir: t.TempDir()}
 	return s, &localjob.Client{URL: srv.URL}, sink, spec
 }
 
@@ -80,7 +80,7 @@ func TestAKilledRunnerIsStartedAgainAndResumes(t *testing.T) {
 	spec.Model.URL = testserver.Ollama(t, 0)
 	spec.Model.Name = testserver.Model
 	spec.Options.RequestsPerSecond = 4 // 12 samples: about 3 s
-	spec.Benchmarks = []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 12, NumFewshot: new(int)}}
+	spec.Datasets = []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 12, NumFewshot: new(int)}}
 	checkpoint := filepath.Join(spec.OutputDir, "checkpoint.jsonl")
 	lines := func() int {
 		b, _ := os.ReadFile(checkpoint)

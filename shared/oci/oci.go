@@ -13,9 +13,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -29,6 +31,8 @@ import (
 	"oras.land/oras-go/v2/registry/remote/auth"
 	"oras.land/oras-go/v2/registry/remote/errcode"
 	"oras.land/oras-go/v2/registry/remote/retry"
+
+	evalflow "github.com/evalflow/evalflow/shared"
 )
 
 // Media types of evalflow's results artifact.
@@ -44,6 +48,34 @@ const (
 	AnnotationModel    = "dev.evalflow.model"
 	AnnotationDatasets = "dev.evalflow.datasets"
 )
+
+// ErrNotFound is a tag, layer or file that is not there: results never written or
+// pushed. No retry brings them, so it is evalflow.ErrPermanent.
+var ErrNotFound = evalflow.Permanent(errors.New("not found"))
+
+// ErrRefused is a registry that refused the credentials (401, 403): trying again with
+// the same ones cannot help, so it is evalflow.ErrPermanent.
+var ErrRefused = evalflow.Permanent(errors.New("credentials refused"))
+
+// Results is the artifact of a run's results, the one layout every pusher uses:
+// results.json and samples.jsonl from dir, tagged tag, annotated with the run, its
+// model and its datasets, created at the run's creation (so a push is repeatable).
+func Results(dir, tag, runID, model string, datasets []evalflow.DatasetSpec, created time.Time) Artifact {
+	names := make([]string, len(datasets))
+	for i, d := range datasets {
+		names[i] = d.Name
+	}
+	return Artifact{
+		Tag: tag,
+		Files: []File{
+			{Path: filepath.Join(dir, evalflow.ResultsFile), MediaType: MediaTypeSummary},
+			{Path: filepath.Join(dir, evalflow.SamplesFile), MediaType: MediaTypeSamples},
+		},
+		Annotations: map[string]string{AnnotationRunID: runID, AnnotationModel: model,
+			AnnotationDatasets: strings.Join(names, ",")},
+		Created: created,
+	}
+}
 
 // Config says where artifacts go. With Registry empty they go to the OCI layout at Layout.
 type Config struct {
@@ -103,43 +135,69 @@ type Artifact struct {
 	Created time.Time
 }
 
-// Push pushes a unless its tag already resolves, and returns the manifest descriptor
-// and whether this call pushed it.
-func (d *Destination) Push(ctx context.Context, a Artifact) (ocispec.Descriptor, bool, error) {
+// Push pushes a unless its tag already resolves, and returns the artifact as users
+// pull it and whether this call pushed it. A file that is not there is ErrNotFound;
+// credentials the registry refuses are ErrRefused.
+func (d *Destination) Push(ctx context.Context, a Artifact) (*evalflow.Artifact, bool, error) {
 	if desc, found, err := d.resolve(ctx, a.Tag); err != nil || found {
-		return desc, false, err
+		return d.artifact(a.Tag, desc, err)
 	}
 	layers := make([]ocispec.Descriptor, 0, len(a.Files))
 	for _, f := range a.Files {
 		desc, err := pushFile(ctx, d.Target, f)
 		if err != nil {
-			return ocispec.Descriptor{}, false, err
+			return nil, false, domainError(err)
 		}
 		layers = append(layers, desc)
 	}
 	desc, err := d.pack(ctx, a, layers)
-	return desc, err == nil, err
+	out, _, err := d.artifact(a.Tag, desc, err)
+	return out, err == nil, err
+}
+
+// artifact is desc, pushed under tag, as the domain describes it.
+func (d *Destination) artifact(tag string, desc ocispec.Descriptor, err error) (*evalflow.Artifact, bool, error) {
+	if err != nil {
+		return nil, false, domainError(err)
+	}
+	return &evalflow.Artifact{Reference: d.Name + ":" + tag + "@" + desc.Digest.String(),
+		Digest: desc.Digest.String(), MediaType: desc.MediaType}, false, nil
+}
+
+// domainError maps oras-go's and the registry's errors onto the domain's: not found
+// and refused credentials are ErrNotFound and ErrRefused (both evalflow.ErrPermanent);
+// anything else (a registry that does not answer) is left for a retry.
+func domainError(err error) error {
+	var resp *errcode.ErrorResponse
+	switch {
+	case errors.Is(err, errdef.ErrNotFound) || errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	case errors.As(err, &resp) && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden):
+		return fmt.Errorf("%w: %w", ErrRefused, err)
+	}
+	return err
 }
 
 // PushStaged pushes a with the layers of the artifact tagged staged in the same
 // place (pushed there by a job; a's Files are ignored), unless a's tag already
 // resolves. No layer is uploaded again: only a new manifest is written.
-func (d *Destination) PushStaged(ctx context.Context, a Artifact, staged string) (ocispec.Descriptor, bool, error) {
+func (d *Destination) PushStaged(ctx context.Context, a Artifact, staged string) (*evalflow.Artifact, bool, error) {
 	if desc, found, err := d.resolve(ctx, a.Tag); err != nil || found {
-		return desc, false, err
+		return d.artifact(a.Tag, desc, err)
 	}
 	m, err := d.manifest(ctx, staged)
 	if errors.Is(err, errdef.ErrNotFound) {
 		// A concurrent push may have written a's tag and deleted the staged one since.
 		if desc, found, rerr := d.resolve(ctx, a.Tag); rerr == nil && found {
-			return desc, false, nil
+			return d.artifact(a.Tag, desc, nil)
 		}
 	}
 	if err != nil {
-		return ocispec.Descriptor{}, false, err
+		return nil, false, domainError(err)
 	}
 	desc, err := d.pack(ctx, a, m.Layers)
-	return desc, err == nil, err
+	out, _, err := d.artifact(a.Tag, desc, err)
+	return out, err == nil, err
 }
 
 // Delete removes the manifest tag resolves to, and so the tag; the blobs stay, for
@@ -166,11 +224,11 @@ const (
 )
 
 // FetchLayer reads the layer of mediaType in the artifact tagged tag; an absent
-// tag or layer is errdef.ErrNotFound.
+// tag or layer is ErrNotFound.
 func (d *Destination) FetchLayer(ctx context.Context, tag, mediaType string) ([]byte, error) {
 	m, err := d.manifest(ctx, tag)
 	if err != nil {
-		return nil, err
+		return nil, domainError(err)
 	}
 	for _, l := range m.Layers {
 		if l.MediaType != mediaType {
@@ -181,11 +239,11 @@ func (d *Destination) FetchLayer(ctx context.Context, tag, mediaType string) ([]
 		}
 		b, err := content.FetchAll(ctx, d.Target, l)
 		if err != nil {
-			return nil, fmt.Errorf("oci: fetch %s of %s:%s: %w", mediaType, d.Name, tag, err)
+			return nil, fmt.Errorf("oci: fetch %s of %s:%s: %w", mediaType, d.Name, tag, domainError(err))
 		}
 		return b, nil
 	}
-	return nil, fmt.Errorf("oci: %s:%s has no %s layer: %w", d.Name, tag, mediaType, errdef.ErrNotFound)
+	return nil, fmt.Errorf("oci: %s:%s has no %s layer: %w", d.Name, tag, mediaType, ErrNotFound)
 }
 
 // resolve says whether tag resolves, and to what.
@@ -245,11 +303,6 @@ func (d *Destination) pack(ctx context.Context, a Artifact, layers []ocispec.Des
 	return desc, err
 }
 
-// Reference is the artifact's reference as users pull it.
-func (d *Destination) Reference(tag string, desc ocispec.Descriptor) string {
-	return d.Name + ":" + tag + "@" + desc.Digest.String()
-}
-
 // pushFile streams a file into the target as a blob, unless it is there already.
 func pushFile(ctx context.Context, dst oras.Target, f File) (ocispec.Descriptor, error) {
 	fh, err := os.Open(f.Path)
@@ -292,11 +345,4 @@ func blobUnknown(err error) bool {
 		}
 	}
 	return false
-}
-
-// Refused says whether the registry refused the credentials (401, 403): trying again
-// with the same ones cannot help.
-func Refused(err error) bool {
-	var resp *errcode.ErrorResponse
-	return errors.As(err, &resp) && (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden)
 }

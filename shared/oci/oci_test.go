@@ -9,8 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"oras.land/oras-go/v2/errdef"
-
+	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/oci"
 	"github.com/evalflow/evalflow/shared/testserver"
 )
@@ -47,7 +46,7 @@ func TestAStagedArtifactIsReadAndRetagged(t *testing.T) {
 	if err != nil || !bytes.Contains(summary, []byte(`"mmlu":0.5`)) {
 		t.Fatalf("summary = %s, %v", summary, err)
 	}
-	if _, err := dest.FetchLayer(ctx, "r2-results", oci.MediaTypeSummary); !errors.Is(err, errdef.ErrNotFound) {
+	if _, err := dest.FetchLayer(ctx, "r2-results", oci.MediaTypeSummary); !errors.Is(err, oci.ErrNotFound) {
 		t.Errorf("a tag never pushed: %v, want ErrNotFound", err)
 	}
 
@@ -67,8 +66,8 @@ func TestAStagedArtifactIsReadAndRetagged(t *testing.T) {
 	if err != nil || string(samples) != "{\"task\":\"mmlu\"}\n" {
 		t.Errorf("samples under the run's tag = %q, %v", samples, err)
 	}
-	if _, _, err := dest.PushStaged(ctx, oci.Artifact{Tag: "r3", Created: created}, "r3-results"); !errors.Is(err, errdef.ErrNotFound) {
-		t.Errorf("nothing staged: %v, want ErrNotFound", err)
+	if _, _, err := dest.PushStaged(ctx, oci.Artifact{Tag: "r3", Created: created}, "r3-results"); !errors.Is(err, oci.ErrNotFound) || !errors.Is(err, evalflow.ErrPermanent) {
+		t.Errorf("nothing staged: %v, want ErrNotFound, a permanent error", err)
 	}
 
 	// The staging tag goes; the run's artifact, sharing its layers, stays.
@@ -77,7 +76,7 @@ func TestAStagedArtifactIsReadAndRetagged(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := dest.FetchLayer(ctx, "r1-results", oci.MediaTypeSummary); !errors.Is(err, errdef.ErrNotFound) {
+	if _, err := dest.FetchLayer(ctx, "r1-results", oci.MediaTypeSummary); !errors.Is(err, oci.ErrNotFound) {
 		t.Errorf("the staging tag after its deletion: %v", err)
 	}
 	if late, pushed, err := dest.PushStaged(ctx, a, "r1-results"); err != nil || pushed || late.Digest != final.Digest {
@@ -95,7 +94,7 @@ func TestWrongCredentialsAreRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _, err = dest.Push(context.Background(), oci.Artifact{Tag: "r1-results", Files: files(t), Created: time.Now()})
-	if err == nil || !oci.Refused(err) {
+	if !errors.Is(err, oci.ErrRefused) || !errors.Is(err, evalflow.ErrPermanent) {
 		t.Fatalf("err = %v, want the registry's refusal", err)
 	}
 }

@@ -169,6 +169,17 @@ func (e *Env) Fail(ctx context.Context, id, message string) (*event.Event, error
 	return &ev, nil
 }
 
+// Settle ends a step that failed at what with err: a run that can never succeed (err
+// is evalflow.ErrPermanent) is failed, saying what failed and why, and the step replies
+// run.failed; any other error is returned, wrapped with what and the run, for the
+// broker to redeliver the event. It is the one place a step decides "fail or retry".
+func (e *Env) Settle(ctx context.Context, id, what string, err error) (*event.Event, error) {
+	if errors.Is(err, evalflow.ErrPermanent) {
+		return e.Fail(ctx, id, fmt.Sprintf("%s: %s: %v", e.Step, what, err))
+	}
+	return nil, fmt.Errorf("%s: %s (run %s): %w", e.Step, what, id, err)
+}
+
 // Next returns the event a step replies with to move run id on.
 func (e *Env) Next(typ, id string) *event.Event {
 	ev := cloudevent.New(e.Step, typ, id, evalflow.RunRef{RunID: id})
@@ -186,8 +197,8 @@ func (e *Env) RunID(ev event.Event) string {
 	return ref.RunID
 }
 
-// Cluster connects to the cluster of Kubernetes run id with the run's kubeconfig. An
-// error wrapping kube.ErrBadKubeconfig is one no retry mends.
+// Cluster connects to the cluster of Kubernetes run id with the run's kubeconfig. A
+// kubeconfig it cannot use is kube.ErrBadKubeconfig, and evalflow.ErrPermanent.
 func (e *Env) Cluster(ctx context.Context, id string) (*kube.Cluster, error) {
 	kubeconfig, err := e.Store.Secret(ctx, id, runstore.SecretKubeconfig)
 	if err != nil {

@@ -198,7 +198,7 @@ func bench(args []string) error {
 	zero := 0
 	spec := evalflow.JobSpec{ID: "bench", RunID: "bench", Engine: "evalflow",
 		Model: evalflow.ModelSpec{Name: modelName, URL: base}, DataDir: dataDir,
-		Benchmarks: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: evalflow.MMLUSubjects[:*subjects], Limit: float64(*limit),
+		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: evalflow.MMLUSubjects[:*subjects], Limit: float64(*limit),
 			NumFewshot: &zero, MaxTokens: *maxTokens}}}
 	docs, err := engine.Docs(spec)
 	if err != nil {

@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -17,8 +16,8 @@ import (
 
 	"github.com/evalflow/evalflow/runner/adapter"
 	"github.com/evalflow/evalflow/runner/engine"
-	"github.com/evalflow/evalflow/runner/openai"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/openai"
 )
 
 func main() {
@@ -30,9 +29,6 @@ func main() {
 	if err := run(ctx, *jobPath, log); err != nil {
 		log.Error("evaluation failed", "error", err)
 		fmt.Fprintln(os.Stderr, err)
-		if errors.Is(err, engine.ErrUnsupported) {
-			err = fmt.Errorf("%w: %w", adapter.ErrPermanent, err)
-		}
 		os.Exit(adapter.ExitCode(err)) // a permanent failure is not started again
 	}
 }

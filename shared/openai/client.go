@@ -1,6 +1,8 @@
-// Package openai is a small client for OpenAI-compatible chat completions, with
-// retries (exponential backoff with jitter, honouring 429 Retry-After), a per-request
-// timeout and an optional request rate limit.
+// Package openai is evalflow's one client of OpenAI-compatible endpoints (the runner's
+// completions, verify's model list), with retries (exponential backoff with jitter,
+// honouring Retry-After in seconds or as an HTTP date), a per-request timeout and an
+// optional request rate limit. An answer no retry can change (a refused key, a bad
+// request, no such path) is evalflow.ErrPermanent.
 package openai
 
 import (
@@ -10,13 +12,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cenkalti/backoff/v5"
 	"golang.org/x/time/rate"
+
+	evalflow "github.com/evalflow/evalflow/shared"
 )
 
 // Message is one chat message.
@@ -79,39 +86,50 @@ func (r *ChatResponse) Steps() []Step {
 // CompletionRequest is a (legacy) text completion request; with Echo and Logprobs it
 // scores the prompt itself.
 type CompletionRequest struct {
-	Model       string  `json:"model"`
-	Prompt      string  `json:"prompt"`
-	MaxTokens   int     `json:"max_tokens"`
-	Temperature float64 `json:"temperature"`
-	Echo        bool    `json:"echo,omitempty"`
-	Logprobs    int     `json:"logprobs,omitempty"`
-	Seed        *int    `json:"seed,omitempty"`
+	Model       string   `json:"model"`
+	Prompt      string   `json:"prompt"`
+	MaxTokens   int      `json:"max_tokens"`
+	Temperature float64  `json:"temperature"`
+	Echo        bool     `json:"echo,omitempty"`
+	Logprobs    int      `json:"logprobs,omitempty"`
+	Seed        *int     `json:"seed,omitempty"`
+	Stop        []string `json:"stop,omitempty"`
 }
 
 // CompletionResponse is the part of a text completion evalflow reads.
 type CompletionResponse struct {
 	Choices []struct {
-		Text     string `json:"text"`
-		Logprobs *struct {
-			Tokens        []string   `json:"tokens"`
-			TokenLogprobs []*float64 `json:"token_logprobs"`
-			TextOffset    []int      `json:"text_offset"`
-		} `json:"logprobs"`
+		Text     string              `json:"text"`
+		Logprobs *completionLogprobs `json:"logprobs"`
 	} `json:"choices"`
 	Usage Usage `json:"usage"`
+}
+
+// completionLogprobs are a text completion's tokens, their log-probabilities and where
+// each starts in the returned text.
+type completionLogprobs struct {
+	Tokens        []string   `json:"tokens"`
+	TokenLogprobs []*float64 `json:"token_logprobs"`
+	TextOffset    []int      `json:"text_offset"`
 }
 
 // ErrNoPromptLogprobs says the endpoint did not score the echoed prompt.
 var ErrNoPromptLogprobs = errors.New("the endpoint returned no log-probabilities for the echoed prompt (echo + logprobs)")
 
-// ContinuationLogprob sums the log-probabilities of the echoed tokens that start in
-// the byte range [from, to): the log-likelihood of a continuation (a generated token
-// past the echo is left out).
-func (r *CompletionResponse) ContinuationLogprob(from, to int) (float64, error) {
+// ContinuationLogprob is the log-likelihood of continuation after context: the sum of
+// the log-probabilities of the echoed tokens that start within the continuation (a
+// generated token past the echo is left out). Servers measure text_offset in their own
+// unit: OpenAI and vLLM count characters (Python's str), others bytes; the unit is read
+// off the answer (see countsBytes), so a prompt with ’, “ or é is scored where it ends.
+func (r *CompletionResponse) ContinuationLogprob(context, continuation string) (float64, error) {
 	if len(r.Choices) == 0 || r.Choices[0].Logprobs == nil || len(r.Choices[0].Logprobs.TextOffset) == 0 {
 		return 0, ErrNoPromptLogprobs
 	}
 	lp := r.Choices[0].Logprobs
+	from, to := utf8.RuneCountInString(context), utf8.RuneCountInString(context+continuation)
+	if lp.countsBytes(context + continuation) {
+		from, to = len(context), len(context)+len(continuation)
+	}
 	sum, n := 0.0, 0
 	for i, off := range lp.TextOffset {
 		if off >= from && off < to && i < len(lp.TokenLogprobs) && lp.TokenLogprobs[i] != nil {
@@ -123,6 +141,37 @@ func (r *CompletionResponse) ContinuationLogprob(from, to int) (float64, error) 
 		return 0, ErrNoPromptLogprobs
 	}
 	return sum, nil
+}
+
+// countsBytes reports whether the echo of text measures text_offset in bytes rather than
+// characters. A token whose bytes and characters differ in number says so by how far
+// the next offset moves; failing that (byte-fallback tokens, one byte each), an offset
+// past the text's length in characters can only be counted in bytes. Without either
+// sign the two units agree wherever it matters, or the server follows OpenAI: characters.
+func (lp *completionLogprobs) countsBytes(text string) bool {
+	if len(text) == utf8.RuneCountInString(text) {
+		return false // ASCII: the units agree
+	}
+	// The first token is skipped: servers shift it by a tokenizer's leading space.
+	for i := 1; i+1 < len(lp.TextOffset) && i < len(lp.Tokens); i++ {
+		bytes, chars := len(lp.Tokens[i]), utf8.RuneCountInString(lp.Tokens[i])
+		switch advance := lp.TextOffset[i+1] - lp.TextOffset[i]; {
+		case bytes == chars:
+		case advance == bytes:
+			return true
+		case advance == chars:
+			return false
+		}
+	}
+	return slices.Max(lp.TextOffset) > utf8.RuneCountInString(text)
+}
+
+// Text is the first choice's text.
+func (r *CompletionResponse) Text() string {
+	if len(r.Choices) == 0 {
+		return ""
+	}
+	return r.Choices[0].Text
 }
 
 // Text is the first choice's content.
@@ -177,20 +226,41 @@ func (c *Client) Complete(ctx context.Context, req CompletionRequest) (*Completi
 	return out, err
 }
 
+// Model is an entry of the endpoint's model list.
+type Model struct {
+	ID string `json:"id"`
+}
+
+// Models lists the models the endpoint serves (GET /models), retrying transient
+// failures. An answer that is not a model list is evalflow.ErrPermanent.
+func (c *Client) Models(ctx context.Context) ([]Model, error) {
+	out, err := call[struct {
+		Data []Model `json:"data"`
+	}](ctx, c, http.MethodGet, "/models", nil)
+	if err != nil {
+		return nil, err
+	}
+	return out.Data, nil
+}
+
 func post[T any](ctx context.Context, c *Client, path string, req any) (*T, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
 	}
+	return call[T](ctx, c, http.MethodPost, path, body)
+}
+
+func call[T any](ctx context.Context, c *Client, method, path string, body []byte) (*T, error) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 100 * time.Millisecond
 	b.MaxInterval = 10 * time.Second
-	return backoff.Retry(ctx, func() (*T, error) { return once[T](ctx, c, path, body) },
+	return backoff.Retry(ctx, func() (*T, error) { return once[T](ctx, c, method, path, body) },
 		backoff.WithBackOff(b), backoff.WithMaxTries(orDefault(c.MaxTries, 8)),
 		backoff.WithMaxElapsedTime(orDefault(c.MaxElapsed, 5*time.Minute)))
 }
 
-func once[T any](ctx context.Context, c *Client, path string, body []byte) (*T, error) {
+func once[T any](ctx context.Context, c *Client, method, path string, body []byte) (*T, error) {
 	if c.Limiter != nil {
 		if err := c.Limiter.Wait(ctx); err != nil {
 			return nil, backoff.Permanent(err)
@@ -198,11 +268,17 @@ func once[T any](ctx context.Context, c *Client, path string, body []byte) (*T, 
 	}
 	ctx, cancel := context.WithTimeout(ctx, orDefault(c.Timeout, 60*time.Second))
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.BaseURL+path, bytes.NewReader(body))
-	if err != nil {
-		return nil, backoff.Permanent(err)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
 	}
-	req.Header.Set("Content-Type", "application/json")
+	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, rd)
+	if err != nil {
+		return nil, backoff.Permanent(evalflow.Permanent(err))
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if c.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+c.APIKey)
 	}
@@ -212,7 +288,7 @@ func once[T any](ctx context.Context, c *Client, path string, body []byte) (*T, 
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, err // network: retry
+		return nil, fmt.Errorf("%s does not answer: %w", c.BaseURL, err) // network: retry
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -221,23 +297,39 @@ func once[T any](ctx context.Context, c *Client, path string, body []byte) (*T, 
 		if c.APIKey != "" { // an endpoint (or a proxy) may echo the key back
 			body = strings.ReplaceAll(body, c.APIKey, "[redacted]")
 		}
-		se := &StatusError{Status: resp.StatusCode, Body: body}
-		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs >= 0 {
-			se.RetryAfter = time.Duration(secs) * time.Second
-		}
+		se := &StatusError{Status: resp.StatusCode, Body: body, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 		switch {
-		case resp.StatusCode == http.StatusTooManyRequests && se.RetryAfter > 0:
-			return nil, backoff.RetryAfter(int(se.RetryAfter.Seconds()))
+		case (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) && se.RetryAfter > 0:
+			return nil, backoff.RetryAfter(int(math.Ceil(se.RetryAfter.Seconds())))
 		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
 			return nil, se
 		}
-		return nil, backoff.Permanent(se)
+		return nil, backoff.Permanent(evalflow.Permanent(se))
 	}
 	var out T
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, fmt.Errorf("decode %s answer: %w", path, err)
+		err = fmt.Errorf("%s%s is not an OpenAI-compatible answer: %w", c.BaseURL, path, err)
+		if method == http.MethodGet { // a listing is not cut short by load: it is the wrong API
+			err = backoff.Permanent(evalflow.Permanent(err))
+		}
+		return nil, err
 	}
 	return &out, nil
+}
+
+// retryAfter reads a Retry-After header: seconds, or an HTTP date (RFC 9110 §10.2.3);
+// 0 for none, an unreadable one, or a time past.
+func retryAfter(h string, now time.Time) time.Duration {
+	if h == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(h); err == nil {
+		return time.Duration(max(secs, 0)) * time.Second
+	}
+	if at, err := http.ParseTime(h); err == nil && at.After(now) {
+		return at.Sub(now)
+	}
+	return 0
 }
 
 func orDefault[T comparable](v, d T) T {

@@ -1,0 +1,203 @@
+package engine
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/evalflow/evalflow/runner/results"
+	"github.com/evalflow/evalflow/runner/task"
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/openai"
+)
+
+// Request is the chat request the engine sends for a generated sample: the
+// benchmark's load generator sends exactly these bodies.
+func (e *Engine) Request(d task.Doc) openai.ChatRequest {
+	seed := e.Seed
+	return openai.ChatRequest{
+		Model:     e.Spec.Model.Name,
+		Messages:  []openai.Message{{Role: "user", Content: d.Prompt}},
+		MaxTokens: cmp.Or(e.MaxTokens, d.MaxTokens, 32), Temperature: 0, Seed: &seed,
+		Stop: d.Stop,
+	}
+}
+
+func (e *Engine) score(ctx context.Context, d task.Doc) (results.Sample, error) {
+	if e.Tokens != nil {
+		// A request's tokens, estimated before it is sent: prompt bytes / 4 plus the
+		// answer's bound.
+		n := min(len(d.Prompt)/4+cmp.Or(e.MaxTokens, d.MaxTokens, 1)*max(1, len(d.Choices)), e.Tokens.Burst())
+		if err := e.Tokens.WaitN(ctx, n); err != nil {
+			return results.Sample{}, err
+		}
+	}
+	s := results.Sample{Task: d.Task, Group: d.Group, DocID: d.Index, Prompt: d.Prompt, Target: d.Target, Metric: d.Metric}
+	switch d.Method {
+	case task.Logprobs, task.Loglikelihood:
+		lp, usage, err := e.choiceLogprobs(ctx, d)
+		if err != nil {
+			return s, err
+		}
+		s.Filters, s.Usage = d.ScoreChoices(lp), evalflow.Usage(usage)
+		s.Logprobs = make([]*float64, len(lp))
+		for i := range lp {
+			if !math.IsInf(lp[i], -1) {
+				s.Logprobs[i] = &lp[i]
+			}
+		}
+	default:
+		text, usage, err := e.generate(ctx, d)
+		if err != nil {
+			return s, err
+		}
+		s.Response = task.Until(text, d.Stop)
+		s.Filters, s.Usage = d.Score(s.Response), evalflow.Usage(usage)
+	}
+	s.Extracted, s.Correct = s.Filters[0].Extracted, s.Filters[0].Correct
+	return s, nil
+}
+
+// generate asks for d's answer as the run's generation API delivers prompts: one chat
+// user message (chat, the default), or the raw prompt to /completions (completions,
+// as lm-eval's local-completions does).
+func (e *Engine) generate(ctx context.Context, d task.Doc) (string, openai.Usage, error) {
+	if e.Spec.Options.GenerationAPI == evalflow.GenerationCompletions {
+		seed := e.Seed
+		resp, err := e.Client.Complete(ctx, openai.CompletionRequest{Model: e.Spec.Model.Name, Prompt: d.Prompt,
+			MaxTokens: cmp.Or(e.MaxTokens, d.MaxTokens, 32), Temperature: 0, Seed: &seed, Stop: d.Stop})
+		if err != nil {
+			return "", openai.Usage{}, err
+		}
+		return resp.Text(), resp.Usage, nil
+	}
+	resp, err := e.Client.Chat(ctx, e.Request(d))
+	if err != nil {
+		return "", openai.Usage{}, err
+	}
+	return resp.Text(), resp.Usage, nil
+}
+
+// choiceLogprobs scores each of d's choices: from the next token's top_logprobs
+// (Logprobs; a choice not among them is -Inf), or as the log-likelihood of the prompt
+// followed by the choice (Loglikelihood, one echo request per choice).
+func (e *Engine) choiceLogprobs(ctx context.Context, d task.Doc) ([]float64, openai.Usage, error) {
+	lp := make([]float64, len(d.Choices))
+	var usage openai.Usage
+	if d.Method == task.Logprobs {
+		seed := e.Seed
+		resp, err := e.Client.Chat(ctx, openai.ChatRequest{Model: e.Spec.Model.Name,
+			Messages:  []openai.Message{{Role: "user", Content: d.Prompt}},
+			MaxTokens: 2, Temperature: 0, Seed: &seed, Logprobs: true, TopLogprobs: 20})
+		if err != nil {
+			return nil, usage, err
+		}
+		steps := resp.Steps()
+		if len(steps) == 0 || steps[0].TopLogprobs == nil {
+			return nil, usage, errNoTopLogprobs
+		}
+		for i, c := range d.Choices {
+			lp[i] = nextTokenLogprob(steps, strings.TrimSpace(c))
+		}
+		return lp, resp.Usage, nil
+	}
+	for i, c := range d.Choices {
+		resp, err := e.Client.Complete(ctx, openai.CompletionRequest{Model: e.Spec.Model.Name,
+			Prompt: d.Prompt + c, MaxTokens: 1, Echo: true, Logprobs: 1})
+		if err != nil {
+			return nil, usage, err
+		}
+		if lp[i], err = resp.ContinuationLogprob(d.Prompt, c); err != nil {
+			return nil, usage, err
+		}
+		usage.PromptTokens += resp.Usage.PromptTokens
+	}
+	return lp, usage, nil
+}
+
+// nextTokenLogprob is the log-probability that the answer comes next: as the first
+// token (" A" or "A"), or, where the model first generates whitespace, as the token
+// after it (" " then "A", as tokenizers that split a space from a letter write " A").
+// The two are different ways to write the answer, so their probabilities add up.
+// -Inf: the answer is not among the top tokens.
+func nextTokenLogprob(steps []openai.Step, answer string) float64 {
+	best := func(top []openai.TokenLogprob) float64 {
+		lp := math.Inf(-1)
+		for _, t := range top {
+			if strings.TrimSpace(t.Token) == answer && t.Logprob > lp {
+				lp = t.Logprob
+			}
+		}
+		return lp
+	}
+	lp := best(steps[0].TopLogprobs)
+	if len(steps) > 1 && steps[0].Token != "" && strings.TrimSpace(steps[0].Token) == "" {
+		if after := best(steps[1].TopLogprobs); !math.IsInf(after, -1) {
+			lp = logAddExp(lp, steps[0].Logprob+after)
+		}
+	}
+	return lp
+}
+
+// logAddExp is log(exp(a) + exp(b)), without overflow.
+func logAddExp(a, b float64) float64 {
+	if math.IsInf(a, -1) {
+		return b
+	}
+	if math.IsInf(b, -1) {
+		return a
+	}
+	hi, lo := max(a, b), min(a, b)
+	return hi + math.Log1p(math.Exp(lo-hi))
+}
+
+var errNoTopLogprobs = errors.New("the endpoint returned no top_logprobs on chat completions")
+
+// ErrUnsupported says the endpoint cannot do what the job asks (a scoring method):
+// running the job again cannot help.
+var ErrUnsupported = fmt.Errorf("unsupported by the endpoint: %w", evalflow.ErrPermanent)
+
+// Probe asks the endpoint once for each method docs need (and, for generated docs,
+// once through the run's generation API), so that an endpoint that cannot do one is
+// refused with a clear error before any sample is spent.
+func (e *Engine) Probe(ctx context.Context, docs []task.Doc) error {
+	probed := map[string]bool{}
+	for _, d := range docs {
+		if probed[d.Method] {
+			continue
+		}
+		probed[d.Method] = true
+		probe := d
+		probe.Prompt, probe.MaxTokens = "Answer:", 1
+		pctx, cancel := context.WithTimeout(ctx, time.Minute)
+		err := e.probe(pctx, probe)
+		cancel()
+		switch {
+		case err != nil && d.Method == task.Generate:
+			return fmt.Errorf("engine: %s cannot be generated through options.generation_api %q: %w; choose %q: %w",
+				d.Task, e.Spec.Options.GenerationAPI, err, evalflow.GenerationChat, ErrUnsupported)
+		case err != nil:
+			return fmt.Errorf("engine: %s cannot be scored with method %q: %w; choose another method: %w", d.Task, d.Method, err, ErrUnsupported)
+		}
+	}
+	return nil
+}
+
+// probe asks for doc d once, as its method does.
+func (e *Engine) probe(ctx context.Context, d task.Doc) error {
+	switch d.Method {
+	case task.Logprobs, task.Loglikelihood:
+		_, _, err := e.choiceLogprobs(ctx, d)
+		return err
+	case task.Generate:
+		if e.Spec.Options.GenerationAPI == evalflow.GenerationCompletions {
+			_, _, err := e.generate(ctx, d)
+			return err
+		}
+	}
+	return nil // every OpenAI-compatible endpoint chats
+}

@@ -1,0 +1,74 @@
+// Package results is what every engine produces: scored samples (samples.jsonl), their
+// lm-evaluation-harness style aggregate (results.json), and the writing of both. The
+// built-in engine, and the lm-evaluation-harness and OpenCompass adapters, all end here.
+package results
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/evalflow/evalflow/runner/task"
+	evalflow "github.com/evalflow/evalflow/shared"
+)
+
+// Sample is one scored sample, a line of samples.jsonl. Extracted and Correct are the
+// primary filter's; Filters holds every filter's.
+type Sample struct {
+	Task      string          `json:"task"`
+	Group     string          `json:"group,omitempty"`
+	DocID     int             `json:"doc_id"`
+	Prompt    string          `json:"prompt"`
+	Response  string          `json:"response"`
+	Extracted string          `json:"extracted"`
+	Target    string          `json:"target"`
+	Correct   bool            `json:"correct"`
+	Metric    string          `json:"metric"`
+	Filters   []task.Filtered `json:"filters"`
+	// Logprobs are the choices' log-probabilities (null: not among the top tokens).
+	Logprobs []*float64     `json:"logprobs,omitempty"`
+	Usage    evalflow.Usage `json:"usage"`
+}
+
+// Key names the sample within a run: its task and document.
+func (s Sample) Key() string { return Key(s.Task, s.DocID) }
+
+// Key names document doc of task.
+func Key(task string, doc int) string { return fmt.Sprintf("%s/%d", task, doc) }
+
+// Write writes samples.jsonl, one sample a line in the order given (so two runs give
+// the same file), then results.json, each replaced atomically: results.json exists
+// only beside a complete samples.jsonl.
+func Write(dir string, res *evalflow.Results, samples []Sample) error {
+	var b bytes.Buffer
+	for _, s := range samples {
+		line, err := json.Marshal(s)
+		if err != nil {
+			return fmt.Errorf("results: sample %s: %w", s.Key(), err)
+		}
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	if err := writeFile(filepath.Join(dir, evalflow.SamplesFile), b.Bytes()); err != nil {
+		return err
+	}
+	body, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	return writeFile(filepath.Join(dir, evalflow.ResultsFile), body)
+}
+
+// writeFile replaces path atomically.
+func writeFile(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("results: %w", err)
+	}
+	return nil
+}
