@@ -1,6 +1,8 @@
 # evalflow — see README.md. The two commands: `make run` and `make test`.
 SHELL := /bin/bash
-MODULES := shared runner local functions/start functions/verify functions/deploy functions/watch functions/artifact
+# One function a step (evalflow.Steps; a test keeps functions/ in step with it).
+FUNCTIONS := $(notdir $(wildcard functions/*))
+MODULES := shared runner local $(FUNCTIONS:%=functions/%)
 PKGS := $(MODULES:%=./%/...)
 BIN := $(CURDIR)/bin
 CACHE ?= $(HOME)/.cache/evalflow
@@ -95,4 +97,4 @@ images:
 
 ## cluster-deploy: build and deploy each function with the func CLI
 cluster-deploy:
-	for f in start verify deploy watch artifact; do (cd functions/$$f && func deploy --namespace evalflow) || exit 1; done
+	for f in $(FUNCTIONS); do (cd functions/$$f && func deploy --namespace evalflow) || exit 1; done

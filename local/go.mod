@@ -122,7 +122,7 @@ require (
 	github.com/evalflow/evalflow/functions/deploy v0.0.0
 	github.com/evalflow/evalflow/functions/start v0.0.0
 	github.com/evalflow/evalflow/functions/verify v0.0.0
-	github.com/evalflow/evalflow/functions/watch v0.0.0
+	github.com/evalflow/evalflow/functions/job-watch v0.0.0
 	github.com/google/uuid v1.6.0
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.2
@@ -137,5 +137,5 @@ replace (
 	github.com/evalflow/evalflow/functions/deploy => ../functions/deploy
 	github.com/evalflow/evalflow/functions/start => ../functions/start
 	github.com/evalflow/evalflow/functions/verify => ../functions/verify
-	github.com/evalflow/evalflow/functions/watch => ../functions/watch
+	github.com/evalflow/evalflow/functions/job-watch => ../functions/job-watch
 )

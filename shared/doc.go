@@ -1,8 +1,13 @@
 // Package evalflow is the domain of evalflow: an evaluation run, its steps and the
-// status transitions allowed between them, the request a caller submits, the events
-// that chain the steps, and the job spec the runner reads.
+// status transitions allowed between them, the request a caller submits and its one
+// validation, the events that chain the steps, the job spec the runner reads, and
+// ErrPermanent, the one way to say "this can never succeed".
 //
 // It imports only the standard library. Each dependency is wrapped by its own
-// subpackage: runstore (Redis), seal (AES-GCM), eventsink (CloudEvents), localjob
-// (the local process runtime), oci (oras-go).
+// subpackage, which maps its library's errors onto the domain's: runstore (Redis), seal
+// (AES-GCM), cloudevent (CloudEvents), kube (client-go), oci (oras-go), openai (an
+// OpenAI-compatible endpoint), engines (the engine registry, JSON Schema). pipeline is
+// what every step uses (and Env.Settle, its one fail-or-retry rule); localjob,
+// localserver and testserver run the job runtime and the real servers of local mode
+// and the tests.
 package evalflow

@@ -71,7 +71,7 @@ func up(t *testing.T) *env {
 	t.Cleanup(func() {
 		s.Down()
 		if t.Failed() {
-			for _, f := range []string{"start", "verify", "deploy", "watch", "artifact"} {
+			for _, f := range stack.Functions {
 				b, _ := os.ReadFile(filepath.Join(e.state, "logs", f+".log"))
 				t.Logf("--- %s.log\n%s", f, b)
 			}

@@ -33,9 +33,16 @@ import (
 // BrokerName is the broker the triggers name.
 const BrokerName = "evalflow"
 
-// Functions are evalflow's functions: the name of each one's Knative Service is
-// "evalflow-" + its name.
-var Functions = []string{"start", "verify", "deploy", "watch", "artifact"}
+// Functions are evalflow's functions, one per step of evalflow.Steps (the one list of
+// steps): each is named by its step id, lives in functions/<id>, and its Knative
+// Service is "evalflow-" + its id.
+var Functions = func() []string {
+	names := make([]string, len(evalflow.Steps))
+	for i, st := range evalflow.Steps {
+		names[i] = string(st.ID)
+	}
+	return names
+}()
 
 // Config says how to run the stack.
 type Config struct {
@@ -80,7 +87,9 @@ type Stack struct {
 	servers []*http.Server
 }
 
-// Up starts everything and returns once every function is ready.
+// Up starts everything and returns once every function is ready: Redis, the broker
+// and the job runtime in process, then each function as its own process, then the
+// PingSources' ticks.
 func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -94,24 +103,10 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			s.Down()
 		}
 	}()
-	for _, d := range []string{"logs", "jobs", "results"} {
-		if err := os.MkdirAll(filepath.Join(cfg.StateDir, d), 0o755); err != nil {
-			return nil, err
-		}
-	}
-	sealKey, err := loadSealKey(filepath.Join(cfg.StateDir, "seal.key"))
+	sealKey, err := s.prepare(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if s.Redis = cfg.RedisAddr; s.Redis == "" {
-		p, err := localserver.Redis(ctx, filepath.Join(cfg.StateDir, "redis"), 0)
-		if err != nil {
-			return nil, err
-		}
-		s.stops = append(s.stops, p.Stop)
-		s.Redis = p.Addr
-	}
-
 	// The in-process servers bind first; the functions' ports are picked after, so
 	// none can take another's.
 	brokerL, brokerURL, err := listen()
@@ -124,6 +119,51 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, err
 	}
 	s.Broker = brokerURL
+	ports, err := s.pickPorts()
+	if err != nil {
+		return nil, err
+	}
+	fctx, err := broker.FeatureContext(ctx, cfg.FeaturesFile)
+	if err != nil {
+		return nil, err
+	}
+	sender, err := s.serveBroker(fctx, brokerL, jobsL)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.startFunctions(ctx, ports, s.functionEnv(sealKey, jobsURL)); err != nil {
+		return nil, err
+	}
+	if err := s.tick(fctx, sender); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// prepare makes the state directories, loads (or makes) the seal key, and starts
+// Redis unless the config names one.
+func (s *Stack) prepare(ctx context.Context) (sealKey string, err error) {
+	for _, d := range []string{"logs", "jobs", "results"} {
+		if err := os.MkdirAll(filepath.Join(s.cfg.StateDir, d), 0o755); err != nil {
+			return "", err
+		}
+	}
+	if sealKey, err = loadSealKey(filepath.Join(s.cfg.StateDir, "seal.key")); err != nil {
+		return "", err
+	}
+	if s.Redis = s.cfg.RedisAddr; s.Redis == "" {
+		p, err := localserver.Redis(ctx, filepath.Join(s.cfg.StateDir, "redis"), 0)
+		if err != nil {
+			return "", err
+		}
+		s.stops = append(s.stops, p.Stop)
+		s.Redis = p.Addr
+	}
+	return sealKey, nil
+}
+
+// pickPorts gives each function a free port (start the configured API port, if any).
+func (s *Stack) pickPorts() (map[string]int, error) {
 	free, err := localserver.FreePorts(len(Functions))
 	if err != nil {
 		return nil, err
@@ -131,31 +171,37 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	ports := map[string]int{}
 	for i, name := range Functions {
 		ports[name] = free[i]
-		if name == "start" && cfg.APIPort != 0 {
-			ports[name] = cfg.APIPort
+		if name == string(evalflow.StepStart) && s.cfg.APIPort != 0 {
+			ports[name] = s.cfg.APIPort
 		}
 		s.Functions[name] = "http://127.0.0.1:" + strconv.Itoa(ports[name])
 	}
-	s.API = s.Functions["start"]
+	s.API = s.Functions[string(evalflow.StepStart)]
+	return ports, nil
+}
 
-	fctx, err := broker.FeatureContext(ctx, cfg.FeaturesFile)
+// serveBroker serves the broker, routing by triggers/, and the job runtime, which
+// reports to it; it returns a sender to the broker.
+func (s *Stack) serveBroker(fctx context.Context, brokerL, jobsL net.Listener) (*cloudevent.Sender, error) {
+	triggers, err := broker.LoadTriggers(fctx, s.cfg.TriggersDir, BrokerName, s.resolve)
 	if err != nil {
 		return nil, err
 	}
-	triggers, err := broker.LoadTriggers(fctx, cfg.TriggersDir, BrokerName, s.resolve)
-	if err != nil {
-		return nil, err
-	}
-	s.brk = broker.New(triggers, broker.Options{Log: cfg.Log.With("component", "broker")})
+	s.brk = broker.New(triggers, broker.Options{Log: s.cfg.Log.With("component", "broker")})
 	s.serve(brokerL, s.brk)
 	sender, err := cloudevent.NewSender(s.Broker, nil)
 	if err != nil {
 		return nil, err
 	}
-	s.jobs = &localjob.Server{RunnerPath: cfg.RunnerPath, Commands: cfg.Commands, WorkDir: filepath.Join(cfg.StateDir, "jobs"),
-		Events: sender, Log: cfg.Log.With("component", "localjob")}
+	s.jobs = &localjob.Server{RunnerPath: s.cfg.RunnerPath, Commands: s.cfg.Commands, WorkDir: filepath.Join(s.cfg.StateDir, "jobs"),
+		Events: sender, Log: s.cfg.Log.With("component", "localjob")}
 	s.serve(jobsL, s.jobs)
+	return sender, nil
+}
 
+// functionEnv is the environment every function starts with.
+func (s *Stack) functionEnv(sealKey, jobsURL string) []string {
+	cfg := s.cfg
 	ociEnv := []string{"EVALFLOW_OCI_LAYOUT=" + filepath.Join(cfg.StateDir, "oci")}
 	if cfg.OCI.Registry != "" {
 		ociEnv = []string{"EVALFLOW_REGISTRY=" + cfg.OCI.Registry,
@@ -164,34 +210,43 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	} else if cfg.OCI.Layout != "" {
 		ociEnv = []string{"EVALFLOW_OCI_LAYOUT=" + cfg.OCI.Layout}
 	}
-	common := append([]string{
+	env := append([]string{
 		"REDIS_ADDR=" + s.Redis, "EVALFLOW_SEAL_KEY=" + sealKey, "K_SINK=" + s.Broker,
 		"LOG_LEVEL=" + cfg.LogLevel,
 		"EVALFLOW_RESULTS_DIR=" + filepath.Join(cfg.StateDir, "results"),
 		"EVALFLOW_JOBS_URL=" + jobsURL, "EVALFLOW_DATA_DIR=" + cfg.DataDir,
 	}, ociEnv...)
-	common = append(common, cfg.ExtraEnv...)
+	return append(env, cfg.ExtraEnv...)
+}
+
+// startFunctions starts each function as a process of the evalflow command and waits
+// until it is ready.
+func (s *Stack) startFunctions(ctx context.Context, ports map[string]int, common []string) error {
 	for _, name := range Functions {
 		env := append([]string{"LISTEN_ADDRESS=127.0.0.1:" + strconv.Itoa(ports[name])}, common...)
-		p, err := localserver.Start(ctx, filepath.Join(cfg.StateDir, "logs"), name, env,
+		p, err := localserver.Start(ctx, filepath.Join(s.cfg.StateDir, "logs"), name, env,
 			localserver.HTTPOK(s.Functions[name]+"/health/readiness"), 30*time.Second,
-			cfg.Executable, "function", name)
+			s.cfg.Executable, "function", name)
 		if err != nil {
-			return nil, fmt.Errorf("stack: function %s: %w", name, err)
+			return fmt.Errorf("stack: function %s: %w", name, err)
 		}
 		s.stops = append(s.stops, p.Stop)
 	}
-	// The PingSources of eventing/ tick as the cluster's would (stopped first on Down).
-	pings, err := broker.LoadPingSources(fctx, filepath.Dir(cfg.FeaturesFile))
+	return nil
+}
+
+// tick plays the PingSources of eventing/ as the cluster's would (stopped first on Down).
+func (s *Stack) tick(fctx context.Context, sender *cloudevent.Sender) error {
+	pings, err := broker.LoadPingSources(fctx, filepath.Dir(s.cfg.FeaturesFile))
 	if err != nil {
-		return nil, err
+		return err
 	}
 	tickCtx, stopTicks := context.WithCancel(context.Background())
 	for _, p := range pings {
-		go p.Run(tickCtx, sender.Send, cfg.Log.With("component", "pingsource"))
+		go p.Run(tickCtx, sender.Send, s.cfg.Log.With("component", "pingsource"))
 	}
 	s.stops = append(s.stops, stopTicks)
-	return s, nil
+	return nil
 }
 
 // resolve maps a Knative Service named evalflow-NAME to the local function NAME.

@@ -133,6 +133,9 @@ func Publish(ctx context.Context, spec evalflow.JobSpec) error {
 		return evalflow.Permanent(fmt.Errorf("run %s: results repository: %w", spec.RunID, err))
 	}
 	_, _, err = dest.Push(ctx, oci.Results(spec.OutputDir, t.Tag, spec.RunID, spec.Model.Name, spec.Datasets, t.Created))
+	if errors.Is(err, oci.ErrRefused) { // the job's credentials are what they are
+		err = evalflow.Permanent(err)
+	}
 	if err != nil {
 		return fmt.Errorf("run %s: push results to %s:%s: %w", spec.RunID, t.Repository, t.Tag, err)
 	}

@@ -26,7 +26,8 @@ func writeSpec(t *testing.T, spec any) string {
 }
 
 func TestReadSpec(t *testing.T) {
-	good := evalflow.JobSpec{RunID: "r1", Model: evalflow.ModelSpec{URL: "http://127.0.0.1:1"}, OutputDir: "/out"}
+	good := evalflow.JobSpec{RunID: "r1", Model: evalflow.ModelSpec{Name: "m", URL: "http://127.0.0.1:1"}, OutputDir: "/out",
+		Datasets: []evalflow.DatasetSpec{{Name: "gsm8k"}}}
 	if _, err := adapter.ReadSpec(writeSpec(t, good), evalflow.DefaultEngine); err != nil {
 		t.Fatalf("a spec with no engine is the built-in runner's: %v", err)
 	}

@@ -63,7 +63,7 @@ func (g *gate) current() int {
 // sizer sizes a gate to the endpoint: from evalflow.DefaultConcurrency (a good level
 // for most servers, and no loss on a one-slot server, which queues), it doubles the
 // limit while a window's throughput beats the best so far by more than 25 %, then
-// settles on the best limit. A window lasts at least 2 × limit completions and a second.
+// settles on the best limit. A window lasts at least 4 × limit completions and a second.
 // The first window is a warm-up, not measured: it pays for connections and for a
 // server loading its model, and would make any level after it look faster.
 type sizer struct {
@@ -96,7 +96,7 @@ func (z *sizer) completed() {
 	z.n++
 	limit := z.g.current()
 	elapsed := time.Since(z.start)
-	if z.n < 2*limit || elapsed < time.Second {
+	if z.n < 4*limit || elapsed < time.Second {
 		return
 	}
 	rate := float64(z.n) / elapsed.Seconds()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -489,18 +490,44 @@ func TestTruthfulQAGenerationIsScoredByBLEUAndROUGE(t *testing.T) {
 	}
 }
 
-// slots is a real reverse proxy in front of the model server that serves at most n
-// requests at once, each taking at least latency: an endpoint of capacity n, whose
-// throughput grows with concurrency up to n and no further.
-func slots(t *testing.T, target string, n int, latency time.Duration) string {
+// slots is a gateway in front of the model server that serves at most n requests at
+// once, each taking 200-400 ms (network and queueing, varied as a real endpoint's
+// are), and answers a request it has seen before from its cache: an endpoint of
+// capacity n, whose throughput grows with concurrency up to n and no further, however
+// busy the machine's two cores are (the model server answers each distinct request
+// once; a CPU-bound server's capacity could not be set otherwise).
+func slots(t *testing.T, target string, n int) string {
 	u, _ := url.Parse(target)
 	rp := httputil.NewSingleHostReverseProxy(u)
 	sem := make(chan struct{}, n)
+	var mu sync.Mutex
+	rnd := rand.New(rand.NewPCG(1, 2))
+	cache := map[string][]byte{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sem <- struct{}{}
 		defer func() { <-sem }()
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		latency := 200*time.Millisecond + time.Duration(rnd.Int64N(int64(200*time.Millisecond)))
+		cached, ok := cache[string(body)]
+		mu.Unlock()
 		time.Sleep(latency)
-		rp.ServeHTTP(w, r)
+		if ok {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write(cached)
+			return
+		}
+		rec := httptest.NewRecorder()
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		rp.ServeHTTP(rec, r)
+		if rec.Code == http.StatusOK {
+			mu.Lock()
+			cache[string(body)] = rec.Body.Bytes()
+			mu.Unlock()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(rec.Code)
+		w.Write(rec.Body.Bytes())
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
@@ -510,14 +537,15 @@ func slots(t *testing.T, target string, n int, latency time.Duration) string {
 // while throughput grows, and back to the best level. Recorded in results.json's
 // summary, it follows each endpoint's capacity: 8 where the endpoint takes 4 at once
 // (more only queue there), 16 where it takes 16.
-func TestConcurrencyIsSizedToTheEndpointsCapacity(t *testing.T) {
+func TestConcurrencyIsSizedToTheEndpointsCapacity_CachingGateway(t *testing.T) {
 	model := testserver.Ollama(t, 4)
-	var prompts []evalflow.CustomSample
-	for i := range 400 {
-		prompts = append(prompts, evalflow.CustomSample{Prompt: fmt.Sprintf("Tell story %d", i), Target: "x", MaxTokens: 1})
-	}
-	for capacity, want := range map[int]int{4: evalflow.DefaultConcurrency, 16: 16} {
-		s := spec(t, slots(t, model, capacity, 100*time.Millisecond), 0)
+	cases := []struct{ capacity, samples, want int }{{4, 160, evalflow.DefaultConcurrency}, {16, 480, 16}}
+	for _, c := range cases {
+		var prompts []evalflow.CustomSample
+		for range c.samples {
+			prompts = append(prompts, evalflow.CustomSample{Prompt: "Tell a story", Target: "x", MaxTokens: 1})
+		}
+		s := spec(t, slots(t, model, c.capacity), 0)
 		s.Datasets = []evalflow.DatasetSpec{{Name: "custom", Samples: prompts}}
 		docs, err := Docs(s)
 		if err != nil {
@@ -529,8 +557,8 @@ func TestConcurrencyIsSizedToTheEndpointsCapacity(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		if got := resultsFile(t, s).Summary.Concurrency; got != want {
-			t.Errorf("an endpoint of capacity %d: sized to %d in flight, want %d", capacity, got, want)
+		if got := resultsFile(t, s).Summary.Concurrency; got != c.want {
+			t.Errorf("an endpoint of capacity %d: sized to %d in flight, want %d", c.capacity, got, c.want)
 		}
 	}
 }
@@ -770,6 +798,7 @@ type recorder struct {
 	mu     sync.Mutex
 	paths  []string
 	bodies [][]byte
+	times  []time.Time
 }
 
 func newRecorder(t *testing.T, target, refuse string) *recorder {
@@ -780,7 +809,7 @@ func newRecorder(t *testing.T, target, refuse string) *recorder {
 		b, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(b))
 		rec.mu.Lock()
-		rec.paths, rec.bodies = append(rec.paths, r.URL.Path), append(rec.bodies, b)
+		rec.paths, rec.bodies, rec.times = append(rec.paths, r.URL.Path), append(rec.bodies, b), append(rec.times, time.Now())
 		rec.mu.Unlock()
 		if r.URL.Path == refuse {
 			http.NotFound(w, r)
@@ -848,5 +877,50 @@ func TestAnEndpointWithoutCompletionsIsRefusedBeforeAnySample(t *testing.T) {
 	}
 	if len(rec.paths) != 1 {
 		t.Fatalf("%d requests (%v); want only the probe", len(rec.paths), rec.paths)
+	}
+}
+
+// options.tokens_per_minute holds against the requests the endpoint sees: over any
+// stretch of the run, the tokens sent (as the runner estimates them: prompt bytes / 4
+// plus the answer's bound) stay within a minute's budget (the burst) plus the rate
+// times the stretch, plus the one request that may start at its edge.
+func TestTheTokenRateCapHolds(t *testing.T) {
+	rec := newRecorder(t, testserver.Ollama(t, 4), "")
+	var prompts []evalflow.CustomSample
+	for i := range 34 {
+		prompts = append(prompts, evalflow.CustomSample{Prompt: fmt.Sprintf("%-40s", fmt.Sprintf("Tell story %d.", i)), Target: "x", MaxTokens: 1})
+	}
+	s := spec(t, rec.URL, 8)
+	s.Datasets = []evalflow.DatasetSpec{{Name: "custom", Samples: prompts}}
+	s.Options.TokensPerMinute = 330 // 30 requests of 11 tokens at once, then one every 2 s
+	docs, err := Docs(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &Engine{Client: &openai.Client{BaseURL: evalflow.APIBase(s.Model.URL)}, Spec: s, Tokens: NewTokenLimiter(s.Options.TokensPerMinute)}
+
+	if _, err := e.Run(context.Background(), docs); err != nil {
+		t.Fatal(err)
+	}
+
+	tokens := make([]int, len(rec.bodies))
+	for i, b := range rec.bodies {
+		var body openai.ChatRequest
+		json.Unmarshal(b, &body)
+		tokens[i] = len(body.Messages[0].Content)/4 + body.MaxTokens
+	}
+	burst, perSecond := float64(s.Options.TokensPerMinute), float64(s.Options.TokensPerMinute)/60
+	for i := range rec.times {
+		sent := 0
+		for j := i; j < len(rec.times); j++ {
+			sent += tokens[j]
+			allowed := burst + perSecond*rec.times[j].Sub(rec.times[i]).Seconds() + float64(tokens[j])
+			if float64(sent) > allowed {
+				t.Fatalf("requests %d..%d sent %d tokens in %v; the cap allows %.0f", i, j, sent, rec.times[j].Sub(rec.times[i]), allowed)
+			}
+		}
+	}
+	if len(rec.times) != len(prompts) {
+		t.Fatalf("%d requests for %d samples", len(rec.times), len(prompts))
 	}
 }

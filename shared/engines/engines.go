@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"golang.org/x/text/language"
@@ -55,14 +56,15 @@ type Resources struct {
 // Registry holds the engines.
 type Registry struct{ engines map[string]*Engine }
 
-// Default is the registry shipped in registry.json.
-func Default() *Registry {
+// Default is the registry shipped in registry.json, parsed and its schemas compiled
+// once per process (the registry is read-only).
+var Default = sync.OnceValue(func() *Registry {
 	r, err := Parse(registryJSON)
 	if err != nil {
 		panic(err) // registry.json is tested
 	}
 	return r
-}
+})
 
 // Parse reads a registry and compiles each entry's schema.
 func Parse(b []byte) (*Registry, error) {

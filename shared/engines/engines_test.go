@@ -79,3 +79,16 @@ func TestALocalEngineNamesItsCommand(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// Every event asks the registry; it is parsed and its schemas compiled once.
+func TestTheRegistryIsParsedOncePerProcess(t *testing.T) {
+	a, b := Default(), Default()
+	ea, _ := a.Get("lm-evaluation-harness")
+	eb, _ := b.Get("lm-evaluation-harness")
+	if a != b || ea != eb {
+		t.Fatal("Default parsed the registry again")
+	}
+	if n := testing.AllocsPerRun(10, func() { Default() }); n != 0 {
+		t.Fatalf("Default allocates %v times a call; want none after the first", n)
+	}
+}

@@ -42,6 +42,35 @@ type JobObjects struct {
 // Build returns the objects of spec's job, run by engine e in namespace. The secrets
 // go in the Secret, mounted as files the spec points to.
 func Build(spec evalflow.JobSpec, e *engines.Engine, namespace string, secrets evalflow.JobSecrets) (*JobObjects, error) {
+	spec, data := inPod(spec, secrets)
+	body, err := json.MarshalIndent(spec, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("kube: job spec of run %s: %w", spec.RunID, err)
+	}
+	meta := func(name string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: name, Namespace: namespace,
+			Labels: map[string]string{LabelRun: spec.RunID, "app.kubernetes.io/part-of": "evalflow", "evalflow.dev/engine": e.Name}}
+	}
+	objs := &JobObjects{
+		ConfigMap: &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+			ObjectMeta: meta(spec.ID + "-spec"), Data: map[string]string{"job.json": string(body)}},
+	}
+	if len(data) > 0 {
+		objs.Secret = &corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+			ObjectMeta: meta(spec.ID + "-key"), Type: corev1.SecretTypeOpaque, Data: data}
+	}
+	resources, err := containerResources(e)
+	if err != nil {
+		return nil, err
+	}
+	objs.Job = &batchv1.Job{TypeMeta: metav1.TypeMeta{APIVersion: "batch/v1", Kind: "Job"}, ObjectMeta: meta(spec.ID),
+		Spec: jobSpec(spec, podSpec(e, objs, resources))}
+	return objs, nil
+}
+
+// inPod is spec as the Job's pod reads it (its paths inside the pod), and the secrets
+// its Secret holds, by file name.
+func inPod(spec evalflow.JobSpec, secrets evalflow.JobSecrets) (evalflow.JobSpec, map[string][]byte) {
 	spec.OutputDir = ResultsDir + "/" + spec.RunID
 	spec.DataDir = "/data"
 	data := map[string][]byte{}
@@ -55,18 +84,34 @@ func Build(spec evalflow.JobSpec, e *engines.Engine, namespace string, secrets e
 		spec.Results = &results
 		data["registry_password"] = []byte(secrets.RegistryPassword)
 	}
-	body, err := json.MarshalIndent(spec, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("kube: job spec of run %s: %w", spec.RunID, err)
+	return spec, data
+}
+
+// runnerContainer names the Job's one container.
+const runnerContainer = "runner"
+
+// jobSpec runs pod once per attempt, at most three, within the spec's deadline; a
+// runner that exits with ExitPermanent cannot succeed on a retry and fails the Job.
+func jobSpec(spec evalflow.JobSpec, pod corev1.PodSpec) batchv1.JobSpec {
+	backoff, runner := int32(2), runnerContainer
+	deadline, ttl := spec.DeadlineSeconds, spec.TTLSecondsAfterFinished
+	return batchv1.JobSpec{
+		BackoffLimit: &backoff, ActiveDeadlineSeconds: &deadline, TTLSecondsAfterFinished: &ttl,
+		PodFailurePolicy: &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
+			Action: batchv1.PodFailurePolicyActionFailJob,
+			OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
+				ContainerName: &runner, Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{evalflow.ExitPermanent}},
+		}}},
+		Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{LabelRun: spec.RunID, "app.kubernetes.io/part-of": "evalflow"}},
+			Spec:       pod,
+		},
 	}
-	meta := func(name string) metav1.ObjectMeta {
-		return metav1.ObjectMeta{Name: name, Namespace: namespace,
-			Labels: map[string]string{LabelRun: spec.RunID, "app.kubernetes.io/part-of": "evalflow", "evalflow.dev/engine": e.Name}}
-	}
-	objs := &JobObjects{
-		ConfigMap: &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
-			ObjectMeta: meta(spec.ID + "-spec"), Data: map[string]string{"job.json": string(body)}},
-	}
+}
+
+// podSpec runs engine e's image with the job spec, the results directory and the
+// Secret (when objs has one) mounted, as a non-root user without a service account token.
+func podSpec(e *engines.Engine, objs *JobObjects, resources corev1.ResourceRequirements) corev1.PodSpec {
 	volumes := []corev1.Volume{
 		{Name: "spec", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: objs.ConfigMap.Name}}}},
@@ -76,47 +121,26 @@ func Build(spec evalflow.JobSpec, e *engines.Engine, namespace string, secrets e
 		{Name: "spec", MountPath: SpecPath, SubPath: "job.json", ReadOnly: true},
 		{Name: "results", MountPath: ResultsDir},
 	}
-	if len(data) > 0 {
+	if objs.Secret != nil {
 		mode := int32(0o400)
-		objs.Secret = &corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
-			ObjectMeta: meta(spec.ID + "-key"), Type: corev1.SecretTypeOpaque, Data: data}
 		volumes = append(volumes, corev1.Volume{Name: "key", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: objs.Secret.Name, DefaultMode: &mode}}})
 		mounts = append(mounts, corev1.VolumeMount{Name: "key", MountPath: SecretDir, ReadOnly: true})
 	}
-	resources, err := containerResources(e)
-	if err != nil {
-		return nil, err
+	nonRoot, noEscalation := true, false
+	return corev1.PodSpec{
+		RestartPolicy:                corev1.RestartPolicyNever,
+		AutomountServiceAccountToken: &noEscalation,
+		Containers: []corev1.Container{{
+			Name: runnerContainer, Image: e.Image, Command: e.Command, VolumeMounts: mounts,
+			Resources: resources,
+			// A failed attempt's log tail becomes its termination message, which
+			// job-watch quotes when the Job fails.
+			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+			SecurityContext:          &corev1.SecurityContext{RunAsNonRoot: &nonRoot, AllowPrivilegeEscalation: &noEscalation},
+		}},
+		Volumes: volumes,
 	}
-	backoff, nonRoot, noEscalation, runner := int32(2), true, false, "runner"
-	deadline, ttl := spec.DeadlineSeconds, spec.TTLSecondsAfterFinished
-	objs.Job = &batchv1.Job{TypeMeta: metav1.TypeMeta{APIVersion: "batch/v1", Kind: "Job"}, ObjectMeta: meta(spec.ID),
-		Spec: batchv1.JobSpec{
-			BackoffLimit: &backoff, ActiveDeadlineSeconds: &deadline, TTLSecondsAfterFinished: &ttl,
-			// A runner that exits with ExitPermanent cannot succeed on a retry.
-			PodFailurePolicy: &batchv1.PodFailurePolicy{Rules: []batchv1.PodFailurePolicyRule{{
-				Action: batchv1.PodFailurePolicyActionFailJob,
-				OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
-					ContainerName: &runner, Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{evalflow.ExitPermanent}},
-			}}},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{LabelRun: spec.RunID, "app.kubernetes.io/part-of": "evalflow"}},
-				Spec: corev1.PodSpec{
-					RestartPolicy:                corev1.RestartPolicyNever,
-					AutomountServiceAccountToken: &noEscalation,
-					Containers: []corev1.Container{{
-						Name: runner, Image: e.Image, Command: e.Command, VolumeMounts: mounts,
-						Resources: resources,
-						// A failed attempt's log tail becomes its termination message,
-						// which job-watch quotes when the Job fails.
-						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-						SecurityContext:          &corev1.SecurityContext{RunAsNonRoot: &nonRoot, AllowPrivilegeEscalation: &noEscalation},
-					}},
-					Volumes: volumes,
-				},
-			},
-		}}
-	return objs, nil
 }
 
 // containerResources are engine e's requests and memory limit.

@@ -53,9 +53,10 @@ const (
 // pushed. No retry brings them, so it is evalflow.ErrPermanent.
 var ErrNotFound = evalflow.Permanent(errors.New("not found"))
 
-// ErrRefused is a registry that refused the credentials (401, 403): trying again with
-// the same ones cannot help, so it is evalflow.ErrPermanent.
-var ErrRefused = evalflow.Permanent(errors.New("credentials refused"))
+// ErrRefused is a registry that refused the credentials (401, 403). Whether that can
+// mend is the caller's to say: a job's credentials are fixed (adapter.Publish fails
+// the job for good), the deployment's may be corrected (artifact redelivers).
+var ErrRefused = errors.New("credentials refused")
 
 // Results is the artifact of a run's results, the one layout every pusher uses:
 // results.json and samples.jsonl from dir, tagged tag, annotated with the run, its
@@ -165,8 +166,8 @@ func (d *Destination) artifact(tag string, desc ocispec.Descriptor, err error) (
 }
 
 // domainError maps oras-go's and the registry's errors onto the domain's: not found
-// and refused credentials are ErrNotFound and ErrRefused (both evalflow.ErrPermanent);
-// anything else (a registry that does not answer) is left for a retry.
+// is ErrNotFound (evalflow.ErrPermanent), refused credentials ErrRefused; anything
+// else (a registry that does not answer) is left for a retry.
 func domainError(err error) error {
 	var resp *errcode.ErrorResponse
 	switch {

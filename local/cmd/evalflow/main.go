@@ -20,9 +20,9 @@ import (
 
 	artifact "github.com/evalflow/evalflow/functions/artifact"
 	deploy "github.com/evalflow/evalflow/functions/deploy"
+	jobwatch "github.com/evalflow/evalflow/functions/job-watch"
 	start "github.com/evalflow/evalflow/functions/start"
 	verify "github.com/evalflow/evalflow/functions/verify"
-	watch "github.com/evalflow/evalflow/functions/watch"
 	"github.com/evalflow/evalflow/local/stack"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
@@ -68,8 +68,8 @@ func serveFunction(name string) error {
 		return ce.Start(verify.New())
 	case "deploy":
 		return ce.Start(deploy.New())
-	case "watch":
-		return ce.Start(watch.New())
+	case "job-watch":
+		return ce.Start(jobwatch.New())
 	case "artifact":
 		return ce.Start(artifact.New())
 	}

@@ -1,4 +1,4 @@
-module github.com/evalflow/evalflow/functions/watch
+module github.com/evalflow/evalflow/functions/job-watch
 
 go 1.26.0
 

@@ -107,7 +107,7 @@ func (f *Function) finished(ctx context.Context, run *evalflow.Run, e event.Even
 	}
 	summary, err := f.summary(ctx, run)
 	if err != nil { // none, or unreadable: the run fails; the registry did not answer: redeliver
-		return f.Settle(ctx, run.ID, "job "+fin.Job+" succeeded but its results", err)
+		return f.Settle(ctx, run.ID, "job "+fin.Job+" succeeded but left no usable results", err)
 	}
 	run, err = f.Store.Update(ctx, run.ID, func(r *evalflow.Run) error {
 		if r.Status != evalflow.StatusRunning {

@@ -195,7 +195,7 @@ func TestATickReportsKubernetesJobsThatEnded(t *testing.T) {
 	tick := event.New()
 	tick.SetID("tick-1")
 	tick.SetType(evalflow.TypePing)
-	tick.SetSource("/apis/v1/namespaces/evalflow/pingsources/evalflow-watch-tick")
+	tick.SetSource("/apis/v1/namespaces/evalflow/pingsources/evalflow-job-watch-tick")
 
 	fx.handle(t, tick) // the Job runs: only the gone one is reported
 	ended := func() map[string]evalflow.JobFinished {
