@@ -12,6 +12,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -39,19 +40,24 @@ type Engine struct {
 	Seed      int
 	// Tokens, when set, caps tokens per minute (see NewTokenLimiter).
 	Tokens *rate.Limiter
+	// Log, when set, receives how long each stage of Run took ("stages").
+	Log *slog.Logger
 }
 
 // Run scores docs and writes the results into the spec's output directory.
 func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, error) {
+	clock := newStages()
 	cp, err := openCheckpoint(e.Spec.OutputDir)
 	if err != nil {
 		return nil, err
 	}
 	defer cp.Close()
 	todo := cp.todo(docs)
+	clock.end("resume")
 	if err := e.Probe(ctx, todo); err != nil {
 		return nil, err
 	}
+	clock.end("probe")
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	p := e.ask(ctx, cancel, todo, len(docs))
@@ -62,15 +68,36 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 	if err := context.Cause(ctx); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
+	clock.end("scoring")
 	samples := cp.samples(docs)
 	res := results.Aggregate(results.Run{Spec: e.Spec, Tasks: task.Configs(docs),
 		Concurrency: p.concurrency(e.Spec.Concurrency), Errors: p.failures.count()}, samples)
 	if err := results.Write(e.Spec.OutputDir, res, samples); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
+	clock.end("results")
 	e.report(context.WithoutCancel(ctx), tracker.Progress("done"))
+	if e.Log != nil {
+		e.Log.Info("stages", clock.attrs()...)
+	}
 	return res, nil
 }
+
+// stages times a run's stages, each from the end of the one before.
+type stages struct {
+	last  time.Time
+	times []any
+}
+
+func newStages() *stages { return &stages{last: time.Now()} }
+
+func (s *stages) end(stage string) {
+	now := time.Now()
+	s.times = append(s.times, slog.Float64(stage+"_ms", float64(now.Sub(s.last).Microseconds())/1000))
+	s.last = now
+}
+
+func (s *stages) attrs() []any { return s.times }
 
 // pool is the workers asking the endpoint, and what they found.
 type pool struct {

@@ -242,41 +242,52 @@ func readSamples(path, name string, tc taskConfig, group string) ([]results.Samp
 				Target: l.Target, Metric: cmp.Or(primary, first(l.Metrics))}
 			byDoc[l.DocID] = s
 		}
-		extracted, response, logprobs := l.answer(tc.OutputType)
-		if i, err := strconv.Atoi(l.Target); err == nil && tc.OutputType == "multiple_choice" && i >= 0 && i < len(l.Arguments) {
-			s.Target = strings.TrimSpace(l.argument(i, 1)) // the gold choice's index, as its text
-		}
-		if s.Response == "" {
-			s.Response, s.Logprobs = response, logprobs
-		}
-		for _, metric := range l.Metrics {
-			v, ok := numberJSON(raw[metric])
-			if !ok {
-				continue // a corpus-level metric's per-sample pair (bleu's references and prediction)
-			}
-			s.Filters = append(s.Filters, task.Filtered{Filter: l.Filter, Extracted: extracted, Correct: v == 1, Value: &v, Metric: metric})
-		}
+		addLine(s, l, raw, tc)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("lm-eval: %s: %w", path, err)
 	}
 	samples := make([]results.Sample, 0, len(byDoc))
 	for _, id := range slices.Sorted(maps.Keys(byDoc)) {
-		s := byDoc[id]
-		order := filterOrder(tc)
-		sort.SliceStable(s.Filters, func(i, j int) bool {
-			fi, fj := s.Filters[i], s.Filters[j]
-			if (fi.Metric == s.Metric) != (fj.Metric == s.Metric) {
-				return fi.Metric == s.Metric
-			}
-			return order(fi.Filter) < order(fj.Filter)
-		})
-		if len(s.Filters) > 0 {
-			s.Extracted, s.Correct = s.Filters[0].Extracted, s.Filters[0].Correct
-		}
-		samples = append(samples, *s)
+		samples = append(samples, primaryFirst(*byDoc[id], tc))
 	}
 	return samples, nil
+}
+
+// addLine adds one line of a document (one filter's) to its sample: the answer,
+// and a result for each per-sample metric.
+func addLine(s *results.Sample, l sampleLine, raw map[string]json.RawMessage, tc taskConfig) {
+	extracted, response, logprobs := l.answer(tc.OutputType)
+	if i, err := strconv.Atoi(l.Target); err == nil && tc.OutputType == "multiple_choice" && i >= 0 && i < len(l.Arguments) {
+		s.Target = strings.TrimSpace(l.argument(i, 1)) // the gold choice's index, as its text
+	}
+	if s.Response == "" {
+		s.Response, s.Logprobs = response, logprobs
+	}
+	for _, metric := range l.Metrics {
+		v, ok := numberJSON(raw[metric])
+		if !ok {
+			continue // a corpus-level metric's per-sample pair (bleu's references and prediction)
+		}
+		s.Filters = append(s.Filters, task.Filtered{Filter: l.Filter, Extracted: extracted, Correct: v == 1, Value: &v, Metric: metric})
+	}
+}
+
+// primaryFirst orders s's results: the primary metric's first, then by the config's
+// filter order; the first is the sample's answer.
+func primaryFirst(s results.Sample, tc taskConfig) results.Sample {
+	order := filterOrder(tc)
+	sort.SliceStable(s.Filters, func(i, j int) bool {
+		fi, fj := s.Filters[i], s.Filters[j]
+		if (fi.Metric == s.Metric) != (fj.Metric == s.Metric) {
+			return fi.Metric == s.Metric
+		}
+		return order(fi.Filter) < order(fj.Filter)
+	})
+	if len(s.Filters) > 0 {
+		s.Extracted, s.Correct = s.Filters[0].Extracted, s.Filters[0].Correct
+	}
+	return s
 }
 
 func firstMetric(tc taskConfig) any {

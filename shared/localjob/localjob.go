@@ -204,25 +204,7 @@ func (s *Server) start(ctx context.Context, j *job, spec evalflow.JobSpec, specP
 // removes the job.
 func (s *Server) follow(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j *job, spec evalflow.JobSpec, specPath, dir string) {
 	defer s.wg.Done()
-	var err error
-	for {
-		err = cmd.Wait()
-		logFile.Close()
-		permanent := cmd.ProcessState != nil && cmd.ProcessState.ExitCode() == evalflow.ExitPermanent
-		if err == nil || ctx.Err() != nil || permanent || j.status.Restarts >= BackoffLimit {
-			break
-		}
-		s.mu.Lock()
-		j.status.Restarts++
-		s.log().Warn("runner failed; starting it again", "job", spec.ID, "run_id", spec.RunID, "error", err, "restarts", j.status.Restarts)
-		var startErr error
-		cmd, logFile, startErr = s.start(ctx, j, spec, specPath, dir)
-		s.mu.Unlock()
-		if startErr != nil {
-			err = startErr
-			break
-		}
-	}
+	cmd, err := s.restartUntilDone(ctx, cmd, logFile, j, spec, specPath, dir)
 	cause := ctx.Err() // nil: the runner exited by itself
 	j.cancel()
 	_ = os.RemoveAll(filepath.Join(dir, "secret"))
@@ -245,24 +227,58 @@ func (s *Server) follow(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j 
 	s.mu.Unlock()
 	close(j.done)
 	s.log().Info("job ended", "job", spec.ID, "run_id", spec.RunID, "phase", j.status.Phase, "exit_code", fin.ExitCode)
+	s.reportEnd(spec, fin, j.status.Phase)
+	s.expire(spec, dir)
+}
 
-	if s.Events != nil {
-		ev := cloudevent.New(evalflow.StepDeploy, evalflow.TypeJobFinished, spec.RunID, fin, j.status.Phase)
-		ev.SetSource("/evalflow/localjob")
-		sendCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if err := s.Events.Send(sendCtx, ev); err != nil {
-			s.log().Error("report job end", "job", spec.ID, "run_id", spec.RunID, "error", err)
+// restartUntilDone waits for the runner and starts it again after a failure, as a
+// Job's backoff does, until it succeeds, fails for good (ExitPermanent), is stopped,
+// or has failed BackoffLimit+1 times. It returns the last command and its error.
+func (s *Server) restartUntilDone(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j *job, spec evalflow.JobSpec, specPath, dir string) (*exec.Cmd, error) {
+	for {
+		err := cmd.Wait()
+		logFile.Close()
+		permanent := cmd.ProcessState != nil && cmd.ProcessState.ExitCode() == evalflow.ExitPermanent
+		if err == nil || ctx.Err() != nil || permanent || j.status.Restarts >= BackoffLimit {
+			return cmd, err
 		}
-		cancel()
+		s.mu.Lock()
+		j.status.Restarts++
+		s.log().Warn("runner failed; starting it again", "job", spec.ID, "run_id", spec.RunID, "error", err, "restarts", j.status.Restarts)
+		next, nextLog, startErr := s.start(ctx, j, spec, specPath, dir)
+		s.mu.Unlock()
+		if startErr != nil {
+			return cmd, startErr // the last attempt's exit stands
+		}
+		cmd, logFile = next, nextLog
 	}
-	if spec.TTLSecondsAfterFinished > 0 {
-		time.AfterFunc(time.Duration(spec.TTLSecondsAfterFinished)*time.Second, func() {
-			s.mu.Lock()
-			delete(s.jobs, spec.ID)
-			s.mu.Unlock()
-			_ = os.RemoveAll(dir)
-		})
+}
+
+// reportEnd sends job.finished, as a Job's watcher would see it end.
+func (s *Server) reportEnd(spec evalflow.JobSpec, fin evalflow.JobFinished, phase string) {
+	if s.Events == nil {
+		return
 	}
+	ev := cloudevent.New(evalflow.StepDeploy, evalflow.TypeJobFinished, spec.RunID, fin, phase)
+	ev.SetSource("/evalflow/localjob")
+	sendCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := s.Events.Send(sendCtx, ev); err != nil {
+		s.log().Error("report job end", "job", spec.ID, "run_id", spec.RunID, "error", err)
+	}
+}
+
+// expire forgets a finished job and removes its directory after its TTL.
+func (s *Server) expire(spec evalflow.JobSpec, dir string) {
+	if spec.TTLSecondsAfterFinished <= 0 {
+		return
+	}
+	time.AfterFunc(time.Duration(spec.TTLSecondsAfterFinished)*time.Second, func() {
+		s.mu.Lock()
+		delete(s.jobs, spec.ID)
+		s.mu.Unlock()
+		_ = os.RemoveAll(dir)
+	})
 }
 
 // Created counts the jobs the server has created (restarts of a job's runner are

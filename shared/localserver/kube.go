@@ -89,19 +89,42 @@ func StartKube(ctx context.Context, bin, dir string, o KubeOptions) (k *Kube, er
 	if err != nil {
 		return nil, err
 	}
-	client, peer := "http://"+addr(ports[0]), "http://"+addr(ports[1])
+	etcdURL, err := k.startEtcd(ctx, bin, dir, ports[0], ports[1])
+	if err != nil {
+		return nil, err
+	}
+	saKey, err := k.startAPIServer(ctx, bin, dir, etcdURL, ports[2], o)
+	if err != nil {
+		return nil, err
+	}
+	if o.Controllers {
+		if err := k.startControllers(ctx, bin, dir, saKey); err != nil {
+			return nil, err
+		}
+	}
+	return k, nil
+}
+
+// startEtcd starts etcd on the client and peer ports; it returns its client URL.
+func (k *Kube) startEtcd(ctx context.Context, bin, dir string, clientPort, peerPort int) (string, error) {
+	client, peer := "http://"+addr(clientPort), "http://"+addr(peerPort)
 	etcd, err := Start(ctx, dir, "etcd", nil, HTTPOK(client+"/health"), 20*time.Second, filepath.Join(bin, "etcd"),
 		"--data-dir", filepath.Join(dir, "etcd"), "--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "default="+peer,
 		"--unsafe-no-fsync", "--log-level", "warn")
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	k.procs = append(k.procs, etcd)
+	return client, nil
+}
 
+// startAPIServer starts kube-apiserver on port with RBAC, the users' static tokens
+// and a service account signing key, which it returns the path of.
+func (k *Kube) startAPIServer(ctx context.Context, bin, dir, etcd string, port int, o KubeOptions) (saKey string, err error) {
 	saKey, saPub := filepath.Join(dir, "sa.key"), filepath.Join(dir, "sa.pub")
 	if err := writeServiceAccountKeys(saKey, saPub); err != nil {
-		return nil, err
+		return "", err
 	}
 	tokens := filepath.Join(dir, "tokens.csv")
 	var csv strings.Builder
@@ -109,12 +132,12 @@ func StartKube(ctx context.Context, bin, dir string, o KubeOptions) (k *Kube, er
 		fmt.Fprintf(&csv, "%s,%s,uid-%d,%q\n", u.Token, u.Name, i, strings.Join(u.Groups, ","))
 	}
 	if err := os.WriteFile(tokens, []byte(csv.String()), 0o600); err != nil {
-		return nil, err
+		return "", err
 	}
-	k.URL = "https://" + addr(ports[2])
+	k.URL = "https://" + addr(port)
 	certs := filepath.Join(dir, "certs")
-	args := []string{"--etcd-servers", client, "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
-		"--secure-port", strconv.Itoa(ports[2]), "--cert-dir", certs, "--service-cluster-ip-range", "10.0.0.0/24",
+	args := []string{"--etcd-servers", etcd, "--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+		"--secure-port", strconv.Itoa(port), "--cert-dir", certs, "--service-cluster-ip-range", "10.0.0.0/24",
 		"--service-account-key-file", saPub, "--service-account-signing-key-file", saKey,
 		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
 		"--token-auth-file", tokens, "--authorization-mode", "RBAC"}
@@ -123,18 +146,21 @@ func StartKube(ctx context.Context, bin, dir string, o KubeOptions) (k *Kube, er
 	}
 	api, err := Start(ctx, dir, "kube-apiserver", nil, insecureOK(k.URL+"/readyz"), 60*time.Second, filepath.Join(bin, "kube-apiserver"), args...)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	k.procs = append(k.procs, api)
 	if k.CA, err = os.ReadFile(filepath.Join(certs, "apiserver.crt")); err != nil {
-		return nil, fmt.Errorf("localserver: kube-apiserver's serving certificate: %w", err)
+		return "", fmt.Errorf("localserver: kube-apiserver's serving certificate: %w", err)
 	}
-	if !o.Controllers {
-		return k, nil
-	}
+	return saKey, nil
+}
+
+// startControllers starts kube-controller-manager with the controllers evalflow's
+// Jobs need (job, garbage collector, TTL, service accounts, namespaces).
+func (k *Kube) startControllers(ctx context.Context, bin, dir, saKey string) error {
 	kubeconfig := filepath.Join(dir, "admin.kubeconfig")
 	if err := os.WriteFile(kubeconfig, k.Kubeconfig(k.Admin.Token, "default"), 0o600); err != nil {
-		return nil, err
+		return err
 	}
 	kcm, err := Start(ctx, dir, "kube-controller-manager", nil, func(context.Context) error { return nil }, time.Second,
 		filepath.Join(bin, "kube-controller-manager"), "--kubeconfig", kubeconfig, "--bind-address", "127.0.0.1",
@@ -142,10 +168,10 @@ func StartKube(ctx context.Context, bin, dir string, o KubeOptions) (k *Kube, er
 		"--controllers", "job-controller,serviceaccount-controller,serviceaccount-token-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller",
 		"--service-account-private-key-file", saKey, "--use-service-account-credentials=false")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	k.procs = append(k.procs, kcm)
-	return k, nil
+	return nil
 }
 
 // Kubeconfig is a kubeconfig reaching the API server as the user of token, with

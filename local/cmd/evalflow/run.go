@@ -24,6 +24,25 @@ import (
 )
 
 // run brings the stack up, evaluates one model and prints its scores.
+// datasetsOf is what the run command evaluates: -datasets as given, else the built-in
+// runner's MMLU subjects (an external engine takes what to evaluate from its config).
+func datasetsOf(engine, datasets, subjects string, limit int, fewshot *int) ([]evalflow.DatasetSpec, error) {
+	var specs []evalflow.DatasetSpec
+	switch {
+	case datasets != "":
+		if err := json.Unmarshal([]byte(datasets), &specs); err != nil {
+			return nil, fmt.Errorf("-datasets: %w", err)
+		}
+	case engine == evalflow.DefaultEngine:
+		ds := evalflow.DatasetSpec{Name: "mmlu", Limit: float64(limit), NumFewshot: fewshot}
+		if subjects != "" {
+			ds.Subjects = strings.Split(subjects, ",")
+		}
+		specs = []evalflow.DatasetSpec{ds}
+	}
+	return specs, nil
+}
+
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	config := stackFlags(fs)
@@ -59,19 +78,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer s.Down()
 
-	ds := evalflow.DatasetSpec{Name: "mmlu", Limit: float64(*limit), NumFewshot: fewshot}
-	if *subjects != "" {
-		ds.Subjects = strings.Split(*subjects, ",")
-	}
-	specs := []evalflow.DatasetSpec{ds}
-	if *engine != evalflow.DefaultEngine {
-		specs = nil // an external engine takes what to evaluate from its config
-	}
-	if *datasets != "" {
-		specs = nil
-		if err := json.Unmarshal([]byte(*datasets), &specs); err != nil {
-			return fmt.Errorf("-datasets: %w", err)
-		}
+	specs, err := datasetsOf(*engine, *datasets, *subjects, *limit, fewshot)
+	if err != nil {
+		return err
 	}
 	req := evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: *model, BaseURL: *baseURL, APIKey: apiKey,
 		Datasets: specs, Source: "evalflow-cli", SourceTopic: "local", Concurrency: *concurrency,

@@ -100,6 +100,30 @@ type measurement struct {
 	wall  time.Duration
 	cpu   time.Duration // user + system
 	rssKB int64
+	// stages are the runner's own timings of its stages (ms), from its log.
+	stages map[string]float64
+}
+
+// stageNames are the runner's stages, in order: reading the job spec, loading and
+// rendering the data, reading the checkpoint, the method probe, scoring, and
+// aggregating and writing the results.
+var stageNames = []string{"spec_ms", "data_ms", "resume_ms", "probe_ms", "scoring_ms", "results_ms"}
+
+// stagesOf reads the runner's stage timings from its JSON log.
+func stagesOf(log []byte) map[string]float64 {
+	out := map[string]float64{}
+	for _, line := range bytes.Split(log, []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(line, &m) != nil {
+			continue
+		}
+		for _, k := range stageNames {
+			if v, ok := m[k].(float64); ok {
+				out[k] = v
+			}
+		}
+	}
+	return out
 }
 
 func measure(cmd *exec.Cmd, okExit ...int) (measurement, error) {
@@ -107,7 +131,7 @@ func measure(cmd *exec.Cmd, okExit ...int) (measurement, error) {
 	cmd.Stderr = &stderr
 	start := time.Now()
 	err := cmd.Run()
-	m := measurement{wall: time.Since(start)}
+	m := measurement{wall: time.Since(start), stages: stagesOf(stderr.Bytes())}
 	if cmd.ProcessState != nil {
 		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
 		m.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
@@ -144,16 +168,29 @@ func median(ms []measurement) measurement {
 		sort.Slice(v, func(i, j int) bool { return v[i] < v[j] })
 		return v[len(v)/2]
 	}
-	return measurement{
-		wall:  time.Duration(pick(func(m measurement) int64 { return int64(m.wall) })),
-		cpu:   time.Duration(pick(func(m measurement) int64 { return int64(m.cpu) })),
-		rssKB: pick(func(m measurement) int64 { return m.rssKB }),
+	out := measurement{
+		wall:   time.Duration(pick(func(m measurement) int64 { return int64(m.wall) })),
+		cpu:    time.Duration(pick(func(m measurement) int64 { return int64(m.cpu) })),
+		rssKB:  pick(func(m measurement) int64 { return m.rssKB }),
+		stages: map[string]float64{},
 	}
+	for _, k := range stageNames {
+		out.stages[k] = float64(pick(func(m measurement) int64 { return int64(m.stages[k] * 1000) })) / 1000
+	}
+	return out
 }
 
 type client struct {
 	name string
 	cmd  func(c int, dir string) (*exec.Cmd, []int)
+}
+
+// setup is what a benchmark runs against: the model server, the questions as the
+// runner's job spec, and the same requests for the raw generator and promptfoo.
+type setup struct {
+	work, self, runner, base, reqFile string
+	spec                              evalflow.JobSpec
+	n                                 int
 }
 
 func bench(args []string) error {
@@ -163,159 +200,200 @@ func bench(args []string) error {
 	gguf := fs.String("gguf", "../shared/models/stories260K.gguf", "the model ollama serves")
 	promptfooDir := fs.String("promptfoo", "", "promptfoo install (hack/install-promptfoo.sh); empty: leave promptfoo out")
 	concurrencies := fs.String("concurrency", "1,8,32", "concurrencies")
-	repeats := fs.Int("repeats", 3, "runs per client and concurrency (the median is reported)")
+	repeats := fs.Int("repeats", 5, "runs per client and concurrency, interleaved (the median is reported)")
 	subjects := fs.Int("subjects", 20, "MMLU subjects")
 	limit := fs.Int("limit", 10, "questions per subject (subjects x limit distinct prompts)")
 	maxTokens := fs.Int("max-tokens", 8, "tokens generated per answer")
 	out := fs.String("out", "", "write the Markdown report here")
 	_ = fs.Parse(args)
-	ctx := context.Background()
-
+	cs, err := parseConcurrencies(*concurrencies)
+	if err != nil {
+		return err
+	}
 	work, err := os.MkdirTemp("", "evalflow-bench")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(work)
-	self, _ := os.Executable()
-	runner, _ := filepath.Abs(*runnerBin)
-	dataDir, _ := filepath.Abs(*data)
 	model, _ := filepath.Abs(*gguf)
-
 	fmt.Fprintln(os.Stderr, "starting ollama (OLLAMA_NUM_PARALLEL=8) with", filepath.Base(model))
-	ollamaBin := localserver.OllamaBinary()
-	srv, err := localserver.Ollama(ctx, ollamaBin, filepath.Join(work, "ollama"), 0, 8)
+	srv, err := localserver.Ollama(context.Background(), localserver.OllamaBinary(), filepath.Join(work, "ollama"), 0, 8)
 	if err != nil {
 		return err
 	}
 	defer srv.Stop()
-	const modelName = "stories260k"
-	if err := localserver.CreateModel(ctx, ollamaBin, srv.Addr, modelName, model); err != nil {
-		return err
-	}
-	base := "http://" + srv.Addr
-
-	// The questions: the first `limit` of the first `subjects` MMLU subjects, zero-shot.
-	zero := 0
-	spec := evalflow.JobSpec{ID: "bench", RunID: "bench", Engine: "evalflow",
-		Model: evalflow.ModelSpec{Name: modelName, URL: base}, DataDir: dataDir,
-		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: evalflow.MMLUSubjects[:*subjects], Limit: float64(*limit),
-			NumFewshot: &zero, MaxTokens: *maxTokens}}}
-	docs, err := engine.Docs(spec)
+	su, err := prepare(work, *runnerBin, *data, model, "http://"+srv.Addr, *subjects, *limit, *maxTokens)
 	if err != nil {
 		return err
 	}
-	n := len(docs)
-	e := &engine.Engine{Spec: spec}
-	var bodies, tests bytes.Buffer
-	var promptfooTests []map[string]any
-	seen := map[string]bool{}
-	for _, d := range docs {
-		if seen[d.Prompt] {
-			return fmt.Errorf("prompt of %s/%d repeats: the requests must be distinct", d.Task, d.Index)
-		}
-		seen[d.Prompt] = true
-		b, _ := json.Marshal(e.Request(d))
-		bodies.Write(append(b, '\n'))
-		promptfooTests = append(promptfooTests, map[string]any{"vars": map[string]string{"prompt": d.Prompt},
-			"assert": []map[string]string{{"type": "contains", "value": d.Target}}})
-	}
-	tb, _ := json.Marshal(promptfooTests)
-	tests.Write(tb)
-	reqFile := filepath.Join(work, "requests.jsonl")
-	os.WriteFile(reqFile, bodies.Bytes(), 0o644)
-	os.WriteFile(filepath.Join(work, "tests.json"), tests.Bytes(), 0o644)
-
-	clients := []client{
-		{"raw load generator (Go)", func(c int, dir string) (*exec.Cmd, []int) {
-			return exec.Command(self, "loadgen", "-url", base+"/v1/chat/completions", "-c", strconv.Itoa(c), "-requests", reqFile), nil
-		}},
-		{"evalflow-runner", func(c int, dir string) (*exec.Cmd, []int) {
-			s := spec
-			s.Concurrency, s.OutputDir = c, filepath.Join(dir, "out")
-			b, _ := json.Marshal(s)
-			p := filepath.Join(dir, "job.json")
-			os.WriteFile(p, b, 0o644)
-			return exec.Command(runner, "--job", p), nil
-		}},
-	}
+	clients := su.clients()
 	if *promptfooDir != "" {
-		pf, err := promptfooClient(*promptfooDir, work, base, modelName, *maxTokens)
+		pf, err := promptfooClient(*promptfooDir, work, su.base, su.spec.Model.Name, *maxTokens)
 		if err != nil {
 			return err
 		}
 		clients = append(clients, pf)
 	}
-
-	fmt.Fprintf(os.Stderr, "warming up: %d distinct requests\n", n)
-	if _, err := measure(exec.Command(self, "loadgen", "-url", base+"/v1/chat/completions", "-c", "8", "-requests", reqFile)); err != nil {
+	fmt.Fprintf(os.Stderr, "warming up: %d distinct requests\n", su.n)
+	if _, err := measure(exec.Command(su.self, "loadgen", "-url", su.base+"/v1/chat/completions", "-c", "8", "-requests", su.reqFile)); err != nil {
 		return err
 	}
-
-	var cs []int
-	for _, f := range strings.Split(*concurrencies, ",") {
-		c, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil {
-			return fmt.Errorf("-concurrency: %w", err)
-		}
-		cs = append(cs, c)
+	results, err := su.runAll(clients, cs, *repeats)
+	if err != nil {
+		return err
 	}
-	results := map[string]map[int]measurement{}
-	for _, c := range cs {
-		for _, cl := range clients {
-			var ms []measurement
-			for r := range *repeats {
-				dir := filepath.Join(work, fmt.Sprintf("%s-%d-%d", strings.Fields(cl.name)[0], c, r))
-				os.MkdirAll(dir, 0o755)
-				cmd, ok := cl.cmd(c, dir)
-				cmd.Dir = dir
-				m, err := measure(cmd, ok...)
-				if err != nil {
-					return fmt.Errorf("%s at c=%d: %w", cl.name, c, err)
-				}
-				ms = append(ms, m)
-			}
-			m := median(ms)
-			if results[cl.name] == nil {
-				results[cl.name] = map[int]measurement{}
-			}
-			results[cl.name][c] = m
-			fmt.Fprintf(os.Stderr, "c=%-3d %-26s %6.1f samples/s  cpu %6.2fs  rss %4d MB\n", c, cl.name,
-				float64(n)/m.wall.Seconds(), m.cpu.Seconds(), m.rssKB/1024)
-		}
+	autoRow, err := su.runAuto(clients[1], *repeats)
+	if err != nil {
+		return err
 	}
-	// The runner with no concurrency given sizes it to the endpoint: one more row.
-	const auto = "evalflow-runner, sized to the endpoint"
-	var ms []measurement
-	for r := range *repeats {
-		dir := filepath.Join(work, fmt.Sprintf("auto-%d", r))
-		os.MkdirAll(dir, 0o755)
-		cmd, _ := clients[1].cmd(0, dir)
-		cmd.Dir = dir
-		m, err := measure(cmd)
-		if err != nil {
-			return fmt.Errorf("%s: %w", auto, err)
-		}
-		ms = append(ms, m)
-	}
-	best := cs[0]
-	for _, c := range cs {
-		if results[clients[0].name][c].wall < results[clients[0].name][best].wall {
-			best = c
-		}
-	}
-	autoRow := median(ms)
-	fmt.Fprintf(os.Stderr, "auto  %-26s %6.1f samples/s  cpu %6.2fs  rss %4d MB\n", auto,
-		float64(n)/autoRow.wall.Seconds(), autoRow.cpu.Seconds(), autoRow.rssKB/1024)
-	report := render(results, clients, cs, n, *repeats, *maxTokens, portable(os.Args))
-	report += fmt.Sprintf("\nWith no concurrency given, the runner sizes it to the endpoint (doubling from 8 while throughput "+
-		"grows by more than 10 %%):\n\n| client | concurrency | samples/s | vs raw at its best (c=%d) | wall | client CPU | peak RSS |\n|---|---|---|---|---|---|---|\n"+
-		"| %s | auto | %.1f | %.2f | %.2f s | %.2f s | %d MB |\n", best, auto, float64(n)/autoRow.wall.Seconds(),
-		results[clients[0].name][best].wall.Seconds()/autoRow.wall.Seconds(), autoRow.wall.Seconds(), autoRow.cpu.Seconds(), autoRow.rssKB/1024)
+	report := render(results, clients, cs, su.n, *repeats, *maxTokens, portable(os.Args)) + renderAuto(results[clients[0].name], cs, autoRow, su.n)
 	fmt.Print(report)
 	if *out != "" {
 		return os.WriteFile(*out, []byte(report), 0o644)
 	}
 	return nil
+}
+
+func parseConcurrencies(list string) ([]int, error) {
+	var cs []int
+	for _, f := range strings.Split(list, ",") {
+		c, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("-concurrency: %w", err)
+		}
+		cs = append(cs, c)
+	}
+	return cs, nil
+}
+
+// prepare serves the model, renders the questions (the first limit of the first
+// subjects MMLU subjects, zero-shot) and writes the requests and promptfoo's tests.
+func prepare(work, runnerBin, data, model, base string, subjects, limit, maxTokens int) (*setup, error) {
+	const modelName = "stories260k"
+	if err := localserver.CreateModel(context.Background(), localserver.OllamaBinary(), strings.TrimPrefix(base, "http://"), modelName, model); err != nil {
+		return nil, err
+	}
+	self, _ := os.Executable()
+	runner, _ := filepath.Abs(runnerBin)
+	dataDir, _ := filepath.Abs(data)
+	zero := 0
+	spec := evalflow.JobSpec{ID: "bench", RunID: "bench", Engine: "evalflow",
+		Model: evalflow.ModelSpec{Name: modelName, URL: base}, DataDir: dataDir,
+		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: evalflow.MMLUSubjects[:subjects], Limit: float64(limit),
+			NumFewshot: &zero, MaxTokens: maxTokens}}}
+	docs, err := engine.Docs(spec)
+	if err != nil {
+		return nil, err
+	}
+	e := &engine.Engine{Spec: spec}
+	var bodies bytes.Buffer
+	var tests []map[string]any
+	seen := map[string]bool{}
+	for _, d := range docs {
+		if seen[d.Prompt] {
+			return nil, fmt.Errorf("prompt of %s/%d repeats: the requests must be distinct", d.Task, d.Index)
+		}
+		seen[d.Prompt] = true
+		b, _ := json.Marshal(e.Request(d))
+		bodies.Write(append(b, '\n'))
+		tests = append(tests, map[string]any{"vars": map[string]string{"prompt": d.Prompt},
+			"assert": []map[string]string{{"type": "contains", "value": d.Target}}})
+	}
+	tb, _ := json.Marshal(tests)
+	su := &setup{work: work, self: self, runner: runner, base: base, spec: spec, n: len(docs),
+		reqFile: filepath.Join(work, "requests.jsonl")}
+	if err := os.WriteFile(su.reqFile, bodies.Bytes(), 0o644); err != nil {
+		return nil, err
+	}
+	return su, os.WriteFile(filepath.Join(work, "tests.json"), tb, 0o644)
+}
+
+// clients are the raw load generator and the runner, sending the same requests.
+func (su *setup) clients() []client {
+	return []client{
+		{"raw load generator (Go)", func(c int, dir string) (*exec.Cmd, []int) {
+			return exec.Command(su.self, "loadgen", "-url", su.base+"/v1/chat/completions", "-c", strconv.Itoa(c), "-requests", su.reqFile), nil
+		}},
+		{"evalflow-runner", func(c int, dir string) (*exec.Cmd, []int) {
+			s := su.spec
+			s.Concurrency, s.OutputDir = c, filepath.Join(dir, "out")
+			b, _ := json.Marshal(s)
+			p := filepath.Join(dir, "job.json")
+			os.WriteFile(p, b, 0o644)
+			return exec.Command(su.runner, "--job", p), nil
+		}},
+	}
+}
+
+// runAll measures every client at every concurrency, repeats times each, the
+// clients' runs interleaved so that a slower moment of the machine does not fall on
+// one client's runs only; it keeps each one's median.
+func (su *setup) runAll(clients []client, cs []int, repeats int) (map[string]map[int]measurement, error) {
+	results := map[string]map[int]measurement{}
+	for _, c := range cs {
+		runs := map[string][]measurement{}
+		for r := range repeats {
+			for _, cl := range clients {
+				m, err := su.once(cl, c, fmt.Sprintf("%s-%d-%d", strings.Fields(cl.name)[0], c, r))
+				if err != nil {
+					return nil, fmt.Errorf("%s at c=%d: %w", cl.name, c, err)
+				}
+				runs[cl.name] = append(runs[cl.name], m)
+			}
+		}
+		for _, cl := range clients {
+			m := median(runs[cl.name])
+			if results[cl.name] == nil {
+				results[cl.name] = map[int]measurement{}
+			}
+			results[cl.name][c] = m
+			fmt.Fprintf(os.Stderr, "c=%-3d %-26s %6.1f samples/s  cpu %6.2fs  rss %4d MB\n", c, cl.name,
+				float64(su.n)/m.wall.Seconds(), m.cpu.Seconds(), m.rssKB/1024)
+		}
+	}
+	return results, nil
+}
+
+// once runs client cl at concurrency c in a directory of its own.
+func (su *setup) once(cl client, c int, name string) (measurement, error) {
+	dir := filepath.Join(su.work, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return measurement{}, err
+	}
+	cmd, ok := cl.cmd(c, dir)
+	cmd.Dir = dir
+	return measure(cmd, ok...)
+}
+
+// runAuto measures the runner given no concurrency: it sizes it to the endpoint.
+func (su *setup) runAuto(runner client, repeats int) (measurement, error) {
+	var ms []measurement
+	for r := range repeats {
+		m, err := su.once(runner, 0, fmt.Sprintf("auto-%d", r))
+		if err != nil {
+			return m, fmt.Errorf("the runner sized to the endpoint: %w", err)
+		}
+		ms = append(ms, m)
+	}
+	m := median(ms)
+	fmt.Fprintf(os.Stderr, "auto  %-26s %6.1f samples/s  cpu %6.2fs  rss %4d MB\n", "evalflow-runner (sized)",
+		float64(su.n)/m.wall.Seconds(), m.cpu.Seconds(), m.rssKB/1024)
+	return m, nil
+}
+
+// renderAuto is the row of the runner sized to the endpoint, next to the raw
+// generator at its best concurrency.
+func renderAuto(raw map[int]measurement, cs []int, m measurement, n int) string {
+	best := cs[0]
+	for _, c := range cs {
+		if raw[c].wall < raw[best].wall {
+			best = c
+		}
+	}
+	return fmt.Sprintf("\nWith no concurrency given, the runner sizes it to the endpoint (after a warm-up window, doubling from 8 "+
+		"while throughput grows by more than 25 %%):\n\n| client | concurrency | samples/s | vs raw at its best (c=%d) | wall | client CPU | peak RSS |\n|---|---|---|---|---|---|---|\n"+
+		"| evalflow-runner, sized to the endpoint | auto | %.1f | %.2f | %.2f s | %.2f s | %d MB |\n", best, float64(n)/m.wall.Seconds(),
+		raw[best].wall.Seconds()/m.wall.Seconds(), m.wall.Seconds(), m.cpu.Seconds(), m.rssKB/1024)
 }
 
 // promptfooClient evaluates the same questions with promptfoo (Node 22), offline.
@@ -388,7 +466,27 @@ func render(results map[string]map[int]measurement, clients []client, cs []int, 
 	fmt.Fprintf(&b, "\nThe runner's wall time includes its start (reading the job spec and the data) and writing "+
 		"results.json and samples.jsonl; the raw generator only sends the requests and reads the answers. "+
 		"The two send byte-identical request bodies (engine.Request).\n")
+	b.WriteString(breakdown(results[clients[1].name], results[raw], cs))
 	b.WriteString(verdict(results, clients, cs, n))
+	return b.String()
+}
+
+// breakdown is where the runner's wall time goes, by its own log (medians, ms), next
+// to the raw generator's whole run: what is left of the wall time is the process's
+// start and exit.
+func breakdown(runner, raw map[int]measurement, cs []int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nWhere the runner's time goes (medians, ms; \"process\" is the wall time its stages leave: exec, runtime start, exit):\n\n")
+	fmt.Fprintf(&b, "| concurrency | spec | data | resume | probe | scoring | results | process | runner wall | raw wall |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, c := range cs {
+		m, sum := runner[c], 0.0
+		fmt.Fprintf(&b, "| %d", c)
+		for _, k := range stageNames {
+			fmt.Fprintf(&b, " | %.1f", m.stages[k])
+			sum += m.stages[k]
+		}
+		fmt.Fprintf(&b, " | %.1f | %.0f | %.0f |\n", float64(m.wall.Microseconds())/1000-sum, float64(m.wall.Milliseconds()), float64(raw[c].wall.Milliseconds()))
+	}
 	return b.String()
 }
 

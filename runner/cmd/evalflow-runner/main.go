@@ -34,6 +34,7 @@ func main() {
 }
 
 func run(ctx context.Context, jobPath string, log *slog.Logger) error {
+	began := time.Now()
 	spec, err := adapter.ReadSpec(jobPath, evalflow.DefaultEngine)
 	if err != nil {
 		return fmt.Errorf("runner: %w", err)
@@ -47,10 +48,12 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	specRead := time.Now()
 	docs, err := engine.Docs(spec)
 	if err != nil {
 		return fmt.Errorf("runner: run %s: %w", spec.RunID, err)
 	}
+	log.Info("job read", "spec_ms", ms(specRead.Sub(began)), "data_ms", ms(time.Since(specRead)))
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConnsPerHost = max(spec.Concurrency, 2)
 	if spec.Concurrency == 0 {
@@ -64,6 +67,7 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) error {
 		Spec:   spec,
 		Report: reporter,
 		Tokens: engine.NewTokenLimiter(opts.TokensPerMinute),
+		Log:    log,
 	}
 	log.Info("evaluation started", "samples", len(docs), "concurrency", spec.Concurrency)
 	reporter(ctx, evalflow.Progress{Phase: "starting", Total: len(docs), UpdatedAt: time.Now().UTC()})
@@ -77,3 +81,5 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) error {
 	log.Info("evaluation finished", "samples", res.Summary.Samples, "scores", res.Summary.Scores["mmlu"])
 	return nil
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
