@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 # One function a step (evalflow.Steps; a test keeps functions/ in step with it).
 FUNCTIONS := $(notdir $(wildcard functions/*))
-MODULES := shared runner local $(FUNCTIONS:%=functions/%)
+MODULES := shared devkit localjob runner local $(FUNCTIONS:%=functions/%)
 PKGS := $(MODULES:%=./%/...)
 BIN := $(CURDIR)/bin
 CACHE ?= $(HOME)/.cache/evalflow

@@ -4,6 +4,8 @@ go 1.26.0
 
 require (
 	github.com/cloudevents/sdk-go/v2 v2.16.2
+	github.com/evalflow/evalflow/devkit v0.0.0
+	github.com/evalflow/evalflow/localjob v0.0.0
 	github.com/evalflow/evalflow/shared v0.0.0
 	go.uber.org/zap v1.28.0
 	knative.dev/eventing v0.50.0
@@ -120,9 +122,9 @@ replace github.com/evalflow/evalflow/shared => ../shared
 require (
 	github.com/evalflow/evalflow/functions/artifact v0.0.0
 	github.com/evalflow/evalflow/functions/deploy v0.0.0
+	github.com/evalflow/evalflow/functions/job-watch v0.0.0
 	github.com/evalflow/evalflow/functions/start v0.0.0
 	github.com/evalflow/evalflow/functions/verify v0.0.0
-	github.com/evalflow/evalflow/functions/job-watch v0.0.0
 	github.com/google/uuid v1.6.0
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.2
@@ -135,7 +137,11 @@ require (
 replace (
 	github.com/evalflow/evalflow/functions/artifact => ../functions/artifact
 	github.com/evalflow/evalflow/functions/deploy => ../functions/deploy
+	github.com/evalflow/evalflow/functions/job-watch => ../functions/job-watch
 	github.com/evalflow/evalflow/functions/start => ../functions/start
 	github.com/evalflow/evalflow/functions/verify => ../functions/verify
-	github.com/evalflow/evalflow/functions/job-watch => ../functions/job-watch
 )
+
+replace github.com/evalflow/evalflow/devkit => ../devkit
+
+replace github.com/evalflow/evalflow/localjob => ../localjob

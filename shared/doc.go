@@ -7,7 +7,7 @@
 // subpackage, which maps its library's errors onto the domain's: runstore (Redis), seal
 // (AES-GCM), cloudevent (CloudEvents), kube (client-go), oci (oras-go), openai (an
 // OpenAI-compatible endpoint), engines (the engine registry, JSON Schema). pipeline is
-// what every step uses (and Env.Settle, its one fail-or-retry rule); localjob,
-// localserver and testserver run the job runtime and the real servers of local mode
-// and the tests.
+// what every step uses (and Env.Settle, its one fail-or-retry rule). What only local
+// mode and the tests use lives in modules of its own: localjob (the local job runtime)
+// and devkit (the real servers local mode and the tests start).
 package evalflow

@@ -9,24 +9,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/oci"
-	"github.com/evalflow/evalflow/shared/testserver"
+	"github.com/evalflow/evalflow/shared/pipeline/pipelinetest"
 )
 
 const runID = "2c3d4e5f-6a7b-4c8d-9e0f-1a2b3c4d5e6f"
 
 type fixture struct {
 	f *Function
-	p *testserver.Pipeline
+	p *pipelinetest.Pipeline
 }
 
 // setup makes a run whose job finished with results, and the artifact step pushing to
 // the destination ociEnv names.
 func setup(t *testing.T, ociEnv map[string]string) *fixture {
 	t.Helper()
-	p := testserver.NewPipeline(t)
+	p := pipelinetest.New(t)
 	results := t.TempDir()
 	ociEnv["EVALFLOW_RESULTS_DIR"] = results
 	cfg := p.With(ociEnv)

@@ -13,10 +13,10 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
+	"github.com/evalflow/evalflow/localjob"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/engines"
 	"github.com/evalflow/evalflow/shared/kube"
-	"github.com/evalflow/evalflow/shared/localjob"
 	"github.com/evalflow/evalflow/shared/oci"
 	"github.com/evalflow/evalflow/shared/pipeline"
 	"github.com/evalflow/evalflow/shared/runstore"

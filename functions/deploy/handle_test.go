@@ -10,11 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
+	"github.com/evalflow/evalflow/localjob"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
-	"github.com/evalflow/evalflow/shared/localjob"
+	"github.com/evalflow/evalflow/shared/pipeline/pipelinetest"
 	"github.com/evalflow/evalflow/shared/runstore"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 const (
@@ -24,7 +25,7 @@ const (
 
 type fixture struct {
 	f    *Function
-	p    *testserver.Pipeline
+	p    *pipelinetest.Pipeline
 	jobs *localjob.Server
 	dir  string
 }
@@ -45,7 +46,7 @@ const registryPassword = "registry-canary-42"
 // Kubernetes Jobs (deploy does not reach it); edits change its config.
 func newFixture(t *testing.T, dataDir string, edits ...func(map[string]string)) *fixture {
 	t.Helper()
-	p := testserver.NewPipeline(t)
+	p := pipelinetest.New(t)
 	dir := t.TempDir()
 	jobs := &localjob.Server{RunnerPath: testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-runner"),
 		WorkDir: filepath.Join(dir, "jobs")}

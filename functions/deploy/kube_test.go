@@ -11,12 +11,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/evalflow/evalflow/devkit/localserver"
+	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/kube"
-	"github.com/evalflow/evalflow/shared/localserver"
 	"github.com/evalflow/evalflow/shared/runstore"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 // TestKubernetesTargets deploys runs whose kubeconfig reaches a real kube-apiserver

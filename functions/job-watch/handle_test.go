@@ -12,13 +12,14 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
+	"github.com/evalflow/evalflow/devkit/localserver"
+	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/kube"
-	"github.com/evalflow/evalflow/shared/localserver"
 	"github.com/evalflow/evalflow/shared/oci"
+	"github.com/evalflow/evalflow/shared/pipeline/pipelinetest"
 	"github.com/evalflow/evalflow/shared/runstore"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 const (
@@ -28,13 +29,13 @@ const (
 
 type fixture struct {
 	f       *Function
-	p       *testserver.Pipeline
+	p       *pipelinetest.Pipeline
 	results string
 }
 
 func setup(t *testing.T, edits ...func(map[string]string)) *fixture {
 	t.Helper()
-	p := testserver.NewPipeline(t)
+	p := pipelinetest.New(t)
 	results := t.TempDir()
 	cfg := p.With(map[string]string{"EVALFLOW_RESULTS_DIR": results})
 	for _, edit := range edits {

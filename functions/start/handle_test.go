@@ -17,15 +17,15 @@ import (
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/pipeline/pipelinetest"
 	"github.com/evalflow/evalflow/shared/runstore"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 const runID = "3f1c9a52-8d4e-4b7a-9c2f-6e5d4c3b2a10"
 
-func newFunction(t *testing.T) (*httptest.Server, *testserver.Pipeline) {
+func newFunction(t *testing.T) (*httptest.Server, *pipelinetest.Pipeline) {
 	t.Helper()
-	p := testserver.NewPipeline(t)
+	p := pipelinetest.New(t)
 	f := New()
 	if err := f.Start(context.Background(), p.Config); err != nil {
 		t.Fatal(err)
@@ -59,7 +59,7 @@ func post(t *testing.T, url, contentType string, body []byte) (int, map[string]a
 func mustJSON(v any) []byte { b, _ := json.Marshal(v); return b }
 
 // snapshot is every Redis key with its value, to show nothing changed.
-func snapshot(t *testing.T, p *testserver.Pipeline) string {
+func snapshot(t *testing.T, p *pipelinetest.Pipeline) string {
 	ctx := context.Background()
 	keys := p.Redis.Keys(ctx, "*").Val()
 	sort.Strings(keys)

@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/cloudevents/sdk-go/v2 v2.16.2
+	github.com/evalflow/evalflow/devkit v0.0.0
 	github.com/evalflow/evalflow/shared v0.0.0
 	k8s.io/api v0.34.4
 )
@@ -63,3 +64,5 @@ require (
 )
 
 replace github.com/evalflow/evalflow/shared => ../../shared
+
+replace github.com/evalflow/evalflow/devkit => ../../devkit

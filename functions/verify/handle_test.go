@@ -13,15 +13,16 @@ import (
 
 	rbacv1 "k8s.io/api/rbac/v1"
 
+	"github.com/evalflow/evalflow/devkit/localserver"
+	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
-	"github.com/evalflow/evalflow/shared/localserver"
-	"github.com/evalflow/evalflow/shared/testserver"
+	"github.com/evalflow/evalflow/shared/pipeline/pipelinetest"
 )
 
 const runID = "1b2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5b"
 
-func verify(t *testing.T, p *testserver.Pipeline, req evalflow.Request) (*evalflow.Run, string) {
+func verify(t *testing.T, p *pipelinetest.Pipeline, req evalflow.Request) (*evalflow.Run, string) {
 	t.Helper()
 	cfg := p.With(map[string]string{"VERIFY_TIMEOUT": "1s"})
 	f := New()
@@ -54,7 +55,7 @@ func verify(t *testing.T, p *testserver.Pipeline, req evalflow.Request) (*evalfl
 }
 
 func TestVerifyPassesAServedModel(t *testing.T) {
-	p := testserver.NewPipeline(t)
+	p := pipelinetest.New(t)
 	url := testserver.Ollama(t, 0)
 
 	r, reply := verify(t, p, evalflow.Request{ModelName: testserver.Model, BaseURL: url})
@@ -65,7 +66,7 @@ func TestVerifyPassesAServedModel(t *testing.T) {
 }
 
 func TestVerifyFailsAModelTheEndpointDoesNotServe(t *testing.T) {
-	p := testserver.NewPipeline(t)
+	p := pipelinetest.New(t)
 	url := testserver.Ollama(t, 0)
 
 	r, reply := verify(t, p, evalflow.Request{ModelName: "gpt-9", BaseURL: url + "/v1"})
@@ -77,7 +78,7 @@ func TestVerifyFailsAModelTheEndpointDoesNotServe(t *testing.T) {
 }
 
 func TestVerifyFailsAnEndpointThatDoesNotAnswer(t *testing.T) {
-	p := testserver.NewPipeline(t)
+	p := pipelinetest.New(t)
 	port := testserver.FreePort(t)
 
 	r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: fmt.Sprintf("http://127.0.0.1:%d", port)})
@@ -89,7 +90,7 @@ func TestVerifyFailsAnEndpointThatDoesNotAnswer(t *testing.T) {
 
 // ollama takes any key, so a refused key can only be caused by a stand-in endpoint.
 func TestVerifyReportsARefusedAPIKey_FakeEndpoint(t *testing.T) {
-	p := testserver.NewPipeline(t)
+	p := pipelinetest.New(t)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer right-key" {
 			http.Error(w, "bad key", http.StatusUnauthorized)
@@ -117,7 +118,7 @@ func TestVerifyKubernetesTargets(t *testing.T) {
 	const closed = "http://127.0.0.1:1"
 
 	t.Run("a cluster that lets the credentials deploy passes", func(t *testing.T) {
-		p := testserver.NewPipeline(t)
+		p := pipelinetest.New(t)
 		r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: closed, Kubeconfig: string(k.Kubeconfig(deployer.Token, "evals"))})
 		if reply != evalflow.TypeVerified || r.Target != evalflow.TargetKubernetes {
 			t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
@@ -134,7 +135,7 @@ func TestVerifyKubernetesTargets(t *testing.T) {
 	})
 
 	t.Run("missing permissions fail the run naming them", func(t *testing.T) {
-		p := testserver.NewPipeline(t)
+		p := pipelinetest.New(t)
 		r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: closed, Kubeconfig: string(k.Kubeconfig(reader.Token, "evals"))})
 		if reply != evalflow.TypeFailed || !strings.Contains(r.Message, "may not create configmaps, create secrets, create jobs.batch, delete jobs.batch in namespace \"evals\"") {
 			t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
@@ -142,7 +143,7 @@ func TestVerifyKubernetesTargets(t *testing.T) {
 	})
 
 	t.Run("a kubeconfig that would run a program is refused, the program never run", func(t *testing.T) {
-		p := testserver.NewPipeline(t)
+		p := pipelinetest.New(t)
 		pwned := filepath.Join(t.TempDir(), "pwned")
 		kc := strings.Replace(string(k.Kubeconfig("x", "evals")), "    token: x\n",
 			"    exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, args: [-c, 'touch "+pwned+"'], interactiveMode: Never}\n", 1)
@@ -156,7 +157,7 @@ func TestVerifyKubernetesTargets(t *testing.T) {
 	})
 
 	t.Run("a cluster that does not answer fails the run", func(t *testing.T) {
-		p := testserver.NewPipeline(t)
+		p := pipelinetest.New(t)
 		gone := *k
 		gone.URL = fmt.Sprintf("https://127.0.0.1:%d", testserver.FreePort(t))
 		r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: closed, Kubeconfig: string(gone.Kubeconfig(deployer.Token, "evals"))})

@@ -18,8 +18,8 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	duckv1 "knative.dev/pkg/apis/duck/v1"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/shared/cloudevent"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 // subscriber is a real HTTP subscriber that fails its first `fails` deliveries with

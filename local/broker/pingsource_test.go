@@ -11,8 +11,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/robfig/cron/v3"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 func TestTheProjectsPingSourceTicksJobWatchsEvent(t *testing.T) {

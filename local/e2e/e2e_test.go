@@ -23,11 +23,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/local/stack"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/oci"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 const (

@@ -13,8 +13,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 // TestAnExternalEngineRunsLocallyWithAFakeLMEval runs lm-evaluation-harness as a local

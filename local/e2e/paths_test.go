@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 // The command users run (make run): it brings the stack up itself, serves the model,

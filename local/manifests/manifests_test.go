@@ -23,9 +23,9 @@ import (
 	kindv1alpha4 "sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 	"sigs.k8s.io/yaml"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/local/broker"
 	evalflow "github.com/evalflow/evalflow/shared"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 var root = testserver.RepoRoot()

@@ -20,12 +20,12 @@ import (
 
 	duckv1 "knative.dev/pkg/apis/duck/v1"
 
+	"github.com/evalflow/evalflow/devkit/localserver"
 	"github.com/evalflow/evalflow/local/broker"
+	"github.com/evalflow/evalflow/localjob"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/engines"
-	"github.com/evalflow/evalflow/shared/localjob"
-	"github.com/evalflow/evalflow/shared/localserver"
 	"github.com/evalflow/evalflow/shared/oci"
 	"github.com/evalflow/evalflow/shared/seal"
 )

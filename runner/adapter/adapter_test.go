@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/runner/adapter"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/oci"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 func writeSpec(t *testing.T, spec any) string {

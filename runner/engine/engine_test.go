@@ -22,12 +22,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/runner/mmlu"
 	"github.com/evalflow/evalflow/runner/results"
 	"github.com/evalflow/evalflow/runner/task"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/openai"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 // proxy is a real reverse proxy in front of the model server that counts the samples

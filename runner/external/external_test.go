@@ -17,12 +17,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/runner/adapter"
 	"github.com/evalflow/evalflow/runner/external"
 	"github.com/evalflow/evalflow/runner/lmeval"
 	"github.com/evalflow/evalflow/runner/opencompass"
 	evalflow "github.com/evalflow/evalflow/shared"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 // Neither lm_eval nor opencompass can be installed here (PyPI is unreachable), so

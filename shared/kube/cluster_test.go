@@ -16,10 +16,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/evalflow/evalflow/devkit/localserver"
+	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/engines"
-	"github.com/evalflow/evalflow/shared/localserver"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 func connect(t *testing.T, kubeconfig []byte) *Cluster {

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/oci"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 func files(t *testing.T) []oci.File {

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 func TestContinuationLogprobSumsOnlyTheContinuationsTokens(t *testing.T) {

@@ -6,9 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/pipeline"
-	"github.com/evalflow/evalflow/shared/testserver"
+	"github.com/evalflow/evalflow/shared/pipeline/pipelinetest"
 )
 
 const runID = "5d6e7f80-9a1b-4c2d-8e3f-4a5b6c7d8e9f"
@@ -18,7 +19,7 @@ const runID = "5d6e7f80-9a1b-4c2d-8e3f-4a5b6c7d8e9f"
 // moves the run. A duplicate after that sends nothing new.
 func TestAStartedNotificationIsNeverLost(t *testing.T) {
 	ctx := context.Background()
-	p := testserver.NewPipeline(t)
+	p := pipelinetest.New(t)
 	r := evalflow.NewRun(evalflow.Request{EvalRequestID: runID, ModelName: "m", BaseURL: "http://127.0.0.1:1",
 		Datasets: []evalflow.DatasetSpec{{Name: "gsm8k"}}}, time.Now())
 	if _, _, err := p.Store.Create(ctx, r, nil); err != nil {

@@ -10,10 +10,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/runstore"
 	"github.com/evalflow/evalflow/shared/seal"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 func newStore(t *testing.T) (*runstore.Store, *redis.Client) {

@@ -18,9 +18,9 @@ import (
 	"github.com/google/uuid"
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/evalflow/evalflow/devkit/localserver"
 	"github.com/evalflow/evalflow/local/stack"
 	evalflow "github.com/evalflow/evalflow/shared"
-	"github.com/evalflow/evalflow/shared/localserver"
 )
 
 // run brings the stack up, evaluates one model and prints its scores.

@@ -29,9 +29,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/evalflow/evalflow/devkit/localserver"
 	"github.com/evalflow/evalflow/runner/engine"
 	evalflow "github.com/evalflow/evalflow/shared"
-	"github.com/evalflow/evalflow/shared/localserver"
 )
 
 func main() {

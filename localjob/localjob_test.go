@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
+	"github.com/evalflow/evalflow/localjob"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
-	"github.com/evalflow/evalflow/shared/localjob"
-	"github.com/evalflow/evalflow/shared/testserver"
 )
 
 // server runs the real runner against a closed port (it retries for minutes), with its

@@ -18,7 +18,7 @@ var (
 
 // RepoRoot is the checkout's top directory.
 func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0) // <checkout>/shared/testserver/build.go
+	_, file, _, _ := runtime.Caller(0) // <checkout>/devkit/testserver/build.go
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 

@@ -14,7 +14,7 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/evalflow/evalflow/shared/localserver"
+	"github.com/evalflow/evalflow/devkit/localserver"
 )
 
 // missing skips t (or fails it under EVALFLOW_REQUIRE_SERVERS=1).
@@ -32,7 +32,7 @@ func SharedDir(t testing.TB) string {
 	t.Helper()
 	dir := os.Getenv("EVALFLOW_SHARED_DIR")
 	if dir == "" {
-		_, file, _, _ := runtime.Caller(0) // <checkout>/shared/testserver/testserver.go
+		_, file, _, _ := runtime.Caller(0) // <checkout>/devkit/testserver/testserver.go
 		dir = filepath.Join(filepath.Dir(file), "..", "..", "..", "shared")
 	}
 	if _, err := os.Stat(filepath.Join(dir, "datasets", "mmlu")); err != nil {

@@ -11,10 +11,6 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
-	"github.com/redis/go-redis/v9"
-
-	"github.com/evalflow/evalflow/shared/runstore"
-	"github.com/evalflow/evalflow/shared/seal"
 )
 
 // Sink is a CloudEvents receiver on loopback that records what it is sent, by path.
@@ -68,46 +64,6 @@ func (s *Sink) Raw() []byte {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]byte(nil), s.raw...)
-}
-
-// Pipeline is what a step function's test needs: a real Redis, a sink standing in
-// for the broker (K_SINK), and the function's configuration pointing at both.
-type Pipeline struct {
-	Config map[string]string
-	Store  *runstore.Store
-	Redis  *redis.Client
-	Sink   *Sink
-}
-
-// NewPipeline starts Redis and a sink for a function test.
-func NewPipeline(t testing.TB) *Pipeline {
-	t.Helper()
-	addr := Redis(t)
-	sink := NewSink(t)
-	key := seal.NewKey()
-	k, _ := seal.ParseKey(key)
-	sealer, err := seal.New(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { rdb.Close() })
-	return &Pipeline{
-		Config: map[string]string{"REDIS_ADDR": addr, "EVALFLOW_SEAL_KEY": key, "K_SINK": sink.URL, "LOG_LEVEL": "warn"},
-		Store:  runstore.New(rdb, sealer), Redis: rdb, Sink: sink,
-	}
-}
-
-// With returns the pipeline's configuration plus a function's own settings.
-func (p *Pipeline) With(own map[string]string) map[string]string {
-	cfg := make(map[string]string, len(p.Config)+len(own))
-	for k, v := range p.Config {
-		cfg[k] = v
-	}
-	for k, v := range own {
-		cfg[k] = v
-	}
-	return cfg
 }
 
 // Handler is a CloudEvents function's Handle.

@@ -10,7 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/evalflow/evalflow/shared/localserver"
+	"github.com/evalflow/evalflow/devkit/localserver"
 )
 
 // KubeAdmin is a client of k as its admin (system:masters).
