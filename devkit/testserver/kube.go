@@ -54,6 +54,7 @@ func Grant(t testing.TB, admin kubernetes.Interface, namespace, user string, rul
 
 // EvalRules are the rights a run's credentials need (kube.Needed) as RBAC rules.
 var EvalRules = []rbacv1.PolicyRule{
-	{APIGroups: []string{""}, Resources: []string{"configmaps", "secrets"}, Verbs: []string{"create"}},
+	{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create", "get"}},
+	{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
 	{APIGroups: []string{"batch"}, Resources: []string{"jobs"}, Verbs: []string{"create", "get", "delete"}},
 }

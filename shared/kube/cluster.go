@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -115,6 +116,7 @@ func (p Permission) String() string {
 // job-watch reads the Job; a cancel deletes it.
 var Needed = []Permission{
 	{"create", "", "configmaps"},
+	{"get", "", "configmaps"}, // a redelivery checks the spec it finds is its Job's
 	{"create", "", "secrets"},
 	{"create", "batch", "jobs"},
 	{"get", "batch", "jobs"},
@@ -157,10 +159,11 @@ func (c *Cluster) Verify(ctx context.Context) error {
 }
 
 // CreateObjects creates objs in the cluster exactly once: the Job first, then its ConfigMap
-// and Secret owned by it (its pod waits for them), so that deleting the Job — by hand,
-// by its TTL, or by a cancel — takes them too. Objects that exist already (a
-// redelivery) are left as they are; created says whether this call made the Job. A
-// create the cluster refuses is evalflow.ErrPermanent.
+// and Secret controlled by it (its pod waits for them), so that deleting the Job — by
+// hand, by its TTL, or by a cancel — takes them too. Objects that exist already (a
+// redelivery) are left as they are, once they are seen to be evalflow's and this
+// run's; created says whether this call made the Job. A create the cluster refuses, or
+// an object of the name that is not ours, is evalflow.ErrPermanent.
 func (c *Cluster) CreateObjects(ctx context.Context, objs *JobObjects) (created bool, err error) {
 	jobs := c.client.BatchV1().Jobs(objs.Job.Namespace)
 	job, err := jobs.Create(ctx, objs.Job, metav1.CreateOptions{})
@@ -169,18 +172,28 @@ func (c *Cluster) CreateObjects(ctx context.Context, objs *JobObjects) (created 
 		if job, err = jobs.Get(ctx, objs.Job.Name, metav1.GetOptions{}); err != nil {
 			return false, fmt.Errorf("get job %s: %w", objs.Job.Name, err)
 		}
+		if !ours(job.ObjectMeta, objs.Job.ObjectMeta) {
+			return false, evalflow.Permanent(fmt.Errorf("job %s exists in namespace %s and is not this run's (labels %v)", job.Name, job.Namespace, job.Labels))
+		}
 	case err != nil:
 		return false, fmt.Errorf("create job %s: %w", objs.Job.Name, refused(err))
 	default:
 		created = true
 	}
-	owner := metav1.OwnerReference{APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID}
+	controller := true
+	owner := metav1.OwnerReference{APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID, Controller: &controller}
 	cm := objs.ConfigMap.DeepCopy()
 	cm.OwnerReferences = []metav1.OwnerReference{owner}
-	if _, err := c.client.CoreV1().ConfigMaps(cm.Namespace).Create(ctx, cm, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return created, fmt.Errorf("create configmap %s: %w", cm.Name, refused(err))
+	if err := c.createOwned(ctx, cm.Name, job.UID, func() (metav1.Object, error) {
+		return c.client.CoreV1().ConfigMaps(cm.Namespace).Create(ctx, cm, metav1.CreateOptions{})
+	}, func() (metav1.Object, error) {
+		return c.client.CoreV1().ConfigMaps(cm.Namespace).Get(ctx, cm.Name, metav1.GetOptions{})
+	}); err != nil {
+		return created, fmt.Errorf("configmap %s: %w", cm.Name, err)
 	}
 	if objs.Secret != nil {
+		// A Secret of the name is not read back: that would need the right to read every
+		// Secret of the namespace. The Job mounts the one its create made or found.
 		s := objs.Secret.DeepCopy()
 		s.OwnerReferences = []metav1.OwnerReference{owner}
 		if _, err := c.client.CoreV1().Secrets(s.Namespace).Create(ctx, s, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -188,6 +201,32 @@ func (c *Cluster) CreateObjects(ctx context.Context, objs *JobObjects) (created 
 		}
 	}
 	return created, nil
+}
+
+// createOwned creates an object the Job (uid) controls; one that exists already is
+// taken as the redelivery's only where that Job controls it.
+func (c *Cluster) createOwned(ctx context.Context, name string, uid types.UID, create, get func() (metav1.Object, error)) error {
+	_, err := create()
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsAlreadyExists(err) {
+		return refused(err)
+	}
+	existing, err := get()
+	if err != nil {
+		return err
+	}
+	if ref := metav1.GetControllerOfNoCopy(existing); ref == nil || ref.UID != uid {
+		return evalflow.Permanent(fmt.Errorf("%s exists and is not controlled by this run's Job", name))
+	}
+	return nil
+}
+
+// ours says whether an existing object is the one want describes: evalflow's
+// (managed-by) and the same run's.
+func ours(existing, want metav1.ObjectMeta) bool {
+	return existing.Labels["app.kubernetes.io/managed-by"] == ManagedBy && existing.Labels[LabelRun] == want.Labels[LabelRun]
 }
 
 // Delete deletes the Job name and, through their owner references, its pods, ConfigMap

@@ -56,6 +56,7 @@ func TestAgainstARealAPIServer(t *testing.T) {
 	testserver.Namespace(t, admin, "evals")
 	testserver.Grant(t, admin, "evals", bob.Name, []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"configmaps", "secrets"}, Verbs: []string{"create"}},
+		{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"get"}},
 		{APIGroups: []string{"batch"}, Resources: []string{"jobs"}, Verbs: []string{"create", "get"}},
 	})
 
@@ -134,8 +135,8 @@ func TestAgainstARealAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		for name, refs := range map[string][]metav1.OwnerReference{"configmap": cm.OwnerReferences, "secret": sec.OwnerReferences} {
-			if len(refs) != 1 || refs[0].UID != job.UID {
-				t.Errorf("%s owner references %+v, want the job %s", name, refs, job.UID)
+			if len(refs) != 1 || refs[0].UID != job.UID || refs[0].Controller == nil || !*refs[0].Controller {
+				t.Errorf("%s owner references %+v, want the job %s as controller", name, refs, job.UID)
 			}
 		}
 		if string(sec.Data["api_key"]) != key || !strings.Contains(cm.Data["job.json"], `"api_key_file": "/meta/secret/api_key"`) {
@@ -143,6 +144,57 @@ func TestAgainstARealAPIServer(t *testing.T) {
 		}
 		if job.Spec.Template.Spec.Containers[0].Image != "ghcr.io/evalflow/evalflow-runner:v0.1.0" {
 			t.Fatalf("image %s", job.Spec.Template.Spec.Containers[0].Image)
+		}
+	})
+
+	t.Run("a namespace that enforces the restricted Pod Security Standard admits the job's pod", func(t *testing.T) {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "restricted",
+			Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}}
+		if _, err := admin.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		c := connect(t, k.Kubeconfig(k.Admin.Token, "restricted"))
+		objs := jobFor(t, "61111111-2222-4333-8444-555555555555", c.Namespace, 3600)
+		if _, err := c.CreateObjects(ctx, objs); err != nil {
+			t.Fatal(err)
+		}
+		// The Job controller creates the pod; admission refuses one that breaks the
+		// standard (then the Job only records FailedCreate events).
+		var pods *corev1.PodList
+		testserver.Eventually(t, 30*time.Second, "the job's pod admitted", func() bool {
+			pods, _ = admin.CoreV1().Pods("restricted").List(ctx, metav1.ListOptions{LabelSelector: LabelRun + "=" + objs.Job.Labels[LabelRun]})
+			return pods != nil && len(pods.Items) == 1
+		})
+		pod := pods.Items[0].Spec
+		sc := pod.SecurityContext
+		if sc == nil || sc.FSGroup == nil || *sc.FSGroup != RunnerUID || *sc.RunAsUser != RunnerUID {
+			t.Fatalf("pod security context %+v: the Secret must be readable to the runner's user", sc)
+		}
+		for _, v := range pod.Volumes {
+			if v.Secret != nil && (v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o040 == 0) {
+				t.Errorf("secret volume mode %o: not readable to the fsGroup", *v.Secret.DefaultMode)
+			}
+		}
+	})
+
+	t.Run("an object of the run's name that is not ours is never taken as ours", func(t *testing.T) {
+		c := connect(t, k.Kubeconfig(k.Admin.Token, "evals"))
+		objs := jobFor(t, "71111111-2222-4333-8444-555555555555", c.Namespace, 3600)
+		foreign := objs.Job.DeepCopy()
+		foreign.Labels = map[string]string{"app": "someone-else"}
+		foreign.Spec.Template.Labels = map[string]string{"app": "someone-else"}
+		if _, err := admin.BatchV1().Jobs("evals").Create(ctx, foreign, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.CreateObjects(ctx, objs); !errors.Is(err, evalflow.ErrPermanent) || !strings.Contains(err.Error(), "is not this run's") {
+			t.Fatalf("a foreign job of the name: %v, want a permanent refusal", err)
+		}
+		objs = jobFor(t, "81111111-2222-4333-8444-555555555555", c.Namespace, 3600)
+		if _, err := admin.CoreV1().ConfigMaps("evals").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: objs.ConfigMap.Name}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.CreateObjects(ctx, objs); !errors.Is(err, evalflow.ErrPermanent) || !strings.Contains(err.Error(), "not controlled by this run's Job") {
+			t.Fatalf("a foreign configmap of the name: %v, want a permanent refusal", err)
 		}
 	})
 

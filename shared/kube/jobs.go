@@ -32,6 +32,18 @@ const (
 // LabelRun marks every object of a run with its id.
 const LabelRun = "evalflow.dev/run"
 
+// ManagedBy is the app.kubernetes.io/managed-by label of every object deploy makes:
+// an object of a run's name without it is not evalflow's, and is never taken as ours.
+const ManagedBy = "evalflow-deploy"
+
+// RunnerUID is the user and group the job's container runs as (the images' non-root
+// user); the pod's fsGroup makes the mounted Secret readable to it.
+const RunnerUID = 65532
+
+// ScratchDir is the container's one writable directory besides ResultsDir: the root
+// filesystem is read-only.
+const ScratchDir = "/tmp"
+
 // JobObjects are what deploy creates for one run.
 type JobObjects struct {
 	ConfigMap *corev1.ConfigMap
@@ -48,8 +60,7 @@ func Build(spec evalflow.JobSpec, e *engines.Engine, namespace string, secrets e
 		return nil, fmt.Errorf("kube: job spec of run %s: %w", spec.RunID, err)
 	}
 	meta := func(name string) metav1.ObjectMeta {
-		return metav1.ObjectMeta{Name: name, Namespace: namespace,
-			Labels: map[string]string{LabelRun: spec.RunID, "app.kubernetes.io/part-of": "evalflow", "evalflow.dev/engine": e.Name}}
+		return metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: labels(spec, e)}
 	}
 	objs := &JobObjects{
 		ConfigMap: &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
@@ -66,6 +77,19 @@ func Build(spec evalflow.JobSpec, e *engines.Engine, namespace string, secrets e
 	objs.Job = &batchv1.Job{TypeMeta: metav1.TypeMeta{APIVersion: "batch/v1", Kind: "Job"}, ObjectMeta: meta(spec.ID),
 		Spec: jobSpec(spec, podSpec(e, objs, resources))}
 	return objs, nil
+}
+
+// labels are the Kubernetes recommended labels of a run's objects, and evalflow's own.
+func labels(spec evalflow.JobSpec, e *engines.Engine) map[string]string {
+	return map[string]string{
+		"app.kubernetes.io/name":       "evalflow-" + e.Name,
+		"app.kubernetes.io/instance":   spec.ID,
+		"app.kubernetes.io/component":  "evaluation",
+		"app.kubernetes.io/part-of":    "evalflow",
+		"app.kubernetes.io/managed-by": ManagedBy,
+		LabelRun:                       spec.RunID,
+		"evalflow.dev/engine":          e.Name,
+	}
 }
 
 // inPod is spec as the Job's pod reads it (its paths inside the pod), and the secrets
@@ -103,41 +127,50 @@ func jobSpec(spec evalflow.JobSpec, pod corev1.PodSpec) batchv1.JobSpec {
 				ContainerName: &runner, Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{evalflow.ExitPermanent}},
 		}}},
 		Template: corev1.PodTemplateSpec{
-			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{LabelRun: spec.RunID, "app.kubernetes.io/part-of": "evalflow"}},
-			Spec:       pod,
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{LabelRun: spec.RunID, "app.kubernetes.io/part-of": "evalflow",
+				"app.kubernetes.io/instance": spec.ID, "app.kubernetes.io/component": "evaluation"}},
+			Spec: pod,
 		},
 	}
 }
 
-// podSpec runs engine e's image with the job spec, the results directory and the
-// Secret (when objs has one) mounted, as a non-root user without a service account token.
+// podSpec runs engine e's image with the job spec, the results directory, a scratch
+// directory and the Secret (when objs has one) mounted, as a pod the "restricted" Pod
+// Security Standard admits: a non-root user, seccomp RuntimeDefault, every capability
+// dropped, no privilege escalation, a read-only root filesystem, no service account
+// token. The Secret's files are group-readable, and the pod's fsGroup is the user's.
 func podSpec(e *engines.Engine, objs *JobObjects, resources corev1.ResourceRequirements) corev1.PodSpec {
 	volumes := []corev1.Volume{
 		{Name: "spec", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: objs.ConfigMap.Name}}}},
 		{Name: "results", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 	}
 	mounts := []corev1.VolumeMount{
 		{Name: "spec", MountPath: SpecPath, SubPath: "job.json", ReadOnly: true},
 		{Name: "results", MountPath: ResultsDir},
+		{Name: "scratch", MountPath: ScratchDir},
 	}
 	if objs.Secret != nil {
-		mode := int32(0o400)
+		mode := int32(0o440)
 		volumes = append(volumes, corev1.Volume{Name: "key", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: objs.Secret.Name, DefaultMode: &mode}}})
 		mounts = append(mounts, corev1.VolumeMount{Name: "key", MountPath: SecretDir, ReadOnly: true})
 	}
-	nonRoot, noEscalation := true, false
+	uid, yes, no := int64(RunnerUID), true, false
 	return corev1.PodSpec{
 		RestartPolicy:                corev1.RestartPolicyNever,
-		AutomountServiceAccountToken: &noEscalation,
+		AutomountServiceAccountToken: &no,
+		SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: &yes, RunAsUser: &uid, RunAsGroup: &uid, FSGroup: &uid,
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 		Containers: []corev1.Container{{
 			Name: runnerContainer, Image: e.Image, Command: e.Command, VolumeMounts: mounts,
 			Resources: resources,
 			// A failed attempt's log tail becomes its termination message, which
 			// job-watch quotes when the Job fails.
 			TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-			SecurityContext:          &corev1.SecurityContext{RunAsNonRoot: &nonRoot, AllowPrivilegeEscalation: &noEscalation},
+			SecurityContext: &corev1.SecurityContext{RunAsNonRoot: &yes, AllowPrivilegeEscalation: &no,
+				ReadOnlyRootFilesystem: &yes, Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
 		}},
 		Volumes: volumes,
 	}
