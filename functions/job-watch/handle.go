@@ -171,6 +171,10 @@ func (f *Function) jobEnd(ctx context.Context, run *evalflow.Run) (*evalflow.Job
 		return &evalflow.JobFinished{RunID: run.ID, Job: run.Job, Message: "the Job is gone from namespace " + cluster.Namespace + " (deleted, or past its TTL)"}, nil
 	case !st.Finished:
 		return nil, nil
+	case st.Stuck: // it would hold its pod until its deadline: stop it now
+		if err := cluster.Delete(ctx, run.Job); err != nil {
+			return nil, err
+		}
 	}
 	return &evalflow.JobFinished{RunID: run.ID, Job: run.Job, Succeeded: st.Succeeded, Message: st.Message}, nil
 }

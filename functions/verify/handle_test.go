@@ -137,7 +137,7 @@ func TestVerifyKubernetesTargets(t *testing.T) {
 	t.Run("missing permissions fail the run naming them", func(t *testing.T) {
 		p := pipelinetest.New(t)
 		r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: closed, Kubeconfig: string(k.Kubeconfig(reader.Token, "evals"))})
-		if reply != evalflow.TypeFailed || !strings.Contains(r.Message, "may not create configmaps, get configmaps, create secrets, create jobs.batch, delete jobs.batch in namespace \"evals\"") {
+		if reply != evalflow.TypeFailed || !strings.Contains(r.Message, "may not create configmaps, get configmaps, create secrets, create jobs.batch, delete jobs.batch, list pods in namespace \"evals\"") {
 			t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
 		}
 	})

@@ -121,6 +121,7 @@ var Needed = []Permission{
 	{"create", "batch", "jobs"},
 	{"get", "batch", "jobs"},
 	{"delete", "batch", "jobs"},
+	{"list", "", "pods"}, // job-watch reads why a Job does not progress, and its last words
 }
 
 // ErrUnauthorized is a cluster that does not accept the kubeconfig's credentials.
@@ -246,6 +247,9 @@ type JobState struct {
 	Finished  bool
 	Succeeded bool
 	Message   string // why a finished Job failed
+	// Stuck says the Job has not finished but will not progress (Message says why):
+	// its run fails, and the Job is deleted.
+	Stuck bool
 }
 
 // State reads the Job name's state from its conditions.
@@ -258,12 +262,62 @@ func (c *Cluster) State(ctx context.Context, name string) (JobState, error) {
 		return JobState{}, fmt.Errorf("get job %s: %w", name, err)
 	}
 	s := StateOf(job)
-	if s.Finished && !s.Succeeded {
+	switch {
+	case s.Finished && !s.Succeeded:
 		if words := c.lastWords(ctx, name); words != "" {
 			s.Message += "; its last attempt ended saying: " + words
 		}
+	case !s.Finished:
+		if why := c.stuck(ctx, job); why != "" {
+			s.Finished, s.Stuck, s.Message = true, true, why
+		}
 	}
 	return s, nil
+}
+
+// StuckAfter is how long a pod may wait for an image or a node before its Job is
+// taken as one that will not run (an image pull may fail once and then succeed; a
+// node may come). An image name that cannot be valid, or a container killed for
+// memory, is taken at once.
+const StuckAfter = 2 * time.Minute
+
+// stuck is why the unfinished Job's pods will not progress, "" when they may (or the
+// credentials may not list pods).
+func (c *Cluster) stuck(ctx context.Context, job *batchv1.Job) string {
+	pods, err := c.client.CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel + "=" + job.Name})
+	if err != nil {
+		return ""
+	}
+	return Stuck(pods.Items, time.Now())
+}
+
+// Stuck is why pods (a Job's) will not progress as of now: an image that cannot be
+// pulled, a pod no node can take, a container killed for exceeding its memory limit.
+// It is "" while they may.
+func Stuck(pods []corev1.Pod, now time.Time) string {
+	for _, p := range pods {
+		waited := now.Sub(p.CreationTimestamp.Time)
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable && waited >= StuckAfter {
+				return fmt.Sprintf("pod %s cannot be scheduled: %s", p.Name, c.Message)
+			}
+		}
+		for _, cs := range p.Status.ContainerStatuses {
+			if w := cs.State.Waiting; w != nil {
+				switch {
+				case w.Reason == "InvalidImageName",
+					(w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") && waited >= StuckAfter:
+					return fmt.Sprintf("pod %s cannot pull image %s (%s): %s", p.Name, cs.Image, w.Reason, w.Message)
+				}
+			}
+			for _, t := range []*corev1.ContainerStateTerminated{cs.State.Terminated, cs.LastTerminationState.Terminated} {
+				if t != nil && t.Reason == "OOMKilled" {
+					return fmt.Sprintf("pod %s: container %s was killed for exceeding its memory limit (OOMKilled)", p.Name, cs.Name)
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // lastWords is what the Job's last attempt said as it ended: its container's

@@ -74,8 +74,8 @@ func TestAgainstARealAPIServer(t *testing.T) {
 			}
 		}
 		err = connect(t, k.Kubeconfig(bob.Token, "evals")).Verify(ctx)
-		if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "may not delete jobs.batch in namespace \"evals\"") {
-			t.Fatalf("bob: %v, want only delete jobs.batch missing", err)
+		if !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "may not delete jobs.batch, list pods in namespace \"evals\"") {
+			t.Fatalf("bob: %v, want only delete jobs.batch and list pods missing", err)
 		}
 		// bob's role is namespaced: elsewhere he may do nothing.
 		if err := connect(t, k.Kubeconfig(bob.Token, "other")).Verify(ctx); !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), "create configmaps") {
@@ -195,6 +195,51 @@ func TestAgainstARealAPIServer(t *testing.T) {
 		}
 		if _, err := c.CreateObjects(ctx, objs); !errors.Is(err, evalflow.ErrPermanent) || !strings.Contains(err.Error(), "not controlled by this run's Job") {
 			t.Fatalf("a foreign configmap of the name: %v, want a permanent refusal", err)
+		}
+	})
+
+	t.Run("a Job whose pod will not progress is stuck, saying why", func(t *testing.T) {
+		c := connect(t, k.Kubeconfig(k.Admin.Token, "evals"))
+		cases := []struct {
+			id     string
+			status func(*corev1.Pod)
+			want   string
+		}{
+			{"91111111-2222-4333-8444-555555555551", func(p *corev1.Pod) {
+				p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "runner", Image: "nosuch.invalid/runner:v0",
+					State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "InvalidImageName", Message: "couldn't parse image name"}}}}
+			}, "cannot pull image nosuch.invalid/runner:v0 (InvalidImageName)"},
+			{"91111111-2222-4333-8444-555555555552", func(p *corev1.Pod) {
+				p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "runner", Image: "runner",
+					State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled", FinishedAt: metav1.Now()}}}}
+			}, "killed for exceeding its memory limit"},
+		}
+		for _, tc := range cases {
+			objs := jobFor(t, tc.id, c.Namespace, 3600)
+			if _, err := c.CreateObjects(ctx, objs); err != nil {
+				t.Fatal(err)
+			}
+			var pod *corev1.Pod
+			testserver.Eventually(t, 30*time.Second, "the job controller's pod", func() bool {
+				pods, _ := admin.CoreV1().Pods("evals").List(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel + "=" + objs.Job.Name})
+				if pods != nil && len(pods.Items) == 1 {
+					pod = &pods.Items[0]
+				}
+				return pod != nil
+			})
+			if st, err := c.State(ctx, objs.Job.Name); err != nil || st.Finished || st.Stuck {
+				t.Fatalf("a pod waiting for its node: %+v, %v; want a Job still running", st, err)
+			}
+			tc.status(pod) // as the kubelet writes it
+			if _, err := admin.CoreV1().Pods("evals").UpdateStatus(ctx, pod, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+
+			st, err := c.State(ctx, objs.Job.Name)
+
+			if err != nil || !st.Stuck || !st.Finished || st.Succeeded || !strings.Contains(st.Message, tc.want) {
+				t.Errorf("state %+v, %v; want stuck saying %q", st, err, tc.want)
+			}
 		}
 	})
 

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	evalflow "github.com/evalflow/evalflow/shared"
@@ -107,5 +109,31 @@ func TestEachEngineAsksForItsOwnResources(t *testing.T) {
 	}
 	if limits["evalflow"] != "512Mi" || limits["lm-evaluation-harness"] != "8Gi" {
 		t.Errorf("memory limits %v: want the registry's, small for the Go runner, large for Python engines", limits)
+	}
+}
+
+// A pod no node takes, or an image that does not come, is given StuckAfter to mend.
+func TestStuckWaitsForWhatMayStillMend(t *testing.T) {
+	now := time.Now()
+	pod := func(age time.Duration, status corev1.PodStatus) corev1.Pod {
+		return corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", CreationTimestamp: metav1.NewTime(now.Add(-age))}, Status: status}
+	}
+	unschedulable := corev1.PodStatus{Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
+		Reason: corev1.PodReasonUnschedulable, Message: "0/1 nodes are available: 1 Insufficient memory."}}}
+	backoff := corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{Name: "runner", Image: "registry:5000/runner:v1",
+		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "Back-off pulling image"}}}}}
+	for name, c := range map[string]struct {
+		pod  corev1.Pod
+		want string
+	}{
+		"unschedulable, young": {pod(time.Minute, unschedulable), ""},
+		"unschedulable, old":   {pod(3*time.Minute, unschedulable), "cannot be scheduled: 0/1 nodes are available: 1 Insufficient memory."},
+		"pull backoff, young":  {pod(time.Minute, backoff), ""},
+		"pull backoff, old":    {pod(3*time.Minute, backoff), "cannot pull image registry:5000/runner:v1 (ImagePullBackOff)"},
+		"running":              {pod(time.Hour, corev1.PodStatus{Phase: corev1.PodRunning}), ""},
+	} {
+		if got := Stuck([]corev1.Pod{c.pod}, now); (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
+			t.Errorf("%s: %q, want %q", name, got, c.want)
+		}
 	}
 }
