@@ -87,13 +87,22 @@ cluster-up:
 	kubectl apply -f triggers/
 
 ## images: the engines' container images, tagged as shared/engines/registry.json names
-## them (needs a Docker engine; the adapters' images also need PyPI)
+## them. With a Docker engine, every Dockerfile of runner/images; without one, the
+## built-in runner's image on evalflow's own base (runner/cmd/evalflow-image), pushed
+## under IMAGE_REGISTRY (the Python engines' images need a Docker engine and PyPI).
+IMAGE_REGISTRY ?= 127.0.0.1:5000/evalflow
 images:
-	for d in runner/images/*/; do \
-	  name=$$(basename $$d); \
-	  image=$$(grep -o "\"ghcr.io/evalflow/$$name:[^\"]*\"" shared/engines/registry.json | tr -d '"'); \
-	  docker build -f $$d/Dockerfile -t $$image . || exit 1; \
-	done
+	@if docker info >/dev/null 2>&1; then \
+	  for d in runner/images/*/; do \
+	    name=$$(basename $$d); \
+	    image=$$(grep -o "\"ghcr.io/evalflow/$$name:[^\"]*\"" shared/engines/registry.json | tr -d '"'); \
+	    docker build -f $$d/Dockerfile -t $$image . || exit 1; \
+	  done; \
+	else \
+	  echo "no Docker engine: building the built-in runner's image with go-containerregistry, pushing under $(IMAGE_REGISTRY)"; \
+	  CGO_ENABLED=0 go build -trimpath -o $(BIN)/image/evalflow-runner ./runner/cmd/evalflow-runner && \
+	  go run ./runner/cmd/evalflow-image -engine evalflow -binary $(BIN)/image/evalflow-runner -registry $(IMAGE_REGISTRY); \
+	fi
 
 ## cluster-deploy: build and deploy each function with the func CLI
 cluster-deploy:

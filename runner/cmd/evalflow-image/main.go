@@ -1,0 +1,54 @@
+// Command evalflow-image builds the image of a Go engine (the built-in runner) without
+// a Docker engine, on evalflow's own minimal base, and pushes it:
+//
+//	CGO_ENABLED=0 go build -trimpath -o bin/image/evalflow-runner ./runner/cmd/evalflow-runner
+//	evalflow-image -engine evalflow -binary bin/image/evalflow-runner -registry 127.0.0.1:5000/evalflow
+//
+// The image is named as the engine registry names it, under -registry. The Python
+// engines' images (lm-evaluation-harness, OpenCompass) need pip and PyPI: they stay
+// Dockerfiles (make images with a Docker engine).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path"
+	"runtime"
+
+	"github.com/evalflow/evalflow/runner/images"
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/engines"
+)
+
+func main() {
+	engine := flag.String("engine", "evalflow", "the engine whose image to build (its registry entry names the image and command)")
+	binary := flag.String("binary", "", "the engine's static binary")
+	registry := flag.String("registry", "", "HOST[:PORT]/PREFIX the image is pushed under")
+	flag.Parse()
+	if err := run(*engine, *binary, *registry); err != nil {
+		fmt.Fprintln(os.Stderr, "evalflow-image:", err)
+		os.Exit(1)
+	}
+}
+
+func run(engine, binary, registry string) error {
+	e, ok := engines.Default().Get(engine)
+	switch {
+	case !ok || binary == "" || registry == "":
+		return fmt.Errorf("need -engine (an engine of the registry), -binary and -registry")
+	case e.Name != evalflow.DefaultEngine:
+		return fmt.Errorf("engine %q's image holds a Python engine (pip, PyPI): build runner/images/%s/Dockerfile with a Docker engine", e.Name, path.Base(e.Image))
+	}
+	img, err := images.Build(images.Spec{Binary: binary, Path: e.Command[0], OS: "linux", Architecture: runtime.GOARCH})
+	if err != nil {
+		return err
+	}
+	ref := registry + "/" + path.Base(e.Image)
+	digest, err := images.Push(img, ref)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s@%s\n", ref, digest)
+	return nil
+}

@@ -1,0 +1,133 @@
+package images
+
+import (
+	"archive/tar"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// NonRootUID is the user and group the images run as (kube.RunnerUID).
+const NonRootUID = 65532
+
+// CABundle is where the base layer's CA certificates come from: Debian's
+// ca-certificates, which the image's TLS clients (the registry, the endpoint) trust.
+const CABundle = "/etc/ssl/certs/ca-certificates.crt"
+
+// Spec says what image to build: a static binary on evalflow's minimal base, run as
+// its entrypoint by the non-root user.
+type Spec struct {
+	// Binary is the static (CGO_ENABLED=0) program's path on this machine; Path is
+	// where it goes in the image, also the entrypoint.
+	Binary string
+	Path   string
+	// Platform is the binary's, e.g. linux/amd64.
+	OS, Architecture string
+}
+
+// Build makes the image without a Docker engine: a base layer the project builds
+// (users root and nonroot, CA certificates, /tmp), the binary's layer, and a config
+// that runs it as nonroot. Layers carry fixed times, so the same inputs give the
+// same digest.
+func Build(s Spec) (v1.Image, error) {
+	bin, err := os.ReadFile(s.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("images: binary: %w", err)
+	}
+	ca, err := os.ReadFile(CABundle)
+	if err != nil {
+		return nil, fmt.Errorf("images: CA certificates (Debian's ca-certificates): %w", err)
+	}
+	base, err := layer([]file{
+		{name: "etc/", dir: true, mode: 0o755},
+		{name: "etc/passwd", mode: 0o644, body: []byte(fmt.Sprintf("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:%d:%d:nonroot:/home/nonroot:/sbin/nologin\n", NonRootUID, NonRootUID))},
+		{name: "etc/group", mode: 0o644, body: []byte(fmt.Sprintf("root:x:0:\nnonroot:x:%d:\n", NonRootUID))},
+		{name: "etc/ssl/", dir: true, mode: 0o755},
+		{name: "etc/ssl/certs/", dir: true, mode: 0o755},
+		{name: "etc/ssl/certs/ca-certificates.crt", mode: 0o644, body: ca},
+		{name: "home/", dir: true, mode: 0o755},
+		{name: "home/nonroot/", dir: true, mode: 0o700, uid: NonRootUID},
+		{name: "tmp/", dir: true, mode: 0o1777},
+	})
+	if err != nil {
+		return nil, err
+	}
+	app, err := layer([]file{{name: s.Path[1:], mode: 0o755, body: bin}})
+	if err != nil {
+		return nil, err
+	}
+	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	img, err = mutate.Append(img, mutate.Addendum{Layer: base, MediaType: types.OCILayer}, mutate.Addendum{Layer: app, MediaType: types.OCILayer})
+	if err != nil {
+		return nil, fmt.Errorf("images: %w", err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, fmt.Errorf("images: %w", err)
+	}
+	cfg = cfg.DeepCopy()
+	cfg.OS, cfg.Architecture = s.OS, s.Architecture
+	cfg.Config.Entrypoint = []string{s.Path}
+	cfg.Config.User = fmt.Sprintf("%d:%d", NonRootUID, NonRootUID)
+	cfg.Config.WorkingDir = "/"
+	cfg.Config.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "SSL_CERT_FILE=" + CABundle}
+	return mutate.ConfigFile(img, cfg)
+}
+
+// Push writes img to ref (HOST[:PORT]/REPOSITORY:TAG); a loopback registry is spoken
+// to in plain HTTP.
+func Push(img v1.Image, ref string) (v1.Hash, error) {
+	r, err := name.ParseReference(ref, name.Insecure)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("images: %s: %w", ref, err)
+	}
+	if err := remote.Write(r, img); err != nil {
+		return v1.Hash{}, fmt.Errorf("images: push %s: %w", ref, err)
+	}
+	return img.Digest()
+}
+
+// file is an entry of a layer.
+type file struct {
+	name string
+	dir  bool
+	mode int64
+	uid  int
+	body []byte
+}
+
+// epoch is every entry's time: a layer's digest depends on its content only.
+var epoch = time.Unix(0, 0)
+
+func layer(files []file) (v1.Layer, error) {
+	var b bytes.Buffer
+	w := tar.NewWriter(&b)
+	for _, f := range files {
+		h := &tar.Header{Name: f.name, Mode: f.mode, Uid: f.uid, Gid: f.uid, ModTime: epoch, Typeflag: tar.TypeReg, Size: int64(len(f.body))}
+		if f.dir {
+			h.Typeflag, h.Size = tar.TypeDir, 0
+		}
+		if err := w.WriteHeader(h); err != nil {
+			return nil, fmt.Errorf("images: layer: %w", err)
+		}
+		if _, err := w.Write(f.body); err != nil {
+			return nil, fmt.Errorf("images: layer: %w", err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		return nil, fmt.Errorf("images: layer: %w", err)
+	}
+	raw := b.Bytes()
+	return tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil },
+		tarball.WithMediaType(types.OCILayer))
+}
