@@ -166,20 +166,52 @@ func (s *server) score(prompt string, maxTokens, top int, echo bool) (*logprobs,
 		return nil, "", 0, fmt.Errorf("prompt: %d tokens and max_tokens %d exceed the context length %d", len(tokens)-bos, maxTokens, s.nctx)
 	}
 	s.lc.KvCacheClear()
-	lp := &logprobs{}
-	var next []float32 // the distribution after the last decoded token
-	add := func(tok int, dist []float32) {
-		piece := s.model.TokenToPiece(tok)
-		lp.Tokens = append(lp.Tokens, piece)
-		if dist == nil {
-			lp.TokenLogprobs = append(lp.TokenLogprobs, nil)
-			lp.TopLogprobs = append(lp.TopLogprobs, nil)
-			return
-		}
-		v := logSoftmaxAt(dist, tok)
-		lp.TokenLogprobs = append(lp.TokenLogprobs, &v)
-		lp.TopLogprobs = append(lp.TopLogprobs, s.topOf(dist, top))
+	rec := &recorder{s: s, lp: &logprobs{}, top: top}
+	next, err := s.decodePrompt(tokens, bos, echo, rec)
+	if err != nil {
+		return nil, "", 0, err
 	}
+	if echo && len(rec.lp.TokenLogprobs) > 0 {
+		// OpenAI's and vLLM's convention: the first echoed token has no log-probability.
+		rec.lp.TokenLogprobs[0], rec.lp.TopLogprobs[0] = nil, nil
+	}
+	text, err := s.generate(next, len(tokens), maxTokens, rec)
+	if err != nil {
+		return nil, "", 0, err
+	}
+	if echo {
+		text = prompt + text
+	}
+	promptTokens := len(tokens) - bos
+	rec.lp.TextOffset = offsets(rec.lp.Tokens, promptTokens, prompt, echo)
+	return rec.lp, text, promptTokens, nil
+}
+
+// recorder adds tokens to a response's logprobs.
+type recorder struct {
+	s   *server
+	lp  *logprobs
+	top int
+}
+
+// add records tok, scored by dist (the distribution it was drawn from; nil: none).
+func (r *recorder) add(tok int, dist []float32) {
+	r.lp.Tokens = append(r.lp.Tokens, r.s.model.TokenToPiece(tok))
+	if dist == nil {
+		r.lp.TokenLogprobs = append(r.lp.TokenLogprobs, nil)
+		r.lp.TopLogprobs = append(r.lp.TopLogprobs, nil)
+		return
+	}
+	v := logSoftmaxAt(dist, tok)
+	r.lp.TokenLogprobs = append(r.lp.TokenLogprobs, &v)
+	r.lp.TopLogprobs = append(r.lp.TopLogprobs, r.s.topOf(dist, r.top))
+}
+
+// decodePrompt runs the prompt's tokens through the model in batches, recording each
+// (after the BOS) with the log-probability the tokens before it give it when echo is
+// set; it returns the distribution of the token after the prompt.
+func (s *server) decodePrompt(tokens []int, bos int, echo bool, rec *recorder) ([]float32, error) {
+	var next []float32
 	for start := 0; start < len(tokens); start += s.batch.Size() {
 		end := min(start+s.batch.Size(), len(tokens))
 		s.batch.Clear()
@@ -187,43 +219,39 @@ func (s *server) score(prompt string, maxTokens, top int, echo bool) (*logprobs,
 			s.batch.Add(tokens[i], nil, i, echo || i == len(tokens)-1, 0)
 		}
 		if err := s.lc.Decode(s.batch); err != nil {
-			return nil, "", 0, err
+			return nil, err
 		}
 		for i := start; i < end; i++ {
 			if i >= bos && echo {
-				add(tokens[i], next)
+				rec.add(tokens[i], next)
 			}
 			if echo || i == len(tokens)-1 {
 				next = s.lc.GetLogitsIth(i - start)
 			}
 		}
 	}
-	if echo && len(lp.TokenLogprobs) > 0 {
-		// OpenAI's and vLLM's convention: the first echoed token has no log-probability.
-		lp.TokenLogprobs[0], lp.TopLogprobs[0] = nil, nil
-	}
-	promptTokens := len(tokens) - bos
+	return next, nil
+}
+
+// generate draws up to maxTokens greedily after a prompt of n tokens, from next (the
+// distribution after it), recording each; it returns the generated text.
+func (s *server) generate(next []float32, n, maxTokens int, rec *recorder) (string, error) {
 	var out strings.Builder
-	for n := 0; n < maxTokens; n++ {
+	for i := 0; i < maxTokens; i++ {
 		tok := argmax(next)
 		if s.model.TokenIsEog(tok) {
 			break
 		}
-		add(tok, next)
+		rec.add(tok, next)
 		out.WriteString(s.model.TokenToPiece(tok))
 		s.batch.Clear()
-		s.batch.Add(tok, nil, len(tokens)+n, true, 0)
+		s.batch.Add(tok, nil, n+i, true, 0)
 		if err := s.lc.Decode(s.batch); err != nil {
-			return nil, "", 0, err
+			return "", err
 		}
 		next = s.lc.GetLogitsIth(0)
 	}
-	text := out.String()
-	if echo {
-		text = prompt + text
-	}
-	lp.TextOffset = offsets(lp.Tokens, promptTokens, prompt, echo)
-	return lp, text, promptTokens, nil
+	return out.String(), nil
 }
 
 // offsets gives each token's offset in the returned text in characters, as OpenAI's
