@@ -40,6 +40,9 @@ type JobSpec struct {
 	// Results, when set, is where the job pushes results.json and samples.jsonl once
 	// written: a Kubernetes Job's output directory goes with its pod.
 	Results *ResultsTarget `json:"results,omitempty"`
+	// Data, when set, is where the job pulls its data from, into DataDir (which must
+	// then be writable); without it DataDir holds the data already.
+	Data *DataArtifact `json:"data,omitempty"`
 }
 
 // ResultsTarget is an OCI repository a job pushes its results to, as one artifact
@@ -48,11 +51,7 @@ type ResultsTarget struct {
 	// Repository is HOST[:PORT]/REPOSITORY, as reached from where the job runs.
 	Repository string `json:"repository"`
 	Tag        string `json:"tag"`
-	PlainHTTP  bool   `json:"plain_http,omitempty"`
-	Username   string `json:"username,omitempty"`
-	// PasswordFile is the path of the file holding the registry password (a Secret
-	// volume in a Job); the password is never in the spec.
-	PasswordFile string `json:"password_file,omitempty"`
+	RegistryAccess
 	// Created is the run's creation time, recorded on the artifact, so that pushing
 	// it again gives the same manifest.
 	Created time.Time `json:"created"`
@@ -75,6 +74,22 @@ func (s *JobSpec) Validate() error {
 		return err
 	}
 	return validateWork(s.Engine, s.Concurrency, &s.Options, s.Datasets, "datasets")
+}
+
+// RegistryAccess is how a job reaches an OCI registry. The password is a file (a
+// Secret volume in a Job), never in the spec.
+type RegistryAccess struct {
+	PlainHTTP    bool   `json:"plain_http,omitempty"`
+	Username     string `json:"username,omitempty"`
+	PasswordFile string `json:"password_file,omitempty"`
+}
+
+// DataArtifact is the benchmark data as an OCI artifact (oci.PushDir), which a job
+// that has no volume holding it (a Kubernetes Job) pulls into its DataDir.
+type DataArtifact struct {
+	// Reference is HOST[:PORT]/REPOSITORY@sha256:..., pinned by digest.
+	Reference string `json:"reference"`
+	RegistryAccess
 }
 
 // StagingTag is the tag a job pushes run id's results under; the artifact step tags
@@ -120,6 +135,8 @@ type JobDefaults struct {
 	// Results, when set, is where jobs that run elsewhere (Kubernetes targets) push
 	// their results: its Tag and Created are filled in per run.
 	Results *ResultsTarget
+	// Data, when set, is the data artifact jobs that run elsewhere pull.
+	Data *DataArtifact
 }
 
 // NewJobSpec is the job spec of run r.
@@ -131,8 +148,18 @@ func NewJobSpec(r *Run, d JobDefaults) JobSpec {
 		CallbackURL: callbackURL(r, d), DataDir: d.DataDir,
 		OutputDir:       ResultsPath(d.ResultsDir, r.ID),
 		DeadlineSeconds: d.DeadlineSeconds, TTLSecondsAfterFinished: d.TTLSecondsAfterFinished,
-		Results: resultsTarget(r, d.Results),
+		Results: resultsTarget(r, d.Results), Data: dataArtifact(r, d.Data),
 	}
+}
+
+// dataArtifact is where run r's job pulls its data from: nowhere for a local run,
+// which reads DataDir.
+func dataArtifact(r *Run, a *DataArtifact) *DataArtifact {
+	if a == nil || r.Target != TargetKubernetes {
+		return nil
+	}
+	data := *a
+	return &data
 }
 
 // callbackURL is where run r's job reports progress.

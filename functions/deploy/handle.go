@@ -41,6 +41,10 @@ type Config struct {
 	// JobCallbackURL is the broker as Kubernetes Jobs reach it, for their progress
 	// reports, when their address for it is not K_SINK (a Job in another cluster).
 	JobCallbackURL string `env:"EVALFLOW_JOB_CALLBACK_URL"`
+	// DataArtifact is the benchmark data as an OCI artifact in that registry,
+	// HOST[:PORT]/REPOSITORY@sha256:... as Jobs reach it (evalflow publish-data): a
+	// Kubernetes Job pulls it, as no volume of its holds the data.
+	DataArtifact string `env:"EVALFLOW_DATA_ARTIFACT"`
 }
 
 // Jobs creates and deletes evaluation jobs: a job runtime. Create of an existing job
@@ -78,8 +82,11 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 		DeadlineSeconds: int64(c.Deadline.Seconds()), TTLSecondsAfterFinished: int32(c.TTL.Seconds())}
 	if c.OCI.Registry != "" {
 		f.defaults.Results = &evalflow.ResultsTarget{Repository: cmp.Or(c.JobRegistry, c.OCI.Registry),
-			PlainHTTP: c.OCI.PlainHTTP, Username: c.OCI.Username}
+			RegistryAccess: evalflow.RegistryAccess{PlainHTTP: c.OCI.PlainHTTP, Username: c.OCI.Username}}
 		f.registryPassword = c.OCI.Password
+		if c.DataArtifact != "" {
+			f.defaults.Data = &evalflow.DataArtifact{Reference: c.DataArtifact, RegistryAccess: f.defaults.Results.RegistryAccess}
+		}
 	}
 	f.Env, err = pipeline.Open(ctx, evalflow.StepDeploy, cfg)
 	return err

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -120,17 +121,9 @@ func Publish(ctx context.Context, spec evalflow.JobSpec) error {
 	if t == nil {
 		return nil
 	}
-	password := ""
-	if t.PasswordFile != "" {
-		b, err := os.ReadFile(t.PasswordFile)
-		if err != nil {
-			return fmt.Errorf("run %s: registry password: %w", spec.RunID, err)
-		}
-		password = strings.TrimSpace(string(b))
-	}
-	dest, err := oci.Open(oci.Config{Registry: t.Repository, PlainHTTP: t.PlainHTTP, Username: t.Username, Password: password})
+	dest, err := openRegistry(t.Repository, t.RegistryAccess)
 	if err != nil {
-		return evalflow.Permanent(fmt.Errorf("run %s: results repository: %w", spec.RunID, err))
+		return fmt.Errorf("run %s: results repository: %w", spec.RunID, err)
 	}
 	_, _, err = dest.Push(ctx, oci.Results(spec.OutputDir, t.Tag, spec.RunID, spec.Model.Name, spec.Datasets, t.Created))
 	if errors.Is(err, oci.ErrRefused) { // the job's credentials are what they are
@@ -140,6 +133,64 @@ func Publish(ctx context.Context, spec evalflow.JobSpec) error {
 		return fmt.Errorf("run %s: push results to %s:%s: %w", spec.RunID, t.Repository, t.Tag, err)
 	}
 	return nil
+}
+
+// openRegistry opens repository with the job's access to it (the password from its
+// file). A repository that cannot be named is evalflow.ErrPermanent.
+func openRegistry(repository string, a evalflow.RegistryAccess) (*oci.Destination, error) {
+	password := ""
+	if a.PasswordFile != "" {
+		b, err := os.ReadFile(a.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("registry password: %w", err)
+		}
+		password = strings.TrimSpace(string(b))
+	}
+	dest, err := oci.Open(oci.Config{Registry: repository, PlainHTTP: a.PlainHTTP, Username: a.Username, Password: password})
+	if err != nil {
+		return nil, evalflow.Permanent(err)
+	}
+	return dest, nil
+}
+
+// FetchData returns the directory holding the spec's data: its DataDir, or, where the
+// spec names a data artifact, that artifact pulled (by digest) under DataDir. A job
+// started again where it ran before finds it pulled already.
+func FetchData(ctx context.Context, spec evalflow.JobSpec) (string, error) {
+	if spec.Data == nil {
+		return spec.DataDir, nil
+	}
+	repo, digest, ok := strings.Cut(spec.Data.Reference, "@")
+	if !ok {
+		return "", evalflow.Invalidf("data.reference", "must name the artifact by digest (HOST/REPOSITORY@sha256:...), got %q", spec.Data.Reference)
+	}
+	into := filepath.Join(spec.DataDir, strings.ReplaceAll(digest, ":", "-"))
+	complete := filepath.Join(into, ".complete")
+	if _, err := os.Stat(complete); err != nil {
+		dest, err := openRegistry(repo, spec.Data.RegistryAccess)
+		if err != nil {
+			return "", fmt.Errorf("run %s: data repository: %w", spec.RunID, err)
+		}
+		if err := dest.Pull(ctx, digest, into); err != nil {
+			if errors.Is(err, oci.ErrRefused) {
+				err = evalflow.Permanent(err)
+			}
+			return "", fmt.Errorf("run %s: pull data %s: %w", spec.RunID, spec.Data.Reference, err)
+		}
+		if err := os.WriteFile(complete, nil, 0o644); err != nil {
+			return "", fmt.Errorf("run %s: data: %w", spec.RunID, err)
+		}
+	}
+	entries, err := os.ReadDir(into)
+	if err != nil {
+		return "", fmt.Errorf("run %s: data: %w", spec.RunID, err)
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			return filepath.Join(into, e.Name()), nil
+		}
+	}
+	return "", evalflow.Permanent(fmt.Errorf("run %s: data artifact %s holds no directory", spec.RunID, spec.Data.Reference))
 }
 
 // Reporter sends progress reports; a report that cannot be delivered is logged, never

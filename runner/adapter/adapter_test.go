@@ -89,8 +89,8 @@ func TestPublishPushesTheResultsWhereTheSpecSays(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec := evalflow.JobSpec{RunID: "r1", OutputDir: dir, Model: evalflow.ModelSpec{Name: "m"},
-		Results: &evalflow.ResultsTarget{Repository: addr + "/evalflow/results", Tag: evalflow.StagingTag("r1"), PlainHTTP: true,
-			Username: "job", PasswordFile: passwordFile, Created: time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)}}
+		Results: &evalflow.ResultsTarget{Repository: addr + "/evalflow/results", Tag: evalflow.StagingTag("r1"), RegistryAccess: evalflow.RegistryAccess{PlainHTTP: true,
+			Username: "job", PasswordFile: passwordFile}, Created: time.Date(2026, 11, 24, 0, 0, 0, 0, time.UTC)}}
 
 	if err := adapter.Publish(ctx, spec); err != nil {
 		t.Fatal(err)

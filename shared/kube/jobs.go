@@ -97,6 +97,10 @@ func labels(spec evalflow.JobSpec, e *engines.Engine) map[string]string {
 func inPod(spec evalflow.JobSpec, secrets evalflow.JobSecrets) (evalflow.JobSpec, map[string][]byte) {
 	spec.OutputDir = ResultsDir + "/" + spec.RunID
 	spec.DataDir = "/data"
+	if spec.Data != nil { // pulled into the scratch volume
+		pulled := *spec.Data
+		spec.Data, spec.DataDir = &pulled, ScratchDir+"/data"
+	}
 	data := map[string][]byte{}
 	if secrets.APIKey != "" {
 		spec.APIKeyFile = APIKeyPath
@@ -106,6 +110,10 @@ func inPod(spec evalflow.JobSpec, secrets evalflow.JobSecrets) (evalflow.JobSpec
 		results := *spec.Results
 		results.PasswordFile = RegistryPasswordPath
 		spec.Results = &results
+		data["registry_password"] = []byte(secrets.RegistryPassword)
+	}
+	if spec.Data != nil && secrets.RegistryPassword != "" { // the data lives in the results registry
+		spec.Data.PasswordFile = RegistryPasswordPath
 		data["registry_password"] = []byte(secrets.RegistryPassword)
 	}
 	return spec, data

@@ -26,7 +26,7 @@ func build(t *testing.T, engine string) *JobObjects {
 		BaseURL: "http://model:8000/v1", Engine: engine, Datasets: []evalflow.DatasetSpec{{Name: "mmlu"}}}, time.Now())
 	r.Target = evalflow.TargetKubernetes
 	spec := evalflow.NewJobSpec(r, evalflow.JobDefaults{CallbackURL: "http://broker", DeadlineSeconds: 3600, TTLSecondsAfterFinished: 600,
-		Results: &evalflow.ResultsTarget{Repository: "registry.example:5000/evalflow/results", Username: "jobs"}})
+		Results: &evalflow.ResultsTarget{Repository: "registry.example:5000/evalflow/results", RegistryAccess: evalflow.RegistryAccess{Username: "jobs"}}})
 	e, _ := engines.Default().Get(engine)
 	objs, err := Build(spec, e, "evalflow", evalflow.JobSecrets{APIKey: key, RegistryPassword: registryPassword})
 	if err != nil {
@@ -135,5 +135,33 @@ func TestStuckWaitsForWhatMayStillMend(t *testing.T) {
 		if got := Stuck([]corev1.Pod{c.pod}, now); (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
 			t.Errorf("%s: %q, want %q", name, got, c.want)
 		}
+	}
+}
+
+// A Job pulls its data into the scratch volume, with the results registry's password
+// from its Secret: its spec names the file, never the password.
+func TestAJobPullsItsDataIntoItsScratchVolume(t *testing.T) {
+	r := evalflow.NewRun(evalflow.Request{EvalRequestID: "0f0e0d0c-0b0a-4909-8807-060504030202", ModelName: "m",
+		BaseURL: "http://model:8000/v1", Datasets: []evalflow.DatasetSpec{{Name: "mmlu"}}}, time.Now())
+	r.Target = evalflow.TargetKubernetes
+	access := evalflow.RegistryAccess{Username: "jobs"}
+	spec := evalflow.NewJobSpec(r, evalflow.JobDefaults{DeadlineSeconds: 3600,
+		Results: &evalflow.ResultsTarget{Repository: "registry.example:5000/evalflow/results", RegistryAccess: access},
+		Data:    &evalflow.DataArtifact{Reference: "registry.example:5000/evalflow/data@sha256:0123", RegistryAccess: access}})
+	e, _ := engines.Default().Get(r.Engine)
+
+	objs, err := Build(spec, e, "evalflow", evalflow.JobSecrets{RegistryPassword: registryPassword})
+
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inPod evalflow.JobSpec
+	json.Unmarshal([]byte(objs.ConfigMap.Data["job.json"]), &inPod)
+	if inPod.Data == nil || inPod.Data.PasswordFile != RegistryPasswordPath || inPod.DataDir != ScratchDir+"/data" ||
+		strings.Contains(objs.ConfigMap.Data["job.json"], registryPassword) || string(objs.Secret.Data["registry_password"]) != registryPassword {
+		t.Fatalf("job.json %s", objs.ConfigMap.Data["job.json"])
+	}
+	if spec.Data.PasswordFile != "" {
+		t.Fatal("Build changed the spec it was given")
 	}
 }

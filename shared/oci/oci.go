@@ -25,6 +25,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
+	"oras.land/oras-go/v2/content/file"
 	"oras.land/oras-go/v2/content/oci"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
@@ -47,6 +48,12 @@ const (
 	AnnotationRunID    = "dev.evalflow.run-id"
 	AnnotationModel    = "dev.evalflow.model"
 	AnnotationDatasets = "dev.evalflow.datasets"
+)
+
+// The benchmark data as an artifact: one layer, the data directory as a gzipped tar.
+const (
+	ArtifactTypeData = "application/vnd.evalflow.datasets.v1"
+	MediaTypeData    = "application/vnd.evalflow.datasets.v1.tar+gzip"
 )
 
 // ErrNotFound is a tag, layer or file that is not there: results never written or
@@ -214,6 +221,46 @@ func (d *Destination) Delete(ctx context.Context, tag string) error {
 	}
 	if err := deleter.Delete(ctx, desc); err != nil && !errors.Is(err, errdef.ErrNotFound) {
 		return fmt.Errorf("oci: delete %s:%s: %w", d.Name, tag, err)
+	}
+	return nil
+}
+
+// PushDir pushes directory dir (the benchmark data) as one artifact tagged tag, and
+// returns it; jobs pull it by its digest (Pull).
+func (d *Destination) PushDir(ctx context.Context, dir, tag string) (*evalflow.Artifact, error) {
+	fs, err := file.New(filepath.Dir(dir))
+	if err != nil {
+		return nil, fmt.Errorf("oci: %w", err)
+	}
+	defer fs.Close()
+	layer, err := fs.Add(ctx, filepath.Base(dir), MediaTypeData, dir)
+	if err != nil {
+		return nil, domainError(fmt.Errorf("oci: pack %s: %w", dir, err))
+	}
+	desc, err := oras.PackManifest(ctx, fs, oras.PackManifestVersion1_1, ArtifactTypeData, oras.PackManifestOptions{Layers: []ocispec.Descriptor{layer}})
+	if err != nil {
+		return nil, fmt.Errorf("oci: pack manifest for %s: %w", dir, err)
+	}
+	if err := fs.Tag(ctx, desc, tag); err != nil {
+		return nil, fmt.Errorf("oci: %w", err)
+	}
+	if _, err := oras.Copy(ctx, fs, tag, d.Target, tag, oras.DefaultCopyOptions); err != nil {
+		return nil, domainError(fmt.Errorf("oci: push %s to %s:%s: %w", dir, d.Name, tag, err))
+	}
+	out, _, err := d.artifact(tag, desc, nil)
+	return out, err
+}
+
+// Pull fetches the artifact ref (a tag, or a digest) into dir: a directory pushed by
+// PushDir is unpacked there under its own name.
+func (d *Destination) Pull(ctx context.Context, ref, dir string) error {
+	fs, err := file.New(dir)
+	if err != nil {
+		return fmt.Errorf("oci: %w", err)
+	}
+	defer fs.Close()
+	if _, err := oras.Copy(ctx, d.Target, ref, fs, ref, oras.DefaultCopyOptions); err != nil {
+		return domainError(fmt.Errorf("oci: pull %s:%s: %w", d.Name, ref, err))
 	}
 	return nil
 }

@@ -45,6 +45,8 @@ func main() {
 		err = up(ctx, os.Args[2:])
 	case "run":
 		err = run(ctx, os.Args[2:])
+	case "publish-data":
+		err = publishData(ctx, os.Args[2:])
 	default:
 		usage()
 	}
@@ -55,7 +57,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: evalflow run [flags] | evalflow up [flags] | evalflow function NAME")
+	fmt.Fprintln(os.Stderr, "usage: evalflow run [flags] | evalflow up [flags] | evalflow publish-data [flags] | evalflow function NAME")
 	os.Exit(2)
 }
 

@@ -48,6 +48,9 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if spec.DataDir, err = adapter.FetchData(ctx, spec); err != nil {
+		return fmt.Errorf("runner: %w", err)
+	}
 	specRead := time.Now()
 	docs, err := engine.Docs(spec)
 	if err != nil {
