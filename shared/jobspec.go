@@ -96,6 +96,10 @@ type DataArtifact struct {
 // the finished artifact with the run id itself.
 func StagingTag(runID string) string { return runID + "-results" }
 
+// CheckpointTag is the tag a job saves run id's checkpoint under when its pod is
+// stopped, so that the pod that replaces it asks no finished sample again.
+func CheckpointTag(runID string) string { return runID + "-checkpoint" }
+
 // JobSecrets are the secrets a job is created with, kept out of its spec: the
 // endpoint's API key, and the password of the registry its results go to.
 type JobSecrets struct {

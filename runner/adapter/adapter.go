@@ -135,6 +135,55 @@ func Publish(ctx context.Context, spec evalflow.JobSpec) error {
 	return nil
 }
 
+// SaveCheckpoint pushes the checkpoint file to the spec's results repository under the
+// run's checkpoint tag: a job whose pod is going (drained, evicted, deleted) leaves its
+// finished samples for the pod that replaces it. A local job keeps its directory: no
+// results target, nothing to do.
+func SaveCheckpoint(ctx context.Context, spec evalflow.JobSpec, file string) error {
+	t := spec.Results
+	if t == nil {
+		return nil
+	}
+	if _, err := os.Stat(file); err != nil {
+		return nil // nothing finished yet
+	}
+	dest, err := openRegistry(t.Repository, t.RegistryAccess)
+	if err == nil {
+		err = dest.Replace(ctx, file, oci.MediaTypeCheckpoint, evalflow.CheckpointTag(spec.RunID))
+	}
+	if err != nil {
+		return fmt.Errorf("run %s: save checkpoint: %w", spec.RunID, err)
+	}
+	return nil
+}
+
+// RestoreCheckpoint fetches the run's saved checkpoint into file, unless file exists
+// (the job started again in the same pod) or none was saved.
+func RestoreCheckpoint(ctx context.Context, spec evalflow.JobSpec, file string) error {
+	t := spec.Results
+	if t == nil {
+		return nil
+	}
+	if _, err := os.Stat(file); err == nil {
+		return nil
+	}
+	dest, err := openRegistry(t.Repository, t.RegistryAccess)
+	if err != nil {
+		return fmt.Errorf("run %s: restore checkpoint: %w", spec.RunID, err)
+	}
+	b, err := dest.FetchLayer(ctx, evalflow.CheckpointTag(spec.RunID), oci.MediaTypeCheckpoint)
+	switch {
+	case errors.Is(err, oci.ErrNotFound):
+		return nil // the first pod
+	case err != nil:
+		return fmt.Errorf("run %s: restore checkpoint: %w", spec.RunID, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return fmt.Errorf("run %s: restore checkpoint: %w", spec.RunID, err)
+	}
+	return os.WriteFile(file, b, 0o644)
+}
+
 // openRegistry opens repository with the job's access to it (the password from its
 // file). A repository that cannot be named is evalflow.ErrPermanent.
 func openRegistry(repository string, a evalflow.RegistryAccess) (*oci.Destination, error) {

@@ -50,6 +50,9 @@ const (
 	AnnotationDatasets = "dev.evalflow.datasets"
 )
 
+// MediaTypeCheckpoint is a job's checkpoint (its finished samples, JSON lines).
+const MediaTypeCheckpoint = "application/vnd.evalflow.checkpoint.v1+jsonl"
+
 // The benchmark data as an artifact: one layer, the data directory as a gzipped tar.
 const (
 	ArtifactTypeData = "application/vnd.evalflow.datasets.v1"
@@ -223,6 +226,17 @@ func (d *Destination) Delete(ctx context.Context, tag string) error {
 		return fmt.Errorf("oci: delete %s:%s: %w", d.Name, tag, err)
 	}
 	return nil
+}
+
+// Replace pushes the file at path as the one layer of an artifact tagged tag,
+// replacing what the tag named: a checkpoint, which changes as a job goes.
+func (d *Destination) Replace(ctx context.Context, path, mediaType, tag string) error {
+	layer, err := pushFile(ctx, d.Target, File{Path: path, MediaType: mediaType})
+	if err != nil {
+		return domainError(err)
+	}
+	_, err = d.pack(ctx, Artifact{Tag: tag, Created: time.Unix(0, 0)}, []ocispec.Descriptor{layer})
+	return domainError(err)
 }
 
 // PushDir pushes directory dir (the benchmark data) as one artifact tagged tag, and

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -57,13 +58,40 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) error {
 		return fmt.Errorf("runner: run %s: %w", spec.RunID, err)
 	}
 	log.Info("job read", "spec_ms", ms(specRead.Sub(began)), "data_ms", ms(time.Since(specRead)))
+	e := newEngine(spec, apiKey, reporter, log)
+	log.Info("evaluation started", "samples", len(docs), "concurrency", spec.Concurrency)
+	reporter(ctx, evalflow.Progress{Phase: "starting", Total: len(docs), UpdatedAt: time.Now().UTC()})
+	checkpoint := filepath.Join(spec.OutputDir, engine.CheckpointFile)
+	if err := adapter.RestoreCheckpoint(ctx, spec, checkpoint); err != nil {
+		log.Warn("no checkpoint restored: starting afresh", "error", err)
+	}
+	res, err := e.Run(ctx, docs)
+	if err != nil {
+		if ctx.Err() != nil { // stopped: the pod is going; its successor resumes from here
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+			if serr := adapter.SaveCheckpoint(sctx, spec, checkpoint); serr != nil {
+				log.Error("checkpoint not saved", "error", serr)
+			}
+			cancel()
+		}
+		return fmt.Errorf("runner: run %s: %w", spec.RunID, err)
+	}
+	if err := adapter.Publish(ctx, spec); err != nil {
+		return fmt.Errorf("runner: %w", err)
+	}
+	log.Info("evaluation finished", "samples", res.Summary.Samples, "scores", res.Summary.Scores["mmlu"])
+	return nil
+}
+
+// newEngine is the engine of spec: a client of its endpoint with the spec's limits.
+func newEngine(spec evalflow.JobSpec, apiKey string, reporter adapter.Reporter, log *slog.Logger) *engine.Engine {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConnsPerHost = max(spec.Concurrency, 2)
 	if spec.Concurrency == 0 {
 		transport.MaxIdleConnsPerHost = engine.MaxAutoConcurrency
 	}
 	opts := spec.Options
-	e := &engine.Engine{
+	return &engine.Engine{
 		Client: &openai.Client{BaseURL: evalflow.APIBase(spec.Model.URL), APIKey: apiKey, HTTP: &http.Client{Transport: transport},
 			Limiter: engine.NewRequestLimiter(opts.RequestsPerSecond),
 			Timeout: time.Duration(opts.RequestTimeoutSeconds) * time.Second},
@@ -72,17 +100,6 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) error {
 		Tokens: engine.NewTokenLimiter(opts.TokensPerMinute),
 		Log:    log,
 	}
-	log.Info("evaluation started", "samples", len(docs), "concurrency", spec.Concurrency)
-	reporter(ctx, evalflow.Progress{Phase: "starting", Total: len(docs), UpdatedAt: time.Now().UTC()})
-	res, err := e.Run(ctx, docs)
-	if err != nil {
-		return fmt.Errorf("runner: run %s: %w", spec.RunID, err)
-	}
-	if err := adapter.Publish(ctx, spec); err != nil {
-		return fmt.Errorf("runner: %w", err)
-	}
-	log.Info("evaluation finished", "samples", res.Summary.Samples, "scores", res.Summary.Scores["mmlu"])
-	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -1,21 +1,30 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/evalflow/evalflow/devkit/testserver"
+	"github.com/evalflow/evalflow/runner/engine"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/oci"
+	"github.com/evalflow/evalflow/shared/openai"
 )
 
 // A job spec the runner cannot run (written by hand, or by another evalflow) fails
@@ -122,5 +131,83 @@ func TestTheRunnerPullsItsDataFromAnArtifact(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(pulled[0]); string(got) != string(want) {
 		t.Fatal("the pulled data differs from what was published")
+	}
+}
+
+// A pod stopped mid-run (drained, evicted, deleted: SIGTERM) saves its checkpoint to
+// the results repository; the pod that replaces it, with an empty results directory,
+// asks the endpoint no sample the first one finished, and the run completes.
+func TestAReplacedPodAsksNoFinishedSampleAgain(t *testing.T) {
+	shared := testserver.SharedDir(t)
+	model := testserver.Ollama(t, 2)
+	addr := testserver.Registry(t, "", "")
+	var mu sync.Mutex
+	asked := map[string]int{}
+	target, _ := url.Parse(model)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		var req openai.ChatRequest
+		if json.Unmarshal(b, &req) == nil && len(req.Messages) > 0 {
+			mu.Lock()
+			asked[req.Messages[0].Content]++
+			mu.Unlock()
+		}
+		time.Sleep(50 * time.Millisecond) // an endpoint slow enough to stop mid-run
+		rp.ServeHTTP(w, r)
+	}))
+	defer proxy.Close()
+	bin := filepath.Join(t.TempDir(), "evalflow-runner")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	zero := 0
+	spec := evalflow.JobSpec{ID: "job", RunID: "run", Engine: evalflow.DefaultEngine, Concurrency: 2,
+		Model:    evalflow.ModelSpec{Name: testserver.Model, URL: proxy.URL},
+		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 60, NumFewshot: &zero, MaxTokens: 4}},
+		DataDir:  filepath.Join(shared, "datasets"),
+		Results:  &evalflow.ResultsTarget{Repository: addr + "/evalflow/results", Tag: evalflow.StagingTag("run"), RegistryAccess: evalflow.RegistryAccess{PlainHTTP: true}}}
+	pod := func(n int) (*exec.Cmd, string) { // a pod: its own empty results directory
+		s := spec
+		s.OutputDir = filepath.Join(t.TempDir(), "results")
+		b, _ := json.Marshal(s)
+		job := filepath.Join(t.TempDir(), "job.json")
+		os.WriteFile(job, b, 0o600)
+		return exec.Command(bin, "--job", job), s.OutputDir
+	}
+	first, out1 := pod(1)
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testserver.Eventually(t, 60*time.Second, "the first pod finishing 10 samples", func() bool {
+		b, _ := os.ReadFile(filepath.Join(out1, engine.CheckpointFile))
+		return bytes.Count(b, []byte("\n")) >= 10
+	})
+	first.Process.Signal(syscall.SIGTERM) // the pod is deleted
+	first.Wait()
+	finished, _ := os.ReadFile(filepath.Join(out1, engine.CheckpointFile))
+
+	second, out2 := pod(2)
+	if out, err := second.CombinedOutput(); err != nil {
+		t.Fatalf("the second pod: %v\n%s", err, out)
+	}
+
+	var res evalflow.Results
+	b, _ := os.ReadFile(filepath.Join(out2, evalflow.ResultsFile))
+	if json.Unmarshal(b, &res) != nil || res.NSamples["mmlu_anatomy"].Effective != 60 {
+		t.Fatalf("the second pod's results: %s", b)
+	}
+	done := 0
+	for _, line := range bytes.Split(bytes.TrimSpace(finished), []byte("\n")) {
+		var s struct{ Prompt string }
+		json.Unmarshal(line, &s)
+		if n := asked[s.Prompt]; n != 1 {
+			t.Errorf("a sample the first pod finished was asked %d times", n)
+		}
+		done++
+	}
+	if done < 10 || done >= 60 {
+		t.Fatalf("the first pod finished %d of 60: the test proves little", done)
 	}
 }
