@@ -45,8 +45,31 @@ func TestEveryEngineImageIsBuiltHere(t *testing.T) {
 		if _, err := os.Stat(filepath.Join("..", m[2], "main.go")); err != nil {
 			t.Errorf("%s: the Dockerfile builds %s, which is not a command here: %v", name, m[2], err)
 		}
+		for _, dir := range localReplaces(t) {
+			if !strings.Contains(dockerfile, "COPY "+dir+"/ "+dir+"/") {
+				t.Errorf("%s: the Dockerfile does not copy %s/, which the runner's go.mod replaces locally", name, dir)
+			}
+		}
 		if pip := regexp.MustCompile(`pip install [^"]*"([a-z-]+)(?:\[[a-z]+\])?==([0-9.]+)"`).FindStringSubmatch(dockerfile); pip != nil && pip[2] != tag {
 			t.Errorf("%s: the image is tagged %s but installs %s %s", name, tag, pip[1], pip[2])
 		}
 	}
+}
+
+// localReplaces are the checkout's directories the runner module's go.mod replaces
+// modules with (../shared, ../devkit): a build from the checkout needs each.
+func localReplaces(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, m := range regexp.MustCompile(`=> \.\./([a-z-]+)`).FindAllStringSubmatch(string(b), -1) {
+		dirs = append(dirs, m[1])
+	}
+	if len(dirs) == 0 {
+		t.Fatal("the runner's go.mod replaces nothing locally: the test reads it wrong")
+	}
+	return dirs
 }
