@@ -144,12 +144,20 @@ func SaveCheckpoint(ctx context.Context, spec evalflow.JobSpec, file string) err
 	if t == nil {
 		return nil
 	}
-	if _, err := os.Stat(file); err != nil {
+	// A snapshot up to the last whole line: the engine may be appending to the file.
+	b, err := os.ReadFile(file)
+	end := bytes.LastIndexByte(b, '\n')
+	if err != nil || end < 0 {
 		return nil // nothing finished yet
+	}
+	b = b[:end+1]
+	snapshot := file + ".saved"
+	if err := os.WriteFile(snapshot, b, 0o644); err != nil {
+		return fmt.Errorf("run %s: save checkpoint: %w", spec.RunID, err)
 	}
 	dest, err := openRegistry(t.Repository, t.RegistryAccess)
 	if err == nil {
-		err = dest.Replace(ctx, file, oci.MediaTypeCheckpoint, evalflow.CheckpointTag(spec.RunID))
+		err = dest.Replace(ctx, snapshot, oci.MediaTypeCheckpoint, evalflow.CheckpointTag(spec.RunID))
 	}
 	if err != nil {
 		return fmt.Errorf("run %s: save checkpoint: %w", spec.RunID, err)

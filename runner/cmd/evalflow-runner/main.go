@@ -12,11 +12,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/evalflow/evalflow/runner/adapter"
 	"github.com/evalflow/evalflow/runner/engine"
+	"github.com/evalflow/evalflow/runner/task"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/openai"
 )
@@ -61,19 +63,8 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) error {
 	e := newEngine(spec, apiKey, reporter, log)
 	log.Info("evaluation started", "samples", len(docs), "concurrency", spec.Concurrency)
 	reporter(ctx, evalflow.Progress{Phase: "starting", Total: len(docs), UpdatedAt: time.Now().UTC()})
-	checkpoint := filepath.Join(spec.OutputDir, engine.CheckpointFile)
-	if err := adapter.RestoreCheckpoint(ctx, spec, checkpoint); err != nil {
-		log.Warn("no checkpoint restored: starting afresh", "error", err)
-	}
-	res, err := e.Run(ctx, docs)
+	res, err := evaluate(ctx, e, docs, log)
 	if err != nil {
-		if ctx.Err() != nil { // stopped: the pod is going; its successor resumes from here
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
-			if serr := adapter.SaveCheckpoint(sctx, spec, checkpoint); serr != nil {
-				log.Error("checkpoint not saved", "error", serr)
-			}
-			cancel()
-		}
 		return fmt.Errorf("runner: run %s: %w", spec.RunID, err)
 	}
 	if err := adapter.Publish(ctx, spec); err != nil {
@@ -81,6 +72,57 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) error {
 	}
 	log.Info("evaluation finished", "samples", res.Summary.Samples, "scores", res.Summary.Scores["mmlu"])
 	return nil
+}
+
+// checkpointEvery is how often a Job's checkpoint is saved while it runs
+// (EVALFLOW_CHECKPOINT_EVERY, a Go duration): a pod killed outright loses at most
+// that much of its work.
+func checkpointEvery() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("EVALFLOW_CHECKPOINT_EVERY")); err == nil && d > 0 {
+		return d
+	}
+	return 30 * time.Second
+}
+
+// evaluate runs e with its checkpoint kept outside the pod (where the spec names a
+// results repository): restored before, saved every checkpointEvery while it runs,
+// and saved when it is stopped (the pod is going), so that the pod that replaces it
+// asks no finished sample again.
+func evaluate(ctx context.Context, e *engine.Engine, docs []task.Doc, log *slog.Logger) (*evalflow.Results, error) {
+	spec, checkpoint := e.Spec, filepath.Join(e.Spec.OutputDir, engine.CheckpointFile)
+	if err := adapter.RestoreCheckpoint(ctx, spec, checkpoint); err != nil {
+		log.Warn("no checkpoint restored: starting afresh", "error", err)
+	}
+	save := func(ctx context.Context) {
+		if err := adapter.SaveCheckpoint(ctx, spec, checkpoint); err != nil {
+			log.Error("checkpoint not saved", "error", err)
+		}
+	}
+	saving, stopSaving := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	if spec.Results != nil {
+		wg.Go(func() {
+			tick := time.NewTicker(checkpointEvery())
+			defer tick.Stop()
+			for {
+				select {
+				case <-saving.Done():
+					return
+				case <-tick.C:
+					save(saving)
+				}
+			}
+		})
+	}
+	res, err := e.Run(ctx, docs)
+	stopSaving()
+	wg.Wait()
+	if err != nil && ctx.Err() != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+		save(sctx)
+		cancel()
+	}
+	return res, err
 }
 
 // newEngine is the engine of spec: a client of its endpoint with the spec's limits.

@@ -134,49 +134,104 @@ func TestTheRunnerPullsItsDataFromAnArtifact(t *testing.T) {
 	}
 }
 
-// A pod stopped mid-run (drained, evicted, deleted: SIGTERM) saves its checkpoint to
-// the results repository; the pod that replaces it, with an empty results directory,
-// asks the endpoint no sample the first one finished, and the run completes.
-func TestAReplacedPodAsksNoFinishedSampleAgain(t *testing.T) {
-	shared := testserver.SharedDir(t)
-	model := testserver.Ollama(t, 2)
-	addr := testserver.Registry(t, "", "")
-	var mu sync.Mutex
-	asked := map[string]int{}
+// slowEndpoint is a reverse proxy in front of the model server that answers each
+// request 50 ms late (slow enough to stop a runner mid-run) and counts the prompts asked.
+type slowEndpoint struct {
+	*httptest.Server
+	mu    sync.Mutex
+	asked map[string]int
+}
+
+func newSlowEndpoint(t *testing.T, model string) *slowEndpoint {
 	target, _ := url.Parse(model)
 	rp := httputil.NewSingleHostReverseProxy(target)
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e := &slowEndpoint{asked: map[string]int{}}
+	e.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		r.Body = io.NopCloser(bytes.NewReader(b))
 		var req openai.ChatRequest
 		if json.Unmarshal(b, &req) == nil && len(req.Messages) > 0 {
-			mu.Lock()
-			asked[req.Messages[0].Content]++
-			mu.Unlock()
+			e.mu.Lock()
+			e.asked[req.Messages[0].Content]++
+			e.mu.Unlock()
 		}
-		time.Sleep(50 * time.Millisecond) // an endpoint slow enough to stop mid-run
+		time.Sleep(50 * time.Millisecond)
 		rp.ServeHTTP(w, r)
 	}))
-	defer proxy.Close()
+	t.Cleanup(e.Close)
+	return e
+}
+
+// askedOnce reports, for each sample of a checkpoint, that the endpoint was asked it
+// exactly once; it returns how many samples the checkpoint holds.
+func (e *slowEndpoint) askedOnce(t *testing.T, checkpoint []byte) int {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	lines := bytes.Split(bytes.TrimSpace(checkpoint), []byte("\n"))
+	for _, line := range lines {
+		var s struct{ Prompt string }
+		json.Unmarshal(line, &s)
+		if n := e.asked[s.Prompt]; n != 1 {
+			t.Errorf("a sample the checkpoint holds was asked %d times", n)
+		}
+	}
+	return len(lines)
+}
+
+// pods run one evaluation of 60 samples, each pod a runner in a fresh results
+// directory, saving its checkpoint to a real registry.
+type pods struct {
+	bin      string
+	spec     evalflow.JobSpec
+	endpoint *slowEndpoint
+	registry *oci.Destination
+}
+
+func newPods(t *testing.T) *pods {
+	shared := testserver.SharedDir(t)
+	endpoint := newSlowEndpoint(t, testserver.Ollama(t, 2))
+	addr := testserver.Registry(t, "", "")
 	bin := filepath.Join(t.TempDir(), "evalflow-runner")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
+	registry, err := oci.Open(oci.Config{Registry: addr + "/evalflow/results", PlainHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	zero := 0
-	spec := evalflow.JobSpec{ID: "job", RunID: "run", Engine: evalflow.DefaultEngine, Concurrency: 2,
-		Model:    evalflow.ModelSpec{Name: testserver.Model, URL: proxy.URL},
+	return &pods{bin: bin, endpoint: endpoint, registry: registry, spec: evalflow.JobSpec{ID: "job", RunID: "run", Engine: evalflow.DefaultEngine, Concurrency: 2,
+		Model:    evalflow.ModelSpec{Name: testserver.Model, URL: endpoint.URL},
 		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 60, NumFewshot: &zero, MaxTokens: 4}},
 		DataDir:  filepath.Join(shared, "datasets"),
-		Results:  &evalflow.ResultsTarget{Repository: addr + "/evalflow/results", Tag: evalflow.StagingTag("run"), RegistryAccess: evalflow.RegistryAccess{PlainHTTP: true}}}
-	pod := func(n int) (*exec.Cmd, string) { // a pod: its own empty results directory
-		s := spec
-		s.OutputDir = filepath.Join(t.TempDir(), "results")
-		b, _ := json.Marshal(s)
-		job := filepath.Join(t.TempDir(), "job.json")
-		os.WriteFile(job, b, 0o600)
-		return exec.Command(bin, "--job", job), s.OutputDir
-	}
-	first, out1 := pod(1)
+		Results:  &evalflow.ResultsTarget{Repository: addr + "/evalflow/results", Tag: evalflow.StagingTag("run"), RegistryAccess: evalflow.RegistryAccess{PlainHTTP: true}}}}
+}
+
+// pod is a new pod's runner: the spec in a fresh results directory, which it returns.
+func (p *pods) pod(t *testing.T, env ...string) (*exec.Cmd, string) {
+	s := p.spec
+	s.OutputDir = filepath.Join(t.TempDir(), "results")
+	b, _ := json.Marshal(s)
+	job := filepath.Join(t.TempDir(), "job.json")
+	os.WriteFile(job, b, 0o600)
+	cmd := exec.Command(p.bin, "--job", job)
+	cmd.Env = append(os.Environ(), env...)
+	return cmd, s.OutputDir
+}
+
+// saved is the checkpoint saved in the registry ("" for none).
+func (p *pods) saved() []byte {
+	b, _ := p.registry.FetchLayer(context.Background(), evalflow.CheckpointTag("run"), oci.MediaTypeCheckpoint)
+	return b
+}
+
+// A pod stopped mid-run (drained, evicted, deleted: SIGTERM) saves its checkpoint to
+// the results repository; the pod that replaces it, with an empty results directory,
+// asks the endpoint no sample the first one finished, and the run completes.
+func TestAReplacedPodAsksNoFinishedSampleAgain(t *testing.T) {
+	p := newPods(t)
+	first, out1 := p.pod(t)
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +243,7 @@ func TestAReplacedPodAsksNoFinishedSampleAgain(t *testing.T) {
 	first.Wait()
 	finished, _ := os.ReadFile(filepath.Join(out1, engine.CheckpointFile))
 
-	second, out2 := pod(2)
+	second, out2 := p.pod(t)
 	if out, err := second.CombinedOutput(); err != nil {
 		t.Fatalf("the second pod: %v\n%s", err, out)
 	}
@@ -198,16 +253,33 @@ func TestAReplacedPodAsksNoFinishedSampleAgain(t *testing.T) {
 	if json.Unmarshal(b, &res) != nil || res.NSamples["mmlu_anatomy"].Effective != 60 {
 		t.Fatalf("the second pod's results: %s", b)
 	}
-	done := 0
-	for _, line := range bytes.Split(bytes.TrimSpace(finished), []byte("\n")) {
-		var s struct{ Prompt string }
-		json.Unmarshal(line, &s)
-		if n := asked[s.Prompt]; n != 1 {
-			t.Errorf("a sample the first pod finished was asked %d times", n)
-		}
-		done++
-	}
-	if done < 10 || done >= 60 {
+	if done := p.endpoint.askedOnce(t, finished); done < 10 || done >= 60 {
 		t.Fatalf("the first pod finished %d of 60: the test proves little", done)
+	}
+}
+
+// A pod killed outright (SIGKILL: its node lost) saves nothing as it goes; what it
+// saved on its last tick is what the pod that replaces it finds: none of those
+// samples is asked again.
+func TestAPodKilledOutrightResumesFromItsLastSave(t *testing.T) {
+	p := newPods(t)
+	first, _ := p.pod(t, "EVALFLOW_CHECKPOINT_EVERY=300ms")
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testserver.Eventually(t, 60*time.Second, "a save of 10 finished samples", func() bool {
+		return bytes.Count(p.saved(), []byte("\n")) >= 10
+	})
+	first.Process.Kill()
+	first.Wait()
+	lastSave := p.saved()
+
+	second, _ := p.pod(t, "EVALFLOW_CHECKPOINT_EVERY=300ms")
+	if out, err := second.CombinedOutput(); err != nil {
+		t.Fatalf("the second pod: %v\n%s", err, out)
+	}
+
+	if saved := p.endpoint.askedOnce(t, lastSave); saved >= 60 {
+		t.Fatalf("the first pod finished everything before it was killed: the test proves little")
 	}
 }
