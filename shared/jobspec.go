@@ -73,7 +73,7 @@ func (s *JobSpec) Validate() error {
 	if err := checkBaseURL("model.url", s.Model.URL); err != nil {
 		return err
 	}
-	return validateWork(s.Engine, s.Concurrency, &s.Options, s.Datasets, "datasets")
+	return validateWork(s.Engine, s.Concurrency, &s.Options, s.Datasets)
 }
 
 // RegistryAccess is how a job reaches an OCI registry. The password is a file (a

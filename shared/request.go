@@ -261,12 +261,12 @@ func (r *Request) Validate() error {
 	if err := checkText("source_topic", r.SourceTopic, 256, false); err != nil {
 		return err
 	}
-	return validateWork(r.Engine, r.Concurrency, r.Options, r.Datasets, "datasets")
+	return validateWork(r.Engine, r.Concurrency, r.Options, r.Datasets)
 }
 
 // validateWork checks what a run evaluates and how (a request's, a job spec's): the
-// same rules wherever a spec comes from. field names the datasets' list.
-func validateWork(engine string, concurrency int, opts *RunOptions, datasets []DatasetSpec, field string) error {
+// same rules wherever a spec comes from.
+func validateWork(engine string, concurrency int, opts *RunOptions, datasets []DatasetSpec) error {
 	if concurrency < 0 || concurrency > 256 {
 		return Invalidf("concurrency", "must be between 1 and 256")
 	}
@@ -277,15 +277,15 @@ func validateWork(engine string, concurrency int, opts *RunOptions, datasets []D
 		return nil // an external engine takes what to evaluate from engine_config
 	}
 	if len(datasets) == 0 {
-		return Invalidf(field, "at least one dataset is required (known: %s)", strings.Join(DatasetNames(), ", "))
+		return Invalidf("datasets", "at least one dataset is required (known: %s)", strings.Join(DatasetNames(), ", "))
 	}
 	seen := map[string]bool{}
 	for i := range datasets {
-		if err := datasets[i].validate(fmt.Sprintf("%s[%d]", field, i)); err != nil {
+		if err := datasets[i].validate(fmt.Sprintf("datasets[%d]", i)); err != nil {
 			return err
 		}
 		if seen[datasets[i].Name] {
-			return Invalidf(fmt.Sprintf("%s[%d].name", field, i), "%q is listed twice", datasets[i].Name)
+			return Invalidf(fmt.Sprintf("datasets[%d].name", i), "%q is listed twice", datasets[i].Name)
 		}
 		seen[datasets[i].Name] = true
 	}

@@ -119,11 +119,6 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	case errors.Is(err, evalflow.ErrJobExists):
 		f.Log.Info("job exists already: a redelivery", "run_id", id, "job", spec.ID)
 	case err != nil:
-		if errors.Is(err, evalflow.ErrPermanent) { // what the cluster took of it goes too
-			if derr := jobs.Delete(ctx, spec.ID); derr != nil {
-				f.Log.Error("cannot remove a job the cluster half refused", "run_id", id, "job", spec.ID, "error", derr)
-			}
-		}
 		return f.Settle(ctx, id, "job "+spec.ID, err)
 	default:
 		f.Log.Info("job created", "run_id", id, "job", spec.ID)

@@ -141,7 +141,7 @@ func (f *Function) sweep(ctx context.Context) error {
 		if run.Target != evalflow.TargetKubernetes || run.Job == "" {
 			continue
 		}
-		fin, err := f.jobEnd(ctx, run)
+		fin, stop, err := f.jobEnd(ctx, run)
 		if err != nil {
 			f.Log.Error("cannot read the job of a running run", "run_id", run.ID, "job", run.Job, "error", err)
 			continue
@@ -153,30 +153,34 @@ func (f *Function) sweep(ctx context.Context) error {
 		if err := f.Events.Send(ctx, ev); err != nil {
 			return fmt.Errorf("job-watch: report the end of job %s of run %s: %w", run.Job, run.ID, err)
 		}
+		if stop != nil { // reported first: a Job gone before its end is told would be "gone", not why
+			if err := stop(ctx); err != nil {
+				f.Log.Error("cannot delete a job that will not progress", "run_id", run.ID, "job", run.Job, "error", err)
+			}
+		}
 	}
 	return nil
 }
 
-// jobEnd is how run's Job ended, nil while it runs.
-func (f *Function) jobEnd(ctx context.Context, run *evalflow.Run) (*evalflow.JobFinished, error) {
+// jobEnd is how run's Job ended, nil while it runs; stop, when set, deletes a Job that
+// has not ended but will not progress, once its end is told.
+func (f *Function) jobEnd(ctx context.Context, run *evalflow.Run) (fin *evalflow.JobFinished, stop func(context.Context) error, err error) {
 	cluster, err := f.Cluster(ctx, run.ID)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st, err := cluster.State(ctx, run.Job)
 	switch {
 	case err != nil:
-		return nil, err
+		return nil, nil, err
 	case !st.Found:
-		return &evalflow.JobFinished{RunID: run.ID, Job: run.Job, Message: "the Job is gone from namespace " + cluster.Namespace + " (deleted, or past its TTL)"}, nil
+		return &evalflow.JobFinished{RunID: run.ID, Job: run.Job, Message: "the Job is gone from namespace " + cluster.Namespace + " (deleted, or past its TTL)"}, nil, nil
 	case !st.Finished:
-		return nil, nil
-	case st.Stuck: // it would hold its pod until its deadline: stop it now
-		if err := cluster.Delete(ctx, run.Job); err != nil {
-			return nil, err
-		}
+		return nil, nil, nil
+	case st.Stuck: // it would hold its pod until its deadline: stop it once its end is told
+		stop = func(ctx context.Context) error { return cluster.Delete(ctx, run.Job) }
 	}
-	return &evalflow.JobFinished{RunID: run.ID, Job: run.Job, Succeeded: st.Succeeded, Message: st.Message}, nil
+	return &evalflow.JobFinished{RunID: run.ID, Job: run.Job, Succeeded: st.Succeeded, Message: st.Message}, stop, nil
 }
 
 // summary reads the summary of run's results: from the registry a Kubernetes Job

@@ -25,7 +25,8 @@ func TestEvalflowRunCommand(t *testing.T) {
 	state := t.TempDir()
 
 	cmd := exec.Command(exe, "run", "--state", state, "--data", filepath.Join(shared, "datasets"),
-		"--gguf", filepath.Join(shared, "models", "stories260K.gguf"), "--subjects", "anatomy,virology", "--limit", "2")
+		"--gguf", filepath.Join(shared, "models", "stories260K.gguf"), "--subjects", "anatomy,virology", "--limit", "2",
+		"--options", `{"generation_api": "completions"}`)
 	cmd.Dir = root
 	out, err := cmd.Output()
 
@@ -39,6 +40,14 @@ func TestEvalflowRunCommand(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(state, "oci", "index.json")); err != nil {
 		t.Errorf("no OCI layout: %v", err)
+	}
+	// -options reached the runner: it asked the raw prompts, as lm-eval's local-completions.
+	files, _ := filepath.Glob(filepath.Join(state, "results", "*", evalflow.ResultsFile))
+	if len(files) != 1 {
+		t.Fatalf("results files %v", files)
+	}
+	if b, _ := os.ReadFile(files[0]); !strings.Contains(string(b), `"model": "local-completions"`) {
+		t.Errorf("results.json does not say the prompts went to /completions:\n%s", b)
 	}
 }
 

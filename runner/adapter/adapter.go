@@ -126,10 +126,7 @@ func Publish(ctx context.Context, spec evalflow.JobSpec) error {
 		return fmt.Errorf("run %s: results repository: %w", spec.RunID, err)
 	}
 	_, _, err = dest.Push(ctx, oci.Results(spec.OutputDir, t.Tag, spec.RunID, spec.Model.Name, spec.Datasets, t.Created))
-	if errors.Is(err, oci.ErrRefused) { // the job's credentials are what they are
-		err = evalflow.Permanent(err)
-	}
-	if err != nil {
+	if err = refusedForGood(err); err != nil {
 		return fmt.Errorf("run %s: push results to %s:%s: %w", spec.RunID, t.Repository, t.Tag, err)
 	}
 	return nil
@@ -192,6 +189,15 @@ func RestoreCheckpoint(ctx context.Context, spec evalflow.JobSpec, file string) 
 	return os.WriteFile(file, b, 0o644)
 }
 
+// refusedForGood marks credentials a registry refuses as evalflow.ErrPermanent: a
+// job's are what its Secret holds, and no attempt of it changes them.
+func refusedForGood(err error) error {
+	if errors.Is(err, oci.ErrRefused) {
+		return evalflow.Permanent(err)
+	}
+	return err
+}
+
 // openRegistry opens repository with the job's access to it (the password from its
 // file). A repository that cannot be named is evalflow.ErrPermanent.
 func openRegistry(repository string, a evalflow.RegistryAccess) (*oci.Destination, error) {
@@ -228,10 +234,7 @@ func FetchData(ctx context.Context, spec evalflow.JobSpec) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("run %s: data repository: %w", spec.RunID, err)
 		}
-		if err := dest.Pull(ctx, digest, into); err != nil {
-			if errors.Is(err, oci.ErrRefused) {
-				err = evalflow.Permanent(err)
-			}
+		if err := refusedForGood(dest.Pull(ctx, digest, into)); err != nil {
 			return "", fmt.Errorf("run %s: pull data %s: %w", spec.RunID, spec.Data.Reference, err)
 		}
 		if err := os.WriteFile(complete, nil, 0o644); err != nil {

@@ -22,10 +22,13 @@ func (e *Engine) Request(d task.Doc) openai.ChatRequest {
 	return openai.ChatRequest{
 		Model:     e.Spec.Model.Name,
 		Messages:  []openai.Message{{Role: "user", Content: d.Prompt}},
-		MaxTokens: cmp.Or(e.MaxTokens, d.MaxTokens, 32), Temperature: 0, Seed: &seed,
+		MaxTokens: e.maxTokens(d), Temperature: 0, Seed: &seed,
 		Stop: d.Stop,
 	}
 }
+
+// maxTokens bounds d's generated answer: the engine's bound, else the task's, else 32.
+func (e *Engine) maxTokens(d task.Doc) int { return cmp.Or(e.MaxTokens, d.MaxTokens, 32) }
 
 func (e *Engine) score(ctx context.Context, d task.Doc) (results.Sample, error) {
 	if e.Tokens != nil {
@@ -69,7 +72,7 @@ func (e *Engine) generate(ctx context.Context, d task.Doc) (string, openai.Usage
 	if e.Spec.Options.GenerationAPI == evalflow.GenerationCompletions {
 		seed := e.Seed
 		resp, err := e.Client.Complete(ctx, openai.CompletionRequest{Model: e.Spec.Model.Name, Prompt: d.Prompt,
-			MaxTokens: cmp.Or(e.MaxTokens, d.MaxTokens, 32), Temperature: 0, Seed: &seed, Stop: d.Stop})
+			MaxTokens: e.maxTokens(d), Temperature: 0, Seed: &seed, Stop: d.Stop})
 		if err != nil {
 			return "", openai.Usage{}, err
 		}

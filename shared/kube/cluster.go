@@ -164,7 +164,9 @@ func (c *Cluster) Verify(ctx context.Context) error {
 // hand, by its TTL, or by a cancel — takes them too. Objects that exist already (a
 // redelivery) are left as they are, once they are seen to be evalflow's and this
 // run's; created says whether this call made the Job. A create the cluster refuses, or
-// an object of the name that is not ours, is evalflow.ErrPermanent.
+// an object of the name that is not ours, is evalflow.ErrPermanent; where that is the
+// ConfigMap or Secret, the run's own Job is deleted (a Job that is not ours is never
+// touched).
 func (c *Cluster) CreateObjects(ctx context.Context, objs *JobObjects) (created bool, err error) {
 	jobs := c.client.BatchV1().Jobs(objs.Job.Namespace)
 	job, err := jobs.Create(ctx, objs.Job, metav1.CreateOptions{})
@@ -181,6 +183,19 @@ func (c *Cluster) CreateObjects(ctx context.Context, objs *JobObjects) (created 
 	default:
 		created = true
 	}
+	if err := c.createParts(ctx, objs, job); err != nil {
+		if errors.Is(err, evalflow.ErrPermanent) { // the Job would wait for them forever
+			if derr := c.Delete(ctx, job.Name); derr != nil {
+				err = fmt.Errorf("%w (and its Job could not be deleted: %v)", err, derr)
+			}
+		}
+		return created, err
+	}
+	return created, nil
+}
+
+// createParts creates job's ConfigMap and Secret, controlled by it.
+func (c *Cluster) createParts(ctx context.Context, objs *JobObjects, job *batchv1.Job) error {
 	controller := true
 	owner := metav1.OwnerReference{APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID, Controller: &controller}
 	cm := objs.ConfigMap.DeepCopy()
@@ -190,18 +205,19 @@ func (c *Cluster) CreateObjects(ctx context.Context, objs *JobObjects) (created 
 	}, func() (metav1.Object, error) {
 		return c.client.CoreV1().ConfigMaps(cm.Namespace).Get(ctx, cm.Name, metav1.GetOptions{})
 	}); err != nil {
-		return created, fmt.Errorf("configmap %s: %w", cm.Name, err)
+		return fmt.Errorf("configmap %s: %w", cm.Name, err)
 	}
-	if objs.Secret != nil {
-		// A Secret of the name is not read back: that would need the right to read every
-		// Secret of the namespace. The Job mounts the one its create made or found.
-		s := objs.Secret.DeepCopy()
-		s.OwnerReferences = []metav1.OwnerReference{owner}
-		if _, err := c.client.CoreV1().Secrets(s.Namespace).Create(ctx, s, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return created, fmt.Errorf("create secret %s: %w", s.Name, refused(err))
-		}
+	if objs.Secret == nil {
+		return nil
 	}
-	return created, nil
+	// A Secret of the name is not read back: that would need the right to read every
+	// Secret of the namespace. The Job mounts the one its create made or found.
+	sec := objs.Secret.DeepCopy()
+	sec.OwnerReferences = []metav1.OwnerReference{owner}
+	if _, err := c.client.CoreV1().Secrets(sec.Namespace).Create(ctx, sec, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create secret %s: %w", sec.Name, refused(err))
+	}
+	return nil
 }
 
 // createOwned creates an object the Job (uid) controls; one that exists already is

@@ -189,12 +189,18 @@ func TestAgainstARealAPIServer(t *testing.T) {
 		if _, err := c.CreateObjects(ctx, objs); !errors.Is(err, evalflow.ErrPermanent) || !strings.Contains(err.Error(), "is not this run's") {
 			t.Fatalf("a foreign job of the name: %v, want a permanent refusal", err)
 		}
+		if j, err := admin.BatchV1().Jobs("evals").Get(ctx, foreign.Name, metav1.GetOptions{}); err != nil || j.Labels["app"] != "someone-else" {
+			t.Fatalf("the foreign job after the refusal: %v; want it left as it was", err)
+		}
 		objs = jobFor(t, "81111111-2222-4333-8444-555555555555", c.Namespace, 3600)
 		if _, err := admin.CoreV1().ConfigMaps("evals").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: objs.ConfigMap.Name}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := c.CreateObjects(ctx, objs); !errors.Is(err, evalflow.ErrPermanent) || !strings.Contains(err.Error(), "not controlled by this run's Job") {
 			t.Fatalf("a foreign configmap of the name: %v, want a permanent refusal", err)
+		}
+		if _, err := admin.BatchV1().Jobs("evals").Get(ctx, objs.Job.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Fatalf("the run's own Job, whose spec is someone else's: %v; want it deleted", err)
 		}
 	})
 

@@ -151,7 +151,7 @@ type Artifact struct {
 // credentials the registry refuses are ErrRefused.
 func (d *Destination) Push(ctx context.Context, a Artifact) (*evalflow.Artifact, bool, error) {
 	if desc, found, err := d.resolve(ctx, a.Tag); err != nil || found {
-		return d.artifact(a.Tag, desc, err)
+		return d.result(a.Tag, desc, false, err)
 	}
 	layers := make([]ocispec.Descriptor, 0, len(a.Files))
 	for _, f := range a.Files {
@@ -162,17 +162,17 @@ func (d *Destination) Push(ctx context.Context, a Artifact) (*evalflow.Artifact,
 		layers = append(layers, desc)
 	}
 	desc, err := d.pack(ctx, a, layers)
-	out, _, err := d.artifact(a.Tag, desc, err)
-	return out, err == nil, err
+	return d.result(a.Tag, desc, true, err)
 }
 
-// artifact is desc, pushed under tag, as the domain describes it.
-func (d *Destination) artifact(tag string, desc ocispec.Descriptor, err error) (*evalflow.Artifact, bool, error) {
+// result is a push's answer: desc under tag as the domain describes it, and whether
+// this call pushed it; or err as the domain's.
+func (d *Destination) result(tag string, desc ocispec.Descriptor, pushed bool, err error) (*evalflow.Artifact, bool, error) {
 	if err != nil {
 		return nil, false, domainError(err)
 	}
 	return &evalflow.Artifact{Reference: d.Name + ":" + tag + "@" + desc.Digest.String(),
-		Digest: desc.Digest.String(), MediaType: desc.MediaType}, false, nil
+		Digest: desc.Digest.String(), MediaType: desc.MediaType}, pushed, nil
 }
 
 // domainError maps oras-go's and the registry's errors onto the domain's: not found
@@ -194,21 +194,20 @@ func domainError(err error) error {
 // resolves. No layer is uploaded again: only a new manifest is written.
 func (d *Destination) PushStaged(ctx context.Context, a Artifact, staged string) (*evalflow.Artifact, bool, error) {
 	if desc, found, err := d.resolve(ctx, a.Tag); err != nil || found {
-		return d.artifact(a.Tag, desc, err)
+		return d.result(a.Tag, desc, false, err)
 	}
 	m, err := d.manifest(ctx, staged)
 	if errors.Is(err, errdef.ErrNotFound) {
 		// A concurrent push may have written a's tag and deleted the staged one since.
 		if desc, found, rerr := d.resolve(ctx, a.Tag); rerr == nil && found {
-			return d.artifact(a.Tag, desc, nil)
+			return d.result(a.Tag, desc, false, nil)
 		}
 	}
 	if err != nil {
 		return nil, false, domainError(err)
 	}
 	desc, err := d.pack(ctx, a, m.Layers)
-	out, _, err := d.artifact(a.Tag, desc, err)
-	return out, err == nil, err
+	return d.result(a.Tag, desc, true, err)
 }
 
 // Delete removes the manifest tag resolves to, and so the tag; the blobs stay, for
@@ -242,38 +241,38 @@ func (d *Destination) Replace(ctx context.Context, path, mediaType, tag string) 
 // PushDir pushes directory dir (the benchmark data) as one artifact tagged tag, and
 // returns it; jobs pull it by its digest (Pull).
 func (d *Destination) PushDir(ctx context.Context, dir, tag string) (*evalflow.Artifact, error) {
-	fs, err := file.New(filepath.Dir(dir))
+	store, err := file.New(filepath.Dir(dir))
 	if err != nil {
 		return nil, fmt.Errorf("oci: %w", err)
 	}
-	defer fs.Close()
-	layer, err := fs.Add(ctx, filepath.Base(dir), MediaTypeData, dir)
+	defer store.Close()
+	layer, err := store.Add(ctx, filepath.Base(dir), MediaTypeData, dir)
 	if err != nil {
 		return nil, domainError(fmt.Errorf("oci: pack %s: %w", dir, err))
 	}
-	desc, err := oras.PackManifest(ctx, fs, oras.PackManifestVersion1_1, ArtifactTypeData, oras.PackManifestOptions{Layers: []ocispec.Descriptor{layer}})
+	desc, err := oras.PackManifest(ctx, store, oras.PackManifestVersion1_1, ArtifactTypeData, oras.PackManifestOptions{Layers: []ocispec.Descriptor{layer}})
 	if err != nil {
 		return nil, fmt.Errorf("oci: pack manifest for %s: %w", dir, err)
 	}
-	if err := fs.Tag(ctx, desc, tag); err != nil {
+	if err := store.Tag(ctx, desc, tag); err != nil {
 		return nil, fmt.Errorf("oci: %w", err)
 	}
-	if _, err := oras.Copy(ctx, fs, tag, d.Target, tag, oras.DefaultCopyOptions); err != nil {
+	if _, err := oras.Copy(ctx, store, tag, d.Target, tag, oras.DefaultCopyOptions); err != nil {
 		return nil, domainError(fmt.Errorf("oci: push %s to %s:%s: %w", dir, d.Name, tag, err))
 	}
-	out, _, err := d.artifact(tag, desc, nil)
+	out, _, err := d.result(tag, desc, true, nil)
 	return out, err
 }
 
 // Pull fetches the artifact ref (a tag, or a digest) into dir: a directory pushed by
 // PushDir is unpacked there under its own name.
 func (d *Destination) Pull(ctx context.Context, ref, dir string) error {
-	fs, err := file.New(dir)
+	store, err := file.New(dir)
 	if err != nil {
 		return fmt.Errorf("oci: %w", err)
 	}
-	defer fs.Close()
-	if _, err := oras.Copy(ctx, d.Target, ref, fs, ref, oras.DefaultCopyOptions); err != nil {
+	defer store.Close()
+	if _, err := oras.Copy(ctx, d.Target, ref, store, ref, oras.DefaultCopyOptions); err != nil {
 		return domainError(fmt.Errorf("oci: pull %s:%s: %w", d.Name, ref, err))
 	}
 	return nil

@@ -43,6 +43,21 @@ func datasetsOf(engine, datasets, subjects string, limit int, fewshot *int) ([]e
 	return specs, nil
 }
 
+// optionsOf reads -options strictly (an unknown field is an error naming it; start
+// checks the values).
+func optionsOf(options string) (*evalflow.RunOptions, error) {
+	if options == "" {
+		return nil, nil
+	}
+	var o evalflow.RunOptions
+	dec := json.NewDecoder(strings.NewReader(options))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&o); err != nil {
+		return nil, fmt.Errorf("-options: %w", err)
+	}
+	return &o, nil
+}
+
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	config := stackFlags(fs)
@@ -56,20 +71,28 @@ func run(ctx context.Context, args []string) error {
 	datasets := fs.String("datasets", "", `the request's datasets as JSON, e.g. '["gsm8k", {"name": "truthfulqa", "variant": "gen", "limit": 20}]' (overrides -subjects, -limit, -num-fewshot)`)
 	engine := fs.String("engine", evalflow.DefaultEngine, "the engine: evalflow, lm-evaluation-harness or opencompass (their adapters and programs must be installed)")
 	engineConfig := fs.String("engine-config", "", `the engine's config as JSON, e.g. '{"tasks": ["gsm8k"], "limit": 20}' for lm-evaluation-harness`)
+	options := fs.String("options", "", `the run's options as JSON, e.g. '{"generation_api": "completions", "requests_per_second": 5}' (docs/datasets.md)`)
 	_ = fs.Parse(args)
 	cfg, err := config()
 	if err != nil {
 		return err
 	}
-	apiKey := os.Getenv("EVALFLOW_API_KEY")
-
-	if *baseURL == "" {
+	req := evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: *model, BaseURL: *baseURL,
+		APIKey: os.Getenv("EVALFLOW_API_KEY"), Source: "evalflow-cli", SourceTopic: "local", Concurrency: *concurrency,
+		Engine: *engine, EngineConfig: json.RawMessage(*engineConfig)}
+	if req.Datasets, err = datasetsOf(*engine, *datasets, *subjects, *limit, fewshot); err != nil {
+		return err
+	}
+	if req.Options, err = optionsOf(*options); err != nil {
+		return err
+	}
+	if req.BaseURL == "" {
 		p, err := serveModel(ctx, *gguf, *model, filepath.Join(cfg.StateDir, "ollama"))
 		if err != nil {
 			return err
 		}
 		defer p.Stop()
-		*baseURL = "http://" + p.Addr
+		req.BaseURL = "http://" + p.Addr
 	}
 	fmt.Println("bringing evalflow up (redis, broker, 5 functions) ...")
 	s, err := stack.Up(ctx, cfg)
@@ -78,13 +101,6 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer s.Down()
 
-	specs, err := datasetsOf(*engine, *datasets, *subjects, *limit, fewshot)
-	if err != nil {
-		return err
-	}
-	req := evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: *model, BaseURL: *baseURL, APIKey: apiKey,
-		Datasets: specs, Source: "evalflow-cli", SourceTopic: "local", Concurrency: *concurrency,
-		Engine: *engine, EngineConfig: json.RawMessage(*engineConfig)}
 	id, err := submit(ctx, s.API, req)
 	if err != nil {
 		return err
