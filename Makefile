@@ -9,7 +9,7 @@ CACHE ?= $(HOME)/.cache/evalflow
 SHARED ?= $(abspath $(CURDIR)/../shared)
 export EVALFLOW_CACHE := $(CACHE)
 
-.PHONY: run test bench deps test-deps build vet fmt-check up clean images cluster-up cluster-deploy
+.PHONY: run test bench deps node-deps test-deps build vet fmt-check up clean images cluster-up cluster-deploy node-up node-down
 
 ## run: evaluate the bundled tiny model on a small MMLU subset, end to end, locally
 run: deps build
@@ -36,23 +36,21 @@ bench: deps build
 ## deps: what tests and runs need — Debian's redis-server, docker-registry and
 ## htpasswd; ollama and the oras CLI built once and cached in $(CACHE)
 deps:
-	@missing=""; \
-	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
-	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
-	command -v htpasswd >/dev/null || missing="$$missing apache2-utils"; \
-	if [ -n "$$missing" ]; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  echo "installing$$missing (apt-get)"; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	@hack/apt-install.sh redis-server docker-registry apache2-utils
 	@hack/install-ollama.sh >/dev/null
 	@hack/install-oras.sh >/dev/null
 
-## test-deps: what only tests need, built once from the Go module proxy and cached in
-## $(CACHE): a real Kubernetes control plane (etcd, kube-apiserver,
-## kube-controller-manager), and llama-echo, a model server that scores echoed prompts
-test-deps:
+## node-deps: what a Kubernetes node on this machine needs: Debian's containerd, runc,
+## CNI plugins and iptables, and Kubernetes (etcd, kube-apiserver,
+## kube-controller-manager, kube-scheduler, kubelet, kube-proxy) built once from the Go
+## module proxy and cached in $(CACHE)
+node-deps:
+	@hack/apt-install.sh containerd runc containernetworking-plugins iptables
 	@hack/install-kube.sh >/dev/null
+
+## test-deps: what only tests need: the node's parts (node-deps), and llama-echo, a
+## model server that scores echoed prompts, built once and cached in $(CACHE)
+test-deps: node-deps
 	@hack/install-llama-echo.sh >/dev/null
 	cd hack/llama-echo && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go vet . && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go test -count=1 .
 
@@ -70,6 +68,24 @@ fmt-check:
 
 clean:
 	rm -rf $(BIN) .state
+
+## node-up: a single-node Kubernetes on this machine whose pods really run (root;
+## devkit/node): its kubeconfig in .state/node/kubeconfig, its registry at the node
+## address, the runner's image and the datasets pushed there. Idempotent.
+NODE_DIR := $(CURDIR)/.state/node
+node-up: deps node-deps build
+	CGO_ENABLED=0 go build -trimpath -o $(BIN)/image/evalflow-pause ./devkit/cmd/evalflow-pause
+	go build -o $(BIN)/evalflow-node ./devkit/cmd/evalflow-node
+	@mkdir -p $(NODE_DIR)
+	$(BIN)/evalflow-node up -dir $(NODE_DIR) -pause $(BIN)/image/evalflow-pause > $(NODE_DIR)/env
+	@. $(NODE_DIR)/env && $(MAKE) --no-print-directory images IMAGE_REGISTRY=$$NODE_REGISTRY/evalflow && \
+	echo && echo "node up: KUBECONFIG=$$NODE_KUBECONFIG; registry $$NODE_REGISTRY. Evaluate on it:" && \
+	echo "  bin/evalflow run --kubeconfig $$NODE_KUBECONFIG --registry $$NODE_REGISTRY/evalflow --plain-http --data $(SHARED)/datasets"
+
+## node-down: stop the node and remove everything it added to the machine
+node-down:
+	@if [ -x $(BIN)/evalflow-node ]; then $(BIN)/evalflow-node down -dir $(NODE_DIR); \
+	else go run ./devkit/cmd/evalflow-node down -dir $(NODE_DIR); fi
 
 ## cluster-up: kind + Knative Serving/Eventing + Redis + the broker and triggers.
 ## Needs a Docker engine, kind, kubectl and func (not available on the dev machines).

@@ -163,6 +163,20 @@ func loopback(port int) (int, string, error) {
 	return port, addr(port), nil
 }
 
+// onHost is a free port's address on host (127.0.0.1 when empty): an address of this
+// machine, e.g. the one a local Kubernetes node's pods reach it at.
+func onHost(host string) (string, error) {
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", fmt.Errorf("localserver: a free port on %s: %w", host, err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
 // Redis starts redis-server on port (0: a free one), data in dir, no persistence.
 func Redis(ctx context.Context, dir string, port int) (*Proc, error) {
 	bin, err := exec.LookPath("redis-server")
@@ -182,14 +196,15 @@ func Redis(ctx context.Context, dir string, port int) (*Proc, error) {
 	return p, nil
 }
 
-// Registry starts Debian's docker-registry (CNCF distribution) on port, storing in
-// dir; with htpasswd set (a bcrypt file) it asks for basic auth.
-func Registry(ctx context.Context, dir string, port int, htpasswd string) (*Proc, error) {
+// Registry starts Debian's docker-registry (CNCF distribution) on a free port of host
+// (127.0.0.1 when empty), storing in dir; with htpasswd set (a bcrypt file) it asks
+// for basic auth.
+func Registry(ctx context.Context, dir, host, htpasswd string) (*Proc, error) {
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
 		return nil, fmt.Errorf("localserver: docker-registry not installed (make deps installs it): %w", err)
 	}
-	port, a, err := loopback(port)
+	a, err := onHost(host)
 	if err != nil {
 		return nil, err
 	}
@@ -213,10 +228,11 @@ func Registry(ctx context.Context, dir string, port int, htpasswd string) (*Proc
 	return p, nil
 }
 
-// Ollama serves models from dir/models with bin (see hack/install-ollama.sh) on port;
-// parallel is OLLAMA_NUM_PARALLEL (0: ollama's default).
-func Ollama(ctx context.Context, bin, dir string, port, parallel int) (*Proc, error) {
-	port, a, err := loopback(port)
+// Ollama serves models from dir/models with bin (see hack/install-ollama.sh) on a
+// free port of host (127.0.0.1 when empty); parallel is OLLAMA_NUM_PARALLEL (0:
+// ollama's default).
+func Ollama(ctx context.Context, bin, dir, host string, parallel int) (*Proc, error) {
+	a, err := onHost(host)
 	if err != nil {
 		return nil, err
 	}
@@ -266,9 +282,10 @@ func OllamaBinary() string {
 const OllamaVersion = "0.17.4"
 
 // LlamaEcho serves the GGUF file gguf as model name with hack/llama-echo (bin), a
-// completions server that scores echoed prompts, on port (0: a free one).
-func LlamaEcho(ctx context.Context, bin, dir, gguf, name string, port int) (*Proc, error) {
-	port, a, err := loopback(port)
+// completions server that scores echoed prompts, on a free port of host (127.0.0.1
+// when empty).
+func LlamaEcho(ctx context.Context, bin, dir, gguf, name, host string) (*Proc, error) {
+	a, err := onHost(host)
 	if err != nil {
 		return nil, err
 	}

@@ -58,7 +58,10 @@ func Redis(t testing.TB) string {
 
 // Registry starts docker-registry; with user set it asks for basic auth with user and
 // password (htpasswd -B). It returns the registry's address.
-func Registry(t testing.TB, user, password string) string {
+func Registry(t testing.TB, user, password string) string { return RegistryOn(t, "", user, password) }
+
+// RegistryOn is Registry on host, an address of this machine (127.0.0.1 when empty).
+func RegistryOn(t testing.TB, host, user, password string) string {
 	t.Helper()
 	if _, err := exec.LookPath("docker-registry"); err != nil {
 		missing(t, "docker-registry is not installed (make deps)")
@@ -78,7 +81,7 @@ func Registry(t testing.TB, user, password string) string {
 			t.Fatal(err)
 		}
 	}
-	p, err := localserver.Registry(context.Background(), dir, 0, htpasswd)
+	p, err := localserver.Registry(context.Background(), dir, host, htpasswd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +94,10 @@ const Model = "stories260k"
 
 // Ollama serves the tiny model from ../shared/models and returns its base URL
 // (http://127.0.0.1:PORT). parallel is OLLAMA_NUM_PARALLEL (0: default).
-func Ollama(t testing.TB, parallel int) string {
+func Ollama(t testing.TB, parallel int) string { return OllamaOn(t, "", parallel) }
+
+// OllamaOn is Ollama on host, an address of this machine (127.0.0.1 when empty).
+func OllamaOn(t testing.TB, host string, parallel int) string {
 	t.Helper()
 	shared := SharedDir(t)
 	bin := localserver.OllamaBinary()
@@ -99,7 +105,7 @@ func Ollama(t testing.TB, parallel int) string {
 		missing(t, fmt.Sprintf("ollama is not built at %s (make deps runs hack/install-ollama.sh)", bin))
 	}
 	ctx := context.Background()
-	p, err := localserver.Ollama(ctx, bin, t.TempDir(), 0, parallel)
+	p, err := localserver.Ollama(ctx, bin, t.TempDir(), host, parallel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +129,7 @@ func LlamaEcho(t testing.TB) string {
 	if _, err := os.Stat(bin); err != nil {
 		missing(t, "llama-echo is not built at "+bin+" (hack/install-llama-echo.sh builds it)")
 	}
-	p, err := localserver.LlamaEcho(context.Background(), bin, t.TempDir(), filepath.Join(shared, "models", "stories260K.gguf"), Model, 0)
+	p, err := localserver.LlamaEcho(context.Background(), bin, t.TempDir(), filepath.Join(shared, "models", "stories260K.gguf"), Model, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,6 +68,10 @@ type Config struct {
 	Log      *slog.Logger
 	// ExtraEnv is added to every function's environment.
 	ExtraEnv []string
+	// JobAddress is an address of this machine that Kubernetes Jobs reach it at (a
+	// node on this machine: its node address). The broker also listens there, for
+	// the Jobs' progress reports. Empty: Jobs report to the broker's loopback address.
+	JobAddress string
 }
 
 // Stack is a running local evalflow.
@@ -85,6 +89,8 @@ type Stack struct {
 	jobs    *localjob.Server
 	brk     *broker.Broker
 	servers []*http.Server
+	// jobCallback is the broker as Kubernetes Jobs reach it (Config.JobAddress).
+	jobCallback string
 }
 
 // Up starts everything and returns once every function is ready: Redis, the broker
@@ -129,6 +135,9 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}
 	sender, err := s.serveBroker(fctx, brokerL, jobsL)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.exposeBroker(); err != nil {
 		return nil, err
 	}
 	if err := s.startFunctions(ctx, ports, s.functionEnv(sealKey, jobsURL)); err != nil {
@@ -199,6 +208,20 @@ func (s *Stack) serveBroker(fctx context.Context, brokerL, jobsL net.Listener) (
 	return sender, nil
 }
 
+// exposeBroker serves the broker on the Jobs' address too, when the config has one.
+func (s *Stack) exposeBroker() error {
+	if s.cfg.JobAddress == "" {
+		return nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(s.cfg.JobAddress, "0"))
+	if err != nil {
+		return fmt.Errorf("stack: the broker on the Jobs' address: %w", err)
+	}
+	s.serve(l, s.brk)
+	s.jobCallback = "http://" + l.Addr().String()
+	return nil
+}
+
 // functionEnv is the environment every function starts with.
 func (s *Stack) functionEnv(sealKey, jobsURL string) []string {
 	cfg := s.cfg
@@ -216,6 +239,9 @@ func (s *Stack) functionEnv(sealKey, jobsURL string) []string {
 		"EVALFLOW_RESULTS_DIR=" + filepath.Join(cfg.StateDir, "results"),
 		"EVALFLOW_JOBS_URL=" + jobsURL, "EVALFLOW_DATA_DIR=" + cfg.DataDir,
 	}, ociEnv...)
+	if s.jobCallback != "" {
+		env = append(env, "EVALFLOW_JOB_CALLBACK_URL="+s.jobCallback)
+	}
 	return append(env, cfg.ExtraEnv...)
 }
 

@@ -16,8 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/evalflow/evalflow/devkit/images"
 	"github.com/evalflow/evalflow/devkit/testserver"
-	"github.com/evalflow/evalflow/runner/images"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/engines"
 )

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path"
 	"sort"
 	"strings"
 	"sync"
@@ -94,6 +95,17 @@ func Parse(b []byte) (*Registry, error) {
 		}
 	}
 	return &Registry{engines: m}, nil
+}
+
+// PulledFrom is e with its image under registry (HOST[:PORT]/PATH, where make images
+// pushes it): the image's last path element and tag kept. An empty registry is e.
+func (e *Engine) PulledFrom(registry string) *Engine {
+	if registry == "" {
+		return e
+	}
+	moved := *e
+	moved.Image = strings.TrimSuffix(registry, "/") + "/" + path.Base(e.Image)
+	return &moved
 }
 
 // Names lists the engines, sorted.

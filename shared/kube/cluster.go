@@ -29,6 +29,8 @@ type Cluster struct {
 	Server    string
 	Namespace string
 	client    kubernetes.Interface
+	// images is the registry prefix the engines' images are pulled from (Pool.Images).
+	images string
 }
 
 // ErrBadKubeconfig is a kubeconfig Connect cannot use: unparsable, incomplete, or
@@ -409,7 +411,7 @@ func (c *Cluster) Create(ctx context.Context, spec evalflow.JobSpec, secrets eva
 	if !ok {
 		return evalflow.Permanent(fmt.Errorf("job %s: unknown engine %q", spec.ID, spec.Engine))
 	}
-	objs, err := Build(spec, e, c.Namespace, secrets)
+	objs, err := Build(spec, e.PulledFrom(c.images), c.Namespace, secrets)
 	if err != nil {
 		return err
 	}
@@ -424,6 +426,9 @@ func (c *Cluster) Create(ctx context.Context, spec evalflow.JobSpec, secrets eva
 // (job-watch, each tick) reuses its client and connections instead of dialling anew.
 // The zero Pool is ready; it holds at most MaxPooled clusters.
 type Pool struct {
+	// Images, when set, is the registry prefix (HOST[:PORT]/PATH) the clusters'
+	// Jobs pull the engines' images from.
+	Images   string
 	mu       sync.Mutex
 	clusters map[[sha256.Size]byte]*Cluster
 }
@@ -443,6 +448,7 @@ func (p *Pool) Connect(kubeconfig []byte) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.images = p.Images
 	if p.clusters == nil || len(p.clusters) >= MaxPooled {
 		p.clusters = map[[sha256.Size]byte]*Cluster{}
 	}

@@ -123,7 +123,8 @@ func inPod(spec evalflow.JobSpec, secrets evalflow.JobSecrets) (evalflow.JobSpec
 const runnerContainer = "runner"
 
 // jobSpec runs pod once per attempt, at most three, within the spec's deadline; a
-// runner that exits with ExitPermanent cannot succeed on a retry and fails the Job.
+// runner that exits with ExitPermanent cannot succeed on a retry and fails the Job,
+// and a pod disrupted (evicted, preempted) is replaced without counting as a retry.
 func jobSpec(spec evalflow.JobSpec, pod corev1.PodSpec) batchv1.JobSpec {
 	backoff, runner := int32(2), runnerContainer
 	deadline, ttl := spec.DeadlineSeconds, spec.TTLSecondsAfterFinished
@@ -133,6 +134,11 @@ func jobSpec(spec evalflow.JobSpec, pod corev1.PodSpec) batchv1.JobSpec {
 			Action: batchv1.PodFailurePolicyActionFailJob,
 			OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{
 				ContainerName: &runner, Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{evalflow.ExitPermanent}},
+		}, {
+			// A pod evicted or preempted (a drain, node pressure) did not fail: its
+			// replacement resumes from the checkpoint, without using up a retry.
+			Action:          batchv1.PodFailurePolicyActionIgnore,
+			OnPodConditions: []batchv1.PodFailurePolicyOnPodConditionsPattern{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue}},
 		}}},
 		Template: corev1.PodTemplateSpec{
 			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{LabelRun: spec.RunID, "app.kubernetes.io/part-of": "evalflow",

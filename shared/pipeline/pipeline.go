@@ -30,6 +30,10 @@ type Config struct {
 	// Sink is the broker's ingress, where notifications and out-of-band events go.
 	Sink     string `env:"K_SINK, required"`
 	LogLevel string `env:"LOG_LEVEL, default=info"`
+	// JobImages is the registry prefix (HOST[:PORT]/PATH) Kubernetes Jobs pull the
+	// engines' images from, instead of the names the engine registry gives (make
+	// images pushes them there; make node-up to the node's registry).
+	JobImages string `env:"EVALFLOW_JOB_IMAGES"`
 }
 
 // Load fills target (a pointer to a struct with env tags) from cfg, the map func-go
@@ -74,7 +78,8 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 		return nil, fmt.Errorf("%s: redis at %s: %w", step, c.RedisAddr, err)
 	}
 	return &Env{Step: step, Store: runstore.New(rdb, sealer), Events: sender,
-		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step)), Now: time.Now, rdb: rdb}, nil
+		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step)), Now: time.Now, rdb: rdb,
+		clusters: kube.Pool{Images: c.JobImages}}, nil
 }
 
 // Close releases the Env's connections.

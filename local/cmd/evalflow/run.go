@@ -131,7 +131,7 @@ func serveModel(ctx context.Context, gguf, name, dir string) (*localserver.Proc,
 		return nil, fmt.Errorf("model file: %w", err)
 	}
 	fmt.Printf("serving %s with ollama as %q ...\n", filepath.Base(abs), name)
-	p, err := localserver.Ollama(ctx, bin, dir, 0, 8)
+	p, err := localserver.Ollama(ctx, bin, dir, "", 8)
 	if err != nil {
 		return nil, err
 	}

@@ -217,7 +217,7 @@ func bench(args []string) error {
 	defer os.RemoveAll(work)
 	model, _ := filepath.Abs(*gguf)
 	fmt.Fprintln(os.Stderr, "starting ollama (OLLAMA_NUM_PARALLEL=8) with", filepath.Base(model))
-	srv, err := localserver.Ollama(context.Background(), localserver.OllamaBinary(), filepath.Join(work, "ollama"), 0, 8)
+	srv, err := localserver.Ollama(context.Background(), localserver.OllamaBinary(), filepath.Join(work, "ollama"), "", 8)
 	if err != nil {
 		return err
 	}

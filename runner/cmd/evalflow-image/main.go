@@ -16,7 +16,7 @@ import (
 	"path"
 	"runtime"
 
-	"github.com/evalflow/evalflow/runner/images"
+	"github.com/evalflow/evalflow/devkit/images"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/engines"
 )

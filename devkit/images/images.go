@@ -1,3 +1,5 @@
+// Package images builds container images without a Docker engine, with
+// go-containerregistry, on a minimal base evalflow builds itself, and pushes them.
 package images
 
 import (

@@ -1,0 +1,333 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/evalflow/evalflow/devkit/images"
+)
+
+// PauseImage is the sandbox image's name under the node's registry.
+const PauseImage = "evalflow/pause:3.10"
+
+// startRegistry serves the node's images (and anything pods push) on a free port of
+// the node address, in plain HTTP.
+func (n *Node) startRegistry(ctx context.Context, cfg Config) error {
+	port, err := freePort(cfg.Address)
+	if err != nil {
+		return err
+	}
+	n.Registry = net.JoinHostPort(cfg.Address, strconv.Itoa(port))
+	dir := filepath.Join(n.Dir, "registry")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	conf := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n",
+		filepath.Join(dir, "data"), n.Registry)
+	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(conf), 0o644); err != nil {
+		return err
+	}
+	return n.spawn(ctx, "registry", httpBelow500("http://"+n.Registry+"/v2/", nil), 15*time.Second,
+		"docker-registry", "serve", filepath.Join(dir, "config.yml"))
+}
+
+// pushPause builds the sandbox image from cfg.Pause and pushes it.
+func (n *Node) pushPause(_ context.Context, cfg Config) error {
+	img, err := images.Build(images.Spec{Binary: cfg.Pause, Path: "/pause", OS: "linux", Architecture: runtime.GOARCH})
+	if err != nil {
+		return err
+	}
+	_, err = images.Push(img, n.Registry+"/"+PauseImage)
+	return err
+}
+
+// startControlPlane starts etcd, the API server (on the node address, so that pods
+// reach it), the controller manager and the scheduler.
+func (n *Node) startControlPlane(ctx context.Context, cfg Config) error {
+	ports, err := freePorts("127.0.0.1", 2)
+	if err != nil {
+		return err
+	}
+	client, peer := fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	if err := n.spawn(ctx, "etcd", httpBelow500(client+"/health", nil), 20*time.Second, filepath.Join(cfg.Bin, "etcd"),
+		"--data-dir", filepath.Join(n.Dir, "etcd"), "--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "default="+peer,
+		"--unsafe-no-fsync", "--log-level", "warn"); err != nil {
+		return err
+	}
+	pki, err := writePKI(filepath.Join(n.Dir, "pki"), cfg.Address)
+	if err != nil {
+		return err
+	}
+	tokens := filepath.Join(n.Dir, "tokens.csv")
+	if err := os.WriteFile(tokens, []byte(fmt.Sprintf("%s,evalflow-admin,uid-admin,\"system:masters\"\n", n.AdminToken)), 0o600); err != nil {
+		return err
+	}
+	certs := filepath.Join(n.Dir, "certs")
+	insecure := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	if err := n.spawn(ctx, "kube-apiserver", httpBelow500(n.API+"/readyz", insecure), 90*time.Second, filepath.Join(cfg.Bin, "kube-apiserver"),
+		"--etcd-servers", client, "--bind-address", cfg.Address, "--advertise-address", cfg.Address,
+		"--secure-port", strconv.Itoa(apiPort), "--cert-dir", certs, "--service-cluster-ip-range", cfg.ServiceCIDR,
+		"--service-account-key-file", pki.saPub, "--service-account-signing-key-file", pki.saKey,
+		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+		"--token-auth-file", tokens, "--authorization-mode", "RBAC",
+		"--kubelet-client-certificate", pki.clientCert, "--kubelet-client-key", pki.clientKey,
+		"--kubelet-certificate-authority", pki.ca, "--kubelet-preferred-address-types", "InternalIP"); err != nil {
+		return err
+	}
+	var err2 error
+	if n.CA, err2 = os.ReadFile(filepath.Join(certs, "apiserver.crt")); err2 != nil {
+		return fmt.Errorf("node: the API server's certificate: %w", err2)
+	}
+	if err := os.WriteFile(n.Kubeconfig, n.kubeconfig(), 0o600); err != nil {
+		return err
+	}
+	started := func(context.Context) error { return nil }
+	if err := n.spawn(ctx, "kube-controller-manager", started, time.Second, filepath.Join(cfg.Bin, "kube-controller-manager"),
+		"--kubeconfig", n.Kubeconfig, "--bind-address", "127.0.0.1", "--secure-port", "0", "--leader-elect=false",
+		"--controllers", "*", "--root-ca-file", filepath.Join(certs, "apiserver.crt"),
+		"--service-account-private-key-file", pki.saKey, "--use-service-account-credentials=true",
+		"--cluster-cidr", cfg.PodCIDR, "--service-cluster-ip-range", cfg.ServiceCIDR); err != nil {
+		return err
+	}
+	n.pki = pki
+	return n.spawn(ctx, "kube-scheduler", started, time.Second, filepath.Join(cfg.Bin, "kube-scheduler"),
+		"--kubeconfig", n.Kubeconfig, "--leader-elect=false", "--secure-port", "0")
+}
+
+// startContainerd runs containerd with its own root, state and socket, pulling from
+// the node's registry in plain HTTP and networking pods with the CNI bridge.
+func (n *Node) startContainerd(ctx context.Context, cfg Config) error {
+	dir := filepath.Join(n.Dir, "containerd")
+	cni := filepath.Join(n.Dir, "cni")
+	for _, d := range []string{dir, cni} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	conf := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+[grpc]
+  address = %q
+[plugins."io.containerd.internal.v1.opt"]
+  path = %q
+[plugins."io.containerd.grpc.v1.cri"]
+  restrict_oom_score_adj = true
+  sandbox_image = %q
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = %q
+  [plugins."io.containerd.grpc.v1.cri".registry.mirrors.%q]
+    endpoint = [%q]
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), n.Machine.ContainerdSock, filepath.Join(dir, "opt"),
+		n.Registry+"/"+PauseImage, cni, n.Registry, "http://"+n.Registry)
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(conf), 0o644); err != nil {
+		return err
+	}
+	conflist := map[string]any{"cniVersion": "1.0.0", "name": Name, "plugins": []any{
+		map[string]any{"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": true, "hairpinMode": true,
+			"ipam": map[string]any{"type": "host-local", "ranges": [][]map[string]string{{{"subnet": cfg.PodCIDR}}},
+				"routes": []map[string]string{{"dst": "0.0.0.0/0"}}, "dataDir": filepath.Join(n.Dir, "cni-ipam")}},
+		map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}},
+	}}
+	b, _ := json.MarshalIndent(conflist, "", "  ")
+	if err := os.WriteFile(filepath.Join(cni, "10-evalflow.conflist"), b, 0o644); err != nil {
+		return err
+	}
+	sock := n.Machine.ContainerdSock
+	return n.spawn(ctx, "containerd", func(ctx context.Context) error {
+		return exec.CommandContext(ctx, "ctr", "--address", sock, "version").Run()
+	}, 30*time.Second, "containerd", "--config", filepath.Join(dir, "config.toml"))
+}
+
+// startKubelet runs the kubelet against containerd and waits for the node to be Ready.
+func (n *Node) startKubelet(ctx context.Context, cfg Config) error {
+	for _, h := range cgroupHierarchies() {
+		if err := os.MkdirAll(filepath.Join(h, Name), 0o755); err != nil {
+			return fmt.Errorf("node: cgroup %s: %w", h, err)
+		}
+	}
+	conf := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: cgroupfs
+cgroupRoot: /%s
+failCgroupV1: false
+failSwapOn: false
+containerRuntimeEndpoint: unix://%s
+address: %s
+port: 10250
+readOnlyPort: 0
+healthzPort: 0
+tlsCertFile: %s
+tlsPrivateKeyFile: %s
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: %s}
+authorization: {mode: Webhook}
+podLogsDir: %s
+serializeImagePulls: false
+maxPods: 50
+evictionHard: {memory.available: "50Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+`, Name, n.Machine.ContainerdSock, cfg.Address, n.pki.kubeletCert, n.pki.kubeletKey, n.pki.ca, filepath.Join(n.Dir, "pod-logs"))
+	path := filepath.Join(n.Dir, "kubelet.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	return n.spawn(ctx, "kubelet", n.nodeReady, 60*time.Second, filepath.Join(cfg.Bin, "kubelet"),
+		"--config", path, "--kubeconfig", n.Kubeconfig, "--root-dir", filepath.Join(n.Dir, "kubelet"),
+		"--hostname-override", Name, "--node-ip", cfg.Address)
+}
+
+// startProxy runs kube-proxy in iptables mode, so that pods reach Services.
+func (n *Node) startProxy(ctx context.Context, cfg Config) error {
+	conf := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: iptables
+clientConnection: {kubeconfig: %s}
+clusterCIDR: %s
+hostnameOverride: %s
+bindAddress: %s
+healthzBindAddress: %s:10256
+metricsBindAddress: %s:10249
+nodePortAddresses: [%s/32]
+conntrack: {maxPerCore: 0}
+`, n.Kubeconfig, cfg.PodCIDR, Name, cfg.Address, cfg.Address, cfg.Address, cfg.Address)
+	path := filepath.Join(n.Dir, "kube-proxy.yaml")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	return n.spawn(ctx, "kube-proxy", func(ctx context.Context) error {
+		out, err := exec.CommandContext(ctx, "iptables", "-t", "nat", "-S", "KUBE-SERVICES").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "default/kubernetes") {
+			return errors.New("the kubernetes Service has no rule yet")
+		}
+		return nil
+	}, 30*time.Second, filepath.Join(cfg.Bin, "kube-proxy"), "--config", path)
+}
+
+// waitAccounts waits until the default namespace has its default ServiceAccount,
+// without which no pod is admitted.
+func (n *Node) waitAccounts(ctx context.Context, _ Config) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		var sa struct{}
+		err := n.get(ctx, "/api/v1/namespaces/default/serviceaccounts/default", &sa)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node: no default ServiceAccount: %w", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// nodeReady is nil when the node's Ready condition is True.
+func (n *Node) nodeReady(ctx context.Context) error {
+	var node struct {
+		Status struct {
+			Conditions []struct{ Type, Status, Message string }
+		}
+	}
+	if err := n.get(ctx, "/api/v1/nodes/"+Name, &node); err != nil {
+		return err
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type == "Ready" {
+			if c.Status == "True" {
+				return nil
+			}
+			return fmt.Errorf("node not ready: %s", c.Message)
+		}
+	}
+	return errors.New("node has no Ready condition yet")
+}
+
+// get reads an API path as the admin into v.
+func (n *Node) get(ctx context.Context, path string, v any) error {
+	c, err := n.client()
+	if err != nil {
+		return err
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.API+path, nil)
+	req.Header.Set("Authorization", "Bearer "+n.AdminToken)
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func httpBelow500(url string, c *http.Client) func(context.Context) error {
+	if c == nil {
+		c = &http.Client{Timeout: time.Second}
+	}
+	return func(ctx context.Context) error {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 500 {
+			return errors.New(resp.Status)
+		}
+		return nil
+	}
+}
+
+func freePort(host string) (int, error) {
+	ports, err := freePorts(host, 1)
+	if err != nil {
+		return 0, err
+	}
+	return ports[0], nil
+}
+
+func freePorts(host string, k int) ([]int, error) {
+	var ports []int
+	for range k {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// cgroupHierarchies are the cgroup v1 hierarchies the kubelet puts pods in.
+func cgroupHierarchies() []string {
+	var hs []string
+	for _, c := range []string{"blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "memory", "pids", "systemd", "hugetlb", "net_cls", "net_prio", "perf_event", "unified"} {
+		if exists(filepath.Join("/sys/fs/cgroup", c)) {
+			hs = append(hs, filepath.Join("/sys/fs/cgroup", c))
+		}
+	}
+	return hs
+}

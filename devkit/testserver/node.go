@@ -1,0 +1,54 @@
+package testserver
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"testing"
+
+	"github.com/evalflow/evalflow/devkit/localserver"
+	"github.com/evalflow/evalflow/devkit/node"
+)
+
+// NodeConfig is the configuration of a node for the test, in a fresh directory
+// (short, for containerd's socket path), removed with the test; or skips (fails with
+// EVALFLOW_REQUIRE_SERVERS=1) where the node cannot run: not root, or its parts not
+// installed (make test-deps installs them).
+func NodeConfig(t testing.TB) node.Config {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		missing(t, "a Kubernetes node needs root (an address, a bridge, iptables rules, mounts)")
+	}
+	for _, p := range []string{"containerd", "runc", "iptables", "docker-registry"} {
+		if _, err := exec.LookPath(p); err != nil {
+			missing(t, p+" is not installed (make test-deps installs the node's Debian packages)")
+		}
+	}
+	bin := localserver.KubeBinDir()
+	if _, err := os.Stat(bin + "/kubelet"); err != nil {
+		missing(t, "the kubelet is not built at "+bin+" (make test-deps runs hack/install-kube.sh)")
+	}
+	dir, err := os.MkdirTemp("", "evalflow-node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	return node.Config{Dir: dir, Bin: bin, Pause: Build(t, "github.com/evalflow/evalflow/devkit/cmd/evalflow-pause")}
+}
+
+// Node brings a single-node Kubernetes up on this machine for the test, and takes all
+// of it down when the test ends.
+func Node(t testing.TB) *node.Node {
+	t.Helper()
+	cfg := NodeConfig(t)
+	n, err := node.Up(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := node.Down(cfg.Dir); err != nil {
+			t.Error(err)
+		}
+	})
+	return n
+}
