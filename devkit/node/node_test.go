@@ -154,21 +154,20 @@ func snapshot(dir string) machine {
 	return m
 }
 
-// nodeProcesses lists the processes running a node's programs or naming dir.
+// nodeProcesses lists the processes of a node in dir: those naming dir (its servers,
+// containerd's shims) and those in its cgroups (its pods' containers). Other tests'
+// servers, running meanwhile, are neither.
 func nodeProcesses(dir string) string {
-	programs := map[string]bool{"etcd": true, "kube-apiserver": true, "kube-controller-manager": true, "kube-scheduler": true,
-		"kubelet": true, "kube-proxy": true, "containerd": true, "containerd-shim-runc-v2": true, "docker-registry": true,
-		"evalflow-pause": true, "pause": true}
 	var found []string
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
-		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
-		if err != nil {
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || e.Name() == fmt.Sprint(os.Getpid()) {
 			continue
 		}
-		cmdline, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if programs[filepath.Base(exe)] || strings.Contains(string(cmdline), dir) {
-			found = append(found, filepath.Base(exe)+" "+strings.ReplaceAll(string(cmdline), "\x00", " "))
+		cgroup, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup"))
+		if strings.Contains(string(cmdline), dir) || strings.Contains(string(cgroup), "/"+node.Name+"/") {
+			found = append(found, strings.ReplaceAll(string(cmdline), "\x00", " "))
 		}
 	}
 	sort.Strings(found)
