@@ -7,6 +7,7 @@ package engines
 
 import (
 	"bytes"
+	"cmp"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -106,6 +107,19 @@ func (e *Engine) PulledFrom(registry string) *Engine {
 	moved := *e
 	moved.Image = strings.TrimSuffix(registry, "/") + "/" + path.Base(e.Image)
 	return &moved
+}
+
+// WithResources is e with the resources r sets (a deployment's own, see
+// kube.Options.Resources); what r leaves empty stays e's.
+func (e *Engine) WithResources(r Resources) *Engine {
+	if r == (Resources{}) {
+		return e
+	}
+	tuned := *e
+	tuned.Resources.CPU = cmp.Or(r.CPU, e.Resources.CPU)
+	tuned.Resources.Memory = cmp.Or(r.Memory, e.Resources.Memory)
+	tuned.Resources.MemoryLimit = cmp.Or(r.MemoryLimit, e.Resources.MemoryLimit)
+	return &tuned
 }
 
 // Names lists the engines, sorted.

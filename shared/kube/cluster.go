@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -29,8 +30,20 @@ type Cluster struct {
 	Server    string
 	Namespace string
 	client    kubernetes.Interface
-	// images is the registry prefix the engines' images are pulled from (Pool.Images).
-	images string
+	opts      Options
+}
+
+// Options are a deployment's settings for the clusters it reaches.
+type Options struct {
+	// Images, when set, is the registry prefix (HOST[:PORT]/PATH) Jobs pull the
+	// engines' images from instead of the names the engine registry gives.
+	Images string
+	// StuckAfter is how long a pod may wait for an image or a node before its Job is
+	// taken as one that will not run (default DefaultStuckAfter).
+	StuckAfter time.Duration
+	// Resources are the deployment's own requests and limits for an engine's Jobs,
+	// by engine name, over the engine registry's.
+	Resources map[string]engines.Resources
 }
 
 // ErrBadKubeconfig is a kubeconfig Connect cannot use: unparsable, incomplete, or
@@ -293,11 +306,11 @@ func (c *Cluster) State(ctx context.Context, name string) (JobState, error) {
 	return s, nil
 }
 
-// StuckAfter is how long a pod may wait for an image or a node before its Job is
-// taken as one that will not run (an image pull may fail once and then succeed; a
+// DefaultStuckAfter is how long a pod may wait for an image or a node before its Job
+// is taken as one that will not run (an image pull may fail once and then succeed; a
 // node may come). An image name that cannot be valid, or a container killed for
 // memory, is taken at once.
-const StuckAfter = 2 * time.Minute
+const DefaultStuckAfter = 2 * time.Minute
 
 // stuck is why the unfinished Job's pods will not progress, "" when they may (or the
 // credentials may not list pods).
@@ -306,17 +319,17 @@ func (c *Cluster) stuck(ctx context.Context, job *batchv1.Job) string {
 	if err != nil {
 		return ""
 	}
-	return Stuck(pods.Items, time.Now())
+	return Stuck(pods.Items, time.Now(), cmp.Or(c.opts.StuckAfter, DefaultStuckAfter))
 }
 
 // Stuck is why pods (a Job's) will not progress as of now: an image that cannot be
-// pulled, a pod no node can take, a container killed for exceeding its memory limit.
-// It is "" while they may.
-func Stuck(pods []corev1.Pod, now time.Time) string {
+// pulled, a pod no node can take (either for longer than after), a container killed
+// for exceeding its memory limit. It is "" while they may.
+func Stuck(pods []corev1.Pod, now time.Time, after time.Duration) string {
 	for _, p := range pods {
 		waited := now.Sub(p.CreationTimestamp.Time)
 		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable && waited >= StuckAfter {
+			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable && waited >= after {
 				return fmt.Sprintf("pod %s cannot be scheduled: %s", p.Name, c.Message)
 			}
 		}
@@ -324,7 +337,7 @@ func Stuck(pods []corev1.Pod, now time.Time) string {
 			if w := cs.State.Waiting; w != nil {
 				switch {
 				case w.Reason == "InvalidImageName",
-					(w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") && waited >= StuckAfter:
+					(w.Reason == "ErrImagePull" || w.Reason == "ImagePullBackOff") && waited >= after:
 					return fmt.Sprintf("pod %s cannot pull image %s (%s): %s", p.Name, cs.Image, w.Reason, w.Message)
 				}
 			}
@@ -411,7 +424,7 @@ func (c *Cluster) Create(ctx context.Context, spec evalflow.JobSpec, secrets eva
 	if !ok {
 		return evalflow.Permanent(fmt.Errorf("job %s: unknown engine %q", spec.ID, spec.Engine))
 	}
-	objs, err := Build(spec, e.PulledFrom(c.images), c.Namespace, secrets)
+	objs, err := Build(spec, e.PulledFrom(c.opts.Images).WithResources(c.opts.Resources[e.Name]), c.Namespace, secrets)
 	if err != nil {
 		return err
 	}
@@ -426,9 +439,7 @@ func (c *Cluster) Create(ctx context.Context, spec evalflow.JobSpec, secrets eva
 // (job-watch, each tick) reuses its client and connections instead of dialling anew.
 // The zero Pool is ready; it holds at most MaxPooled clusters.
 type Pool struct {
-	// Images, when set, is the registry prefix (HOST[:PORT]/PATH) the clusters'
-	// Jobs pull the engines' images from.
-	Images   string
+	Options  // given to each Cluster
 	mu       sync.Mutex
 	clusters map[[sha256.Size]byte]*Cluster
 }
@@ -448,7 +459,7 @@ func (p *Pool) Connect(kubeconfig []byte) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.images = p.Images
+	c.opts = p.Options
 	if p.clusters == nil || len(p.clusters) >= MaxPooled {
 		p.clusters = map[[sha256.Size]byte]*Cluster{}
 	}

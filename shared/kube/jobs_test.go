@@ -112,7 +112,7 @@ func TestEachEngineAsksForItsOwnResources(t *testing.T) {
 	}
 }
 
-// A pod no node takes, or an image that does not come, is given StuckAfter to mend.
+// A pod no node takes, or an image that does not come, is given DefaultStuckAfter to mend.
 func TestStuckWaitsForWhatMayStillMend(t *testing.T) {
 	now := time.Now()
 	pod := func(age time.Duration, status corev1.PodStatus) corev1.Pod {
@@ -132,7 +132,7 @@ func TestStuckWaitsForWhatMayStillMend(t *testing.T) {
 		"pull backoff, old":    {pod(3*time.Minute, backoff), "cannot pull image registry:5000/runner:v1 (ImagePullBackOff)"},
 		"running":              {pod(time.Hour, corev1.PodStatus{Phase: corev1.PodRunning}), ""},
 	} {
-		if got := Stuck([]corev1.Pod{c.pod}, now); (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
+		if got := Stuck([]corev1.Pod{c.pod}, now, DefaultStuckAfter); (c.want == "") != (got == "") || !strings.Contains(got, c.want) {
 			t.Errorf("%s: %q, want %q", name, got, c.want)
 		}
 	}

@@ -7,6 +7,9 @@
 package oci
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -26,6 +29,7 @@ import (
 	"oras.land/oras-go/v2"
 	"oras.land/oras-go/v2/content"
 	"oras.land/oras-go/v2/content/file"
+	"oras.land/oras-go/v2/content/memory"
 	"oras.land/oras-go/v2/content/oci"
 	"oras.land/oras-go/v2/errdef"
 	"oras.land/oras-go/v2/registry/remote"
@@ -241,16 +245,19 @@ func (d *Destination) Replace(ctx context.Context, path, mediaType, tag string) 
 // PushDir pushes directory dir (the benchmark data) as one artifact tagged tag, and
 // returns it; jobs pull it by its digest (Pull).
 func (d *Destination) PushDir(ctx context.Context, dir, tag string) (*evalflow.Artifact, error) {
-	store, err := file.New(filepath.Dir(dir))
-	if err != nil {
-		return nil, fmt.Errorf("oci: %w", err)
-	}
-	defer store.Close()
-	layer, err := store.Add(ctx, filepath.Base(dir), MediaTypeData, dir)
+	blob, tarDigest, err := packDir(dir)
 	if err != nil {
 		return nil, domainError(fmt.Errorf("oci: pack %s: %w", dir, err))
 	}
-	desc, err := oras.PackManifest(ctx, store, oras.PackManifestVersion1_1, ArtifactTypeData, oras.PackManifestOptions{Layers: []ocispec.Descriptor{layer}})
+	store := memory.New()
+	layer := content.NewDescriptorFromBytes(MediaTypeData, blob)
+	layer.Annotations = map[string]string{ocispec.AnnotationTitle: filepath.Base(dir),
+		file.AnnotationUnpack: "true", file.AnnotationDigest: tarDigest.String()}
+	if err := store.Push(ctx, layer, bytes.NewReader(blob)); err != nil {
+		return nil, fmt.Errorf("oci: %w", err)
+	}
+	desc, err := oras.PackManifest(ctx, store, oras.PackManifestVersion1_1, ArtifactTypeData, oras.PackManifestOptions{Layers: []ocispec.Descriptor{layer},
+		ManifestAnnotations: map[string]string{ocispec.AnnotationCreated: "1970-01-01T00:00:00Z"}})
 	if err != nil {
 		return nil, fmt.Errorf("oci: pack manifest for %s: %w", dir, err)
 	}
@@ -262,6 +269,59 @@ func (d *Destination) PushDir(ctx context.Context, dir, tag string) (*evalflow.A
 	}
 	out, _, err := d.result(tag, desc, true, nil)
 	return out, err
+}
+
+// packDir is dir as a gzipped tar under its own name, and the tar's digest. Entries
+// are in name order with fixed times, owner and modes (directories 0755, files
+// 0644), so the same files give the same digest, and whoever unpacks them, any user,
+// can write there (a read-only source directory stays readable, not read-only).
+func packDir(dir string) ([]byte, digest.Digest, error) {
+	var tarBuf bytes.Buffer
+	tw := tar.NewWriter(&tarBuf)
+	root := filepath.Base(dir)
+	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(dir, path)
+		if err != nil {
+			return err
+		}
+		name := filepath.ToSlash(filepath.Join(root, rel))
+		h := &tar.Header{Name: name, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
+		switch {
+		case e.IsDir():
+			h.Typeflag, h.Name, h.Mode = tar.TypeDir, name+"/", 0o755
+			return tw.WriteHeader(h)
+		case !e.Type().IsRegular():
+			return fmt.Errorf("%s: not a regular file", path)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		h.Typeflag, h.Mode, h.Size = tar.TypeReg, 0o644, int64(len(b))
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		_, err = tw.Write(b)
+		return err
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz) // no name, no time: the same tar gives the same bytes
+	if _, err := zw.Write(tarBuf.Bytes()); err != nil {
+		return nil, "", err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, "", err
+	}
+	return gz.Bytes(), digest.FromBytes(tarBuf.Bytes()), nil
 }
 
 // Pull fetches the artifact ref (a tag, or a digest) into dir: a directory pushed by

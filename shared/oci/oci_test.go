@@ -98,3 +98,52 @@ func TestWrongCredentialsAreRefused(t *testing.T) {
 		t.Fatalf("err = %v, want the registry's refusal", err)
 	}
 }
+
+// A read-only data directory (as ../shared is) published and pulled back unpacks as
+// files their owner can write, with the same contents; published again, it
+// has the same digest.
+func TestAReadOnlyDirectoryIsPublishedAndPulledWritable(t *testing.T) {
+	ctx := context.Background()
+	addr := testserver.Registry(t, "", "")
+	dest, err := oci.Open(oci.Config{Registry: addr + "/evalflow/datasets", PlainHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(t.TempDir(), "datasets")
+	if err := os.MkdirAll(filepath.Join(src, "mmlu"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "mmlu", "test.jsonl"), []byte("{\"q\":1}\n"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Join(src, "mmlu"), src} {
+		if err := os.Chmod(d, 0o555); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { os.Chmod(src, 0o755); os.Chmod(filepath.Join(src, "mmlu"), 0o755) })
+	first, err := dest.PushDir(ctx, src, "v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := dest.PushDir(ctx, src, "v1")
+	if err != nil || again.Digest != first.Digest {
+		t.Fatalf("published again: %+v, %v; want digest %s", again, err, first.Digest)
+	}
+	out := t.TempDir()
+	if err := dest.Pull(ctx, first.Digest, out); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(out, "datasets", "mmlu", "test.jsonl"))
+	if err != nil || string(got) != "{\"q\":1}\n" {
+		t.Fatalf("pulled file: %q, %v", got, err)
+	}
+	// Modes, not a write: root (the tests' user) writes anywhere; the runner's
+	// non-root user in a pod did not.
+	for _, p := range []string{"datasets", "datasets/mmlu", "datasets/mmlu/test.jsonl"} {
+		fi, err := os.Stat(filepath.Join(out, p))
+		if err != nil || fi.Mode().Perm()&0o200 == 0 {
+			t.Errorf("%s pulled back is not writable by its owner: %v, %v", p, fi.Mode(), err)
+		}
+	}
+}

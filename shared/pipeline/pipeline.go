@@ -5,6 +5,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/engines"
 	"github.com/evalflow/evalflow/shared/kube"
 	"github.com/evalflow/evalflow/shared/runstore"
 	"github.com/evalflow/evalflow/shared/seal"
@@ -34,6 +36,12 @@ type Config struct {
 	// engines' images from, instead of the names the engine registry gives (make
 	// images pushes them there; make node-up to the node's registry).
 	JobImages string `env:"EVALFLOW_JOB_IMAGES"`
+	// StuckAfter is how long a Job's pod may wait for its image or a node before
+	// job-watch fails its run with the pod's reason.
+	StuckAfter time.Duration `env:"EVALFLOW_STUCK_AFTER, default=2m"`
+	// JobResources are the deployment's own requests and limits for Jobs, as JSON by
+	// engine: {"evalflow": {"cpu": "500m", "memory": "128Mi", "memory_limit": "1Gi"}}.
+	JobResources string `env:"EVALFLOW_JOB_RESOURCES"`
 }
 
 // Load fills target (a pointer to a struct with env tags) from cfg, the map func-go
@@ -60,6 +68,12 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 	if err := Load(ctx, cfg, &c); err != nil {
 		return nil, fmt.Errorf("%s: config: %w", step, err)
 	}
+	var resources map[string]engines.Resources
+	if c.JobResources != "" {
+		if err := json.Unmarshal([]byte(c.JobResources), &resources); err != nil {
+			return nil, fmt.Errorf("%s: config EVALFLOW_JOB_RESOURCES: %w", step, err)
+		}
+	}
 	key, err := seal.ParseKey(c.SealKey)
 	if err != nil {
 		return nil, fmt.Errorf("%s: config EVALFLOW_SEAL_KEY: %w", step, err)
@@ -79,7 +93,7 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 	}
 	return &Env{Step: step, Store: runstore.New(rdb, sealer), Events: sender,
 		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step)), Now: time.Now, rdb: rdb,
-		clusters: kube.Pool{Images: c.JobImages}}, nil
+		clusters: kube.Pool{Options: kube.Options{Images: c.JobImages, StuckAfter: c.StuckAfter, Resources: resources}}}, nil
 }
 
 // Close releases the Env's connections.

@@ -72,6 +72,10 @@ func run(ctx context.Context, args []string) error {
 	engine := fs.String("engine", evalflow.DefaultEngine, "the engine: evalflow, lm-evaluation-harness or opencompass (their adapters and programs must be installed)")
 	engineConfig := fs.String("engine-config", "", `the engine's config as JSON, e.g. '{"tasks": ["gsm8k"], "limit": 20}' for lm-evaluation-harness`)
 	options := fs.String("options", "", `the run's options as JSON, e.g. '{"generation_api": "completions", "requests_per_second": 5}' (docs/datasets.md)`)
+	var cluster clusterRun
+	fs.StringVar(&cluster.kubeconfig, "kubeconfig", "", "run the evaluation's Job on this cluster (needs -registry, which the cluster reaches too)")
+	fs.StringVar(&cluster.jobAddress, "job-address", "", "this machine's address as the cluster's pods reach it (default: the API server's, when it is on this machine)")
+	fs.StringVar(&cluster.images, "images", os.Getenv("EVALFLOW_JOB_IMAGES"), "registry prefix the cluster pulls the engines' images from (default: -registry; make images pushes them)")
 	_ = fs.Parse(args)
 	cfg, err := config()
 	if err != nil {
@@ -86,8 +90,14 @@ func run(ctx context.Context, args []string) error {
 	if req.Options, err = optionsOf(*options); err != nil {
 		return err
 	}
+	modelHost := ""
+	if cluster.kubeconfig != "" {
+		if modelHost, err = cluster.prepare(ctx, &cfg, &req); err != nil {
+			return err
+		}
+	}
 	if req.BaseURL == "" {
-		p, err := serveModel(ctx, *gguf, *model, filepath.Join(cfg.StateDir, "ollama"))
+		p, err := serveModel(ctx, *gguf, *model, filepath.Join(cfg.StateDir, "ollama"), modelHost)
 		if err != nil {
 			return err
 		}
@@ -117,8 +127,9 @@ func run(ctx context.Context, args []string) error {
 	return nil
 }
 
-// serveModel starts ollama (built by hack/install-ollama.sh) with a GGUF model.
-func serveModel(ctx context.Context, gguf, name, dir string) (*localserver.Proc, error) {
+// serveModel starts ollama (built by hack/install-ollama.sh) with a GGUF model, on a
+// free port of host (loopback when empty).
+func serveModel(ctx context.Context, gguf, name, dir, host string) (*localserver.Proc, error) {
 	bin := localserver.OllamaBinary()
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("ollama not found at %s: run hack/install-ollama.sh (make deps)", bin)
@@ -131,7 +142,7 @@ func serveModel(ctx context.Context, gguf, name, dir string) (*localserver.Proc,
 		return nil, fmt.Errorf("model file: %w", err)
 	}
 	fmt.Printf("serving %s with ollama as %q ...\n", filepath.Base(abs), name)
-	p, err := localserver.Ollama(ctx, bin, dir, "", 8)
+	p, err := localserver.Ollama(ctx, bin, dir, host, 8)
 	if err != nil {
 		return nil, err
 	}
