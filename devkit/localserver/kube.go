@@ -177,6 +177,12 @@ func (k *Kube) startControllers(ctx context.Context, bin, dir, saKey string) err
 // Kubeconfig is a kubeconfig reaching the API server as the user of token, with
 // namespace as its context's namespace. Everything is inline: no file is referenced.
 func (k *Kube) Kubeconfig(token, namespace string) []byte {
+	return Kubeconfig(k.URL, k.CA, token, namespace)
+}
+
+// Kubeconfig is a kubeconfig reaching the API server at server (its certificate ca,
+// PEM) as the user of token, in namespace; everything inline.
+func Kubeconfig(server string, ca []byte, token, namespace string) []byte {
 	return []byte(fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -192,7 +198,7 @@ contexts:
 - name: local
   context: {cluster: local, user: user, namespace: %s}
 current-context: local
-`, k.URL, b64(k.CA), token, namespace))
+`, server, b64(ca), token, namespace))
 }
 
 // Stop ends the control plane, the API server before etcd.

@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
@@ -18,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/evalflow/evalflow/devkit/localserver"
 )
 
 // pki is the node's own certificates: a CA that signs the kubelet's serving
@@ -106,22 +107,7 @@ func writePEM(path, kind string, der []byte) error {
 
 // kubeconfig reaches the API server as the admin; everything is inline.
 func (n *Node) kubeconfig() []byte {
-	return []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: %[1]s
-  cluster:
-    server: %[2]s
-    certificate-authority-data: %[3]s
-users:
-- name: %[1]s-admin
-  user:
-    token: %[4]s
-contexts:
-- name: %[1]s
-  context: {cluster: %[1]s, user: %[1]s-admin, namespace: default}
-current-context: %[1]s
-`, Name, n.API, base64.StdEncoding.EncodeToString(n.CA), n.AdminToken))
+	return localserver.Kubeconfig(n.API, n.CA, n.AdminToken, "default")
 }
 
 // client speaks to the API server, trusting its certificate.

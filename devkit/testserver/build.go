@@ -27,9 +27,20 @@ func RepoRoot() string {
 // returns the binary's path.
 func Build(t testing.TB, pkg string) string {
 	t.Helper()
+	return build(t, pkg, "")
+}
+
+// BuildStatic is Build with CGO_ENABLED=0: a binary for an image with no libc.
+func BuildStatic(t testing.TB, pkg string) string {
+	t.Helper()
+	return build(t, pkg, "static")
+}
+
+func build(t testing.TB, pkg, flavour string) string {
+	t.Helper()
 	buildMu.Lock()
 	defer buildMu.Unlock()
-	if p, ok := built[pkg]; ok {
+	if p, ok := built[pkg+flavour]; ok {
 		return p
 	}
 	if buildDir == "" {
@@ -39,12 +50,15 @@ func Build(t testing.TB, pkg string) string {
 		}
 		buildDir = d
 	}
-	out := filepath.Join(buildDir, pkg[strings.LastIndex(pkg, "/")+1:])
+	out := filepath.Join(buildDir, flavour, pkg[strings.LastIndex(pkg, "/")+1:])
 	cmd := exec.Command("go", "build", "-o", out, pkg)
 	cmd.Dir = RepoRoot()
+	if flavour == "static" {
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	}
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}
-	built[pkg] = out
+	built[pkg+flavour] = out
 	return out
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/evalflow/evalflow/devkit/localserver"
@@ -28,12 +30,22 @@ func NodeConfig(t testing.TB) node.Config {
 	if _, err := os.Stat(bin + "/kubelet"); err != nil {
 		missing(t, "the kubelet is not built at "+bin+" (make test-deps runs hack/install-kube.sh)")
 	}
+	// One node at a time on a machine (its address, bridge and iptables chains are
+	// the machine's): tests of several packages, run at once, take turns.
+	lock, err := os.OpenFile(filepath.Join(os.TempDir(), "evalflow-node.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() }) // closing releases the lock, after Down
 	dir, err := os.MkdirTemp("", "evalflow-node")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	return node.Config{Dir: dir, Bin: bin, Pause: Build(t, "github.com/evalflow/evalflow/devkit/cmd/evalflow-pause")}
+	return node.Config{Dir: dir, Bin: bin, Pause: BuildStatic(t, "github.com/evalflow/evalflow/devkit/cmd/evalflow-pause")}
 }
 
 // Node brings a single-node Kubernetes up on this machine for the test, and takes all

@@ -93,7 +93,7 @@ func (f *Function) push(ctx context.Context, run *evalflow.Run) (*evalflow.Artif
 	}
 	if run.Target == evalflow.TargetKubernetes {
 		// The staging tag has served; a registry that refuses deletions keeps it.
-		if err := f.dest.Delete(ctx, evalflow.StagingTag(run.ID)); err != nil {
+		if err := f.dest.DropStaged(ctx, evalflow.StagingTag(run.ID), artifact); err != nil {
 			f.Log.Warn("staging tag left in place", "run_id", run.ID, "tag", evalflow.StagingTag(run.ID), "error", err)
 		}
 	}

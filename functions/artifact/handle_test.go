@@ -156,6 +156,42 @@ func TestAKubernetesRunsArtifactIsWrittenOverWhatItsJobPushed(t *testing.T) {
 	}
 }
 
+// A Job packs its staged results as the run's artifact is packed (oci.Results, with
+// the run's time), so the two manifests can be one: dropping the staging tag then
+// must not delete the run's artifact with it.
+func TestAKubernetesRunsArtifactSurvivesAStagedManifestItEquals(t *testing.T) {
+	registry := testserver.Registry(t, "", "")
+	fx := setup(t, map[string]string{"EVALFLOW_REGISTRY": registry + "/evalflow/results", "EVALFLOW_REGISTRY_PLAIN_HTTP": "true"})
+	ctx := context.Background()
+	r, err := fx.p.Store.Update(ctx, runID, func(r *evalflow.Run) error {
+		r.Target = evalflow.TargetKubernetes
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest, err := oci.Open(oci.Config{Registry: registry + "/evalflow/results", PlainHTTP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := t.TempDir()
+	os.WriteFile(filepath.Join(job, evalflow.ResultsFile), []byte(`{"summary":{"scores":{"gsm8k":0.75},"samples":4}}`), 0o644)
+	os.WriteFile(filepath.Join(job, evalflow.SamplesFile), []byte(`{"task":"gsm8k","doc_id":3}`+"\n"), 0o644)
+	if _, _, err := dest.Push(ctx, oci.Results(job, evalflow.StagingTag(runID), runID, r.ModelName, r.Datasets, r.CreatedAt)); err != nil {
+		t.Fatal(err)
+	}
+
+	fx.deliverConcurrently(t, 2)
+
+	r, _ = fx.p.Store.Get(ctx, runID)
+	if r.Status != evalflow.StatusSucceeded {
+		t.Fatalf("run %s %q", r.Status, r.Message)
+	}
+	if samples, err := dest.FetchLayer(ctx, runID, oci.MediaTypeSamples); err != nil || len(samples) == 0 {
+		t.Fatalf("the run's artifact %s is gone from the registry: %v", r.Artifact.Reference, err)
+	}
+}
+
 func TestAKubernetesRunWhoseJobPushedNothingFails(t *testing.T) {
 	registry := testserver.Registry(t, "", "")
 	fx := setup(t, map[string]string{"EVALFLOW_REGISTRY": registry + "/evalflow/results", "EVALFLOW_REGISTRY_PLAIN_HTTP": "true"})

@@ -46,11 +46,31 @@ type env struct {
 }
 
 // up brings a whole local evalflow up for a test.
-func up(t *testing.T) *env {
+func up(t *testing.T) *env { return upWith(t, options{}) }
+
+// options change what up brings up.
+type options struct {
+	// host is where the model server and the registry listen (loopback when empty):
+	// a node's address, for its pods to reach them.
+	host string
+	// jobAddress is Config.JobAddress; extraEnv goes to every function.
+	jobAddress string
+	extraEnv   []string
+	// eventing is a directory of PingSources and config-features.yaml (default:
+	// the project's eventing/).
+	eventing string
+	// model is the endpoint (default: ollama serving the tiny model on host).
+	model string
+}
+
+func upWith(t *testing.T, o options) *env {
 	t.Helper()
 	shared := testserver.SharedDir(t)
-	e := &env{model: testserver.Ollama(t, 4), sink: testserver.NewSink(t), state: t.TempDir()}
-	e.registry = testserver.Registry(t, regUser, regPassword)
+	e := &env{model: o.model, sink: testserver.NewSink(t), state: t.TempDir()}
+	if e.model == "" {
+		e.model = testserver.OllamaOn(t, o.host, 4)
+	}
+	e.registry = testserver.RegistryOn(t, o.host, regUser, regPassword)
 	exe := testserver.Build(t, "github.com/evalflow/evalflow/local/cmd/evalflow")
 	runner := testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-runner")
 	commands := map[string]string{
@@ -58,12 +78,16 @@ func up(t *testing.T) *env {
 		"opencompass":           testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/opencompass-adapter"),
 	}
 	root := testserver.RepoRoot()
+	if o.eventing == "" {
+		o.eventing = filepath.Join(root, "eventing")
+	}
 
 	s, err := stack.Up(context.Background(), stack.Config{
 		StateDir: e.state, TriggersDir: e.triggers(t, filepath.Join(root, "triggers")),
-		FeaturesFile: filepath.Join(root, "eventing", "config-features.yaml"),
+		FeaturesFile: filepath.Join(o.eventing, "config-features.yaml"),
 		DataDir:      filepath.Join(shared, "datasets"), Executable: exe, RunnerPath: runner, Commands: commands, LogLevel: "debug",
-		OCI: oci.Config{Registry: e.registry + "/evalflow/results", PlainHTTP: true, Username: regUser, Password: regPassword},
+		OCI:        oci.Config{Registry: e.registry + "/evalflow/results", PlainHTTP: true, Username: regUser, Password: regPassword},
+		JobAddress: o.jobAddress, ExtraEnv: o.extraEnv,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -326,22 +350,29 @@ func TestEvaluationEndToEnd(t *testing.T) {
 		if bytes.Contains(e.sink.Raw(), []byte(apiKeyCanary)) {
 			t.Error("an event carries the api_key")
 		}
-		rdb := redis.NewClient(&redis.Options{Addr: e.stack.Redis})
-		defer rdb.Close()
-		ctx := context.Background()
-		keys := rdb.Keys(ctx, "*").Val()
-		if len(keys) == 0 {
-			t.Fatal("redis holds nothing: the scan would prove nothing")
-		}
-		for _, k := range keys {
-			if strings.Contains(rdb.Dump(ctx, k).Val(), apiKeyCanary) {
-				t.Errorf("redis key %s holds the api_key", k)
-			}
-			if strings.HasSuffix(k, ":secrets") {
-				t.Errorf("the run ended but its sealed secrets %s are still stored", k)
-			}
-		}
+		scanRedis(t, e)
 	})
+}
+
+// scanRedis fails the test where a key of Redis holds the api_key, or an ended run
+// still has its sealed secrets.
+func scanRedis(t *testing.T, e *env) {
+	t.Helper()
+	rdb := redis.NewClient(&redis.Options{Addr: e.stack.Redis})
+	defer rdb.Close()
+	ctx := context.Background()
+	keys := rdb.Keys(ctx, "*").Val()
+	if len(keys) == 0 {
+		t.Fatal("redis holds nothing: the scan would prove nothing")
+	}
+	for _, k := range keys {
+		if strings.Contains(rdb.Dump(ctx, k).Val(), apiKeyCanary) {
+			t.Errorf("redis key %s holds the api_key", k)
+		}
+		if strings.HasSuffix(k, ":secrets") {
+			t.Errorf("the run ended but its sealed secrets %s are still stored", k)
+		}
+	}
 }
 
 func orasPull(t *testing.T, e *env, tag string) string {

@@ -231,6 +231,18 @@ func (d *Destination) Delete(ctx context.Context, tag string) error {
 	return nil
 }
 
+// DropStaged removes the staged tag once final holds its results: it deletes the
+// staged manifest, unless final is that very manifest (a job that packed its results
+// as the final artifact would be, with the same annotations, made the same digest),
+// which registries can delete only with every tag naming it, final's included.
+func (d *Destination) DropStaged(ctx context.Context, staged string, final *evalflow.Artifact) error {
+	desc, found, err := d.resolve(ctx, staged)
+	if err != nil || !found || (final != nil && desc.Digest.String() == final.Digest) {
+		return err
+	}
+	return d.Delete(ctx, staged)
+}
+
 // Replace pushes the file at path as the one layer of an artifact tagged tag,
 // replacing what the tag named: a checkpoint, which changes as a job goes.
 func (d *Destination) Replace(ctx context.Context, path, mediaType, tag string) error {

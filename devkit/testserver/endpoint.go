@@ -1,0 +1,77 @@
+package testserver
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Endpoint is a real reverse proxy in front of a model server that counts the
+// samples asked (by the first message of a chat request, or a completion's prompt)
+// and answers each after a delay, as a slower endpoint would.
+type Endpoint struct {
+	URL   string // http://HOST:PORT
+	mu    sync.Mutex
+	asked map[string]int
+}
+
+// CountingEndpoint serves an Endpoint in front of target on a free port of host
+// (127.0.0.1 when empty) for the test.
+func CountingEndpoint(t testing.TB, host, target string, delay time.Duration) *Endpoint {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ErrorLog = log.New(io.Discard, "", 0) // requests cut by an interruption are expected
+	e := &Endpoint{URL: "http://" + l.Addr().String(), asked: map[string]int{}}
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		var req struct {
+			Messages []struct{ Content string } `json:"messages"`
+			Prompt   string                     `json:"prompt"`
+		}
+		if json.Unmarshal(b, &req) == nil && (len(req.Messages) > 0 || req.Prompt != "") {
+			key := req.Prompt
+			if len(req.Messages) > 0 {
+				key = req.Messages[0].Content
+			}
+			e.mu.Lock()
+			e.asked[key]++
+			e.mu.Unlock()
+		}
+		time.Sleep(delay)
+		rp.ServeHTTP(w, r)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return e
+}
+
+// Asked is how many times each sample was asked so far.
+func (e *Endpoint) Asked() map[string]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]int, len(e.asked))
+	for k, v := range e.asked {
+		out[k] = v
+	}
+	return out
+}
