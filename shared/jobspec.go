@@ -159,7 +159,7 @@ func NewJobSpec(r *Run, d JobDefaults) JobSpec {
 // dataArtifact is where run r's job pulls its data from: nowhere for a local run,
 // which reads DataDir.
 func dataArtifact(r *Run, a *DataArtifact) *DataArtifact {
-	if a == nil || r.Target != TargetKubernetes {
+	if a == nil || !r.OnKubernetes() {
 		return nil
 	}
 	data := *a
@@ -168,7 +168,7 @@ func dataArtifact(r *Run, a *DataArtifact) *DataArtifact {
 
 // callbackURL is where run r's job reports progress.
 func callbackURL(r *Run, d JobDefaults) string {
-	if r.Target == TargetKubernetes && d.ClusterCallbackURL != "" {
+	if r.OnKubernetes() && d.ClusterCallbackURL != "" {
 		return d.ClusterCallbackURL
 	}
 	return d.CallbackURL
@@ -177,7 +177,7 @@ func callbackURL(r *Run, d JobDefaults) string {
 // resultsTarget is where run r's job pushes its results: nowhere for a local run,
 // whose results directory artifact reads directly.
 func resultsTarget(r *Run, t *ResultsTarget) *ResultsTarget {
-	if t == nil || r.Target != TargetKubernetes {
+	if t == nil || !r.OnKubernetes() {
 		return nil
 	}
 	target := *t

@@ -150,11 +150,20 @@ type Run struct {
 	EndedAt   time.Time `json:"ended_at,omitempty"`
 }
 
-// Targets.
+// Targets: where a run's job runs.
 const (
-	TargetLocal      = "local"
+	// TargetLocal is a local process (local mode, a run without a kubeconfig).
+	TargetLocal = "local"
+	// TargetKubernetes is a Job in the cluster of the run's kubeconfig.
 	TargetKubernetes = "kubernetes"
+	// TargetCluster is a Job in evalflow's own cluster: a run without a kubeconfig
+	// in a deployment that has one (EVALFLOW_OWN_CLUSTER).
+	TargetCluster = "cluster"
 )
+
+// OnKubernetes reports whether r's job is a Kubernetes Job (in its own cluster or
+// evalflow's): it pushes its results itself, and job-watch reads its state.
+func (r *Run) OnKubernetes() bool { return r.Target == TargetKubernetes || r.Target == TargetCluster }
 
 // NewRun makes the run a valid request describes, at time now.
 func NewRun(req Request, now time.Time) *Run {

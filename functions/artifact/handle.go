@@ -82,7 +82,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 func (f *Function) push(ctx context.Context, run *evalflow.Run) (*evalflow.Artifact, error) {
 	a := oci.Results(evalflow.ResultsPath(f.cfg.ResultsDir, run.ID), run.ID, run.ID, run.ModelName, run.Datasets, run.CreatedAt)
 	push := f.dest.Push
-	if run.Target == evalflow.TargetKubernetes { // its Job pushed the results under the staging tag
+	if run.OnKubernetes() { // its Job pushed the results under the staging tag
 		push = func(ctx context.Context, a oci.Artifact) (*evalflow.Artifact, bool, error) {
 			return f.dest.PushStaged(ctx, a, evalflow.StagingTag(run.ID))
 		}
@@ -91,7 +91,7 @@ func (f *Function) push(ctx context.Context, run *evalflow.Run) (*evalflow.Artif
 	if err != nil {
 		return nil, fmt.Errorf("push results of run %s: %w", run.ID, err)
 	}
-	if run.Target == evalflow.TargetKubernetes {
+	if run.OnKubernetes() {
 		// The staging tag has served; a registry that refuses deletions keeps it.
 		if err := f.dest.DropStaged(ctx, evalflow.StagingTag(run.ID), artifact); err != nil {
 			f.Log.Warn("staging tag left in place", "run_id", run.ID, "tag", evalflow.StagingTag(run.ID), "error", err)

@@ -24,8 +24,9 @@ import (
 
 // Config is deploy's own configuration.
 type Config struct {
-	// JobsURL is the local job runtime (localjob) that runs the runner as a process.
-	JobsURL    string        `env:"EVALFLOW_JOBS_URL, required"`
+	// JobsURL is the local job runtime (localjob) that runs the runner as a process
+	// (local mode). A cluster deployment has none: its runs' Jobs run in a cluster.
+	JobsURL    string        `env:"EVALFLOW_JOBS_URL"`
 	DataDir    string        `env:"EVALFLOW_DATA_DIR, required"`
 	ResultsDir string        `env:"EVALFLOW_RESULTS_DIR, required"`
 	Deadline   time.Duration `env:"EVALFLOW_JOB_DEADLINE, default=6h"`
@@ -77,7 +78,9 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	if err = pipeline.Load(ctx, cfg, &c); err != nil {
 		return fmt.Errorf("deploy: config: %w", err)
 	}
-	f.jobs = &localjob.Client{URL: c.JobsURL}
+	if c.JobsURL != "" {
+		f.jobs = &localjob.Client{URL: c.JobsURL}
+	}
 	f.defaults = evalflow.JobDefaults{CallbackURL: c.Sink, ClusterCallbackURL: c.JobCallbackURL, DataDir: c.DataDir, ResultsDir: c.ResultsDir,
 		DeadlineSeconds: int64(c.Deadline.Seconds()), TTLSecondsAfterFinished: int32(c.TTL.Seconds())}
 	if c.OCI.Registry != "" {
@@ -142,13 +145,16 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	return f.Next(evalflow.TypeJobCreated, id), nil
 }
 
-// jobsOf is the job runtime of run's target: the local one, or the cluster its
-// kubeconfig (among its secrets) reaches.
+// jobsOf is the job runtime of run's target: the local one, evalflow's own cluster,
+// or the cluster its kubeconfig (among its secrets) reaches.
 func (f *Function) jobsOf(run *evalflow.Run, secrets map[string]string) (Jobs, error) {
-	if run.Target != evalflow.TargetKubernetes {
+	if !run.OnKubernetes() {
 		if e, ok := engines.Default().Get(run.Engine); !ok || !e.Local {
 			return nil, evalflow.Permanent(fmt.Errorf("engine %q runs only as a container image in a Kubernetes Job; "+
 				"without a kubeconfig runs are local processes (built-in engine %q)", run.Engine, evalflow.DefaultEngine))
+		}
+		if f.jobs == nil {
+			return nil, evalflow.Permanent(errors.New("this deployment runs no local jobs (no EVALFLOW_JOBS_URL): a run needs a kubeconfig, or EVALFLOW_OWN_CLUSTER"))
 		}
 		return f.jobs, nil
 	}
@@ -156,7 +162,7 @@ func (f *Function) jobsOf(run *evalflow.Run, secrets map[string]string) (Jobs, e
 		return nil, evalflow.Permanent(errors.New("a Kubernetes Job's results leave it through an OCI registry, and this deployment has none " +
 			"(set EVALFLOW_REGISTRY, reachable from the cluster)"))
 	}
-	return f.ClusterOf(run.ID, secrets[runstore.SecretKubeconfig])
+	return f.ClusterOf(run, secrets[runstore.SecretKubeconfig])
 }
 
 // stopIfEnded stops a job created for a run that was cancelled meanwhile.

@@ -138,7 +138,7 @@ func (f *Function) sweep(ctx context.Context) error {
 		return fmt.Errorf("job-watch: sweep: %w", err)
 	}
 	for _, run := range runs {
-		if run.Target != evalflow.TargetKubernetes || run.Job == "" {
+		if !run.OnKubernetes() || run.Job == "" {
 			continue
 		}
 		fin, stop, err := f.jobEnd(ctx, run)
@@ -165,7 +165,7 @@ func (f *Function) sweep(ctx context.Context) error {
 // jobEnd is how run's Job ended, nil while it runs; stop, when set, deletes a Job that
 // has not ended but will not progress, once its end is told.
 func (f *Function) jobEnd(ctx context.Context, run *evalflow.Run) (fin *evalflow.JobFinished, stop func(context.Context) error, err error) {
-	cluster, err := f.Cluster(ctx, run.ID)
+	cluster, err := f.Cluster(ctx, run)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -190,7 +190,7 @@ func (f *Function) summary(ctx context.Context, run *evalflow.Run) (*evalflow.Su
 	var b []byte
 	var err error
 	switch {
-	case run.Target != evalflow.TargetKubernetes:
+	case !run.OnKubernetes():
 		b, err = os.ReadFile(filepath.Join(evalflow.ResultsPath(f.cfg.ResultsDir, run.ID), evalflow.ResultsFile))
 		if err != nil {
 			return nil, evalflow.Permanent(err)

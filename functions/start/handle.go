@@ -90,7 +90,11 @@ func (f *Function) start(w http.ResponseWriter, r *http.Request) {
 // record stores the run once and emits run.started while the run is pending (again on
 // a retried request: verify drops the copy).
 func (f *Function) record(ctx context.Context, req evalflow.Request) (*evalflow.Run, bool, error) {
-	run, created, err := f.Store.Create(ctx, evalflow.NewRun(req, f.Now()),
+	run := evalflow.NewRun(req, f.Now())
+	if run.Target == evalflow.TargetLocal && f.OwnCluster() { // a cluster deployment: its Job runs there
+		run.Target = evalflow.TargetCluster
+	}
+	run, created, err := f.Store.Create(ctx, run,
 		map[string]string{runstore.SecretAPIKey: req.APIKey, runstore.SecretKubeconfig: req.Kubeconfig})
 	if err != nil {
 		return nil, false, err

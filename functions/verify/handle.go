@@ -58,7 +58,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	if err != nil || !ok {
 		return nil, err
 	}
-	if run.Target == evalflow.TargetKubernetes {
+	if run.OnKubernetes() {
 		return f.verifyCluster(ctx, run)
 	}
 	apiKey, err := f.Store.Secret(ctx, id, runstore.SecretAPIKey)
@@ -78,7 +78,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 // credentials create and follow the evaluation job. The model endpoint is not asked:
 // it is the job's, and may be reachable only from inside that cluster.
 func (f *Function) verifyCluster(ctx context.Context, run *evalflow.Run) (*event.Event, error) {
-	cluster, err := f.Cluster(ctx, run.ID)
+	cluster, err := f.Cluster(ctx, run)
 	if err != nil {
 		return f.Settle(ctx, run.ID, "cluster", err)
 	}

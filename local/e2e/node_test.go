@@ -208,6 +208,21 @@ func TestEvaluationJobsOnARealNode(t *testing.T) {
 		}
 	})
 
+	t.Run("in a cluster deployment, a run without a kubeconfig runs in evalflow's own cluster", func(t *testing.T) {
+		own := filepath.Join(t.TempDir(), "own.kubeconfig")
+		if err := os.WriteFile(own, []byte(o.namespace(t, "evalflow-own")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e := o.up(t, "EVALFLOW_OWN_CLUSTER="+own)
+		r := e.startAndEnd(t, e.request(2))
+		if r.Status != evalflow.StatusSucceeded || r.Target != evalflow.TargetCluster {
+			t.Fatalf("run %s (target %q): %s", r.Status, r.Target, r.Message)
+		}
+		if pods := o.pods(t, "evalflow-own", r.ID); len(pods) != 1 || pods[0].Status.Phase != corev1.PodSucceeded {
+			t.Fatalf("the run's pods in evalflow's own namespace: %d", len(pods))
+		}
+	})
+
 	t.Run("an image that cannot be pulled ends the run with the reason", func(t *testing.T) {
 		req := e.request(0)
 		req.Datasets, req.Engine, req.EngineConfig, req.Kubeconfig = nil, "lm-evaluation-harness", json.RawMessage(`{"tasks": ["arc_easy"]}`), kc

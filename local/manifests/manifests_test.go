@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
 	sourcesv1 "knative.dev/eventing/pkg/apis/sources/v1"
 	"knative.dev/eventing/pkg/eventfilter"
@@ -26,6 +29,7 @@ import (
 	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/local/broker"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/kube"
 )
 
 var root = testserver.RepoRoot()
@@ -99,6 +103,12 @@ func TestEveryClusterManifestDecodesStrictlyAndValidates(t *testing.T) {
 					strict(t, doc, &corev1.Namespace{})
 				case "v1/Service":
 					strict(t, doc, &corev1.Service{})
+				case "v1/ServiceAccount":
+					strict(t, doc, &corev1.ServiceAccount{})
+				case "rbac.authorization.k8s.io/v1/Role":
+					strict(t, doc, &rbacv1.Role{})
+				case "rbac.authorization.k8s.io/v1/RoleBinding":
+					strict(t, doc, &rbacv1.RoleBinding{})
 				case "apps/v1/Deployment":
 					var d appsv1.Deployment
 					strict(t, doc, &d)
@@ -110,6 +120,63 @@ func TestEveryClusterManifestDecodesStrictlyAndValidates(t *testing.T) {
 					t.Fatalf("no check for %s %s: add one", meta.APIVersion, meta.Kind)
 				}
 			})
+		}
+	}
+}
+
+// The Role eventing/rbac.yaml grants in evalflow's own cluster is exactly what a
+// run's credentials need there (kube.Needed, which verify checks): no right missing,
+// none more. Its subjects are the ServiceAccounts the functions' func.yaml name.
+func TestTheJobsRoleGrantsWhatRunsNeedAndNoMore(t *testing.T) {
+	var role rbacv1.Role
+	var binding rbacv1.RoleBinding
+	accounts := map[string]bool{}
+	for _, doc := range documents(t, "eventing/rbac.yaml") {
+		var meta struct{ Kind string }
+		yaml.Unmarshal(doc, &meta)
+		switch meta.Kind {
+		case "Role":
+			strict(t, doc, &role)
+		case "RoleBinding":
+			strict(t, doc, &binding)
+		case "ServiceAccount":
+			var sa corev1.ServiceAccount
+			strict(t, doc, &sa)
+			accounts[sa.Name] = true
+		}
+	}
+	granted := map[string]bool{}
+	for _, r := range role.Rules {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					granted[kube.Permission{Verb: v, Group: g, Resource: res}.String()] = true
+				}
+			}
+		}
+	}
+	needed := map[string]bool{}
+	for _, p := range kube.Needed {
+		needed[p.String()] = true
+	}
+	if !maps.Equal(granted, needed) {
+		t.Errorf("Role %s grants %v; runs need %v", role.Name, slices.Sorted(maps.Keys(granted)), slices.Sorted(maps.Keys(needed)))
+	}
+	bound := map[string]bool{}
+	for _, s := range binding.Subjects {
+		bound[s.Name] = true
+	}
+	for _, f := range []string{"verify", "deploy", "job-watch"} {
+		b, err := os.ReadFile(filepath.Join(root, "functions", f, "func.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fy struct {
+			Deploy struct{ ServiceAccountName string } `json:"deploy"`
+		}
+		yaml.Unmarshal(b, &fy)
+		if sa := fy.Deploy.ServiceAccountName; sa == "" || !accounts[sa] || !bound[sa] {
+			t.Errorf("functions/%s runs as ServiceAccount %q: want one of eventing/rbac.yaml, bound to the Role", f, sa)
 		}
 	}
 }

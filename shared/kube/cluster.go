@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	restclient "k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
@@ -81,13 +83,61 @@ func fromKubeconfig(kubeconfig []byte) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: namespace: %w", err)
 	}
+	return newCluster(rest, ns)
+}
+
+func newCluster(rest *restclient.Config, namespace string) (*Cluster, error) {
 	rest.Timeout = 30 * time.Second
 	rest.UserAgent = "evalflow"
 	client, err := kubernetes.NewForConfig(rest)
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
-	return &Cluster{Server: rest.Host, Namespace: ns, client: client}, nil
+	return &Cluster{Server: rest.Host, Namespace: namespace, client: client}, nil
+}
+
+// InCluster is the source of Own for the cluster evalflow runs in, reached with its
+// pod's ServiceAccount.
+const InCluster = "in-cluster"
+
+// serviceAccountNamespace is where a pod's ServiceAccount namespace is mounted.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// Own is evalflow's own cluster, where runs without a kubeconfig run their Jobs:
+// source is InCluster (the pod's ServiceAccount) or the path of an operator's
+// kubeconfig file (unlike a caller's, it may name files). Jobs go to namespace, or
+// else the ServiceAccount's namespace (InCluster) or the kubeconfig's.
+func Own(source, namespace string, o Options) (*Cluster, error) {
+	var rest *restclient.Config
+	var err error
+	if source == InCluster {
+		if rest, err = restclient.InClusterConfig(); err != nil {
+			return nil, fmt.Errorf("kube: own cluster: %w", err)
+		}
+		if namespace == "" {
+			b, err := os.ReadFile(serviceAccountNamespace)
+			if err != nil {
+				return nil, fmt.Errorf("kube: own cluster: the ServiceAccount's namespace: %w", err)
+			}
+			namespace = strings.TrimSpace(string(b))
+		}
+	} else {
+		cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(&clientcmd.ClientConfigLoadingRules{ExplicitPath: source}, &clientcmd.ConfigOverrides{})
+		if rest, err = cc.ClientConfig(); err != nil {
+			return nil, fmt.Errorf("kube: own cluster: kubeconfig %s: %w", source, err)
+		}
+		if namespace == "" {
+			if namespace, _, err = cc.Namespace(); err != nil {
+				return nil, fmt.Errorf("kube: own cluster: kubeconfig %s: %w", source, err)
+			}
+		}
+	}
+	c, err := newCluster(rest, namespace)
+	if err != nil {
+		return nil, err
+	}
+	c.opts = o
+	return c, nil
 }
 
 func checkInline(cfg *clientcmdapi.Config) error {

@@ -42,6 +42,13 @@ type Config struct {
 	// JobResources are the deployment's own requests and limits for Jobs, as JSON by
 	// engine: {"evalflow": {"cpu": "500m", "memory": "128Mi", "memory_limit": "1Gi"}}.
 	JobResources string `env:"EVALFLOW_JOB_RESOURCES"`
+	// OwnCluster is evalflow's own cluster, where a run without a kubeconfig runs
+	// its Job: "in-cluster" (the function's ServiceAccount, as eventing/rbac.yaml
+	// grants it) or an operator's kubeconfig file. Empty: such runs are local
+	// processes (local mode). JobNamespace is where those Jobs go (default: the
+	// ServiceAccount's namespace, or the kubeconfig's).
+	OwnCluster   string `env:"EVALFLOW_OWN_CLUSTER"`
+	JobNamespace string `env:"EVALFLOW_JOB_NAMESPACE"`
 }
 
 // Load fills target (a pointer to a struct with env tags) from cfg, the map func-go
@@ -58,8 +65,10 @@ type Env struct {
 	Log    *slog.Logger
 	Now    func() time.Time
 	rdb    *redis.Client
-	// clusters keeps one client per cluster reached (see Cluster).
+	// clusters keeps one client per cluster reached (see Cluster); own is
+	// evalflow's own cluster (Config.OwnCluster), nil where it has none.
 	clusters kube.Pool
+	own      *kube.Cluster
 }
 
 // Open builds the Env of step from cfg.
@@ -72,6 +81,14 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 	if c.JobResources != "" {
 		if err := json.Unmarshal([]byte(c.JobResources), &resources); err != nil {
 			return nil, fmt.Errorf("%s: config EVALFLOW_JOB_RESOURCES: %w", step, err)
+		}
+	}
+	opts := kube.Options{Images: c.JobImages, StuckAfter: c.StuckAfter, Resources: resources}
+	var own *kube.Cluster
+	if c.OwnCluster != "" {
+		var err error
+		if own, err = kube.Own(c.OwnCluster, c.JobNamespace, opts); err != nil {
+			return nil, fmt.Errorf("%s: config EVALFLOW_OWN_CLUSTER: %w", step, err)
 		}
 	}
 	key, err := seal.ParseKey(c.SealKey)
@@ -93,7 +110,7 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 	}
 	return &Env{Step: step, Store: runstore.New(rdb, sealer), Events: sender,
 		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step)), Now: time.Now, rdb: rdb,
-		clusters: kube.Pool{Options: kube.Options{Images: c.JobImages, StuckAfter: c.StuckAfter, Resources: resources}}}, nil
+		clusters: kube.Pool{Options: opts}, own: own}, nil
 }
 
 // Close releases the Env's connections.
@@ -216,21 +233,34 @@ func (e *Env) RunID(ev event.Event) string {
 	return ref.RunID
 }
 
-// Cluster connects to the cluster of Kubernetes run id with the run's kubeconfig. A
-// kubeconfig it cannot use is kube.ErrBadKubeconfig, and evalflow.ErrPermanent.
-func (e *Env) Cluster(ctx context.Context, id string) (*kube.Cluster, error) {
-	kubeconfig, err := e.Store.Secret(ctx, id, runstore.SecretKubeconfig)
-	if err != nil {
-		return nil, err
+// Cluster connects to the cluster of Kubernetes run: with the run's kubeconfig, or
+// evalflow's own (TargetCluster). A kubeconfig it cannot use is kube.ErrBadKubeconfig,
+// and evalflow.ErrPermanent.
+func (e *Env) Cluster(ctx context.Context, run *evalflow.Run) (*kube.Cluster, error) {
+	kubeconfig := ""
+	if run.Target == evalflow.TargetKubernetes {
+		var err error
+		if kubeconfig, err = e.Store.Secret(ctx, run.ID, runstore.SecretKubeconfig); err != nil {
+			return nil, err
+		}
 	}
-	return e.ClusterOf(id, kubeconfig)
+	return e.ClusterOf(run, kubeconfig)
 }
 
-// ClusterOf connects to run id's cluster with its kubeconfig, read already (with the
-// run's other secrets, runstore.Store.Secrets).
-func (e *Env) ClusterOf(id, kubeconfig string) (*kube.Cluster, error) {
-	if kubeconfig == "" {
-		return nil, fmt.Errorf("%w: run %s has none (any more)", kube.ErrBadKubeconfig, id)
+// ClusterOf connects to run's cluster: evalflow's own (TargetCluster), or the one
+// of its kubeconfig, read already (with the run's other secrets, Store.Secrets).
+func (e *Env) ClusterOf(run *evalflow.Run, kubeconfig string) (*kube.Cluster, error) {
+	switch {
+	case run.Target == evalflow.TargetCluster && e.own == nil:
+		return nil, evalflow.Permanent(fmt.Errorf("run %s runs in evalflow's own cluster, and this deployment has none (EVALFLOW_OWN_CLUSTER)", run.ID))
+	case run.Target == evalflow.TargetCluster:
+		return e.own, nil
+	case kubeconfig == "":
+		return nil, fmt.Errorf("%w: run %s has none (any more)", kube.ErrBadKubeconfig, run.ID)
 	}
 	return e.clusters.Connect([]byte(kubeconfig))
 }
+
+// OwnCluster reports whether the deployment has a cluster of its own, where runs
+// without a kubeconfig run their Jobs.
+func (e *Env) OwnCluster() bool { return e.own != nil }
