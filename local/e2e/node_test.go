@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"runtime"
@@ -220,6 +221,30 @@ func TestEvaluationJobsOnARealNode(t *testing.T) {
 		}
 		if pods := o.pods(t, "evalflow-own", r.ID); len(pods) != 1 || pods[0].Status.Phase != corev1.PodSucceeded {
 			t.Fatalf("the run's pods in evalflow's own namespace: %d", len(pods))
+		}
+	})
+
+	t.Run("evalflow run --kubeconfig runs the Job on the node, the rest local", func(t *testing.T) {
+		shared := testserver.SharedDir(t)
+		exe := testserver.Build(t, "github.com/evalflow/evalflow/local/cmd/evalflow")
+		testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-runner") // beside exe
+		state := t.TempDir()
+		cmd := exec.Command(exe, "run", "--state", state, "--data", filepath.Join(shared, "datasets"),
+			"--gguf", filepath.Join(shared, "models", "stories260K.gguf"), "--subjects", "anatomy,virology", "--limit", "2",
+			"--kubeconfig", o.node.Kubeconfig, "--registry", o.node.Registry+"/evalflow", "--plain-http")
+		cmd.Dir = testserver.RepoRoot()
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("evalflow run: %v\n%s", err, out)
+		}
+		for _, want := range []string{": succeeded", "mmlu_anatomy", "mmlu_virology", "(4 samples)", "results artifact: " + o.node.Registry + "/evalflow:"} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("output lacks %q:\n%s", want, out)
+			}
+		}
+		jobs, err := o.admin.BatchV1().Jobs("default").List(context.Background(), metav1.ListOptions{})
+		if err != nil || len(jobs.Items) != 1 || jobs.Items[0].Status.Succeeded != 1 {
+			t.Fatalf("the node's default namespace holds no succeeded Job of the run: %v", err)
 		}
 	})
 
