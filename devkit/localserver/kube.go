@@ -4,14 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/pem"
-	"errors"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -144,7 +141,7 @@ func (k *Kube) startAPIServer(ctx context.Context, bin, dir, etcd string, port i
 	if !o.Controllers {
 		args = append(args, "--disable-admission-plugins", "ServiceAccount")
 	}
-	api, err := Start(ctx, dir, "kube-apiserver", nil, insecureOK(k.URL+"/readyz"), 60*time.Second, filepath.Join(bin, "kube-apiserver"), args...)
+	api, err := Start(ctx, dir, "kube-apiserver", nil, TLSOK(k.URL+"/readyz"), 60*time.Second, filepath.Join(bin, "kube-apiserver"), args...)
 	if err != nil {
 		return "", err
 	}
@@ -205,24 +202,6 @@ current-context: local
 func (k *Kube) Stop() {
 	for i := len(k.procs) - 1; i >= 0; i-- {
 		k.procs[i].Stop()
-	}
-}
-
-// insecureOK is ready when url answers 200 over TLS, whatever its certificate: the API
-// server writes its self-signed one as it starts, and /readyz needs no credentials.
-func insecureOK(url string) func(context.Context) error {
-	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	return func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := c.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return errors.New(resp.Status)
-		}
-		return nil
 	}
 }
 

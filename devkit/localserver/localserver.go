@@ -5,6 +5,7 @@ package localserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -127,18 +128,26 @@ func DialReady(addr string) func(context.Context) error {
 
 // HTTPOK is ready when url answers 200.
 func HTTPOK(url string) func(context.Context) error {
-	return httpReady(url, func(code int) bool { return code == http.StatusOK })
+	return httpReady(http.DefaultClient, url, func(code int) bool { return code == http.StatusOK })
 }
 
 // HTTPReady is ready when url answers with a status below 500.
 func HTTPReady(url string) func(context.Context) error {
-	return httpReady(url, func(code int) bool { return code < 500 })
+	return httpReady(http.DefaultClient, url, func(code int) bool { return code < 500 })
 }
 
-func httpReady(url string, ok func(int) bool) func(context.Context) error {
+// TLSOK is ready when url answers 200 over TLS, whatever its certificate: a server
+// that writes its self-signed one as it starts (kube-apiserver's /readyz needs no
+// credentials).
+func TLSOK(url string) func(context.Context) error {
+	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	return httpReady(c, url, func(code int) bool { return code == http.StatusOK })
+}
+
+func httpReady(c *http.Client, url string, ok func(int) bool) func(context.Context) error {
 	return func(ctx context.Context) error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := c.Do(req)
 		if err != nil {
 			return err
 		}

@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/evalflow/evalflow/devkit/node"
 	"github.com/evalflow/evalflow/devkit/testserver"
@@ -68,15 +67,7 @@ func client(t *testing.T, n *node.Node) kubernetes.Interface {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(kc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return testserver.KubeClient(t, kc)
 }
 
 // runPod runs the sandbox image as a restricted pod in a namespace that enforces the

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/evalflow/evalflow/devkit/images"
+	"github.com/evalflow/evalflow/devkit/localserver"
 )
 
 // PauseImage is the sandbox image's name under the node's registry.
@@ -39,7 +39,7 @@ func (n *Node) startRegistry(ctx context.Context, cfg Config) error {
 	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(conf), 0o644); err != nil {
 		return err
 	}
-	return n.spawn(ctx, "registry", httpBelow500("http://"+n.Registry+"/v2/", nil), 15*time.Second,
+	return n.spawn(ctx, "registry", localserver.HTTPReady("http://"+n.Registry+"/v2/"), 15*time.Second,
 		"docker-registry", "serve", filepath.Join(dir, "config.yml"))
 }
 
@@ -61,7 +61,7 @@ func (n *Node) startControlPlane(ctx context.Context, cfg Config) error {
 		return err
 	}
 	client, peer := fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	if err := n.spawn(ctx, "etcd", httpBelow500(client+"/health", nil), 20*time.Second, filepath.Join(cfg.Bin, "etcd"),
+	if err := n.spawn(ctx, "etcd", localserver.HTTPOK(client+"/health"), 20*time.Second, filepath.Join(cfg.Bin, "etcd"),
 		"--data-dir", filepath.Join(n.Dir, "etcd"), "--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "default="+peer,
 		"--unsafe-no-fsync", "--log-level", "warn"); err != nil {
@@ -76,8 +76,7 @@ func (n *Node) startControlPlane(ctx context.Context, cfg Config) error {
 		return err
 	}
 	certs := filepath.Join(n.Dir, "certs")
-	insecure := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	if err := n.spawn(ctx, "kube-apiserver", httpBelow500(n.API+"/readyz", insecure), 90*time.Second, filepath.Join(cfg.Bin, "kube-apiserver"),
+	if err := n.spawn(ctx, "kube-apiserver", localserver.TLSOK(n.API+"/readyz"), 90*time.Second, filepath.Join(cfg.Bin, "kube-apiserver"),
 		"--etcd-servers", client, "--bind-address", cfg.Address, "--advertise-address", cfg.Address,
 		"--secure-port", strconv.Itoa(apiPort), "--cert-dir", certs, "--service-cluster-ip-range", cfg.ServiceCIDR,
 		"--service-account-key-file", pki.saPub, "--service-account-signing-key-file", pki.saKey,
@@ -280,24 +279,6 @@ func (n *Node) get(ctx context.Context, path string, v any) error {
 		return fmt.Errorf("GET %s: %s", path, resp.Status)
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
-}
-
-func httpBelow500(url string, c *http.Client) func(context.Context) error {
-	if c == nil {
-		c = &http.Client{Timeout: time.Second}
-	}
-	return func(ctx context.Context) error {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := c.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode >= 500 {
-			return errors.New(resp.Status)
-		}
-		return nil
-	}
 }
 
 func freePort(host string) (int, error) {

@@ -16,7 +16,13 @@ import (
 // KubeAdmin is a client of k as its admin (system:masters).
 func KubeAdmin(t testing.TB, k *localserver.Kube) kubernetes.Interface {
 	t.Helper()
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(k.Kubeconfig(k.Admin.Token, "default"))
+	return KubeClient(t, k.Kubeconfig(k.Admin.Token, "default"))
+}
+
+// KubeClient is a client of the cluster kubeconfig reaches.
+func KubeClient(t testing.TB, kubeconfig []byte) kubernetes.Interface {
+	t.Helper()
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/evalflow/evalflow/devkit/images"
 	"github.com/evalflow/evalflow/devkit/localserver"
@@ -49,13 +48,7 @@ func setUpNode(t *testing.T) *onNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(kc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.admin, err = kubernetes.NewForConfig(cfg); err != nil {
-		t.Fatal(err)
-	}
+	o.admin = testserver.KubeClient(t, kc)
 
 	// The runner's image, as make images builds it without a Docker engine.
 	e, _ := engines.Default().Get(evalflow.DefaultEngine)
