@@ -22,7 +22,7 @@ up: deps build
 ## test: every module's tests against real servers on loopback, plus vet and gofmt
 test: deps test-deps build vet fmt-check
 	EVALFLOW_REQUIRE_SERVERS=1 EVALFLOW_SHARED_DIR=$(SHARED) \
-	EVALFLOW_ORAS=$$(hack/install-oras.sh) EVALFLOW_KUBE=$$(hack/install-kube.sh) \
+	EVALFLOW_ORAS=$$(hack/install-oras.sh) EVALFLOW_KUBE=$$(hack/install-kube.sh) EVALFLOW_COREDNS=$$(hack/install-coredns.sh) \
 	EVALFLOW_LLAMA_ECHO=$$(hack/install-llama-echo.sh) \
 	go test -count=1 -timeout 20m $(PKGS)
 
@@ -42,11 +42,12 @@ deps:
 
 ## node-deps: what a Kubernetes node on this machine needs: Debian's containerd, runc,
 ## CNI plugins and iptables, and Kubernetes (etcd, kube-apiserver,
-## kube-controller-manager, kube-scheduler, kubelet, kube-proxy) built once from the Go
-## module proxy and cached in $(CACHE)
+## kube-controller-manager, kube-scheduler, kubelet, kube-proxy) and CoreDNS built once
+## from the Go module proxy and cached in $(CACHE)
 node-deps:
 	@hack/apt-install.sh containerd runc containernetworking-plugins iptables
 	@hack/install-kube.sh >/dev/null
+	@hack/install-coredns.sh >/dev/null
 
 ## test-deps: what only tests need: the node's parts (node-deps), and llama-echo, a
 ## model server that scores echoed prompts, built once and cached in $(CACHE)

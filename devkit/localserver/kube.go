@@ -31,6 +31,17 @@ func KubeBinDir() string {
 	return filepath.Join(CacheDir(), "k8s-v"+KubeVersion+"-etcd-v"+EtcdVersion)
 }
 
+// CoreDNSVersion is the cluster DNS hack/install-coredns.sh builds.
+const CoreDNSVersion = "1.12.4"
+
+// CoreDNSBinary is where hack/install-coredns.sh caches CoreDNS, or $EVALFLOW_COREDNS.
+func CoreDNSBinary() string {
+	if p := os.Getenv("EVALFLOW_COREDNS"); p != "" {
+		return p
+	}
+	return filepath.Join(CacheDir(), "coredns-"+CoreDNSVersion, "coredns")
+}
+
 // CacheDir is where heavy builds are cached outside the clone: $EVALFLOW_CACHE, or
 // ~/.cache/evalflow.
 func CacheDir() string {

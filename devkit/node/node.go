@@ -37,6 +37,9 @@ type Config struct {
 	// PodCIDR is the bridge's subnet (default 10.244.0.0/24); ServiceCIDR the
 	// Services' (default 10.96.0.0/16).
 	PodCIDR, ServiceCIDR string
+	// CoreDNS, when set, is the CoreDNS binary (hack/install-coredns.sh) that serves
+	// cluster DNS (cluster.local) on the node address, as the kube-dns Service.
+	CoreDNS string
 }
 
 // Name is the node's name, and the prefix of what it adds to the machine.
@@ -70,6 +73,8 @@ type Node struct {
 	// Registry is HOST:PORT of the plain-HTTP registry the node pulls from, which
 	// pods reach too.
 	Registry string `json:"registry"`
+	// DNS is the kube-dns Service's address, "" without cluster DNS.
+	DNS string `json:"dns,omitempty"`
 	// AdminToken is the admin's (system:masters) bearer token; CA the API server's
 	// serving certificate.
 	AdminToken string `json:"-"`
@@ -131,7 +136,7 @@ func Up(ctx context.Context, cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	for _, stage := range []func(context.Context, Config) error{
-		n.startRegistry, n.pushPause, n.startControlPlane, n.startContainerd, n.startKubelet, n.startProxy, n.waitAccounts,
+		n.startRegistry, n.pushPause, n.startControlPlane, n.startDNS, n.startContainerd, n.startKubelet, n.startProxy, n.waitAccounts,
 	} {
 		if err := stage(ctx, cfg); err != nil {
 			return nil, err

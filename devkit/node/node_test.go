@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +45,7 @@ func TestTheNodeRunsAPodAndLeavesNothingBehind(t *testing.T) {
 
 	c := client(t, n)
 	runPod(t, c, n)
+	resolves(t, n, "kubernetes.default.svc.cluster.local", "10.96.0.1")
 	during := snapshot(cfg.Dir)
 	if during.equal(before) == "" {
 		t.Fatal("a running node with a pod changed nothing the snapshot sees: the check below could not fail")
@@ -107,6 +109,24 @@ func runPod(t *testing.T, c kubernetes.Interface, n *node.Node) {
 	}
 	p, _ := c.CoreV1().Pods("restricted").Get(ctx, "p", metav1.GetOptions{})
 	t.Fatalf("the pod did not run: %+v", p.Status)
+}
+
+// resolves asks the cluster DNS, through its kube-dns Service address (kube-proxy's
+// rules, as a pod's resolver would), for name, and wants ip.
+func resolves(t *testing.T, n *node.Node, name, ip string) {
+	t.Helper()
+	if n.DNS == "" {
+		t.Fatal("the node has no cluster DNS")
+	}
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort(n.DNS, "53"))
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addrs, err := r.LookupHost(ctx, name)
+	if err != nil || len(addrs) != 1 || addrs[0] != ip {
+		t.Fatalf("cluster DNS answers %s with %v, %v; want %s", name, addrs, err, ip)
+	}
 }
 
 // machine is what a node may change on the machine, as text per part.

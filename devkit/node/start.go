@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -106,6 +107,49 @@ func (n *Node) startControlPlane(ctx context.Context, cfg Config) error {
 		"--kubeconfig", n.Kubeconfig, "--leader-elect=false", "--secure-port", "0")
 }
 
+// startDNS serves cluster DNS with CoreDNS on the node address, as the kube-dns
+// Service (the tenth address of the Service range), when the config names CoreDNS.
+// It answers cluster.local names only: nothing leaves the machine.
+func (n *Node) startDNS(ctx context.Context, cfg Config) error {
+	if cfg.CoreDNS == "" {
+		return nil
+	}
+	_, services, err := net.ParseCIDR(cfg.ServiceCIDR)
+	if err != nil {
+		return fmt.Errorf("node: service range: %w", err)
+	}
+	ip := services.IP.To4()
+	n.DNS = net.IPv4(ip[0], ip[1], ip[2], ip[3]+10).String()
+	corefile := fmt.Sprintf(`.:53 {
+    bind %[1]s
+    errors
+    ready %[1]s:8181
+    kubernetes cluster.local in-addr.arpa ip6.arpa {
+        kubeconfig %[2]s
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }
+    cache 30
+}
+`, cfg.Address, n.Kubeconfig)
+	path := filepath.Join(n.Dir, "Corefile")
+	if err := os.WriteFile(path, []byte(corefile), 0o644); err != nil {
+		return err
+	}
+	if err := n.spawn(ctx, "coredns", localserver.HTTPOK("http://"+cfg.Address+":8181/ready"), 30*time.Second, cfg.CoreDNS, "-conf", path); err != nil {
+		return err
+	}
+	ports := `[{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]`
+	if err := n.post(ctx, "/api/v1/namespaces/kube-system/services", fmt.Sprintf(`{"apiVersion": "v1", "kind": "Service",
+		"metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+		"spec": {"clusterIP": %q, "ports": %s}}`, n.DNS, ports)); err != nil {
+		return err
+	}
+	return n.post(ctx, "/api/v1/namespaces/kube-system/endpoints", fmt.Sprintf(`{"apiVersion": "v1", "kind": "Endpoints",
+		"metadata": {"name": "kube-dns", "namespace": "kube-system"},
+		"subsets": [{"addresses": [{"ip": %q}], "ports": %s}]}`, cfg.Address, ports))
+}
+
 // startContainerd runs containerd with its own root, state and socket, pulling from
 // the node's registry in plain HTTP and networking pods with the CNI bridge.
 func (n *Node) startContainerd(ctx context.Context, cfg Config) error {
@@ -185,7 +229,7 @@ maxPods: 50
 evictionHard: {memory.available: "50Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-`, Name, n.Machine.ContainerdSock, cfg.Address, n.pki.kubeletCert, n.pki.kubeletKey, n.pki.ca, filepath.Join(n.Dir, "pod-logs"))
+%s`, Name, n.Machine.ContainerdSock, cfg.Address, n.pki.kubeletCert, n.pki.kubeletKey, n.pki.ca, filepath.Join(n.Dir, "pod-logs"), clusterDNS(n.DNS))
 	path := filepath.Join(n.Dir, "kubelet.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return err
@@ -193,6 +237,14 @@ imageGCLowThresholdPercent: 99
 	return n.spawn(ctx, "kubelet", n.nodeReady, 60*time.Second, filepath.Join(cfg.Bin, "kubelet"),
 		"--config", path, "--kubeconfig", n.Kubeconfig, "--root-dir", filepath.Join(n.Dir, "kubelet"),
 		"--hostname-override", Name, "--node-ip", cfg.Address)
+}
+
+// clusterDNS is the kubelet's setting for pods' DNS: the kube-dns Service, if any.
+func clusterDNS(ip string) string {
+	if ip == "" {
+		return ""
+	}
+	return fmt.Sprintf("clusterDNS: [%s]\nclusterDomain: cluster.local\n", ip)
 }
 
 // startProxy runs kube-proxy in iptables mode, so that pods reach Services.
@@ -264,19 +316,33 @@ func (n *Node) nodeReady(ctx context.Context) error {
 
 // get reads an API path as the admin into v.
 func (n *Node) get(ctx context.Context, path string, v any) error {
+	return n.call(ctx, http.MethodGet, path, "", v)
+}
+
+// post creates the object body (JSON) at an API path as the admin.
+func (n *Node) post(ctx context.Context, path, body string) error {
+	return n.call(ctx, http.MethodPost, path, body, nil)
+}
+
+func (n *Node) call(ctx context.Context, method, path, body string, v any) error {
 	c, err := n.client()
 	if err != nil {
 		return err
 	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, n.API+path, nil)
+	req, _ := http.NewRequestWithContext(ctx, method, n.API+path, strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+n.AdminToken)
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	if resp.StatusCode >= 300 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("node: %s %s: %s: %s", method, path, resp.Status, b)
+	}
+	if v == nil {
+		return nil
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
 }

@@ -45,7 +45,11 @@ func NodeConfig(t testing.TB) node.Config {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) })
-	return node.Config{Dir: dir, Bin: bin, Pause: BuildStatic(t, "github.com/evalflow/evalflow/devkit/cmd/evalflow-pause")}
+	coredns := localserver.CoreDNSBinary()
+	if _, err := os.Stat(coredns); err != nil {
+		missing(t, "CoreDNS is not built at "+coredns+" (make test-deps runs hack/install-coredns.sh)")
+	}
+	return node.Config{Dir: dir, Bin: bin, CoreDNS: coredns, Pause: BuildStatic(t, "github.com/evalflow/evalflow/devkit/cmd/evalflow-pause")}
 }
 
 // Node brings a single-node Kubernetes up on this machine for the test, and takes all

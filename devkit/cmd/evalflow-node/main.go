@@ -29,6 +29,7 @@ func main() {
 	dir := fs.String("dir", ".state/node", "the node's state directory")
 	pause := fs.String("pause", "bin/image/evalflow-pause", "the pod sandbox program (static)")
 	bin := fs.String("bin", localserver.KubeBinDir(), "etcd and the Kubernetes binaries (hack/install-kube.sh)")
+	coredns := fs.String("coredns", localserver.CoreDNSBinary(), "CoreDNS, the cluster DNS (hack/install-coredns.sh); empty: none")
 	_ = fs.Parse(os.Args[2:])
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -39,10 +40,10 @@ func main() {
 		}
 		return
 	}
-	n, err := node.Up(ctx, node.Config{Dir: *dir, Bin: *bin, Pause: *pause})
+	n, err := node.Up(ctx, node.Config{Dir: *dir, Bin: *bin, Pause: *pause, CoreDNS: *coredns})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "evalflow-node:", err)
 		os.Exit(1)
 	}
-	fmt.Printf("NODE_KUBECONFIG=%s\nNODE_REGISTRY=%s\nNODE_ADDRESS=%s\n", n.Kubeconfig, n.Registry, n.Address)
+	fmt.Printf("NODE_KUBECONFIG=%s\nNODE_REGISTRY=%s\nNODE_ADDRESS=%s\nNODE_DNS=%s\n", n.Kubeconfig, n.Registry, n.Address, n.DNS)
 }
