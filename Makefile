@@ -9,7 +9,7 @@ CACHE ?= $(HOME)/.cache/evalflow
 SHARED ?= $(abspath $(CURDIR)/../shared)
 export EVALFLOW_CACHE := $(CACHE)
 
-.PHONY: run test bench deps node-deps test-deps build vet fmt-check up clean images cluster-up cluster-deploy node-up node-down
+.PHONY: run test bench deps node-deps test-deps build vet fmt-check up clean images cluster-up cluster-deploy node-up node-down knative-up
 
 ## run: evaluate the bundled tiny model on a small MMLU subset, end to end, locally
 run: deps build
@@ -49,9 +49,11 @@ node-deps:
 	@hack/install-kube.sh >/dev/null
 	@hack/install-coredns.sh >/dev/null
 
-## test-deps: what only tests need: the node's parts (node-deps), and llama-echo, a
-## model server that scores echoed prompts, built once and cached in $(CACHE)
+## test-deps: what only tests need: the node's parts (node-deps), Knative Eventing built
+## from source with ko, and llama-echo, a model server that scores echoed prompts, built
+## once and cached in $(CACHE)
 test-deps: node-deps
+	@hack/install-knative.sh >/dev/null
 	@hack/install-llama-echo.sh >/dev/null
 	cd hack/llama-echo && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go vet . && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go test -count=1 .
 
@@ -82,6 +84,12 @@ node-up: deps node-deps build
 	@. $(NODE_DIR)/env && $(MAKE) --no-print-directory images IMAGE_REGISTRY=$$NODE_REGISTRY/evalflow && \
 	echo && echo "node up: KUBECONFIG=$$NODE_KUBECONFIG; registry $$NODE_REGISTRY. Evaluate on it:" && \
 	echo "  bin/evalflow run --kubeconfig $$NODE_KUBECONFIG --registry $$NODE_REGISTRY/evalflow --plain-http --data $(SHARED)/datasets"
+
+## knative-up: Knative Eventing (core, in-memory channel, MT channel broker), built
+## from source with ko and cached in $(CACHE), on the node of make node-up
+knative-up: node-up
+	@hack/install-knative.sh >/dev/null
+	$(BIN)/evalflow-node knative -dir $(NODE_DIR)
 
 ## node-down: stop the node and remove everything it added to the machine
 node-down:

@@ -37,15 +37,32 @@ type Spec struct {
 	OS, Architecture string
 }
 
-// Build makes the image without a Docker engine: a base layer the project builds
-// (users root and nonroot, CA certificates, /tmp), the binary's layer, and a config
-// that runs it as nonroot. Layers carry fixed times, so the same inputs give the
-// same digest.
+// Build makes the image without a Docker engine: the base (Base), the binary's
+// layer, and a config that runs it as nonroot. Layers carry fixed times, so the same
+// inputs give the same digest.
 func Build(s Spec) (v1.Image, error) {
 	bin, err := os.ReadFile(s.Binary)
 	if err != nil {
 		return nil, fmt.Errorf("images: binary: %w", err)
 	}
+	img, err := Base(s.OS, s.Architecture)
+	if err != nil {
+		return nil, err
+	}
+	app, err := layer([]file{{name: s.Path[1:], mode: 0o755, body: bin}})
+	if err != nil {
+		return nil, err
+	}
+	if img, err = mutate.Append(img, mutate.Addendum{Layer: app, MediaType: types.OCILayer}); err != nil {
+		return nil, fmt.Errorf("images: %w", err)
+	}
+	return configure(img, func(c *v1.Config) { c.Entrypoint = []string{s.Path} })
+}
+
+// Base is evalflow's minimal base image for a platform: one layer the project builds
+// (users root and nonroot, CA certificates, /tmp), run as nonroot. ko builds on it
+// too (KO_DEFAULTBASEIMAGE), for images such as Knative's.
+func Base(goos, arch string) (v1.Image, error) {
 	ca, err := os.ReadFile(CABundle)
 	if err != nil {
 		return nil, fmt.Errorf("images: CA certificates (Debian's ca-certificates): %w", err)
@@ -64,25 +81,28 @@ func Build(s Spec) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	app, err := layer([]file{{name: s.Path[1:], mode: 0o755, body: bin}})
-	if err != nil {
-		return nil, err
-	}
 	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
-	img, err = mutate.Append(img, mutate.Addendum{Layer: base, MediaType: types.OCILayer}, mutate.Addendum{Layer: app, MediaType: types.OCILayer})
-	if err != nil {
+	if img, err = mutate.Append(img, mutate.Addendum{Layer: base, MediaType: types.OCILayer}); err != nil {
 		return nil, fmt.Errorf("images: %w", err)
 	}
+	return configure(img, func(c *v1.Config) {}, func(f *v1.ConfigFile) { f.OS, f.Architecture = goos, arch })
+}
+
+// configure sets img's run config: the nonroot user, PATH and the CA bundle, and what
+// set and the platform functions add.
+func configure(img v1.Image, set func(*v1.Config), platform ...func(*v1.ConfigFile)) (v1.Image, error) {
 	cfg, err := img.ConfigFile()
 	if err != nil {
 		return nil, fmt.Errorf("images: %w", err)
 	}
 	cfg = cfg.DeepCopy()
-	cfg.OS, cfg.Architecture = s.OS, s.Architecture
-	cfg.Config.Entrypoint = []string{s.Path}
+	for _, p := range platform {
+		p(cfg)
+	}
 	cfg.Config.User = fmt.Sprintf("%d:%d", NonRootUID, NonRootUID)
 	cfg.Config.WorkingDir = "/"
 	cfg.Config.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "SSL_CERT_FILE=" + CABundle}
+	set(&cfg.Config)
 	return mutate.ConfigFile(img, cfg)
 }
 

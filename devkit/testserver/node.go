@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/evalflow/evalflow/devkit/knative"
 	"github.com/evalflow/evalflow/devkit/localserver"
 	"github.com/evalflow/evalflow/devkit/node"
 )
@@ -67,4 +68,17 @@ func Node(t testing.TB) *node.Node {
 		}
 	})
 	return n
+}
+
+// KnativeEventing brings Knative Eventing (hack/install-knative.sh builds it) up on n
+// for the test, or skips where it is not built.
+func KnativeEventing(t testing.TB, n *node.Node) {
+	t.Helper()
+	dir := knative.EventingDir()
+	if _, err := os.Stat(filepath.Join(dir, "eventing.yaml")); err != nil {
+		missing(t, "Knative Eventing is not built at "+dir+" (make test-deps runs hack/install-knative.sh)")
+	}
+	if err := knative.UpEventing(context.Background(), n, dir); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -2,6 +2,7 @@ package testserver
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -22,9 +23,13 @@ type Sink struct {
 }
 
 // NewSink starts a Sink for the test.
-func NewSink(t testing.TB) *Sink {
+func NewSink(t testing.TB) *Sink { return NewSinkOn(t, "") }
+
+// NewSinkOn starts a Sink for the test on a free port of host, an address of this
+// machine (127.0.0.1 when empty), e.g. a node's address, where its pods reach it.
+func NewSinkOn(t testing.TB, host string) *Sink {
 	s := &Sink{events: map[string][]event.Event{}}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ev, err := binding.ToEvent(context.Background(), cehttp.NewMessageFromHttpRequest(r))
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -37,6 +42,15 @@ func NewSink(t testing.TB) *Sink {
 		s.mu.Unlock()
 		w.WriteHeader(http.StatusAccepted)
 	}))
+	if host != "" {
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Server.Listener.Close()
+		s.Server.Listener = l
+	}
+	s.Server.Start()
 	t.Cleanup(s.Close)
 	return s
 }

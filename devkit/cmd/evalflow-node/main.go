@@ -1,7 +1,9 @@
 // Command evalflow-node brings a single-node Kubernetes up on this machine, or down
-// (devkit/node; make node-up and make node-down run it):
+// (devkit/node; make node-up and make node-down run it), and Knative on it (devkit/knative;
+// make knative-up):
 //
 //	evalflow-node up -dir .state/node -pause bin/image/evalflow-pause
+//	evalflow-node knative -dir .state/node
 //	evalflow-node down -dir .state/node
 //
 // up is idempotent: a node running in -dir is left as it is. It prints the node's
@@ -16,13 +18,14 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/evalflow/evalflow/devkit/knative"
 	"github.com/evalflow/evalflow/devkit/localserver"
 	"github.com/evalflow/evalflow/devkit/node"
 )
 
 func main() {
-	if len(os.Args) < 2 || (os.Args[1] != "up" && os.Args[1] != "down") {
-		fmt.Fprintln(os.Stderr, "usage: evalflow-node up|down -dir DIR [-pause BINARY]")
+	if len(os.Args) < 2 || (os.Args[1] != "up" && os.Args[1] != "down" && os.Args[1] != "knative") {
+		fmt.Fprintln(os.Stderr, "usage: evalflow-node up|knative|down -dir DIR [-pause BINARY]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
@@ -30,14 +33,27 @@ func main() {
 	pause := fs.String("pause", "bin/image/evalflow-pause", "the pod sandbox program (static)")
 	bin := fs.String("bin", localserver.KubeBinDir(), "etcd and the Kubernetes binaries (hack/install-kube.sh)")
 	coredns := fs.String("coredns", localserver.CoreDNSBinary(), "CoreDNS, the cluster DNS (hack/install-coredns.sh); empty: none")
+	eventing := fs.String("eventing", knative.EventingDir(), "Knative Eventing built by hack/install-knative.sh")
 	_ = fs.Parse(os.Args[2:])
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if os.Args[1] == "down" {
+	switch os.Args[1] {
+	case "down":
 		if err := node.Down(*dir); err != nil {
 			fmt.Fprintln(os.Stderr, "evalflow-node:", err)
 			os.Exit(1)
 		}
+		return
+	case "knative":
+		n, err := node.Load(*dir)
+		if err == nil {
+			err = knative.UpEventing(ctx, n, *eventing)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "evalflow-node: knative (make node-up first):", err)
+			os.Exit(1)
+		}
+		fmt.Println("Knative Eventing is up in namespace", knative.Namespace)
 		return
 	}
 	n, err := node.Up(ctx, node.Config{Dir: *dir, Bin: *bin, Pause: *pause, CoreDNS: *coredns})

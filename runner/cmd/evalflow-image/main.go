@@ -25,11 +25,32 @@ func main() {
 	engine := flag.String("engine", "evalflow", "the engine whose image to build (its registry entry names the image and command)")
 	binary := flag.String("binary", "", "the engine's static binary")
 	registry := flag.String("registry", "", "HOST[:PORT]/PREFIX the image is pushed under")
+	base := flag.String("base", "", "push only evalflow's base image to this reference (HOST[:PORT]/REPO:TAG), e.g. for ko's KO_DEFAULTBASEIMAGE")
 	flag.Parse()
-	if err := run(*engine, *binary, *registry); err != nil {
+	var err error
+	if *base != "" {
+		err = pushBase(*base)
+	} else {
+		err = run(*engine, *binary, *registry)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "evalflow-image:", err)
 		os.Exit(1)
 	}
+}
+
+// pushBase pushes the base image, for this machine's platform.
+func pushBase(ref string) error {
+	img, err := images.Base("linux", runtime.GOARCH)
+	if err != nil {
+		return err
+	}
+	digest, err := images.Push(img, ref)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s@%s\n", ref, digest)
+	return nil
 }
 
 func run(engine, binary, registry string) error {

@@ -1,0 +1,148 @@
+package knative_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/evalflow/evalflow/devkit/knative"
+	"github.com/evalflow/evalflow/devkit/node"
+	"github.com/evalflow/evalflow/devkit/testserver"
+)
+
+// Knative Eventing built from source runs on the node: a CloudEvent posted to a
+// Broker's ingress, at the address its status gives (resolved by the cluster DNS),
+// reaches the subscriber of a Trigger whose filter it passes, and only that one.
+func TestEventingDeliversFromABrokerThroughATrigger(t *testing.T) {
+	n := testserver.Node(t)
+	testserver.KnativeEventing(t, n)
+	kc, err := os.ReadFile(n.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	sink := testserver.NewSinkOn(t, n.Address)
+	_, port, _ := net.SplitHostPort(sink.Listener.Addr().String())
+	if err := knative.Apply(ctx, kc, fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata: {name: events}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sink, namespace: events}
+spec:
+  ports: [{name: http, port: 80, targetPort: %[1]s}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: sink, namespace: events}
+subsets: [{addresses: [{ip: %[2]s}], ports: [{name: http, port: %[1]s}]}]
+---
+apiVersion: eventing.knative.dev/v1
+kind: Broker
+metadata: {name: default, namespace: events}
+---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: wanted, namespace: events}
+spec:
+  broker: default
+  filter: {attributes: {type: dev.evalflow.wanted}}
+  subscriber:
+    ref: {apiVersion: v1, kind: Service, name: sink}
+    uri: /wanted
+`, port, n.Address)); err != nil {
+		t.Fatal(err)
+	}
+	broker := ready(t, dyn, schema.GroupVersionResource{Group: "eventing.knative.dev", Version: "v1", Resource: "brokers"}, "events", "default")
+	ready(t, dyn, schema.GroupVersionResource{Group: "eventing.knative.dev", Version: "v1", Resource: "triggers"}, "events", "wanted")
+	ingress, _, _ := unstructured.NestedString(broker.Object, "status", "address", "url")
+	if ingress == "" {
+		t.Fatalf("the Broker has no address: %v", broker.Object["status"])
+	}
+
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: clusterDialer(n)}}
+	for i, typ := range []string{"dev.evalflow.unwanted", "dev.evalflow.wanted"} {
+		req, _ := http.NewRequest(http.MethodPost, ingress, bytes.NewReader([]byte(`{"n": `+strconv.Itoa(i)+`}`)))
+		req.Header.Set("Ce-Specversion", "1.0")
+		req.Header.Set("Ce-Type", typ)
+		req.Header.Set("Ce-Source", "evalflow-test")
+		req.Header.Set("Ce-Id", "event-"+strconv.Itoa(i))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("POST %s: %v", ingress, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("POST %s: %s", ingress, resp.Status)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for len(sink.Got("/wanted")) == 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	got := sink.Got("/wanted")
+	if len(got) != 1 || got[0].Type() != "dev.evalflow.wanted" || got[0].ID() != "event-1" {
+		t.Fatalf("the subscriber got %v; want the one wanted event", got)
+	}
+}
+
+// ready waits until the object's Ready condition is True, and returns it.
+func ready(t *testing.T, dyn dynamic.Interface, gvr schema.GroupVersionResource, ns, name string) *unstructured.Unstructured {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		obj, err := dyn.Resource(gvr).Namespace(ns).Get(context.Background(), name, metav1.GetOptions{})
+		if err == nil {
+			conds, _, _ := unstructured.NestedSlice(obj.Object, "status", "conditions")
+			for _, cd := range conds {
+				if m, _ := cd.(map[string]any); m["type"] == "Ready" && m["status"] == "True" {
+					return obj
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s/%s not Ready: %v %v", gvr.Resource, ns, name, err, obj)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// clusterDialer dials names as a pod would: resolved by the node's cluster DNS.
+func clusterDialer(n *node.Node) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort(n.DNS, "53"))
+	}}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		ips, err := r.LookupHost(ctx, host)
+		if err != nil || len(ips) == 0 {
+			return nil, fmt.Errorf("cluster DNS: %s: %v", host, err)
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort(ips[0], port))
+	}
+}
