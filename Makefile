@@ -49,11 +49,13 @@ node-deps:
 	@hack/install-kube.sh >/dev/null
 	@hack/install-coredns.sh >/dev/null
 
-## test-deps: what only tests need: the node's parts (node-deps), Knative Eventing built
-## from source with ko, and llama-echo, a model server that scores echoed prompts, built
+## test-deps: what only tests need: the node's parts (node-deps), Knative Eventing and
+## Serving built from source with ko, Traefik, and llama-echo, a model server that scores echoed prompts, built
 ## once and cached in $(CACHE)
 test-deps: node-deps
-	@hack/install-knative.sh >/dev/null
+	@hack/install-knative.sh eventing >/dev/null
+	@hack/install-knative.sh serving >/dev/null
+	@hack/install-traefik.sh >/dev/null
 	@hack/install-llama-echo.sh >/dev/null
 	cd hack/llama-echo && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go vet . && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go test -count=1 .
 
@@ -85,10 +87,13 @@ node-up: deps node-deps build
 	echo && echo "node up: KUBECONFIG=$$NODE_KUBECONFIG; registry $$NODE_REGISTRY. Evaluate on it:" && \
 	echo "  bin/evalflow run --kubeconfig $$NODE_KUBECONFIG --registry $$NODE_REGISTRY/evalflow --plain-http --data $(SHARED)/datasets"
 
-## knative-up: Knative Eventing (core, in-memory channel, MT channel broker), built
-## from source with ko and cached in $(CACHE), on the node of make node-up
+## knative-up: Knative Eventing (core, in-memory channel, MT channel broker) and Serving,
+## built from source with ko and cached in $(CACHE), with Traefik as Serving's
+## networking layer, on the node of make node-up
 knative-up: node-up
-	@hack/install-knative.sh >/dev/null
+	@hack/install-knative.sh eventing >/dev/null
+	@hack/install-knative.sh serving >/dev/null
+	@hack/install-traefik.sh >/dev/null
 	$(BIN)/evalflow-node knative -dir $(NODE_DIR)
 
 ## node-down: stop the node and remove everything it added to the machine

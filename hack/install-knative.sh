@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# Builds Knative Eventing from source with ko (no Docker engine, no release download):
-# core, the in-memory channel and the MT channel broker, on evalflow's own base image.
+# Builds a Knative component from source with ko (no Docker engine, no release
+# download), on evalflow's own base image:
+#   eventing (default): core, the in-memory channel and the MT channel broker;
+#   serving: core, with the networking and caching resources its release bundles.
 # The images are kept in a registry's storage under the cache, and the manifests with
 # their registry written REGISTRY (devkit/knative pushes the images to the node's
 # registry and applies them). Keyed by version; prints the cache directory.
-# Cold: about 10 minutes on 2 cores, once (see ../shared/tools/knative.md).
+# Cold: about 10 minutes a component on 2 cores, once (see ../shared/tools/knative.md).
 set -euo pipefail
-V=${KNATIVE_EVENTING_VERSION:-0.50.0}
+COMPONENT=${1:-eventing}
+V=${KNATIVE_VERSION:-0.50.0}
 KO_V=${KO_VERSION:-0.18.1}
 CACHE=${EVALFLOW_CACHE:-$HOME/.cache/evalflow}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-DIR="$CACHE/knative-eventing-v$V-ko-v$KO_V"
-if [ -f "$DIR/eventing.yaml" ]; then echo "$DIR"; exit 0; fi
-echo "install-knative: building Knative Eventing v$V with ko v$KO_V (about 10 min, once)" >&2
+DIR="$CACHE/knative-$COMPONENT-v$V-ko-v$KO_V"
+if [ -f "$DIR/$COMPONENT.yaml" ]; then echo "$DIR"; exit 0; fi
+echo "install-knative: building Knative $COMPONENT v$V with ko v$KO_V (about 10 min, once)" >&2
 export GOWORK=off GOFLAGS=-mod=mod
 KO="$CACHE/ko-$KO_V/ko"
 if [ ! -x "$KO" ]; then
   GOBIN="$CACHE/ko-$KO_V" go install "github.com/google/ko@v$KO_V"
 fi
+moddir() { go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'; }
 WORK=$(mktemp -d)
 REG_PID=""
 cleanup() { [ -n "$REG_PID" ] && kill "$REG_PID" 2>/dev/null; wait 2>/dev/null; chmod -R u+w "$WORK"; rm -rf "$WORK"; }
@@ -38,22 +42,33 @@ REG_PID=$!
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$PORT/v2/" >/dev/null && break; sleep 0.1; done
 REG=127.0.0.1:$PORT
 (cd "$ROOT" && GOWORK= GOFLAGS= go run ./runner/cmd/evalflow-image -base "$REG/evalflow/base:static" >&2)
-SRC=$(go mod download -json "knative.dev/eventing@v$V" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-cp -r "$SRC" "$WORK/eventing" && chmod -R u+w "$WORK/eventing"
+SRC=$(moddir "knative.dev/$COMPONENT@v$V")
+cp -r "$SRC" "$WORK/src" && chmod -R u+w "$WORK/src"
+case $COMPONENT in
+  eventing)
+    KO_DIRS="config/core config/channels/in-memory-channel config/brokers/mt-channel-broker"
+    EXTRA="$WORK/src/third_party/eventing-integrations-latest/eventing-transformations-images.yaml $WORK/src/third_party/eventing-integrations-latest/eventing-integrations-images.yaml" ;;
+  serving)
+    KO_DIRS="config/core"
+    # What serving's release bundles from the modules its go.mod requires.
+    NET=$(cd "$WORK/src" && moddir "knative.dev/networking@$(go list -m -f '{{.Version}}' knative.dev/networking)")
+    CACHING=$(cd "$WORK/src" && moddir "knative.dev/caching@$(go list -m -f '{{.Version}}' knative.dev/caching)")
+    EXTRA="$CACHING/config/image.yaml"
+    for f in certificate config-network domain-claim ingress serverlessservice; do EXTRA="$EXTRA $NET/config/$f.yaml"; done ;;
+  *) echo "install-knative: no component $COMPONENT (eventing, serving)" >&2; exit 2 ;;
+esac
 PLATFORM=linux/$(go env GOARCH)
-(cd "$WORK/eventing" &&
+(cd "$WORK/src" &&
   export KO_DOCKER_REPO="$REG/knative" KO_DEFAULTBASEIMAGE="$REG/evalflow/base:static" &&
-  for d in config/core config/channels/in-memory-channel config/brokers/mt-channel-broker; do
+  for d in $KO_DIRS; do
     "$KO" resolve -R --insecure-registry --platform="$PLATFORM" -f "$d/" || exit 1
     echo "---"
-  done
-  cat third_party/eventing-integrations-latest/eventing-transformations-images.yaml
-  echo "---"
-  cat third_party/eventing-integrations-latest/eventing-integrations-images.yaml
-) >"$WORK/eventing.yaml"
+  done &&
+  for f in $EXTRA; do cat "$f"; echo "---"; done
+) >"$WORK/out.yaml"
 kill "$REG_PID"; wait "$REG_PID" 2>/dev/null || true; REG_PID=""
-mkdir -p "$DIR.tmp"
-rm -rf "$DIR.tmp/registry" && mv "$WORK/registry/data" "$DIR.tmp/registry"
-sed "s#$REG/#REGISTRY/#g" "$WORK/eventing.yaml" >"$DIR.tmp/eventing.yaml"
+rm -rf "$DIR.tmp" && mkdir -p "$DIR.tmp"
+mv "$WORK/registry/data" "$DIR.tmp/registry"
+sed "s#$REG/#REGISTRY/#g" "$WORK/out.yaml" >"$DIR.tmp/$COMPONENT.yaml"
 rm -rf "$DIR" && mv "$DIR.tmp" "$DIR"
 echo "$DIR"

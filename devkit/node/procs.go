@@ -20,9 +20,11 @@ type proc struct {
 	Program string
 }
 
-// spawn starts program detached (its own session: it outlives the caller), its
+// Spawn starts program detached (its own session: it outlives the caller), its
 // output in Dir/logs/name.log and its PID recorded, then waits until ready is nil.
-func (n *Node) spawn(ctx context.Context, name string, ready func(context.Context) error, within time.Duration, program string, args ...string) error {
+// The node's own parts start so; so does what runs beside it (Traefik for Knative),
+// and Down stops them all.
+func (n *Node) Spawn(ctx context.Context, name string, ready func(context.Context) error, within time.Duration, program string, args ...string) error {
 	program, err := exec.LookPath(program)
 	if err != nil {
 		return fmt.Errorf("node: %s: %w", name, err)

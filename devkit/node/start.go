@@ -40,7 +40,7 @@ func (n *Node) startRegistry(ctx context.Context, cfg Config) error {
 	if err := os.WriteFile(filepath.Join(dir, "config.yml"), []byte(conf), 0o644); err != nil {
 		return err
 	}
-	return n.spawn(ctx, "registry", localserver.HTTPReady("http://"+n.Registry+"/v2/"), 15*time.Second,
+	return n.Spawn(ctx, "registry", localserver.HTTPReady("http://"+n.Registry+"/v2/"), 15*time.Second,
 		"docker-registry", "serve", filepath.Join(dir, "config.yml"))
 }
 
@@ -62,7 +62,7 @@ func (n *Node) startControlPlane(ctx context.Context, cfg Config) error {
 		return err
 	}
 	client, peer := fmt.Sprintf("http://127.0.0.1:%d", ports[0]), fmt.Sprintf("http://127.0.0.1:%d", ports[1])
-	if err := n.spawn(ctx, "etcd", localserver.HTTPOK(client+"/health"), 20*time.Second, filepath.Join(cfg.Bin, "etcd"),
+	if err := n.Spawn(ctx, "etcd", localserver.HTTPOK(client+"/health"), 20*time.Second, filepath.Join(cfg.Bin, "etcd"),
 		"--data-dir", filepath.Join(n.Dir, "etcd"), "--listen-client-urls", client, "--advertise-client-urls", client,
 		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "default="+peer,
 		"--unsafe-no-fsync", "--log-level", "warn"); err != nil {
@@ -77,7 +77,7 @@ func (n *Node) startControlPlane(ctx context.Context, cfg Config) error {
 		return err
 	}
 	certs := filepath.Join(n.Dir, "certs")
-	if err := n.spawn(ctx, "kube-apiserver", localserver.TLSOK(n.API+"/readyz"), 90*time.Second, filepath.Join(cfg.Bin, "kube-apiserver"),
+	if err := n.Spawn(ctx, "kube-apiserver", localserver.TLSOK(n.API+"/readyz"), 90*time.Second, filepath.Join(cfg.Bin, "kube-apiserver"),
 		"--etcd-servers", client, "--bind-address", cfg.Address, "--advertise-address", cfg.Address,
 		"--secure-port", strconv.Itoa(apiPort), "--cert-dir", certs, "--service-cluster-ip-range", cfg.ServiceCIDR,
 		"--service-account-key-file", pki.saPub, "--service-account-signing-key-file", pki.saKey,
@@ -95,7 +95,7 @@ func (n *Node) startControlPlane(ctx context.Context, cfg Config) error {
 		return err
 	}
 	started := func(context.Context) error { return nil }
-	if err := n.spawn(ctx, "kube-controller-manager", started, time.Second, filepath.Join(cfg.Bin, "kube-controller-manager"),
+	if err := n.Spawn(ctx, "kube-controller-manager", started, time.Second, filepath.Join(cfg.Bin, "kube-controller-manager"),
 		"--kubeconfig", n.Kubeconfig, "--bind-address", "127.0.0.1", "--secure-port", "0", "--leader-elect=false",
 		"--controllers", "*", "--root-ca-file", filepath.Join(certs, "apiserver.crt"),
 		"--service-account-private-key-file", pki.saKey, "--use-service-account-credentials=true",
@@ -103,7 +103,7 @@ func (n *Node) startControlPlane(ctx context.Context, cfg Config) error {
 		return err
 	}
 	n.pki = pki
-	return n.spawn(ctx, "kube-scheduler", started, time.Second, filepath.Join(cfg.Bin, "kube-scheduler"),
+	return n.Spawn(ctx, "kube-scheduler", started, time.Second, filepath.Join(cfg.Bin, "kube-scheduler"),
 		"--kubeconfig", n.Kubeconfig, "--leader-elect=false", "--secure-port", "0")
 }
 
@@ -136,7 +136,7 @@ func (n *Node) startDNS(ctx context.Context, cfg Config) error {
 	if err := os.WriteFile(path, []byte(corefile), 0o644); err != nil {
 		return err
 	}
-	if err := n.spawn(ctx, "coredns", localserver.HTTPOK("http://"+cfg.Address+":8181/ready"), 30*time.Second, cfg.CoreDNS, "-conf", path); err != nil {
+	if err := n.Spawn(ctx, "coredns", localserver.HTTPOK("http://"+cfg.Address+":8181/ready"), 30*time.Second, cfg.CoreDNS, "-conf", path); err != nil {
 		return err
 	}
 	ports := `[{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]`
@@ -193,7 +193,7 @@ state = %q
 		return err
 	}
 	sock := n.Machine.ContainerdSock
-	return n.spawn(ctx, "containerd", func(ctx context.Context) error {
+	return n.Spawn(ctx, "containerd", func(ctx context.Context) error {
 		return exec.CommandContext(ctx, "ctr", "--address", sock, "version").Run()
 	}, 30*time.Second, "containerd", "--config", filepath.Join(dir, "config.toml"))
 }
@@ -234,7 +234,7 @@ imageGCLowThresholdPercent: 99
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return err
 	}
-	return n.spawn(ctx, "kubelet", n.nodeReady, 60*time.Second, filepath.Join(cfg.Bin, "kubelet"),
+	return n.Spawn(ctx, "kubelet", n.nodeReady, 60*time.Second, filepath.Join(cfg.Bin, "kubelet"),
 		"--config", path, "--kubeconfig", n.Kubeconfig, "--root-dir", filepath.Join(n.Dir, "kubelet"),
 		"--hostname-override", Name, "--node-ip", cfg.Address)
 }
@@ -265,7 +265,7 @@ conntrack: {maxPerCore: 0}
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return err
 	}
-	return n.spawn(ctx, "kube-proxy", func(ctx context.Context) error {
+	return n.Spawn(ctx, "kube-proxy", func(ctx context.Context) error {
 		out, err := exec.CommandContext(ctx, "iptables", "-t", "nat", "-S", "KUBE-SERVICES").CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "default/kubernetes") {
 			return errors.New("the kubernetes Service has no rule yet")

@@ -82,3 +82,22 @@ func KnativeEventing(t testing.TB, n *node.Node) {
 		t.Fatal(err)
 	}
 }
+
+// KnativeServing brings Knative Serving (hack/install-knative.sh serving) with Traefik
+// (hack/install-traefik.sh) up on n for the test, or skips where they are not built.
+func KnativeServing(t testing.TB, n *node.Node) *knative.Ingress {
+	t.Helper()
+	dir := knative.ServingDir()
+	if _, err := os.Stat(filepath.Join(dir, "serving.yaml")); err != nil {
+		missing(t, "Knative Serving is not built at "+dir+" (make test-deps runs hack/install-knative.sh serving)")
+	}
+	traefik := knative.TraefikBinary()
+	if _, err := os.Stat(traefik); err != nil {
+		missing(t, "Traefik is not built at "+traefik+" (make test-deps runs hack/install-traefik.sh)")
+	}
+	in, err := knative.UpServing(context.Background(), n, dir, traefik)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}

@@ -34,6 +34,8 @@ func main() {
 	bin := fs.String("bin", localserver.KubeBinDir(), "etcd and the Kubernetes binaries (hack/install-kube.sh)")
 	coredns := fs.String("coredns", localserver.CoreDNSBinary(), "CoreDNS, the cluster DNS (hack/install-coredns.sh); empty: none")
 	eventing := fs.String("eventing", knative.EventingDir(), "Knative Eventing built by hack/install-knative.sh")
+	serving := fs.String("serving", knative.ServingDir(), "Knative Serving built by hack/install-knative.sh serving")
+	traefik := fs.String("traefik", knative.TraefikBinary(), "Traefik, Serving's networking layer (hack/install-traefik.sh)")
 	_ = fs.Parse(os.Args[2:])
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -46,14 +48,19 @@ func main() {
 		return
 	case "knative":
 		n, err := node.Load(*dir)
+		var in *knative.Ingress
 		if err == nil {
 			err = knative.UpEventing(ctx, n, *eventing)
+		}
+		if err == nil {
+			in, err = knative.UpServing(ctx, n, *serving, *traefik)
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "evalflow-node: knative (make node-up first):", err)
 			os.Exit(1)
 		}
-		fmt.Println("Knative Eventing is up in namespace", knative.Namespace)
+		fmt.Printf("Knative Eventing and Serving are up. Knative Services answer at http://%s (public) and http://%s (cluster-local), "+
+			"by Host NAME.NAMESPACE.%s\n", in.Public, in.Private, in.Domain)
 		return
 	}
 	n, err := node.Up(ctx, node.Config{Dir: *dir, Bin: *bin, Pause: *pause, CoreDNS: *coredns})
