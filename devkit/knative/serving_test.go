@@ -51,13 +51,10 @@ func TestServingScalesAServiceToZeroAndWakesIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := knative.Apply(ctx, kc, fmt.Sprintf(`apiVersion: v1
-kind: Namespace
-metadata: {name: web}
----
-apiVersion: serving.knative.dev/v1
+	service := func(name, labels string) string {
+		return fmt.Sprintf(`apiVersion: serving.knative.dev/v1
 kind: Service
-metadata: {name: hello, namespace: web}
+metadata: {name: %s, namespace: web, labels: {%s}}
 spec:
   template:
     metadata:
@@ -70,7 +67,10 @@ spec:
           allowPrivilegeEscalation: false
           capabilities: {drop: [ALL]}
           seccompProfile: {type: RuntimeDefault}
-`, n.Registry, digest)); err != nil {
+`, name, labels, n.Registry, digest)
+	}
+	if err := knative.Apply(ctx, kc, "apiVersion: v1\nkind: Namespace\nmetadata: {name: web}\n---\n"+
+		service("hello", "")+"---\n"+service("internal", "networking.knative.dev/visibility: cluster-local")); err != nil {
 		t.Fatal(err)
 	}
 	cfg, _ := clientcmd.RESTConfigFromKubeConfig(kc)
@@ -78,12 +78,14 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	ready(t, dyn, schema.GroupVersionResource{Group: "serving.knative.dev", Version: "v1", Resource: "services"}, "web", "hello")
+	services := schema.GroupVersionResource{Group: "serving.knative.dev", Version: "v1", Resource: "services"}
+	ready(t, dyn, services, "web", "hello")
+	ready(t, dyn, services, "web", "internal")
 
-	get := func() (string, time.Duration) {
+	ask := func(entrypoint, host string) (int, string, time.Duration) {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodGet, "http://"+in.Public+"/", nil)
-		req.Host = "hello.web." + in.Domain
+		req, _ := http.NewRequest(http.MethodGet, "http://"+entrypoint+"/", nil)
+		req.Host = host
 		start := time.Now()
 		resp, err := (&http.Client{Timeout: 60 * time.Second}).Do(req)
 		if err != nil {
@@ -91,13 +93,35 @@ spec:
 		}
 		defer resp.Body.Close()
 		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("GET through Traefik: %s: %s", resp.Status, b)
-		}
-		return string(b), time.Since(start)
+		return resp.StatusCode, string(b), time.Since(start)
 	}
+	get := func() (string, time.Duration) {
+		t.Helper()
+		code, body, took := ask(in.Public, "hello.web."+in.Domain)
+		if code != http.StatusOK {
+			t.Fatalf("GET through Traefik: %d: %s", code, body)
+		}
+		return body, took
+	}
+	// Traefik takes up a Ready Service's ingress within a moment.
+	routed := func(entrypoint, host string) {
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if code, _, _ := ask(entrypoint, host); code != http.StatusNotFound {
+				return
+			}
+		}
+	}
+	routed(in.Public, "hello.web."+in.Domain)
+	routed(in.Private, "internal.web.svc.cluster.local")
 	if body, _ := get(); !strings.HasPrefix(body, "hello from hello-") {
 		t.Fatalf("the Service answered %q", body)
+	}
+	// A cluster-local Service answers on the cluster-local entrypoint only.
+	if code, body, _ := ask(in.Private, "internal.web.svc.cluster.local"); code != http.StatusOK || !strings.HasPrefix(body, "hello from internal-") {
+		t.Fatalf("the cluster-local Service inside the cluster: %d %q", code, body)
+	}
+	if code, _, _ := ask(in.Public, "internal.web."+in.Domain); code == http.StatusOK {
+		t.Fatal("the cluster-local Service answers from outside the cluster")
 	}
 
 	pods := func() int {

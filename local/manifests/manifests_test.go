@@ -181,6 +181,31 @@ func TestTheJobsRoleGrantsWhatRunsNeedAndNoMore(t *testing.T) {
 	}
 }
 
+// Only start is reachable from outside the cluster: every other function carries
+// Knative's cluster-local visibility label (devkit/knative's test shows Traefik
+// honouring it), and is reached by the broker's Triggers alone.
+func TestOnlyStartIsPublic(t *testing.T) {
+	for _, step := range evalflow.Steps {
+		b, err := os.ReadFile(filepath.Join(root, "functions", string(step.ID), "func.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fy struct {
+			Deploy struct{ Labels []struct{ Key, Value string } } `json:"deploy"`
+		}
+		if err := yaml.Unmarshal(b, &fy); err != nil {
+			t.Fatal(err)
+		}
+		local := false
+		for _, l := range fy.Deploy.Labels {
+			local = local || (l.Key == "networking.knative.dev/visibility" && l.Value == "cluster-local")
+		}
+		if local == (step.ID == evalflow.StepStart) {
+			t.Errorf("functions/%s: cluster-local %v; only start may be public", step.ID, local)
+		}
+	}
+}
+
 func TestKindConfigDecodesStrictly(t *testing.T) {
 	var c kindv1alpha4.Cluster
 	b, _ := os.ReadFile(filepath.Join(root, "kind-config.yaml"))
