@@ -55,6 +55,9 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 // looks for Kubernetes Jobs that ended. A finished job's run gets
 // its results summary and results.ready is the reply; a failed job fails the run.
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
+	if _, lost := e.Extensions()[extErrorDest]; lost {
+		return f.deadLetter(ctx, e)
+	}
 	if e.Type() == evalflow.TypePing {
 		return nil, f.sweep(ctx)
 	}
@@ -75,6 +78,27 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		return f.finished(ctx, run, e)
 	}
 	return nil, nil
+}
+
+// The extensions Knative sets on an event it dead-letters.
+const (
+	extErrorDest = "knativeerrordest"
+	extErrorCode = "knativeerrorcode"
+)
+
+// deadLetter receives what the broker could not deliver after a trigger's retries
+// (every trigger's deadLetterSink is job-watch, reached inside the cluster only) and
+// fails the run it was about, so that no run waits forever on a lost event. A lost
+// notification or progress report fails nothing.
+func (f *Function) deadLetter(ctx context.Context, e event.Event) (*event.Event, error) {
+	id := e.Subject()
+	dest, _ := e.Extensions()[extErrorDest].(string)
+	code, _ := e.Extensions()[extErrorCode].(string)
+	f.Log.Error("undeliverable event", "run_id", id, "type", e.Type(), "destination", dest, "code", code)
+	if id == "" || e.Type() == evalflow.TypeNotification || e.Type() == evalflow.TypeJobProgress {
+		return nil, nil
+	}
+	return f.Fail(ctx, id, fmt.Sprintf("%s could not be delivered to %s after retries (last answer %s)", e.Type(), dest, code))
 }
 
 // progress records a progress report unless a newer one is already there.

@@ -378,3 +378,26 @@ func TestARegistryThatDoesNotAnswerIsRetriedNotFailed(t *testing.T) {
 		t.Fatalf("run %s %q, want it still running", r.Status, r.Message)
 	}
 }
+
+// Every trigger's dead letters come to job-watch: one about a run's step fails the run,
+// naming where it could not go; a lost notification or progress report fails nothing.
+func TestADeadLetterFailsTheRunItWasAbout(t *testing.T) {
+	fx := setup(t)
+	lost := progress(3, time.Now())
+	lost.SetExtension("knativeerrordest", "http://evalflow-job-watch.evalflow.svc.cluster.local")
+	lost.SetExtension("knativeerrorcode", "503")
+	fx.handle(t, lost)
+	if r := fx.run(t); r.Status.Terminal() {
+		t.Fatalf("a lost progress report ended the run: %s %q", r.Status, r.Message)
+	}
+	ev := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
+	ev.SetExtension("knativeerrordest", "http://evalflow-deploy.evalflow.svc.cluster.local")
+	ev.SetExtension("knativeerrorcode", "500")
+	for range 2 { // at least once
+		fx.handle(t, ev)
+	}
+	r := fx.run(t)
+	if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "evalflow-deploy") || !strings.Contains(r.Message, "500") {
+		t.Fatalf("run after a dead letter: %s %q", r.Status, r.Message)
+	}
+}

@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"mime"
 	"net/http"
 	"strconv"
@@ -47,7 +46,6 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	f.mux.HandleFunc("GET /evals/{id}", f.get)
 	f.mux.HandleFunc("GET /evals", f.list)
 	f.mux.HandleFunc("DELETE /evals/{id}", f.cancel)
-	f.mux.HandleFunc("POST /dead-letter", f.deadLetter)
 	return nil
 }
 
@@ -242,29 +240,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-// deadLetter receives what the broker could not deliver after a trigger's retries
-// (the triggers' deadLetterSink) and fails the run it was about, so that no run waits
-// forever on a lost event.
-func (f *Function) deadLetter(w http.ResponseWriter, r *http.Request) {
-	ev, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
-	if err != nil {
-		f.writeError(w, "", &evalflow.Error{Code: evalflow.CodeInvalid, Field: "cloudevent", Message: "not a valid CloudEvent", Err: err})
-		return
-	}
-	id := ev.Subject()
-	dest, _ := ev.Extensions()["knativeerrordest"].(string)
-	code, _ := ev.Extensions()["knativeerrorcode"].(string)
-	f.Log.Error("undeliverable event", "run_id", id, "type", ev.Type(), "destination", dest, "code", code)
-	if id == "" || ev.Type() == evalflow.TypeNotification || ev.Type() == evalflow.TypeJobProgress {
-		w.WriteHeader(http.StatusAccepted) // nothing to fail for a lost notification or report
-		return
-	}
-	msg := fmt.Sprintf("%s could not be delivered to %s after retries (last answer %s)", ev.Type(), dest, code)
-	if _, err := f.Fail(r.Context(), id, msg); err != nil {
-		f.writeError(w, id, err)
-		return
-	}
-	w.WriteHeader(http.StatusAccepted)
 }

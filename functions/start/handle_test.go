@@ -16,7 +16,6 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 
 	evalflow "github.com/evalflow/evalflow/shared"
-	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/pipeline/pipelinetest"
 	"github.com/evalflow/evalflow/shared/runstore"
 )
@@ -318,23 +317,5 @@ func TestGetListAndCancel(t *testing.T) {
 	p.Store.Update(context.Background(), other, func(r *evalflow.Run) error { return r.Fail("x", time.Now()) })
 	if c := del(other); c != 409 {
 		t.Fatalf("DELETE of a failed run: %d, want 409", c)
-	}
-}
-
-func TestDeadLetterFailsTheRun(t *testing.T) {
-	srv, p := newFunction(t)
-	post(t, srv.URL+"/evals/start", "application/json", mustJSON(validBody(runID)))
-	ev := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
-	ev.SetExtension("knativeerrordest", "http://evalflow-deploy")
-	ev.SetExtension("knativeerrorcode", "500")
-	sender, _ := cloudevent.NewSender(srv.URL+"/dead-letter", nil)
-
-	if err := sender.Send(context.Background(), ev); err != nil {
-		t.Fatal(err)
-	}
-
-	r, _ := p.Store.Get(context.Background(), runID)
-	if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "evalflow-deploy") {
-		t.Fatalf("run after a dead letter: %s %q", r.Status, r.Message)
 	}
 }

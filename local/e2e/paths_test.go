@@ -133,3 +133,4 @@ func TestAModelTheEndpointDoesNotServeFailsTheRunAndTellsTheCaller(t *testing.T)
 		t.Fatal("the caller was not told verify failed, and why")
 	}
 }
+

@@ -264,6 +264,12 @@ func TestTriggersRouteEachEventToItsStep(t *testing.T) {
 	for _, tr := range triggers {
 		if tr.DeadLetter == nil || tr.Retry.RetryMax == 0 {
 			t.Errorf("trigger %s has no retries or no dead letter sink", tr.Name)
+			continue
+		}
+		// Dead letters fail their run in job-watch, which is cluster-local: no
+		// caller outside the cluster can post one.
+		if tr.DeadLetter.Host != "evalflow-job-watch" || tr.DeadLetter.Path != "/" {
+			t.Errorf("trigger %s dead-letters to %s; want evalflow-job-watch", tr.Name, tr.DeadLetter)
 		}
 	}
 }
