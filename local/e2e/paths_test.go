@@ -133,4 +133,3 @@ func TestAModelTheEndpointDoesNotServeFailsTheRunAndTellsTheCaller(t *testing.T)
 		t.Fatal("the caller was not told verify failed, and why")
 	}
 }
-
