@@ -50,12 +50,13 @@ node-deps:
 	@hack/install-coredns.sh >/dev/null
 
 ## test-deps: what only tests need: the node's parts (node-deps), Knative Eventing and
-## Serving built from source with ko, Traefik, and llama-echo, a model server that scores echoed prompts, built
+## Serving built from source with ko, Traefik, the func CLI, and llama-echo, a model server that scores echoed prompts, built
 ## once and cached in $(CACHE)
 test-deps: node-deps
 	@hack/install-knative.sh eventing >/dev/null
 	@hack/install-knative.sh serving >/dev/null
 	@hack/install-traefik.sh >/dev/null
+	@hack/install-func.sh >/dev/null
 	@hack/install-llama-echo.sh >/dev/null
 	cd hack/llama-echo && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go vet . && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go test -count=1 .
 
