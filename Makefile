@@ -50,8 +50,8 @@ node-deps:
 	@hack/install-coredns.sh >/dev/null
 
 ## test-deps: what only tests need: the node's parts (node-deps), Knative Eventing and
-## Serving built from source with ko, Traefik, the func CLI, and llama-echo, a model server that scores echoed prompts, built
-## once and cached in $(CACHE)
+## Serving built from source with ko, Traefik, the func CLI, and llama-echo, a model
+## server that scores echoed prompts; built once and cached in $(CACHE)
 test-deps: node-deps
 	@hack/install-knative.sh eventing >/dev/null
 	@hack/install-knative.sh serving >/dev/null

@@ -101,3 +101,16 @@ func KnativeServing(t testing.TB, n *node.Node) *knative.Ingress {
 	}
 	return in
 }
+
+// FuncVersion is the func CLI hack/install-func.sh builds.
+const FuncVersion = "0.44.0"
+
+// FuncCLI is the func CLI (hack/install-func.sh caches it), or skips.
+func FuncCLI(t testing.TB) string {
+	t.Helper()
+	fn := filepath.Join(localserver.CacheDir(), "func-"+FuncVersion, "func")
+	if _, err := os.Stat(fn); err != nil {
+		missing(t, "the func CLI is not built at "+fn+" (make test-deps runs hack/install-func.sh)")
+	}
+	return fn
+}

@@ -16,7 +16,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/evalflow/evalflow/devkit/localserver"
 	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
@@ -28,10 +27,7 @@ import (
 // that run, fails it for a model the endpoint does not serve; the other steps take an
 // event of theirs.
 func TestEveryFunctionRunsWithTheFuncCLIFromItsOwnDirectory(t *testing.T) {
-	fn := filepath.Join(localserver.CacheDir(), "func-"+FuncVersion, "func")
-	if _, err := os.Stat(fn); err != nil {
-		t.Skipf("the func CLI is not built at %s (make test-deps runs hack/install-func.sh)", fn)
-	}
+	fn := testserver.FuncCLI(t)
 	// The proxy serves evalflow's modules at v0.0.0, as the functions' go.mod require
 	// them: what the module cache holds of an earlier proxy would be stale.
 	modcache := goEnv(t, "GOMODCACHE")
@@ -93,9 +89,6 @@ func TestEveryFunctionRunsWithTheFuncCLIFromItsOwnDirectory(t *testing.T) {
 		t.Errorf("verify did not tell why the run failed: %q", why)
 	}
 }
-
-// FuncVersion is the func CLI hack/install-func.sh builds.
-const FuncVersion = "0.44.0"
 
 // running is a function run by func run, in a copy of its directory alone.
 type running struct {
