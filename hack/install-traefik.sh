@@ -4,15 +4,9 @@
 # caches it outside the clone, keyed by version. Prints the binary's path.
 set -euo pipefail
 V=${TRAEFIK_VERSION:-3.6.12}
-CACHE=${EVALFLOW_CACHE:-$HOME/.cache/evalflow}
-BIN="$CACHE/traefik-$V/traefik"
-if [ -x "$BIN" ]; then echo "$BIN"; exit 0; fi
-echo "install-traefik: building Traefik v$V (a few minutes, once)" >&2
-mkdir -p "$(dirname "$BIN")"
-WORK=$(mktemp -d); trap 'chmod -R u+w "$WORK"; rm -rf "$WORK"' EXIT
-export GOWORK=off GOFLAGS=-mod=mod
-# Its go.mod has replace directives, so go install refuses it: build a copy.
-DIR=$(go mod download -json "github.com/traefik/traefik/v3@v$V" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-cp -r "$DIR" "$WORK/traefik" && chmod -R u+w "$WORK/traefik"
-(cd "$WORK/traefik" && go build -trimpath -ldflags "-s -w" -o "$BIN.tmp" ./cmd/traefik && mv "$BIN.tmp" "$BIN")
+BIN="${EVALFLOW_CACHE:-$HOME/.cache/evalflow}/traefik-$V/traefik"
+if [ ! -x "$BIN" ]; then
+  echo "install-traefik: building Traefik v$V (5–20 minutes, once)" >&2
+  "$(dirname "$0")/build-module.sh" "github.com/traefik/traefik/v3@v$V" ./cmd/traefik "$BIN"
+fi
 echo "$BIN"

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -161,10 +162,11 @@ func (c *cluster) setConfig(ctx context.Context, namespace, name string, data ma
 // and a cluster-local entrypoint, each also a Service (with an endpoint on the node
 // address) that Knative names in its ingresses' status.
 func (c *cluster) startTraefik(ctx context.Context, n *node.Node, host, traefik string) (*Ingress, error) {
-	ports, err := freePorts(host, 3)
+	free, err := localserver.FreePortsOn(host, 3)
 	if err != nil {
 		return nil, err
 	}
+	ports := []string{strconv.Itoa(free[0]), strconv.Itoa(free[1]), strconv.Itoa(free[2])}
 	in := &Ingress{Public: net.JoinHostPort(host, ports[0]), Private: net.JoinHostPort(host, ports[1]), Domain: Domain}
 	for name, port := range map[string]string{"traefik-public": ports[0], "traefik-private": ports[1]} {
 		if err := c.apply(ctx, fmt.Sprintf(`apiVersion: v1
@@ -211,20 +213,6 @@ providers:
 		return nil, err
 	}
 	return in, nil
-}
-
-func freePorts(host string, k int) ([]string, error) {
-	var ports []string
-	for range k {
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		_, p, _ := net.SplitHostPort(l.Addr().String())
-		ports = append(ports, p)
-	}
-	return ports, nil
 }
 
 // placeholder is the cached manifests' registry.

@@ -43,10 +43,13 @@ func (p *Proc) Stop() {
 
 // FreePorts returns n distinct loopback ports that were free a moment ago (all held
 // open together while they are picked, so none repeats).
-func FreePorts(n int) ([]int, error) {
+func FreePorts(n int) ([]int, error) { return FreePortsOn("127.0.0.1", n) }
+
+// FreePortsOn is FreePorts on host, an address of this machine.
+func FreePortsOn(host string, n int) ([]int, error) {
 	ports := make([]int, 0, n)
 	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 		if err != nil {
 			return nil, err
 		}

@@ -26,11 +26,11 @@ const PauseImage = "evalflow/pause:3.10"
 // startRegistry serves the node's images (and anything pods push) on a free port of
 // the node address, in plain HTTP.
 func (n *Node) startRegistry(ctx context.Context, cfg Config) error {
-	port, err := freePort(cfg.Address)
+	ports, err := localserver.FreePortsOn(cfg.Address, 1)
 	if err != nil {
 		return err
 	}
-	n.Registry = net.JoinHostPort(cfg.Address, strconv.Itoa(port))
+	n.Registry = net.JoinHostPort(cfg.Address, strconv.Itoa(ports[0]))
 	dir := filepath.Join(n.Dir, "registry")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -57,7 +57,7 @@ func (n *Node) pushPause(_ context.Context, cfg Config) error {
 // startControlPlane starts etcd, the API server (on the node address, so that pods
 // reach it), the controller manager and the scheduler.
 func (n *Node) startControlPlane(ctx context.Context, cfg Config) error {
-	ports, err := freePorts("127.0.0.1", 2)
+	ports, err := localserver.FreePorts(2)
 	if err != nil {
 		return err
 	}
@@ -345,27 +345,6 @@ func (n *Node) call(ctx context.Context, method, path, body string, v any) error
 		return nil
 	}
 	return json.NewDecoder(resp.Body).Decode(v)
-}
-
-func freePort(host string) (int, error) {
-	ports, err := freePorts(host, 1)
-	if err != nil {
-		return 0, err
-	}
-	return ports[0], nil
-}
-
-func freePorts(host string, k int) ([]int, error) {
-	var ports []int
-	for range k {
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // cgroupHierarchies are the cgroup v1 hierarchies the kubelet puts pods in.
