@@ -91,19 +91,28 @@ func Start(ctx context.Context, dir, name string, env []string, ready func(conte
 	}
 	p := &Proc{Log: logPath, cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); logFile.Close(); close(p.done) }()
+	if err := WaitReady(ctx, name, ready, within, p.done, logPath); err != nil {
+		p.Stop()
+		return nil, fmt.Errorf("localserver: %w", err)
+	}
+	return p, nil
+}
+
+// WaitReady waits until ready returns nil, within; exited closing first (the
+// process ended) is an error, which quotes the end of the process's log.
+func WaitReady(ctx context.Context, name string, ready func(context.Context) error, within time.Duration, exited <-chan struct{}, logPath string) error {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	for {
 		err := ready(ctx)
 		if err == nil {
-			return p, nil
+			return nil
 		}
 		select {
-		case <-p.done:
-			return nil, fmt.Errorf("localserver: %s exited at start: %s", name, tail(logPath))
+		case <-exited:
+			return fmt.Errorf("%s exited at start: %s", name, tail(logPath))
 		case <-ctx.Done():
-			p.Stop()
-			return nil, fmt.Errorf("localserver: %s not ready within %s: %v (log: %s)", name, within, err, tail(logPath))
+			return fmt.Errorf("%s not ready within %s: %v (log: %s)", name, within, err, tail(logPath))
 		case <-time.After(25 * time.Millisecond):
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/evalflow/evalflow/devkit/localserver"
 )
 
 // proc is a process of the node, recorded in Dir/pids as NN-name holding
@@ -54,21 +56,10 @@ func (n *Node) Spawn(ctx context.Context, name string, ready func(context.Contex
 		_ = cmd.Process.Kill()
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, within)
-	defer cancel()
-	for {
-		err := ready(ctx)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-exited:
-			return fmt.Errorf("node: %s exited at start: %s", name, tail(logPath))
-		case <-ctx.Done():
-			return fmt.Errorf("node: %s not ready within %s: %v (log: %s)", name, within, err, tail(logPath))
-		case <-time.After(50 * time.Millisecond):
-		}
+	if err := localserver.WaitReady(ctx, name, ready, within, exited, logPath); err != nil {
+		return fmt.Errorf("node: %w", err)
 	}
+	return nil
 }
 
 // recorded lists the node's processes in start order (ReadDir sorts by name).
@@ -137,13 +128,4 @@ func processesWith(s string) []int {
 		}
 	}
 	return pids
-}
-
-func tail(path string) string {
-	b, _ := os.ReadFile(path)
-	s := strings.TrimSpace(string(b))
-	if len(s) > 1200 {
-		s = s[len(s)-1200:]
-	}
-	return s
 }

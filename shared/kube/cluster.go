@@ -15,6 +15,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -354,6 +355,22 @@ func (c *Cluster) State(ctx context.Context, name string) (JobState, error) {
 		}
 	}
 	return s, nil
+}
+
+// Validate checks the deployment's resources: known engines, valid quantities. A
+// deployment that fails it does not start, rather than failing every run at deploy.
+func (o Options) Validate() error {
+	for name, r := range o.Resources {
+		if _, ok := engines.Default().Get(name); !ok {
+			return fmt.Errorf("resources: no engine %q", name)
+		}
+		for field, q := range map[string]string{"cpu": r.CPU, "memory": r.Memory, "memory_limit": r.MemoryLimit} {
+			if _, err := resource.ParseQuantity(q); q != "" && err != nil {
+				return fmt.Errorf("resources: %s.%s: %q: %w", name, field, q, err)
+			}
+		}
+	}
+	return nil
 }
 
 // DefaultStuckAfter is how long a pod may wait for an image or a node before its Job

@@ -165,3 +165,21 @@ func TestAJobPullsItsDataIntoItsScratchVolume(t *testing.T) {
 		t.Fatal("Build changed the spec it was given")
 	}
 }
+
+// A deployment's own resources are checked when it starts: an unknown engine or a
+// quantity Kubernetes would refuse is named, rather than failing every run later.
+func TestADeploymentsResourcesAreCheckedNamingTheField(t *testing.T) {
+	for _, c := range []struct {
+		res  map[string]engines.Resources
+		want string
+	}{
+		{map[string]engines.Resources{"evalflow": {CPU: "500m", MemoryLimit: "1Gi"}}, ""},
+		{map[string]engines.Resources{"nope": {CPU: "1"}}, `no engine "nope"`},
+		{map[string]engines.Resources{"evalflow": {MemoryLimit: "lots"}}, "evalflow.memory_limit"},
+	} {
+		err := Options{Resources: c.res}.Validate()
+		if (c.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%v: %v; want %q", c.res, err, c.want)
+		}
+	}
+}

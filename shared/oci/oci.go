@@ -221,6 +221,10 @@ func (d *Destination) Delete(ctx context.Context, tag string) error {
 	if err != nil || !found {
 		return err
 	}
+	return d.delete(ctx, tag, desc)
+}
+
+func (d *Destination) delete(ctx context.Context, tag string, desc ocispec.Descriptor) error {
 	deleter, ok := d.Target.(content.Deleter)
 	if !ok {
 		return fmt.Errorf("oci: %s cannot delete", d.Name)
@@ -240,7 +244,7 @@ func (d *Destination) DropStaged(ctx context.Context, staged string, final *eval
 	if err != nil || !found || (final != nil && desc.Digest.String() == final.Digest) {
 		return err
 	}
-	return d.Delete(ctx, staged)
+	return d.delete(ctx, staged, desc)
 }
 
 // Replace pushes the file at path as the one layer of an artifact tagged tag,

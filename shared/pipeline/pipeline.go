@@ -84,6 +84,9 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 		}
 	}
 	opts := kube.Options{Images: c.JobImages, StuckAfter: c.StuckAfter, Resources: resources}
+	if err := opts.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: config EVALFLOW_JOB_RESOURCES: %w", step, err)
+	}
 	var own *kube.Cluster
 	if c.OwnCluster != "" {
 		var err error
