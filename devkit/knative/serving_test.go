@@ -124,28 +124,30 @@ spec:
 		t.Fatal("the cluster-local Service answers from outside the cluster")
 	}
 
-	pods := func() int {
+	// pods counts the Service's pods; live only those not terminating.
+	pods := func(live bool) int {
 		l, err := kube.CoreV1().Pods("web").List(ctx, metav1.ListOptions{LabelSelector: "serving.knative.dev/service=hello"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		running := 0
+		n := 0
 		for _, p := range l.Items {
-			if p.DeletionTimestamp == nil {
-				running++
+			if !live || p.DeletionTimestamp == nil {
+				n++
 			}
 		}
-		return running
+		return n
 	}
+	// Scaled to zero means gone, not terminating: a terminating pod still drains requests.
 	deadline := time.Now().Add(3 * time.Minute)
-	for pods() > 0 && time.Now().Before(deadline) {
+	for pods(false) > 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Second)
 	}
-	if k := pods(); k != 0 {
+	if k := pods(false); k != 0 {
 		t.Fatalf("the idle Service still has %d pods", k)
 	}
 	body, took := get()
-	if !strings.HasPrefix(body, "hello from hello-") || pods() == 0 {
+	if !strings.HasPrefix(body, "hello from hello-") || pods(true) == 0 {
 		t.Fatalf("the request did not wake the Service: %q", body)
 	}
 	t.Logf("woken from zero in %s", took)
