@@ -9,7 +9,7 @@ CACHE ?= $(HOME)/.cache/evalflow
 SHARED ?= $(abspath $(CURDIR)/../shared)
 export EVALFLOW_CACHE := $(CACHE)
 
-.PHONY: run test bench deps node-deps test-deps build vet fmt-check up clean images cluster-up cluster-deploy node-up node-down knative-up
+.PHONY: run test bench deps node-deps test-deps build vet fmt-check up clean images cluster-up node-up node-down knative-up deploy
 
 ## run: evaluate the bundled tiny model on a small MMLU subset, end to end, locally
 run: deps build
@@ -102,20 +102,30 @@ node-down:
 	@if [ -x $(BIN)/evalflow-node ]; then $(BIN)/evalflow-node down -dir $(NODE_DIR); \
 	else go run ./devkit/cmd/evalflow-node down -dir $(NODE_DIR); fi
 
-## cluster-up: kind + Knative Serving/Eventing + Redis + the broker and triggers.
-## Needs a Docker engine, kind, kubectl and func (not available on the dev machines).
-KNATIVE_VERSION ?= v1.20.0
+## cluster-up: a kind cluster on a machine with a Docker engine (kind, kubectl): a
+## registry on localhost:5001 its nodes pull from, Knative Serving with Kourier, and
+## Eventing, at the versions hack/kind-up.sh pins; it waits for Knative's webhooks.
+## Then: make deploy REGISTRY=localhost:5001/evalflow INGRESS_PORT=31080
 cluster-up:
-	kind create cluster --config kind-config.yaml
-	kubectl apply -f https://github.com/knative/serving/releases/download/knative-$(KNATIVE_VERSION)/serving-crds.yaml
-	kubectl apply -f https://github.com/knative/serving/releases/download/knative-$(KNATIVE_VERSION)/serving-core.yaml
-	kubectl apply -f https://github.com/knative/eventing/releases/download/knative-$(KNATIVE_VERSION)/eventing-crds.yaml
-	kubectl apply -f https://github.com/knative/eventing/releases/download/knative-$(KNATIVE_VERSION)/eventing-core.yaml
-	kubectl apply -f https://github.com/knative/eventing/releases/download/knative-$(KNATIVE_VERSION)/in-memory-channel.yaml
-	kubectl apply -f https://github.com/knative/eventing/releases/download/knative-$(KNATIVE_VERSION)/mt-channel-broker.yaml
-	kubectl apply -f eventing/
-	kubectl apply -f broker/
-	kubectl apply -f triggers/
+	hack/kind-up.sh
+
+## deploy: evalflow on the cluster of the current kubectl context, which runs Knative
+## Serving and Eventing (devkit/deploy): registry, Redis, Secrets, RBAC, the broker,
+## each function built from its own directory by func deploy, the triggers and the
+## PingSource, each waited for; prints START_URL. REGISTRY=HOST[:PORT]/PREFIX is where
+## images go (the cluster's nodes pull from it). Without REGISTRY, on the node of
+## make knative-up.
+REGISTRY ?=
+INGRESS_PORT ?=
+deploy: deps build
+	@hack/install-func.sh >/dev/null
+	go build -o $(BIN)/evalflow-deploy ./devkit/cmd/evalflow-deploy
+	@if [ -n "$(REGISTRY)" ]; then \
+	  $(MAKE) --no-print-directory images IMAGE_REGISTRY=$(REGISTRY) && \
+	  $(BIN)/evalflow-deploy -func $$(hack/install-func.sh) -registry $(REGISTRY) -ingress-port "$(INGRESS_PORT)" -data $(SHARED)/datasets; \
+	elif [ -f $(NODE_DIR)/ingress.json ]; then \
+	  $(BIN)/evalflow-deploy -func $$(hack/install-func.sh) -node $(NODE_DIR) -data $(SHARED)/datasets; \
+	else echo "make deploy: give REGISTRY=HOST[:PORT]/PREFIX for the current kubectl context, or run make knative-up first"; exit 1; fi
 
 ## images: the engines' container images, tagged as shared/engines/registry.json names
 ## them. With a Docker engine, every Dockerfile of runner/images; without one, the
@@ -134,7 +144,3 @@ images:
 	  CGO_ENABLED=0 go build -trimpath -o $(BIN)/image/evalflow-runner ./runner/cmd/evalflow-runner && \
 	  go run ./runner/cmd/evalflow-image -engine evalflow -binary $(BIN)/image/evalflow-runner -registry $(IMAGE_REGISTRY); \
 	fi
-
-## cluster-deploy: build and deploy each function with the func CLI
-cluster-deploy:
-	for f in $(FUNCTIONS); do (cd functions/$$f && func deploy --namespace evalflow) || exit 1; done

@@ -8,6 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"runtime"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -152,4 +155,51 @@ func layer(files []file) (v1.Layer, error) {
 	raw := b.Bytes()
 	return tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil },
 		tarball.WithMediaType(types.OCILayer))
+}
+
+// Program builds the image of a dynamically linked program of this machine (a
+// Debian package's, such as redis-server): the program at path, and the shared
+// libraries ldd says it loads at the paths it says, on the base, run as nonroot
+// with args after it.
+func Program(program, path string, args ...string) (v1.Image, error) {
+	body, err := os.ReadFile(program)
+	if err != nil {
+		return nil, fmt.Errorf("images: program: %w", err)
+	}
+	files := []file{{name: path[1:], mode: 0o755, body: body}}
+	out, err := exec.Command("ldd", program).Output()
+	if err != nil {
+		return nil, fmt.Errorf("images: ldd %s: %w", program, err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		// "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+		f := strings.Fields(line)
+		lib := ""
+		switch {
+		case len(f) >= 3 && f[1] == "=>":
+			lib = f[2]
+		case len(f) == 2 && strings.HasPrefix(f[0], "/"):
+			lib = f[0]
+		}
+		if lib == "" {
+			continue
+		}
+		body, err := os.ReadFile(lib)
+		if err != nil {
+			return nil, fmt.Errorf("images: library of %s: %w", program, err)
+		}
+		files = append(files, file{name: lib[1:], mode: 0o755, body: body})
+	}
+	img, err := Base(runtime.GOOS, runtime.GOARCH)
+	if err != nil {
+		return nil, err
+	}
+	l, err := layer(files)
+	if err != nil {
+		return nil, err
+	}
+	if img, err = mutate.Append(img, mutate.Addendum{Layer: l, MediaType: types.OCILayer}); err != nil {
+		return nil, fmt.Errorf("images: %w", err)
+	}
+	return configure(img, func(c *v1.Config) { c.Entrypoint = []string{path}; c.Cmd = args })
 }

@@ -5,6 +5,7 @@ package knative
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -16,18 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/crane"
-	appsv1 "k8s.io/api/apps/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/restmapper"
-	"k8s.io/client-go/tools/clientcmd"
-	"sigs.k8s.io/yaml"
 
 	"github.com/evalflow/evalflow/devkit/localserver"
 	"github.com/evalflow/evalflow/devkit/node"
@@ -70,14 +60,14 @@ func UpEventing(ctx context.Context, n *node.Node, dir string) error {
 	if err != nil {
 		return err
 	}
-	c, err := connect(kc)
+	c, err := Connect(kc)
 	if err != nil {
 		return err
 	}
-	if err := c.apply(ctx, strings.ReplaceAll(string(manifests), placeholder, n.Registry+"/")); err != nil {
+	if err := c.Create(ctx, strings.ReplaceAll(string(manifests), placeholder, n.Registry+"/")); err != nil {
 		return err
 	}
-	return c.available(ctx, Namespace, 5*time.Minute)
+	return c.Available(ctx, Namespace, 5*time.Minute)
 }
 
 // ServingNamespace is where Knative Serving runs.
@@ -88,12 +78,33 @@ type Ingress struct {
 	// Public and Private are HOST:PORT of the public entrypoint (every Service) and the
 	// cluster-local one, on the node address; a request names its Service by Host.
 	Public, Private string
+	// Loopback is the public entrypoint on 127.0.0.1: with Domain "localhost", a
+	// Service's URL with this port works from the host as it is (curl and browsers
+	// resolve *.localhost to loopback).
+	Loopback string
 	// Domain is the Services' domain: NAME.NAMESPACE.Domain.
 	Domain string
 }
 
-// Domain is the domain of Knative Services on the node.
-const Domain = "evalflow.local"
+// Save writes the ingress to the node's directory, for LoadIngress.
+func (in *Ingress) Save(dir string) error {
+	b, _ := json.Marshal(in)
+	return os.WriteFile(filepath.Join(dir, "ingress.json"), b, 0o644)
+}
+
+// LoadIngress reads the ingress UpServing made on the node of dir.
+func LoadIngress(dir string) (*Ingress, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "ingress.json"))
+	if err != nil {
+		return nil, err
+	}
+	in := &Ingress{}
+	return in, json.Unmarshal(b, in)
+}
+
+// Domain is the domain of Knative Services on the node: NAME.NAMESPACE.localhost
+// resolves to loopback on the host (RFC 6761), where Traefik answers too.
+const Domain = "localhost"
 
 // UpServing brings Knative Serving up on n from the build cached in dir, with Traefik
 // (the binary traefik, hack/install-traefik.sh) as its networking layer: a host
@@ -110,14 +121,14 @@ func UpServing(ctx context.Context, n *node.Node, dir, traefik string) (*Ingress
 	if err != nil {
 		return nil, err
 	}
-	c, err := connect(kc)
+	c, err := Connect(kc)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.apply(ctx, strings.ReplaceAll(string(manifests), placeholder, n.Registry+"/")); err != nil {
+	if err := c.Create(ctx, strings.ReplaceAll(string(manifests), placeholder, n.Registry+"/")); err != nil {
 		return nil, err
 	}
-	if err := c.available(ctx, ServingNamespace, 5*time.Minute); err != nil {
+	if err := c.Available(ctx, ServingNamespace, 5*time.Minute); err != nil {
 		return nil, err
 	}
 	host := strings.Split(n.Registry, ":")[0]
@@ -132,14 +143,18 @@ func UpServing(ctx context.Context, n *node.Node, dir, traefik string) (*Ingress
 			return nil, err
 		}
 	}
-	return c.startTraefik(ctx, n, host, traefik)
+	in, err := c.startTraefik(ctx, n, host, traefik)
+	if err != nil {
+		return nil, err
+	}
+	return in, in.Save(n.Dir)
 }
 
 // setConfig adds data to the ConfigMap (Knative's webhook validates it).
-func (c *cluster) setConfig(ctx context.Context, namespace, name string, data map[string]string) error {
+func (c *Cluster) setConfig(ctx context.Context, namespace, name string, data map[string]string) error {
 	deadline := time.Now().Add(time.Minute)
 	for {
-		cm, err := c.kube.CoreV1().ConfigMaps(namespace).Get(ctx, name, metav1.GetOptions{})
+		cm, err := c.Kube.CoreV1().ConfigMaps(namespace).Get(ctx, name, metav1.GetOptions{})
 		if err == nil {
 			if cm.Data == nil {
 				cm.Data = map[string]string{}
@@ -147,7 +162,7 @@ func (c *cluster) setConfig(ctx context.Context, namespace, name string, data ma
 			for k, v := range data {
 				cm.Data[k] = v
 			}
-			if _, err = c.kube.CoreV1().ConfigMaps(namespace).Update(ctx, cm, metav1.UpdateOptions{}); err == nil {
+			if _, err = c.Kube.CoreV1().ConfigMaps(namespace).Update(ctx, cm, metav1.UpdateOptions{}); err == nil {
 				return nil
 			}
 		}
@@ -161,15 +176,20 @@ func (c *cluster) setConfig(ctx context.Context, namespace, name string, data ma
 // startTraefik runs Traefik's Knative provider on the node address, with a public
 // and a cluster-local entrypoint, each also a Service (with an endpoint on the node
 // address) that Knative names in its ingresses' status.
-func (c *cluster) startTraefik(ctx context.Context, n *node.Node, host, traefik string) (*Ingress, error) {
+func (c *Cluster) startTraefik(ctx context.Context, n *node.Node, host, traefik string) (*Ingress, error) {
 	free, err := localserver.FreePortsOn(host, 3)
 	if err != nil {
 		return nil, err
 	}
+	loop, err := localserver.FreePortsOn("127.0.0.1", 1)
+	if err != nil {
+		return nil, err
+	}
 	ports := []string{strconv.Itoa(free[0]), strconv.Itoa(free[1]), strconv.Itoa(free[2])}
-	in := &Ingress{Public: net.JoinHostPort(host, ports[0]), Private: net.JoinHostPort(host, ports[1]), Domain: Domain}
+	in := &Ingress{Public: net.JoinHostPort(host, ports[0]), Private: net.JoinHostPort(host, ports[1]), Domain: Domain,
+		Loopback: net.JoinHostPort("127.0.0.1", strconv.Itoa(loop[0]))}
 	for name, port := range map[string]string{"traefik-public": ports[0], "traefik-private": ports[1]} {
-		if err := c.apply(ctx, fmt.Sprintf(`apiVersion: v1
+		if err := c.Create(ctx, fmt.Sprintf(`apiVersion: v1
 kind: Service
 metadata: {name: %[1]s, namespace: %[2]s}
 spec:
@@ -191,17 +211,18 @@ experimental: {knative: true}
 entryPoints:
   ping: {address: %q}
   web: {address: %q}
+  web-loopback: {address: %q}
   web-internal: {address: %q}
 providers:
   knative:
     endpoint: %q
     token: %q
     certAuthFilePath: %q
-    publicEntrypoints: [web]
+    publicEntrypoints: [web, web-loopback]
     privateEntrypoints: [web-internal]
     publicService: {name: traefik-public, namespace: %s}
     privateService: {name: traefik-private, namespace: %s}
-`, net.JoinHostPort(host, ports[2]), in.Public, in.Private, n.API, n.AdminToken, filepath.Join(n.Dir, "certs", "apiserver.crt"),
+`, net.JoinHostPort(host, ports[2]), in.Public, in.Loopback, in.Private, n.API, n.AdminToken, filepath.Join(n.Dir, "certs", "apiserver.crt"),
 		ServingNamespace, ServingNamespace)
 	path := filepath.Join(n.Dir, "traefik.yaml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
@@ -251,131 +272,4 @@ func pushImages(ctx context.Context, manifests, storage, registry string) error 
 		return errors.New("knative: the manifests name no image")
 	}
 	return nil
-}
-
-// Apply creates each object of the multi-document manifests on the cluster of
-// kubeconfig, in order; one that exists is left as it is.
-func Apply(ctx context.Context, kubeconfig []byte, manifests string) error {
-	c, err := connect(kubeconfig)
-	if err != nil {
-		return err
-	}
-	return c.apply(ctx, manifests)
-}
-
-// cluster applies manifests to a cluster.
-type cluster struct {
-	kube    kubernetes.Interface
-	dynamic dynamic.Interface
-	mapper  *restmapper.DeferredDiscoveryRESTMapper
-}
-
-func connect(kubeconfig []byte) (*cluster, error) {
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
-	if err != nil {
-		return nil, err
-	}
-	c := &cluster{}
-	if c.kube, err = kubernetes.NewForConfig(cfg); err != nil {
-		return nil, err
-	}
-	if c.dynamic, err = dynamic.NewForConfig(cfg); err != nil {
-		return nil, err
-	}
-	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
-		return nil, err
-	}
-	c.mapper = restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-	return c, nil
-}
-
-// apply creates each object of the multi-document manifests: Namespaces and CRDs
-// first, then the rest in order; one that exists is left as it is. A kind the API
-// server does not serve yet (a CRD created a moment before) is asked again until it is.
-func (c *cluster) apply(ctx context.Context, manifests string) error {
-	var first, rest []*unstructured.Unstructured
-	for _, doc := range strings.Split(manifests, "\n---") {
-		obj := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal([]byte(doc), &obj.Object); err != nil {
-			return fmt.Errorf("knative: manifest: %w", err)
-		}
-		switch {
-		case len(obj.Object) == 0:
-		case obj.GetKind() == "Namespace" || obj.GetKind() == "CustomResourceDefinition":
-			first = append(first, obj)
-		default:
-			rest = append(rest, obj)
-		}
-	}
-	for _, obj := range append(first, rest...) {
-		if err := c.create(ctx, obj); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (c *cluster) create(ctx context.Context, obj *unstructured.Unstructured) error {
-	gvk := obj.GroupVersionKind()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		m, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err == nil {
-			r := c.dynamic.Resource(m.Resource)
-			var ri dynamic.ResourceInterface = r
-			if m.Scope.Name() == meta.RESTScopeNameNamespace {
-				ri = r.Namespace(obj.GetNamespace())
-			}
-			_, err = ri.Create(ctx, obj, metav1.CreateOptions{FieldManager: "evalflow"})
-			if err == nil || apierrors.IsAlreadyExists(err) {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("knative: create %s %s/%s: %w", gvk.Kind, obj.GetNamespace(), obj.GetName(), err)
-		}
-		c.mapper.Reset()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
-// available waits until every Deployment of namespace is Available.
-func (c *cluster) available(ctx context.Context, namespace string, within time.Duration) error {
-	deadline := time.Now().Add(within)
-	for {
-		ds, err := c.kube.AppsV1().Deployments(namespace).List(ctx, metav1.ListOptions{})
-		var waiting []string
-		if err == nil {
-			for _, d := range ds.Items {
-				if !isAvailable(d) {
-					waiting = append(waiting, d.Name)
-				}
-			}
-			if len(ds.Items) > 0 && len(waiting) == 0 {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("knative: deployments of %s not available within %s: %v %v", namespace, within, waiting, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-func isAvailable(d appsv1.Deployment) bool {
-	for _, c := range d.Status.Conditions {
-		if c.Type == appsv1.DeploymentAvailable && c.Status == "True" {
-			return true
-		}
-	}
-	return false
 }

@@ -136,7 +136,7 @@ func Up(ctx context.Context, cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	for _, stage := range []func(context.Context, Config) error{
-		n.startRegistry, n.pushPause, n.startControlPlane, n.startDNS, n.startContainerd, n.startKubelet, n.startProxy, n.waitAccounts,
+		n.startRegistry, n.pushPause, n.startControlPlane, n.startDNS, n.startContainerd, n.startKubelet, n.startProxy, n.startStorage, n.waitAccounts,
 	} {
 		if err := stage(ctx, cfg); err != nil {
 			return nil, err

@@ -150,6 +150,43 @@ func (n *Node) startDNS(ctx context.Context, cfg Config) error {
 		"subsets": [{"addresses": [{"ip": %q}], "ports": %s}]}`, cfg.Address, ports))
 }
 
+// Volumes is how many persistent volumes the node offers, each Capacity large.
+const (
+	Volumes  = 4
+	Capacity = "10Gi"
+)
+
+// startStorage gives the node persistent volumes as a small cluster's operator
+// provisions them by hand: a default StorageClass "local" without a provisioner, and
+// Volumes hostPath volumes under the node's directory that claims bind to when their
+// pod is scheduled. Writable by any pod user (each volume has one claim).
+func (n *Node) startStorage(ctx context.Context, _ Config) error {
+	if err := n.post(ctx, "/apis/storage.k8s.io/v1/storageclasses", `{"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+		"metadata": {"name": "local", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+		"provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "WaitForFirstConsumer", "reclaimPolicy": "Retain"}`); err != nil && !isConflict(err) {
+		return err
+	}
+	for i := range Volumes {
+		dir := filepath.Join(n.Dir, "volumes", fmt.Sprintf("pv%d", i))
+		if err := os.MkdirAll(dir, 0o777); err != nil {
+			return err
+		}
+		if err := os.Chmod(dir, 0o1777); err != nil {
+			return err
+		}
+		if err := n.post(ctx, "/api/v1/persistentvolumes", fmt.Sprintf(`{"apiVersion": "v1", "kind": "PersistentVolume",
+			"metadata": {"name": "local-pv%d"},
+			"spec": {"capacity": {"storage": %q}, "accessModes": ["ReadWriteOnce"], "storageClassName": "local",
+			  "persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": %q, "type": "Directory"}}}`, i, Capacity, dir)); err != nil && !isConflict(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// isConflict is an API answer that the object exists already.
+func isConflict(err error) bool { return strings.Contains(err.Error(), "409 Conflict") }
+
 // startContainerd runs containerd with its own root, state and socket, pulling from
 // the node's registry in plain HTTP and networking pods with the CNI bridge.
 func (n *Node) startContainerd(ctx context.Context, cfg Config) error {

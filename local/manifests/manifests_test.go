@@ -103,6 +103,8 @@ func TestEveryClusterManifestDecodesStrictlyAndValidates(t *testing.T) {
 					strict(t, doc, &corev1.Namespace{})
 				case "v1/Service":
 					strict(t, doc, &corev1.Service{})
+				case "v1/PersistentVolumeClaim":
+					strict(t, doc, &corev1.PersistentVolumeClaim{})
 				case "v1/ServiceAccount":
 					strict(t, doc, &corev1.ServiceAccount{})
 				case "rbac.authorization.k8s.io/v1/Role":

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/evalflow/evalflow/devkit/knative"
@@ -60,7 +61,8 @@ func main() {
 			os.Exit(1)
 		}
 		fmt.Printf("Knative Eventing and Serving are up. Knative Services answer at http://%s (public) and http://%s (cluster-local), "+
-			"by Host NAME.NAMESPACE.%s\n", in.Public, in.Private, in.Domain)
+			"by Host NAME.NAMESPACE.%s; on this machine at http://NAME.NAMESPACE.%s:%s\n", in.Public, in.Private, in.Domain, in.Domain,
+			strings.TrimPrefix(in.Loopback, "127.0.0.1:"))
 		return
 	}
 	n, err := node.Up(ctx, node.Config{Dir: *dir, Bin: *bin, Pause: *pause, CoreDNS: *coredns})

@@ -1,0 +1,332 @@
+// Package deploy puts evalflow on a Kubernetes cluster that runs Knative Serving and
+// Eventing, from the checkout's manifests and each function's func.yaml: the one
+// deploy path for any cluster (make deploy).
+//
+// In order: the namespaces, feature flags and RBAC (eventing/); the Secrets,
+// generated where absent; Redis and the results registry on persistent volumes; the
+// broker and the SinkBinding that gives functions K_SINK; each function, built from
+// its own directory and deployed by the func CLI (func deploy); the Triggers and the
+// PingSource. Each waits for what it made to be Ready before the next. Deploying
+// again updates in place and keeps the Secrets.
+package deploy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/evalflow/evalflow/devkit/knative"
+	"github.com/evalflow/evalflow/devkit/modproxy"
+)
+
+// Namespace is where evalflow's functions, Redis, registry and broker run.
+const Namespace = "evalflow"
+
+// Config says where and what to deploy.
+type Config struct {
+	// Kubeconfig is the cluster's (its current context).
+	Kubeconfig []byte
+	// Root is the checkout: eventing/, broker/, triggers/, functions/.
+	Root string
+	// Func is the func CLI (hack/install-func.sh).
+	Func string
+	// Registry is HOST[:PORT]/PREFIX the functions' images go under: this machine
+	// pushes there and the cluster's nodes pull from there. PlainHTTP: it speaks HTTP.
+	Registry  string
+	PlainHTTP bool
+	// RedisImage and RegistryImage replace the images eventing/redis.yaml and
+	// eventing/registry.yaml name, when set.
+	RedisImage, RegistryImage string
+	// Env adds settings to functions: function name (start, deploy, ...) → NAME=VALUE.
+	Env map[string][]string
+	// IngressPort is the port the cluster's public ingress answers this machine on,
+	// when not the URL's own (a port-forward, a node's entrypoint); "" keeps the URL.
+	IngressPort string
+	// Arch is the cluster nodes' architecture (amd64, arm64); "": this machine's.
+	Arch string
+	// Log receives what deploying does; nil: nothing.
+	Log io.Writer
+}
+
+// arch is the nodes' architecture: Arch, or this machine's.
+func (c Config) arch() string {
+	if c.Arch != "" {
+		return c.Arch
+	}
+	return runtime.GOARCH
+}
+
+// Deployment is what a deploy made.
+type Deployment struct {
+	// StartURL is start's URL as this machine reaches it.
+	StartURL string
+	// Revisions maps each function (start, verify, ...) to its Ready revision.
+	Revisions map[string]string
+}
+
+// Deploy puts evalflow on the cluster, or brings it up to date there.
+func Deploy(ctx context.Context, cfg Config) (*Deployment, error) {
+	c, err := knative.Connect(cfg.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	d := &deployer{cfg: cfg, cluster: c, log: cfg.Log}
+	if d.log == nil {
+		d.log = io.Discard
+	}
+	for _, stage := range []struct {
+		what string
+		run  func(context.Context) error
+	}{
+		{"namespaces, feature flags and RBAC", d.base},
+		{"secrets", d.secrets},
+		{"Redis and the results registry", d.stores},
+		{"the broker", d.broker},
+		{"the functions", d.functions},
+		{"the triggers and the PingSource", d.triggers},
+	} {
+		fmt.Fprintf(d.log, "deploy: %s\n", stage.what)
+		if err := stage.run(ctx); err != nil {
+			return nil, fmt.Errorf("deploy: %s: %w", stage.what, err)
+		}
+	}
+	return d.result(ctx)
+}
+
+type deployer struct {
+	cfg       Config
+	cluster   *knative.Cluster
+	log       io.Writer
+	revisions map[string]string
+}
+
+// manifests reads the checkout's files matching pattern as objects.
+func (d *deployer) manifests(pattern string) ([]*unstructured.Unstructured, error) {
+	files, err := filepath.Glob(filepath.Join(d.cfg.Root, pattern))
+	if err != nil || len(files) == 0 {
+		return nil, fmt.Errorf("no manifest %s under %s", pattern, d.cfg.Root)
+	}
+	var objs []*unstructured.Unstructured
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		o, err := knative.Objects(string(b))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		objs = append(objs, o...)
+	}
+	return objs, nil
+}
+
+// applyReady applies the manifests and waits until those of a kind with a Ready
+// condition (or Available, for Deployments) have it.
+func (d *deployer) applyReady(ctx context.Context, within time.Duration, patterns ...string) error {
+	var all []*unstructured.Unstructured
+	for _, p := range patterns {
+		objs, err := d.manifests(p)
+		if err != nil {
+			return err
+		}
+		all = append(all, objs...)
+	}
+	return d.put(ctx, within, all...)
+}
+
+func (d *deployer) put(ctx context.Context, within time.Duration, objs ...*unstructured.Unstructured) error {
+	if err := d.cluster.Apply(ctx, objs...); err != nil {
+		return err
+	}
+	var wait []*unstructured.Unstructured
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "Deployment", "Broker", "Trigger", "PingSource", "SinkBinding":
+			wait = append(wait, o)
+		}
+	}
+	return d.cluster.Ready(ctx, within, wait...)
+}
+
+func (d *deployer) base(ctx context.Context) error {
+	return d.applyReady(ctx, time.Minute, "eventing/namespace.yaml", "eventing/config-features.yaml", "eventing/rbac.yaml")
+}
+
+// secrets creates what func.yaml refers to, where absent: the seal key
+// (evalflow-seal) and the registry's credentials and htpasswd (evalflow-registry).
+// Present ones are kept: runs sealed with a key stay readable.
+func (d *deployer) secrets(ctx context.Context) error {
+	key := make([]byte, 32)
+	password := make([]byte, 24)
+	rand.Read(key)
+	rand.Read(password)
+	htpasswd, err := bcrypt.GenerateFromPassword([]byte(hex.EncodeToString(password)), bcrypt.DefaultCost)
+	if err != nil {
+		return err
+	}
+	for name, data := range map[string]map[string]string{
+		"evalflow-seal": {"key": base64.StdEncoding.EncodeToString(key)},
+		"evalflow-registry": {"username": "evalflow", "password": hex.EncodeToString(password),
+			"htpasswd": "evalflow:" + string(htpasswd) + "\n"},
+	} {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: Namespace,
+			Labels: map[string]string{"app.kubernetes.io/part-of": "evalflow"}}, StringData: data}
+		_, err := d.cluster.Kube.CoreV1().Secrets(Namespace).Create(ctx, s, metav1.CreateOptions{FieldManager: "evalflow"})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("secret %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// stores brings up Redis and the results registry, with the images the config names.
+func (d *deployer) stores(ctx context.Context) error {
+	var objs []*unstructured.Unstructured
+	for file, image := range map[string]string{"eventing/redis.yaml": d.cfg.RedisImage, "eventing/registry.yaml": d.cfg.RegistryImage} {
+		o, err := d.manifests(file)
+		if err != nil {
+			return err
+		}
+		for _, obj := range o {
+			if obj.GetKind() == "Deployment" && image != "" {
+				if err := setImage(obj, image); err != nil {
+					return err
+				}
+			}
+		}
+		objs = append(objs, o...)
+	}
+	return d.put(ctx, 3*time.Minute, objs...)
+}
+
+// setImage sets the image of a Deployment's one container.
+func setImage(obj *unstructured.Unstructured, image string) error {
+	containers, _, _ := unstructured.NestedSlice(obj.Object, "spec", "template", "spec", "containers")
+	if len(containers) != 1 {
+		return fmt.Errorf("%s: want one container, have %d", obj.GetName(), len(containers))
+	}
+	containers[0].(map[string]any)["image"] = image
+	return unstructured.SetNestedSlice(obj.Object, containers, "spec", "template", "spec", "containers")
+}
+
+// broker brings up the broker and the SinkBinding, before the functions: a function
+// created after the SinkBinding gets K_SINK as the webhook admits it.
+func (d *deployer) broker(ctx context.Context) error {
+	return d.applyReady(ctx, 2*time.Minute, "broker/*.yaml", "eventing/sinkbinding.yaml")
+}
+
+func (d *deployer) triggers(ctx context.Context) error {
+	return d.applyReady(ctx, 2*time.Minute, "triggers/*.yaml", "eventing/pingsource.yaml")
+}
+
+// functions builds and deploys each function with the func CLI, from a copy of its
+// directory alone (func deploy writes what it did into func.yaml), evalflow's own
+// modules coming from a file-based module proxy.
+func (d *deployer) functions(ctx context.Context) error {
+	work, err := os.MkdirTemp("", "evalflow-deploy")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	proxy := filepath.Join(work, "modproxy")
+	if _, err := modproxy.Write(proxy, d.cfg.Root, "v0.0.0", "shared", "localjob", "devkit"); err != nil {
+		return err
+	}
+	kubeconfig := filepath.Join(work, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, d.cfg.Kubeconfig, 0o600); err != nil {
+		return err
+	}
+	goproxy, err := exec.CommandContext(ctx, "go", "env", "GOPROXY").Output()
+	if err != nil {
+		return fmt.Errorf("go env: %w", err)
+	}
+	dirs, err := filepath.Glob(filepath.Join(d.cfg.Root, "functions", "*", "func.yaml"))
+	if err != nil || len(dirs) == 0 {
+		return fmt.Errorf("no functions under %s", d.cfg.Root)
+	}
+	d.revisions = map[string]string{}
+	for _, f := range dirs {
+		name := filepath.Base(filepath.Dir(f))
+		if err := d.function(ctx, work, name, kubeconfig, "file://"+proxy+","+strings.TrimSpace(string(goproxy))); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func (d *deployer) function(ctx context.Context, work, name, kubeconfig, goproxy string) error {
+	dir := filepath.Join(work, name)
+	if out, err := exec.CommandContext(ctx, "cp", "-r", filepath.Join(d.cfg.Root, "functions", name), dir).CombinedOutput(); err != nil {
+		return fmt.Errorf("copy: %v: %s", err, out)
+	}
+	// The host builder builds for linux/amd64, arm64 and arm/v7 unless told: one
+	// platform, the nodes', is a third of the time.
+	args := []string{"deploy", "--path", dir, "--builder", "host", "--registry", d.cfg.Registry, "--namespace", Namespace,
+		"--platform", "linux/" + d.cfg.arch()}
+	if d.cfg.PlainHTTP {
+		args = append(args, "--registry-insecure")
+	}
+	for _, e := range d.cfg.Env[name] {
+		args = append(args, "--env", e)
+	}
+	cmd := exec.CommandContext(ctx, d.cfg.Func, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "FUNC_ENABLE_HOST_BUILDER=true",
+		"GOPROXY="+goproxy, "GONOSUMDB=github.com/evalflow", "GOFLAGS=-mod=mod", "GOWORK=off")
+	cmd.Stdout, cmd.Stderr = d.log, d.log
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("func deploy: %w", err)
+	}
+	svc := &unstructured.Unstructured{}
+	svc.SetAPIVersion("serving.knative.dev/v1")
+	svc.SetKind("Service")
+	svc.SetNamespace(Namespace)
+	svc.SetName("evalflow-" + name)
+	if err := d.cluster.Ready(ctx, 2*time.Minute, svc); err != nil {
+		return err
+	}
+	got, err := d.service(ctx, svc.GetName())
+	if err != nil {
+		return err
+	}
+	d.revisions[name], _, _ = unstructured.NestedString(got.Object, "status", "latestReadyRevisionName")
+	return nil
+}
+
+func (d *deployer) service(ctx context.Context, name string) (*unstructured.Unstructured, error) {
+	return d.cluster.Get(ctx, "serving.knative.dev/v1", "Service", Namespace, name)
+}
+
+// result reads start's URL, as this machine reaches it.
+func (d *deployer) result(ctx context.Context) (*Deployment, error) {
+	start, err := d.service(ctx, "evalflow-start")
+	if err != nil {
+		return nil, err
+	}
+	raw, _, _ := unstructured.NestedString(start.Object, "status", "url")
+	u, err := url.Parse(raw)
+	if err != nil || raw == "" {
+		return nil, fmt.Errorf("deploy: start has no URL (%q)", raw)
+	}
+	if d.cfg.IngressPort != "" {
+		u.Host = net.JoinHostPort(u.Hostname(), d.cfg.IngressPort)
+	}
+	return &Deployment{StartURL: u.String(), Revisions: d.revisions}, nil
+}
