@@ -9,7 +9,7 @@ CACHE ?= $(HOME)/.cache/evalflow
 SHARED ?= $(abspath $(CURDIR)/../shared)
 export EVALFLOW_CACHE := $(CACHE)
 
-.PHONY: run test bench deps node-deps test-deps build vet fmt-check up clean images cluster-up node-up node-down knative-up deploy
+.PHONY: run test bench deps node-deps test-deps build vet fmt-check up clean images cluster-up node-up node-down knative-up deploy bench-knative
 
 ## run: evaluate the bundled tiny model on a small MMLU subset, end to end, locally
 run: deps build
@@ -32,6 +32,13 @@ bench: deps build
 	go build -o $(BIN)/evalflow-bench ./runner/cmd/evalflow-bench
 	$(BIN)/evalflow-bench -runner $(BIN)/evalflow-runner -data $(SHARED)/datasets \
 	  -gguf $(SHARED)/models/stories260K.gguf -promptfoo $$(hack/install-promptfoo.sh) -out docs/benchmarks.md
+
+## bench-knative: the pipeline on Knative on the node (root): each function's image
+## size, cold start and idle memory; POST → Job created and the orchestration overhead
+## with warm functions; writes docs/benchmarks-knative.md (about 10 minutes)
+bench-knative: knative-up deploy
+	go build -o $(BIN)/evalflow-bench-knative ./devkit/cmd/evalflow-bench-knative
+	$(BIN)/evalflow-bench-knative -node $(NODE_DIR) -gguf $(SHARED)/models/stories260K.gguf -runs 10 -cold 3 -out docs/benchmarks-knative.md
 
 ## deps: what tests and runs need — Debian's redis-server, docker-registry and
 ## htpasswd; ollama and the oras CLI built once and cached in $(CACHE)

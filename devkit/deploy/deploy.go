@@ -22,7 +22,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -32,8 +31,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/evalflow/evalflow/devkit/images"
 	"github.com/evalflow/evalflow/devkit/knative"
 	"github.com/evalflow/evalflow/devkit/modproxy"
+	"github.com/evalflow/evalflow/devkit/node"
 )
 
 // Namespace is where evalflow's functions, Redis, registry and broker run.
@@ -59,18 +60,8 @@ type Config struct {
 	// IngressPort is the port the cluster's public ingress answers this machine on,
 	// when not the URL's own (a port-forward, a node's entrypoint); "" keeps the URL.
 	IngressPort string
-	// Arch is the cluster nodes' architecture (amd64, arm64); "": this machine's.
-	Arch string
 	// Log receives what deploying does; nil: nothing.
 	Log io.Writer
-}
-
-// arch is the nodes' architecture: Arch, or this machine's.
-func (c Config) arch() string {
-	if c.Arch != "" {
-		return c.Arch
-	}
-	return runtime.GOARCH
 }
 
 // Deployment is what a deploy made.
@@ -277,10 +268,9 @@ func (d *deployer) function(ctx context.Context, work, name, kubeconfig, goproxy
 	if out, err := exec.CommandContext(ctx, "cp", "-r", filepath.Join(d.cfg.Root, "functions", name), dir).CombinedOutput(); err != nil {
 		return fmt.Errorf("copy: %v: %s", err, out)
 	}
-	// The host builder builds for linux/amd64, arm64 and arm/v7 unless told: one
-	// platform, the nodes', is a third of the time.
-	args := []string{"deploy", "--path", dir, "--builder", "host", "--registry", d.cfg.Registry, "--namespace", Namespace,
-		"--platform", "linux/" + d.cfg.arch()}
+	// func v0.44's host builder builds linux/amd64, arm64 and arm/v7 into one image
+	// index, whatever the nodes are: --platform is for s2i only.
+	args := []string{"deploy", "--path", dir, "--builder", "host", "--registry", d.cfg.Registry, "--namespace", Namespace}
 	if d.cfg.PlainHTTP {
 		args = append(args, "--registry-insecure")
 	}
@@ -329,4 +319,37 @@ func (d *deployer) result(ctx context.Context) (*Deployment, error) {
 		u.Host = net.JoinHostPort(u.Hostname(), d.cfg.IngressPort)
 	}
 	return &Deployment{StartURL: u.String(), Revisions: d.revisions}, nil
+}
+
+// OnNode sets cfg for the node of devkit/node with Knative on it (devkit/knative):
+// the node's kubeconfig and registry, Traefik's loopback port, and Redis and the
+// results registry as images of Debian's redis-server and docker-registry, pushed to
+// the node.
+func OnNode(cfg *Config, n *node.Node, in *knative.Ingress) error {
+	kc, err := os.ReadFile(n.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.Kubeconfig = kc
+	cfg.Registry, cfg.PlainHTTP = n.Registry+"/evalflow", true
+	_, cfg.IngressPort, _ = net.SplitHostPort(in.Loopback)
+	for _, p := range []struct {
+		program, path, repo string
+		image               *string
+	}{
+		{"/usr/bin/redis-server", "/usr/local/bin/redis-server", "redis", &cfg.RedisImage},
+		{"/usr/bin/docker-registry", "/usr/local/bin/registry", "registry", &cfg.RegistryImage},
+	} {
+		img, err := images.Program(p.program, p.path)
+		if err != nil {
+			return err
+		}
+		ref := cfg.Registry + "/" + p.repo
+		digest, err := images.Push(img, ref+":debian")
+		if err != nil {
+			return err
+		}
+		*p.image = ref + "@" + digest.String()
+	}
+	return nil
 }

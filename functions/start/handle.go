@@ -80,6 +80,10 @@ func (f *Function) start(w http.ResponseWriter, r *http.Request) {
 	if !created {
 		status = http.StatusOK
 	}
+	if r.URL.Path == "/" { // a Trigger's delivery: its reply is a CloudEvent or nothing
+		w.WriteHeader(status)
+		return
+	}
 	eta := run.ETA.Sub(f.Now()).Seconds()
 	writeJSON(w, status, Started{RunID: run.ID, Created: created, Status: run.Status,
 		ETASeconds: max(eta, 0), Steps: evalflow.Steps, Run: run})
@@ -127,13 +131,18 @@ func sameRequest(run *evalflow.Run, req evalflow.Request) error {
 	return nil
 }
 
+// isCloudEvent is a request that carries a CloudEvent, in binary or structured mode.
+func isCloudEvent(r *http.Request) bool {
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return r.Header.Get("Ce-Specversion") != "" || ct == "application/cloudevents+json"
+}
+
 // readRequest reads a start request sent as plain JSON or as a CloudEvent (binary or
 // structured mode) of type dev.evalflow.run.requested.
 func readRequest(r *http.Request) (evalflow.Request, error) {
 	r.Body = http.MaxBytesReader(nil, r.Body, evalflow.MaxRequestBytes+64<<10)
-	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if r.Header.Get("Ce-Specversion") == "" && ct != "application/cloudevents+json" {
-		if ct != "application/json" {
+	if !isCloudEvent(r) {
+		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
 			return evalflow.Request{}, evalflow.Invalidf("Content-Type", "must be application/json or a CloudEvent, got %q", ct)
 		}
 		return evalflow.DecodeRequest(r.Body)

@@ -229,6 +229,11 @@ func (b *Broker) send(to *url.URL, timeout time.Duration, ev event.Event) (*http
 	}
 	msg := cehttp.NewMessageFromHttpResponse(resp)
 	if msg.ReadEncoding() == binding.EncodingUnknown {
+		// As Knative's broker: a reply is empty or a CloudEvent; anything else fails
+		// the delivery.
+		if n, _ := io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)); n > 0 {
+			return resp, nil, errors.New("a non-empty reply that is not a CloudEvent")
+		}
 		return resp, nil, nil
 	}
 	reply, err := binding.ToEvent(ctx, msg)

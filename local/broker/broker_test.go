@@ -131,6 +131,27 @@ func TestUndeliverableEventsGoToTheDeadLetterSinkWithKnativesExtensions(t *testi
 	}
 }
 
+// As Knative's broker: a subscriber's answer is an empty body or a CloudEvent;
+// anything else fails the delivery, which is retried and then dead-lettered.
+func TestAReplyThatIsNotACloudEventFailsTheDelivery(t *testing.T) {
+	dead := testserver.NewSink(t)
+	var calls atomic.Int32
+	chatty := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"ok": true}`))
+	}))
+	t.Cleanup(chatty.Close)
+	b, srv := startBroker(t, trigger("chatty", "a", chatty.URL, dead.URL, 1))
+
+	send(t, srv.URL, "a")
+	idle(t, b)
+
+	if got := calls.Load(); got != 2 || len(dead.Got("/")) != 1 {
+		t.Fatalf("%d deliveries, %d dead letters; want 2 and 1", got, len(dead.Got("/")))
+	}
+}
+
 func TestRepliesAreRoutedAndFiltersHold(t *testing.T) {
 	reply := cloudevent.New("test", "b", "run-1", map[string]string{"run_id": "run-1"})
 	first := newSubscriber(t, 0, &reply)

@@ -22,7 +22,6 @@ import (
 	"syscall"
 
 	"github.com/evalflow/evalflow/devkit/deploy"
-	"github.com/evalflow/evalflow/devkit/images"
 	"github.com/evalflow/evalflow/devkit/knative"
 	"github.com/evalflow/evalflow/devkit/node"
 	"github.com/evalflow/evalflow/shared/oci"
@@ -53,9 +52,18 @@ func main() {
 func run(ctx context.Context, cfg *deploy.Config, kubeconfig, nodeDir, data, podRegistry string) error {
 	cfg.Log = os.Stderr
 	if nodeDir != "" {
-		if err := onNode(cfg, nodeDir, &kubeconfig); err != nil {
+		n, err := node.Load(nodeDir)
+		if err != nil {
+			return fmt.Errorf("the node (make node-up): %w", err)
+		}
+		in, err := knative.LoadIngress(nodeDir)
+		if err != nil {
+			return fmt.Errorf("Knative on the node (make knative-up): %w", err)
+		}
+		if err := deploy.OnNode(cfg, n, in); err != nil {
 			return err
 		}
+		kubeconfig = n.Kubeconfig
 	}
 	if cfg.Registry == "" || cfg.Func == "" {
 		return fmt.Errorf("-registry and -func are required")
@@ -88,41 +96,5 @@ func run(ctx context.Context, cfg *deploy.Config, kubeconfig, nodeDir, data, pod
 		return err
 	}
 	fmt.Printf("START_URL=%s\n", d.StartURL)
-	return nil
-}
-
-// onNode fills what the node of make node-up and make knative-up says: its
-// kubeconfig and registry, Traefik's loopback port, and images of Debian's
-// redis-server and docker-registry pushed to the node.
-func onNode(cfg *deploy.Config, dir string, kubeconfig *string) error {
-	n, err := node.Load(dir)
-	if err != nil {
-		return fmt.Errorf("the node (make node-up): %w", err)
-	}
-	in, err := knative.LoadIngress(dir)
-	if err != nil {
-		return fmt.Errorf("Knative on the node (make knative-up): %w", err)
-	}
-	*kubeconfig = n.Kubeconfig
-	cfg.Registry, cfg.PlainHTTP = n.Registry+"/evalflow", true
-	_, cfg.IngressPort, _ = strings.Cut(in.Loopback, ":")
-	for _, p := range []struct {
-		program, path, repo string
-		image               *string
-	}{
-		{"/usr/bin/redis-server", "/usr/local/bin/redis-server", "redis", &cfg.RedisImage},
-		{"/usr/bin/docker-registry", "/usr/local/bin/registry", "registry", &cfg.RegistryImage},
-	} {
-		img, err := images.Program(p.program, p.path)
-		if err != nil {
-			return err
-		}
-		ref := cfg.Registry + "/" + p.repo
-		digest, err := images.Push(img, ref+":debian")
-		if err != nil {
-			return err
-		}
-		*p.image = ref + "@" + digest.String()
-	}
 	return nil
 }

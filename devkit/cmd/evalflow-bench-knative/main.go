@@ -1,0 +1,437 @@
+// Command evalflow-bench-knative measures evalflow as make deploy puts it on the
+// node's Knative (make bench-knative runs it after make deploy), and writes
+// docs/benchmarks-knative.md:
+//
+//	evalflow-bench-knative -node .state/node -gguf ../shared/models/stories260K.gguf -out docs/benchmarks-knative.md
+//
+// Per function: its image's size (the node's platform, compressed, as pulled), its
+// cold start (a CloudEvent of its own sent through the ingress to the function at zero
+// pods, until it answers) and its idle memory (working set of the function's container
+// right after, from the kubelet). Then, functions warm: POST to start → the run's Job
+// created (p50 of -runs), and each run's orchestration overhead (its wall time, POST
+// to succeeded, less the runner's own wall time from its log).
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/uuid"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/evalflow/evalflow/devkit/deploy"
+	"github.com/evalflow/evalflow/devkit/knative"
+	"github.com/evalflow/evalflow/devkit/localserver"
+	"github.com/evalflow/evalflow/devkit/node"
+	evalflow "github.com/evalflow/evalflow/shared"
+)
+
+func main() {
+	dir := flag.String("node", ".state/node", "the node of make node-up, with Knative and evalflow deployed (make deploy)")
+	gguf := flag.String("gguf", "../shared/models/stories260K.gguf", "the model ollama serves")
+	runs := flag.Int("runs", 10, "warm runs")
+	colds := flag.Int("cold", 3, "cold starts per function")
+	out := flag.String("out", "docs/benchmarks-knative.md", "the Markdown report")
+	flag.Parse()
+	if err := run(context.Background(), *dir, *gguf, *runs, *colds, *out); err != nil {
+		fmt.Fprintln(os.Stderr, "evalflow-bench-knative:", err)
+		os.Exit(1)
+	}
+}
+
+type bench struct {
+	n       *node.Node
+	in      *knative.Ingress
+	cluster *knative.Cluster
+	http    *http.Client
+}
+
+// function is what is measured of one function.
+type function struct {
+	name            string
+	imageMB         float64
+	coldMS, idleMiB []float64
+}
+
+func run(ctx context.Context, dir, gguf string, runs, colds int, out string) error {
+	n, err := node.Load(dir)
+	if err != nil {
+		return err
+	}
+	in, err := knative.LoadIngress(dir)
+	if err != nil {
+		return err
+	}
+	kc, err := os.ReadFile(n.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	c, err := knative.Connect(kc)
+	if err != nil {
+		return err
+	}
+	b := &bench{n: n, in: in, cluster: c, http: &http.Client{Timeout: time.Minute}}
+	// Idle functions go to zero within seconds (the autoscaler's shortest settings),
+	// so that cold starts can be measured a few times; put back after.
+	restore, err := b.quickScaleDown(ctx)
+	if err != nil {
+		return err
+	}
+	defer restore()
+
+	var fns []*function
+	for _, step := range evalflow.Steps {
+		f := &function{name: string(step.ID)}
+		if f.imageMB, err = b.imageMB(ctx, f.name); err != nil {
+			return err
+		}
+		fns = append(fns, f)
+	}
+	for range colds {
+		if err := b.waitZero(ctx); err != nil {
+			return err
+		}
+		for _, f := range fns {
+			ms, mib, err := b.cold(ctx, f.name)
+			if err != nil {
+				return err
+			}
+			f.coldMS, f.idleMiB = append(f.coldMS, ms), append(f.idleMiB, mib)
+			fmt.Fprintf(os.Stderr, "%s: cold start %.0f ms, idle %.1f MiB\n", f.name, ms, mib)
+		}
+	}
+	model, err := b.ollama(ctx, gguf)
+	if err != nil {
+		return err
+	}
+	var toJob, overhead []float64
+	for i := range runs + 1 {
+		job, over, err := b.warmRun(ctx, model)
+		if err != nil {
+			return err
+		}
+		if i == 0 {
+			continue // wakes every function
+		}
+		toJob, overhead = append(toJob, job), append(overhead, over)
+		fmt.Fprintf(os.Stderr, "run %d: POST → Job %.0f ms, overhead %.0f ms\n", i, job, over)
+	}
+	return os.WriteFile(out, []byte(report(fns, toJob, overhead, runs, colds)), 0o644)
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+func report(fns []*function, toJob, overhead []float64, runs, colds int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `# Benchmarks: the pipeline on Knative
+
+Reproduce with `+"`sudo make bench-knative`"+` (about 10 minutes after the builds are cached): it
+brings up the node and Knative (make knative-up), deploys evalflow (make deploy) and runs
+`+"`bin/evalflow-bench-knative -node .state/node -gguf ../shared/models/stories260K.gguf -runs %d -cold %d -out docs/benchmarks-knative.md`"+`.
+
+Measured %s on linux/%s, 2 cores: Knative Serving and Eventing v0.50.0 on the single-node
+Kubernetes of devkit/node, Traefik as the ingress, functions built by func deploy (host
+builder); ollama serving stories260K on the node address.
+
+| function | image (%s, compressed) | cold start, median of %d | idle memory |
+|---|---|---|---|
+`, runs, colds, time.Now().UTC().Format("2006-01-02"), runtime.GOARCH, runtime.GOARCH, colds)
+	for _, f := range fns {
+		fmt.Fprintf(&b, "| %s | %.1f MB | %.0f ms | %.1f MiB |\n", f.name, f.imageMB, median(f.coldMS), median(f.idleMiB))
+	}
+	fmt.Fprintf(&b, `
+- Image: the sum of the image's compressed layers and config for this platform, as a
+  node pulls it (func's host builder: a static binary, CA certificates, the source).
+- Cold start: a CloudEvent of the function's own (for start, a GET of /evals) sent
+  through Traefik to the function at zero pods, until it answers; the activator holds
+  the request while the pod starts.
+- Idle memory: the working set of the function's container, from the kubelet's summary,
+  just after that answer.
+
+Warm functions, %d runs of one MMLU question each (POST to start through Traefik):
+
+| measure | p50 | max | target |
+|---|---|---|---|
+| POST → the run's Job created | %.0f ms | %.0f ms | ≤ 1000 ms |
+| orchestration overhead (run wall − runner wall) | %.0f ms | %.0f ms | ≤ 3000 ms |
+
+- Run wall: the run's created_at to its ended_at (succeeded). Runner wall: the sum of
+  the runner's own stage timings in its pod's log. The overhead holds the broker's
+  deliveries, the Job's pod start (sandbox, image from the node's registry, the data
+  artifact's pull), the progress reports, the results push and the artifact step.
+`, runs, median(toJob), slices.Max(toJob), median(overhead), slices.Max(overhead))
+	return b.String()
+}
+
+func (b *bench) quickScaleDown(ctx context.Context) (func(), error) {
+	cms := b.cluster.Kube.CoreV1().ConfigMaps(knative.ServingNamespace)
+	cm, err := cms.Get(ctx, "config-autoscaler", metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	before := cm.Data
+	cm.Data = map[string]string{"stable-window": "6s", "scale-to-zero-grace-period": "3s"}
+	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		return nil, err
+	}
+	return func() {
+		if cm, err := cms.Get(ctx, "config-autoscaler", metav1.GetOptions{}); err == nil {
+			cm.Data = before
+			cms.Update(ctx, cm, metav1.UpdateOptions{})
+		}
+	}, nil
+}
+
+// imageMB is the size of the function's image for this platform, as pulled.
+func (b *bench) imageMB(ctx context.Context, fn string) (float64, error) {
+	svc, err := b.cluster.Get(ctx, "serving.knative.dev/v1", "Service", deploy.Namespace, "evalflow-"+fn)
+	if err != nil {
+		return 0, err
+	}
+	containers, _, _ := unstructured.NestedSlice(svc.Object, "spec", "template", "spec", "containers")
+	if len(containers) == 0 {
+		return 0, fmt.Errorf("%s: no container", fn)
+	}
+	ref, err := name.ParseReference(containers[0].(map[string]any)["image"].(string), name.Insecure)
+	if err != nil {
+		return 0, err
+	}
+	img, err := remote.Image(ref, remote.WithContext(ctx), remote.WithPlatform(v1.Platform{OS: "linux", Architecture: runtime.GOARCH}))
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", fn, err)
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return 0, err
+	}
+	size := m.Config.Size
+	for _, l := range m.Layers {
+		size += l.Size
+	}
+	return float64(size) / 1e6, nil
+}
+
+func (b *bench) pods(ctx context.Context, selector string) (int, error) {
+	l, err := b.cluster.Kube.CoreV1().Pods(deploy.Namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return 0, err
+	}
+	return len(l.Items), nil
+}
+
+// waitZero waits until no function has a pod, terminating ones included.
+func (b *bench) waitZero(ctx context.Context) error {
+	deadline := time.Now().Add(5 * time.Minute)
+	for time.Now().Before(deadline) {
+		if k, err := b.pods(ctx, "serving.knative.dev/service"); err == nil && k == 0 {
+			return nil
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return fmt.Errorf("the functions did not scale to zero within 5 minutes")
+}
+
+// cold sends the function, at zero pods, an event of its own through Traefik (start:
+// a GET of /evals), and returns how long it took to answer and its container's
+// working set then.
+func (b *bench) cold(ctx context.Context, fn string) (ms, mib float64, err error) {
+	svc := "evalflow-" + fn
+	var req *http.Request
+	if fn == string(evalflow.StepStart) {
+		req, _ = http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.in.Public+"/evals", nil)
+		req.Host = svc + "." + deploy.Namespace + "." + b.in.Domain
+	} else {
+		typ := map[string]string{"verify": evalflow.TypeStarted, "deploy": evalflow.TypeVerified,
+			"job-watch": evalflow.TypeJobCreated, "artifact": evalflow.TypeResultsReady}[fn]
+		id := uuid.NewString()
+		body, _ := json.Marshal(evalflow.RunRef{RunID: id})
+		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, "http://"+b.in.Private+"/", bytes.NewReader(body))
+		req.Host = svc + "." + deploy.Namespace + ".svc.cluster.local"
+		for k, v := range map[string]string{"Ce-Specversion": "1.0", "Ce-Id": uuid.NewString(), "Ce-Source": "bench",
+			"Ce-Type": typ, "Ce-Subject": id, "Content-Type": "application/json"} {
+			req.Header.Set(k, v)
+		}
+	}
+	start := time.Now()
+	resp, err := b.http.Do(req)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s: %w", fn, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	took := time.Since(start)
+	if resp.StatusCode >= 300 {
+		return 0, 0, fmt.Errorf("%s answered %d", fn, resp.StatusCode)
+	}
+	time.Sleep(2 * time.Second)
+	mib, err = b.workingSet(ctx, svc)
+	return float64(took.Microseconds()) / 1000, mib, err
+}
+
+// workingSet is the working set of the service's user container, from the
+// kubelet's summary (through the API server).
+func (b *bench) workingSet(ctx context.Context, svc string) (float64, error) {
+	nodes, err := b.cluster.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil || len(nodes.Items) == 0 {
+		return 0, fmt.Errorf("nodes: %v", err)
+	}
+	for range 20 {
+		raw, err := b.cluster.Kube.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", nodes.Items[0].Name, "proxy", "stats", "summary").DoRaw(ctx)
+		if err != nil {
+			return 0, err
+		}
+		var summary struct {
+			Pods []struct {
+				PodRef     struct{ Name, Namespace string }
+				Containers []struct {
+					Name   string
+					Memory struct {
+						WorkingSetBytes *float64
+					}
+				}
+			}
+		}
+		if err := json.Unmarshal(raw, &summary); err != nil {
+			return 0, err
+		}
+		for _, p := range summary.Pods {
+			if p.PodRef.Namespace == deploy.Namespace && strings.HasPrefix(p.PodRef.Name, svc+"-") {
+				for _, c := range p.Containers {
+					if c.Name == "user-container" && c.Memory.WorkingSetBytes != nil {
+						return *c.Memory.WorkingSetBytes / (1 << 20), nil
+					}
+				}
+			}
+		}
+		time.Sleep(time.Second) // the kubelet has not sampled the new pod yet
+	}
+	return 0, fmt.Errorf("no memory figure for %s", svc)
+}
+
+// ollama serves the model on the node address, where the Jobs reach it.
+func (b *bench) ollama(ctx context.Context, gguf string) (string, error) {
+	dir, err := os.MkdirTemp("", "evalflow-bench-ollama")
+	if err != nil {
+		return "", err
+	}
+	p, err := localserver.Ollama(ctx, localserver.OllamaBinary(), dir, b.n.Address, 4)
+	if err != nil {
+		return "", err
+	}
+	go func() { <-ctx.Done(); p.Stop() }()
+	if err := localserver.CreateModel(ctx, localserver.OllamaBinary(), p.Addr, "stories260k", gguf); err != nil {
+		return "", err
+	}
+	return "http://" + p.Addr + "/v1", nil
+}
+
+// warmRun POSTs a run to start and returns POST → Job created, and the run's wall
+// time less the runner's, in ms.
+func (b *bench) warmRun(ctx context.Context, model string) (toJob, overhead float64, err error) {
+	req := evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: "stories260k", BaseURL: model, APIKey: "sk-bench",
+		Source: "bench", SourceTopic: "bench", Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 1}}}
+	body, _ := json.Marshal(req)
+	post, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+b.in.Loopback+"/evals/start", bytes.NewReader(body))
+	post.Host = "evalflow-start." + deploy.Namespace + "." + b.in.Domain
+	post.Header.Set("Content-Type", "application/json")
+	start := time.Now()
+	resp, err := b.http.Do(post)
+	if err != nil {
+		return 0, 0, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return 0, 0, fmt.Errorf("POST: %d", resp.StatusCode)
+	}
+	job := "evalflow-" + req.EvalRequestID
+	for {
+		if _, err := b.cluster.Kube.BatchV1().Jobs(evalflowJobs).Get(ctx, job, metav1.GetOptions{}); err == nil {
+			break
+		}
+		if time.Since(start) > 2*time.Minute {
+			return 0, 0, fmt.Errorf("no Job %s", job)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	toJob = float64(time.Since(start).Microseconds()) / 1000
+	var run evalflow.Run
+	for {
+		get, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.in.Loopback+"/evals/"+req.EvalRequestID, nil)
+		get.Host = post.Host
+		if resp, err := b.http.Do(get); err == nil {
+			json.NewDecoder(resp.Body).Decode(&run)
+			resp.Body.Close()
+		}
+		if run.Status.Terminal() {
+			break
+		}
+		if time.Since(start) > 5*time.Minute {
+			return 0, 0, fmt.Errorf("run %s did not end", req.EvalRequestID)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if run.Status != evalflow.StatusSucceeded {
+		return 0, 0, fmt.Errorf("run %s: %s %s", run.ID, run.Status, run.Message)
+	}
+	runner, err := b.runnerWall(ctx, job)
+	if err != nil {
+		return 0, 0, err
+	}
+	return toJob, float64(run.EndedAt.Sub(run.CreatedAt).Microseconds())/1000 - runner, nil
+}
+
+// evalflowJobs is where runs without a kubeconfig run their Jobs (eventing/namespace.yaml).
+const evalflowJobs = "evalflow-jobs"
+
+// runnerWall sums the runner's stage timings from its pod's log.
+func (b *bench) runnerWall(ctx context.Context, job string) (float64, error) {
+	pods, err := b.cluster.Kube.CoreV1().Pods(evalflowJobs).List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + job})
+	if err != nil || len(pods.Items) == 0 {
+		return 0, fmt.Errorf("pod of %s: %v", job, err)
+	}
+	raw, err := b.cluster.Kube.CoreV1().Pods(evalflowJobs).GetLogs(pods.Items[0].Name, nil).DoRaw(ctx)
+	if err != nil {
+		return 0, err
+	}
+	sum := 0.0
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(line, &m) != nil {
+			continue
+		}
+		for k, v := range m {
+			if f, ok := v.(float64); ok && slices.Contains(stages, k) {
+				sum += f
+			}
+		}
+	}
+	if sum == 0 {
+		return 0, fmt.Errorf("no stage timings in %s's log", job)
+	}
+	return sum, nil
+}
+
+
+// stages are the runner's stage timings in its log (as evalflow-bench reads them).
+var stages = []string{"spec_ms", "data_ms", "resume_ms", "probe_ms", "scoring_ms", "results_ms"}

@@ -1,0 +1,442 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/uuid"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/evalflow/evalflow/devkit/deploy"
+	"github.com/evalflow/evalflow/devkit/knative"
+	"github.com/evalflow/evalflow/devkit/testserver"
+	evalflow "github.com/evalflow/evalflow/shared"
+)
+
+// onKnative is evalflow as make deploy puts it on the node's Knative: every function
+// a Knative Service built by func deploy from its own directory, chained by the real
+// broker's Triggers.
+type onKnative struct {
+	*onNode
+	start  string // START_URL
+	client *http.Client
+	// broker is the broker's ingress, as pods reach it.
+	broker string
+}
+
+func setUpKnative(t *testing.T) *onKnative {
+	t.Helper()
+	fn := testserver.FuncCLI(t)
+	o := setUpNode(t)
+	testserver.KnativeEventing(t, o.node)
+	in := testserver.KnativeServing(t, o.node)
+	ctx := context.Background()
+	// Idle functions go to zero within seconds, not the default minute and a half.
+	cm, err := o.admin.CoreV1().ConfigMaps(knative.ServingNamespace).Get(ctx, "config-autoscaler", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm.Data = map[string]string{"stable-window": "6s", "scale-to-zero-grace-period": "3s"}
+	if _, err := o.admin.CoreV1().ConfigMaps(knative.ServingNamespace).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := deploy.Config{Root: testserver.RepoRoot(), Func: fn, Env: map[string][]string{"deploy": o.env}, Log: &testLog{t: t}}
+	if err := deploy.OnNode(&cfg, o.node, in); err != nil {
+		t.Fatal(err)
+	}
+	started := time.Now()
+	d, err := deploy.Deploy(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("deployed in %s; START_URL=%s", time.Since(started).Round(time.Second), d.StartURL)
+	k := &onKnative{onNode: o, start: d.StartURL, client: clusterClient(o.node.DNS),
+		broker: "http://broker-ingress.knative-eventing.svc.cluster.local/evalflow/evalflow"}
+	return k
+}
+
+// testLog writes a deploy's output to the test's log, a line at a time.
+type testLog struct {
+	t  *testing.T
+	mu sync.Mutex
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		if strings.TrimSpace(line) != "" {
+			l.t.Log(line)
+		}
+	}
+	return len(p), nil
+}
+
+// clusterClient reaches what this machine reaches of the node as a user would: a
+// Knative URL NAME.NAMESPACE.localhost on loopback (RFC 6761, as curl does), and
+// cluster names through the cluster's DNS (Services' addresses route on the node).
+func clusterClient(dns string) *http.Client {
+	dialer := &net.Dialer{Resolver: &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort(dns, "53"))
+	}}}
+	return &http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, _ := net.SplitHostPort(addr)
+		if strings.HasSuffix(host, ".localhost") {
+			addr = net.JoinHostPort("127.0.0.1", port)
+		}
+		return dialer.DialContext(ctx, network, addr)
+	}}}
+}
+
+// The pipeline as users deploy it, on Knative on the node: a run POSTed to start
+// through the ingress and one sent as a CloudEvent to the broker's ingress go through
+// every step by the real Triggers, their Jobs run as pods, their artifacts pull back
+// with the oras CLI, and the caller's own Trigger on its evaltopic receives every
+// notification. Sent again, out of order, the same events change nothing. Functions
+// scaled to zero wake for the next event; an event a Trigger cannot deliver fails its
+// run through the dead-letter sink.
+func TestThePipelineOnKnative(t *testing.T) {
+	k := setUpKnative(t)
+	ctx := context.Background()
+	model := testserver.OllamaOn(t, k.node.Address, 4)
+	topic := "caller-" + uuid.NewString()[:8]
+	caller := testserver.NewSinkOn(t, k.node.Address)
+	all := testserver.NewSinkOn(t, k.node.Address)
+	k.trigger(t, "caller", fmt.Sprintf("filters: [{exact: {%s: %s}}]", evalflow.ExtCallerTopic, topic), caller.URL)
+	k.trigger(t, "everything", "", all.URL)
+
+	request := func(limit float64) evalflow.Request {
+		return evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: testserver.Model, BaseURL: model + "/v1",
+			APIKey: "sk-knative-" + uuid.NewString(), Source: "knative-test", SourceTopic: topic,
+			Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: limit}}}
+	}
+	// One run through the public ingress, as a caller POSTs it.
+	posted := request(4)
+	body, _ := json.Marshal(posted)
+	resp, err := k.client.Post(k.start+"/evals/start", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST %s/evals/start: %d %s", k.start, resp.StatusCode, b)
+	}
+	first := k.waitEnded(t, posted.EvalRequestID)
+	if first.Status != evalflow.StatusSucceeded {
+		t.Fatalf("the POSTed run ended %s: %s", first.Status, first.Message)
+	}
+
+	t.Run("the Job ran as a pod of the node and its artifact pulls back", func(t *testing.T) {
+		pods, err := k.admin.CoreV1().Pods("").List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + first.Job})
+		if err != nil || len(pods.Items) == 0 {
+			t.Fatalf("no pod of Job %s: %v", first.Job, err)
+		}
+		dir := k.orasPull(t, first.Artifact.Reference)
+		var results struct {
+			Results map[string]map[string]any `json:"results"`
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, evalflow.ResultsFile))
+		if err != nil || json.Unmarshal(raw, &results) != nil || results.Results["mmlu_anatomy"] == nil {
+			t.Fatalf("pulled %s: %v %.300s", evalflow.ResultsFile, err, raw)
+		}
+		if bytes.Contains(raw, []byte(posted.APIKey)) {
+			t.Fatal("the artifact holds the api_key")
+		}
+	})
+	t.Run("the caller's Trigger received every step's notification", func(t *testing.T) {
+		k.wantNotified(t, caller, posted.EvalRequestID)
+	})
+
+	t.Run("sent again out of order, the same events change nothing", func(t *testing.T) {
+		var mine []event.Event
+		for _, ev := range all.Got("/") {
+			if ev.Subject() == posted.EvalRequestID {
+				mine = append(mine, ev)
+			}
+		}
+		if len(mine) < 6 {
+			t.Fatalf("the broker carried %d events of the run", len(mine))
+		}
+		notified := caller.Got("/")
+		slices.Reverse(mine)
+		for _, ev := range mine {
+			k.send(t, ev)
+		}
+		// Every replay is delivered (the everything Trigger sees each twice) before
+		// the run is read again.
+		testserver.Eventually(t, time.Minute, "the replayed events delivered", func() bool {
+			n := 0
+			for _, ev := range all.Got("/") {
+				if ev.Subject() == posted.EvalRequestID {
+					n++
+				}
+			}
+			return n >= 2*len(mine)
+		})
+		time.Sleep(5 * time.Second) // the functions' answers to them
+		again := k.get(t, posted.EvalRequestID)
+		if again.Status != first.Status || !again.UpdatedAt.Equal(first.UpdatedAt) || again.Artifact.Digest != first.Artifact.Digest {
+			t.Errorf("the run changed: %s %s %s, was %s %s %s", again.Status, again.UpdatedAt, again.Artifact.Digest,
+				first.Status, first.UpdatedAt, first.Artifact.Digest)
+		}
+		seen := map[string]bool{}
+		for _, ev := range notified {
+			seen[ev.ID()] = true
+		}
+		for _, ev := range caller.Got("/") {
+			if !seen[ev.ID()] && ev.Subject() == posted.EvalRequestID {
+				var n evalflow.Notification
+				json.Unmarshal(ev.Data(), &n)
+				t.Errorf("a new notification after the replay: %s %s %s", n.Step, n.Status, n.Message)
+			}
+		}
+		jobs, err := k.admin.BatchV1().Jobs("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, j := range jobs.Items {
+			if j.Name == first.Job {
+				n++
+			}
+		}
+		if n > 1 {
+			t.Errorf("%d Jobs of the run", n)
+		}
+	})
+
+	t.Run("functions scaled to zero wake for a run.requested sent to the broker", func(t *testing.T) {
+		testserver.Eventually(t, 3*time.Minute, "every function at zero pods", func() bool {
+			pods, err := k.admin.CoreV1().Pods(deploy.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "serving.knative.dev/service"})
+			return err == nil && len(pods.Items) == 0
+		})
+		sent := request(2)
+		data, _ := json.Marshal(sent)
+		ev := cloudevents.NewEvent()
+		ev.SetID(uuid.NewString())
+		ev.SetSource("knative-test")
+		ev.SetType(evalflow.TypeRequested)
+		ev.SetSubject(sent.EvalRequestID)
+		_ = ev.SetData(cloudevents.ApplicationJSON, data)
+		woke := time.Now()
+		k.send(t, ev)
+		r := k.waitEnded(t, sent.EvalRequestID)
+		if r.Status != evalflow.StatusSucceeded {
+			t.Fatalf("the run sent to the broker ended %s: %s", r.Status, r.Message)
+		}
+		t.Logf("run.requested to succeeded, every function from zero: %s", time.Since(woke).Round(time.Millisecond))
+		k.wantNotified(t, caller, sent.EvalRequestID)
+		k.orasPull(t, r.Artifact.Reference)
+	})
+
+	t.Run("an event a Trigger cannot deliver fails its run through the dead-letter sink", func(t *testing.T) {
+		// The run's cluster answers verify, and refuses the deploy step's pods: each
+		// delivery of run.verified fails, the Trigger retries, then dead-letters it.
+		kubeconfig := k.refusingDeploy(t)
+		r := request(1)
+		r.Kubeconfig = kubeconfig
+		body, _ := json.Marshal(r)
+		resp, err := k.client.Post(k.start+"/evals/start", "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("POST: %d", resp.StatusCode)
+		}
+		got := k.waitEnded(t, r.EvalRequestID)
+		if got.Status != evalflow.StatusFailed || !strings.Contains(got.Message, evalflow.TypeVerified+" could not be delivered") {
+			t.Fatalf("the run ended %s: %q; want failed by the dead letter of %s", got.Status, got.Message, evalflow.TypeVerified)
+		}
+	})
+}
+
+// trigger adds a Trigger on evalflow's broker that sends what filters lets through
+// to uri, and waits until it is Ready.
+func (k *onKnative) trigger(t *testing.T, name, filters, uri string) {
+	t.Helper()
+	objs, err := knative.Objects(fmt.Sprintf(`apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: %s, namespace: %s}
+spec:
+  broker: evalflow
+  %s
+  subscriber: {uri: %q}
+`, name, deploy.Namespace, filters, uri))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, _ := os.ReadFile(k.node.Kubeconfig)
+	c, err := knative.Connect(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Apply(context.Background(), objs...); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ready(context.Background(), time.Minute, objs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// send posts ev to the broker's ingress, as a service of the cluster would.
+func (k *onKnative) send(t *testing.T, ev event.Event) {
+	t.Helper()
+	b, _ := json.Marshal(ev)
+	resp, err := k.client.Post(k.broker, "application/cloudevents+json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		t.Fatalf("the broker took %s: %d", ev.Type(), resp.StatusCode)
+	}
+}
+
+func (k *onKnative) get(t *testing.T, id string) *evalflow.Run {
+	t.Helper()
+	resp, err := k.client.Get(k.start + "/evals/" + id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		return nil
+	}
+	var r evalflow.Run
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	return &r
+}
+
+// waitEnded reads the run through start's public URL until it ends.
+func (k *onKnative) waitEnded(t *testing.T, id string) *evalflow.Run {
+	t.Helper()
+	var r *evalflow.Run
+	testserver.Eventually(t, 4*time.Minute, "run "+id+" ended", func() bool {
+		r = k.get(t, id)
+		return r != nil && r.Status.Terminal()
+	})
+	return r
+}
+
+// wantNotified checks the caller heard of each step of a succeeded run.
+func (k *onKnative) wantNotified(t *testing.T, caller *testserver.Sink, id string) {
+	t.Helper()
+	steps := map[evalflow.StepID]bool{}
+	testserver.Eventually(t, time.Minute, "every step notified", func() bool {
+		for _, ev := range caller.Got("/") {
+			var n evalflow.Notification
+			if ev.Type() == evalflow.TypeNotification && json.Unmarshal(ev.Data(), &n) == nil && n.RunID == id && n.Status == evalflow.NoteSucceeded {
+				steps[n.Step] = true
+			}
+		}
+		return len(steps) == len(evalflow.Steps)
+	})
+}
+
+// orasPull pulls an artifact from the results registry in the cluster, with the
+// oras CLI and the registry's generated credentials.
+func (k *onKnative) orasPull(t *testing.T, ref string) string {
+	t.Helper()
+	ctx := context.Background()
+	svc, err := k.admin.CoreV1().Services(deploy.Namespace).Get(ctx, "registry", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := k.admin.CoreV1().Secrets(deploy.Namespace).Get(ctx, "evalflow-registry", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The reference names the registry as pods do; this machine reaches its Service.
+	_, path, _ := strings.Cut(ref, "/")
+	dir := t.TempDir()
+	cmd := exec.Command(testserver.Oras(t), "pull", net.JoinHostPort(svc.Spec.ClusterIP, "5000")+"/"+path, "-o", dir,
+		"--plain-http", "-u", string(secret.Data["username"]), "--password-stdin")
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	cmd.Stdin = bytes.NewReader(secret.Data["password"])
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("oras pull %s: %v\n%s", ref, err, out)
+	}
+	return dir
+}
+
+// refusingDeploy returns a kubeconfig for the node through a TCP proxy on the node
+// address that refuses connections from the deploy function's pods and passes every
+// other: a cluster the deploy step cannot reach. (A fault only a proxy can cause
+// here: the node's API server serves every pod.)
+func (k *onKnative) refusingDeploy(t *testing.T) string {
+	t.Helper()
+	kc, err := os.ReadFile(k.node.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.Load(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(k.node.Address, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	upstream := strings.TrimPrefix(k.node.API, "https://")
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go proxyUnlessDeploy(k.admin, c, upstream)
+		}
+	}()
+	for _, cluster := range cfg.Clusters {
+		cluster.Server = "https://" + l.Addr().String()
+	}
+	out, err := clientcmd.Write(*cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+func proxyUnlessDeploy(admin kubernetes.Interface, c net.Conn, upstream string) {
+	defer c.Close()
+	peer, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+	pods, err := admin.CoreV1().Pods(deploy.Namespace).List(context.Background(),
+		metav1.ListOptions{LabelSelector: "serving.knative.dev/service=evalflow-deploy"})
+	if err != nil {
+		return
+	}
+	for _, p := range pods.Items {
+		if p.Status.PodIP == peer {
+			return
+		}
+	}
+	u, err := net.Dial("tcp", upstream)
+	if err != nil {
+		return
+	}
+	defer u.Close()
+	go io.Copy(u, c)
+	io.Copy(c, u)
+}
