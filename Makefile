@@ -24,7 +24,7 @@ test: deps test-deps build vet fmt-check
 	EVALFLOW_REQUIRE_SERVERS=1 EVALFLOW_SHARED_DIR=$(SHARED) \
 	EVALFLOW_ORAS=$$(hack/install-oras.sh) EVALFLOW_KUBE=$$(hack/install-kube.sh) EVALFLOW_COREDNS=$$(hack/install-coredns.sh) \
 	EVALFLOW_LLAMA_ECHO=$$(hack/install-llama-echo.sh) \
-	go test -count=1 -timeout 20m $(PKGS)
+	go test -count=1 -timeout 45m $(PKGS)
 
 ## bench: the runner vs a raw load generator vs promptfoo against the tiny-model
 ## server at concurrency 1, 8, 32; writes docs/benchmarks.md (about 10 minutes)

@@ -24,7 +24,19 @@ const (
 	// TypePing is a PingSource's tick (eventing/pingsource.yaml): job-watch then reads
 	// the Jobs of running Kubernetes runs and reports those that ended.
 	TypePing = "dev.knative.sources.ping"
+	// TypeJobChanged is an ApiServerSource's news that a Job of evalflow's own cluster
+	// changed (eventing/jobsource.yaml), as a reference (JobRef): job-watch then reads
+	// that Job's state and reports its end.
+	TypeJobChanged = "dev.knative.apiserver.ref.update"
 )
+
+// JobRef is what an ApiServerSource in Reference mode says of an object.
+type JobRef struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Namespace  string `json:"namespace"`
+	Name       string `json:"name"`
+}
 
 // Extension attributes that address a notification to its caller: a caller's
 // Trigger filters on them.

@@ -117,6 +117,16 @@ type ModelSpec struct {
 // job, so creating it twice is AlreadyExists, never a second job.
 func JobName(runID string) string { return "evalflow-" + runID }
 
+// RunOfJob is the run whose job is named name (JobName's inverse), "" for a name no
+// run's job has.
+func RunOfJob(name string) string {
+	id, ok := strings.CutPrefix(name, "evalflow-")
+	if !ok || id == "" {
+		return ""
+	}
+	return id
+}
+
 // ExitPermanent is the exit code of a runner that cannot run its job at all (a bad
 // spec, a method the endpoint cannot do): the job is not started again.
 const ExitPermanent = 2

@@ -6,7 +6,7 @@
 // generated where absent; Redis and the results registry on persistent volumes; the
 // broker and the SinkBinding that gives functions K_SINK; each function, built from
 // its own directory and deployed by the func CLI (func deploy); the Triggers and the
-// PingSource. Each waits for what it made to be Ready before the next. Deploying
+// PingSource and the ApiServerSource on the Jobs. Each waits for what it made to be Ready before the next. Deploying
 // again updates in place and keeps the Secrets.
 package deploy
 
@@ -91,7 +91,7 @@ func Deploy(ctx context.Context, cfg Config) (*Deployment, error) {
 		{"Redis and the results registry", d.stores},
 		{"the broker", d.broker},
 		{"the functions", d.functions},
-		{"the triggers and the PingSource", d.triggers},
+		{"the triggers and the sources", d.triggers},
 	} {
 		fmt.Fprintf(d.log, "deploy: %s\n", stage.what)
 		if err := stage.run(ctx); err != nil {
@@ -150,7 +150,7 @@ func (d *deployer) put(ctx context.Context, within time.Duration, objs ...*unstr
 	var wait []*unstructured.Unstructured
 	for _, o := range objs {
 		switch o.GetKind() {
-		case "Deployment", "Broker", "Trigger", "PingSource", "SinkBinding":
+		case "Deployment", "Broker", "Trigger", "PingSource", "ApiServerSource", "SinkBinding":
 			wait = append(wait, o)
 		}
 	}
@@ -225,7 +225,7 @@ func (d *deployer) broker(ctx context.Context) error {
 }
 
 func (d *deployer) triggers(ctx context.Context) error {
-	return d.applyReady(ctx, 2*time.Minute, "triggers/*.yaml", "eventing/pingsource.yaml")
+	return d.applyReady(ctx, 2*time.Minute, "triggers/*.yaml", "eventing/pingsource.yaml", "eventing/jobsource.yaml")
 }
 
 // functions builds and deploys each function with the func CLI, from a copy of its
@@ -245,9 +245,13 @@ func (d *deployer) functions(ctx context.Context) error {
 	if err := os.WriteFile(kubeconfig, d.cfg.Kubeconfig, 0o600); err != nil {
 		return err
 	}
-	goproxy, err := exec.CommandContext(ctx, "go", "env", "GOPROXY").Output()
+	env, err := exec.CommandContext(ctx, "go", "env", "GOPROXY", "GOMODCACHE").Output()
 	if err != nil {
 		return fmt.Errorf("go env: %w", err)
+	}
+	goproxy, modcache, _ := strings.Cut(strings.TrimSpace(string(env)), "\n")
+	if err := modproxy.Forget(modcache, "github.com/evalflow"); err != nil {
+		return err
 	}
 	dirs, err := filepath.Glob(filepath.Join(d.cfg.Root, "functions", "*", "func.yaml"))
 	if err != nil || len(dirs) == 0 {
@@ -256,7 +260,7 @@ func (d *deployer) functions(ctx context.Context) error {
 	d.revisions = map[string]string{}
 	for _, f := range dirs {
 		name := filepath.Base(filepath.Dir(f))
-		if err := d.function(ctx, work, name, kubeconfig, "file://"+proxy+","+strings.TrimSpace(string(goproxy))); err != nil {
+		if err := d.function(ctx, work, name, kubeconfig, "file://"+proxy+","+goproxy); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}

@@ -62,3 +62,27 @@ func Write(out, root, version string, dirs ...string) ([]string, error) {
 	}
 	return paths, nil
 }
+
+// Forget removes the modules under prefix (e.g. github.com/evalflow) from the module
+// cache modcache, extracted and downloaded: a build that must see the checkout as it
+// is now fetches them again from the proxy, not what an earlier proxy served at the
+// same version.
+func Forget(modcache, prefix string) error {
+	escaped, err := module.EscapePath(prefix)
+	if err != nil {
+		return err
+	}
+	for _, d := range []string{filepath.Join(modcache, filepath.FromSlash(escaped)), filepath.Join(modcache, "cache", "download", filepath.FromSlash(escaped))} {
+		// The module cache makes its files read-only.
+		_ = filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
+			if err == nil && e.IsDir() {
+				os.Chmod(p, 0o755)
+			}
+			return nil
+		})
+		if err := os.RemoveAll(d); err != nil {
+			return fmt.Errorf("modproxy: forget %s: %w", prefix, err)
+		}
+	}
+	return nil
+}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
@@ -58,8 +59,11 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	if _, lost := e.Extensions()[extErrorDest]; lost {
 		return f.deadLetter(ctx, e)
 	}
-	if e.Type() == evalflow.TypePing {
+	switch e.Type() {
+	case evalflow.TypePing:
 		return nil, f.sweep(ctx)
+	case evalflow.TypeJobChanged:
+		return nil, f.jobChanged(ctx, e)
 	}
 	id := f.RunID(e)
 	if id == "" {
@@ -89,13 +93,14 @@ const (
 // deadLetter receives what the broker could not deliver after a trigger's retries
 // (every trigger's deadLetterSink is job-watch, reached inside the cluster only) and
 // fails the run it was about, so that no run waits forever on a lost event. A lost
-// notification or progress report fails nothing.
+// notification or progress report fails nothing, nor does an event not evalflow's (a
+// tick, a Job's reference: the next tick looks again).
 func (f *Function) deadLetter(ctx context.Context, e event.Event) (*event.Event, error) {
 	id := e.Subject()
 	dest, _ := e.Extensions()[extErrorDest].(string)
 	code, _ := e.Extensions()[extErrorCode].(string)
 	f.Log.Error("undeliverable event", "run_id", id, "type", e.Type(), "destination", dest, "code", code)
-	if id == "" || e.Type() == evalflow.TypeNotification || e.Type() == evalflow.TypeJobProgress {
+	if id == "" || !strings.HasPrefix(e.Type(), "dev.evalflow.") || e.Type() == evalflow.TypeNotification || e.Type() == evalflow.TypeJobProgress {
 		return nil, nil
 	}
 	return f.Fail(ctx, id, fmt.Sprintf("%s could not be delivered to %s after retries (last answer %s)", e.Type(), dest, code))
@@ -162,25 +167,62 @@ func (f *Function) sweep(ctx context.Context) error {
 		return fmt.Errorf("job-watch: sweep: %w", err)
 	}
 	for _, run := range runs {
-		if !run.OnKubernetes() || run.Job == "" {
-			continue
+		if err := f.reportEnd(ctx, run); err != nil {
+			return err
 		}
-		fin, stop, err := f.jobEnd(ctx, run)
-		if err != nil {
-			f.Log.Error("cannot read the job of a running run", "run_id", run.ID, "job", run.Job, "error", err)
-			continue
-		}
-		if fin == nil {
-			continue
-		}
-		ev := cloudevent.New(evalflow.StepWatch, evalflow.TypeJobFinished, run.ID, fin, "kubernetes")
-		if err := f.Events.Send(ctx, ev); err != nil {
-			return fmt.Errorf("job-watch: report the end of job %s of run %s: %w", run.Job, run.ID, err)
-		}
-		if stop != nil { // reported first: a Job gone before its end is told would be "gone", not why
-			if err := stop(ctx); err != nil {
-				f.Log.Error("cannot delete a job that will not progress", "run_id", run.ID, "job", run.Job, "error", err)
-			}
+	}
+	return nil
+}
+
+// jobChanged reads the state of a Job an ApiServerSource says changed, if it is the
+// job of a running run, and reports its end. The event names the Job only: its state
+// is read from the run's cluster, never taken from the event.
+func (f *Function) jobChanged(ctx context.Context, e event.Event) error {
+	var ref evalflow.JobRef
+	if err := cloudevent.Decode(e, &ref); err != nil {
+		f.Log.Error("bad job reference dropped", "id", e.ID(), "error", err)
+		return nil
+	}
+	id := evalflow.RunOfJob(ref.Name)
+	if id == "" {
+		return nil
+	}
+	run, err := f.Store.Get(ctx, id)
+	if errors.Is(err, evalflow.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("job-watch: job %s changed: read run %s: %w", ref.Name, id, err)
+	}
+	if run.Status != evalflow.StatusRunning || run.Job != ref.Name {
+		return nil
+	}
+	return f.reportEnd(ctx, run)
+}
+
+// reportEnd reports the end of running run's Kubernetes Job to the broker as
+// job.finished, once it has ended (or is gone). The event's id derives from the run:
+// each look that finds the same end sends the same event. One cluster's trouble is
+// logged, not returned: it does not stop the rest.
+func (f *Function) reportEnd(ctx context.Context, run *evalflow.Run) error {
+	if !run.OnKubernetes() || run.Job == "" {
+		return nil
+	}
+	fin, stop, err := f.jobEnd(ctx, run)
+	if err != nil {
+		f.Log.Error("cannot read the job of a running run", "run_id", run.ID, "job", run.Job, "error", err)
+		return nil
+	}
+	if fin == nil {
+		return nil
+	}
+	ev := cloudevent.New(evalflow.StepWatch, evalflow.TypeJobFinished, run.ID, fin, "kubernetes")
+	if err := f.Events.Send(ctx, ev); err != nil {
+		return fmt.Errorf("job-watch: report the end of job %s of run %s: %w", run.Job, run.ID, err)
+	}
+	if stop != nil { // reported first: a Job gone before its end is told would be "gone", not why
+		if err := stop(ctx); err != nil {
+			f.Log.Error("cannot delete a job that will not progress", "run_id", run.ID, "job", run.Job, "error", err)
 		}
 	}
 	return nil

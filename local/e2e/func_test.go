@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/evalflow/evalflow/devkit/modproxy"
 	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
@@ -30,12 +31,8 @@ func TestEveryFunctionRunsWithTheFuncCLIFromItsOwnDirectory(t *testing.T) {
 	fn := testserver.FuncCLI(t)
 	// The proxy serves evalflow's modules at v0.0.0, as the functions' go.mod require
 	// them: what the module cache holds of an earlier proxy would be stale.
-	modcache := goEnv(t, "GOMODCACHE")
-	for _, d := range []string{filepath.Join(modcache, "github.com", "evalflow"), filepath.Join(modcache, "cache", "download", "github.com", "evalflow")} {
-		exec.Command("chmod", "-R", "u+w", d).Run()
-		if err := os.RemoveAll(d); err != nil {
-			t.Fatal(err)
-		}
+	if err := modproxy.Forget(goEnv(t, "GOMODCACHE"), "github.com/evalflow"); err != nil {
+		t.Fatal(err)
 	}
 	proxy := t.TempDir()
 	out, err := exec.Command(testserver.Build(t, "github.com/evalflow/evalflow/devkit/cmd/evalflow-modproxy"),

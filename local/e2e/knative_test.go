@@ -20,6 +20,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -69,7 +70,50 @@ func setUpKnative(t *testing.T) *onKnative {
 	t.Logf("deployed in %s; START_URL=%s", time.Since(started).Round(time.Second), d.StartURL)
 	k := &onKnative{onNode: o, start: d.StartURL, client: clusterClient(o.node.DNS),
 		broker: "http://broker-ingress.knative-eventing.svc.cluster.local/evalflow/evalflow"}
+	k.keepLogs(t)
 	return k
+}
+
+// keepLogs follows the logs of every function's pod, which go with the pod when it
+// scales to zero, and shows them if the test fails.
+func (k *onKnative) keepLogs(t *testing.T) {
+	ctx, stop := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var logs bytes.Buffer
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			mu.Lock()
+			t.Logf("the functions' logs:\n%s", logs.String())
+			mu.Unlock()
+		}
+	})
+	go func() {
+		following := map[string]bool{}
+		for ctx.Err() == nil {
+			pods, err := k.admin.CoreV1().Pods(deploy.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "serving.knative.dev/service"})
+			if err == nil {
+				for _, p := range pods.Items {
+					if following[p.Name] || p.Status.Phase != "Running" {
+						continue
+					}
+					following[p.Name] = true
+					go func(pod string) {
+						r, err := k.admin.CoreV1().Pods(deploy.Namespace).GetLogs(pod, &corev1.PodLogOptions{Container: "user-container", Follow: true}).Stream(ctx)
+						if err != nil {
+							return
+						}
+						defer r.Close()
+						b, _ := io.ReadAll(r)
+						mu.Lock()
+						fmt.Fprintf(&logs, "--- %s\n%s", pod, b)
+						mu.Unlock()
+					}(p.Name)
+				}
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}()
 }
 
 // testLog writes a deploy's output to the test's log, a line at a time.

@@ -90,6 +90,13 @@ func TestEveryClusterManifestDecodesStrictlyAndValidates(t *testing.T) {
 					if err := s.Validate(ctx); err != nil {
 						t.Fatal(err)
 					}
+				case "sources.knative.dev/v1/ApiServerSource":
+					var a sourcesv1.ApiServerSource
+					strict(t, doc, &a)
+					a.SetDefaults(ctx)
+					if err := a.Validate(ctx); err != nil {
+						t.Fatal(err)
+					}
 				case "sources.knative.dev/v1/PingSource":
 					var p sourcesv1.PingSource
 					strict(t, doc, &p)
@@ -111,6 +118,10 @@ func TestEveryClusterManifestDecodesStrictlyAndValidates(t *testing.T) {
 					strict(t, doc, &rbacv1.Role{})
 				case "rbac.authorization.k8s.io/v1/RoleBinding":
 					strict(t, doc, &rbacv1.RoleBinding{})
+				case "rbac.authorization.k8s.io/v1/ClusterRole":
+					strict(t, doc, &rbacv1.ClusterRole{})
+				case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
+					strict(t, doc, &rbacv1.ClusterRoleBinding{})
 				case "apps/v1/Deployment":
 					var d appsv1.Deployment
 					strict(t, doc, &d)

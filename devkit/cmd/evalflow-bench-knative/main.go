@@ -432,6 +432,5 @@ func (b *bench) runnerWall(ctx context.Context, job string) (float64, error) {
 	return sum, nil
 }
 
-
 // stages are the runner's stage timings in its log (as evalflow-bench reads them).
 var stages = []string{"spec_ms", "data_ms", "resume_ms", "probe_ms", "scoring_ms", "results_ms"}

@@ -448,6 +448,8 @@ func render(results map[string]map[int]measurement, clients []client, cs []int, 
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Benchmarks\n\n")
 	fmt.Fprintf(&b, "Reproduce with `make bench`, which runs `%s`.\n\n", command)
+	b.WriteString("The pipeline on Knative (image sizes, cold starts, idle memory, POST → Job, orchestration overhead): " +
+		"[benchmarks-knative.md](benchmarks-knative.md), `sudo make bench-knative`.\n\n")
 	fmt.Fprintf(&b, "Measured %s on %s/%s, %d cores; ollama %s serving stories260K (OLLAMA_NUM_PARALLEL=8) on loopback; "+
 		"%d distinct zero-shot MMLU prompts, %d generated tokens each; each client is a subprocess, its CPU (user + system) and "+
 		"peak RSS from rusage; median of %d runs.\n\n",
