@@ -24,9 +24,9 @@ const (
 	// TypePing is a PingSource's tick (eventing/pingsource.yaml): job-watch then reads
 	// the Jobs of running Kubernetes runs and reports those that ended.
 	TypePing = "dev.knative.sources.ping"
-	// TypeJobChanged is an ApiServerSource's news that a Job of evalflow's own cluster
-	// changed (eventing/jobsource.yaml), as a reference (JobRef): job-watch then reads
-	// that Job's state and reports its end.
+	// TypeJobChanged is an ApiServerSource's news that a Job of evalflow's own cluster,
+	// or its pod, changed (eventing/jobsource.yaml), as a reference (JobRef): job-watch
+	// then reads that Job's state and reports its end.
 	TypeJobChanged = "dev.knative.apiserver.ref.update"
 )
 

@@ -174,8 +174,8 @@ func (f *Function) sweep(ctx context.Context) error {
 	return nil
 }
 
-// jobChanged reads the state of a Job an ApiServerSource says changed, if it is the
-// job of a running run, and reports its end. The event names the Job only: its state
+// jobChanged reads the state of a Job an ApiServerSource says changed (the Job or its
+// pod), if it is the job of a running run, and reports its end. The event names the Job only: its state
 // is read from the run's cluster, never taken from the event.
 func (f *Function) jobChanged(ctx context.Context, e event.Event) error {
 	var ref evalflow.JobRef
@@ -183,7 +183,11 @@ func (f *Function) jobChanged(ctx context.Context, e event.Event) error {
 		f.Log.Error("bad job reference dropped", "id", e.ID(), "error", err)
 		return nil
 	}
-	id := evalflow.RunOfJob(ref.Name)
+	job := ref.Name
+	if ref.Kind == "Pod" { // a Job's pod is named JOB-xxxxx
+		job = job[:max(strings.LastIndexByte(job, '-'), 0)]
+	}
+	id := evalflow.RunOfJob(job)
 	if id == "" {
 		return nil
 	}
@@ -194,7 +198,7 @@ func (f *Function) jobChanged(ctx context.Context, e event.Event) error {
 	if err != nil {
 		return fmt.Errorf("job-watch: job %s changed: read run %s: %w", ref.Name, id, err)
 	}
-	if run.Status != evalflow.StatusRunning || run.Job != ref.Name {
+	if run.Status != evalflow.StatusRunning || run.Job != job {
 		return nil
 	}
 	return f.reportEnd(ctx, run)

@@ -205,6 +205,19 @@ func TestThePipelineOnKnative(t *testing.T) {
 			t.Fatal("the artifact holds the api_key")
 		}
 	})
+	t.Run("only start answers from outside the cluster", func(t *testing.T) {
+		for _, step := range evalflow.Steps {
+			u := strings.Replace(k.start, "evalflow-start.", "evalflow-"+string(step.ID)+".", 1) + "/health/readiness"
+			resp, err := k.client.Get(u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if public := resp.StatusCode == http.StatusOK; public != (step.ID == evalflow.StepStart) {
+				t.Errorf("%s from this machine: %d", u, resp.StatusCode)
+			}
+		}
+	})
 	t.Run("the caller's Trigger received every step's notification", func(t *testing.T) {
 		k.wantNotified(t, caller, posted.EvalRequestID)
 	})

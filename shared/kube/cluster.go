@@ -350,11 +350,29 @@ func (c *Cluster) State(ctx context.Context, name string) (JobState, error) {
 			s.Message += "; its last attempt ended saying: " + words
 		}
 	case !s.Finished:
-		if why := c.stuck(ctx, job); why != "" {
+		pods, err := c.client.CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel + "=" + job.Name})
+		if err != nil { // the credentials may not list pods: the Job's own status tells, later
+			break
+		}
+		if PodSucceeded(pods.Items) {
+			s.Finished, s.Succeeded = true, true
+		} else if why := Stuck(pods.Items, time.Now(), cmp.Or(c.opts.StuckAfter, DefaultStuckAfter)); why != "" {
 			s.Finished, s.Stuck, s.Message = true, true, why
 		}
 	}
 	return s, nil
+}
+
+// PodSucceeded is whether a pod of a Job (one completion) has succeeded: its runner
+// exited 0 with its results pushed, and the Job will be Complete. The Job controller
+// marks it so seconds later; the pod's phase says it first.
+func PodSucceeded(pods []corev1.Pod) bool {
+	for _, p := range pods {
+		if p.Status.Phase == corev1.PodSucceeded {
+			return true
+		}
+	}
+	return false
 }
 
 // Validate checks the deployment's resources: known engines, valid quantities. A
@@ -378,16 +396,6 @@ func (o Options) Validate() error {
 // node may come). An image name that cannot be valid, or a container killed for
 // memory, is taken at once.
 const DefaultStuckAfter = 2 * time.Minute
-
-// stuck is why the unfinished Job's pods will not progress, "" when they may (or the
-// credentials may not list pods).
-func (c *Cluster) stuck(ctx context.Context, job *batchv1.Job) string {
-	pods, err := c.client.CoreV1().Pods(c.Namespace).List(ctx, metav1.ListOptions{LabelSelector: batchv1.JobNameLabel + "=" + job.Name})
-	if err != nil {
-		return ""
-	}
-	return Stuck(pods.Items, time.Now(), cmp.Or(c.opts.StuckAfter, DefaultStuckAfter))
-}
 
 // Stuck is why pods (a Job's) will not progress as of now: an image that cannot be
 // pulled, a pod no node can take (either for longer than after), a container killed

@@ -30,6 +30,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/uuid"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -102,10 +103,11 @@ func run(ctx context.Context, dir, gguf string, runs, colds int, out string) err
 		fns = append(fns, f)
 	}
 	for range colds {
-		if err := b.waitZero(ctx); err != nil {
-			return err
-		}
 		for _, f := range fns {
+			// A tick of the PingSource may have woken job-watch meanwhile.
+			if err := b.waitZero(ctx, "serving.knative.dev/service=evalflow-"+f.name); err != nil {
+				return err
+			}
 			ms, mib, err := b.cold(ctx, f.name)
 			if err != nil {
 				return err
@@ -114,6 +116,9 @@ func run(ctx context.Context, dir, gguf string, runs, colds int, out string) err
 			fmt.Fprintf(os.Stderr, "%s: cold start %.0f ms, idle %.1f MiB\n", f.name, ms, mib)
 		}
 	}
+	// Warm functions: the autoscaler's own settings back, which keep a function a
+	// minute after its last request.
+	restore()
 	model, err := b.ollama(ctx, gguf)
 	if err != nil {
 		return err
@@ -240,16 +245,16 @@ func (b *bench) pods(ctx context.Context, selector string) (int, error) {
 	return len(l.Items), nil
 }
 
-// waitZero waits until no function has a pod, terminating ones included.
-func (b *bench) waitZero(ctx context.Context) error {
+// waitZero waits until no pod matches selector, terminating ones included.
+func (b *bench) waitZero(ctx context.Context, selector string) error {
 	deadline := time.Now().Add(5 * time.Minute)
 	for time.Now().Before(deadline) {
-		if k, err := b.pods(ctx, "serving.knative.dev/service"); err == nil && k == 0 {
+		if k, err := b.pods(ctx, selector); err == nil && k == 0 {
 			return nil
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	return fmt.Errorf("the functions did not scale to zero within 5 minutes")
+	return fmt.Errorf("%s: not at zero pods within 5 minutes", selector)
 }
 
 // cold sends the function, at zero pods, an event of its own through Traefik (start:
@@ -410,7 +415,7 @@ func (b *bench) runnerWall(ctx context.Context, job string) (float64, error) {
 	if err != nil || len(pods.Items) == 0 {
 		return 0, fmt.Errorf("pod of %s: %v", job, err)
 	}
-	raw, err := b.cluster.Kube.CoreV1().Pods(evalflowJobs).GetLogs(pods.Items[0].Name, nil).DoRaw(ctx)
+	raw, err := b.cluster.Kube.CoreV1().Pods(evalflowJobs).GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{}).DoRaw(ctx)
 	if err != nil {
 		return 0, err
 	}
