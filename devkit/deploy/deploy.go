@@ -221,7 +221,30 @@ func setImage(obj *unstructured.Unstructured, image string) error {
 // broker brings up the broker and the SinkBinding, before the functions: a function
 // created after the SinkBinding gets K_SINK as the webhook admits it.
 func (d *deployer) broker(ctx context.Context) error {
-	return d.applyReady(ctx, 2*time.Minute, "broker/*.yaml", "eventing/sinkbinding.yaml")
+	if err := d.applyReady(ctx, 2*time.Minute, "broker/*.yaml", "eventing/sinkbinding.yaml"); err != nil {
+		return err
+	}
+	return d.asyncChannel(ctx)
+}
+
+// asyncChannel makes an in-memory channel under the broker answer a sender once it
+// has the event, not after every Trigger's delivery of it. By default it answers
+// after: each sender (a function's reply, the broker's ingress) then waits for the
+// whole chain of deliveries that follows, retries included, and a sender that gives
+// up cancels them, dead letters too. A broker on another channel (Kafka) is left as
+// it is.
+func (d *deployer) asyncChannel(ctx context.Context) error {
+	const channel = "evalflow-kne-trigger" // the MT channel broker's channel: BROKER-kne-trigger
+	if _, err := d.cluster.Get(ctx, "messaging.knative.dev/v1", "InMemoryChannel", Namespace, channel); err != nil {
+		return nil
+	}
+	imc := &unstructured.Unstructured{}
+	imc.SetAPIVersion("messaging.knative.dev/v1")
+	imc.SetKind("InMemoryChannel")
+	imc.SetNamespace(Namespace)
+	imc.SetName(channel)
+	imc.SetAnnotations(map[string]string{"messaging.knative.dev/async-handler": "true"})
+	return d.cluster.Apply(ctx, imc)
 }
 
 func (d *deployer) triggers(ctx context.Context) error {
