@@ -234,8 +234,9 @@ func (d *deployer) broker(ctx context.Context) error {
 // up cancels them, dead letters too. A broker on another channel (Kafka) is left as
 // it is.
 func (d *deployer) asyncChannel(ctx context.Context) error {
-	const channel = "evalflow-kne-trigger" // the MT channel broker's channel: BROKER-kne-trigger
-	if _, err := d.cluster.Get(ctx, "messaging.knative.dev/v1", "InMemoryChannel", Namespace, channel); err != nil {
+	const channel, async = "evalflow-kne-trigger", "messaging.knative.dev/async-handler" // the MT channel broker's: BROKER-kne-trigger
+	got, err := d.cluster.Get(ctx, "messaging.knative.dev/v1", "InMemoryChannel", Namespace, channel)
+	if err != nil || got.GetAnnotations()[async] == "true" {
 		return nil
 	}
 	imc := &unstructured.Unstructured{}
@@ -243,8 +244,46 @@ func (d *deployer) asyncChannel(ctx context.Context) error {
 	imc.SetKind("InMemoryChannel")
 	imc.SetNamespace(Namespace)
 	imc.SetName(channel)
-	imc.SetAnnotations(map[string]string{"messaging.knative.dev/async-handler": "true"})
-	return d.cluster.Apply(ctx, imc)
+	imc.SetAnnotations(map[string]string{async: "true"})
+	if err := d.cluster.Apply(ctx, imc); err != nil {
+		return err
+	}
+	// The dispatcher reads the annotation when it first sees a channel only: it starts
+	// again to read it.
+	fmt.Fprintln(d.log, "deploy: restarting the in-memory channel's dispatcher for its async handler")
+	return d.restartPods(ctx, "knative-eventing", "messaging.knative.dev/channel=in-memory-channel,messaging.knative.dev/role=dispatcher")
+}
+
+// restartPods deletes the pods selector selects, and waits until their Deployment's
+// new ones are Ready.
+func (d *deployer) restartPods(ctx context.Context, namespace, selector string) error {
+	pods := d.cluster.Kube.CoreV1().Pods(namespace)
+	if err := pods.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: selector}); err != nil {
+		return fmt.Errorf("restart %s: %w", selector, err)
+	}
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		l, err := pods.List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err != nil || len(l.Items) == 0 {
+			continue
+		}
+		ready := true
+		for _, p := range l.Items {
+			ready = ready && p.DeletionTimestamp == nil && podReady(p)
+		}
+		if ready {
+			return nil
+		}
+	}
+	return fmt.Errorf("restart %s: not ready within 2 minutes", selector)
+}
+
+func podReady(p corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 func (d *deployer) triggers(ctx context.Context) error {
