@@ -35,6 +35,7 @@ import (
 	"github.com/evalflow/evalflow/devkit/knative"
 	"github.com/evalflow/evalflow/devkit/modproxy"
 	"github.com/evalflow/evalflow/devkit/node"
+	evalflow "github.com/evalflow/evalflow/shared"
 )
 
 // Namespace is where evalflow's functions, Redis, registry and broker run.
@@ -315,13 +316,9 @@ func (d *deployer) functions(ctx context.Context) error {
 	if err := modproxy.Forget(modcache, "github.com/evalflow"); err != nil {
 		return err
 	}
-	dirs, err := filepath.Glob(filepath.Join(d.cfg.Root, "functions", "*", "func.yaml"))
-	if err != nil || len(dirs) == 0 {
-		return fmt.Errorf("no functions under %s", d.cfg.Root)
-	}
 	d.revisions = map[string]string{}
-	for _, f := range dirs {
-		name := filepath.Base(filepath.Dir(f))
+	for _, step := range evalflow.Steps { // functions/<step>: a test keeps them in step
+		name := string(step.ID)
 		if err := d.function(ctx, work, name, kubeconfig, "file://"+proxy+","+goproxy); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
