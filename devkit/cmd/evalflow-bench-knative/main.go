@@ -119,10 +119,11 @@ func run(ctx context.Context, dir, gguf string, runs, colds int, out string) err
 	// Warm functions: the autoscaler's own settings back, which keep a function a
 	// minute after its last request.
 	restore()
-	model, err := b.ollama(ctx, gguf)
+	model, stopModel, err := b.ollama(ctx, gguf)
 	if err != nil {
 		return err
 	}
+	defer stopModel()
 	var toJob, overhead []float64
 	for i := range runs + 1 {
 		job, over, err := b.warmRun(ctx, model)
@@ -335,20 +336,22 @@ func (b *bench) workingSet(ctx context.Context, svc string) (float64, error) {
 }
 
 // ollama serves the model on the node address, where the Jobs reach it.
-func (b *bench) ollama(ctx context.Context, gguf string) (string, error) {
+func (b *bench) ollama(ctx context.Context, gguf string) (string, func(), error) {
 	dir, err := os.MkdirTemp("", "evalflow-bench-ollama")
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	p, err := localserver.Ollama(ctx, localserver.OllamaBinary(), dir, b.n.Address, 4)
 	if err != nil {
-		return "", err
+		os.RemoveAll(dir)
+		return "", nil, err
 	}
-	go func() { <-ctx.Done(); p.Stop() }()
+	stop := func() { p.Stop(); os.RemoveAll(dir) }
 	if err := localserver.CreateModel(ctx, localserver.OllamaBinary(), p.Addr, "stories260k", gguf); err != nil {
-		return "", err
+		stop()
+		return "", nil, err
 	}
-	return "http://" + p.Addr + "/v1", nil
+	return "http://" + p.Addr + "/v1", stop, nil
 }
 
 // warmRun POSTs a run to start and returns POST → Job created, and the run's wall
