@@ -3,7 +3,8 @@
 // Jobs API: a second create is AlreadyExists); a Client is what deploy calls.
 //
 // A job gets a directory holding meta/job.json (the spec, as a Job mounts it) and
-// secret/api_key (mode 0600, as a Secret volume), removed as soon as the process ends.
+// secret/api_key and secret/report_key (mode 0600, as a Secret volume), removed as
+// soon as the process ends.
 // The runner's environment is scrubbed: no secret reaches its args or env.
 package localjob
 
@@ -32,6 +33,9 @@ import (
 type CreateRequest struct {
 	Spec   evalflow.JobSpec `json:"spec"`
 	APIKey string           `json:"api_key,omitempty"`
+	// ReportKey signs the job's reports: the runner's, and its end as the server
+	// reports it.
+	ReportKey []byte `json:"report_key,omitempty"`
 }
 
 // Status is a job's state.
@@ -64,9 +68,10 @@ type Server struct {
 }
 
 type job struct {
-	status Status
-	cancel context.CancelFunc
-	done   chan struct{}
+	status    Status
+	cancel    context.CancelFunc
+	done      chan struct{}
+	reportKey []byte
 }
 
 // ServeHTTP serves PUT, GET and DELETE on /jobs/{name}.
@@ -142,12 +147,12 @@ func (s *Server) Create(req CreateRequest) error {
 	if err := os.MkdirAll(filepath.Join(dir, "secret"), 0o700); err != nil {
 		return fmt.Errorf("localjob: create job %s: %w", spec.ID, err)
 	}
-	spec.APIKeyFile = ""
-	if req.APIKey != "" {
-		spec.APIKeyFile = filepath.Join(dir, "secret", "api_key")
-		if err := os.WriteFile(spec.APIKeyFile, []byte(req.APIKey), 0o600); err != nil {
-			return fmt.Errorf("localjob: create job %s: secret: %w", spec.ID, err)
-		}
+	var err error
+	if spec.APIKeyFile, err = writeSecret(dir, "api_key", []byte(req.APIKey)); err != nil {
+		return fmt.Errorf("localjob: create job %s: %w", spec.ID, err)
+	}
+	if spec.ReportKeyFile, err = writeSecret(dir, "report_key", req.ReportKey); err != nil {
+		return fmt.Errorf("localjob: create job %s: %w", spec.ID, err)
 	}
 	specPath := filepath.Join(dir, "meta", "job.json")
 	body, _ := json.MarshalIndent(spec, "", "  ")
@@ -158,7 +163,7 @@ func (s *Server) Create(req CreateRequest) error {
 	if spec.DeadlineSeconds > 0 {
 		ctx, cancel = deadline(ctx, cancel, time.Duration(spec.DeadlineSeconds)*time.Second)
 	}
-	j := &job{status: Status{Name: spec.ID, Phase: "Running"}, cancel: cancel, done: make(chan struct{})}
+	j := &job{status: Status{Name: spec.ID, Phase: "Running"}, cancel: cancel, done: make(chan struct{}), reportKey: req.ReportKey}
 	cmd, logFile, err := s.start(ctx, j, spec, specPath, dir)
 	if err != nil {
 		cancel()
@@ -169,6 +174,19 @@ func (s *Server) Create(req CreateRequest) error {
 	s.wg.Add(1)
 	go s.follow(ctx, cmd, logFile, j, spec, specPath, dir)
 	return nil
+}
+
+// writeSecret writes secret as the job's secret file name (as a Secret volume holds
+// it) and returns its path; "" for no secret.
+func writeSecret(dir, name string, secret []byte) (string, error) {
+	if len(secret) == 0 {
+		return "", nil
+	}
+	path := filepath.Join(dir, "secret", name)
+	if err := os.WriteFile(path, secret, 0o600); err != nil {
+		return "", fmt.Errorf("secret %s: %w", name, err)
+	}
+	return path, nil
 }
 
 // BackoffLimit is how many times a failed runner is started again (a Job's
@@ -227,7 +245,7 @@ func (s *Server) follow(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j 
 	s.mu.Unlock()
 	close(j.done)
 	s.log().Info("job ended", "job", spec.ID, "run_id", spec.RunID, "phase", j.status.Phase, "exit_code", fin.ExitCode)
-	s.reportEnd(spec, fin, j.status.Phase)
+	s.reportEnd(spec, fin, j.status.Phase, j.reportKey)
 	s.expire(spec, dir)
 }
 
@@ -254,13 +272,15 @@ func (s *Server) restartUntilDone(ctx context.Context, cmd *exec.Cmd, logFile *o
 	}
 }
 
-// reportEnd sends job.finished, as a Job's watcher would see it end.
-func (s *Server) reportEnd(spec evalflow.JobSpec, fin evalflow.JobFinished, phase string) {
+// reportEnd sends job.finished, signed with the job's report key, as a Job's watcher
+// would see it end.
+func (s *Server) reportEnd(spec evalflow.JobSpec, fin evalflow.JobFinished, phase string, key []byte) {
 	if s.Events == nil {
 		return
 	}
 	ev := cloudevent.New(evalflow.StepDeploy, evalflow.TypeJobFinished, spec.RunID, fin, phase)
 	ev.SetSource("/evalflow/localjob")
+	cloudevent.Sign(&ev, key)
 	sendCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := s.Events.Send(sendCtx, ev); err != nil {
@@ -365,7 +385,7 @@ type Client struct {
 
 // Create creates the job; evalflow.ErrJobExists when it exists.
 func (c *Client) Create(ctx context.Context, spec evalflow.JobSpec, secrets evalflow.JobSecrets) error {
-	body, _ := json.Marshal(CreateRequest{Spec: spec, APIKey: secrets.APIKey})
+	body, _ := json.Marshal(CreateRequest{Spec: spec, APIKey: secrets.APIKey, ReportKey: secrets.ReportKey})
 	resp, err := c.do(ctx, http.MethodPut, spec.ID, body)
 	if err != nil {
 		return err

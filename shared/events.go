@@ -45,6 +45,10 @@ const (
 	ExtCallerTopic  = "evaltopic"
 )
 
+// ExtSignature carries a job report's signature (job.progress, job.finished): an HMAC
+// with its run's report key, which only that run's job and evalflow hold.
+const ExtSignature = "evalflowsig"
+
 // SourceFor is the CloudEvents source of events a step emits.
 func SourceFor(step StepID) string { return "/evalflow/" + string(step) }
 

@@ -27,8 +27,11 @@ type JobSpec struct {
 	Options RunOptions `json:"options"`
 	// APIKeyFile is the path of the file holding the endpoint's API key ("" for none).
 	APIKeyFile string `json:"api_key_file,omitempty"`
-	// CallbackURL receives the runner's progress reports as CloudEvents.
+	// CallbackURL receives the runner's progress reports and its end as CloudEvents.
 	CallbackURL string `json:"callback_url,omitempty"`
+	// ReportKeyFile is the path of the file holding the run's report key, which signs
+	// every report to CallbackURL (job-watch drops a report it does not sign).
+	ReportKeyFile string `json:"report_key_file,omitempty"`
 	// DataDir holds the datasets (layout of ../shared/datasets).
 	DataDir string `json:"data_dir"`
 	// OutputDir receives results.json and samples.jsonl.
@@ -101,10 +104,12 @@ func StagingTag(runID string) string { return runID + "-results" }
 func CheckpointTag(runID string) string { return runID + "-checkpoint" }
 
 // JobSecrets are the secrets a job is created with, kept out of its spec: the
-// endpoint's API key, and the password of the registry its results go to.
+// endpoint's API key, the password of the registry its results go to, and the key its
+// reports are signed with.
 type JobSecrets struct {
 	APIKey           string
 	RegistryPassword string
+	ReportKey        []byte
 }
 
 // ModelSpec is the endpoint under evaluation.

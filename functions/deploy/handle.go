@@ -15,6 +15,7 @@ import (
 
 	"github.com/evalflow/evalflow/localjob"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/engines"
 	"github.com/evalflow/evalflow/shared/kube"
 	"github.com/evalflow/evalflow/shared/oci"
@@ -118,7 +119,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		return f.Settle(ctx, id, "job runtime", err)
 	}
 	spec := evalflow.NewJobSpec(run, f.defaults)
-	switch err := jobs.Create(ctx, spec, evalflow.JobSecrets{APIKey: secrets[runstore.SecretAPIKey], RegistryPassword: f.registryPassword}); {
+	switch err := jobs.Create(ctx, spec, evalflow.JobSecrets{APIKey: secrets[runstore.SecretAPIKey], RegistryPassword: f.registryPassword, ReportKey: f.ReportKey(run.ID)}); {
 	case errors.Is(err, evalflow.ErrJobExists):
 		f.Log.Info("job exists already: a redelivery", "run_id", id, "job", spec.ID)
 	case err != nil:
@@ -142,7 +143,9 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	if err := f.Notify(ctx, run, evalflow.NoteSucceeded, "job "+spec.ID+" created"); err != nil {
 		return nil, err
 	}
-	return f.Next(evalflow.TypeJobCreated, id), nil
+	created := f.Next(evalflow.TypeJobCreated, id)
+	cloudevent.Sign(created, f.ReportKey(id)) // job-watch takes only the run's signed job events
+	return created, nil
 }
 
 // jobsOf is the job runtime of run's target: the local one, evalflow's own cluster,

@@ -69,6 +69,10 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	if id == "" {
 		return nil, nil
 	}
+	if !cloudevent.Verify(e, f.ReportKey(id)) { // only the run's own job (and evalflow) can sign its reports
+		f.Log.Warn("job report without its run's signature dropped", "run_id", id, "type", e.Type(), "id", e.ID(), "source", e.Source())
+		return nil, nil
+	}
 	// Whichever of the job's events comes first (they may arrive in any order), the
 	// run is now running.
 	run, ok, err := f.Begin(ctx, id, evalflow.StatusRunning)
@@ -102,6 +106,9 @@ func (f *Function) deadLetter(ctx context.Context, e event.Event) (*event.Event,
 	f.Log.Error("undeliverable event", "run_id", id, "type", e.Type(), "destination", dest, "code", code)
 	if id == "" || !strings.HasPrefix(e.Type(), "dev.evalflow.") || e.Type() == evalflow.TypeNotification || e.Type() == evalflow.TypeJobProgress {
 		return nil, nil
+	}
+	if strings.HasPrefix(e.Type(), "dev.evalflow.job.") && !cloudevent.Verify(e, f.ReportKey(id)) {
+		return nil, nil // a job report its run did not sign, dressed as a dead letter
 	}
 	return f.Fail(ctx, id, fmt.Sprintf("%s could not be delivered to %s after retries (last answer %s)", e.Type(), dest, code))
 }
@@ -221,6 +228,7 @@ func (f *Function) reportEnd(ctx context.Context, run *evalflow.Run) error {
 		return nil
 	}
 	ev := cloudevent.New(evalflow.StepWatch, evalflow.TypeJobFinished, run.ID, fin, "kubernetes")
+	cloudevent.Sign(&ev, f.ReportKey(run.ID))
 	if err := f.Events.Send(ctx, ev); err != nil {
 		return fmt.Errorf("job-watch: report the end of job %s of run %s: %w", run.Job, run.ID, err)
 	}

@@ -60,13 +60,21 @@ func setup(t *testing.T, edits ...func(map[string]string)) *fixture {
 	return &fixture{f: f, p: p, results: results}
 }
 
-func progress(done int, at time.Time) event.Event {
-	return cloudevent.New(evalflow.StepWatch, evalflow.TypeJobProgress, runID, evalflow.JobProgress{RunID: runID, Job: "j",
-		Progress: evalflow.Progress{Phase: "scoring", Done: done, Total: 10, ETASeconds: float64(10 - done), UpdatedAt: at}})
+// progress is the run's job's progress report, signed as its job signs it.
+func (fx *fixture) progress(done int, at time.Time) event.Event {
+	return fx.signed(cloudevent.New(evalflow.StepWatch, evalflow.TypeJobProgress, runID, evalflow.JobProgress{RunID: runID, Job: "j",
+		Progress: evalflow.Progress{Phase: "scoring", Done: done, Total: 10, ETASeconds: float64(10 - done), UpdatedAt: at}}))
 }
 
-func finished(ok bool, msg string) event.Event {
-	return cloudevent.New(evalflow.StepDeploy, evalflow.TypeJobFinished, runID, evalflow.JobFinished{RunID: runID, Job: "j", Succeeded: ok, Message: msg})
+// finished is the run's job's end, signed as its job signs it.
+func (fx *fixture) finished(ok bool, msg string) event.Event {
+	return fx.signed(cloudevent.New(evalflow.StepDeploy, evalflow.TypeJobFinished, runID, evalflow.JobFinished{RunID: runID, Job: "j", Succeeded: ok, Message: msg}))
+}
+
+// signed is e signed with its run's report key.
+func (fx *fixture) signed(e event.Event) event.Event {
+	cloudevent.Sign(&e, fx.f.ReportKey(e.Subject()))
+	return e
 }
 
 func (fx *fixture) handle(t *testing.T, e event.Event) *event.Event {
@@ -90,10 +98,10 @@ func TestProgressReportsInAnyOrderNeverGoBackwards(t *testing.T) {
 	fx := setup(t)
 	t0 := time.Now().UTC()
 
-	fx.handle(t, progress(7, t0.Add(2*time.Second))) // arrives before job.created
-	fx.handle(t, progress(3, t0.Add(1*time.Second))) // an older report, late
-	fx.handle(t, progress(7, t0.Add(2*time.Second))) // a duplicate
-	fx.handle(t, cloudevent.New(evalflow.StepDeploy, evalflow.TypeJobCreated, runID, evalflow.RunRef{RunID: runID}))
+	fx.handle(t, fx.progress(7, t0.Add(2*time.Second))) // arrives before job.created
+	fx.handle(t, fx.progress(3, t0.Add(1*time.Second))) // an older report, late
+	fx.handle(t, fx.progress(7, t0.Add(2*time.Second))) // a duplicate
+	fx.handle(t, fx.signed(cloudevent.New(evalflow.StepDeploy, evalflow.TypeJobCreated, runID, evalflow.RunRef{RunID: runID})))
 
 	r := fx.run(t)
 	if r.Status != evalflow.StatusRunning || r.Progress.Done != 7 || r.Progress.Total != 10 {
@@ -123,8 +131,8 @@ func TestAFinishedJobHandsItsResultsOnOnce(t *testing.T) {
 	b, _ := json.Marshal(res)
 	os.WriteFile(filepath.Join(dir, evalflow.ResultsFile), b, 0o644)
 
-	reply := fx.handle(t, finished(true, "")) // before job.created: reordered
-	dup := fx.handle(t, finished(true, ""))
+	reply := fx.handle(t, fx.finished(true, "")) // before job.created: reordered
+	dup := fx.handle(t, fx.finished(true, ""))
 
 	if reply == nil || reply.Type() != evalflow.TypeResultsReady {
 		t.Fatalf("reply %v; want results.ready", reply)
@@ -138,7 +146,7 @@ func TestAFinishedJobHandsItsResultsOnOnce(t *testing.T) {
 	}
 	// Once the artifact step has taken over, a late job.finished does nothing.
 	fx.p.Store.Update(context.Background(), runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusStoring, time.Now()) })
-	if late := fx.handle(t, finished(true, "")); late != nil {
+	if late := fx.handle(t, fx.finished(true, "")); late != nil {
 		t.Fatalf("late job.finished replied %v", late.Type())
 	}
 }
@@ -146,8 +154,8 @@ func TestAFinishedJobHandsItsResultsOnOnce(t *testing.T) {
 func TestAFailedJobFailsTheRunSayingWhy(t *testing.T) {
 	fx := setup(t)
 
-	reply := fx.handle(t, finished(false, "runner exited with code 1: mmlu: anatomy_test.csv: no such file"))
-	fx.handle(t, progress(9, time.Now())) // a report after the end
+	reply := fx.handle(t, fx.finished(false, "runner exited with code 1: mmlu: anatomy_test.csv: no such file"))
+	fx.handle(t, fx.progress(9, time.Now())) // a report after the end
 
 	r := fx.run(t)
 	if reply == nil || reply.Type() != evalflow.TypeFailed {
@@ -161,7 +169,7 @@ func TestAFailedJobFailsTheRunSayingWhy(t *testing.T) {
 func TestSucceededJobWithoutResultsFailsTheRun(t *testing.T) {
 	fx := setup(t)
 
-	reply := fx.handle(t, finished(true, ""))
+	reply := fx.handle(t, fx.finished(true, ""))
 
 	if r := fx.run(t); reply == nil || r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "no usable results") {
 		t.Fatalf("run %s %q", r.Status, r.Message)
@@ -333,7 +341,7 @@ func TestAKubernetesJobsResultsAreReadFromTheRegistry(t *testing.T) {
 	fx.kubernetesRun(t)
 	ctx := context.Background()
 
-	reply := fx.handle(t, finished(true, "")) // nothing pushed: the Job left no results
+	reply := fx.handle(t, fx.finished(true, "")) // nothing pushed: the Job left no results
 	if r := fx.run(t); reply == nil || reply.Type() != evalflow.TypeFailed || !strings.Contains(r.Message, "no usable results") {
 		t.Fatalf("reply %v, run %s %q: want the run failed for want of results", reply, r.Status, r.Message)
 	}
@@ -354,8 +362,8 @@ func TestAKubernetesJobsResultsAreReadFromTheRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	reply = fx.handle(t, finished(true, ""))
-	dup := fx.handle(t, finished(true, ""))
+	reply = fx.handle(t, fx.finished(true, ""))
+	dup := fx.handle(t, fx.finished(true, ""))
 
 	if reply == nil || reply.Type() != evalflow.TypeResultsReady || dup == nil || dup.ID() != reply.ID() {
 		t.Fatalf("replies %v, %v; want results.ready, twice the same", reply, dup)
@@ -369,7 +377,7 @@ func TestARegistryThatDoesNotAnswerIsRetriedNotFailed(t *testing.T) {
 	fx := setup(t, withRegistry(fmt.Sprintf("127.0.0.1:%d", testserver.FreePort(t)))) // nothing listens there
 	fx.kubernetesRun(t)
 
-	_, err := fx.f.Handle(context.Background(), finished(true, ""))
+	_, err := fx.f.Handle(context.Background(), fx.finished(true, ""))
 
 	if err == nil {
 		t.Fatal("no error: the broker would not redeliver")
@@ -383,7 +391,7 @@ func TestARegistryThatDoesNotAnswerIsRetriedNotFailed(t *testing.T) {
 // naming where it could not go; a lost notification or progress report fails nothing.
 func TestADeadLetterFailsTheRunItWasAbout(t *testing.T) {
 	fx := setup(t)
-	lost := progress(3, time.Now())
+	lost := fx.progress(3, time.Now())
 	lost.SetExtension("knativeerrordest", "http://evalflow-job-watch.evalflow.svc.cluster.local")
 	lost.SetExtension("knativeerrorcode", "503")
 	fx.handle(t, lost)
@@ -399,5 +407,39 @@ func TestADeadLetterFailsTheRunItWasAbout(t *testing.T) {
 	r := fx.run(t)
 	if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "evalflow-deploy") || !strings.Contains(r.Message, "500") {
 		t.Fatalf("run after a dead letter: %s %q", r.Status, r.Message)
+	}
+}
+
+// A job report its run's key did not sign — unsigned, signed with another run's key,
+// or altered after signing — changes nothing: only the run's own job can report it.
+func TestForgedJobReportsChangeNothing(t *testing.T) {
+	fx := setup(t)
+	before := fx.run(t)
+	unsigned := cloudevent.New(evalflow.StepDeploy, evalflow.TypeJobFinished, runID, evalflow.JobFinished{RunID: runID, Job: "j", Message: "forged"})
+	otherKey := unsigned.Clone()
+	cloudevent.Sign(&otherKey, fx.f.ReportKey(otherID))
+	altered := fx.finished(true, "")
+	_ = altered.SetData("application/json", evalflow.JobFinished{RunID: runID, Job: "j", Message: "forged"})
+	deadLetter := unsigned.Clone()
+	deadLetter.SetExtension("knativeerrordest", "http://evalflow-job-watch.evalflow.svc.cluster.local")
+	hoisted := fx.progress(999999, time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
+	hoisted.SetExtension(evalflow.ExtSignature, "")
+	for name, e := range map[string]event.Event{
+		"unsigned job.finished":                  unsigned,
+		"job.finished of another run's key":      otherKey,
+		"altered job.finished":                   altered,
+		"job.progress with no signature":         hoisted,
+		"unsigned job.finished as a dead letter": deadLetter,
+		"unsigned job.created":                   cloudevent.New(evalflow.StepDeploy, evalflow.TypeJobCreated, runID, evalflow.RunRef{RunID: runID}),
+	} {
+		if reply := fx.handle(t, e); reply != nil {
+			t.Errorf("%s: replied %s", name, reply.Type())
+		}
+		if r := fx.run(t); r.Status != before.Status || r.Progress != before.Progress || r.Message != before.Message || !r.UpdatedAt.Equal(before.UpdatedAt) {
+			t.Errorf("%s moved the run: %s %q %+v", name, r.Status, r.Message, r.Progress)
+		}
+	}
+	if n := len(fx.p.Sink.OfType("/", evalflow.TypeNotification)); n != 0 {
+		t.Errorf("forged reports notified the caller %d times", n)
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
+
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/oci"
@@ -253,31 +255,66 @@ func FetchData(ctx context.Context, spec evalflow.JobSpec) (string, error) {
 	return "", evalflow.Permanent(fmt.Errorf("run %s: data artifact %s holds no directory", spec.RunID, spec.Data.Reference))
 }
 
-// Reporter sends progress reports; a report that cannot be delivered is logged, never
-// fatal (the next one supersedes it).
-type Reporter func(context.Context, evalflow.Progress)
+// Reporter sends a job's reports to its spec's callback URL as CloudEvents, signed
+// with the run's report key (job-watch drops what its run's key did not sign), or to
+// the log where the spec has no callback. A report that cannot be delivered is
+// logged, never fatal: the next supersedes it, and the job's end is seen anyway.
+type Reporter struct {
+	spec   evalflow.JobSpec
+	sender *cloudevent.Sender // nil: to the log
+	key    []byte
+	log    *slog.Logger
+}
 
-// NewReporter reports to the spec's callback URL as job.progress CloudEvents, or to
-// the log when the spec has none.
-func NewReporter(spec evalflow.JobSpec, log *slog.Logger) (Reporter, error) {
+// NewReporter returns spec's Reporter.
+func NewReporter(spec evalflow.JobSpec, log *slog.Logger) (*Reporter, error) {
+	r := &Reporter{spec: spec, log: log}
 	if spec.CallbackURL == "" {
-		return func(_ context.Context, p evalflow.Progress) {
-			log.Info("progress", "phase", p.Phase, "done", p.Done, "total", p.Total)
-		}, nil
+		return r, nil
+	}
+	if spec.ReportKeyFile != "" {
+		key, err := os.ReadFile(spec.ReportKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("run %s: report key: %w", spec.RunID, err)
+		}
+		r.key = key
 	}
 	sender, err := cloudevent.NewSender(spec.CallbackURL, nil)
 	if err != nil {
 		return nil, fmt.Errorf("run %s: callback: %w", spec.RunID, err)
 	}
 	sender.Retries = 2
-	return func(ctx context.Context, p evalflow.Progress) {
-		ev := cloudevent.New(evalflow.StepWatch, evalflow.TypeJobProgress, spec.RunID,
-			evalflow.JobProgress{RunID: spec.RunID, Job: spec.ID, Progress: p}, p.Phase, fmt.Sprint(p.Done), p.UpdatedAt.String())
-		ev.SetSource("/evalflow/runner")
-		if err := sender.Send(ctx, ev); err != nil {
-			log.Warn("progress report not delivered", "done", p.Done, "error", err)
-		}
-	}, nil
+	r.sender = sender
+	return r, nil
+}
+
+// Progress reports p.
+func (r *Reporter) Progress(ctx context.Context, p evalflow.Progress) {
+	if r.sender == nil {
+		r.log.Info("progress", "phase", p.Phase, "done", p.Done, "total", p.Total)
+		return
+	}
+	r.send(ctx, cloudevent.New(evalflow.StepWatch, evalflow.TypeJobProgress, r.spec.RunID,
+		evalflow.JobProgress{RunID: r.spec.RunID, Job: r.spec.ID, Progress: p}, p.Phase, fmt.Sprint(p.Done), p.UpdatedAt.String()))
+}
+
+// Succeeded reports the job's end, its results written (and pushed, where the spec
+// says where): the run goes on at once, not when the job's runtime marks the job done
+// (for a Kubernetes Job, seconds after its pod exits).
+func (r *Reporter) Succeeded(ctx context.Context) {
+	if r.sender == nil {
+		return
+	}
+	r.send(ctx, cloudevent.New(evalflow.StepWatch, evalflow.TypeJobFinished, r.spec.RunID,
+		evalflow.JobFinished{RunID: r.spec.RunID, Job: r.spec.ID, Succeeded: true}, "runner"))
+}
+
+func (r *Reporter) send(ctx context.Context, ev event.Event) {
+	ev.SetSource("/evalflow/runner")
+	cloudevent.Sign(&ev, r.key)
+	if err := r.sender.Send(ctx, ev); err != nil {
+		r.log.Warn("report not delivered", "type", ev.Type(), "error", err)
+	}
 }
 
 // Tracker turns completions into progress with a rate and an ETA.

@@ -97,6 +97,7 @@ func (x Engine) Run(ctx context.Context, jobPath string, programLog io.Writer, l
 		return err
 	}
 	p.finish(context.WithoutCancel(ctx), len(samples))
+	report.Succeeded(context.WithoutCancel(ctx))
 	log.Info(x.Program+" finished", "samples", len(samples), "scores", res.Summary.Scores)
 	return nil
 }
@@ -176,7 +177,7 @@ type progress struct {
 	mu      sync.Mutex
 	every   time.Duration
 	tracker *adapter.Tracker
-	report  adapter.Reporter
+	report  *adapter.Reporter
 	last    time.Time
 	sent    evalflow.Progress
 }
@@ -194,7 +195,7 @@ func (p *progress) send(ctx context.Context, phase string, done, total int, forc
 		return
 	}
 	p.last, p.sent = time.Now(), next
-	p.report(ctx, next)
+	p.report.Progress(ctx, next)
 }
 
 // finish reports the end in the units the program's progress had (its requests,

@@ -26,6 +26,8 @@ const (
 	APIKeyPath = "/meta/secret/api_key"
 	// RegistryPasswordPath holds the password of the registry the results go to.
 	RegistryPasswordPath = "/meta/secret/registry_password"
+	// ReportKeyPath holds the key the job signs its reports with.
+	ReportKeyPath = "/meta/secret/report_key"
 	ResultsDir           = "/results"
 )
 
@@ -105,6 +107,10 @@ func inPod(spec evalflow.JobSpec, secrets evalflow.JobSecrets) (evalflow.JobSpec
 	if secrets.APIKey != "" {
 		spec.APIKeyFile = APIKeyPath
 		data["api_key"] = []byte(secrets.APIKey)
+	}
+	if len(secrets.ReportKey) > 0 {
+		spec.ReportKeyFile = ReportKeyPath
+		data["report_key"] = secrets.ReportKey
 	}
 	if spec.Results != nil && secrets.RegistryPassword != "" {
 		results := *spec.Results

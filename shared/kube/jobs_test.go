@@ -18,6 +18,7 @@ import (
 const (
 	key              = "sk-kube-canary-99"
 	registryPassword = "registry-canary-42"
+	reportKey        = "report-key-canary-0123456789abcd"
 )
 
 func build(t *testing.T, engine string) *JobObjects {
@@ -28,7 +29,7 @@ func build(t *testing.T, engine string) *JobObjects {
 	spec := evalflow.NewJobSpec(r, evalflow.JobDefaults{CallbackURL: "http://broker", DeadlineSeconds: 3600, TTLSecondsAfterFinished: 600,
 		Results: &evalflow.ResultsTarget{Repository: "registry.example:5000/evalflow/results", RegistryAccess: evalflow.RegistryAccess{Username: "jobs"}}})
 	e, _ := engines.Default().Get(engine)
-	objs, err := Build(spec, e, "evalflow", evalflow.JobSecrets{APIKey: key, RegistryPassword: registryPassword})
+	objs, err := Build(spec, e, "evalflow", evalflow.JobSecrets{APIKey: key, RegistryPassword: registryPassword, ReportKey: []byte(reportKey)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +62,7 @@ func TestTheJobMountsItsSpecAndKeyAsFiles(t *testing.T) {
 	}
 	var spec evalflow.JobSpec
 	json.Unmarshal([]byte(objs.ConfigMap.Data["job.json"]), &spec)
-	if spec.APIKeyFile != APIKeyPath || spec.Engine != "lm-evaluation-harness" || spec.OutputDir != "/results/"+spec.RunID {
+	if spec.APIKeyFile != APIKeyPath || spec.ReportKeyFile != ReportKeyPath || spec.Engine != "lm-evaluation-harness" || spec.OutputDir != "/results/"+spec.RunID {
 		t.Fatalf("job.json %+v", spec)
 	}
 	if r := spec.Results; r == nil || r.Repository != "registry.example:5000/evalflow/results" || r.Tag != spec.RunID+"-results" ||
@@ -74,15 +75,16 @@ func TestTheKeyIsOnlyInTheSecret(t *testing.T) {
 	objs := build(t, "evalflow")
 	for name, obj := range map[string]any{"job": objs.Job, "configmap": objs.ConfigMap} {
 		b, _ := json.Marshal(obj)
-		if strings.Contains(string(b), key) || strings.Contains(string(b), registryPassword) {
+		if strings.Contains(string(b), key) || strings.Contains(string(b), registryPassword) || strings.Contains(string(b), reportKey) {
 			t.Errorf("the %s holds a secret in clear", name)
 		}
 	}
 	if len(objs.Job.Spec.Template.Spec.Containers[0].Env) != 0 {
 		t.Error("the job has environment variables; the key must come as a file")
 	}
-	if string(objs.Secret.Data["api_key"]) != key || string(objs.Secret.Data["registry_password"]) != registryPassword {
-		t.Error("the secret lacks the key or the registry password")
+	if string(objs.Secret.Data["api_key"]) != key || string(objs.Secret.Data["registry_password"]) != registryPassword ||
+		string(objs.Secret.Data["report_key"]) != reportKey {
+		t.Error("the secret lacks the key, the registry password or the report key")
 	}
 }
 

@@ -65,6 +65,7 @@ type Env struct {
 	Log    *slog.Logger
 	Now    func() time.Time
 	rdb    *redis.Client
+	sealer *seal.Sealer
 	// clusters keeps one client per cluster reached (see Cluster); own is
 	// evalflow's own cluster (Config.OwnCluster), nil where it has none.
 	clusters kube.Pool
@@ -112,9 +113,13 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 		return nil, fmt.Errorf("%s: redis at %s: %w", step, c.RedisAddr, err)
 	}
 	return &Env{Step: step, Store: runstore.New(rdb, sealer), Events: sender,
-		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step)), Now: time.Now, rdb: rdb,
+		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step)), Now: time.Now, rdb: rdb, sealer: sealer,
 		clusters: kube.Pool{Options: opts}, own: own}, nil
 }
+
+// ReportKey is the key run id's job signs its reports with (cloudevent.Sign), derived
+// from the sealing key: deploy gives it to the job, job-watch checks reports with it.
+func (e *Env) ReportKey(runID string) []byte { return e.sealer.Derive("job report", runID) }
 
 // Close releases the Env's connections.
 func (e *Env) Close() error {

@@ -5,7 +5,9 @@ package seal
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -18,7 +20,10 @@ const KeySize = 32
 var ErrOpen = errors.New("seal: cannot open sealed value")
 
 // Sealer seals and opens values with one key.
-type Sealer struct{ aead cipher.AEAD }
+type Sealer struct {
+	aead cipher.AEAD
+	key  []byte // the master key Derive derives from
+}
 
 // New returns a Sealer for a 32-byte key.
 func New(key []byte) (*Sealer, error) {
@@ -33,7 +38,7 @@ func New(key []byte) (*Sealer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("seal: %w", err)
 	}
-	return &Sealer{aead: aead}, nil
+	return &Sealer{aead: aead, key: append([]byte(nil), key...)}, nil
 }
 
 // ParseKey decodes a base64 key (standard or URL alphabet) as found in the environment.
@@ -79,4 +84,16 @@ func (s *Sealer) Open(runID, sealed string) ([]byte, error) {
 		return nil, ErrOpen
 	}
 	return out, nil
+}
+
+// Derive returns the key of purpose for the run named by runID (HKDF-SHA256 of the
+// sealing key): the same run and purpose always give the same key, and one run's key
+// tells nothing of another's or of the sealing key. A Job gets its run's key, never
+// the sealing key.
+func (s *Sealer) Derive(purpose, runID string) []byte {
+	k, err := hkdf.Key(sha256.New, s.key, nil, "evalflow "+purpose+"\x00"+runID, KeySize)
+	if err != nil {
+		panic(err) // only for a length HKDF cannot give; KeySize it always can
+	}
+	return k
 }

@@ -46,3 +46,31 @@ func TestParseKeyRejectsWrongSizes(t *testing.T) {
 		}
 	}
 }
+
+func TestDeriveIsPerRunAndPurpose(t *testing.T) {
+	key, _ := ParseKey(NewKey())
+	s, err := New(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := ParseKey(NewKey())
+	s2, _ := New(other)
+	a := s.Derive("job report", "run-a")
+	if len(a) != KeySize {
+		t.Fatalf("derived key of %d bytes", len(a))
+	}
+	again, _ := New(key)
+	if !bytes.Equal(a, again.Derive("job report", "run-a")) {
+		t.Error("the same run, purpose and sealing key derived a different key")
+	}
+	for name, k := range map[string][]byte{
+		"another run":         s.Derive("job report", "run-b"),
+		"another purpose":     s.Derive("token", "run-a"),
+		"another sealing key": s2.Derive("job report", "run-a"),
+		"the sealing key":     key,
+	} {
+		if bytes.Equal(a, k) {
+			t.Errorf("%s: the same key", name)
+		}
+	}
+}

@@ -62,7 +62,7 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) error {
 	log.Info("job read", "spec_ms", ms(specRead.Sub(began)), "data_ms", ms(time.Since(specRead)))
 	e := newEngine(spec, apiKey, reporter, log)
 	log.Info("evaluation started", "samples", len(docs), "concurrency", spec.Concurrency)
-	reporter(ctx, evalflow.Progress{Phase: "starting", Total: len(docs), UpdatedAt: time.Now().UTC()})
+	reporter.Progress(ctx, evalflow.Progress{Phase: "starting", Total: len(docs), UpdatedAt: time.Now().UTC()})
 	res, err := evaluate(ctx, e, docs, log)
 	if err != nil {
 		return fmt.Errorf("runner: run %s: %w", spec.RunID, err)
@@ -70,6 +70,7 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) error {
 	if err := adapter.Publish(ctx, spec); err != nil {
 		return fmt.Errorf("runner: %w", err)
 	}
+	reporter.Succeeded(ctx)
 	log.Info("evaluation finished", "samples", res.Summary.Samples, "scores", res.Summary.Scores["mmlu"])
 	return nil
 }
@@ -126,7 +127,7 @@ func evaluate(ctx context.Context, e *engine.Engine, docs []task.Doc, log *slog.
 }
 
 // newEngine is the engine of spec: a client of its endpoint with the spec's limits.
-func newEngine(spec evalflow.JobSpec, apiKey string, reporter adapter.Reporter, log *slog.Logger) *engine.Engine {
+func newEngine(spec evalflow.JobSpec, apiKey string, reporter *adapter.Reporter, log *slog.Logger) *engine.Engine {
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	transport.MaxIdleConnsPerHost = max(spec.Concurrency, 2)
 	if spec.Concurrency == 0 {
@@ -138,7 +139,7 @@ func newEngine(spec evalflow.JobSpec, apiKey string, reporter adapter.Reporter, 
 			Limiter: engine.NewRequestLimiter(opts.RequestsPerSecond),
 			Timeout: time.Duration(opts.RequestTimeoutSeconds) * time.Second},
 		Spec:   spec,
-		Report: reporter,
+		Report: reporter.Progress,
 		Tokens: engine.NewTokenLimiter(opts.TokensPerMinute),
 		Log:    log,
 	}
