@@ -35,7 +35,9 @@ func TestASignedReportVerifiesOnlyAsSent(t *testing.T) {
 		t.Error("an unsigned report verifies")
 	}
 	for name, tamper := range map[string]func(*cloudevents.Event){
-		"data":    func(e *cloudevents.Event) { _ = e.SetData(cloudevents.ApplicationJSON, evalflow.JobFinished{RunID: "r1", Succeeded: false}) },
+		"data": func(e *cloudevents.Event) {
+			_ = e.SetData(cloudevents.ApplicationJSON, evalflow.JobFinished{RunID: "r1", Succeeded: false})
+		},
 		"subject": func(e *cloudevents.Event) { e.SetSubject("r2") },
 		"type":    func(e *cloudevents.Event) { e.SetType(evalflow.TypeJobProgress) },
 		"id":      func(e *cloudevents.Event) { e.SetID("another") },

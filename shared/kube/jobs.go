@@ -28,7 +28,7 @@ const (
 	RegistryPasswordPath = "/meta/secret/registry_password"
 	// ReportKeyPath holds the key the job signs its reports with.
 	ReportKeyPath = "/meta/secret/report_key"
-	ResultsDir           = "/results"
+	ResultsDir    = "/results"
 )
 
 // LabelRun marks every object of a run with its id.
