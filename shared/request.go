@@ -75,23 +75,31 @@ func (o *RunOptions) validate() error {
 	switch {
 	case o == nil:
 		return nil
-	case o.RequestsPerSecond < 0:
-		return Invalidf("options.requests_per_second", "must not be negative")
-	case o.TokensPerMinute < 0:
-		return Invalidf("options.tokens_per_minute", "must not be negative")
+	case o.RequestsPerSecond < 0 || o.RequestsPerSecond > MaxRequestsPerSecond:
+		return Invalidf("options.requests_per_second", "must be between 0 (no cap) and %d", MaxRequestsPerSecond)
+	case o.TokensPerMinute < 0 || o.TokensPerMinute > MaxTokensPerMinute:
+		return Invalidf("options.tokens_per_minute", "must be between 0 (no cap) and %d", MaxTokensPerMinute)
 	case o.RequestTimeoutSeconds < 0 || o.RequestTimeoutSeconds > 3600:
 		return Invalidf("options.request_timeout_seconds", "must be between 1 and 3600")
 	case o.MaxErrorRate < 0 || o.MaxErrorRate > 1:
 		return Invalidf("options.max_error_rate", "must be between 0 and 1")
-	case o.CostPer1KPromptTokens < 0:
-		return Invalidf("options.cost_per_1k_prompt_tokens", "must not be negative")
-	case o.CostPer1KCompletionTokens < 0:
-		return Invalidf("options.cost_per_1k_completion_tokens", "must not be negative")
+	case o.CostPer1KPromptTokens < 0 || o.CostPer1KPromptTokens > MaxCostPer1K:
+		return Invalidf("options.cost_per_1k_prompt_tokens", "must be between 0 and %d", MaxCostPer1K)
+	case o.CostPer1KCompletionTokens < 0 || o.CostPer1KCompletionTokens > MaxCostPer1K:
+		return Invalidf("options.cost_per_1k_completion_tokens", "must be between 0 and %d", MaxCostPer1K)
 	case o.GenerationAPI != "" && o.GenerationAPI != GenerationChat && o.GenerationAPI != GenerationCompletions:
 		return Invalidf("options.generation_api", "must be %q or %q, got %q", GenerationChat, GenerationCompletions, clip(o.GenerationAPI))
 	}
 	return nil
 }
+
+// Bounds of the options: far above any real endpoint's, far from overflowing what
+// they are multiplied with.
+const (
+	MaxRequestsPerSecond = 100_000
+	MaxTokensPerMinute   = 1_000_000_000
+	MaxCostPer1K         = 1_000_000
+)
 
 // DatasetSpec names a benchmark and how much of it to run. In JSON it is an object,
 // or just the dataset's name as a string.
@@ -322,6 +330,9 @@ func (d *DatasetSpec) validate(field string) error {
 		for j, s := range d.Subjects {
 			if !slices.Contains(ds.Tasks, s) {
 				return Invalidf(fmt.Sprintf("%s.subjects[%d]", field, j), "unknown %s subject %q", d.Name, clip(s))
+			}
+			if slices.Contains(d.Subjects[:j], s) {
+				return Invalidf(fmt.Sprintf("%s.subjects[%d]", field, j), "%q is listed twice", s)
 			}
 		}
 	}

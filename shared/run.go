@@ -1,6 +1,7 @@
 package evalflow
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"fmt"
@@ -181,6 +182,44 @@ func NewRun(req Request, now time.Time) *Run {
 	r.Progress.Total = r.Samples()
 	r.ETA = now.Add(EstimateDuration(r.Progress.Total, r.Concurrency))
 	return r
+}
+
+// DifferingField names the first field in which req asks for another evaluation than
+// the run its eval_request_id already names ("" when it asks for the same). The
+// secrets (api_key, kubeconfig) are not in a Run: whoever holds them compares them.
+func (r *Run) DifferingField(req Request) string {
+	again := NewRun(req, r.CreatedAt)
+	for _, f := range []struct {
+		name string
+		was  any
+		now  any
+	}{
+		{"model_name", r.ModelName, again.ModelName},
+		{"base_url", r.BaseURL, again.BaseURL},
+		{"datasets", r.Datasets, again.Datasets},
+		{"concurrency", r.Concurrency, again.Concurrency},
+		{"options", r.Options, again.Options},
+		{"engine", r.Engine, again.Engine},
+		{"engine_config", canonical(r.EngineConfig), canonical(again.EngineConfig)},
+		{"source", r.Source, again.Source},
+		{"source_topic", r.SourceTopic, again.SourceTopic},
+	} {
+		was, _ := json.Marshal(f.was)
+		now, _ := json.Marshal(f.now)
+		if !bytes.Equal(was, now) {
+			return f.name
+		}
+	}
+	return ""
+}
+
+// canonical is raw JSON as a value, so that spacing and key order do not count.
+func canonical(raw json.RawMessage) any {
+	var v any
+	if len(raw) > 0 && json.Unmarshal(raw, &v) != nil {
+		return string(raw)
+	}
+	return v
 }
 
 // Samples estimates the samples the run scores.

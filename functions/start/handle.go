@@ -8,11 +8,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	evalflow "github.com/evalflow/evalflow/shared"
@@ -96,13 +99,12 @@ func (f *Function) record(ctx context.Context, req evalflow.Request) (*evalflow.
 	if run.Target == evalflow.TargetLocal && f.OwnCluster() { // a cluster deployment: its Job runs there
 		run.Target = evalflow.TargetCluster
 	}
-	run, created, err := f.Store.Create(ctx, run,
-		map[string]string{runstore.SecretAPIKey: req.APIKey, runstore.SecretKubeconfig: req.Kubeconfig})
+	run, created, err := f.Store.Create(ctx, run, secretsOf(req))
 	if err != nil {
 		return nil, false, err
 	}
 	if !created {
-		if err := sameRequest(run, req); err != nil {
+		if err := f.sameRequest(ctx, run, req); err != nil {
 			return nil, false, err
 		}
 	}
@@ -120,15 +122,26 @@ func (f *Function) record(ctx context.Context, req evalflow.Request) (*evalflow.
 	return run, created, nil
 }
 
-// sameRequest refuses to reuse an eval_request_id for a different evaluation.
-func sameRequest(run *evalflow.Run, req evalflow.Request) error {
-	a, _ := json.Marshal(run.Datasets)
-	b, _ := json.Marshal(req.Datasets)
-	if run.ModelName != req.ModelName || run.BaseURL != req.BaseURL || !bytes.Equal(a, b) {
-		return &evalflow.Error{Code: evalflow.CodeConflict, Field: "eval_request_id",
-			Message: "already used for a different evaluation (model_name, base_url or datasets differ)"}
+// secretsOf is what of req is sealed apart from its run.
+func secretsOf(req evalflow.Request) map[string]string {
+	return map[string]string{runstore.SecretAPIKey: req.APIKey, runstore.SecretKubeconfig: req.Kubeconfig}
+}
+
+// sameRequest refuses to reuse an eval_request_id for a different evaluation, naming
+// the first field that differs (a secret is compared by its digest, never shown).
+func (f *Function) sameRequest(ctx context.Context, run *evalflow.Run, req evalflow.Request) error {
+	field := run.DifferingField(req)
+	if field == "" {
+		var err error
+		if field, err = f.Store.DifferingSecret(ctx, run.ID, secretsOf(req)); err != nil {
+			return err
+		}
 	}
-	return nil
+	if field == "" {
+		return nil
+	}
+	return &evalflow.Error{Code: evalflow.CodeConflict, Field: field,
+		Message: "differs from the run eval_request_id " + run.ID + " already names; a different evaluation needs a new eval_request_id"}
 }
 
 // isCloudEvent is a request that carries a CloudEvent, in binary or structured mode.
@@ -150,6 +163,14 @@ func readRequest(r *http.Request) (evalflow.Request, error) {
 	ev, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
 	if err != nil {
 		return evalflow.Request{}, &evalflow.Error{Code: evalflow.CodeInvalid, Field: "cloudevent", Message: "not a valid CloudEvent", Err: err}
+	}
+	if err := ev.Validate(); err != nil { // id, source, type and specversion are required
+		var bad event.ValidationError
+		field := "cloudevent"
+		if errors.As(err, &bad) {
+			field = slices.Sorted(maps.Keys(bad))[0]
+		}
+		return evalflow.Request{}, &evalflow.Error{Code: evalflow.CodeInvalid, Field: field, Message: "not a valid CloudEvent attribute", Err: err}
 	}
 	if ev.Type() != evalflow.TypeRequested {
 		return evalflow.Request{}, evalflow.Invalidf("type", "must be %s, got %q", evalflow.TypeRequested, ev.Type())

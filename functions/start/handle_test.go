@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -173,11 +175,26 @@ func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 		{"trailing data", "", append(with("source", "x"), []byte(`{"more":1}`)...), "body", 400},
 		{"oversized body", "", with("api_key", strings.Repeat("k", evalflow.MaxRequestBytes)), "body", 400},
 		{"wrong content type", "text/plain", with("source", "x"), "Content-Type", 400},
-		{"eval_request_id reused for another model", "", mustJSON(func() map[string]any {
-			b := validBody(runID)
-			b["model_name"] = "other-model"
-			return b
-		}()), "eval_request_id", 409},
+		{"subject listed twice", "", with("datasets", []any{map[string]any{"name": "mmlu", "subjects": []string{"anatomy", "virology", "anatomy"}}}), "datasets[0].subjects[2]", 400},
+		{"requests per second past any endpoint", "", with("options", map[string]any{"requests_per_second": 1e300}), "options.requests_per_second", 400},
+		{"tokens per minute past any endpoint", "", with("options", map[string]any{"tokens_per_minute": 1e15}), "options.tokens_per_minute", 400},
+		{"a cost that overflows the sum", "", with("options", map[string]any{"cost_per_1k_prompt_tokens": 1e308}), "options.cost_per_1k_prompt_tokens", 400},
+	}
+	// An eval_request_id reused with any field changed is a conflict naming that field.
+	for field, v := range map[string]any{
+		"model_name": "other-model", "base_url": "http://127.0.0.1:11435/v1", "api_key": "sk-other", "source": "another-svc",
+		"source_topic": "other", "concurrency": 3, "options": map[string]any{"max_error_rate": 0.5},
+		"datasets":   []any{map[string]any{"name": "mmlu", "limit": 3, "subjects": []string{"anatomy"}}},
+		"kubeconfig": "apiVersion: v1\nkind: Config\nclusters: []\n",
+	} {
+		b := validBody(runID)
+		b[field] = v
+		cases = append(cases, struct {
+			name, contentType string
+			body              []byte
+			field             string
+			status            int
+		}{"eval_request_id reused with another " + field, "", mustJSON(b), field, 409})
 	}
 	before := snapshot(t, p)
 	for _, c := range cases {
@@ -248,19 +265,32 @@ func TestStartAcceptsTheRequestAsACloudEvent(t *testing.T) {
 			}
 		})
 	}
-	t.Run("of another type", func(t *testing.T) {
-		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/", bytes.NewReader(mustJSON(validBody(runID))))
-		for k, v := range map[string]string{"Ce-Specversion": "1.0", "Ce-Id": "x", "Ce-Source": "/s", "Ce-Type": "com.example.other", "Content-Type": "application/json"} {
-			req.Header.Set(k, v)
-		}
-		resp, _ := http.DefaultClient.Do(req)
-		var out map[string]map[string]any
-		json.NewDecoder(resp.Body).Decode(&out)
-		resp.Body.Close()
-		if resp.StatusCode != 400 || out["error"]["field"] != "type" {
-			t.Fatalf("answered %d %v; want 400 naming type", resp.StatusCode, out)
-		}
-	})
+	// A CloudEvent of another type, or without a required attribute, is refused naming
+	// it, and records nothing.
+	for field, without := range map[string]string{"type": "", "id": "Ce-Id", "source": "Ce-Source"} {
+		t.Run("bad "+field, func(t *testing.T) {
+			id := "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/", bytes.NewReader(mustJSON(validBody(id))))
+			for k, v := range map[string]string{"Ce-Specversion": "1.0", "Ce-Id": "x", "Ce-Source": "/s", "Ce-Type": evalflow.TypeRequested, "Content-Type": "application/json"} {
+				req.Header.Set(k, v)
+			}
+			if without == "" {
+				req.Header.Set("Ce-Type", "com.example.other")
+			} else {
+				req.Header.Del(without)
+			}
+			resp, _ := http.DefaultClient.Do(req)
+			var out map[string]map[string]any
+			json.NewDecoder(resp.Body).Decode(&out)
+			resp.Body.Close()
+			if resp.StatusCode != 400 || out["error"]["field"] != field {
+				t.Fatalf("answered %d %v; want 400 naming %s", resp.StatusCode, out, field)
+			}
+			if _, err := p.Store.Get(context.Background(), id); !errors.Is(err, evalflow.ErrNotFound) {
+				t.Fatalf("a refused event recorded its run: %v", err)
+			}
+		})
+	}
 }
 
 func TestGetListAndCancel(t *testing.T) {
@@ -325,5 +355,37 @@ func TestGetListAndCancel(t *testing.T) {
 	p.Store.Update(context.Background(), other, func(r *evalflow.Run) error { return r.Fail("x", time.Now()) })
 	if c := del(other); c != 409 {
 		t.Fatalf("DELETE of a failed run: %d, want 409", c)
+	}
+}
+
+// A run's secrets are deleted when it ends; a request reused after that is still
+// compared (by a keyed digest), and the same request still answers with the run.
+func TestARequestReusedAfterItsRunEndedIsStillCompared(t *testing.T) {
+	srv, p := newFunction(t)
+	if code, _ := post(t, srv.URL+"/evals/start", "application/json", mustJSON(validBody(runID))); code != http.StatusAccepted {
+		t.Fatalf("start: %d", code)
+	}
+	ctx := context.Background()
+	if _, err := p.Store.Update(ctx, runID, func(r *evalflow.Run) error { return r.Fail("ended for the test", time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	if secrets, _ := p.Store.Secrets(ctx, runID); len(secrets) != 0 {
+		t.Fatalf("an ended run keeps its secrets: %v", secrets)
+	}
+	other := validBody(runID)
+	other["api_key"] = "sk-other"
+	code, out := post(t, srv.URL+"/evals/start", "application/json", mustJSON(other))
+	if e, _ := out["error"].(map[string]any); code != http.StatusConflict || e["field"] != "api_key" {
+		t.Fatalf("reused with another api_key after the end: %d %v; want 409 naming api_key", code, out)
+	}
+	if strings.Contains(fmt.Sprint(out), "sk-") {
+		t.Fatalf("the answer shows a key: %v", out)
+	}
+	code, out = post(t, srv.URL+"/evals/start", "application/json", mustJSON(validBody(runID)))
+	if run, _ := out["run"].(map[string]any); code != http.StatusOK || run["status"] != "failed" {
+		t.Fatalf("the same request again: %d %v; want 200 with the ended run", code, out)
+	}
+	if keys := p.Redis.Keys(ctx, "*").Val(); slices.ContainsFunc(keys, func(k string) bool { return strings.HasSuffix(k, ":secrets") }) {
+		t.Fatalf("a reused request brought secrets back: %v", keys)
 	}
 }

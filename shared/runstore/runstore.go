@@ -1,7 +1,8 @@
 // Package runstore keeps evalflow runs in Redis.
 //
 // Keys derive from the run id: evalflow:run:<id> holds the run as JSON,
-// evalflow:run:<id>:secrets the sealed secrets (a hash), the sorted set evalflow:runs
+// evalflow:run:<id>:secrets the sealed secrets (a hash), evalflow:run:<id>:digests
+// keyed digests of them (kept after the run ends), the sorted set evalflow:runs
 // indexes runs by creation time, and evalflow:runs:<status> does so for the runs in
 // each status. Every change is a compare-and-set (WATCH/MULTI), so two deliveries of one
 // event cannot both apply, and the indexes move with the run in the same transaction.
@@ -9,9 +10,14 @@ package runstore
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -34,6 +40,7 @@ const (
 func runKey(id string) string             { return "evalflow:run:" + id }
 func statusKey(st evalflow.Status) string { return indexKey + ":" + string(st) }
 func secretKey(id string) string          { return "evalflow:run:" + id + ":secrets" }
+func digestKey(id string) string          { return "evalflow:run:" + id + ":digests" }
 
 // Store reads and writes runs.
 type Store struct {
@@ -56,10 +63,12 @@ func (s *Store) Create(ctx context.Context, r *evalflow.Run, secrets map[string]
 		return nil, false, fmt.Errorf("runstore: create run %s: %w", r.ID, err)
 	}
 	fields := make(map[string]any, len(secrets))
+	digests := make(map[string]any, len(secrets))
 	for name, v := range secrets {
 		if v != "" {
 			fields[name] = s.sealer.Seal(r.ID, []byte(v))
 		}
+		digests[name] = s.digest(r.ID, name, v)
 	}
 	for range maxRetries {
 		var existing *evalflow.Run
@@ -76,6 +85,9 @@ func (s *Store) Create(ctx context.Context, r *evalflow.Run, secrets map[string]
 				p.Set(ctx, runKey(r.ID), body, 0)
 				if len(fields) > 0 {
 					p.HSet(ctx, secretKey(r.ID), fields)
+				}
+				if len(digests) > 0 {
+					p.HSet(ctx, digestKey(r.ID), digests)
 				}
 				p.ZAdd(ctx, indexKey, redis.Z{Score: float64(r.CreatedAt.UnixNano()), Member: r.ID})
 				p.ZAdd(ctx, statusKey(r.Status), redis.Z{Score: float64(r.CreatedAt.UnixNano()), Member: r.ID})
@@ -204,6 +216,31 @@ func (s *Store) Secrets(ctx context.Context, id string) (map[string]string, erro
 		out[name] = string(b)
 	}
 	return out, nil
+}
+
+// DifferingSecret names the first secret (by name, in order) whose value in secrets is
+// not the one run id was created with, "" when all are the same. It compares keyed
+// digests that outlive the secrets themselves (deleted when the run ends), so a
+// request reused after its run ended is still compared.
+func (s *Store) DifferingSecret(ctx context.Context, id string, secrets map[string]string) (string, error) {
+	stored, err := s.rdb.HGetAll(ctx, digestKey(id)).Result()
+	if err != nil {
+		return "", fmt.Errorf("runstore: read digests of run %s: %w", id, err)
+	}
+	for _, name := range slices.Sorted(maps.Keys(secrets)) {
+		if d, ok := stored[name]; ok && !hmac.Equal([]byte(d), []byte(s.digest(id, name, secrets[name]))) {
+			return name, nil
+		}
+	}
+	return "", nil
+}
+
+// digest is a keyed digest of a secret of run id: it tells whether a value is the
+// same, and nothing of the value.
+func (s *Store) digest(id, name, value string) string {
+	m := hmac.New(sha256.New, s.sealer.Derive("secret digest", id))
+	m.Write([]byte(name + "\x00" + value))
+	return base64.RawStdEncoding.EncodeToString(m.Sum(nil))
 }
 
 // ListOptions filter List. Zero values mean no filter and the default limit.
