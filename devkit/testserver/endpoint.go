@@ -3,6 +3,7 @@ package testserver
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -74,4 +75,60 @@ func (e *Endpoint) Asked() map[string]int {
 		out[k] = v
 	}
 	return out
+}
+
+// EchoingEndpoint serves, for the test, a real reverse proxy in front of the model
+// server target that echoes the caller's Authorization header back in every answer:
+// appended to each generated text, a model listed, and every error body, as a
+// careless gateway or a model repeating its input would. It returns its URL: target's, on the proxy.
+func EchoingEndpoint(t testing.TB, target string) string {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := u.Path
+	u.Path = ""
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ErrorLog = log.New(io.Discard, "", 0)
+	rp.ModifyResponse = func(resp *http.Response) error {
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		echo := " (you sent Authorization: " + resp.Request.Header.Get("Authorization") + ")"
+		var answer map[string]any
+		switch {
+		case resp.StatusCode >= 400:
+			b = append(bytes.TrimSpace(b), echo...)
+		case json.Unmarshal(b, &answer) == nil:
+			if models, ok := answer["data"].([]any); ok { // a listing of models: one more, named by it
+				answer["data"] = append(models, map[string]any{"id": "echo" + echo, "object": "model"})
+			}
+			choices, _ := answer["choices"].([]any)
+			for _, c := range choices {
+				c, _ := c.(map[string]any)
+				if m, ok := c["message"].(map[string]any); ok {
+					m["content"] = fmt.Sprint(m["content"]) + echo
+				}
+				if text, ok := c["text"].(string); ok {
+					c["text"] = text + echo
+				}
+			}
+			b, _ = json.Marshal(answer)
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		resp.ContentLength = int64(len(b))
+		resp.Header.Set("Content-Length", fmt.Sprint(len(b)))
+		return nil
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: rp}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + l.Addr().String() + path
 }

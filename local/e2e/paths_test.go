@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -132,4 +134,52 @@ func TestAModelTheEndpointDoesNotServeFailsTheRunAndTellsTheCaller(t *testing.T)
 	if !failed {
 		t.Fatal("the caller was not told verify failed, and why")
 	}
+}
+
+// An endpoint that echoes the caller's Authorization header back — in every answer and
+// every error body — gets the key into nothing evalflow keeps or shows: not the run's
+// message (GET /evals, GET /evals/{id}), not the caller's notifications, not the
+// samples or the artifact, not the logs or Redis.
+func TestAnEndpointEchoingTheKeyGetsItIntoNothing(t *testing.T) {
+	model := testserver.OllamaOn(t, "", 4)
+	e := upWith(t, options{model: testserver.EchoingEndpoint(t, model)})
+	ok := e.request(1)
+	ok.Options = &evalflow.RunOptions{MaxErrorRate: 1} // whatever the echo does to the answers, the run ends with its samples
+	refused := e.request(1)
+	refused.ModelName = "no-such-model" // the endpoint's error body, key appended, becomes the run's message
+
+	e.post(t, ok)
+	e.post(t, refused)
+	r := e.waitEnded(t, ok.EvalRequestID, 3*time.Minute)
+	failed := e.waitEnded(t, refused.EvalRequestID, time.Minute)
+	e.settle(t)
+
+	if r.Status != evalflow.StatusSucceeded || failed.Status != evalflow.StatusFailed {
+		t.Fatalf("runs ended %s %q and %s %q; want succeeded and failed", r.Status, r.Message, failed.Status, failed.Message)
+	}
+	if !strings.Contains(failed.Message, evalflow.Redacted) {
+		t.Fatalf("the refused run's message %q does not show the echo redacted: the test proves nothing", failed.Message)
+	}
+	pulled := orasPull(t, e, r.ID)
+	samples, _ := os.ReadFile(filepath.Join(pulled, evalflow.SamplesFile))
+	if !strings.Contains(string(samples), evalflow.Redacted) {
+		t.Fatalf("the samples do not show the echo redacted: the test proves nothing\n%s", samples)
+	}
+	for _, path := range []string{"/evals", "/evals/" + r.ID, "/evals/" + failed.ID} {
+		resp, err := http.Get(e.stack.API + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(b), apiKeyCanary) {
+			t.Errorf("GET %s shows the api_key: %s", path, b)
+		}
+	}
+	scanDir(t, e.state)
+	scanDir(t, pulled)
+	if bytes.Contains(e.sink.Raw(), []byte(apiKeyCanary)) {
+		t.Error("an event carries the api_key")
+	}
+	scanRedis(t, e)
 }

@@ -5,6 +5,7 @@
 package external
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"flag"
@@ -81,7 +82,7 @@ func (x Engine) Run(ctx context.Context, jobPath string, programLog io.Writer, l
 	log.Info(x.Program+" starting", "args", args)
 	p := &progress{tracker: adapter.NewTracker(0, 0), report: report, every: cmp.Or(x.ReportEvery, time.Second)}
 	p.send(ctx, "starting", 0, 0, true)
-	if err := x.run(ctx, spec, program, args, adapter.OpenAIKeyEnv(apiKey), programLog, p); err != nil {
+	if err := x.run(ctx, spec, program, args, apiKey, programLog, p); err != nil {
 		return fmt.Errorf("run %s: %w", spec.RunID, err)
 	}
 
@@ -90,7 +91,7 @@ func (x Engine) Run(ctx context.Context, jobPath string, programLog io.Writer, l
 	if err != nil {
 		return fmt.Errorf("run %s: %w", spec.RunID, err)
 	}
-	if err := results.Write(spec.OutputDir, res, samples); err != nil {
+	if err := results.Write(spec.OutputDir, res, samples, apiKey); err != nil {
 		return fmt.Errorf("run %s: %w", spec.RunID, err)
 	}
 	if err := adapter.Publish(ctx, spec); err != nil {
@@ -103,13 +104,16 @@ func (x Engine) Run(ctx context.Context, jobPath string, programLog io.Writer, l
 }
 
 // run runs the program to its end.
-func (x Engine) run(ctx context.Context, spec evalflow.JobSpec, program string, args, env []string, programLog io.Writer, p *progress) error {
+// The program's output is copied with apiKey redacted: it may log what the endpoint
+// echoed.
+func (x Engine) run(ctx context.Context, spec evalflow.JobSpec, program string, args []string, apiKey string, programLog io.Writer, p *progress) error {
 	cmd := exec.CommandContext(ctx, program, args...)
-	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(os.Environ(), adapter.OpenAIKeyEnv(apiKey)...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
 	tail := &lastLines{n: 12}
-	out := &lockedWriter{w: io.MultiWriter(programLog, tail)} // stdout and stderr, copied at once
+	redacted := &redactingWriter{w: io.MultiWriter(programLog, tail), secret: apiKey}
+	out := &lockedWriter{w: redacted} // stdout and stderr, copied at once
 	cmd.Stdout = out
 	var stderr io.Reader
 	if x.Scan != nil {
@@ -135,6 +139,7 @@ func (x Engine) run(ctx context.Context, spec evalflow.JobSpec, program string, 
 	}
 	err := cmd.Wait()
 	stopPolling()
+	out.flush(redacted)
 	if err != nil {
 		last := tail.String()
 		for _, sign := range x.PermanentSigns {
@@ -212,10 +217,53 @@ func (p *progress) finish(ctx context.Context, samples int) {
 	p.send(ctx, "done", last.Total, last.Total, true)
 }
 
+// redactingWriter writes to w what is written to it, a line at a time, with secret
+// redacted: a line is whole before it is looked at, so no write boundary splits a
+// secret past it. A line longer than maxHeldLine is written as it stands so far.
+type redactingWriter struct {
+	w      io.Writer
+	secret string
+	held   []byte
+}
+
+const maxHeldLine = 1 << 20
+
+func (r *redactingWriter) Write(b []byte) (int, error) {
+	r.held = append(r.held, b...)
+	for {
+		i := bytes.IndexByte(r.held, '\n')
+		if i < 0 && len(r.held) < maxHeldLine {
+			return len(b), nil
+		}
+		if i < 0 {
+			i = len(r.held) - 1
+		}
+		if _, err := io.WriteString(r.w, evalflow.Redact(string(r.held[:i+1]), r.secret)); err != nil {
+			return len(b), err
+		}
+		r.held = r.held[i+1:]
+	}
+}
+
+// flush writes what r holds of a last line without its end.
+func (r *redactingWriter) flush() {
+	if len(r.held) > 0 {
+		_, _ = io.WriteString(r.w, evalflow.Redact(string(r.held), r.secret))
+		r.held = nil
+	}
+}
+
 // lockedWriter lets two copies write to w.
 type lockedWriter struct {
 	mu sync.Mutex
 	w  io.Writer
+}
+
+// flush flushes r, which l writes to, under l's lock.
+func (l *lockedWriter) flush(r *redactingWriter) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r.flush()
 }
 
 func (l *lockedWriter) Write(b []byte) (int, error) {

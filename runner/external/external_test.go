@@ -250,3 +250,25 @@ func TestALogLineTooLongToScanLosesProgressNotTheRun(t *testing.T) {
 		t.Errorf("lm_eval's log does not say progress was lost, or lacks the rest of its stderr")
 	}
 }
+
+// lm_eval logging the key, and writing it into a sample, as an endpoint that echoes the
+// Authorization header makes it do: neither the log nor the results keep it.
+func TestFakeLMEvalEchoingTheKeyLeavesItNowhere(t *testing.T) {
+	s := newSetup(t, lmeval.Engine, "echo", `{"tasks":["gsm8k","mmlu"],"limit":3}`)
+	var programLog bytes.Buffer
+	if err := lmeval.External().Run(context.Background(), s.jobPath, &programLog, quiet()); err != nil {
+		t.Fatal(err)
+	}
+	samples, err := os.ReadFile(filepath.Join(s.spec.OutputDir, evalflow.SamplesFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"the program's log": programLog.Bytes(), "samples.jsonl": samples} {
+		if bytes.Contains(b, []byte("sk-secret-1")) {
+			t.Errorf("%s holds the key", name)
+		}
+		if !bytes.Contains(b, []byte(evalflow.Redacted)) {
+			t.Errorf("%s does not show the echo redacted: the test proves nothing", name)
+		}
+	}
+}

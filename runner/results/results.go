@@ -40,15 +40,16 @@ func Key(task string, doc int) string { return fmt.Sprintf("%s/%d", task, doc) }
 
 // Write writes samples.jsonl, one sample a line in the order given (so two runs give
 // the same file), then results.json, each replaced atomically: results.json exists
-// only beside a complete samples.jsonl.
-func Write(dir string, res *evalflow.Results, samples []Sample) error {
+// only beside a complete samples.jsonl. Each of secrets (the run's key) is redacted
+// where an engine's output echoed it.
+func Write(dir string, res *evalflow.Results, samples []Sample, secrets ...string) error {
 	var b bytes.Buffer
 	for _, s := range samples {
 		line, err := json.Marshal(s)
 		if err != nil {
 			return fmt.Errorf("results: sample %s: %w", s.Key(), err)
 		}
-		b.Write(line)
+		b.WriteString(evalflow.Redact(string(line), secrets...))
 		b.WriteByte('\n')
 	}
 	if err := writeFile(filepath.Join(dir, evalflow.SamplesFile), b.Bytes()); err != nil {
@@ -58,7 +59,7 @@ func Write(dir string, res *evalflow.Results, samples []Sample) error {
 	if err != nil {
 		return fmt.Errorf("results: %w", err)
 	}
-	return writeFile(filepath.Join(dir, evalflow.ResultsFile), body)
+	return writeFile(filepath.Join(dir, evalflow.ResultsFile), []byte(evalflow.Redact(string(body), secrets...)))
 }
 
 // writeFile replaces path atomically.

@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -293,10 +292,7 @@ func once[T any](ctx context.Context, c *Client, method, path string, body []byt
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		body := string(bytes.TrimSpace(msg))
-		if c.APIKey != "" { // an endpoint (or a proxy) may echo the key back
-			body = strings.ReplaceAll(body, c.APIKey, "[redacted]")
-		}
+		body := evalflow.Redact(string(bytes.TrimSpace(msg)), c.APIKey) // an endpoint (or a proxy) may echo the key back
 		se := &StatusError{Status: resp.StatusCode, Body: body, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 		switch {
 		case (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) && se.RetryAfter > 0:
@@ -306,8 +302,15 @@ func once[T any](ctx context.Context, c *Client, method, path string, body []byt
 		}
 		return nil, backoff.Permanent(evalflow.Permanent(se))
 	}
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, MaxAnswerBytes))
+	if err != nil {
+		return nil, fmt.Errorf("%s%s: reading the answer: %w", c.BaseURL, path, err)
+	}
+	if c.APIKey != "" && bytes.Contains(answer, []byte(c.APIKey)) { // echoed back: never into samples or results
+		answer = []byte(evalflow.Redact(string(answer), c.APIKey))
+	}
 	var out T
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+	if err := json.Unmarshal(answer, &out); err != nil {
 		err = fmt.Errorf("%s%s is not an OpenAI-compatible answer: %w", c.BaseURL, path, err)
 		if method == http.MethodGet { // a listing is not cut short by load: it is the wrong API
 			err = backoff.Permanent(evalflow.Permanent(err))
@@ -316,6 +319,10 @@ func once[T any](ctx context.Context, c *Client, method, path string, body []byt
 	}
 	return &out, nil
 }
+
+// MaxAnswerBytes bounds an answer the client reads (a listing of many models, a long
+// generation with logprobs fit many times over).
+const MaxAnswerBytes = 64 << 20
 
 // retryAfter reads a Retry-After header: seconds, or an HTTP date (RFC 9110 §10.2.3);
 // 0 for none, an unreadable one, or a time past.

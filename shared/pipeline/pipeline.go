@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -134,6 +136,9 @@ func (e *Env) Stop(context.Context) error { return e.Close() }
 
 // Ready reports whether Redis answers.
 func (e *Env) Ready(ctx context.Context) (bool, error) {
+	if e == nil { // asked before Start has connected
+		return false, nil
+	}
 	if err := e.Store.Ping(ctx); err != nil {
 		return false, err
 	}
@@ -194,10 +199,16 @@ func (e *Env) Notify(ctx context.Context, r *evalflow.Run, status, message strin
 	return nil
 }
 
-// Fail ends run id as failed with message (which must hold no secret), notifies the
-// caller and returns the run.failed event to reply with. A run that has already
-// ended is left as it is, and no event is returned.
+// Fail ends run id as failed with message, notifies the caller and returns the
+// run.failed event to reply with. A run that has already ended is left as it is, and
+// no event is returned. The message may quote what the endpoint or a job said: the
+// run's secrets are redacted from it before it is logged, stored or sent.
 func (e *Env) Fail(ctx context.Context, id, message string) (*event.Event, error) {
+	secrets, err := e.Store.Secrets(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("%s: fail run %s: %w", e.Step, id, err)
+	}
+	message = evalflow.Redact(message, slices.Collect(maps.Values(secrets))...)
 	e.Log.Error("run failed", "run_id", id, "reason", message)
 	r, err := e.Store.Update(ctx, id, func(r *evalflow.Run) error { return r.Fail(message, e.Now()) })
 	if errors.Is(err, evalflow.ErrStale) || errors.Is(err, evalflow.ErrNotFound) {

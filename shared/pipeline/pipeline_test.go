@@ -1,8 +1,10 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -60,5 +62,38 @@ func TestAStartedNotificationIsNeverLost(t *testing.T) {
 	var n evalflow.Notification
 	if err := notes[0].DataAs(&n); err != nil || n.Status != evalflow.NoteStarted || n.RunStatus != evalflow.StatusVerifying {
 		t.Fatalf("notification %+v (%v)", n, err)
+	}
+}
+
+// A failure message quoting what a job or an endpoint said is stored, notified and
+// logged with the run's key redacted.
+func TestAFailureMessageNeverCarriesTheRunsKey(t *testing.T) {
+	ctx := context.Background()
+	p := pipelinetest.New(t)
+	r := evalflow.NewRun(evalflow.Request{EvalRequestID: runID, ModelName: "m", BaseURL: "http://127.0.0.1:1",
+		Datasets: []evalflow.DatasetSpec{{Name: "gsm8k"}}}, time.Now())
+	if _, _, err := p.Store.Create(ctx, r, map[string]string{"api_key": "sk-canary-42"}); err != nil {
+		t.Fatal(err)
+	}
+	env, err := pipeline.Open(ctx, evalflow.StepWatch, p.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.Stop(ctx) })
+	var log bytes.Buffer
+	env.Log = slog.New(slog.NewJSONHandler(&log, nil))
+
+	if _, err := env.Fail(ctx, runID, "job failed; its last words: 401 bad key Bearer sk-canary-42"); err != nil {
+		t.Fatal(err)
+	}
+
+	got, _ := p.Store.Get(ctx, runID)
+	if got.Status != evalflow.StatusFailed || got.Message != "job failed; its last words: 401 bad key Bearer "+evalflow.Redacted {
+		t.Fatalf("run %s %q", got.Status, got.Message)
+	}
+	for name, b := range map[string][]byte{"the notification": p.Sink.Raw(), "the log": log.Bytes()} {
+		if bytes.Contains(b, []byte("sk-canary-42")) {
+			t.Errorf("%s carries the key", name)
+		}
 	}
 }
