@@ -13,7 +13,9 @@ const (
 	CodeInvalid  Code = "invalid"   // the caller's input is wrong; never retry
 	CodeNotFound Code = "not_found" // no such run
 	CodeConflict Code = "conflict"  // the request contradicts stored state
-	CodeInternal Code = "internal"  // our fault or a dependency's; retry may help
+	// CodeUnauthenticated: no valid token; nothing was read or changed.
+	CodeUnauthenticated Code = "unauthenticated"
+	CodeInternal        Code = "internal" // our fault or a dependency's; retry may help
 )
 
 // Error is evalflow's error: a code, the field at fault (if any), a message, and the
@@ -84,10 +86,11 @@ func ErrorCode(err error) Code {
 }
 
 var httpStatus = map[Code]int{
-	CodeInvalid:  http.StatusBadRequest,
-	CodeNotFound: http.StatusNotFound,
-	CodeConflict: http.StatusConflict,
-	CodeInternal: http.StatusInternalServerError,
+	CodeInvalid:         http.StatusBadRequest,
+	CodeNotFound:        http.StatusNotFound,
+	CodeConflict:        http.StatusConflict,
+	CodeUnauthenticated: http.StatusUnauthorized,
+	CodeInternal:        http.StatusInternalServerError,
 }
 
 // HTTPStatus maps err to the HTTP status a handler answers with.

@@ -136,6 +136,9 @@ type Run struct {
 	EngineConfig json.RawMessage `json:"engine_config,omitempty"`
 	Source       string          `json:"source,omitempty"`
 	SourceTopic  string          `json:"source_topic,omitempty"`
+	// Caller is who asked for the run (the caller of its token): only that caller,
+	// and an operator, see it.
+	Caller string `json:"caller,omitempty"`
 	// Target is "local" (a runner process) or "kubernetes" (a Job).
 	Target    string    `json:"target"`
 	Status    Status    `json:"status"`

@@ -36,6 +36,7 @@ import (
 	"github.com/evalflow/evalflow/devkit/modproxy"
 	"github.com/evalflow/evalflow/devkit/node"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/auth"
 )
 
 // Namespace is where evalflow's functions, Redis, registry and broker run.
@@ -71,6 +72,9 @@ type Deployment struct {
 	StartURL string
 	// Revisions maps each function (start, verify, ...) to its Ready revision.
 	Revisions map[string]string
+	// OperatorToken is an operator's token of the tokens Secret ("" where the
+	// Secret, the operator's own, holds none).
+	OperatorToken string
 }
 
 // Deploy puts evalflow on the cluster, or brings it up to date there.
@@ -103,10 +107,11 @@ func Deploy(ctx context.Context, cfg Config) (*Deployment, error) {
 }
 
 type deployer struct {
-	cfg       Config
-	cluster   *knative.Cluster
-	log       io.Writer
-	revisions map[string]string
+	cfg           Config
+	cluster       *knative.Cluster
+	log           io.Writer
+	revisions     map[string]string
+	operatorToken string
 }
 
 // manifests reads the checkout's files matching pattern as objects.
@@ -163,8 +168,10 @@ func (d *deployer) base(ctx context.Context) error {
 }
 
 // secrets creates what func.yaml refers to, where absent: the seal key
-// (evalflow-seal) and the registry's credentials and htpasswd (evalflow-registry).
-// Present ones are kept: runs sealed with a key stay readable.
+// (evalflow-seal), the registry's credentials and htpasswd (evalflow-registry), and
+// the callers' tokens file with an operator's token (evalflow-tokens, start's
+// EVALFLOW_TOKENS_FILE). Present ones are kept: runs sealed with a key stay readable,
+// and the operator's tokens stay theirs.
 func (d *deployer) secrets(ctx context.Context) error {
 	key := make([]byte, 32)
 	password := make([]byte, 24)
@@ -178,6 +185,7 @@ func (d *deployer) secrets(ctx context.Context) error {
 		"evalflow-seal": {"key": base64.StdEncoding.EncodeToString(key)},
 		"evalflow-registry": {"username": "evalflow", "password": hex.EncodeToString(password),
 			"htpasswd": "evalflow:" + string(htpasswd) + "\n"},
+		TokensSecret: {"tokens": string(auth.NewFile(auth.NewToken()))},
 	} {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: Namespace,
 			Labels: map[string]string{"app.kubernetes.io/part-of": "evalflow"}}, StringData: data}
@@ -186,8 +194,17 @@ func (d *deployer) secrets(ctx context.Context) error {
 			return fmt.Errorf("secret %s: %w", name, err)
 		}
 	}
+	tokens, err := d.cluster.Kube.CoreV1().Secrets(Namespace).Get(ctx, TokensSecret, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("secret %s: %w", TokensSecret, err)
+	}
+	d.operatorToken = auth.OperatorToken(tokens.Data["tokens"])
 	return nil
 }
+
+// TokensSecret holds the callers' tokens file (key "tokens"): add a caller with a line
+// "TOKEN CALLER"; start reads it again when it changes.
+const TokensSecret = "evalflow-tokens"
 
 // stores brings up Redis and the results registry, with the images the config names.
 func (d *deployer) stores(ctx context.Context) error {
@@ -300,36 +317,41 @@ func (d *deployer) functions(ctx context.Context) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	proxy := filepath.Join(work, "modproxy")
-	if _, err := modproxy.Write(proxy, d.cfg.Root, "v0.0.0", "shared", "localjob", "devkit"); err != nil {
+	proxy, modules := filepath.Join(work, "modproxy"), []string{"shared", "localjob", "devkit"}
+	version, err := modproxy.Version(d.cfg.Root, modules...)
+	if err != nil {
+		return err
+	}
+	paths, err := modproxy.Write(proxy, d.cfg.Root, version, modules...)
+	if err != nil {
 		return err
 	}
 	kubeconfig := filepath.Join(work, "kubeconfig")
 	if err := os.WriteFile(kubeconfig, d.cfg.Kubeconfig, 0o600); err != nil {
 		return err
 	}
-	env, err := exec.CommandContext(ctx, "go", "env", "GOPROXY", "GOMODCACHE").Output()
+	goproxy, err := exec.CommandContext(ctx, "go", "env", "GOPROXY").Output()
 	if err != nil {
 		return fmt.Errorf("go env: %w", err)
 	}
-	goproxy, modcache, _ := strings.Cut(strings.TrimSpace(string(env)), "\n")
-	if err := modproxy.Forget(modcache, "github.com/evalflow"); err != nil {
-		return err
-	}
+	pin := func(dir string) error { return modproxy.Pin(dir, paths, version) }
 	d.revisions = map[string]string{}
 	for _, step := range evalflow.Steps { // functions/<step>: a test keeps them in step
 		name := string(step.ID)
-		if err := d.function(ctx, work, name, kubeconfig, "file://"+proxy+","+goproxy); err != nil {
+		if err := d.function(ctx, work, name, kubeconfig, "file://"+proxy+","+strings.TrimSpace(string(goproxy)), pin); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
 	return nil
 }
 
-func (d *deployer) function(ctx context.Context, work, name, kubeconfig, goproxy string) error {
+func (d *deployer) function(ctx context.Context, work, name, kubeconfig, goproxy string, pin func(dir string) error) error {
 	dir := filepath.Join(work, name)
 	if out, err := exec.CommandContext(ctx, "cp", "-r", filepath.Join(d.cfg.Root, "functions", name), dir).CombinedOutput(); err != nil {
 		return fmt.Errorf("copy: %v: %s", err, out)
+	}
+	if err := pin(dir); err != nil {
+		return err
 	}
 	// func v0.44's host builder builds linux/amd64, arm64 and arm/v7 into one image
 	// index, whatever the nodes are: --platform is for s2i only.
@@ -383,7 +405,7 @@ func (d *deployer) result(ctx context.Context) (*Deployment, error) {
 	if d.cfg.IngressPort != "" {
 		u.Host = net.JoinHostPort(u.Hostname(), d.cfg.IngressPort)
 	}
-	return &Deployment{StartURL: u.String(), Revisions: d.revisions}, nil
+	return &Deployment{StartURL: u.String(), Revisions: d.revisions, OperatorToken: d.operatorToken}, nil
 }
 
 // OnNode sets cfg for the node of devkit/node with Knative on it (devkit/knative):

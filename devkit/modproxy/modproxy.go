@@ -2,13 +2,22 @@
 // modules at one version, so that a function's directory builds alone — as the func
 // CLI's builders see it, without the replace directives that point at ../../shared in
 // the checkout.
+//
+// The version names the modules' content (Version): the go command takes a module
+// version as immutable, and keeps what it read of one (the module cache, and its index
+// of the packages' imports in the build cache), so content served again at the same
+// version would build against stale imports. A function's copy is pinned to it (Pin).
 package modproxy
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"golang.org/x/mod/modfile"
@@ -52,7 +61,7 @@ func Write(out, root, version string, dirs ...string) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("modproxy: zip %s: %w", path, err)
 		}
-		info, _ := json.Marshal(map[string]any{"Version": version, "Time": time.Unix(0, 0).UTC()})
+		info, _ := json.Marshal(map[string]any{"Version": version, "Time": versionTime})
 		for name, body := range map[string][]byte{version + ".mod": gomod, version + ".info": info, "list": []byte(version + "\n")} {
 			if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
 				return nil, err
@@ -63,26 +72,73 @@ func Write(out, root, version string, dirs ...string) ([]string, error) {
 	return paths, nil
 }
 
-// Forget removes the modules under prefix (e.g. github.com/evalflow) from the module
-// cache modcache, extracted and downloaded: a build that must see the checkout as it
-// is now fetches them again from the proxy, not what an earlier proxy served at the
-// same version.
-func Forget(modcache, prefix string) error {
-	escaped, err := module.EscapePath(prefix)
-	if err != nil {
-		return err
-	}
-	for _, d := range []string{filepath.Join(modcache, filepath.FromSlash(escaped)), filepath.Join(modcache, "cache", "download", filepath.FromSlash(escaped))} {
-		// The module cache makes its files read-only.
-		_ = filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
-			if err == nil && e.IsDir() {
-				os.Chmod(p, 0o755)
+// versionTime is the time of every version Version names: the content, not the
+// time, tells versions apart.
+var versionTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Version is a pseudo-version (v0.0.0-20000101000000-HASH) naming the content of the
+// modules in dirs of root: every file's path and bytes, .git aside.
+func Version(root string, dirs ...string) (string, error) {
+	h := sha256.New()
+	for _, d := range dirs {
+		base := filepath.Join(root, d)
+		var files []string
+		err := filepath.WalkDir(base, func(p string, e fs.DirEntry, err error) error {
+			switch {
+			case err != nil:
+				return err
+			case e.IsDir() && e.Name() == ".git":
+				return filepath.SkipDir
+			case e.Type().IsRegular():
+				files = append(files, p)
 			}
 			return nil
 		})
-		if err := os.RemoveAll(d); err != nil {
-			return fmt.Errorf("modproxy: forget %s: %w", prefix, err)
+		if err != nil {
+			return "", fmt.Errorf("modproxy: version of %s: %w", d, err)
+		}
+		slices.Sort(files)
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return "", fmt.Errorf("modproxy: version of %s: %w", d, err)
+			}
+			rel, _ := filepath.Rel(root, f)
+			fmt.Fprintf(h, "%s\x00%d\x00", filepath.ToSlash(rel), len(b))
+			h.Write(b)
 		}
 	}
-	return nil
+	return module.PseudoVersion("", "", versionTime, hex.EncodeToString(h.Sum(nil))[:12]), nil
+}
+
+// Pin makes the go.mod in dir (a function's copy) require each module of paths it
+// requires at version, without a replace directive for it: the copy builds against the proxy's
+// modules exactly, as func's builders build it.
+func Pin(dir string, paths []string, version string) error {
+	path := filepath.Join(dir, "go.mod")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	f, err := modfile.Parse(path, b, nil)
+	if err != nil {
+		return fmt.Errorf("modproxy: %w", err)
+	}
+	for _, r := range slices.Clone(f.Require) {
+		if !slices.Contains(paths, r.Mod.Path) {
+			continue
+		}
+		if err := f.DropReplace(r.Mod.Path, ""); err != nil {
+			return fmt.Errorf("modproxy: %w", err)
+		}
+		if err := f.AddRequire(r.Mod.Path, version); err != nil {
+			return fmt.Errorf("modproxy: %w", err)
+		}
+	}
+	f.Cleanup()
+	out, err := f.Format()
+	if err != nil {
+		return fmt.Errorf("modproxy: %w", err)
+	}
+	return os.WriteFile(path, out, 0o644)
 }

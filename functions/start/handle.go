@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"mime"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/auth"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/engines"
 	"github.com/evalflow/evalflow/shared/pipeline"
@@ -28,6 +30,8 @@ import (
 // Function is the start step.
 type Function struct {
 	*pipeline.Env // the store, the sender, the logger; Stop and Ready
+	cfg           Config
+	tokens        *auth.Tokens // nil: no tokens file, every request is the operator's
 	mux           *http.ServeMux
 	engines       *engines.Registry
 }
@@ -37,18 +41,31 @@ func New() *Function { return &Function{} }
 
 // Start connects to Redis and the broker, configured by cfg (the environment).
 func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
+	if err := pipeline.Load(ctx, cfg, &f.cfg); err != nil {
+		return fmt.Errorf("start: config: %w", err)
+	}
+	if f.cfg.TokensFile != "" {
+		tokens, err := auth.Open(f.cfg.TokensFile)
+		if err != nil {
+			return fmt.Errorf("start: config EVALFLOW_TOKENS_FILE: %w", err)
+		}
+		f.tokens = tokens
+	}
 	env, err := pipeline.Open(ctx, evalflow.StepStart, cfg)
 	if err != nil {
 		return err
 	}
 	f.Env = env
+	if f.tokens == nil {
+		f.Log.Warn("no EVALFLOW_TOKENS_FILE: every request is taken as the operator's")
+	}
 	f.engines = engines.Default()
 	f.mux = http.NewServeMux()
-	f.mux.HandleFunc("POST /evals/start", f.start)
-	f.mux.HandleFunc("POST /{$}", f.start) // CloudEvents delivered by a Trigger
-	f.mux.HandleFunc("GET /evals/{id}", f.get)
-	f.mux.HandleFunc("GET /evals", f.list)
-	f.mux.HandleFunc("DELETE /evals/{id}", f.cancel)
+	f.mux.HandleFunc("POST /evals/start", f.authenticated(false, f.start))
+	f.mux.HandleFunc("POST /{$}", f.authenticated(true, f.start)) // CloudEvents delivered by a Trigger
+	f.mux.HandleFunc("GET /evals/{id}", f.authenticated(false, f.get))
+	f.mux.HandleFunc("GET /evals", f.authenticated(false, f.list))
+	f.mux.HandleFunc("DELETE /evals/{id}", f.authenticated(false, f.cancel))
 	return nil
 }
 
@@ -66,7 +83,7 @@ type Started struct {
 }
 
 func (f *Function) start(w http.ResponseWriter, r *http.Request) {
-	req, err := readRequest(r)
+	req, source, err := readRequest(r)
 	if err == nil {
 		err = f.engines.Validate(&req)
 	}
@@ -74,7 +91,11 @@ func (f *Function) start(w http.ResponseWriter, r *http.Request) {
 		f.writeError(w, "", err)
 		return
 	}
-	run, created, err := f.record(r.Context(), req)
+	who := callerOf(r.Context())
+	if who.delivery { // the broker's delivery: the event's source names the caller
+		who.name = source
+	}
+	run, created, err := f.record(r.Context(), req, who)
 	if err != nil {
 		f.writeError(w, req.EvalRequestID, err)
 		return
@@ -94,14 +115,18 @@ func (f *Function) start(w http.ResponseWriter, r *http.Request) {
 
 // record stores the run once and emits run.started while the run is pending (again on
 // a retried request: verify drops the copy).
-func (f *Function) record(ctx context.Context, req evalflow.Request) (*evalflow.Run, bool, error) {
+func (f *Function) record(ctx context.Context, req evalflow.Request, who caller) (*evalflow.Run, bool, error) {
 	run := evalflow.NewRun(req, f.Now())
+	run.Caller = who.name
 	if run.Target == evalflow.TargetLocal && f.OwnCluster() { // a cluster deployment: its Job runs there
 		run.Target = evalflow.TargetCluster
 	}
 	run, created, err := f.Store.Create(ctx, run, secretsOf(req))
 	if err != nil {
 		return nil, false, err
+	}
+	if !created && !who.sees(run) { // another caller's: nothing of it is shown
+		return nil, false, &evalflow.Error{Code: evalflow.CodeConflict, Field: "eval_request_id", Message: "already used; choose another"}
 	}
 	if !created {
 		if err := f.sameRequest(ctx, run, req); err != nil {
@@ -151,18 +176,19 @@ func isCloudEvent(r *http.Request) bool {
 }
 
 // readRequest reads a start request sent as plain JSON or as a CloudEvent (binary or
-// structured mode) of type dev.evalflow.run.requested.
-func readRequest(r *http.Request) (evalflow.Request, error) {
+// structured mode) of type dev.evalflow.run.requested, and the event's source.
+func readRequest(r *http.Request) (evalflow.Request, string, error) {
 	r.Body = http.MaxBytesReader(nil, r.Body, evalflow.MaxRequestBytes+64<<10)
 	if !isCloudEvent(r) {
 		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
-			return evalflow.Request{}, evalflow.Invalidf("Content-Type", "must be application/json or a CloudEvent, got %q", ct)
+			return evalflow.Request{}, "", evalflow.Invalidf("Content-Type", "must be application/json or a CloudEvent, got %q", ct)
 		}
-		return evalflow.DecodeRequest(r.Body)
+		req, err := evalflow.DecodeRequest(r.Body)
+		return req, "", err
 	}
 	ev, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
 	if err != nil {
-		return evalflow.Request{}, &evalflow.Error{Code: evalflow.CodeInvalid, Field: "cloudevent", Message: "not a valid CloudEvent", Err: err}
+		return evalflow.Request{}, "", &evalflow.Error{Code: evalflow.CodeInvalid, Field: "cloudevent", Message: "not a valid CloudEvent", Err: err}
 	}
 	if err := ev.Validate(); err != nil { // id, source, type and specversion are required
 		var bad event.ValidationError
@@ -170,15 +196,16 @@ func readRequest(r *http.Request) (evalflow.Request, error) {
 		if errors.As(err, &bad) {
 			field = slices.Sorted(maps.Keys(bad))[0]
 		}
-		return evalflow.Request{}, &evalflow.Error{Code: evalflow.CodeInvalid, Field: field, Message: "not a valid CloudEvent attribute", Err: err}
+		return evalflow.Request{}, "", &evalflow.Error{Code: evalflow.CodeInvalid, Field: field, Message: "not a valid CloudEvent attribute", Err: err}
 	}
 	if ev.Type() != evalflow.TypeRequested {
-		return evalflow.Request{}, evalflow.Invalidf("type", "must be %s, got %q", evalflow.TypeRequested, ev.Type())
+		return evalflow.Request{}, "", evalflow.Invalidf("type", "must be %s, got %q", evalflow.TypeRequested, ev.Type())
 	}
 	if err := cloudevent.Decode(*ev, new(json.RawMessage)); err != nil {
-		return evalflow.Request{}, err
+		return evalflow.Request{}, "", err
 	}
-	return evalflow.DecodeRequest(bytes.NewReader(ev.Data()))
+	req, err := evalflow.DecodeRequest(bytes.NewReader(ev.Data()))
+	return req, ev.Source(), err
 }
 
 // RunView is a run as the API shows it, with the pipeline's steps.
@@ -189,7 +216,7 @@ type RunView struct {
 
 func (f *Function) get(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	run, err := f.Store.Get(r.Context(), id)
+	run, err := f.owned(r.Context(), id)
 	if err != nil {
 		f.writeError(w, id, err)
 		return
@@ -197,8 +224,24 @@ func (f *Function) get(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, RunView{Run: run, Steps: evalflow.Steps})
 }
 
+// owned is run id, if the request's caller may see it: another caller's run is
+// evalflow.ErrNotFound, as one that does not exist.
+func (f *Function) owned(ctx context.Context, id string) (*evalflow.Run, error) {
+	run, err := f.Store.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !callerOf(ctx).sees(run) {
+		return nil, evalflow.ErrNotFound
+	}
+	return run, nil
+}
+
 func (f *Function) list(w http.ResponseWriter, r *http.Request) {
 	opts := runstore.ListOptions{Status: evalflow.Status(r.URL.Query().Get("status"))}
+	if who := callerOf(r.Context()); who.name != auth.Operator {
+		opts.Caller = who.name
+	}
 	if opts.Status != "" && !opts.Status.Valid() {
 		f.writeError(w, "", evalflow.Invalidf("status", "unknown status %q", opts.Status))
 		return
@@ -223,6 +266,10 @@ func (f *Function) list(w http.ResponseWriter, r *http.Request) {
 // cancelled run again is fine; cancelling one that has ended otherwise is a conflict.
 func (f *Function) cancel(w http.ResponseWriter, r *http.Request) {
 	ctx, id := r.Context(), r.PathValue("id")
+	if _, err := f.owned(ctx, id); err != nil {
+		f.writeError(w, id, err)
+		return
+	}
 	run, err := f.Store.Update(ctx, id, func(run *evalflow.Run) error {
 		if err := run.Advance(evalflow.StatusCancelled, f.Now()); err != nil {
 			return err

@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -387,5 +390,162 @@ func TestARequestReusedAfterItsRunEndedIsStillCompared(t *testing.T) {
 	}
 	if keys := p.Redis.Keys(ctx, "*").Val(); slices.ContainsFunc(keys, func(k string) bool { return strings.HasSuffix(k, ":secrets") }) {
 		t.Fatalf("a reused request brought secrets back: %v", keys)
+	}
+}
+
+// callers are the tokens of TestEachCallerSeesOnlyItsOwnRuns.
+var callers = map[string]string{"alice": "alice-token-0123456789", "bob": "bob-token-0123456789ab", "*": "operator-token-01234567"}
+
+func newAuthFunction(t *testing.T, extra map[string]string) (*httptest.Server, *pipelinetest.Pipeline) {
+	t.Helper()
+	p := pipelinetest.New(t)
+	path := filepath.Join(t.TempDir(), "tokens")
+	var b strings.Builder
+	for name, token := range callers {
+		fmt.Fprintf(&b, "%s %s\n", token, name)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := p.With(map[string]string{"EVALFLOW_TOKENS_FILE": path})
+	maps.Copy(cfg, extra)
+	f := New()
+	if err := f.Start(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Stop(context.Background()) })
+	srv := httptest.NewServer(http.HandlerFunc(f.Handle))
+	t.Cleanup(srv.Close)
+	return srv, p
+}
+
+// call sends method path with body (nil: none) as the caller of token ("" for none),
+// and returns the status and the body.
+func call(t *testing.T, srv *httptest.Server, method, path, token string, body []byte, header ...string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, srv.URL+path, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		if header[i] == "Host" {
+			req.Host = header[i+1]
+		} else {
+			req.Header.Set(header[i], header[i+1])
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusUnauthorized && resp.Header.Get("WWW-Authenticate") == "" {
+		t.Errorf("%s %s: 401 without WWW-Authenticate", method, path)
+	}
+	return resp.StatusCode, string(b)
+}
+
+func TestEachCallerSeesOnlyItsOwnRuns(t *testing.T) {
+	srv, p := newAuthFunction(t, nil)
+	aliceRun, bobRun := runID, "1c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f"
+
+	// No token, or one the file does not hold: 401, and nothing is read or changed.
+	before := snapshot(t, p)
+	for _, token := range []string{"", "not-a-token-of-anyone-at-all"} {
+		for _, c := range []struct{ method, path string }{{"POST", "/evals/start"}, {"GET", "/evals"}, {"GET", "/evals/" + aliceRun}, {"DELETE", "/evals/" + aliceRun}, {"POST", "/"}} {
+			if code, body := call(t, srv, c.method, c.path, token, mustJSON(validBody(aliceRun))); code != http.StatusUnauthorized || !strings.Contains(body, `"unauthenticated"`) {
+				t.Errorf("%s %s with token %q: %d %s; want 401", c.method, c.path, token, code, body)
+			}
+		}
+	}
+	if after := snapshot(t, p); after != before {
+		t.Fatal("unauthenticated requests changed Redis")
+	}
+
+	if code, _ := call(t, srv, "POST", "/evals/start", callers["alice"], mustJSON(validBody(aliceRun))); code != http.StatusAccepted {
+		t.Fatalf("alice's start: %d", code)
+	}
+	if code, _ := call(t, srv, "POST", "/evals/start", callers["bob"], mustJSON(validBody(bobRun))); code != http.StatusAccepted {
+		t.Fatalf("bob's start: %d", code)
+	}
+
+	if code, body := call(t, srv, "GET", "/evals/"+aliceRun, callers["alice"], nil); code != 200 || !strings.Contains(body, `"caller":"alice"`) {
+		t.Errorf("alice's own run: %d %s", code, body)
+	}
+	for _, c := range []struct{ method, path string }{{"GET", "/evals/" + bobRun}, {"DELETE", "/evals/" + bobRun}} {
+		if code, body := call(t, srv, c.method, c.path, callers["alice"], nil); code != http.StatusNotFound || strings.Contains(body, bobRun) {
+			t.Errorf("alice %s bob's run: %d %s; want 404 as for no run", c.method, code, body)
+		}
+	}
+	if r, _ := p.Store.Get(context.Background(), bobRun); r.Status != evalflow.StatusPending {
+		t.Errorf("alice's DELETE moved bob's run to %s", r.Status)
+	}
+	if code, body := call(t, srv, "POST", "/evals/start", callers["bob"], mustJSON(validBody(aliceRun))); code != http.StatusConflict || strings.Contains(body, "stories260k") {
+		t.Errorf("bob reusing alice's eval_request_id: %d %s; want 409 showing nothing of it", code, body)
+	}
+	listed := func(token string) []string {
+		_, body := call(t, srv, "GET", "/evals", token, nil)
+		var out struct{ Runs []evalflow.Run }
+		json.Unmarshal([]byte(body), &out)
+		var ids []string
+		for _, r := range out.Runs {
+			ids = append(ids, r.ID)
+		}
+		sort.Strings(ids)
+		return ids
+	}
+	if got := listed(callers["alice"]); !slices.Equal(got, []string{aliceRun}) {
+		t.Errorf("alice lists %v", got)
+	}
+	both := []string{aliceRun, bobRun}
+	sort.Strings(both)
+	if got := listed(callers["*"]); !slices.Equal(got, both) {
+		t.Errorf("the operator lists %v; want both", got)
+	}
+	if code, _ := call(t, srv, "DELETE", "/evals/"+bobRun, callers["*"], nil); code != 200 {
+		t.Errorf("the operator cancelling bob's run: %d", code)
+	}
+}
+
+// A Trigger's delivery at / comes from evalflow's broker: with the deployment's
+// delivery token, or at a cluster-local address where the deployment says Knative's
+// ingress keeps those inside. The event's source is then the run's caller.
+func TestABrokersDeliveryIsTakenOnlyFromTheBroker(t *testing.T) {
+	srv, p := newAuthFunction(t, map[string]string{"EVALFLOW_DELIVERY_TOKEN": "delivery-token-0123456789", "EVALFLOW_CLUSTER_DELIVERIES": "true"})
+	event := func(id string) []byte { return mustJSON(validBody(id)) }
+	ce := []string{"Ce-Specversion", "1.0", "Ce-Id", "e1", "Ce-Source", "/caller-svc", "Ce-Type", evalflow.TypeRequested}
+	cases := []struct {
+		name, token, host string
+		want              int
+	}{
+		{"the broker's token", "delivery-token-0123456789", "", http.StatusAccepted},
+		{"a cluster-local address", "", "evalflow-start.evalflow.svc.cluster.local", http.StatusAccepted},
+		{"a public address", "", "evalflow-start.evalflow.example.com", http.StatusUnauthorized},
+		{"a wrong token", "delivery-token-0123456780", "", http.StatusUnauthorized},
+	}
+	for i, c := range cases {
+		id := fmt.Sprintf("2c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5%d", i)
+		header := ce
+		if c.host != "" {
+			header = append(slices.Clone(ce), "Host", c.host)
+		}
+		code, body := call(t, srv, "POST", "/", c.token, event(id), header...)
+		if code != c.want {
+			t.Errorf("%s: %d %s; want %d", c.name, code, body, c.want)
+			continue
+		}
+		r, err := p.Store.Get(context.Background(), id)
+		switch {
+		case c.want == http.StatusAccepted && (err != nil || r.Caller != "/caller-svc"):
+			t.Errorf("%s: run %+v, %v; want it recorded as /caller-svc's", c.name, r, err)
+		case c.want != http.StatusAccepted && err == nil:
+			t.Errorf("%s: refused, yet its run is recorded", c.name)
+		}
+	}
+	// The delivery token opens nothing else.
+	if code, _ := call(t, srv, "GET", "/evals", "delivery-token-0123456789", nil); code != http.StatusUnauthorized {
+		t.Errorf("GET /evals with the delivery token: %d; want 401", code)
 	}
 }

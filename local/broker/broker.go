@@ -25,6 +25,7 @@ import (
 type Broker struct {
 	triggers []Trigger
 	client   *http.Client
+	token    string
 	log      *slog.Logger
 	slots    chan struct{}
 	wg       sync.WaitGroup
@@ -42,6 +43,10 @@ type Options struct {
 	MaxInFlight int
 	Client      *http.Client
 	Log         *slog.Logger
+	// DeliveryToken, when set, goes with every delivery as a bearer token: the
+	// subscriber knows the delivery is the broker's (start takes run.requested only
+	// from a caller or from it).
+	DeliveryToken string
 }
 
 // New returns a Broker over triggers.
@@ -56,7 +61,7 @@ func New(triggers []Trigger, opts Options) *Broker {
 		opts.Log = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Broker{triggers: triggers, client: opts.Client, log: opts.Log,
+	return &Broker{triggers: triggers, client: opts.Client, log: opts.Log, token: opts.DeliveryToken,
 		slots: make(chan struct{}, opts.MaxInFlight), ctx: ctx, cancel: cancel}
 }
 
@@ -217,6 +222,9 @@ func (b *Broker) send(to *url.URL, timeout time.Duration, ev event.Event) (*http
 	}
 	if err := cehttp.WriteRequest(ctx, binding.ToMessage(&ev), req); err != nil {
 		return nil, nil, err
+	}
+	if b.token != "" {
+		req.Header.Set("Authorization", "Bearer "+b.token)
 	}
 	resp, err := b.client.Do(req)
 	if err != nil {

@@ -144,13 +144,27 @@ func (e *env) request(limit float64) evalflow.Request {
 		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"abstract_algebra", "marketing"}, Limit: limit, NumFewshot: &zero}}}
 }
 
-func (e *env) post(t *testing.T, req any) (int, map[string]any) {
+// call sends method path (body as JSON, nil for none) to the API as the operator.
+func (e *env) call(t *testing.T, method, path string, body any) *http.Response {
 	t.Helper()
-	body, _ := json.Marshal(req)
-	resp, err := http.Post(e.stack.API+"/evals/start", "application/json", bytes.NewReader(body))
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, e.stack.API+path, rd)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+e.stack.OperatorToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return resp
+}
+
+func (e *env) post(t *testing.T, req any) (int, map[string]any) {
+	t.Helper()
+	resp := e.call(t, http.MethodPost, "/evals/start", req)
 	defer resp.Body.Close()
 	var out map[string]any
 	json.NewDecoder(resp.Body).Decode(&out)
@@ -159,10 +173,7 @@ func (e *env) post(t *testing.T, req any) (int, map[string]any) {
 
 func (e *env) run(t *testing.T, id string) *evalflow.Run {
 	t.Helper()
-	resp, err := http.Get(e.stack.API + "/evals/" + id)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := e.call(t, http.MethodGet, "/evals/"+id, nil)
 	defer resp.Body.Close()
 	var r evalflow.Run
 	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {

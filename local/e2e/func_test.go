@@ -29,17 +29,17 @@ import (
 // event of theirs.
 func TestEveryFunctionRunsWithTheFuncCLIFromItsOwnDirectory(t *testing.T) {
 	fn := testserver.FuncCLI(t)
-	// The proxy serves evalflow's modules at v0.0.0, as the functions' go.mod require
-	// them: what the module cache holds of an earlier proxy would be stale.
-	if err := modproxy.Forget(goEnv(t, "GOMODCACHE"), "github.com/evalflow"); err != nil {
+	proxy := t.TempDir()
+	modules := []string{"shared", "localjob", "devkit"}
+	version, err := modproxy.Version(testserver.RepoRoot(), modules...)
+	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := t.TempDir()
-	out, err := exec.Command(testserver.Build(t, "github.com/evalflow/evalflow/devkit/cmd/evalflow-modproxy"),
-		"-out", proxy, "-root", testserver.RepoRoot(), "shared", "localjob", "devkit").CombinedOutput()
+	paths, err := modproxy.Write(proxy, testserver.RepoRoot(), version, modules...)
 	if err != nil {
-		t.Fatalf("evalflow-modproxy: %v\n%s", err, out)
+		t.Fatal(err)
 	}
+	pin := func(dir string) error { return modproxy.Pin(dir, paths, version) }
 	model := testserver.Ollama(t, 0)
 	sink := testserver.NewSink(t)
 	key := make([]byte, 32)
@@ -57,7 +57,7 @@ func TestEveryFunctionRunsWithTheFuncCLIFromItsOwnDirectory(t *testing.T) {
 	ref, _ := json.Marshal(evalflow.RunRef{RunID: id})
 	for _, step := range evalflow.Steps {
 		t.Run(string(step.ID), func(t *testing.T) {
-			f := funcRun(t, fn, proxy, string(step.ID), common)
+			f := funcRun(t, fn, proxy, pin, string(step.ID), common)
 			switch step.ID {
 			case evalflow.StepStart:
 				f.invoke(t, evalflow.TypeRequested, req)
@@ -94,11 +94,14 @@ type running struct {
 
 // funcRun copies functions/name alone to a fresh directory and runs it there with
 // func run on this machine (no container), until the test ends.
-func funcRun(t *testing.T, fn, proxy, name string, env []string) *running {
+func funcRun(t *testing.T, fn, proxy string, pin func(dir string) error, name string, env []string) *running {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name)
 	if out, err := exec.Command("cp", "-r", filepath.Join(testserver.RepoRoot(), "functions", name), dir).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v %s", err, out)
+	}
+	if err := pin(dir); err != nil {
+		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "cfg"), []byte(strings.Join(env, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)

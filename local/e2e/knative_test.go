@@ -68,7 +68,19 @@ func setUpKnative(t *testing.T) *onKnative {
 		t.Fatal(err)
 	}
 	t.Logf("deployed in %s; START_URL=%s", time.Since(started).Round(time.Second), d.StartURL)
-	k := &onKnative{onNode: o, start: d.StartURL, client: clusterClient(o.node.DNS),
+	if d.OperatorToken == "" {
+		t.Fatal("deploy made no operator token")
+	}
+	// Without a token, start answers 401 through the public ingress, and records nothing.
+	resp, err := clusterClient(o.node.DNS, "").Get(d.StartURL + "/evals")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("GET /evals without a token: %d; want 401", resp.StatusCode)
+	}
+	k := &onKnative{onNode: o, start: d.StartURL, client: clusterClient(o.node.DNS, d.OperatorToken),
 		broker: "http://broker-ingress.knative-eventing.svc.cluster.local/evalflow/evalflow"}
 	k.keepLogs(t)
 	return k
@@ -136,17 +148,34 @@ func (l *testLog) Write(p []byte) (int, error) {
 // clusterClient reaches what this machine reaches of the node as a user would: a
 // Knative URL NAME.NAMESPACE.localhost on loopback (RFC 6761, as curl does), and
 // cluster names through the cluster's DNS (Services' addresses route on the node).
-func clusterClient(dns string) *http.Client {
+// clusterClient resolves names with the cluster's DNS (and *.localhost on loopback),
+// and sends token ("" for none) as every request's bearer token.
+func clusterClient(dns, token string) *http.Client {
 	dialer := &net.Dialer{Resolver: &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort(dns, "53"))
 	}}}
-	return &http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+	transport := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		host, port, _ := net.SplitHostPort(addr)
 		if strings.HasSuffix(host, ".localhost") {
 			addr = net.JoinHostPort("127.0.0.1", port)
 		}
 		return dialer.DialContext(ctx, network, addr)
-	}}}
+	}}
+	return &http.Client{Timeout: time.Minute, Transport: bearer{token: token, next: transport}}
+}
+
+// bearer sends its token with each request.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	if b.token != "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+b.token)
+	}
+	return b.next.RoundTrip(r)
 }
 
 // The pipeline as users deploy it, on Knative on the node: a run POSTed to start

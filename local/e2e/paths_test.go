@@ -90,11 +90,7 @@ func TestCancellingARunStopsItsJob(t *testing.T) {
 	}
 	testserver.Eventually(t, 60*time.Second, "the job runs", func() bool { return e.stack.JobsCreated() == 1 && e.run(t, req.EvalRequestID).Progress.Done > 0 })
 
-	del, _ := http.NewRequest(http.MethodDelete, e.stack.API+"/evals/"+req.EvalRequestID, nil)
-	resp, err := http.DefaultClient.Do(del)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := e.call(t, http.MethodDelete, "/evals/"+req.EvalRequestID, nil)
 	resp.Body.Close()
 	e.settle(t)
 
@@ -166,10 +162,7 @@ func TestAnEndpointEchoingTheKeyGetsItIntoNothing(t *testing.T) {
 		t.Fatalf("the samples do not show the echo redacted: the test proves nothing\n%s", samples)
 	}
 	for _, path := range []string{"/evals", "/evals/" + r.ID, "/evals/" + failed.ID} {
-		resp, err := http.Get(e.stack.API + path)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp := e.call(t, http.MethodGet, path, nil)
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if strings.Contains(string(b), apiKeyCanary) {

@@ -4,6 +4,7 @@
 package stack
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/evalflow/evalflow/local/broker"
 	"github.com/evalflow/evalflow/localjob"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/auth"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/engines"
 	"github.com/evalflow/evalflow/shared/oci"
@@ -68,6 +70,9 @@ type Config struct {
 	Log      *slog.Logger
 	// ExtraEnv is added to every function's environment.
 	ExtraEnv []string
+	// TokensFile holds the callers' tokens (auth.Parse); empty: StateDir/tokens, made
+	// with an operator token the first time.
+	TokensFile string
 	// JobAddress is an address of this machine that Kubernetes Jobs reach it at (a
 	// node on this machine: its node address). The broker also listens there, for
 	// the Jobs' progress reports. Empty: Jobs report to the broker's loopback address.
@@ -83,12 +88,18 @@ type Stack struct {
 	// Functions maps each function to its URL.
 	Functions map[string]string
 	Redis     string
+	// OperatorToken is the operator's token of the tokens file the stack made ("" when
+	// the config named its own file).
+	OperatorToken string
 
-	cfg     Config
-	stops   []func()
-	jobs    *localjob.Server
-	brk     *broker.Broker
-	servers []*http.Server
+	cfg Config
+	// deliveryToken is what the broker sends with each delivery: start takes a
+	// Trigger's delivery only with it.
+	deliveryToken string
+	stops         []func()
+	jobs          *localjob.Server
+	brk           *broker.Broker
+	servers       []*http.Server
 	// jobCallback is the broker as Kubernetes Jobs reach it (Config.JobAddress).
 	jobCallback string
 }
@@ -111,6 +122,9 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}()
 	sealKey, err := s.prepare(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.prepareTokens(); err != nil {
 		return nil, err
 	}
 	// The in-process servers bind first; the functions' ports are picked after, so
@@ -171,6 +185,41 @@ func (s *Stack) prepare(ctx context.Context) (sealKey string, err error) {
 	return sealKey, nil
 }
 
+// prepareTokens makes the tokens file with an operator token where the config names
+// none (StateDir/tokens, mode 0600, kept across restarts), and the broker's delivery
+// token.
+func (s *Stack) prepareTokens() error {
+	s.deliveryToken = auth.NewToken()
+	if s.cfg.TokensFile != "" {
+		_, err := auth.Open(s.cfg.TokensFile) // a bad file is told now, not by start's log
+		return err
+	}
+	s.cfg.TokensFile = filepath.Join(s.cfg.StateDir, "tokens")
+	token, err := operatorToken(s.cfg.TokensFile)
+	if err != nil {
+		return fmt.Errorf("stack: tokens file: %w", err)
+	}
+	s.OperatorToken = token
+	return nil
+}
+
+// operatorToken is the operator's token in the tokens file at path, which it makes
+// (with a fresh one) when there is none.
+func operatorToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		token := auth.NewToken()
+		return token, os.WriteFile(path, auth.NewFile(token), 0o600)
+	}
+	if err != nil {
+		return "", err
+	}
+	if _, err := auth.Parse(bytes.NewReader(b)); err != nil {
+		return "", err
+	}
+	return auth.OperatorToken(b), nil
+}
+
 // pickPorts gives each function a free port (start the configured API port, if any).
 func (s *Stack) pickPorts() (map[string]int, error) {
 	free, err := localserver.FreePorts(len(Functions))
@@ -196,7 +245,7 @@ func (s *Stack) serveBroker(fctx context.Context, brokerL, jobsL net.Listener) (
 	if err != nil {
 		return nil, err
 	}
-	s.brk = broker.New(triggers, broker.Options{Log: s.cfg.Log.With("component", "broker")})
+	s.brk = broker.New(triggers, broker.Options{Log: s.cfg.Log.With("component", "broker"), DeliveryToken: s.deliveryToken})
 	s.serve(brokerL, s.brk)
 	sender, err := cloudevent.NewSender(s.Broker, nil)
 	if err != nil {
@@ -238,6 +287,7 @@ func (s *Stack) functionEnv(sealKey, jobsURL string) []string {
 		"LOG_LEVEL=" + cfg.LogLevel,
 		"EVALFLOW_RESULTS_DIR=" + filepath.Join(cfg.StateDir, "results"),
 		"EVALFLOW_JOBS_URL=" + jobsURL, "EVALFLOW_DATA_DIR=" + cfg.DataDir,
+		"EVALFLOW_TOKENS_FILE=" + cfg.TokensFile, "EVALFLOW_DELIVERY_TOKEN=" + s.deliveryToken,
 	}, ociEnv...)
 	if s.jobCallback != "" {
 		env = append(env, "EVALFLOW_JOB_CALLBACK_URL="+s.jobCallback)

@@ -3,8 +3,8 @@
 // Keys derive from the run id: evalflow:run:<id> holds the run as JSON,
 // evalflow:run:<id>:secrets the sealed secrets (a hash), evalflow:run:<id>:digests
 // keyed digests of them (kept after the run ends), the sorted set evalflow:runs
-// indexes runs by creation time, and evalflow:runs:<status> does so for the runs in
-// each status. Every change is a compare-and-set (WATCH/MULTI), so two deliveries of one
+// indexes runs by creation time, evalflow:runs:<status> does so for the runs in each
+// status, and evalflow:runs-of:<caller> for each caller's. Every change is a compare-and-set (WATCH/MULTI), so two deliveries of one
 // event cannot both apply, and the indexes move with the run in the same transaction.
 package runstore
 
@@ -41,6 +41,7 @@ func runKey(id string) string             { return "evalflow:run:" + id }
 func statusKey(st evalflow.Status) string { return indexKey + ":" + string(st) }
 func secretKey(id string) string          { return "evalflow:run:" + id + ":secrets" }
 func digestKey(id string) string          { return "evalflow:run:" + id + ":digests" }
+func callerKey(caller string) string      { return "evalflow:runs-of:" + caller }
 
 // Store reads and writes runs.
 type Store struct {
@@ -91,6 +92,9 @@ func (s *Store) Create(ctx context.Context, r *evalflow.Run, secrets map[string]
 				}
 				p.ZAdd(ctx, indexKey, redis.Z{Score: float64(r.CreatedAt.UnixNano()), Member: r.ID})
 				p.ZAdd(ctx, statusKey(r.Status), redis.Z{Score: float64(r.CreatedAt.UnixNano()), Member: r.ID})
+				if r.Caller != "" {
+					p.ZAdd(ctx, callerKey(r.Caller), redis.Z{Score: float64(r.CreatedAt.UnixNano()), Member: r.ID})
+				}
 				return nil
 			})
 			return err
@@ -246,32 +250,40 @@ func (s *Store) digest(id, name, value string) string {
 // ListOptions filter List. Zero values mean no filter and the default limit.
 type ListOptions struct {
 	Status evalflow.Status
+	// Caller, when set, lists only the runs of that caller.
+	Caller string
 	Limit  int
 }
 
 // MaxList is the most runs one List returns.
 const MaxList = 1000
 
-// List returns runs, newest first; with a status, it reads only that status's index.
+// List returns runs, newest first. It reads the narrowest index the options allow (a
+// caller's runs, or a status's) and filters by the other.
 func (s *Store) List(ctx context.Context, opts ListOptions) ([]*evalflow.Run, error) {
 	limit := opts.Limit
 	if limit <= 0 || limit > MaxList {
 		limit = 100
 	}
 	index := indexKey
-	if opts.Status != "" {
+	switch {
+	case opts.Caller != "":
+		index = callerKey(opts.Caller)
+	case opts.Status != "":
 		index = statusKey(opts.Status)
-	}
-	ids, err := s.rdb.ZRevRange(ctx, index, 0, int64(limit-1)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("runstore: list runs: %w", err)
 	}
 	out := []*evalflow.Run{}
 	const page = 200
-	for start := 0; start < len(ids) && len(out) < limit; start += page {
-		chunk := ids[start:min(start+page, len(ids))]
-		keys := make([]string, len(chunk))
-		for i, id := range chunk {
+	for start := int64(0); len(out) < limit; start += page {
+		ids, err := s.rdb.ZRevRange(ctx, index, start, start+page-1).Result()
+		if err != nil {
+			return nil, fmt.Errorf("runstore: list runs: %w", err)
+		}
+		if len(ids) == 0 {
+			break
+		}
+		keys := make([]string, len(ids))
+		for i, id := range ids {
 			keys[i] = runKey(id)
 		}
 		vals, err := s.rdb.MGet(ctx, keys...).Result()
@@ -285,18 +297,21 @@ func (s *Store) List(ctx context.Context, opts ListOptions) ([]*evalflow.Run, er
 			}
 			var r evalflow.Run
 			if err := json.Unmarshal([]byte(str), &r); err != nil {
-				return nil, fmt.Errorf("runstore: decode run %s: %w", chunk[i], err)
+				return nil, fmt.Errorf("runstore: decode run %s: %w", ids[i], err)
 			}
-			if opts.Status == "" || r.Status == opts.Status {
+			if (opts.Status == "" || r.Status == opts.Status) && (opts.Caller == "" || r.Caller == opts.Caller) {
 				out = append(out, &r)
 				if len(out) == limit {
 					break
 				}
 			}
 		}
+		if len(ids) < page {
+			break
+		}
 	}
 	return out, nil
 }
 
-// Ping checks Redis answers.
+// Ping reports whether Redis answers.
 func (s *Store) Ping(ctx context.Context) error { return s.rdb.Ping(ctx).Err() }

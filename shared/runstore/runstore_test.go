@@ -3,6 +3,8 @@ package runstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -263,5 +265,44 @@ func TestTheStatusIndexesFollowTheRunsUnderConcurrentUpdates(t *testing.T) {
 	newest, err := store.List(ctx, runstore.ListOptions{Status: evalflow.StatusVerifying, Limit: 1})
 	if err != nil || len(newest) != 1 || newest[0].ID != ids[19] {
 		t.Fatalf("List(verifying, 1) = %v, %v; want the newest verifying run", newest, err)
+	}
+}
+
+// A caller's list holds its runs only, newest first, past a page of others' runs,
+// and filters by status too.
+func TestListByCallerShowsOnlyThatCallersRuns(t *testing.T) {
+	store, _ := newStore(t)
+	ctx := context.Background()
+	var mine []string
+	for i := range 450 {
+		r := newRun(fmt.Sprintf("00000000-0000-4000-8000-%012d", i))
+		r.CreatedAt = time.Unix(int64(1000+i), 0)
+		r.Caller = "bob"
+		if i%150 == 0 {
+			r.Caller = "alice"
+			mine = append([]string{r.ID}, mine...)
+		}
+		if _, _, err := store.Create(ctx, r, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := store.Update(ctx, mine[0], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+
+	got, _ := store.List(ctx, runstore.ListOptions{Caller: "alice"})
+	failed, _ := store.List(ctx, runstore.ListOptions{Caller: "alice", Status: evalflow.StatusFailed})
+	pending, _ := store.List(ctx, runstore.ListOptions{Caller: "alice", Status: evalflow.StatusPending, Limit: 1})
+	nobody, _ := store.List(ctx, runstore.ListOptions{Caller: "carol"})
+
+	var ids []string
+	for _, r := range got {
+		ids = append(ids, r.ID)
+	}
+	if !slices.Equal(ids, mine) {
+		t.Fatalf("alice's list %v; want %v", ids, mine)
+	}
+	if len(failed) != 1 || failed[0].ID != mine[0] || len(pending) != 1 || pending[0].ID != mine[1] || len(nobody) != 0 {
+		t.Fatalf("filtered lists: failed %v, pending %v, carol %v", failed, pending, nobody)
 	}
 }

@@ -39,6 +39,7 @@ import (
 	"github.com/evalflow/evalflow/devkit/localserver"
 	"github.com/evalflow/evalflow/devkit/node"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/auth"
 )
 
 func main() {
@@ -59,6 +60,15 @@ type bench struct {
 	in      *knative.Ingress
 	cluster *knative.Cluster
 	http    *http.Client
+}
+
+// bearer sends an operator's token with every request, as start asks of callers.
+type bearer string
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+string(b))
+	return http.DefaultTransport.RoundTrip(r)
 }
 
 // function is what is measured of one function.
@@ -85,7 +95,12 @@ func run(ctx context.Context, dir, gguf string, runs, colds int, out string) err
 	if err != nil {
 		return err
 	}
-	b := &bench{n: n, in: in, cluster: c, http: &http.Client{Timeout: time.Minute}}
+	tokens, err := c.Kube.CoreV1().Secrets(deploy.Namespace).Get(ctx, deploy.TokensSecret, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("the callers' tokens (make deploy first): %w", err)
+	}
+	token := auth.OperatorToken(tokens.Data["tokens"])
+	b := &bench{n: n, in: in, cluster: c, http: &http.Client{Timeout: time.Minute, Transport: bearer(token)}}
 	// Idle functions go to zero within seconds (the autoscaler's shortest settings),
 	// so that cold starts can be measured a few times; put back after.
 	restore, err := b.quickScaleDown(ctx)

@@ -96,5 +96,8 @@ func run(ctx context.Context, cfg *deploy.Config, kubeconfig, nodeDir, data, pod
 		return err
 	}
 	fmt.Printf("START_URL=%s\n", d.StartURL)
+	if d.OperatorToken != "" { // the Secret's, made by this deploy or an earlier one
+		fmt.Printf("OPERATOR_TOKEN=%s\n", d.OperatorToken)
+	}
 	return nil
 }

@@ -89,6 +89,7 @@ func stackFlags(fs *flag.FlagSet) func() (stack.Config, error) {
 	registry := fs.String("registry", os.Getenv("EVALFLOW_REGISTRY"), "push results to HOST:PORT/REPO instead of the OCI layout")
 	plainHTTP := fs.Bool("plain-http", false, "talk to the registry over plain HTTP")
 	logLevel := fs.String("log-level", "info", "functions' log level")
+	tokens := fs.String("tokens", os.Getenv("EVALFLOW_TOKENS_FILE"), "the callers' tokens file (TOKEN CALLER a line; * is an operator); default: STATE/tokens, made with an operator token")
 	return func() (stack.Config, error) {
 		exe, err := os.Executable()
 		if err != nil {
@@ -102,6 +103,9 @@ func stackFlags(fs *flag.FlagSet) func() (stack.Config, error) {
 		cfg := stack.Config{StateDir: abs(*state), TriggersDir: abs(*triggers), FeaturesFile: abs(*features), DataDir: abs(*data),
 			Executable: exe, RunnerPath: runner, Commands: stack.LookCommands(exe), RedisAddr: *redisAddr, APIPort: *port, LogLevel: *logLevel,
 			Log: evalflow.NewLogger("warn")}
+		if *tokens != "" {
+			cfg.TokensFile = abs(*tokens)
+		}
 		cfg.OCI.Registry, cfg.OCI.PlainHTTP = *registry, *plainHTTP
 		cfg.OCI.Username, cfg.OCI.Password = os.Getenv("EVALFLOW_REGISTRY_USERNAME"), os.Getenv("EVALFLOW_REGISTRY_PASSWORD")
 		return cfg, nil
@@ -123,6 +127,12 @@ func up(ctx context.Context, args []string) error {
 	defer s.Down()
 	slog.Info("evalflow is up", "api", s.API, "broker", s.Broker, "redis", s.Redis, "state", cfg.StateDir)
 	fmt.Printf("evalflow API: %s  (POST /evals/start, GET /evals/{id}); Ctrl-C stops\n", s.API)
+	if s.OperatorToken != "" {
+		fmt.Printf("operator token (in %s): %s\n  curl -H 'Authorization: Bearer %s' %s/evals\n",
+			filepath.Join(cfg.StateDir, "tokens"), s.OperatorToken, s.OperatorToken, s.API)
+	} else {
+		fmt.Printf("callers' tokens: %s\n", cfg.TokensFile)
+	}
 	<-ctx.Done()
 	return nil
 }

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -111,12 +109,13 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer s.Down()
 
-	id, err := submit(ctx, s.API, req)
+	api := newClient(s.API, cmp.Or(s.OperatorToken, os.Getenv("EVALFLOW_TOKEN")))
+	id, err := api.submit(ctx, req)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("run %s submitted to %s\n", id, s.API)
-	r, err := follow(ctx, s.API, id)
+	r, err := follow(ctx, api, id)
 	if err != nil {
 		return err
 	}
@@ -153,30 +152,8 @@ func serveModel(ctx context.Context, gguf, name, dir, host string) (*localserver
 	return p, nil
 }
 
-func submit(ctx context.Context, api string, req evalflow.Request) (string, error) {
-	body, _ := json.Marshal(req)
-	hreq, _ := http.NewRequestWithContext(ctx, http.MethodPost, api+"/evals/start", bytes.NewReader(body))
-	hreq.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(hreq)
-	if err != nil {
-		return "", fmt.Errorf("submit: %w", err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode >= 300 {
-		return "", fmt.Errorf("submit: %s: %s", resp.Status, b)
-	}
-	var out struct {
-		RunID string `json:"run_id"`
-	}
-	if err := json.Unmarshal(b, &out); err != nil {
-		return "", fmt.Errorf("submit: %w", err)
-	}
-	return out.RunID, nil
-}
-
 // follow polls the run and draws its progress until it ends.
-func follow(ctx context.Context, api, id string) (*evalflow.Run, error) {
+func follow(ctx context.Context, api *client, id string) (*evalflow.Run, error) {
 	bar := progressbar.NewOptions(1,
 		progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetWidth(30),
 		progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(false),
@@ -185,7 +162,7 @@ func follow(ctx context.Context, api, id string) (*evalflow.Run, error) {
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		r, err := getRun(ctx, api, id)
+		r, err := api.run(ctx, id)
 		if err != nil {
 			return nil, err
 		}
@@ -207,24 +184,6 @@ func follow(ctx context.Context, api, id string) (*evalflow.Run, error) {
 		case <-tick.C:
 		}
 	}
-}
-
-func getRun(ctx context.Context, api, id string) (*evalflow.Run, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, api+"/evals/"+id, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("get run %s: %w", id, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(resp.Body)
-		return nil, fmt.Errorf("get run %s: %s: %s", id, resp.Status, b)
-	}
-	var r evalflow.Run
-	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
-		return nil, errors.Join(fmt.Errorf("get run %s", id), err)
-	}
-	return &r, nil
 }
 
 func printResults(w io.Writer, r *evalflow.Run) {

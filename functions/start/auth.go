@@ -1,0 +1,83 @@
+package function
+
+import (
+	"context"
+	"crypto/subtle"
+	"net"
+	"net/http"
+	"strings"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/auth"
+)
+
+// Config is start's own configuration: who may call it.
+type Config struct {
+	// TokensFile holds the callers' tokens (auth.Parse). Without it every request is
+	// the operator's: for a function run alone in development, never a deployment
+	// (evalflow up and make deploy always make one).
+	TokensFile string `env:"EVALFLOW_TOKENS_FILE"`
+	// DeliveryToken is what evalflow's own broker (local mode's) sends with each
+	// Trigger's delivery, as a bearer token.
+	DeliveryToken string `env:"EVALFLOW_DELIVERY_TOKEN"`
+	// ClusterDeliveries takes a Trigger's delivery at a cluster-local address
+	// (NAME.NAMESPACE.svc[.DOMAIN]) as the broker's: Knative's ingress routes those
+	// names only inside the cluster, never from the public entrypoint.
+	ClusterDeliveries bool `env:"EVALFLOW_CLUSTER_DELIVERIES, default=false"`
+}
+
+// caller is who sent a request: a caller by its token, or evalflow's broker
+// delivering a CloudEvent (whose source then names the caller).
+type caller struct {
+	name     string
+	delivery bool
+}
+
+// sees is whether c may see and act on run.
+func (c caller) sees(run *evalflow.Run) bool { return c.name == auth.Operator || c.name == run.Caller }
+
+type callerKey struct{}
+
+func callerOf(ctx context.Context) caller { c, _ := ctx.Value(callerKey{}).(caller); return c }
+
+var errUnauthenticated = &evalflow.Error{Code: evalflow.CodeUnauthenticated, Field: "Authorization",
+	Message: "a caller's bearer token is required (Authorization: Bearer TOKEN)"}
+
+// authenticated serves next to a request that carries a caller's token or, where
+// delivery, the broker's; any other is 401 and reaches nothing.
+func (f *Function) authenticated(delivery bool, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		c, ok := f.identify(r, delivery)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="evalflow"`)
+			f.writeError(w, "", errUnauthenticated)
+			return
+		}
+		next(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)))
+	}
+}
+
+func (f *Function) identify(r *http.Request, delivery bool) (caller, bool) {
+	if f.tokens == nil {
+		return caller{name: auth.Operator}, true
+	}
+	token := auth.Bearer(r.Header.Get("Authorization"))
+	if name, err := f.tokens.Caller(token); err == nil {
+		return caller{name: name}, true
+	}
+	if !delivery {
+		return caller{}, false
+	}
+	if f.cfg.DeliveryToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(f.cfg.DeliveryToken)) == 1 {
+		return caller{delivery: true}, true
+	}
+	return caller{delivery: true}, f.cfg.ClusterDeliveries && clusterLocal(r.Host)
+}
+
+// clusterLocal is whether host is a Service's cluster-local name.
+func clusterLocal(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	return strings.HasSuffix(host, ".svc") || strings.Contains(host, ".svc.")
+}
