@@ -34,6 +34,10 @@ type JobSpec struct {
 	ReportKeyFile string `json:"report_key_file,omitempty"`
 	// DataDir holds the datasets (layout of ../shared/datasets).
 	DataDir string `json:"data_dir"`
+	// BaseURLAllow and BaseURLDeny are the deployment's additions to what the model's
+	// URL may reach (netpolicy): the job refuses what start and verify refuse.
+	BaseURLAllow string `json:"base_url_allow,omitempty"`
+	BaseURLDeny  string `json:"base_url_deny,omitempty"`
 	// OutputDir receives results.json and samples.jsonl.
 	OutputDir string `json:"output_dir"`
 	// DeadlineSeconds bounds the job's run time (activeDeadlineSeconds in a Job).
@@ -144,6 +148,8 @@ const (
 
 // JobDefaults are the deployment's settings deploy adds to a run's job spec.
 type JobDefaults struct {
+	// BaseURLAllow and BaseURLDeny: see JobSpec.
+	BaseURLAllow, BaseURLDeny string
 	CallbackURL string
 	// ClusterCallbackURL is CallbackURL as Kubernetes Jobs reach it (default: the same).
 	ClusterCallbackURL      string
@@ -164,7 +170,7 @@ func NewJobSpec(r *Run, d JobDefaults) JobSpec {
 		ID: JobName(r.ID), RunID: r.ID, Engine: r.Engine, EngineConfig: r.EngineConfig,
 		Model:    ModelSpec{Name: r.ModelName, URL: r.BaseURL},
 		Datasets: r.Datasets, Concurrency: r.Concurrency, Options: options(r.Options),
-		CallbackURL: callbackURL(r, d), DataDir: d.DataDir,
+		CallbackURL: callbackURL(r, d), DataDir: d.DataDir, BaseURLAllow: d.BaseURLAllow, BaseURLDeny: d.BaseURLDeny,
 		OutputDir:       ResultsPath(d.ResultsDir, r.ID),
 		DeadlineSeconds: d.DeadlineSeconds, TTLSecondsAfterFinished: d.TTLSecondsAfterFinished,
 		Results: resultsTarget(r, d.Results), Data: dataArtifact(r, d.Data),

@@ -27,57 +27,85 @@ import (
 
 // Write replaces out with a file-based Go module proxy (GOPROXY=file://OUT) serving
 // the modules in the directories dirs of the checkout root, each at version, zipped
-// as the go command zips them (golang.org/x/mod/zip). It returns the modules' paths.
+// as the go command zips them (golang.org/x/mod/zip), each requiring the others at
+// that same version (Pin). It returns the modules' paths.
 func Write(out, root, version string, dirs ...string) ([]string, error) {
 	if len(dirs) == 0 {
 		return nil, fmt.Errorf("modproxy: name the modules' directories, e.g. shared localjob devkit")
 	}
 	var paths []string
-	if err := os.RemoveAll(out); err != nil {
-		return nil, err
-	}
 	for _, d := range dirs {
 		gomod, err := os.ReadFile(filepath.Join(root, d, "go.mod"))
 		if err != nil {
 			return nil, err
 		}
-		path := modfile.ModulePath(gomod)
-		escaped, err := module.EscapePath(path)
-		if err != nil {
+		paths = append(paths, modfile.ModulePath(gomod))
+	}
+	if err := os.RemoveAll(out); err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "modproxy-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	for i, d := range dirs {
+		// A copy, pinned: the go command reads a module's requirements from its go.mod.
+		src := filepath.Join(work, filepath.Base(d))
+		if err := os.CopyFS(src, os.DirFS(filepath.Join(root, d))); err != nil {
+			return nil, fmt.Errorf("modproxy: copy %s: %w", d, err)
+		}
+		if err := Pin(src, paths, version); err != nil {
 			return nil, err
 		}
-		dir := filepath.Join(out, filepath.FromSlash(escaped), "@v")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := writeModule(out, src, paths[i], version); err != nil {
 			return nil, err
 		}
-		f, err := os.Create(filepath.Join(dir, version+".zip"))
-		if err != nil {
-			return nil, err
-		}
-		err = zip.CreateFromDir(f, module.Version{Path: path, Version: version}, filepath.Join(root, d))
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return nil, fmt.Errorf("modproxy: zip %s: %w", path, err)
-		}
-		info, _ := json.Marshal(map[string]any{"Version": version, "Time": versionTime})
-		for name, body := range map[string][]byte{version + ".mod": gomod, version + ".info": info, "list": []byte(version + "\n")} {
-			if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
-				return nil, err
-			}
-		}
-		paths = append(paths, path)
 	}
 	return paths, nil
+}
+
+// writeModule writes the module path in dir to the proxy out at version.
+func writeModule(out, dir, path, version string) error {
+	escaped, err := module.EscapePath(path)
+	if err != nil {
+		return err
+	}
+	at := filepath.Join(out, filepath.FromSlash(escaped), "@v")
+	if err := os.MkdirAll(at, 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(at, version+".zip"))
+	if err != nil {
+		return err
+	}
+	err = zip.CreateFromDir(f, module.Version{Path: path, Version: version}, dir)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("modproxy: zip %s: %w", path, err)
+	}
+	gomod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+	if err != nil {
+		return err
+	}
+	info, _ := json.Marshal(map[string]any{"Version": version, "Time": versionTime})
+	for name, body := range map[string][]byte{version + ".mod": gomod, version + ".info": info, "list": []byte(version + "\n")} {
+		if err := os.WriteFile(filepath.Join(at, name), body, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // versionTime is the time of every version Version names: the content, not the
 // time, tells versions apart.
 var versionTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// Version is a pseudo-version (v0.0.0-20000101000000-HASH) naming the content of the
-// modules in dirs of root: every file's path and bytes, .git aside.
+// Version is a pseudo-version (v0.0.1-0.20000101000000-HASH, above the v0.0.0 the
+// checkout's go.mod files require) naming the content of the modules in dirs of root:
+// every file's path and bytes, .git aside.
 func Version(root string, dirs ...string) (string, error) {
 	h := sha256.New()
 	for _, d := range dirs {
@@ -108,7 +136,7 @@ func Version(root string, dirs ...string) (string, error) {
 			h.Write(b)
 		}
 	}
-	return module.PseudoVersion("", "", versionTime, hex.EncodeToString(h.Sum(nil))[:12]), nil
+	return module.PseudoVersion("", "v0.0.0", versionTime, hex.EncodeToString(h.Sum(nil))[:12]), nil
 }
 
 // Pin makes the go.mod in dir (a function's copy) require each module of paths it

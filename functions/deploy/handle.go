@@ -92,8 +92,11 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 			f.defaults.Data = &evalflow.DataArtifact{Reference: c.DataArtifact, RegistryAccess: f.defaults.Results.RegistryAccess}
 		}
 	}
-	f.Env, err = pipeline.Open(ctx, evalflow.StepDeploy, cfg)
-	return err
+	if f.Env, err = pipeline.Open(ctx, evalflow.StepDeploy, cfg); err != nil {
+		return err
+	}
+	f.defaults.BaseURLAllow, f.defaults.BaseURLDeny = f.Network.Lists() // the job refuses what verify refuses
+	return nil
 }
 
 // Handle creates the job of a verified run and replies job.created; on run.cancelled

@@ -87,6 +87,11 @@ func (f *Function) start(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		err = f.engines.Validate(&req)
 	}
+	if err == nil {
+		if refused := f.Network.CheckURL(req.BaseURL); refused != nil {
+			err = &evalflow.Error{Code: evalflow.CodeInvalid, Field: "base_url", Message: refused.Error()}
+		}
+	}
 	if err != nil {
 		f.writeError(w, "", err)
 		return

@@ -147,6 +147,8 @@ func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 		{"non-http base_url", "", with("base_url", "file:///etc/passwd"), "base_url", 400},
 		{"base_url without host", "", with("base_url", "http://"), "base_url", 400},
 		{"base_url with credentials", "", with("base_url", "http://u:p@host/v1"), "base_url", 400},
+		{"base_url at a cloud metadata address", "", with("base_url", "http://169.254.169.254/latest"), "base_url", 400},
+		{"base_url naming a metadata service", "", with("base_url", "http://metadata.google.internal/v1"), "base_url", 400},
 		{"no datasets", "", with("datasets", []any{}), "datasets", 400},
 		{"unknown dataset", "", with("datasets", []any{"imagenet"}), "datasets[0].name", 400},
 		{"unknown subject", "", with("datasets", []any{map[string]any{"name": "mmlu", "subjects": []string{"cooking"}}}), "datasets[0].subjects[0]", 400},

@@ -42,9 +42,12 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	if err = pipeline.Load(ctx, cfg, &f.cfg); err != nil {
 		return fmt.Errorf("verify: config: %w", err)
 	}
-	f.http = &http.Client{Timeout: 5 * time.Second}
-	f.Env, err = pipeline.Open(ctx, evalflow.StepVerify, cfg)
-	return err
+	if f.Env, err = pipeline.Open(ctx, evalflow.StepVerify, cfg); err != nil {
+		return err
+	}
+	// The deployment's policy holds for every connection, whatever the name resolves to.
+	f.http = &http.Client{Timeout: 5 * time.Second, Transport: f.Network.Transport()}
+	return nil
 }
 
 // Handle verifies the run named by a run.started event and replies run.verified, or

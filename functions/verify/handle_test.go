@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -165,4 +166,21 @@ func TestVerifyKubernetesTargets(t *testing.T) {
 			t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
 		}
 	})
+}
+
+// A base_url whose name resolves to an address the deployment refuses fails the run,
+// at once and for good, and no request reaches it.
+func TestVerifyRefusesAnAddressTheDeploymentDenies(t *testing.T) {
+	p := pipelinetest.New(t)
+	p.Config["EVALFLOW_BASE_URL_DENY"] = "127.0.0.0/8"
+	var asked atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { asked.Add(1) }))
+	defer srv.Close()
+	url := strings.Replace(srv.URL, "127.0.0.1", "localhost", 1) + "/v1" // a name: the check is where it leads
+
+	r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: url})
+
+	if reply != evalflow.TypeFailed || !strings.Contains(r.Message, "refused by the deployment's base_url policy") || asked.Load() != 0 {
+		t.Fatalf("reply %s, run %s %q, %d requests", reply, r.Status, r.Message, asked.Load())
+	}
 }

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/time/rate"
 
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/netpolicy"
 )
 
 // Message is one chat message.
@@ -286,6 +287,9 @@ func once[T any](ctx context.Context, c *Client, method, path string, body []byt
 		hc = http.DefaultClient
 	}
 	resp, err := hc.Do(req)
+	if errors.Is(err, netpolicy.ErrRefused) { // the deployment's policy: no retry changes it
+		return nil, backoff.Permanent(evalflow.Permanent(fmt.Errorf("%s: %w", c.BaseURL, err)))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s does not answer: %w", c.BaseURL, err) // network: retry
 	}

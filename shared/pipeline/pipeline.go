@@ -21,6 +21,7 @@ import (
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/engines"
 	"github.com/evalflow/evalflow/shared/kube"
+	"github.com/evalflow/evalflow/shared/netpolicy"
 	"github.com/evalflow/evalflow/shared/runstore"
 	"github.com/evalflow/evalflow/shared/seal"
 )
@@ -51,6 +52,10 @@ type Config struct {
 	// ServiceAccount's namespace, or the kubeconfig's).
 	OwnCluster   string `env:"EVALFLOW_OWN_CLUSTER"`
 	JobNamespace string `env:"EVALFLOW_JOB_NAMESPACE"`
+	// BaseURLAllow and BaseURLDeny are the operator's additions to what a run's
+	// base_url may reach (netpolicy.Parse).
+	BaseURLAllow string `env:"EVALFLOW_BASE_URL_ALLOW"`
+	BaseURLDeny  string `env:"EVALFLOW_BASE_URL_DENY"`
 }
 
 // Load fills target (a pointer to a struct with env tags) from cfg, the map func-go
@@ -66,8 +71,10 @@ type Env struct {
 	Events *cloudevent.Sender
 	Log    *slog.Logger
 	Now    func() time.Time
-	rdb    *redis.Client
-	sealer *seal.Sealer
+	// Network is what a run's base_url may reach.
+	Network *netpolicy.Policy
+	rdb     *redis.Client
+	sealer  *seal.Sealer
 	// clusters keeps one client per cluster reached (see Cluster); own is
 	// evalflow's own cluster (Config.OwnCluster), nil where it has none.
 	clusters kube.Pool
@@ -89,6 +96,10 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 	opts := kube.Options{Images: c.JobImages, StuckAfter: c.StuckAfter, Resources: resources}
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: config EVALFLOW_JOB_RESOURCES: %w", step, err)
+	}
+	network, err := netpolicy.Parse(c.BaseURLAllow, c.BaseURLDeny)
+	if err != nil {
+		return nil, fmt.Errorf("%s: config: %w", step, err)
 	}
 	var own *kube.Cluster
 	if c.OwnCluster != "" {
@@ -115,7 +126,7 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 		return nil, fmt.Errorf("%s: redis at %s: %w", step, c.RedisAddr, err)
 	}
 	return &Env{Step: step, Store: runstore.New(rdb, sealer), Events: sender,
-		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step)), Now: time.Now, rdb: rdb, sealer: sealer,
+		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step)), Now: time.Now, Network: network, rdb: rdb, sealer: sealer,
 		clusters: kube.Pool{Options: opts}, own: own}, nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/evalflow/evalflow/runner/engine"
 	"github.com/evalflow/evalflow/runner/task"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/netpolicy"
 	"github.com/evalflow/evalflow/shared/openai"
 )
 
@@ -60,7 +61,11 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) error {
 		return fmt.Errorf("runner: run %s: %w", spec.RunID, err)
 	}
 	log.Info("job read", "spec_ms", ms(specRead.Sub(began)), "data_ms", ms(time.Since(specRead)))
-	e := newEngine(spec, apiKey, reporter, log)
+	network, err := netpolicy.Parse(spec.BaseURLAllow, spec.BaseURLDeny)
+	if err != nil {
+		return fmt.Errorf("runner: run %s: %w: %w", spec.RunID, evalflow.ErrPermanent, err)
+	}
+	e := newEngine(spec, apiKey, network, reporter, log)
 	log.Info("evaluation started", "samples", len(docs), "concurrency", spec.Concurrency)
 	reporter.Progress(ctx, evalflow.Progress{Phase: "starting", Total: len(docs), UpdatedAt: time.Now().UTC()})
 	res, err := evaluate(ctx, e, docs, log)
@@ -127,8 +132,8 @@ func evaluate(ctx context.Context, e *engine.Engine, docs []task.Doc, log *slog.
 }
 
 // newEngine is the engine of spec: a client of its endpoint with the spec's limits.
-func newEngine(spec evalflow.JobSpec, apiKey string, reporter *adapter.Reporter, log *slog.Logger) *engine.Engine {
-	transport := http.DefaultTransport.(*http.Transport).Clone()
+func newEngine(spec evalflow.JobSpec, apiKey string, network *netpolicy.Policy, reporter *adapter.Reporter, log *slog.Logger) *engine.Engine {
+	transport := network.Transport() // the deployment's base_url policy, on every connection
 	transport.MaxIdleConnsPerHost = max(spec.Concurrency, 2)
 	if spec.Concurrency == 0 {
 		transport.MaxIdleConnsPerHost = engine.MaxAutoConcurrency
