@@ -150,7 +150,7 @@ const (
 type JobDefaults struct {
 	// BaseURLAllow and BaseURLDeny: see JobSpec.
 	BaseURLAllow, BaseURLDeny string
-	CallbackURL string
+	CallbackURL               string
 	// ClusterCallbackURL is CallbackURL as Kubernetes Jobs reach it (default: the same).
 	ClusterCallbackURL      string
 	DataDir                 string
