@@ -76,7 +76,7 @@ func Start(ctx context.Context, dir, name string, env []string, ready func(conte
 		return nil, err
 	}
 	logPath := filepath.Join(dir, name+".log")
-	logFile, err := os.Create(logPath)
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644) // a restart adds to it
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +199,16 @@ func onHost(host string) (string, error) {
 }
 
 // Redis starts redis-server on port (0: a free one), data in dir, no persistence.
-func Redis(ctx context.Context, dir string, port int) (*Proc, error) {
+func Redis(ctx context.Context, dir string, port int) (*Proc, error) { return redis(ctx, dir, port, false) }
+
+// PersistentRedis is Redis keeping its data in an append-only file in dir, written
+// before each answer and synced every second: a redis-server killed outright and
+// started again on dir has every write it acknowledged.
+func PersistentRedis(ctx context.Context, dir string, port int) (*Proc, error) {
+	return redis(ctx, dir, port, true)
+}
+
+func redis(ctx context.Context, dir string, port int, persist bool) (*Proc, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("localserver: redis-server not installed (make deps installs it): %w", err)
@@ -208,8 +217,9 @@ func Redis(ctx context.Context, dir string, port int) (*Proc, error) {
 	if err != nil {
 		return nil, err
 	}
+	aof := map[bool]string{true: "yes", false: "no"}[persist]
 	p, err := Start(ctx, dir, "redis", nil, DialReady(a), 10*time.Second, bin,
-		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
+		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", aof, "--appendfsync", "everysec", "--dir", dir)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -175,4 +176,58 @@ func TestAnEndpointEchoingTheKeyGetsItIntoNothing(t *testing.T) {
 		t.Error("an event carries the api_key")
 	}
 	scanRedis(t, e)
+}
+
+// kill -9 of the redis-server local mode runs, or of a function, loses no run: each is
+// started again, Redis from its append-only file, and the next run succeeds. Redis
+// killed while a run is under way: the run still succeeds.
+func TestLocalModeComesBackFromKill9(t *testing.T) {
+	e := up(t)
+	first := e.request(1)
+	e.post(t, first)
+	if r := e.waitEnded(t, first.EvalRequestID, 2*time.Minute); r.Status != evalflow.StatusSucceeded {
+		t.Fatalf("the first run ended %s: %s", r.Status, r.Message)
+	}
+
+	for _, name := range []string{"redis", "verify", "job-watch"} {
+		kill9(t, e, name)
+	}
+	second := e.request(1)
+	if code, out := e.post(t, second); code != http.StatusAccepted {
+		t.Fatalf("start after the kills: %d %v", code, out)
+	}
+	if r := e.waitEnded(t, second.EvalRequestID, 2*time.Minute); r.Status != evalflow.StatusSucceeded {
+		t.Fatalf("the run after the kills ended %s: %s", r.Status, r.Message)
+	}
+	if r := e.run(t, first.EvalRequestID); r.Status != evalflow.StatusSucceeded || r.Artifact == nil {
+		t.Fatalf("the first run after redis was killed: %s, artifact %v; want it as it was", r.Status, r.Artifact)
+	}
+
+	third := e.request(1)
+	third.Options = &evalflow.RunOptions{RequestsPerSecond: 1} // long enough to kill redis under it
+	e.post(t, third)
+	testserver.Eventually(t, time.Minute, "the third run's job runs", func() bool { return e.run(t, third.EvalRequestID).Status == evalflow.StatusRunning })
+	kill9(t, e, "redis")
+	if r := e.waitEnded(t, third.EvalRequestID, 3*time.Minute); r.Status != evalflow.StatusSucceeded {
+		t.Fatalf("the run redis was killed under ended %s: %s", r.Status, r.Message)
+	}
+	for _, name := range []string{"redis", "verify", "job-watch"} {
+		if e.stack.Restarts(name) == 0 {
+			t.Errorf("%s was not started again", name)
+		}
+	}
+}
+
+// kill9 kills the stack's process name outright and waits until it is back.
+func kill9(t *testing.T, e *env, name string) {
+	t.Helper()
+	pid := e.stack.PID(name)
+	if pid == 0 {
+		t.Fatalf("no process %s", name)
+	}
+	restarts := e.stack.Restarts(name)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testserver.Eventually(t, 30*time.Second, name+" started again", func() bool { return e.stack.Restarts(name) > restarts })
 }

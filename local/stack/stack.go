@@ -1,6 +1,9 @@
 // Package stack brings up evalflow in local mode: redis-server, the local broker
 // routing by triggers/*.yaml, the local job runtime (the runner as a process), and
-// every function as its own process, as Knative would run them.
+// every function as its own process, as Knative would run them. Redis keeps its data
+// in an append-only file in the state directory, and it and every function are
+// supervised: one that exits (a crash, a kill -9) is started again, with backoff, on
+// the same port.
 package stack
 
 import (
@@ -93,6 +96,8 @@ type Stack struct {
 	OperatorToken string
 
 	cfg Config
+	// supervised are the processes kept running, by name ("redis", or a function's).
+	supervised map[string]*localserver.Supervisor
 	// deliveryToken is what the broker sends with each delivery: start takes a
 	// Trigger's delivery only with it.
 	deliveryToken string
@@ -114,7 +119,7 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "info"
 	}
-	s := &Stack{cfg: cfg, Functions: map[string]string{}}
+	s := &Stack{cfg: cfg, Functions: map[string]string{}, supervised: map[string]*localserver.Supervisor{}}
 	defer func() {
 		if err != nil {
 			s.Down()
@@ -175,12 +180,17 @@ func (s *Stack) prepare(ctx context.Context) (sealKey string, err error) {
 		return "", err
 	}
 	if s.Redis = s.cfg.RedisAddr; s.Redis == "" {
-		p, err := localserver.Redis(ctx, filepath.Join(s.cfg.StateDir, "redis"), 0)
+		port, err := localserver.FreePort()
 		if err != nil {
 			return "", err
 		}
-		s.stops = append(s.stops, p.Stop)
-		s.Redis = p.Addr
+		dir := filepath.Join(s.cfg.StateDir, "redis")
+		if err := s.supervise(ctx, "redis", func(ctx context.Context) (*localserver.Proc, error) {
+			return localserver.PersistentRedis(ctx, dir, port)
+		}); err != nil {
+			return "", err
+		}
+		s.Redis = "127.0.0.1:" + strconv.Itoa(port)
 	}
 	return sealKey, nil
 }
@@ -300,15 +310,42 @@ func (s *Stack) functionEnv(sealKey, jobsURL string) []string {
 func (s *Stack) startFunctions(ctx context.Context, ports map[string]int, common []string) error {
 	for _, name := range Functions {
 		env := append([]string{"LISTEN_ADDRESS=127.0.0.1:" + strconv.Itoa(ports[name])}, common...)
-		p, err := localserver.Start(ctx, filepath.Join(s.cfg.StateDir, "logs"), name, env,
-			localserver.HTTPOK(s.Functions[name]+"/health/readiness"), 30*time.Second,
-			s.cfg.Executable, "function", name)
-		if err != nil {
+		if err := s.supervise(ctx, name, func(ctx context.Context) (*localserver.Proc, error) {
+			return localserver.Start(ctx, filepath.Join(s.cfg.StateDir, "logs"), name, env,
+				localserver.HTTPOK(s.Functions[name]+"/health/readiness"), 30*time.Second,
+				s.cfg.Executable, "function", name)
+		}); err != nil {
 			return fmt.Errorf("stack: function %s: %w", name, err)
 		}
-		s.stops = append(s.stops, p.Stop)
 	}
 	return nil
+}
+
+// supervise starts a process and keeps it running until Down.
+func (s *Stack) supervise(ctx context.Context, name string, start func(context.Context) (*localserver.Proc, error)) error {
+	sup, err := localserver.Supervise(ctx, name, s.cfg.Log.With("component", "supervisor"), start)
+	if err != nil {
+		return err
+	}
+	s.supervised[name] = sup
+	s.stops = append(s.stops, sup.Stop)
+	return nil
+}
+
+// PID is the process id of "redis" or a function, as it runs now (0: none).
+func (s *Stack) PID(name string) int {
+	if sup, ok := s.supervised[name]; ok {
+		return sup.PID()
+	}
+	return 0
+}
+
+// Restarts counts the times "redis" or a function was started again.
+func (s *Stack) Restarts(name string) int {
+	if sup, ok := s.supervised[name]; ok {
+		return sup.Restarts()
+	}
+	return 0
 }
 
 // tick plays the PingSources of eventing/ as the cluster's would (stopped first on Down).
