@@ -199,7 +199,9 @@ func onHost(host string) (string, error) {
 }
 
 // Redis starts redis-server on port (0: a free one), data in dir, no persistence.
-func Redis(ctx context.Context, dir string, port int) (*Proc, error) { return redis(ctx, dir, port, false) }
+func Redis(ctx context.Context, dir string, port int) (*Proc, error) {
+	return redis(ctx, dir, port, false)
+}
 
 // PersistentRedis is Redis keeping its data in an append-only file in dir, written
 // before each answer and synced every second: a redis-server killed outright and
