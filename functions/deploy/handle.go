@@ -100,13 +100,13 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 }
 
 // Handle creates the job of a verified run and replies job.created; on run.cancelled
-// it stops the run's job.
+// or run.failed it stops the run's job, if the run has indeed ended so.
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
 	id := f.RunID(e)
 	if id == "" {
 		return nil, nil
 	}
-	if e.Type() == evalflow.TypeCancelled {
+	if e.Type() == evalflow.TypeCancelled || e.Type() == evalflow.TypeFailed {
 		return nil, f.stop(ctx, id)
 	}
 	run, ok, err := f.Begin(ctx, id, evalflow.StatusDeploying)
@@ -171,16 +171,22 @@ func (f *Function) jobsOf(run *evalflow.Run, secrets map[string]string) (Jobs, e
 	return f.ClusterOf(run, secrets[runstore.SecretKubeconfig])
 }
 
-// stopIfEnded stops a job created for a run that was cancelled meanwhile.
+// stopIfEnded stops a job created for a run that was cancelled (or failed) meanwhile.
 func (f *Function) stopIfEnded(ctx context.Context, run *evalflow.Run) error {
-	if run.Status == evalflow.StatusCancelled {
+	if stoppable(run) {
 		return f.stop(ctx, run.ID)
 	}
 	return nil
 }
 
+// stoppable is whether run's job is to be stopped: the run was cancelled or failed.
+// An event saying so of a run that has not (a forgery, or a late copy) stops nothing.
+func stoppable(run *evalflow.Run) bool {
+	return run.Status == evalflow.StatusCancelled || run.Status == evalflow.StatusFailed
+}
+
 // stop deletes run id's job. A Kubernetes target's kubeconfig outlives the cancelled
-// run a while for this (runstore.CancelGrace): also for a create that races the cancel
+// run a while for this (runstore.StopGrace): also for a create that races the cancel
 // and stops its own job once it sees the run cancelled.
 func (f *Function) stop(ctx context.Context, id string) error {
 	run, err := f.Store.Get(ctx, id)
@@ -189,6 +195,10 @@ func (f *Function) stop(ctx context.Context, id string) error {
 	}
 	if err != nil {
 		return fmt.Errorf("deploy: stop job of run %s: %w", id, err)
+	}
+	if !stoppable(run) {
+		f.Log.Warn("a stop for a run that has not ended so dropped", "run_id", id, "run_status", run.Status)
+		return nil
 	}
 	secrets, err := f.Store.Secrets(ctx, id)
 	if err != nil {

@@ -137,7 +137,18 @@ func TestTheJobGetsItsSpecAndKeyAsFilesNeverInClearElsewhere(t *testing.T) {
 	}
 }
 
-func TestCancelledRunHasItsJobStopped(t *testing.T) {
+// A run cancelled, or failed by any step, has its job stopped; a run.cancelled for a
+// run that has not ended (a forgery, a stale copy) stops nothing.
+func TestAnEndedRunHasItsJobStopped(t *testing.T) {
+	for _, end := range []struct {
+		status evalflow.Status
+		event  string
+	}{{evalflow.StatusCancelled, evalflow.TypeCancelled}, {evalflow.StatusFailed, evalflow.TypeFailed}} {
+		t.Run(string(end.status), func(t *testing.T) { jobStoppedWhenEnded(t, end.status, end.event) })
+	}
+}
+
+func jobStoppedWhenEnded(t *testing.T, end evalflow.Status, eventType string) {
 	// A job that runs until stopped: real data, an endpoint that refuses (the runner
 	// retries with backoff for minutes).
 	fx := setup(t, filepath.Join(testserver.SharedDir(t), "datasets"))
@@ -161,15 +172,26 @@ func TestCancelledRunHasItsJobStopped(t *testing.T) {
 		}
 	}
 
-	cancelled := cloudevent.New(evalflow.StepStart, evalflow.TypeCancelled, runID, evalflow.RunRef{RunID: runID})
+	forged := cloudevent.New(evalflow.StepStart, evalflow.TypeCancelled, runID, evalflow.RunRef{RunID: runID})
+	if _, err := fx.f.Handle(context.Background(), forged); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := fx.jobs.Get(evalflow.JobName(runID)); st.Phase != "Running" {
+		t.Fatalf("job phase %q after a run.cancelled of a run that was not cancelled; want it still running", st.Phase)
+	}
+
+	if _, err := fx.p.Store.Update(context.Background(), runID, func(r *evalflow.Run) error { return r.Advance(end, time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	ended := cloudevent.New(evalflow.StepStart, eventType, runID, evalflow.RunRef{RunID: runID})
 	for range 2 { // and a duplicate
-		if _, err := fx.f.Handle(context.Background(), cancelled); err != nil {
+		if _, err := fx.f.Handle(context.Background(), ended); err != nil {
 			t.Fatal(err)
 		}
 	}
 
 	if st, _ := fx.jobs.Get(evalflow.JobName(runID)); st.Phase != "Failed" {
-		t.Fatalf("job phase %q after cancel; want it stopped", st.Phase)
+		t.Fatalf("job phase %q after the run %s; want it stopped", st.Phase, end)
 	}
 }
 

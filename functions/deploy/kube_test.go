@@ -86,8 +86,8 @@ func TestKubernetesTargets(t *testing.T) {
 			t.Fatalf("the job after a cancel: %v, want it deleted", err)
 		}
 		goneWithTheJob(t, admin, job)
-		if ttl := fx.p.Redis.TTL(ctx, "evalflow:run:"+runID+":secrets").Val(); ttl <= 0 || ttl > runstore.CancelGrace {
-			t.Fatalf("the cancelled run's kubeconfig expires in %s, want within %s", ttl, runstore.CancelGrace)
+		if ttl := fx.p.Redis.TTL(ctx, "evalflow:run:"+runID+":secrets").Val(); ttl <= 0 || ttl > runstore.StopGrace {
+			t.Fatalf("the cancelled run's kubeconfig expires in %s, want within %s", ttl, runstore.StopGrace)
 		}
 	})
 

@@ -135,8 +135,9 @@ func get(ctx context.Context, c redis.Cmdable, id string) (*evalflow.Run, error)
 // Update applies change to run id atomically and returns the run as stored after it.
 // When change returns an error nothing is written and Update returns the run as it was
 // with that error (evalflow.ErrStale for a duplicate or late event). When the run ends,
-// its secrets are dropped in the same transaction — but for a cancelled run's
-// kubeconfig, kept (sealed) for CancelGrace so its job can be stopped.
+// its secrets are dropped in the same transaction — but for the kubeconfig of a run
+// that was cancelled or failed, kept (sealed) for StopGrace so that its job, which
+// may still run, can be stopped.
 func (s *Store) Update(ctx context.Context, id string, change func(*evalflow.Run) error) (*evalflow.Run, error) {
 	for range maxRetries {
 		var out *evalflow.Run
@@ -162,10 +163,10 @@ func (s *Store) Update(ctx context.Context, id string, change func(*evalflow.Run
 					p.ZAdd(ctx, statusKey(r.Status), redis.Z{Score: float64(r.CreatedAt.UnixNano()), Member: id})
 				}
 				switch {
-				case r.Status == evalflow.StatusCancelled:
+				case r.Status == evalflow.StatusCancelled || r.Status == evalflow.StatusFailed:
 					// deploy needs the kubeconfig a while yet, to stop the run's job.
 					p.HDel(ctx, secretKey(id), SecretAPIKey)
-					p.Expire(ctx, secretKey(id), CancelGrace)
+					p.Expire(ctx, secretKey(id), StopGrace)
 				case r.Status.Terminal():
 					p.Del(ctx, secretKey(id))
 				}
@@ -184,9 +185,9 @@ func (s *Store) Update(ctx context.Context, id string, change func(*evalflow.Run
 	return nil, fmt.Errorf("runstore: update run %s: too much contention", id)
 }
 
-// CancelGrace is how long a cancelled run's kubeconfig (sealed) outlives the run, for
-// deploy to stop the run's job in its cluster.
-const CancelGrace = time.Hour
+// StopGrace is how long the kubeconfig (sealed) of a run that was cancelled or failed
+// outlives the run, for deploy to stop the run's job in its cluster.
+const StopGrace = time.Hour
 
 // Secret opens the named secret of run id; "" when the run has none (or has ended).
 func (s *Store) Secret(ctx context.Context, id, name string) (string, error) {

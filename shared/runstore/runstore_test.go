@@ -96,25 +96,38 @@ func TestSecretsAreSealedAtRestAndDroppedWhenTheRunEnds(t *testing.T) {
 		t.Fatalf("Secrets = %d secrets, %v; want both, opened", len(all), err)
 	}
 
-	if _, err := store.Update(ctx, id, func(r *evalflow.Run) error { return r.Fail("boom", time.Now()) }); err != nil {
+	if _, err := store.Update(ctx, id, func(r *evalflow.Run) error {
+		if err := r.Advance(evalflow.StatusStoring, time.Now()); err != nil {
+			return err
+		}
+		return r.Advance(evalflow.StatusSucceeded, time.Now())
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := store.Secret(ctx, id, runstore.SecretAPIKey); err != nil || got != "" {
-		t.Fatalf("after the run failed, Secret = %q, %v; want it dropped", got, err)
+		t.Fatalf("after the run succeeded, Secret = %q, %v; want it dropped", got, err)
 	}
 	if all, err := store.Secrets(ctx, id); err != nil || len(all) != 0 {
-		t.Fatalf("after the run failed, Secrets = %d secrets, %v; want none", len(all), err)
+		t.Fatalf("after the run succeeded, Secrets = %d secrets, %v; want none", len(all), err)
 	}
 }
 
-func TestACancelledRunKeepsOnlyItsKubeconfigAWhile(t *testing.T) {
+// A run cancelled or failed may leave its job running: its kubeconfig stays a while,
+// for deploy to stop the job; its api key goes at once.
+func TestACancelledOrFailedRunKeepsOnlyItsKubeconfigAWhile(t *testing.T) {
+	for _, end := range []evalflow.Status{evalflow.StatusCancelled, evalflow.StatusFailed} {
+		t.Run(string(end), func(t *testing.T) { keepsOnlyItsKubeconfig(t, end) })
+	}
+}
+
+func keepsOnlyItsKubeconfig(t *testing.T, end evalflow.Status) {
 	store, rdb := newStore(t)
 	ctx := context.Background()
 	secrets := map[string]string{runstore.SecretAPIKey: "sk-cancel-canary", runstore.SecretKubeconfig: "apiVersion: v1\nclusters: []"}
 	if _, _, err := store.Create(ctx, newRun(id), secrets); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Update(ctx, id, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusCancelled, time.Now()) }); err != nil {
+	if _, err := store.Update(ctx, id, func(r *evalflow.Run) error { return r.Advance(end, time.Now()) }); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := store.Secret(ctx, id, runstore.SecretAPIKey); got != "" {
@@ -127,8 +140,8 @@ func TestACancelledRunKeepsOnlyItsKubeconfigAWhile(t *testing.T) {
 	if len(keys) != 1 {
 		t.Fatalf("secret keys %v", keys)
 	}
-	if ttl := rdb.TTL(ctx, keys[0]).Val(); ttl <= 0 || ttl > runstore.CancelGrace {
-		t.Fatalf("the kubeconfig's TTL is %s, want at most %s", ttl, runstore.CancelGrace)
+	if ttl := rdb.TTL(ctx, keys[0]).Val(); ttl <= 0 || ttl > runstore.StopGrace {
+		t.Fatalf("the kubeconfig's TTL is %s, want at most %s", ttl, runstore.StopGrace)
 	}
 }
 
