@@ -254,7 +254,7 @@ func TestTriggersRouteEachEventToItsStep(t *testing.T) {
 		evalflow.TypeResultsReady: {"evalflow-artifact"},
 		evalflow.TypePing:         {"evalflow-job-watch"},
 		evalflow.TypeSucceeded:    nil,
-		evalflow.TypeFailed:       nil,
+		evalflow.TypeFailed:       {"evalflow-deploy"}, // its job, if any, is stopped
 		evalflow.TypeNotification: nil, // callers subscribe with their own triggers
 		"com.example.unrelated":   nil,
 	}
