@@ -255,7 +255,7 @@ func TestTriggersRouteEachEventToItsStep(t *testing.T) {
 		evalflow.TypePing:         {"evalflow-job-watch"},
 		evalflow.TypeSucceeded:    nil,
 		evalflow.TypeFailed:       {"evalflow-deploy"}, // its job, if any, is stopped
-		evalflow.TypeNotification: nil, // callers subscribe with their own triggers
+		evalflow.TypeNotification: nil,                 // callers subscribe with their own triggers
 		"com.example.unrelated":   nil,
 	}
 	for typ, subscribers := range want {
