@@ -116,6 +116,14 @@ func Notify(r *Run, step StepID, status, message string) Notification {
 	return n
 }
 
+// TimelineEntry is one entry of a run's history: a notification, as sent, with the
+// id of its event and when it was sent.
+type TimelineEntry struct {
+	ID   string    `json:"id"`
+	Time time.Time `json:"time"`
+	Notification
+}
+
 func stepTitle(id StepID) string {
 	for _, s := range Steps {
 		if s.ID == id {

@@ -1,6 +1,7 @@
 // Package function is evalflow's start step, an HTTP function: it validates a request,
 // records the run in Redis (once per eval_request_id) and emits the first event. It
-// also serves the runs API: GET /evals/{id}, GET /evals, DELETE /evals/{id}.
+// also serves the runs API: GET /evals/{id}, GET /evals/{id}/events (its timeline),
+// GET /evals, DELETE /evals/{id}.
 package function
 
 import (
@@ -64,6 +65,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	f.mux.HandleFunc("POST /evals/start", f.authenticated(false, f.start))
 	f.mux.HandleFunc("POST /{$}", f.authenticated(true, f.start)) // CloudEvents delivered by a Trigger
 	f.mux.HandleFunc("GET /evals/{id}", f.authenticated(false, f.get))
+	f.mux.HandleFunc("GET /evals/{id}/events", f.authenticated(false, f.timeline))
 	f.mux.HandleFunc("GET /evals", f.authenticated(false, f.list))
 	f.mux.HandleFunc("DELETE /evals/{id}", f.authenticated(false, f.cancel))
 	return nil
@@ -227,6 +229,21 @@ func (f *Function) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, RunView{Run: run, Steps: evalflow.Steps})
+}
+
+// timeline answers run id's history: every notification of every step, oldest first.
+func (f *Function) timeline(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if _, err := f.owned(r.Context(), id); err != nil {
+		f.writeError(w, id, err)
+		return
+	}
+	events, err := f.Store.History(r.Context(), id)
+	if err != nil {
+		f.writeError(w, id, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"run_id": id, "events": events})
 }
 
 // owned is run id, if the request's caller may see it: another caller's run is

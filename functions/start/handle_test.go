@@ -476,7 +476,10 @@ func TestEachCallerSeesOnlyItsOwnRuns(t *testing.T) {
 	if code, body := call(t, srv, "GET", "/evals/"+aliceRun, callers["alice"], nil); code != 200 || !strings.Contains(body, `"caller":"alice"`) {
 		t.Errorf("alice's own run: %d %s", code, body)
 	}
-	for _, c := range []struct{ method, path string }{{"GET", "/evals/" + bobRun}, {"DELETE", "/evals/" + bobRun}} {
+	if code, body := call(t, srv, "GET", "/evals/"+aliceRun+"/events", callers["alice"], nil); code != 200 || !strings.Contains(body, `"title":"Start succeeded"`) {
+		t.Errorf("alice's own run's timeline: %d %s", code, body)
+	}
+	for _, c := range []struct{ method, path string }{{"GET", "/evals/" + bobRun}, {"GET", "/evals/" + bobRun + "/events"}, {"DELETE", "/evals/" + bobRun}} {
 		if code, body := call(t, srv, c.method, c.path, callers["alice"], nil); code != http.StatusNotFound || strings.Contains(body, bobRun) {
 			t.Errorf("alice %s bob's run: %d %s; want 404 as for no run", c.method, code, body)
 		}

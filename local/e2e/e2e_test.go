@@ -354,6 +354,45 @@ func TestEvaluationEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("the run's timeline has every step's start and end once, in order", func(t *testing.T) {
+		resp := e.call(t, http.MethodGet, "/evals/"+r.ID+"/events", nil)
+		var timeline struct{ Events []evalflow.TimelineEntry }
+		json.NewDecoder(resp.Body).Decode(&timeline)
+		resp.Body.Close()
+		var seen []string
+		for i, ev := range timeline.Events {
+			if i > 0 && ev.Time.Before(timeline.Events[i-1].Time) {
+				t.Errorf("entry %d is older than the one before it", i)
+			}
+			if ev.Status != evalflow.NoteProgress {
+				seen = append(seen, string(ev.Step)+" "+ev.Status)
+			}
+		}
+		// Each once, though every event was delivered three times; each step's start
+		// before its end, and the steps' starts in order (a job's first report may
+		// reach job-watch before deploy has said it succeeded).
+		want := []string{"start succeeded", "verify started", "verify succeeded", "deploy started", "deploy succeeded",
+			"job-watch started", "job-watch succeeded", "artifact started", "artifact succeeded"}
+		at := map[string]int{}
+		for i, s := range seen {
+			if _, twice := at[s]; twice {
+				t.Errorf("timeline has %q twice: %v", s, seen)
+			}
+			at[s] = i
+		}
+		for i, w := range want {
+			if _, ok := at[w]; !ok || len(seen) != len(want) {
+				t.Fatalf("timeline (progress aside) %v; want %v", seen, want)
+			}
+			if step, end, ok := strings.Cut(w, " "); ok && end == "succeeded" && step != "start" && at[step+" started"] > at[w] {
+				t.Errorf("%s before %s started: %v", w, step, seen)
+			}
+			if i > 1 && strings.HasSuffix(w, "started") && at[w] < at[want[i-2]] {
+				t.Errorf("%s before %s: %v", w, want[i-2], seen)
+			}
+		}
+	})
+
 	t.Run("no api_key in clear in logs, Redis, events, job files or the artifact", func(t *testing.T) {
 		e.settle(t)
 		scanDir(t, e.state)

@@ -201,10 +201,15 @@ func (e *Env) Begin(ctx context.Context, id string, status evalflow.Status) (r *
 	return r, true, nil
 }
 
-// Notify tells run r's caller that the step reached status.
+// Notify tells run r's caller that the step reached status, and keeps it in the run's
+// history (its timeline: once per notification, however often the step is redone).
 func (e *Env) Notify(ctx context.Context, r *evalflow.Run, status, message string) error {
 	n := evalflow.Notify(r, e.Step, status, message)
-	if err := e.Events.Send(ctx, cloudevent.Notification(r, n)); err != nil {
+	ev := cloudevent.Notification(r, n)
+	if err := e.Store.Record(ctx, r.ID, evalflow.TimelineEntry{ID: ev.ID(), Time: ev.Time(), Notification: n}); err != nil {
+		return fmt.Errorf("%s: notify run %s: %w", e.Step, r.ID, err)
+	}
+	if err := e.Events.Send(ctx, ev); err != nil {
 		return fmt.Errorf("%s: notify run %s: %w", e.Step, r.ID, err)
 	}
 	return nil
