@@ -296,5 +296,23 @@ func (r *Run) Report(p Progress, now time.Time) error {
 	return nil
 }
 
+// Stalled says what run r waits for when it has not moved for a while: the event
+// that moves it on (resend: "" when none does), and what it waits on, for a message.
+// A run whose job is under way waits on nothing (job-watch follows the job), unless
+// it has no job at all.
+func (r *Run) Stalled() (resend, waiting string) {
+	switch {
+	case r.Status == StatusPending || r.Status == StatusVerifying:
+		return TypeStarted, "verify"
+	case r.Status == StatusDeploying:
+		return TypeVerified, "deploy to create the job"
+	case r.Status == StatusRunning && r.Summary != nil, r.Status == StatusStoring:
+		return TypeResultsReady, "the artifact step"
+	case r.Status == StatusRunning && r.Job == "":
+		return "", "a job (the run is running without one)"
+	}
+	return "", ""
+}
+
 // AtLeast reports whether the run has reached status s (by rank).
 func (r *Run) AtLeast(s Status) bool { return statusRank[r.Status] >= statusRank[s] }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
@@ -24,6 +25,11 @@ import (
 // Config is job-watch's own configuration.
 type Config struct {
 	ResultsDir string `env:"EVALFLOW_RESULTS_DIR, required"`
+	// DriveAfter is how long a run may stand still in a step before the event its
+	// step waits for is sent again (the same event: a lost one, or one whose step
+	// died); FailAfter, before it is failed saying what it waited for.
+	DriveAfter time.Duration `env:"EVALFLOW_DRIVE_AFTER, default=2m"`
+	FailAfter  time.Duration `env:"EVALFLOW_FAIL_AFTER, default=15m"`
 	// OCI is where Kubernetes Jobs push their results (EVALFLOW_REGISTRY).
 	OCI oci.Config
 }
@@ -61,7 +67,10 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 	}
 	switch e.Type() {
 	case evalflow.TypePing:
-		return nil, f.sweep(ctx)
+		if err := f.sweep(ctx); err != nil {
+			return nil, err
+		}
+		return nil, f.drive(ctx)
 	case evalflow.TypeJobChanged:
 		return nil, f.jobChanged(ctx, e)
 	}
@@ -151,6 +160,7 @@ func (f *Function) finished(ctx context.Context, run *evalflow.Run, e event.Even
 		}
 		r.Summary = summary
 		r.Progress.Done, r.Progress.ETASeconds = r.Progress.Total, 0
+		r.UpdatedAt = f.Now() // a stalled hand-over to the artifact step counts from here
 		return nil
 	})
 	if errors.Is(err, evalflow.ErrStale) {
@@ -177,6 +187,44 @@ func (f *Function) sweep(ctx context.Context) error {
 		if err := f.reportEnd(ctx, run); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// drive looks at every run that has not ended: one that has stood still in its step
+// for DriveAfter gets the event its step waits for again (the same id: a step that
+// had it already drops it), and one stalled for FailAfter is failed saying what it
+// waited for. Events are lost, and steps die, between a broker and its subscribers.
+func (f *Function) drive(ctx context.Context) error {
+	for _, st := range []evalflow.Status{evalflow.StatusPending, evalflow.StatusVerifying, evalflow.StatusDeploying, evalflow.StatusRunning, evalflow.StatusStoring} {
+		runs, err := f.Store.List(ctx, runstore.ListOptions{Status: st, Limit: runstore.MaxList})
+		if err != nil {
+			return fmt.Errorf("job-watch: drive stalled runs: %w", err)
+		}
+		for _, run := range runs {
+			if err := f.driveRun(ctx, run); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (f *Function) driveRun(ctx context.Context, run *evalflow.Run) error {
+	resend, waiting := run.Stalled()
+	still := f.Now().Sub(run.UpdatedAt)
+	switch {
+	case waiting == "" || still < f.cfg.DriveAfter:
+		return nil
+	case still >= f.cfg.FailAfter:
+		_, err := f.Fail(ctx, run.ID, fmt.Sprintf("stalled: %s for %s waiting for %s", run.Status, still.Round(time.Second), waiting))
+		return err
+	case resend == "":
+		return nil
+	}
+	f.Log.Warn("stalled run driven again", "run_id", run.ID, "status", run.Status, "still_for", still.String(), "resent", resend)
+	if err := f.Events.Send(ctx, *f.Next(resend, run.ID)); err != nil {
+		return fmt.Errorf("job-watch: drive run %s: %w", run.ID, err)
 	}
 	return nil
 }

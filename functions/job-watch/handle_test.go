@@ -443,3 +443,76 @@ func TestForgedJobReportsChangeNothing(t *testing.T) {
 		t.Errorf("forged reports notified the caller %d times", n)
 	}
 }
+
+// A run that stands still in a step longer than the drive bound gets the event its
+// step waits for again, with the id it first had; one stalled past the fail bound is
+// failed saying what it waited for; a fresh one, or one whose job is under way, is
+// left alone.
+func TestATickDrivesStalledRunsAndFailsThoseStalledTooLong(t *testing.T) {
+	fx := setup(t, func(cfg map[string]string) {
+		cfg["EVALFLOW_DRIVE_AFTER"], cfg["EVALFLOW_FAIL_AFTER"] = "1m", "10m"
+	})
+	ctx, now := context.Background(), time.Now()
+	runs := map[string]struct {
+		status     evalflow.Status
+		still      time.Duration
+		summary    bool
+		job        string
+		wantResend string
+		wantFailed bool
+	}{
+		"00000000-0000-4000-8000-000000000001": {evalflow.StatusPending, 2 * time.Minute, false, "", evalflow.TypeStarted, false},
+		"00000000-0000-4000-8000-000000000002": {evalflow.StatusVerifying, 2 * time.Minute, false, "", evalflow.TypeStarted, false},
+		"00000000-0000-4000-8000-000000000003": {evalflow.StatusDeploying, 2 * time.Minute, false, "", evalflow.TypeVerified, false},
+		"00000000-0000-4000-8000-000000000004": {evalflow.StatusRunning, 2 * time.Minute, true, "j", evalflow.TypeResultsReady, false},
+		"00000000-0000-4000-8000-000000000005": {evalflow.StatusStoring, 2 * time.Minute, false, "j", evalflow.TypeResultsReady, false},
+		"00000000-0000-4000-8000-000000000006": {evalflow.StatusRunning, 2 * time.Minute, false, "j", "", false},   // its job runs
+		"00000000-0000-4000-8000-000000000007": {evalflow.StatusDeploying, 10 * time.Second, false, "", "", false}, // fresh
+		"00000000-0000-4000-8000-000000000008": {evalflow.StatusDeploying, 11 * time.Minute, false, "", "", true},  // too long
+		"00000000-0000-4000-8000-000000000009": {evalflow.StatusRunning, 11 * time.Minute, false, "", "", true},    // no job
+		"00000000-0000-4000-8000-000000000010": {evalflow.StatusRunning, 11 * time.Minute, false, "j", "", false},  // its job runs
+	}
+	for id, r := range runs {
+		run := evalflow.NewRun(evalflow.Request{EvalRequestID: id, ModelName: "m", BaseURL: "http://127.0.0.1:1",
+			Datasets: []evalflow.DatasetSpec{{Name: "gsm8k", Limit: 1}}}, now.Add(-r.still))
+		for _, st := range []evalflow.Status{evalflow.StatusVerifying, evalflow.StatusDeploying, evalflow.StatusRunning, evalflow.StatusStoring} {
+			if run.Status != r.status {
+				run.Advance(st, now.Add(-r.still))
+			}
+		}
+		run.Job = r.job
+		if r.summary {
+			run.Summary = &evalflow.Summary{Samples: 1}
+		}
+		if _, _, err := fx.p.Store.Create(ctx, run, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	for range 2 { // a second tick sends the same events again: receivers drop the copies
+		fx.handle(t, pingTick())
+	}
+
+	resent := map[string][]string{}
+	for _, typ := range []string{evalflow.TypeStarted, evalflow.TypeVerified, evalflow.TypeResultsReady} {
+		for _, e := range fx.p.Sink.OfType("/", typ) {
+			if want := evalflow.EventID(typ, e.Subject()); e.ID() != want {
+				t.Errorf("%s of %s resent with id %s; want the first's, %s", typ, e.Subject(), e.ID(), want)
+			}
+			resent[e.Subject()] = append(resent[e.Subject()], typ)
+		}
+	}
+	for id, r := range runs {
+		got, _ := fx.p.Store.Get(ctx, id)
+		switch {
+		case r.wantResend != "" && (len(resent[id]) != 2 || resent[id][0] != r.wantResend):
+			t.Errorf("%s run stalled %s: resent %v; want %s on each tick", r.status, r.still, resent[id], r.wantResend)
+		case r.wantResend == "" && len(resent[id]) != 0:
+			t.Errorf("%s run stalled %s: resent %v; want nothing", r.status, r.still, resent[id])
+		case r.wantFailed != (got.Status == evalflow.StatusFailed):
+			t.Errorf("%s run stalled %s: now %s %q", r.status, r.still, got.Status, got.Message)
+		case r.wantFailed && !strings.Contains(got.Message, "stalled: "+string(r.status)):
+			t.Errorf("the failed stalled run says %q", got.Message)
+		}
+	}
+}

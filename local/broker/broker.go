@@ -26,6 +26,7 @@ type Broker struct {
 	triggers []Trigger
 	client   *http.Client
 	token    string
+	lose     func(event.Event) bool
 	log      *slog.Logger
 	slots    chan struct{}
 	wg       sync.WaitGroup
@@ -43,6 +44,11 @@ type Options struct {
 	MaxInFlight int
 	Client      *http.Client
 	Log         *slog.Logger
+	// Lose, when set, is asked of every event published: an event it says yes to is
+	// accepted and then lost, never delivered, as a broker that goes down with events
+	// in flight (Knative's in-memory channel) loses them. For tests of what evalflow
+	// does about lost events; nil loses nothing.
+	Lose func(event.Event) bool
 	// DeliveryToken, when set, goes with every delivery as a bearer token: the
 	// subscriber knows the delivery is the broker's (start takes run.requested only
 	// from a caller or from it).
@@ -61,7 +67,7 @@ func New(triggers []Trigger, opts Options) *Broker {
 		opts.Log = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Broker{triggers: triggers, client: opts.Client, log: opts.Log, token: opts.DeliveryToken,
+	return &Broker{triggers: triggers, client: opts.Client, log: opts.Log, token: opts.DeliveryToken, lose: opts.Lose,
 		slots: make(chan struct{}, opts.MaxInFlight), ctx: ctx, cancel: cancel}
 }
 
@@ -87,6 +93,10 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Publish delivers ev to every trigger whose filter passes it.
 func (b *Broker) Publish(ev event.Event) {
+	if b.lose != nil && b.lose(ev) {
+		b.log.Warn("event lost (Options.Lose)", "type", ev.Type(), "id", ev.ID(), "subject", ev.Subject())
+		return
+	}
 	for i := range b.triggers {
 		t := &b.triggers[i]
 		if t.Filter.Filter(b.ctx, ev) == eventfilter.FailFilter {

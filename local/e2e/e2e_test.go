@@ -61,6 +61,8 @@ type options struct {
 	eventing string
 	// model is the endpoint (default: ollama serving the tiny model on host).
 	model string
+	// lose is the broker's Options.Lose.
+	lose func(event.Event) bool
 }
 
 func upWith(t *testing.T, o options) *env {
@@ -87,7 +89,7 @@ func upWith(t *testing.T, o options) *env {
 		FeaturesFile: filepath.Join(o.eventing, "config-features.yaml"),
 		DataDir:      filepath.Join(shared, "datasets"), Executable: exe, RunnerPath: runner, Commands: commands, LogLevel: "debug",
 		OCI:        oci.Config{Registry: e.registry + "/evalflow/results", PlainHTTP: true, Username: regUser, Password: regPassword},
-		JobAddress: o.jobAddress, ExtraEnv: o.extraEnv,
+		JobAddress: o.jobAddress, ExtraEnv: o.extraEnv, LoseEvents: o.lose,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -2,19 +2,25 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
+
 	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
 )
 
 // The command users run (make run): it brings the stack up itself, serves the model,
@@ -230,4 +236,61 @@ func kill9(t *testing.T, e *env, name string) {
 		t.Fatal(err)
 	}
 	testserver.Eventually(t, 30*time.Second, name+" started again", func() bool { return e.stack.Restarts(name) > restarts })
+}
+
+// Events get lost (a broker gone down with them in flight): the first event that hands
+// a run on at each step is lost here, and the run still finishes — job-watch's tick
+// finds it stalled and sends the lost event again. (The ticks come a second apart
+// here, sent as the PingSource sends its minute's.)
+func TestARunWhoseEventsAreLostAtEachStepStillFinishes(t *testing.T) {
+	var mu sync.Mutex
+	lost := map[string]bool{}
+	e := upWith(t, options{extraEnv: []string{"EVALFLOW_DRIVE_AFTER=2s", "EVALFLOW_FAIL_AFTER=5m"},
+		lose: func(ev event.Event) bool {
+			switch ev.Type() {
+			case evalflow.TypeStarted, evalflow.TypeVerified, evalflow.TypeResultsReady:
+			default:
+				return false
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			first := !lost[ev.Type()]
+			lost[ev.Type()] = true
+			return first
+		}})
+	// A tick a second, as the PingSource's (a minute's) would come.
+	sender, err := cloudevent.NewSender(e.stack.Broker, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticking, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() {
+		for n := 0; ticking.Err() == nil; n++ {
+			tick := event.New()
+			tick.SetID(fmt.Sprintf("tick-%d", n))
+			tick.SetType(evalflow.TypePing)
+			tick.SetSource("/apis/v1/namespaces/evalflow/pingsources/evalflow-job-watch-tick")
+			_ = tick.SetData("application/json", map[string]string{"reason": "test"})
+			_ = sender.Send(ticking, tick)
+			time.Sleep(time.Second)
+		}
+	}()
+	req := e.request(1)
+
+	e.post(t, req)
+	r := e.waitEnded(t, req.EvalRequestID, 2*time.Minute)
+	stop()
+
+	if r.Status != evalflow.StatusSucceeded || r.Artifact == nil {
+		t.Fatalf("run ended %s %q; want succeeded though an event was lost at each step", r.Status, r.Message)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(lost) != 3 {
+		t.Fatalf("lost %v: the test lost fewer events than it says", lost)
+	}
+	if e.stack.JobsCreated() != 1 {
+		t.Errorf("%d jobs; want 1", e.stack.JobsCreated())
+	}
 }

@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	duckv1 "knative.dev/pkg/apis/duck/v1"
 
 	"github.com/evalflow/evalflow/devkit/localserver"
@@ -73,6 +74,8 @@ type Config struct {
 	Log      *slog.Logger
 	// ExtraEnv is added to every function's environment.
 	ExtraEnv []string
+	// LoseEvents is the broker's Options.Lose: for tests of lost events.
+	LoseEvents func(event.Event) bool
 	// TokensFile holds the callers' tokens (auth.Parse); empty: StateDir/tokens, made
 	// with an operator token the first time.
 	TokensFile string
@@ -255,7 +258,7 @@ func (s *Stack) serveBroker(fctx context.Context, brokerL, jobsL net.Listener) (
 	if err != nil {
 		return nil, err
 	}
-	s.brk = broker.New(triggers, broker.Options{Log: s.cfg.Log.With("component", "broker"), DeliveryToken: s.deliveryToken})
+	s.brk = broker.New(triggers, broker.Options{Log: s.cfg.Log.With("component", "broker"), DeliveryToken: s.deliveryToken, Lose: s.cfg.LoseEvents})
 	s.serve(brokerL, s.brk)
 	sender, err := cloudevent.NewSender(s.Broker, nil)
 	if err != nil {
