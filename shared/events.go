@@ -116,6 +116,20 @@ func Notify(r *Run, step StepID, status, message string) Notification {
 	return n
 }
 
+// DeadLetter is an event a Trigger could not deliver after its retries, as kept for
+// operators: its attributes (never its data, which may hold a caller's key), where it
+// could not go, the last answer there, and when it came back.
+type DeadLetter struct {
+	ID          string    `json:"id"`
+	Type        string    `json:"type"`
+	Source      string    `json:"source"`
+	RunID       string    `json:"run_id,omitempty"` // the event's subject
+	Destination string    `json:"destination"`
+	Code        string    `json:"code,omitempty"`
+	Reason      string    `json:"reason,omitempty"`
+	Time        time.Time `json:"time"`
+}
+
 // TimelineEntry is one entry of a run's history: a notification, as sent, with the
 // id of its event and when it was sent.
 type TimelineEntry struct {

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // MaxRequestBytes bounds the body of a start request (a kubeconfig fits easily).
@@ -421,9 +422,15 @@ func checkText(field, s string, max int, required bool) error {
 }
 
 // clip shortens a caller's value for an error message.
-func clip(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
+func clip(s string) string { return Clip(s, 64) }
+
+// Clip shortens s to at most n bytes (whole characters), marking the cut with "…".
+func Clip(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }

@@ -5,6 +5,7 @@ package function
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -101,6 +102,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 const (
 	extErrorDest = "knativeerrordest"
 	extErrorCode = "knativeerrorcode"
+	extErrorData = "knativeerrordata"
 )
 
 // deadLetter receives what the broker could not deliver after a trigger's retries
@@ -113,6 +115,10 @@ func (f *Function) deadLetter(ctx context.Context, e event.Event) (*event.Event,
 	dest, _ := e.Extensions()[extErrorDest].(string)
 	code, _ := e.Extensions()[extErrorCode].(string)
 	f.Log.Error("undeliverable event", "run_id", id, "type", e.Type(), "destination", dest, "code", code)
+	if err := f.Store.KeepDeadLetter(ctx, evalflow.DeadLetter{ID: e.ID(), Type: e.Type(), Source: e.Source(), RunID: id,
+		Destination: dest, Code: code, Reason: errorData(e), Time: f.Now().UTC()}); err != nil {
+		return nil, err
+	}
 	if id == "" || !strings.HasPrefix(e.Type(), "dev.evalflow.") || e.Type() == evalflow.TypeNotification || e.Type() == evalflow.TypeJobProgress {
 		return nil, nil
 	}
@@ -120,6 +126,17 @@ func (f *Function) deadLetter(ctx context.Context, e event.Event) (*event.Event,
 		return nil, nil // a job report its run did not sign, dressed as a dead letter
 	}
 	return f.Fail(ctx, id, fmt.Sprintf("%s could not be delivered to %s after retries (last answer %s)", e.Type(), dest, code))
+}
+
+// errorData is what Knative says of a dead letter's last failure (knativeerrordata:
+// the answer's body, base64), cut short; "" for none.
+func errorData(e event.Event) string {
+	v, _ := e.Extensions()[extErrorData].(string)
+	b, err := base64.StdEncoding.DecodeString(v)
+	if err != nil {
+		return ""
+	}
+	return evalflow.Clip(strings.ToValidUTF8(string(b), "?"), 500)
 }
 
 // progress records a progress report unless a newer one is already there.

@@ -1,7 +1,7 @@
 // Package function is evalflow's start step, an HTTP function: it validates a request,
 // records the run in Redis (once per eval_request_id) and emits the first event. It
 // also serves the runs API: GET /evals/{id}, GET /evals/{id}/events (its timeline),
-// GET /evals, DELETE /evals/{id}.
+// GET /evals, DELETE /evals/{id}, and GET /deadletters.
 package function
 
 import (
@@ -67,6 +67,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	f.mux.HandleFunc("GET /evals/{id}", f.authenticated(false, f.get))
 	f.mux.HandleFunc("GET /evals/{id}/events", f.authenticated(false, f.timeline))
 	f.mux.HandleFunc("GET /evals", f.authenticated(false, f.list))
+	f.mux.HandleFunc("GET /deadletters", f.authenticated(false, f.deadLetters))
 	f.mux.HandleFunc("DELETE /evals/{id}", f.authenticated(false, f.cancel))
 	return nil
 }
@@ -244,6 +245,27 @@ func (f *Function) timeline(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"run_id": id, "events": events})
+}
+
+// deadLetters answers the events Triggers could not deliver: every one for an
+// operator, those of the caller's own runs for a caller (?run_id= for one run's).
+func (f *Function) deadLetters(w http.ResponseWriter, r *http.Request) {
+	ctx, runID := r.Context(), r.URL.Query().Get("run_id")
+	all, err := f.Store.DeadLetters(ctx, runID)
+	if err != nil {
+		f.writeError(w, runID, err)
+		return
+	}
+	who, shown := callerOf(ctx), []evalflow.DeadLetter{}
+	for _, d := range all {
+		if who.name != auth.Operator {
+			if _, err := f.owned(ctx, d.RunID); err != nil {
+				continue // another caller's run, or none
+			}
+		}
+		shown = append(shown, d)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"dead_letters": shown})
 }
 
 // owned is run id, if the request's caller may see it: another caller's run is

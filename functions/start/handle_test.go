@@ -512,6 +512,33 @@ func TestEachCallerSeesOnlyItsOwnRuns(t *testing.T) {
 	if code, _ := call(t, srv, "DELETE", "/evals/"+bobRun, callers["*"], nil); code != 200 {
 		t.Errorf("the operator cancelling bob's run: %d", code)
 	}
+
+	// Dead letters: each kept once; a caller sees those of its runs, an operator all.
+	for _, run := range []string{aliceRun, bobRun, aliceRun} {
+		d := evalflow.DeadLetter{ID: "ev-" + run, Type: evalflow.TypeVerified, RunID: run, Destination: "http://evalflow-deploy", Code: "503", Time: time.Now()}
+		if err := p.Store.KeepDeadLetter(context.Background(), d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dead := func(token string) []string {
+		_, body := call(t, srv, "GET", "/deadletters", token, nil)
+		var out struct {
+			DeadLetters []evalflow.DeadLetter `json:"dead_letters"`
+		}
+		json.Unmarshal([]byte(body), &out)
+		var runs []string
+		for _, d := range out.DeadLetters {
+			runs = append(runs, d.RunID)
+		}
+		sort.Strings(runs)
+		return runs
+	}
+	if got := dead(callers["alice"]); !slices.Equal(got, []string{aliceRun}) {
+		t.Errorf("alice's dead letters: %v", got)
+	}
+	if got := dead(callers["*"]); !slices.Equal(got, both) {
+		t.Errorf("the operator's dead letters: %v; want one of each run", got)
+	}
 }
 
 // A Trigger's delivery at / comes from evalflow's broker: with the deployment's

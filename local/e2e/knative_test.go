@@ -352,6 +352,19 @@ func TestThePipelineOnKnative(t *testing.T) {
 		if got.Status != evalflow.StatusFailed || !strings.Contains(got.Message, evalflow.TypeVerified+" could not be delivered") {
 			t.Fatalf("the run ended %s: %q; want failed by the dead letter of %s", got.Status, got.Message, evalflow.TypeVerified)
 		}
+		// The dead letter is kept, and listed.
+		resp, err = k.client.Get(k.start + "/deadletters?run_id=" + r.EvalRequestID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kept struct {
+			DeadLetters []evalflow.DeadLetter `json:"dead_letters"`
+		}
+		json.NewDecoder(resp.Body).Decode(&kept)
+		resp.Body.Close()
+		if len(kept.DeadLetters) != 1 || kept.DeadLetters[0].Type != evalflow.TypeVerified || !strings.Contains(kept.DeadLetters[0].Destination, "evalflow-deploy") {
+			t.Fatalf("dead letters listed: %+v; want the one run.verified to deploy", kept.DeadLetters)
+		}
 	})
 }
 

@@ -44,6 +44,8 @@ func digestKey(id string) string          { return "evalflow:run:" + id + ":dige
 func callerKey(caller string) string      { return "evalflow:runs-of:" + caller }
 func historyKey(id string) string         { return "evalflow:run:" + id + ":history" }
 
+const deadLettersKey = "evalflow:deadletters"
+
 // Store reads and writes runs.
 type Store struct {
 	rdb    redis.UniversalClient
@@ -277,6 +279,39 @@ func (s *Store) History(ctx context.Context, id string) ([]evalflow.TimelineEntr
 		out = append(out, e)
 	}
 	slices.SortStableFunc(out, func(a, b evalflow.TimelineEntry) int { return a.Time.Compare(b.Time) })
+	return out, nil
+}
+
+// KeepDeadLetter keeps d, once per event and destination (the dead-letter sink may be
+// sent the same again).
+func (s *Store) KeepDeadLetter(ctx context.Context, d evalflow.DeadLetter) error {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("runstore: dead letter %s: %w", d.ID, err)
+	}
+	if err := s.rdb.HSetNX(ctx, deadLettersKey, d.ID+" "+d.Destination, b).Err(); err != nil {
+		return fmt.Errorf("runstore: dead letter %s: %w", d.ID, err)
+	}
+	return nil
+}
+
+// DeadLetters are the dead letters kept, newest first; of run id's only, when id is set.
+func (s *Store) DeadLetters(ctx context.Context, runID string) ([]evalflow.DeadLetter, error) {
+	all, err := s.rdb.HGetAll(ctx, deadLettersKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("runstore: dead letters: %w", err)
+	}
+	out := []evalflow.DeadLetter{}
+	for _, v := range all {
+		var d evalflow.DeadLetter
+		if err := json.Unmarshal([]byte(v), &d); err != nil {
+			return nil, fmt.Errorf("runstore: dead letters: %w", err)
+		}
+		if runID == "" || d.RunID == runID {
+			out = append(out, d)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b evalflow.DeadLetter) int { return b.Time.Compare(a.Time) })
 	return out, nil
 }
 
