@@ -309,6 +309,19 @@ func (s *Server) Created() int {
 	return s.created
 }
 
+// Running counts the jobs running now.
+func (s *Server) Running() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, j := range s.jobs {
+		if j.status.Phase == "Running" {
+			n++
+		}
+	}
+	return n
+}
+
 // Get returns a job's status.
 func (s *Server) Get(name string) (Status, bool) {
 	s.mu.Lock()

@@ -80,6 +80,7 @@ const (
 	NoteSucceeded = "succeeded"
 	NoteFailed    = "failed"
 	NoteCancelled = "cancelled"
+	NoteQueued    = "queued" // waiting for a job slot
 )
 
 // Notification is what the caller hears at each step's start, success or failure and

@@ -147,6 +147,11 @@ type Run struct {
 	Progress  Progress  `json:"progress"`
 	ETA       time.Time `json:"eta,omitempty"`
 	Job       string    `json:"job,omitempty"`
+	// Queued says the run waits for one of the deployment's job slots
+	// (EVALFLOW_MAX_JOBS); QueuePosition is its place in line (1: next), as the API
+	// shows it.
+	Queued        bool `json:"queued,omitempty"`
+	QueuePosition int  `json:"queue_position,omitempty"`
 	Summary   *Summary  `json:"summary,omitempty"`
 	Artifact  *Artifact `json:"artifact,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
@@ -297,13 +302,16 @@ func (r *Run) Report(p Progress, now time.Time) error {
 }
 
 // Stalled says what run r waits for when it has not moved for a while: the event
-// that moves it on (resend: "" when none does), and what it waits on, for a message.
-// A run whose job is under way waits on nothing (job-watch follows the job), unless
-// it has no job at all.
+// that moves it on (resend: "" when none does), and what it waits on, for a message
+// ("" when it may wait however long). A run whose job is under way waits on nothing
+// (job-watch follows the job), unless it has no job at all; a queued run waits its
+// turn, and the event that admits it is sent again in case one was lost.
 func (r *Run) Stalled() (resend, waiting string) {
 	switch {
 	case r.Status == StatusPending || r.Status == StatusVerifying:
 		return TypeStarted, "verify"
+	case r.Status == StatusDeploying && r.Queued: // waits its turn, however long
+		return TypeVerified, ""
 	case r.Status == StatusDeploying:
 		return TypeVerified, "deploy to create the job"
 	case r.Status == StatusRunning && r.Summary != nil, r.Status == StatusStoring:

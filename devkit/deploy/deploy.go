@@ -334,25 +334,30 @@ func (d *deployer) functions(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("go env: %w", err)
 	}
-	pin := func(dir string) error { return modproxy.Pin(dir, paths, version) }
-	d.revisions = map[string]string{}
+	// Every function is copied now, with the modules: what is deployed is the checkout
+	// of one moment, however long the builds take.
 	for _, step := range evalflow.Steps { // functions/<step>: a test keeps them in step
 		name := string(step.ID)
-		if err := d.function(ctx, work, name, kubeconfig, "file://"+proxy+","+strings.TrimSpace(string(goproxy)), pin); err != nil {
+		dir := filepath.Join(work, name)
+		if out, err := exec.CommandContext(ctx, "cp", "-r", filepath.Join(d.cfg.Root, "functions", name), dir).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: copy: %v: %s", name, err, out)
+		}
+		if err := modproxy.Pin(dir, paths, version); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	d.revisions = map[string]string{}
+	for _, step := range evalflow.Steps {
+		name := string(step.ID)
+		if err := d.function(ctx, filepath.Join(work, name), name, kubeconfig, "file://"+proxy+","+strings.TrimSpace(string(goproxy))); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
 	return nil
 }
 
-func (d *deployer) function(ctx context.Context, work, name, kubeconfig, goproxy string, pin func(dir string) error) error {
-	dir := filepath.Join(work, name)
-	if out, err := exec.CommandContext(ctx, "cp", "-r", filepath.Join(d.cfg.Root, "functions", name), dir).CombinedOutput(); err != nil {
-		return fmt.Errorf("copy: %v: %s", err, out)
-	}
-	if err := pin(dir); err != nil {
-		return err
-	}
+// function builds and deploys the function name from its copy dir.
+func (d *deployer) function(ctx context.Context, dir, name, kubeconfig, goproxy string) error {
 	// func v0.44's host builder builds linux/amd64, arm64 and arm/v7 into one image
 	// index, whatever the nodes are: --platform is for s2i only.
 	args := []string{"deploy", "--path", dir, "--builder", "host", "--registry", d.cfg.Registry, "--namespace", Namespace}

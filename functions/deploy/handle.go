@@ -47,6 +47,9 @@ type Config struct {
 	// HOST[:PORT]/REPOSITORY@sha256:... as Jobs reach it (evalflow publish-data): a
 	// Kubernetes Job pulls it, as no volume of its holds the data.
 	DataArtifact string `env:"EVALFLOW_DATA_ARTIFACT"`
+	// MaxJobs is how many runs' jobs run at once; later runs wait in line, in the
+	// order they were started, and a run's end lets the next one in.
+	MaxJobs int `env:"EVALFLOW_MAX_JOBS, default=8"`
 }
 
 // Jobs creates and deletes evaluation jobs: a job runtime. Create of an existing job
@@ -66,6 +69,7 @@ type Function struct {
 	*pipeline.Env // the store, the sender, the logger; Stop and Ready
 	jobs          Jobs
 	defaults      evalflow.JobDefaults
+	maxJobs       int
 	// registryPassword lets Kubernetes Jobs push their results (in their Secret).
 	registryPassword string
 }
@@ -82,6 +86,10 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	if c.JobsURL != "" {
 		f.jobs = &localjob.Client{URL: c.JobsURL}
 	}
+	if c.MaxJobs < 1 {
+		return fmt.Errorf("deploy: config EVALFLOW_MAX_JOBS: %d: at least 1", c.MaxJobs)
+	}
+	f.maxJobs = c.MaxJobs
 	f.defaults = evalflow.JobDefaults{CallbackURL: c.Sink, ClusterCallbackURL: c.JobCallbackURL, DataDir: c.DataDir, ResultsDir: c.ResultsDir,
 		DeadlineSeconds: int64(c.Deadline.Seconds()), TTLSecondsAfterFinished: int32(c.TTL.Seconds())}
 	if c.OCI.Registry != "" {
@@ -99,20 +107,79 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	return nil
 }
 
-// Handle creates the job of a verified run and replies job.created; on run.cancelled
-// or run.failed it stops the run's job, if the run has indeed ended so.
+// Handle creates the job of a verified run, once it has one of the job slots, and
+// replies job.created. On a run's end it stops the run's job (if the run was
+// cancelled or failed) and lets the next waiting runs in.
 func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
 	id := f.RunID(e)
 	if id == "" {
 		return nil, nil
 	}
-	if e.Type() == evalflow.TypeCancelled || e.Type() == evalflow.TypeFailed {
-		return nil, f.stop(ctx, id)
+	switch e.Type() {
+	case evalflow.TypeCancelled, evalflow.TypeFailed:
+		if err := f.stop(ctx, id); err != nil {
+			return nil, err
+		}
+		return nil, f.letNextIn(ctx)
+	case evalflow.TypeSucceeded:
+		return nil, f.letNextIn(ctx)
 	}
 	run, ok, err := f.Begin(ctx, id, evalflow.StatusDeploying)
 	if err != nil || !ok {
 		return nil, err
 	}
+	if admitted, err := f.admit(ctx, run); err != nil || !admitted {
+		return nil, err
+	}
+	return f.createJob(ctx, run)
+}
+
+// admit gives run a job slot, or puts it in line saying where and when it may start.
+func (f *Function) admit(ctx context.Context, run *evalflow.Run) (bool, error) {
+	admitted, position, err := f.Store.Admit(ctx, run.ID, run.CreatedAt, f.maxJobs)
+	if err != nil || admitted {
+		return admitted, err
+	}
+	now := f.Now()
+	queued, err := f.Store.Update(ctx, run.ID, func(r *evalflow.Run) error {
+		if r.Status != evalflow.StatusDeploying || (r.Queued && r.QueuePosition == position) {
+			return evalflow.ErrStale
+		}
+		r.Queued, r.QueuePosition = true, position
+		// Its turn comes when the runs ahead have run, a slot's worth at a time.
+		ahead := time.Duration((position+f.maxJobs-1)/f.maxJobs) * evalflow.EstimateDuration(r.Progress.Total, r.Concurrency)
+		r.ETA = now.Add(ahead + evalflow.EstimateDuration(r.Progress.Total, r.Concurrency))
+		r.Message = fmt.Sprintf("waiting for one of %d job slots: %d in line before it", f.maxJobs, position-1)
+		return nil
+	})
+	if errors.Is(err, evalflow.ErrStale) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	f.Log.Info("run waits for a job slot", "run_id", run.ID, "position", position)
+	return false, f.Notify(ctx, queued, evalflow.NoteQueued, queued.Message)
+}
+
+// letNextIn sends run.verified again (its first id) for as many waiting runs as there
+// are slots: each then asks for a slot in its turn.
+func (f *Function) letNextIn(ctx context.Context) error {
+	waiting, err := f.Store.Waiting(ctx, f.maxJobs)
+	if err != nil {
+		return err
+	}
+	for _, id := range waiting {
+		if err := f.Events.Send(ctx, *f.Next(evalflow.TypeVerified, id)); err != nil {
+			return fmt.Errorf("deploy: let run %s in: %w", id, err)
+		}
+	}
+	return nil
+}
+
+// createJob creates run's job, exactly once, and replies job.created.
+func (f *Function) createJob(ctx context.Context, run *evalflow.Run) (*event.Event, error) {
+	id := run.ID
 	secrets, err := f.Store.Secrets(ctx, id)
 	if err != nil {
 		return nil, err
@@ -134,7 +201,10 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, err
 		if r.Status != evalflow.StatusDeploying {
 			return evalflow.ErrStale
 		}
-		r.Job = spec.ID
+		if r.Queued { // its wait is over
+			r.Message = ""
+		}
+		r.Job, r.Queued, r.QueuePosition = spec.ID, false, 0
 		return nil
 	})
 	if errors.Is(err, evalflow.ErrStale) {

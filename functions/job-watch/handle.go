@@ -231,9 +231,9 @@ func (f *Function) driveRun(ctx context.Context, run *evalflow.Run) error {
 	resend, waiting := run.Stalled()
 	still := f.Now().Sub(run.UpdatedAt)
 	switch {
-	case waiting == "" || still < f.cfg.DriveAfter:
+	case (waiting == "" && resend == "") || still < f.cfg.DriveAfter:
 		return nil
-	case still >= f.cfg.FailAfter:
+	case waiting != "" && still >= f.cfg.FailAfter:
 		_, err := f.Fail(ctx, run.ID, fmt.Sprintf("stalled: %s for %s waiting for %s", run.Status, still.Round(time.Second), waiting))
 		return err
 	case resend == "":

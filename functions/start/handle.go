@@ -225,6 +225,9 @@ type RunView struct {
 func (f *Function) get(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	run, err := f.owned(r.Context(), id)
+	if err == nil {
+		err = f.placeInLine(r.Context(), run)
+	}
 	if err != nil {
 		f.writeError(w, id, err)
 		return
@@ -268,6 +271,22 @@ func (f *Function) deadLetters(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"dead_letters": shown})
 }
 
+// placeInLine shows each waiting run's place in line as it is now (the run records
+// the place it had when it was put in line).
+func (f *Function) placeInLine(ctx context.Context, runs ...*evalflow.Run) error {
+	for _, run := range runs {
+		if !run.Queued || run.Status.Terminal() {
+			continue
+		}
+		pos, err := f.Store.QueuePosition(ctx, run.ID)
+		if err != nil {
+			return err
+		}
+		run.QueuePosition = pos
+	}
+	return nil
+}
+
 // owned is run id, if the request's caller may see it: another caller's run is
 // evalflow.ErrNotFound, as one that does not exist.
 func (f *Function) owned(ctx context.Context, id string) (*evalflow.Run, error) {
@@ -300,6 +319,10 @@ func (f *Function) list(w http.ResponseWriter, r *http.Request) {
 	}
 	runs, err := f.Store.List(r.Context(), opts)
 	if err != nil {
+		f.writeError(w, "", err)
+		return
+	}
+	if err := f.placeInLine(r.Context(), runs...); err != nil {
 		f.writeError(w, "", err)
 		return
 	}

@@ -294,3 +294,49 @@ func TestARunWhoseEventsAreLostAtEachStepStillFinishes(t *testing.T) {
 		t.Errorf("%d jobs; want 1", e.stack.JobsCreated())
 	}
 }
+
+// At most EVALFLOW_MAX_JOBS jobs run at once: more runs wait in line, in the order they
+// were started, each shown its place, and all of them finish.
+func TestRunsBeyondTheJobSlotsWaitInLineAndAllFinish(t *testing.T) {
+	e := upWith(t, options{extraEnv: []string{"EVALFLOW_MAX_JOBS=2"}})
+	var reqs []evalflow.Request
+	for range 6 {
+		r := e.request(1)
+		r.Options = &evalflow.RunOptions{RequestsPerSecond: 2} // long enough to queue behind
+		reqs = append(reqs, r)
+	}
+	for _, r := range reqs {
+		if code, out := e.post(t, r); code != http.StatusAccepted {
+			t.Fatalf("start: %d %v", code, out)
+		}
+	}
+	most, placed := 0, map[string]int{}
+	testserver.Eventually(t, 4*time.Minute, "every run ended", func() bool {
+		most = max(most, e.stack.JobsRunning())
+		ended := 0
+		for _, req := range reqs {
+			r := e.run(t, req.EvalRequestID)
+			if r.QueuePosition > 0 {
+				placed[r.ID] = r.QueuePosition
+			}
+			if r.Status.Terminal() {
+				ended++
+			}
+		}
+		return ended == len(reqs)
+	})
+	for _, req := range reqs {
+		if r := e.run(t, req.EvalRequestID); r.Status != evalflow.StatusSucceeded || r.Queued {
+			t.Errorf("run %s ended %s %q (queued %v)", r.ID, r.Status, r.Message, r.Queued)
+		}
+	}
+	if most > 2 {
+		t.Errorf("%d jobs ran at once; want at most 2", most)
+	}
+	if len(placed) == 0 || placed[reqs[len(reqs)-1].EvalRequestID] == 0 {
+		t.Errorf("places in line seen %v: the last run started never showed one", placed)
+	}
+	if e.stack.JobsCreated() != len(reqs) {
+		t.Errorf("%d jobs created; want %d", e.stack.JobsCreated(), len(reqs))
+	}
+}

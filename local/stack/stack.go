@@ -399,6 +399,9 @@ func (s *Stack) Idle() bool { return s.brk.Idle() }
 // InFlight describes the broker's deliveries under way.
 func (s *Stack) InFlight() []string { return s.brk.InFlight() }
 
+// JobsRunning counts the local job runtime's jobs running now.
+func (s *Stack) JobsRunning() int { return s.jobs.Running() }
+
 // JobsCreated counts the jobs the local job runtime has created.
 func (s *Stack) JobsCreated() int { return s.jobs.Created() }
 

@@ -44,7 +44,13 @@ func digestKey(id string) string          { return "evalflow:run:" + id + ":dige
 func callerKey(caller string) string      { return "evalflow:runs-of:" + caller }
 func historyKey(id string) string         { return "evalflow:run:" + id + ":history" }
 
-const deadLettersKey = "evalflow:deadletters"
+const (
+	deadLettersKey = "evalflow:deadletters"
+	// The job slots: the runs holding one, and the runs waiting for one, each by
+	// the time they first asked.
+	slotsKey = "evalflow:jobs:slots"
+	queueKey = "evalflow:jobs:queue"
+)
 
 // Store reads and writes runs.
 type Store struct {
@@ -164,6 +170,10 @@ func (s *Store) Update(ctx context.Context, id string, change func(*evalflow.Run
 				if r.Status != was {
 					p.ZRem(ctx, statusKey(was), id)
 					p.ZAdd(ctx, statusKey(r.Status), redis.Z{Score: float64(r.CreatedAt.UnixNano()), Member: id})
+				}
+				if r.Status.Terminal() { // its job slot, or its place in line, is free
+					p.ZRem(ctx, slotsKey, id)
+					p.ZRem(ctx, queueKey, id)
 				}
 				switch {
 				case r.Status == evalflow.StatusCancelled || r.Status == evalflow.StatusFailed:
@@ -313,6 +323,54 @@ func (s *Store) DeadLetters(ctx context.Context, runID string) ([]evalflow.DeadL
 	}
 	slices.SortStableFunc(out, func(a, b evalflow.DeadLetter) int { return b.Time.Compare(a.Time) })
 	return out, nil
+}
+
+// admit takes a job slot for a run when one of n is free and no run that asked
+// earlier waits: KEYS slots, queue; ARGV run id, the time it asked, n. It answers 0
+// when the run holds a slot (now or already), else its place in line (1: next).
+var admit = redis.NewScript(`
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1])
+local free = tonumber(ARGV[3]) - redis.call('ZCARD', KEYS[1])
+local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
+if rank < free then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+  return 0
+end
+return rank + 1 - math.max(free, 0)
+`)
+
+// Admit gives run id one of n job slots, in the order runs asked (asked: when it
+// first did): admitted, or its place in line (1: next). A run keeps its slot, or its
+// place, until it ends (Update frees them).
+func (s *Store) Admit(ctx context.Context, id string, asked time.Time, n int) (admitted bool, position int, err error) {
+	pos, err := admit.Run(ctx, s.rdb, []string{slotsKey, queueKey}, id, asked.UnixNano(), n).Int()
+	if err != nil {
+		return false, 0, fmt.Errorf("runstore: admit run %s: %w", id, err)
+	}
+	return pos == 0, pos, nil
+}
+
+// Waiting are the first n runs waiting for a job slot, in order.
+func (s *Store) Waiting(ctx context.Context, n int) ([]string, error) {
+	ids, err := s.rdb.ZRange(ctx, queueKey, 0, int64(n-1)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("runstore: waiting runs: %w", err)
+	}
+	return ids, nil
+}
+
+// QueuePosition is run id's place in line for a job slot (1: next), 0 when it does not wait.
+func (s *Store) QueuePosition(ctx context.Context, id string) (int, error) {
+	rank, err := s.rdb.ZRank(ctx, queueKey, id).Result()
+	if errors.Is(err, redis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("runstore: queue position of run %s: %w", id, err)
+	}
+	return int(rank) + 1, nil
 }
 
 // ListOptions filter List. Zero values mean no filter and the default limit.

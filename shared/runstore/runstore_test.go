@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -317,5 +318,70 @@ func TestListByCallerShowsOnlyThatCallersRuns(t *testing.T) {
 	}
 	if len(failed) != 1 || failed[0].ID != mine[0] || len(pending) != 1 || pending[0].ID != mine[1] || len(nobody) != 0 {
 		t.Fatalf("filtered lists: failed %v, pending %v, carol %v", failed, pending, nobody)
+	}
+}
+
+// Job slots go in the order runs asked, a run keeps its slot or its place until it
+// ends, and racing runs never hold more slots than there are.
+func TestJobSlotsGoInOrderAndNeverOverflow(t *testing.T) {
+	store, _ := newStore(t)
+	ctx := context.Background()
+	t0 := time.Unix(1000, 0)
+	ids := []string{"00000000-0000-4000-8000-00000000000a", "00000000-0000-4000-8000-00000000000b",
+		"00000000-0000-4000-8000-00000000000c", "00000000-0000-4000-8000-00000000000d"}
+	for i, id := range ids {
+		r := newRun(id)
+		r.CreatedAt = t0.Add(time.Duration(i) * time.Second)
+		store.Create(ctx, r, nil)
+	}
+	admit := func(i int) (bool, int) {
+		ok, pos, err := store.Admit(ctx, ids[i], t0.Add(time.Duration(i)*time.Second), 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok, pos
+	}
+	// d asks first, yet c asked earlier: c stands before it.
+	for _, c := range []struct {
+		i      int
+		ok     bool
+		pos    int
+		reason string
+	}{{0, true, 0, "a: a free slot"}, {1, true, 0, "b: the last free slot"}, {3, false, 1, "d: none free"},
+		{2, false, 1, "c: before d, who asked later"}, {2, false, 1, "c again: the same place"}, {0, true, 0, "a again: its slot"}} {
+		if ok, pos := admit(c.i); ok != c.ok || pos != c.pos {
+			t.Errorf("%s: admitted %v at %d; want %v at %d", c.reason, ok, pos, c.ok, c.pos)
+		}
+	}
+	if pos, _ := store.QueuePosition(ctx, ids[3]); pos != 2 {
+		t.Errorf("d's place in line %d; want 2, behind c", pos)
+	}
+	if waiting, _ := store.Waiting(ctx, 5); !slices.Equal(waiting, []string{ids[2], ids[3]}) {
+		t.Errorf("waiting %v", waiting)
+	}
+	if _, err := store.Update(ctx, ids[0], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := admit(3); ok {
+		t.Error("d took the freed slot before c")
+	}
+	if ok, _ := admit(2); !ok {
+		t.Error("c did not get the slot a freed")
+	}
+
+	// Fifty runs racing for five slots.
+	store2, _ := newStore(t)
+	var wg sync.WaitGroup
+	var admitted atomic.Int32
+	for i := range 50 {
+		wg.Go(func() {
+			if ok, _, err := store2.Admit(ctx, fmt.Sprintf("run-%d", i), t0.Add(time.Duration(i)), 5); err == nil && ok {
+				admitted.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if admitted.Load() != 5 {
+		t.Fatalf("%d of 50 racing runs admitted to 5 slots", admitted.Load())
 	}
 }
