@@ -110,7 +110,8 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 // Handle creates the job of a verified run, once it has one of the job slots, and
 // replies job.created. On a run's end it stops the run's job (if the run was
 // cancelled or failed) and lets the next waiting runs in.
-func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
+func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Event, err error) {
+	defer f.Observe(e.Type())(&err)
 	id := f.RunID(e)
 	if id == "" {
 		return nil, nil

@@ -62,7 +62,8 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 // Handle follows job.created, job.progress and job.finished, and on a PingSource's tick
 // looks for Kubernetes Jobs that ended. A finished job's run gets
 // its results summary and results.ready is the reply; a failed job fails the run.
-func (f *Function) Handle(ctx context.Context, e event.Event) (*event.Event, error) {
+func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Event, err error) {
+	defer f.Observe(e.Type())(&err)
 	if _, lost := e.Extensions()[extErrorDest]; lost {
 		return f.deadLetter(ctx, e)
 	}
@@ -115,6 +116,7 @@ func (f *Function) deadLetter(ctx context.Context, e event.Event) (*event.Event,
 	dest, _ := e.Extensions()[extErrorDest].(string)
 	code, _ := e.Extensions()[extErrorCode].(string)
 	f.Log.Error("undeliverable event", "run_id", id, "type", e.Type(), "destination", dest, "code", code)
+	f.Metrics.DeadLetters.WithLabelValues(e.Type()).Inc()
 	if err := f.Store.KeepDeadLetter(ctx, evalflow.DeadLetter{ID: e.ID(), Type: e.Type(), Source: e.Source(), RunID: id,
 		Destination: dest, Code: code, Reason: errorData(e), Time: f.Now().UTC()}); err != nil {
 		return nil, err

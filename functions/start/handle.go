@@ -62,6 +62,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	}
 	f.engines = engines.Default()
 	f.mux = http.NewServeMux()
+	f.mux.Handle("GET /metrics", f.Metrics.Handler()) // no token: Prometheus scrapes it
 	f.mux.HandleFunc("POST /evals/start", f.authenticated(false, f.start))
 	f.mux.HandleFunc("POST /{$}", f.authenticated(true, f.start)) // CloudEvents delivered by a Trigger
 	f.mux.HandleFunc("GET /evals/{id}", f.authenticated(false, f.get))
@@ -72,8 +73,24 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	return nil
 }
 
-// Handle serves the API.
-func (f *Function) Handle(w http.ResponseWriter, r *http.Request) { f.mux.ServeHTTP(w, r) }
+// Handle serves the API, counting requests by route and answer.
+func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	f.mux.ServeHTTP(rec, r)
+	_, route := f.mux.Handler(r)
+	f.Metrics.Requests.WithLabelValues(route, strconv.Itoa(rec.code)).Inc()
+}
+
+// statusRecorder keeps the status code a handler answered with.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
+}
 
 // Started is the answer to a start request.
 type Started struct {

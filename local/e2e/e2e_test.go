@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -353,6 +354,54 @@ func TestEvaluationEndToEnd(t *testing.T) {
 		tags := strings.Fields(orasOut(t, e, "repo", "tags", e.registry+"/evalflow/results"))
 		if len(tags) != 1 || tags[0] != r.ID {
 			t.Errorf("registry tags = %v; want exactly [%s]", tags, r.ID)
+		}
+	})
+
+	t.Run("every function's metrics tell of the run, scraped without a token", func(t *testing.T) {
+		scrape := func(name string) string {
+			resp, err := http.Get(e.stack.Metrics[name])
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s: %d %s", e.stack.Metrics[name], resp.StatusCode, b)
+			}
+			return string(b)
+		}
+		// A sample's value, by its name and labels as Prometheus's text format writes them.
+		value := func(text, sample string) float64 {
+			for _, line := range strings.Split(text, "\n") {
+				if rest, ok := strings.CutPrefix(line, sample+" "); ok {
+					v, _ := strconv.ParseFloat(rest, 64)
+					return v
+				}
+			}
+			return -1
+		}
+		start := scrape("start")
+		for sample, atLeast := range map[string]float64{
+			`evalflow_runs{status="succeeded"}`:                                              1,
+			`evalflow_api_requests_total{code="202",route="POST /evals/start",step="start"}`: 1,
+			`evalflow_api_requests_total{code="200",route="POST /evals/start",step="start"}`: 1,
+			`evalflow_queue_length`: 0,
+		} {
+			if v := value(start, sample); v < atLeast {
+				t.Errorf("start's %s = %v; want at least %v", sample, v, atLeast)
+			}
+		}
+		for name, typ := range map[string]string{"verify": evalflow.TypeStarted, "deploy": evalflow.TypeVerified,
+			"job-watch": evalflow.TypeJobFinished, "artifact": evalflow.TypeResultsReady} {
+			text := scrape(name)
+			handled := fmt.Sprintf(`evalflow_event_handling_seconds_count{outcome="ok",step=%q,type=%q}`, name, typ)
+			if v := value(text, handled); v < 1 {
+				t.Errorf("%s's %s = %v; want at least 1", name, handled, v)
+			}
+			// Every event was replayed: each step dropped the copies as late.
+			if !strings.Contains(text, "evalflow_dropped_events_total{") {
+				t.Errorf("%s counts no dropped duplicates after the replay", name)
+			}
 		}
 	})
 

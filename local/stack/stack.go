@@ -93,6 +93,9 @@ type Stack struct {
 	Broker string
 	// Functions maps each function to its URL.
 	Functions map[string]string
+	// Metrics maps each function to the URL of its Prometheus metrics (start's are on
+	// the API).
+	Metrics map[string]string
 	Redis     string
 	// OperatorToken is the operator's token of the tokens file the stack made ("" when
 	// the config named its own file).
@@ -122,7 +125,7 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "info"
 	}
-	s := &Stack{cfg: cfg, Functions: map[string]string{}, supervised: map[string]*localserver.Supervisor{}}
+	s := &Stack{cfg: cfg, Functions: map[string]string{}, Metrics: map[string]string{}, supervised: map[string]*localserver.Supervisor{}}
 	defer func() {
 		if err != nil {
 			s.Down()
@@ -311,8 +314,18 @@ func (s *Stack) functionEnv(sealKey, jobsURL string) []string {
 // startFunctions starts each function as a process of the evalflow command and waits
 // until it is ready.
 func (s *Stack) startFunctions(ctx context.Context, ports map[string]int, common []string) error {
-	for _, name := range Functions {
+	metricsPorts, err := localserver.FreePorts(len(Functions))
+	if err != nil {
+		return err
+	}
+	for i, name := range Functions {
 		env := append([]string{"LISTEN_ADDRESS=127.0.0.1:" + strconv.Itoa(ports[name])}, common...)
+		s.Metrics[name] = s.Functions[name] + "/metrics"
+		if name != string(evalflow.StepStart) { // func-go serves only events on a CloudEvents function's port
+			addr := "127.0.0.1:" + strconv.Itoa(metricsPorts[i])
+			env = append(env, "METRICS_ADDRESS="+addr)
+			s.Metrics[name] = "http://" + addr + "/metrics"
+		}
 		if err := s.supervise(ctx, name, func(ctx context.Context) (*localserver.Proc, error) {
 			return localserver.Start(ctx, filepath.Join(s.cfg.StateDir, "logs"), name, env,
 				localserver.HTTPOK(s.Functions[name]+"/health/readiness"), 30*time.Second,

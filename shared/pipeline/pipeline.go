@@ -21,6 +21,7 @@ import (
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/engines"
 	"github.com/evalflow/evalflow/shared/kube"
+	"github.com/evalflow/evalflow/shared/metrics"
 	"github.com/evalflow/evalflow/shared/netpolicy"
 	"github.com/evalflow/evalflow/shared/runstore"
 	"github.com/evalflow/evalflow/shared/seal"
@@ -56,6 +57,9 @@ type Config struct {
 	// base_url may reach (netpolicy.Parse).
 	BaseURLAllow string `env:"EVALFLOW_BASE_URL_ALLOW"`
 	BaseURLDeny  string `env:"EVALFLOW_BASE_URL_DENY"`
+	// MetricsAddress is where the step serves /metrics besides its own port ("":
+	// nowhere else; start serves them on its API too).
+	MetricsAddress string `env:"METRICS_ADDRESS"`
 }
 
 // Load fills target (a pointer to a struct with env tags) from cfg, the map func-go
@@ -73,6 +77,9 @@ type Env struct {
 	Now    func() time.Time
 	// Network is what a run's base_url may reach.
 	Network *netpolicy.Policy
+	// Metrics are the step's Prometheus metrics.
+	Metrics     *metrics.Step
+	stopMetrics func()
 	rdb     *redis.Client
 	sealer  *seal.Sealer
 	// clusters keeps one client per cluster reached (see Cluster); own is
@@ -125,7 +132,23 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 		rdb.Close()
 		return nil, fmt.Errorf("%s: redis at %s: %w", step, c.RedisAddr, err)
 	}
-	return &Env{Step: step, Store: runstore.New(rdb, sealer), Events: sender,
+	store := runstore.New(rdb, sealer)
+	m := metrics.NewStep(string(step), func(ctx context.Context) (map[string]float64, float64, error) {
+		counts, waiting, err := store.Counts(ctx)
+		runs := make(map[string]float64, len(counts))
+		for st, n := range counts {
+			runs[string(st)] = float64(n)
+		}
+		return runs, float64(waiting), err
+	})
+	stopMetrics := func() {}
+	if c.MetricsAddress != "" {
+		if stopMetrics, err = m.Serve(c.MetricsAddress); err != nil {
+			rdb.Close()
+			return nil, fmt.Errorf("%s: metrics on %s: %w", step, c.MetricsAddress, err)
+		}
+	}
+	return &Env{Step: step, Store: store, Events: sender, Metrics: m, stopMetrics: stopMetrics,
 		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step)), Now: time.Now, Network: network, rdb: rdb, sealer: sealer,
 		clusters: kube.Pool{Options: opts}, own: own}, nil
 }
@@ -134,11 +157,25 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 // from the sealing key: deploy gives it to the job, job-watch checks reports with it.
 func (e *Env) ReportKey(runID string) []byte { return e.sealer.Derive("job report", runID) }
 
+// Observe times the handling of event type typ: call the function it returns with the
+// handler's error when done (defer env.Observe(e.Type())(&err)).
+func (e *Env) Observe(typ string) func(*error) {
+	began := time.Now()
+	return func(err *error) {
+		outcome := "ok"
+		if *err != nil {
+			outcome = "error"
+		}
+		e.Metrics.Handled.WithLabelValues(typ, outcome).Observe(time.Since(began).Seconds())
+	}
+}
+
 // Close releases the Env's connections.
 func (e *Env) Close() error {
 	if e == nil {
 		return nil
 	}
+	e.stopMetrics()
 	return e.rdb.Close()
 }
 
@@ -174,11 +211,13 @@ func (e *Env) Begin(ctx context.Context, id string, status evalflow.Status) (r *
 		return nil, false, err
 	}
 	if r.Status == status {
+		e.Metrics.Redeliveries.WithLabelValues(string(status)).Inc()
 		return r, true, nil // redelivered while the step was at work: redo it
 	}
 	now := e.Now()
 	next := *r
 	if err := next.Advance(status, now); err != nil {
+		e.Metrics.Dropped.WithLabelValues(string(status)).Inc()
 		e.Log.Info("duplicate or late event dropped", "run_id", id, "run_status", r.Status)
 		return r, false, nil
 	}

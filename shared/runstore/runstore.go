@@ -352,6 +352,29 @@ func (s *Store) Admit(ctx context.Context, id string, asked time.Time, n int) (a
 	return pos == 0, pos, nil
 }
 
+// Counts are how many runs are in each status, and how many wait for a job slot.
+func (s *Store) Counts(ctx context.Context) (map[evalflow.Status]int64, int64, error) {
+	statuses := []evalflow.Status{evalflow.StatusPending, evalflow.StatusVerifying, evalflow.StatusDeploying, evalflow.StatusRunning,
+		evalflow.StatusStoring, evalflow.StatusSucceeded, evalflow.StatusFailed, evalflow.StatusCancelled}
+	cmds := make([]*redis.IntCmd, len(statuses))
+	var waiting *redis.IntCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, st := range statuses {
+			cmds[i] = p.ZCard(ctx, statusKey(st))
+		}
+		waiting = p.ZCard(ctx, queueKey)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("runstore: count runs: %w", err)
+	}
+	out := make(map[evalflow.Status]int64, len(statuses))
+	for i, st := range statuses {
+		out[st] = cmds[i].Val()
+	}
+	return out, waiting.Val(), nil
+}
+
 // Waiting are the first n runs waiting for a job slot, in order.
 func (s *Store) Waiting(ctx context.Context, n int) ([]string, error) {
 	ids, err := s.rdb.ZRange(ctx, queueKey, 0, int64(n-1)).Result()
