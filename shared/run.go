@@ -140,23 +140,23 @@ type Run struct {
 	// and an operator, see it.
 	Caller string `json:"caller,omitempty"`
 	// Target is "local" (a runner process) or "kubernetes" (a Job).
-	Target    string    `json:"target"`
-	Status    Status    `json:"status"`
-	Step      StepID    `json:"step"`
-	Message   string    `json:"message,omitempty"`
-	Progress  Progress  `json:"progress"`
-	ETA       time.Time `json:"eta,omitempty"`
-	Job       string    `json:"job,omitempty"`
+	Target   string    `json:"target"`
+	Status   Status    `json:"status"`
+	Step     StepID    `json:"step"`
+	Message  string    `json:"message,omitempty"`
+	Progress Progress  `json:"progress"`
+	ETA      time.Time `json:"eta,omitempty"`
+	Job      string    `json:"job,omitempty"`
 	// Queued says the run waits for one of the deployment's job slots
 	// (EVALFLOW_MAX_JOBS); QueuePosition is its place in line (1: next), as the API
 	// shows it.
-	Queued        bool `json:"queued,omitempty"`
-	QueuePosition int  `json:"queue_position,omitempty"`
-	Summary   *Summary  `json:"summary,omitempty"`
-	Artifact  *Artifact `json:"artifact,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	UpdatedAt time.Time `json:"updated_at"`
-	EndedAt   time.Time `json:"ended_at,omitempty"`
+	Queued        bool      `json:"queued,omitempty"`
+	QueuePosition int       `json:"queue_position,omitempty"`
+	Summary       *Summary  `json:"summary,omitempty"`
+	Artifact      *Artifact `json:"artifact,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	EndedAt       time.Time `json:"ended_at,omitempty"`
 }
 
 // Targets: where a run's job runs.

@@ -96,7 +96,7 @@ type Stack struct {
 	// Metrics maps each function to the URL of its Prometheus metrics (start's are on
 	// the API).
 	Metrics map[string]string
-	Redis     string
+	Redis   string
 	// OperatorToken is the operator's token of the tokens file the stack made ("" when
 	// the config named its own file).
 	OperatorToken string

@@ -80,8 +80,8 @@ type Env struct {
 	// Metrics are the step's Prometheus metrics.
 	Metrics     *metrics.Step
 	stopMetrics func()
-	rdb     *redis.Client
-	sealer  *seal.Sealer
+	rdb         *redis.Client
+	sealer      *seal.Sealer
 	// clusters keeps one client per cluster reached (see Cluster); own is
 	// evalflow's own cluster (Config.OwnCluster), nil where it has none.
 	clusters kube.Pool
