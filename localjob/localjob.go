@@ -27,6 +27,7 @@ import (
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/tracing"
 )
 
 // CreateRequest is the body of PUT /jobs/{name}.
@@ -281,7 +282,8 @@ func (s *Server) reportEnd(spec evalflow.JobSpec, fin evalflow.JobFinished, phas
 	ev := cloudevent.New(evalflow.StepDeploy, evalflow.TypeJobFinished, spec.RunID, fin, phase)
 	ev.SetSource("/evalflow/localjob")
 	cloudevent.Sign(&ev, key)
-	sendCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	// In the run's trace, as the job's own reports.
+	sendCtx, cancel := context.WithTimeout(tracing.Extract(context.Background(), spec.TraceParent, ""), time.Minute)
 	defer cancel()
 	if err := s.Events.Send(sendCtx, ev); err != nil {
 		s.log().Error("report job end", "job", spec.ID, "run_id", spec.RunID, "error", err)

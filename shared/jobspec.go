@@ -38,6 +38,10 @@ type JobSpec struct {
 	// URL may reach (netpolicy): the job refuses what start and verify refuse.
 	BaseURLAllow string `json:"base_url_allow,omitempty"`
 	BaseURLDeny  string `json:"base_url_deny,omitempty"`
+	// TraceParent is the run's trace context (W3C traceparent), which the job goes on
+	// in; OTLPEndpoint is where it sends its spans ("": nowhere).
+	TraceParent  string `json:"traceparent,omitempty"`
+	OTLPEndpoint string `json:"otlp_endpoint,omitempty"`
 	// OutputDir receives results.json and samples.jsonl.
 	OutputDir string `json:"output_dir"`
 	// DeadlineSeconds bounds the job's run time (activeDeadlineSeconds in a Job).

@@ -17,11 +17,13 @@ import (
 
 // Endpoint is a real reverse proxy in front of a model server that counts the
 // samples asked (by the first message of a chat request, or a completion's prompt)
-// and answers each after a delay, as a slower endpoint would.
+// and answers each after a delay, as a slower endpoint would. It keeps the
+// traceparent headers the requests carried.
 type Endpoint struct {
-	URL   string // http://HOST:PORT
-	mu    sync.Mutex
-	asked map[string]int
+	URL          string // http://HOST:PORT
+	mu           sync.Mutex
+	asked        map[string]int
+	traceparents []string
 }
 
 // CountingEndpoint serves an Endpoint in front of target on a free port of host
@@ -56,6 +58,9 @@ func CountingEndpoint(t testing.TB, host, target string, delay time.Duration) *E
 			}
 			e.mu.Lock()
 			e.asked[key]++
+			if tp := r.Header.Get("Traceparent"); tp != "" {
+				e.traceparents = append(e.traceparents, tp)
+			}
 			e.mu.Unlock()
 		}
 		time.Sleep(delay)
@@ -64,6 +69,13 @@ func CountingEndpoint(t testing.TB, host, target string, delay time.Duration) *E
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	return e
+}
+
+// TraceParents are the traceparent headers of the samples' requests so far.
+func (e *Endpoint) TraceParents() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.traceparents...)
 }
 
 // Asked is how many times each sample was asked so far.

@@ -48,7 +48,8 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 // Handle pushes the results of the run named by results.ready, records the artifact,
 // ends the run as succeeded and replies run.succeeded.
 func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Event, err error) {
-	defer f.Observe(e.Type())(&err)
+	ctx, done := f.Handling(ctx, e)
+	defer done(&reply, &err)
 	id := f.RunID(e)
 	if id == "" {
 		return nil, nil

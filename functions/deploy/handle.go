@@ -21,6 +21,7 @@ import (
 	"github.com/evalflow/evalflow/shared/oci"
 	"github.com/evalflow/evalflow/shared/pipeline"
 	"github.com/evalflow/evalflow/shared/runstore"
+	"github.com/evalflow/evalflow/shared/tracing"
 )
 
 // Config is deploy's own configuration.
@@ -111,7 +112,8 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 // replies job.created. On a run's end it stops the run's job (if the run was
 // cancelled or failed) and lets the next waiting runs in.
 func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Event, err error) {
-	defer f.Observe(e.Type())(&err)
+	ctx, done := f.Handling(ctx, e)
+	defer done(&reply, &err)
 	id := f.RunID(e)
 	if id == "" {
 		return nil, nil
@@ -190,6 +192,8 @@ func (f *Function) createJob(ctx context.Context, run *evalflow.Run) (*event.Eve
 		return f.Settle(ctx, id, "job runtime", err)
 	}
 	spec := evalflow.NewJobSpec(run, f.defaults)
+	spec.TraceParent, _ = tracing.Inject(ctx) // the job goes on in the run's trace
+	spec.OTLPEndpoint = f.OTLPEndpoint
 	switch err := jobs.Create(ctx, spec, evalflow.JobSecrets{APIKey: secrets[runstore.SecretAPIKey], RegistryPassword: f.registryPassword, ReportKey: f.ReportKey(run.ID)}); {
 	case errors.Is(err, evalflow.ErrJobExists):
 		f.Log.Info("job exists already: a redelivery", "run_id", id, "job", spec.ID)

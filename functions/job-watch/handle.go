@@ -63,7 +63,8 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 // looks for Kubernetes Jobs that ended. A finished job's run gets
 // its results summary and results.ready is the reply; a failed job fails the run.
 func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Event, err error) {
-	defer f.Observe(e.Type())(&err)
+	ctx, done := f.Handling(ctx, e)
+	defer done(&reply, &err)
 	if _, lost := e.Extensions()[extErrorDest]; lost {
 		return f.deadLetter(ctx, e)
 	}

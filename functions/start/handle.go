@@ -26,6 +26,7 @@ import (
 	"github.com/evalflow/evalflow/shared/engines"
 	"github.com/evalflow/evalflow/shared/pipeline"
 	"github.com/evalflow/evalflow/shared/runstore"
+	"github.com/evalflow/evalflow/shared/tracing"
 )
 
 // Function is the start step.
@@ -75,9 +76,12 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 
 // Handle serves the API, counting requests by route and answer.
 func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
-	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
-	f.mux.ServeHTTP(rec, r)
 	_, route := f.mux.Handler(r)
+	// A run's trace begins here (or goes on from the caller's traceparent).
+	ctx, span := tracing.Start(tracing.FromRequest(r), "start "+route, "")
+	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+	f.mux.ServeHTTP(rec, r.WithContext(ctx))
+	tracing.End(span, nil)
 	f.Metrics.Requests.WithLabelValues(route, strconv.Itoa(rec.code)).Inc()
 }
 

@@ -53,7 +53,8 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 // Handle verifies the run named by a run.started event and replies run.verified, or
 // ends the run as failed saying why.
 func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Event, err error) {
-	defer f.Observe(e.Type())(&err)
+	ctx, done := f.Handling(ctx, e)
+	defer done(&reply, &err)
 	id := f.RunID(e)
 	if id == "" {
 		return nil, nil

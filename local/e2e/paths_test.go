@@ -340,3 +340,61 @@ func TestRunsBeyondTheJobSlotsWaitInLineAndAllFinish(t *testing.T) {
 		t.Errorf("%d jobs created; want %d", e.stack.JobsCreated(), len(reqs))
 	}
 }
+
+// A run is one trace, from the POST to the artifact: every step's handling is a span
+// of it, and so is the runner's, whose requests to the model carry it; received by an
+// OTLP receiver from each process's exporter.
+func TestARunIsOneTraceAcrossEveryStepAndTheRunner(t *testing.T) {
+	rcv := testserver.NewOTLPReceiver(t)
+	model := testserver.CountingEndpoint(t, "", testserver.OllamaOn(t, "", 4), 0)
+	e := upWith(t, options{model: model.URL, extraEnv: []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + rcv.URL}})
+	req := e.request(1)
+
+	e.post(t, req)
+	if r := e.waitEnded(t, req.EvalRequestID, 2*time.Minute); r.Status != evalflow.StatusSucceeded {
+		t.Fatalf("run ended %s %q", r.Status, r.Message)
+	}
+
+	// The trace is the one start's span began; each process sends its spans in batches.
+	want := map[string]string{"evalflow-start": "start POST /evals/start", "evalflow-verify": "verify " + evalflow.TypeStarted,
+		"evalflow-deploy": "deploy " + evalflow.TypeVerified, "evalflow-job-watch": "job-watch " + evalflow.TypeJobFinished,
+		"evalflow-artifact": "artifact " + evalflow.TypeResultsReady, "evalflow-runner": "runner evalflow"}
+	var trace string
+	oneTrace := func() bool {
+		inTrace := map[string]bool{}
+		for _, s := range rcv.Spans() {
+			if s.Service == "evalflow-start" && s.Name == "start POST /evals/start" {
+				trace = s.TraceID
+			}
+		}
+		for _, s := range rcv.Spans() {
+			if s.TraceID == trace {
+				inTrace[s.Service+"|"+s.Name] = true
+			}
+		}
+		for service, name := range want {
+			if !inTrace[service+"|"+name] {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(30 * time.Second); !oneTrace(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			var got []string
+			for _, s := range rcv.Spans() {
+				got = append(got, s.Service+" | "+s.Name+" | "+s.TraceID)
+			}
+			t.Fatalf("no one trace with every process's span within 30 s; received:\n%s", strings.Join(got, "\n"))
+		}
+	}
+	tps := model.TraceParents()
+	if len(tps) == 0 {
+		t.Fatal("the model's requests carried no traceparent")
+	}
+	for _, tp := range tps {
+		if parts := strings.Split(tp, "-"); len(parts) != 4 || parts[1] != trace {
+			t.Errorf("a request to the model carried traceparent %s, not of the run's trace %s", tp, trace)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/tracing"
 )
 
 // New builds an event of type typ from step about run, carrying data as JSON. Its id is
@@ -60,6 +61,34 @@ func Decode(e event.Event, v any) error {
 	return nil
 }
 
+// The CloudEvents distributed-tracing extension's attributes.
+const (
+	extTraceParent = "traceparent"
+	extTraceState  = "tracestate"
+)
+
+// SetTrace sets e's traceparent (and tracestate) to ctx's span, when ctx has one.
+func SetTrace(ctx context.Context, e *event.Event) {
+	parent, state := tracing.Inject(ctx)
+	if parent == "" {
+		return
+	}
+	e.SetExtension(extTraceParent, parent)
+	if state != "" {
+		e.SetExtension(extTraceState, state)
+	}
+}
+
+// Trace is ctx carrying the span context of e's traceparent, if it has one.
+func Trace(ctx context.Context, e event.Event) context.Context {
+	parent, _ := e.Extensions()[extTraceParent].(string)
+	state, _ := e.Extensions()[extTraceState].(string)
+	if parent == "" {
+		return ctx
+	}
+	return tracing.Extract(ctx, parent, state)
+}
+
 // Sender posts events to one sink.
 type Sender struct {
 	client cloudevents.Client
@@ -86,6 +115,9 @@ func NewSender(target string, hc *http.Client) (*Sender, error) {
 
 // Send posts e, retrying with backoff until the sink acknowledges it.
 func (s *Sender) Send(ctx context.Context, e event.Event) error {
+	if _, traced := e.Extensions()[extTraceParent]; !traced {
+		SetTrace(ctx, &e) // the event goes on in the trace of what sends it
+	}
 	ctx = cecontext.WithRetriesExponentialBackoff(ctx, 50*time.Millisecond, s.Retries)
 	if res := s.client.Send(ctx, e); !cloudevents.IsACK(res) {
 		return fmt.Errorf("cloudevent: send %s for run %s to %s: %w", e.Type(), e.Subject(), s.target, res)

@@ -25,6 +25,7 @@ import (
 	"github.com/evalflow/evalflow/shared/netpolicy"
 	"github.com/evalflow/evalflow/shared/runstore"
 	"github.com/evalflow/evalflow/shared/seal"
+	"github.com/evalflow/evalflow/shared/tracing"
 )
 
 // Config is what every step reads from its environment.
@@ -60,6 +61,9 @@ type Config struct {
 	// MetricsAddress is where the step serves /metrics besides its own port ("":
 	// nowhere else; start serves them on its API too).
 	MetricsAddress string `env:"METRICS_ADDRESS"`
+	// OTLPEndpoint is where spans go (OTLP over HTTP, http://HOST:PORT); "" exports
+	// none, and trace contexts still travel with the events.
+	OTLPEndpoint string `env:"OTEL_EXPORTER_OTLP_ENDPOINT"`
 }
 
 // Load fills target (a pointer to a struct with env tags) from cfg, the map func-go
@@ -80,8 +84,11 @@ type Env struct {
 	// Metrics are the step's Prometheus metrics.
 	Metrics     *metrics.Step
 	stopMetrics func()
-	rdb         *redis.Client
-	sealer      *seal.Sealer
+	// OTLPEndpoint is Config's, for the jobs' runners.
+	OTLPEndpoint string
+	stopTracing  func(context.Context) error
+	rdb          *redis.Client
+	sealer       *seal.Sealer
 	// clusters keeps one client per cluster reached (see Cluster); own is
 	// evalflow's own cluster (Config.OwnCluster), nil where it has none.
 	clusters kube.Pool
@@ -141,6 +148,11 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 		}
 		return runs, float64(waiting), err
 	})
+	stopTracing, err := tracing.Setup(ctx, "evalflow-"+string(step), c.OTLPEndpoint)
+	if err != nil {
+		rdb.Close()
+		return nil, fmt.Errorf("%s: tracing: %w", step, err)
+	}
 	stopMetrics := func() {}
 	if c.MetricsAddress != "" {
 		if stopMetrics, err = m.Serve(c.MetricsAddress); err != nil {
@@ -149,6 +161,7 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 		}
 	}
 	return &Env{Step: step, Store: store, Events: sender, Metrics: m, stopMetrics: stopMetrics,
+		OTLPEndpoint: c.OTLPEndpoint, stopTracing: stopTracing,
 		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step)), Now: time.Now, Network: network, rdb: rdb, sealer: sealer,
 		clusters: kube.Pool{Options: opts}, own: own}, nil
 }
@@ -157,16 +170,23 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 // from the sealing key: deploy gives it to the job, job-watch checks reports with it.
 func (e *Env) ReportKey(runID string) []byte { return e.sealer.Derive("job report", runID) }
 
-// Observe times the handling of event type typ: call the function it returns with the
-// handler's error when done (defer env.Observe(e.Type())(&err)).
-func (e *Env) Observe(typ string) func(*error) {
+// Handling starts the handling of event ev: a span in the run's trace (the child of
+// the span that sent ev), and its timing. Call done with the handler's reply and
+// error when it returns (ctx, done := env.Handling(ctx, e); defer done(&reply, &err)):
+// the reply goes on in the same trace.
+func (e *Env) Handling(ctx context.Context, ev event.Event) (_ context.Context, done func(**event.Event, *error)) {
 	began := time.Now()
-	return func(err *error) {
+	ctx, span := tracing.Start(cloudevent.Trace(ctx, ev), string(e.Step)+" "+ev.Type(), ev.Subject())
+	return ctx, func(reply **event.Event, err *error) {
 		outcome := "ok"
 		if *err != nil {
 			outcome = "error"
 		}
-		e.Metrics.Handled.WithLabelValues(typ, outcome).Observe(time.Since(began).Seconds())
+		if *reply != nil {
+			cloudevent.SetTrace(ctx, *reply)
+		}
+		tracing.End(span, *err)
+		e.Metrics.Handled.WithLabelValues(ev.Type(), outcome).Observe(time.Since(began).Seconds())
 	}
 }
 
@@ -176,6 +196,9 @@ func (e *Env) Close() error {
 		return nil
 	}
 	e.stopMetrics()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = e.stopTracing(ctx) // what spans are left go out
 	return e.rdb.Close()
 }
 

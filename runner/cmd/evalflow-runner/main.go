@@ -22,6 +22,7 @@ import (
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/netpolicy"
 	"github.com/evalflow/evalflow/shared/openai"
+	"github.com/evalflow/evalflow/shared/tracing"
 )
 
 func main() {
@@ -37,12 +38,24 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, jobPath string, log *slog.Logger) error {
+func run(ctx context.Context, jobPath string, log *slog.Logger) (err error) {
 	began := time.Now()
 	spec, err := adapter.ReadSpec(jobPath, evalflow.DefaultEngine)
 	if err != nil {
 		return fmt.Errorf("runner: %w", err)
 	}
+	// The job goes on in the run's trace; its reports and its requests carry it.
+	stopTracing, err := tracing.Setup(ctx, "evalflow-runner", spec.OTLPEndpoint)
+	if err != nil {
+		return fmt.Errorf("runner: run %s: tracing: %w", spec.RunID, err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = stopTracing(sctx)
+	}()
+	ctx, span := tracing.Start(tracing.Extract(ctx, spec.TraceParent, ""), "runner "+spec.Engine, spec.RunID)
+	defer func() { tracing.End(span, err) }()
 	log = log.With("run_id", spec.RunID, "job", spec.ID)
 	apiKey, err := adapter.APIKey(spec)
 	if err != nil {
@@ -140,7 +153,7 @@ func newEngine(spec evalflow.JobSpec, apiKey string, network *netpolicy.Policy, 
 	}
 	opts := spec.Options
 	return &engine.Engine{
-		Client: &openai.Client{BaseURL: evalflow.APIBase(spec.Model.URL), APIKey: apiKey, HTTP: &http.Client{Transport: transport},
+		Client: &openai.Client{BaseURL: evalflow.APIBase(spec.Model.URL), APIKey: apiKey, HTTP: &http.Client{Transport: tracing.Transport(transport)}, // each request in the run's trace
 			Limiter: engine.NewRequestLimiter(opts.RequestsPerSecond),
 			Timeout: time.Duration(opts.RequestTimeoutSeconds) * time.Second},
 		Spec:   spec,
