@@ -11,6 +11,7 @@ package localjob
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,6 +62,12 @@ type Server struct {
 	// Events reports each job's end (evalflow.TypeJobFinished) to the broker.
 	Events *cloudevent.Sender
 	Log    *slog.Logger
+	// Token, when set, is the bearer token every request must carry: only evalflow's
+	// own processes (deploy) create and stop jobs.
+	Token string
+	// OutputRoot, when set, is the directory every job's output directory must lie
+	// under: a job writes nowhere else.
+	OutputRoot string
 
 	mu      sync.Mutex
 	jobs    map[string]*job
@@ -77,6 +84,10 @@ type job struct {
 
 // ServeHTTP serves PUT, GET and DELETE on /jobs/{name}.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.Token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+s.Token)) != 1 {
+		http.Error(w, "a bearer token is required", http.StatusUnauthorized)
+		return
+	}
 	name, ok := strings.CutPrefix(r.URL.Path, "/jobs/")
 	if !ok || name == "" || strings.ContainsAny(name, "/.") {
 		http.Error(w, "not found", http.StatusNotFound)
@@ -90,6 +101,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		switch err := s.Create(req); {
+		case errors.Is(err, errOutsideRoot):
+			http.Error(w, err.Error(), http.StatusBadRequest)
 		case errors.Is(err, evalflow.ErrJobExists):
 			http.Error(w, err.Error(), http.StatusConflict)
 		case errors.Is(err, ErrNoProgram):
@@ -127,9 +140,18 @@ func (s *Server) program(engine string) string {
 	return s.Commands[engine]
 }
 
+// errOutsideRoot is a job whose output directory is not under the server's OutputRoot.
+var errOutsideRoot = errors.New("output_dir is outside the jobs' output root")
+
 // Create starts the job req describes, unless a job of that name exists.
 func (s *Server) Create(req CreateRequest) error {
 	spec := req.Spec
+	if s.OutputRoot != "" {
+		rel, err := filepath.Rel(s.OutputRoot, spec.OutputDir)
+		if err != nil || !filepath.IsLocal(rel) {
+			return fmt.Errorf("localjob: job %s: %w (%s)", spec.ID, errOutsideRoot, s.OutputRoot)
+		}
+	}
 	if s.program(spec.Engine) == "" {
 		return fmt.Errorf("localjob: job %s: %w %q (its adapter was not found beside evalflow or on PATH)", spec.ID, ErrNoProgram, spec.Engine)
 	}
@@ -394,8 +416,9 @@ func lastLine(path string) string {
 
 // Client calls a Server.
 type Client struct {
-	URL  string
-	HTTP *http.Client
+	URL   string
+	Token string // the server's Token
+	HTTP  *http.Client
 }
 
 // Create creates the job; evalflow.ErrJobExists when it exists.
@@ -432,6 +455,9 @@ func (c *Client) do(ctx context.Context, method, name string, body []byte) (*htt
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.URL, "/")+"/jobs/"+name, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("localjob: %s job %s: %w", method, name, err)
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	hc := c.HTTP
 	if hc == nil {

@@ -1,6 +1,7 @@
 package localjob_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http/httptest"
@@ -23,15 +24,44 @@ import (
 func server(t *testing.T) (*localjob.Server, *localjob.Client, *testserver.Sink, evalflow.JobSpec) {
 	sink := testserver.NewSink(t)
 	sender, _ := cloudevent.NewSender(sink.URL, nil)
+	outputs := t.TempDir()
 	s := &localjob.Server{RunnerPath: testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-runner"),
-		WorkDir: t.TempDir(), Events: sender}
+		WorkDir: t.TempDir(), Events: sender, Token: "jobs-token-0123456789", OutputRoot: outputs}
 	srv := httptest.NewServer(s)
 	t.Cleanup(func() { s.Shutdown(); srv.Close() })
 	spec := evalflow.JobSpec{ID: "evalflow-run-1", RunID: "run-1", Engine: "evalflow", Concurrency: 1,
 		Model:    evalflow.ModelSpec{Name: "m", URL: "http://127.0.0.1:1"},
 		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 2}},
-		DataDir:  filepath.Join(testserver.SharedDir(t), "datasets"), OutputDir: t.TempDir()}
-	return s, &localjob.Client{URL: srv.URL}, sink, spec
+		DataDir:  filepath.Join(testserver.SharedDir(t), "datasets"), OutputDir: filepath.Join(outputs, "run-1")}
+	return s, &localjob.Client{URL: srv.URL, Token: "jobs-token-0123456789"}, sink, spec
+}
+
+// Only evalflow's own deploy, with the server's token, creates or stops a job, and a job
+// writes only under the output root.
+func TestOnlyEvalflowCreatesJobsAndOnlyWhereItSays(t *testing.T) {
+	s, c, _, spec := server(t)
+	ctx := context.Background()
+	for name, client := range map[string]*localjob.Client{"no token": {URL: c.URL}, "a wrong token": {URL: c.URL, Token: "jobs-token-0123456780"}} {
+		if err := client.Create(ctx, spec, evalflow.JobSecrets{}); err == nil {
+			t.Errorf("create with %s: no error", name)
+		}
+		if err := client.Delete(ctx, spec.ID); err == nil {
+			t.Errorf("delete with %s: no error", name)
+		}
+	}
+	for _, dir := range []string{"/etc/evil", filepath.Join(s.OutputRoot, "..", "elsewhere")} {
+		bad := spec
+		bad.OutputDir = dir
+		if err := c.Create(ctx, bad, evalflow.JobSecrets{}); err == nil {
+			t.Errorf("a job writing to %s was created", dir)
+		}
+	}
+	if s.Created() != 0 {
+		t.Fatalf("%d jobs created", s.Created())
+	}
+	if err := c.Create(ctx, spec, evalflow.JobSecrets{}); err != nil {
+		t.Fatalf("deploy's own create: %v", err)
+	}
 }
 
 func finished(t *testing.T, sink *testserver.Sink) evalflow.JobFinished {

@@ -28,7 +28,9 @@ import (
 type Config struct {
 	// JobsURL is the local job runtime (localjob) that runs the runner as a process
 	// (local mode). A cluster deployment has none: its runs' Jobs run in a cluster.
-	JobsURL    string        `env:"EVALFLOW_JOBS_URL"`
+	JobsURL string `env:"EVALFLOW_JOBS_URL"`
+	// JobsToken is the local job runtime's bearer token.
+	JobsToken  string        `env:"EVALFLOW_JOBS_TOKEN"`
 	DataDir    string        `env:"EVALFLOW_DATA_DIR, required"`
 	ResultsDir string        `env:"EVALFLOW_RESULTS_DIR, required"`
 	Deadline   time.Duration `env:"EVALFLOW_JOB_DEADLINE, default=6h"`
@@ -85,7 +87,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 		return fmt.Errorf("deploy: config: %w", err)
 	}
 	if c.JobsURL != "" {
-		f.jobs = &localjob.Client{URL: c.JobsURL}
+		f.jobs = &localjob.Client{URL: c.JobsURL, Token: c.JobsToken}
 	}
 	if c.MaxJobs < 1 {
 		return fmt.Errorf("deploy: config EVALFLOW_MAX_JOBS: %d: at least 1", c.MaxJobs)

@@ -107,10 +107,12 @@ type Stack struct {
 	// deliveryToken is what the broker sends with each delivery: start takes a
 	// Trigger's delivery only with it.
 	deliveryToken string
-	stops         []func()
-	jobs          *localjob.Server
-	brk           *broker.Broker
-	servers       []*http.Server
+	// jobsToken is what the job runtime asks of deploy.
+	jobsToken string
+	stops     []func()
+	jobs      *localjob.Server
+	brk       *broker.Broker
+	servers   []*http.Server
 	// jobCallback is the broker as Kubernetes Jobs reach it (Config.JobAddress).
 	jobCallback string
 }
@@ -267,8 +269,10 @@ func (s *Stack) serveBroker(fctx context.Context, brokerL, jobsL net.Listener) (
 	if err != nil {
 		return nil, err
 	}
+	s.jobsToken = auth.NewToken()
 	s.jobs = &localjob.Server{RunnerPath: s.cfg.RunnerPath, Commands: s.cfg.Commands, WorkDir: filepath.Join(s.cfg.StateDir, "jobs"),
-		Events: sender, Log: s.cfg.Log.With("component", "localjob")}
+		Events: sender, Log: s.cfg.Log.With("component", "localjob"),
+		Token: s.jobsToken, OutputRoot: filepath.Join(s.cfg.StateDir, "results")}
 	s.serve(jobsL, s.jobs)
 	return sender, nil
 }
@@ -302,7 +306,7 @@ func (s *Stack) functionEnv(sealKey, jobsURL string) []string {
 		"REDIS_ADDR=" + s.Redis, "EVALFLOW_SEAL_KEY=" + sealKey, "K_SINK=" + s.Broker,
 		"LOG_LEVEL=" + cfg.LogLevel,
 		"EVALFLOW_RESULTS_DIR=" + filepath.Join(cfg.StateDir, "results"),
-		"EVALFLOW_JOBS_URL=" + jobsURL, "EVALFLOW_DATA_DIR=" + cfg.DataDir,
+		"EVALFLOW_JOBS_URL=" + jobsURL, "EVALFLOW_JOBS_TOKEN=" + s.jobsToken, "EVALFLOW_DATA_DIR=" + cfg.DataDir,
 		"EVALFLOW_TOKENS_FILE=" + cfg.TokensFile, "EVALFLOW_DELIVERY_TOKEN=" + s.deliveryToken,
 	}, ociEnv...)
 	if s.jobCallback != "" {
