@@ -9,7 +9,7 @@ CACHE ?= $(HOME)/.cache/evalflow
 SHARED ?= $(abspath $(CURDIR)/../shared)
 export EVALFLOW_CACHE := $(CACHE)
 
-.PHONY: run test bench deps node-deps test-deps build vet fmt-check up clean images cluster-up node-up node-down knative-up deploy bench-knative
+.PHONY: run test bench bench-load deps node-deps test-deps build vet fmt-check up clean images cluster-up node-up node-down knative-up deploy bench-knative
 
 ## run: evaluate the bundled tiny model on a small MMLU subset, end to end, locally
 run: deps build
@@ -32,6 +32,13 @@ bench: deps build
 	go build -o $(BIN)/evalflow-bench ./runner/cmd/evalflow-bench
 	$(BIN)/evalflow-bench -runner $(BIN)/evalflow-runner -data $(SHARED)/datasets \
 	  -gguf $(SHARED)/models/stories260K.gguf -promptfoo $$(hack/install-promptfoo.sh) -out docs/benchmarks.md
+
+## bench-load: 1000 small runs started in one burst against local mode and a scripted
+## model server: all accepted and ended, time to drain, peak memory, Redis commands per
+## step, jobs at once; writes docs/benchmarks-load.md (a few minutes)
+bench-load: deps build
+	go build -o $(BIN)/evalflow-bench-load ./local/cmd/evalflow-bench-load
+	$(BIN)/evalflow-bench-load -runs 1000 -max-jobs 8 -data $(SHARED)/datasets -out docs/benchmarks-load.md
 
 ## bench-knative: the pipeline on Knative on the node (root): each function's image
 ## size, cold start and idle memory; POST → Job created and the orchestration overhead

@@ -19,7 +19,8 @@ import (
 
 // Step is what a step function records.
 type Step struct {
-	reg *prometheus.Registry
+	reg    *prometheus.Registry
+	labels prometheus.Labels
 	// Handled times each event a step handled: by type and outcome (ok, error: to be
 	// redelivered).
 	Handled *prometheus.HistogramVec
@@ -43,7 +44,7 @@ func NewStep(step string, gauges Gauges) *Step {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	constLabels := prometheus.Labels{"step": step}
 	s := &Step{
-		reg: reg,
+		reg: reg, labels: constLabels,
 		Handled: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "evalflow_event_handling_seconds",
 			Help: "Time a step took to handle an event, by event type and outcome (ok, error: redelivered).", ConstLabels: constLabels,
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)}, []string{"type", "outcome"}),
@@ -63,6 +64,12 @@ func NewStep(step string, gauges Gauges) *Step {
 			waiting: prometheus.NewDesc("evalflow_queue_length", "Runs waiting for a job slot.", nil, nil)})
 	}
 	return s
+}
+
+// CountRoundTrips adds evalflow_redis_round_trips_total, read from count at each scrape.
+func (s *Step) CountRoundTrips(count func() float64) {
+	s.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "evalflow_redis_round_trips_total",
+		Help: "Round trips to Redis: a command, or a pipeline or transaction sent at once.", ConstLabels: s.labels}, count))
 }
 
 // Handler serves the metrics in Prometheus's text format.

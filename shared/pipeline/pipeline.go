@@ -148,6 +148,7 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 		}
 		return runs, float64(waiting), err
 	})
+	m.CountRoundTrips(func() float64 { return float64(store.RoundTrips()) })
 	stopTracing, err := tracing.Setup(ctx, "evalflow-"+string(step), c.OTLPEndpoint)
 	if err != nil {
 		rdb.Close()

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -57,11 +58,32 @@ type Store struct {
 	rdb    redis.UniversalClient
 	sealer *seal.Sealer
 	now    func() time.Time
+	trips  *roundTrips
 }
 
-// New returns a Store over a Redis client; secrets are sealed with sealer.
+// New returns a Store over a Redis client; secrets are sealed with sealer. The
+// client's round trips are counted from then on (RoundTrips).
 func New(rdb redis.UniversalClient, sealer *seal.Sealer) *Store {
-	return &Store{rdb: rdb, sealer: sealer, now: time.Now}
+	s := &Store{rdb: rdb, sealer: sealer, now: time.Now, trips: &roundTrips{}}
+	rdb.AddHook(s.trips)
+	return s
+}
+
+// RoundTrips counts the store's round trips to Redis: a command, or a pipeline or
+// transaction sent at once.
+func (s *Store) RoundTrips() int64 { return s.trips.n.Load() }
+
+// roundTrips is a go-redis hook counting round trips.
+type roundTrips struct{ n atomic.Int64 }
+
+func (r *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { r.n.Add(1); return next(ctx, cmd) }
+}
+
+func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { r.n.Add(1); return next(ctx, cmds) }
 }
 
 // Create records run r with its secrets (in clear here, sealed before they are
