@@ -490,17 +490,7 @@ func TestEachCallerSeesOnlyItsOwnRuns(t *testing.T) {
 	if code, body := call(t, srv, "POST", "/evals/start", callers["bob"], mustJSON(validBody(aliceRun))); code != http.StatusConflict || strings.Contains(body, "stories260k") {
 		t.Errorf("bob reusing alice's eval_request_id: %d %s; want 409 showing nothing of it", code, body)
 	}
-	listed := func(token string) []string {
-		_, body := call(t, srv, "GET", "/evals", token, nil)
-		var out struct{ Runs []evalflow.Run }
-		json.Unmarshal([]byte(body), &out)
-		var ids []string
-		for _, r := range out.Runs {
-			ids = append(ids, r.ID)
-		}
-		sort.Strings(ids)
-		return ids
-	}
+	listed := func(token string) []string { return runsListed(t, srv, "/evals", token, "runs", "id") }
 	if got := listed(callers["alice"]); !slices.Equal(got, []string{aliceRun}) {
 		t.Errorf("alice lists %v", got)
 	}
@@ -520,25 +510,28 @@ func TestEachCallerSeesOnlyItsOwnRuns(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	dead := func(token string) []string {
-		_, body := call(t, srv, "GET", "/deadletters", token, nil)
-		var out struct {
-			DeadLetters []evalflow.DeadLetter `json:"dead_letters"`
-		}
-		json.Unmarshal([]byte(body), &out)
-		var runs []string
-		for _, d := range out.DeadLetters {
-			runs = append(runs, d.RunID)
-		}
-		sort.Strings(runs)
-		return runs
-	}
+	dead := func(token string) []string { return runsListed(t, srv, "/deadletters", token, "dead_letters", "run_id") }
 	if got := dead(callers["alice"]); !slices.Equal(got, []string{aliceRun}) {
 		t.Errorf("alice's dead letters: %v", got)
 	}
 	if got := dead(callers["*"]); !slices.Equal(got, both) {
 		t.Errorf("the operator's dead letters: %v; want one of each run", got)
 	}
+}
+
+// runsListed is the run ids (field key) of the items of list in what GET path answers
+// the caller of token, sorted.
+func runsListed(t *testing.T, srv *httptest.Server, path, token, list, key string) []string {
+	t.Helper()
+	_, body := call(t, srv, "GET", path, token, nil)
+	var out map[string][]map[string]any
+	json.Unmarshal([]byte(body), &out)
+	var ids []string
+	for _, item := range out[list] {
+		ids = append(ids, fmt.Sprint(item[key]))
+	}
+	sort.Strings(ids)
+	return ids
 }
 
 // A Trigger's delivery at / comes from evalflow's broker: with the deployment's
