@@ -510,7 +510,9 @@ func TestEachCallerSeesOnlyItsOwnRuns(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	dead := func(token string) []string { return runsListed(t, srv, "/deadletters", token, "dead_letters", "run_id") }
+	dead := func(token string) []string {
+		return runsListed(t, srv, "/deadletters", token, "dead_letters", "run_id")
+	}
 	if got := dead(callers["alice"]); !slices.Equal(got, []string{aliceRun}) {
 		t.Errorf("alice's dead letters: %v", got)
 	}
