@@ -42,6 +42,9 @@ type JobSpec struct {
 	// in; OTLPEndpoint is where it sends its spans ("": nowhere).
 	TraceParent  string `json:"traceparent,omitempty"`
 	OTLPEndpoint string `json:"otlp_endpoint,omitempty"`
+	// MetricsAddress is where the job serves its Prometheus metrics while it runs
+	// (":9464" in a Kubernetes Job's pod; "": nowhere).
+	MetricsAddress string `json:"metrics_address,omitempty"`
 	// OutputDir receives results.json and samples.jsonl.
 	OutputDir string `json:"output_dir"`
 	// DeadlineSeconds bounds the job's run time (activeDeadlineSeconds in a Job).

@@ -53,6 +53,9 @@ type Config struct {
 	// MaxJobs is how many runs' jobs run at once; later runs wait in line, in the
 	// order they were started, and a run's end lets the next one in.
 	MaxJobs int `env:"EVALFLOW_MAX_JOBS, default=8"`
+	// JobMetricsAddress is where a Kubernetes Job's runner serves its Prometheus
+	// metrics in its pod (local jobs, many on one machine, serve none).
+	JobMetricsAddress string `env:"EVALFLOW_JOB_METRICS_ADDRESS, default=:9464"`
 }
 
 // Jobs creates and deletes evaluation jobs: a job runtime. Create of an existing job
@@ -73,6 +76,7 @@ type Function struct {
 	jobs          Jobs
 	defaults      evalflow.JobDefaults
 	maxJobs       int
+	jobMetrics    string
 	// registryPassword lets Kubernetes Jobs push their results (in their Secret).
 	registryPassword string
 }
@@ -92,7 +96,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	if c.MaxJobs < 1 {
 		return fmt.Errorf("deploy: config EVALFLOW_MAX_JOBS: %d: at least 1", c.MaxJobs)
 	}
-	f.maxJobs = c.MaxJobs
+	f.maxJobs, f.jobMetrics = c.MaxJobs, c.JobMetricsAddress
 	f.defaults = evalflow.JobDefaults{CallbackURL: c.Sink, ClusterCallbackURL: c.JobCallbackURL, DataDir: c.DataDir, ResultsDir: c.ResultsDir,
 		DeadlineSeconds: int64(c.Deadline.Seconds()), TTLSecondsAfterFinished: int32(c.TTL.Seconds())}
 	if c.OCI.Registry != "" {
@@ -196,6 +200,9 @@ func (f *Function) createJob(ctx context.Context, run *evalflow.Run) (*event.Eve
 	spec := evalflow.NewJobSpec(run, f.defaults)
 	spec.TraceParent, _ = tracing.Inject(ctx) // the job goes on in the run's trace
 	spec.OTLPEndpoint = f.OTLPEndpoint
+	if run.OnKubernetes() {
+		spec.MetricsAddress = f.jobMetrics
+	}
 	switch err := jobs.Create(ctx, spec, evalflow.JobSecrets{APIKey: secrets[runstore.SecretAPIKey], RegistryPassword: f.registryPassword, ReportKey: f.ReportKey(run.ID)}); {
 	case errors.Is(err, evalflow.ErrJobExists):
 		f.Log.Info("job exists already: a redelivery", "run_id", id, "job", spec.ID)

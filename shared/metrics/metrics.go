@@ -2,12 +2,12 @@
 // Prometheus's conventions (evalflow_ prefix, base units, _total counters). Each step
 // serves its own on /metrics: start on its API, the CloudEvents steps on
 // METRICS_ADDRESS (a port Prometheus scrapes on the pod; func-go serves nothing but
-// events on the function's own).
+// events on the function's own). A job's runner serves its own while it runs, where
+// its spec says.
 package metrics
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"time"
@@ -78,19 +78,17 @@ func (s *Step) Handler() http.Handler {
 }
 
 // Serve serves the metrics on addr (/metrics) until stop.
-func (s *Step) Serve(addr string) (stop func(), err error) {
+func (s *Step) Serve(addr string) (stop func(), err error) { return serve(s.reg, addr) }
+
+func serve(reg *prometheus.Registry, addr string) (stop func(), err error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", s.Handler())
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			return
-		}
-	}()
+	go func() { _ = srv.Serve(l) }()
 	return func() { _ = srv.Close() }, nil
 }
 
@@ -114,3 +112,47 @@ func (c gaugeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, waiting)
 }
+
+// Runner is what an evaluation job records of its requests to the model.
+type Runner struct {
+	reg *prometheus.Registry
+	// Requests counts attempts by outcome (ok, the HTTP status code, error), Retries
+	// the attempts that retried one, Tokens the tokens answers counted (prompt,
+	// completion); SamplesPerSecond is the rate of the latest progress report.
+	Requests         *prometheus.CounterVec
+	Retries          prometheus.Counter
+	Tokens           *prometheus.CounterVec
+	SamplesPerSecond prometheus.Gauge
+}
+
+// NewRunner returns a runner's metrics for run id.
+func NewRunner(runID string) *Runner {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	l := prometheus.Labels{"run_id": runID}
+	r := &Runner{reg: reg,
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "evalflow_runner_requests_total",
+			Help: "Attempts of requests to the model, by outcome (ok, the HTTP status code, error).", ConstLabels: l}, []string{"outcome"}),
+		Retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "evalflow_runner_retries_total",
+			Help: "Attempts that retried a failed one.", ConstLabels: l}),
+		Tokens: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "evalflow_runner_tokens_total",
+			Help: "Tokens the model's answers counted, by kind (prompt, completion).", ConstLabels: l}, []string{"kind"}),
+		SamplesPerSecond: prometheus.NewGauge(prometheus.GaugeOpts{Name: "evalflow_runner_samples_per_second",
+			Help: "Samples scored a second, as of the latest progress report.", ConstLabels: l}),
+	}
+	reg.MustRegister(r.Requests, r.Retries, r.Tokens, r.SamplesPerSecond)
+	return r
+}
+
+// Observe records an attempt (openai.Client's Observe).
+func (r *Runner) Observe(outcome string, retry bool, prompt, completion int) {
+	r.Requests.WithLabelValues(outcome).Inc()
+	if retry {
+		r.Retries.Inc()
+	}
+	r.Tokens.WithLabelValues("prompt").Add(float64(prompt))
+	r.Tokens.WithLabelValues("completion").Add(float64(completion))
+}
+
+// Serve serves the metrics on addr (/metrics) until stop.
+func (r *Runner) Serve(addr string) (stop func(), err error) { return serve(r.reg, addr) }

@@ -206,6 +206,25 @@ type Client struct {
 	MaxElapsed time.Duration
 	// MaxTries bounds attempts per request (default 8).
 	MaxTries uint
+	// Observe, when set, is told of each attempt: its outcome ("ok", the answer's HTTP
+	// status code, or "error" when none came), whether it retried an earlier attempt,
+	// and the tokens an answer counted.
+	Observe func(outcome string, retry bool, usage Usage)
+}
+
+// usageOf is the token accounting of an answer that has one.
+func usageOf(v any) Usage {
+	switch a := v.(type) {
+	case *ChatResponse:
+		if a != nil {
+			return a.Usage
+		}
+	case *CompletionResponse:
+		if a != nil {
+			return a.Usage
+		}
+	}
+	return Usage{}
 }
 
 // Chat sends a chat completion, retrying transient failures.
@@ -255,15 +274,24 @@ func call[T any](ctx context.Context, c *Client, method, path string, body []byt
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 100 * time.Millisecond
 	b.MaxInterval = 10 * time.Second
-	return backoff.Retry(ctx, func() (*T, error) { return once[T](ctx, c, method, path, body) },
+	attempt := 0
+	return backoff.Retry(ctx, func() (*T, error) {
+		attempt++
+		out, outcome, err := once[T](ctx, c, method, path, body)
+		if c.Observe != nil && outcome != "" {
+			c.Observe(outcome, attempt > 1, usageOf(out))
+		}
+		return out, err
+	},
 		backoff.WithBackOff(b), backoff.WithMaxTries(orDefault(c.MaxTries, 8)),
 		backoff.WithMaxElapsedTime(orDefault(c.MaxElapsed, 5*time.Minute)))
 }
 
-func once[T any](ctx context.Context, c *Client, method, path string, body []byte) (*T, error) {
+// once makes one attempt; outcome says how it went ("" when none was made).
+func once[T any](ctx context.Context, c *Client, method, path string, body []byte) (_ *T, outcome string, _ error) {
 	if c.Limiter != nil {
 		if err := c.Limiter.Wait(ctx); err != nil {
-			return nil, backoff.Permanent(err)
+			return nil, "", backoff.Permanent(err)
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, orDefault(c.Timeout, 60*time.Second))
@@ -274,7 +302,7 @@ func once[T any](ctx context.Context, c *Client, method, path string, body []byt
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, rd)
 	if err != nil {
-		return nil, backoff.Permanent(evalflow.Permanent(err))
+		return nil, "", backoff.Permanent(evalflow.Permanent(err))
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -288,27 +316,28 @@ func once[T any](ctx context.Context, c *Client, method, path string, body []byt
 	}
 	resp, err := hc.Do(req)
 	if errors.Is(err, netpolicy.ErrRefused) { // the deployment's policy: no retry changes it
-		return nil, backoff.Permanent(evalflow.Permanent(fmt.Errorf("%s: %w", c.BaseURL, err)))
+		return nil, "", backoff.Permanent(evalflow.Permanent(fmt.Errorf("%s: %w", c.BaseURL, err)))
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s does not answer: %w", c.BaseURL, err) // network: retry
+		return nil, "error", fmt.Errorf("%s does not answer: %w", c.BaseURL, err) // network: retry
 	}
 	defer resp.Body.Close()
+	code := strconv.Itoa(resp.StatusCode)
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		body := evalflow.Redact(string(bytes.TrimSpace(msg)), c.APIKey) // an endpoint (or a proxy) may echo the key back
 		se := &StatusError{Status: resp.StatusCode, Body: body, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 		switch {
 		case (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) && se.RetryAfter > 0:
-			return nil, backoff.RetryAfter(int(math.Ceil(se.RetryAfter.Seconds())))
+			return nil, code, backoff.RetryAfter(int(math.Ceil(se.RetryAfter.Seconds())))
 		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-			return nil, se
+			return nil, code, se
 		}
-		return nil, backoff.Permanent(evalflow.Permanent(se))
+		return nil, code, backoff.Permanent(evalflow.Permanent(se))
 	}
 	answer, err := io.ReadAll(io.LimitReader(resp.Body, MaxAnswerBytes))
 	if err != nil {
-		return nil, fmt.Errorf("%s%s: reading the answer: %w", c.BaseURL, path, err)
+		return nil, "error", fmt.Errorf("%s%s: reading the answer: %w", c.BaseURL, path, err)
 	}
 	if c.APIKey != "" && bytes.Contains(answer, []byte(c.APIKey)) { // echoed back: never into samples or results
 		answer = []byte(evalflow.Redact(string(answer), c.APIKey))
@@ -319,9 +348,9 @@ func once[T any](ctx context.Context, c *Client, method, path string, body []byt
 		if method == http.MethodGet { // a listing is not cut short by load: it is the wrong API
 			err = backoff.Permanent(evalflow.Permanent(err))
 		}
-		return nil, err
+		return nil, "error", err
 	}
-	return &out, nil
+	return &out, "ok", nil
 }
 
 // MaxAnswerBytes bounds an answer the client reads (a listing of many models, a long

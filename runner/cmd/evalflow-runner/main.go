@@ -20,6 +20,7 @@ import (
 	"github.com/evalflow/evalflow/runner/engine"
 	"github.com/evalflow/evalflow/runner/task"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/metrics"
 	"github.com/evalflow/evalflow/shared/netpolicy"
 	"github.com/evalflow/evalflow/shared/openai"
 	"github.com/evalflow/evalflow/shared/tracing"
@@ -78,7 +79,15 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) (err error) {
 	if err != nil {
 		return fmt.Errorf("runner: run %s: %w: %w", spec.RunID, evalflow.ErrPermanent, err)
 	}
-	e := newEngine(spec, apiKey, network, reporter, log)
+	m := metrics.NewRunner(spec.RunID)
+	if spec.MetricsAddress != "" {
+		stopMetrics, err := m.Serve(spec.MetricsAddress)
+		if err != nil {
+			return fmt.Errorf("runner: run %s: metrics on %s: %w", spec.RunID, spec.MetricsAddress, err)
+		}
+		defer stopMetrics()
+	}
+	e := newEngine(spec, apiKey, network, reporter, m, log)
 	log.Info("evaluation started", "samples", len(docs), "concurrency", spec.Concurrency)
 	reporter.Progress(ctx, evalflow.Progress{Phase: "starting", Total: len(docs), UpdatedAt: time.Now().UTC()})
 	res, err := evaluate(ctx, e, docs, log)
@@ -145,7 +154,7 @@ func evaluate(ctx context.Context, e *engine.Engine, docs []task.Doc, log *slog.
 }
 
 // newEngine is the engine of spec: a client of its endpoint with the spec's limits.
-func newEngine(spec evalflow.JobSpec, apiKey string, network *netpolicy.Policy, reporter *adapter.Reporter, log *slog.Logger) *engine.Engine {
+func newEngine(spec evalflow.JobSpec, apiKey string, network *netpolicy.Policy, reporter *adapter.Reporter, m *metrics.Runner, log *slog.Logger) *engine.Engine {
 	transport := network.Transport() // the deployment's base_url policy, on every connection
 	transport.MaxIdleConnsPerHost = max(spec.Concurrency, 2)
 	if spec.Concurrency == 0 {
@@ -155,9 +164,15 @@ func newEngine(spec evalflow.JobSpec, apiKey string, network *netpolicy.Policy, 
 	return &engine.Engine{
 		Client: &openai.Client{BaseURL: evalflow.APIBase(spec.Model.URL), APIKey: apiKey, HTTP: &http.Client{Transport: tracing.Transport(transport)}, // each request in the run's trace
 			Limiter: engine.NewRequestLimiter(opts.RequestsPerSecond),
-			Timeout: time.Duration(opts.RequestTimeoutSeconds) * time.Second},
-		Spec:   spec,
-		Report: reporter.Progress,
+			Timeout: time.Duration(opts.RequestTimeoutSeconds) * time.Second,
+			Observe: func(outcome string, retry bool, u openai.Usage) {
+				m.Observe(outcome, retry, u.PromptTokens, u.CompletionTokens)
+			}},
+		Spec: spec,
+		Report: func(ctx context.Context, p evalflow.Progress) {
+			m.SamplesPerSecond.Set(p.Rate)
+			reporter.Progress(ctx, p)
+		},
 		Tokens: engine.NewTokenLimiter(opts.TokensPerMinute),
 		Log:    log,
 	}

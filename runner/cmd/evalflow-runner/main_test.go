@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -281,5 +282,58 @@ func TestAPodKilledOutrightResumesFromItsLastSave(t *testing.T) {
 
 	if saved := p.endpoint.askedOnce(t, lastSave); saved >= 60 {
 		t.Fatalf("the first pod finished everything before it was killed: the test proves little")
+	}
+}
+
+// While it runs, the runner serves its Prometheus metrics where its spec says: its
+// requests by outcome, retries, tokens and samples a second.
+func TestTheRunnerServesItsMetricsWhileItRuns(t *testing.T) {
+	shared := testserver.SharedDir(t)
+	model := testserver.Ollama(t, 2)
+	bin := filepath.Join(t.TempDir(), "evalflow-runner")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", testserver.FreePort(t))
+	zero := 0
+	spec := evalflow.JobSpec{ID: "job", RunID: "run-m", Engine: evalflow.DefaultEngine, Concurrency: 1,
+		Model:    evalflow.ModelSpec{Name: testserver.Model, URL: model},
+		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 8, NumFewshot: &zero, MaxTokens: 4}},
+		Options:  evalflow.RunOptions{RequestsPerSecond: 4}, // two seconds of requests: time to scrape
+		DataDir:  filepath.Join(shared, "datasets"), OutputDir: filepath.Join(dir, "out"), MetricsAddress: addr}
+	b, _ := json.Marshal(spec)
+	job := filepath.Join(dir, "job.json")
+	os.WriteFile(job, b, 0o600)
+	cmd := exec.Command(bin, "--job", job)
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+
+	var text string
+	for text == "" || !strings.Contains(text, `evalflow_runner_requests_total{outcome="ok",run_id="run-m"}`) {
+		select {
+		case err := <-done:
+			t.Fatalf("the runner ended (%v) before its metrics told of a request; last scrape:\n%s\n%s", err, text, log.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			text = string(b)
+		}
+	}
+	for _, want := range []string{`evalflow_runner_tokens_total{kind="prompt",run_id="run-m"}`, `evalflow_runner_retries_total{run_id="run-m"}`,
+		`evalflow_runner_samples_per_second{run_id="run-m"}`} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the runner's metrics lack %s:\n%s", want, text)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("runner: %v\n%s", err, log.String())
 	}
 }
