@@ -71,6 +71,9 @@ type JobFinished struct {
 	Succeeded bool   `json:"succeeded"`
 	ExitCode  int    `json:"exit_code"`
 	Message   string `json:"message,omitempty"`
+	// Summary, when the job itself reports its success, is its results' summary
+	// (the report is signed): job-watch need not read it back from the results.
+	Summary *Summary `json:"summary,omitempty"`
 }
 
 // Notification statuses.

@@ -170,9 +170,12 @@ func (f *Function) finished(ctx context.Context, run *evalflow.Run, e event.Even
 	if !fin.Succeeded {
 		return f.Fail(ctx, run.ID, "job-watch: job "+fin.Job+" failed: "+fin.Message)
 	}
-	summary, err := f.summary(ctx, run)
-	if err != nil { // none, or unreadable: the run fails; the registry did not answer: redeliver
-		return f.Settle(ctx, run.ID, "job "+fin.Job+" succeeded but left no usable results", err)
+	summary := fin.Summary // the job's own signed report carries it
+	var err error
+	if summary == nil {
+		if summary, err = f.summary(ctx, run); err != nil { // none, or unreadable: the run fails; the registry did not answer: redeliver
+			return f.Settle(ctx, run.ID, "job "+fin.Job+" succeeded but left no usable results", err)
+		}
 	}
 	run, err = f.Store.Update(ctx, run.ID, func(r *evalflow.Run) error {
 		if r.Status != evalflow.StatusRunning {

@@ -516,3 +516,16 @@ func TestATickDrivesStalledRunsAndFailsThoseStalledTooLong(t *testing.T) {
 		}
 	}
 }
+
+// A job that reports its own success carries its summary, signed: the run takes it
+// from the report, without reading the results back.
+func TestAJobsOwnReportCarriesItsSummary(t *testing.T) {
+	fx := setup(t) // no results written: a read would fail the run
+	e := cloudevent.New(evalflow.StepWatch, evalflow.TypeJobFinished, runID, evalflow.JobFinished{RunID: runID, Job: "j", Succeeded: true,
+		Summary: &evalflow.Summary{Scores: map[string]float64{"mmlu": 0.25}, Samples: 10}}, "runner")
+	reply := fx.handle(t, fx.signed(e))
+	r := fx.run(t)
+	if reply == nil || reply.Type() != evalflow.TypeResultsReady || r.Summary == nil || r.Summary.Samples != 10 || r.Summary.Scores["mmlu"] != 0.25 {
+		t.Fatalf("reply %v, run %s %q summary %+v", reply, r.Status, r.Message, r.Summary)
+	}
+}

@@ -298,15 +298,15 @@ func (r *Reporter) Progress(ctx context.Context, p evalflow.Progress) {
 		evalflow.JobProgress{RunID: r.spec.RunID, Job: r.spec.ID, Progress: p}, p.Phase, fmt.Sprint(p.Done), p.UpdatedAt.String()))
 }
 
-// Succeeded reports the job's end, its results written (and pushed, where the spec
-// says where): the run goes on at once, not when the job's runtime marks the job done
-// (for a Kubernetes Job, seconds after its pod exits).
-func (r *Reporter) Succeeded(ctx context.Context) {
+// Succeeded reports the job's end with its results' summary, its results written
+// (and pushed, where the spec says where): the run goes on at once, not when the
+// job's runtime marks the job done (for a Kubernetes Job, seconds after its pod exits).
+func (r *Reporter) Succeeded(ctx context.Context, summary *evalflow.Summary) {
 	if r.sender == nil {
 		return
 	}
 	r.send(ctx, cloudevent.New(evalflow.StepWatch, evalflow.TypeJobFinished, r.spec.RunID,
-		evalflow.JobFinished{RunID: r.spec.RunID, Job: r.spec.ID, Succeeded: true}, "runner"))
+		evalflow.JobFinished{RunID: r.spec.RunID, Job: r.spec.ID, Succeeded: true, Summary: summary}, "runner"))
 }
 
 func (r *Reporter) send(ctx context.Context, ev event.Event) {

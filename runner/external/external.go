@@ -98,7 +98,7 @@ func (x Engine) Run(ctx context.Context, jobPath string, programLog io.Writer, l
 		return err
 	}
 	p.finish(context.WithoutCancel(ctx), len(samples))
-	report.Succeeded(context.WithoutCancel(ctx))
+	report.Succeeded(context.WithoutCancel(ctx), &res.Summary)
 	log.Info(x.Program+" finished", "samples", len(samples), "scores", res.Summary.Scores)
 	return nil
 }

@@ -97,7 +97,7 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) (err error) {
 	if err := adapter.Publish(ctx, spec); err != nil {
 		return fmt.Errorf("runner: %w", err)
 	}
-	reporter.Succeeded(ctx)
+	reporter.Succeeded(ctx, &res.Summary)
 	log.Info("evaluation finished", "samples", res.Summary.Samples, "scores", res.Summary.Scores["mmlu"])
 	return nil
 }
