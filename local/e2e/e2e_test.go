@@ -29,6 +29,7 @@ import (
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/oci"
+	"github.com/evalflow/evalflow/shared/runstore"
 )
 
 const (
@@ -470,8 +471,14 @@ func scanRedis(t *testing.T, e *env) {
 		if strings.Contains(rdb.Dump(ctx, k).Val(), apiKeyCanary) {
 			t.Errorf("redis key %s holds the api_key", k)
 		}
+		// A run that ended keeps no secret — but a failed or cancelled run's sealed
+		// kubeconfig, a while, for its job to be stopped (runstore.StopGrace).
 		if strings.HasSuffix(k, ":secrets") {
-			t.Errorf("the run ended but its sealed secrets %s are still stored", k)
+			fields := rdb.HKeys(ctx, k).Val()
+			ttl := rdb.TTL(ctx, k).Val()
+			if len(fields) != 1 || fields[0] != runstore.SecretKubeconfig || ttl <= 0 || ttl > runstore.StopGrace {
+				t.Errorf("the run ended but its sealed secrets %s are still stored: %v, for %s", k, fields, ttl)
+			}
 		}
 	}
 }

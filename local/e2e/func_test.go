@@ -122,7 +122,7 @@ func funcRun(t *testing.T, fn, proxy string, pin func(dir string) error, name st
 			t.Logf("func run %s:\n%s", name, log.String())
 		}
 	})
-	deadline := time.Now().Add(3 * time.Minute)
+	deadline := time.Now().Add(10 * time.Minute) // the first function's build is cold: every dependency
 	for time.Now().Before(deadline) {
 		ports, _ := filepath.Glob(filepath.Join(dir, ".func", "runs", "*"))
 		for _, p := range ports {

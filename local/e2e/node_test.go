@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path"
@@ -212,9 +213,11 @@ func TestEvaluationJobsOnARealNode(t *testing.T) {
 		if r.Status != evalflow.StatusSucceeded || r.Target != evalflow.TargetCluster {
 			t.Fatalf("run %s (target %q): %s", r.Status, r.Target, r.Message)
 		}
-		if pods := o.pods(t, "evalflow-own", r.ID); len(pods) != 1 || pods[0].Status.Phase != corev1.PodSucceeded {
-			t.Fatalf("the run's pods in evalflow's own namespace: %d", len(pods))
-		}
+		// The runner reports its end itself: its pod's phase follows a moment later.
+		testserver.Eventually(t, 30*time.Second, "the run's one pod in evalflow's own namespace succeeded", func() bool {
+			pods := o.pods(t, "evalflow-own", r.ID)
+			return len(pods) == 1 && pods[0].Status.Phase == corev1.PodSucceeded
+		})
 	})
 
 	t.Run("evalflow run --kubeconfig runs the Job on the node, the rest local", func(t *testing.T) {
@@ -235,10 +238,11 @@ func TestEvaluationJobsOnARealNode(t *testing.T) {
 				t.Errorf("output lacks %q:\n%s", want, out)
 			}
 		}
-		jobs, err := o.admin.BatchV1().Jobs("default").List(context.Background(), metav1.ListOptions{})
-		if err != nil || len(jobs.Items) != 1 || jobs.Items[0].Status.Succeeded != 1 {
-			t.Fatalf("the node's default namespace holds no succeeded Job of the run: %v", err)
-		}
+		// The runner reports its end itself: the Job controller marks the Job a moment later.
+		testserver.Eventually(t, 30*time.Second, "one succeeded Job of the run in the node's default namespace", func() bool {
+			jobs, err := o.admin.BatchV1().Jobs("default").List(context.Background(), metav1.ListOptions{})
+			return err == nil && len(jobs.Items) == 1 && jobs.Items[0].Status.Succeeded == 1
+		})
 	})
 
 	t.Run("an image that cannot be pulled ends the run with the reason", func(t *testing.T) {
@@ -363,13 +367,16 @@ func wantFailed(t *testing.T, e *env, r *evalflow.Run, why string) {
 	if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, why) {
 		t.Fatalf("run %s: %q; want failed with %q", r.Status, r.Message, why)
 	}
-	for _, ev := range e.sink.Got("/caller") {
-		var n evalflow.Notification
-		if json.Unmarshal(ev.Data(), &n) == nil && n.RunID == r.ID && n.Status == evalflow.NoteFailed && strings.Contains(n.Message, why) {
-			return
+	// The notification goes out after the run is stored failed: it may come a moment later.
+	testserver.Eventually(t, 10*time.Second, fmt.Sprintf("the caller told the run failed with %q", why), func() bool {
+		for _, ev := range e.sink.Got("/caller") {
+			var n evalflow.Notification
+			if json.Unmarshal(ev.Data(), &n) == nil && n.RunID == r.ID && n.Status == evalflow.NoteFailed && strings.Contains(n.Message, why) {
+				return true
+			}
 		}
-	}
-	t.Errorf("the caller was not told the run failed with %q", why)
+		return false
+	})
 }
 
 func equalJSON(a, b any) bool {
