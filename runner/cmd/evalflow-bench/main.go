@@ -450,6 +450,8 @@ func render(results map[string]map[int]measurement, clients []client, cs []int, 
 	fmt.Fprintf(&b, "Reproduce with `make bench`, which runs `%s`.\n\n", command)
 	b.WriteString("The pipeline on Knative (image sizes, cold starts, idle memory, POST → Job, orchestration overhead): " +
 		"[benchmarks-knative.md](benchmarks-knative.md), `sudo make bench-knative`.\n\n")
+	b.WriteString("A burst of 1,000 runs against local mode (all accepted and ended, time to drain, peak memory, jobs at once against " +
+		"the slots, Redis round trips per step): [benchmarks-load.md](benchmarks-load.md), `make bench-load`.\n\n")
 	fmt.Fprintf(&b, "Measured %s on %s/%s, %d cores; ollama %s serving stories260K (OLLAMA_NUM_PARALLEL=8) on loopback; "+
 		"%d distinct zero-shot MMLU prompts, %d generated tokens each; each client is a subprocess, its CPU (user + system) and "+
 		"peak RSS from rusage; median of %d runs.\n\n",
