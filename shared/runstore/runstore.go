@@ -9,6 +9,7 @@
 package runstore
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -47,6 +48,8 @@ func historyKey(id string) string         { return "evalflow:run:" + id + ":hist
 
 const (
 	deadLettersKey = "evalflow:deadletters"
+	// deadLetterTimes indexes them by when they came, to keep the newest MaxDeadLetters.
+	deadLetterTimes = "evalflow:deadletters:by-time"
 	// The job slots: the runs holding one, and the runs waiting for one, each by
 	// the time they first asked.
 	slotsKey = "evalflow:jobs:slots"
@@ -59,6 +62,8 @@ type Store struct {
 	sealer *seal.Sealer
 	now    func() time.Time
 	trips  *roundTrips
+	// DeadLetterLimit is how many dead letters are kept (0: MaxDeadLetters).
+	DeadLetterLimit int
 }
 
 // New returns a Store over a Redis client; secrets are sealed with sealer. The
@@ -314,14 +319,32 @@ func (s *Store) History(ctx context.Context, id string) ([]evalflow.TimelineEntr
 	return out, nil
 }
 
+// MaxDeadLetters is how many dead letters are kept: the newest.
+const MaxDeadLetters = 10_000
+
+// keepDeadLetter keeps a dead letter once (KEYS hash, index; ARGV field, JSON, time,
+// the most kept) and drops the oldest past the most.
+var keepDeadLetter = redis.NewScript(`
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4])
+if over > 0 then
+  local old = redis.call('ZRANGE', KEYS[2], 0, over - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+  redis.call('HDEL', KEYS[1], unpack(old))
+end
+return 1
+`)
+
 // KeepDeadLetter keeps d, once per event and destination (the dead-letter sink may be
-// sent the same again).
+// sent the same again), and only the newest DeadLetterLimit.
 func (s *Store) KeepDeadLetter(ctx context.Context, d evalflow.DeadLetter) error {
 	b, err := json.Marshal(d)
 	if err != nil {
 		return fmt.Errorf("runstore: dead letter %s: %w", d.ID, err)
 	}
-	if err := s.rdb.HSetNX(ctx, deadLettersKey, d.ID+" "+d.Destination, b).Err(); err != nil {
+	most := cmp.Or(s.DeadLetterLimit, MaxDeadLetters)
+	if err := keepDeadLetter.Run(ctx, s.rdb, []string{deadLettersKey, deadLetterTimes}, d.ID+" "+d.Destination, b, d.Time.UnixNano(), most).Err(); err != nil {
 		return fmt.Errorf("runstore: dead letter %s: %w", d.ID, err)
 	}
 	return nil

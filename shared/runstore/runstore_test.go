@@ -385,3 +385,30 @@ func TestJobSlotsGoInOrderAndNeverOverflow(t *testing.T) {
 		t.Fatalf("%d of 50 racing runs admitted to 5 slots", admitted.Load())
 	}
 }
+
+// Dead letters are kept once each, and only the newest.
+func TestDeadLettersAreKeptOnceAndOnlyTheNewest(t *testing.T) {
+	store, _ := newStore(t)
+	store.DeadLetterLimit = 3
+	ctx := context.Background()
+	t0 := time.Unix(1000, 0)
+	for i := range 5 {
+		d := evalflow.DeadLetter{ID: fmt.Sprintf("ev-%d", i), Type: evalflow.TypeVerified, RunID: "r", Destination: "http://deploy", Time: t0.Add(time.Duration(i) * time.Second)}
+		for range 2 { // the sink sent the same again
+			if err := store.KeepDeadLetter(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	kept, err := store.DeadLetters(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, d := range kept {
+		ids = append(ids, d.ID)
+	}
+	if !slices.Equal(ids, []string{"ev-4", "ev-3", "ev-2"}) {
+		t.Fatalf("kept %v; want the newest 3, newest first, once each", ids)
+	}
+}
