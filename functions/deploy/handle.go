@@ -212,7 +212,9 @@ func (f *Function) createJob(ctx context.Context, run *evalflow.Run) (*event.Eve
 		f.Log.Info("job created", "run_id", id, "job", spec.ID)
 	}
 	run, err = f.Store.Update(ctx, id, func(r *evalflow.Run) error {
-		if r.Status != evalflow.StatusDeploying {
+		// The job's first report may have moved the run to running already: it
+		// still records its job (job-watch and the stalled-run driver need it).
+		if r.Status != evalflow.StatusDeploying && (r.Status != evalflow.StatusRunning || r.Job != "") {
 			return evalflow.ErrStale
 		}
 		if r.Queued { // its wait is over

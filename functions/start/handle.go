@@ -295,15 +295,22 @@ func (f *Function) deadLetters(w http.ResponseWriter, r *http.Request) {
 // placeInLine shows each waiting run's place in line as it is now (the run records
 // the place it had when it was put in line).
 func (f *Function) placeInLine(ctx context.Context, runs ...*evalflow.Run) error {
+	var waiting []*evalflow.Run
+	var ids []string
 	for _, run := range runs {
-		if !run.Queued || run.Status.Terminal() {
-			continue
+		if run.Queued && !run.Status.Terminal() {
+			waiting, ids = append(waiting, run), append(ids, run.ID)
 		}
-		pos, err := f.Store.QueuePosition(ctx, run.ID)
-		if err != nil {
-			return err
-		}
-		run.QueuePosition = pos
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	places, err := f.Store.QueuePositions(ctx, ids...)
+	if err != nil {
+		return err
+	}
+	for i, run := range waiting {
+		run.QueuePosition = places[i]
 	}
 	return nil
 }

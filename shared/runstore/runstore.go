@@ -429,16 +429,26 @@ func (s *Store) Waiting(ctx context.Context, n int) ([]string, error) {
 	return ids, nil
 }
 
-// QueuePosition is run id's place in line for a job slot (1: next), 0 when it does not wait.
-func (s *Store) QueuePosition(ctx context.Context, id string) (int, error) {
-	rank, err := s.rdb.ZRank(ctx, queueKey, id).Result()
-	if errors.Is(err, redis.Nil) {
-		return 0, nil
+// QueuePositions are the runs' places in line for a job slot (1: next; 0: not
+// waiting), in one round trip.
+func (s *Store) QueuePositions(ctx context.Context, ids ...string) ([]int, error) {
+	cmds := make([]*redis.IntCmd, len(ids))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = p.ZRank(ctx, queueKey, id)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("runstore: places in line: %w", err)
 	}
-	if err != nil {
-		return 0, fmt.Errorf("runstore: queue position of run %s: %w", id, err)
+	out := make([]int, len(ids))
+	for i, c := range cmds {
+		if rank, err := c.Result(); err == nil {
+			out[i] = int(rank) + 1
+		}
 	}
-	return int(rank) + 1, nil
+	return out, nil
 }
 
 // ListOptions filter List. Zero values mean no filter and the default limit.

@@ -353,8 +353,8 @@ func TestJobSlotsGoInOrderAndNeverOverflow(t *testing.T) {
 			t.Errorf("%s: admitted %v at %d; want %v at %d", c.reason, ok, pos, c.ok, c.pos)
 		}
 	}
-	if pos, _ := store.QueuePosition(ctx, ids[3]); pos != 2 {
-		t.Errorf("d's place in line %d; want 2, behind c", pos)
+	if places, _ := store.QueuePositions(ctx, ids[3], ids[0]); !slices.Equal(places, []int{2, 0}) {
+		t.Errorf("places in line of d and a %v; want 2 (behind c) and 0 (a holds a slot)", places)
 	}
 	if waiting, _ := store.Waiting(ctx, 5); !slices.Equal(waiting, []string{ids[2], ids[3]}) {
 		t.Errorf("waiting %v", waiting)
