@@ -9,9 +9,10 @@ import (
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/auth"
+	"github.com/evalflow/evalflow/shared/oci"
 )
 
-// Config is start's own configuration: who may call it.
+// Config is start's own configuration: who may call it, and where results are read.
 type Config struct {
 	// TokensFile holds the callers' tokens (auth.Parse). Without it every request is
 	// the operator's: for a function run alone in development, never a deployment
@@ -24,6 +25,10 @@ type Config struct {
 	// (NAME.NAMESPACE.svc[.DOMAIN]) as the broker's: Knative's ingress routes those
 	// names only inside the cluster, never from the public entrypoint.
 	ClusterDeliveries bool `env:"EVALFLOW_CLUSTER_DELIVERIES, default=false"`
+	// OCI is where results artifacts are read back from, for the results API and page.
+	OCI oci.Config
+	// KeepResults is how many runs' results stay parsed in memory.
+	KeepResults int `env:"EVALFLOW_KEEP_RESULTS, default=4"`
 }
 
 // caller is who sent a request: a caller by its token, or evalflow's broker

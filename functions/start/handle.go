@@ -1,7 +1,7 @@
 // Package function is evalflow's start step, an HTTP function: it validates a request,
 // records the run in Redis (once per eval_request_id) and emits the first event. It
 // also serves the runs API: GET /evals/{id}, GET /evals/{id}/events (its timeline),
-// GET /evals, DELETE /evals/{id}, and GET /deadletters.
+// GET /evals, DELETE /evals/{id}, GET /deadletters, and the results API (results.go).
 package function
 
 import (
@@ -21,6 +21,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/artifacts"
 	"github.com/evalflow/evalflow/shared/auth"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/engines"
@@ -36,6 +37,7 @@ type Function struct {
 	tokens        *auth.Tokens // nil: no tokens file, every request is the operator's
 	mux           *http.ServeMux
 	engines       *engines.Registry
+	artifacts     *artifacts.Reader // nil: no results store configured
 }
 
 // New returns the function; Start connects it.
@@ -52,6 +54,13 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 			return fmt.Errorf("start: config EVALFLOW_TOKENS_FILE: %w", err)
 		}
 		f.tokens = tokens
+	}
+	if f.cfg.OCI.Layout != "" || f.cfg.OCI.Registry != "" {
+		reader, err := artifacts.Open(f.cfg.OCI, f.cfg.KeepResults)
+		if err != nil {
+			return fmt.Errorf("start: results store: %w", err)
+		}
+		f.artifacts = reader
 	}
 	env, err := pipeline.Open(ctx, evalflow.StepStart, cfg)
 	if err != nil {
@@ -71,6 +80,11 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	f.mux.HandleFunc("GET /evals", f.authenticated(false, f.list))
 	f.mux.HandleFunc("GET /deadletters", f.authenticated(false, f.deadLetters))
 	f.mux.HandleFunc("DELETE /evals/{id}", f.authenticated(false, f.cancel))
+	f.mux.HandleFunc("GET /evals/{id}/results", f.authenticated(false, f.results))
+	f.mux.HandleFunc("GET /evals/{id}/samples", f.authenticated(false, f.samples))
+	f.mux.HandleFunc("GET /evals/{id}/results.json", f.authenticated(false, f.file(evalflow.ResultsFile, "application/json")))
+	f.mux.HandleFunc("GET /evals/{id}/samples.jsonl", f.authenticated(false, f.file(evalflow.SamplesFile, "application/jsonl")))
+	f.mux.HandleFunc("GET /compare", f.authenticated(false, f.compare))
 	return nil
 }
 

@@ -354,10 +354,11 @@ func (d *Destination) Pull(ctx context.Context, ref, dir string) error {
 	return nil
 }
 
-// maxManifest and maxSummary bound what is read from a registry into memory.
+// maxManifest and maxLayer bound what is read from a registry into memory (a full
+// MMLU run's samples.jsonl is some 40 MB).
 const (
 	maxManifest = 4 << 20
-	maxSummary  = 64 << 20
+	maxLayer    = 256 << 20
 )
 
 // FetchLayer reads the layer of mediaType in the artifact tagged tag; an absent
@@ -371,8 +372,8 @@ func (d *Destination) FetchLayer(ctx context.Context, tag, mediaType string) ([]
 		if l.MediaType != mediaType {
 			continue
 		}
-		if l.Size > maxSummary {
-			return nil, fmt.Errorf("oci: %s:%s: layer %s is %d bytes, more than %d", d.Name, tag, mediaType, l.Size, maxSummary)
+		if l.Size > maxLayer {
+			return nil, fmt.Errorf("oci: %s:%s: layer %s is %d bytes, more than %d", d.Name, tag, mediaType, l.Size, maxLayer)
 		}
 		b, err := content.FetchAll(ctx, d.Target, l)
 		if err != nil {

@@ -1,0 +1,140 @@
+package function
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/artifacts"
+)
+
+// The results API reads a succeeded run's results back from its artifact:
+//
+//	GET /evals/{id}/results         its scores with standard errors, and its summary
+//	GET /evals/{id}/samples         a page of its samples (?task=, ?correct=, ?q=, ?offset=, ?limit=)
+//	GET /evals/{id}/results.json    the artifact's files, as pushed
+//	GET /evals/{id}/samples.jsonl
+//	GET /compare?runs=A,B,...       runs side by side, task by task, with a significance test
+
+// errNoArtifacts is a start function with nowhere to read artifacts from.
+var errNoArtifacts = &evalflow.Error{Code: evalflow.CodeInternal, Message: "no results store configured (EVALFLOW_OCI_LAYOUT or EVALFLOW_REGISTRY)"}
+
+// ResultsView is the answer to GET /evals/{id}/results.
+type ResultsView struct {
+	RunID    string               `json:"run_id"`
+	Model    string               `json:"model_name"`
+	Artifact *evalflow.Artifact   `json:"artifact"`
+	Scores   []evalflow.TaskScore `json:"scores"`
+	Summary  evalflow.Summary     `json:"summary"`
+}
+
+// readResults is the results of run id, if the caller may see it.
+func (f *Function) readResults(ctx context.Context, id string) (*evalflow.Run, *artifacts.Results, error) {
+	run, err := f.owned(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	if f.artifacts == nil {
+		return nil, nil, errNoArtifacts
+	}
+	res, err := f.artifacts.Read(ctx, run)
+	return run, res, err
+}
+
+func (f *Function) results(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	run, res, err := f.readResults(r.Context(), id)
+	if err != nil {
+		f.writeError(w, id, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ResultsView{RunID: run.ID, Model: run.ModelName, Artifact: run.Artifact,
+		Scores: res.Results.Scores(), Summary: res.Results.Summary})
+}
+
+func (f *Function) samples(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	q, err := sampleQuery(r)
+	if err != nil {
+		f.writeError(w, id, err)
+		return
+	}
+	_, res, err := f.readResults(r.Context(), id)
+	if err != nil {
+		f.writeError(w, id, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res.Samples.Query(q))
+}
+
+// sampleQuery reads a samples query from r's parameters, naming the one at fault.
+func sampleQuery(r *http.Request) (evalflow.SampleQuery, error) {
+	p := r.URL.Query()
+	q := evalflow.SampleQuery{Task: p.Get("task"), Text: p.Get("q")}
+	if c := p.Get("correct"); c != "" {
+		v, err := strconv.ParseBool(c)
+		if err != nil {
+			return q, evalflow.Invalidf("correct", "must be true or false, got %q", c)
+		}
+		q.Correct = &v
+	}
+	for _, n := range []struct {
+		name string
+		to   *int
+	}{{"offset", &q.Offset}, {"limit", &q.Limit}} {
+		if s := p.Get(n.name); s != "" {
+			v, err := strconv.Atoi(s)
+			if err != nil {
+				return q, evalflow.Invalidf(n.name, "must be a whole number, got %q", s)
+			}
+			*n.to = v
+		}
+	}
+	return q, q.Validate()
+}
+
+// file answers one of the artifact's files as it was pushed.
+func (f *Function) file(name, contentType string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, id := r.Context(), r.PathValue("id")
+		run, err := f.owned(ctx, id)
+		if err == nil && f.artifacts == nil {
+			err = errNoArtifacts
+		}
+		if err == nil && run.Artifact == nil {
+			err = artifacts.ErrNoResults
+		}
+		var b []byte
+		if err == nil {
+			b, err = f.artifacts.File(ctx, run.ID, run.Artifact.Digest, name)
+		}
+		if err != nil {
+			f.writeError(w, id, err)
+			return
+		}
+		w.Header().Set("Content-Type", contentType)
+		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+		_, _ = w.Write(b)
+	}
+}
+
+// compare answers GET /compare?runs=A,B,...: the first run is the baseline.
+func (f *Function) compare(w http.ResponseWriter, r *http.Request) {
+	ids := strings.FieldsFunc(r.URL.Query().Get("runs"), func(c rune) bool { return c == ',' })
+	if len(ids) < 2 || len(ids) > evalflow.MaxCompared {
+		f.writeError(w, "", evalflow.Invalidf("runs", "must name 2 to %d runs, comma-separated", evalflow.MaxCompared))
+		return
+	}
+	scored := make([]evalflow.Scored, 0, len(ids))
+	for _, id := range ids {
+		run, res, err := f.readResults(r.Context(), id)
+		if err != nil {
+			f.writeError(w, id, err)
+			return
+		}
+		scored = append(scored, evalflow.Scored{RunID: run.ID, Model: run.ModelName, Results: res.Results, Samples: res.Samples})
+	}
+	writeJSON(w, http.StatusOK, evalflow.Compare(scored))
+}

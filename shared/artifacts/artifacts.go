@@ -1,0 +1,106 @@
+// Package artifacts reads a run's results back from its OCI artifact (results.json
+// and samples.jsonl), for the results API and page, and keeps the newest few parsed:
+// an artifact never changes, so its digest keys it.
+package artifacts
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/oci"
+)
+
+// Results are one run's results, parsed.
+type Results struct {
+	Results *evalflow.Results
+	Samples *evalflow.Samples
+}
+
+// Reader reads runs' results from where artifacts are pushed.
+type Reader struct {
+	dest   *oci.Destination
+	cache  *lru.Cache[string, *Results]
+	flight singleflight.Group
+}
+
+// Open returns a Reader of the artifacts cfg names, keeping the newest keep runs'
+// results parsed (a full MMLU run's samples take some 100 MB).
+func Open(cfg oci.Config, keep int) (*Reader, error) {
+	dest, err := oci.Open(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cache, err := lru.New[string, *Results](max(keep, 1))
+	if err != nil {
+		return nil, err
+	}
+	return &Reader{dest: dest, cache: cache}, nil
+}
+
+// ErrNoResults is a run that has no results artifact (yet): it has not succeeded.
+var ErrNoResults = &evalflow.Error{Code: evalflow.CodeConflict, Field: "id", Message: "run has no results yet (only a succeeded run has)"}
+
+// Read returns run's results, parsed.
+func (r *Reader) Read(ctx context.Context, run *evalflow.Run) (*Results, error) {
+	if run.Artifact == nil {
+		return nil, ErrNoResults
+	}
+	key := run.Artifact.Digest
+	if res, ok := r.cache.Get(key); ok {
+		return res, nil
+	}
+	v, err, _ := r.flight.Do(key, func() (any, error) {
+		res, err := r.read(ctx, run.ID, key)
+		if err == nil {
+			r.cache.Add(key, res)
+		}
+		return res, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*Results), nil
+}
+
+func (r *Reader) read(ctx context.Context, runID, ref string) (*Results, error) {
+	summary, err := r.File(ctx, runID, ref, evalflow.ResultsFile)
+	if err != nil {
+		return nil, err
+	}
+	var res evalflow.Results
+	if err := json.Unmarshal(summary, &res); err != nil {
+		return nil, fmt.Errorf("results of run %s: %s: %w", runID, evalflow.ResultsFile, err)
+	}
+	lines, err := r.File(ctx, runID, ref, evalflow.SamplesFile)
+	if err != nil {
+		return nil, err
+	}
+	samples, err := evalflow.ReadSamples(bytes.NewReader(lines))
+	if err != nil {
+		return nil, fmt.Errorf("results of run %s: %w", runID, err)
+	}
+	return &Results{Results: &res, Samples: samples}, nil
+}
+
+// mediaTypes are the artifact's files by name.
+var mediaTypes = map[string]string{evalflow.ResultsFile: oci.MediaTypeSummary, evalflow.SamplesFile: oci.MediaTypeSamples}
+
+// File reads one of the artifact's files (results.json, samples.jsonl) of run id,
+// at ref (its digest), as it was pushed.
+func (r *Reader) File(ctx context.Context, runID, ref, name string) ([]byte, error) {
+	mt, ok := mediaTypes[name]
+	if !ok {
+		return nil, evalflow.Invalidf("file", "must be %s or %s", evalflow.ResultsFile, evalflow.SamplesFile)
+	}
+	b, err := r.dest.FetchLayer(ctx, ref, mt)
+	if err != nil {
+		return nil, fmt.Errorf("results of run %s: %w", runID, err)
+	}
+	return b, nil
+}
