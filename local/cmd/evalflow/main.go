@@ -3,6 +3,8 @@
 //	evalflow run [flags]       bring the stack up, evaluate a model, show progress and scores
 //	evalflow up [flags]        bring the stack up and serve until interrupted
 //	evalflow function NAME     serve one function (the stack starts these)
+//
+// and, for a running evalflow (api.go): submit, status, list, cancel, results, compare.
 package main
 
 import (
@@ -47,6 +49,18 @@ func main() {
 		err = run(ctx, os.Args[2:])
 	case "publish-data":
 		err = publishData(ctx, os.Args[2:])
+	case "submit":
+		err = submit(ctx, os.Args[2:])
+	case "status":
+		err = status(ctx, os.Args[2:])
+	case "list":
+		err = list(ctx, os.Args[2:])
+	case "cancel":
+		err = cancel(ctx, os.Args[2:])
+	case "results":
+		err = results(ctx, os.Args[2:])
+	case "compare":
+		err = compare(ctx, os.Args[2:])
 	default:
 		usage()
 	}
@@ -57,7 +71,17 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: evalflow run [flags] | evalflow up [flags] | evalflow publish-data [flags] | evalflow function NAME")
+	fmt.Fprintln(os.Stderr, `usage: evalflow COMMAND [flags]
+  run        bring evalflow up here, evaluate a model, show progress and scores
+  up         bring evalflow up here and serve until interrupted
+  submit     start a run on a running evalflow and follow it (--api URL, $EVALFLOW_TOKEN)
+  status     where runs are
+  list       the caller's runs, newest first
+  cancel     cancel runs
+  results    a run's results.json and samples.jsonl into a folder
+  compare    runs side by side, task by task, with a significance test
+  publish-data, function NAME   (used by make node-up and the stack)
+evalflow COMMAND -h shows a command's flags.`)
 	os.Exit(2)
 }
 

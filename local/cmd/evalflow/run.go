@@ -21,7 +21,6 @@ import (
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
-// run brings the stack up, evaluates one model and prints its scores.
 // datasetsOf is what the run command evaluates: -datasets as given, else the built-in
 // runner's MMLU subjects (an external engine takes what to evaluate from its config).
 func datasetsOf(engine, datasets, subjects string, limit int, fewshot *int) ([]evalflow.DatasetSpec, error) {
@@ -56,12 +55,9 @@ func optionsOf(options string) (*evalflow.RunOptions, error) {
 	return &o, nil
 }
 
-func run(ctx context.Context, args []string) error {
-	fs := flag.NewFlagSet("run", flag.ExitOnError)
-	config := stackFlags(fs)
-	baseURL := fs.String("base-url", "", "the model's OpenAI-compatible endpoint (empty: serve --gguf with ollama)")
-	model := fs.String("model", "stories260k", "model_name")
-	gguf := fs.String("gguf", "../shared/models/stories260K.gguf", "GGUF model ollama serves when --base-url is empty")
+// requestFlags registers the flags that say what to evaluate, for run and submit.
+func requestFlags(fs *flag.FlagSet, defaultModel string) func(baseURL string) (evalflow.Request, error) {
+	model := fs.String("model", defaultModel, "model_name")
 	subjects := fs.String("subjects", "abstract_algebra,astronomy,college_biology,marketing", "MMLU subjects (comma-separated; empty: all 57)")
 	limit := fs.Int("limit", 10, "samples per subject (0: all)")
 	fewshot := fs.Int("num-fewshot", 0, "few-shot examples per prompt")
@@ -70,6 +66,28 @@ func run(ctx context.Context, args []string) error {
 	engine := fs.String("engine", evalflow.DefaultEngine, "the engine: evalflow, lm-evaluation-harness or opencompass (their adapters and programs must be installed)")
 	engineConfig := fs.String("engine-config", "", `the engine's config as JSON, e.g. '{"tasks": ["gsm8k"], "limit": 20}' for lm-evaluation-harness`)
 	options := fs.String("options", "", `the run's options as JSON, e.g. '{"generation_api": "completions", "requests_per_second": 5}' (docs/datasets.md)`)
+	id := fs.String("id", "", "the eval_request_id (default: a new UUID; the same id again is the same run)")
+	topic := fs.String("topic", "local", "source_topic: the topic the run's notifications carry")
+	return func(baseURL string) (evalflow.Request, error) {
+		req := evalflow.Request{EvalRequestID: cmp.Or(*id, uuid.NewString()), ModelName: *model, BaseURL: baseURL,
+			APIKey: os.Getenv("EVALFLOW_API_KEY"), Source: "evalflow-cli", SourceTopic: *topic, Concurrency: *concurrency,
+			Engine: *engine, EngineConfig: json.RawMessage(*engineConfig)}
+		var err error
+		if req.Datasets, err = datasetsOf(*engine, *datasets, *subjects, *limit, fewshot); err != nil {
+			return req, err
+		}
+		req.Options, err = optionsOf(*options)
+		return req, err
+	}
+}
+
+// run brings the stack up, evaluates one model and prints its scores.
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	config := stackFlags(fs)
+	baseURL := fs.String("base-url", "", "the model's OpenAI-compatible endpoint (empty: serve --gguf with ollama)")
+	gguf := fs.String("gguf", "../shared/models/stories260K.gguf", "GGUF model ollama serves when --base-url is empty")
+	request := requestFlags(fs, "stories260k")
 	var cluster clusterRun
 	fs.StringVar(&cluster.kubeconfig, "kubeconfig", "", "run the evaluation's Job on this cluster (needs -registry, which the cluster reaches too)")
 	fs.StringVar(&cluster.jobAddress, "job-address", "", "this machine's address as the cluster's pods reach it (default: the API server's, when it is on this machine)")
@@ -79,13 +97,8 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	req := evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: *model, BaseURL: *baseURL,
-		APIKey: os.Getenv("EVALFLOW_API_KEY"), Source: "evalflow-cli", SourceTopic: "local", Concurrency: *concurrency,
-		Engine: *engine, EngineConfig: json.RawMessage(*engineConfig)}
-	if req.Datasets, err = datasetsOf(*engine, *datasets, *subjects, *limit, fewshot); err != nil {
-		return err
-	}
-	if req.Options, err = optionsOf(*options); err != nil {
+	req, err := request(*baseURL)
+	if err != nil {
 		return err
 	}
 	modelHost := ""
@@ -95,7 +108,7 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 	if req.BaseURL == "" {
-		p, err := serveModel(ctx, *gguf, *model, filepath.Join(cfg.StateDir, "ollama"), modelHost)
+		p, err := serveModel(ctx, *gguf, req.ModelName, filepath.Join(cfg.StateDir, "ollama"), modelHost)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,124 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/evalflow/evalflow/devkit/testserver"
+	evalflow "github.com/evalflow/evalflow/shared"
+)
+
+// TestTheCLIAgainstARunningEvalflow drives a running local evalflow with the evalflow
+// command, as a user would: submit (following to the end), status, list, results,
+// compare and cancel, in tables and in JSON, and its errors.
+func TestTheCLIAgainstARunningEvalflow(t *testing.T) {
+	e := up(t)
+	exe := testserver.Build(t, "github.com/evalflow/evalflow/local/cmd/evalflow")
+	cli := func(token string, args ...string) (string, string, error) {
+		cmd := exec.Command(exe, args...)
+		cmd.Env = append(os.Environ(), "EVALFLOW_API="+e.stack.API, "EVALFLOW_TOKEN="+token, "EVALFLOW_API_KEY="+apiKeyCanary)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		return stdout.String(), stderr.String(), err
+	}
+	op := e.stack.OperatorToken
+	chat, completions := uuid.NewString(), uuid.NewString()
+	must := func(args ...string) string {
+		t.Helper()
+		out, errOut, err := cli(op, args...)
+		if err != nil {
+			t.Fatalf("evalflow %s: %v\n%s\n%s", strings.Join(args, " "), err, out, errOut)
+		}
+		return out
+	}
+	submit := []string{"submit", "--base-url", e.model, "--model", testserver.Model, "--subjects", "abstract_algebra,anatomy", "--limit", "4"}
+
+	// submit follows the run to its end and prints its scores.
+	out := must(append(submit, "--id", chat)...)
+	for _, want := range []string{"run " + chat + ": succeeded", "mmlu_anatomy", "(8 samples)", "results artifact: "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("submit's output lacks %q:\n%s", want, out)
+		}
+	}
+	// The same run asked of the raw completions API answers differently.
+	var second evalflow.Run
+	json.Unmarshal([]byte(must(append(submit, "--id", completions, "--options", `{"generation_api": "completions"}`, "--output", "json")...)), &second)
+	if second.ID != completions || second.Status != evalflow.StatusSucceeded || second.Summary.Samples != 8 {
+		t.Fatalf("submit --output json: %+v", second)
+	}
+
+	if out := must("status", chat); !strings.Contains(out, "succeeded (step artifact)") || !strings.Contains(out, "8/8") {
+		t.Errorf("status:\n%s", out)
+	}
+	var runs []evalflow.Run
+	json.Unmarshal([]byte(must("list", "--output", "json")), &runs)
+	if len(runs) != 2 || runs[0].ID != completions || runs[1].ID != chat {
+		t.Errorf("list --output json: %+v; want both runs, newest first", runs)
+	}
+	if out := must("list", "--status", "failed"); strings.Contains(out, chat) {
+		t.Errorf("list --status failed shows a succeeded run:\n%s", out)
+	}
+
+	// results writes the artifact's files into a folder, and shows the scores.
+	dir := filepath.Join(t.TempDir(), "pulled")
+	out = must("results", chat, "--dir", dir)
+	if !strings.Contains(out, "mmlu_anatomy") || !strings.Contains(out, "STDERR") {
+		t.Errorf("results:\n%s", out)
+	}
+	pulled := orasPull(t, e, chat)
+	for _, name := range []string{evalflow.ResultsFile, evalflow.SamplesFile} {
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		want, _ := os.ReadFile(filepath.Join(pulled, name))
+		if err != nil || len(want) == 0 || !bytes.Equal(got, want) {
+			t.Errorf("results wrote %s unlike the artifact's (%v)", name, err)
+		}
+	}
+
+	// compare prints the per-task table with the test it applied.
+	out = must("compare", chat, completions)
+	for _, want := range []string{"mmlu_abstract_algebra", "[2]-[1]", "McNemar", "samples on which the runs disagree"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("compare lacks %q:\n%s", want, out)
+		}
+	}
+	var c evalflow.Comparison
+	json.Unmarshal([]byte(must("compare", chat, completions, "--output", "json")), &c)
+	if len(c.Runs) != 2 || len(c.Tasks) != 3 || c.Tasks[0].Diffs[0] == nil || c.Tasks[0].Diffs[0].Paired != 4 {
+		t.Errorf("compare --output json: %+v", c)
+	}
+
+	// cancel ends a run that has not ended; a run that has ended says so.
+	id := strings.TrimSpace(must("submit", "--detach", "--base-url", e.model, "--model", testserver.Model, "--subjects", "", "--limit", "0"))
+	if out := must("cancel", id); !strings.Contains(out, "run "+id+": cancelled") {
+		t.Errorf("cancel:\n%s", out)
+	}
+	if _, errOut, err := cli(op, "cancel", chat); err == nil || !strings.Contains(errOut, "already succeeded") {
+		t.Errorf("cancel of a succeeded run: %v %s", err, errOut)
+	}
+
+	// Errors name what is wrong.
+	for _, c := range []struct {
+		token string
+		args  []string
+		want  string
+	}{
+		{op, []string{"submit", "--model", "m"}, "base_url"},
+		{"", []string{"list"}, "set EVALFLOW_TOKEN"},
+		{op, []string{"status", "no-such-run"}, "404"},
+		{op, []string{"results", id}, "no results yet"},
+		{op, []string{"compare", chat}, "usage: evalflow compare"},
+		{op, []string{"list", "--output", "yaml"}, "--output"},
+	} {
+		if _, errOut, err := cli(c.token, c.args...); err == nil || !strings.Contains(errOut, c.want) {
+			t.Errorf("evalflow %s: %v; stderr %q lacks %q", strings.Join(c.args, " "), err, errOut, c.want)
+		}
+	}
+}
