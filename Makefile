@@ -23,7 +23,7 @@ up: deps build
 test: deps test-deps build vet fmt-check
 	EVALFLOW_REQUIRE_SERVERS=1 EVALFLOW_SHARED_DIR=$(SHARED) \
 	EVALFLOW_ORAS=$$(hack/install-oras.sh) EVALFLOW_KUBE=$$(hack/install-kube.sh) EVALFLOW_COREDNS=$$(hack/install-coredns.sh) \
-	EVALFLOW_LLAMA_ECHO=$$(hack/install-llama-echo.sh) \
+	EVALFLOW_LLAMA_ECHO=$$(hack/install-llama-echo.sh) EVALFLOW_PLAYWRIGHT=$$(hack/install-browser.sh) \
 	go test -count=1 -timeout 45m $(PKGS)
 
 ## bench: the runner vs a raw load generator vs promptfoo against the tiny-model
@@ -65,8 +65,12 @@ node-deps:
 
 ## test-deps: what only tests need: the node's parts (node-deps), Knative Eventing and
 ## Serving built from source with ko, Traefik, the func CLI, and llama-echo, a model
-## server that scores echoed prompts; built once and cached in $(CACHE)
+## server that scores echoed prompts; built once and cached in $(CACHE); Debian's
+## chromium and playwright-core for the results page; and a check that the page's
+## bundled Chart.js is the pinned npm release
 test-deps: node-deps
+	@hack/install-browser.sh >/dev/null
+	@hack/vendor-ui.sh --check >/dev/null
 	@hack/install-knative.sh eventing >/dev/null
 	@hack/install-knative.sh serving >/dev/null
 	@hack/install-traefik.sh >/dev/null

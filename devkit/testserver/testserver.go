@@ -175,3 +175,24 @@ func Kube(t testing.TB, o localserver.KubeOptions) *localserver.Kube {
 	t.Cleanup(k.Stop)
 	return k
 }
+
+// Browser returns Debian's chromium and the node_modules directory that holds
+// playwright-core (hack/install-browser.sh installs both), or skips.
+func Browser(t testing.TB) (chromium, nodeModules string) {
+	t.Helper()
+	chromium = "/usr/bin/chromium"
+	if _, err := os.Stat(chromium); err != nil {
+		missing(t, "Debian's chromium is not installed (make test-deps runs hack/install-browser.sh)")
+	}
+	nodeModules = os.Getenv("EVALFLOW_PLAYWRIGHT")
+	if nodeModules == "" {
+		nodeModules = filepath.Join(localserver.CacheDir(), "playwright-core-1.64.1", "node_modules")
+	}
+	if _, err := os.Stat(filepath.Join(nodeModules, "playwright-core")); err != nil {
+		missing(t, "playwright-core is not installed in "+nodeModules+" (make test-deps runs hack/install-browser.sh)")
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		missing(t, "node is not installed")
+	}
+	return chromium, nodeModules
+}

@@ -10,6 +10,7 @@ import (
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/auth"
 	"github.com/evalflow/evalflow/shared/oci"
+	"github.com/evalflow/evalflow/shared/ui"
 )
 
 // Config is start's own configuration: who may call it, and where results are read.
@@ -67,6 +68,11 @@ func (f *Function) identify(r *http.Request, delivery bool) (caller, bool) {
 		return caller{name: auth.Operator}, true
 	}
 	token := auth.Bearer(r.Header.Get("Authorization"))
+	if token == "" && !delivery { // the results page's login (ui.Login)
+		if c, err := r.Cookie(ui.Cookie); err == nil {
+			token = c.Value
+		}
+	}
 	if name, err := f.tokens.Caller(token); err == nil {
 		return caller{name: name}, true
 	}
@@ -85,4 +91,24 @@ func clusterLocal(host string) bool {
 		host = h
 	}
 	return strings.HasSuffix(host, ".svc") || strings.Contains(host, ".svc.")
+}
+
+// page serves the results page (ui.Handler). /ui/?token=TOKEN logs in: a caller's
+// token becomes the page's cookie; an unknown one is 401.
+func (f *Function) page() http.HandlerFunc {
+	h := ui.Handler()
+	return func(w http.ResponseWriter, r *http.Request) {
+		if token := r.URL.Query().Get("token"); token != "" {
+			if f.tokens != nil {
+				if _, err := f.tokens.Caller(token); err != nil {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="evalflow"`)
+					http.Error(w, "this token is not a caller's: open the address evalflow up (or make deploy) printed", http.StatusUnauthorized)
+					return
+				}
+			}
+			ui.Login(w, r, token)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}
 }

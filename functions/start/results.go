@@ -23,11 +23,13 @@ var errNoArtifacts = &evalflow.Error{Code: evalflow.CodeInternal, Message: "no r
 
 // ResultsView is the answer to GET /evals/{id}/results.
 type ResultsView struct {
-	RunID    string               `json:"run_id"`
-	Model    string               `json:"model_name"`
-	Artifact *evalflow.Artifact   `json:"artifact"`
-	Scores   []evalflow.TaskScore `json:"scores"`
-	Summary  evalflow.Summary     `json:"summary"`
+	RunID    string             `json:"run_id"`
+	Model    string             `json:"model_name"`
+	Artifact *evalflow.Artifact `json:"artifact"`
+	// PullCommand is the oras command line that fetches the artifact.
+	PullCommand string               `json:"pull_command"`
+	Scores      []evalflow.TaskScore `json:"scores"`
+	Summary     evalflow.Summary     `json:"summary"`
 }
 
 // readResults is the results of run id, if the caller may see it.
@@ -51,7 +53,7 @@ func (f *Function) results(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, ResultsView{RunID: run.ID, Model: run.ModelName, Artifact: run.Artifact,
-		Scores: res.Results.Scores(), Summary: res.Results.Summary})
+		PullCommand: f.artifacts.PullCommand(run), Scores: res.Results.Scores(), Summary: res.Results.Summary})
 }
 
 func (f *Function) samples(w http.ResponseWriter, r *http.Request) {

@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,5 +124,63 @@ func TestTheResultsAPIReadsARunsArtifact(t *testing.T) {
 		if code != bad.code || bad.field != "" && !strings.Contains(body, `"field":"`+bad.field+`"`) || strings.Contains(body, "astronomy") {
 			t.Errorf("GET %s: %d %s; want %d naming %q and showing nothing", bad.path, code, body, bad.code, bad.field)
 		}
+	}
+}
+
+func TestTheResultsPageLogsInOnceThenUsesACookie(t *testing.T) {
+	srv, _ := newAuthFunction(t, nil)
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(path string, cookies ...*http.Cookie) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("GET", srv.URL+path, nil)
+		for _, c := range cookies {
+			req.AddCookie(c)
+		}
+		resp, err := noRedirect.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	if r := get("/"); r.StatusCode != http.StatusFound || r.Header.Get("Location") != "/ui/" {
+		t.Errorf("GET /: %d to %q; want a redirect to /ui/", r.StatusCode, r.Header.Get("Location"))
+	}
+	page := get("/ui/runs/some-run")
+	if page.StatusCode != 200 || !strings.HasPrefix(page.Header.Get("Content-Type"), "text/html") || !strings.Contains(page.Header.Get("Content-Security-Policy"), "default-src 'self'") {
+		t.Errorf("GET a page: %d %v", page.StatusCode, page.Header)
+	}
+	for _, asset := range []string{"/ui/static/app.js", "/ui/static/style.css", "/ui/static/vendor/chart.umd.min.js"} {
+		if r := get(asset); r.StatusCode != 200 {
+			t.Errorf("GET %s: %d", asset, r.StatusCode)
+		}
+	}
+	if r := get("/ui/static/nothing.js"); r.StatusCode != 404 {
+		t.Errorf("GET a file that is not there: %d", r.StatusCode)
+	}
+	if r := get("/ui/?token=not-a-token"); r.StatusCode != http.StatusUnauthorized || len(r.Cookies()) != 0 {
+		t.Errorf("login with an unknown token: %d, cookies %v; want 401 and none", r.StatusCode, r.Cookies())
+	}
+	for _, c := range []struct{ next, to string }{{"", "/ui/"}, {"/ui/runs/x", "/ui/runs/x"}, {"https://elsewhere.example/", "/ui/"}, {"//elsewhere.example", "/ui/"}} {
+		r := get("/ui/?token=" + callers["alice"] + "&next=" + url.QueryEscape(c.next))
+		if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != c.to {
+			t.Errorf("login, next %q: %d to %q; want 303 to %q", c.next, r.StatusCode, r.Header.Get("Location"), c.to)
+		}
+		ck := r.Cookies()
+		if len(ck) != 1 || ck[0].Value != callers["alice"] || !ck[0].HttpOnly || ck[0].SameSite != http.SameSiteStrictMode {
+			t.Fatalf("login cookie: %+v", ck)
+		}
+		// The cookie is alice's token: the API answers as to alice.
+		if r := get("/evals", ck[0]); r.StatusCode != 200 {
+			t.Errorf("GET /evals with the cookie: %d", r.StatusCode)
+		}
+	}
+	// A broker's delivery is never taken from a cookie.
+	req, _ := http.NewRequest("POST", srv.URL+"/", strings.NewReader("{}"))
+	req.Header.Set("Content-Type", "application/json")
+	req.AddCookie(&http.Cookie{Name: "evalflow_token", Value: callers["alice"]})
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a delivery with a cookie: %v %v; want 401", resp.StatusCode, err)
 	}
 }

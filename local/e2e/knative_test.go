@@ -233,6 +233,24 @@ func TestThePipelineOnKnative(t *testing.T) {
 		if bytes.Contains(raw, []byte(posted.APIKey)) {
 			t.Fatal("the artifact holds the api_key")
 		}
+		// start reads the same artifact back from the cluster's registry for the
+		// results API and page, and the page itself answers through the ingress.
+		for path, want := range map[string]string{
+			"/evals/" + first.ID + "/results":         `"task":"mmlu_anatomy"`,
+			"/evals/" + first.ID + "/samples?limit=1": `"total":4`,
+			"/evals/" + first.ID + "/results.json":    `"mmlu_anatomy"`,
+			"/ui/runs/" + first.ID:                    `/ui/static/app.js`,
+		} {
+			resp, err := k.client.Get(k.start + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), want) {
+				t.Errorf("GET %s: %d %.300s; want %s", path, resp.StatusCode, b, want)
+			}
+		}
 	})
 	t.Run("only start answers from outside the cluster", func(t *testing.T) {
 		for _, step := range evalflow.Steps {

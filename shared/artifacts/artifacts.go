@@ -104,3 +104,11 @@ func (r *Reader) File(ctx context.Context, runID, ref, name string) ([]byte, err
 	}
 	return b, nil
 }
+
+// PullCommand is the oras command line that fetches run's artifact into ./RUN_ID.
+func (r *Reader) PullCommand(run *evalflow.Run) string {
+	if run.Artifact == nil {
+		return ""
+	}
+	return r.dest.PullCommand(run.Artifact, run.ID)
+}

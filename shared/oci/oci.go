@@ -106,7 +106,8 @@ type Config struct {
 type Destination struct {
 	Target oras.Target
 	// Name is the reference's name part: the repository, or oci-layout://DIR.
-	Name string
+	Name      string
+	plainHTTP bool
 }
 
 // Open returns the destination cfg names.
@@ -131,7 +132,19 @@ func Open(cfg Config) (*Destination, error) {
 		client.Credential = auth.StaticCredential(repo.Reference.Registry, auth.Credential{Username: cfg.Username, Password: cfg.Password})
 	}
 	repo.Client = client
-	return &Destination{Target: repo, Name: cfg.Registry}, nil
+	return &Destination{Target: repo, Name: cfg.Registry, plainHTTP: cfg.PlainHTTP}, nil
+}
+
+// PullCommand is the oras command line that fetches artifact a from d into dir.
+func (d *Destination) PullCommand(a *evalflow.Artifact, dir string) string {
+	if layout, ok := strings.CutPrefix(d.Name, "oci-layout://"); ok {
+		return "oras pull --oci-layout " + layout + "@" + a.Digest + " -o " + dir
+	}
+	cmd := "oras pull " + d.Name + "@" + a.Digest + " -o " + dir
+	if d.plainHTTP {
+		cmd += " --plain-http"
+	}
+	return cmd
 }
 
 // File is one layer of the artifact.

@@ -152,8 +152,10 @@ func up(ctx context.Context, args []string) error {
 	slog.Info("evalflow is up", "api", s.API, "broker", s.Broker, "redis", s.Redis, "state", cfg.StateDir)
 	fmt.Printf("evalflow API: %s  (POST /evals/start, GET /evals/{id}); Ctrl-C stops\n", s.API)
 	if s.OperatorToken != "" {
+		fmt.Printf("results page: %s/ui/?token=%s\n", s.API, s.OperatorToken)
 		fmt.Printf("operator token (in %s): %s\n  curl -H 'Authorization: Bearer %s' %s/evals\n",
 			filepath.Join(cfg.StateDir, "tokens"), s.OperatorToken, s.OperatorToken, s.API)
+		fmt.Printf("  EVALFLOW_API=%s EVALFLOW_TOKEN=%s evalflow list\n", s.API, s.OperatorToken)
 	} else {
 		fmt.Printf("callers' tokens: %s\n", cfg.TokensFile)
 	}

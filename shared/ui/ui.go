@@ -1,0 +1,63 @@
+// Package ui is evalflow's results page, served at /ui/ by the start function: runs
+// with live progress, a run's timeline, scores and samples, and runs compared. It is
+// static files embedded in the binary, Chart.js among them (hack/vendor-ui.sh), so it
+// loads nothing from the network; it reads the runs API with the caller's login
+// cookie (Cookie).
+package ui
+
+import (
+	"embed"
+	"io/fs"
+	"net/http"
+	"path"
+	"strings"
+)
+
+// Cookie is the login cookie's name: the caller's token, set by /ui/?token=TOKEN.
+const Cookie = "evalflow_token"
+
+//go:embed static
+var files embed.FS
+
+// Handler serves the page under /ui/: /ui/static/FILE are its files, every other path
+// the page itself, which routes by its path (/ui/, /ui/runs/ID, /ui/compare).
+func Handler() http.Handler {
+	static, _ := fs.Sub(files, "static")
+	assets := http.StripPrefix("/ui/static/", http.FileServerFS(static))
+	index, _ := fs.ReadFile(static, "index.html")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		if strings.HasPrefix(r.URL.Path, "/ui/static/") {
+			w.Header().Set("Cache-Control", "no-cache")
+			assets.ServeHTTP(w, r)
+			return
+		}
+		if path.Ext(r.URL.Path) != "" { // not a page's path: a file that is not there
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(index)
+	})
+}
+
+// Login is the response to /ui/?token=TOKEN once the token is known good: the token
+// goes into an HttpOnly, same-site cookie, and the browser is sent on to the same
+// page without it in its address (nor in its history).
+func Login(w http.ResponseWriter, r *http.Request, token string) {
+	http.SetCookie(w, &http.Cookie{Name: Cookie, Value: token, Path: "/", HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, MaxAge: 30 * 24 * 3600})
+	u := *r.URL
+	q := u.Query()
+	next := q.Get("next") // the login form's: the page that asked for it
+	q.Del("token")
+	q.Del("next")
+	u.RawQuery = q.Encode()
+	to := u.RequestURI()
+	if strings.HasPrefix(next, "/ui/") && !strings.ContainsAny(next, "\\\r\n") {
+		to = next
+	}
+	http.Redirect(w, r, to, http.StatusSeeOther)
+}
