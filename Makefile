@@ -9,7 +9,7 @@ CACHE ?= $(HOME)/.cache/evalflow
 SHARED ?= $(abspath $(CURDIR)/../shared)
 export EVALFLOW_CACHE := $(CACHE)
 
-.PHONY: run test bench bench-load deps node-deps test-deps build vet fmt-check up clean images cluster-up node-up node-down knative-up deploy bench-knative
+.PHONY: run test bench bench-load bench-ui deps node-deps test-deps build vet fmt-check up clean images cluster-up node-up node-down knative-up deploy bench-knative
 
 ## run: evaluate the bundled tiny model on a small MMLU subset, end to end, locally
 run: deps build
@@ -39,6 +39,14 @@ bench: deps build
 bench-load: deps build
 	go build -o $(BIN)/evalflow-bench-load ./local/cmd/evalflow-bench-load
 	$(BIN)/evalflow-bench-load -runs 1000 -max-jobs 8 -data $(SHARED)/datasets -out docs/benchmarks-load.md
+
+## bench-ui: the results page's samples view in headless chromium on a run of every
+## MMLU test question: opening it (cold and warm) and each filter; writes
+## docs/benchmarks-ui.md (a few minutes)
+bench-ui: deps build
+	@hack/install-browser.sh >/dev/null
+	go build -o $(BIN)/evalflow-bench-ui ./local/cmd/evalflow-bench-ui
+	$(BIN)/evalflow-bench-ui -data $(SHARED)/datasets -playwright $$(hack/install-browser.sh) -out docs/benchmarks-ui.md
 
 ## bench-knative: the pipeline on Knative on the node (root): each function's image
 ## size, cold start and idle memory; POST → Job created and the orchestration overhead

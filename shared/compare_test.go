@@ -3,8 +3,10 @@ package evalflow
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"math/big"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -46,7 +48,8 @@ func scoredRun(t *testing.T, id string, answers map[string][]bool) Scored {
 	res := &Results{Results: map[string]map[string]any{}, Groups: map[string]map[string]any{"mmlu": {}},
 		NSamples: map[string]NSamples{}, Summary: Summary{Scores: map[string]float64{}, Metric: "exact_match"}}
 	all, right := 0, 0
-	for task, docs := range answers {
+	for _, task := range slices.Sorted(maps.Keys(answers)) {
+		docs := answers[task]
 		n := 0
 		for doc, ok := range docs {
 			b, _ := json.Marshal(Sample{Task: task, Group: "mmlu", DocID: doc, Prompt: fmt.Sprintf("Question %d of %s", doc, task),
@@ -199,5 +202,26 @@ func TestScoresPickTheFilterThatGaveTheScore(t *testing.T) {
 	want := TaskScore{Task: "gsm8k", Metric: "exact_match", Filter: "flexible-extract", Value: 0.5, Stderr: 0.06, Samples: 80}
 	if len(got) != 1 || got[0] != want {
 		t.Errorf("Scores() = %+v, want %+v", got, want)
+	}
+}
+
+func TestReadSamplesKeepsTheFilesOrderAcrossChunks(t *testing.T) {
+	var b strings.Builder
+	for doc := range 1000 {
+		fmt.Fprintf(&b, `{"task": "t%d", "doc_id": %d, "prompt": "Q%d"}`+"\n", doc%3, doc, doc)
+	}
+	s, err := ReadSamples(strings.NewReader(b.String()))
+	if err != nil || s.Len() != 1000 {
+		t.Fatalf("ReadSamples: %v, %d samples", err, s.Len())
+	}
+	for i, x := range s.list {
+		if x.DocID != i || s.text[i] != fmt.Sprintf("q%d\x00\x00\x00", i) {
+			t.Fatalf("sample %d is document %d (%q)", i, x.DocID, s.text[i])
+		}
+	}
+	lines := strings.Split(b.String(), "\n")
+	lines[699] = "{broken"
+	if _, err := ReadSamples(strings.NewReader(strings.Join(lines, "\n"))); err == nil || !strings.Contains(err.Error(), "line 700") {
+		t.Errorf("a bad line 700: %v", err)
 	}
 }

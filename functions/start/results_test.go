@@ -152,8 +152,15 @@ func TestTheResultsPageLogsInOnceThenUsesACookie(t *testing.T) {
 		t.Errorf("GET a page: %d %v", page.StatusCode, page.Header)
 	}
 	for _, asset := range []string{"/ui/static/app.js", "/ui/static/style.css", "/ui/static/vendor/chart.umd.min.js"} {
-		if r := get(asset); r.StatusCode != 200 {
-			t.Errorf("GET %s: %d", asset, r.StatusCode)
+		r := get(asset)
+		if r.StatusCode != 200 || r.Header.Get("ETag") == "" {
+			t.Errorf("GET %s: %d, ETag %q", asset, r.StatusCode, r.Header.Get("ETag"))
+			continue
+		}
+		req, _ := http.NewRequest("GET", srv.URL+asset, nil)
+		req.Header.Set("If-None-Match", r.Header.Get("ETag"))
+		if again, err := http.DefaultClient.Do(req); err != nil || again.StatusCode != http.StatusNotModified {
+			t.Errorf("GET %s again, unchanged: %v %v; want 304", asset, again.StatusCode, err)
 		}
 	}
 	if r := get("/ui/static/nothing.js"); r.StatusCode != 404 {

@@ -4,7 +4,6 @@
 package artifacts
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -77,11 +76,12 @@ func (r *Reader) read(ctx context.Context, runID, ref string) (*Results, error) 
 	if err := json.Unmarshal(summary, &res); err != nil {
 		return nil, fmt.Errorf("results of run %s: %s: %w", runID, evalflow.ResultsFile, err)
 	}
-	lines, err := r.File(ctx, runID, ref, evalflow.SamplesFile)
+	lines, err := r.dest.OpenLayer(ctx, ref, oci.MediaTypeSamples)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("results of run %s: %w", runID, err)
 	}
-	samples, err := evalflow.ReadSamples(bytes.NewReader(lines))
+	defer lines.Close()
+	samples, err := evalflow.ReadSamples(lines) // parsed as it streams in
 	if err != nil {
 		return nil, fmt.Errorf("results of run %s: %w", runID, err)
 	}

@@ -377,24 +377,64 @@ const (
 // FetchLayer reads the layer of mediaType in the artifact tagged tag; an absent
 // tag or layer is ErrNotFound.
 func (d *Destination) FetchLayer(ctx context.Context, tag, mediaType string) ([]byte, error) {
+	l, err := d.layer(ctx, tag, mediaType)
+	if err != nil {
+		return nil, err
+	}
+	b, err := content.FetchAll(ctx, d.Target, l)
+	if err != nil {
+		return nil, fmt.Errorf("oci: fetch %s of %s:%s: %w", mediaType, d.Name, tag, domainError(err))
+	}
+	return b, nil
+}
+
+// OpenLayer streams the layer of mediaType in the artifact tagged tag, for a reader
+// that parses as it reads: its digest and size are checked at its end, where a
+// mismatch is the last Read's error.
+func (d *Destination) OpenLayer(ctx context.Context, tag, mediaType string) (io.ReadCloser, error) {
+	l, err := d.layer(ctx, tag, mediaType)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := d.Target.Fetch(ctx, l)
+	if err != nil {
+		return nil, fmt.Errorf("oci: fetch %s of %s:%s: %w", mediaType, d.Name, tag, domainError(err))
+	}
+	return &verifying{VerifyReader: content.NewVerifyReader(rc, l), Closer: rc}, nil
+}
+
+// verifying checks what it read against its descriptor once it is all read.
+type verifying struct {
+	*content.VerifyReader
+	io.Closer
+}
+
+func (v *verifying) Read(p []byte) (int, error) {
+	n, err := v.VerifyReader.Read(p)
+	if err == io.EOF {
+		if verr := v.Verify(); verr != nil {
+			return n, fmt.Errorf("oci: layer: %w", verr)
+		}
+	}
+	return n, err
+}
+
+// layer is the descriptor of the layer of mediaType in the artifact tagged tag.
+func (d *Destination) layer(ctx context.Context, tag, mediaType string) (ocispec.Descriptor, error) {
 	m, err := d.manifest(ctx, tag)
 	if err != nil {
-		return nil, domainError(err)
+		return ocispec.Descriptor{}, domainError(err)
 	}
 	for _, l := range m.Layers {
 		if l.MediaType != mediaType {
 			continue
 		}
 		if l.Size > maxLayer {
-			return nil, fmt.Errorf("oci: %s:%s: layer %s is %d bytes, more than %d", d.Name, tag, mediaType, l.Size, maxLayer)
+			return ocispec.Descriptor{}, fmt.Errorf("oci: %s:%s: layer %s is %d bytes, more than %d", d.Name, tag, mediaType, l.Size, maxLayer)
 		}
-		b, err := content.FetchAll(ctx, d.Target, l)
-		if err != nil {
-			return nil, fmt.Errorf("oci: fetch %s of %s:%s: %w", mediaType, d.Name, tag, domainError(err))
-		}
-		return b, nil
+		return l, nil
 	}
-	return nil, fmt.Errorf("oci: %s:%s has no %s layer: %w", d.Name, tag, mediaType, ErrNotFound)
+	return ocispec.Descriptor{}, fmt.Errorf("oci: %s:%s has no %s layer: %w", d.Name, tag, mediaType, ErrNotFound)
 }
 
 // resolve says whether tag resolves, and to what.

@@ -228,7 +228,7 @@ function samplesView(id) {
   let debounce = null;
   const text = h('input', { type: 'search', id: 'samples-search', placeholder: 'search prompts and answers', 'aria-label': 'search', oninput: (e) => {
     clearTimeout(debounce);
-    debounce = setTimeout(() => { q.q = e.target.value; q.offset = 0; load(); }, 120);
+    debounce = setTimeout(() => { q.q = e.target.value; q.offset = 0; load(); }, 50);
   } });
   const status = h('span', { class: 'muted', id: 'samples-matched' });
   const body = h('tbody');
@@ -251,7 +251,7 @@ function samplesView(id) {
     status.dataset.matched = page.matched;
     body.replaceChildren(...page.samples.map((s) => h('tr', { 'data-sample': `${s.task}/${s.doc_id}` },
       h('td', {}, s.task, h('br'), h('span', { class: 'muted' }, '#' + s.doc_id)),
-      h('td', {}, h('pre', { class: 'prompt', title: 'click to expand', onclick: (e) => e.currentTarget.classList.toggle('open') }, s.prompt)),
+      h('td', {}, promptCell(s.prompt)),
       h('td', {}, h('pre', {}, s.response)),
       h('td', {}, h('pre', {}, s.extracted)),
       h('td', {}, h('pre', {}, s.target)),
@@ -260,6 +260,7 @@ function samplesView(id) {
     pageInfo.textContent = page.matched ? `${q.offset + 1}–${q.offset + page.samples.length}` : '';
     prev.disabled = q.offset === 0;
     next.disabled = q.offset + page.samples.length >= page.matched;
+    performance.mark('evalflow:samples'); // the benchmark reads when the view first showed samples
     document.dispatchEvent(new CustomEvent('evalflow:samples', { detail: { matched: page.matched } }));
   };
   const view = h('div', { id: 'samples' },
@@ -269,6 +270,21 @@ function samplesView(id) {
     h('div', { class: 'pager' }, prev, pageInfo, next));
   load().catch((err) => showError(err, body));
   return view;
+}
+
+// promptCell shows a prompt's end (the question asked, after any few-shot examples);
+// a click shows all of it, and another its end again.
+function promptCell(prompt) {
+  const tail = 360;
+  const short = prompt.length > tail ? '…' + prompt.slice(-tail) : prompt;
+  const pre = h('pre', { class: 'prompt', title: prompt.length > tail ? 'click to show the whole prompt' : null }, short);
+  if (prompt.length > tail) {
+    pre.addEventListener('click', () => {
+      const open = pre.classList.toggle('open');
+      pre.textContent = open ? prompt : short;
+    });
+  }
+  return pre;
 }
 
 // ---------- Compare ----------
@@ -297,7 +313,7 @@ async function viewCompare(ids) {
   const dis = c.disagreements;
   const disRows = dis.map((d) => h('tr', {},
     h('td', {}, d.task, h('br'), h('span', { class: 'muted' }, '#' + d.doc_id)),
-    h('td', {}, h('pre', { class: 'prompt', onclick: (e) => e.currentTarget.classList.toggle('open') }, d.prompt)),
+    h('td', {}, promptCell(d.prompt)),
     h('td', {}, h('pre', {}, d.target)),
     d.answers.map((a) => h('td', {}, h('pre', {}, a.extracted), a.correct ? h('span', { class: 'right' }, '✓') : h('span', { class: 'wrong' }, '✗')))));
   main.replaceChildren(h('h1', {}, `Compare ${n} runs`), h('div', { class: 'card' }, legend),
