@@ -98,6 +98,7 @@ func run(ctx context.Context, cfg *deploy.Config, kubeconfig, nodeDir, data, pod
 	fmt.Printf("START_URL=%s\n", d.StartURL)
 	if d.OperatorToken != "" { // the Secret's, made by this deploy or an earlier one
 		fmt.Printf("OPERATOR_TOKEN=%s\n", d.OperatorToken)
+		fmt.Fprintf(os.Stderr, "results page: %s/ui/?token=%s\n", d.StartURL, d.OperatorToken)
 	}
 	return nil
 }

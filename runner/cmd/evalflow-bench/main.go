@@ -452,6 +452,8 @@ func render(results map[string]map[int]measurement, clients []client, cs []int, 
 		"[benchmarks-knative.md](benchmarks-knative.md), `sudo make bench-knative`.\n\n")
 	b.WriteString("A burst of 1,000 runs against local mode (all accepted and ended, time to drain, peak memory, jobs at once against " +
 		"the slots, Redis round trips per step): [benchmarks-load.md](benchmarks-load.md), `make bench-load`.\n\n")
+	b.WriteString("The results page in headless chromium on a run of every MMLU question (opening the samples view, cold and warm; " +
+		"each filter): [benchmarks-ui.md](benchmarks-ui.md), `make bench-ui`.\n\n")
 	fmt.Fprintf(&b, "Measured %s on %s/%s, %d cores; ollama %s serving stories260K (OLLAMA_NUM_PARALLEL=8) on loopback; "+
 		"%d distinct zero-shot MMLU prompts, %d generated tokens each; each client is a subprocess, its CPU (user + system) and "+
 		"peak RSS from rusage; median of %d runs.\n\n",
