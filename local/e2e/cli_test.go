@@ -3,11 +3,15 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -19,7 +23,26 @@ import (
 // command, as a user would: submit (following to the end), status, list, results,
 // compare and cancel, in tables and in JSON, and its errors.
 func TestTheCLIAgainstARunningEvalflow(t *testing.T) {
-	e := up(t)
+	// A caller whose Trigger refuses every notification of the topic "refusing": after
+	// its retries, each becomes a dead letter.
+	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "this subscriber is down", http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(refusing.Close)
+	e := upWith(t, options{triggers: fmt.Sprintf(`apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata: {name: refusing, namespace: evalflow}
+spec:
+  broker: evalflow
+  filter:
+    attributes: {type: %s, %s: refusing}
+  subscriber: {uri: "%s"}
+  delivery:
+    retry: 1
+    backoffDelay: PT0.1S
+    deadLetterSink:
+      ref: {apiVersion: serving.knative.dev/v1, kind: Service, name: evalflow-job-watch}
+`, evalflow.TypeNotification, evalflow.ExtCallerTopic, refusing.URL)})
 	exe := testserver.Build(t, "github.com/evalflow/evalflow/local/cmd/evalflow")
 	cli := func(token string, args ...string) (string, string, error) {
 		cmd := exec.Command(exe, args...)
@@ -102,6 +125,25 @@ func TestTheCLIAgainstARunningEvalflow(t *testing.T) {
 	}
 	if _, errOut, err := cli(op, "cancel", chat); err == nil || !strings.Contains(errOut, "already succeeded") {
 		t.Errorf("cancel of a succeeded run: %v %s", err, errOut)
+	}
+
+	// deadletters lists what the broker could not deliver: here every notification of
+	// a run whose caller's subscriber refuses them, and nothing of the others.
+	refused := uuid.NewString()
+	must(append(submit, "--id", refused, "--topic", "refusing")...)
+	var letters []evalflow.DeadLetter
+	testserver.Eventually(t, 30*time.Second, "the refused notifications dead-lettered", func() bool {
+		letters = nil
+		json.Unmarshal([]byte(must("deadletters", "--run", refused, "--output", "json")), &letters)
+		return len(letters) >= 5
+	})
+	for _, d := range letters {
+		if d.RunID != refused || d.Type != evalflow.TypeNotification || d.Destination != refusing.URL || !strings.Contains(d.Code, "503") {
+			t.Errorf("dead letter %+v", d)
+		}
+	}
+	if out := must("deadletters"); !strings.Contains(out, refused) || !strings.Contains(out, refusing.URL) || strings.Contains(out, chat) {
+		t.Errorf("deadletters:\n%s", out)
 	}
 
 	// Errors name what is wrong.

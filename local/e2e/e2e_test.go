@@ -65,6 +65,8 @@ type options struct {
 	model string
 	// lose is the broker's Options.Lose.
 	lose func(event.Event) bool
+	// triggers are more Trigger manifests (YAML) beside the project's.
+	triggers string
 }
 
 func upWith(t *testing.T, o options) *env {
@@ -87,7 +89,7 @@ func upWith(t *testing.T, o options) *env {
 	}
 
 	s, err := stack.Up(context.Background(), stack.Config{
-		StateDir: e.state, TriggersDir: e.triggers(t, filepath.Join(root, "triggers")),
+		StateDir: e.state, TriggersDir: e.triggers(t, filepath.Join(root, "triggers"), o.triggers),
 		FeaturesFile: filepath.Join(o.eventing, "config-features.yaml"),
 		DataDir:      filepath.Join(shared, "datasets"), Executable: exe, RunnerPath: runner, Commands: commands, LogLevel: "debug",
 		OCI:        oci.Config{Registry: e.registry + "/evalflow/results", PlainHTTP: true, Username: regUser, Password: regPassword},
@@ -110,8 +112,8 @@ func upWith(t *testing.T, o options) *env {
 }
 
 // triggers copies the project's triggers and adds two a caller would make: one for
-// its notifications, and a spy that records every event.
-func (e *env) triggers(t *testing.T, src string) string {
+// its notifications, and a spy that records every event; and extra.
+func (e *env) triggers(t *testing.T, src, extra string) string {
 	dir := t.TempDir()
 	files, _ := filepath.Glob(filepath.Join(src, "*.yaml"))
 	for _, f := range files {
@@ -138,6 +140,9 @@ spec:
   subscriber: {uri: "%s/all"}
 `, evalflow.TypeNotification, evalflow.ExtCallerTopic, callerTopic, e.sink.URL, e.sink.URL)
 	os.WriteFile(filepath.Join(dir, "zz-caller.yaml"), []byte(caller), 0o644)
+	if extra != "" {
+		os.WriteFile(filepath.Join(dir, "zz-extra.yaml"), []byte(extra), 0o644)
+	}
 	return dir
 }
 

@@ -25,6 +25,7 @@ import (
 //	evalflow cancel  ID...             cancel runs
 //	evalflow results ID [--dir DIR]    a run's results.json and samples.jsonl into DIR
 //	evalflow compare ID ID...          runs side by side, task by task
+//	evalflow deadletters [--run ID]    events Triggers could not deliver, newest first
 //
 // Each takes --api URL (default $EVALFLOW_API, else local mode's http://127.0.0.1:8080)
 // and --output table|json; the caller's token comes from $EVALFLOW_TOKEN.
@@ -325,4 +326,26 @@ func printComparison(w io.Writer, c *evalflow.Comparison) {
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\n* %s.\n%d samples on which the runs disagree.\n", c.Test, c.DisagreementsTotal)
+}
+
+func deadLetters(ctx context.Context, args []string) error {
+	c := newAPICommand("deadletters")
+	runID := c.fs.String("run", "", "only this run's")
+	if _, err := c.parse(args, 0, "[--run ID]"); err != nil {
+		return err
+	}
+	letters, err := c.client().deadLetters(ctx, *runID)
+	if err != nil {
+		return err
+	}
+	if c.json() {
+		return printJSON(letters)
+	}
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tRUN\tTYPE\tDESTINATION\tANSWER")
+	for _, d := range letters {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Time.Local().Format(time.DateTime), d.RunID, d.Type, d.Destination,
+			strings.TrimSpace(d.Code+" "+d.Reason))
+	}
+	return tw.Flush()
 }

@@ -154,3 +154,18 @@ func (c *client) compare(ctx context.Context, ids []string) (*evalflow.Compariso
 	}
 	return &out, nil
 }
+
+// deadLetters reads the events Triggers could not deliver (runID "": every run's).
+func (c *client) deadLetters(ctx context.Context, runID string) ([]evalflow.DeadLetter, error) {
+	q := url.Values{}
+	if runID != "" {
+		q.Set("run_id", runID)
+	}
+	var out struct {
+		DeadLetters []evalflow.DeadLetter `json:"dead_letters"`
+	}
+	if err := c.do(ctx, http.MethodGet, "/deadletters?"+q.Encode(), nil, &out); err != nil {
+		return nil, fmt.Errorf("dead letters: %w", err)
+	}
+	return out.DeadLetters, nil
+}

@@ -61,6 +61,8 @@ func main() {
 		err = results(ctx, os.Args[2:])
 	case "compare":
 		err = compare(ctx, os.Args[2:])
+	case "deadletters":
+		err = deadLetters(ctx, os.Args[2:])
 	default:
 		usage()
 	}
@@ -80,6 +82,7 @@ func usage() {
   cancel     cancel runs
   results    a run's results.json and samples.jsonl into a folder
   compare    runs side by side, task by task, with a significance test
+  deadletters  events Triggers could not deliver (an operator's: all; a caller's: its runs')
   publish-data, function NAME   (used by make node-up and the stack)
 evalflow COMMAND -h shows a command's flags.`)
 	os.Exit(2)
