@@ -157,6 +157,9 @@ type Run struct {
 	CreatedAt     time.Time `json:"created_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
 	EndedAt       time.Time `json:"ended_at,omitempty"`
+	// Revision names the stored version this run was read at (runstore sets it): an
+	// update from it applies only if nothing changed the run since. Never shown.
+	Revision string `json:"-"`
 }
 
 // Targets: where a run's job runs.

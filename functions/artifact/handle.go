@@ -62,20 +62,17 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Even
 	if err != nil { // results missing: the run fails; the registry down: redeliver
 		return f.Settle(ctx, id, "push results", err)
 	}
-	run, err = f.Store.Update(ctx, id, func(r *evalflow.Run) error {
+	_, err = f.Change(ctx, run, func(r *evalflow.Run) error {
 		if err := r.Advance(evalflow.StatusSucceeded, f.Now()); err != nil {
 			return err
 		}
 		r.Artifact = artifact
 		return nil
-	})
+	}, evalflow.NoteSucceeded, "results pushed to "+artifact.Reference)
 	if errors.Is(err, evalflow.ErrStale) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
-	}
-	if err := f.Notify(ctx, run, evalflow.NoteSucceeded, "results pushed to "+artifact.Reference); err != nil {
 		return nil, err
 	}
 	return f.Next(evalflow.TypeSucceeded, id), nil

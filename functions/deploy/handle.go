@@ -133,34 +133,40 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Even
 	case evalflow.TypeSucceeded:
 		return nil, f.letNextIn(ctx)
 	}
-	run, ok, err := f.Begin(ctx, id, evalflow.StatusDeploying)
+	run, secrets, ok, err := f.BeginWithSecrets(ctx, id, evalflow.StatusDeploying)
 	if err != nil || !ok {
 		return nil, err
 	}
 	if admitted, err := f.admit(ctx, run); err != nil || !admitted {
 		return nil, err
 	}
-	return f.createJob(ctx, run)
+	return f.createJob(ctx, run, secrets)
 }
 
-// admit gives run a job slot, or puts it in line saying where and when it may start.
+// admit gives run a job slot, or puts it in line saying where and when it may start
+// (once: a run let in again that still finds no free slot keeps its place and its
+// estimate; the API shows its place as it is now).
 func (f *Function) admit(ctx context.Context, run *evalflow.Run) (bool, error) {
 	admitted, position, err := f.Store.Admit(ctx, run.ID, run.CreatedAt, f.maxJobs)
 	if err != nil || admitted {
 		return admitted, err
 	}
+	if run.Queued {
+		return false, nil // in line already: the API shows its place as it is now
+	}
 	now := f.Now()
-	queued, err := f.Store.Update(ctx, run.ID, func(r *evalflow.Run) error {
-		if r.Status != evalflow.StatusDeploying || (r.Queued && r.QueuePosition == position) {
+	message := fmt.Sprintf("waiting for one of %d job slots (queue_position: its place in line now; %d before it when it joined)", f.maxJobs, position-1)
+	_, err = f.Change(ctx, run, func(r *evalflow.Run) error {
+		if r.Status != evalflow.StatusDeploying || r.Queued {
 			return evalflow.ErrStale
 		}
 		r.Queued, r.QueuePosition = true, position
 		// Its turn comes when the runs ahead have run, a slot's worth at a time.
 		ahead := time.Duration((position+f.maxJobs-1)/f.maxJobs) * evalflow.EstimateDuration(r.Progress.Total, r.Concurrency)
 		r.ETA = now.Add(ahead + evalflow.EstimateDuration(r.Progress.Total, r.Concurrency))
-		r.Message = fmt.Sprintf("waiting for one of %d job slots: %d in line before it", f.maxJobs, position-1)
+		r.Message = message
 		return nil
-	})
+	}, evalflow.NoteQueued, message)
 	if errors.Is(err, evalflow.ErrStale) {
 		return false, nil
 	}
@@ -168,13 +174,13 @@ func (f *Function) admit(ctx context.Context, run *evalflow.Run) (bool, error) {
 		return false, err
 	}
 	f.Log.Info("run waits for a job slot", "run_id", run.ID, "position", position)
-	return false, f.Notify(ctx, queued, evalflow.NoteQueued, queued.Message)
+	return false, nil
 }
 
 // letNextIn sends run.verified again (its first id) for as many waiting runs as there
-// are slots: each then asks for a slot in its turn.
+// are free slots: each then asks for a slot in its turn.
 func (f *Function) letNextIn(ctx context.Context) error {
-	waiting, err := f.Store.Waiting(ctx, f.maxJobs)
+	waiting, err := f.Store.NextIn(ctx, f.maxJobs)
 	if err != nil {
 		return err
 	}
@@ -187,11 +193,10 @@ func (f *Function) letNextIn(ctx context.Context) error {
 }
 
 // createJob creates run's job, exactly once, and replies job.created.
-func (f *Function) createJob(ctx context.Context, run *evalflow.Run) (*event.Event, error) {
+func (f *Function) createJob(ctx context.Context, run *evalflow.Run, secrets map[string]string) (*event.Event, error) {
 	id := run.ID
-	secrets, err := f.Store.Secrets(ctx, id)
-	if err != nil {
-		return nil, err
+	if run.Job != "" { // a copy of this event created the job and recorded it: reply again (the same event)
+		return f.jobCreated(id), nil
 	}
 	jobs, err := f.jobsOf(run, secrets)
 	if err != nil {
@@ -211,30 +216,38 @@ func (f *Function) createJob(ctx context.Context, run *evalflow.Run) (*event.Eve
 	default:
 		f.Log.Info("job created", "run_id", id, "job", spec.ID)
 	}
-	run, err = f.Store.Update(ctx, id, func(r *evalflow.Run) error {
+	run, err = f.Change(ctx, run, func(r *evalflow.Run) error {
 		// The job's first report may have moved the run to running already: it
 		// still records its job (job-watch and the stalled-run driver need it).
 		if r.Status != evalflow.StatusDeploying && (r.Status != evalflow.StatusRunning || r.Job != "") {
 			return evalflow.ErrStale
+		}
+		if r.Job != "" {
+			return errRecorded
 		}
 		if r.Queued { // its wait is over
 			r.Message = ""
 		}
 		r.Job, r.Queued, r.QueuePosition = spec.ID, false, 0
 		return nil
-	})
+	}, evalflow.NoteSucceeded, "job "+spec.ID+" created")
 	if errors.Is(err, evalflow.ErrStale) {
 		return nil, f.stopIfEnded(ctx, run)
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, errRecorded) {
 		return nil, err
 	}
-	if err := f.Notify(ctx, run, evalflow.NoteSucceeded, "job "+spec.ID+" created"); err != nil {
-		return nil, err
-	}
+	return f.jobCreated(id), nil
+}
+
+// errRecorded is a job that a copy of the event recorded meanwhile.
+var errRecorded = errors.New("the job is recorded already")
+
+// jobCreated is the reply that hands run id to job-watch.
+func (f *Function) jobCreated(id string) *event.Event {
 	created := f.Next(evalflow.TypeJobCreated, id)
 	cloudevent.Sign(created, f.ReportKey(id)) // job-watch takes only the run's signed job events
-	return created, nil
+	return created
 }
 
 // jobsOf is the job runtime of run's target: the local one, evalflow's own cluster,
@@ -275,7 +288,7 @@ func stoppable(run *evalflow.Run) bool {
 // run a while for this (runstore.StopGrace): also for a create that races the cancel
 // and stops its own job once it sees the run cancelled.
 func (f *Function) stop(ctx context.Context, id string) error {
-	run, err := f.Store.Get(ctx, id)
+	run, secrets, err := f.Store.GetWithSecrets(ctx, id)
 	if errors.Is(err, evalflow.ErrNotFound) {
 		return nil
 	}
@@ -285,10 +298,6 @@ func (f *Function) stop(ctx context.Context, id string) error {
 	if !stoppable(run) {
 		f.Log.Warn("a stop for a run that has not ended so dropped", "run_id", id, "run_status", run.Status)
 		return nil
-	}
-	secrets, err := f.Store.Secrets(ctx, id)
-	if err != nil {
-		return fmt.Errorf("deploy: stop job of run %s: %w", id, err)
 	}
 	jobs, err := f.jobsOf(run, secrets)
 	if err != nil {

@@ -93,7 +93,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Even
 	}
 	switch e.Type() {
 	case evalflow.TypeJobProgress:
-		return nil, f.progress(ctx, e)
+		return nil, f.progress(ctx, run, e)
 	case evalflow.TypeJobFinished:
 		return f.finished(ctx, run, e)
 	}
@@ -143,24 +143,26 @@ func errorData(e event.Event) string {
 }
 
 // progress records a progress report unless a newer one is already there.
-func (f *Function) progress(ctx context.Context, e event.Event) error {
+func (f *Function) progress(ctx context.Context, run *evalflow.Run, e event.Event) error {
 	var p evalflow.JobProgress
 	if err := cloudevent.Decode(e, &p); err != nil {
 		f.Log.Error("bad progress report dropped", "run_id", e.Subject(), "error", err)
 		return nil
 	}
-	run, err := f.Store.Update(ctx, p.RunID, func(r *evalflow.Run) error { return r.Report(p.Progress, f.Now()) })
+	_, err := f.Change(ctx, run, func(r *evalflow.Run) error { return r.Report(p.Progress, f.Now()) },
+		evalflow.NoteProgress, fmt.Sprintf("%s: %d/%d", p.Phase, p.Done, p.Total))
 	if errors.Is(err, evalflow.ErrStale) {
 		return nil // an older report, or the run has moved on
 	}
-	if err != nil {
-		return err
-	}
-	return f.Notify(ctx, run, evalflow.NoteProgress, fmt.Sprintf("%s: %d/%d", p.Phase, p.Done, p.Total))
+	return err
 }
 
+// errHandedOver is a job's end that a copy of its report recorded meanwhile.
+var errHandedOver = errors.New("the job's end is recorded already")
+
 // finished ends the watch: a failed job fails the run; a succeeded one records the
-// results summary and replies results.ready.
+// results summary and replies results.ready (again, the same event, for a copy of the
+// report: the first reply may have been lost).
 func (f *Function) finished(ctx context.Context, run *evalflow.Run, e event.Event) (*event.Event, error) {
 	var fin evalflow.JobFinished
 	if err := cloudevent.Decode(e, &fin); err != nil {
@@ -170,6 +172,9 @@ func (f *Function) finished(ctx context.Context, run *evalflow.Run, e event.Even
 	if !fin.Succeeded {
 		return f.Fail(ctx, run.ID, "job-watch: job "+fin.Job+" failed: "+fin.Message)
 	}
+	if run.Summary != nil { // a copy of this report recorded the end: hand over again (the same event)
+		return f.Next(evalflow.TypeResultsReady, run.ID), nil
+	}
 	summary := fin.Summary // the job's own signed report carries it
 	var err error
 	if summary == nil {
@@ -177,22 +182,22 @@ func (f *Function) finished(ctx context.Context, run *evalflow.Run, e event.Even
 			return f.Settle(ctx, run.ID, "job "+fin.Job+" succeeded but left no usable results", err)
 		}
 	}
-	run, err = f.Store.Update(ctx, run.ID, func(r *evalflow.Run) error {
+	run, err = f.Change(ctx, run, func(r *evalflow.Run) error {
 		if r.Status != evalflow.StatusRunning {
 			return evalflow.ErrStale
+		}
+		if r.Summary != nil {
+			return errHandedOver
 		}
 		r.Summary = summary
 		r.Progress.Done, r.Progress.ETASeconds = r.Progress.Total, 0
 		r.UpdatedAt = f.Now() // a stalled hand-over to the artifact step counts from here
 		return nil
-	})
+	}, evalflow.NoteSucceeded, "job "+fin.Job+" finished")
 	if errors.Is(err, evalflow.ErrStale) {
 		return nil, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	if err := f.Notify(ctx, run, evalflow.NoteSucceeded, "job "+fin.Job+" finished"); err != nil {
+	if err != nil && !errors.Is(err, errHandedOver) {
 		return nil, err
 	}
 	return f.Next(evalflow.TypeResultsReady, run.ID), nil

@@ -166,7 +166,11 @@ func (f *Function) record(ctx context.Context, req evalflow.Request, who caller)
 	if run.Target == evalflow.TargetLocal && f.OwnCluster() { // a cluster deployment: its Job runs there
 		run.Target = evalflow.TargetCluster
 	}
-	run, created, err := f.Store.Create(ctx, run, secretsOf(req))
+	// The run is recorded with the first entry of its timeline, in one write.
+	run, created, err := f.Store.Create(ctx, run, secretsOf(req), runstore.Recording(func(r *evalflow.Run) evalflow.TimelineEntry {
+		_, entry := f.Note(r, evalflow.NoteSucceeded, "run recorded")
+		return entry
+	}))
 	if err != nil {
 		return nil, false, err
 	}
@@ -182,8 +186,9 @@ func (f *Function) record(ctx context.Context, req evalflow.Request, who caller)
 		f.Log.Info("run recorded", "run_id", run.ID, "model", run.ModelName, "target", run.Target)
 	}
 	if run.Status == evalflow.StatusPending {
-		if err := f.Notify(ctx, run, evalflow.NoteSucceeded, "run recorded"); err != nil {
-			return nil, false, err
+		note, _ := f.Note(run, evalflow.NoteSucceeded, "run recorded")
+		if err := f.Events.Send(ctx, note); err != nil {
+			return nil, false, fmt.Errorf("start: notify run %s: %w", run.ID, err)
 		}
 		if err := f.Events.Send(ctx, *f.Next(evalflow.TypeStarted, run.ID)); err != nil {
 			return nil, false, err
@@ -377,26 +382,27 @@ func (f *Function) list(w http.ResponseWriter, r *http.Request) {
 // cancelled run again is fine; cancelling one that has ended otherwise is a conflict.
 func (f *Function) cancel(w http.ResponseWriter, r *http.Request) {
 	ctx, id := r.Context(), r.PathValue("id")
-	if _, err := f.owned(ctx, id); err != nil {
+	run, err := f.owned(ctx, id)
+	if err != nil {
 		f.writeError(w, id, err)
 		return
 	}
-	run, err := f.Store.Update(ctx, id, func(run *evalflow.Run) error {
+	const message = "cancelled by the caller"
+	run, err = f.Change(ctx, run, func(run *evalflow.Run) error {
 		if err := run.Advance(evalflow.StatusCancelled, f.Now()); err != nil {
 			return err
 		}
-		run.Message = "cancelled by the caller"
+		run.Message = message
 		return nil
-	})
-	if errors.Is(err, evalflow.ErrStale) && run.Status != evalflow.StatusCancelled {
+	}, evalflow.NoteCancelled, message)
+	switch {
+	case errors.Is(err, evalflow.ErrStale) && run.Status != evalflow.StatusCancelled:
 		f.writeError(w, id, &evalflow.Error{Code: evalflow.CodeConflict, Field: "id", Message: "run has already " + string(run.Status)})
 		return
+	case errors.Is(err, evalflow.ErrStale): // cancelled again: tell the caller again
+		err = f.Notify(ctx, run, evalflow.NoteCancelled, run.Message)
 	}
-	if err != nil && !errors.Is(err, evalflow.ErrStale) {
-		f.writeError(w, id, err)
-		return
-	}
-	if err := f.Notify(ctx, run, evalflow.NoteCancelled, run.Message); err != nil {
+	if err != nil {
 		f.writeError(w, id, err)
 		return
 	}

@@ -59,18 +59,14 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Even
 	if id == "" {
 		return nil, nil
 	}
-	run, ok, err := f.Begin(ctx, id, evalflow.StatusVerifying)
+	run, secrets, ok, err := f.BeginWithSecrets(ctx, id, evalflow.StatusVerifying)
 	if err != nil || !ok {
 		return nil, err
 	}
 	if run.OnKubernetes() {
-		return f.verifyCluster(ctx, run)
+		return f.verifyCluster(ctx, run, secrets[runstore.SecretKubeconfig])
 	}
-	apiKey, err := f.Store.Secret(ctx, id, runstore.SecretAPIKey)
-	if err != nil {
-		return nil, err
-	}
-	if err := f.checkModel(ctx, run, apiKey); err != nil {
+	if err := f.checkModel(ctx, run, secrets[runstore.SecretAPIKey]); err != nil {
 		return f.Settle(ctx, id, "model endpoint", err)
 	}
 	if err := f.Notify(ctx, run, evalflow.NoteSucceeded, "model endpoint serves "+run.ModelName); err != nil {
@@ -82,8 +78,8 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Even
 // verifyCluster checks that the run's cluster answers and lets its kubeconfig's
 // credentials create and follow the evaluation job. The model endpoint is not asked:
 // it is the job's, and may be reachable only from inside that cluster.
-func (f *Function) verifyCluster(ctx context.Context, run *evalflow.Run) (*event.Event, error) {
-	cluster, err := f.Cluster(ctx, run)
+func (f *Function) verifyCluster(ctx context.Context, run *evalflow.Run, kubeconfig string) (*event.Event, error) {
+	cluster, err := f.ClusterOf(run, kubeconfig)
 	if err != nil {
 		return f.Settle(ctx, run.ID, "cluster", err)
 	}

@@ -226,50 +226,75 @@ func (e *Env) Ready(ctx context.Context) (bool, error) {
 // leaves the run where it was, for the redelivery to try both again, so none is lost.
 // Its id derives from the run and step, so one sent twice is one to the caller.
 func (e *Env) Begin(ctx context.Context, id string, status evalflow.Status) (r *evalflow.Run, ok bool, err error) {
-	r, err = e.Store.Get(ctx, id)
+	r, _, ok, err = e.begin(ctx, id, status, false)
+	return r, ok, err
+}
+
+// BeginWithSecrets is Begin that reads the run's secrets too, in the same round trip.
+func (e *Env) BeginWithSecrets(ctx context.Context, id string, status evalflow.Status) (*evalflow.Run, map[string]string, bool, error) {
+	return e.begin(ctx, id, status, true)
+}
+
+func (e *Env) begin(ctx context.Context, id string, status evalflow.Status, withSecrets bool) (r *evalflow.Run, secrets map[string]string, ok bool, err error) {
+	if withSecrets {
+		r, secrets, err = e.Store.GetWithSecrets(ctx, id)
+	} else {
+		r, err = e.Store.Get(ctx, id)
+	}
 	if errors.Is(err, evalflow.ErrNotFound) {
 		e.Log.Warn("event for an unknown run dropped", "run_id", id)
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
 	if err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	if r.Status == status {
 		e.Metrics.Redeliveries.WithLabelValues(string(status)).Inc()
-		return r, true, nil // redelivered while the step was at work: redo it
+		return r, secrets, true, nil // redelivered while the step was at work: redo it
 	}
 	now := e.Now()
 	next := *r
 	if err := next.Advance(status, now); err != nil {
 		e.Metrics.Dropped.WithLabelValues(string(status)).Inc()
 		e.Log.Info("duplicate or late event dropped", "run_id", id, "run_status", r.Status)
-		return r, false, nil
+		return r, nil, false, nil
 	}
-	if err := e.Notify(ctx, &next, evalflow.NoteStarted, ""); err != nil {
-		return nil, false, err
+	// The caller hears the step start before the run moves (a redelivery tells it
+	// again, with the same event); the timeline keeps it with the move.
+	ev, entry := e.Note(&next, evalflow.NoteStarted, "")
+	if err := e.Events.Send(ctx, ev); err != nil {
+		return nil, nil, false, fmt.Errorf("%s: notify run %s: %w", e.Step, id, err)
 	}
-	r, err = e.Store.Update(ctx, id, func(r *evalflow.Run) error { return r.Advance(status, now) })
+	r, err = e.Store.UpdateRun(ctx, r, func(r *evalflow.Run) error { return r.Advance(status, now) },
+		runstore.Recording(func(*evalflow.Run) evalflow.TimelineEntry { return entry }))
 	switch {
 	case errors.Is(err, evalflow.ErrNotFound):
-		return nil, false, nil
+		return nil, nil, false, nil
 	case errors.Is(err, evalflow.ErrStale):
 		if r.Status == status {
-			return r, true, nil // a duplicate moved it meanwhile
+			return r, secrets, true, nil // a duplicate moved it meanwhile
 		}
 		e.Log.Info("duplicate or late event dropped", "run_id", id, "run_status", r.Status)
-		return r, false, nil
+		return r, nil, false, nil
 	case err != nil:
-		return nil, false, err
+		return nil, nil, false, err
 	}
-	return r, true, nil
+	return r, secrets, true, nil
+}
+
+// Note is the step's notification of status on run r: the event to send, and the
+// timeline entry it is kept as.
+func (e *Env) Note(r *evalflow.Run, status, message string) (event.Event, evalflow.TimelineEntry) {
+	n := evalflow.Notify(r, e.Step, status, message)
+	ev := cloudevent.Notification(r, n)
+	return ev, evalflow.TimelineEntry{ID: ev.ID(), Time: ev.Time(), Notification: n}
 }
 
 // Notify tells run r's caller that the step reached status, and keeps it in the run's
 // history (its timeline: once per notification, however often the step is redone).
 func (e *Env) Notify(ctx context.Context, r *evalflow.Run, status, message string) error {
-	n := evalflow.Notify(r, e.Step, status, message)
-	ev := cloudevent.Notification(r, n)
-	if err := e.Store.Record(ctx, r.ID, evalflow.TimelineEntry{ID: ev.ID(), Time: ev.Time(), Notification: n}); err != nil {
+	ev, entry := e.Note(r, status, message)
+	if err := e.Store.Record(ctx, r.ID, entry); err != nil {
 		return fmt.Errorf("%s: notify run %s: %w", e.Step, r.ID, err)
 	}
 	if err := e.Events.Send(ctx, ev); err != nil {
@@ -278,25 +303,45 @@ func (e *Env) Notify(ctx context.Context, r *evalflow.Run, status, message strin
 	return nil
 }
 
+// Change applies change to run r as it was read (runstore.Store.UpdateRun) and keeps
+// the step's notification of status in the run's history in the same write, then
+// tells the caller. It returns what UpdateRun returns (evalflow.ErrStale: nothing
+// written, nothing sent).
+func (e *Env) Change(ctx context.Context, r *evalflow.Run, change func(*evalflow.Run) error, status, message string) (*evalflow.Run, error) {
+	var ev event.Event
+	next, err := e.Store.UpdateRun(ctx, r, change, runstore.Recording(func(r *evalflow.Run) evalflow.TimelineEntry {
+		var entry evalflow.TimelineEntry
+		ev, entry = e.Note(r, status, message)
+		return entry
+	}))
+	if err != nil {
+		return next, err
+	}
+	if err := e.Events.Send(ctx, ev); err != nil {
+		return nil, fmt.Errorf("%s: notify run %s: %w", e.Step, r.ID, err)
+	}
+	return next, nil
+}
+
 // Fail ends run id as failed with message, notifies the caller and returns the
 // run.failed event to reply with. A run that has already ended is left as it is, and
 // no event is returned. The message may quote what the endpoint or a job said: the
 // run's secrets are redacted from it before it is logged, stored or sent.
 func (e *Env) Fail(ctx context.Context, id, message string) (*event.Event, error) {
-	secrets, err := e.Store.Secrets(ctx, id)
+	r, secrets, err := e.Store.GetWithSecrets(ctx, id)
+	if errors.Is(err, evalflow.ErrNotFound) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: fail run %s: %w", e.Step, id, err)
 	}
 	message = evalflow.Redact(message, slices.Collect(maps.Values(secrets))...)
 	e.Log.Error("run failed", "run_id", id, "reason", message)
-	r, err := e.Store.Update(ctx, id, func(r *evalflow.Run) error { return r.Fail(message, e.Now()) })
+	r, err = e.Change(ctx, r, func(r *evalflow.Run) error { return r.Fail(message, e.Now()) }, evalflow.NoteFailed, message)
 	if errors.Is(err, evalflow.ErrStale) || errors.Is(err, evalflow.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
-	}
-	if err := e.Notify(ctx, r, evalflow.NoteFailed, message); err != nil {
 		return nil, err
 	}
 	ev := cloudevent.New(e.Step, evalflow.TypeFailed, r.ID, evalflow.RunRef{RunID: r.ID})

@@ -4,16 +4,20 @@
 // evalflow:run:<id>:secrets the sealed secrets (a hash), evalflow:run:<id>:digests
 // keyed digests of them (kept after the run ends), the sorted set evalflow:runs
 // indexes runs by creation time, evalflow:runs:<status> does so for the runs in each
-// status, and evalflow:runs-of:<caller> for each caller's. Every change is a compare-and-set (WATCH/MULTI), so two deliveries of one
-// event cannot both apply, and the indexes move with the run in the same transaction.
+// status, and evalflow:runs-of:<caller> for each caller's. Every change is one Lua
+// script that writes the run only if it is still the version it was read at (its
+// revision), so two deliveries of one event cannot both apply; the indexes, the job
+// slots, the secrets and the run's timeline entry change with it, in one round trip.
 package runstore
 
 import (
 	"cmp"
 	"context"
 	"crypto/hmac"
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,9 +96,14 @@ func (r *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 }
 
 // Create records run r with its secrets (in clear here, sealed before they are
-// written). Creating a run that exists returns the stored run and created=false:
-// a request is never recorded twice.
-func (s *Store) Create(ctx context.Context, r *evalflow.Run, secrets map[string]string) (stored *evalflow.Run, created bool, err error) {
+// written) and, with Recording, the first entry of its timeline, in one round trip.
+// Creating a run that exists returns the stored run and created=false: a request is
+// never recorded twice.
+func (s *Store) Create(ctx context.Context, r *evalflow.Run, secrets map[string]string, opts ...UpdateOption) (stored *evalflow.Run, created bool, err error) {
+	var o updateOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	body, err := json.Marshal(r)
 	if err != nil {
 		return nil, false, fmt.Errorf("runstore: create run %s: %w", r.ID, err)
@@ -107,45 +116,61 @@ func (s *Store) Create(ctx context.Context, r *evalflow.Run, secrets map[string]
 		}
 		digests[name] = s.digest(r.ID, name, v)
 	}
-	for range maxRetries {
-		var existing *evalflow.Run
-		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-			stored, err := get(ctx, tx, r.ID)
-			if err == nil {
-				existing = stored
-				return nil
-			}
-			if !errors.Is(err, evalflow.ErrNotFound) {
-				return err
-			}
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.Set(ctx, runKey(r.ID), body, 0)
-				if len(fields) > 0 {
-					p.HSet(ctx, secretKey(r.ID), fields)
-				}
-				if len(digests) > 0 {
-					p.HSet(ctx, digestKey(r.ID), digests)
-				}
-				p.ZAdd(ctx, indexKey, redis.Z{Score: float64(r.CreatedAt.UnixNano()), Member: r.ID})
-				p.ZAdd(ctx, statusKey(r.Status), redis.Z{Score: float64(r.CreatedAt.UnixNano()), Member: r.ID})
-				if r.Caller != "" {
-					p.ZAdd(ctx, callerKey(r.Caller), redis.Z{Score: float64(r.CreatedAt.UnixNano()), Member: r.ID})
-				}
-				return nil
-			})
-			return err
-		}, runKey(r.ID))
-		switch {
-		case errors.Is(err, redis.TxFailedErr):
-			continue
-		case err != nil:
+	score := r.CreatedAt.UnixNano()
+	args := []any{body, r.ID, score, r.Caller, "", "", len(fields)}
+	if o.entry != nil {
+		entry := o.entry(r)
+		b, err := json.Marshal(entry)
+		if err != nil {
 			return nil, false, fmt.Errorf("runstore: create run %s: %w", r.ID, err)
-		case existing != nil:
-			return existing, false, nil
 		}
-		return r, true, nil
+		args[4], args[5] = entry.ID, b
 	}
-	return nil, false, fmt.Errorf("runstore: create run %s: too much contention", r.ID)
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
+		args = append(args, name, fields[name])
+	}
+	for _, name := range slices.Sorted(maps.Keys(digests)) {
+		args = append(args, name, digests[name])
+	}
+	keys := []string{runKey(r.ID), secretKey(r.ID), digestKey(r.ID), indexKey, statusKey(r.Status), callerKey(r.Caller), historyKey(r.ID)}
+	existing, err := createScript.Run(ctx, s.rdb, keys, args...).Text()
+	switch {
+	case errors.Is(err, redis.Nil): // created
+		created := *r
+		created.Revision = revision(body)
+		return &created, true, nil
+	case err != nil:
+		return nil, false, fmt.Errorf("runstore: create run %s: %w", r.ID, err)
+	}
+	stored, err = decode(r.ID, []byte(existing))
+	return stored, false, err
+}
+
+// createScript records a run unless its key exists, with its secrets, their digests,
+// its places in the indexes and its first timeline entry, and answers nil; a run that
+// exists is answered as stored. KEYS: run, secrets, digests, index, status index,
+// caller index, history. ARGV: body, id, score, caller, entry id, entry, how many
+// secrets, then secrets and digests as name, value pairs.
+var createScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur then return cur end
+redis.call('SET', KEYS[1], ARGV[1])
+local n = tonumber(ARGV[7])
+local i = 8
+for _ = 1, n do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]); i = i + 2 end
+while i < #ARGV do redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]); i = i + 2 end
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[2])
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[6], ARGV[3], ARGV[2]) end
+if ARGV[5] ~= '' then redis.call('HSETNX', KEYS[7], ARGV[5], ARGV[6]) end
+return false
+`)
+
+// revision names a stored run's version: the SHA-1 of its JSON, as Redis's
+// redis.sha1hex computes it in updateScript.
+func revision(body []byte) string {
+	sum := sha1.Sum(body)
+	return hex.EncodeToString(sum[:])
 }
 
 // Get returns run id, or evalflow.ErrNotFound.
@@ -161,69 +186,138 @@ func get(ctx context.Context, c redis.Cmdable, id string) (*evalflow.Run, error)
 	if err != nil {
 		return nil, fmt.Errorf("runstore: get run %s: %w", id, err)
 	}
+	return decode(id, body)
+}
+
+// decode reads a stored run, and notes its revision.
+func decode(id string, body []byte) (*evalflow.Run, error) {
 	var r evalflow.Run
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, fmt.Errorf("runstore: decode run %s: %w", id, err)
 	}
+	r.Revision = revision(body)
 	return &r, nil
 }
 
 // Update applies change to run id atomically and returns the run as stored after it.
 // When change returns an error nothing is written and Update returns the run as it was
 // with that error (evalflow.ErrStale for a duplicate or late event). When the run ends,
-// its secrets are dropped in the same transaction — but for the kubeconfig of a run
-// that was cancelled or failed, kept (sealed) for StopGrace so that its job, which
-// may still run, can be stopped.
-func (s *Store) Update(ctx context.Context, id string, change func(*evalflow.Run) error) (*evalflow.Run, error) {
-	for range maxRetries {
-		var out *evalflow.Run
-		var changeErr error
-		err := s.rdb.Watch(ctx, func(tx *redis.Tx) error {
-			r, err := get(ctx, tx, id)
-			if err != nil {
-				return err
-			}
-			out = r
-			was := r.Status
-			if changeErr = change(r); changeErr != nil {
-				return nil
-			}
-			body, err := json.Marshal(r)
-			if err != nil {
-				return err
-			}
-			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-				p.Set(ctx, runKey(id), body, 0)
-				if r.Status != was {
-					p.ZRem(ctx, statusKey(was), id)
-					p.ZAdd(ctx, statusKey(r.Status), redis.Z{Score: float64(r.CreatedAt.UnixNano()), Member: id})
-				}
-				if r.Status.Terminal() { // its job slot, or its place in line, is free
-					p.ZRem(ctx, slotsKey, id)
-					p.ZRem(ctx, queueKey, id)
-				}
-				switch {
-				case r.Status == evalflow.StatusCancelled || r.Status == evalflow.StatusFailed:
-					// deploy needs the kubeconfig a while yet, to stop the run's job.
-					p.HDel(ctx, secretKey(id), SecretAPIKey)
-					p.Expire(ctx, secretKey(id), StopGrace)
-				case r.Status.Terminal():
-					p.Del(ctx, secretKey(id))
-				}
-				return nil
-			})
-			return err
-		}, runKey(id))
-		switch {
-		case errors.Is(err, redis.TxFailedErr):
-			continue // another writer won; read again
-		case err != nil:
-			return nil, fmt.Errorf("runstore: update run %s: %w", id, err)
-		}
-		return out, changeErr
+// its job slot (or place in line) is freed and its secrets are dropped in the same
+// write — but for the kubeconfig of a run that was cancelled or failed, kept (sealed)
+// for StopGrace so that its job, which may still run, can be stopped. With Recording,
+// the write records a timeline entry too.
+func (s *Store) Update(ctx context.Context, id string, change func(*evalflow.Run) error, opts ...UpdateOption) (*evalflow.Run, error) {
+	r, err := s.Get(ctx, id)
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("runstore: update run %s: too much contention", id)
+	return s.UpdateRun(ctx, r, change, opts...)
 }
+
+// UpdateRun is Update from r as it was read (its Revision): one round trip while
+// nothing else has changed the run since; otherwise the same round trip answers the
+// run as it is now, and change is applied to that.
+func (s *Store) UpdateRun(ctx context.Context, r *evalflow.Run, change func(*evalflow.Run) error, opts ...UpdateOption) (*evalflow.Run, error) {
+	var o updateOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	for range maxRetries {
+		next := *r
+		if err := change(&next); err != nil {
+			return r, err
+		}
+		current, err := s.write(ctx, r, &next, o)
+		switch {
+		case err != nil:
+			return nil, err
+		case current == nil:
+			return &next, nil
+		}
+		r = current // changed meanwhile: apply change to the run as it is now
+	}
+	return nil, fmt.Errorf("runstore: update run %s: too much contention", r.ID)
+}
+
+// UpdateOption adds to what an update writes.
+type UpdateOption func(*updateOptions)
+
+type updateOptions struct {
+	entry func(*evalflow.Run) evalflow.TimelineEntry
+}
+
+// Recording has the update record, with the run, the timeline entry entry makes of
+// the run as changed (once: an entry of the same id is kept as first recorded).
+func Recording(entry func(*evalflow.Run) evalflow.TimelineEntry) UpdateOption {
+	return func(o *updateOptions) { o.entry = entry }
+}
+
+// write stores next over was, unless the stored run is no longer was: then it
+// returns the run as stored now (the script answers it in the same round trip).
+func (s *Store) write(ctx context.Context, was, next *evalflow.Run, o updateOptions) (current *evalflow.Run, err error) {
+	body, err := json.Marshal(next)
+	if err != nil {
+		return nil, fmt.Errorf("runstore: update run %s: %w", next.ID, err)
+	}
+	ending := ""
+	switch {
+	case next.Status == evalflow.StatusCancelled || next.Status == evalflow.StatusFailed:
+		ending = "stopped" // deploy needs the kubeconfig a while yet, to stop the run's job
+	case next.Status.Terminal():
+		ending = "ended"
+	}
+	entryID, entry := "", []byte(nil)
+	if o.entry != nil {
+		e := o.entry(next)
+		if entry, err = json.Marshal(e); err != nil {
+			return nil, fmt.Errorf("runstore: update run %s: %w", next.ID, err)
+		}
+		entryID = e.ID
+	}
+	keys := []string{runKey(next.ID), statusKey(was.Status), statusKey(next.Status), slotsKey, queueKey, secretKey(next.ID), historyKey(next.ID)}
+	res, err := updateScript.Run(ctx, s.rdb, keys, was.Revision, body, next.ID, next.CreatedAt.UnixNano(), ending,
+		int64(StopGrace/time.Second), SecretAPIKey, entryID, entry).Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, evalflow.ErrNotFound
+	case err != nil:
+		return nil, fmt.Errorf("runstore: update run %s: %w", next.ID, err)
+	}
+	if stored, ok := res.(string); ok {
+		return decode(next.ID, []byte(stored))
+	}
+	next.Revision = revision(body)
+	return nil, nil
+}
+
+// updateScript writes a run if it is still at the revision it was read at, and with
+// it: its move between status indexes, the freeing of its job slot and its secrets
+// when it ends, and a timeline entry; it answers 1. A run at another revision is
+// answered as it is, a run that is not there with nil. KEYS: run, old status index,
+// new status index, slots, queue, secrets, history. ARGV: revision, body, id, score,
+// ending ("", "ended", "stopped"), grace seconds, the api_key's field, entry id, entry.
+var updateScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if not cur then return false end
+if redis.sha1hex(cur) ~= ARGV[1] then return cur end
+redis.call('SET', KEYS[1], ARGV[2])
+if KEYS[2] ~= KEYS[3] then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+end
+if ARGV[5] ~= '' then
+  redis.call('ZREM', KEYS[4], ARGV[3])
+  redis.call('ZREM', KEYS[5], ARGV[3])
+  if ARGV[5] == 'stopped' then
+    redis.call('HDEL', KEYS[6], ARGV[7])
+    redis.call('EXPIRE', KEYS[6], ARGV[6])
+  else
+    redis.call('DEL', KEYS[6])
+  end
+end
+if ARGV[8] ~= '' then redis.call('HSETNX', KEYS[7], ARGV[8], ARGV[9]) end
+return 1
+`)
 
 // StopGrace is how long the kubeconfig (sealed) of a run that was cancelled or failed
 // outlives the run, for deploy to stop the run's job in its cluster.
@@ -252,6 +346,38 @@ func (s *Store) Secrets(ctx context.Context, id string) (map[string]string, erro
 	if err != nil {
 		return nil, fmt.Errorf("runstore: read secrets of run %s: %w", id, err)
 	}
+	return s.open(id, sealed)
+}
+
+// GetWithSecrets returns run id (or evalflow.ErrNotFound) and its secrets, opened,
+// in one round trip.
+func (s *Store) GetWithSecrets(ctx context.Context, id string) (*evalflow.Run, map[string]string, error) {
+	var run *redis.StringCmd
+	var sealed *redis.MapStringStringCmd
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		run, sealed = p.Get(ctx, runKey(id)), p.HGetAll(ctx, secretKey(id))
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, nil, fmt.Errorf("runstore: get run %s: %w", id, err)
+	}
+	body, err := run.Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil, evalflow.ErrNotFound
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("runstore: get run %s: %w", id, err)
+	}
+	r, err := decode(id, body)
+	if err != nil {
+		return nil, nil, err
+	}
+	secrets, err := s.open(id, sealed.Val())
+	return r, secrets, err
+}
+
+// open opens run id's sealed secrets.
+func (s *Store) open(id string, sealed map[string]string) (map[string]string, error) {
 	out := make(map[string]string, len(sealed))
 	for name, v := range sealed {
 		b, err := s.sealer.Open(id, v)
@@ -420,13 +546,19 @@ func (s *Store) Counts(ctx context.Context) (map[evalflow.Status]int64, int64, e
 	return out, waiting.Val(), nil
 }
 
-// Waiting are the first n runs waiting for a job slot, in order.
-func (s *Store) Waiting(ctx context.Context, n int) ([]string, error) {
-	ids, err := s.rdb.ZRange(ctx, queueKey, 0, int64(n-1)).Result()
-	if err != nil {
+// NextIn are the runs a free one of n job slots awaits: the first of those waiting,
+// as many as slots are free (none while all n are held), in one round trip.
+func (s *Store) NextIn(ctx context.Context, n int) ([]string, error) {
+	var held *redis.IntCmd
+	var first *redis.StringSliceCmd
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		held, first = p.ZCard(ctx, slotsKey), p.ZRange(ctx, queueKey, 0, int64(n-1))
+		return nil
+	}); err != nil {
 		return nil, fmt.Errorf("runstore: waiting runs: %w", err)
 	}
-	return ids, nil
+	ids := first.Val()
+	return ids[:min(len(ids), max(n-int(held.Val()), 0))], nil
 }
 
 // QueuePositions are the runs' places in line for a job slot (1: next; 0: not
@@ -499,12 +631,12 @@ func (s *Store) List(ctx context.Context, opts ListOptions) ([]*evalflow.Run, er
 			if !ok {
 				continue
 			}
-			var r evalflow.Run
-			if err := json.Unmarshal([]byte(str), &r); err != nil {
-				return nil, fmt.Errorf("runstore: decode run %s: %w", ids[i], err)
+			r, err := decode(ids[i], []byte(str))
+			if err != nil {
+				return nil, err
 			}
 			if (opts.Status == "" || r.Status == opts.Status) && (opts.Caller == "" || r.Caller == opts.Caller) {
-				out = append(out, &r)
+				out = append(out, r)
 				if len(out) == limit {
 					break
 				}

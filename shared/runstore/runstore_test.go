@@ -356,11 +356,14 @@ func TestJobSlotsGoInOrderAndNeverOverflow(t *testing.T) {
 	if places, _ := store.QueuePositions(ctx, ids[3], ids[0]); !slices.Equal(places, []int{2, 0}) {
 		t.Errorf("places in line of d and a %v; want 2 (behind c) and 0 (a holds a slot)", places)
 	}
-	if waiting, _ := store.Waiting(ctx, 5); !slices.Equal(waiting, []string{ids[2], ids[3]}) {
-		t.Errorf("waiting %v", waiting)
+	if next, _ := store.NextIn(ctx, 2); len(next) != 0 {
+		t.Errorf("both slots held, yet %v are let in", next)
 	}
 	if _, err := store.Update(ctx, ids[0], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) }); err != nil {
 		t.Fatal(err)
+	}
+	if next, _ := store.NextIn(ctx, 2); !slices.Equal(next, []string{ids[2]}) {
+		t.Errorf("a's slot freed: %v let in; want c alone (d waits behind it)", next)
 	}
 	if ok, _ := admit(3); ok {
 		t.Error("d took the freed slot before c")
@@ -410,5 +413,52 @@ func TestDeadLettersAreKeptOnceAndOnlyTheNewest(t *testing.T) {
 	}
 	if !slices.Equal(ids, []string{"ev-4", "ev-3", "ev-2"}) {
 		t.Fatalf("kept %v; want the newest 3, newest first, once each", ids)
+	}
+}
+
+// An update from the run as read is one round trip, with its timeline entry; updates
+// from a stale read each still apply once, on the run as it is.
+func TestAnUpdateIsOneRoundTripAndNeverLosesAnother(t *testing.T) {
+	store, _ := newStore(t)
+	ctx := context.Background()
+	entry := func(n string) runstore.UpdateOption {
+		return runstore.Recording(func(r *evalflow.Run) evalflow.TimelineEntry {
+			return evalflow.TimelineEntry{ID: n, Time: time.Now(), Notification: evalflow.Notification{RunID: r.ID, Title: n}}
+		})
+	}
+	created, _, err := store.Create(ctx, newRun(id), nil, entry("recorded"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := store.RoundTrips()
+	run, err := store.UpdateRun(ctx, created, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) }, entry("verifying"))
+	if err != nil || run.Status != evalflow.StatusVerifying {
+		t.Fatalf("UpdateRun: %v %+v", err, run)
+	}
+	if n := store.RoundTrips() - before; n > 2 { // the script's first use may load it (EVALSHA, then EVAL)
+		t.Errorf("an update from a current read took %d round trips", n)
+	}
+	before = store.RoundTrips()
+	if _, err := store.UpdateRun(ctx, run, func(r *evalflow.Run) error { r.Message = "again"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n := store.RoundTrips() - before; n != 1 {
+		t.Errorf("an update from a current read took %d round trips; want 1", n)
+	}
+
+	// Twenty updates from the same stale read: each applies, once.
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			if _, err := store.UpdateRun(ctx, run, func(r *evalflow.Run) error { r.Progress.Done++; return nil }, entry(fmt.Sprint("report ", i))); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	got, _ := store.Get(ctx, id)
+	history, _ := store.History(ctx, id)
+	if got.Progress.Done != 20 || got.Message != "again" || len(history) != 22 {
+		t.Errorf("after 20 concurrent updates: done %d, message %q, %d timeline entries; want 20, again, 22", got.Progress.Done, got.Message, len(history))
 	}
 }

@@ -55,6 +55,7 @@ type result struct {
 	commands                   int64
 	commandsPerStep            float64
 	tripsPerStep               float64
+	tripsPerRun                map[string]float64 // by function
 }
 
 func run(runs, maxJobs int, data, out string) error {
@@ -118,7 +119,13 @@ func run(runs, maxJobs int, data, out string) error {
 	res.jobs = s.JobsCreated()
 	res.commands = after - before
 	res.commandsPerStep = float64(res.commands) / float64(runs*len(evalflow.Steps))
-	res.tripsPerStep = (tripsAfter - tripsBefore) / float64(runs*len(evalflow.Steps))
+	res.tripsPerRun = map[string]float64{}
+	total := 0.0
+	for name, after := range tripsAfter {
+		res.tripsPerRun[name] = (after - tripsBefore[name]) / float64(runs)
+		total += after - tripsBefore[name]
+	}
+	res.tripsPerStep = total / float64(runs*len(evalflow.Steps))
 	report := res.markdown()
 	fmt.Print(report)
 	return os.WriteFile(out, []byte(report), 0o644)
@@ -249,28 +256,28 @@ func rss(pid int) float64 {
 	return 0
 }
 
-// roundTrips sums the functions' evalflow_redis_round_trips_total, as scraped now.
-func roundTrips(s *stack.Stack) (float64, error) {
-	total := 0.0
+// roundTrips is each function's evalflow_redis_round_trips_total, as scraped now.
+func roundTrips(s *stack.Stack) (map[string]float64, error) {
+	out := map[string]float64{}
 	for _, name := range stack.Functions {
 		resp, err := http.Get(s.Metrics[name])
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		b, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		for _, line := range strings.Split(string(b), "\n") {
 			if strings.HasPrefix(line, "evalflow_redis_round_trips_total{") {
 				f := strings.Fields(line)
 				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-				total += v
+				out[name] += v
 			}
 		}
 	}
-	return total, nil
+	return out, nil
 }
 
 // commandsProcessed is Redis's count of commands it has run.
@@ -322,5 +329,9 @@ OpenAI-compatible server that answers at once. Each run is one MMLU question.
 `, r.runs, r.maxJobs, time.Now().Format("2006-01-02"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), r.maxJobs,
 		r.runs, r.accepted, r.ended, r.succeeded, r.jobs, r.submit.Seconds(), r.drain.Seconds(), r.peakRSS,
 		r.mostJobs, r.maxJobs, r.mostWaiting, r.tripsPerStep, r.commands, r.commandsPerStep, len(evalflow.Steps))
+	b.WriteString("\nRedis round trips per run, by function:\n\n| function | round trips per run |\n|---|---|\n")
+	for _, name := range stack.Functions {
+		fmt.Fprintf(&b, "| %s | %.1f |\n", name, r.tripsPerRun[name])
+	}
 	return b.String()
 }
