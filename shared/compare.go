@@ -3,7 +3,6 @@ package evalflow
 import (
 	"math"
 	"slices"
-	"strings"
 )
 
 // SignificanceTest names the test Compare applies, as pages and tables show it.
@@ -100,15 +99,7 @@ func Compare(runs []Scored) Comparison {
 			}
 		}
 	}
-	slices.SortFunc(names, func(a, b TaskScore) int {
-		if a.Group != b.Group {
-			if a.Group {
-				return 1
-			}
-			return -1
-		}
-		return strings.Compare(a.Task, b.Task)
-	})
+	slices.SortFunc(names, tasksThenGroups)
 	for _, n := range names {
 		d := TaskDiff{Task: n.Task, Group: n.Group, Metric: n.Metric}
 		for i := range runs {

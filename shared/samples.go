@@ -265,15 +265,7 @@ func (r *Results) Scores() []TaskScore {
 		ts.Filter, ts.Stderr = r.stderrOf(name, metric, value)
 		out = append(out, ts)
 	}
-	slices.SortFunc(out, func(a, b TaskScore) int {
-		if a.Group != b.Group {
-			if a.Group {
-				return 1
-			}
-			return -1
-		}
-		return strings.Compare(a.Task, b.Task)
-	})
+	slices.SortFunc(out, tasksThenGroups)
 	return out
 }
 
@@ -301,4 +293,15 @@ func (r *Results) stderrOf(name, metric string, value float64) (string, float64)
 		return f, stderr
 	}
 	return "", 0
+}
+
+// tasksThenGroups orders scores: tasks first, then groups, each by name.
+func tasksThenGroups(a, b TaskScore) int {
+	if a.Group != b.Group {
+		if a.Group {
+			return 1
+		}
+		return -1
+	}
+	return strings.Compare(a.Task, b.Task)
 }

@@ -480,3 +480,33 @@ func look(executable, command string) (string, error) {
 	}
 	return exec.LookPath(command)
 }
+
+// StateDir is where the stack keeps its state.
+func (s *Stack) StateDir() string { return s.cfg.StateDir }
+
+// ForBenchmark brings up a stack of the checkout in the working directory (its
+// triggers and feature flags), with evalflow and evalflow-runner from beside the
+// running executable, datasets from data and the state in a new temporary directory.
+// down stops it and removes the state.
+func ForBenchmark(ctx context.Context, data string, extraEnv ...string) (s *Stack, down func(), err error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	bin := filepath.Dir(exe)
+	state, err := os.MkdirTemp("", "evalflow-bench-")
+	if err != nil {
+		return nil, nil, err
+	}
+	root, _ := filepath.Abs(".")
+	dataDir, _ := filepath.Abs(data)
+	s, err = Up(ctx, Config{StateDir: state, TriggersDir: filepath.Join(root, "triggers"),
+		FeaturesFile: filepath.Join(root, "eventing", "config-features.yaml"), DataDir: dataDir,
+		Executable: filepath.Join(bin, "evalflow"), RunnerPath: filepath.Join(bin, "evalflow-runner"), LogLevel: "warn",
+		ExtraEnv: extraEnv})
+	if err != nil {
+		os.RemoveAll(state)
+		return nil, nil, err
+	}
+	return s, func() { s.Down(); os.RemoveAll(state) }, nil
+}

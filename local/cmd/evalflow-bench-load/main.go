@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -60,28 +59,13 @@ type result struct {
 
 func run(runs, maxJobs int, data, out string) error {
 	ctx := context.Background()
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	bin := filepath.Dir(exe)
 	model := httptest.NewServer(scripted())
 	defer model.Close()
-	state, err := os.MkdirTemp("", "evalflow-bench-load-")
+	s, down, err := stack.ForBenchmark(ctx, data, "EVALFLOW_MAX_JOBS="+strconv.Itoa(maxJobs))
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(state)
-	root, _ := filepath.Abs(".")
-	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
-	s, err := stack.Up(ctx, stack.Config{StateDir: state, TriggersDir: filepath.Join(root, "triggers"),
-		FeaturesFile: filepath.Join(root, "eventing", "config-features.yaml"), DataDir: abs(data),
-		Executable: filepath.Join(bin, "evalflow"), RunnerPath: filepath.Join(bin, "evalflow-runner"), LogLevel: "warn",
-		ExtraEnv: []string{"EVALFLOW_MAX_JOBS=" + strconv.Itoa(maxJobs)}})
-	if err != nil {
-		return err
-	}
-	defer s.Down()
+	defer down()
 	rdb := redis.NewClient(&redis.Options{Addr: s.Redis})
 	defer rdb.Close()
 	before, err := commandsProcessed(ctx, rdb)

@@ -43,27 +43,14 @@ func main() {
 
 func run(data, out, modules string, repeats int) error {
 	ctx := context.Background()
-	exe, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	bin := filepath.Dir(exe)
 	model := httptest.NewServer(scripted())
 	defer model.Close()
-	state, err := os.MkdirTemp("", "evalflow-bench-ui-")
+	s, down, err := stack.ForBenchmark(ctx, data)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(state)
+	defer down()
 	root, _ := filepath.Abs(".")
-	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
-	s, err := stack.Up(ctx, stack.Config{StateDir: state, TriggersDir: filepath.Join(root, "triggers"),
-		FeaturesFile: filepath.Join(root, "eventing", "config-features.yaml"), DataDir: abs(data),
-		Executable: filepath.Join(bin, "evalflow"), RunnerPath: filepath.Join(bin, "evalflow-runner"), LogLevel: "warn"})
-	if err != nil {
-		return err
-	}
-	defer s.Down()
 
 	fmt.Fprintln(os.Stderr, "evaluating every MMLU test question (5-shot) against a scripted model server ...")
 	began := time.Now()
@@ -72,7 +59,7 @@ func run(data, out, modules string, repeats int) error {
 		return err
 	}
 	took := time.Since(began)
-	samplesSize := layerSize(state, run)
+	samplesSize := layerSize(s.StateDir(), run)
 	// The run's files written out (as a while after a run ends), so that the disk's
 	// writeback does not count against the first opening.
 	syscall.Sync()

@@ -124,13 +124,9 @@ func status(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var runs []*evalflow.Run
-	for _, id := range ids {
-		r, err := c.client().run(ctx, id)
-		if err != nil {
-			return err
-		}
-		runs = append(runs, r)
+	runs, err := forEach(ctx, ids, c.client().run)
+	if err != nil {
+		return err
 	}
 	if c.json() {
 		if len(runs) == 1 {
@@ -142,6 +138,19 @@ func status(ctx context.Context, args []string) error {
 		printStatus(os.Stdout, r)
 	}
 	return nil
+}
+
+// forEach calls do for each run id in turn, and returns the runs it answered.
+func forEach(ctx context.Context, ids []string, do func(context.Context, string) (*evalflow.Run, error)) ([]*evalflow.Run, error) {
+	runs := make([]*evalflow.Run, 0, len(ids))
+	for _, id := range ids {
+		r, err := do(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		runs = append(runs, r)
+	}
+	return runs, nil
 }
 
 // printStatus writes where run r is, a field a line.
@@ -200,13 +209,9 @@ func cancel(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	var runs []*evalflow.Run
-	for _, id := range ids {
-		r, err := c.client().cancel(ctx, id)
-		if err != nil {
-			return err
-		}
-		runs = append(runs, r)
+	runs, err := forEach(ctx, ids, c.client().cancel)
+	if err != nil {
+		return err
 	}
 	if c.json() {
 		return printJSON(runs)
