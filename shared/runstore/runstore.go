@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -39,8 +40,9 @@ const (
 )
 
 const (
-	indexKey   = "evalflow:runs"
-	maxRetries = 16
+	indexKey = "evalflow:runs"
+	// maxUpdates bounds the writes one update tries while others change the run.
+	maxUpdates = 100
 )
 
 func runKey(id string) string             { return "evalflow:run:" + id }
@@ -222,7 +224,7 @@ func (s *Store) UpdateRun(ctx context.Context, r *evalflow.Run, change func(*eva
 	for _, opt := range opts {
 		opt(&o)
 	}
-	for range maxRetries {
+	for attempt := range maxUpdates {
 		next := *r
 		if err := change(&next); err != nil {
 			return r, err
@@ -234,7 +236,14 @@ func (s *Store) UpdateRun(ctx context.Context, r *evalflow.Run, change func(*eva
 		case current == nil:
 			return &next, nil
 		}
-		r = current // changed meanwhile: apply change to the run as it is now
+		r = current      // changed meanwhile: apply change to the run as it is now
+		if attempt > 0 { // many writers at once: let them spread out
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("runstore: update run %s: %w", r.ID, ctx.Err())
+			case <-time.After(rand.N(time.Duration(min(attempt, 20)) * time.Millisecond)):
+			}
+		}
 	}
 	return nil, fmt.Errorf("runstore: update run %s: too much contention", r.ID)
 }
