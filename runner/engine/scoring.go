@@ -39,7 +39,7 @@ func (e *Engine) score(ctx context.Context, d task.Doc) (results.Sample, error) 
 			return results.Sample{}, err
 		}
 	}
-	s := results.Sample{Task: d.Task, Group: d.Group, DocID: d.Index, Prompt: d.Prompt, Target: d.Target, Metric: d.Metric}
+	s := results.Sample{Sample: evalflow.Sample{Task: d.Task, Group: d.Group, DocID: d.Index, Prompt: d.Prompt, Target: d.Target, Metric: d.Metric}}
 	switch d.Method {
 	case task.Logprobs, task.Loglikelihood:
 		lp, usage, err := e.choiceLogprobs(ctx, d)

@@ -238,8 +238,8 @@ func readSamples(path, name string, tc taskConfig, group string) ([]results.Samp
 		}
 		s := byDoc[l.DocID]
 		if s == nil {
-			s = &results.Sample{Task: name, Group: group, DocID: l.DocID, Prompt: l.argument(0, 0),
-				Target: l.Target, Metric: cmp.Or(primary, first(l.Metrics))}
+			s = &results.Sample{Sample: evalflow.Sample{Task: name, Group: group, DocID: l.DocID, Prompt: l.argument(0, 0),
+				Target: l.Target, Metric: cmp.Or(primary, first(l.Metrics))}}
 			byDoc[l.DocID] = s
 		}
 		addLine(s, l, raw, tc)

@@ -134,8 +134,8 @@ func Read(workDir string, spec evalflow.JobSpec, c Config) (*evalflow.Results, [
 			return nil, nil, fmt.Errorf("opencompass: predictions of %s: %w", name, err)
 		}
 		for i, p := range preds {
-			s := results.Sample{Task: name, DocID: i, Prompt: promptText(p.OriginPrompt), Response: adapter.Text(p.Prediction),
-				Target: adapter.Text(p.Gold), Metric: primary}
+			s := results.Sample{Sample: evalflow.Sample{Task: name, DocID: i, Prompt: promptText(p.OriginPrompt), Response: adapter.Text(p.Prediction),
+				Target: adapter.Text(p.Gold), Metric: primary}}
 			if d, ok := detailAt(details, i); ok {
 				s.Extracted = adapter.Text(cmpRaw(d["pred"], d["predictions"]))
 				s.Correct = isTrue(cmpRaw(d["correct"], d["is_correct"]))

@@ -14,22 +14,14 @@ import (
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
-// Sample is one scored sample, a line of samples.jsonl. Extracted and Correct are the
-// primary filter's; Filters holds every filter's.
+// Sample is one scored sample, a line of samples.jsonl: what callers read of it
+// (evalflow.Sample: Extracted and Correct are the primary filter's), and every
+// filter's verdict and the choices' log-probabilities.
 type Sample struct {
-	Task      string          `json:"task"`
-	Group     string          `json:"group,omitempty"`
-	DocID     int             `json:"doc_id"`
-	Prompt    string          `json:"prompt"`
-	Response  string          `json:"response"`
-	Extracted string          `json:"extracted"`
-	Target    string          `json:"target"`
-	Correct   bool            `json:"correct"`
-	Metric    string          `json:"metric"`
-	Filters   []task.Filtered `json:"filters"`
+	evalflow.Sample
+	Filters []task.Filtered `json:"filters"`
 	// Logprobs are the choices' log-probabilities (null: not among the top tokens).
-	Logprobs []*float64     `json:"logprobs,omitempty"`
-	Usage    evalflow.Usage `json:"usage"`
+	Logprobs []*float64 `json:"logprobs,omitempty"`
 }
 
 // Key names the sample within a run: its task and document.
