@@ -214,9 +214,10 @@ func TestReadSamplesKeepsTheFilesOrderAcrossChunks(t *testing.T) {
 	if err != nil || s.Len() != 1000 {
 		t.Fatalf("ReadSamples: %v, %d samples", err, s.Len())
 	}
+	text := s.searchText()
 	for i, x := range s.list {
-		if x.DocID != i || s.text[i] != fmt.Sprintf("q%d\x00\x00\x00", i) {
-			t.Fatalf("sample %d is document %d (%q)", i, x.DocID, s.text[i])
+		if x.DocID != i || text[i] != fmt.Sprintf("q%d\x00\x00\x00", i) {
+			t.Fatalf("sample %d is document %d (%q)", i, x.DocID, text[i])
 		}
 	}
 	lines := strings.Split(b.String(), "\n")

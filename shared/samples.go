@@ -37,9 +37,11 @@ type sampleKey struct {
 // Samples are a run's scored samples, read once and queried many times.
 type Samples struct {
 	list []Sample
-	// text is each sample's searchable text, lower-cased once.
-	text  []string
-	index map[sampleKey]int
+	// text is each sample's searchable text, lower-cased once, in the background
+	// after the samples are read (searchable closes when it is there).
+	text       []string
+	searchable chan struct{}
+	index      map[sampleKey]int
 }
 
 // ReadSamples reads samples.jsonl as it streams in; a line that is not a sample is
@@ -82,9 +84,22 @@ func ReadSamples(r io.Reader) (*Samples, error) {
 			s.index[sampleKey{x.Task, x.DocID}] = len(s.list)
 			s.list = append(s.list, x)
 		}
-		s.text = append(s.text, c.text...)
 	}
+	s.searchable = make(chan struct{})
+	go func() { // not needed to show the first page: made meanwhile
+		defer close(s.searchable)
+		s.text = make([]string, len(s.list))
+		for i, x := range s.list {
+			s.text[i] = strings.ToLower(x.Prompt + "\x00" + x.Response + "\x00" + x.Extracted + "\x00" + x.Target)
+		}
+	}()
 	return s, nil
+}
+
+// searchText is each sample's searchable text, once it is made.
+func (s *Samples) searchText() []string {
+	<-s.searchable
+	return s.text
 }
 
 // sampleChunk is a run of samples.jsonl's lines, decoded together.
@@ -93,7 +108,6 @@ type sampleChunk struct {
 	buf       []byte
 	ends      []int // each line's end in buf
 	samples   []Sample
-	text      []string
 	err       error
 }
 
@@ -135,22 +149,12 @@ func (c *sampleChunk) decode() {
 			return
 		}
 		c.samples = append(c.samples, x)
-		c.text = append(c.text, strings.ToLower(x.Prompt+"\x00"+x.Response+"\x00"+x.Extracted+"\x00"+x.Target))
 	}
 	c.buf = nil
 }
 
 // Len is how many samples there are.
 func (s *Samples) Len() int { return len(s.list) }
-
-// Bytes is about how much memory the samples hold.
-func (s *Samples) Bytes() int {
-	n := 0
-	for i, x := range s.list {
-		n += len(x.Prompt) + len(x.Response) + len(x.Extracted) + len(x.Target) + len(s.text[i]) + 128
-	}
-	return n
-}
 
 // find is the sample of task's document doc.
 func (s *Samples) find(task string, doc int) (Sample, bool) {
@@ -209,6 +213,10 @@ func (s *Samples) Query(q SampleQuery) SamplePage {
 		limit = 50
 	}
 	needle := strings.ToLower(q.Text)
+	var text []string
+	if needle != "" {
+		text = s.searchText()
+	}
 	page := SamplePage{Total: len(s.list), Offset: q.Offset, Samples: []Sample{}}
 	counts := map[string]*TaskCount{}
 	for i, x := range s.list {
@@ -223,7 +231,7 @@ func (s *Samples) Query(q SampleQuery) SamplePage {
 		}
 		if q.Task != "" && x.Task != q.Task && x.Group != q.Task ||
 			q.Correct != nil && x.Correct != *q.Correct ||
-			needle != "" && !strings.Contains(s.text[i], needle) {
+			needle != "" && !strings.Contains(text[i], needle) {
 			continue
 		}
 		if page.Matched >= q.Offset && len(page.Samples) < limit {
