@@ -2,12 +2,14 @@ package function
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/artifacts"
+	"github.com/evalflow/evalflow/shared/oci"
 )
 
 // The results API reads a succeeded run's results back from its artifact:
@@ -108,17 +110,23 @@ func (f *Function) file(name, contentType string) http.HandlerFunc {
 		if err == nil && run.Artifact == nil {
 			err = artifacts.ErrNoResults
 		}
-		var b []byte
+		var file *oci.Layer
 		if err == nil {
-			b, err = f.artifacts.File(ctx, run.ID, run.Artifact.Digest, name)
+			file, err = f.artifacts.Open(ctx, run.ID, run.Artifact.Digest, name)
 		}
 		if err != nil {
 			f.writeError(w, id, err)
 			return
 		}
+		defer file.Close()
 		w.Header().Set("Content-Type", contentType)
-		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-		_, _ = w.Write(b)
+		w.Header().Set("Content-Length", strconv.FormatInt(file.Size, 10))
+		// Streamed as read: a file that turns out not to match its digest is cut
+		// short, which the caller sees against Content-Length.
+		if err := copyVerified(w, file); err != nil {
+			f.Log.ErrorContext(ctx, "serving artifact file", "run_id", run.ID, "file", name, "error", err)
+			panic(http.ErrAbortHandler)
+		}
 	}
 }
 
@@ -139,4 +147,30 @@ func (f *Function) compare(w http.ResponseWriter, r *http.Request) {
 		scored = append(scored, evalflow.Scored{RunID: run.ID, Model: run.ModelName, Results: res.Results, Samples: res.Samples})
 	}
 	writeJSON(w, http.StatusOK, evalflow.Compare(scored))
+}
+
+// copyVerified copies r, which checks its bytes at their end, to w, holding the last
+// byte back until r has said they are right.
+func copyVerified(w io.Writer, r io.Reader) error {
+	buf := make([]byte, 64<<10)
+	var held []byte
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(held); werr != nil {
+				return werr
+			}
+			if _, werr := w.Write(buf[:n-1]); werr != nil {
+				return werr
+			}
+			held = append(held[:0], buf[n-1])
+		}
+		if err == io.EOF {
+			_, err = w.Write(held)
+			return err
+		}
+		if err != nil {
+			return err
+		}
+	}
 }

@@ -127,6 +127,34 @@ func TestTheResultsAPIReadsARunsArtifact(t *testing.T) {
 	}
 }
 
+func TestADownloadOfATamperedFileIsCutShort(t *testing.T) {
+	layout := t.TempDir()
+	srv, p := newAuthFunction(t, map[string]string{"EVALFLOW_OCI_LAYOUT": layout})
+	id := "7a0e6c1e-0b51-4c4e-9d36-0c6f3a3b9a04"
+	if code, body := call(t, srv, "POST", "/evals/start", callers["alice"], mustJSON(validBody(id))); code != 202 {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	a, _, samples := pushResults(t, layout, id, 18)
+	succeed(t, p, id, a)
+	blobs, _ := filepath.Glob(filepath.Join(layout, "blobs", "sha256", "*"))
+	for _, b := range blobs { // the same length, one answer changed
+		if body, _ := os.ReadFile(b); string(body) == string(samples) {
+			os.WriteFile(b, []byte(strings.Replace(string(body), `"correct":false`, `"correct":true `, 1)), 0o644)
+		}
+	}
+	req, _ := http.NewRequest("GET", srv.URL+"/evals/"+id+"/samples.jsonl", nil)
+	req.Header.Set("Authorization", "Bearer "+callers["alice"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if resp.ContentLength != int64(len(samples)) || err == nil || len(got) >= len(samples) {
+		t.Errorf("a tampered samples.jsonl was served whole: %d of %d bytes (Content-Length %d), error %v", len(got), len(samples), resp.ContentLength, err)
+	}
+}
+
 func TestTheResultsPageLogsInOnceThenUsesACookie(t *testing.T) {
 	srv, _ := newAuthFunction(t, nil)
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/sync/singleflight"
@@ -94,15 +95,30 @@ var mediaTypes = map[string]string{evalflow.ResultsFile: oci.MediaTypeSummary, e
 // File reads one of the artifact's files (results.json, samples.jsonl) of run id,
 // at ref (its digest), as it was pushed.
 func (r *Reader) File(ctx context.Context, runID, ref, name string) ([]byte, error) {
+	f, err := r.Open(ctx, runID, ref, name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("results of run %s: %s: %w", runID, name, err)
+	}
+	return b, nil
+}
+
+// Open streams one of the artifact's files of run id, at ref, as it was pushed:
+// a file whose bytes do not match its digest fails its last Read.
+func (r *Reader) Open(ctx context.Context, runID, ref, name string) (*oci.Layer, error) {
 	mt, ok := mediaTypes[name]
 	if !ok {
 		return nil, evalflow.Invalidf("file", "must be %s or %s", evalflow.ResultsFile, evalflow.SamplesFile)
 	}
-	b, err := r.dest.FetchLayer(ctx, ref, mt)
+	l, err := r.dest.OpenLayer(ctx, ref, mt)
 	if err != nil {
 		return nil, fmt.Errorf("results of run %s: %w", runID, err)
 	}
-	return b, nil
+	return l, nil
 }
 
 // PullCommand is the oras command line that fetches run's artifact into ./RUN_ID.

@@ -389,9 +389,9 @@ func (d *Destination) FetchLayer(ctx context.Context, tag, mediaType string) ([]
 }
 
 // OpenLayer streams the layer of mediaType in the artifact tagged tag, for a reader
-// that parses as it reads: its digest and size are checked at its end, where a
-// mismatch is the last Read's error.
-func (d *Destination) OpenLayer(ctx context.Context, tag, mediaType string) (io.ReadCloser, error) {
+// that parses or copies as it reads: its digest and size are checked at its end,
+// where a mismatch is the last Read's error.
+func (d *Destination) OpenLayer(ctx context.Context, tag, mediaType string) (*Layer, error) {
 	l, err := d.layer(ctx, tag, mediaType)
 	if err != nil {
 		return nil, err
@@ -400,19 +400,22 @@ func (d *Destination) OpenLayer(ctx context.Context, tag, mediaType string) (io.
 	if err != nil {
 		return nil, fmt.Errorf("oci: fetch %s of %s:%s: %w", mediaType, d.Name, tag, domainError(err))
 	}
-	return &verifying{VerifyReader: content.NewVerifyReader(rc, l), Closer: rc}, nil
+	return &Layer{VerifyReader: content.NewVerifyReader(rc, l), Closer: rc, Size: l.Size}, nil
 }
 
-// verifying checks what it read against its descriptor once it is all read.
-type verifying struct {
+// Layer is an open layer: it checks what it read against its descriptor once it
+// is all read.
+type Layer struct {
 	*content.VerifyReader
 	io.Closer
+	// Size is the layer's size in bytes, as its manifest gives it.
+	Size int64
 }
 
-func (v *verifying) Read(p []byte) (int, error) {
-	n, err := v.VerifyReader.Read(p)
+func (l *Layer) Read(p []byte) (int, error) {
+	n, err := l.VerifyReader.Read(p)
 	if err == io.EOF {
-		if verr := v.Verify(); verr != nil {
+		if verr := l.Verify(); verr != nil {
 			return n, fmt.Errorf("oci: layer: %w", verr)
 		}
 	}
