@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math"
 	"math/big"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -119,6 +120,13 @@ func TestCompareFindsTheSignificantTaskAndTheDisagreements(t *testing.T) {
 	d := c.Disagreements[0]
 	if d.Task != "mmlu_astronomy" || d.DocID != 4 || !d.Answers[0].Correct || d.Answers[1].Correct || d.Answers[1].Extracted != "B" {
 		t.Errorf("first disagreement: %+v", d)
+	}
+	b.Samples = b.Samples.Compact() // as the results API holds every run after the first
+	if compacted := Compare([]Scored{a, b}); !reflect.DeepEqual(compacted, c) {
+		t.Errorf("compared with the second run compacted: %+v; want %+v", compacted, c)
+	}
+	if b.Samples.list[0].Prompt != "" {
+		t.Errorf("a compacted sample keeps its prompt")
 	}
 }
 

@@ -153,6 +153,18 @@ func (c *sampleChunk) decode() {
 	c.buf = nil
 }
 
+// Compact is s with only what Compare reads of a run after the first: each sample's
+// task, group, document, extracted answer and correctness. A full MMLU run's samples
+// take some 100 MB; compacted, a few.
+func (s *Samples) Compact() *Samples {
+	c := &Samples{list: make([]Sample, len(s.list)), text: make([]string, len(s.list)), searchable: make(chan struct{}), index: s.index}
+	close(c.searchable)
+	for i, x := range s.list {
+		c.list[i] = Sample{Task: x.Task, Group: x.Group, DocID: x.DocID, Extracted: x.Extracted, Correct: x.Correct}
+	}
+	return c
+}
+
 // Len is how many samples there are.
 func (s *Samples) Len() int { return len(s.list) }
 

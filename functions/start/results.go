@@ -138,13 +138,17 @@ func (f *Function) compare(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	scored := make([]evalflow.Scored, 0, len(ids))
-	for _, id := range ids {
+	for i, id := range ids {
 		run, res, err := f.readResults(r.Context(), id)
 		if err != nil {
 			f.writeError(w, id, err)
 			return
 		}
-		scored = append(scored, evalflow.Scored{RunID: run.ID, Model: run.ModelName, Results: res.Results, Samples: res.Samples})
+		samples := res.Samples
+		if i > 0 { // only the baseline's prompts are shown: the others are held compacted
+			samples = samples.Compact()
+		}
+		scored = append(scored, evalflow.Scored{RunID: run.ID, Model: run.ModelName, Results: res.Results, Samples: samples})
 	}
 	writeJSON(w, http.StatusOK, evalflow.Compare(scored))
 }
