@@ -5,8 +5,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -44,7 +46,7 @@ func build(t testing.TB, pkg, flavour string) string {
 		return p
 	}
 	if buildDir == "" {
-		d, err := os.MkdirTemp("", "evalflow-test-bin")
+		d, err := binDir()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,4 +63,19 @@ func build(t testing.TB, pkg, flavour string) string {
 	}
 	built[pkg+flavour] = out
 	return out
+}
+
+// binDir is this test process's directory for the binaries it builds:
+// $TMPDIR/evalflow-test-bin/PID. A test process cannot remove its own once its last
+// test ends, so each removes those of processes that have ended.
+func binDir() (string, error) {
+	parent := filepath.Join(os.TempDir(), "evalflow-test-bin")
+	entries, _ := os.ReadDir(parent)
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH {
+			_ = os.RemoveAll(filepath.Join(parent, e.Name()))
+		}
+	}
+	d := filepath.Join(parent, strconv.Itoa(os.Getpid()))
+	return d, os.MkdirAll(d, 0o700)
 }
