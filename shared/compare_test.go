@@ -8,7 +8,6 @@ import (
 	"math/big"
 	"reflect"
 	"slices"
-	"strings"
 	"testing"
 )
 
@@ -69,11 +68,7 @@ func scoredRun(t *testing.T, id string, answers map[string][]bool) Scored {
 	res.Summary.Scores["mmlu"] = float64(right) / float64(all)
 	res.Groups["mmlu"] = map[string]any{"exact_match,none": res.Summary.Scores["mmlu"], "exact_match_stderr,none": 0.02}
 	res.Results["mmlu"] = res.Groups["mmlu"]
-	samples, err := ReadSamples(strings.NewReader(strings.Join(lines, "\n") + "\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return Scored{RunID: id, Model: "model-" + id, Results: res, Samples: samples}
+	return Scored{RunID: id, Model: "model-" + id, Results: res, Samples: samplesOf(t, lines...)}
 }
 
 func repeat(v bool, n int) []bool {
@@ -192,9 +187,6 @@ func TestSamplesQuery(t *testing.T) {
 	if err := (SampleQuery{Limit: MaxSamplePage + 1}).Validate(); ErrorField(err) != "limit" {
 		t.Errorf("a page too long: %v, want an error naming limit", err)
 	}
-	if _, err := ReadSamples(strings.NewReader("{\"task\": \"x\"}\nnot json\n")); err == nil || !strings.Contains(err.Error(), "line 2") {
-		t.Errorf("a bad line: %v, want an error naming line 2", err)
-	}
 }
 
 func TestScoresPickTheFilterThatGaveTheScore(t *testing.T) {
@@ -213,24 +205,15 @@ func TestScoresPickTheFilterThatGaveTheScore(t *testing.T) {
 	}
 }
 
-func TestReadSamplesKeepsTheFilesOrderAcrossChunks(t *testing.T) {
-	var b strings.Builder
-	for doc := range 1000 {
-		fmt.Fprintf(&b, `{"task": "t%d", "doc_id": %d, "prompt": "Q%d"}`+"\n", doc%3, doc, doc)
-	}
-	s, err := ReadSamples(strings.NewReader(b.String()))
-	if err != nil || s.Len() != 1000 {
-		t.Fatalf("ReadSamples: %v, %d samples", err, s.Len())
-	}
-	text := s.searchText()
-	for i, x := range s.list {
-		if x.DocID != i || text[i] != fmt.Sprintf("q%d\x00\x00\x00", i) {
-			t.Fatalf("sample %d is document %d (%q)", i, x.DocID, text[i])
+
+// samplesOf is the samples of samples.jsonl's lines.
+func samplesOf(t *testing.T, lines ...string) *Samples {
+	t.Helper()
+	list := make([]Sample, len(lines))
+	for i, l := range lines {
+		if err := json.Unmarshal([]byte(l), &list[i]); err != nil {
+			t.Fatalf("line %d: %v", i+1, err)
 		}
 	}
-	lines := strings.Split(b.String(), "\n")
-	lines[699] = "{broken"
-	if _, err := ReadSamples(strings.NewReader(strings.Join(lines, "\n"))); err == nil || !strings.Contains(err.Error(), "line 700") {
-		t.Errorf("a bad line 700: %v", err)
-	}
+	return NewSamples(list)
 }

@@ -1,16 +1,9 @@
 package evalflow
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
-	"fmt"
-	"io"
 	"math"
-	"runtime"
 	"slices"
 	"strings"
-	"sync"
 )
 
 // Sample is one scored sample as callers read it: a line of samples.jsonl, without
@@ -44,113 +37,28 @@ type Samples struct {
 	index      map[sampleKey]int
 }
 
-// ReadSamples reads samples.jsonl as it streams in; a line that is not a sample is
-// an error naming it. Lines are decoded on every core, in chunks, kept in order.
-func ReadSamples(r io.Reader) (*Samples, error) {
-	workers := max(1, runtime.GOMAXPROCS(0))
-	in, out := make(chan *sampleChunk, 2*workers), make(chan *sampleChunk, 2*workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for c := range in {
-				c.decode()
-				out <- c
-			}
-		})
+// NewSamples indexes a run's samples, in the file's order, for queries. Their
+// searchable text is made in the background: the first page does not wait for it.
+func NewSamples(list []Sample) *Samples {
+	s := &Samples{list: list, index: make(map[sampleKey]int, len(list)), searchable: make(chan struct{})}
+	for i, x := range list {
+		s.index[sampleKey{x.Task, x.DocID}] = i
 	}
-	read := make(chan error, 1)
 	go func() {
-		defer close(in)
-		read <- splitLines(r, in)
-	}()
-	go func() {
-		wg.Wait()
-		close(out)
-	}()
-	var chunks []*sampleChunk
-	for c := range out {
-		chunks = append(chunks, c)
-	}
-	if err := <-read; err != nil {
-		return nil, fmt.Errorf("samples.jsonl: %w", err)
-	}
-	slices.SortFunc(chunks, func(a, b *sampleChunk) int { return a.firstLine - b.firstLine })
-	s := &Samples{index: map[sampleKey]int{}}
-	for _, c := range chunks {
-		if c.err != nil {
-			return nil, c.err
-		}
-		for _, x := range c.samples {
-			s.index[sampleKey{x.Task, x.DocID}] = len(s.list)
-			s.list = append(s.list, x)
-		}
-	}
-	s.searchable = make(chan struct{})
-	go func() { // not needed to show the first page: made meanwhile
 		defer close(s.searchable)
-		s.text = make([]string, len(s.list))
-		for i, x := range s.list {
-			s.text[i] = strings.ToLower(x.Prompt + "\x00" + x.Response + "\x00" + x.Extracted + "\x00" + x.Target)
+		text := make([]string, len(list))
+		for i, x := range list {
+			text[i] = strings.ToLower(x.Prompt + "\x00" + x.Response + "\x00" + x.Extracted + "\x00" + x.Target)
 		}
+		s.text = text
 	}()
-	return s, nil
+	return s
 }
 
 // searchText is each sample's searchable text, once it is made.
 func (s *Samples) searchText() []string {
 	<-s.searchable
 	return s.text
-}
-
-// sampleChunk is a run of samples.jsonl's lines, decoded together.
-type sampleChunk struct {
-	firstLine int
-	buf       []byte
-	ends      []int // each line's end in buf
-	samples   []Sample
-	err       error
-}
-
-// linesPerChunk is how many lines a worker decodes at a time.
-const linesPerChunk = 256
-
-// splitLines cuts r into chunks of lines.
-func splitLines(r io.Reader, to chan<- *sampleChunk) error {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 1<<20), 16<<20)
-	c := &sampleChunk{firstLine: 1}
-	line := 0
-	for sc.Scan() {
-		line++
-		c.buf = append(c.buf, sc.Bytes()...)
-		c.ends = append(c.ends, len(c.buf))
-		if len(c.ends) == linesPerChunk {
-			to <- c
-			c = &sampleChunk{firstLine: line + 1}
-		}
-	}
-	if len(c.ends) > 0 {
-		to <- c
-	}
-	return sc.Err()
-}
-
-func (c *sampleChunk) decode() {
-	start := 0
-	for i, end := range c.ends {
-		line := c.buf[start:end]
-		start = end
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		var x Sample
-		if err := json.Unmarshal(line, &x); err != nil {
-			c.err = fmt.Errorf("samples.jsonl line %d: %w", c.firstLine+i, err)
-			return
-		}
-		c.samples = append(c.samples, x)
-	}
-	c.buf = nil
 }
 
 // Compact is s with only what Compare reads of a run after the first: each sample's

@@ -34,28 +34,43 @@ type ResultsView struct {
 	Summary     evalflow.Summary     `json:"summary"`
 }
 
-// readResults is the results of run id, if the caller may see it.
-func (f *Function) readResults(ctx context.Context, id string) (*evalflow.Run, *artifacts.Results, error) {
+// succeeded is run id, if the caller may see it and it has results to read.
+func (f *Function) succeeded(ctx context.Context, id string) (*evalflow.Run, error) {
 	run, err := f.owned(ctx, id)
+	switch {
+	case err != nil:
+		return nil, err
+	case f.artifacts == nil:
+		return nil, errNoArtifacts
+	case run.Artifact == nil:
+		return nil, artifacts.ErrNoResults
+	}
+	return run, nil
+}
+
+// readResults is the results of run id, samples included, if the caller may see it.
+func (f *Function) readResults(ctx context.Context, id string) (*evalflow.Run, *artifacts.Results, error) {
+	run, err := f.succeeded(ctx, id)
 	if err != nil {
 		return nil, nil, err
-	}
-	if f.artifacts == nil {
-		return nil, nil, errNoArtifacts
 	}
 	res, err := f.artifacts.Read(ctx, run)
 	return run, res, err
 }
 
 func (f *Function) results(w http.ResponseWriter, r *http.Request) {
-	id := r.PathValue("id")
-	run, res, err := f.readResults(r.Context(), id)
+	ctx, id := r.Context(), r.PathValue("id")
+	run, err := f.succeeded(ctx, id)
+	var res *evalflow.Results
+	if err == nil {
+		res, err = f.artifacts.Summary(ctx, run) // the samples are not needed for the scores
+	}
 	if err != nil {
 		f.writeError(w, id, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, ResultsView{RunID: run.ID, Model: run.ModelName, Artifact: run.Artifact,
-		PullCommand: f.artifacts.PullCommand(run), Scores: res.Results.Scores(), Summary: res.Results.Summary})
+		PullCommand: f.artifacts.PullCommand(run), Scores: res.Scores(), Summary: res.Summary})
 }
 
 func (f *Function) samples(w http.ResponseWriter, r *http.Request) {
@@ -103,13 +118,7 @@ func sampleQuery(r *http.Request) (evalflow.SampleQuery, error) {
 func (f *Function) file(name, contentType string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, id := r.Context(), r.PathValue("id")
-		run, err := f.owned(ctx, id)
-		if err == nil && f.artifacts == nil {
-			err = errNoArtifacts
-		}
-		if err == nil && run.Artifact == nil {
-			err = artifacts.ErrNoResults
-		}
+		run, err := f.succeeded(ctx, id)
 		var file *oci.Layer
 		if err == nil {
 			file, err = f.artifacts.Open(ctx, run.ID, run.Artifact.Digest, name)

@@ -24,10 +24,14 @@ type Results struct {
 
 // Reader reads runs' results from where artifacts are pushed.
 type Reader struct {
-	dest   *oci.Destination
-	cache  *lru.Cache[string, *Results]
-	flight singleflight.Group
+	dest      *oci.Destination
+	cache     *lru.Cache[string, *Results]
+	summaries *lru.Cache[string, *evalflow.Results] // small: kept for many more runs
+	flight    singleflight.Group
 }
+
+// keptSummaries is how many runs' results.json a Reader keeps parsed.
+const keptSummaries = 256
 
 // Open returns a Reader of the artifacts cfg names, keeping the newest keep runs'
 // results parsed (a full MMLU run's samples take some 100 MB).
@@ -40,7 +44,11 @@ func Open(cfg oci.Config, keep int) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Reader{dest: dest, cache: cache}, nil
+	summaries, err := lru.New[string, *evalflow.Results](keptSummaries)
+	if err != nil {
+		return nil, err
+	}
+	return &Reader{dest: dest, cache: cache, summaries: summaries}, nil
 }
 
 // ErrNoResults is a run that has no results artifact (yet): it has not succeeded.
@@ -56,7 +64,7 @@ func (r *Reader) Read(ctx context.Context, run *evalflow.Run) (*Results, error) 
 		return res, nil
 	}
 	v, err, _ := r.flight.Do(key, func() (any, error) {
-		res, err := r.read(ctx, run.ID, key)
+		res, err := r.read(ctx, run)
 		if err == nil {
 			r.cache.Add(key, res)
 		}
@@ -68,25 +76,53 @@ func (r *Reader) Read(ctx context.Context, run *evalflow.Run) (*Results, error) 
 	return v.(*Results), nil
 }
 
-func (r *Reader) read(ctx context.Context, runID, ref string) (*Results, error) {
-	summary, err := r.File(ctx, runID, ref, evalflow.ResultsFile)
+// Summary returns run's results.json, parsed, without reading its samples: what its
+// scores need.
+func (r *Reader) Summary(ctx context.Context, run *evalflow.Run) (*evalflow.Results, error) {
+	if run.Artifact == nil {
+		return nil, ErrNoResults
+	}
+	key := run.Artifact.Digest
+	if res, ok := r.summaries.Get(key); ok {
+		return res, nil
+	}
+	if res, ok := r.cache.Peek(key); ok {
+		return res.Results, nil
+	}
+	v, err, _ := r.flight.Do(evalflow.ResultsFile+"@"+key, func() (any, error) {
+		b, err := r.File(ctx, run.ID, key, evalflow.ResultsFile)
+		if err != nil {
+			return nil, err
+		}
+		var res evalflow.Results
+		if err := json.Unmarshal(b, &res); err != nil {
+			return nil, fmt.Errorf("results of run %s: %s: %w", run.ID, evalflow.ResultsFile, err)
+		}
+		r.summaries.Add(key, &res)
+		return &res, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	var res evalflow.Results
-	if err := json.Unmarshal(summary, &res); err != nil {
-		return nil, fmt.Errorf("results of run %s: %s: %w", runID, evalflow.ResultsFile, err)
+	return v.(*evalflow.Results), nil
+}
+
+func (r *Reader) read(ctx context.Context, run *evalflow.Run) (*Results, error) {
+	runID, ref := run.ID, run.Artifact.Digest
+	res, err := r.Summary(ctx, run)
+	if err != nil {
+		return nil, err
 	}
 	lines, err := r.dest.OpenLayer(ctx, ref, oci.MediaTypeSamples)
 	if err != nil {
 		return nil, fmt.Errorf("results of run %s: %w", runID, err)
 	}
 	defer lines.Close()
-	samples, err := evalflow.ReadSamples(lines) // parsed as it streams in
+	samples, err := readSamples(lines) // parsed as it streams in
 	if err != nil {
 		return nil, fmt.Errorf("results of run %s: %w", runID, err)
 	}
-	return &Results{Results: &res, Samples: samples}, nil
+	return &Results{Results: res, Samples: samples}, nil
 }
 
 // mediaTypes are the artifact's files by name.

@@ -2,6 +2,7 @@ package artifacts
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,7 +14,7 @@ import (
 )
 
 // push writes results.json and samples.jsonl and pushes them to a layout.
-func push(t *testing.T, samples string) (string, *evalflow.Run) {
+func push(t testing.TB, samples string) (string, *evalflow.Run) {
 	t.Helper()
 	dir, layout := t.TempDir(), t.TempDir()
 	os.WriteFile(filepath.Join(dir, evalflow.ResultsFile), []byte(`{"results": {}, "summary": {"scores": {"t": 0.5}, "samples": 2}}`), 0o644)
@@ -83,5 +84,23 @@ func TestABadLineIsNamed(t *testing.T) {
 	r, _ := Open(oci.Config{Layout: layout}, 2)
 	if _, err := r.Read(context.Background(), run); err == nil || !strings.Contains(err.Error(), "line 3") {
 		t.Errorf("a bad line: %v", err)
+	}
+}
+
+// BenchmarkRead reads a run of 14,079 MMLU-sized samples (5-shot prompts, about
+// 44 MB) from a layout: what the results page waits for on a run's first opening.
+func BenchmarkRead(b *testing.B) {
+	shots := strings.Repeat(`The following are multiple choice questions (with answers) about anatomy.\n\nWhat is the \"hyoid\" bone's origin?\nA. The first arch\nB. The second arch\nC. The third arch\nD. The second and third arches\nAnswer: D\n\n`, 14)
+	var lines strings.Builder
+	for i := range 14079 {
+		fmt.Fprintf(&lines, `{"task":"mmlu_anatomy","group":"mmlu","doc_id":%d,"prompt":"%sQuestion %d?","response":" A","extracted":"A","target":"B","correct":false,"metric":"exact_match","filters":[{"filter":"none","extracted":"A","correct":false}],"usage":{"prompt_tokens":900,"completion_tokens":1}}`+"\n", i, shots, i)
+	}
+	layout, run := push(b, lines.String())
+	b.SetBytes(int64(lines.Len()))
+	for b.Loop() {
+		r, _ := Open(oci.Config{Layout: layout}, 1)
+		if res, err := r.Read(context.Background(), run); err != nil || res.Samples.Len() != 14079 {
+			b.Fatal(err)
+		}
 	}
 }

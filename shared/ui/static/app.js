@@ -195,6 +195,7 @@ function renderRunHead(el, run) {
 }
 
 async function renderResults(el, run) {
+  const samples = samplesView(run.id); // asked for now: the server reads them while the scores draw
   const res = await api(`/evals/${encodeURIComponent(run.id)}/results`);
   const copy = h('button', { class: 'plain', onclick: () => navigator.clipboard && navigator.clipboard.writeText(res.pull_command) }, 'Copy');
   const canvas = h('canvas', { id: 'scores-chart', 'aria-label': 'scores with standard errors' });
@@ -206,7 +207,7 @@ async function renderResults(el, run) {
     h('div', { class: 'card' }, h('p', {}, h('code', { id: 'artifact-ref' }, res.artifact.reference)),
       h('div', { class: 'cmd' }, h('code', { id: 'pull-command' }, res.pull_command), copy)),
     h('h2', {}, 'Samples'),
-    samplesView(run.id));
+    samples);
   barChart(canvas, res.scores.map((s) => s.task), [{ label: run.model_name, values: res.scores.map((s) => s.value), errors: res.scores.map((s) => s.stderr) }]);
 }
 
@@ -358,8 +359,26 @@ const errorBars = {
   },
 };
 
-function barChart(canvas, labels, series) {
-  if (!window.Chart) { canvas.replaceWith(h('p', { class: 'error' }, 'Chart.js did not load')); return; }
+// chartJS loads Chart.js once, when a chart is first drawn: the page asks for its
+// data first, and compiles the library while the server answers.
+let chartJS = null;
+function loadChartJS() {
+  chartJS ??= new Promise((resolve, reject) => {
+    const script = h('script', { src: '/ui/static/vendor/chart.umd.min.js' });
+    script.addEventListener('load', resolve);
+    script.addEventListener('error', () => reject(new Error('Chart.js did not load')));
+    document.head.append(script);
+  });
+  return chartJS;
+}
+
+async function barChart(canvas, labels, series) {
+  try {
+    await loadChartJS();
+  } catch (err) {
+    canvas.replaceWith(h('p', { class: 'error' }, err.message));
+    return;
+  }
   // eslint-disable-next-line no-new
   new window.Chart(canvas, {
     type: 'bar',
