@@ -205,7 +205,6 @@ func TestScoresPickTheFilterThatGaveTheScore(t *testing.T) {
 	}
 }
 
-
 // samplesOf is the samples of samples.jsonl's lines.
 func samplesOf(t *testing.T, lines ...string) *Samples {
 	t.Helper()

@@ -133,11 +133,13 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Even
 	case evalflow.TypeSucceeded:
 		return nil, f.letNextIn(ctx)
 	}
-	run, secrets, ok, err := f.BeginWithSecrets(ctx, id, evalflow.StatusDeploying)
+	// The run asks for a job slot with the write that moves it to deploying.
+	slot := runstore.Admission{Slots: f.maxJobs}
+	run, secrets, ok, err := f.BeginWithSecrets(ctx, id, evalflow.StatusDeploying, runstore.Admitting(&slot))
 	if err != nil || !ok {
 		return nil, err
 	}
-	if admitted, err := f.admit(ctx, run); err != nil || !admitted {
+	if admitted, err := f.admit(ctx, run, slot); err != nil || !admitted {
 		return nil, err
 	}
 	return f.createJob(ctx, run, secrets)
@@ -145,18 +147,25 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Even
 
 // admit gives run a job slot, or puts it in line saying where and when it may start
 // (once: a run let in again that still finds no free slot keeps its place and its
-// estimate; the API shows its place as it is now).
-func (f *Function) admit(ctx context.Context, run *evalflow.Run) (bool, error) {
-	admitted, position, err := f.Store.Admit(ctx, run.ID, run.CreatedAt, f.maxJobs)
-	if err != nil || admitted {
-		return admitted, err
+// estimate; the API shows its place as it is now). slot is what the run's move to
+// deploying was answered; a run that was deploying already asks now.
+func (f *Function) admit(ctx context.Context, run *evalflow.Run, slot runstore.Admission) (bool, error) {
+	admitted, position := slot.Admitted, slot.Position
+	if !slot.Decided {
+		var err error
+		if admitted, position, err = f.Store.Admit(ctx, run.ID, run.CreatedAt, f.maxJobs); err != nil {
+			return false, err
+		}
+	}
+	if admitted {
+		return true, nil
 	}
 	if run.Queued {
 		return false, nil // in line already: the API shows its place as it is now
 	}
 	now := f.Now()
 	message := fmt.Sprintf("waiting for one of %d job slots (queue_position: its place in line now; %d before it when it joined)", f.maxJobs, position-1)
-	_, err = f.Change(ctx, run, func(r *evalflow.Run) error {
+	_, err := f.Change(ctx, run, func(r *evalflow.Run) error {
 		if r.Status != evalflow.StatusDeploying || r.Queued {
 			return evalflow.ErrStale
 		}

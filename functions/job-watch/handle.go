@@ -157,6 +157,22 @@ func (f *Function) progress(ctx context.Context, run *evalflow.Run, e event.Even
 	return err
 }
 
+// handOverAgain replies results.ready again for a run whose end a copy of the
+// report recorded, while the run still waits for the artifact step: the run as
+// stored decides (the step's own copy may be behind).
+func (f *Function) handOverAgain(ctx context.Context, id string) (*event.Event, error) {
+	run, err := f.Store.Get(ctx, id)
+	switch {
+	case errors.Is(err, evalflow.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("job-watch: run %s: %w", id, err)
+	case run.Status != evalflow.StatusRunning:
+		return nil, nil // the artifact step has it
+	}
+	return f.Next(evalflow.TypeResultsReady, id), nil
+}
+
 // errHandedOver is a job's end that a copy of its report recorded meanwhile.
 var errHandedOver = errors.New("the job's end is recorded already")
 
@@ -173,7 +189,7 @@ func (f *Function) finished(ctx context.Context, run *evalflow.Run, e event.Even
 		return f.Fail(ctx, run.ID, "job-watch: job "+fin.Job+" failed: "+fin.Message)
 	}
 	if run.Summary != nil { // a copy of this report recorded the end: hand over again (the same event)
-		return f.Next(evalflow.TypeResultsReady, run.ID), nil
+		return f.handOverAgain(ctx, run.ID)
 	}
 	summary := fin.Summary // the job's own signed report carries it
 	var err error

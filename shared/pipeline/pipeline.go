@@ -218,26 +218,32 @@ func (e *Env) Ready(ctx context.Context) (bool, error) {
 }
 
 // Begin moves run id into status (the status the step works in), notifying the caller
-// that the step started. ok is false when there is nothing to do: the run does not
+// that the step started; opts add to the write that moves it (runstore.Admitting). ok is false when there is nothing to do: the run does not
 // exist, has ended, or is already past this step (a duplicate or late event). A run
 // already in status is returned with ok: the step redoes its idempotent work.
 //
 // The notification goes out before the run moves: a notification that cannot be sent
 // leaves the run where it was, for the redelivery to try both again, so none is lost.
 // Its id derives from the run and step, so one sent twice is one to the caller.
-func (e *Env) Begin(ctx context.Context, id string, status evalflow.Status) (r *evalflow.Run, ok bool, err error) {
-	r, _, ok, err = e.begin(ctx, id, status, false)
+func (e *Env) Begin(ctx context.Context, id string, status evalflow.Status, opts ...runstore.UpdateOption) (r *evalflow.Run, ok bool, err error) {
+	r, _, ok, err = e.begin(ctx, id, status, false, opts)
 	return r, ok, err
 }
 
 // BeginWithSecrets is Begin that reads the run's secrets too, in the same round trip.
-func (e *Env) BeginWithSecrets(ctx context.Context, id string, status evalflow.Status) (*evalflow.Run, map[string]string, bool, error) {
-	return e.begin(ctx, id, status, true)
+func (e *Env) BeginWithSecrets(ctx context.Context, id string, status evalflow.Status, opts ...runstore.UpdateOption) (*evalflow.Run, map[string]string, bool, error) {
+	return e.begin(ctx, id, status, true, opts)
 }
 
-func (e *Env) begin(ctx context.Context, id string, status evalflow.Status, withSecrets bool) (r *evalflow.Run, secrets map[string]string, ok bool, err error) {
+func (e *Env) begin(ctx context.Context, id string, status evalflow.Status, withSecrets bool, opts []runstore.UpdateOption) (r *evalflow.Run, secrets map[string]string, ok bool, err error) {
 	if withSecrets {
-		r, secrets, err = e.Store.GetWithSecrets(ctx, id)
+		r, secrets, err = e.Store.GetWithSecrets(ctx, id, opts...)
+	} else if cached, ok := e.Store.Recent(id); ok && cached.Status == status {
+		// This step's later events of a run (job-watch's progress reports) take it
+		// as the step last saw it: what follows writes it only if it is still so,
+		// and otherwise decides again on the run as it is. A move is decided on the
+		// run as stored: its notification must not go out for a run gone on.
+		r = cached
 	} else {
 		r, err = e.Store.Get(ctx, id)
 	}
@@ -266,7 +272,7 @@ func (e *Env) begin(ctx context.Context, id string, status evalflow.Status, with
 		return nil, nil, false, fmt.Errorf("%s: notify run %s: %w", e.Step, id, err)
 	}
 	r, err = e.Store.UpdateRun(ctx, r, func(r *evalflow.Run) error { return r.Advance(status, now) },
-		runstore.Recording(func(*evalflow.Run) evalflow.TimelineEntry { return entry }))
+		append(opts, runstore.Recording(func(*evalflow.Run) evalflow.TimelineEntry { return entry }))...)
 	switch {
 	case errors.Is(err, evalflow.ErrNotFound):
 		return nil, nil, false, nil

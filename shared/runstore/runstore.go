@@ -24,9 +24,11 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/redis/go-redis/v9"
 
 	evalflow "github.com/evalflow/evalflow/shared"
@@ -68,6 +70,8 @@ type Store struct {
 	sealer *seal.Sealer
 	now    func() time.Time
 	trips  *roundTrips
+	// recent is the JSON of the runs this Store last read or wrote (Recent).
+	recent *lru.Cache[string, []byte]
 	// DeadLetterLimit is how many dead letters are kept (0: MaxDeadLetters).
 	DeadLetterLimit int
 }
@@ -75,9 +79,35 @@ type Store struct {
 // New returns a Store over a Redis client; secrets are sealed with sealer. The
 // client's round trips are counted from then on (RoundTrips).
 func New(rdb redis.UniversalClient, sealer *seal.Sealer) *Store {
-	s := &Store{rdb: rdb, sealer: sealer, now: time.Now, trips: &roundTrips{}}
+	recent, _ := lru.New[string, []byte](recentRuns) // only a size under 1 fails
+	s := &Store{rdb: rdb, sealer: sealer, now: time.Now, trips: &roundTrips{}, recent: recent}
 	rdb.AddHook(s.trips)
 	return s
+}
+
+// recentRuns is how many runs a Store keeps as it last saw them: a few KB each.
+const recentRuns = 4096
+
+// Recent returns run id as this Store last read or wrote it, if it has (without a
+// round trip). It may be behind the stored run, never ahead of it: for a step that
+// goes on to write the run with UpdateRun, a stale copy costs the round trip that
+// answers the run as it is, never a wrong write.
+func (s *Store) Recent(id string) (*evalflow.Run, bool) {
+	body, ok := s.recent.Get(id)
+	if !ok {
+		return nil, false
+	}
+	r, err := decode(id, body)
+	return r, err == nil
+}
+
+// seen decodes run id as stored (body), and keeps it as the Store's recent copy.
+func (s *Store) seen(id string, body []byte) (*evalflow.Run, error) {
+	r, err := decode(id, body)
+	if err == nil {
+		s.recent.Add(id, body)
+	}
+	return r, err
 }
 
 // RoundTrips counts the store's round trips to Redis: a command, or a pipeline or
@@ -177,18 +207,14 @@ func revision(body []byte) string {
 
 // Get returns run id, or evalflow.ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (*evalflow.Run, error) {
-	return get(ctx, s.rdb, id)
-}
-
-func get(ctx context.Context, c redis.Cmdable, id string) (*evalflow.Run, error) {
-	body, err := c.Get(ctx, runKey(id)).Bytes()
+	body, err := s.rdb.Get(ctx, runKey(id)).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, evalflow.ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("runstore: get run %s: %w", id, err)
 	}
-	return decode(id, body)
+	return s.seen(id, body)
 }
 
 // decode reads a stored run, and notes its revision.
@@ -253,6 +279,25 @@ type UpdateOption func(*updateOptions)
 
 type updateOptions struct {
 	entry func(*evalflow.Run) evalflow.TimelineEntry
+	admit *Admission
+}
+
+// Admission is a run's ask for one of Slots job slots (Admit), made with a write.
+type Admission struct {
+	Slots int
+	// Decided is whether the write was made and so asked; then Admitted, or the
+	// run's Position in line (1: next).
+	Decided  bool
+	Admitted bool
+	Position int
+}
+
+// Admitting has the update, when it writes, ask for one of a.Slots job slots for the
+// run in the same round trip (as Admit does), and say the answer in a. Given to
+// GetWithSecrets, it asks with the read for a run in line already (a run that has
+// ended is in line no more, and asks for nothing).
+func Admitting(a *Admission) UpdateOption {
+	return func(o *updateOptions) { o.admit = a }
 }
 
 // Recording has the update record, with the run, the timeline entry entry makes of
@@ -284,8 +329,12 @@ func (s *Store) write(ctx context.Context, was, next *evalflow.Run, o updateOpti
 		entryID = e.ID
 	}
 	keys := []string{runKey(next.ID), statusKey(was.Status), statusKey(next.Status), slotsKey, queueKey, secretKey(next.ID), historyKey(next.ID)}
+	slots := ""
+	if o.admit != nil {
+		slots = strconv.Itoa(o.admit.Slots)
+	}
 	res, err := updateScript.Run(ctx, s.rdb, keys, was.Revision, body, next.ID, next.CreatedAt.UnixNano(), ending,
-		int64(StopGrace/time.Second), SecretAPIKey, entryID, entry).Result()
+		int64(StopGrace/time.Second), SecretAPIKey, entryID, entry, slots).Result()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return nil, evalflow.ErrNotFound
@@ -293,9 +342,14 @@ func (s *Store) write(ctx context.Context, was, next *evalflow.Run, o updateOpti
 		return nil, fmt.Errorf("runstore: update run %s: %w", next.ID, err)
 	}
 	if stored, ok := res.(string); ok {
-		return decode(next.ID, []byte(stored))
+		return s.seen(next.ID, []byte(stored))
+	}
+	if answer, ok := res.([]any); ok && o.admit != nil && len(answer) == 2 {
+		pos, _ := answer[1].(int64)
+		o.admit.Decided, o.admit.Admitted, o.admit.Position = true, pos == 0, int(pos)
 	}
 	next.Revision = revision(body)
+	s.recent.Add(next.ID, body)
 	return nil, nil
 }
 
@@ -304,8 +358,9 @@ func (s *Store) write(ctx context.Context, was, next *evalflow.Run, o updateOpti
 // when it ends, and a timeline entry; it answers 1. A run at another revision is
 // answered as it is, a run that is not there with nil. KEYS: run, old status index,
 // new status index, slots, queue, secrets, history. ARGV: revision, body, id, score,
-// ending ("", "ended", "stopped"), grace seconds, the api_key's field, entry id, entry.
-var updateScript = redis.NewScript(`
+// ending ("", "ended", "stopped"), grace seconds, the api_key's field, entry id, entry,
+// and the job slots to admit the run to ("": none), which answers {1, admit's answer}.
+var updateScript = redis.NewScript(admitLua + `
 local cur = redis.call('GET', KEYS[1])
 if not cur then return false end
 if redis.sha1hex(cur) ~= ARGV[1] then return cur end
@@ -325,6 +380,7 @@ if ARGV[5] ~= '' then
   end
 end
 if ARGV[8] ~= '' then redis.call('HSETNX', KEYS[7], ARGV[8], ARGV[9]) end
+if ARGV[10] ~= '' then return {1, admit(KEYS[4], KEYS[5], ARGV[3], ARGV[4], tonumber(ARGV[10]), false)} end
 return 1
 `)
 
@@ -359,14 +415,31 @@ func (s *Store) Secrets(ctx context.Context, id string) (map[string]string, erro
 }
 
 // GetWithSecrets returns run id (or evalflow.ErrNotFound) and its secrets, opened,
-// in one round trip.
-func (s *Store) GetWithSecrets(ctx context.Context, id string) (*evalflow.Run, map[string]string, error) {
+// in one round trip; with Admitting, a run in line asks for a job slot in it too.
+func (s *Store) GetWithSecrets(ctx context.Context, id string, opts ...UpdateOption) (*evalflow.Run, map[string]string, error) {
+	var o updateOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var run *redis.StringCmd
 	var sealed *redis.MapStringStringCmd
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		run, sealed = p.Get(ctx, runKey(id)), p.HGetAll(ctx, secretKey(id))
-		return nil
-	})
+	var admitted *redis.Cmd
+	read := func() error {
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			run, sealed = p.Get(ctx, runKey(id)), p.HGetAll(ctx, secretKey(id))
+			if o.admit != nil {
+				admitted = p.EvalSha(ctx, admitScript.Hash(), []string{slotsKey, queueKey}, id, 0, o.admit.Slots, "waiting") // asked: when it joined
+			}
+			return nil
+		})
+		return err
+	}
+	err := read()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") { // Redis started afresh: load the script, read again
+		if err = admitScript.Load(ctx, s.rdb).Err(); err == nil {
+			err = read()
+		}
+	}
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return nil, nil, fmt.Errorf("runstore: get run %s: %w", id, err)
 	}
@@ -377,9 +450,14 @@ func (s *Store) GetWithSecrets(ctx context.Context, id string) (*evalflow.Run, m
 	if err != nil {
 		return nil, nil, fmt.Errorf("runstore: get run %s: %w", id, err)
 	}
-	r, err := decode(id, body)
+	r, err := s.seen(id, body)
 	if err != nil {
 		return nil, nil, err
+	}
+	if admitted != nil {
+		if pos, err := admitted.Int(); err == nil && pos >= 0 {
+			o.admit.Decided, o.admit.Admitted, o.admit.Position = true, pos == 0, pos
+		}
 	}
 	secrets, err := s.open(id, sealed.Val())
 	return r, secrets, err
@@ -505,27 +583,39 @@ func (s *Store) DeadLetters(ctx context.Context, runID string) ([]evalflow.DeadL
 	return out, nil
 }
 
-// admit takes a job slot for a run when one of n is free and no run that asked
-// earlier waits: KEYS slots, queue; ARGV run id, the time it asked, n. It answers 0
-// when the run holds a slot (now or already), else its place in line (1: next).
-var admit = redis.NewScript(`
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
-redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[1])
-local free = tonumber(ARGV[3]) - redis.call('ZCARD', KEYS[1])
-local rank = redis.call('ZRANK', KEYS[2], ARGV[1])
-if rank < free then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-  return 0
+// admitLua is the Lua function that takes a job slot for a run when one of n is
+// free and no run that asked earlier waits: admit(slots, queue, run id, the time it
+// asked, n) answers 0 when the run holds a slot (now or already), else its place in
+// line (1: next). With waiting, it asks only for a run in line already, at the time
+// it asked then (-1: not in line, so not asking). The admit script and updateScript (Admitting) share it.
+const admitLua = `
+local function admit(slots, queue, id, asked, n, waiting)
+  if redis.call('ZSCORE', slots, id) then return 0 end
+  if waiting then
+    asked = redis.call('ZSCORE', queue, id)
+    if not asked then return -1 end
+  end
+  redis.call('ZADD', queue, 'NX', asked, id)
+  local free = n - redis.call('ZCARD', slots)
+  local rank = redis.call('ZRANK', queue, id)
+  if rank < free then
+    redis.call('ZREM', queue, id)
+    redis.call('ZADD', slots, asked, id)
+    return 0
+  end
+  return rank + 1 - math.max(free, 0)
 end
-return rank + 1 - math.max(free, 0)
-`)
+`
+
+// admitScript is admit on its own: KEYS slots, queue; ARGV run id, asked, n, and
+// "waiting" for a run in line only.
+var admitScript = redis.NewScript(admitLua + `return admit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == 'waiting')`)
 
 // Admit gives run id one of n job slots, in the order runs asked (asked: when it
 // first did): admitted, or its place in line (1: next). A run keeps its slot, or its
 // place, until it ends (Update frees them).
 func (s *Store) Admit(ctx context.Context, id string, asked time.Time, n int) (admitted bool, position int, err error) {
-	pos, err := admit.Run(ctx, s.rdb, []string{slotsKey, queueKey}, id, asked.UnixNano(), n).Int()
+	pos, err := admitScript.Run(ctx, s.rdb, []string{slotsKey, queueKey}, id, asked.UnixNano(), n, "").Int()
 	if err != nil {
 		return false, 0, fmt.Errorf("runstore: admit run %s: %w", id, err)
 	}

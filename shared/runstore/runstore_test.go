@@ -462,3 +462,90 @@ func TestAnUpdateIsOneRoundTripAndNeverLosesAnother(t *testing.T) {
 		t.Errorf("after 20 concurrent updates: done %d, message %q, %d timeline entries; want 20, again, 22", got.Progress.Done, got.Message, len(history))
 	}
 }
+
+func TestAMoveAsksForAJobSlotInTheSameRoundTrip(t *testing.T) {
+	store, _ := newStore(t)
+	ctx := context.Background()
+	t0 := time.Unix(2000, 0)
+	ids := []string{"00000000-0000-4000-8000-0000000000a1", "00000000-0000-4000-8000-0000000000a2"}
+	runs := make([]*evalflow.Run, len(ids))
+	for i, id := range ids {
+		r := newRun(id)
+		r.CreatedAt = t0.Add(time.Duration(i) * time.Second)
+		runs[i], _, _ = store.Create(ctx, r, nil)
+	}
+	move := func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) }
+	store.UpdateRun(ctx, runs[0], func(*evalflow.Run) error { return nil }) // the script loaded
+	for i, want := range []runstore.Admission{{Slots: 1, Decided: true, Admitted: true}, {Slots: 1, Decided: true, Position: 1}} {
+		got := runstore.Admission{Slots: 1}
+		before := store.RoundTrips()
+		if _, err := store.Update(ctx, ids[i], move, runstore.Admitting(&got)); err != nil {
+			t.Fatal(err)
+		}
+		if got != want || store.RoundTrips()-before != 2 { // the read, then the write that asks
+			t.Errorf("run %d: %+v in %d round trips; want %+v in 2", i, got, store.RoundTrips()-before, want)
+		}
+	}
+	if places, _ := store.QueuePositions(ctx, ids[1], ids[0]); !slices.Equal(places, []int{1, 0}) {
+		t.Errorf("places in line %v; want the second run first in line, the first holding the slot", places)
+	}
+	// A read asks for a run in line (the second, once the first has ended), and for
+	// nothing for one not in line (the first, ended).
+	if _, err := store.Update(ctx, ids[0], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	store.GetWithSecrets(ctx, ids[0], runstore.Admitting(&runstore.Admission{Slots: 1})) // the script loaded: NOSCRIPT, load, read
+	for i, want := range []runstore.Admission{{Slots: 1}, {Slots: 1, Decided: true, Admitted: true}} {
+		got := runstore.Admission{Slots: 1}
+		before := store.RoundTrips()
+		if _, _, err := store.GetWithSecrets(ctx, ids[i], runstore.Admitting(&got)); err != nil {
+			t.Fatal(err)
+		}
+		if got != want || store.RoundTrips()-before != 1 {
+			t.Errorf("read of run %d: %+v in %d round trips; want %+v in 1", i, got, store.RoundTrips()-before, want)
+		}
+	}
+	if places, _ := store.QueuePositions(ctx, ids[1]); !slices.Equal(places, []int{0}) {
+		t.Errorf("the second run still in line at %v", places)
+	}
+	// A change that writes nothing asks for nothing.
+	nothing := runstore.Admission{Slots: 5}
+	store.Update(ctx, ids[1], func(*evalflow.Run) error { return evalflow.ErrStale }, runstore.Admitting(&nothing))
+	if nothing.Decided {
+		t.Errorf("no write, yet an answer: %+v", nothing)
+	}
+}
+
+func TestRecentIsTheRunAsThisStoreLastSawIt(t *testing.T) {
+	store, rdb := newStore(t)
+	ctx := context.Background()
+	if _, ok := store.Recent(id); ok {
+		t.Fatal("a run never seen is recent")
+	}
+	created, _, _ := store.Create(ctx, newRun(id), nil)
+	moved, err := store.UpdateRun(ctx, created, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := store.Recent(id)
+	if !ok || r.Status != evalflow.StatusVerifying || r.Revision != moved.Revision {
+		t.Fatalf("Recent after a write: %v %+v", ok, r)
+	}
+	// Another process moves the run on: this Store's copy is behind, and a write
+	// from it costs one round trip more and applies to the run as it is.
+	otherClient := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr})
+	t.Cleanup(func() { otherClient.Close() })
+	other := runstore.New(otherClient, nil)
+	if _, err := other.Update(ctx, id, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusDeploying, time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	stale, _ := store.Recent(id)
+	before := store.RoundTrips()
+	got, err := store.UpdateRun(ctx, stale, func(r *evalflow.Run) error { r.Message = "noted"; return nil })
+	if err != nil || got.Status != evalflow.StatusDeploying || got.Message != "noted" || store.RoundTrips()-before != 2 {
+		t.Fatalf("a write from a stale copy: %v, %+v in %d round trips; want deploying, noted, in 2", err, got, store.RoundTrips()-before)
+	}
+	if r, _ := store.Recent(id); r.Status != evalflow.StatusDeploying || r.Message != "noted" {
+		t.Errorf("Recent after the write: %+v", r)
+	}
+}
