@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +28,8 @@ type Broker struct {
 	triggers []Trigger
 	client   *http.Client
 	token    string
+	ingress  string
+	open     func(event.Event) bool
 	lose     func(event.Event) bool
 	log      *slog.Logger
 	slots    chan struct{}
@@ -53,6 +57,11 @@ type Options struct {
 	// subscriber knows the delivery is the broker's (start takes run.requested only
 	// from a caller or from it).
 	DeliveryToken string
+	// IngressToken, when set, is the bearer token an event posted to the ingress
+	// must carry (401 without it: nothing is published), but for those Open lets in
+	// without one (events whose sender proves itself otherwise).
+	IngressToken string
+	Open         func(event.Event) bool
 }
 
 // New returns a Broker over triggers.
@@ -68,7 +77,7 @@ func New(triggers []Trigger, opts Options) *Broker {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Broker{triggers: triggers, client: opts.Client, log: opts.Log, token: opts.DeliveryToken, lose: opts.Lose,
-		slots: make(chan struct{}, opts.MaxInFlight), ctx: ctx, cancel: cancel}
+		ingress: opts.IngressToken, open: opts.Open, slots: make(chan struct{}, opts.MaxInFlight), ctx: ctx, cancel: cancel}
 }
 
 // ServeHTTP is the broker's ingress: a CloudEvent in binary or structured mode is
@@ -87,8 +96,24 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not a valid CloudEvent: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	if !b.admits(r, *ev) {
+		b.log.Warn("event without the ingress token refused", "type", ev.Type(), "id", ev.ID(), "source", ev.Source(), "remote", r.RemoteAddr)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="evalflow broker"`)
+		http.Error(w, "this broker takes events only from evalflow's own processes (Authorization: Bearer)", http.StatusUnauthorized)
+		return
+	}
 	b.Publish(*ev)
 	w.WriteHeader(http.StatusAccepted)
+}
+
+// admits is whether the ingress takes ev posted with r: with its token, or as an
+// event Open lets in.
+func (b *Broker) admits(r *http.Request, ev event.Event) bool {
+	if b.ingress == "" || b.open != nil && b.open(ev) {
+		return true
+	}
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return ok && subtle.ConstantTimeCompare([]byte(token), []byte(b.ingress)) == 1
 }
 
 // Publish delivers ev to every trigger whose filter passes it.

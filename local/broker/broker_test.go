@@ -208,3 +208,43 @@ func TestInFlightSaysWhatKeepsTheBrokerBusy(t *testing.T) {
 		t.Errorf("InFlight after the delivery = %q", got)
 	}
 }
+
+func TestIngressTakesEventsOnlyWithItsTokenButWhatOpenLetsIn(t *testing.T) {
+	sub := newSubscriber(t, 0, nil)
+	dead := testserver.NewSink(t)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "t.yaml"), []byte(trigger("t", "", sub.URL, dead.URL, 0)), 0o644)
+	triggers, err := LoadTriggers(context.Background(), dir, "evalflow", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := New(triggers, Options{IngressToken: "s3cret", Open: func(ev event.Event) bool { return ev.Type() == "signed-report" }})
+	srv := httptest.NewServer(b)
+	t.Cleanup(func() { b.Shutdown(); srv.Close() })
+
+	post := func(client *http.Client, typ string) error {
+		s, _ := cloudevent.NewSender(srv.URL, client)
+		s.Retries = 0
+		return s.Send(context.Background(), cloudevent.New("test", typ, "run-1", map[string]string{"run_id": "run-1"}))
+	}
+	if err := post(nil, "run-verified"); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("an event without the token: %v; want 401", err)
+	}
+	if err := post(cloudevent.Bearer("wrong"), "run-verified"); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("an event with another token: %v; want 401", err)
+	}
+	idle(t, b)
+	if n := sub.calls.Load(); n != 0 {
+		t.Fatalf("%d refused events delivered", n)
+	}
+	if err := post(cloudevent.Bearer("s3cret"), "run-verified"); err != nil {
+		t.Errorf("an event with the token: %v", err)
+	}
+	if err := post(nil, "signed-report"); err != nil {
+		t.Errorf("an event Open lets in, without the token: %v", err)
+	}
+	idle(t, b)
+	if n := sub.calls.Load(); n != 2 {
+		t.Errorf("%d events delivered; want the 2 let in", n)
+	}
+}

@@ -330,7 +330,7 @@ func TestEvaluationEndToEnd(t *testing.T) {
 				t.Fatalf("the spy saw no %s to replay (saw %v)", want, types)
 			}
 		}
-		sender, err := cloudevent.NewSender(e.stack.Broker, nil)
+		sender, err := cloudevent.NewSender(e.stack.Broker, cloudevent.Bearer(e.stack.BrokerToken))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -92,7 +92,7 @@ func (o *onNode) up(t *testing.T, extra ...string) *env {
 	if err != nil || len(pings) == 0 {
 		t.Fatalf("eventing/ PingSources: %d, %v", len(pings), err)
 	}
-	sender, err := cloudevent.NewSender(e.stack.Broker, nil)
+	sender, err := cloudevent.NewSender(e.stack.Broker, cloudevent.Bearer(e.stack.BrokerToken))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -259,7 +259,7 @@ func TestARunWhoseEventsAreLostAtEachStepStillFinishes(t *testing.T) {
 			return first
 		}})
 	// A tick a second, as the PingSource's (a minute's) would come.
-	sender, err := cloudevent.NewSender(e.stack.Broker, nil)
+	sender, err := cloudevent.NewSender(e.stack.Broker, cloudevent.Bearer(e.stack.BrokerToken))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,6 +279,14 @@ func TestARunWhoseEventsAreLostAtEachStepStillFinishes(t *testing.T) {
 	req := e.request(1)
 
 	e.post(t, req)
+	// Another local process, without the broker's token, cannot post into the
+	// pipeline: a forged run.failed is refused, and the run goes on.
+	forger, _ := cloudevent.NewSender(e.stack.Broker, nil)
+	forger.Retries = 0
+	forged := cloudevent.New("/forger", evalflow.TypeFailed, req.EvalRequestID, evalflow.RunRef{RunID: req.EvalRequestID})
+	if err := forger.Send(context.Background(), forged); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("a forged run.failed without the broker's token: %v; want 401", err)
+	}
 	r := e.waitEnded(t, req.EvalRequestID, 2*time.Minute)
 	stop()
 

@@ -104,6 +104,9 @@ type Stack struct {
 	cfg Config
 	// supervised are the processes kept running, by name ("redis", or a function's).
 	supervised map[string]*localserver.Supervisor
+	// BrokerToken is what the broker's ingress asks of what posts to it: evalflow's
+	// own processes have it (a job's reports, signed per run, need none).
+	BrokerToken string
 	// deliveryToken is what the broker sends with each delivery: start takes a
 	// Trigger's delivery only with it.
 	deliveryToken string
@@ -207,7 +210,7 @@ func (s *Stack) prepare(ctx context.Context) (sealKey string, err error) {
 // none (StateDir/tokens, mode 0600, kept across restarts), and the broker's delivery
 // token.
 func (s *Stack) prepareTokens() error {
-	s.deliveryToken = auth.NewToken()
+	s.deliveryToken, s.BrokerToken = auth.NewToken(), auth.NewToken()
 	if s.cfg.TokensFile != "" {
 		_, err := auth.Open(s.cfg.TokensFile) // a bad file is told now, not by start's log
 		return err
@@ -263,9 +266,10 @@ func (s *Stack) serveBroker(fctx context.Context, brokerL, jobsL net.Listener) (
 	if err != nil {
 		return nil, err
 	}
-	s.brk = broker.New(triggers, broker.Options{Log: s.cfg.Log.With("component", "broker"), DeliveryToken: s.deliveryToken, Lose: s.cfg.LoseEvents})
+	s.brk = broker.New(triggers, broker.Options{Log: s.cfg.Log.With("component", "broker"), DeliveryToken: s.deliveryToken, Lose: s.cfg.LoseEvents,
+		IngressToken: s.BrokerToken, Open: jobReport})
 	s.serve(brokerL, s.brk)
-	sender, err := cloudevent.NewSender(s.Broker, nil)
+	sender, err := cloudevent.NewSender(s.Broker, cloudevent.Bearer(s.BrokerToken))
 	if err != nil {
 		return nil, err
 	}
@@ -275,6 +279,12 @@ func (s *Stack) serveBroker(fctx context.Context, brokerL, jobsL net.Listener) (
 		Token: s.jobsToken, OutputRoot: filepath.Join(s.cfg.StateDir, "results")}
 	s.serve(jobsL, s.jobs)
 	return sender, nil
+}
+
+// jobReport is whether ev is a job's report, which a job posts to the broker without
+// its token: job-watch takes only those signed with the run's own key.
+func jobReport(ev event.Event) bool {
+	return ev.Type() == evalflow.TypeJobProgress || ev.Type() == evalflow.TypeJobFinished
 }
 
 // exposeBroker serves the broker on the Jobs' address too, when the config has one.
@@ -307,7 +317,7 @@ func (s *Stack) functionEnv(sealKey, jobsURL string) []string {
 		"LOG_LEVEL=" + cfg.LogLevel,
 		"EVALFLOW_RESULTS_DIR=" + filepath.Join(cfg.StateDir, "results"),
 		"EVALFLOW_JOBS_URL=" + jobsURL, "EVALFLOW_JOBS_TOKEN=" + s.jobsToken, "EVALFLOW_DATA_DIR=" + cfg.DataDir,
-		"EVALFLOW_TOKENS_FILE=" + cfg.TokensFile, "EVALFLOW_DELIVERY_TOKEN=" + s.deliveryToken,
+		"EVALFLOW_TOKENS_FILE=" + cfg.TokensFile, "EVALFLOW_DELIVERY_TOKEN=" + s.deliveryToken, "EVALFLOW_BROKER_TOKEN=" + s.BrokerToken,
 	}, ociEnv...)
 	if s.jobCallback != "" {
 		env = append(env, "EVALFLOW_JOB_CALLBACK_URL="+s.jobCallback)

@@ -89,6 +89,23 @@ func Trace(ctx context.Context, e event.Event) context.Context {
 	return tracing.Extract(ctx, parent, state)
 }
 
+// Bearer is an HTTP client for a Sender to an ingress that asks for a bearer token
+// (local mode's broker): it sends token with every request.
+func Bearer(token string) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: bearer{token: token, base: http.DefaultTransport}}
+}
+
+type bearer struct {
+	token string
+	base  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.base.RoundTrip(r)
+}
+
 // Sender posts events to one sink.
 type Sender struct {
 	client cloudevents.Client

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"maps"
 	"slices"
 	"time"
@@ -34,8 +35,10 @@ type Config struct {
 	RedisPassword string `env:"REDIS_PASSWORD"`
 	// SealKey (base64, 32 bytes) seals secrets at rest.
 	SealKey string `env:"EVALFLOW_SEAL_KEY, required"`
-	// Sink is the broker's ingress, where notifications and out-of-band events go.
-	Sink     string `env:"K_SINK, required"`
+	// Sink is the broker's ingress, where notifications and out-of-band events go;
+	// SinkToken the bearer token it asks for, if it does (local mode's broker).
+	Sink      string `env:"K_SINK, required"`
+	SinkToken string `env:"EVALFLOW_BROKER_TOKEN"`
 	LogLevel string `env:"LOG_LEVEL, default=info"`
 	// JobImages is the registry prefix (HOST[:PORT]/PATH) Kubernetes Jobs pull the
 	// engines' images from, instead of the names the engine registry gives (make
@@ -130,7 +133,11 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", step, err)
 	}
-	sender, err := cloudevent.NewSender(c.Sink, nil)
+	var sinkClient *http.Client
+	if c.SinkToken != "" {
+		sinkClient = cloudevent.Bearer(c.SinkToken)
+	}
+	sender, err := cloudevent.NewSender(c.Sink, sinkClient)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", step, err)
 	}
