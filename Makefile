@@ -9,7 +9,7 @@ CACHE ?= $(HOME)/.cache/evalflow
 SHARED ?= $(abspath $(CURDIR)/../shared)
 export EVALFLOW_CACHE := $(CACHE)
 
-.PHONY: run test bench bench-load bench-ui deps node-deps test-deps build vet fmt-check up clean images cluster-up node-up node-down knative-up deploy bench-knative
+.PHONY: tidy-check run test bench bench-load bench-ui deps node-deps test-deps build vet fmt-check up clean images cluster-up node-up node-down knative-up deploy bench-knative
 
 ## run: evaluate the bundled tiny model on a small MMLU subset, end to end, locally
 run: deps build
@@ -20,7 +20,7 @@ up: deps build
 	$(BIN)/evalflow up --data $(SHARED)/datasets --state $(CURDIR)/.state --port 8080
 
 ## test: every module's tests against real servers on loopback, plus vet and gofmt
-test: deps test-deps build vet fmt-check
+test: deps test-deps build vet fmt-check tidy-check
 	EVALFLOW_REQUIRE_SERVERS=1 EVALFLOW_SHARED_DIR=$(SHARED) \
 	EVALFLOW_ORAS=$$(hack/install-oras.sh) EVALFLOW_KUBE=$$(hack/install-kube.sh) EVALFLOW_COREDNS=$$(hack/install-coredns.sh) \
 	EVALFLOW_LLAMA_ECHO=$$(hack/install-llama-echo.sh) EVALFLOW_PLAYWRIGHT=$$(hack/install-browser.sh) \
@@ -97,6 +97,12 @@ vet:
 
 fmt-check:
 	@out=$$(gofmt -l $(MODULES) hack); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+# tidy-check: each module that builds on its own (as func builds a function, out of
+# the workspace) lists every module it needs: go mod tidy would change nothing.
+# devkit builds only in the workspace.
+tidy-check:
+	@for m in $(filter-out devkit,$(MODULES)); do (cd $$m && GOWORK=off go mod tidy -diff >/dev/null) || { echo "$$m: go.mod is not tidy (cd $$m && GOWORK=off go mod tidy)"; exit 1; }; done
 
 clean:
 	rm -rf $(BIN) .state

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/moby/locker"
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
@@ -40,10 +41,13 @@ type Function struct {
 	*pipeline.Env // the store, the sender, the logger; Stop and Ready
 	cfg           Config
 	staged        *oci.Destination // nil without a registry
+	// runs has a run's reports handled one at a time: a job sends several at once,
+	// and each then writes the run as the one before left it, with no conflict.
+	runs *locker.Locker
 }
 
 // New returns the function; Start connects it.
-func New() *Function { return &Function{} }
+func New() *Function { return &Function{runs: locker.New()} }
 
 // Start connects to Redis and the broker.
 func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error) {
@@ -85,6 +89,8 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Even
 		f.Log.Warn("job report without its run's signature dropped", "run_id", id, "type", e.Type(), "id", e.ID(), "source", e.Source())
 		return nil, nil
 	}
+	f.runs.Lock(id)
+	defer f.runs.Unlock(id)
 	// Whichever of the job's events comes first (they may arrive in any order), the
 	// run is now running.
 	run, ok, err := f.Begin(ctx, id, evalflow.StatusRunning)

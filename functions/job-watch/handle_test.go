@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -120,6 +121,26 @@ func TestProgressReportsInAnyOrderNeverGoBackwards(t *testing.T) {
 	}
 	if notes != 1 {
 		t.Fatalf("%d progress notifications; want 1 (stale and duplicate reports say nothing)", notes)
+	}
+}
+
+func TestAJobsReportsAtOnceTakeARoundTripEach(t *testing.T) {
+	fx := setup(t)
+	t0 := time.Now().UTC()
+	fx.handle(t, fx.progress(1, t0)) // the first: the run read, moved to running
+	before := fx.f.Store.RoundTrips()
+	var wg sync.WaitGroup
+	for i := range 8 { // sent at once, as a job's reports come
+		wg.Go(func() { fx.handle(t, fx.progress(2+i, t0.Add(time.Duration(1+i)*time.Second))) })
+	}
+	wg.Wait()
+	// One at most each: a report older than the one before it writes nothing, and
+	// none conflicts with another (each writes the run as the one before left it).
+	if n := fx.f.Store.RoundTrips() - before; n > 8 {
+		t.Errorf("8 reports at once took %d round trips; want at most 8", n)
+	}
+	if r := fx.run(t); r.Progress.Done != 9 {
+		t.Errorf("progress %+v; want the newest report's 9", r.Progress)
 	}
 }
 

@@ -55,6 +55,9 @@ type result struct {
 	commandsPerStep            float64
 	tripsPerStep               float64
 	tripsPerRun                map[string]float64 // by function
+	tripsPerEvent              map[string]float64 // by function: per event or API request handled
+	tripsPerHandled            float64
+	handledPerRun              float64
 }
 
 func run(runs, maxJobs int, data, out string) error {
@@ -72,7 +75,7 @@ func run(runs, maxJobs int, data, out string) error {
 	if err != nil {
 		return err
 	}
-	tripsBefore, err := roundTrips(s)
+	tripsBefore, handledBefore, err := roundTrips(s)
 	if err != nil {
 		return err
 	}
@@ -96,20 +99,22 @@ func run(runs, maxJobs int, data, out string) error {
 	if err != nil {
 		return err
 	}
-	tripsAfter, err := roundTrips(s)
+	tripsAfter, handledAfter, err := roundTrips(s)
 	if err != nil {
 		return err
 	}
 	res.jobs = s.JobsCreated()
 	res.commands = after - before
 	res.commandsPerStep = float64(res.commands) / float64(runs*len(evalflow.Steps))
-	res.tripsPerRun = map[string]float64{}
-	total := 0.0
+	res.tripsPerRun, res.tripsPerEvent = map[string]float64{}, map[string]float64{}
+	total, handled := 0.0, 0.0
 	for name, after := range tripsAfter {
-		res.tripsPerRun[name] = (after - tripsBefore[name]) / float64(runs)
-		total += after - tripsBefore[name]
+		trips, events := after-tripsBefore[name], handledAfter[name]-handledBefore[name]
+		res.tripsPerRun[name], res.tripsPerEvent[name] = trips/float64(runs), trips/max(events, 1)
+		total, handled = total+trips, handled+events
 	}
 	res.tripsPerStep = total / float64(runs*len(evalflow.Steps))
+	res.tripsPerHandled, res.handledPerRun = total/max(handled, 1), handled/float64(runs)
 	report := res.markdown()
 	fmt.Print(report)
 	return os.WriteFile(out, []byte(report), 0o644)
@@ -240,28 +245,36 @@ func rss(pid int) float64 {
 	return 0
 }
 
-// roundTrips is each function's evalflow_redis_round_trips_total, as scraped now.
-func roundTrips(s *stack.Stack) (map[string]float64, error) {
-	out := map[string]float64{}
+// roundTrips is each function's evalflow_redis_round_trips_total, as scraped now, and
+// how many events (evalflow_event_handling_seconds_count) and API requests
+// (evalflow_api_requests_total) it has handled.
+func roundTrips(s *stack.Stack) (trips, handled map[string]float64, err error) {
+	out, handled := map[string]float64{}, map[string]float64{}
 	for _, name := range stack.Functions {
 		resp, err := http.Get(s.Metrics[name])
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		b, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for _, line := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(line, "evalflow_redis_round_trips_total{") {
-				f := strings.Fields(line)
-				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			switch {
+			case strings.HasPrefix(line, "evalflow_redis_round_trips_total{"):
 				out[name] += v
+			case strings.HasPrefix(line, "evalflow_event_handling_seconds_count{"), strings.HasPrefix(line, "evalflow_api_requests_total{"):
+				handled[name] += v
 			}
 		}
 	}
-	return out, nil
+	return out, handled, nil
 }
 
 // commandsProcessed is Redis's count of commands it has run.
@@ -300,6 +313,8 @@ OpenAI-compatible server that answers at once. Each run is one MMLU question.
 | most jobs running at once | %d | ≤ %d |
 | most runs waiting for a job slot | %d | |
 | Redis round trips per run and step (the functions' evalflow_redis_round_trips_total) | %.1f | ≤ 3 |
+| events and API requests the functions handled per run | %.1f | |
+| Redis round trips per event or request handled | %.1f | |
 | Redis commands (Redis's own count, the benchmark's polling included) | %d | |
 | Redis commands per run and step | %.1f | |
 
@@ -308,14 +323,15 @@ OpenAI-compatible server that answers at once. Each run is one MMLU question.
   own processes are not in it.
 - A round trip is a command, or a pipeline or transaction sent at once, as each
   function counts them (scraped before and after the burst); divided by runs × %d
-  steps. Redis's own count of commands adds the commands inside transactions and the
-  benchmark's own polling of the runs.
+  steps, or by the events (Trigger deliveries, job reports, ticks) and API requests
+  the functions handled. Redis's own count of commands adds the commands inside
+  transactions and the benchmark's own polling of the runs.
 `, r.runs, r.maxJobs, time.Now().Format("2006-01-02"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), r.maxJobs,
 		r.runs, r.accepted, r.ended, r.succeeded, r.jobs, r.submit.Seconds(), r.drain.Seconds(), r.peakRSS,
-		r.mostJobs, r.maxJobs, r.mostWaiting, r.tripsPerStep, r.commands, r.commandsPerStep, len(evalflow.Steps))
-	b.WriteString("\nRedis round trips per run, by function:\n\n| function | round trips per run |\n|---|---|\n")
+		r.mostJobs, r.maxJobs, r.mostWaiting, r.tripsPerStep, r.handledPerRun, r.tripsPerHandled, r.commands, r.commandsPerStep, len(evalflow.Steps))
+	b.WriteString("\nRedis round trips by function:\n\n| function | per run | per event or request handled |\n|---|---|---|\n")
 	for _, name := range stack.Functions {
-		fmt.Fprintf(&b, "| %s | %.1f |\n", name, r.tripsPerRun[name])
+		fmt.Fprintf(&b, "| %s | %.1f | %.1f |\n", name, r.tripsPerRun[name], r.tripsPerEvent[name])
 	}
 	return b.String()
 }
