@@ -9,8 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"maps"
+	"net/http"
 	"slices"
 	"time"
 
@@ -39,7 +39,7 @@ type Config struct {
 	// SinkToken the bearer token it asks for, if it does (local mode's broker).
 	Sink      string `env:"K_SINK, required"`
 	SinkToken string `env:"EVALFLOW_BROKER_TOKEN"`
-	LogLevel string `env:"LOG_LEVEL, default=info"`
+	LogLevel  string `env:"LOG_LEVEL, default=info"`
 	// JobImages is the registry prefix (HOST[:PORT]/PATH) Kubernetes Jobs pull the
 	// engines' images from, instead of the names the engine registry gives (make
 	// images pushes them there; make node-up to the node's registry).
