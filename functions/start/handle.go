@@ -25,6 +25,7 @@ import (
 	"github.com/evalflow/evalflow/shared/auth"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/engines"
+	"github.com/evalflow/evalflow/shared/engines/configschema"
 	"github.com/evalflow/evalflow/shared/pipeline"
 	"github.com/evalflow/evalflow/shared/runstore"
 	"github.com/evalflow/evalflow/shared/tracing"
@@ -36,7 +37,7 @@ type Function struct {
 	cfg           Config
 	tokens        *auth.Tokens // nil: no tokens file, every request is the operator's
 	mux           *http.ServeMux
-	engines       *engines.Registry
+	engines       *configschema.Checker
 	artifacts     *artifacts.Reader // nil: no results store configured
 }
 
@@ -62,6 +63,11 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 		}
 		f.artifacts = reader
 	}
+	checker, err := configschema.New(engines.Default())
+	if err != nil {
+		return fmt.Errorf("start: %w", err)
+	}
+	f.engines = checker
 	env, err := pipeline.Open(ctx, evalflow.StepStart, cfg)
 	if err != nil {
 		return err
@@ -70,7 +76,6 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	if f.tokens == nil {
 		f.Log.Warn("no EVALFLOW_TOKENS_FILE: every request is taken as the operator's")
 	}
-	f.engines = engines.Default()
 	f.mux = http.NewServeMux()
 	f.mux.Handle("GET /metrics", f.Metrics.Handler()) // no token: Prometheus scrapes it
 	f.mux.HandleFunc("POST /evals/start", f.authenticated(false, f.start))

@@ -2,29 +2,22 @@
 // one entry; external frameworks (lm-evaluation-harness, OpenCompass) are others,
 // container images that follow the same adapter contract (job spec at /meta/job.json,
 // results.json and samples.jsonl in the output directory). Each entry carries the JSON
-// Schema of its config, which start validates.
+// Schema of its config, which start validates (package configschema: the schema
+// library stays out of the steps that do not).
 package engines
 
 import (
-	"bytes"
 	"cmp"
 	_ "embed"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"path"
 	"sort"
 	"strings"
 	"sync"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
-	"golang.org/x/text/language"
-	"golang.org/x/text/message"
-
 	evalflow "github.com/evalflow/evalflow/shared"
 )
-
-var english = message.NewPrinter(language.English)
 
 //go:embed registry.json
 var registryJSON []byte
@@ -42,9 +35,9 @@ type Engine struct {
 	LocalCommand string `json:"local_command,omitempty"`
 	// Resources are what the engine's Job container asks for: the built-in runner is
 	// a small Go process; a Python engine with its libraries needs gigabytes.
-	Resources Resources       `json:"resources"`
-	Schema    json.RawMessage `json:"config_schema"`
-	compiled  *jsonschema.Schema
+	Resources Resources `json:"resources"`
+	// Schema is the JSON Schema of its engine_config (configschema checks it).
+	Schema json.RawMessage `json:"config_schema"`
 }
 
 // Resources are a container's CPU and memory requests and its memory limit, as
@@ -58,8 +51,8 @@ type Resources struct {
 // Registry holds the engines.
 type Registry struct{ engines map[string]*Engine }
 
-// Default is the registry shipped in registry.json, parsed and its schemas compiled
-// once per process (the registry is read-only).
+// Default is the registry shipped in registry.json, parsed once per process (the
+// registry is read-only).
 var Default = sync.OnceValue(func() *Registry {
 	r, err := Parse(registryJSON)
 	if err != nil {
@@ -68,7 +61,7 @@ var Default = sync.OnceValue(func() *Registry {
 	return r
 })
 
-// Parse reads a registry and compiles each entry's schema.
+// Parse reads a registry.
 func Parse(b []byte) (*Registry, error) {
 	var m map[string]*Engine
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -78,18 +71,6 @@ func Parse(b []byte) (*Registry, error) {
 		e.Name = name
 		if e.Local && e.LocalCommand == "" {
 			return nil, fmt.Errorf("engines: %s: runs locally, but names no local_command", name)
-		}
-		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(e.Schema))
-		if err != nil {
-			return nil, fmt.Errorf("engines: %s: schema: %w", name, err)
-		}
-		c := jsonschema.NewCompiler()
-		url := "engine://" + name + ".json"
-		if err := c.AddResource(url, doc); err != nil {
-			return nil, fmt.Errorf("engines: %s: schema: %w", name, err)
-		}
-		if e.compiled, err = c.Compile(url); err != nil {
-			return nil, fmt.Errorf("engines: %s: schema: %w", name, err)
 		}
 		if e.Image == "" || len(e.Command) == 0 {
 			return nil, fmt.Errorf("engines: %s: image and command are required", name)
@@ -139,43 +120,4 @@ func (r *Registry) Get(name string) (*Engine, bool) {
 	}
 	e, ok := r.engines[name]
 	return e, ok
-}
-
-// Validate checks a request's engine and engine_config, naming the field at fault.
-func (r *Registry) Validate(req *evalflow.Request) error {
-	e, ok := r.Get(req.Engine)
-	if !ok {
-		return evalflow.Invalidf("engine", "unknown engine %q (known: %s)", req.Engine, strings.Join(r.Names(), ", "))
-	}
-	config := req.EngineConfig
-	if len(config) == 0 {
-		config = json.RawMessage("{}")
-	}
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(config))
-	if err != nil {
-		return evalflow.Invalidf("engine_config", "not JSON")
-	}
-	err = e.compiled.Validate(doc)
-	var ve *jsonschema.ValidationError
-	if errors.As(err, &ve) {
-		field, msg := leaf(ve)
-		return evalflow.Invalidf(field, "%s (engine %s)", msg, e.Name)
-	}
-	if err == nil && e.Name != evalflow.DefaultEngine && len(req.Datasets) > 0 {
-		return evalflow.Invalidf("datasets", "engine %s takes what to evaluate from engine_config; leave datasets out", e.Name)
-	}
-	return err
-}
-
-// leaf is the deepest cause of a validation error: its field as engine_config.a.b and
-// its message.
-func leaf(ve *jsonschema.ValidationError) (string, string) {
-	for len(ve.Causes) > 0 {
-		ve = ve.Causes[0]
-	}
-	field := "engine_config"
-	for _, p := range ve.InstanceLocation {
-		field += "." + p
-	}
-	return field, ve.ErrorKind.LocalizedString(english)
 }

@@ -1,11 +1,8 @@
 package engines
 
 import (
-	"encoding/json"
 	"strings"
 	"testing"
-
-	evalflow "github.com/evalflow/evalflow/shared"
 )
 
 func TestTheRegistryHasTheBuiltInRunnerAndTwoExternalEngines(t *testing.T) {
@@ -24,55 +21,6 @@ func TestTheRegistryHasTheBuiltInRunnerAndTwoExternalEngines(t *testing.T) {
 	}
 }
 
-func TestEngineConfigIsValidatedAgainstItsSchema(t *testing.T) {
-	r := Default()
-	cases := []struct {
-		engine, config, field, msg string
-	}{
-		{"", `{"seed": 3}`, "", ""},
-		{"lm-evaluation-harness", `{"tasks": ["mmlu", "gsm8k"], "batch_size": "auto", "model": "local-chat-completions"}`, "", ""},
-		{"opencompass", `{"datasets": ["ceval"], "max_out_len": 64}`, "", ""},
-		{"", `{"seeds": 3}`, "engine_config", "seeds"},
-		{"lm-evaluation-harness", `{}`, "engine_config", "tasks"},
-		{"lm-evaluation-harness", `{"tasks": ["mmlu"], "model": "hf"}`, "engine_config.model", "local-chat-completions"},
-		{"opencompass", `{"datasets": [], "max_out_len": 64}`, "engine_config.datasets", ""},
-		{"nope", `{}`, "engine", "unknown engine"},
-	}
-	for _, c := range cases {
-		req := evalflow.Request{Engine: c.engine, EngineConfig: json.RawMessage(c.config)}
-		err := r.Validate(&req)
-		if c.field == "" {
-			if err != nil {
-				t.Errorf("%s %s: %v", c.engine, c.config, err)
-			}
-			continue
-		}
-		if evalflow.ErrorField(err) != c.field || !strings.Contains(err.Error(), c.msg) {
-			t.Errorf("%s %s: err %v (field %q); want field %q mentioning %q", c.engine, c.config, err, evalflow.ErrorField(err), c.field, c.msg)
-		}
-	}
-}
-
-func TestAnExternalEngineTakesNoDatasets(t *testing.T) {
-	r := Default()
-	req := evalflow.Request{EvalRequestID: "0f0e0d0c-0b0a-4909-8807-060504030201", ModelName: "m", BaseURL: "http://127.0.0.1:8000",
-		Engine: "lm-evaluation-harness", EngineConfig: json.RawMessage(`{"tasks": ["gsm8k"]}`)}
-	if err := req.Validate(); err != nil {
-		t.Fatalf("an lm-eval request without datasets: %v", err)
-	}
-	if err := r.Validate(&req); err != nil {
-		t.Fatalf("an lm-eval request without datasets: %v", err)
-	}
-	req.Datasets = []evalflow.DatasetSpec{{Name: "gsm8k"}}
-	if err := r.Validate(&req); evalflow.ErrorField(err) != "datasets" || !strings.Contains(err.Error(), "engine_config") {
-		t.Fatalf("an lm-eval request with datasets: %v, want datasets refused, pointing at engine_config", err)
-	}
-	req.Engine, req.EngineConfig, req.Datasets = "", nil, nil
-	if err := req.Validate(); evalflow.ErrorField(err) != "datasets" {
-		t.Fatalf("a built-in request without datasets: %v, want datasets required", err)
-	}
-}
-
 func TestALocalEngineNamesItsCommand(t *testing.T) {
 	_, err := Parse([]byte(`{"x": {"image": "i", "command": ["/x"], "local": true, "config_schema": {}}}`))
 	if err == nil || !strings.Contains(err.Error(), "local_command") {
@@ -80,7 +28,7 @@ func TestALocalEngineNamesItsCommand(t *testing.T) {
 	}
 }
 
-// Every event asks the registry; it is parsed and its schemas compiled once.
+// Every event asks the registry; it is parsed once.
 func TestTheRegistryIsParsedOncePerProcess(t *testing.T) {
 	a, b := Default(), Default()
 	ea, _ := a.Get("lm-evaluation-harness")
