@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -41,32 +42,58 @@ func (p *Proc) Stop() {
 	}
 }
 
-// FreePorts returns n distinct loopback ports that were free a moment ago (all held
-// open together while they are picked, so none repeats).
+// FreePorts returns n distinct loopback ports that were free a moment ago.
 func FreePorts(n int) ([]int, error) { return FreePortsOn("127.0.0.1", n) }
 
-// FreePortsOn is FreePorts on host, an address of this machine.
+// FreePortsOn is FreePorts on host, an address of this machine. The ports are picked
+// at random below the system's ephemeral range: the ports it gives outgoing
+// connections (a test's many runners and clients) would otherwise take one between
+// the check and the bind of the server it is for. They stay clear of the node's
+// fixed ports (kubelet's 10250 and its neighbours) and of Kubernetes' NodePort range
+// (30000-32767).
 func FreePortsOn(host string, n int) ([]int, error) {
+	const floor = 11000
+	top := min(ephemeralLow(), 30000)
 	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return nil, err
+	seen := map[int]bool{}
+	for tries := 0; len(ports) < n && tries < 100*n; tries++ {
+		port := floor + rand.IntN(top-floor)
+		if seen[port] {
+			continue
 		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		seen[port] = true
+		l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err != nil {
+			continue // taken
+		}
+		l.Close()
+		ports = append(ports, port)
+	}
+	if len(ports) < n {
+		return nil, fmt.Errorf("localserver: no %d free ports on %s between %d and %d", n, host, floor, top)
 	}
 	return ports, nil
 }
 
+// ephemeralLow is the first port of the system's ephemeral range (Linux's default
+// where it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if f := strings.Fields(string(b)); err == nil && len(f) == 2 {
+		if low, err := strconv.Atoi(f[0]); err == nil && low > 11000 {
+			return low
+		}
+	}
+	return 32768
+}
+
 // FreePort returns a loopback port that was free a moment ago.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := FreePorts(1)
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports[0], nil
 }
 
 // Start runs program with args, its output in dir/name.log, and waits until ready
