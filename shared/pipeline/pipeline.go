@@ -225,7 +225,8 @@ func (e *Env) Ready(ctx context.Context) (bool, error) {
 }
 
 // Begin moves run id into status (the status the step works in), notifying the caller
-// that the step started; opts add to the write that moves it (runstore.Admitting). ok is false when there is nothing to do: the run does not
+// that the step started; opts add to the read and the write that moves it
+// (runstore.Admitting). ok is false when there is nothing to do: the run does not
 // exist, has ended, or is already past this step (a duplicate or late event). A run
 // already in status is returned with ok: the step redoes its idempotent work.
 //
@@ -245,7 +246,7 @@ func (e *Env) BeginWithSecrets(ctx context.Context, id string, status evalflow.S
 func (e *Env) begin(ctx context.Context, id string, status evalflow.Status, withSecrets bool, opts []runstore.UpdateOption) (r *evalflow.Run, secrets map[string]string, ok bool, err error) {
 	if withSecrets {
 		r, secrets, err = e.Store.GetWithSecrets(ctx, id, opts...)
-	} else if cached, ok := e.Store.Recent(id); ok && cached.Status == status {
+	} else if cached, hit := e.Store.Recent(id); hit && cached.Status == status {
 		// This step's later events of a run (job-watch's progress reports) take it
 		// as the step last saw it: what follows writes it only if it is still so,
 		// and otherwise decides again on the run as it is. A move is decided on the

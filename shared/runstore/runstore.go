@@ -435,7 +435,7 @@ func (s *Store) GetWithSecrets(ctx context.Context, id string, opts ...UpdateOpt
 		return err
 	}
 	err := read()
-	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") { // Redis started afresh: load the script, read again
+	if admitted != nil && redis.HasErrorPrefix(admitted.Err(), "NOSCRIPT") { // Redis started afresh: load the script, read again
 		if err = admitScript.Load(ctx, s.rdb).Err(); err == nil {
 			err = read()
 		}
@@ -587,7 +587,8 @@ func (s *Store) DeadLetters(ctx context.Context, runID string) ([]evalflow.DeadL
 // free and no run that asked earlier waits: admit(slots, queue, run id, the time it
 // asked, n) answers 0 when the run holds a slot (now or already), else its place in
 // line (1: next). With waiting, it asks only for a run in line already, at the time
-// it asked then (-1: not in line, so not asking). The admit script and updateScript (Admitting) share it.
+// it asked then (-1: not in line, so not asking). The admit script and updateScript
+// (Admitting) share it.
 const admitLua = `
 local function admit(slots, queue, id, asked, n, waiting)
   if redis.call('ZSCORE', slots, id) then return 0 end
