@@ -9,15 +9,18 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,6 +61,7 @@ type result struct {
 	tripsPerEvent              map[string]float64 // by function: per event or API request handled
 	tripsPerHandled            float64
 	handledPerRun              float64
+	eventsPerRun               map[[2]string]float64 // by function and event type
 }
 
 func run(runs, maxJobs int, data, out string) error {
@@ -75,7 +79,7 @@ func run(runs, maxJobs int, data, out string) error {
 	if err != nil {
 		return err
 	}
-	tripsBefore, handledBefore, err := roundTrips(s)
+	tripsBefore, handledBefore, typesBefore, err := roundTrips(s)
 	if err != nil {
 		return err
 	}
@@ -99,7 +103,7 @@ func run(runs, maxJobs int, data, out string) error {
 	if err != nil {
 		return err
 	}
-	tripsAfter, handledAfter, err := roundTrips(s)
+	tripsAfter, handledAfter, typesAfter, err := roundTrips(s)
 	if err != nil {
 		return err
 	}
@@ -114,6 +118,12 @@ func run(runs, maxJobs int, data, out string) error {
 		total, handled = total+trips, handled+events
 	}
 	res.tripsPerStep = total / float64(runs*len(evalflow.Steps))
+	res.eventsPerRun = map[[2]string]float64{}
+	for k, after := range typesAfter {
+		if n := after - typesBefore[k]; n > 0 {
+			res.eventsPerRun[k] = n / float64(runs)
+		}
+	}
 	res.tripsPerHandled, res.handledPerRun = total/max(handled, 1), handled/float64(runs)
 	report := res.markdown()
 	fmt.Print(report)
@@ -247,18 +257,18 @@ func rss(pid int) float64 {
 
 // roundTrips is each function's evalflow_redis_round_trips_total, as scraped now, and
 // how many events (evalflow_event_handling_seconds_count) and API requests
-// (evalflow_api_requests_total) it has handled.
-func roundTrips(s *stack.Stack) (trips, handled map[string]float64, err error) {
-	out, handled := map[string]float64{}, map[string]float64{}
+// (evalflow_api_requests_total) it has handled, in all and by function and event type.
+func roundTrips(s *stack.Stack) (trips, handled map[string]float64, byType map[[2]string]float64, err error) {
+	out, handled, byType := map[string]float64{}, map[string]float64{}, map[[2]string]float64{}
 	for _, name := range stack.Functions {
 		resp, err := http.Get(s.Metrics[name])
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		b, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		for _, line := range strings.Split(string(b), "\n") {
 			f := strings.Fields(line)
@@ -269,12 +279,19 @@ func roundTrips(s *stack.Stack) (trips, handled map[string]float64, err error) {
 			switch {
 			case strings.HasPrefix(line, "evalflow_redis_round_trips_total{"):
 				out[name] += v
-			case strings.HasPrefix(line, "evalflow_event_handling_seconds_count{"), strings.HasPrefix(line, "evalflow_api_requests_total{"):
+			case strings.HasPrefix(line, "evalflow_event_handling_seconds_count{"):
 				handled[name] += v
+				if _, rest, ok := strings.Cut(line, `type="`); ok {
+					typ, _, _ := strings.Cut(rest, `"`)
+					byType[[2]string{name, typ}] += v
+				}
+			case strings.HasPrefix(line, "evalflow_api_requests_total{"):
+				handled[name] += v
+				byType[[2]string{name, "API requests"}] += v
 			}
 		}
 	}
-	return out, handled, nil
+	return out, handled, byType, nil
 }
 
 // commandsProcessed is Redis's count of commands it has run.
@@ -332,6 +349,13 @@ OpenAI-compatible server that answers at once. Each run is one MMLU question.
 	b.WriteString("\nRedis round trips by function:\n\n| function | per run | per event or request handled |\n|---|---|---|\n")
 	for _, name := range stack.Functions {
 		fmt.Fprintf(&b, "| %s | %.1f | %.1f |\n", name, r.tripsPerRun[name], r.tripsPerEvent[name])
+	}
+	b.WriteString("\nWhat each function handled, per run:\n\n| function | event | per run |\n|---|---|---|\n")
+	keys := slices.SortedFunc(maps.Keys(r.eventsPerRun), func(a, b [2]string) int {
+		return cmp.Or(slices.Index(stack.Functions, a[0])-slices.Index(stack.Functions, b[0]), strings.Compare(a[1], b[1]))
+	})
+	for _, k := range keys {
+		fmt.Fprintf(&b, "| %s | %s | %.2f |\n", k[0], k[1], r.eventsPerRun[k])
 	}
 	return b.String()
 }
