@@ -177,6 +177,7 @@ func (s *Server) Create(req CreateRequest) error {
 	if spec.ReportKeyFile, err = writeSecret(dir, "report_key", req.ReportKey); err != nil {
 		return fmt.Errorf("localjob: create job %s: %w", spec.ID, err)
 	}
+	spec.EndReportedFile = filepath.Join(dir, "meta", "end-reported")
 	specPath := filepath.Join(dir, "meta", "job.json")
 	body, _ := json.MarshalIndent(spec, "", "  ")
 	if err := os.WriteFile(specPath, body, 0o644); err != nil {
@@ -268,7 +269,9 @@ func (s *Server) follow(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j 
 	s.mu.Unlock()
 	close(j.done)
 	s.log().Info("job ended", "job", spec.ID, "run_id", spec.RunID, "phase", j.status.Phase, "exit_code", fin.ExitCode)
-	s.reportEnd(spec, fin, j.status.Phase, j.reportKey)
+	if _, err := os.Stat(spec.EndReportedFile); err != nil || !fin.Succeeded { // not told already by the runner
+		s.reportEnd(spec, fin, j.status.Phase, j.reportKey)
+	}
 	s.expire(spec, dir)
 }
 

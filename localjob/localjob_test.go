@@ -140,6 +140,35 @@ func TestAKilledRunnerIsStartedAgainAndResumes(t *testing.T) {
 	}
 }
 
+// A runner that reported its own end (job.finished, with its summary) has it
+// reported once: the runtime does not report the same end again. A job that fails is
+// reported by the runtime.
+func TestAnEndTheRunnerReportedIsNotReportedAgain(t *testing.T) {
+	s, client, sink, spec := server(t)
+	spec.Model.URL = testserver.Ollama(t, 0)
+	spec.Model.Name = testserver.Model
+	spec.CallbackURL = sink.URL
+	spec.Datasets = []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 2, NumFewshot: new(int)}}
+	if err := client.Create(t.Context(), spec, evalflow.JobSecrets{ReportKey: []byte("report-key-0123456789")}); err != nil {
+		t.Fatal(err)
+	}
+	testserver.Eventually(t, 2*time.Minute, "the job's end", func() bool { st, _ := s.Get(spec.ID); return st.Phase == "Succeeded" })
+	s.Shutdown() // every end reported that will be
+
+	var from []string
+	ends := sink.OfType("/", evalflow.TypeJobFinished)
+	for _, e := range ends {
+		from = append(from, e.Source())
+	}
+	if len(ends) != 1 || from[0] != "/evalflow/runner" {
+		t.Fatalf("job.finished from %v; want the runner's alone", from)
+	}
+	var fin evalflow.JobFinished
+	if err := json.Unmarshal(ends[0].Data(), &fin); err != nil || !fin.Succeeded || fin.Summary == nil {
+		t.Fatalf("job.finished %+v (%v); want succeeded with its summary", fin, err)
+	}
+}
+
 func TestARunnerThatCannotRunItsJobIsNotStartedAgain(t *testing.T) {
 	s, client, sink, spec := server(t)
 	s.Commands = map[string]string{"opencompass": s.RunnerPath} // a program that refuses the engine's job

@@ -32,6 +32,10 @@ type JobSpec struct {
 	// ReportKeyFile is the path of the file holding the run's report key, which signs
 	// every report to CallbackURL (job-watch drops a report it does not sign).
 	ReportKeyFile string `json:"report_key_file,omitempty"`
+	// EndReportedFile, when set, is where the runner notes that CallbackURL took its
+	// end (job.finished): the local job runtime, which reports every job's end as a
+	// Job's watcher would, then does not report that end again.
+	EndReportedFile string `json:"end_reported_file,omitempty"`
 	// DataDir holds the datasets (layout of ../shared/datasets).
 	DataDir string `json:"data_dir"`
 	// BaseURLAllow and BaseURLDeny are the deployment's additions to what the model's

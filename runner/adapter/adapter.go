@@ -301,20 +301,29 @@ func (r *Reporter) Progress(ctx context.Context, p evalflow.Progress) {
 // Succeeded reports the job's end with its results' summary, its results written
 // (and pushed, where the spec says where): the run goes on at once, not when the
 // job's runtime marks the job done (for a Kubernetes Job, seconds after its pod exits).
+// Once it is taken, the spec's EndReportedFile says so.
 func (r *Reporter) Succeeded(ctx context.Context, summary *evalflow.Summary) {
 	if r.sender == nil {
 		return
 	}
-	r.send(ctx, cloudevent.New(evalflow.StepWatch, evalflow.TypeJobFinished, r.spec.RunID,
-		evalflow.JobFinished{RunID: r.spec.RunID, Job: r.spec.ID, Succeeded: true, Summary: summary}, "runner"))
+	if !r.send(ctx, cloudevent.New(evalflow.StepWatch, evalflow.TypeJobFinished, r.spec.RunID,
+		evalflow.JobFinished{RunID: r.spec.RunID, Job: r.spec.ID, Succeeded: true, Summary: summary}, "runner")) || r.spec.EndReportedFile == "" {
+		return
+	}
+	if err := os.WriteFile(r.spec.EndReportedFile, nil, 0o644); err != nil {
+		r.log.Warn("cannot note the end as reported: the job's runtime reports it again", "error", err)
+	}
 }
 
-func (r *Reporter) send(ctx context.Context, ev event.Event) {
+// send sends a report, and says whether it was taken.
+func (r *Reporter) send(ctx context.Context, ev event.Event) bool {
 	ev.SetSource("/evalflow/runner")
 	cloudevent.Sign(&ev, r.key)
 	if err := r.sender.Send(ctx, ev); err != nil {
 		r.log.Warn("report not delivered", "type", ev.Type(), "error", err)
+		return false
 	}
+	return true
 }
 
 // Tracker turns completions into progress with a rate and an ETA.

@@ -164,7 +164,7 @@ func (e *Engine) ask(ctx context.Context, cancel context.CancelCauseFunc, todo [
 // ReportEvery; what is reported done is on disk.
 func (e *Engine) collect(ctx context.Context, p *pool, cp *checkpoint, tracker *adapter.Tracker) error {
 	every := cmp.Or(e.ReportEvery, time.Second)
-	lastReport := time.Time{}
+	lastReport := time.Now() // the run's start was reported: the next comes a while into it
 	sizer := newSizer(p.gate)
 	for s := range p.results {
 		sizer.completed()
