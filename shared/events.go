@@ -3,6 +3,7 @@ package evalflow
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"strings"
 	"time"
 )
@@ -52,9 +53,14 @@ const ExtSignature = "evalflowsig"
 // SourceFor is the CloudEvents source of events a step emits.
 func SourceFor(step StepID) string { return "/evalflow/" + string(step) }
 
-// RunRef is the payload of the events that only say which run moved on.
+// RunRef is the payload of the events that say which run moved on. Stored, when
+// set, is the run as the sender last stored it (its JSON, no secret in it): the next
+// step writes its move over that copy if the run is still so, without reading it
+// first. It is never taken for the run as it is: a copy that is not the stored run
+// writes nothing, and the run is read.
 type RunRef struct {
-	RunID string `json:"run_id"`
+	RunID  string          `json:"run_id"`
+	Stored json.RawMessage `json:"run,omitempty"`
 }
 
 // JobProgress is the runner's progress report.

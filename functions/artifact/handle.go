@@ -50,11 +50,12 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Event, err error) {
 	ctx, done := f.Handling(ctx, e)
 	defer done(&reply, &err)
-	id := f.RunID(e)
+	ref := f.Ref(e)
+	id := ref.ID
 	if id == "" {
 		return nil, nil
 	}
-	run, ok, err := f.Begin(ctx, id, evalflow.StatusStoring)
+	run, ok, err := f.Begin(ctx, ref, evalflow.StatusStoring)
 	if err != nil || !ok {
 		return nil, err
 	}

@@ -115,27 +115,23 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 }
 
 // Handle creates the job of a verified run, once it has one of the job slots, and
-// replies job.created. On a run's end it stops the run's job (if the run was
-// cancelled or failed) and lets the next waiting runs in.
+// replies job.created; a run in line is let in again (run.verified) by the end of the
+// run whose slot it is handed (pipeline.Env.Change). When a run is cancelled or fails,
+// it stops the run's job.
 func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Event, err error) {
 	ctx, done := f.Handling(ctx, e)
 	defer done(&reply, &err)
-	id := f.RunID(e)
+	ref := f.Ref(e)
+	id := ref.ID
 	if id == "" {
 		return nil, nil
 	}
-	switch e.Type() {
-	case evalflow.TypeCancelled, evalflow.TypeFailed:
-		if err := f.stop(ctx, id); err != nil {
-			return nil, err
-		}
-		return nil, f.letNextIn(ctx)
-	case evalflow.TypeSucceeded:
-		return nil, f.letNextIn(ctx)
+	if e.Type() == evalflow.TypeCancelled || e.Type() == evalflow.TypeFailed {
+		return nil, f.stop(ctx, id)
 	}
 	// The run asks for a job slot with the write that moves it to deploying.
 	slot := runstore.Admission{Slots: f.maxJobs}
-	run, secrets, ok, err := f.BeginWithSecrets(ctx, id, evalflow.StatusDeploying, runstore.Admitting(&slot))
+	run, secrets, ok, err := f.BeginWithSecrets(ctx, ref, evalflow.StatusDeploying, runstore.Admitting(&slot))
 	if err != nil || !ok {
 		return nil, err
 	}
@@ -184,21 +180,6 @@ func (f *Function) admit(ctx context.Context, run *evalflow.Run, slot runstore.A
 	}
 	f.Log.Info("run waits for a job slot", "run_id", run.ID, "position", position)
 	return false, nil
-}
-
-// letNextIn sends run.verified again (its first id) for as many waiting runs as there
-// are free slots: each then asks for a slot in its turn.
-func (f *Function) letNextIn(ctx context.Context) error {
-	waiting, err := f.Store.NextIn(ctx, f.maxJobs)
-	if err != nil {
-		return err
-	}
-	for _, id := range waiting {
-		if err := f.Events.Send(ctx, *f.Next(evalflow.TypeVerified, id)); err != nil {
-			return fmt.Errorf("deploy: let run %s in: %w", id, err)
-		}
-	}
-	return nil
 }
 
 // createJob creates run's job, exactly once, and replies job.created.

@@ -10,10 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
+
 	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/localjob"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/pipeline"
 	"github.com/evalflow/evalflow/shared/pipeline/pipelinetest"
 	"github.com/evalflow/evalflow/shared/runstore"
 )
@@ -206,5 +209,60 @@ func TestAnEngineWithoutALocalProgramIsRefusedSayingWhy(t *testing.T) {
 	if err != nil || reply == nil || reply.Type() != evalflow.TypeFailed || fx.jobs.Created() != 0 ||
 		!strings.Contains(r.Message, `no local program`) || !strings.Contains(r.Message, `"opencompass"`) {
 		t.Fatalf("reply %v err %v jobs %d run %s %q", reply, err, fx.jobs.Created(), r.Status, r.Message)
+	}
+}
+
+// With one job slot, a second run waits in line; the first run's end (written by
+// whichever step ends it) hands it the slot and lets it in, without deploy hearing of
+// that end, and it gets its job, once however often it is let in.
+func TestTheEndOfARunLetsTheNextInLineIn(t *testing.T) {
+	ctx := context.Background()
+	fx := newFixture(t, t.TempDir(), func(c map[string]string) { c["EVALFLOW_MAX_JOBS"] = "1" })
+	fx.verifiedRun(t, "")
+	const second = "5f6a7b8c-9d0e-4f1a-b2c3-d4e5f6a7b8c9"
+	r := evalflow.NewRun(evalflow.Request{EvalRequestID: second, ModelName: "m", BaseURL: "http://127.0.0.1:1",
+		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Limit: 1, Subjects: []string{"anatomy"}}}}, time.Now())
+	if _, _, err := fx.p.Store.Create(ctx, r, map[string]string{runstore.SecretAPIKey: apiKey}); err != nil {
+		t.Fatal(err)
+	}
+	fx.p.Store.Update(ctx, second, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) })
+	verified := func(id string) *event.Event {
+		t.Helper()
+		reply, err := fx.f.Handle(ctx, cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, id, evalflow.RunRef{RunID: id}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return reply
+	}
+	if reply := verified(runID); reply == nil || reply.Type() != evalflow.TypeJobCreated {
+		t.Fatalf("the first run: reply %v; want job.created", reply)
+	}
+	if reply := verified(second); reply != nil {
+		t.Fatalf("the second run, no slot free: reply %s", reply.Type())
+	}
+	if got, _ := fx.p.Store.Get(ctx, second); !got.Queued || got.QueuePosition != 1 || fx.jobs.Created() != 1 {
+		t.Fatalf("the second run: queued %v at %d, %d jobs; want it first in line, one job", got.Queued, got.QueuePosition, fx.jobs.Created())
+	}
+
+	// The first run fails, as job-watch would fail it.
+	watch, err := pipeline.Open(ctx, evalflow.StepWatch, fx.p.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { watch.Stop(ctx) })
+	if _, err := watch.Fail(ctx, runID, "job failed"); err != nil {
+		t.Fatal(err)
+	}
+	letIn := fx.p.Sink.OfType("/", evalflow.TypeVerified)
+	if len(letIn) != 1 || letIn[0].Subject() != second {
+		t.Fatalf("let in after the first run's end: %d run.verified; want one, for the second run", len(letIn))
+	}
+	for range 2 { // and a duplicate
+		if reply, err := fx.f.Handle(ctx, letIn[0]); err != nil || reply == nil || reply.Type() != evalflow.TypeJobCreated {
+			t.Fatalf("the second run let in: reply %v, %v; want job.created", reply, err)
+		}
+	}
+	if got, _ := fx.p.Store.Get(ctx, second); got.Queued || got.Job != evalflow.JobName(second) || fx.jobs.Created() != 2 {
+		t.Fatalf("the second run: queued %v, job %q, %d jobs; want its job, two in all", got.Queued, got.Job, fx.jobs.Created())
 	}
 }

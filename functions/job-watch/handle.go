@@ -81,7 +81,8 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Even
 	case evalflow.TypeJobChanged:
 		return nil, f.jobChanged(ctx, e)
 	}
-	id := f.RunID(e)
+	ref := f.Ref(e)
+	id := ref.ID
 	if id == "" {
 		return nil, nil
 	}
@@ -93,7 +94,7 @@ func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Even
 	defer f.runs.Unlock(id)
 	// Whichever of the job's events comes first (they may arrive in any order), the
 	// run is now running.
-	run, ok, err := f.Begin(ctx, id, evalflow.StatusRunning)
+	run, ok, err := f.Begin(ctx, ref, evalflow.StatusRunning)
 	if err != nil || !ok {
 		return nil, err
 	}

@@ -55,11 +55,12 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Event, err error) {
 	ctx, done := f.Handling(ctx, e)
 	defer done(&reply, &err)
-	id := f.RunID(e)
+	ref := f.Ref(e)
+	id := ref.ID
 	if id == "" {
 		return nil, nil
 	}
-	run, secrets, ok, err := f.BeginWithSecrets(ctx, id, evalflow.StatusVerifying)
+	run, secrets, ok, err := f.BeginWithSecrets(ctx, ref, evalflow.StatusVerifying)
 	if err != nil || !ok {
 		return nil, err
 	}

@@ -253,7 +253,7 @@ func TestTriggersRouteEachEventToItsStep(t *testing.T) {
 		evalflow.TypeJobFinished:  {"evalflow-job-watch"},
 		evalflow.TypeResultsReady: {"evalflow-artifact"},
 		evalflow.TypePing:         {"evalflow-job-watch"},
-		evalflow.TypeSucceeded:    {"evalflow-deploy"}, // the next waiting run is let in
+		evalflow.TypeSucceeded:    nil,                 // the caller hears it as a notification
 		evalflow.TypeFailed:       {"evalflow-deploy"}, // its job, if any, is stopped
 		evalflow.TypeNotification: nil,                 // callers subscribe with their own triggers
 		"com.example.unrelated":   nil,

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/sethvargo/go-envconfig"
 
@@ -90,8 +91,10 @@ type Env struct {
 	// OTLPEndpoint is Config's, for the jobs' runners.
 	OTLPEndpoint string
 	stopTracing  func(context.Context) error
-	rdb          *redis.Client
-	sealer       *seal.Sealer
+	// announced are the started notifications this process has sent (by id).
+	announced *lru.Cache[string, struct{}]
+	rdb       *redis.Client
+	sealer    *seal.Sealer
 	// clusters keeps one client per cluster reached (see Cluster); own is
 	// evalflow's own cluster (Config.OwnCluster), nil where it has none.
 	clusters kube.Pool
@@ -168,7 +171,8 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 			return nil, fmt.Errorf("%s: metrics on %s: %w", step, c.MetricsAddress, err)
 		}
 	}
-	return &Env{Step: step, Store: store, Events: sender, Metrics: m, stopMetrics: stopMetrics,
+	announced, _ := lru.New[string, struct{}](4096) // only a size under 1 fails
+	return &Env{Step: step, Store: store, announced: announced, Events: sender, Metrics: m, stopMetrics: stopMetrics,
 		OTLPEndpoint: c.OTLPEndpoint, stopTracing: stopTracing,
 		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step)), Now: time.Now, Network: network, rdb: rdb, sealer: sealer,
 		clusters: kube.Pool{Options: opts}, own: own}, nil
@@ -224,76 +228,140 @@ func (e *Env) Ready(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// Begin moves run id into status (the status the step works in), notifying the caller
-// that the step started; opts add to the read and the write that moves it
-// (runstore.Admitting). ok is false when there is nothing to do: the run does not
-// exist, has ended, or is already past this step (a duplicate or late event). A run
-// already in status is returned with ok: the step redoes its idempotent work.
+// Ref is the run an event is about: its id, and the run as the event's sender last
+// stored it, when the event carries it (evalflow.RunRef).
+type Ref struct {
+	ID     string
+	stored []byte
+}
+
+// Ref reads the run an event is about from its payload; a bad payload is logged and
+// reported as an empty Ref (a permanently bad event is dropped, not redelivered
+// forever).
+func (e *Env) Ref(ev event.Event) Ref {
+	var ref evalflow.RunRef
+	if err := cloudevent.Decode(ev, &ref); err != nil || ref.RunID == "" {
+		e.Log.Error("event without a run id dropped", "type", ev.Type(), "id", ev.ID(), "error", err)
+		return Ref{}
+	}
+	return Ref{ID: ref.RunID, stored: ref.Stored}
+}
+
+// RunID reads the run id from an event's payload ("" for a bad payload, as Ref).
+func (e *Env) RunID(ev event.Event) string { return e.Ref(ev).ID }
+
+// Begin moves run ref into status (the status the step works in) and notifies the
+// caller that the step started; opts add to the write that moves it (and to the read,
+// where there is one: runstore.Admitting). ok is false when there is nothing to do:
+// the run does not exist, has ended, or is already past this step (a duplicate or
+// late event). A run already in status is returned with ok: the step redoes its
+// idempotent work.
 //
-// The notification goes out before the run moves: a notification that cannot be sent
-// leaves the run where it was, for the redelivery to try both again, so none is lost.
-// Its id derives from the run and step, so one sent twice is one to the caller.
-func (e *Env) Begin(ctx context.Context, id string, status evalflow.Status, opts ...runstore.UpdateOption) (r *evalflow.Run, ok bool, err error) {
-	r, _, ok, err = e.begin(ctx, id, status, false, opts)
+// The move is written over the copy of the run the event carries, when it does and
+// the run is still so: one round trip. The notification goes out once the run has
+// moved; one that cannot be sent fails Begin, and the redelivery, finding the run in
+// status, sends it again. Its id derives from the run and step, so one sent twice is
+// one to the caller.
+func (e *Env) Begin(ctx context.Context, ref Ref, status evalflow.Status, opts ...runstore.UpdateOption) (r *evalflow.Run, ok bool, err error) {
+	r, _, ok, err = e.begin(ctx, ref, status, false, opts)
 	return r, ok, err
 }
 
 // BeginWithSecrets is Begin that reads the run's secrets too, in the same round trip.
-func (e *Env) BeginWithSecrets(ctx context.Context, id string, status evalflow.Status, opts ...runstore.UpdateOption) (*evalflow.Run, map[string]string, bool, error) {
-	return e.begin(ctx, id, status, true, opts)
+func (e *Env) BeginWithSecrets(ctx context.Context, ref Ref, status evalflow.Status, opts ...runstore.UpdateOption) (*evalflow.Run, map[string]string, bool, error) {
+	return e.begin(ctx, ref, status, true, opts)
 }
 
-func (e *Env) begin(ctx context.Context, id string, status evalflow.Status, withSecrets bool, opts []runstore.UpdateOption) (r *evalflow.Run, secrets map[string]string, ok bool, err error) {
-	if withSecrets {
-		r, secrets, err = e.Store.GetWithSecrets(ctx, id, opts...)
-	} else if cached, hit := e.Store.Recent(id); hit && cached.Status == status {
-		// This step's later events of a run (job-watch's progress reports) take it
-		// as the step last saw it: what follows writes it only if it is still so,
-		// and otherwise decides again on the run as it is. A move is decided on the
-		// run as stored: its notification must not go out for a run gone on.
-		r = cached
-	} else {
-		r, err = e.Store.Get(ctx, id)
-	}
+func (e *Env) begin(ctx context.Context, ref Ref, status evalflow.Status, withSecrets bool, opts []runstore.UpdateOption) (*evalflow.Run, map[string]string, bool, error) {
+	r, secrets, err := e.base(ctx, ref, status, withSecrets, opts)
 	if errors.Is(err, evalflow.ErrNotFound) {
-		e.Log.Warn("event for an unknown run dropped", "run_id", id)
+		e.Log.Warn("event for an unknown run dropped", "run_id", ref.ID)
 		return nil, nil, false, nil
 	}
 	if err != nil {
 		return nil, nil, false, err
 	}
 	if r.Status == status {
-		e.Metrics.Redeliveries.WithLabelValues(string(status)).Inc()
-		return r, secrets, true, nil // redelivered while the step was at work: redo it
+		return e.redo(ctx, r, secrets)
 	}
 	now := e.Now()
-	next := *r
-	if err := next.Advance(status, now); err != nil {
-		e.Metrics.Dropped.WithLabelValues(string(status)).Inc()
-		e.Log.Info("duplicate or late event dropped", "run_id", id, "run_status", r.Status)
-		return r, nil, false, nil
+	var started event.Event
+	if withSecrets {
+		opts = append(opts, runstore.WithSecrets(&secrets))
 	}
-	// The caller hears the step start before the run moves (a redelivery tells it
-	// again, with the same event); the timeline keeps it with the move.
-	ev, entry := e.Note(&next, evalflow.NoteStarted, "")
-	if err := e.Events.Send(ctx, ev); err != nil {
-		return nil, nil, false, fmt.Errorf("%s: notify run %s: %w", e.Step, id, err)
-	}
-	r, err = e.Store.UpdateRun(ctx, r, func(r *evalflow.Run) error { return r.Advance(status, now) },
-		append(opts, runstore.Recording(func(*evalflow.Run) evalflow.TimelineEntry { return entry }))...)
+	moved, err := e.Store.UpdateRun(ctx, r, func(r *evalflow.Run) error { return r.Advance(status, now) },
+		append(opts, runstore.Recording(func(r *evalflow.Run) evalflow.TimelineEntry {
+			var entry evalflow.TimelineEntry
+			started, entry = e.Note(r, evalflow.NoteStarted, "")
+			return entry
+		}))...)
 	switch {
 	case errors.Is(err, evalflow.ErrNotFound):
 		return nil, nil, false, nil
-	case errors.Is(err, evalflow.ErrStale):
-		if r.Status == status {
-			return r, secrets, true, nil // a duplicate moved it meanwhile
+	case errors.Is(err, evalflow.ErrStale) && moved.Status == status: // a copy of the event moved it meanwhile
+		if withSecrets {
+			if moved, secrets, err = e.Store.GetWithSecrets(ctx, ref.ID, opts...); err != nil {
+				return nil, nil, false, err
+			}
 		}
-		e.Log.Info("duplicate or late event dropped", "run_id", id, "run_status", r.Status)
-		return r, nil, false, nil
+		return e.redo(ctx, moved, secrets)
+	case errors.Is(err, evalflow.ErrStale):
+		e.Metrics.Dropped.WithLabelValues(string(status)).Inc()
+		e.Log.Info("duplicate or late event dropped", "run_id", ref.ID, "run_status", moved.Status)
+		return moved, nil, false, nil
 	case err != nil:
 		return nil, nil, false, err
 	}
+	if err := e.announce(ctx, started); err != nil {
+		return nil, nil, false, err
+	}
+	return moved, secrets, true, nil
+}
+
+// base is the run ref as the step moves it from: the copy the event carries, if it
+// is of a run the step may move; the step's own recent copy of a run it moved already
+// (its later events: job-watch's reports); else the run as stored, read (with its
+// secrets, and opts). Only a run read is taken as it is: a copy serves as what an
+// update writes over if the run is still so.
+func (e *Env) base(ctx context.Context, ref Ref, status evalflow.Status, withSecrets bool, opts []runstore.UpdateOption) (*evalflow.Run, map[string]string, error) {
+	if ref.stored != nil {
+		if r, err := runstore.Decode(ref.ID, ref.stored); err == nil && r.Status != status && r.Advance(status, e.Now()) == nil {
+			r, _ = runstore.Decode(ref.ID, ref.stored) // as it was, not as advanced
+			return r, nil, nil
+		}
+	}
+	if cached, hit := e.Store.Recent(ref.ID); hit && !withSecrets && cached.Status == status {
+		return cached, nil, nil
+	}
+	if withSecrets {
+		return e.Store.GetWithSecrets(ctx, ref.ID, opts...)
+	}
+	r, err := e.Store.Get(ctx, ref.ID)
+	return r, nil, err
+}
+
+// redo hands back run r, which is in the step's status already (an event redelivered
+// while the step was at work, or the step's later event of the run), for the step to
+// redo its idempotent work; a started notification this process has not sent (the
+// send failed, or another process moved the run) is sent again.
+func (e *Env) redo(ctx context.Context, r *evalflow.Run, secrets map[string]string) (*evalflow.Run, map[string]string, bool, error) {
+	e.Metrics.Redeliveries.WithLabelValues(string(r.Status)).Inc()
+	started, _ := e.Note(r, evalflow.NoteStarted, "")
+	if !e.announced.Contains(started.ID()) {
+		if err := e.announce(ctx, started); err != nil {
+			return nil, nil, false, err
+		}
+	}
 	return r, secrets, true, nil
+}
+
+// announce sends a step's started notification, and remembers it sent.
+func (e *Env) announce(ctx context.Context, started event.Event) error {
+	if err := e.Events.Send(ctx, started); err != nil {
+		return fmt.Errorf("%s: notify run %s: %w", e.Step, started.Subject(), err)
+	}
+	e.announced.Add(started.ID(), struct{}{})
+	return nil
 }
 
 // Note is the step's notification of status on run r: the event to send, and the
@@ -320,10 +388,12 @@ func (e *Env) Notify(ctx context.Context, r *evalflow.Run, status, message strin
 // Change applies change to run r as it was read (runstore.Store.UpdateRun) and keeps
 // the step's notification of status in the run's history in the same write, then
 // tells the caller. It returns what UpdateRun returns (evalflow.ErrStale: nothing
-// written, nothing sent).
+// written, nothing sent). A change that ends a run holding a job slot hands the slot
+// to the first run in line, and lets that run in (run.verified, to deploy).
 func (e *Env) Change(ctx context.Context, r *evalflow.Run, change func(*evalflow.Run) error, status, message string) (*evalflow.Run, error) {
 	var ev event.Event
-	next, err := e.Store.UpdateRun(ctx, r, change, runstore.Recording(func(r *evalflow.Run) evalflow.TimelineEntry {
+	var handed string
+	next, err := e.Store.UpdateRun(ctx, r, change, runstore.HandingOver(&handed), runstore.Recording(func(r *evalflow.Run) evalflow.TimelineEntry {
 		var entry evalflow.TimelineEntry
 		ev, entry = e.Note(r, status, message)
 		return entry
@@ -333,6 +403,12 @@ func (e *Env) Change(ctx context.Context, r *evalflow.Run, change func(*evalflow
 	}
 	if err := e.Events.Send(ctx, ev); err != nil {
 		return nil, fmt.Errorf("%s: notify run %s: %w", e.Step, r.ID, err)
+	}
+	if handed != "" {
+		// Lost, it is sent again by the stalled-run driver: the run holds its slot.
+		if err := e.Events.Send(ctx, *e.Next(evalflow.TypeVerified, handed)); err != nil {
+			e.Log.Warn("a run handed a job slot was not let in", "run_id", handed, "after", r.ID, "error", err)
+		}
 	}
 	return next, nil
 }
@@ -373,21 +449,12 @@ func (e *Env) Settle(ctx context.Context, id, what string, err error) (*event.Ev
 	return nil, fmt.Errorf("%s: %s (run %s): %w", e.Step, what, id, err)
 }
 
-// Next returns the event a step replies with to move run id on.
+// Next returns the event a step replies with to move run id on. It carries the run
+// as the step last stored it, for the next step to write its move over (Begin).
 func (e *Env) Next(typ, id string) *event.Event {
-	ev := cloudevent.New(e.Step, typ, id, evalflow.RunRef{RunID: id})
+	stored, _ := e.Store.Stored(id)
+	ev := cloudevent.New(e.Step, typ, id, evalflow.RunRef{RunID: id, Stored: stored})
 	return &ev
-}
-
-// RunID reads the run id from an event's payload; a bad payload is logged and reported
-// as "" (a permanently bad event is dropped, not redelivered forever).
-func (e *Env) RunID(ev event.Event) string {
-	var ref evalflow.RunRef
-	if err := cloudevent.Decode(ev, &ref); err != nil || ref.RunID == "" {
-		e.Log.Error("event without a run id dropped", "type", ev.Type(), "id", ev.ID(), "error", err)
-		return ""
-	}
-	return ref.RunID
 }
 
 // Cluster connects to the cluster of Kubernetes run: with the run's kubeconfig, or

@@ -8,17 +8,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
+
 	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/pipeline"
 	"github.com/evalflow/evalflow/shared/pipeline/pipelinetest"
 )
 
 const runID = "5d6e7f80-9a1b-4c2d-8e3f-4a5b6c7d8e9f"
 
-// TestAStartedNotificationIsNeverLost: with the broker down, Begin fails and leaves
-// the run where it was; the redelivery, with the broker back, sends "started" and
-// moves the run. A duplicate after that sends nothing new.
+// TestAStartedNotificationIsNeverLost: with the broker down, Begin moves the run but
+// fails, for the event to be redelivered; the redelivery, with the broker back, finds
+// the run moved and sends "started". A duplicate after that sends nothing new.
 func TestAStartedNotificationIsNeverLost(t *testing.T) {
 	ctx := context.Background()
 	p := pipelinetest.New(t)
@@ -35,11 +38,11 @@ func TestAStartedNotificationIsNeverLost(t *testing.T) {
 	brokerDown.Events.Retries = 0
 	t.Cleanup(func() { brokerDown.Stop(ctx) })
 
-	if _, _, err := brokerDown.Begin(ctx, runID, evalflow.StatusVerifying); err == nil {
+	if _, _, err := brokerDown.Begin(ctx, pipeline.Ref{ID: runID}, evalflow.StatusVerifying); err == nil {
 		t.Fatal("Begin with the broker down: no error, so no redelivery")
 	}
-	if got, _ := p.Store.Get(ctx, runID); got.Status != evalflow.StatusPending {
-		t.Fatalf("run %s after a failed notification; want it still pending", got.Status)
+	if n := len(p.Sink.OfType("/", evalflow.TypeNotification)); n != 0 {
+		t.Fatalf("%d notifications with the broker down", n)
 	}
 
 	env, err := pipeline.Open(ctx, evalflow.StepVerify, p.Config)
@@ -48,7 +51,7 @@ func TestAStartedNotificationIsNeverLost(t *testing.T) {
 	}
 	t.Cleanup(func() { env.Stop(ctx) })
 	for range 2 { // the redelivery, then a duplicate
-		if _, ok, err := env.Begin(ctx, runID, evalflow.StatusVerifying); err != nil || !ok {
+		if _, ok, err := env.Begin(ctx, pipeline.Ref{ID: runID}, evalflow.StatusVerifying); err != nil || !ok {
 			t.Fatalf("Begin: ok %v, %v", ok, err)
 		}
 	}
@@ -95,5 +98,77 @@ func TestAFailureMessageNeverCarriesTheRunsKey(t *testing.T) {
 		if bytes.Contains(b, []byte("sk-canary-42")) {
 			t.Errorf("%s carries the key", name)
 		}
+	}
+}
+
+// The event a step replies with carries the run as the step stored it: the next step
+// moves the run over that copy, and reads its secrets, in one round trip. A copy that
+// is not the run as stored — forged, or behind it — writes nothing of itself: the run
+// as stored decides, and is never moved back.
+func TestBeginMovesTheRunOverTheEventsCopy(t *testing.T) {
+	ctx := context.Background()
+	p := pipelinetest.New(t)
+	open := func(step evalflow.StepID) *pipeline.Env {
+		env, err := pipeline.Open(ctx, step, p.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { env.Stop(ctx) })
+		return env
+	}
+	start, verify := open(evalflow.StepStart), open(evalflow.StepVerify)
+	create := func(id string) {
+		r := evalflow.NewRun(evalflow.Request{EvalRequestID: id, ModelName: "m", BaseURL: "http://127.0.0.1:1",
+			Datasets: []evalflow.DatasetSpec{{Name: "gsm8k"}}}, time.Now())
+		if _, _, err := start.Store.Create(ctx, r, map[string]string{"api_key": "sk-" + id[:4]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	begin := func(ev event.Event) (*evalflow.Run, map[string]string, bool, int64) {
+		t.Helper()
+		before := verify.Store.RoundTrips()
+		r, secrets, ok, err := verify.BeginWithSecrets(ctx, verify.Ref(ev), evalflow.StatusVerifying)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r, secrets, ok, verify.Store.RoundTrips() - before
+	}
+
+	// A forged copy (another model) is not the run: the run as stored moves.
+	forgedID := "6e7f8091-ab2c-4d3e-9f40-5b6c7d8e9fa0"
+	create(forgedID)
+	stored, _ := start.Store.Stored(forgedID)
+	forged := bytes.Replace(stored, []byte(`"model_name":"m"`), []byte(`"model_name":"forged"`), 1)
+	if bytes.Equal(forged, stored) {
+		t.Fatalf("the copy %s has no model_name to forge", stored)
+	}
+	ev := cloudevent.New(evalflow.StepStart, evalflow.TypeStarted, forgedID, evalflow.RunRef{RunID: forgedID, Stored: forged})
+	if r, _, ok, _ := begin(ev); !ok || r.ModelName != "m" {
+		t.Fatalf("over a forged copy: ok %v, model %q", ok, r.ModelName)
+	}
+	if got, _ := p.Store.Get(ctx, forgedID); got.Status != evalflow.StatusVerifying || got.ModelName != "m" {
+		t.Fatalf("stored run %s, model %q; want verifying, m", got.Status, got.ModelName)
+	}
+
+	create(runID)
+	pending, _ := start.Store.Stored(runID)
+	r, secrets, ok, trips := begin(*start.Next(evalflow.TypeStarted, runID))
+	if !ok || r.Status != evalflow.StatusVerifying || secrets["api_key"] != "sk-"+runID[:4] || trips != 1 {
+		t.Fatalf("over the event's copy: ok %v, run %s, secrets %v, %d round trips; want verifying with its key in 1", ok, r.Status, secrets, trips)
+	}
+	if got, _ := p.Store.Get(ctx, runID); got.Status != evalflow.StatusVerifying {
+		t.Fatalf("stored run %s; want verifying", got.Status)
+	}
+
+	// A copy behind the run (it is deploying): nothing moves back.
+	if _, err := p.Store.Update(ctx, runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusDeploying, time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	ev = cloudevent.New(evalflow.StepStart, evalflow.TypeStarted, runID, evalflow.RunRef{RunID: runID, Stored: pending})
+	if _, _, ok, _ := begin(ev); ok {
+		t.Fatal("a late run.started with an old copy: ok")
+	}
+	if got, _ := p.Store.Get(ctx, runID); got.Status != evalflow.StatusDeploying {
+		t.Fatalf("stored run %s; want deploying still", got.Status)
 	}
 }

@@ -62,6 +62,9 @@ const (
 	// the time they first asked.
 	slotsKey = "evalflow:jobs:slots"
 	queueKey = "evalflow:jobs:queue"
+	// limitKey is how many slots there are, as the last ask for one said: a run's
+	// end hands its slot on only while fewer are held.
+	limitKey = "evalflow:jobs:limit"
 )
 
 // Store reads and writes runs.
@@ -100,6 +103,10 @@ func (s *Store) Recent(id string) (*evalflow.Run, bool) {
 	r, err := decode(id, body)
 	return r, err == nil
 }
+
+// Stored is run id's JSON as this Store last read or wrote it, if it has: what a
+// step's reply carries for the next step to write from (Decode).
+func (s *Store) Stored(id string) ([]byte, bool) { return s.recent.Get(id) }
 
 // seen decodes run id as stored (body), and keeps it as the Store's recent copy.
 func (s *Store) seen(id string, body []byte) (*evalflow.Run, error) {
@@ -170,6 +177,7 @@ func (s *Store) Create(ctx context.Context, r *evalflow.Run, secrets map[string]
 	case errors.Is(err, redis.Nil): // created
 		created := *r
 		created.Revision = revision(body)
+		s.recent.Add(r.ID, body)
 		return &created, true, nil
 	case err != nil:
 		return nil, false, fmt.Errorf("runstore: create run %s: %w", r.ID, err)
@@ -217,6 +225,16 @@ func (s *Store) Get(ctx context.Context, id string) (*evalflow.Run, error) {
 	return s.seen(id, body)
 }
 
+// Decode reads run id as stored (its JSON, as Stored gives it), and notes its
+// revision: the copy an update of it writes over only if the run is still so.
+func Decode(id string, body []byte) (*evalflow.Run, error) {
+	r, err := decode(id, body)
+	if err == nil && r.ID != id {
+		return nil, fmt.Errorf("runstore: decode run %s: the JSON is of run %q", id, r.ID)
+	}
+	return r, err
+}
+
 // decode reads a stored run, and notes its revision.
 func decode(id string, body []byte) (*evalflow.Run, error) {
 	var r evalflow.Run
@@ -230,8 +248,8 @@ func decode(id string, body []byte) (*evalflow.Run, error) {
 // Update applies change to run id atomically and returns the run as stored after it.
 // When change returns an error nothing is written and Update returns the run as it was
 // with that error (evalflow.ErrStale for a duplicate or late event). When the run ends,
-// its job slot (or place in line) is freed and its secrets are dropped in the same
-// write — but for the kubeconfig of a run that was cancelled or failed, kept (sealed)
+// its place in line is freed, its job slot goes to the first run in line
+// (HandingOver), and its secrets are dropped, in the same write — but for the kubeconfig of a run that was cancelled or failed, kept (sealed)
 // for StopGrace so that its job, which may still run, can be stopped. With Recording,
 // the write records a timeline entry too.
 func (s *Store) Update(ctx context.Context, id string, change func(*evalflow.Run) error, opts ...UpdateOption) (*evalflow.Run, error) {
@@ -278,8 +296,23 @@ func (s *Store) UpdateRun(ctx context.Context, r *evalflow.Run, change func(*eva
 type UpdateOption func(*updateOptions)
 
 type updateOptions struct {
-	entry func(*evalflow.Run) evalflow.TimelineEntry
-	admit *Admission
+	entry   func(*evalflow.Run) evalflow.TimelineEntry
+	admit   *Admission
+	secrets *map[string]string
+	handed  *string
+}
+
+// HandingOver has the update, when it ends a run that held a job slot and the slot
+// goes to the first run in line (as it always does: Update), set *next to that run's
+// id, for the caller to let it in.
+func HandingOver(next *string) UpdateOption {
+	return func(o *updateOptions) { o.handed = next }
+}
+
+// WithSecrets has the update, when it writes, read the run's secrets in the same
+// round trip, and set *secrets to them, opened (none: empty).
+func WithSecrets(secrets *map[string]string) UpdateOption {
+	return func(o *updateOptions) { o.secrets = secrets }
 }
 
 // Admission is a run's ask for one of Slots job slots (Admit), made with a write.
@@ -328,13 +361,16 @@ func (s *Store) write(ctx context.Context, was, next *evalflow.Run, o updateOpti
 		}
 		entryID = e.ID
 	}
-	keys := []string{runKey(next.ID), statusKey(was.Status), statusKey(next.Status), slotsKey, queueKey, secretKey(next.ID), historyKey(next.ID)}
-	slots := ""
+	keys := []string{runKey(next.ID), statusKey(was.Status), statusKey(next.Status), slotsKey, queueKey, secretKey(next.ID), historyKey(next.ID), limitKey}
+	slots, secrets := "", ""
 	if o.admit != nil {
 		slots = strconv.Itoa(o.admit.Slots)
 	}
+	if o.secrets != nil {
+		secrets = "read"
+	}
 	res, err := updateScript.Run(ctx, s.rdb, keys, was.Revision, body, next.ID, next.CreatedAt.UnixNano(), ending,
-		int64(StopGrace/time.Second), SecretAPIKey, entryID, entry, slots).Result()
+		int64(StopGrace/time.Second), SecretAPIKey, entryID, entry, slots, secrets).Result()
 	switch {
 	case errors.Is(err, redis.Nil):
 		return nil, evalflow.ErrNotFound
@@ -344,9 +380,24 @@ func (s *Store) write(ctx context.Context, was, next *evalflow.Run, o updateOpti
 	if stored, ok := res.(string); ok {
 		return s.seen(next.ID, []byte(stored))
 	}
-	if answer, ok := res.([]any); ok && o.admit != nil && len(answer) == 2 {
-		pos, _ := answer[1].(int64)
-		o.admit.Decided, o.admit.Admitted, o.admit.Position = true, pos == 0, int(pos)
+	if answer, ok := res.([]any); ok && len(answer) == 4 {
+		if handed, _ := answer[3].(string); o.handed != nil {
+			*o.handed = handed
+		}
+		if pos, _ := answer[1].(int64); o.admit != nil && pos >= 0 {
+			o.admit.Decided, o.admit.Admitted, o.admit.Position = true, pos == 0, int(pos)
+		}
+		if o.secrets != nil {
+			flat, _ := answer[2].([]any)
+			sealed := make(map[string]string, len(flat)/2)
+			for i := 0; i+1 < len(flat); i += 2 {
+				name, _ := flat[i].(string)
+				sealed[name], _ = flat[i+1].(string)
+			}
+			if *o.secrets, err = s.open(next.ID, sealed); err != nil {
+				return nil, err
+			}
+		}
 	}
 	next.Revision = revision(body)
 	s.recent.Add(next.ID, body)
@@ -354,12 +405,14 @@ func (s *Store) write(ctx context.Context, was, next *evalflow.Run, o updateOpti
 }
 
 // updateScript writes a run if it is still at the revision it was read at, and with
-// it: its move between status indexes, the freeing of its job slot and its secrets
-// when it ends, and a timeline entry; it answers 1. A run at another revision is
-// answered as it is, a run that is not there with nil. KEYS: run, old status index,
-// new status index, slots, queue, secrets, history. ARGV: revision, body, id, score,
-// ending ("", "ended", "stopped"), grace seconds, the api_key's field, entry id, entry,
-// and the job slots to admit the run to ("": none), which answers {1, admit's answer}.
+// it: its move between status indexes, a timeline entry, and when it ends the freeing
+// of its secrets and of its job slot, which goes to the first run in line; it answers
+// {1, admit's answer or -1, the secrets or {}, the id of the run handed the slot or
+// ""}. A run at another revision is answered as it is, a run that is not there with
+// nil. KEYS: run, old status index, new status index, slots, queue, secrets, history,
+// limit. ARGV: revision, body, id, score, ending ("", "ended", "stopped"), grace
+// seconds, the api_key's field, entry id, entry, the job slots to admit the run to
+// ("": none), and "read" to read its secrets.
 var updateScript = redis.NewScript(admitLua + `
 local cur = redis.call('GET', KEYS[1])
 if not cur then return false end
@@ -369,9 +422,18 @@ if KEYS[2] ~= KEYS[3] then
   redis.call('ZREM', KEYS[2], ARGV[3])
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
 end
+local handed = ''
 if ARGV[5] ~= '' then
-  redis.call('ZREM', KEYS[4], ARGV[3])
+  local held = redis.call('ZREM', KEYS[4], ARGV[3])
   redis.call('ZREM', KEYS[5], ARGV[3])
+  local limit = tonumber(redis.call('GET', KEYS[8]) or '0')
+  if held == 1 and redis.call('ZCARD', KEYS[4]) < limit then
+    local first = redis.call('ZPOPMIN', KEYS[5])
+    if first[1] then
+      redis.call('ZADD', KEYS[4], first[2], first[1])
+      handed = first[1]
+    end
+  end
   if ARGV[5] == 'stopped' then
     redis.call('HDEL', KEYS[6], ARGV[7])
     redis.call('EXPIRE', KEYS[6], ARGV[6])
@@ -380,8 +442,10 @@ if ARGV[5] ~= '' then
   end
 end
 if ARGV[8] ~= '' then redis.call('HSETNX', KEYS[7], ARGV[8], ARGV[9]) end
-if ARGV[10] ~= '' then return {1, admit(KEYS[4], KEYS[5], ARGV[3], ARGV[4], tonumber(ARGV[10]), false)} end
-return 1
+local pos, secrets = -1, {}
+if ARGV[10] ~= '' then pos = admit(KEYS[4], KEYS[5], KEYS[8], ARGV[3], ARGV[4], tonumber(ARGV[10]), false) end
+if ARGV[11] ~= '' then secrets = redis.call('HGETALL', KEYS[6]) end
+return {1, pos, secrets, handed}
 `)
 
 // StopGrace is how long the kubeconfig (sealed) of a run that was cancelled or failed
@@ -428,7 +492,7 @@ func (s *Store) GetWithSecrets(ctx context.Context, id string, opts ...UpdateOpt
 		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			run, sealed = p.Get(ctx, runKey(id)), p.HGetAll(ctx, secretKey(id))
 			if o.admit != nil {
-				admitted = p.EvalSha(ctx, admitScript.Hash(), []string{slotsKey, queueKey}, id, 0, o.admit.Slots, "waiting") // asked: when it joined
+				admitted = p.EvalSha(ctx, admitScript.Hash(), []string{slotsKey, queueKey, limitKey}, id, 0, o.admit.Slots, "waiting") // asked: when it joined
 			}
 			return nil
 		})
@@ -584,13 +648,14 @@ func (s *Store) DeadLetters(ctx context.Context, runID string) ([]evalflow.DeadL
 }
 
 // admitLua is the Lua function that takes a job slot for a run when one of n is
-// free and no run that asked earlier waits: admit(slots, queue, run id, the time it
-// asked, n) answers 0 when the run holds a slot (now or already), else its place in
-// line (1: next). With waiting, it asks only for a run in line already, at the time
-// it asked then (-1: not in line, so not asking). The admit script and updateScript
-// (Admitting) share it.
+// free and no run that asked earlier waits: admit(slots, queue, limit, run id, the
+// time it asked, n) answers 0 when the run holds a slot (now or already), else its
+// place in line (1: next); it keeps n as the limit. With waiting, it asks only for a
+// run in line already, at the time it asked then (-1: not in line, so not asking).
+// The admit script and updateScript (Admitting) share it.
 const admitLua = `
-local function admit(slots, queue, id, asked, n, waiting)
+local function admit(slots, queue, limit, id, asked, n, waiting)
+  redis.call('SET', limit, n)
   if redis.call('ZSCORE', slots, id) then return 0 end
   if waiting then
     asked = redis.call('ZSCORE', queue, id)
@@ -608,15 +673,15 @@ local function admit(slots, queue, id, asked, n, waiting)
 end
 `
 
-// admitScript is admit on its own: KEYS slots, queue; ARGV run id, asked, n, and
-// "waiting" for a run in line only.
-var admitScript = redis.NewScript(admitLua + `return admit(KEYS[1], KEYS[2], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == 'waiting')`)
+// admitScript is admit on its own: KEYS slots, queue, limit; ARGV run id, asked, n,
+// and "waiting" for a run in line only.
+var admitScript = redis.NewScript(admitLua + `return admit(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4] == 'waiting')`)
 
 // Admit gives run id one of n job slots, in the order runs asked (asked: when it
 // first did): admitted, or its place in line (1: next). A run keeps its slot, or its
 // place, until it ends (Update frees them).
 func (s *Store) Admit(ctx context.Context, id string, asked time.Time, n int) (admitted bool, position int, err error) {
-	pos, err := admitScript.Run(ctx, s.rdb, []string{slotsKey, queueKey}, id, asked.UnixNano(), n, "").Int()
+	pos, err := admitScript.Run(ctx, s.rdb, []string{slotsKey, queueKey, limitKey}, id, asked.UnixNano(), n, "").Int()
 	if err != nil {
 		return false, 0, fmt.Errorf("runstore: admit run %s: %w", id, err)
 	}
@@ -644,21 +709,6 @@ func (s *Store) Counts(ctx context.Context) (map[evalflow.Status]int64, int64, e
 		out[st] = cmds[i].Val()
 	}
 	return out, waiting.Val(), nil
-}
-
-// NextIn are the runs a free one of n job slots awaits: the first of those waiting,
-// as many as slots are free (none while all n are held), in one round trip.
-func (s *Store) NextIn(ctx context.Context, n int) ([]string, error) {
-	var held *redis.IntCmd
-	var first *redis.StringSliceCmd
-	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		held, first = p.ZCard(ctx, slotsKey), p.ZRange(ctx, queueKey, 0, int64(n-1))
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("runstore: waiting runs: %w", err)
-	}
-	ids := first.Val()
-	return ids[:min(len(ids), max(n-int(held.Val()), 0))], nil
 }
 
 // QueuePositions are the runs' places in line for a job slot (1: next; 0: not

@@ -356,20 +356,30 @@ func TestJobSlotsGoInOrderAndNeverOverflow(t *testing.T) {
 	if places, _ := store.QueuePositions(ctx, ids[3], ids[0]); !slices.Equal(places, []int{2, 0}) {
 		t.Errorf("places in line of d and a %v; want 2 (behind c) and 0 (a holds a slot)", places)
 	}
-	if next, _ := store.NextIn(ctx, 2); len(next) != 0 {
-		t.Errorf("both slots held, yet %v are let in", next)
+	var handed string
+	if _, err := store.Update(ctx, ids[3], func(r *evalflow.Run) error { return r.Advance(evalflow.StatusDeploying, time.Now()) },
+		runstore.HandingOver(&handed)); err != nil || handed != "" {
+		t.Fatalf("a run moved on, not ended: slot handed to %q (%v)", handed, err)
 	}
-	if _, err := store.Update(ctx, ids[0], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) }); err != nil {
+	if _, err := store.Update(ctx, ids[0], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) },
+		runstore.HandingOver(&handed)); err != nil {
 		t.Fatal(err)
 	}
-	if next, _ := store.NextIn(ctx, 2); !slices.Equal(next, []string{ids[2]}) {
-		t.Errorf("a's slot freed: %v let in; want c alone (d waits behind it)", next)
+	if handed != ids[2] {
+		t.Errorf("a's end handed its slot to %q; want c (d waits behind it)", handed)
 	}
 	if ok, _ := admit(3); ok {
 		t.Error("d took the freed slot before c")
 	}
 	if ok, _ := admit(2); !ok {
-		t.Error("c did not get the slot a freed")
+		t.Error("c does not hold the slot a freed")
+	}
+	if _, err := store.Update(ctx, ids[3], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) },
+		runstore.HandingOver(&handed)); err != nil || handed != "" {
+		t.Fatalf("d's end, in line: slot handed to %q (%v)", handed, err)
+	}
+	if places, _ := store.QueuePositions(ctx, ids[3]); !slices.Equal(places, []int{0}) {
+		t.Errorf("d ended, still in line at %v", places)
 	}
 
 	// Fifty runs racing for five slots.
