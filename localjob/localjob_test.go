@@ -213,12 +213,13 @@ func TestStoppingAJobStopsWhatItStarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	pidFile := filepath.Join(spec.OutputDir, "lm-eval", "pid")
-	testserver.Eventually(t, 30*time.Second, "the engine starts", func() bool { _, err := os.Stat(pidFile); return err == nil })
-	b, _ := os.ReadFile(pidFile)
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatalf("pid file %q: %v", b, err)
-	}
+	var pid int
+	testserver.Eventually(t, 30*time.Second, "the engine starts and writes its pid", func() bool {
+		b, _ := os.ReadFile(pidFile) // the shell creates the file before it writes to it
+		var err error
+		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil
+	})
 
 	if err := client.Delete(t.Context(), spec.ID); err != nil {
 		t.Fatal(err)
