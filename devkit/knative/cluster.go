@@ -108,10 +108,12 @@ func (c *Cluster) Apply(ctx context.Context, objs ...*unstructured.Unstructured)
 
 // put creates or applies obj. A kind the API server does not serve yet (a CRD
 // created a moment before), or one its webhook does not admit yet (the webhook is
-// starting), is asked again for a minute.
+// starting: on a node started again on its state, every pod of Knative's starts again
+// at once, and the webhooks it registered before are called meanwhile), is asked
+// again for up to putWithin.
 func (c *Cluster) put(ctx context.Context, obj *unstructured.Unstructured, apply bool) error {
 	gvk := obj.GroupVersionKind()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(putWithin)
 	for {
 		ri, err := c.resource(gvk.GroupKind(), gvk.Version, obj.GetNamespace())
 		if err == nil {
@@ -139,6 +141,9 @@ func (c *Cluster) put(ctx context.Context, obj *unstructured.Unstructured, apply
 		}
 	}
 }
+
+// putWithin is how long put asks again.
+const putWithin = 5 * time.Minute
 
 func (c *Cluster) resource(gk schema.GroupKind, version, namespace string) (dynamic.ResourceInterface, error) {
 	m, err := c.mapper.RESTMapping(gk, version)

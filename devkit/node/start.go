@@ -140,14 +140,26 @@ func (n *Node) startDNS(ctx context.Context, cfg Config) error {
 		return err
 	}
 	ports := `[{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]`
-	if err := n.post(ctx, "/api/v1/namespaces/kube-system/services", fmt.Sprintf(`{"apiVersion": "v1", "kind": "Service",
+	// A node started again on its directory has them from before (its etcd keeps
+	// them), and the Service's address is taken by that Service itself.
+	var existing struct {
+		Spec struct {
+			ClusterIP string `json:"clusterIP"`
+		} `json:"spec"`
+	}
+	if err := n.call(ctx, http.MethodGet, "/api/v1/namespaces/kube-system/services/kube-dns", "", &existing); err != nil || existing.Spec.ClusterIP != n.DNS {
+		if err := n.post(ctx, "/api/v1/namespaces/kube-system/services", fmt.Sprintf(`{"apiVersion": "v1", "kind": "Service",
 		"metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
 		"spec": {"clusterIP": %q, "ports": %s}}`, n.DNS, ports)); err != nil {
+			return err
+		}
+	}
+	if err := n.post(ctx, "/api/v1/namespaces/kube-system/endpoints", fmt.Sprintf(`{"apiVersion": "v1", "kind": "Endpoints",
+		"metadata": {"name": "kube-dns", "namespace": "kube-system"},
+		"subsets": [{"addresses": [{"ip": %q}], "ports": %s}]}`, cfg.Address, ports)); err != nil && !isConflict(err) {
 		return err
 	}
-	return n.post(ctx, "/api/v1/namespaces/kube-system/endpoints", fmt.Sprintf(`{"apiVersion": "v1", "kind": "Endpoints",
-		"metadata": {"name": "kube-dns", "namespace": "kube-system"},
-		"subsets": [{"addresses": [{"ip": %q}], "ports": %s}]}`, cfg.Address, ports))
+	return nil
 }
 
 // Volumes is how many persistent volumes the node offers, each Capacity large.
