@@ -189,7 +189,9 @@ func (c *Cluster) startTraefik(ctx context.Context, n *node.Node, host, traefik 
 	in := &Ingress{Public: net.JoinHostPort(host, ports[0]), Private: net.JoinHostPort(host, ports[1]), Domain: Domain,
 		Loopback: net.JoinHostPort("127.0.0.1", strconv.Itoa(loop[0]))}
 	for name, port := range map[string]string{"traefik-public": ports[0], "traefik-private": ports[1]} {
-		if err := c.Create(ctx, fmt.Sprintf(`apiVersion: v1
+		// Applied, not only created: Traefik's ports are new at each start, also on a
+		// node started again whose Services have the ports of before.
+		objs, err := Objects(fmt.Sprintf(`apiVersion: v1
 kind: Service
 metadata: {name: %[1]s, namespace: %[2]s}
 spec:
@@ -199,7 +201,11 @@ apiVersion: v1
 kind: Endpoints
 metadata: {name: %[1]s, namespace: %[2]s}
 subsets: [{addresses: [{ip: %[4]s}], ports: [{name: http, port: %[3]s}]}]
-`, name, ServingNamespace, port, host)); err != nil {
+`, name, ServingNamespace, port, host))
+		if err != nil {
+			return nil, err
+		}
+		if err := c.Apply(ctx, objs...); err != nil {
 			return nil, err
 		}
 	}
