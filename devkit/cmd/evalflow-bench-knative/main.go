@@ -117,10 +117,17 @@ func run(ctx context.Context, dir, gguf string, runs, colds int, out string) err
 		}
 		fns = append(fns, f)
 	}
+	services := make([]string, len(fns))
+	for i, f := range fns {
+		services[i] = "evalflow-" + f.name
+	}
+	every := "serving.knative.dev/service in (" + strings.Join(services, ",") + ")"
 	for range colds {
 		for _, f := range fns {
-			// A tick of the PingSource may have woken job-watch meanwhile.
-			if err := b.waitZero(ctx, "serving.knative.dev/service=evalflow-"+f.name); err != nil {
+			// Every function at zero, so that no pod winding down (the one woken just
+			// before, or job-watch woken by a tick of the PingSource) shares the node's
+			// two cores with the start measured.
+			if err := b.waitZero(ctx, every); err != nil {
 				return err
 			}
 			ms, mib, err := b.cold(ctx, f.name)
@@ -140,8 +147,9 @@ func run(ctx context.Context, dir, gguf string, runs, colds int, out string) err
 	}
 	defer stopModel()
 	var toJob, overhead []float64
+	spans := make([][]float64, len(phases))
 	for i := range runs + 1 {
-		job, over, err := b.warmRun(ctx, model)
+		job, over, took, err := b.warmRun(ctx, model)
 		if err != nil {
 			return err
 		}
@@ -149,9 +157,12 @@ func run(ctx context.Context, dir, gguf string, runs, colds int, out string) err
 			continue // wakes every function
 		}
 		toJob, overhead = append(toJob, job), append(overhead, over)
-		fmt.Fprintf(os.Stderr, "run %d: POST → Job %.0f ms, overhead %.0f ms\n", i, job, over)
+		for p, ms := range took {
+			spans[p] = append(spans[p], ms)
+		}
+		fmt.Fprintf(os.Stderr, "run %d: POST → Job %.0f ms, overhead %.0f ms, phases %.0f\n", i, job, over, took)
 	}
-	return os.WriteFile(out, []byte(report(fns, toJob, overhead, runs, colds)), 0o644)
+	return os.WriteFile(out, []byte(report(fns, toJob, overhead, spans, runs, colds)), 0o644)
 }
 
 func median(xs []float64) float64 {
@@ -163,7 +174,7 @@ func median(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-func report(fns []*function, toJob, overhead []float64, runs, colds int) string {
+func report(fns []*function, toJob, overhead []float64, spans [][]float64, runs, colds int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Benchmarks: the pipeline on Knative
 
@@ -185,8 +196,8 @@ builder); ollama serving stories260K on the node address.
 - Image: the sum of the image's compressed layers and config for this platform, as a
   node pulls it (func's host builder: a static binary, CA certificates, the source).
 - Cold start: a CloudEvent of the function's own (for start, a GET of /evals) sent
-  through Traefik to the function at zero pods, until it answers; the activator holds
-  the request while the pod starts.
+  through Traefik to the function at zero pods, every other function at zero too,
+  until it answers; the activator holds the request while the pod starts.
 - Idle memory: the working set of the function's container, from the kubelet's summary,
   just after that answer.
 
@@ -201,7 +212,16 @@ Warm functions, %d runs of one MMLU question each (POST to start through Traefik
   the runner's own stage timings in its pod's log. The overhead holds the broker's
   deliveries, the Job's pod start (sandbox, image from the node's registry, the data
   artifact's pull), the progress reports, the results push and the artifact step.
+
+Where a run's wall goes, from its timeline (GET /evals/{id}/events: each step's
+notifications, timed as sent), p50 of the same runs:
+
+| from → to | p50 | max |
+|---|---|---|
 `, runs, median(toJob), slices.Max(toJob), median(overhead), slices.Max(overhead))
+	for i, p := range phases {
+		fmt.Fprintf(&b, "| %s | %.0f ms | %.0f ms |\n", p.name, median(spans[i]), slices.Max(spans[i]))
+	}
 	return b.String()
 }
 
@@ -371,7 +391,54 @@ func (b *bench) ollama(ctx context.Context, gguf string) (string, func(), error)
 
 // warmRun POSTs a run to start and returns POST → Job created, and the run's wall
 // time less the runner's, in ms.
-func (b *bench) warmRun(ctx context.Context, model string) (toJob, overhead float64, err error) {
+// phases split a run's wall at notifications of its timeline: each from the first
+// notification of one step and status to the first of the next (the run's creation
+// and end are its own).
+var phases = []struct {
+	name     string
+	from, to [2]string
+}{
+	{"POST → Job created (deploy succeeded)", [2]string{"", "created"}, [2]string{"deploy", "succeeded"}},
+	{"Job created → the runner's first report (its pod's start; the spec and data read)", [2]string{"deploy", "succeeded"}, [2]string{"job-watch", "progress"}},
+	{"first report → the job's end recorded (scoring, results, their push)", [2]string{"job-watch", "progress"}, [2]string{"job-watch", "succeeded"}},
+	{"the job's end → the run succeeded (the artifact step)", [2]string{"job-watch", "succeeded"}, [2]string{"", "ended"}},
+}
+
+// phaseTimes are run's phases in ms, from its timeline.
+func (b *bench) phaseTimes(ctx context.Context, host string, run evalflow.Run) ([]float64, error) {
+	get, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.in.Loopback+"/evals/"+run.ID+"/events", nil)
+	get.Host = host
+	resp, err := b.http.Do(get)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var timeline struct {
+		Events []evalflow.TimelineEntry `json:"events"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&timeline); err != nil {
+		return nil, fmt.Errorf("timeline of run %s: %w", run.ID, err)
+	}
+	at := map[[2]string]time.Time{{"", "created"}: run.CreatedAt, {"", "ended"}: run.EndedAt}
+	for _, e := range timeline.Events {
+		k := [2]string{string(e.Step), e.Status}
+		if _, seen := at[k]; !seen {
+			at[k] = e.Time
+		}
+	}
+	out := make([]float64, len(phases))
+	for i, p := range phases {
+		from, ok1 := at[p.from]
+		to, ok2 := at[p.to]
+		if !ok1 || !ok2 {
+			return nil, fmt.Errorf("timeline of run %s lacks %v or %v", run.ID, p.from, p.to)
+		}
+		out[i] = float64(to.Sub(from).Microseconds()) / 1000
+	}
+	return out, nil
+}
+
+func (b *bench) warmRun(ctx context.Context, model string) (toJob, overhead float64, took []float64, err error) {
 	req := evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: "stories260k", BaseURL: model, APIKey: "sk-bench",
 		Source: "bench", SourceTopic: "bench", Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 1}}}
 	body, _ := json.Marshal(req)
@@ -381,11 +448,11 @@ func (b *bench) warmRun(ctx context.Context, model string) (toJob, overhead floa
 	start := time.Now()
 	resp, err := b.http.Do(post)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
-		return 0, 0, fmt.Errorf("POST: %d", resp.StatusCode)
+		return 0, 0, nil, fmt.Errorf("POST: %d", resp.StatusCode)
 	}
 	job := "evalflow-" + req.EvalRequestID
 	for {
@@ -393,7 +460,7 @@ func (b *bench) warmRun(ctx context.Context, model string) (toJob, overhead floa
 			break
 		}
 		if time.Since(start) > 2*time.Minute {
-			return 0, 0, fmt.Errorf("no Job %s", job)
+			return 0, 0, nil, fmt.Errorf("no Job %s", job)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -410,18 +477,21 @@ func (b *bench) warmRun(ctx context.Context, model string) (toJob, overhead floa
 			break
 		}
 		if time.Since(start) > 5*time.Minute {
-			return 0, 0, fmt.Errorf("run %s did not end", req.EvalRequestID)
+			return 0, 0, nil, fmt.Errorf("run %s did not end", req.EvalRequestID)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	if run.Status != evalflow.StatusSucceeded {
-		return 0, 0, fmt.Errorf("run %s: %s %s", run.ID, run.Status, run.Message)
+		return 0, 0, nil, fmt.Errorf("run %s: %s %s", run.ID, run.Status, run.Message)
 	}
 	runner, err := b.runnerWall(ctx, job)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, err
 	}
-	return toJob, float64(run.EndedAt.Sub(run.CreatedAt).Microseconds())/1000 - runner, nil
+	if took, err = b.phaseTimes(ctx, post.Host, run); err != nil {
+		return 0, 0, nil, err
+	}
+	return toJob, float64(run.EndedAt.Sub(run.CreatedAt).Microseconds())/1000 - runner, took, nil
 }
 
 // evalflowJobs is where runs without a kubeconfig run their Jobs (eventing/namespace.yaml).
