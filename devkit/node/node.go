@@ -82,6 +82,8 @@ type Node struct {
 	// Machine is what the node changed on the machine, for Down to put back.
 	Machine machine `json:"machine"`
 	pki     pki
+	// kubeletStarted is when Up started the kubelet: the node is Ready once it says so.
+	kubeletStarted time.Time
 }
 
 // machine is the state of the machine before Up, for Down.

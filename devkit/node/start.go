@@ -16,6 +16,10 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
 	"github.com/evalflow/evalflow/devkit/images"
 	"github.com/evalflow/evalflow/devkit/localserver"
 )
@@ -242,9 +246,21 @@ state = %q
 		return err
 	}
 	sock := n.Machine.ContainerdSock
-	return n.Spawn(ctx, "containerd", func(ctx context.Context) error {
-		return exec.CommandContext(ctx, "ctr", "--address", sock, "version").Run()
-	}, 30*time.Second, "containerd", "--config", filepath.Join(dir, "config.toml"))
+	return n.Spawn(ctx, "containerd", func(ctx context.Context) error { return criReady(ctx, sock) },
+		60*time.Second, "containerd", "--config", filepath.Join(dir, "config.toml"))
+}
+
+// criReady is whether containerd's CRI answers on sock, as the kubelet asks it when it
+// starts (and exits if it does not): containerd answers its own API before its CRI has
+// loaded what it had, on a node started again on its state.
+func criReady(ctx context.Context, sock string) error {
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, err = runtimeapi.NewRuntimeServiceClient(conn).Version(ctx, &runtimeapi.VersionRequest{})
+	return err
 }
 
 // startKubelet runs the kubelet against containerd and waits for the node to be Ready.
@@ -283,6 +299,7 @@ imageGCLowThresholdPercent: 99
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		return err
 	}
+	n.kubeletStarted = time.Now()
 	return n.Spawn(ctx, "kubelet", n.nodeReady, 60*time.Second, filepath.Join(cfg.Bin, "kubelet"),
 		"--config", path, "--kubeconfig", n.Kubeconfig, "--root-dir", filepath.Join(n.Dir, "kubelet"),
 		"--hostname-override", Name, "--node-ip", cfg.Address)
@@ -346,7 +363,10 @@ func (n *Node) waitAccounts(ctx context.Context, _ Config) error {
 func (n *Node) nodeReady(ctx context.Context) error {
 	var node struct {
 		Status struct {
-			Conditions []struct{ Type, Status, Message string }
+			Conditions []struct {
+				Type, Status, Message string
+				LastHeartbeatTime     time.Time
+			}
 		}
 	}
 	if err := n.get(ctx, "/api/v1/nodes/"+Name, &node); err != nil {
@@ -354,7 +374,9 @@ func (n *Node) nodeReady(ctx context.Context) error {
 	}
 	for _, c := range node.Status.Conditions {
 		if c.Type == "Ready" {
-			if c.Status == "True" {
+			// A node started again on its state has its Ready of before, until this
+			// kubelet reports (the API's times are in whole seconds).
+			if c.Status == "True" && !c.LastHeartbeatTime.Before(n.kubeletStarted.Truncate(time.Second)) {
 				return nil
 			}
 			return fmt.Errorf("node not ready: %s", c.Message)
