@@ -144,6 +144,7 @@ require (
 	github.com/moby/locker v1.0.1 // indirect
 	github.com/sirupsen/logrus v1.9.4 // indirect
 	golang.org/x/mod v0.39.0 // indirect
+	k8s.io/cri-api v0.34.4 // indirect
 )
 
 replace (
