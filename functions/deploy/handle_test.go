@@ -85,7 +85,13 @@ func (fx *fixture) verifiedRun(t *testing.T, kubeconfig string) {
 
 func TestDeployCreatesExactlyOneJobUnderConcurrentDuplicates(t *testing.T) {
 	fx := setup(t, t.TempDir())
-	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
+	// As verify sends it: with the run as verify stored it, which every copy then
+	// tries to move in one write.
+	stored, ok := fx.p.Store.Stored(runID)
+	if !ok {
+		t.Fatal("the store has no copy of the run it wrote")
+	}
+	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID, Stored: stored})
 
 	replies := testserver.DeliverConcurrently(t, 12, fx.f.Handle, verified)
 

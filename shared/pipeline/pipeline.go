@@ -325,9 +325,10 @@ func (e *Env) begin(ctx context.Context, ref Ref, status evalflow.Status, withSe
 // update writes over if the run is still so.
 func (e *Env) base(ctx context.Context, ref Ref, status evalflow.Status, withSecrets bool, opts []runstore.UpdateOption) (*evalflow.Run, map[string]string, error) {
 	if ref.stored != nil {
-		if r, err := runstore.Decode(ref.ID, ref.stored); err == nil && r.Status != status && r.Advance(status, e.Now()) == nil {
-			r, _ = runstore.Decode(ref.ID, ref.stored) // as it was, not as advanced
-			return r, nil, nil
+		if r, err := runstore.Decode(ref.ID, ref.stored); err == nil && r.Status != status {
+			if next := *r; next.Advance(status, e.Now()) == nil {
+				return r, nil, nil
+			}
 		}
 	}
 	if cached, hit := e.Store.Recent(ref.ID); hit && !withSecrets && cached.Status == status {

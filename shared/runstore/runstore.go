@@ -249,9 +249,10 @@ func decode(id string, body []byte) (*evalflow.Run, error) {
 // When change returns an error nothing is written and Update returns the run as it was
 // with that error (evalflow.ErrStale for a duplicate or late event). When the run ends,
 // its place in line is freed, its job slot goes to the first run in line
-// (HandingOver), and its secrets are dropped, in the same write — but for the kubeconfig of a run that was cancelled or failed, kept (sealed)
-// for StopGrace so that its job, which may still run, can be stopped. With Recording,
-// the write records a timeline entry too.
+// (HandingOver), and its secrets are dropped, in the same write — but for the
+// kubeconfig of a run that was cancelled or failed, kept (sealed) for StopGrace so
+// that its job, which may still run, can be stopped. With Recording, the write
+// records a timeline entry too.
 func (s *Store) Update(ctx context.Context, id string, change func(*evalflow.Run) error, opts ...UpdateOption) (*evalflow.Run, error) {
 	r, err := s.Get(ctx, id)
 	if err != nil {
