@@ -31,6 +31,13 @@ const (
 	TypeJobChanged = "dev.knative.apiserver.ref.update"
 )
 
+// JobReport reports whether events of type typ are a job's (signed with its run's
+// report key, which the job holds) rather than a step's (signed with a key only
+// evalflow's functions hold).
+func JobReport(typ string) bool {
+	return typ == TypeJobCreated || typ == TypeJobProgress || typ == TypeJobFinished
+}
+
 // JobRef is what an ApiServerSource in Reference mode says of an object.
 type JobRef struct {
 	APIVersion string `json:"apiVersion"`
@@ -46,8 +53,10 @@ const (
 	ExtCallerTopic  = "evaltopic"
 )
 
-// ExtSignature carries a job report's signature (job.progress, job.finished): an HMAC
-// with its run's report key, which only that run's job and evalflow hold.
+// ExtSignature carries an event's signature for its run: a job report's (job.created,
+// job.progress, job.finished) an HMAC with the run's report key, which only that run's
+// job and evalflow hold; any other step event's with a key only evalflow holds
+// (pipeline.Env.Sign).
 const ExtSignature = "evalflowsig"
 
 // SourceFor is the CloudEvents source of events a step emits.

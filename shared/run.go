@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// Status is where a run is. Statuses are ranked: a run only ever moves to a higher
-// rank, and never out of a terminal status.
+// Status is where a run is. Statuses are ranked: a run only ever moves one rank up
+// (its next step), or ends (failed, cancelled) from any status that is not terminal.
 type Status string
 
 const (
@@ -39,6 +39,11 @@ func (s Status) Valid() bool { return statusRank[s] > 0 }
 // ErrStale says a change would move a run backwards or out of a terminal status.
 // Handlers treat it as "already done": a duplicate or late event.
 var ErrStale = &Error{Code: CodeConflict, Message: "stale: the run has moved past this"}
+
+// ErrOutOfTurn says a change would skip a step (pending to deploying, say). No step
+// sends an event that does: it is forged or corrupt. It is ErrStale too, so a handler
+// drops it, changing nothing, as it drops a late event.
+var ErrOutOfTurn = fmt.Errorf("%w (out of turn: it would skip a step)", ErrStale)
 
 // StepID names a pipeline step.
 type StepID string
@@ -257,13 +262,18 @@ func EstimateDuration(samples, concurrency int) time.Duration {
 const DefaultConcurrency = 8
 
 // Advance moves the run to status to, at time now. It returns ErrStale when to is not
-// ahead of the current status (a duplicate or late event) or the run has ended.
+// ahead of the current status (a duplicate or late event) or the run has ended, and
+// ErrOutOfTurn when to is further ahead than the next step (only failed and cancelled
+// may be reached from anywhere).
 func (r *Run) Advance(to Status, now time.Time) error {
 	if !to.Valid() {
 		return fmt.Errorf("advance run %s: unknown status %q", r.ID, to)
 	}
 	if r.Status.Terminal() || statusRank[to] <= statusRank[r.Status] {
 		return ErrStale
+	}
+	if statusRank[to] > statusRank[r.Status]+1 && to != StatusFailed && to != StatusCancelled {
+		return ErrOutOfTurn
 	}
 	r.Status = to
 	if step := StepFor(to); step != "" {

@@ -52,6 +52,7 @@ func setup(t *testing.T, ociEnv map[string]string) *fixture {
 
 func (fx *fixture) deliverConcurrently(t *testing.T, n int) []string {
 	ready := cloudevent.New(evalflow.StepWatch, evalflow.TypeResultsReady, runID, evalflow.RunRef{RunID: runID})
+	fx.f.Sign(&ready, runID)
 	return testserver.DeliverConcurrently(t, n, fx.f.Handle, ready)
 }
 
@@ -107,6 +108,7 @@ func TestArtifactWithWrongRegistryCredentialsIsRedelivered(t *testing.T) {
 	fx := setup(t, map[string]string{"EVALFLOW_REGISTRY": registry + "/evalflow/results", "EVALFLOW_REGISTRY_PLAIN_HTTP": "true",
 		"EVALFLOW_REGISTRY_USERNAME": "pusher", "EVALFLOW_REGISTRY_PASSWORD": "wrong"})
 	ready := cloudevent.New(evalflow.StepWatch, evalflow.TypeResultsReady, runID, evalflow.RunRef{RunID: runID})
+	fx.f.Sign(&ready, runID)
 
 	_, err := fx.f.Handle(context.Background(), ready)
 

@@ -92,6 +92,7 @@ func TestDeployCreatesExactlyOneJobUnderConcurrentDuplicates(t *testing.T) {
 		t.Fatal("the store has no copy of the run it wrote")
 	}
 	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID, Stored: stored})
+	fx.f.Sign(&verified, runID)
 
 	replies := testserver.DeliverConcurrently(t, 12, fx.f.Handle, verified)
 
@@ -115,6 +116,7 @@ func TestDeployCreatesExactlyOneJobUnderConcurrentDuplicates(t *testing.T) {
 func TestTheJobGetsItsSpecAndKeyAsFilesNeverInClearElsewhere(t *testing.T) {
 	fx := setup(t, t.TempDir()) // no datasets: the runner fails fast, after reading its spec
 	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
+	fx.f.Sign(&verified, runID)
 
 	if _, err := fx.f.Handle(context.Background(), verified); err != nil {
 		t.Fatal(err)
@@ -162,6 +164,7 @@ func jobStoppedWhenEnded(t *testing.T, end evalflow.Status, eventType string) {
 	// retries with backoff for minutes).
 	fx := setup(t, filepath.Join(testserver.SharedDir(t), "datasets"))
 	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
+	fx.f.Sign(&verified, runID)
 	if _, err := fx.f.Handle(context.Background(), verified); err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +184,9 @@ func jobStoppedWhenEnded(t *testing.T, end evalflow.Status, eventType string) {
 		}
 	}
 
+	// Signed as start signs it: what matters is the run, which is not cancelled.
 	forged := cloudevent.New(evalflow.StepStart, evalflow.TypeCancelled, runID, evalflow.RunRef{RunID: runID})
+	fx.f.Sign(&forged, runID)
 	if _, err := fx.f.Handle(context.Background(), forged); err != nil {
 		t.Fatal(err)
 	}
@@ -193,6 +198,7 @@ func jobStoppedWhenEnded(t *testing.T, end evalflow.Status, eventType string) {
 		t.Fatal(err)
 	}
 	ended := cloudevent.New(evalflow.StepStart, eventType, runID, evalflow.RunRef{RunID: runID})
+	fx.f.Sign(&ended, runID)
 	for range 2 { // and a duplicate
 		if _, err := fx.f.Handle(context.Background(), ended); err != nil {
 			t.Fatal(err)
@@ -208,6 +214,7 @@ func TestAnEngineWithoutALocalProgramIsRefusedSayingWhy(t *testing.T) {
 	fx := setup(t, t.TempDir()) // its local runtime has the built-in runner only
 	fx.p.Store.Update(context.Background(), runID, func(r *evalflow.Run) error { r.Engine = "opencompass"; return nil })
 	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
+	fx.f.Sign(&verified, runID)
 
 	reply, err := fx.f.Handle(context.Background(), verified)
 
@@ -234,7 +241,9 @@ func TestTheEndOfARunLetsTheNextInLineIn(t *testing.T) {
 	fx.p.Store.Update(ctx, second, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) })
 	verified := func(id string) *event.Event {
 		t.Helper()
-		reply, err := fx.f.Handle(ctx, cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, id, evalflow.RunRef{RunID: id}))
+		ev := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, id, evalflow.RunRef{RunID: id})
+		fx.f.Sign(&ev, id)
+		reply, err := fx.f.Handle(ctx, ev)
 		if err != nil {
 			t.Fatal(err)
 		}

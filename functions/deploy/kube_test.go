@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -31,13 +32,18 @@ func TestKubernetesTargets(t *testing.T) {
 	ctx := context.Background()
 	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
 	cancelled := cloudevent.New(evalflow.StepStart, evalflow.TypeCancelled, runID, evalflow.RunRef{RunID: runID})
+	signed := func(fx *fixture, e event.Event) event.Event { // as the step sending it signs it
+		e = e.Clone()
+		fx.f.Sign(&e, runID)
+		return e
+	}
 	job := evalflow.JobName(runID)
 
 	t.Run("one job in the run's namespace under concurrent duplicates, then a cancel deletes it", func(t *testing.T) {
 		fx := newFixture(t, t.TempDir())
 		fx.verifiedRun(t, string(k.Kubeconfig(deployer.Token, "evals")))
 
-		replies := testserver.DeliverConcurrently(t, 12, fx.f.Handle, verified)
+		replies := testserver.DeliverConcurrently(t, 12, fx.f.Handle, signed(fx, verified))
 
 		if len(replies) == 0 || replies[0] != evalflow.TypeJobCreated {
 			t.Fatalf("replies %v, want job.created", replies)
@@ -78,7 +84,7 @@ func TestKubernetesTargets(t *testing.T) {
 
 		fx.p.Store.Update(ctx, runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusCancelled, time.Now()) })
 		for range 2 { // and a duplicate
-			if _, err := fx.f.Handle(ctx, cancelled); err != nil {
+			if _, err := fx.f.Handle(ctx, signed(fx, cancelled)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -95,7 +101,7 @@ func TestKubernetesTargets(t *testing.T) {
 		fx := newFixture(t, t.TempDir(), func(cfg map[string]string) { delete(cfg, "EVALFLOW_REGISTRY") })
 		fx.verifiedRun(t, string(k.Kubeconfig(deployer.Token, "evals")))
 
-		reply, err := fx.f.Handle(ctx, verified)
+		reply, err := fx.f.Handle(ctx, signed(fx, verified))
 
 		if err != nil || reply == nil || reply.Type() != evalflow.TypeFailed {
 			t.Fatalf("reply %v, %v; want run.failed", reply, err)
@@ -113,7 +119,7 @@ func TestKubernetesTargets(t *testing.T) {
 		fx := newFixture(t, t.TempDir())
 		fx.verifiedRun(t, string(k.Kubeconfig(nobody.Token, "evals")))
 
-		replies := testserver.DeliverConcurrently(t, 4, fx.f.Handle, verified)
+		replies := testserver.DeliverConcurrently(t, 4, fx.f.Handle, signed(fx, verified))
 
 		r, _ := fx.p.Store.Get(ctx, runID)
 		if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "job "+job) || !strings.Contains(r.Message, "the cluster refused it") || !strings.Contains(r.Message, "forbidden") {

@@ -259,7 +259,7 @@ func (fx *fixture) kubernetesRunning(t *testing.T, kubeconfig string, deadline i
 	fx.p.Store.Create(ctx, r, map[string]string{runstore.SecretKubeconfig: kubeconfig})
 	run, err := fx.p.Store.Update(ctx, id, func(r *evalflow.Run) error {
 		r.Job = evalflow.JobName(id)
-		return r.Advance(evalflow.StatusRunning, time.Now())
+		return pipelinetest.Walk(evalflow.StatusRunning)(r)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -420,6 +420,7 @@ func TestADeadLetterFailsTheRunItWasAbout(t *testing.T) {
 		t.Fatalf("a lost progress report ended the run: %s %q", r.Status, r.Message)
 	}
 	ev := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
+	fx.f.Sign(&ev, runID)
 	ev.SetExtension("knativeerrordest", "http://evalflow-deploy.evalflow.svc.cluster.local")
 	ev.SetExtension("knativeerrorcode", "500")
 	for range 2 { // at least once

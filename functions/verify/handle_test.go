@@ -35,6 +35,7 @@ func verify(t *testing.T, p *pipelinetest.Pipeline, req evalflow.Request) (*eval
 	req.Datasets = []evalflow.DatasetSpec{{Name: "mmlu", Limit: 1}}
 	p.Store.Create(context.Background(), evalflow.NewRun(req, time.Now()), map[string]string{"api_key": req.APIKey, "kubeconfig": req.Kubeconfig})
 	started := cloudevent.New(evalflow.StepStart, evalflow.TypeStarted, runID, evalflow.RunRef{RunID: runID})
+	f.Sign(&started, runID)
 
 	reply, err := f.Handle(context.Background(), started)
 	if err != nil {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -14,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
 
 	"github.com/evalflow/evalflow/devkit/modproxy"
@@ -24,9 +27,10 @@ import (
 // Each function builds from its own directory, alone, as the func CLI builds it
 // (evalflow's own modules come from a file-based module proxy, not from the
 // checkout's replace directives), and runs and answers with func run and func
-// invoke: start records a run.requested CloudEvent's run and says so; verify, given
-// that run, fails it for a model the endpoint does not serve; the other steps take an
-// event of theirs.
+// invoke: start records a run.requested CloudEvent's run and says so; verify drops
+// the run.started func invoke sends (unsigned), and, given the one start sent, fails
+// the run for a model the endpoint does not serve; the other steps take an event of
+// theirs.
 func TestEveryFunctionRunsWithTheFuncCLIFromItsOwnDirectory(t *testing.T) {
 	fn := testserver.FuncCLI(t)
 	proxy := t.TempDir()
@@ -62,9 +66,15 @@ func TestEveryFunctionRunsWithTheFuncCLIFromItsOwnDirectory(t *testing.T) {
 			case evalflow.StepStart:
 				f.invoke(t, evalflow.TypeRequested, req)
 				waitFor(t, sink, evalflow.TypeStarted, id)
-			case evalflow.StepVerify: // its reply goes back to func invoke; its notification to the broker
-				if reply := f.invoke(t, evalflow.TypeStarted, ref); !strings.Contains(reply, evalflow.TypeFailed) {
-					t.Errorf("verify replied %s; want %s", reply, evalflow.TypeFailed)
+			case evalflow.StepVerify:
+				// func invoke cannot sign an event as a step does (it sets no extension):
+				// verify takes it, and drops it.
+				if reply := f.invoke(t, evalflow.TypeStarted, ref); strings.Contains(reply, "dev.evalflow.") {
+					t.Errorf("verify replied %s to an unsigned run.started; want nothing", reply)
+				}
+				// The run.started start sent: its reply, and its notification to the broker.
+				if reply := f.deliver(t, waitFor(t, sink, evalflow.TypeStarted, id)); reply != evalflow.TypeFailed {
+					t.Errorf("verify replied %q; want %s", reply, evalflow.TypeFailed)
 				}
 				waitFor(t, sink, evalflow.TypeNotification, id)
 			default: // the run has ended: each takes its event and changes nothing
@@ -87,9 +97,9 @@ func TestEveryFunctionRunsWithTheFuncCLIFromItsOwnDirectory(t *testing.T) {
 	}
 }
 
-// running is a function run by func run, in a copy of its directory alone.
+// running is a function run by func run, in a copy of its directory alone, at url.
 type running struct {
-	fn, dir string
+	fn, dir, url string
 }
 
 // funcRun copies functions/name alone to a fresh directory and runs it there with
@@ -129,7 +139,7 @@ func funcRun(t *testing.T, fn, proxy string, pin func(dir string) error, name st
 			if resp, err := http.Get("http://127.0.0.1:" + filepath.Base(p) + "/health/readiness"); err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == http.StatusOK {
-					return &running{fn: fn, dir: dir}
+					return &running{fn: fn, dir: dir, url: "http://127.0.0.1:" + filepath.Base(p)}
 				}
 			}
 		}
@@ -151,18 +161,38 @@ func (r *running) invoke(t *testing.T, typ string, data []byte) string {
 	return string(out)
 }
 
-func waitFor(t *testing.T, sink *testserver.Sink, typ, id string) {
+// deliver sends ev to the running function as a broker delivers it, and returns the
+// type of its reply ("" for none).
+func (r *running) deliver(t *testing.T, ev event.Event) string {
+	t.Helper()
+	c, err := cloudevents.NewClientHTTP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, res := c.Request(cloudevents.ContextWithTarget(context.Background(), r.url), ev)
+	if !cloudevents.IsACK(res) {
+		t.Fatalf("deliver %s: %v", ev.Type(), res)
+	}
+	if reply == nil {
+		return ""
+	}
+	return reply.Type()
+}
+
+// waitFor returns the event of type typ about run id once the sink has it.
+func waitFor(t *testing.T, sink *testserver.Sink, typ, id string) event.Event {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
 		for _, ev := range sink.Got("/") {
 			if ev.Type() == typ && ev.Subject() == id {
-				return
+				return ev
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatalf("no %s for run %s reached the broker", typ, id)
+	return event.Event{}
 }
 
 func goEnv(t *testing.T, name string) string {

@@ -27,6 +27,10 @@ type Step struct {
 	// Redeliveries counts events of a step already under way (its work redone), and
 	// Dropped duplicate or late events of a step already past (nothing done).
 	Redeliveries, Dropped *prometheus.CounterVec
+	// Unsigned counts events not signed for their run as evalflow signs them (forged,
+	// or sent by something that is not evalflow's); nothing done. No label: their type
+	// is whatever the sender chose.
+	Unsigned prometheus.Counter
 	// DeadLetters counts events Triggers could not deliver, by type (job-watch).
 	DeadLetters *prometheus.CounterVec
 	// Requests counts start's API requests by route and status code.
@@ -52,12 +56,14 @@ func NewStep(step string, gauges Gauges) *Step {
 			Help: "Events of a step already under way (by the run status it works in): its work redone, idempotently.", ConstLabels: constLabels}, []string{"status"}),
 		Dropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "evalflow_dropped_events_total",
 			Help: "Duplicate or late events of a run already past the step (by the run status it works in): nothing done.", ConstLabels: constLabels}, []string{"status"}),
+		Unsigned: prometheus.NewCounter(prometheus.CounterOpts{Name: "evalflow_unsigned_events_total",
+			Help: "Events not signed for their run as evalflow signs them: nothing done.", ConstLabels: constLabels}),
 		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "evalflow_dead_letters_total",
 			Help: "Events Triggers could not deliver after their retries.", ConstLabels: constLabels}, []string{"type"}),
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "evalflow_api_requests_total",
 			Help: "API requests, by route and status code.", ConstLabels: constLabels}, []string{"route", "code"}),
 	}
-	reg.MustRegister(s.Handled, s.Redeliveries, s.Dropped, s.DeadLetters, s.Requests)
+	reg.MustRegister(s.Handled, s.Redeliveries, s.Dropped, s.Unsigned, s.DeadLetters, s.Requests)
 	if gauges != nil {
 		reg.MustRegister(gaugeCollector{read: gauges,
 			runs:    prometheus.NewDesc("evalflow_runs", "Runs by status.", []string{"status"}, nil),

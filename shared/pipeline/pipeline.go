@@ -182,6 +182,23 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 // from the sealing key: deploy gives it to the job, job-watch checks reports with it.
 func (e *Env) ReportKey(runID string) []byte { return e.sealer.Derive("job report", runID) }
 
+// Sign signs ev, an event of run id's that a step sends, as evalflow's own: a step
+// takes an event that moves a run only so signed (Ref). The key is derived for the run
+// from the seal key, which only evalflow's functions hold: any other sender that can
+// reach the broker or a function (a pod in the cluster, a job) cannot make one.
+func (e *Env) Sign(ev *event.Event, id string) { cloudevent.Sign(ev, e.stepKey(id)) }
+
+func (e *Env) stepKey(id string) []byte { return e.sealer.Derive("step event", id) }
+
+// signed reports whether ev, about run id, is signed as its type requires: a job's
+// report with the run's report key, any other event as a step signs it (Sign).
+func (e *Env) signed(ev event.Event, id string) bool {
+	if evalflow.JobReport(ev.Type()) {
+		return cloudevent.Verify(ev, e.ReportKey(id))
+	}
+	return cloudevent.Verify(ev, e.stepKey(id))
+}
+
 // Handling starts the handling of event ev: a span in the run's trace (the child of
 // the span that sent ev), and its timing. Call done with the handler's reply and
 // error when it returns (ctx, done := env.Handling(ctx, e); defer done(&reply, &err)):
@@ -235,13 +252,19 @@ type Ref struct {
 	stored []byte
 }
 
-// Ref reads the run an event is about from its payload; a bad payload is logged and
-// reported as an empty Ref (a permanently bad event is dropped, not redelivered
-// forever).
+// Ref reads the run an event is about from its payload. A bad payload, or an event
+// not signed for that run as its type requires (a step's by Sign, a job's report with
+// its run's report key), is logged and reported as an empty Ref: dropped, not
+// redelivered forever.
 func (e *Env) Ref(ev event.Event) Ref {
 	var ref evalflow.RunRef
 	if err := cloudevent.Decode(ev, &ref); err != nil || ref.RunID == "" {
 		e.Log.Error("event without a run id dropped", "type", ev.Type(), "id", ev.ID(), "error", err)
+		return Ref{}
+	}
+	if !e.signed(ev, ref.RunID) {
+		e.Metrics.Unsigned.Inc()
+		e.Log.Warn("event not signed for its run dropped", "run_id", ref.RunID, "type", ev.Type(), "id", ev.ID(), "source", ev.Source())
 		return Ref{}
 	}
 	return Ref{ID: ref.RunID, stored: ref.Stored}
@@ -305,6 +328,10 @@ func (e *Env) begin(ctx context.Context, ref Ref, status evalflow.Status, withSe
 			}
 		}
 		return e.redo(ctx, moved, secrets)
+	case errors.Is(err, evalflow.ErrOutOfTurn):
+		e.Metrics.Dropped.WithLabelValues(string(status)).Inc()
+		e.Log.Warn("event out of turn dropped: it would skip a step", "run_id", ref.ID, "run_status", moved.Status, "to", status)
+		return moved, nil, false, nil
 	case errors.Is(err, evalflow.ErrStale):
 		e.Metrics.Dropped.WithLabelValues(string(status)).Inc()
 		e.Log.Info("duplicate or late event dropped", "run_id", ref.ID, "run_status", moved.Status)
@@ -435,8 +462,7 @@ func (e *Env) Fail(ctx context.Context, id, message string) (*event.Event, error
 	if err != nil {
 		return nil, err
 	}
-	ev := cloudevent.New(e.Step, evalflow.TypeFailed, r.ID, evalflow.RunRef{RunID: r.ID})
-	return &ev, nil
+	return e.Next(evalflow.TypeFailed, r.ID), nil
 }
 
 // Settle ends a step that failed at what with err: a run that can never succeed (err
@@ -455,6 +481,7 @@ func (e *Env) Settle(ctx context.Context, id, what string, err error) (*event.Ev
 func (e *Env) Next(typ, id string) *event.Event {
 	stored, _ := e.Store.Stored(id)
 	ev := cloudevent.New(e.Step, typ, id, evalflow.RunRef{RunID: id, Stored: stored})
+	e.Sign(&ev, id)
 	return &ev
 }
 

@@ -143,6 +143,7 @@ func TestBeginMovesTheRunOverTheEventsCopy(t *testing.T) {
 		t.Fatalf("the copy %s has no model_name to forge", stored)
 	}
 	ev := cloudevent.New(evalflow.StepStart, evalflow.TypeStarted, forgedID, evalflow.RunRef{RunID: forgedID, Stored: forged})
+	start.Sign(&ev, forgedID)
 	if r, _, ok, _ := begin(ev); !ok || r.ModelName != "m" {
 		t.Fatalf("over a forged copy: ok %v, model %q", ok, r.ModelName)
 	}
@@ -165,10 +166,113 @@ func TestBeginMovesTheRunOverTheEventsCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev = cloudevent.New(evalflow.StepStart, evalflow.TypeStarted, runID, evalflow.RunRef{RunID: runID, Stored: pending})
+	start.Sign(&ev, runID)
 	if _, _, ok, _ := begin(ev); ok {
 		t.Fatal("a late run.started with an old copy: ok")
 	}
 	if got, _ := p.Store.Get(ctx, runID); got.Status != evalflow.StatusDeploying {
 		t.Fatalf("stored run %s; want deploying still", got.Status)
+	}
+}
+
+// TestAForgedEventCannotSkipAStep: a run.verified for a run still pending would have
+// deploy skip verify, and its checks of the endpoint. Even signed as verify signs
+// it, it changes nothing, with or without a copy of the run that says it is verifying.
+func TestAForgedEventCannotSkipAStep(t *testing.T) {
+	ctx := context.Background()
+	p := pipelinetest.New(t)
+	deploy, err := pipeline.Open(ctx, evalflow.StepDeploy, p.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deploy.Stop(ctx) })
+	r := evalflow.NewRun(evalflow.Request{EvalRequestID: runID, ModelName: "m", BaseURL: "http://127.0.0.1:1",
+		Datasets: []evalflow.DatasetSpec{{Name: "gsm8k"}}}, time.Now())
+	if _, _, err := p.Store.Create(ctx, r, nil); err != nil {
+		t.Fatal(err)
+	}
+	pending, _ := p.Store.Stored(runID)
+	claimsVerifying := bytes.Replace(pending, []byte(`"status":"pending"`), []byte(`"status":"verifying"`), 1)
+	if bytes.Equal(claimsVerifying, pending) {
+		t.Fatalf("the copy %s has no status to forge", pending)
+	}
+	before, _ := p.Store.History(ctx, runID)
+
+	for name, ref := range map[string]evalflow.RunRef{
+		"no copy": {RunID: runID}, "the pending copy": {RunID: runID, Stored: pending}, "a copy that says verifying": {RunID: runID, Stored: claimsVerifying},
+	} {
+		for range 2 { // and its duplicate
+			ev := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, ref)
+			deploy.Sign(&ev, runID) // even as verify would sign it
+			if got, ok, err := deploy.Begin(ctx, deploy.Ref(ev), evalflow.StatusDeploying); err != nil || ok {
+				t.Fatalf("%s: Begin = ok %v, %v; want the event dropped", name, ok, err)
+			} else if got.Status != evalflow.StatusPending {
+				t.Errorf("%s: Begin answers the run as %s; want pending, as stored", name, got.Status)
+			}
+		}
+	}
+	got, err := p.Store.Get(ctx, runID)
+	if err != nil || got.Status != evalflow.StatusPending || got.Step != evalflow.StepStart {
+		t.Fatalf("stored run %s at step %s (%v); want pending at start, as it was", got.Status, got.Step, err)
+	}
+	if after, _ := p.Store.History(ctx, runID); len(after) != len(before) {
+		t.Errorf("the run's timeline grew from %d to %d entries", len(before), len(after))
+	}
+	if n := len(p.Sink.OfType("/", evalflow.TypeNotification)); n != 0 {
+		t.Errorf("%d notifications sent for a dropped event", n)
+	}
+}
+
+// TestOnlyEventsSignedForTheirRunMoveIt: a pod in the cluster can post to the broker
+// and to any function. What it sends (unsigned, signed for another run, or signed with
+// the run's report key, which the run's job holds) moves nothing; what a step sends
+// does.
+func TestOnlyEventsSignedForTheirRunMoveIt(t *testing.T) {
+	ctx := context.Background()
+	p := pipelinetest.New(t)
+	start, err := pipeline.Open(ctx, evalflow.StepStart, p.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { start.Stop(ctx) })
+	const other = "7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d"
+	for _, id := range []string{runID, other} {
+		r := evalflow.NewRun(evalflow.Request{EvalRequestID: id, ModelName: "m", BaseURL: "http://127.0.0.1:1",
+			Datasets: []evalflow.DatasetSpec{{Name: "gsm8k"}}}, time.Now())
+		if _, _, err := p.Store.Create(ctx, r, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	started := func() event.Event {
+		return cloudevent.New(evalflow.StepStart, evalflow.TypeStarted, runID, evalflow.RunRef{RunID: runID})
+	}
+	unsigned := started()
+	ofAnother := started()
+	start.Sign(&ofAnother, other)
+	byTheJob := started()
+	cloudevent.Sign(&byTheJob, start.ReportKey(runID))
+	tampered := *start.Next(evalflow.TypeStarted, other) // signed for other, then moved to runID
+	tampered.SetSubject(runID)
+	if err := tampered.SetData(event.ApplicationJSON, evalflow.RunRef{RunID: runID}); err != nil {
+		t.Fatal(err)
+	}
+
+	for name, ev := range map[string]event.Event{"unsigned": unsigned, "signed for another run": ofAnother,
+		"signed with the job's report key": byTheJob, "signed for another run, then moved": tampered} {
+		if ref := start.Ref(ev); ref.ID != "" {
+			t.Errorf("%s: Ref = run %q; want none", name, ref.ID)
+		}
+		if _, ok, err := start.Begin(ctx, start.Ref(ev), evalflow.StatusVerifying); ok || err != nil {
+			t.Errorf("%s: Begin = ok %v, %v; want nothing done", name, ok, err)
+		}
+	}
+	if got, _ := p.Store.Get(ctx, runID); got.Status != evalflow.StatusPending {
+		t.Fatalf("after forged events the run is %s; want pending", got.Status)
+	}
+	if _, ok, err := start.Begin(ctx, start.Ref(*start.Next(evalflow.TypeStarted, runID)), evalflow.StatusVerifying); !ok || err != nil {
+		t.Fatalf("as a step signs it: Begin = ok %v, %v; want the run moved", ok, err)
+	}
+	if got, _ := p.Store.Get(ctx, runID); got.Status != evalflow.StatusVerifying {
+		t.Fatalf("the run is %s; want verifying", got.Status)
 	}
 }

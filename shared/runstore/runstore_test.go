@@ -15,6 +15,7 @@ import (
 
 	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/pipeline/pipelinetest"
 	"github.com/evalflow/evalflow/shared/runstore"
 	"github.com/evalflow/evalflow/shared/seal"
 )
@@ -97,12 +98,7 @@ func TestSecretsAreSealedAtRestAndDroppedWhenTheRunEnds(t *testing.T) {
 		t.Fatalf("Secrets = %d secrets, %v; want both, opened", len(all), err)
 	}
 
-	if _, err := store.Update(ctx, id, func(r *evalflow.Run) error {
-		if err := r.Advance(evalflow.StatusStoring, time.Now()); err != nil {
-			return err
-		}
-		return r.Advance(evalflow.StatusSucceeded, time.Now())
-	}); err != nil {
+	if _, err := store.Update(ctx, id, pipelinetest.Walk(evalflow.StatusSucceeded)); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := store.Secret(ctx, id, runstore.SecretAPIKey); err != nil || got != "" {
@@ -157,7 +153,7 @@ func TestUpdateNeverMovesARunBackwards(t *testing.T) {
 		return err
 	}
 
-	if err := advance(evalflow.StatusDeploying); err != nil {
+	if _, err := store.Update(ctx, id, pipelinetest.Walk(evalflow.StatusDeploying)); err != nil {
 		t.Fatal(err)
 	}
 	errVerify := advance(evalflow.StatusVerifying) // a late event
@@ -357,8 +353,7 @@ func TestJobSlotsGoInOrderAndNeverOverflow(t *testing.T) {
 		t.Errorf("places in line of d and a %v; want 2 (behind c) and 0 (a holds a slot)", places)
 	}
 	var handed string
-	if _, err := store.Update(ctx, ids[3], func(r *evalflow.Run) error { return r.Advance(evalflow.StatusDeploying, time.Now()) },
-		runstore.HandingOver(&handed)); err != nil || handed != "" {
+	if _, err := store.Update(ctx, ids[3], pipelinetest.Walk(evalflow.StatusDeploying), runstore.HandingOver(&handed)); err != nil || handed != "" {
 		t.Fatalf("a run moved on, not ended: slot handed to %q (%v)", handed, err)
 	}
 	if _, err := store.Update(ctx, ids[0], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) },

@@ -3,11 +3,14 @@
 package pipelinetest
 
 import (
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/evalflow/evalflow/devkit/testserver"
+	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/runstore"
 	"github.com/evalflow/evalflow/shared/seal"
 )
@@ -50,4 +53,30 @@ func (p *Pipeline) With(own map[string]string) map[string]string {
 		cfg[k] = v
 	}
 	return cfg
+}
+
+// Walk is an update that moves a run step by step to status to, as the steps would
+// (a run may not skip one): a test's setup for a run in the middle of the pipeline.
+func Walk(to evalflow.Status) func(*evalflow.Run) error {
+	return func(r *evalflow.Run) error {
+		for {
+			err := r.Advance(to, time.Now())
+			if !errors.Is(err, evalflow.ErrOutOfTurn) {
+				return err
+			}
+			if err := r.Advance(nextOf(r.Status), time.Now()); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// nextOf is the status the step after status s moves a run to.
+func nextOf(s evalflow.Status) evalflow.Status {
+	for i, st := range evalflow.Steps[:len(evalflow.Steps)-1] {
+		if st.Status == s {
+			return evalflow.Steps[i+1].Status
+		}
+	}
+	return evalflow.StatusSucceeded
 }
