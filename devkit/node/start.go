@@ -27,16 +27,14 @@ import (
 // PauseImage is the sandbox image's name under the node's registry.
 const PauseImage = "evalflow/pause:3.10"
 
-// startRegistry serves the node's images (and anything pods push) on a free port of
-// the node address, in plain HTTP.
-func (n *Node) startRegistry(ctx context.Context, cfg Config) error {
-	ports, err := localserver.FreePortsOn(cfg.Address, 1)
-	if err != nil {
-		return err
-	}
-	n.Registry = net.JoinHostPort(cfg.Address, strconv.Itoa(ports[0]))
+// startRegistry serves the node's images (and anything pods push) on the node
+// address, in plain HTTP (registryAddr).
+func (n *Node) startRegistry(ctx context.Context, cfg Config) (err error) {
 	dir := filepath.Join(n.Dir, "registry")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if n.Registry, err = registryAddr(dir, cfg.Address); err != nil {
 		return err
 	}
 	conf := fmt.Sprintf("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n",
@@ -46,6 +44,29 @@ func (n *Node) startRegistry(ctx context.Context, cfg Config) error {
 	}
 	return n.Spawn(ctx, "registry", localserver.HTTPReady("http://"+n.Registry+"/v2/"), 15*time.Second,
 		"docker-registry", "serve", filepath.Join(dir, "config.yml"))
+}
+
+// registryAddr is where the registry kept in dir listens on host: where it listened
+// before, when the node starts again on its state and that port is free (the
+// Deployments kept in etcd, Knative's and evalflow's, name their images there), else a
+// free port, recorded for the next start.
+func registryAddr(dir, host string) (string, error) {
+	file := filepath.Join(dir, "addr")
+	if b, err := os.ReadFile(file); err == nil {
+		addr := strings.TrimSpace(string(b))
+		if h, _, err := net.SplitHostPort(addr); err == nil && h == host {
+			if l, err := net.Listen("tcp", addr); err == nil {
+				l.Close()
+				return addr, nil
+			}
+		}
+	}
+	ports, err := localserver.FreePortsOn(host, 1)
+	if err != nil {
+		return "", err
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(ports[0]))
+	return addr, os.WriteFile(file, []byte(addr+"\n"), 0o644)
 }
 
 // pushPause builds the sandbox image from cfg.Pause and pushes it.
