@@ -108,15 +108,7 @@ func TestAFailureMessageNeverCarriesTheRunsKey(t *testing.T) {
 func TestBeginMovesTheRunOverTheEventsCopy(t *testing.T) {
 	ctx := context.Background()
 	p := pipelinetest.New(t)
-	open := func(step evalflow.StepID) *pipeline.Env {
-		env, err := pipeline.Open(ctx, step, p.Config)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { env.Stop(ctx) })
-		return env
-	}
-	start, verify := open(evalflow.StepStart), open(evalflow.StepVerify)
+	start, verify := open(t, p, evalflow.StepStart), open(t, p, evalflow.StepVerify)
 	create := func(id string) {
 		r := evalflow.NewRun(evalflow.Request{EvalRequestID: id, ModelName: "m", BaseURL: "http://127.0.0.1:1",
 			Datasets: []evalflow.DatasetSpec{{Name: "gsm8k"}}}, time.Now())
@@ -181,11 +173,7 @@ func TestBeginMovesTheRunOverTheEventsCopy(t *testing.T) {
 func TestAForgedEventCannotSkipAStep(t *testing.T) {
 	ctx := context.Background()
 	p := pipelinetest.New(t)
-	deploy, err := pipeline.Open(ctx, evalflow.StepDeploy, p.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { deploy.Stop(ctx) })
+	deploy := open(t, p, evalflow.StepDeploy)
 	r := evalflow.NewRun(evalflow.Request{EvalRequestID: runID, ModelName: "m", BaseURL: "http://127.0.0.1:1",
 		Datasets: []evalflow.DatasetSpec{{Name: "gsm8k"}}}, time.Now())
 	if _, _, err := p.Store.Create(ctx, r, nil); err != nil {
@@ -230,11 +218,7 @@ func TestAForgedEventCannotSkipAStep(t *testing.T) {
 func TestOnlyEventsSignedForTheirRunMoveIt(t *testing.T) {
 	ctx := context.Background()
 	p := pipelinetest.New(t)
-	start, err := pipeline.Open(ctx, evalflow.StepStart, p.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { start.Stop(ctx) })
+	start := open(t, p, evalflow.StepStart)
 	const other = "7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d"
 	for _, id := range []string{runID, other} {
 		r := evalflow.NewRun(evalflow.Request{EvalRequestID: id, ModelName: "m", BaseURL: "http://127.0.0.1:1",
@@ -275,4 +259,15 @@ func TestOnlyEventsSignedForTheirRunMoveIt(t *testing.T) {
 	if got, _ := p.Store.Get(ctx, runID); got.Status != evalflow.StatusVerifying {
 		t.Fatalf("the run is %s; want verifying", got.Status)
 	}
+}
+
+// open opens step's Env on p, until the test ends.
+func open(t *testing.T, p *pipelinetest.Pipeline, step evalflow.StepID) *pipeline.Env {
+	t.Helper()
+	env, err := pipeline.Open(context.Background(), step, p.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { env.Stop(context.Background()) })
+	return env
 }
