@@ -146,6 +146,33 @@ spec:
 	return dir
 }
 
+// scrape reads function name's metrics, without a token.
+func (e *env) scrape(t *testing.T, name string) string {
+	t.Helper()
+	resp, err := http.Get(e.stack.Metrics[name])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", e.stack.Metrics[name], resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+// value is a sample's value, by its name and labels as Prometheus's text format
+// writes them (-1 for none).
+func value(text, sample string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
+			v, _ := strconv.ParseFloat(rest, 64)
+			return v
+		}
+	}
+	return -1
+}
+
 func (e *env) request(limit float64) evalflow.Request {
 	zero := 0
 	return evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: testserver.Model, BaseURL: e.model,
@@ -364,28 +391,7 @@ func TestEvaluationEndToEnd(t *testing.T) {
 	})
 
 	t.Run("every function's metrics tell of the run, scraped without a token", func(t *testing.T) {
-		scrape := func(name string) string {
-			resp, err := http.Get(e.stack.Metrics[name])
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("GET %s: %d %s", e.stack.Metrics[name], resp.StatusCode, b)
-			}
-			return string(b)
-		}
-		// A sample's value, by its name and labels as Prometheus's text format writes them.
-		value := func(text, sample string) float64 {
-			for _, line := range strings.Split(text, "\n") {
-				if rest, ok := strings.CutPrefix(line, sample+" "); ok {
-					v, _ := strconv.ParseFloat(rest, 64)
-					return v
-				}
-			}
-			return -1
-		}
+		scrape := func(name string) string { return e.scrape(t, name) }
 		start := scrape("start")
 		for sample, atLeast := range map[string]float64{
 			`evalflow_runs{status="succeeded"}`:                                              1,

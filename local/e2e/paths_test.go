@@ -241,7 +241,9 @@ func kill9(t *testing.T, e *env, name string) {
 // Events get lost (a broker gone down with them in flight): the first event that hands
 // a run on at each step is lost here, and the run still finishes — job-watch's tick
 // finds it stalled and sends the lost event again. (The ticks come a second apart
-// here, sent as the PingSource sends its minute's.)
+// here, sent as the PingSource sends its minute's.) Forged events change nothing: a
+// local process without the broker's token is refused, and unsigned events posted
+// with it (as any pod may post to a cluster's broker) are dropped.
 func TestARunWhoseEventsAreLostAtEachStepStillFinishes(t *testing.T) {
 	var mu sync.Mutex
 	lost := map[string]bool{}
@@ -289,6 +291,18 @@ func TestARunWhoseEventsAreLostAtEachStepStillFinishes(t *testing.T) {
 	}
 	r := e.waitEnded(t, req.EvalRequestID, 2*time.Minute)
 	stop()
+	// One that may post to the broker (as any pod may in a cluster) cannot sign as
+	// a step does: its run.cancelled and run.verified are delivered, and dropped
+	// unsigned.
+	insider, _ := cloudevent.NewSender(e.stack.Broker, cloudevent.Bearer(e.stack.BrokerToken))
+	for _, typ := range []string{evalflow.TypeCancelled, evalflow.TypeVerified} {
+		if err := insider.Send(context.Background(), cloudevent.New("/insider", typ, req.EvalRequestID, evalflow.RunRef{RunID: req.EvalRequestID})); err != nil {
+			t.Errorf("an unsigned %s with the broker's token: %v; want it taken, then dropped", typ, err)
+		}
+	}
+	testserver.Eventually(t, 30*time.Second, "deploy's count of the insider's 2 unsigned events", func() bool {
+		return value(e.scrape(t, "deploy"), `evalflow_unsigned_events_total{step="deploy"}`) >= 2
+	})
 
 	if r.Status != evalflow.StatusSucceeded || r.Artifact == nil {
 		t.Fatalf("run ended %s %q; want succeeded though an event was lost at each step", r.Status, r.Message)
