@@ -184,10 +184,11 @@ func jobStoppedWhenEnded(t *testing.T, end evalflow.Status, eventType string) {
 		}
 	}
 
-	// Signed as start signs it: what matters is the run, which is not cancelled.
-	forged := cloudevent.New(evalflow.StepStart, evalflow.TypeCancelled, runID, evalflow.RunRef{RunID: runID})
-	fx.f.Sign(&forged, runID)
-	if _, err := fx.f.Handle(context.Background(), forged); err != nil {
+	// A run.cancelled, signed as start signs it, for a run that is not cancelled:
+	// what counts is the run.
+	untrue := cloudevent.New(evalflow.StepStart, evalflow.TypeCancelled, runID, evalflow.RunRef{RunID: runID})
+	fx.f.Sign(&untrue, runID)
+	if _, err := fx.f.Handle(context.Background(), untrue); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ := fx.jobs.Get(evalflow.JobName(runID)); st.Phase != "Running" {

@@ -111,12 +111,18 @@ const (
 )
 
 // deadLetter receives what the broker could not deliver after a trigger's retries
-// (every trigger's deadLetterSink is job-watch, reached inside the cluster only) and
-// fails the run it was about, so that no run waits forever on a lost event. A lost
-// notification or progress report fails nothing, nor does an event not evalflow's (a
-// tick, a Job's reference: the next tick looks again).
+// (every trigger's deadLetterSink is job-watch, reached inside the cluster only), keeps
+// it, and fails the run it was about, so that no run waits forever on a lost event. A
+// lost notification, request (start never recorded its run) or progress report fails
+// nothing, nor does an event not evalflow's (a tick, a Job's reference: the next tick
+// looks again). A run's event not signed for it is forged: neither kept nor counted.
 func (f *Function) deadLetter(ctx context.Context, e event.Event) (*event.Event, error) {
 	id := e.Subject()
+	runEvent := id != "" && strings.HasPrefix(e.Type(), "dev.evalflow.") &&
+		e.Type() != evalflow.TypeNotification && e.Type() != evalflow.TypeRequested
+	if runEvent && f.Ref(e).ID != id {
+		return nil, nil
+	}
 	dest, _ := e.Extensions()[extErrorDest].(string)
 	code, _ := e.Extensions()[extErrorCode].(string)
 	f.Log.Error("undeliverable event", "run_id", id, "type", e.Type(), "destination", dest, "code", code)
@@ -125,11 +131,8 @@ func (f *Function) deadLetter(ctx context.Context, e event.Event) (*event.Event,
 		Destination: dest, Code: code, Reason: errorData(e), Time: f.Now().UTC()}); err != nil {
 		return nil, err
 	}
-	if id == "" || !strings.HasPrefix(e.Type(), "dev.evalflow.") || e.Type() == evalflow.TypeNotification || e.Type() == evalflow.TypeJobProgress {
+	if !runEvent || e.Type() == evalflow.TypeJobProgress {
 		return nil, nil
-	}
-	if f.Ref(e).ID != id {
-		return nil, nil // not evalflow's event of that run, dressed as a dead letter
 	}
 	return f.Fail(ctx, id, fmt.Sprintf("%s could not be delivered to %s after retries (last answer %s)", e.Type(), dest, code))
 }

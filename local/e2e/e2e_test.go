@@ -391,8 +391,7 @@ func TestEvaluationEndToEnd(t *testing.T) {
 	})
 
 	t.Run("every function's metrics tell of the run, scraped without a token", func(t *testing.T) {
-		scrape := func(name string) string { return e.scrape(t, name) }
-		start := scrape("start")
+		start := e.scrape(t, "start")
 		for sample, atLeast := range map[string]float64{
 			`evalflow_runs{status="succeeded"}`:                                              1,
 			`evalflow_api_requests_total{code="202",route="POST /evals/start",step="start"}`: 1,
@@ -405,7 +404,7 @@ func TestEvaluationEndToEnd(t *testing.T) {
 		}
 		for name, typ := range map[string]string{"verify": evalflow.TypeStarted, "deploy": evalflow.TypeVerified,
 			"job-watch": evalflow.TypeJobFinished, "artifact": evalflow.TypeResultsReady} {
-			text := scrape(name)
+			text := e.scrape(t, name)
 			handled := fmt.Sprintf(`evalflow_event_handling_seconds_count{outcome="ok",step=%q,type=%q}`, name, typ)
 			if v := value(text, handled); v < 1 {
 				t.Errorf("%s's %s = %v; want at least 1", name, handled, v)
