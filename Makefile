@@ -9,7 +9,7 @@ CACHE ?= $(HOME)/.cache/evalflow
 SHARED ?= $(abspath $(CURDIR)/../shared)
 export EVALFLOW_CACHE := $(CACHE)
 
-.PHONY: tidy-check run test bench bench-load bench-ui deps node-deps test-deps build vet fmt-check up clean images cluster-up node-up node-down knative-up deploy bench-knative
+.PHONY: tidy-check run test bench bench-load bench-ui deps node-deps test-deps tools build vet fmt-check up clean images cluster-up node-up node-down knative-up deploy bench-knative
 
 ## run: evaluate the bundled tiny model on a small MMLU subset, end to end, locally
 run: deps build
@@ -20,7 +20,7 @@ up: deps build
 	$(BIN)/evalflow up --data $(SHARED)/datasets --state $(CURDIR)/.state --port 8080
 
 ## test: every module's tests against real servers on loopback, plus vet and gofmt
-test: deps test-deps build vet fmt-check tidy-check
+test: test-deps build vet fmt-check tidy-check
 	EVALFLOW_REQUIRE_SERVERS=1 EVALFLOW_SHARED_DIR=$(SHARED) \
 	EVALFLOW_ORAS=$$(hack/install-oras.sh) EVALFLOW_KUBE=$$(hack/install-kube.sh) EVALFLOW_COREDNS=$$(hack/install-coredns.sh) \
 	EVALFLOW_LLAMA_ECHO=$$(hack/install-llama-echo.sh) EVALFLOW_PLAYWRIGHT=$$(hack/install-browser.sh) \
@@ -58,7 +58,7 @@ bench-knative: knative-up deploy
 ## deps: what tests and runs need — Debian's redis-server, docker-registry and
 ## htpasswd; ollama and the oras CLI built once and cached in $(CACHE)
 deps:
-	@hack/apt-install.sh redis-server docker-registry apache2-utils
+	@hack/apt-install.sh $(APT_RUN)
 	@hack/install-ollama.sh >/dev/null
 	@hack/install-oras.sh >/dev/null
 
@@ -67,7 +67,7 @@ deps:
 ## kube-controller-manager, kube-scheduler, kubelet, kube-proxy) and CoreDNS built once
 ## from the Go module proxy and cached in $(CACHE)
 node-deps:
-	@hack/apt-install.sh containerd runc containernetworking-plugins iptables
+	@hack/apt-install.sh $(APT_NODE)
 	@hack/install-kube.sh >/dev/null
 	@hack/install-coredns.sh >/dev/null
 
@@ -76,15 +76,28 @@ node-deps:
 ## server that scores echoed prompts; built once and cached in $(CACHE); Debian's
 ## chromium and playwright-core for the results page; and a check that the page's
 ## bundled Chart.js is the pinned npm release
-test-deps: node-deps
-	@hack/install-browser.sh >/dev/null
+test-deps: tools
 	@hack/vendor-ui.sh --check >/dev/null
+	cd hack/llama-echo && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go vet . && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go test -count=1 .
+
+APT_RUN := redis-server docker-registry apache2-utils
+APT_NODE := containerd runc containernetworking-plugins iptables
+# Every tool `make test` needs, longest build first. Debian's packages come first, all
+# in one apt-get; then the builds run TOOL_JOBS at a time. One cold Go build leaves a
+# core idle while it links, downloads or compiles C++ one file at a time; two fill
+# it (docs/ci.md). llama-echo waits for ollama: it reuses ollama's compiled llama.cpp.
+TOOLS := kube traefik knative func ollama coredns oras llama-echo browser
+TOOL_JOBS ?= 2
+tools:
+	@hack/apt-install.sh $(APT_RUN) $(APT_NODE) chromium $(if $(shell command -v npm),,nodejs npm)
+	@$(MAKE) --no-print-directory -j$(TOOL_JOBS) -Oline $(TOOLS:%=tool-%)
+tool-knative:
 	@hack/install-knative.sh eventing >/dev/null
 	@hack/install-knative.sh serving >/dev/null
-	@hack/install-traefik.sh >/dev/null
-	@hack/install-func.sh >/dev/null
-	@hack/install-llama-echo.sh >/dev/null
-	cd hack/llama-echo && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go vet . && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go test -count=1 .
+tool-llama-echo: tool-ollama
+# (Not .PHONY: make looks for no pattern rule for a phony target.)
+tool-%:
+	@hack/install-$*.sh >/dev/null
 
 build:
 	go build -o $(BIN)/evalflow ./local/cmd/evalflow

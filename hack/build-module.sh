@@ -3,6 +3,7 @@
 # refuses it) from a copy of the module, into OUT:
 #   hack/build-module.sh MODULE@VERSION PACKAGE OUT [LDFLAGS]
 # e.g. hack/build-module.sh github.com/coredns/coredns@v1.12.4 . ~/.cache/evalflow/coredns-1.12.4/coredns
+# With PATCH set, runs it (a shell command) in the copy before building.
 set -euo pipefail
 MOD=$1 PKG=$2 OUT=$3 LDFLAGS=${4:-}
 export GOWORK=off GOFLAGS=-mod=mod
@@ -10,4 +11,5 @@ mkdir -p "$(dirname "$OUT")"
 WORK=$(mktemp -d); trap 'chmod -R u+w "$WORK"; rm -rf "$WORK"' EXIT
 DIR=$(go mod download -json "$MOD" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 cp -r "$DIR" "$WORK/src" && chmod -R u+w "$WORK/src"
+[ -z "${PATCH:-}" ] || (cd "$WORK/src" && eval "$PATCH")
 (cd "$WORK/src" && go build -trimpath -ldflags "-s -w $LDFLAGS" -o "$OUT.tmp" "$PKG" && mv "$OUT.tmp" "$OUT")

@@ -113,6 +113,7 @@ type deployer struct {
 	log           io.Writer
 	revisions     map[string]string
 	operatorToken string
+	platform      string // the one os/arch every node runs, or "" for func's default set
 }
 
 // manifests reads the checkout's files matching pattern as objects.
@@ -389,6 +390,7 @@ func (d *deployer) functions(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("go env: %w", err)
 	}
+	d.platform = d.nodePlatform(ctx)
 	// Every function is copied now, with the modules: what is deployed is the checkout
 	// of one moment, however long the builds take.
 	for _, step := range evalflow.Steps { // functions/<step>: a test keeps them in step
@@ -413,9 +415,10 @@ func (d *deployer) functions(ctx context.Context) error {
 
 // function builds and deploys the function name from its copy dir.
 func (d *deployer) function(ctx context.Context, dir, name, kubeconfig, goproxy string) error {
-	// func v0.44's host builder builds linux/amd64, arm64 and arm/v7 into one image
-	// index, whatever the nodes are: --platform is for s2i only.
 	args := []string{"deploy", "--path", dir, "--builder", "host", "--registry", d.cfg.Registry, "--namespace", Namespace}
+	if d.platform != "" { // hack/install-func.sh lets --platform through to the host builder
+		args = append(args, "--platform", d.platform)
+	}
 	if d.cfg.PlainHTTP {
 		args = append(args, "--registry-insecure")
 	}
@@ -445,6 +448,26 @@ func (d *deployer) function(ctx context.Context, dir, name, kubeconfig, goproxy 
 	}
 	d.revisions[name], _, _ = unstructured.NestedString(got.Object, "status", "latestReadyRevisionName")
 	return nil
+}
+
+// nodePlatform is the os/arch of the cluster's nodes when they all run the same one:
+// func's host builder then builds that alone, not its three default platforms. A
+// cluster of mixed nodes, or a user who may not list nodes, gets func's default set.
+func (d *deployer) nodePlatform(ctx context.Context) string {
+	nodes, err := d.cluster.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		fmt.Fprintf(d.log, "deploy: cannot list the nodes, so func builds its default platforms: %v\n", err)
+		return ""
+	}
+	platform := ""
+	for _, n := range nodes.Items {
+		p := n.Status.NodeInfo.OperatingSystem + "/" + n.Status.NodeInfo.Architecture
+		if platform != "" && p != platform {
+			return ""
+		}
+		platform = p
+	}
+	return platform
 }
 
 func (d *deployer) service(ctx context.Context, name string) (*unstructured.Unstructured, error) {

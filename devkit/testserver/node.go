@@ -102,13 +102,17 @@ func KnativeServing(t testing.TB, n *node.Node) *knative.Ingress {
 	return in
 }
 
-// FuncVersion is the func CLI hack/install-func.sh builds.
-const FuncVersion = "0.44.0"
+// FuncVersion is the func CLI hack/install-func.sh builds, and FuncBuild the name of
+// its cache directory (the version and the one change it makes).
+const (
+	FuncVersion = "0.44.0"
+	FuncBuild   = "func-" + FuncVersion + "-hostplatform"
+)
 
 // FuncCLI is the func CLI (hack/install-func.sh caches it), or skips.
 func FuncCLI(t testing.TB) string {
 	t.Helper()
-	fn := filepath.Join(localserver.CacheDir(), "func-"+FuncVersion, "func")
+	fn := filepath.Join(localserver.CacheDir(), FuncBuild, "func")
 	if _, err := os.Stat(fn); err != nil {
 		missing(t, "the func CLI is not built at "+fn+" (make test-deps runs hack/install-func.sh)")
 	}

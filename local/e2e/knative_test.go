@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -19,9 +20,12 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/uuid"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -262,6 +266,43 @@ func TestThePipelineOnKnative(t *testing.T) {
 			resp.Body.Close()
 			if public := resp.StatusCode == http.StatusOK; public != (step.ID == evalflow.StepStart) {
 				t.Errorf("%s from this machine: %d", u, resp.StatusCode)
+			}
+		}
+	})
+	t.Run("each function's image is built for the node's platform alone", func(t *testing.T) {
+		kc, err := os.ReadFile(k.node.Kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := knative.Connect(kc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, step := range evalflow.Steps {
+			svc, err := c.Get(ctx, "serving.knative.dev/v1", "Service", deploy.Namespace, "evalflow-"+string(step.ID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			containers, _, _ := unstructured.NestedSlice(svc.Object, "spec", "template", "spec", "containers")
+			image, _ := containers[0].(map[string]any)["image"].(string)
+			ref, err := name.ParseReference(image, name.Insecure)
+			if err != nil {
+				t.Fatalf("%s: image %q: %v", step.ID, image, err)
+			}
+			index, err := remote.Index(ref, remote.WithContext(ctx))
+			if err != nil {
+				t.Fatalf("%s: %s: %v", step.ID, image, err)
+			}
+			m, err := index.IndexManifest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var platforms []string
+			for _, d := range m.Manifests {
+				platforms = append(platforms, d.Platform.String())
+			}
+			if want := "linux/" + runtime.GOARCH; !slices.Equal(platforms, []string{want}) {
+				t.Errorf("%s: %s holds %v, want %s alone", step.ID, image, platforms, want)
 			}
 		}
 	})
