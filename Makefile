@@ -9,7 +9,7 @@ CACHE ?= $(HOME)/.cache/evalflow
 SHARED ?= $(abspath $(CURDIR)/../shared)
 export EVALFLOW_CACHE := $(CACHE)
 
-.PHONY: tidy-check run test bench bench-load bench-ui deps node-deps test-deps tools build vet fmt-check up clean images cluster-up node-up node-down knative-up deploy bench-knative
+.PHONY: tidy-check run test bench bench-load bench-ui deps node-deps test-deps tools apt build vet fmt-check up clean images cluster-up node-up node-down knative-up deploy bench-knative
 
 ## run: evaluate the bundled tiny model on a small MMLU subset, end to end, locally
 run: deps build
@@ -19,8 +19,11 @@ run: deps build
 up: deps build
 	$(BIN)/evalflow up --data $(SHARED)/datasets --state $(CURDIR)/.state --port 8080
 
-## test: every module's tests against real servers on loopback, plus vet and gofmt
-test: test-deps build vet fmt-check tidy-check
+## test: every module's tests against real servers on loopback, plus vet and gofmt;
+## what they need is built JOBS at a time first (docs/ci.md)
+JOBS ?= 2
+test:
+	@$(MAKE) --no-print-directory -j$(JOBS) -Oline test-deps build vet fmt-check tidy-check
 	EVALFLOW_REQUIRE_SERVERS=1 EVALFLOW_SHARED_DIR=$(SHARED) \
 	EVALFLOW_ORAS=$$(hack/install-oras.sh) EVALFLOW_KUBE=$$(hack/install-kube.sh) EVALFLOW_COREDNS=$$(hack/install-coredns.sh) \
 	EVALFLOW_LLAMA_ECHO=$$(hack/install-llama-echo.sh) EVALFLOW_PLAYWRIGHT=$$(hack/install-browser.sh) \
@@ -68,8 +71,7 @@ deps:
 ## from the Go module proxy and cached in $(CACHE)
 node-deps:
 	@hack/apt-install.sh $(APT_NODE)
-	@hack/install-kube.sh >/dev/null
-	@hack/install-coredns.sh >/dev/null
+	@hack/cluster-tools.sh kube coredns >/dev/null
 
 ## test-deps: what only tests need: the node's parts (node-deps), Knative Eventing and
 ## Serving built from source with ko, Traefik, the func CLI, and llama-echo, a model
@@ -82,19 +84,22 @@ test-deps: tools
 
 APT_RUN := redis-server docker-registry apache2-utils
 APT_NODE := containerd runc containernetworking-plugins iptables
-# Every tool `make test` needs, longest build first. Debian's packages come first, all
-# in one apt-get; then the builds run TOOL_JOBS at a time. One cold Go build leaves a
-# core idle while it links, downloads or compiles C++ one file at a time; two fill
-# it (docs/ci.md). llama-echo waits for ollama: it reuses ollama's compiled llama.cpp.
-TOOLS := kube traefik knative func ollama coredns oras llama-echo browser
-TOOL_JOBS ?= 2
-tools:
+# Every tool `make test` needs, longest build first: Debian's packages in one apt-get,
+# then the builds, side by side under make -j (make test runs JOBS at a time). One
+# cold Go build leaves a core idle while it links, downloads or compiles C++ one file
+# at a time; a second fills it. cluster: Kubernetes, CoreDNS and Traefik in one go
+# build (hack/cluster-tools.sh). llama-echo reuses ollama's compiled llama.cpp.
+TOOLS := cluster knative func ollama oras llama-echo browser
+tools: $(TOOLS:%=tool-%)
+apt:
 	@hack/apt-install.sh $(APT_RUN) $(APT_NODE) chromium $(if $(shell command -v npm),,nodejs npm)
-	@$(MAKE) --no-print-directory -j$(TOOL_JOBS) -Oline $(TOOLS:%=tool-%)
+$(TOOLS:%=tool-%): apt
+tool-llama-echo: tool-ollama
+tool-cluster:
+	@hack/cluster-tools.sh >/dev/null
 tool-knative:
 	@hack/install-knative.sh eventing >/dev/null
 	@hack/install-knative.sh serving >/dev/null
-tool-llama-echo: tool-ollama
 # (Not .PHONY: make looks for no pattern rule for a phony target.)
 tool-%:
 	@hack/install-$*.sh >/dev/null
@@ -105,7 +110,8 @@ build:
 	go build -o $(BIN)/lm-eval-adapter ./runner/cmd/lm-eval-adapter
 	go build -o $(BIN)/opencompass-adapter ./runner/cmd/opencompass-adapter
 
-vet:
+# After build: side by side (make -j) they would compile the same packages twice.
+vet: | build
 	go vet $(PKGS)
 
 fmt-check:

@@ -2,7 +2,7 @@
 # Builds a command of a module whose go.mod has replace directives (so `go install`
 # refuses it) from a copy of the module, into OUT:
 #   hack/build-module.sh MODULE@VERSION PACKAGE OUT [LDFLAGS]
-# e.g. hack/build-module.sh github.com/coredns/coredns@v1.12.4 . ~/.cache/evalflow/coredns-1.12.4/coredns
+# e.g. hack/build-module.sh knative.dev/func@v0.44.0 ./cmd/func ~/.cache/evalflow/func/func
 # With PATCH set, runs it (a shell command) in the copy before building.
 set -euo pipefail
 MOD=$1 PKG=$2 OUT=$3 LDFLAGS=${4:-}

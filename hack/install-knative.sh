@@ -61,7 +61,10 @@ PLATFORM=linux/$(go env GOARCH)
 (cd "$WORK/src" &&
   export KO_DOCKER_REPO="$REG/knative" KO_DEFAULTBASEIMAGE="$REG/evalflow/base:static" &&
   for d in $KO_DIRS; do
-    "$KO" resolve -R --insecure-registry --platform="$PLATFORM" -f "$d/" || exit 1
+    # One go build at a time: side by side, two builds compile the packages every
+    # image shares (knative.dev/pkg, client-go) twice; one at a time, the first
+    # compiles them on both cores and the rest find them in the build cache.
+    "$KO" resolve -R --jobs 1 --insecure-registry --platform="$PLATFORM" -f "$d/" || exit 1
     echo "---"
   done &&
   for f in $EXTRA; do cat "$f"; echo "---"; done

@@ -31,13 +31,6 @@ const EventingVersion = "0.50.0"
 func EventingDir() string { return built("eventing") }
 func ServingDir() string  { return built("serving") }
 
-// TraefikBinary is where hack/install-traefik.sh caches Traefik.
-func TraefikBinary() string {
-	return filepath.Join(localserver.CacheDir(), "traefik-"+TraefikVersion, "traefik")
-}
-
-// TraefikVersion is the Traefik hack/install-traefik.sh builds.
-const TraefikVersion = "3.6.12"
 
 func built(component string) string {
 	return filepath.Join(localserver.CacheDir(), "knative-"+component+"-v"+EventingVersion+"-ko-v0.18.1")

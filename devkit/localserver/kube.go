@@ -16,31 +16,41 @@ import (
 	"time"
 )
 
-// KubeVersion and EtcdVersion are the control plane hack/install-kube.sh builds.
+// The cluster's own programs, which hack/cluster-tools.sh builds together (the
+// packages they share compiled once) into ClusterToolsDir: etcd and the Kubernetes
+// commands, CoreDNS for cluster DNS, and Traefik, Knative Serving's networking layer.
 const (
-	KubeVersion = "1.34.4"
-	EtcdVersion = "3.6.5"
+	KubeVersion    = "1.34.4"
+	EtcdVersion    = "3.6.5"
+	CoreDNSVersion = "1.12.4"
+	TraefikVersion = "3.6.12"
 )
 
-// KubeBinDir is where hack/install-kube.sh caches etcd, kube-apiserver and
-// kube-controller-manager, or $EVALFLOW_KUBE.
+// ClusterToolsDir is where hack/cluster-tools.sh caches them, named by every version.
+func ClusterToolsDir() string {
+	return filepath.Join(CacheDir(), fmt.Sprintf("cluster-k8s-v%s-etcd-v%s-coredns-v%s-traefik-v%s",
+		KubeVersion, EtcdVersion, CoreDNSVersion, TraefikVersion))
+}
+
+// KubeBinDir holds etcd and the Kubernetes commands: $EVALFLOW_KUBE, or
+// ClusterToolsDir.
 func KubeBinDir() string {
 	if p := os.Getenv("EVALFLOW_KUBE"); p != "" {
 		return p
 	}
-	return filepath.Join(CacheDir(), "k8s-v"+KubeVersion+"-etcd-v"+EtcdVersion)
+	return ClusterToolsDir()
 }
 
-// CoreDNSVersion is the cluster DNS hack/install-coredns.sh builds.
-const CoreDNSVersion = "1.12.4"
-
-// CoreDNSBinary is where hack/install-coredns.sh caches CoreDNS, or $EVALFLOW_COREDNS.
+// CoreDNSBinary is CoreDNS: $EVALFLOW_COREDNS, or in ClusterToolsDir.
 func CoreDNSBinary() string {
 	if p := os.Getenv("EVALFLOW_COREDNS"); p != "" {
 		return p
 	}
-	return filepath.Join(CacheDir(), "coredns-"+CoreDNSVersion, "coredns")
+	return filepath.Join(ClusterToolsDir(), "coredns")
 }
+
+// TraefikBinary is Traefik, in ClusterToolsDir.
+func TraefikBinary() string { return filepath.Join(ClusterToolsDir(), "traefik") }
 
 // CacheDir is where heavy builds are cached outside the clone: $EVALFLOW_CACHE, or
 // ~/.cache/evalflow.

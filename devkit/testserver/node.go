@@ -91,7 +91,7 @@ func KnativeServing(t testing.TB, n *node.Node) *knative.Ingress {
 	if _, err := os.Stat(filepath.Join(dir, "serving.yaml")); err != nil {
 		missing(t, "Knative Serving is not built at "+dir+" (make test-deps runs hack/install-knative.sh serving)")
 	}
-	traefik := knative.TraefikBinary()
+	traefik := localserver.TraefikBinary()
 	if _, err := os.Stat(traefik); err != nil {
 		missing(t, "Traefik is not built at "+traefik+" (make test-deps runs hack/install-traefik.sh)")
 	}

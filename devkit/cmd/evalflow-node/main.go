@@ -36,7 +36,7 @@ func main() {
 	coredns := fs.String("coredns", localserver.CoreDNSBinary(), "CoreDNS, the cluster DNS (hack/install-coredns.sh); empty: none")
 	eventing := fs.String("eventing", knative.EventingDir(), "Knative Eventing built by hack/install-knative.sh")
 	serving := fs.String("serving", knative.ServingDir(), "Knative Serving built by hack/install-knative.sh serving")
-	traefik := fs.String("traefik", knative.TraefikBinary(), "Traefik, Serving's networking layer (hack/install-traefik.sh)")
+	traefik := fs.String("traefik", localserver.TraefikBinary(), "Traefik, Serving's networking layer (hack/install-traefik.sh)")
 	_ = fs.Parse(os.Args[2:])
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
