@@ -4,6 +4,9 @@ SHELL := /bin/bash
 FUNCTIONS := $(notdir $(wildcard functions/*))
 MODULES := shared devkit localjob runner local $(FUNCTIONS:%=functions/%)
 PKGS := $(MODULES:%=./%/...)
+# local/... first: go test starts packages in this order, two at a time, and
+# local/e2e's end-to-end tests take longest; the rest run beside them.
+TEST_PKGS := ./local/... $(filter-out ./local/...,$(PKGS))
 BIN := $(CURDIR)/bin
 CACHE ?= $(HOME)/.cache/evalflow
 SHARED ?= $(abspath $(CURDIR)/../shared)
@@ -27,7 +30,7 @@ test:
 	EVALFLOW_REQUIRE_SERVERS=1 EVALFLOW_SHARED_DIR=$(SHARED) \
 	EVALFLOW_ORAS=$$(hack/install-oras.sh) EVALFLOW_KUBE=$$(hack/install-kube.sh) EVALFLOW_COREDNS=$$(hack/install-coredns.sh) \
 	EVALFLOW_LLAMA_ECHO=$$(hack/install-llama-echo.sh) EVALFLOW_PLAYWRIGHT=$$(hack/install-browser.sh) \
-	go test -count=1 -timeout 45m $(PKGS)
+	go test -count=1 -timeout 45m $(TEST_PKGS)
 
 ## bench: the runner vs a raw load generator vs promptfoo against the tiny-model
 ## server at concurrency 1, 8, 32; writes docs/benchmarks.md (about 10 minutes)
