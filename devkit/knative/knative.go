@@ -26,14 +26,16 @@ import (
 // EventingVersion is the Knative (Eventing and Serving) hack/install-knative.sh builds.
 const EventingVersion = "0.50.0"
 
+// KoVersion is the ko that builds them.
+const KoVersion = "0.18.1"
+
 // EventingDir and ServingDir are where hack/install-knative.sh caches Eventing and
 // Serving.
 func EventingDir() string { return built("eventing") }
 func ServingDir() string  { return built("serving") }
 
-
 func built(component string) string {
-	return filepath.Join(localserver.CacheDir(), "knative-"+component+"-v"+EventingVersion+"-ko-v0.18.1")
+	return filepath.Join(localserver.CacheDir(), "knative-"+component+"-v"+EventingVersion+"-ko-v"+KoVersion)
 }
 
 // Namespace is where Knative Eventing runs.

@@ -21,6 +21,7 @@ func TestTheScriptsBuildTheVersionsTheCodeLooksFor(t *testing.T) {
 		{"cluster-tools.sh", "COREDNS_VERSION", localserver.CoreDNSVersion},
 		{"cluster-tools.sh", "TRAEFIK_VERSION", localserver.TraefikVersion},
 		{"install-knative.sh", "KNATIVE_VERSION", knative.EventingVersion},
+		{"install-knative.sh", "KO_VERSION", knative.KoVersion},
 		{"install-func.sh", "FUNC_VERSION", testserver.FuncVersion},
 	} {
 		b, err := os.ReadFile(filepath.Join(testserver.RepoRoot(), "hack", c.script))
@@ -42,7 +43,7 @@ func TestTheScriptsBuildTheVersionsTheCodeLooksFor(t *testing.T) {
 		t.Errorf("hack/cluster-tools.sh and localserver.ClusterToolsDir name different directories")
 	}
 	b, _ = os.ReadFile(filepath.Join(testserver.RepoRoot(), "hack", "install-func.sh"))
-	if !regexp.MustCompile(`/` + regexp.QuoteMeta("func-$V-hostplatform") + `/func"`).Match(b) || testserver.FuncBuild != "func-"+testserver.FuncVersion+"-hostplatform" {
+	if !regexp.MustCompile(`/`+regexp.QuoteMeta("func-$V-hostplatform")+`/func"`).Match(b) || testserver.FuncBuild != "func-"+testserver.FuncVersion+"-hostplatform" {
 		t.Errorf("hack/install-func.sh and testserver.FuncBuild name different directories")
 	}
 }
