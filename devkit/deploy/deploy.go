@@ -71,8 +71,9 @@ type Config struct {
 type Deployment struct {
 	// StartURL is start's URL as this machine reaches it.
 	StartURL string
-	// Revisions maps each function (start, verify, ...) to its Ready revision.
-	Revisions map[string]string
+	// Revisions maps each function (start, verify, ...) to its Ready revision, and
+	// Images to the image it runs.
+	Revisions, Images map[string]string
 	// OperatorToken is an operator's token of the tokens Secret ("" where the
 	// Secret, the operator's own, holds none).
 	OperatorToken string
@@ -112,6 +113,7 @@ type deployer struct {
 	cluster       *knative.Cluster
 	log           io.Writer
 	revisions     map[string]string
+	images        map[string]string
 	operatorToken string
 	platform      string // the one os/arch every node runs, or "" for func's default set
 }
@@ -403,7 +405,7 @@ func (d *deployer) functions(ctx context.Context) error {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 	}
-	d.revisions = map[string]string{}
+	d.revisions, d.images = map[string]string{}, map[string]string{}
 	for _, step := range evalflow.Steps {
 		name := string(step.ID)
 		if err := d.function(ctx, filepath.Join(work, name), name, kubeconfig, "file://"+proxy+","+strings.TrimSpace(string(goproxy))); err != nil {
@@ -447,7 +449,30 @@ func (d *deployer) function(ctx context.Context, dir, name, kubeconfig, goproxy 
 		return err
 	}
 	d.revisions[name], _, _ = unstructured.NestedString(got.Object, "status", "latestReadyRevisionName")
-	return nil
+	d.images[name], err = serviceImage(got)
+	return err
+}
+
+// Image is the image function fn (start, verify, ...) runs on c, as func deploy
+// pushed it: an image index, named by digest.
+func Image(ctx context.Context, c *knative.Cluster, fn string) (string, error) {
+	svc, err := c.Get(ctx, "serving.knative.dev/v1", "Service", Namespace, "evalflow-"+fn)
+	if err != nil {
+		return "", err
+	}
+	return serviceImage(svc)
+}
+
+func serviceImage(svc *unstructured.Unstructured) (string, error) {
+	containers, _, _ := unstructured.NestedSlice(svc.Object, "spec", "template", "spec", "containers")
+	if len(containers) > 0 {
+		if c, ok := containers[0].(map[string]any); ok {
+			if image, ok := c["image"].(string); ok && image != "" {
+				return image, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("Service %s names no image", svc.GetName())
 }
 
 // nodePlatform is the os/arch of the cluster's nodes when they all run the same one:
@@ -488,7 +513,7 @@ func (d *deployer) result(ctx context.Context) (*Deployment, error) {
 	if d.cfg.IngressPort != "" {
 		u.Host = net.JoinHostPort(u.Hostname(), d.cfg.IngressPort)
 	}
-	return &Deployment{StartURL: u.String(), Revisions: d.revisions, OperatorToken: d.operatorToken}, nil
+	return &Deployment{StartURL: u.String(), Revisions: d.revisions, Images: d.images, OperatorToken: d.operatorToken}, nil
 }
 
 // OnNode sets cfg for the node of devkit/node with Knative on it (devkit/knative):

@@ -32,7 +32,6 @@ import (
 	"github.com/google/uuid"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/evalflow/evalflow/devkit/deploy"
 	"github.com/evalflow/evalflow/devkit/knative"
@@ -246,15 +245,11 @@ func (b *bench) quickScaleDown(ctx context.Context) (func(), error) {
 
 // imageMB is the size of the function's image for this platform, as pulled.
 func (b *bench) imageMB(ctx context.Context, fn string) (float64, error) {
-	svc, err := b.cluster.Get(ctx, "serving.knative.dev/v1", "Service", deploy.Namespace, "evalflow-"+fn)
+	image, err := deploy.Image(ctx, b.cluster, fn)
 	if err != nil {
 		return 0, err
 	}
-	containers, _, _ := unstructured.NestedSlice(svc.Object, "spec", "template", "spec", "containers")
-	if len(containers) == 0 {
-		return 0, fmt.Errorf("%s: no container", fn)
-	}
-	ref, err := name.ParseReference(containers[0].(map[string]any)["image"].(string), name.Insecure)
+	ref, err := name.ParseReference(image, name.Insecure)
 	if err != nil {
 		return 0, err
 	}
