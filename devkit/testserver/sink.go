@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
@@ -80,13 +81,17 @@ func (s *Sink) Raw() []byte {
 	return append([]byte(nil), s.raw...)
 }
 
-// Handler is a CloudEvents function's Handle.
-type Handler func(context.Context, event.Event) (*event.Event, error)
-
-// DeliverConcurrently hands ev to handle n times at once, as a broker redelivering
-// might, and returns the types of the replies.
-func DeliverConcurrently(t testing.TB, n int, handle Handler, ev event.Event) []string {
+// DeliverConcurrently posts ev to a function's HTTP handler n times at once, as a
+// broker redelivering it might, and returns the types of the replies. An answer that is
+// not a success fails the test.
+func DeliverConcurrently(t testing.TB, n int, handle http.HandlerFunc, ev event.Event) []string {
 	t.Helper()
+	srv := httptest.NewServer(handle)
+	defer srv.Close()
+	c, err := cloudevents.NewClientHTTP(cloudevents.WithTarget(srv.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var replies []string
@@ -94,9 +99,9 @@ func DeliverConcurrently(t testing.TB, n int, handle Handler, ev event.Event) []
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			reply, err := handle(context.Background(), ev)
-			if err != nil {
-				t.Error(err)
+			reply, res := c.Request(context.Background(), ev)
+			if !cloudevents.IsACK(res) {
+				t.Errorf("delivering %s: %v", ev.Type(), res)
 			}
 			if reply != nil {
 				mu.Lock()

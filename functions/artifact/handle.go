@@ -9,10 +9,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/oci"
 	"github.com/evalflow/evalflow/shared/pipeline"
 )
@@ -45,9 +47,15 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	return err
 }
 
-// Handle pushes the results of the run named by results.ready, records the artifact,
+// Handle serves the step's events over HTTP, each in its own request's goroutine and
+// context (cloudevent.Serve).
+func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
+	cloudevent.Serve(w, r, f.HandleEvent)
+}
+
+// HandleEvent pushes the results of the run named by results.ready, records the artifact,
 // ends the run as succeeded and replies run.succeeded.
-func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Event, err error) {
+func (f *Function) HandleEvent(ctx context.Context, e event.Event) (reply *event.Event, err error) {
 	ctx, done := f.Handling(ctx, e)
 	defer done(&reply, &err)
 	ref := f.Ref(e)

@@ -110,7 +110,7 @@ func TestArtifactWithWrongRegistryCredentialsIsRedelivered(t *testing.T) {
 	ready := cloudevent.New(evalflow.StepWatch, evalflow.TypeResultsReady, runID, evalflow.RunRef{RunID: runID})
 	fx.f.Sign(&ready, runID)
 
-	_, err := fx.f.Handle(context.Background(), ready)
+	_, err := fx.f.HandleEvent(context.Background(), ready)
 
 	r, _ := fx.p.Store.Get(context.Background(), runID)
 	if err == nil || r.Status != evalflow.StatusStoring || strings.Contains(err.Error(), "wrong") {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -114,11 +115,17 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	return nil
 }
 
-// Handle creates the job of a verified run, once it has one of the job slots, and
+// Handle serves the step's events over HTTP, each in its own request's goroutine and
+// context (cloudevent.Serve).
+func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
+	cloudevent.Serve(w, r, f.HandleEvent)
+}
+
+// HandleEvent creates the job of a verified run, once it has one of the job slots, and
 // replies job.created; a run in line is let in again (run.verified) by the end of the
 // run whose slot it is handed (pipeline.Env.Change). When a run is cancelled or fails,
 // it stops the run's job.
-func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Event, err error) {
+func (f *Function) HandleEvent(ctx context.Context, e event.Event) (reply *event.Event, err error) {
 	ctx, done := f.Handling(ctx, e)
 	defer done(&reply, &err)
 	ref := f.Ref(e)

@@ -108,7 +108,7 @@ func TestDeployCreatesExactlyOneJobUnderConcurrentDuplicates(t *testing.T) {
 	}
 	// A late copy, once the run has moved on, does nothing either.
 	fx.p.Store.Update(context.Background(), runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusRunning, time.Now()) })
-	if reply, err := fx.f.Handle(context.Background(), verified); err != nil || reply != nil || fx.jobs.Created() != 1 {
+	if reply, err := fx.f.HandleEvent(context.Background(), verified); err != nil || reply != nil || fx.jobs.Created() != 1 {
 		t.Fatalf("late verified: reply %v, err %v, %d jobs", reply, err, fx.jobs.Created())
 	}
 }
@@ -118,7 +118,7 @@ func TestTheJobGetsItsSpecAndKeyAsFilesNeverInClearElsewhere(t *testing.T) {
 	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
 	fx.f.Sign(&verified, runID)
 
-	if _, err := fx.f.Handle(context.Background(), verified); err != nil {
+	if _, err := fx.f.HandleEvent(context.Background(), verified); err != nil {
 		t.Fatal(err)
 	}
 	testserver.Eventually(t, 30*time.Second, "job ends", func() bool {
@@ -165,7 +165,7 @@ func jobStoppedWhenEnded(t *testing.T, end evalflow.Status, eventType string) {
 	fx := setup(t, filepath.Join(testserver.SharedDir(t), "datasets"))
 	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
 	fx.f.Sign(&verified, runID)
-	if _, err := fx.f.Handle(context.Background(), verified); err != nil {
+	if _, err := fx.f.HandleEvent(context.Background(), verified); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
@@ -188,7 +188,7 @@ func jobStoppedWhenEnded(t *testing.T, end evalflow.Status, eventType string) {
 	// what counts is the run.
 	untrue := cloudevent.New(evalflow.StepStart, evalflow.TypeCancelled, runID, evalflow.RunRef{RunID: runID})
 	fx.f.Sign(&untrue, runID)
-	if _, err := fx.f.Handle(context.Background(), untrue); err != nil {
+	if _, err := fx.f.HandleEvent(context.Background(), untrue); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ := fx.jobs.Get(evalflow.JobName(runID)); st.Phase != "Running" {
@@ -201,7 +201,7 @@ func jobStoppedWhenEnded(t *testing.T, end evalflow.Status, eventType string) {
 	ended := cloudevent.New(evalflow.StepStart, eventType, runID, evalflow.RunRef{RunID: runID})
 	fx.f.Sign(&ended, runID)
 	for range 2 { // and a duplicate
-		if _, err := fx.f.Handle(context.Background(), ended); err != nil {
+		if _, err := fx.f.HandleEvent(context.Background(), ended); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -217,7 +217,7 @@ func TestAnEngineWithoutALocalProgramIsRefusedSayingWhy(t *testing.T) {
 	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
 	fx.f.Sign(&verified, runID)
 
-	reply, err := fx.f.Handle(context.Background(), verified)
+	reply, err := fx.f.HandleEvent(context.Background(), verified)
 
 	r, _ := fx.p.Store.Get(context.Background(), runID)
 	if err != nil || reply == nil || reply.Type() != evalflow.TypeFailed || fx.jobs.Created() != 0 ||
@@ -244,7 +244,7 @@ func TestTheEndOfARunLetsTheNextInLineIn(t *testing.T) {
 		t.Helper()
 		ev := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, id, evalflow.RunRef{RunID: id})
 		fx.f.Sign(&ev, id)
-		reply, err := fx.f.Handle(ctx, ev)
+		reply, err := fx.f.HandleEvent(ctx, ev)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -274,7 +274,7 @@ func TestTheEndOfARunLetsTheNextInLineIn(t *testing.T) {
 		t.Fatalf("let in after the first run's end: %d run.verified; want one, for the second run", len(letIn))
 	}
 	for range 2 { // and a duplicate
-		if reply, err := fx.f.Handle(ctx, letIn[0]); err != nil || reply == nil || reply.Type() != evalflow.TypeJobCreated {
+		if reply, err := fx.f.HandleEvent(ctx, letIn[0]); err != nil || reply == nil || reply.Type() != evalflow.TypeJobCreated {
 			t.Fatalf("the second run let in: reply %v, %v; want job.created", reply, err)
 		}
 	}

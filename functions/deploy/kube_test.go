@@ -84,7 +84,7 @@ func TestKubernetesTargets(t *testing.T) {
 
 		fx.p.Store.Update(ctx, runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusCancelled, time.Now()) })
 		for range 2 { // and a duplicate
-			if _, err := fx.f.Handle(ctx, signed(fx, cancelled)); err != nil {
+			if _, err := fx.f.HandleEvent(ctx, signed(fx, cancelled)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -101,7 +101,7 @@ func TestKubernetesTargets(t *testing.T) {
 		fx := newFixture(t, t.TempDir(), func(cfg map[string]string) { delete(cfg, "EVALFLOW_REGISTRY") })
 		fx.verifiedRun(t, string(k.Kubeconfig(deployer.Token, "evals")))
 
-		reply, err := fx.f.Handle(ctx, signed(fx, verified))
+		reply, err := fx.f.HandleEvent(ctx, signed(fx, verified))
 
 		if err != nil || reply == nil || reply.Type() != evalflow.TypeFailed {
 			t.Fatalf("reply %v, %v; want run.failed", reply, err)

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,10 +64,16 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	return err
 }
 
-// Handle follows job.created, job.progress and job.finished, and on a PingSource's tick
+// Handle serves the step's events over HTTP, each in its own request's goroutine and
+// context (cloudevent.Serve).
+func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
+	cloudevent.Serve(w, r, f.HandleEvent)
+}
+
+// HandleEvent follows job.created, job.progress and job.finished, and on a PingSource's tick
 // looks for Kubernetes Jobs that ended. A finished job's run gets
 // its results summary and results.ready is the reply; a failed job fails the run.
-func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Event, err error) {
+func (f *Function) HandleEvent(ctx context.Context, e event.Event) (reply *event.Event, err error) {
 	ctx, done := f.Handling(ctx, e)
 	defer done(&reply, &err)
 	if _, lost := e.Extensions()[extErrorDest]; lost {

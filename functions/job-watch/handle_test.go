@@ -81,7 +81,7 @@ func (fx *fixture) signed(e event.Event) event.Event {
 
 func (fx *fixture) handle(t *testing.T, e event.Event) *event.Event {
 	t.Helper()
-	reply, err := fx.f.Handle(context.Background(), e)
+	reply, err := fx.f.HandleEvent(context.Background(), e)
 	if err != nil {
 		t.Fatalf("handle %s: %v", e.Type(), err)
 	}
@@ -399,7 +399,7 @@ func TestARegistryThatDoesNotAnswerIsRetriedNotFailed(t *testing.T) {
 	fx := setup(t, withRegistry(fmt.Sprintf("127.0.0.1:%d", testserver.FreePort(t)))) // nothing listens there
 	fx.kubernetesRun(t)
 
-	_, err := fx.f.Handle(context.Background(), fx.finished(true, ""))
+	_, err := fx.f.HandleEvent(context.Background(), fx.finished(true, ""))
 
 	if err == nil {
 		t.Fatal("no error: the broker would not redeliver")

@@ -16,6 +16,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/openai"
 	"github.com/evalflow/evalflow/shared/pipeline"
 	"github.com/evalflow/evalflow/shared/runstore"
@@ -50,9 +51,15 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	return nil
 }
 
-// Handle verifies the run named by a run.started event and replies run.verified, or
+// Handle serves the step's events over HTTP, each in its own request's goroutine and
+// context (cloudevent.Serve).
+func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
+	cloudevent.Serve(w, r, f.HandleEvent)
+}
+
+// HandleEvent verifies the run named by a run.started event and replies run.verified, or
 // ends the run as failed saying why.
-func (f *Function) Handle(ctx context.Context, e event.Event) (reply *event.Event, err error) {
+func (f *Function) HandleEvent(ctx context.Context, e event.Event) (reply *event.Event, err error) {
 	ctx, done := f.Handling(ctx, e)
 	defer done(&reply, &err)
 	ref := f.Ref(e)

@@ -37,11 +37,11 @@ func verify(t *testing.T, p *pipelinetest.Pipeline, req evalflow.Request) (*eval
 	started := cloudevent.New(evalflow.StepStart, evalflow.TypeStarted, runID, evalflow.RunRef{RunID: runID})
 	f.Sign(&started, runID)
 
-	reply, err := f.Handle(context.Background(), started)
+	reply, err := f.HandleEvent(context.Background(), started)
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, err := f.Handle(context.Background(), started) // a duplicate
+	again, err := f.HandleEvent(context.Background(), started) // a duplicate
 	if err != nil {
 		t.Fatal(err)
 	}

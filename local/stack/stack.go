@@ -335,7 +335,7 @@ func (s *Stack) startFunctions(ctx context.Context, ports map[string]int, common
 	for i, name := range Functions {
 		env := append([]string{"LISTEN_ADDRESS=127.0.0.1:" + strconv.Itoa(ports[name])}, common...)
 		s.Metrics[name] = s.Functions[name] + "/metrics"
-		if name != string(evalflow.StepStart) { // func-go serves only events on a CloudEvents function's port
+		if name != string(evalflow.StepStart) { // a step's own port serves its events alone
 			addr := "127.0.0.1:" + strconv.Itoa(metricsPorts[i])
 			env = append(env, "METRICS_ADDRESS="+addr)
 			s.Metrics[name] = "http://" + addr + "/metrics"

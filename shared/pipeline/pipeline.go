@@ -202,7 +202,8 @@ func (e *Env) signed(ev event.Event, id string) bool {
 // Handling starts the handling of event ev: a span in the run's trace (the child of
 // the span that sent ev), and its timing. Call done with the handler's reply and
 // error when it returns (ctx, done := env.Handling(ctx, e); defer done(&reply, &err)):
-// the reply goes on in the same trace.
+// the reply goes on in the same trace; an error is logged (the sender is told only to
+// send the event again).
 func (e *Env) Handling(ctx context.Context, ev event.Event) (_ context.Context, done func(**event.Event, *error)) {
 	began := time.Now()
 	ctx, span := tracing.Start(cloudevent.Trace(ctx, ev), string(e.Step)+" "+ev.Type(), ev.Subject())
@@ -210,6 +211,8 @@ func (e *Env) Handling(ctx context.Context, ev event.Event) (_ context.Context, 
 		outcome := "ok"
 		if *err != nil {
 			outcome = "error"
+			e.Log.Error("event not handled; its sender is to send it again", "run_id", ev.Subject(),
+				"type", ev.Type(), "id", ev.ID(), "error", *err)
 		}
 		if *reply != nil {
 			cloudevent.SetTrace(ctx, *reply)

@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"syscall"
 
-	ce "knative.dev/func-go/cloudevents"
 	fhttp "knative.dev/func-go/http"
 
 	artifact "github.com/evalflow/evalflow/functions/artifact"
@@ -94,13 +93,13 @@ func serveFunction(name string) error {
 	case "start":
 		return fhttp.Start(start.New())
 	case "verify":
-		return ce.Start(verify.New())
+		return fhttp.Start(verify.New())
 	case "deploy":
-		return ce.Start(deploy.New())
+		return fhttp.Start(deploy.New())
 	case "job-watch":
-		return ce.Start(jobwatch.New())
+		return fhttp.Start(jobwatch.New())
 	case "artifact":
-		return ce.Start(artifact.New())
+		return fhttp.Start(artifact.New())
 	}
 	return fmt.Errorf("no function %q (have %v)", name, stack.Functions)
 }
