@@ -59,7 +59,7 @@ bench-ui: deps build
 ## with warm functions; writes docs/benchmarks-knative.md (about 10 minutes)
 bench-knative: knative-up deploy
 	go build -o $(BIN)/evalflow-bench-knative ./devkit/cmd/evalflow-bench-knative
-	$(BIN)/evalflow-bench-knative -node $(NODE_DIR) -gguf $(SHARED)/models/stories260K.gguf -runs 10 -cold 3 -out docs/benchmarks-knative.md
+	$(BIN)/evalflow-bench-knative -node $(NODE_DIR) -gguf $(SHARED)/models/stories260K.gguf -runs 10 -cold 5 -out docs/benchmarks-knative.md
 
 ## deps: what tests and runs need — Debian's redis-server, docker-registry and
 ## htpasswd; ollama and the oras CLI built once and cached in $(CACHE)

@@ -26,6 +26,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -498,9 +499,13 @@ func (b *bench) runnerWall(ctx context.Context, job string) (float64, error) {
 	if err != nil || len(pods.Items) == 0 {
 		return 0, fmt.Errorf("pod of %s: %v", job, err)
 	}
-	raw, err := b.cluster.Kube.CoreV1().Pods(evalflowJobs).GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+	// The API server reads the log from the kubelet, which at times answers neither
+	// yes nor no at once ("the server rejected our request for an unknown reason").
+	raw, err := backoff.Retry(ctx, func() ([]byte, error) {
+		return b.cluster.Kube.CoreV1().Pods(evalflowJobs).GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+	}, backoff.WithBackOff(backoff.NewExponentialBackOff()), backoff.WithMaxElapsedTime(30*time.Second))
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("the log of %s's pod: %w", job, err)
 	}
 	sum := 0.0
 	for _, line := range bytes.Split(raw, []byte("\n")) {
