@@ -56,7 +56,7 @@ bench-ui: deps build
 
 ## bench-knative: the pipeline on Knative on the node (root): each function's image
 ## size, cold start and idle memory; POST → Job created and the orchestration overhead
-## with warm functions; writes docs/benchmarks-knative.md (about 10 minutes)
+## with warm functions; writes docs/benchmarks-knative.md (about 45 minutes)
 bench-knative: knative-up deploy
 	go build -o $(BIN)/evalflow-bench-knative ./devkit/cmd/evalflow-bench-knative
 	$(BIN)/evalflow-bench-knative -node $(NODE_DIR) -gguf $(SHARED)/models/stories260K.gguf -runs 10 -cold 5 -out docs/benchmarks-knative.md

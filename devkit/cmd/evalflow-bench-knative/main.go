@@ -178,7 +178,7 @@ func report(fns []*function, toJob, overhead []float64, spans [][]float64, runs,
 	var b strings.Builder
 	fmt.Fprintf(&b, `# Benchmarks: the pipeline on Knative
 
-Reproduce with `+"`sudo make bench-knative`"+` (about 10 minutes after the builds are cached): it
+Reproduce with `+"`sudo make bench-knative`"+` (about 45 minutes after the builds are cached, most of it waiting for functions to reach zero): it
 brings up the node and Knative (make knative-up), deploys evalflow (make deploy) and runs
 `+"`bin/evalflow-bench-knative -node .state/node -gguf ../shared/models/stories260K.gguf -runs %d -cold %d -out docs/benchmarks-knative.md`"+`.
 
