@@ -10,9 +10,9 @@ import (
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
-	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/evalflow/evalflow/shared/cloudevent"
 )
 
 // Sink is a CloudEvents receiver on loopback that records what it is sent, by path.
@@ -31,7 +31,7 @@ func NewSink(t testing.TB) *Sink { return NewSinkOn(t, "") }
 func NewSinkOn(t testing.TB, host string) *Sink {
 	s := &Sink{events: map[string][]event.Event{}}
 	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ev, err := binding.ToEvent(context.Background(), cehttp.NewMessageFromHttpRequest(r))
+		ev, err := cloudevent.Read(w, r)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return

@@ -21,6 +21,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"knative.dev/eventing/pkg/eventfilter"
+
+	"github.com/evalflow/evalflow/shared/cloudevent"
 )
 
 // Broker routes events to its triggers' subscribers.
@@ -87,11 +89,7 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, 4<<20)
-	ev, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
-	if err == nil {
-		err = ev.Validate()
-	}
+	ev, err := cloudevent.Read(w, r)
 	if err != nil {
 		http.Error(w, "not a valid CloudEvent: "+err.Error(), http.StatusBadRequest)
 		return

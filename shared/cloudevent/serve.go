@@ -2,7 +2,6 @@ package cloudevent
 
 import (
 	"context"
-	"errors"
 	"net/http"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
@@ -15,7 +14,22 @@ import (
 type HandlerFunc func(context.Context, event.Event) (*event.Event, error)
 
 // MaxEventBytes bounds an event's HTTP body.
-const MaxEventBytes = 8 << 20
+const MaxEventBytes = 4 << 20
+
+// Read reads the one CloudEvent a request carries, in binary or structured mode, with
+// its body bounded by MaxEventBytes; an error is a request that is not a valid event
+// (answer 400).
+func Read(w http.ResponseWriter, r *http.Request) (*event.Event, error) {
+	r.Body = http.MaxBytesReader(w, r.Body, MaxEventBytes)
+	ev, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
+	if err != nil {
+		return nil, err
+	}
+	if err := ev.Validate(); err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
 
 // Serve answers one HTTP request that carries one CloudEvent (binary or structured
 // mode): the event is handled in the request's own goroutine, with its context, and
@@ -35,20 +49,12 @@ func Serve(w http.ResponseWriter, r *http.Request, handle HandlerFunc) {
 		http.Error(w, "a CloudEvent is POSTed", http.StatusMethodNotAllowed)
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, MaxEventBytes)
-	ctx := r.Context()
-	ev, err := binding.ToEvent(ctx, cehttp.NewMessageFromHttpRequest(r))
-	if err == nil {
-		err = ev.Validate()
-	}
+	ev, err := Read(w, r)
 	if err != nil {
-		status := http.StatusBadRequest
-		if errors.Is(err, binding.ErrUnknownEncoding) {
-			status = http.StatusUnsupportedMediaType
-		}
-		http.Error(w, "not a CloudEvent: "+err.Error(), status)
+		http.Error(w, "not a valid CloudEvent: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	ctx := r.Context()
 	reply, err := handle(ctx, *ev)
 	switch {
 	case err != nil:

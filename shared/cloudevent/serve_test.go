@@ -183,10 +183,10 @@ func TestServeAnswers(t *testing.T) {
 	}
 	body, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusUnsupportedMediaType {
+	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("not an event: %s %q", resp.Status, body)
 	}
-	if !strings.Contains(string(body), "not a CloudEvent") {
+	if !strings.Contains(string(body), "not a valid CloudEvent") {
 		t.Errorf("not an event: the answer does not say so: %q", body)
 	}
 
