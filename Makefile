@@ -58,7 +58,7 @@ bench-ui: deps build
 ## size, cold start and idle memory; POST → Job created and the orchestration overhead
 ## with warm functions; writes docs/benchmarks-knative.md (about 45 minutes)
 bench-knative: knative-up deploy
-	go build -o $(BIN)/evalflow-bench-knative ./devkit/cmd/evalflow-bench-knative
+	go build -o $(BIN)/evalflow-bench-knative ./local/cmd/evalflow-bench-knative
 	$(BIN)/evalflow-bench-knative -node $(NODE_DIR) -gguf $(SHARED)/models/stories260K.gguf -runs 10 -cold 5 -out docs/benchmarks-knative.md
 
 ## deps: what tests and runs need — Debian's redis-server, docker-registry and
@@ -122,9 +122,9 @@ fmt-check:
 
 # tidy-check: each module that builds on its own (as func builds a function, out of
 # the workspace) lists every module it needs: go mod tidy would change nothing.
-# devkit builds only in the workspace.
+# (devkit/repo's test keeps every module on the same versions: go work sync.)
 tidy-check:
-	@for m in $(filter-out devkit,$(MODULES)); do (cd $$m && GOWORK=off go mod tidy -diff >/dev/null) || { echo "$$m: go.mod is not tidy (cd $$m && GOWORK=off go mod tidy)"; exit 1; }; done
+	@for m in $(MODULES); do (cd $$m && GOWORK=off go mod tidy -diff >/dev/null) || { echo "$$m: go.mod is not tidy (cd $$m && GOWORK=off go mod tidy)"; exit 1; }; done
 
 clean:
 	rm -rf $(BIN) .state
@@ -164,7 +164,7 @@ cluster-up:
 	hack/kind-up.sh
 
 ## deploy: evalflow on the cluster of the current kubectl context, which runs Knative
-## Serving and Eventing (devkit/deploy): registry, Redis, Secrets, RBAC, the broker,
+## Serving and Eventing (local/deploy): registry, Redis, Secrets, RBAC, the broker,
 ## each function built from its own directory by func deploy, the triggers and the
 ## PingSource, each waited for; prints START_URL. REGISTRY=HOST[:PORT]/PREFIX is where
 ## images go (the cluster's nodes pull from it). Without REGISTRY, on the node of
@@ -173,7 +173,7 @@ REGISTRY ?=
 INGRESS_PORT ?=
 deploy: deps build
 	@hack/install-func.sh >/dev/null
-	go build -o $(BIN)/evalflow-deploy ./devkit/cmd/evalflow-deploy
+	go build -o $(BIN)/evalflow-deploy ./local/cmd/evalflow-deploy
 	@if [ -n "$(REGISTRY)" ]; then \
 	  $(MAKE) --no-print-directory images IMAGE_REGISTRY=$(REGISTRY) && \
 	  $(BIN)/evalflow-deploy -func $$(hack/install-func.sh) -registry $(REGISTRY) -ingress-port "$(INGRESS_PORT)" -data $(SHARED)/datasets; \

@@ -5,7 +5,7 @@
 # One line of func is changed: its host builder can build any set of platforms (the
 # client's BuildWithPlatforms), but the CLI lets --platform through for S2I only, so it
 # always built linux/amd64, arm64 and arm/v7. Let through, --platform makes the host
-# builder build the one platform a cluster's nodes run (devkit/deploy), a third of the
+# builder build the one platform a cluster's nodes run (local/deploy), a third of the
 # work. Still so in v0.50.1. The cache key names the patch.
 set -euo pipefail
 V=${FUNC_VERSION:-0.44.0}

@@ -4,12 +4,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/evalflow/evalflow/devkit/repo"
 )
 
 var (
@@ -19,10 +20,7 @@ var (
 )
 
 // RepoRoot is the checkout's top directory.
-func RepoRoot() string {
-	_, file, _, _ := runtime.Caller(0) // <checkout>/devkit/testserver/build.go
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
-}
+func RepoRoot() string { return repo.Root() }
 
 // Build compiles a main package of the workspace (e.g.
 // github.com/evalflow/evalflow/runner/cmd/evalflow-runner) once per test process and

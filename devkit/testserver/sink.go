@@ -11,8 +11,7 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
-
-	"github.com/evalflow/evalflow/shared/cloudevent"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 )
 
 // Sink is a CloudEvents receiver on loopback that records what it is sent, by path.
@@ -31,7 +30,11 @@ func NewSink(t testing.TB) *Sink { return NewSinkOn(t, "") }
 func NewSinkOn(t testing.TB, host string) *Sink {
 	s := &Sink{events: map[string][]event.Event{}}
 	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ev, err := cloudevent.Read(w, r)
+		// sdk-go's reading, not evalflow's (shared/cloudevent): devkit is below shared.
+		ev, err := cehttp.NewEventFromHTTPRequest(r)
+		if err == nil {
+			err = ev.Validate()
+		}
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return

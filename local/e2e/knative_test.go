@@ -28,7 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/evalflow/evalflow/devkit/deploy"
+	"github.com/evalflow/evalflow/local/deploy"
 	"github.com/evalflow/evalflow/devkit/knative"
 	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"

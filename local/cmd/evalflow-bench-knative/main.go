@@ -34,7 +34,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/evalflow/evalflow/devkit/deploy"
+	"github.com/evalflow/evalflow/local/deploy"
 	"github.com/evalflow/evalflow/devkit/knative"
 	"github.com/evalflow/evalflow/devkit/localserver"
 	"github.com/evalflow/evalflow/devkit/node"

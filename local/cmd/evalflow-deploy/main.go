@@ -1,5 +1,5 @@
 // Command evalflow-deploy puts evalflow on a Kubernetes cluster with Knative Serving
-// and Eventing (devkit/deploy; make deploy runs it), and prints start's URL:
+// and Eventing (local/deploy; make deploy runs it), and prints start's URL:
 //
 //	evalflow-deploy -registry HOST[:PORT]/PREFIX [-kubeconfig FILE] [-data DIR]
 //	evalflow-deploy -node .state/node -data ../shared/datasets
@@ -21,7 +21,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/evalflow/evalflow/devkit/deploy"
+	"github.com/evalflow/evalflow/local/deploy"
 	"github.com/evalflow/evalflow/devkit/knative"
 	"github.com/evalflow/evalflow/devkit/node"
 	"github.com/evalflow/evalflow/shared/oci"
