@@ -28,9 +28,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/evalflow/evalflow/local/deploy"
 	"github.com/evalflow/evalflow/devkit/knative"
 	"github.com/evalflow/evalflow/devkit/testserver"
+	"github.com/evalflow/evalflow/local/deploy"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 

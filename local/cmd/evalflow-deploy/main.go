@@ -21,9 +21,9 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/evalflow/evalflow/local/deploy"
 	"github.com/evalflow/evalflow/devkit/knative"
 	"github.com/evalflow/evalflow/devkit/node"
+	"github.com/evalflow/evalflow/local/deploy"
 	"github.com/evalflow/evalflow/shared/oci"
 )
 
