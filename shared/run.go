@@ -335,5 +335,3 @@ func (r *Run) Stalled() (resend, waiting string) {
 	return "", ""
 }
 
-// AtLeast reports whether the run has reached status s (by rank).
-func (r *Run) AtLeast(s Status) bool { return statusRank[r.Status] >= statusRank[s] }

@@ -55,21 +55,16 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 
 // HandleEvent pushes the results of the run named by results.ready, records the artifact,
 // ends the run as succeeded and replies run.succeeded.
-func (f *Function) HandleEvent(ctx context.Context, e event.Event) (reply *event.Event, err error) {
-	ctx, done := f.Handling(ctx, e)
-	defer done(&reply, &err)
-	ref := f.Ref(e)
-	id := ref.ID
-	if id == "" {
-		return nil, nil
-	}
-	run, ok, err := f.Begin(ctx, ref, evalflow.StatusStoring)
-	if err != nil || !ok {
-		return nil, err
-	}
+func (f *Function) HandleEvent(ctx context.Context, e event.Event) (*event.Event, error) {
+	return f.Turn(ctx, e, evalflow.StatusStoring, f.store)
+}
+
+// store pushes the run's results as its artifact and ends the run as succeeded.
+func (f *Function) store(ctx context.Context, t *pipeline.Turn) (*event.Event, error) {
+	run := t.Run
 	artifact, err := f.push(ctx, run)
 	if err != nil { // results missing: the run fails; the registry down: redeliver
-		return f.Settle(ctx, id, "push results", err)
+		return f.Settle(ctx, run.ID, "push results", err)
 	}
 	_, err = f.Change(ctx, run, func(r *evalflow.Run) error {
 		if err := r.Advance(evalflow.StatusSucceeded, f.Now()); err != nil {
@@ -84,7 +79,7 @@ func (f *Function) HandleEvent(ctx context.Context, e event.Event) (reply *event
 	if err != nil {
 		return nil, err
 	}
-	return f.Next(evalflow.TypeSucceeded, id), nil
+	return f.Next(evalflow.TypeSucceeded, run.ID), nil
 }
 
 func (f *Function) push(ctx context.Context, run *evalflow.Run) (*evalflow.Artifact, error) {

@@ -41,7 +41,7 @@ func setup(t *testing.T, ociEnv map[string]string) *fixture {
 		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Limit: 1}}}, time.Now())
 	p.Store.Create(ctx, r, nil)
 	for _, s := range []evalflow.Status{evalflow.StatusVerifying, evalflow.StatusDeploying, evalflow.StatusRunning} {
-		p.Store.Update(ctx, runID, func(r *evalflow.Run) error { return r.Advance(s, time.Now()) })
+		pipelinetest.Update(ctx, p.Store, runID, func(r *evalflow.Run) error { return r.Advance(s, time.Now()) })
 	}
 	dir := filepath.Join(results, runID)
 	os.MkdirAll(dir, 0o755)
@@ -126,7 +126,7 @@ func TestAKubernetesRunsArtifactIsWrittenOverWhatItsJobPushed(t *testing.T) {
 	fx := setup(t, map[string]string{"EVALFLOW_REGISTRY": registry + "/evalflow/results", "EVALFLOW_REGISTRY_PLAIN_HTTP": "true",
 		"EVALFLOW_REGISTRY_USERNAME": "pusher", "EVALFLOW_REGISTRY_PASSWORD": "pw-31337"})
 	ctx := context.Background()
-	fx.p.Store.Update(ctx, runID, func(r *evalflow.Run) error {
+	pipelinetest.Update(ctx, fx.p.Store, runID, func(r *evalflow.Run) error {
 		r.Target = evalflow.TargetKubernetes
 		return nil
 	})
@@ -165,7 +165,7 @@ func TestAKubernetesRunsArtifactSurvivesAStagedManifestItEquals(t *testing.T) {
 	registry := testserver.Registry(t, "", "")
 	fx := setup(t, map[string]string{"EVALFLOW_REGISTRY": registry + "/evalflow/results", "EVALFLOW_REGISTRY_PLAIN_HTTP": "true"})
 	ctx := context.Background()
-	r, err := fx.p.Store.Update(ctx, runID, func(r *evalflow.Run) error {
+	r, err := pipelinetest.Update(ctx, fx.p.Store, runID, func(r *evalflow.Run) error {
 		r.Target = evalflow.TargetKubernetes
 		return nil
 	})
@@ -198,7 +198,7 @@ func TestAKubernetesRunWhoseJobPushedNothingFails(t *testing.T) {
 	registry := testserver.Registry(t, "", "")
 	fx := setup(t, map[string]string{"EVALFLOW_REGISTRY": registry + "/evalflow/results", "EVALFLOW_REGISTRY_PLAIN_HTTP": "true"})
 	ctx := context.Background()
-	fx.p.Store.Update(ctx, runID, func(r *evalflow.Run) error {
+	pipelinetest.Update(ctx, fx.p.Store, runID, func(r *evalflow.Run) error {
 		r.Target = evalflow.TargetKubernetes
 		return nil
 	})

@@ -125,27 +125,18 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 // replies job.created; a run in line is let in again (run.verified) by the end of the
 // run whose slot it is handed (pipeline.Env.Change). When a run is cancelled or fails,
 // it stops the run's job.
-func (f *Function) HandleEvent(ctx context.Context, e event.Event) (reply *event.Event, err error) {
-	ctx, done := f.Handling(ctx, e)
-	defer done(&reply, &err)
-	ref := f.Ref(e)
-	id := ref.ID
-	if id == "" {
-		return nil, nil
-	}
+func (f *Function) HandleEvent(ctx context.Context, e event.Event) (*event.Event, error) {
 	if e.Type() == evalflow.TypeCancelled || e.Type() == evalflow.TypeFailed {
-		return nil, f.stop(ctx, id)
+		return f.Signed(ctx, e, func(ctx context.Context, id string) (*event.Event, error) { return nil, f.stop(ctx, id) })
 	}
 	// The run asks for a job slot with the write that moves it to deploying.
 	slot := runstore.Admission{Slots: f.maxJobs}
-	run, secrets, ok, err := f.BeginWithSecrets(ctx, ref, evalflow.StatusDeploying, runstore.Admitting(&slot))
-	if err != nil || !ok {
-		return nil, err
-	}
-	if admitted, err := f.admit(ctx, run, slot); err != nil || !admitted {
-		return nil, err
-	}
-	return f.createJob(ctx, run, secrets)
+	return f.Turn(ctx, e, evalflow.StatusDeploying, func(ctx context.Context, t *pipeline.Turn) (*event.Event, error) {
+		if admitted, err := f.admit(ctx, t.Run, slot); err != nil || !admitted {
+			return nil, err
+		}
+		return f.createJob(ctx, t.Run, t.Secrets)
+	}, pipeline.WithSecrets(), pipeline.Updating(runstore.Admitting(&slot)))
 }
 
 // admit gives run a job slot, or puts it in line saying where and when it may start

@@ -80,7 +80,7 @@ func (fx *fixture) verifiedRun(t *testing.T, kubeconfig string) {
 	if _, _, err := fx.p.Store.Create(ctx, r, secrets); err != nil {
 		t.Fatal(err)
 	}
-	fx.p.Store.Update(ctx, runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) })
+	pipelinetest.Update(ctx, fx.p.Store, runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) })
 }
 
 func TestDeployCreatesExactlyOneJobUnderConcurrentDuplicates(t *testing.T) {
@@ -107,7 +107,7 @@ func TestDeployCreatesExactlyOneJobUnderConcurrentDuplicates(t *testing.T) {
 		t.Fatalf("run = %s job %q", r.Status, r.Job)
 	}
 	// A late copy, once the run has moved on, does nothing either.
-	fx.p.Store.Update(context.Background(), runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusRunning, time.Now()) })
+	pipelinetest.Update(context.Background(), fx.p.Store, runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusRunning, time.Now()) })
 	if reply, err := fx.f.HandleEvent(context.Background(), verified); err != nil || reply != nil || fx.jobs.Created() != 1 {
 		t.Fatalf("late verified: reply %v, err %v, %d jobs", reply, err, fx.jobs.Created())
 	}
@@ -195,7 +195,7 @@ func jobStoppedWhenEnded(t *testing.T, end evalflow.Status, eventType string) {
 		t.Fatalf("job phase %q after a run.cancelled of a run that was not cancelled; want it still running", st.Phase)
 	}
 
-	if _, err := fx.p.Store.Update(context.Background(), runID, func(r *evalflow.Run) error { return r.Advance(end, time.Now()) }); err != nil {
+	if _, err := pipelinetest.Update(context.Background(), fx.p.Store, runID, func(r *evalflow.Run) error { return r.Advance(end, time.Now()) }); err != nil {
 		t.Fatal(err)
 	}
 	ended := cloudevent.New(evalflow.StepStart, eventType, runID, evalflow.RunRef{RunID: runID})
@@ -213,7 +213,7 @@ func jobStoppedWhenEnded(t *testing.T, end evalflow.Status, eventType string) {
 
 func TestAnEngineWithoutALocalProgramIsRefusedSayingWhy(t *testing.T) {
 	fx := setup(t, t.TempDir()) // its local runtime has the built-in runner only
-	fx.p.Store.Update(context.Background(), runID, func(r *evalflow.Run) error { r.Engine = "opencompass"; return nil })
+	pipelinetest.Update(context.Background(), fx.p.Store, runID, func(r *evalflow.Run) error { r.Engine = "opencompass"; return nil })
 	verified := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, evalflow.RunRef{RunID: runID})
 	fx.f.Sign(&verified, runID)
 
@@ -239,7 +239,7 @@ func TestTheEndOfARunLetsTheNextInLineIn(t *testing.T) {
 	if _, _, err := fx.p.Store.Create(ctx, r, map[string]string{runstore.SecretAPIKey: apiKey}); err != nil {
 		t.Fatal(err)
 	}
-	fx.p.Store.Update(ctx, second, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) })
+	pipelinetest.Update(ctx, fx.p.Store, second, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) })
 	verified := func(id string) *event.Event {
 		t.Helper()
 		ev := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, id, evalflow.RunRef{RunID: id})

@@ -17,6 +17,7 @@ import (
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/kube"
+	"github.com/evalflow/evalflow/shared/pipeline/pipelinetest"
 	"github.com/evalflow/evalflow/shared/runstore"
 )
 
@@ -82,7 +83,7 @@ func TestKubernetesTargets(t *testing.T) {
 			t.Fatalf("run %s job %q", r.Status, r.Job)
 		}
 
-		fx.p.Store.Update(ctx, runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusCancelled, time.Now()) })
+		pipelinetest.Update(ctx, fx.p.Store, runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusCancelled, time.Now()) })
 		for range 2 { // and a duplicate
 			if _, err := fx.f.HandleEvent(ctx, signed(fx, cancelled)); err != nil {
 				t.Fatal(err)

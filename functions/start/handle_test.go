@@ -357,7 +357,7 @@ func TestGetListAndCancel(t *testing.T) {
 	}
 	other := "5d6e7f80-91a2-4b3c-8d4e-5f6a7b8c9d0e"
 	post(t, srv.URL+"/evals/start", "application/json", mustJSON(validBody(other)))
-	p.Store.Update(context.Background(), other, func(r *evalflow.Run) error { return r.Fail("x", time.Now()) })
+	pipelinetest.Update(context.Background(), p.Store, other, func(r *evalflow.Run) error { return r.Fail("x", time.Now()) })
 	if c := del(other); c != 409 {
 		t.Fatalf("DELETE of a failed run: %d, want 409", c)
 	}
@@ -371,10 +371,10 @@ func TestARequestReusedAfterItsRunEndedIsStillCompared(t *testing.T) {
 		t.Fatalf("start: %d", code)
 	}
 	ctx := context.Background()
-	if _, err := p.Store.Update(ctx, runID, func(r *evalflow.Run) error { return r.Fail("ended for the test", time.Now()) }); err != nil {
+	if _, err := pipelinetest.Update(ctx, p.Store, runID, func(r *evalflow.Run) error { return r.Fail("ended for the test", time.Now()) }); err != nil {
 		t.Fatal(err)
 	}
-	if secrets, _ := p.Store.Secrets(ctx, runID); len(secrets) != 0 {
+	if _, secrets, _ := p.Store.GetWithSecrets(ctx, runID); len(secrets) != 0 {
 		t.Fatalf("an ended run keeps its secrets: %v", secrets)
 	}
 	other := validBody(runID)

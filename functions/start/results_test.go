@@ -52,7 +52,7 @@ func pushResults(t *testing.T, layout, id string, right int) (*evalflow.Artifact
 // succeed records run id as succeeded with artifact a, as the artifact step does.
 func succeed(t *testing.T, p *pipelinetest.Pipeline, id string, a *evalflow.Artifact) {
 	t.Helper()
-	if _, err := p.Store.Update(context.Background(), id, func(r *evalflow.Run) error {
+	if _, err := pipelinetest.Update(context.Background(), p.Store, id, func(r *evalflow.Run) error {
 		r.Status, r.Artifact = evalflow.StatusSucceeded, a
 		return nil
 	}); err != nil {

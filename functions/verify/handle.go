@@ -59,28 +59,23 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 
 // HandleEvent verifies the run named by a run.started event and replies run.verified, or
 // ends the run as failed saying why.
-func (f *Function) HandleEvent(ctx context.Context, e event.Event) (reply *event.Event, err error) {
-	ctx, done := f.Handling(ctx, e)
-	defer done(&reply, &err)
-	ref := f.Ref(e)
-	id := ref.ID
-	if id == "" {
-		return nil, nil
-	}
-	run, secrets, ok, err := f.BeginWithSecrets(ctx, ref, evalflow.StatusVerifying)
-	if err != nil || !ok {
-		return nil, err
-	}
+func (f *Function) HandleEvent(ctx context.Context, e event.Event) (*event.Event, error) {
+	return f.Turn(ctx, e, evalflow.StatusVerifying, f.verify, pipeline.WithSecrets())
+}
+
+// verify checks where the run is to run: its cluster, or its model endpoint.
+func (f *Function) verify(ctx context.Context, t *pipeline.Turn) (*event.Event, error) {
+	run := t.Run
 	if run.OnKubernetes() {
-		return f.verifyCluster(ctx, run, secrets[runstore.SecretKubeconfig])
+		return f.verifyCluster(ctx, run, t.Secrets[runstore.SecretKubeconfig])
 	}
-	if err := f.checkModel(ctx, run, secrets[runstore.SecretAPIKey]); err != nil {
-		return f.Settle(ctx, id, "model endpoint", err)
+	if err := f.checkModel(ctx, run, t.Secrets[runstore.SecretAPIKey]); err != nil {
+		return f.Settle(ctx, run.ID, "model endpoint", err)
 	}
 	if err := f.Notify(ctx, run, evalflow.NoteSucceeded, "model endpoint serves "+run.ModelName); err != nil {
 		return nil, err
 	}
-	return f.Next(evalflow.TypeVerified, id), nil
+	return f.Next(evalflow.TypeVerified, run.ID), nil
 }
 
 // verifyCluster checks that the run's cluster answers and lets its kubeconfig's

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/moby/locker"
 	"github.com/redis/go-redis/v9"
 	"github.com/sethvargo/go-envconfig"
 
@@ -91,6 +92,8 @@ type Env struct {
 	// OTLPEndpoint is Config's, for the jobs' runners.
 	OTLPEndpoint string
 	stopTracing  func(context.Context) error
+	// turns serialises the turns of one run (OneAtATime).
+	turns *locker.Locker
 	// announced are the started notifications this process has sent (by id).
 	announced *lru.Cache[string, struct{}]
 	rdb       *redis.Client
@@ -172,7 +175,7 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 		}
 	}
 	announced, _ := lru.New[string, struct{}](4096) // only a size under 1 fails
-	return &Env{Step: step, Store: store, announced: announced, Events: sender, Metrics: m, stopMetrics: stopMetrics,
+	return &Env{Step: step, Store: store, announced: announced, turns: locker.New(), Events: sender, Metrics: m, stopMetrics: stopMetrics,
 		OTLPEndpoint: c.OTLPEndpoint, stopTracing: stopTracing,
 		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step)), Now: time.Now, Network: network, rdb: rdb, sealer: sealer,
 		clusters: kube.Pool{Options: opts}, own: own}, nil
@@ -183,28 +186,28 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 func (e *Env) ReportKey(runID string) []byte { return e.sealer.Derive("job report", runID) }
 
 // Sign signs ev, an event of run id's that a step sends, as evalflow's own: a step
-// takes an event that moves a run only so signed (Ref). The key is derived for the run
+// takes an event that moves a run only so signed (Turn). The key is derived for the run
 // from the seal key, which only evalflow's functions hold: any other sender that can
 // reach the broker or a function (a pod in the cluster, a job) cannot make one.
 func (e *Env) Sign(ev *event.Event, id string) { cloudevent.Sign(ev, e.stepKey(id)) }
 
 func (e *Env) stepKey(id string) []byte { return e.sealer.Derive("step event", id) }
 
-// signed reports whether ev, about run id, is signed as its type requires: a job's
+// signedFor reports whether ev, about run id, is signed as its type requires: a job's
 // report with the run's report key, any other event as a step signs it (Sign).
-func (e *Env) signed(ev event.Event, id string) bool {
+func (e *Env) signedFor(ev event.Event, id string) bool {
 	if evalflow.JobReport(ev.Type()) {
 		return cloudevent.Verify(ev, e.ReportKey(id))
 	}
 	return cloudevent.Verify(ev, e.stepKey(id))
 }
 
-// Handling starts the handling of event ev: a span in the run's trace (the child of
+// handling starts the handling of event ev: a span in the run's trace (the child of
 // the span that sent ev), and its timing. Call done with the handler's reply and
-// error when it returns (ctx, done := env.Handling(ctx, e); defer done(&reply, &err)):
+// error when it returns (ctx, done := e.handling(ctx, ev); defer done(&reply, &err)):
 // the reply goes on in the same trace; an error is logged (the sender is told only to
 // send the event again).
-func (e *Env) Handling(ctx context.Context, ev event.Event) (_ context.Context, done func(**event.Event, *error)) {
+func (e *Env) handling(ctx context.Context, ev event.Event) (_ context.Context, done func(**event.Event, *error)) {
 	began := time.Now()
 	ctx, span := tracing.Start(cloudevent.Trace(ctx, ev), string(e.Step)+" "+ev.Type(), ev.Subject())
 	return ctx, func(reply **event.Event, err *error) {
@@ -248,57 +251,44 @@ func (e *Env) Ready(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-// Ref is the run an event is about: its id, and the run as the event's sender last
+// subject is the run an event is about: its id, and the run as the event's sender last
 // stored it, when the event carries it (evalflow.RunRef).
-type Ref struct {
+type subject struct {
 	ID     string
 	stored []byte
 }
 
-// Ref reads the run an event is about from its payload. A bad payload, or an event
+// subjectOf reads the run an event is about from its payload. A bad payload, or an event
 // not signed for that run as its type requires (a step's by Sign, a job's report with
-// its run's report key), is logged and reported as an empty Ref: dropped, not
+// its run's report key), is logged and reported as an empty subject: dropped, not
 // redelivered forever.
-func (e *Env) Ref(ev event.Event) Ref {
+func (e *Env) subjectOf(ev event.Event) subject {
 	var ref evalflow.RunRef
 	if err := cloudevent.Decode(ev, &ref); err != nil || ref.RunID == "" {
 		e.Log.Error("event without a run id dropped", "type", ev.Type(), "id", ev.ID(), "error", err)
-		return Ref{}
+		return subject{}
 	}
-	if !e.signed(ev, ref.RunID) {
+	if !e.signedFor(ev, ref.RunID) {
 		e.Metrics.Unsigned.Inc()
 		e.Log.Warn("event not signed for its run dropped", "run_id", ref.RunID, "type", ev.Type(), "id", ev.ID(), "source", ev.Source())
-		return Ref{}
+		return subject{}
 	}
-	return Ref{ID: ref.RunID, stored: ref.Stored}
+	return subject{ID: ref.RunID, stored: ref.Stored}
 }
 
-// RunID reads the run id from an event's payload ("" for a bad payload, as Ref).
-func (e *Env) RunID(ev event.Event) string { return e.Ref(ev).ID }
-
-// Begin moves run ref into status (the status the step works in) and notifies the
+// begin moves run ref into status (the status the step works in) and notifies the
 // caller that the step started; opts add to the write that moves it (and to the read,
-// where there is one: runstore.Admitting). ok is false when there is nothing to do:
-// the run does not exist, has ended, or is already past this step (a duplicate or
-// late event). A run already in status is returned with ok: the step redoes its
-// idempotent work.
+// where there is one: runstore.Admitting), and withSecrets reads the run's secrets in
+// the same round trip. ok is false when there is nothing to do: the run does not
+// exist, has ended, or is already past this step (a duplicate or late event). A run
+// already in status is returned with ok: the step redoes its idempotent work.
 //
 // The move is written over the copy of the run the event carries, when it does and
 // the run is still so: one round trip. The notification goes out once the run has
-// moved; one that cannot be sent fails Begin, and the redelivery, finding the run in
+// moved; one that cannot be sent fails begin, and the redelivery, finding the run in
 // status, sends it again. Its id derives from the run and step, so one sent twice is
 // one to the caller.
-func (e *Env) Begin(ctx context.Context, ref Ref, status evalflow.Status, opts ...runstore.UpdateOption) (r *evalflow.Run, ok bool, err error) {
-	r, _, ok, err = e.begin(ctx, ref, status, false, opts)
-	return r, ok, err
-}
-
-// BeginWithSecrets is Begin that reads the run's secrets too, in the same round trip.
-func (e *Env) BeginWithSecrets(ctx context.Context, ref Ref, status evalflow.Status, opts ...runstore.UpdateOption) (*evalflow.Run, map[string]string, bool, error) {
-	return e.begin(ctx, ref, status, true, opts)
-}
-
-func (e *Env) begin(ctx context.Context, ref Ref, status evalflow.Status, withSecrets bool, opts []runstore.UpdateOption) (*evalflow.Run, map[string]string, bool, error) {
+func (e *Env) begin(ctx context.Context, ref subject, status evalflow.Status, withSecrets bool, opts []runstore.UpdateOption) (*evalflow.Run, map[string]string, bool, error) {
 	r, secrets, err := e.base(ctx, ref, status, withSecrets, opts)
 	if errors.Is(err, evalflow.ErrNotFound) {
 		e.Log.Warn("event for an unknown run dropped", "run_id", ref.ID)
@@ -353,7 +343,7 @@ func (e *Env) begin(ctx context.Context, ref Ref, status evalflow.Status, withSe
 // (its later events: job-watch's reports); else the run as stored, read (with its
 // secrets, and opts). Only a run read is taken as it is: a copy serves as what an
 // update writes over if the run is still so.
-func (e *Env) base(ctx context.Context, ref Ref, status evalflow.Status, withSecrets bool, opts []runstore.UpdateOption) (*evalflow.Run, map[string]string, error) {
+func (e *Env) base(ctx context.Context, ref subject, status evalflow.Status, withSecrets bool, opts []runstore.UpdateOption) (*evalflow.Run, map[string]string, error) {
 	if ref.stored != nil {
 		if r, err := runstore.Decode(ref.ID, ref.stored); err == nil && r.Status != status {
 			if next := *r; next.Advance(status, e.Now()) == nil {
@@ -480,7 +470,7 @@ func (e *Env) Settle(ctx context.Context, id, what string, err error) (*event.Ev
 }
 
 // Next returns the event a step replies with to move run id on. It carries the run
-// as the step last stored it, for the next step to write its move over (Begin).
+// as the step last stored it, for the next step to write its move over (Turn).
 func (e *Env) Next(typ, id string) *event.Event {
 	stored, _ := e.Store.Stored(id)
 	ev := cloudevent.New(e.Step, typ, id, evalflow.RunRef{RunID: id, Stored: stored})

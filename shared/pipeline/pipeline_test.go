@@ -19,7 +19,7 @@ import (
 
 const runID = "5d6e7f80-9a1b-4c2d-8e3f-4a5b6c7d8e9f"
 
-// TestAStartedNotificationIsNeverLost: with the broker down, Begin moves the run but
+// TestAStartedNotificationIsNeverLost: with the broker down, a turn moves the run but
 // fails, for the event to be redelivered; the redelivery, with the broker back, finds
 // the run moved and sends "started". A duplicate after that sends nothing new.
 func TestAStartedNotificationIsNeverLost(t *testing.T) {
@@ -38,8 +38,8 @@ func TestAStartedNotificationIsNeverLost(t *testing.T) {
 	brokerDown.Events.Retries = 0
 	t.Cleanup(func() { brokerDown.Stop(ctx) })
 
-	if _, _, err := brokerDown.Begin(ctx, pipeline.Ref{ID: runID}, evalflow.StatusVerifying); err == nil {
-		t.Fatal("Begin with the broker down: no error, so no redelivery")
+	if _, _, _, err := turn(brokerDown, started(brokerDown, runID), evalflow.StatusVerifying); err == nil {
+		t.Fatal("a turn with the broker down: no error, so no redelivery")
 	}
 	if n := len(p.Sink.OfType("/", evalflow.TypeNotification)); n != 0 {
 		t.Fatalf("%d notifications with the broker down", n)
@@ -51,8 +51,8 @@ func TestAStartedNotificationIsNeverLost(t *testing.T) {
 	}
 	t.Cleanup(func() { env.Stop(ctx) })
 	for range 2 { // the redelivery, then a duplicate
-		if _, ok, err := env.Begin(ctx, pipeline.Ref{ID: runID}, evalflow.StatusVerifying); err != nil || !ok {
-			t.Fatalf("Begin: ok %v, %v", ok, err)
+		if _, _, ok, err := turn(env, started(env, runID), evalflow.StatusVerifying); err != nil || !ok {
+			t.Fatalf("turn: ok %v, %v", ok, err)
 		}
 	}
 	if got, _ := p.Store.Get(ctx, runID); got.Status != evalflow.StatusVerifying {
@@ -105,7 +105,7 @@ func TestAFailureMessageNeverCarriesTheRunsKey(t *testing.T) {
 // moves the run over that copy, and reads its secrets, in one round trip. A copy that
 // is not the run as stored — forged, or behind it — writes nothing of itself: the run
 // as stored decides, and is never moved back.
-func TestBeginMovesTheRunOverTheEventsCopy(t *testing.T) {
+func TestATurnMovesTheRunOverTheEventsCopy(t *testing.T) {
 	ctx := context.Background()
 	p := pipelinetest.New(t)
 	start, verify := open(t, p, evalflow.StepStart), open(t, p, evalflow.StepVerify)
@@ -119,7 +119,7 @@ func TestBeginMovesTheRunOverTheEventsCopy(t *testing.T) {
 	begin := func(ev event.Event) (*evalflow.Run, map[string]string, bool, int64) {
 		t.Helper()
 		before := verify.Store.RoundTrips()
-		r, secrets, ok, err := verify.BeginWithSecrets(ctx, verify.Ref(ev), evalflow.StatusVerifying)
+		r, secrets, ok, err := turn(verify, ev, evalflow.StatusVerifying, pipeline.WithSecrets())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,7 +154,7 @@ func TestBeginMovesTheRunOverTheEventsCopy(t *testing.T) {
 	}
 
 	// A copy behind the run (it is deploying): nothing moves back.
-	if _, err := p.Store.Update(ctx, runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusDeploying, time.Now()) }); err != nil {
+	if _, err := pipelinetest.Update(ctx, p.Store, runID, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusDeploying, time.Now()) }); err != nil {
 		t.Fatal(err)
 	}
 	ev = cloudevent.New(evalflow.StepStart, evalflow.TypeStarted, runID, evalflow.RunRef{RunID: runID, Stored: pending})
@@ -192,10 +192,8 @@ func TestAForgedEventCannotSkipAStep(t *testing.T) {
 		for range 2 { // and its duplicate
 			ev := cloudevent.New(evalflow.StepVerify, evalflow.TypeVerified, runID, ref)
 			deploy.Sign(&ev, runID) // even as verify would sign it
-			if got, ok, err := deploy.Begin(ctx, deploy.Ref(ev), evalflow.StatusDeploying); err != nil || ok {
-				t.Fatalf("%s: Begin = ok %v, %v; want the event dropped", name, ok, err)
-			} else if got.Status != evalflow.StatusPending {
-				t.Errorf("%s: Begin answers the run as %s; want pending, as stored", name, got.Status)
+			if _, _, ok, err := turn(deploy, ev, evalflow.StatusDeploying); err != nil || ok {
+				t.Fatalf("%s: turn = ok %v, %v; want the event dropped", name, ok, err)
 			}
 		}
 	}
@@ -243,18 +241,18 @@ func TestOnlyEventsSignedForTheirRunMoveIt(t *testing.T) {
 
 	for name, ev := range map[string]event.Event{"unsigned": unsigned, "signed for another run": ofAnother,
 		"signed with the job's report key": byTheJob, "signed for another run, then moved": tampered} {
-		if ref := start.Ref(ev); ref.ID != "" {
-			t.Errorf("%s: Ref = run %q; want none", name, ref.ID)
+		if start.SignedFor(ev, runID) {
+			t.Errorf("%s: signed for run %s; want not", name, runID)
 		}
-		if _, ok, err := start.Begin(ctx, start.Ref(ev), evalflow.StatusVerifying); ok || err != nil {
-			t.Errorf("%s: Begin = ok %v, %v; want nothing done", name, ok, err)
+		if _, _, ok, err := turn(start, ev, evalflow.StatusVerifying); ok || err != nil {
+			t.Errorf("%s: turn = ok %v, %v; want nothing done", name, ok, err)
 		}
 	}
 	if got, _ := p.Store.Get(ctx, runID); got.Status != evalflow.StatusPending {
 		t.Fatalf("after forged events the run is %s; want pending", got.Status)
 	}
-	if _, ok, err := start.Begin(ctx, start.Ref(*start.Next(evalflow.TypeStarted, runID)), evalflow.StatusVerifying); !ok || err != nil {
-		t.Fatalf("as a step signs it: Begin = ok %v, %v; want the run moved", ok, err)
+	if _, _, ok, err := turn(start, *start.Next(evalflow.TypeStarted, runID), evalflow.StatusVerifying); !ok || err != nil {
+		t.Fatalf("as a step signs it: turn = ok %v, %v; want the run moved", ok, err)
 	}
 	if got, _ := p.Store.Get(ctx, runID); got.Status != evalflow.StatusVerifying {
 		t.Fatalf("the run is %s; want verifying", got.Status)
@@ -270,4 +268,21 @@ func open(t *testing.T, p *pipelinetest.Pipeline, step evalflow.StepID) *pipelin
 	}
 	t.Cleanup(func() { env.Stop(context.Background()) })
 	return env
+}
+
+// turn hands ev to env as a step's turn into status: the run and secrets its work
+// was given, and whether it was given one.
+func turn(env *pipeline.Env, ev event.Event, status evalflow.Status, opts ...pipeline.TurnOption) (run *evalflow.Run, secrets map[string]string, ok bool, err error) {
+	_, err = env.Turn(context.Background(), ev, status, func(_ context.Context, t *pipeline.Turn) (*event.Event, error) {
+		run, secrets, ok = t.Run, t.Secrets, true
+		return nil, nil
+	}, opts...)
+	return run, secrets, ok, err
+}
+
+// started is run.started for run id, signed as start signs it, with no copy of the run.
+func started(env *pipeline.Env, id string) event.Event {
+	ev := cloudevent.New(evalflow.StepStart, evalflow.TypeStarted, id, evalflow.RunRef{RunID: id})
+	env.Sign(&ev, id)
+	return ev
 }

@@ -93,18 +93,18 @@ func TestSecretsAreSealedAtRestAndDroppedWhenTheRunEnds(t *testing.T) {
 	if err != nil || got != apiKey {
 		t.Fatalf("Secret = %q, %v; want the api key", got, err)
 	}
-	all, err := store.Secrets(ctx, id)
+	_, all, err := store.GetWithSecrets(ctx, id)
 	if err != nil || len(all) != 2 || all[runstore.SecretAPIKey] != apiKey || all[runstore.SecretKubeconfig] != kubeconfig {
 		t.Fatalf("Secrets = %d secrets, %v; want both, opened", len(all), err)
 	}
 
-	if _, err := store.Update(ctx, id, pipelinetest.Walk(evalflow.StatusSucceeded)); err != nil {
+	if _, err := pipelinetest.Update(ctx, store, id, pipelinetest.Walk(evalflow.StatusSucceeded)); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := store.Secret(ctx, id, runstore.SecretAPIKey); err != nil || got != "" {
 		t.Fatalf("after the run succeeded, Secret = %q, %v; want it dropped", got, err)
 	}
-	if all, err := store.Secrets(ctx, id); err != nil || len(all) != 0 {
+	if _, all, err := store.GetWithSecrets(ctx, id); err != nil || len(all) != 0 {
 		t.Fatalf("after the run succeeded, Secrets = %d secrets, %v; want none", len(all), err)
 	}
 }
@@ -124,7 +124,7 @@ func keepsOnlyItsKubeconfig(t *testing.T, end evalflow.Status) {
 	if _, _, err := store.Create(ctx, newRun(id), secrets); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := store.Update(ctx, id, func(r *evalflow.Run) error { return r.Advance(end, time.Now()) }); err != nil {
+	if _, err := pipelinetest.Update(ctx, store, id, func(r *evalflow.Run) error { return r.Advance(end, time.Now()) }); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := store.Secret(ctx, id, runstore.SecretAPIKey); got != "" {
@@ -149,11 +149,11 @@ func TestUpdateNeverMovesARunBackwards(t *testing.T) {
 		t.Fatal(err)
 	}
 	advance := func(s evalflow.Status) error {
-		_, err := store.Update(ctx, id, func(r *evalflow.Run) error { return r.Advance(s, time.Now()) })
+		_, err := pipelinetest.Update(ctx, store, id, func(r *evalflow.Run) error { return r.Advance(s, time.Now()) })
 		return err
 	}
 
-	if _, err := store.Update(ctx, id, pipelinetest.Walk(evalflow.StatusDeploying)); err != nil {
+	if _, err := pipelinetest.Update(ctx, store, id, pipelinetest.Walk(evalflow.StatusDeploying)); err != nil {
 		t.Fatal(err)
 	}
 	errVerify := advance(evalflow.StatusVerifying) // a late event
@@ -181,7 +181,7 @@ func TestConcurrentAdvancesApplyOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := store.Update(ctx, id, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) })
+			_, err := pipelinetest.Update(ctx, store, id, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) })
 			if err == nil {
 				mu.Lock()
 				applied++
@@ -208,7 +208,7 @@ func TestListFiltersByStatusNewestFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := store.Update(ctx, ids[1], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) }); err != nil {
+	if _, err := pipelinetest.Update(ctx, store, ids[1], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) }); err != nil {
 		t.Fatal(err)
 	}
 
@@ -248,9 +248,9 @@ func TestTheStatusIndexesFollowTheRunsUnderConcurrentUpdates(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				store.Update(ctx, rid, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) })
+				pipelinetest.Update(ctx, store, rid, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusVerifying, time.Now()) })
 				if i%2 == 0 {
-					store.Update(ctx, rid, func(r *evalflow.Run) error { return r.Fail("x", time.Now()) })
+					pipelinetest.Update(ctx, store, rid, func(r *evalflow.Run) error { return r.Fail("x", time.Now()) })
 				}
 			}()
 		}
@@ -296,7 +296,7 @@ func TestListByCallerShowsOnlyThatCallersRuns(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := store.Update(ctx, mine[0], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) }); err != nil {
+	if _, err := pipelinetest.Update(ctx, store, mine[0], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) }); err != nil {
 		t.Fatal(err)
 	}
 
@@ -353,10 +353,10 @@ func TestJobSlotsGoInOrderAndNeverOverflow(t *testing.T) {
 		t.Errorf("places in line of d and a %v; want 2 (behind c) and 0 (a holds a slot)", places)
 	}
 	var handed string
-	if _, err := store.Update(ctx, ids[3], pipelinetest.Walk(evalflow.StatusDeploying), runstore.HandingOver(&handed)); err != nil || handed != "" {
+	if _, err := pipelinetest.Update(ctx, store, ids[3], pipelinetest.Walk(evalflow.StatusDeploying), runstore.HandingOver(&handed)); err != nil || handed != "" {
 		t.Fatalf("a run moved on, not ended: slot handed to %q (%v)", handed, err)
 	}
-	if _, err := store.Update(ctx, ids[0], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) },
+	if _, err := pipelinetest.Update(ctx, store, ids[0], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) },
 		runstore.HandingOver(&handed)); err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +369,7 @@ func TestJobSlotsGoInOrderAndNeverOverflow(t *testing.T) {
 	if ok, _ := admit(2); !ok {
 		t.Error("c does not hold the slot a freed")
 	}
-	if _, err := store.Update(ctx, ids[3], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) },
+	if _, err := pipelinetest.Update(ctx, store, ids[3], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) },
 		runstore.HandingOver(&handed)); err != nil || handed != "" {
 		t.Fatalf("d's end, in line: slot handed to %q (%v)", handed, err)
 	}
@@ -484,7 +484,7 @@ func TestAMoveAsksForAJobSlotInTheSameRoundTrip(t *testing.T) {
 	for i, want := range []runstore.Admission{{Slots: 1, Decided: true, Admitted: true}, {Slots: 1, Decided: true, Position: 1}} {
 		got := runstore.Admission{Slots: 1}
 		before := store.RoundTrips()
-		if _, err := store.Update(ctx, ids[i], move, runstore.Admitting(&got)); err != nil {
+		if _, err := pipelinetest.Update(ctx, store, ids[i], move, runstore.Admitting(&got)); err != nil {
 			t.Fatal(err)
 		}
 		if got != want || store.RoundTrips()-before != 2 { // the read, then the write that asks
@@ -496,7 +496,7 @@ func TestAMoveAsksForAJobSlotInTheSameRoundTrip(t *testing.T) {
 	}
 	// A read asks for a run in line (the second, once the first has ended), and for
 	// nothing for one not in line (the first, ended).
-	if _, err := store.Update(ctx, ids[0], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) }); err != nil {
+	if _, err := pipelinetest.Update(ctx, store, ids[0], func(r *evalflow.Run) error { return r.Fail("x", time.Now()) }); err != nil {
 		t.Fatal(err)
 	}
 	store.GetWithSecrets(ctx, ids[0], runstore.Admitting(&runstore.Admission{Slots: 1})) // the script loaded: NOSCRIPT, load, read
@@ -515,7 +515,7 @@ func TestAMoveAsksForAJobSlotInTheSameRoundTrip(t *testing.T) {
 	}
 	// A change that writes nothing asks for nothing.
 	nothing := runstore.Admission{Slots: 5}
-	store.Update(ctx, ids[1], func(*evalflow.Run) error { return evalflow.ErrStale }, runstore.Admitting(&nothing))
+	pipelinetest.Update(ctx, store, ids[1], func(*evalflow.Run) error { return evalflow.ErrStale }, runstore.Admitting(&nothing))
 	if nothing.Decided {
 		t.Errorf("no write, yet an answer: %+v", nothing)
 	}
@@ -541,7 +541,7 @@ func TestRecentIsTheRunAsThisStoreLastSawIt(t *testing.T) {
 	otherClient := redis.NewClient(&redis.Options{Addr: rdb.Options().Addr})
 	t.Cleanup(func() { otherClient.Close() })
 	other := runstore.New(otherClient, nil)
-	if _, err := other.Update(ctx, id, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusDeploying, time.Now()) }); err != nil {
+	if _, err := pipelinetest.Update(ctx, other, id, func(r *evalflow.Run) error { return r.Advance(evalflow.StatusDeploying, time.Now()) }); err != nil {
 		t.Fatal(err)
 	}
 	stale, _ := store.Recent(id)
@@ -552,5 +552,49 @@ func TestRecentIsTheRunAsThisStoreLastSawIt(t *testing.T) {
 	}
 	if r, _ := store.Recent(id); r.Status != evalflow.StatusDeploying || r.Message != "noted" {
 		t.Errorf("Recent after the write: %+v", r)
+	}
+}
+
+// Each visits every run of a status once, oldest first, however many there are and
+// however many share a creation time.
+func TestEachVisitsEveryRunOfAStatusOldestFirst(t *testing.T) {
+	ctx := context.Background()
+	store, _ := newStore(t)
+	base := time.Now().Add(-time.Hour)
+	const n = 1100
+	want := make([]string, 0, n)
+	for i := range n {
+		r := newRun(fmt.Sprintf("00000000-0000-4000-8000-%012d", i))
+		r.CreatedAt = base.Add(time.Duration(i/300) * time.Second) // 300 at each time: ties across pages
+		if _, _, err := store.Create(ctx, r, nil); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, r.ID)
+	}
+	seen := map[string]int{}
+	var last time.Time
+	err := store.Each(ctx, evalflow.StatusPending, func(r *evalflow.Run) error {
+		if r.CreatedAt.Before(last) {
+			t.Errorf("run %s (created %s) after one created %s: not oldest first", r.ID, r.CreatedAt, last)
+		}
+		last = r.CreatedAt
+		seen[r.ID]++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range want {
+		if seen[id] != 1 {
+			t.Errorf("run %s visited %d times; want once", id, seen[id])
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("%d runs visited; want %d", len(seen), n)
+	}
+	stop := errors.New("stop")
+	visits := 0
+	if err := store.Each(ctx, evalflow.StatusPending, func(*evalflow.Run) error { visits++; return stop }); !errors.Is(err, stop) || visits != 1 {
+		t.Errorf("Each after visit's error: %v, %d visits; want the error after one", err, visits)
 	}
 }

@@ -3,6 +3,7 @@
 package pipelinetest
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -53,6 +54,16 @@ func (p *Pipeline) With(own map[string]string) map[string]string {
 		cfg[k] = v
 	}
 	return cfg
+}
+
+// Update reads run id and applies change to it (runstore.Store.UpdateRun): a test's
+// move of a run, as a step would make it from the run it read.
+func Update(ctx context.Context, store *runstore.Store, id string, change func(*evalflow.Run) error, opts ...runstore.UpdateOption) (*evalflow.Run, error) {
+	r, err := store.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return store.UpdateRun(ctx, r, change, opts...)
 }
 
 // Walk is an update that moves a run step by step to status to, as the steps would
