@@ -334,4 +334,3 @@ func (r *Run) Stalled() (resend, waiting string) {
 	}
 	return "", ""
 }
-
