@@ -8,33 +8,38 @@ import (
 	"time"
 )
 
+// EventType is a CloudEvent's type: what an event says happened.
+type EventType string
+
+func (t EventType) String() string { return string(t) }
+
 // Event types. The steps are chained only by Triggers that filter on these types
 // (triggers/*.yaml); each function replies with the next one.
 const (
-	TypeRequested    = "dev.evalflow.run.requested" // another service asks for a run → start
-	TypeStarted      = "dev.evalflow.run.started"   // start → verify
-	TypeVerified     = "dev.evalflow.run.verified"  // verify → deploy
-	TypeJobCreated   = "dev.evalflow.job.created"   // deploy → job-watch
-	TypeJobProgress  = "dev.evalflow.job.progress"  // runner → job-watch
-	TypeJobFinished  = "dev.evalflow.job.finished"  // job runtime → job-watch
-	TypeResultsReady = "dev.evalflow.results.ready" // job-watch → artifact
-	TypeSucceeded    = "dev.evalflow.run.succeeded" // artifact → callers
-	TypeFailed       = "dev.evalflow.run.failed"    // any step → callers
-	TypeCancelled    = "dev.evalflow.run.cancelled" // DELETE /evals/{id} → deploy (stops the job)
-	TypeNotification = "dev.evalflow.notification"  // every step → the caller
+	TypeRequested    EventType = "dev.evalflow.run.requested" // another service asks for a run → start
+	TypeStarted      EventType = "dev.evalflow.run.started"   // start → verify
+	TypeVerified     EventType = "dev.evalflow.run.verified"  // verify → deploy
+	TypeJobCreated   EventType = "dev.evalflow.job.created"   // deploy → job-watch
+	TypeJobProgress  EventType = "dev.evalflow.job.progress"  // runner → job-watch
+	TypeJobFinished  EventType = "dev.evalflow.job.finished"  // job runtime → job-watch
+	TypeResultsReady EventType = "dev.evalflow.results.ready" // job-watch → artifact
+	TypeSucceeded    EventType = "dev.evalflow.run.succeeded" // artifact → callers
+	TypeFailed       EventType = "dev.evalflow.run.failed"    // any step → callers
+	TypeCancelled    EventType = "dev.evalflow.run.cancelled" // DELETE /evals/{id} → deploy (stops the job)
+	TypeNotification EventType = "dev.evalflow.notification"  // every step → the caller
 	// TypePing is a PingSource's tick (eventing/pingsource.yaml): job-watch then reads
 	// the Jobs of running Kubernetes runs and reports those that ended.
-	TypePing = "dev.knative.sources.ping"
+	TypePing EventType = "dev.knative.sources.ping"
 	// TypeJobChanged is an ApiServerSource's news that a Job of evalflow's own cluster,
 	// or its pod, changed (eventing/jobsource.yaml), as a reference (JobRef): job-watch
 	// then reads that Job's state and reports its end.
-	TypeJobChanged = "dev.knative.apiserver.ref.update"
+	TypeJobChanged EventType = "dev.knative.apiserver.ref.update"
 )
 
 // JobReport reports whether events of type typ are a job's (signed with its run's
 // report key, which the job holds) rather than a step's (signed with a key only
 // evalflow's functions hold).
-func JobReport(typ string) bool {
+func JobReport(typ EventType) bool {
 	return typ == TypeJobCreated || typ == TypeJobProgress || typ == TypeJobFinished
 }
 
@@ -140,7 +145,7 @@ func Notify(r *Run, step StepID, status, message string) Notification {
 // could not go, the last answer there, and when it came back.
 type DeadLetter struct {
 	ID          string    `json:"id"`
-	Type        string    `json:"type"`
+	Type        EventType `json:"type"`
 	Source      string    `json:"source"`
 	RunID       string    `json:"run_id,omitempty"` // the event's subject
 	Destination string    `json:"destination"`

@@ -319,7 +319,7 @@ func (r *Run) Report(p Progress, now time.Time) error {
 // ("" when it may wait however long). A run whose job is under way waits on nothing
 // (job-watch follows the job), unless it has no job at all; a queued run waits its
 // turn, and the event that admits it is sent again in case one was lost.
-func (r *Run) Stalled() (resend, waiting string) {
+func (r *Run) Stalled() (resend EventType, waiting string) {
 	switch {
 	case r.Status == StatusPending || r.Status == StatusVerifying:
 		return TypeStarted, "verify"

@@ -2,6 +2,7 @@ package testserver
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -67,10 +68,10 @@ func (s *Sink) Got(path string) []event.Event {
 }
 
 // OfType returns the events of type typ sent to path.
-func (s *Sink) OfType(path, typ string) []event.Event {
+func (s *Sink) OfType(path string, typ fmt.Stringer) []event.Event {
 	var out []event.Event
 	for _, e := range s.Got(path) {
-		if e.Type() == typ {
+		if e.Type() == typ.String() {
 			out = append(out, e)
 		}
 	}

@@ -66,7 +66,7 @@ func TestArtifactIsPushedOnceToTheOCILayout(t *testing.T) {
 	if r.Status != evalflow.StatusSucceeded || r.Artifact == nil || !strings.HasPrefix(r.Artifact.Reference, "oci-layout://"+layout+":"+runID+"@sha256:") {
 		t.Fatalf("run %s artifact %+v", r.Status, r.Artifact)
 	}
-	if len(replies) != 1 || replies[0] != evalflow.TypeSucceeded {
+	if len(replies) != 1 || replies[0] != evalflow.TypeSucceeded.String() {
 		t.Fatalf("replies %v; want one run.succeeded", replies)
 	}
 	var index struct {
@@ -206,7 +206,7 @@ func TestAKubernetesRunWhoseJobPushedNothingFails(t *testing.T) {
 	replies := fx.deliverConcurrently(t, 2)
 
 	r, _ := fx.p.Store.Get(ctx, runID)
-	if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, evalflow.StagingTag(runID)) || len(replies) != 1 || replies[0] != evalflow.TypeFailed {
+	if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, evalflow.StagingTag(runID)) || len(replies) != 1 || replies[0] != evalflow.TypeFailed.String() {
 		t.Fatalf("run %s %q replies %v; want it failed naming the staging tag", r.Status, r.Message, replies)
 	}
 }

@@ -126,7 +126,7 @@ func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
 // run whose slot it is handed (pipeline.Env.Change). When a run is cancelled or fails,
 // it stops the run's job.
 func (f *Function) HandleEvent(ctx context.Context, e event.Event) (*event.Event, error) {
-	if e.Type() == evalflow.TypeCancelled || e.Type() == evalflow.TypeFailed {
+	if cloudevent.TypeOf(e) == evalflow.TypeCancelled || cloudevent.TypeOf(e) == evalflow.TypeFailed {
 		return f.Signed(ctx, e, func(ctx context.Context, id string) (*event.Event, error) { return nil, f.stop(ctx, id) })
 	}
 	// The run asks for a job slot with the write that moves it to deploying.

@@ -99,7 +99,7 @@ func TestDeployCreatesExactlyOneJobUnderConcurrentDuplicates(t *testing.T) {
 	if n := fx.jobs.Created(); n != 1 {
 		t.Fatalf("%d jobs created; want 1", n)
 	}
-	if len(replies) == 0 || replies[0] != evalflow.TypeJobCreated {
+	if len(replies) == 0 || replies[0] != evalflow.TypeJobCreated.String() {
 		t.Fatalf("replies = %v; want job.created", replies)
 	}
 	r, _ := fx.p.Store.Get(context.Background(), runID)
@@ -153,13 +153,13 @@ func TestTheJobGetsItsSpecAndKeyAsFilesNeverInClearElsewhere(t *testing.T) {
 func TestAnEndedRunHasItsJobStopped(t *testing.T) {
 	for _, end := range []struct {
 		status evalflow.Status
-		event  string
+		event  evalflow.EventType
 	}{{evalflow.StatusCancelled, evalflow.TypeCancelled}, {evalflow.StatusFailed, evalflow.TypeFailed}} {
 		t.Run(string(end.status), func(t *testing.T) { jobStoppedWhenEnded(t, end.status, end.event) })
 	}
 }
 
-func jobStoppedWhenEnded(t *testing.T, end evalflow.Status, eventType string) {
+func jobStoppedWhenEnded(t *testing.T, end evalflow.Status, eventType evalflow.EventType) {
 	// A job that runs until stopped: real data, an endpoint that refuses (the runner
 	// retries with backoff for minutes).
 	fx := setup(t, filepath.Join(testserver.SharedDir(t), "datasets"))
@@ -220,7 +220,7 @@ func TestAnEngineWithoutALocalProgramIsRefusedSayingWhy(t *testing.T) {
 	reply, err := fx.f.HandleEvent(context.Background(), verified)
 
 	r, _ := fx.p.Store.Get(context.Background(), runID)
-	if err != nil || reply == nil || reply.Type() != evalflow.TypeFailed || fx.jobs.Created() != 0 ||
+	if err != nil || reply == nil || cloudevent.TypeOf(*reply) != evalflow.TypeFailed || fx.jobs.Created() != 0 ||
 		!strings.Contains(r.Message, `no local program`) || !strings.Contains(r.Message, `"opencompass"`) {
 		t.Fatalf("reply %v err %v jobs %d run %s %q", reply, err, fx.jobs.Created(), r.Status, r.Message)
 	}
@@ -250,7 +250,7 @@ func TestTheEndOfARunLetsTheNextInLineIn(t *testing.T) {
 		}
 		return reply
 	}
-	if reply := verified(runID); reply == nil || reply.Type() != evalflow.TypeJobCreated {
+	if reply := verified(runID); reply == nil || cloudevent.TypeOf(*reply) != evalflow.TypeJobCreated {
 		t.Fatalf("the first run: reply %v; want job.created", reply)
 	}
 	if reply := verified(second); reply != nil {
@@ -274,7 +274,7 @@ func TestTheEndOfARunLetsTheNextInLineIn(t *testing.T) {
 		t.Fatalf("let in after the first run's end: %d run.verified; want one, for the second run", len(letIn))
 	}
 	for range 2 { // and a duplicate
-		if reply, err := fx.f.HandleEvent(ctx, letIn[0]); err != nil || reply == nil || reply.Type() != evalflow.TypeJobCreated {
+		if reply, err := fx.f.HandleEvent(ctx, letIn[0]); err != nil || reply == nil || cloudevent.TypeOf(*reply) != evalflow.TypeJobCreated {
 			t.Fatalf("the second run let in: reply %v, %v; want job.created", reply, err)
 		}
 	}

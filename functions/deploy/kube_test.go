@@ -46,7 +46,7 @@ func TestKubernetesTargets(t *testing.T) {
 
 		replies := testserver.DeliverConcurrently(t, 12, fx.f.Handle, signed(fx, verified))
 
-		if len(replies) == 0 || replies[0] != evalflow.TypeJobCreated {
+		if len(replies) == 0 || replies[0] != evalflow.TypeJobCreated.String() {
 			t.Fatalf("replies %v, want job.created", replies)
 		}
 		jobs, err := admin.BatchV1().Jobs("evals").List(ctx, metav1.ListOptions{LabelSelector: kube.LabelRun + "=" + runID})
@@ -104,7 +104,7 @@ func TestKubernetesTargets(t *testing.T) {
 
 		reply, err := fx.f.HandleEvent(ctx, signed(fx, verified))
 
-		if err != nil || reply == nil || reply.Type() != evalflow.TypeFailed {
+		if err != nil || reply == nil || cloudevent.TypeOf(*reply) != evalflow.TypeFailed {
 			t.Fatalf("reply %v, %v; want run.failed", reply, err)
 		}
 		r, _ := fx.p.Store.Get(ctx, runID)
@@ -126,7 +126,7 @@ func TestKubernetesTargets(t *testing.T) {
 		if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "job "+job) || !strings.Contains(r.Message, "the cluster refused it") || !strings.Contains(r.Message, "forbidden") {
 			t.Fatalf("run %s %q", r.Status, r.Message)
 		}
-		if len(replies) != 1 || replies[0] != evalflow.TypeFailed {
+		if len(replies) != 1 || replies[0] != evalflow.TypeFailed.String() {
 			t.Fatalf("replies %v, want one run.failed", replies)
 		}
 	})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
 )
 
 // The extensions Knative sets on an event it dead-letters.
@@ -32,7 +33,7 @@ func isDeadLetter(e event.Event) bool {
 func (f *Function) deadLetter(ctx context.Context, e event.Event) (*event.Event, error) {
 	id := e.Subject()
 	runEvent := id != "" && strings.HasPrefix(e.Type(), "dev.evalflow.") &&
-		e.Type() != evalflow.TypeNotification && e.Type() != evalflow.TypeRequested
+		cloudevent.TypeOf(e) != evalflow.TypeNotification && cloudevent.TypeOf(e) != evalflow.TypeRequested
 	if runEvent && !f.SignedFor(e, id) {
 		return nil, nil
 	}
@@ -40,11 +41,11 @@ func (f *Function) deadLetter(ctx context.Context, e event.Event) (*event.Event,
 	code, _ := e.Extensions()[extErrorCode].(string)
 	f.Log.Error("undeliverable event", "run_id", id, "type", e.Type(), "destination", dest, "code", code)
 	f.Metrics.DeadLetters.WithLabelValues(e.Type()).Inc()
-	if err := f.Store.KeepDeadLetter(ctx, evalflow.DeadLetter{ID: e.ID(), Type: e.Type(), Source: e.Source(), RunID: id,
+	if err := f.Store.KeepDeadLetter(ctx, evalflow.DeadLetter{ID: e.ID(), Type: cloudevent.TypeOf(e), Source: e.Source(), RunID: id,
 		Destination: dest, Code: code, Reason: errorData(e), Time: f.Now().UTC()}); err != nil {
 		return nil, err
 	}
-	if !runEvent || e.Type() == evalflow.TypeJobProgress {
+	if !runEvent || cloudevent.TypeOf(e) == evalflow.TypeJobProgress {
 		return nil, nil
 	}
 	return f.Fail(ctx, id, fmt.Sprintf("%s could not be delivered to %s after retries (last answer %s)", e.Type(), dest, code))

@@ -25,7 +25,7 @@ func TestATickDrivesStalledRunsAndFailsThoseStalledTooLong(t *testing.T) {
 		still      time.Duration
 		summary    bool
 		job        string
-		wantResend string
+		wantResend evalflow.EventType
 		wantFailed bool
 	}{
 		"00000000-0000-4000-8000-000000000001": {evalflow.StatusPending, 2 * time.Minute, false, "", evalflow.TypeStarted, false},
@@ -60,10 +60,10 @@ func TestATickDrivesStalledRunsAndFailsThoseStalledTooLong(t *testing.T) {
 		fx.handle(t, pingTick())
 	}
 
-	resent := map[string][]string{}
-	for _, typ := range []string{evalflow.TypeStarted, evalflow.TypeVerified, evalflow.TypeResultsReady} {
+	resent := map[string][]evalflow.EventType{}
+	for _, typ := range []evalflow.EventType{evalflow.TypeStarted, evalflow.TypeVerified, evalflow.TypeResultsReady} {
 		for _, e := range fx.p.Sink.OfType("/", typ) {
-			if want := evalflow.EventID(typ, e.Subject()); e.ID() != want {
+			if want := evalflow.EventID(typ.String(), e.Subject()); e.ID() != want {
 				t.Errorf("%s of %s resent with id %s; want the first's, %s", typ, e.Subject(), e.ID(), want)
 			}
 			resent[e.Subject()] = append(resent[e.Subject()], typ)

@@ -67,9 +67,9 @@ func (f *Function) HandleEvent(ctx context.Context, e event.Event) (*event.Event
 	switch {
 	case isDeadLetter(e):
 		return f.Serve(ctx, e, f.deadLetter)
-	case e.Type() == evalflow.TypePing:
+	case cloudevent.TypeOf(e) == evalflow.TypePing:
 		return f.Serve(ctx, e, f.tick)
-	case e.Type() == evalflow.TypeJobChanged:
+	case cloudevent.TypeOf(e) == evalflow.TypeJobChanged:
 		return f.Serve(ctx, e, f.jobChanged)
 	}
 	// A job's report, only if signed by the run's own job (or evalflow). Whichever of

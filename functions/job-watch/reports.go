@@ -18,7 +18,7 @@ import (
 // report records a report of the run's job, in the run's turn: its progress, or its
 // end.
 func (f *Function) report(ctx context.Context, t *pipeline.Turn) (*event.Event, error) {
-	switch t.Event.Type() {
+	switch cloudevent.TypeOf(t.Event) {
 	case evalflow.TypeJobProgress:
 		return nil, f.progress(ctx, t.Run, t.Event)
 	case evalflow.TypeJobFinished:

@@ -80,7 +80,7 @@ func TestAFinishedJobHandsItsResultsOnOnce(t *testing.T) {
 	reply := fx.handle(t, fx.finished(true, "")) // before job.created: reordered
 	dup := fx.handle(t, fx.finished(true, ""))
 
-	if reply == nil || reply.Type() != evalflow.TypeResultsReady {
+	if reply == nil || cloudevent.TypeOf(*reply) != evalflow.TypeResultsReady {
 		t.Fatalf("reply %v; want results.ready", reply)
 	}
 	if dup == nil || dup.ID() != reply.ID() {
@@ -104,7 +104,7 @@ func TestAFailedJobFailsTheRunSayingWhy(t *testing.T) {
 	fx.handle(t, fx.progress(9, time.Now())) // a report after the end
 
 	r := fx.run(t)
-	if reply == nil || reply.Type() != evalflow.TypeFailed {
+	if reply == nil || cloudevent.TypeOf(*reply) != evalflow.TypeFailed {
 		t.Fatalf("reply %v; want run.failed", reply)
 	}
 	if r.Status != evalflow.StatusFailed || !strings.Contains(r.Message, "anatomy_test.csv") || r.Progress.Done == 9 {
@@ -131,7 +131,7 @@ func TestAKubernetesJobsResultsAreReadFromTheRegistry(t *testing.T) {
 	ctx := context.Background()
 
 	reply := fx.handle(t, fx.finished(true, "")) // nothing pushed: the Job left no results
-	if r := fx.run(t); reply == nil || reply.Type() != evalflow.TypeFailed || !strings.Contains(r.Message, "no usable results") {
+	if r := fx.run(t); reply == nil || cloudevent.TypeOf(*reply) != evalflow.TypeFailed || !strings.Contains(r.Message, "no usable results") {
 		t.Fatalf("reply %v, run %s %q: want the run failed for want of results", reply, r.Status, r.Message)
 	}
 
@@ -154,7 +154,7 @@ func TestAKubernetesJobsResultsAreReadFromTheRegistry(t *testing.T) {
 	reply = fx.handle(t, fx.finished(true, ""))
 	dup := fx.handle(t, fx.finished(true, ""))
 
-	if reply == nil || reply.Type() != evalflow.TypeResultsReady || dup == nil || dup.ID() != reply.ID() {
+	if reply == nil || cloudevent.TypeOf(*reply) != evalflow.TypeResultsReady || dup == nil || dup.ID() != reply.ID() {
 		t.Fatalf("replies %v, %v; want results.ready, twice the same", reply, dup)
 	}
 	if r := fx.run(t); r.Summary == nil || r.Summary.Scores["gsm8k"] != 0.25 {
@@ -218,7 +218,7 @@ func TestAJobsOwnReportCarriesItsSummary(t *testing.T) {
 		Summary: &evalflow.Summary{Scores: map[string]float64{"mmlu": 0.25}, Samples: 10}}, "runner")
 	reply := fx.handle(t, fx.signed(e))
 	r := fx.run(t)
-	if reply == nil || reply.Type() != evalflow.TypeResultsReady || r.Summary == nil || r.Summary.Samples != 10 || r.Summary.Scores["mmlu"] != 0.25 {
+	if reply == nil || cloudevent.TypeOf(*reply) != evalflow.TypeResultsReady || r.Summary == nil || r.Summary.Samples != 10 || r.Summary.Scores["mmlu"] != 0.25 {
 		t.Fatalf("reply %v, run %s %q summary %+v", reply, r.Status, r.Message, r.Summary)
 	}
 }

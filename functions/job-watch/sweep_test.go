@@ -104,7 +104,7 @@ func (fx *fixture) kubernetesRunning(t *testing.T, kubeconfig string, deadline i
 func pingTick() event.Event {
 	tick := event.New()
 	tick.SetID("tick-1")
-	tick.SetType(evalflow.TypePing)
+	tick.SetType(string(evalflow.TypePing))
 	tick.SetSource("/apis/v1/namespaces/evalflow/pingsources/evalflow-job-watch-tick")
 	return tick
 }

@@ -233,7 +233,7 @@ func TestStartAcceptsTheRequestAsACloudEvent(t *testing.T) {
 			ev := cloudevents.NewEvent()
 			ev.SetID("req-" + mode)
 			ev.SetSource("/caller-svc")
-			ev.SetType(evalflow.TypeRequested)
+			ev.SetType(string(evalflow.TypeRequested))
 			ev.SetData(cloudevents.ApplicationJSON, validBody(id))
 			var req *http.Request
 			if mode == "binary" {
@@ -276,7 +276,7 @@ func TestStartAcceptsTheRequestAsACloudEvent(t *testing.T) {
 		t.Run("bad "+field, func(t *testing.T) {
 			id := "9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a"
 			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/", bytes.NewReader(mustJSON(validBody(id))))
-			for k, v := range map[string]string{"Ce-Specversion": "1.0", "Ce-Id": "x", "Ce-Source": "/s", "Ce-Type": evalflow.TypeRequested, "Content-Type": "application/json"} {
+			for k, v := range map[string]string{"Ce-Specversion": "1.0", "Ce-Id": "x", "Ce-Source": "/s", "Ce-Type": evalflow.TypeRequested.String(), "Content-Type": "application/json"} {
 				req.Header.Set(k, v)
 			}
 			if without == "" {
@@ -405,7 +405,7 @@ func runsListed(t *testing.T, srv *httptest.Server, path, token, list, key strin
 func TestABrokersDeliveryIsTakenOnlyFromTheBroker(t *testing.T) {
 	srv, p := newAuthFunction(t, map[string]string{"EVALFLOW_DELIVERY_TOKEN": "delivery-token-0123456789", "EVALFLOW_CLUSTER_DELIVERIES": "true"})
 	event := func(id string) []byte { return mustJSON(validBody(id)) }
-	ce := []string{"Ce-Specversion", "1.0", "Ce-Id", "e1", "Ce-Source", "/caller-svc", "Ce-Type", evalflow.TypeRequested}
+	ce := []string{"Ce-Specversion", "1.0", "Ce-Id", "e1", "Ce-Source", "/caller-svc", "Ce-Type", evalflow.TypeRequested.String()}
 	cases := []struct {
 		name, token, host string
 		want              int

@@ -39,7 +39,7 @@ func readRequest(w http.ResponseWriter, r *http.Request) (evalflow.Request, stri
 		}
 		return evalflow.Request{}, "", &evalflow.Error{Code: evalflow.CodeInvalid, Field: "cloudevent", Message: "not a valid CloudEvent", Err: err}
 	}
-	if ev.Type() != evalflow.TypeRequested {
+	if cloudevent.TypeOf(*ev) != evalflow.TypeRequested {
 		return evalflow.Request{}, "", evalflow.Invalidf("type", "must be %s, got %q", evalflow.TypeRequested, ev.Type())
 	}
 	if err := cloudevent.Decode(*ev, new(json.RawMessage)); err != nil {

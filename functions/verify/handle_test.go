@@ -62,7 +62,7 @@ func TestVerifyPassesAServedModel(t *testing.T) {
 
 	r, reply := verify(t, p, evalflow.Request{ModelName: testserver.Model, BaseURL: url})
 
-	if reply != evalflow.TypeVerified || r.Status != evalflow.StatusVerifying {
+	if reply != evalflow.TypeVerified.String() || r.Status != evalflow.StatusVerifying {
 		t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
 	}
 }
@@ -73,7 +73,7 @@ func TestVerifyFailsAModelTheEndpointDoesNotServe(t *testing.T) {
 
 	r, reply := verify(t, p, evalflow.Request{ModelName: "gpt-9", BaseURL: url + "/v1"})
 
-	if reply != evalflow.TypeFailed || r.Status != evalflow.StatusFailed ||
+	if reply != evalflow.TypeFailed.String() || r.Status != evalflow.StatusFailed ||
 		!strings.Contains(r.Message, `model_name "gpt-9"`) || !strings.Contains(r.Message, testserver.Model) {
 		t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
 	}
@@ -85,7 +85,7 @@ func TestVerifyFailsAnEndpointThatDoesNotAnswer(t *testing.T) {
 
 	r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: fmt.Sprintf("http://127.0.0.1:%d", port)})
 
-	if reply != evalflow.TypeFailed || !strings.Contains(r.Message, "does not answer") {
+	if reply != evalflow.TypeFailed.String() || !strings.Contains(r.Message, "does not answer") {
 		t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
 	}
 }
@@ -102,7 +102,7 @@ func TestVerifyReportsARefusedAPIKey_FakeEndpoint(t *testing.T) {
 
 	r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: srv.URL, APIKey: "wrong-key"})
 
-	if reply != evalflow.TypeFailed || !strings.Contains(r.Message, "refused the api_key") || strings.Contains(r.Message, "wrong-key") {
+	if reply != evalflow.TypeFailed.String() || !strings.Contains(r.Message, "refused the api_key") || strings.Contains(r.Message, "wrong-key") {
 		t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
 	}
 }
@@ -122,7 +122,7 @@ func TestVerifyKubernetesTargets(t *testing.T) {
 	t.Run("a cluster that lets the credentials deploy passes", func(t *testing.T) {
 		p := pipelinetest.New(t)
 		r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: closed, Kubeconfig: string(k.Kubeconfig(deployer.Token, "evals"))})
-		if reply != evalflow.TypeVerified || r.Target != evalflow.TargetKubernetes {
+		if reply != evalflow.TypeVerified.String() || r.Target != evalflow.TargetKubernetes {
 			t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
 		}
 		notes := p.Sink.OfType("/", evalflow.TypeNotification)
@@ -139,7 +139,7 @@ func TestVerifyKubernetesTargets(t *testing.T) {
 	t.Run("missing permissions fail the run naming them", func(t *testing.T) {
 		p := pipelinetest.New(t)
 		r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: closed, Kubeconfig: string(k.Kubeconfig(reader.Token, "evals"))})
-		if reply != evalflow.TypeFailed || !strings.Contains(r.Message, "may not create configmaps, get configmaps, create secrets, create jobs.batch, delete jobs.batch, list pods in namespace \"evals\"") {
+		if reply != evalflow.TypeFailed.String() || !strings.Contains(r.Message, "may not create configmaps, get configmaps, create secrets, create jobs.batch, delete jobs.batch, list pods in namespace \"evals\"") {
 			t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
 		}
 	})
@@ -150,7 +150,7 @@ func TestVerifyKubernetesTargets(t *testing.T) {
 		kc := strings.Replace(string(k.Kubeconfig("x", "evals")), "    token: x\n",
 			"    exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, args: [-c, 'touch "+pwned+"'], interactiveMode: Never}\n", 1)
 		r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: closed, Kubeconfig: kc})
-		if reply != evalflow.TypeFailed || !strings.Contains(r.Message, "kubeconfig refused: unsafe: user user runs a program") {
+		if reply != evalflow.TypeFailed.String() || !strings.Contains(r.Message, "kubeconfig refused: unsafe: user user runs a program") {
 			t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
 		}
 		if _, err := os.Stat(pwned); err == nil {
@@ -163,7 +163,7 @@ func TestVerifyKubernetesTargets(t *testing.T) {
 		gone := *k
 		gone.URL = fmt.Sprintf("https://127.0.0.1:%d", testserver.FreePort(t))
 		r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: closed, Kubeconfig: string(gone.Kubeconfig(deployer.Token, "evals"))})
-		if reply != evalflow.TypeFailed || !strings.Contains(r.Message, "is not reachable") {
+		if reply != evalflow.TypeFailed.String() || !strings.Contains(r.Message, "is not reachable") {
 			t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
 		}
 	})
@@ -181,7 +181,7 @@ func TestVerifyRefusesAnAddressTheDeploymentDenies(t *testing.T) {
 
 	r, reply := verify(t, p, evalflow.Request{ModelName: "m", BaseURL: url})
 
-	if reply != evalflow.TypeFailed || !strings.Contains(r.Message, "refused by the deployment's base_url policy") || asked.Load() != 0 {
+	if reply != evalflow.TypeFailed.String() || !strings.Contains(r.Message, "refused by the deployment's base_url policy") || asked.Load() != 0 {
 		t.Fatalf("reply %s, run %s %q, %d requests", reply, r.Status, r.Message, asked.Load())
 	}
 }

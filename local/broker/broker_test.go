@@ -19,6 +19,7 @@ import (
 	duckv1 "knative.dev/pkg/apis/duck/v1"
 
 	"github.com/evalflow/evalflow/devkit/testserver"
+	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 )
 
@@ -86,7 +87,7 @@ func startBroker(t *testing.T, manifests ...string) (*Broker, *httptest.Server) 
 	return b, srv
 }
 
-func send(t *testing.T, brokerURL, typ string) {
+func send(t *testing.T, brokerURL string, typ evalflow.EventType) {
 	t.Helper()
 	s, _ := cloudevent.NewSender(brokerURL, nil)
 	if err := s.Send(context.Background(), cloudevent.New("test", typ, "run-1", map[string]string{"run_id": "run-1"})); err != nil {
@@ -222,7 +223,7 @@ func TestIngressTakesEventsOnlyWithItsTokenButWhatOpenLetsIn(t *testing.T) {
 	srv := httptest.NewServer(b)
 	t.Cleanup(func() { b.Shutdown(); srv.Close() })
 
-	post := func(client *http.Client, typ string) error {
+	post := func(client *http.Client, typ evalflow.EventType) error {
 		s, _ := cloudevent.NewSender(srv.URL, client)
 		s.Retries = 0
 		return s.Send(context.Background(), cloudevent.New("test", typ, "run-1", map[string]string{"run_id": "run-1"}))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
 )
 
 func TestTheProjectsPingSourceTicksJobWatchsEvent(t *testing.T) {
@@ -30,7 +31,7 @@ func TestTheProjectsPingSourceTicksJobWatchsEvent(t *testing.T) {
 	if err := e.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if e.Type() != evalflow.TypePing || e.Source() != "/apis/v1/namespaces/evalflow/pingsources/evalflow-job-watch-tick" || !e.Time().Equal(at) {
+	if cloudevent.TypeOf(e) != evalflow.TypePing || e.Source() != "/apis/v1/namespaces/evalflow/pingsources/evalflow-job-watch-tick" || !e.Time().Equal(at) {
 		t.Fatalf("tick %s", e)
 	}
 	if next := pings[0].schedule.Next(at); next != at.Add(time.Minute) {

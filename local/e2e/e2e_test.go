@@ -343,15 +343,15 @@ func TestEvaluationEndToEnd(t *testing.T) {
 		before := e.run(t, r.ID)
 		var replay []event.Event
 		for _, ev := range e.sink.Got("/all") {
-			if ev.Type() != evalflow.TypeNotification {
+			if cloudevent.TypeOf(ev) != evalflow.TypeNotification {
 				replay = append(replay, ev)
 			}
 		}
-		types := map[string]bool{}
+		types := map[evalflow.EventType]bool{}
 		for _, ev := range replay {
-			types[ev.Type()] = true
+			types[cloudevent.TypeOf(ev)] = true
 		}
-		for _, want := range []string{evalflow.TypeStarted, evalflow.TypeVerified, evalflow.TypeJobCreated,
+		for _, want := range []evalflow.EventType{evalflow.TypeStarted, evalflow.TypeVerified, evalflow.TypeJobCreated,
 			evalflow.TypeJobProgress, evalflow.TypeJobFinished, evalflow.TypeResultsReady, evalflow.TypeSucceeded} {
 			if !types[want] {
 				t.Fatalf("the spy saw no %s to replay (saw %v)", want, types)
@@ -402,7 +402,7 @@ func TestEvaluationEndToEnd(t *testing.T) {
 				t.Errorf("start's %s = %v; want at least %v", sample, v, atLeast)
 			}
 		}
-		for name, typ := range map[string]string{"verify": evalflow.TypeStarted, "deploy": evalflow.TypeVerified,
+		for name, typ := range map[string]evalflow.EventType{"verify": evalflow.TypeStarted, "deploy": evalflow.TypeVerified,
 			"job-watch": evalflow.TypeJobFinished, "artifact": evalflow.TypeResultsReady} {
 			text := e.scrape(t, name)
 			handled := fmt.Sprintf(`evalflow_event_handling_seconds_count{outcome="ok",step=%q,type=%q}`, name, typ)

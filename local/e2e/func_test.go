@@ -22,6 +22,7 @@ import (
 	"github.com/evalflow/evalflow/devkit/modproxy"
 	"github.com/evalflow/evalflow/devkit/testserver"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
 )
 
 // Each function builds from its own directory, alone, as the func CLI builds it
@@ -78,7 +79,7 @@ func TestEveryFunctionRunsWithTheFuncCLIFromItsOwnDirectory(t *testing.T) {
 				}
 				waitFor(t, sink, evalflow.TypeNotification, id)
 			default: // the run has ended: each takes its event and changes nothing
-				typ := map[evalflow.StepID]string{evalflow.StepDeploy: evalflow.TypeVerified, evalflow.StepWatch: evalflow.TypeJobCreated,
+				typ := map[evalflow.StepID]evalflow.EventType{evalflow.StepDeploy: evalflow.TypeVerified, evalflow.StepWatch: evalflow.TypeJobCreated,
 					evalflow.StepArtifact: evalflow.TypeResultsReady}[step.ID]
 				f.invoke(t, typ, ref)
 			}
@@ -87,7 +88,7 @@ func TestEveryFunctionRunsWithTheFuncCLIFromItsOwnDirectory(t *testing.T) {
 	why := ""
 	for _, ev := range sink.Got("/") {
 		var n evalflow.Notification
-		if ev.Type() == evalflow.TypeNotification && json.Unmarshal(ev.Data(), &n) == nil &&
+		if cloudevent.TypeOf(ev) == evalflow.TypeNotification && json.Unmarshal(ev.Data(), &n) == nil &&
 			n.RunID == id && n.Step == evalflow.StepVerify && n.Status == evalflow.NoteFailed {
 			why = n.Message
 		}
@@ -151,10 +152,10 @@ func funcRun(t *testing.T, fn, proxy string, pin func(dir string) error, name st
 
 // invoke sends a CloudEvent of type typ to the running function with func invoke, and
 // returns what func invoke printed (the reply, if any).
-func (r *running) invoke(t *testing.T, typ string, data []byte) string {
+func (r *running) invoke(t *testing.T, typ evalflow.EventType, data []byte) string {
 	t.Helper()
 	out, err := exec.Command(r.fn, "invoke", "--path", r.dir, "--target", "local", "--format", "cloudevent",
-		"--type", typ, "--source", "func-test", "--id", uuid.NewString(), "--data", string(data)).CombinedOutput()
+		"--type", typ.String(), "--source", "func-test", "--id", uuid.NewString(), "--data", string(data)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("func invoke %s: %v\n%s", typ, err, out)
 	}
@@ -163,7 +164,7 @@ func (r *running) invoke(t *testing.T, typ string, data []byte) string {
 
 // deliver sends ev to the running function as a broker delivers it, and returns the
 // type of its reply ("" for none).
-func (r *running) deliver(t *testing.T, ev event.Event) string {
+func (r *running) deliver(t *testing.T, ev event.Event) evalflow.EventType {
 	t.Helper()
 	c, err := cloudevents.NewClientHTTP()
 	if err != nil {
@@ -176,16 +177,16 @@ func (r *running) deliver(t *testing.T, ev event.Event) string {
 	if reply == nil {
 		return ""
 	}
-	return reply.Type()
+	return cloudevent.TypeOf(*reply)
 }
 
 // waitFor returns the event of type typ about run id once the sink has it.
-func waitFor(t *testing.T, sink *testserver.Sink, typ, id string) event.Event {
+func waitFor(t *testing.T, sink *testserver.Sink, typ evalflow.EventType, id string) event.Event {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for time.Now().Before(deadline) {
 		for _, ev := range sink.Got("/") {
-			if ev.Type() == typ && ev.Subject() == id {
+			if cloudevent.TypeOf(ev) == typ && ev.Subject() == id {
 				return ev
 			}
 		}

@@ -32,6 +32,7 @@ import (
 	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/local/deploy"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
 )
 
 // onKnative is evalflow as make deploy puts it on the node's Knative: every function
@@ -366,7 +367,7 @@ func TestThePipelineOnKnative(t *testing.T) {
 		ev := cloudevents.NewEvent()
 		ev.SetID(uuid.NewString())
 		ev.SetSource("knative-test")
-		ev.SetType(evalflow.TypeRequested)
+		ev.SetType(string(evalflow.TypeRequested))
 		ev.SetSubject(sent.EvalRequestID)
 		_ = ev.SetData(cloudevents.ApplicationJSON, data)
 		woke := time.Now()
@@ -396,7 +397,7 @@ func TestThePipelineOnKnative(t *testing.T) {
 			t.Fatalf("POST: %d", resp.StatusCode)
 		}
 		got := k.waitEnded(t, r.EvalRequestID)
-		if got.Status != evalflow.StatusFailed || !strings.Contains(got.Message, evalflow.TypeVerified+" could not be delivered") {
+		if got.Status != evalflow.StatusFailed || !strings.Contains(got.Message, evalflow.TypeVerified.String()+" could not be delivered") {
 			t.Fatalf("the run ended %s: %q; want failed by the dead letter of %s", got.Status, got.Message, evalflow.TypeVerified)
 		}
 		// The dead letter is kept, and listed.
@@ -492,7 +493,7 @@ func (k *onKnative) wantNotified(t *testing.T, caller *testserver.Sink, id strin
 	testserver.Eventually(t, time.Minute, "every step notified", func() bool {
 		for _, ev := range caller.Got("/") {
 			var n evalflow.Notification
-			if ev.Type() == evalflow.TypeNotification && json.Unmarshal(ev.Data(), &n) == nil && n.RunID == id && n.Status == evalflow.NoteSucceeded {
+			if cloudevent.TypeOf(ev) == evalflow.TypeNotification && json.Unmarshal(ev.Data(), &n) == nil && n.RunID == id && n.Status == evalflow.NoteSucceeded {
 				steps[n.Step] = true
 			}
 		}

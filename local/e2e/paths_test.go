@@ -249,7 +249,7 @@ func TestARunWhoseEventsAreLostAtEachStepStillFinishes(t *testing.T) {
 	lost := map[string]bool{}
 	e := upWith(t, options{extraEnv: []string{"EVALFLOW_DRIVE_AFTER=2s", "EVALFLOW_FAIL_AFTER=5m"},
 		lose: func(ev event.Event) bool {
-			switch ev.Type() {
+			switch cloudevent.TypeOf(ev) {
 			case evalflow.TypeStarted, evalflow.TypeVerified, evalflow.TypeResultsReady:
 			default:
 				return false
@@ -271,7 +271,7 @@ func TestARunWhoseEventsAreLostAtEachStepStillFinishes(t *testing.T) {
 		for n := 0; ticking.Err() == nil; n++ {
 			tick := event.New()
 			tick.SetID(fmt.Sprintf("tick-%d", n))
-			tick.SetType(evalflow.TypePing)
+			tick.SetType(string(evalflow.TypePing))
 			tick.SetSource("/apis/v1/namespaces/evalflow/pingsources/evalflow-job-watch-tick")
 			_ = tick.SetData("application/json", map[string]string{"reason": "test"})
 			_ = sender.Send(ticking, tick)
@@ -295,7 +295,7 @@ func TestARunWhoseEventsAreLostAtEachStepStillFinishes(t *testing.T) {
 	// a step does: its run.cancelled and run.verified are delivered, and dropped
 	// unsigned.
 	insider, _ := cloudevent.NewSender(e.stack.Broker, cloudevent.Bearer(e.stack.BrokerToken))
-	for _, typ := range []string{evalflow.TypeCancelled, evalflow.TypeVerified} {
+	for _, typ := range []evalflow.EventType{evalflow.TypeCancelled, evalflow.TypeVerified} {
 		if err := insider.Send(context.Background(), cloudevent.New("/insider", typ, req.EvalRequestID, evalflow.RunRef{RunID: req.EvalRequestID})); err != nil {
 			t.Errorf("an unsigned %s with the broker's token: %v; want it taken, then dropped", typ, err)
 		}
@@ -385,9 +385,9 @@ func TestARunIsOneTraceAcrossEveryStepAndTheRunner(t *testing.T) {
 	}
 
 	// The trace is the one start's span began; each process sends its spans in batches.
-	want := map[string]string{"evalflow-start": "start POST /evals/start", "evalflow-verify": "verify " + evalflow.TypeStarted,
-		"evalflow-deploy": "deploy " + evalflow.TypeVerified, "evalflow-job-watch": "job-watch " + evalflow.TypeJobFinished,
-		"evalflow-artifact": "artifact " + evalflow.TypeResultsReady, "evalflow-runner": "runner evalflow"}
+	want := map[string]string{"evalflow-start": "start POST /evals/start", "evalflow-verify": "verify " + evalflow.TypeStarted.String(),
+		"evalflow-deploy": "deploy " + evalflow.TypeVerified.String(), "evalflow-job-watch": "job-watch " + evalflow.TypeJobFinished.String(),
+		"evalflow-artifact": "artifact " + evalflow.TypeResultsReady.String(), "evalflow-runner": "runner evalflow"}
 	var trace string
 	oneTrace := func() bool {
 		inTrace := map[string]bool{}

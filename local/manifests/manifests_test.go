@@ -243,7 +243,7 @@ func TestTriggersRouteEachEventToItsStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string][]string{
+	want := map[evalflow.EventType][]string{
 		evalflow.TypeRequested:    {"evalflow-start"},
 		evalflow.TypeStarted:      {"evalflow-verify"},
 		evalflow.TypeVerified:     {"evalflow-deploy"},
@@ -262,7 +262,7 @@ func TestTriggersRouteEachEventToItsStep(t *testing.T) {
 		ev := cloudevents.NewEvent()
 		ev.SetID("1")
 		ev.SetSource("/test")
-		ev.SetType(typ)
+		ev.SetType(string(typ))
 		var got []string
 		for _, tr := range triggers {
 			if tr.Filter.Filter(context.Background(), ev) != eventfilter.FailFilter {

@@ -284,7 +284,7 @@ func (s *Stack) serveBroker(fctx context.Context, brokerL, jobsL net.Listener) (
 // jobReport is whether ev is a job's report, which a job posts to the broker without
 // its token: job-watch takes only those signed with the run's own key.
 func jobReport(ev event.Event) bool {
-	return ev.Type() == evalflow.TypeJobProgress || ev.Type() == evalflow.TypeJobFinished
+	return cloudevent.TypeOf(ev) == evalflow.TypeJobProgress || cloudevent.TypeOf(ev) == evalflow.TypeJobFinished
 }
 
 // exposeBroker serves the broker on the Jobs' address too, when the config has one.

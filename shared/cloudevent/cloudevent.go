@@ -21,11 +21,11 @@ import (
 // New builds an event of type typ from step about run, carrying data as JSON. Its id is
 // derived from the type, the run and idParts, so that redoing a step re-emits the same
 // event (evalflow.EventID).
-func New(step evalflow.StepID, typ, runID string, data any, idParts ...string) event.Event {
+func New(step evalflow.StepID, typ evalflow.EventType, runID string, data any, idParts ...string) event.Event {
 	e := cloudevents.NewEvent()
-	e.SetID(evalflow.EventID(append([]string{typ, runID}, idParts...)...))
+	e.SetID(evalflow.EventID(append([]string{string(typ), runID}, idParts...)...))
 	e.SetSource(evalflow.SourceFor(step))
-	e.SetType(typ)
+	e.SetType(string(typ))
 	e.SetSubject(runID)
 	e.SetTime(time.Now().UTC())
 	_ = e.SetData(cloudevents.ApplicationJSON, data) // data is always one of our JSON payloads
@@ -141,3 +141,6 @@ func (s *Sender) Send(ctx context.Context, e event.Event) error {
 	}
 	return nil
 }
+
+// TypeOf is e's type, as evalflow names its types.
+func TypeOf(e event.Event) evalflow.EventType { return evalflow.EventType(e.Type()) }

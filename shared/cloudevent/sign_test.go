@@ -39,7 +39,7 @@ func TestASignedReportVerifiesOnlyAsSent(t *testing.T) {
 			_ = e.SetData(cloudevents.ApplicationJSON, evalflow.JobFinished{RunID: "r1", Succeeded: false})
 		},
 		"subject": func(e *cloudevents.Event) { e.SetSubject("r2") },
-		"type":    func(e *cloudevents.Event) { e.SetType(evalflow.TypeJobProgress) },
+		"type":    func(e *cloudevents.Event) { e.SetType(string(evalflow.TypeJobProgress)) },
 		"id":      func(e *cloudevents.Event) { e.SetID("another") },
 	} {
 		e := report()

@@ -196,7 +196,7 @@ func (e *Env) stepKey(id string) []byte { return e.sealer.Derive("step event", i
 // signedFor reports whether ev, about run id, is signed as its type requires: a job's
 // report with the run's report key, any other event as a step signs it (Sign).
 func (e *Env) signedFor(ev event.Event, id string) bool {
-	if evalflow.JobReport(ev.Type()) {
+	if evalflow.JobReport(cloudevent.TypeOf(ev)) {
 		return cloudevent.Verify(ev, e.ReportKey(id))
 	}
 	return cloudevent.Verify(ev, e.stepKey(id))
@@ -471,7 +471,7 @@ func (e *Env) Settle(ctx context.Context, id, what string, err error) (*event.Ev
 
 // Next returns the event a step replies with to move run id on. It carries the run
 // as the step last stored it, for the next step to write its move over (Turn).
-func (e *Env) Next(typ, id string) *event.Event {
+func (e *Env) Next(typ evalflow.EventType, id string) *event.Event {
 	stored, _ := e.Store.Stored(id)
 	ev := cloudevent.New(e.Step, typ, id, evalflow.RunRef{RunID: id, Stored: stored})
 	e.Sign(&ev, id)

@@ -299,14 +299,14 @@ func (b *bench) cold(ctx context.Context, fn string) (ms, mib float64, err error
 		req, _ = http.NewRequestWithContext(ctx, http.MethodGet, "http://"+b.in.Public+"/evals", nil)
 		req.Host = svc + "." + deploy.Namespace + "." + b.in.Domain
 	} else {
-		typ := map[string]string{"verify": evalflow.TypeStarted, "deploy": evalflow.TypeVerified,
+		typ := map[string]evalflow.EventType{"verify": evalflow.TypeStarted, "deploy": evalflow.TypeVerified,
 			"job-watch": evalflow.TypeJobCreated, "artifact": evalflow.TypeResultsReady}[fn]
 		id := uuid.NewString()
 		body, _ := json.Marshal(evalflow.RunRef{RunID: id})
 		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, "http://"+b.in.Private+"/", bytes.NewReader(body))
 		req.Host = svc + "." + deploy.Namespace + ".svc.cluster.local"
 		for k, v := range map[string]string{"Ce-Specversion": "1.0", "Ce-Id": uuid.NewString(), "Ce-Source": "bench",
-			"Ce-Type": typ, "Ce-Subject": id, "Content-Type": "application/json"} {
+			"Ce-Type": typ.String(), "Ce-Subject": id, "Content-Type": "application/json"} {
 			req.Header.Set(k, v)
 		}
 	}
