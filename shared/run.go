@@ -144,14 +144,16 @@ type Run struct {
 	// Caller is who asked for the run (the caller of its token): only that caller,
 	// and an operator, see it.
 	Caller string `json:"caller,omitempty"`
-	// Target is "local" (a runner process) or "kubernetes" (a Job).
-	Target   string    `json:"target"`
-	Status   Status    `json:"status"`
-	Step     StepID    `json:"step"`
-	Message  string    `json:"message,omitempty"`
-	Progress Progress  `json:"progress"`
-	ETA      time.Time `json:"eta,omitempty"`
-	Job      string    `json:"job,omitempty"`
+	// Target is where the run's job runs; OwnCluster, for a Kubernetes Job, that it
+	// runs in evalflow's own cluster rather than the one of the run's kubeconfig.
+	Target     Target    `json:"target"`
+	OwnCluster bool      `json:"own_cluster,omitempty"`
+	Status     Status    `json:"status"`
+	Step       StepID    `json:"step"`
+	Message    string    `json:"message,omitempty"`
+	Progress   Progress  `json:"progress"`
+	ETA        time.Time `json:"eta,omitempty"`
+	Job        string    `json:"job,omitempty"`
 	// Queued says the run waits for one of the deployment's job slots
 	// (EVALFLOW_MAX_JOBS); QueuePosition is its place in line (1: next), as the API
 	// shows it.
@@ -167,20 +169,24 @@ type Run struct {
 	Revision string `json:"-"`
 }
 
-// Targets: where a run's job runs.
+// Target is where a run's job runs.
+type Target string
+
 const (
 	// TargetLocal is a local process (local mode, a run without a kubeconfig).
-	TargetLocal = "local"
-	// TargetKubernetes is a Job in the cluster of the run's kubeconfig.
-	TargetKubernetes = "kubernetes"
-	// TargetCluster is a Job in evalflow's own cluster: a run without a kubeconfig
-	// in a deployment that has one (EVALFLOW_OWN_CLUSTER).
-	TargetCluster = "cluster"
+	TargetLocal Target = "local"
+	// TargetKubernetes is a Kubernetes Job: in the cluster of the run's kubeconfig,
+	// or, for a run without one in a deployment that has a cluster of its own
+	// (EVALFLOW_OWN_CLUSTER), in evalflow's own (Run.OwnCluster).
+	TargetKubernetes Target = "kubernetes"
 )
 
 // OnKubernetes reports whether r's job is a Kubernetes Job (in its own cluster or
 // evalflow's): it pushes its results itself, and job-watch reads its state.
-func (r *Run) OnKubernetes() bool { return r.Target == TargetKubernetes || r.Target == TargetCluster }
+func (r *Run) OnKubernetes() bool { return r.Target == TargetKubernetes }
+
+// InOwnCluster has run r's job run in evalflow's own cluster.
+func (r *Run) InOwnCluster() { r.Target, r.OwnCluster = TargetKubernetes, true }
 
 // NewRun makes the run a valid request describes, at time now.
 func NewRun(req Request, now time.Time) *Run {

@@ -159,7 +159,7 @@ func (f *Function) record(ctx context.Context, req evalflow.Request, who caller)
 	run := evalflow.NewRun(req, f.Now())
 	run.Caller = who.name
 	if run.Target == evalflow.TargetLocal && f.OwnCluster() { // a cluster deployment: its Job runs there
-		run.Target = evalflow.TargetCluster
+		run.InOwnCluster()
 	}
 	// The run is recorded with the first entry of its timeline, in one write.
 	run, created, err := f.Store.Create(ctx, run, secretsOf(req), runstore.Recording(func(r *evalflow.Run) evalflow.TimelineEntry {

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cenkalti/backoff/v5"
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	evalflow "github.com/evalflow/evalflow/shared"
@@ -86,16 +85,8 @@ func (f *Function) verifyCluster(ctx context.Context, run *evalflow.Run, kubecon
 	if err != nil {
 		return f.Settle(ctx, run.ID, "cluster", err)
 	}
-	op := func() (struct{}, error) {
-		err := cluster.Verify(ctx)
-		if errors.Is(err, evalflow.ErrPermanent) {
-			return struct{}{}, backoff.Permanent(err)
-		}
-		return struct{}{}, err
-	}
-	if _, err := backoff.Retry(ctx, op, backoff.WithBackOff(backoff.NewExponentialBackOff()), backoff.WithMaxElapsedTime(f.cfg.Timeout)); err != nil {
-		// A cluster that does not answer within the timeout cannot run the job now.
-		return f.Settle(ctx, run.ID, "cluster", evalflow.Permanent(err))
+	if err := pipeline.Within(ctx, f.cfg.Timeout, cluster.Verify); err != nil {
+		return f.Settle(ctx, run.ID, "cluster", err)
 	}
 	msg := fmt.Sprintf("cluster %s lets the credentials create the evaluation job in namespace %q", cluster.Server, cluster.Namespace)
 	if err := f.Notify(ctx, run, evalflow.NoteSucceeded, msg); err != nil {
@@ -117,7 +108,7 @@ func (f *Function) checkModel(ctx context.Context, run *evalflow.Run, apiKey str
 		return evalflow.Permanent(fmt.Errorf("%s refused the api_key (%d)", c.BaseURL, status.Status))
 	case errors.As(err, &status) && errors.Is(err, evalflow.ErrPermanent):
 		return fmt.Errorf("%s/models answered %d: is base_url an OpenAI-compatible API? %w", c.BaseURL, status.Status, err)
-	case err != nil:
+	case err != nil: // still failing after MaxElapsed: as pipeline.Within, permanent
 		return evalflow.Permanent(err)
 	}
 	ids := make([]string, len(models))

@@ -210,7 +210,7 @@ func TestEvaluationJobsOnARealNode(t *testing.T) {
 		}
 		e := o.up(t, "EVALFLOW_OWN_CLUSTER="+own)
 		r := e.startAndEnd(t, e.request(2))
-		if r.Status != evalflow.StatusSucceeded || r.Target != evalflow.TargetCluster {
+		if r.Status != evalflow.StatusSucceeded || r.Target != evalflow.TargetKubernetes || !r.OwnCluster {
 			t.Fatalf("run %s (target %q): %s", r.Status, r.Target, r.Message)
 		}
 		// The runner reports its end itself: its pod's phase follows a moment later.

@@ -324,3 +324,25 @@ func TestFuncYamlValidatesAgainstTheFuncSchema(t *testing.T) {
 		}
 	}
 }
+
+// evalflow's own Triggers filter one way: with filters (the new trigger filters), never
+// the older filter.attributes.
+func TestTriggersFilterOneWay(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(root, "triggers", "*.yaml"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no triggers (%v)", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr, err := broker.ParseTrigger(featureContext(t), b)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if (tr.Spec.Filter != nil && len(tr.Spec.Filter.Attributes) > 0) || len(tr.Spec.Filters) == 0 {
+			t.Errorf("%s: filter %v, %d filters; want filters only", filepath.Base(f), tr.Spec.Filter, len(tr.Spec.Filters))
+		}
+	}
+}

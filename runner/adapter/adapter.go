@@ -45,10 +45,10 @@ func ReadSpec(path, engine string) (evalflow.JobSpec, error) {
 		return spec, fmt.Errorf("job spec: %w", err)
 	}
 	if err := json.Unmarshal(b, &spec); err != nil {
-		return spec, fmt.Errorf("job spec %s: %w: %w", path, evalflow.ErrPermanent, err)
+		return spec, evalflow.Permanent(fmt.Errorf("job spec %s: %w", path, err))
 	}
 	if got := cmp.Or(spec.Engine, evalflow.DefaultEngine); got != engine {
-		return spec, fmt.Errorf("job spec %s asks for engine %q; this is the %s engine: %w", path, got, engine, evalflow.ErrPermanent)
+		return spec, evalflow.Permanent(fmt.Errorf("job spec %s asks for engine %q; this is the %s engine", path, got, engine))
 	}
 	if err := spec.Validate(); err != nil {
 		return spec, fmt.Errorf("job spec %s: %w", path, err)
@@ -62,12 +62,12 @@ func ReadSpec(path, engine string) (evalflow.JobSpec, error) {
 // hand.)
 func DecodeConfig(raw json.RawMessage, config any) error {
 	if len(bytes.TrimSpace(raw)) == 0 {
-		return fmt.Errorf("engine_config is required: %w", evalflow.ErrPermanent)
+		return evalflow.Permanent(errors.New("engine_config is required"))
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(config); err != nil {
-		return fmt.Errorf("engine_config: %w: %w", evalflow.ErrPermanent, err)
+		return evalflow.Permanent(fmt.Errorf("engine_config: %w", err))
 	}
 	return nil
 }

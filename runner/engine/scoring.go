@@ -162,7 +162,7 @@ var errNoTopLogprobs = errors.New("the endpoint returned no top_logprobs on chat
 
 // ErrUnsupported says the endpoint cannot do what the job asks (a scoring method):
 // running the job again cannot help.
-var ErrUnsupported = fmt.Errorf("unsupported by the endpoint: %w", evalflow.ErrPermanent)
+var ErrUnsupported = evalflow.Permanent(errors.New("unsupported by the endpoint"))
 
 // Probe asks the endpoint once for each method docs need (and, for generated docs,
 // once through the run's generation API), so that an endpoint that cannot do one is

@@ -76,7 +76,7 @@ func (x Engine) Run(ctx context.Context, jobPath string, programLog io.Writer, l
 	}
 	program, err := exec.LookPath(cmp.Or(os.Getenv(x.ProgramEnv), x.Program))
 	if err != nil {
-		return fmt.Errorf("run %s: %s is not installed in this image: %w: %w", spec.RunID, x.Program, evalflow.ErrPermanent, err)
+		return evalflow.Permanent(fmt.Errorf("run %s: %s is not installed in this image: %w", spec.RunID, x.Program, err))
 	}
 
 	log.Info(x.Program+" starting", "args", args)
@@ -144,7 +144,7 @@ func (x Engine) run(ctx context.Context, spec evalflow.JobSpec, program string, 
 		last := tail.String()
 		for _, sign := range x.PermanentSigns {
 			if strings.Contains(last, sign) {
-				err = fmt.Errorf("%w: %w", evalflow.ErrPermanent, err)
+				err = evalflow.Permanent(err)
 				break
 			}
 		}

@@ -6,6 +6,7 @@ package lmeval
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -53,7 +54,7 @@ func ParseConfig(raw json.RawMessage) (Config, error) {
 		return c, fmt.Errorf("lm-eval: %w", err)
 	}
 	if len(c.Tasks) == 0 {
-		return c, fmt.Errorf("lm-eval: engine_config.tasks: at least one task is required: %w", evalflow.ErrPermanent)
+		return c, evalflow.Permanent(errors.New("lm-eval: engine_config.tasks: at least one task is required"))
 	}
 	if c.Model == "" {
 		c.Model = ModelCompletions
@@ -78,7 +79,7 @@ func Args(spec evalflow.JobSpec, c Config) ([]string, error) {
 	if chat {
 		endpoint = evalflow.APIBase(spec.Model.URL) + "/chat/completions"
 	} else if c.Model != ModelCompletions {
-		return nil, fmt.Errorf("lm-eval: engine_config.model: %q is not %s or %s: %w", c.Model, ModelCompletions, ModelChatCompletions, evalflow.ErrPermanent)
+		return nil, evalflow.Permanent(fmt.Errorf("lm-eval: engine_config.model: %q is not %s or %s", c.Model, ModelCompletions, ModelChatCompletions))
 	}
 	concurrency := spec.Concurrency
 	if concurrency == 0 {
@@ -103,7 +104,7 @@ func Args(spec evalflow.JobSpec, c Config) ([]string, error) {
 	for _, a := range modelArgs {
 		// lm_eval splits model_args on commas; a value with one would be cut in two.
 		if a.value == "" || strings.Contains(a.value, ",") {
-			return nil, fmt.Errorf("lm-eval: %s: %q cannot be passed in model_args (empty or holds a comma): %w", a.field, a.value, evalflow.ErrPermanent)
+			return nil, evalflow.Permanent(fmt.Errorf("lm-eval: %s: %q cannot be passed in model_args (empty or holds a comma)", a.field, a.value))
 		}
 		kv = append(kv, a.key+"="+a.value)
 	}

@@ -7,6 +7,7 @@ package opencompass
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -42,11 +43,11 @@ func ParseConfig(raw json.RawMessage) (Config, error) {
 		return c, fmt.Errorf("opencompass: %w", err)
 	}
 	if len(c.Datasets) == 0 {
-		return c, fmt.Errorf("opencompass: engine_config.datasets: at least one dataset is required: %w", evalflow.ErrPermanent)
+		return c, evalflow.Permanent(errors.New("opencompass: engine_config.datasets: at least one dataset is required"))
 	}
 	for _, d := range c.Datasets {
 		if d == "" || strings.ContainsAny(d, "/\\ ") {
-			return c, fmt.Errorf("opencompass: engine_config.datasets: %q is not a dataset config name: %w", d, evalflow.ErrPermanent)
+			return c, evalflow.Permanent(fmt.Errorf("opencompass: engine_config.datasets: %q is not a dataset config name", d))
 		}
 	}
 	return c, nil

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	"github.com/cloudevents/sdk-go/v2/event"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/moby/locker"
@@ -479,11 +480,11 @@ func (e *Env) Next(typ evalflow.EventType, id string) *event.Event {
 }
 
 // Cluster connects to the cluster of Kubernetes run: with the run's kubeconfig, or
-// evalflow's own (TargetCluster). A kubeconfig it cannot use is kube.ErrBadKubeconfig,
+// evalflow's own (Run.OwnCluster). A kubeconfig it cannot use is kube.ErrBadKubeconfig,
 // and evalflow.ErrPermanent.
 func (e *Env) Cluster(ctx context.Context, run *evalflow.Run) (*kube.Cluster, error) {
 	kubeconfig := ""
-	if run.Target == evalflow.TargetKubernetes {
+	if !run.OwnCluster {
 		var err error
 		if kubeconfig, err = e.Store.Secret(ctx, run.ID, runstore.SecretKubeconfig); err != nil {
 			return nil, err
@@ -492,13 +493,13 @@ func (e *Env) Cluster(ctx context.Context, run *evalflow.Run) (*kube.Cluster, er
 	return e.ClusterOf(run, kubeconfig)
 }
 
-// ClusterOf connects to run's cluster: evalflow's own (TargetCluster), or the one
+// ClusterOf connects to run's cluster: evalflow's own (Run.OwnCluster), or the one
 // of its kubeconfig, read already (with the run's other secrets, Store.Secrets).
 func (e *Env) ClusterOf(run *evalflow.Run, kubeconfig string) (*kube.Cluster, error) {
 	switch {
-	case run.Target == evalflow.TargetCluster && e.own == nil:
+	case run.OwnCluster && e.own == nil:
 		return nil, evalflow.Permanent(fmt.Errorf("run %s runs in evalflow's own cluster, and this deployment has none (EVALFLOW_OWN_CLUSTER)", run.ID))
-	case run.Target == evalflow.TargetCluster:
+	case run.OwnCluster:
 		return e.own, nil
 	case kubeconfig == "":
 		return nil, fmt.Errorf("%w: run %s has none (any more)", kube.ErrBadKubeconfig, run.ID)
@@ -509,3 +510,21 @@ func (e *Env) ClusterOf(run *evalflow.Run, kubeconfig string) (*kube.Cluster, er
 // OwnCluster reports whether the deployment has a cluster of its own, where runs
 // without a kubeconfig run their Jobs.
 func (e *Env) OwnCluster() bool { return e.own != nil }
+
+// Within tries op, again with exponential backoff while it fails, until it succeeds,
+// fails permanently (evalflow.ErrPermanent), or d has passed. What still fails after
+// d is permanent too: a step that waited d for what its run needs (a cluster, an
+// endpoint) fails the run with the reason rather than hold it.
+func Within(ctx context.Context, d time.Duration, op func(context.Context) error) error {
+	_, err := backoff.Retry(ctx, func() (struct{}, error) {
+		err := op(ctx)
+		if errors.Is(err, evalflow.ErrPermanent) {
+			return struct{}{}, backoff.Permanent(err)
+		}
+		return struct{}{}, err
+	}, backoff.WithBackOff(backoff.NewExponentialBackOff()), backoff.WithMaxElapsedTime(d))
+	if err != nil && !errors.Is(err, evalflow.ErrPermanent) {
+		return evalflow.Permanent(err)
+	}
+	return err
+}

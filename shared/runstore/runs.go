@@ -125,6 +125,9 @@ func decode(id string, body []byte) (*evalflow.Run, error) {
 	if err := json.Unmarshal(body, &r); err != nil {
 		return nil, fmt.Errorf("runstore: decode run %s: %w", id, err)
 	}
+	if r.Target == "cluster" { // as runs stored before Run.OwnCluster name evalflow's own cluster
+		r.InOwnCluster()
+	}
 	r.Revision = revision(body)
 	return &r, nil
 }

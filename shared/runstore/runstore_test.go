@@ -1,7 +1,9 @@
 package runstore_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -596,5 +598,25 @@ func TestEachVisitsEveryRunOfAStatusOldestFirst(t *testing.T) {
 	visits := 0
 	if err := store.Each(ctx, evalflow.StatusPending, func(*evalflow.Run) error { visits++; return stop }); !errors.Is(err, stop) || visits != 1 {
 		t.Errorf("Each after visit's error: %v, %d visits; want the error after one", err, visits)
+	}
+}
+
+// A run stored before Run.OwnCluster (target "cluster") reads as a Kubernetes run in
+// evalflow's own cluster.
+func TestARunStoredWithTheOldClusterTargetReadsAsOwnCluster(t *testing.T) {
+	ctx := context.Background()
+	store, rdb := newStore(t)
+	r := newRun(id)
+	b, _ := json.Marshal(r)
+	old := bytes.Replace(b, []byte(`"target":"local"`), []byte(`"target":"cluster"`), 1)
+	if bytes.Equal(old, b) {
+		t.Fatalf("no target to replace in %s", b)
+	}
+	if err := rdb.Set(ctx, "evalflow:run:"+id, old, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.Get(ctx, id)
+	if err != nil || got.Target != evalflow.TargetKubernetes || !got.OwnCluster || !got.OnKubernetes() {
+		t.Fatalf("Get = target %q, own cluster %v (%v); want kubernetes in evalflow's own", got.Target, got.OwnCluster, err)
 	}
 }

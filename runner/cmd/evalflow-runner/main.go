@@ -77,7 +77,7 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) (err error) {
 	log.Info("job read", "spec_ms", ms(specRead.Sub(began)), "data_ms", ms(time.Since(specRead)))
 	network, err := netpolicy.Parse(spec.BaseURLAllow, spec.BaseURLDeny)
 	if err != nil {
-		return fmt.Errorf("runner: run %s: %w: %w", spec.RunID, evalflow.ErrPermanent, err)
+		return evalflow.Permanent(fmt.Errorf("runner: run %s: %w", spec.RunID, err))
 	}
 	m := metrics.NewRunner(spec.RunID)
 	if spec.MetricsAddress != "" {
