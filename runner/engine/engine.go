@@ -72,7 +72,7 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 	samples := cp.samples(docs)
 	res := results.Aggregate(results.Run{Spec: e.Spec, Tasks: task.Configs(docs),
 		Concurrency: p.concurrency(e.Spec.Concurrency), Errors: p.failures.count()}, samples)
-	if err := results.Write(e.Spec.OutputDir, res, samples); err != nil {
+	if err := results.Write(e.Spec.OutputDir, res, samples, e.Client.APIKey); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	clock.end("results")

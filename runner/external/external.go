@@ -112,7 +112,7 @@ func (x Engine) run(ctx context.Context, spec evalflow.JobSpec, program string, 
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
 	tail := &lastLines{n: 12}
-	redacted := &redactingWriter{w: io.MultiWriter(programLog, tail), secret: apiKey}
+	redacted := &redactingWriter{w: io.MultiWriter(programLog, tail), redact: evalflow.NewRedactor(apiKey)}
 	out := &lockedWriter{w: redacted} // stdout and stderr, copied at once
 	cmd.Stdout = out
 	var stderr io.Reader
@@ -222,7 +222,7 @@ func (p *progress) finish(ctx context.Context, samples int) {
 // secret past it. A line longer than maxHeldLine is written as it stands so far.
 type redactingWriter struct {
 	w      io.Writer
-	secret string
+	redact *evalflow.Redactor
 	held   []byte
 }
 
@@ -238,7 +238,7 @@ func (r *redactingWriter) Write(b []byte) (int, error) {
 		if i < 0 {
 			i = len(r.held) - 1
 		}
-		if _, err := io.WriteString(r.w, evalflow.Redact(string(r.held[:i+1]), r.secret)); err != nil {
+		if _, err := r.w.Write(r.redact.Bytes(r.held[:i+1])); err != nil {
 			return len(b), err
 		}
 		r.held = r.held[i+1:]
@@ -248,7 +248,7 @@ func (r *redactingWriter) Write(b []byte) (int, error) {
 // flush writes what r holds of a last line without its end.
 func (r *redactingWriter) flush() {
 	if len(r.held) > 0 {
-		_, _ = io.WriteString(r.w, evalflow.Redact(string(r.held), r.secret))
+		_, _ = r.w.Write(r.redact.Bytes(r.held))
 		r.held = nil
 	}
 }

@@ -32,16 +32,17 @@ func Key(task string, doc int) string { return fmt.Sprintf("%s/%d", task, doc) }
 
 // Write writes samples.jsonl, one sample a line in the order given (so two runs give
 // the same file), then results.json, each replaced atomically: results.json exists
-// only beside a complete samples.jsonl. Each of secrets (the run's key) is redacted
-// where an engine's output echoed it.
+// only beside a complete samples.jsonl. Each of secrets (the run's key) is redacted,
+// in any form (evalflow.Redactor), where an engine's output echoed it.
 func Write(dir string, res *evalflow.Results, samples []Sample, secrets ...string) error {
+	redact := evalflow.NewRedactor(secrets...)
 	var b bytes.Buffer
 	for _, s := range samples {
 		line, err := json.Marshal(s)
 		if err != nil {
 			return fmt.Errorf("results: sample %s: %w", s.Key(), err)
 		}
-		b.WriteString(evalflow.Redact(string(line), secrets...))
+		b.Write(redact.Bytes(line))
 		b.WriteByte('\n')
 	}
 	if err := writeFile(filepath.Join(dir, evalflow.SamplesFile), b.Bytes()); err != nil {
@@ -51,7 +52,7 @@ func Write(dir string, res *evalflow.Results, samples []Sample, secrets ...strin
 	if err != nil {
 		return fmt.Errorf("results: %w", err)
 	}
-	return writeFile(filepath.Join(dir, evalflow.ResultsFile), []byte(evalflow.Redact(string(body), secrets...)))
+	return writeFile(filepath.Join(dir, evalflow.ResultsFile), redact.Bytes(body))
 }
 
 // writeFile replaces path atomically.

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -210,7 +211,24 @@ type Client struct {
 	// status code, or "error" when none came), whether it retried an earlier attempt,
 	// and the tokens an answer counted.
 	Observe func(outcome string, retry bool, usage Usage)
+
+	redactOnce sync.Once
+	redactor   *evalflow.Redactor
 }
+
+// redact is what the client redacts from what an endpoint says: APIKey, in any form
+// (evalflow.Redactor).
+func (c *Client) redact() *evalflow.Redactor {
+	c.redactOnce.Do(func() { c.redactor = evalflow.NewRedactor(c.APIKey) })
+	return c.redactor
+}
+
+// maxErrorBody bounds what of an error answer is read (and redacted) before it is
+// cut to errorBodyShown: a key that straddles the cut is found whole first.
+const (
+	maxErrorBody   = 64 << 10
+	errorBodyShown = 512
+)
 
 // usageOf is the token accounting of an answer that has one.
 func usageOf(v any) Usage {
@@ -324,8 +342,8 @@ func once[T any](ctx context.Context, c *Client, method, path string, body []byt
 	defer resp.Body.Close()
 	code := strconv.Itoa(resp.StatusCode)
 	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		body := evalflow.Redact(string(bytes.TrimSpace(msg)), c.APIKey) // an endpoint (or a proxy) may echo the key back
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		body := c.redact().Clip(string(bytes.TrimSpace(msg)), errorBodyShown) // an endpoint (or a proxy) may echo the key back
 		se := &StatusError{Status: resp.StatusCode, Body: body, RetryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
 		switch {
 		case (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) && se.RetryAfter > 0:
@@ -339,9 +357,7 @@ func once[T any](ctx context.Context, c *Client, method, path string, body []byt
 	if err != nil {
 		return nil, "error", fmt.Errorf("%s%s: reading the answer: %w", c.BaseURL, path, err)
 	}
-	if c.APIKey != "" && bytes.Contains(answer, []byte(c.APIKey)) { // echoed back: never into samples or results
-		answer = []byte(evalflow.Redact(string(answer), c.APIKey))
-	}
+	answer = c.redact().Bytes(answer) // echoed back, in any form: never into samples or results
 	var out T
 	if err := json.Unmarshal(answer, &out); err != nil {
 		err = fmt.Errorf("%s%s is not an OpenAI-compatible answer: %w", c.BaseURL, path, err)

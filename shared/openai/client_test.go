@@ -2,7 +2,9 @@ package openai
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -170,5 +173,61 @@ func TestModelsListsWhatTheServerServes(t *testing.T) {
 
 	if err != nil || !slices.ContainsFunc(models, func(m Model) bool { return strings.HasPrefix(m.ID, testserver.Model) }) {
 		t.Fatalf("models %v, %v; want %s among them", models, err, testserver.Model)
+	}
+}
+
+const hostileKey = "sk-CANARY-0123456789abcdef0123456789abcd"
+
+// leaksKey reports whether text holds 8 or more characters of hostileKey in a row,
+// ASCII case ignored.
+func leaksKey(text string) bool {
+	lower, key := strings.ToLower(text), strings.ToLower(hostileKey)
+	for i := 0; i+8 <= len(key); i++ {
+		if strings.Contains(lower, key[i:i+8]) {
+			return true
+		}
+	}
+	return false
+}
+
+// An endpoint that answers with the key JSON-escaped, percent-encoded or in base64
+// (a hostile endpoint: no real server does this) gets no form of it into the answer
+// the client hands on.
+func TestAnAnswerNeverCarriesTheKeyInAnyEncoding_HostileEndpoint(t *testing.T) {
+	escaped := strings.ReplaceAll(hostileKey, "-", `\u002d`)
+	forms := []string{escaped, url.QueryEscape(hostileKey), strings.ToUpper(hostileKey),
+		base64.StdEncoding.EncodeToString([]byte("Bearer " + hostileKey))}
+	for _, form := range forms {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, `{"choices":[{"index":0,"message":{"role":"assistant","content":"your key is %s"}}]}`, form)
+		}))
+		c := &Client{BaseURL: srv.URL, APIKey: hostileKey}
+		res, err := c.Chat(context.Background(), ChatRequest{Model: "m"})
+		srv.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := res.Choices[0].Message.Content; leaksKey(got) || !strings.Contains(got, "[redacted]") {
+			t.Errorf("the key sent back as %q reaches the answer as %q", form, got)
+		}
+	}
+}
+
+// An error body is redacted before it is cut: wherever the key stands around the cut,
+// no part of it (8 characters or more) is in the error.
+func TestAnErrorBodyIsRedactedBeforeItIsCut_HostileEndpoint(t *testing.T) {
+	var pad atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		fmt.Fprint(w, strings.Repeat("x", int(pad.Load()))+hostileKey+strings.Repeat("y", 64))
+	}))
+	defer srv.Close()
+	c := &Client{BaseURL: srv.URL, APIKey: hostileKey, MaxTries: 1}
+	for p := errorBodyShown - len(hostileKey) - 2; p <= errorBodyShown+2; p++ {
+		pad.Store(int64(p))
+		_, err := c.Chat(context.Background(), ChatRequest{Model: "m"})
+		if err == nil || leaksKey(err.Error()) {
+			t.Fatalf("key at byte %d: error %v", p, err)
+		}
 	}
 }
