@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 )
@@ -35,6 +36,29 @@ const (
 	// then reads that Job's state and reports its end.
 	TypeJobChanged EventType = "dev.knative.apiserver.ref.update"
 )
+
+// eventTypes are evalflow's own event types (and the Knative sources' it takes).
+var eventTypes = []EventType{TypeRequested, TypeStarted, TypeVerified, TypeJobCreated, TypeJobProgress, TypeJobFinished,
+	TypeResultsReady, TypeSucceeded, TypeFailed, TypeCancelled, TypeNotification, TypePing, TypeJobChanged}
+
+// Known reports whether t is one of evalflow's own event types.
+func (t EventType) Known() bool { return slices.Contains(eventTypes, t) }
+
+// Label is t as a metric's label: evalflow's own types, and "other" for any other,
+// so that no sender can add series.
+func (t EventType) Label() string {
+	if t.Known() {
+		return string(t)
+	}
+	return "other"
+}
+
+// MovesRun reports whether events of type t are signed for the run they are about
+// (pipeline.Env.Sign, or a job's report key): every one a step or a job sends about a
+// run, but for the caller's notifications and a caller's request.
+func (t EventType) MovesRun() bool {
+	return t.Known() && t != TypeRequested && t != TypeNotification && t != TypePing && t != TypeJobChanged
+}
 
 // JobReport reports whether events of type typ are a job's (signed with its run's
 // report key, which the job holds) rather than a step's (signed with a key only

@@ -14,7 +14,6 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	evalflow "github.com/evalflow/evalflow/shared"
-	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/oci"
 	"github.com/evalflow/evalflow/shared/pipeline"
 )
@@ -47,10 +46,10 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	return err
 }
 
-// Handle serves the step's events over HTTP, each in its own request's goroutine and
-// context (cloudevent.Serve).
+// Handle serves the step's deliveries over HTTP, each in its own request's goroutine
+// and context, from the broker alone where it has a delivery token (pipeline.Deliver).
 func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
-	cloudevent.Serve(w, r, f.HandleEvent)
+	f.Deliver(w, r, f.HandleEvent)
 }
 
 // HandleEvent pushes the results of the run named by results.ready, records the artifact,

@@ -115,10 +115,10 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	return nil
 }
 
-// Handle serves the step's events over HTTP, each in its own request's goroutine and
-// context (cloudevent.Serve).
+// Handle serves the step's deliveries over HTTP, each in its own request's goroutine
+// and context, from the broker alone where it has a delivery token (pipeline.Deliver).
 func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
-	cloudevent.Serve(w, r, f.HandleEvent)
+	f.Deliver(w, r, f.HandleEvent)
 }
 
 // HandleEvent creates the job of a verified run, once it has one of the job slots, and

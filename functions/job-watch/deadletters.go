@@ -25,30 +25,35 @@ func isDeadLetter(e event.Event) bool {
 }
 
 // deadLetter receives what the broker could not deliver after a trigger's retries
-// (every trigger's deadLetterSink is job-watch, reached inside the cluster only), keeps
-// it, and fails the run it was about, so that no run waits forever on a lost event. A
-// lost notification, request (start never recorded its run) or progress report fails
-// nothing, nor does an event not evalflow's (a tick, a Job's reference: the next tick
-// looks again). A run's event not signed for it is forged: neither kept nor counted.
+// (every trigger's deadLetterSink is job-watch: in local mode only the broker, with its
+// delivery token, reaches it), keeps it, and fails the run it was about, so that no run
+// waits forever on a lost event.
+//
+// A dead letter is about a run only when its event is one that moves a run and is
+// signed for that run: one claiming a run without that signature is forged, neither
+// kept nor counted (but as unsigned). Any other (a caller's request, a tick, a Job's
+// reference, a type not evalflow's) is kept for the operator, about no run, and fails
+// nothing, nor does a lost progress report.
 func (f *Function) deadLetter(ctx context.Context, e event.Event) (*event.Event, error) {
-	id := e.Subject()
-	runEvent := id != "" && strings.HasPrefix(e.Type(), "dev.evalflow.") &&
-		cloudevent.TypeOf(e) != evalflow.TypeNotification && cloudevent.TypeOf(e) != evalflow.TypeRequested
-	if runEvent && !f.SignedFor(e, id) {
-		return nil, nil
+	typ, id := cloudevent.TypeOf(e), ""
+	if typ.MovesRun() {
+		if !f.SignedFor(e, e.Subject()) {
+			return nil, nil
+		}
+		id = e.Subject()
 	}
 	dest, _ := e.Extensions()[extErrorDest].(string)
 	code, _ := e.Extensions()[extErrorCode].(string)
-	f.Log.Error("undeliverable event", "run_id", id, "type", e.Type(), "destination", dest, "code", code)
-	f.Metrics.DeadLetters.WithLabelValues(e.Type()).Inc()
-	if err := f.Store.KeepDeadLetter(ctx, evalflow.DeadLetter{ID: e.ID(), Type: cloudevent.TypeOf(e), Source: e.Source(), RunID: id,
+	f.Log.Error("undeliverable event", "run_id", id, "type", typ, "destination", dest, "code", code)
+	f.Metrics.DeadLetters.WithLabelValues(typ.Label()).Inc()
+	if err := f.Store.KeepDeadLetter(ctx, evalflow.DeadLetter{ID: e.ID(), Type: typ, Source: e.Source(), RunID: id,
 		Destination: dest, Code: code, Reason: errorData(e), Time: f.Now().UTC()}); err != nil {
 		return nil, err
 	}
-	if !runEvent || cloudevent.TypeOf(e) == evalflow.TypeJobProgress {
+	if id == "" || typ == evalflow.TypeJobProgress {
 		return nil, nil
 	}
-	return f.Fail(ctx, id, fmt.Sprintf("%s could not be delivered to %s after retries (last answer %s)", e.Type(), dest, code))
+	return f.Fail(ctx, id, fmt.Sprintf("%s could not be delivered to %s after retries (last answer %s)", typ, dest, code))
 }
 
 // errorData is what Knative says of a dead letter's last failure (knativeerrordata:

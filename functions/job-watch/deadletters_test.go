@@ -1,7 +1,12 @@
 package function
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -56,5 +61,80 @@ func TestADeadLetterFailsTheRunItWasAbout(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(ids, want) {
 		t.Errorf("dead letters kept %v; want the lost report's and run.verified's once, %v, not the forged one", ids, want)
+	}
+}
+
+// A dead letter posted by anyone but a step (any type, naming another caller's run,
+// with Knative's error extensions) is never shown as that run's, fails nothing, and
+// adds no metric series of its own type.
+func TestAForgedDeadLetterIsNotTheRunsAndAddsNoSeries(t *testing.T) {
+	fx := setup(t)
+	for i, typ := range []evalflow.EventType{evalflow.TypeNotification, evalflow.TypeRequested, evalflow.TypeFailed, "com.example.made-up"} {
+		ev := cloudevent.New(evalflow.StepVerify, typ, runID, evalflow.RunRef{RunID: runID})
+		ev.SetID(fmt.Sprintf("forged-%d", i))
+		ev.SetExtension("knativeerrordest", "http://evalflow-deploy.evalflow.svc.cluster.local")
+		ev.SetExtension("knativeerrorcode", "500")
+		ev.SetExtension("knativeerrordata", base64.StdEncoding.EncodeToString([]byte("your run is compromised, visit http://evil")))
+		fx.handle(t, ev)
+	}
+	if r := fx.run(t); r.Status.Terminal() {
+		t.Fatalf("forged dead letters ended the run: %s %q", r.Status, r.Message)
+	}
+	if kept, err := fx.p.Store.DeadLetters(context.Background(), runID); err != nil || len(kept) != 0 {
+		t.Fatalf("the run's dead letters: %v (%v); want none of the forged", kept, err)
+	}
+	rec := httptest.NewRecorder()
+	fx.f.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if body := rec.Body.String(); strings.Contains(body, "made-up") || !strings.Contains(body, `evalflow_dead_letters_total{step="job-watch",type="other"} 1`) {
+		t.Errorf("metrics:\n%s\nwant the made-up type counted as other", grepLines(body, "dead_letters"))
+	}
+}
+
+func grepLines(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// Where the broker delivers with a token (local mode), job-watch takes nothing without
+// it: a dead letter posted to its port by anyone else is answered 401 and kept nowhere.
+func TestOnlyTheBrokerDeliversWhereItHasAToken(t *testing.T) {
+	const token = "delivery-token-0123456789"
+	fx := setup(t, func(cfg map[string]string) { cfg["EVALFLOW_DELIVERY_TOKEN"] = token })
+	srv := httptest.NewServer(http.HandlerFunc(fx.f.Handle))
+	defer srv.Close()
+	post := func(bearer string) int {
+		ev := cloudevent.New(evalflow.StepVerify, evalflow.TypeRequested, runID, evalflow.RunRef{RunID: runID})
+		ev.SetExtension("knativeerrordest", "http://evalflow-start")
+		body, _ := ev.MarshalJSON()
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/cloudevents+json")
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, bearer := range []string{"", "wrong-token"} {
+		if code := post(bearer); code != http.StatusUnauthorized {
+			t.Errorf("a dead letter posted with token %q: %d; want 401", bearer, code)
+		}
+	}
+	if kept, _ := fx.p.Store.DeadLetters(context.Background(), ""); len(kept) != 0 {
+		t.Fatalf("%d dead letters kept from requests without the token", len(kept))
+	}
+	if code := post(token); code != http.StatusOK {
+		t.Fatalf("the broker's delivery: %d; want 200", code)
+	}
+	if kept, _ := fx.p.Store.DeadLetters(context.Background(), ""); len(kept) != 1 {
+		t.Fatalf("%d dead letters kept from the broker's delivery; want 1", len(kept))
 	}
 }

@@ -53,10 +53,10 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	return err
 }
 
-// Handle serves the step's events over HTTP, each in its own request's goroutine and
-// context (cloudevent.Serve).
+// Handle serves the step's deliveries over HTTP, each in its own request's goroutine
+// and context, from the broker alone where it has a delivery token (pipeline.Deliver).
 func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
-	cloudevent.Serve(w, r, f.HandleEvent)
+	f.Deliver(w, r, f.HandleEvent)
 }
 
 // HandleEvent follows job.created, job.progress and job.finished into the run, and on a

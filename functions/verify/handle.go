@@ -15,7 +15,6 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	evalflow "github.com/evalflow/evalflow/shared"
-	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/openai"
 	"github.com/evalflow/evalflow/shared/pipeline"
 	"github.com/evalflow/evalflow/shared/runstore"
@@ -50,10 +49,10 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 	return nil
 }
 
-// Handle serves the step's events over HTTP, each in its own request's goroutine and
-// context (cloudevent.Serve).
+// Handle serves the step's deliveries over HTTP, each in its own request's goroutine
+// and context, from the broker alone where it has a delivery token (pipeline.Deliver).
 func (f *Function) Handle(w http.ResponseWriter, r *http.Request) {
-	cloudevent.Serve(w, r, f.HandleEvent)
+	f.Deliver(w, r, f.HandleEvent)
 }
 
 // HandleEvent verifies the run named by a run.started event and replies run.verified, or

@@ -42,6 +42,9 @@ type Config struct {
 	// SinkToken the bearer token it asks for, if it does (local mode's broker).
 	Sink      string `env:"K_SINK, required"`
 	SinkToken string `env:"EVALFLOW_BROKER_TOKEN"`
+	// DeliveryToken, when set, is the bearer token the broker delivers with (local
+	// mode's): a step takes an event only with it (Deliver).
+	DeliveryToken string `env:"EVALFLOW_DELIVERY_TOKEN"`
 	LogLevel  string `env:"LOG_LEVEL, default=info"`
 	// JobImages is the registry prefix (HOST[:PORT]/PATH) Kubernetes Jobs pull the
 	// engines' images from, instead of the names the engine registry gives (make
@@ -93,6 +96,8 @@ type Env struct {
 	// OTLPEndpoint is Config's, for the jobs' runners.
 	OTLPEndpoint string
 	stopTracing  func(context.Context) error
+	// deliveryToken is Config's DeliveryToken.
+	deliveryToken string
 	// turns serialises the turns of one run (OneAtATime).
 	turns *locker.Locker
 	// announced are the started notifications this process has sent (by id).
@@ -176,7 +181,7 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 		}
 	}
 	announced, _ := lru.New[string, struct{}](4096) // only a size under 1 fails
-	return &Env{Step: step, Store: store, announced: announced, turns: locker.New(), Events: sender, Metrics: m, stopMetrics: stopMetrics,
+	return &Env{Step: step, Store: store, announced: announced, turns: locker.New(), deliveryToken: c.DeliveryToken, Events: sender, Metrics: m, stopMetrics: stopMetrics,
 		OTLPEndpoint: c.OTLPEndpoint, stopTracing: stopTracing,
 		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step)), Now: time.Now, Network: network, rdb: rdb, sealer: sealer,
 		clusters: kube.Pool{Options: opts}, own: own}, nil
@@ -222,7 +227,7 @@ func (e *Env) handling(ctx context.Context, ev event.Event) (_ context.Context, 
 			cloudevent.SetTrace(ctx, *reply)
 		}
 		tracing.End(span, *err)
-		e.Metrics.Handled.WithLabelValues(ev.Type(), outcome).Observe(time.Since(began).Seconds())
+		e.Metrics.Handled.WithLabelValues(cloudevent.TypeOf(ev).Label(), outcome).Observe(time.Since(began).Seconds())
 	}
 }
 

@@ -2,10 +2,14 @@ package pipeline
 
 import (
 	"context"
+	"crypto/subtle"
+	"net/http"
+	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/runstore"
 )
 
@@ -99,3 +103,18 @@ func (e *Env) Serve(ctx context.Context, ev event.Event, handle func(context.Con
 
 // SignedFor reports whether ev is signed for run id as its type requires.
 func (e *Env) SignedFor(ev event.Event, id string) bool { return e.subjectOf(ev).ID == id && id != "" }
+
+// Deliver serves one delivery of an event over HTTP (cloudevent.Serve) to handle:
+// where the deployment's broker delivers with a token (local mode's), only a request
+// that carries it; any other is answered 401 and handles nothing.
+func (e *Env) Deliver(w http.ResponseWriter, r *http.Request, handle cloudevent.HandlerFunc) {
+	if e.deliveryToken != "" {
+		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(e.deliveryToken)) != 1 {
+			e.Log.Warn("a request without the broker's delivery token refused", "remote", r.RemoteAddr, "type", r.Header.Get("Ce-Type"))
+			http.Error(w, "only the broker delivers here", http.StatusUnauthorized)
+			return
+		}
+	}
+	cloudevent.Serve(w, r, handle)
+}
