@@ -417,6 +417,8 @@ func checkText(field, s string, max int, required bool) error {
 		return Invalidf(field, "longer than %d bytes", max)
 	case strings.ContainsFunc(s, unicode.IsControl):
 		return Invalidf(field, "contains control characters")
+	case strings.ContainsRune(s, utf8.RuneError): // what JSON decoding makes of invalid UTF-8
+		return Invalidf(field, "is not valid UTF-8")
 	}
 	return nil
 }

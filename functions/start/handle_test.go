@@ -143,6 +143,7 @@ func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 		{"bad UUID", "", with("eval_request_id", "run-1"), "eval_request_id", 400},
 		{"missing model_name", "", with("model_name", nil), "model_name", 400},
 		{"control characters in model_name", "", with("model_name", "a\nb"), "model_name", 400},
+		{"invalid UTF-8 in model_name", "", bytes.Replace(with("model_name", "m-XX"), []byte("m-XX"), []byte("m-\xff\xfe"), 1), "model_name", 400},
 		{"missing base_url", "", with("base_url", nil), "base_url", 400},
 		{"non-http base_url", "", with("base_url", "file:///etc/passwd"), "base_url", 400},
 		{"base_url without host", "", with("base_url", "http://"), "base_url", 400},

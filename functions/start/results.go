@@ -108,6 +108,9 @@ func sampleQuery(r *http.Request) (evalflow.SampleQuery, error) {
 			if err != nil {
 				return q, evalflow.Invalidf(n.name, "must be a whole number, got %q", s)
 			}
+			if n.name == "limit" && v < 1 { // 0 is the default's, never the caller's
+				return q, evalflow.Invalidf("limit", "must be from 1 to %d", evalflow.MaxSamplePage)
+			}
 			*n.to = v
 		}
 	}

@@ -111,6 +111,7 @@ func TestTheResultsAPIReadsARunsArtifact(t *testing.T) {
 	}{
 		{"/evals/" + ids[0] + "/samples?correct=maybe", alice, "correct", 400},
 		{"/evals/" + ids[0] + "/samples?limit=5000", alice, "limit", 400},
+		{"/evals/" + ids[0] + "/samples?limit=0", alice, "limit", 400},
 		{"/evals/" + ids[0] + "/samples?offset=-1", alice, "offset", 400},
 		{"/compare?runs=" + ids[0], alice, "runs", 400},
 		{"/evals/" + ids[2] + "/results", alice, "id", 409}, // pending: no results yet
@@ -197,7 +198,8 @@ func TestTheResultsPageLogsInOnceThenUsesACookie(t *testing.T) {
 	if r := get("/ui/?token=not-a-token"); r.StatusCode != http.StatusUnauthorized || len(r.Cookies()) != 0 {
 		t.Errorf("login with an unknown token: %d, cookies %v; want 401 and none", r.StatusCode, r.Cookies())
 	}
-	for _, c := range []struct{ next, to string }{{"", "/ui/"}, {"/ui/runs/x", "/ui/runs/x"}, {"https://elsewhere.example/", "/ui/"}, {"//elsewhere.example", "/ui/"}} {
+	for _, c := range []struct{ next, to string }{{"", "/ui/"}, {"/ui/runs/x", "/ui/runs/x"}, {"https://elsewhere.example/", "/ui/"}, {"//elsewhere.example", "/ui/"},
+		{"/ui/../evals", "/ui/"}, {"/ui/%2e%2e/evals", "/ui/"}, {"/ui/./x", "/ui/"}, {"/ui/runs/x?tab=samples", "/ui/runs/x?tab=samples"}} {
 		r := get("/ui/?token=" + callers["alice"] + "&next=" + url.QueryEscape(c.next))
 		if r.StatusCode != http.StatusSeeOther || r.Header.Get("Location") != c.to {
 			t.Errorf("login, next %q: %d to %q; want 303 to %q", c.next, r.StatusCode, r.Header.Get("Location"), c.to)

@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 )
@@ -82,8 +83,23 @@ func Login(w http.ResponseWriter, r *http.Request, token string) {
 	q.Del("next")
 	u.RawQuery = q.Encode()
 	to := u.RequestURI()
-	if strings.HasPrefix(next, "/ui/") && !strings.ContainsAny(next, "\\\r\n") {
+	if pageUnderUI(next) {
 		to = next
 	}
 	http.Redirect(w, r, to, http.StatusSeeOther)
+}
+
+// pageUnderUI reports whether next (a login's next=) names a page of the results page
+// alone: a path under /ui/ on this host, with no ".." (nor an encoded one) to climb out
+// of it, nor a backslash or line break a browser could read otherwise.
+func pageUnderUI(next string) bool {
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || strings.ContainsAny(next, "\\\r\n") {
+		return false
+	}
+	clean := path.Clean(u.Path)
+	if strings.HasSuffix(u.Path, "/") && clean != "/" {
+		clean += "/"
+	}
+	return clean == u.Path && strings.HasPrefix(u.Path, "/ui/") && !strings.Contains(u.EscapedPath(), "%")
 }
