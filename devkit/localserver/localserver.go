@@ -227,17 +227,18 @@ func onHost(host string) (string, error) {
 
 // Redis starts redis-server on port (0: a free one), data in dir, no persistence.
 func Redis(ctx context.Context, dir string, port int) (*Proc, error) {
-	return redis(ctx, dir, port, false)
+	return redis(ctx, dir, port, false, "")
 }
 
 // PersistentRedis is Redis keeping its data in an append-only file in dir, written
 // before each answer and synced every second: a redis-server killed outright and
-// started again on dir has every write it acknowledged.
-func PersistentRedis(ctx context.Context, dir string, port int) (*Proc, error) {
-	return redis(ctx, dir, port, true)
+// started again on dir has every write it acknowledged. With password set, a client
+// must give it (AUTH) before any command.
+func PersistentRedis(ctx context.Context, dir string, port int, password string) (*Proc, error) {
+	return redis(ctx, dir, port, true, password)
 }
 
-func redis(ctx context.Context, dir string, port int, persist bool) (*Proc, error) {
+func redis(ctx context.Context, dir string, port int, persist bool, password string) (*Proc, error) {
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		return nil, fmt.Errorf("localserver: redis-server not installed (make deps installs it): %w", err)
@@ -246,9 +247,24 @@ func redis(ctx context.Context, dir string, port int, persist bool) (*Proc, erro
 	if err != nil {
 		return nil, err
 	}
-	aof := map[bool]string{true: "yes", false: "no"}[persist]
-	p, err := Start(ctx, dir, "redis", nil, DialReady(a), 10*time.Second, bin,
-		"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", aof, "--appendfsync", "everysec", "--dir", dir)
+	// The settings go in a file only its owner reads, never on the command line
+	// (which any local user can read): the password among them.
+	conf := fmt.Sprintf("port %d\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly %s\nappendfsync everysec\ndir %q\n",
+		port, map[bool]string{true: "yes", false: "no"}[persist], dir)
+	if password != "" {
+		conf += fmt.Sprintf("requirepass %q\n", password)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	confPath := filepath.Join(dir, "redis.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(confPath, 0o600); err != nil { // a file an older run left readable
+		return nil, err
+	}
+	p, err := Start(ctx, dir, "redis", nil, DialReady(a), 10*time.Second, bin, confPath)
 	if err != nil {
 		return nil, err
 	}

@@ -464,13 +464,47 @@ func TestEvaluationEndToEnd(t *testing.T) {
 		}
 		scanRedis(t, e)
 	})
+
+	t.Run("the state directory and Redis are the user's alone", func(t *testing.T) {
+		ownerOnly(t, e.state)
+		rdb := redis.NewClient(&redis.Options{Addr: e.stack.Redis})
+		defer rdb.Close()
+		if err := rdb.Get(context.Background(), "evalflow:run:"+r.ID).Err(); err == nil || !strings.Contains(err.Error(), "NOAUTH") {
+			t.Errorf("redis without its password answered %v; want NOAUTH", err)
+		}
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", e.stack.PID("redis")))
+		if len(cmdline) == 0 || bytes.Contains(cmdline, []byte(e.stack.RedisPassword)) {
+			t.Errorf("redis's command line (which any local user reads) %q holds its password", cmdline)
+		}
+	})
+}
+
+// ownerOnly fails the test where a file or directory under dir is open to its group or
+// others.
+func ownerOnly(t *testing.T, dir string) {
+	t.Helper()
+	n := 0
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err == nil && info.Mode()&fs.ModeSymlink == 0 && info.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s is mode %v: open to others", path, info.Mode().Perm())
+		}
+		n++
+		return nil
+	})
+	if n < 10 {
+		t.Fatalf("only %d entries under %s: the check would prove nothing", n, dir)
+	}
 }
 
 // scanRedis fails the test where a key of Redis holds the api_key, or an ended run
 // still has its sealed secrets.
 func scanRedis(t *testing.T, e *env) {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: e.stack.Redis})
+	rdb := redis.NewClient(&redis.Options{Addr: e.stack.Redis, Password: e.stack.RedisPassword})
 	defer rdb.Close()
 	ctx := context.Background()
 	keys := rdb.Keys(ctx, "*").Val()

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -97,6 +99,9 @@ type Stack struct {
 	// the API).
 	Metrics map[string]string
 	Redis   string
+	// RedisPassword is what the stack's own Redis asks of a client ("" for the
+	// config's RedisAddr).
+	RedisPassword string
 	// OperatorToken is the operator's token of the tokens file the stack made ("" when
 	// the config named its own file).
 	OperatorToken string
@@ -182,8 +187,11 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 // prepare makes the state directories, loads (or makes) the seal key, and starts
 // Redis unless the config names one.
 func (s *Stack) prepare(ctx context.Context) (sealKey string, err error) {
+	if err := ownerOnly(s.cfg.StateDir); err != nil {
+		return "", fmt.Errorf("stack: state directory: %w", err)
+	}
 	for _, d := range []string{"logs", "jobs", "results"} {
-		if err := os.MkdirAll(filepath.Join(s.cfg.StateDir, d), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Join(s.cfg.StateDir, d), 0o700); err != nil {
 			return "", err
 		}
 	}
@@ -196,8 +204,9 @@ func (s *Stack) prepare(ctx context.Context) (sealKey string, err error) {
 			return "", err
 		}
 		dir := filepath.Join(s.cfg.StateDir, "redis")
+		s.RedisPassword = auth.NewToken() // new at each start: only this stack's processes hold it
 		if err := s.supervise(ctx, "redis", func(ctx context.Context) (*localserver.Proc, error) {
-			return localserver.PersistentRedis(ctx, dir, port)
+			return localserver.PersistentRedis(ctx, dir, port, s.RedisPassword)
 		}); err != nil {
 			return "", err
 		}
@@ -313,7 +322,7 @@ func (s *Stack) functionEnv(sealKey, jobsURL string) []string {
 		ociEnv = []string{"EVALFLOW_OCI_LAYOUT=" + cfg.OCI.Layout}
 	}
 	env := append([]string{
-		"REDIS_ADDR=" + s.Redis, "EVALFLOW_SEAL_KEY=" + sealKey, "K_SINK=" + s.Broker,
+		"REDIS_ADDR=" + s.Redis, "REDIS_PASSWORD=" + s.RedisPassword, "EVALFLOW_SEAL_KEY=" + sealKey, "K_SINK=" + s.Broker,
 		"LOG_LEVEL=" + cfg.LogLevel,
 		"EVALFLOW_RESULTS_DIR=" + filepath.Join(cfg.StateDir, "results"),
 		"EVALFLOW_JOBS_URL=" + jobsURL, "EVALFLOW_JOBS_TOKEN=" + s.jobsToken, "EVALFLOW_DATA_DIR=" + cfg.DataDir,
@@ -519,4 +528,24 @@ func ForBenchmark(ctx context.Context, data string, extraEnv ...string) (s *Stac
 		return nil, nil, err
 	}
 	return s, func() { s.Down(); os.RemoveAll(state) }, nil
+}
+
+// ownerOnly makes dir (and what an older version left in it) readable by its owner
+// alone, and has every file this process and its children make from now on so too
+// (umask 077): the state directory holds Redis' data, keys and results.
+func ownerOnly(dir string) error {
+	syscall.Umask(0o077)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil || info.Mode()&fs.ModeSymlink != 0 || info.Mode().Perm()&0o077 == 0 {
+			return err
+		}
+		return os.Chmod(path, info.Mode().Perm()&0o700)
+	})
 }

@@ -45,7 +45,7 @@ type Config struct {
 	// DeliveryToken, when set, is the bearer token the broker delivers with (local
 	// mode's): a step takes an event only with it (Deliver).
 	DeliveryToken string `env:"EVALFLOW_DELIVERY_TOKEN"`
-	LogLevel  string `env:"LOG_LEVEL, default=info"`
+	LogLevel      string `env:"LOG_LEVEL, default=info"`
 	// JobImages is the registry prefix (HOST[:PORT]/PATH) Kubernetes Jobs pull the
 	// engines' images from, instead of the names the engine registry gives (make
 	// images pushes them there; make node-up to the node's registry).

@@ -73,7 +73,7 @@ func run(runs, maxJobs int, data, out string) error {
 		return err
 	}
 	defer down()
-	rdb := redis.NewClient(&redis.Options{Addr: s.Redis})
+	rdb := redis.NewClient(&redis.Options{Addr: s.Redis, Password: s.RedisPassword})
 	defer rdb.Close()
 	before, err := commandsProcessed(ctx, rdb)
 	if err != nil {
