@@ -8,6 +8,7 @@ require (
 	github.com/evalflow/evalflow/devkit v0.0.0
 	github.com/goccy/go-json v0.10.5
 	github.com/hashicorp/golang-lru/v2 v2.0.7
+	github.com/moby/locker v1.0.1
 	github.com/opencontainers/go-digest v1.0.0
 	github.com/opencontainers/image-spec v1.1.1
 	github.com/prometheus/client_golang v1.24.1

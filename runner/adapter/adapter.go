@@ -339,8 +339,8 @@ func NewTracker(done, total int) *Tracker {
 	return &Tracker{start: time.Now(), done: done, base: done, total: total}
 }
 
-// Add counts one completion.
-func (t *Tracker) Add() { t.done++ }
+// Add counts n completions.
+func (t *Tracker) Add(n int) { t.done += n }
 
 // Set moves to done of total.
 func (t *Tracker) Set(done, total int) { t.done, t.total = done, total }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/evalflow/evalflow/runner/results"
 	"github.com/evalflow/evalflow/runner/task"
@@ -19,9 +20,10 @@ const CheckpointFile = "checkpoint.jsonl"
 // checkpoint is the file of finished samples: read when a job (re)starts, so that no
 // sample is asked twice, and appended to as samples finish.
 type checkpoint struct {
-	done map[string]results.Sample
-	f    *os.File
-	w    *bufio.Writer
+	done   map[string]results.Sample
+	f      *os.File
+	w      *bufio.Writer
+	synced time.Time
 }
 
 // openCheckpoint reads dir's checkpoint, drops a last line cut short by a crash (so
@@ -56,7 +58,7 @@ func (c *checkpoint) todo(docs []task.Doc) []task.Doc {
 	return out
 }
 
-// add records a finished sample (buffered: flush before saying it is done).
+// add records a finished sample (buffered: flush before counting it done).
 func (c *checkpoint) add(s results.Sample) error {
 	c.done[s.Key()] = s
 	line, err := json.Marshal(s)
@@ -67,10 +69,31 @@ func (c *checkpoint) add(s results.Sample) error {
 	return nil
 }
 
+// flush writes what add buffered to the file, where a kill of the runner cannot lose
+// it, and syncs the file to disk at most every syncEvery (so that a machine's crash
+// loses no more than that).
 func (c *checkpoint) flush() error {
 	if err := c.w.Flush(); err != nil {
 		return fmt.Errorf("engine: checkpoint: %w", err)
 	}
+	if time.Since(c.synced) >= syncEvery {
+		return c.sync()
+	}
+	return nil
+}
+
+// syncEvery is how often the checkpoint is synced to disk while samples come.
+const syncEvery = 50 * time.Millisecond
+
+// sync writes what is buffered and syncs the file to disk.
+func (c *checkpoint) sync() error {
+	if err := c.w.Flush(); err != nil {
+		return fmt.Errorf("engine: checkpoint: %w", err)
+	}
+	if err := c.f.Sync(); err != nil {
+		return fmt.Errorf("engine: checkpoint: %w", err)
+	}
+	c.synced = time.Now()
 	return nil
 }
 

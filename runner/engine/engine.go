@@ -160,27 +160,38 @@ func (e *Engine) ask(ctx context.Context, cancel context.CancelCauseFunc, todo [
 	return p
 }
 
-// collect checkpoints each finished sample and reports progress at most every
-// ReportEvery; what is reported done is on disk.
+// collect journals each finished sample and reports progress at most every
+// ReportEvery. Samples are written to the checkpoint as they come, those that came
+// together in one write (a group commit), before they are counted: a runner killed
+// at any moment asks again only what was in flight.
 func (e *Engine) collect(ctx context.Context, p *pool, cp *checkpoint, tracker *adapter.Tracker) error {
 	every := cmp.Or(e.ReportEvery, time.Second)
 	lastReport := time.Now() // the run's start was reported: the next comes a while into it
 	sizer := newSizer(p.gate)
 	for s := range p.results {
-		sizer.completed()
-		if err := cp.add(s); err != nil {
-			return err
-		}
-		tracker.Add()
-		if time.Since(lastReport) >= every {
-			if err := cp.flush(); err != nil {
+		n := 0
+		for more := true; more; {
+			sizer.completed()
+			if err := cp.add(s); err != nil {
 				return err
 			}
+			n++
+			select { // what else has come meanwhile goes in the same write
+			case s, more = <-p.results:
+			default:
+				more = false
+			}
+		}
+		if err := cp.flush(); err != nil {
+			return err
+		}
+		tracker.Add(n)
+		if time.Since(lastReport) >= every {
 			e.report(ctx, tracker.Progress("scoring"))
 			lastReport = time.Now()
 		}
 	}
-	return cp.flush()
+	return cp.sync()
 }
 
 func (e *Engine) report(ctx context.Context, p Progress) {

@@ -337,3 +337,57 @@ func TestTheRunnerServesItsMetricsWhileItRuns(t *testing.T) {
 		t.Fatalf("runner: %v\n%s", err, log.String())
 	}
 }
+
+// A runner killed outright (kill -9) at any moment and started again on the same
+// results directory (local mode's restart) asks the endpoint again at most what was
+// in flight when it was killed: every answer it had is on disk before it is counted.
+func TestARunnerKilledAtAnyMomentAsksAgainOnlyWhatWasInFlight(t *testing.T) {
+	p := newPods(t)
+	p.spec.Results = nil // local mode: the results directory is kept across restarts
+	p.spec.OutputDir = filepath.Join(t.TempDir(), "results")
+	b, _ := json.Marshal(p.spec)
+	job := filepath.Join(t.TempDir(), "job.json")
+	os.WriteFile(job, b, 0o600)
+	asked := func() int {
+		p.endpoint.mu.Lock()
+		defer p.endpoint.mu.Unlock()
+		n := 0
+		for _, c := range p.endpoint.asked {
+			n += c
+		}
+		return n
+	}
+	kills := 0
+	for _, at := range []int{7, 16, 23, 35, 44} { // after so many requests, whatever the runner is doing
+		cmd := exec.Command(p.bin, "--job", job)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		testserver.Eventually(t, 60*time.Second, fmt.Sprintf("%d requests asked", at), func() bool { return asked() >= at })
+		cmd.Process.Kill()
+		cmd.Wait()
+		kills++
+	}
+	if out, err := exec.Command(p.bin, "--job", job).CombinedOutput(); err != nil {
+		t.Fatalf("the last runner: %v\n%s", err, out)
+	}
+
+	var res evalflow.Results
+	b, _ = os.ReadFile(filepath.Join(p.spec.OutputDir, evalflow.ResultsFile))
+	if json.Unmarshal(b, &res) != nil || res.NSamples["mmlu_anatomy"].Effective != 60 {
+		t.Fatalf("results: %s", b)
+	}
+	// Each kill may lose the requests in flight (concurrency 2), no more.
+	samples, _ := os.ReadFile(filepath.Join(p.spec.OutputDir, evalflow.SamplesFile))
+	extra := 0
+	p.endpoint.mu.Lock()
+	for _, line := range bytes.Split(bytes.TrimSpace(samples), []byte("\n")) {
+		var s struct{ Prompt string }
+		json.Unmarshal(line, &s)
+		extra += p.endpoint.asked[s.Prompt] - 1
+	}
+	p.endpoint.mu.Unlock()
+	if most := kills * p.spec.Concurrency; extra > most {
+		t.Errorf("after %d kills, samples were asked again %d times; want at most %d (what was in flight)", kills, extra, most)
+	}
+}
