@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -64,6 +65,20 @@ type RunOptions struct {
 	// "completions" (the raw prompt to /completions, as lm-eval's local-completions:
 	// a base model is evaluated exactly as lm-eval evaluates it).
 	GenerationAPI string `json:"generation_api,omitempty"`
+	// NoProgressSeconds is how long a run may go without a finished sample before it
+	// fails, saying the endpoint answered nothing (default DefaultNoProgress).
+	NoProgressSeconds int `json:"no_progress_seconds,omitempty"`
+}
+
+// DefaultNoProgress is how long a run may go without a finished sample, by default.
+const DefaultNoProgress = 3 * time.Minute
+
+// NoProgress is how long a run with options o may go without a finished sample.
+func (o *RunOptions) NoProgress() time.Duration {
+	if o == nil || o.NoProgressSeconds == 0 {
+		return DefaultNoProgress
+	}
+	return time.Duration(o.NoProgressSeconds) * time.Second
 }
 
 // Generation APIs (RunOptions.GenerationAPI).
@@ -82,6 +97,8 @@ func (o *RunOptions) validate() error {
 		return Invalidf("options.tokens_per_minute", "must be between 0 (no cap) and %d", MaxTokensPerMinute)
 	case o.RequestTimeoutSeconds < 0 || o.RequestTimeoutSeconds > 3600:
 		return Invalidf("options.request_timeout_seconds", "must be between 1 and 3600")
+	case o.NoProgressSeconds < 0 || o.NoProgressSeconds > 86400:
+		return Invalidf("options.no_progress_seconds", "must be between 1 and 86400")
 	case o.MaxErrorRate < 0 || o.MaxErrorRate > 1:
 		return Invalidf("options.max_error_rate", "must be between 0 and 1")
 	case o.CostPer1KPromptTokens < 0 || o.CostPer1KPromptTokens > MaxCostPer1K:

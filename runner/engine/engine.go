@@ -54,7 +54,11 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 	defer cp.Close()
 	todo := cp.todo(docs)
 	clock.end("resume")
-	if err := e.Probe(ctx, todo); err != nil {
+	st := newStall(e.Spec.Options.NoProgress())
+	observe := e.Client.Observe
+	e.Client.Observe = st.observe(observe)
+	defer func() { e.Client.Observe = observe }()
+	if err := e.probeWithin(ctx, todo, st.limit); err != nil {
 		return nil, err
 	}
 	clock.end("probe")
@@ -62,7 +66,7 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 	defer cancel(nil)
 	p := e.ask(ctx, cancel, todo, len(docs))
 	tracker := adapter.NewTracker(len(docs)-len(todo), len(docs))
-	if err := e.collect(ctx, p, cp, tracker); err != nil {
+	if err := e.collect(ctx, cancel, p, cp, tracker, st); err != nil {
 		return nil, err
 	}
 	if err := context.Cause(ctx); err != nil {
@@ -164,11 +168,36 @@ func (e *Engine) ask(ctx context.Context, cancel context.CancelCauseFunc, todo [
 // ReportEvery. Samples are written to the checkpoint as they come, those that came
 // together in one write (a group commit), before they are counted: a runner killed
 // at any moment asks again only what was in flight.
-func (e *Engine) collect(ctx context.Context, p *pool, cp *checkpoint, tracker *adapter.Tracker) error {
+//
+// While no sample finishes, progress says so (with the failed attempts); a run with
+// none for the stall's limit is cancelled with its error.
+func (e *Engine) collect(ctx context.Context, cancel context.CancelCauseFunc, p *pool, cp *checkpoint, tracker *adapter.Tracker, st *stall) error {
 	every := cmp.Or(e.ReportEvery, time.Second)
 	lastReport := time.Now() // the run's start was reported: the next comes a while into it
 	sizer := newSizer(p.gate)
-	for s := range p.results {
+	tick := time.NewTicker(max(min(every, st.limit/10), 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		var s results.Sample
+		var open bool
+		select {
+		case s, open = <-p.results:
+		case <-tick.C:
+			waiting, err := st.check()
+			if err != nil {
+				cancel(err)
+			}
+			if waiting != "" && time.Since(lastReport) >= every {
+				pr := tracker.Progress("scoring")
+				pr.Message = waiting
+				e.report(ctx, pr)
+				lastReport = time.Now()
+			}
+			continue
+		}
+		if !open {
+			return cp.sync()
+		}
 		n := 0
 		for more := true; more; {
 			sizer.completed()
@@ -186,12 +215,12 @@ func (e *Engine) collect(ctx context.Context, p *pool, cp *checkpoint, tracker *
 			return err
 		}
 		tracker.Add(n)
+		st.progressed()
 		if time.Since(lastReport) >= every {
 			e.report(ctx, tracker.Progress("scoring"))
 			lastReport = time.Now()
 		}
 	}
-	return cp.sync()
 }
 
 func (e *Engine) report(ctx context.Context, p Progress) {

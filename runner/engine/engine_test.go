@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -922,5 +923,52 @@ func TestTheTokenRateCapHolds(t *testing.T) {
 	}
 	if len(rec.times) != len(prompts) {
 		t.Fatalf("%d requests for %d samples", len(rec.times), len(prompts))
+	}
+}
+
+// An endpoint that answers nothing (a hanging one: a fault no real server here shows
+// at will) fails the run once no sample has finished for options.no_progress_seconds,
+// saying so, and progress shows the failed attempts while they happen; the error is
+// permanent (another attempt of the job would wait the same).
+func TestANoProgressRunFailsWithinItsBound_HangingEndpoint(t *testing.T) {
+	release := make(chan struct{})
+	hanging := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer hanging.Close()
+	defer close(release)
+	s := mmluOnly(t, hanging.URL, "")
+	s.Options.NoProgressSeconds = 2
+	docs, err := Docs(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var messages []string
+	e := &Engine{Client: &openai.Client{BaseURL: evalflow.APIBase(hanging.URL), Timeout: 300 * time.Millisecond, MaxTries: 1000, MaxElapsed: time.Hour},
+		Spec: s, ReportEvery: 100 * time.Millisecond, MaxTokens: 4,
+		Report: func(_ context.Context, p Progress) {
+			mu.Lock()
+			messages = append(messages, p.Message)
+			mu.Unlock()
+		}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // the per-request retries alone would last an hour
+	defer cancel()
+
+	_, err = e.Run(ctx, docs)
+
+	if err == nil || !errors.Is(err, evalflow.ErrPermanent) || !strings.Contains(err.Error(), "answered nothing usable") || !strings.Contains(err.Error(), "no_progress_seconds") {
+		t.Fatalf("Run = %v; want a permanent error saying the endpoint answered nothing", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the run outlasted its context, not its no-progress bound")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.ContainsFunc(messages, func(m string) bool { return strings.Contains(m, "attempts got no usable answer") }) {
+		t.Errorf("progress while waiting said %q; want the failed attempts", messages)
 	}
 }

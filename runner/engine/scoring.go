@@ -190,6 +190,19 @@ func (e *Engine) Probe(ctx context.Context, docs []task.Doc) error {
 	return nil
 }
 
+// probeWithin is Probe, failing as a stall (the endpoint answered nothing usable) if
+// it takes limit.
+func (e *Engine) probeWithin(ctx context.Context, docs []task.Doc, limit time.Duration) error {
+	ctx, cancel := context.WithTimeoutCause(ctx, limit, evalflow.Permanent(
+		fmt.Errorf("the endpoint answered nothing usable to a first request for %s (options.no_progress_seconds: %d)", limit, int(limit.Seconds()))))
+	defer cancel()
+	err := e.Probe(ctx, docs)
+	if cause := context.Cause(ctx); err != nil && cause != nil && errors.Is(cause, evalflow.ErrPermanent) {
+		return fmt.Errorf("engine: %w", cause)
+	}
+	return err
+}
+
 // probe asks for doc d once, as its method does.
 func (e *Engine) probe(ctx context.Context, d task.Doc) error {
 	switch d.Method {
