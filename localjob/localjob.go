@@ -6,10 +6,13 @@
 // secret/api_key and secret/report_key (mode 0600, as a Secret volume), removed as
 // soon as the process ends.
 // The runner's environment is scrubbed: no secret reaches its args or env.
+//
+// localjob.go is the server and its API; process.go runs a job's runner (its attempts,
+// its end); adopt.go takes on the jobs an earlier server left (evalflow up killed or
+// stopped mid-run); client.go is deploy's side.
 package localjob
 
 import (
-	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -19,16 +22,13 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
-	"github.com/evalflow/evalflow/shared/tracing"
 )
 
 // CreateRequest is the body of PUT /jobs/{name}.
@@ -68,11 +68,16 @@ type Server struct {
 	// OutputRoot, when set, is the directory every job's output directory must lie
 	// under: a job writes nowhere else.
 	OutputRoot string
+	// CallbackURL, when set, is where an adopted job now reports (the broker of the
+	// server's evalflow, not the one of the evalflow that created the job).
+	CallbackURL string
 
 	mu      sync.Mutex
 	jobs    map[string]*job
 	created int
 	wg      sync.WaitGroup
+	// stopping is set by Shutdown: jobs stopped then are left to resume (Adopt).
+	stopping bool
 }
 
 type job struct {
@@ -183,18 +188,27 @@ func (s *Server) Create(req CreateRequest) error {
 	if err := os.WriteFile(specPath, body, 0o644); err != nil {
 		return fmt.Errorf("localjob: create job %s: spec: %w", spec.ID, err)
 	}
+	if err := s.launch(spec, specPath, dir, req.ReportKey); err != nil {
+		return err
+	}
+	s.created++
+	return nil
+}
+
+// launch starts job spec (its directory dir made) and follows it. The caller holds
+// s.mu.
+func (s *Server) launch(spec evalflow.JobSpec, specPath, dir string, reportKey []byte) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	if spec.DeadlineSeconds > 0 {
 		ctx, cancel = deadline(ctx, cancel, time.Duration(spec.DeadlineSeconds)*time.Second)
 	}
-	j := &job{status: Status{Name: spec.ID, Phase: "Running"}, cancel: cancel, done: make(chan struct{}), reportKey: req.ReportKey}
+	j := &job{status: Status{Name: spec.ID, Phase: "Running"}, cancel: cancel, done: make(chan struct{}), reportKey: reportKey}
 	cmd, logFile, err := s.start(ctx, j, spec, specPath, dir)
 	if err != nil {
 		cancel()
 		return err
 	}
 	s.jobs[spec.ID] = j
-	s.created++
 	s.wg.Add(1)
 	go s.follow(ctx, cmd, logFile, j, spec, specPath, dir)
 	return nil
@@ -211,121 +225,6 @@ func writeSecret(dir, name string, secret []byte) (string, error) {
 		return "", fmt.Errorf("secret %s: %w", name, err)
 	}
 	return path, nil
-}
-
-// BackoffLimit is how many times a failed runner is started again (a Job's
-// backoffLimit); each attempt resumes from the checkpoint the last one left.
-const BackoffLimit = 2
-
-// start runs one attempt of the job. The caller holds s.mu.
-func (s *Server) start(ctx context.Context, j *job, spec evalflow.JobSpec, specPath, dir string) (*exec.Cmd, *os.File, error) {
-	logFile, err := os.OpenFile(filepath.Join(dir, "runner.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		return nil, nil, fmt.Errorf("localjob: job %s: log: %w", spec.ID, err)
-	}
-	cmd := exec.CommandContext(ctx, s.program(spec.Engine), "--job", specPath)
-	// The job is a process group: stopping it stops what it started too (an adapter's
-	// lm_eval), as deleting a Job's pod does.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.Dir = dir
-	cmd.Env = scrubbedEnv()
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, nil, fmt.Errorf("localjob: start job %s: %w", spec.ID, err)
-	}
-	j.status.PID = cmd.Process.Pid
-	s.log().Info("job started", "job", spec.ID, "run_id", spec.RunID, "pid", cmd.Process.Pid, "attempt", j.status.Restarts+1)
-	return cmd, logFile, nil
-}
-
-// follow waits for each attempt of a job, starts a failed one again up to
-// BackoffLimit times, then removes the secret, reports the end and, after the TTL,
-// removes the job.
-func (s *Server) follow(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j *job, spec evalflow.JobSpec, specPath, dir string) {
-	defer s.wg.Done()
-	cmd, err := s.restartUntilDone(ctx, cmd, logFile, j, spec, specPath, dir)
-	cause := ctx.Err() // nil: the runner exited by itself
-	j.cancel()
-	_ = os.RemoveAll(filepath.Join(dir, "secret"))
-
-	fin := evalflow.JobFinished{RunID: spec.RunID, Job: spec.ID, Succeeded: err == nil}
-	if cmd.ProcessState != nil {
-		fin.ExitCode = cmd.ProcessState.ExitCode()
-	}
-	switch {
-	case errors.Is(cause, context.DeadlineExceeded):
-		fin.Message = fmt.Sprintf("job exceeded its deadline of %ds", spec.DeadlineSeconds)
-	case errors.Is(cause, context.Canceled):
-		fin.Succeeded, fin.Message = false, "job stopped"
-	case err != nil:
-		fin.Message = fmt.Sprintf("runner failed %d times; last exit code %d: %s", j.status.Restarts+1, fin.ExitCode, lastLine(filepath.Join(dir, "runner.log")))
-	}
-	s.mu.Lock()
-	j.status.ExitCode = fin.ExitCode
-	j.status.Phase = map[bool]string{true: "Succeeded", false: "Failed"}[fin.Succeeded]
-	s.mu.Unlock()
-	close(j.done)
-	s.log().Info("job ended", "job", spec.ID, "run_id", spec.RunID, "phase", j.status.Phase, "exit_code", fin.ExitCode)
-	if _, err := os.Stat(spec.EndReportedFile); err != nil || !fin.Succeeded { // not told already by the runner
-		s.reportEnd(spec, fin, j.status.Phase, j.reportKey)
-	}
-	s.expire(spec, dir)
-}
-
-// restartUntilDone waits for the runner and starts it again after a failure, as a
-// Job's backoff does, until it succeeds, fails for good (ExitPermanent), is stopped,
-// or has failed BackoffLimit+1 times. It returns the last command and its error.
-func (s *Server) restartUntilDone(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j *job, spec evalflow.JobSpec, specPath, dir string) (*exec.Cmd, error) {
-	for {
-		err := cmd.Wait()
-		logFile.Close()
-		permanent := cmd.ProcessState != nil && cmd.ProcessState.ExitCode() == evalflow.ExitPermanent
-		if err == nil || ctx.Err() != nil || permanent || j.status.Restarts >= BackoffLimit {
-			return cmd, err
-		}
-		s.mu.Lock()
-		j.status.Restarts++
-		s.log().Warn("runner failed; starting it again", "job", spec.ID, "run_id", spec.RunID, "error", err, "restarts", j.status.Restarts)
-		next, nextLog, startErr := s.start(ctx, j, spec, specPath, dir)
-		s.mu.Unlock()
-		if startErr != nil {
-			return cmd, startErr // the last attempt's exit stands
-		}
-		cmd, logFile = next, nextLog
-	}
-}
-
-// reportEnd sends job.finished, signed with the job's report key, as a Job's watcher
-// would see it end.
-func (s *Server) reportEnd(spec evalflow.JobSpec, fin evalflow.JobFinished, phase string, key []byte) {
-	if s.Events == nil {
-		return
-	}
-	ev := cloudevent.New(evalflow.StepDeploy, evalflow.TypeJobFinished, spec.RunID, fin, phase)
-	ev.SetSource("/evalflow/localjob")
-	cloudevent.Sign(&ev, key)
-	// In the run's trace, as the job's own reports.
-	sendCtx, cancel := context.WithTimeout(tracing.Extract(context.Background(), spec.TraceParent, ""), time.Minute)
-	defer cancel()
-	if err := s.Events.Send(sendCtx, ev); err != nil {
-		s.log().Error("report job end", "job", spec.ID, "run_id", spec.RunID, "error", err)
-	}
-}
-
-// expire forgets a finished job and removes its directory after its TTL.
-func (s *Server) expire(spec evalflow.JobSpec, dir string) {
-	if spec.TTLSecondsAfterFinished <= 0 {
-		return
-	}
-	time.AfterFunc(time.Duration(spec.TTLSecondsAfterFinished)*time.Second, func() {
-		s.mu.Lock()
-		delete(s.jobs, spec.ID)
-		s.mu.Unlock()
-		_ = os.RemoveAll(dir)
-	})
 }
 
 // Created counts the jobs the server has created (restarts of a job's runner are
@@ -371,9 +270,11 @@ func (s *Server) Delete(name string) {
 	}
 }
 
-// Shutdown stops every job and waits for them.
+// Shutdown stops every job and waits for them. Their ends are not reported: each is
+// left, secrets and checkpoint, for the next server on WorkDir to resume (Adopt).
 func (s *Server) Shutdown() {
 	s.mu.Lock()
+	s.stopping = true
 	for _, j := range s.jobs {
 		j.cancel()
 	}
@@ -386,91 +287,4 @@ func (s *Server) log() *slog.Logger {
 		return slog.Default()
 	}
 	return s.Log
-}
-
-// deadline bounds ctx, returning a cancel that releases both contexts.
-func deadline(ctx context.Context, cancel context.CancelFunc, d time.Duration) (context.Context, context.CancelFunc) {
-	ctx, cancelTimeout := context.WithTimeout(ctx, d)
-	return ctx, func() { cancelTimeout(); cancel() }
-}
-
-// scrubbedEnv is the runner's environment: enough to run, nothing secret.
-func scrubbedEnv() []string {
-	var env []string
-	// LM_EVAL, OPENCOMPASS and HF_HOME tell the adapters where their engine and its
-	// downloads are.
-	for _, k := range []string{"PATH", "HOME", "TMPDIR", "LANG", "TZ", "GOCOVERDIR", "LM_EVAL", "OPENCOMPASS", "HF_HOME"} {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
-		}
-	}
-	return env
-}
-
-func lastLine(path string) string {
-	b, _ := os.ReadFile(path)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	line := lines[len(lines)-1]
-	if len(line) > 500 {
-		line = line[len(line)-500:]
-	}
-	return line
-}
-
-// Client calls a Server.
-type Client struct {
-	URL   string
-	Token string // the server's Token
-	HTTP  *http.Client
-}
-
-// Create creates the job; evalflow.ErrJobExists when it exists.
-func (c *Client) Create(ctx context.Context, spec evalflow.JobSpec, secrets evalflow.JobSecrets) error {
-	body, _ := json.Marshal(CreateRequest{Spec: spec, APIKey: secrets.APIKey, ReportKey: secrets.ReportKey})
-	resp, err := c.do(ctx, http.MethodPut, spec.ID, body)
-	if err != nil {
-		return err
-	}
-	switch resp.StatusCode {
-	case http.StatusCreated:
-		return nil
-	case http.StatusConflict:
-		return evalflow.ErrJobExists
-	case http.StatusUnprocessableEntity:
-		return fmt.Errorf("%w: engine %q", ErrNoProgram, spec.Engine)
-	}
-	return fmt.Errorf("localjob: create job %s: %s", spec.ID, resp.Status)
-}
-
-// Delete stops and removes the job.
-func (c *Client) Delete(ctx context.Context, name string) error {
-	resp, err := c.do(ctx, http.MethodDelete, name, nil)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusNoContent {
-		return fmt.Errorf("localjob: delete job %s: %s", name, resp.Status)
-	}
-	return nil
-}
-
-func (c *Client) do(ctx context.Context, method, name string, body []byte) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.URL, "/")+"/jobs/"+name, bytes.NewReader(body))
-	if err != nil {
-		return nil, fmt.Errorf("localjob: %s job %s: %w", method, name, err)
-	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("localjob: %s job %s: %w", method, name, err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp, nil
 }

@@ -229,3 +229,54 @@ func TestStoppingAJobStopsWhatItStarted(t *testing.T) {
 		return syscall.Kill(pid, 0) != nil
 	})
 }
+
+// A server stopped (evalflow up's SIGTERM) leaves its running job to the next server
+// on the same directory: no end is reported, the job's key stays for it; the next
+// server adopts the job, starts its runner again (reporting to the new broker), and
+// once that ends, in any way, its key is gone.
+func TestAJobLeftByAStoppedServerIsAdoptedByTheNext(t *testing.T) {
+	first, client, sink, spec := server(t)
+	spec.CallbackURL = "http://127.0.0.1:1/old-broker"
+	if err := client.Create(t.Context(), spec, evalflow.JobSecrets{APIKey: "sk-adopted-key", ReportKey: []byte("report-key")}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := first.Get(spec.ID)
+	first.Shutdown()
+	if n := len(sink.OfType("/", evalflow.TypeJobFinished)); n != 0 {
+		t.Fatalf("a job stopped with its server was reported ended (%d)", n)
+	}
+	if err := syscall.Kill(st.PID, 0); err == nil {
+		t.Fatalf("the runner (pid %d) outlived its server's shutdown", st.PID)
+	}
+	key := filepath.Join(first.WorkDir, spec.ID, "secret", "api_key")
+	if _, err := os.Stat(key); err != nil {
+		t.Fatalf("the job's key, needed to resume it, is gone: %v", err)
+	}
+
+	sender, _ := cloudevent.NewSender(sink.URL, nil)
+	next := &localjob.Server{RunnerPath: first.RunnerPath, WorkDir: first.WorkDir, Events: sender, OutputRoot: first.OutputRoot, CallbackURL: sink.URL + "/new-broker"}
+	t.Cleanup(next.Shutdown)
+	n, err := next.Adopt()
+	if err != nil || n != 1 {
+		t.Fatalf("Adopt = %d, %v; want the job started again", n, err)
+	}
+	if st, ok := next.Get(spec.ID); !ok || st.Phase != "Running" || st.PID == 0 {
+		t.Fatalf("the adopted job: %+v", st)
+	}
+	var adopted evalflow.JobSpec
+	b, _ := os.ReadFile(filepath.Join(first.WorkDir, spec.ID, "meta", "job.json"))
+	if json.Unmarshal(b, &adopted); adopted.CallbackURL != sink.URL+"/new-broker" {
+		t.Errorf("the adopted job reports to %q; want the new broker", adopted.CallbackURL)
+	}
+	if n, _ := next.Adopt(); n != 0 {
+		t.Errorf("adopting again started %d more", n)
+	}
+
+	next.Delete(spec.ID) // cancelled
+	if fin := finished(t, sink); fin.Succeeded || fin.Message != "job stopped" {
+		t.Fatalf("job.finished %+v", fin)
+	}
+	if _, err := os.Stat(key); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the job's key is still on disk after it ended: %v", err)
+	}
+}

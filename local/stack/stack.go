@@ -178,6 +178,13 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err := s.startFunctions(ctx, ports, s.functionEnv(sealKey, jobsURL)); err != nil {
 		return nil, err
 	}
+	// The jobs an earlier evalflow on this state left (killed, or stopped) go on,
+	// now that job-watch hears their reports.
+	if n, err := s.jobs.Adopt(); err != nil {
+		return nil, err
+	} else if n > 0 {
+		s.cfg.Log.Info("jobs left by an earlier evalflow started again", "jobs", n)
+	}
 	if err := s.tick(fctx, sender); err != nil {
 		return nil, err
 	}
@@ -285,7 +292,7 @@ func (s *Stack) serveBroker(fctx context.Context, brokerL, jobsL net.Listener) (
 	s.jobsToken = auth.NewToken()
 	s.jobs = &localjob.Server{RunnerPath: s.cfg.RunnerPath, Commands: s.cfg.Commands, WorkDir: filepath.Join(s.cfg.StateDir, "jobs"),
 		Events: sender, Log: s.cfg.Log.With("component", "localjob"),
-		Token: s.jobsToken, OutputRoot: filepath.Join(s.cfg.StateDir, "results")}
+		Token: s.jobsToken, OutputRoot: filepath.Join(s.cfg.StateDir, "results"), CallbackURL: s.Broker}
 	s.serve(jobsL, s.jobs)
 	return sender, nil
 }
