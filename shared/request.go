@@ -6,11 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net/url"
 	"regexp"
-	"slices"
-	"sort"
 	"strings"
 	"time"
 	"unicode"
@@ -87,30 +84,6 @@ const (
 	GenerationCompletions = "completions"
 )
 
-func (o *RunOptions) validate() error {
-	switch {
-	case o == nil:
-		return nil
-	case o.RequestsPerSecond < 0 || o.RequestsPerSecond > MaxRequestsPerSecond:
-		return Invalidf("options.requests_per_second", "must be between 0 (no cap) and %d", MaxRequestsPerSecond)
-	case o.TokensPerMinute < 0 || o.TokensPerMinute > MaxTokensPerMinute:
-		return Invalidf("options.tokens_per_minute", "must be between 0 (no cap) and %d", MaxTokensPerMinute)
-	case o.RequestTimeoutSeconds < 0 || o.RequestTimeoutSeconds > 3600:
-		return Invalidf("options.request_timeout_seconds", "must be between 1 and 3600")
-	case o.NoProgressSeconds < 0 || o.NoProgressSeconds > 86400:
-		return Invalidf("options.no_progress_seconds", "must be between 1 and 86400")
-	case o.MaxErrorRate < 0 || o.MaxErrorRate > 1:
-		return Invalidf("options.max_error_rate", "must be between 0 and 1")
-	case o.CostPer1KPromptTokens < 0 || o.CostPer1KPromptTokens > MaxCostPer1K:
-		return Invalidf("options.cost_per_1k_prompt_tokens", "must be between 0 and %d", MaxCostPer1K)
-	case o.CostPer1KCompletionTokens < 0 || o.CostPer1KCompletionTokens > MaxCostPer1K:
-		return Invalidf("options.cost_per_1k_completion_tokens", "must be between 0 and %d", MaxCostPer1K)
-	case o.GenerationAPI != "" && o.GenerationAPI != GenerationChat && o.GenerationAPI != GenerationCompletions:
-		return Invalidf("options.generation_api", "must be %q or %q, got %q", GenerationChat, GenerationCompletions, clip(o.GenerationAPI))
-	}
-	return nil
-}
-
 // Bounds of the options: far above any real endpoint's, far from overflowing what
 // they are multiplied with.
 const (
@@ -118,84 +91,6 @@ const (
 	MaxTokensPerMinute   = 1_000_000_000
 	MaxCostPer1K         = 1_000_000
 )
-
-// DatasetSpec names a benchmark and how much of it to run. In JSON it is an object,
-// or just the dataset's name as a string.
-type DatasetSpec struct {
-	Name string `json:"name"`
-	// Limit caps the samples taken from each task (each MMLU subject is a task): a
-	// count (>= 1) or a fraction (< 1, rounded up), as lm-eval's --limit; 0 is all.
-	Limit float64 `json:"limit,omitempty"`
-	// Seed, when set, draws the limited samples at random by this seed instead of
-	// taking the first ones.
-	Seed *int `json:"seed,omitempty"`
-	// Subjects restricts MMLU to these subjects; empty is all 57.
-	Subjects []string `json:"subjects,omitempty"`
-	// NumFewshot is the number of few-shot examples; nil is the task's default.
-	NumFewshot *int `json:"num_fewshot,omitempty"`
-	// Variant picks a form of the task: for gsm8k "cot" (default) or "zeroshot"; for
-	// truthfulqa "mc" (default: mc1 and mc2), "mc1", "mc2" or "gen".
-	Variant string `json:"variant,omitempty"`
-	// MaxTokens bounds each generated answer (0: the task's default).
-	MaxTokens int `json:"max_tokens,omitempty"`
-	// Samples are a custom dataset's samples, inline (name "custom").
-	Samples []CustomSample `json:"samples,omitempty"`
-	// Path is a custom dataset's JSONL file, relative to the runner's data directory
-	// (custom/ under it), as an alternative to Samples.
-	Path string `json:"path,omitempty"`
-	// Task names a custom dataset's task in the results (default "custom").
-	Task string `json:"task,omitempty"`
-	// Method is how answers are scored: for mmlu "generate" (default), "logprobs"
-	// (next-token top_logprobs on chat completions) or "loglikelihood" (completions
-	// with echo + logprobs).
-	Method string `json:"method,omitempty"`
-}
-
-// UnmarshalJSON accepts "mmlu" as well as {"name":"mmlu",...}.
-func (d *DatasetSpec) UnmarshalJSON(b []byte) error {
-	if len(b) > 0 && b[0] == '"' {
-		return json.Unmarshal(b, &d.Name)
-	}
-	type plain DatasetSpec
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	return dec.Decode((*plain)(d))
-}
-
-// Dataset describes a benchmark evalflow can run.
-type Dataset struct {
-	Name string
-	// Samples is the size of the scored split, for estimates.
-	Samples int
-	// Tasks lists the dataset's tasks (MMLU's subjects); nil when it is one task.
-	Tasks []string
-	// Variants are the forms it can be asked in; the first is the default.
-	Variants []string
-	// Methods are the ways it can be scored; the first is the default.
-	Methods []string
-}
-
-// Datasets are the benchmarks the runner scores.
-var Datasets = map[string]Dataset{
-	"mmlu":   {Name: "mmlu", Samples: 14079, Tasks: MMLUSubjects, Methods: []string{"generate", "logprobs", "loglikelihood"}},
-	"gsm8k":  {Name: "gsm8k", Samples: 1319, Variants: []string{"cot", "zeroshot"}},
-	"custom": {Name: "custom", Methods: []string{"generate", "logprobs", "loglikelihood"}},
-	// TruthfulQA's multiple-choice tasks need each answer's log-likelihood.
-	// Its gen variant is generated.
-	"truthfulqa": {Name: "truthfulqa", Samples: 817, Variants: []string{"mc", "mc1", "mc2", "gen"}, Methods: []string{"loglikelihood", "generate"}},
-}
-
-// DatasetNames lists the known datasets, sorted.
-func DatasetNames() []string {
-	names := make([]string, 0, len(Datasets))
-	for n := range Datasets {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
-}
-
-var taskNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
@@ -316,91 +211,6 @@ func validateWork(engine string, concurrency int, opts *RunOptions, datasets []D
 		seen[datasets[i].Name] = true
 	}
 	return nil
-}
-
-func (d *DatasetSpec) validate(field string) error {
-	ds, ok := Datasets[d.Name]
-	if !ok {
-		return Invalidf(field+".name", "unknown dataset %q (known: %s)", clip(d.Name), strings.Join(DatasetNames(), ", "))
-	}
-	if d.Limit < 0 || d.Limit > MaxLimit || (d.Limit > 1 && d.Limit != math.Trunc(d.Limit)) {
-		return Invalidf(field+".limit", "must be a whole count up to %d, or a fraction below 1", MaxLimit)
-	}
-	if d.MaxTokens < 0 || d.MaxTokens > 32768 {
-		return Invalidf(field+".max_tokens", "must be between 1 and 32768")
-	}
-	if d.NumFewshot != nil && (*d.NumFewshot < 0 || *d.NumFewshot > 25) {
-		return Invalidf(field+".num_fewshot", "must be between 0 and 25")
-	}
-	if err := d.validateCustom(field); err != nil {
-		return err
-	}
-	if err := oneOf(field+".variant", d.Name, "variant", d.Variant, ds.Variants); err != nil {
-		return err
-	}
-	if err := oneOf(field+".method", d.Name, "method", d.Method, ds.Methods); err != nil {
-		return err
-	}
-	if len(d.Subjects) > 0 {
-		if ds.Tasks == nil {
-			return Invalidf(field+".subjects", "%s has no subjects", d.Name)
-		}
-		for j, s := range d.Subjects {
-			if !slices.Contains(ds.Tasks, s) {
-				return Invalidf(fmt.Sprintf("%s.subjects[%d]", field, j), "unknown %s subject %q", d.Name, clip(s))
-			}
-			if slices.Contains(d.Subjects[:j], s) {
-				return Invalidf(fmt.Sprintf("%s.subjects[%d]", field, j), "%q is listed twice", s)
-			}
-		}
-	}
-	return nil
-}
-
-// oneOf checks an optional choice against a dataset's list.
-func oneOf(field, dataset, what, v string, known []string) error {
-	switch {
-	case v == "" || slices.Contains(known, v):
-		return nil
-	case len(known) == 0:
-		return Invalidf(field, "%s has no %ss", dataset, what)
-	}
-	return Invalidf(field, "unknown %s %s %q (known: %s)", dataset, what, clip(v), strings.Join(known, ", "))
-}
-
-// MaxLimit bounds a dataset's limit: more than any split holds, far from overflowing.
-const MaxLimit = 1_000_000
-
-// SampleCount estimates how many samples the spec selects.
-func (d DatasetSpec) SampleCount() int {
-	if d.Name == "custom" {
-		n := len(d.Samples)
-		if d.Path != "" {
-			n = 100 // unknown until the runner reads the file
-		}
-		return LimitCount(n, d.Limit)
-	}
-	ds := Datasets[d.Name]
-	tasks := len(ds.Tasks)
-	if tasks == 0 {
-		tasks = 1
-	}
-	perTask := ds.Samples / tasks
-	if len(d.Subjects) > 0 {
-		tasks = len(d.Subjects)
-	}
-	return tasks * LimitCount(perTask, d.Limit)
-}
-
-// LimitCount is how many of n samples a limit keeps (see DatasetSpec.Limit).
-func LimitCount(n int, limit float64) int {
-	switch {
-	case limit >= 1:
-		return min(n, int(limit))
-	case limit > 0:
-		return min(n, int(math.Ceil(limit*float64(n))))
-	}
-	return n
 }
 
 func checkBaseURL(field, s string) error {

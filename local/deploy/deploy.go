@@ -12,32 +12,21 @@ package deploy
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
-	"golang.org/x/crypto/bcrypt"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/evalflow/evalflow/devkit/images"
 	"github.com/evalflow/evalflow/devkit/knative"
-	"github.com/evalflow/evalflow/devkit/modproxy"
 	"github.com/evalflow/evalflow/devkit/node"
-	evalflow "github.com/evalflow/evalflow/shared"
-	"github.com/evalflow/evalflow/shared/auth"
 )
 
 // Namespace is where evalflow's functions, Redis, registry and broker run.
@@ -171,129 +160,6 @@ func (d *deployer) base(ctx context.Context) error {
 	return d.applyReady(ctx, time.Minute, "eventing/namespace.yaml", "eventing/config-features.yaml", "eventing/rbac.yaml")
 }
 
-// secrets creates what func.yaml refers to, where absent: the seal key
-// (evalflow-seal), the registry's credentials and htpasswd (evalflow-registry), and
-// the callers' tokens file with an operator's token (evalflow-tokens, start's
-// EVALFLOW_TOKENS_FILE). Present ones are kept: runs sealed with a key stay readable,
-// and the operator's tokens stay theirs.
-func (d *deployer) secrets(ctx context.Context) error {
-	key := make([]byte, 32)
-	password := make([]byte, 24)
-	rand.Read(key)
-	rand.Read(password)
-	htpasswd, err := htpasswdOf(hex.EncodeToString(password))
-	if err != nil {
-		return err
-	}
-	for name, data := range map[string]map[string]string{
-		"evalflow-seal": {"key": base64.StdEncoding.EncodeToString(key)},
-		registrySecret: {"username": "evalflow", "password": hex.EncodeToString(password),
-			"htpasswd": htpasswd},
-		TokensSecret: {"tokens": string(auth.NewFile(auth.NewToken()))},
-	} {
-		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: Namespace,
-			Labels: map[string]string{"app.kubernetes.io/part-of": "evalflow"}}, StringData: data}
-		_, err := d.cluster.Kube.CoreV1().Secrets(Namespace).Create(ctx, s, metav1.CreateOptions{FieldManager: "evalflow"})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("secret %s: %w", name, err)
-		}
-	}
-	if err := d.cheapHtpasswd(ctx); err != nil {
-		return err
-	}
-	tokens, err := d.cluster.Kube.CoreV1().Secrets(Namespace).Get(ctx, TokensSecret, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("secret %s: %w", TokensSecret, err)
-	}
-	d.operatorToken = auth.OperatorToken(tokens.Data["tokens"])
-	return nil
-}
-
-// htpasswdOf is the registry's htpasswd for user evalflow with password. The
-// registry checks it on every request it is sent (a results push or pull is a dozen),
-// so its bcrypt cost is the least: a work factor slows the guessing of a password
-// people chose, and this one is 24 random bytes, which no work factor makes safer.
-// At bcrypt's default cost each check took some 80 ms on the project's node, and an
-// artifact step about 0.7 s.
-func htpasswdOf(password string) (string, error) {
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
-	if err != nil {
-		return "", err
-	}
-	return "evalflow:" + string(hash) + "\n", nil
-}
-
-// cheapHtpasswd writes again, at htpasswdOf's cost, the htpasswd of a deployment made
-// with a costlier one (from its own password: nothing else changes).
-func (d *deployer) cheapHtpasswd(ctx context.Context) error {
-	secrets := d.cluster.Kube.CoreV1().Secrets(Namespace)
-	s, err := secrets.Get(ctx, registrySecret, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("secret %s: %w", registrySecret, err)
-	}
-	_, hash, _ := strings.Cut(strings.TrimSpace(string(s.Data["htpasswd"])), ":")
-	if cost, err := bcrypt.Cost([]byte(hash)); err == nil && cost <= bcrypt.MinCost {
-		return nil
-	}
-	htpasswd, err := htpasswdOf(string(s.Data["password"]))
-	if err != nil {
-		return err
-	}
-	s.Data["htpasswd"] = []byte(htpasswd)
-	if _, err := secrets.Update(ctx, s, metav1.UpdateOptions{FieldManager: "evalflow"}); err != nil {
-		return fmt.Errorf("secret %s: %w", registrySecret, err)
-	}
-	return nil
-}
-
-// registrySecret holds the results registry's credentials and its htpasswd.
-const registrySecret = "evalflow-registry"
-
-// TokensSecret holds the callers' tokens file (key "tokens"): add a caller with a line
-// "TOKEN CALLER"; start reads it again when it changes.
-const TokensSecret = "evalflow-tokens"
-
-// stores brings up Redis and the results registry, with the images the config names.
-func (d *deployer) stores(ctx context.Context) error {
-	var objs []*unstructured.Unstructured
-	for file, image := range map[string]string{"eventing/redis.yaml": d.cfg.RedisImage, "eventing/registry.yaml": d.cfg.RegistryImage} {
-		o, err := d.manifests(file)
-		if err != nil {
-			return err
-		}
-		for _, obj := range o {
-			if obj.GetKind() == "Deployment" && image != "" {
-				if err := setImage(obj, image); err != nil {
-					return err
-				}
-			}
-			if obj.GetKind() == "Deployment" && obj.GetName() == "registry" {
-				// The registry reads its htpasswd when it starts: a new one starts it again.
-				s, err := d.cluster.Kube.CoreV1().Secrets(Namespace).Get(ctx, registrySecret, metav1.GetOptions{})
-				if err != nil {
-					return fmt.Errorf("secret %s: %w", registrySecret, err)
-				}
-				sum := sha256.Sum256(s.Data["htpasswd"])
-				if err := unstructured.SetNestedField(obj.Object, hex.EncodeToString(sum[:8]), "spec", "template", "metadata", "annotations", "evalflow.dev/htpasswd"); err != nil {
-					return err
-				}
-			}
-		}
-		objs = append(objs, o...)
-	}
-	return d.put(ctx, 3*time.Minute, objs...)
-}
-
-// setImage sets the image of a Deployment's one container.
-func setImage(obj *unstructured.Unstructured, image string) error {
-	containers, _, _ := unstructured.NestedSlice(obj.Object, "spec", "template", "spec", "containers")
-	if len(containers) != 1 {
-		return fmt.Errorf("%s: want one container, have %d", obj.GetName(), len(containers))
-	}
-	containers[0].(map[string]any)["image"] = image
-	return unstructured.SetNestedSlice(obj.Object, containers, "spec", "template", "spec", "containers")
-}
-
 // broker brings up the broker and the SinkBinding, before the functions: a function
 // created after the SinkBinding gets K_SINK as the webhook admits it.
 func (d *deployer) broker(ctx context.Context) error {
@@ -364,139 +230,6 @@ func podReady(p corev1.Pod) bool {
 
 func (d *deployer) triggers(ctx context.Context) error {
 	return d.applyReady(ctx, 2*time.Minute, "triggers/*.yaml", "eventing/pingsource.yaml", "eventing/jobsource.yaml")
-}
-
-// functions builds and deploys each function with the func CLI, from a copy of its
-// directory alone (func deploy writes what it did into func.yaml), evalflow's own
-// modules coming from a file-based module proxy.
-func (d *deployer) functions(ctx context.Context) error {
-	work, err := os.MkdirTemp("", "evalflow-deploy")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
-	proxy, modules := filepath.Join(work, "modproxy"), []string{"shared", "localjob", "devkit"}
-	version, err := modproxy.Version(d.cfg.Root, modules...)
-	if err != nil {
-		return err
-	}
-	paths, err := modproxy.Write(proxy, d.cfg.Root, version, modules...)
-	if err != nil {
-		return err
-	}
-	kubeconfig := filepath.Join(work, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, d.cfg.Kubeconfig, 0o600); err != nil {
-		return err
-	}
-	goproxy, err := exec.CommandContext(ctx, "go", "env", "GOPROXY").Output()
-	if err != nil {
-		return fmt.Errorf("go env: %w", err)
-	}
-	d.platform = d.nodePlatform(ctx)
-	// Every function is copied now, with the modules: what is deployed is the checkout
-	// of one moment, however long the builds take.
-	for _, step := range evalflow.Steps { // functions/<step>: a test keeps them in step
-		name := string(step.ID)
-		dir := filepath.Join(work, name)
-		if out, err := exec.CommandContext(ctx, "cp", "-r", filepath.Join(d.cfg.Root, "functions", name), dir).CombinedOutput(); err != nil {
-			return fmt.Errorf("%s: copy: %v: %s", name, err, out)
-		}
-		if err := modproxy.Pin(dir, paths, version); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-	}
-	d.revisions, d.images = map[string]string{}, map[string]string{}
-	for _, step := range evalflow.Steps {
-		name := string(step.ID)
-		if err := d.function(ctx, filepath.Join(work, name), name, kubeconfig, "file://"+proxy+","+strings.TrimSpace(string(goproxy))); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-	}
-	return nil
-}
-
-// function builds and deploys the function name from its copy dir.
-func (d *deployer) function(ctx context.Context, dir, name, kubeconfig, goproxy string) error {
-	args := []string{"deploy", "--path", dir, "--builder", "host", "--registry", d.cfg.Registry, "--namespace", Namespace}
-	if d.platform != "" { // hack/install-func.sh lets --platform through to the host builder
-		args = append(args, "--platform", d.platform)
-	}
-	if d.cfg.PlainHTTP {
-		args = append(args, "--registry-insecure")
-	}
-	for _, e := range d.cfg.Env[name] {
-		args = append(args, "--env", e)
-	}
-	cmd := exec.CommandContext(ctx, d.cfg.Func, args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "FUNC_ENABLE_HOST_BUILDER=true",
-		"GOPROXY="+goproxy, "GONOSUMDB=github.com/evalflow", "GOWORK=off",
-		// Without a symbol table and DWARF (-s implies -w): a third off the image.
-		"GOFLAGS=-mod=mod -trimpath -ldflags=-s")
-	cmd.Stdout, cmd.Stderr = d.log, d.log
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("func deploy: %w", err)
-	}
-	svc := &unstructured.Unstructured{}
-	svc.SetAPIVersion("serving.knative.dev/v1")
-	svc.SetKind("Service")
-	svc.SetNamespace(Namespace)
-	svc.SetName("evalflow-" + name)
-	if err := d.cluster.Ready(ctx, 2*time.Minute, svc); err != nil {
-		return err
-	}
-	got, err := d.service(ctx, svc.GetName())
-	if err != nil {
-		return err
-	}
-	d.revisions[name], _, _ = unstructured.NestedString(got.Object, "status", "latestReadyRevisionName")
-	d.images[name], err = serviceImage(got)
-	return err
-}
-
-// Image is the image function fn (start, verify, ...) runs on c, as func deploy
-// pushed it: an image index, named by digest.
-func Image(ctx context.Context, c *knative.Cluster, fn string) (string, error) {
-	svc, err := c.Get(ctx, "serving.knative.dev/v1", "Service", Namespace, "evalflow-"+fn)
-	if err != nil {
-		return "", err
-	}
-	return serviceImage(svc)
-}
-
-func serviceImage(svc *unstructured.Unstructured) (string, error) {
-	containers, _, _ := unstructured.NestedSlice(svc.Object, "spec", "template", "spec", "containers")
-	if len(containers) > 0 {
-		if c, ok := containers[0].(map[string]any); ok {
-			if image, ok := c["image"].(string); ok && image != "" {
-				return image, nil
-			}
-		}
-	}
-	return "", fmt.Errorf("Service %s names no image", svc.GetName())
-}
-
-// nodePlatform is the os/arch of the cluster's nodes when they all run the same one:
-// func's host builder then builds that alone, not its three default platforms. A
-// cluster of mixed nodes, or a user who may not list nodes, gets func's default set.
-func (d *deployer) nodePlatform(ctx context.Context) string {
-	nodes, err := d.cluster.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		fmt.Fprintf(d.log, "deploy: cannot list the nodes, so func builds its default platforms: %v\n", err)
-		return ""
-	}
-	platform := ""
-	for _, n := range nodes.Items {
-		p := n.Status.NodeInfo.OperatingSystem + "/" + n.Status.NodeInfo.Architecture
-		if platform != "" && p != platform {
-			return ""
-		}
-		platform = p
-	}
-	return platform
-}
-
-func (d *deployer) service(ctx context.Context, name string) (*unstructured.Unstructured, error) {
-	return d.cluster.Get(ctx, "serving.knative.dev/v1", "Service", Namespace, name)
 }
 
 // result reads start's URL, as this machine reaches it.

@@ -7,35 +7,23 @@
 package stack
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	duckv1 "knative.dev/pkg/apis/duck/v1"
 
 	"github.com/evalflow/evalflow/devkit/localserver"
 	"github.com/evalflow/evalflow/local/broker"
 	"github.com/evalflow/evalflow/localjob"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/auth"
-	"github.com/evalflow/evalflow/shared/cloudevent"
-	"github.com/evalflow/evalflow/shared/engines"
 	"github.com/evalflow/evalflow/shared/oci"
-	"github.com/evalflow/evalflow/shared/seal"
 )
 
 // BrokerName is the broker the triggers name.
@@ -222,41 +210,6 @@ func (s *Stack) prepare(ctx context.Context) (sealKey string, err error) {
 	return sealKey, nil
 }
 
-// prepareTokens makes the tokens file with an operator token where the config names
-// none (StateDir/tokens, mode 0600, kept across restarts), and the broker's delivery
-// token.
-func (s *Stack) prepareTokens() error {
-	s.deliveryToken, s.BrokerToken = auth.NewToken(), auth.NewToken()
-	if s.cfg.TokensFile != "" {
-		_, err := auth.Open(s.cfg.TokensFile) // a bad file is told now, not by start's log
-		return err
-	}
-	s.cfg.TokensFile = filepath.Join(s.cfg.StateDir, "tokens")
-	token, err := operatorToken(s.cfg.TokensFile)
-	if err != nil {
-		return fmt.Errorf("stack: tokens file: %w", err)
-	}
-	s.OperatorToken = token
-	return nil
-}
-
-// operatorToken is the operator's token in the tokens file at path, which it makes
-// (with a fresh one) when there is none.
-func operatorToken(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		token := auth.NewToken()
-		return token, os.WriteFile(path, auth.NewFile(token), 0o600)
-	}
-	if err != nil {
-		return "", err
-	}
-	if _, err := auth.Parse(bytes.NewReader(b)); err != nil {
-		return "", err
-	}
-	return auth.OperatorToken(b), nil
-}
-
 // pickPorts gives each function a free port (start the configured API port, if any).
 func (s *Stack) pickPorts() (map[string]int, error) {
 	free, err := localserver.FreePorts(len(Functions))
@@ -275,179 +228,6 @@ func (s *Stack) pickPorts() (map[string]int, error) {
 	return ports, nil
 }
 
-// serveBroker serves the broker, routing by triggers/, and the job runtime, which
-// reports to it; it returns a sender to the broker.
-func (s *Stack) serveBroker(fctx context.Context, brokerL, jobsL net.Listener) (*cloudevent.Sender, error) {
-	triggers, err := broker.LoadTriggers(fctx, s.cfg.TriggersDir, BrokerName, s.resolve)
-	if err != nil {
-		return nil, err
-	}
-	s.brk = broker.New(triggers, broker.Options{Log: s.cfg.Log.With("component", "broker"), DeliveryToken: s.deliveryToken, Lose: s.cfg.LoseEvents,
-		IngressToken: s.BrokerToken, Open: jobReport})
-	s.serve(brokerL, s.brk)
-	sender, err := cloudevent.NewSender(s.Broker, cloudevent.Bearer(s.BrokerToken))
-	if err != nil {
-		return nil, err
-	}
-	s.jobsToken = auth.NewToken()
-	s.jobs = &localjob.Server{RunnerPath: s.cfg.RunnerPath, Commands: s.cfg.Commands, WorkDir: filepath.Join(s.cfg.StateDir, "jobs"),
-		Events: sender, Log: s.cfg.Log.With("component", "localjob"),
-		Token: s.jobsToken, OutputRoot: filepath.Join(s.cfg.StateDir, "results"), CallbackURL: s.Broker}
-	s.serve(jobsL, s.jobs)
-	return sender, nil
-}
-
-// jobReport is whether ev is a job's report, which a job posts to the broker without
-// its token: job-watch takes only those signed with the run's own key.
-func jobReport(ev event.Event) bool {
-	return cloudevent.TypeOf(ev) == evalflow.TypeJobProgress || cloudevent.TypeOf(ev) == evalflow.TypeJobFinished
-}
-
-// exposeBroker serves the broker on the Jobs' address too, when the config has one.
-func (s *Stack) exposeBroker() error {
-	if s.cfg.JobAddress == "" {
-		return nil
-	}
-	l, err := net.Listen("tcp", net.JoinHostPort(s.cfg.JobAddress, "0"))
-	if err != nil {
-		return fmt.Errorf("stack: the broker on the Jobs' address: %w", err)
-	}
-	s.serve(l, s.brk)
-	s.jobCallback = "http://" + l.Addr().String()
-	return nil
-}
-
-// functionEnv is the environment every function starts with.
-func (s *Stack) functionEnv(sealKey, jobsURL string) []string {
-	cfg := s.cfg
-	ociEnv := []string{"EVALFLOW_OCI_LAYOUT=" + filepath.Join(cfg.StateDir, "oci")}
-	if cfg.OCI.Registry != "" {
-		ociEnv = []string{"EVALFLOW_REGISTRY=" + cfg.OCI.Registry,
-			"EVALFLOW_REGISTRY_PLAIN_HTTP=" + strconv.FormatBool(cfg.OCI.PlainHTTP),
-			"EVALFLOW_REGISTRY_USERNAME=" + cfg.OCI.Username, "EVALFLOW_REGISTRY_PASSWORD=" + cfg.OCI.Password}
-	} else if cfg.OCI.Layout != "" {
-		ociEnv = []string{"EVALFLOW_OCI_LAYOUT=" + cfg.OCI.Layout}
-	}
-	env := append([]string{
-		"REDIS_ADDR=" + s.Redis, "REDIS_PASSWORD=" + s.RedisPassword, "EVALFLOW_SEAL_KEY=" + sealKey, "K_SINK=" + s.Broker,
-		"LOG_LEVEL=" + cfg.LogLevel,
-		"EVALFLOW_RESULTS_DIR=" + filepath.Join(cfg.StateDir, "results"),
-		"EVALFLOW_JOBS_URL=" + jobsURL, "EVALFLOW_JOBS_TOKEN=" + s.jobsToken, "EVALFLOW_DATA_DIR=" + cfg.DataDir,
-		"EVALFLOW_TOKENS_FILE=" + cfg.TokensFile, "EVALFLOW_DELIVERY_TOKEN=" + s.deliveryToken, "EVALFLOW_BROKER_TOKEN=" + s.BrokerToken,
-	}, ociEnv...)
-	if s.jobCallback != "" {
-		env = append(env, "EVALFLOW_JOB_CALLBACK_URL="+s.jobCallback)
-	}
-	return append(env, cfg.ExtraEnv...)
-}
-
-// startFunctions starts each function as a process of the evalflow command and waits
-// until it is ready.
-func (s *Stack) startFunctions(ctx context.Context, ports map[string]int, common []string) error {
-	metricsPorts, err := localserver.FreePorts(len(Functions))
-	if err != nil {
-		return err
-	}
-	for i, name := range Functions {
-		env := append([]string{"LISTEN_ADDRESS=127.0.0.1:" + strconv.Itoa(ports[name])}, common...)
-		s.Metrics[name] = s.Functions[name] + "/metrics"
-		if name != string(evalflow.StepStart) { // a step's own port serves its events alone
-			addr := "127.0.0.1:" + strconv.Itoa(metricsPorts[i])
-			env = append(env, "METRICS_ADDRESS="+addr)
-			s.Metrics[name] = "http://" + addr + "/metrics"
-		}
-		if err := s.supervise(ctx, name, func(ctx context.Context) (*localserver.Proc, error) {
-			return localserver.Start(ctx, filepath.Join(s.cfg.StateDir, "logs"), name, env,
-				localserver.HTTPOK(s.Functions[name]+"/health/readiness"), 30*time.Second,
-				s.cfg.Executable, "function", name)
-		}); err != nil {
-			return fmt.Errorf("stack: function %s: %w", name, err)
-		}
-	}
-	return nil
-}
-
-// supervise starts a process and keeps it running until Down.
-func (s *Stack) supervise(ctx context.Context, name string, start func(context.Context) (*localserver.Proc, error)) error {
-	sup, err := localserver.Supervise(ctx, name, s.cfg.Log.With("component", "supervisor"), start)
-	if err != nil {
-		return err
-	}
-	s.supervised[name] = sup
-	s.stops = append(s.stops, sup.Stop)
-	return nil
-}
-
-// PID is the process id of "redis" or a function, as it runs now (0: none).
-func (s *Stack) PID(name string) int {
-	if sup, ok := s.supervised[name]; ok {
-		return sup.PID()
-	}
-	return 0
-}
-
-// Restarts counts the times "redis" or a function was started again.
-func (s *Stack) Restarts(name string) int {
-	if sup, ok := s.supervised[name]; ok {
-		return sup.Restarts()
-	}
-	return 0
-}
-
-// tick plays the PingSources of eventing/ as the cluster's would (stopped first on Down).
-func (s *Stack) tick(fctx context.Context, sender *cloudevent.Sender) error {
-	pings, err := broker.LoadPingSources(fctx, filepath.Dir(s.cfg.FeaturesFile))
-	if err != nil {
-		return err
-	}
-	tickCtx, stopTicks := context.WithCancel(context.Background())
-	for _, p := range pings {
-		go p.Run(tickCtx, sender.Send, s.cfg.Log.With("component", "pingsource"))
-	}
-	s.stops = append(s.stops, stopTicks)
-	return nil
-}
-
-// resolve maps a Knative Service named evalflow-NAME to the local function NAME.
-func (s *Stack) resolve(ref *duckv1.KReference) (*url.URL, error) {
-	name, ok := strings.CutPrefix(ref.Name, "evalflow-")
-	if u, found := s.Functions[name]; ok && found && ref.Kind == "Service" {
-		return url.Parse(u)
-	}
-	return nil, fmt.Errorf("no local function for %s %s", ref.Kind, ref.Name)
-}
-
-func listen() (net.Listener, string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, "", err
-	}
-	return l, "http://" + l.Addr().String(), nil
-}
-
-// serve serves h on l until Down.
-func (s *Stack) serve(l net.Listener, h http.Handler) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	s.servers = append(s.servers, srv)
-	go func() {
-		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.cfg.Log.Error("local server", "addr", l.Addr().String(), "error", err)
-		}
-	}()
-}
-
-// Idle reports whether the broker has nothing under way.
-func (s *Stack) Idle() bool { return s.brk.Idle() }
-
-// InFlight describes the broker's deliveries under way.
-func (s *Stack) InFlight() []string { return s.brk.InFlight() }
-
-// JobsRunning counts the local job runtime's jobs running now.
-func (s *Stack) JobsRunning() int { return s.jobs.Running() }
-
-// JobsCreated counts the jobs the local job runtime has created.
-func (s *Stack) JobsCreated() int { return s.jobs.Created() }
-
 // Down stops jobs, functions, the broker and Redis.
 func (s *Stack) Down() {
 	if s.jobs != nil {
@@ -464,47 +244,6 @@ func (s *Stack) Down() {
 		_ = srv.Shutdown(ctx)
 		cancel()
 	}
-}
-
-// loadSealKey reads the sealing key from path, making one (mode 0600) the first time.
-func loadSealKey(path string) (string, error) {
-	if b, err := os.ReadFile(path); err == nil {
-		return strings.TrimSpace(string(b)), nil
-	}
-	key := seal.NewKey()
-	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("stack: seal key: %w", err)
-	}
-	return key, nil
-}
-
-// LookRunner finds evalflow-runner beside the evalflow binary, or on PATH.
-func LookRunner(executable string) (string, error) { return look(executable, "evalflow-runner") }
-
-// LookCommands finds the local command of each other engine of the registry that runs
-// locally (lm-eval-adapter, opencompass-adapter) beside the evalflow binary, or on
-// PATH; an engine whose command is not found runs no local jobs.
-func LookCommands(executable string) map[string]string {
-	commands := map[string]string{}
-	r := engines.Default()
-	for _, name := range r.Names() {
-		e, _ := r.Get(name)
-		if name == evalflow.DefaultEngine || !e.Local {
-			continue
-		}
-		if p, err := look(executable, e.LocalCommand); err == nil {
-			commands[name] = p
-		}
-	}
-	return commands
-}
-
-func look(executable, command string) (string, error) {
-	p := filepath.Join(filepath.Dir(executable), command)
-	if _, err := os.Stat(p); err == nil {
-		return p, nil
-	}
-	return exec.LookPath(command)
 }
 
 // StateDir is where the stack keeps its state.
@@ -535,24 +274,4 @@ func ForBenchmark(ctx context.Context, data string, extraEnv ...string) (s *Stac
 		return nil, nil, err
 	}
 	return s, func() { s.Down(); os.RemoveAll(state) }, nil
-}
-
-// ownerOnly makes dir (and what an older version left in it) readable by its owner
-// alone, and has every file this process and its children make from now on so too
-// (umask 077): the state directory holds Redis' data, keys and results.
-func ownerOnly(dir string) error {
-	syscall.Umask(0o077)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil || info.Mode()&fs.ModeSymlink != 0 || info.Mode().Perm()&0o077 == 0 {
-			return err
-		}
-		return os.Chmod(path, info.Mode().Perm()&0o700)
-	})
 }
