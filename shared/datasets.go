@@ -13,30 +13,6 @@ import (
 
 // Datasets: what a run evaluates, and how many samples that is.
 
-func (o *RunOptions) validate() error {
-	switch {
-	case o == nil:
-		return nil
-	case o.RequestsPerSecond < 0 || o.RequestsPerSecond > MaxRequestsPerSecond:
-		return Invalidf("options.requests_per_second", "must be between 0 (no cap) and %d", MaxRequestsPerSecond)
-	case o.TokensPerMinute < 0 || o.TokensPerMinute > MaxTokensPerMinute:
-		return Invalidf("options.tokens_per_minute", "must be between 0 (no cap) and %d", MaxTokensPerMinute)
-	case o.RequestTimeoutSeconds < 0 || o.RequestTimeoutSeconds > 3600:
-		return Invalidf("options.request_timeout_seconds", "must be between 1 and 3600")
-	case o.NoProgressSeconds < 0 || o.NoProgressSeconds > 86400:
-		return Invalidf("options.no_progress_seconds", "must be between 1 and 86400")
-	case o.MaxErrorRate < 0 || o.MaxErrorRate > 1:
-		return Invalidf("options.max_error_rate", "must be between 0 and 1")
-	case o.CostPer1KPromptTokens < 0 || o.CostPer1KPromptTokens > MaxCostPer1K:
-		return Invalidf("options.cost_per_1k_prompt_tokens", "must be between 0 and %d", MaxCostPer1K)
-	case o.CostPer1KCompletionTokens < 0 || o.CostPer1KCompletionTokens > MaxCostPer1K:
-		return Invalidf("options.cost_per_1k_completion_tokens", "must be between 0 and %d", MaxCostPer1K)
-	case o.GenerationAPI != "" && o.GenerationAPI != GenerationChat && o.GenerationAPI != GenerationCompletions:
-		return Invalidf("options.generation_api", "must be %q or %q, got %q", GenerationChat, GenerationCompletions, clip(o.GenerationAPI))
-	}
-	return nil
-}
-
 // DatasetSpec names a benchmark and how much of it to run. In JSON it is an object,
 // or just the dataset's name as a string.
 type DatasetSpec struct {
@@ -51,7 +27,9 @@ type DatasetSpec struct {
 	Subjects []string `json:"subjects,omitempty"`
 	// NumFewshot is the number of few-shot examples; nil is the task's default.
 	NumFewshot *int `json:"num_fewshot,omitempty"`
-	// Variant picks a form of the task: for gsm8k "cot" (default) or "zeroshot"; for
+	// Variant picks a form of the task: for gsm8k "fewshot" (default: lm-eval's gsm8k,
+	// 5 examples from the train split), "cot" (gsm8k_cot, 8 fixed exemplars) or
+	// "zeroshot" (gsm8k with none); for
 	// truthfulqa "mc" (default: mc1 and mc2), "mc1", "mc2" or "gen".
 	Variant string `json:"variant,omitempty"`
 	// MaxTokens bounds each generated answer (0: the task's default).
@@ -96,7 +74,7 @@ type Dataset struct {
 // Datasets are the benchmarks the runner scores.
 var Datasets = map[string]Dataset{
 	"mmlu":   {Name: "mmlu", Samples: 14079, Tasks: MMLUSubjects, Methods: []string{"generate", "logprobs", "loglikelihood"}},
-	"gsm8k":  {Name: "gsm8k", Samples: 1319, Variants: []string{"cot", "zeroshot"}},
+	"gsm8k":  {Name: "gsm8k", Samples: 1319, Variants: []string{"fewshot", "cot", "zeroshot"}},
 	"custom": {Name: "custom", Methods: []string{"generate", "logprobs", "loglikelihood"}},
 	// TruthfulQA's multiple-choice tasks need each answer's log-likelihood.
 	// Its gen variant is generated.

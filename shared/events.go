@@ -53,11 +53,12 @@ func (t EventType) Label() string {
 	return "other"
 }
 
-// MovesRun reports whether events of type t are signed for the run they are about
+// Signed reports whether events of type t are signed for the run they are about
 // (pipeline.Env.Sign, or a job's report key): every one a step or a job sends about a
-// run, but for the caller's notifications and a caller's request.
-func (t EventType) MovesRun() bool {
-	return t.Known() && t != TypeRequested && t != TypeNotification && t != TypePing && t != TypeJobChanged
+// run, the caller's notifications too, but for a caller's request and the Knative
+// sources' events.
+func (t EventType) Signed() bool {
+	return t.Known() && t != TypeRequested && t != TypePing && t != TypeJobChanged
 }
 
 // JobReport reports whether events of type typ are a job's (signed with its run's

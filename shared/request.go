@@ -62,9 +62,44 @@ type RunOptions struct {
 	// "completions" (the raw prompt to /completions, as lm-eval's local-completions:
 	// a base model is evaluated exactly as lm-eval evaluates it).
 	GenerationAPI string `json:"generation_api,omitempty"`
+	// FewshotTurns is how a chat request holds a task's few-shot examples: "multi"
+	// (the default, as lm-eval's --apply_chat_template: each example a user turn and an
+	// assistant turn, then the question) or "single" (--fewshot_as_multiturn false:
+	// examples and question in one user message).
+	FewshotTurns string `json:"fewshot_turns,omitempty"`
 	// NoProgressSeconds is how long a run may go without a finished sample before it
 	// fails, saying the endpoint answered nothing (default DefaultNoProgress).
 	NoProgressSeconds int `json:"no_progress_seconds,omitempty"`
+}
+
+// FewshotAsMultiturn reports whether a chat request holds few-shot examples as turns.
+func (o *RunOptions) FewshotAsMultiturn() bool { return o == nil || o.FewshotTurns != "single" }
+
+// validate checks every option is in its range, naming it.
+func (o *RunOptions) validate() error {
+	switch {
+	case o == nil:
+		return nil
+	case o.RequestsPerSecond < 0 || o.RequestsPerSecond > MaxRequestsPerSecond:
+		return Invalidf("options.requests_per_second", "must be between 0 (no cap) and %d", MaxRequestsPerSecond)
+	case o.TokensPerMinute < 0 || o.TokensPerMinute > MaxTokensPerMinute:
+		return Invalidf("options.tokens_per_minute", "must be between 0 (no cap) and %d", MaxTokensPerMinute)
+	case o.RequestTimeoutSeconds < 0 || o.RequestTimeoutSeconds > 3600:
+		return Invalidf("options.request_timeout_seconds", "must be between 1 and 3600")
+	case o.FewshotTurns != "" && o.FewshotTurns != "multi" && o.FewshotTurns != "single":
+		return Invalidf("options.fewshot_turns", "must be %q or %q, got %q", "multi", "single", clip(o.FewshotTurns))
+	case o.NoProgressSeconds < 0 || o.NoProgressSeconds > 86400:
+		return Invalidf("options.no_progress_seconds", "must be between 1 and 86400")
+	case o.MaxErrorRate < 0 || o.MaxErrorRate > 1:
+		return Invalidf("options.max_error_rate", "must be between 0 and 1")
+	case o.CostPer1KPromptTokens < 0 || o.CostPer1KPromptTokens > MaxCostPer1K:
+		return Invalidf("options.cost_per_1k_prompt_tokens", "must be between 0 and %d", MaxCostPer1K)
+	case o.CostPer1KCompletionTokens < 0 || o.CostPer1KCompletionTokens > MaxCostPer1K:
+		return Invalidf("options.cost_per_1k_completion_tokens", "must be between 0 and %d", MaxCostPer1K)
+	case o.GenerationAPI != "" && o.GenerationAPI != GenerationChat && o.GenerationAPI != GenerationCompletions:
+		return Invalidf("options.generation_api", "must be %q or %q, got %q", GenerationChat, GenerationCompletions, clip(o.GenerationAPI))
+	}
+	return nil
 }
 
 // DefaultNoProgress is how long a run may go without a finished sample, by default.

@@ -29,14 +29,15 @@ func isDeadLetter(e event.Event) bool {
 // delivery token, reaches it), keeps it, and fails the run it was about, so that no run
 // waits forever on a lost event.
 //
-// A dead letter is about a run only when its event is one that moves a run and is
-// signed for that run: one claiming a run without that signature is forged, neither
-// kept nor counted (but as unsigned). Any other (a caller's request, a tick, a Job's
-// reference, a type not evalflow's) is kept for the operator, about no run, and fails
-// nothing, nor does a lost progress report.
+// A dead letter is about a run only when its event is one of evalflow's signed for
+// that run (a step's event, a job's report, a notification to the caller): one
+// claiming a run without that signature is forged, neither kept nor counted (but as
+// unsigned). Any other (a caller's request, a tick, a Job's reference, a type not
+// evalflow's) is kept for the operator, about no run. A lost progress report or
+// notification fails nothing.
 func (f *Function) deadLetter(ctx context.Context, e event.Event) (*event.Event, error) {
 	typ, id := cloudevent.TypeOf(e), ""
-	if typ.MovesRun() {
+	if typ.Signed() {
 		if !f.SignedFor(e, e.Subject()) {
 			return nil, nil
 		}
@@ -50,7 +51,7 @@ func (f *Function) deadLetter(ctx context.Context, e event.Event) (*event.Event,
 		Destination: dest, Code: code, Reason: errorData(e), Time: f.Now().UTC()}); err != nil {
 		return nil, err
 	}
-	if id == "" || typ == evalflow.TypeJobProgress {
+	if id == "" || typ == evalflow.TypeJobProgress || typ == evalflow.TypeNotification {
 		return nil, nil
 	}
 	return f.Fail(ctx, id, fmt.Sprintf("%s could not be delivered to %s after retries (last answer %s)", typ, dest, code))

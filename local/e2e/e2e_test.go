@@ -73,6 +73,7 @@ func upWith(t *testing.T, o options) *env {
 	t.Helper()
 	shared := testserver.SharedDir(t)
 	e := &env{model: o.model, sink: testserver.NewSink(t), state: t.TempDir()}
+	os.Chmod(e.state, 0o755) // as a user's .state is, made with the usual umask
 	if e.model == "" {
 		e.model = testserver.OllamaOn(t, o.host, 4)
 	}
@@ -479,20 +480,29 @@ func TestEvaluationEndToEnd(t *testing.T) {
 	})
 }
 
-// ownerOnly fails the test where a file or directory under dir is open to its group or
-// others.
+// ownerOnly fails the test where another user (of the group, or any) can read a file
+// under dir or list a directory: every directory on the way to it lets them through
+// (x), and it lets them read (r).
 func ownerOnly(t *testing.T, dir string) {
 	t.Helper()
 	n := 0
+	through := map[string]fs.FileMode{filepath.Dir(dir): 0o011} // the bits others pass a directory by
 	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		info, err := d.Info()
-		if err == nil && info.Mode()&fs.ModeSymlink == 0 && info.Mode().Perm()&0o077 != 0 {
-			t.Errorf("%s is mode %v: open to others", path, info.Mode().Perm())
+		if err != nil || info.Mode()&fs.ModeSymlink != 0 {
+			return err
 		}
 		n++
+		perm, passed := info.Mode().Perm(), through[filepath.Dir(path)]
+		if readable := perm & (passed << 2) & 0o044; readable != 0 { // r for whom can reach it
+			t.Errorf("%s (mode %v) can be read by another user", path, perm)
+		}
+		if d.IsDir() {
+			through[path] = perm & passed & 0o011
+		}
 		return nil
 	})
 	if n < 10 {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/evalflow/evalflow/shared/auth"
 	"github.com/evalflow/evalflow/shared/seal"
@@ -63,11 +62,11 @@ func loadSealKey(path string) (string, error) {
 	return key, nil
 }
 
-// ownerOnly makes dir (and what an older version left in it) readable by its owner
-// alone, and has every file this process and its children make from now on so too
-// (umask 077): the state directory holds Redis' data, keys and results.
+// ownerOnly makes dir, and everything an older version left in it, its owner's alone
+// (directories 0700, files without group or other bits): the state directory holds
+// Redis' data, keys and results, and nothing made in it later is reachable through it
+// by another user, whatever its own mode.
 func ownerOnly(dir string) error {
-	syscall.Umask(0o077)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}

@@ -53,11 +53,7 @@ func benchmarkDocs(dataDir string, b evalflow.DatasetSpec) ([]task.Doc, error) {
 		}
 		return docs, nil
 	case "gsm8k":
-		shots := gsm8k.MaxFewshot
-		if b.Variant == gsm8k.ZeroShot {
-			shots = 0
-		}
-		shots = fewshot(b, shots)
+		shots := fewshot(b, gsm8k.Shots(b.Variant))
 		d, err := gsm8k.Docs(dataDir, b.Variant, shots, pick)
 		return described(d, err, func(string) task.Config { return gsm8k.Config(b.Variant, shots) })
 	case "truthfulqa":

@@ -102,7 +102,7 @@ func spec(t *testing.T, model string, concurrency int) evalflow.JobSpec {
 		OutputDir: t.TempDir(),
 		Datasets: []evalflow.DatasetSpec{
 			{Name: "mmlu", Subjects: []string{"anatomy", "marketing"}, Limit: 4, NumFewshot: &zero},
-			{Name: "gsm8k", Limit: 3, NumFewshot: &[]int{2}[0]},
+			{Name: "gsm8k", Variant: "cot", Limit: 3, NumFewshot: &[]int{2}[0]},
 		}}
 }
 
@@ -856,8 +856,8 @@ func TestCompletionsDeliverTheRawPrompt(t *testing.T) {
 			t.Errorf("gsm8k/%d's prompt was not sent as it is", d.Index)
 		}
 	}
-	if got := resultsFile(t, s).Config["model"]; got != "local-completions" {
-		t.Errorf("config.model %v; want local-completions", got)
+	if cfg := resultsFile(t, s).Config; cfg["model"] != "local-completions" || cfg["apply_chat_template"] != false || cfg["fewshot_as_multiturn"] != false {
+		t.Errorf("config %v; want local-completions, no chat template, no multi-turn", cfg)
 	}
 	for k, x := range readSamples(t, s) {
 		if x.Response == "" || x.Usage.CompletionTokens == 0 {
@@ -970,5 +970,22 @@ func TestANoProgressRunFailsWithinItsBound_HangingEndpoint(t *testing.T) {
 	defer mu.Unlock()
 	if !slices.ContainsFunc(messages, func(m string) bool { return strings.Contains(m, "attempts got no usable answer") }) {
 		t.Errorf("progress while waiting said %q; want the failed attempts", messages)
+	}
+}
+
+// Through chat, a task's few-shot examples are turns by default (lm-eval's
+// --apply_chat_template); options.fewshot_turns "single" sends the text prompt as one
+// user message instead (--fewshot_as_multiturn false, for a task without a description).
+func TestFewshotExamplesAreChatTurnsUnlessAskedForOne(t *testing.T) {
+	d := task.Doc{Prompt: "Question: a\nAnswer: b\n\nQuestion: c\nAnswer:", Messages: []task.Message{
+		{Role: "user", Content: "Question: a\nAnswer:"}, {Role: "assistant", Content: "b"}, {Role: "user", Content: "Question: c\nAnswer:"}}}
+	e := &Engine{Spec: evalflow.JobSpec{Model: evalflow.ModelSpec{Name: "m"}}}
+	req := e.Request(d)
+	if len(req.Messages) != 3 || req.Messages[1].Role != "assistant" || req.Messages[1].Content != "b" || req.Messages[2].Content != "Question: c\nAnswer:" {
+		t.Errorf("multi-turn request: %+v", req.Messages)
+	}
+	e.Spec.Options.FewshotTurns = "single"
+	if req := e.Request(d); len(req.Messages) != 1 || req.Messages[0].Role != "user" || req.Messages[0].Content != d.Prompt {
+		t.Errorf("single-turn request: %+v", req.Messages)
 	}
 }

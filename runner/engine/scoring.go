@@ -19,9 +19,16 @@ import (
 // benchmark's load generator sends exactly these bodies.
 func (e *Engine) Request(d task.Doc) openai.ChatRequest {
 	seed := e.Seed
+	messages := []openai.Message{{Role: "user", Content: d.Prompt}}
+	if len(d.Messages) > 0 && e.Spec.Options.FewshotAsMultiturn() {
+		messages = make([]openai.Message, len(d.Messages))
+		for i, m := range d.Messages {
+			messages[i] = openai.Message{Role: m.Role, Content: m.Content}
+		}
+	}
 	return openai.ChatRequest{
 		Model:     e.Spec.Model.Name,
-		Messages:  []openai.Message{{Role: "user", Content: d.Prompt}},
+		Messages:  messages,
 		MaxTokens: e.maxTokens(d), Temperature: 0, Seed: &seed,
 		Stop: d.Stop,
 	}

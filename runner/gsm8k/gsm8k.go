@@ -1,7 +1,8 @@
-// Package gsm8k renders GSM8K as lm-evaluation-harness's gsm8k_cot (8-shot chain of
-// thought with fixed exemplars) and gsm8k (zero-shot here: its default draws few-shot
-// examples from the train split, which is not bundled) tasks, and scores answers with
-// their strict-match and flexible-extract filters and exact_match normalisation.
+// Package gsm8k renders GSM8K as lm-evaluation-harness's gsm8k (5-shot, its examples
+// drawn from the train split as lm-eval draws them: Python's Random(1234).sample, one
+// draw a document in order) and gsm8k_cot (8-shot chain of thought with fixed
+// exemplars) tasks, and scores answers with their strict-match and flexible-extract
+// filters and exact_match normalisation.
 package gsm8k
 
 import (
@@ -14,12 +15,21 @@ import (
 	"strings"
 
 	"github.com/evalflow/evalflow/runner/task"
+	"github.com/evalflow/evalflow/runner/task/pyrandom"
 )
 
 // Variants.
 const (
+	FewShot  = "fewshot"  // gsm8k, lm-eval's default: "Question: ..\nAnswer:", 5 examples from train
 	CoT      = "cot"      // gsm8k_cot: "Q: ..\nA:", 8 fixed exemplars
-	ZeroShot = "zeroshot" // gsm8k: "Question: ..\nAnswer:", no exemplars
+	ZeroShot = "zeroshot" // gsm8k with no examples (num_fewshot 0)
+)
+
+// DefaultShots is lm-eval's num_fewshot for gsm8k; FewshotSeed its default few-shot
+// seed (--fewshot_random_seed).
+const (
+	DefaultShots = 5
+	FewshotSeed  = 1234
 )
 
 // Item is one GSM8K row.
@@ -35,8 +45,11 @@ func (it Item) Target() string {
 }
 
 // Load reads dataDir/gsm8k/test.jsonl.
-func Load(dataDir string) ([]Item, error) {
-	path := filepath.Join(dataDir, "gsm8k", "test.jsonl")
+func Load(dataDir string) ([]Item, error) { return LoadSplit(dataDir, "test") }
+
+// LoadSplit reads dataDir/gsm8k/SPLIT.jsonl (test, train).
+func LoadSplit(dataDir, split string) ([]Item, error) {
+	path := filepath.Join(dataDir, "gsm8k", split+".jsonl")
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("gsm8k: %w", err)
@@ -79,15 +92,15 @@ var exemplars = []exemplar{
 }
 
 // Prompt renders a question in a variant with numFewshot exemplars (CoT only).
-func Prompt(variant, question string, numFewshot int) string {
-	if variant == ZeroShot {
-		return "Question: " + question + "\nAnswer:"
+func Prompt(variant, q string, numFewshot int) string {
+	if variant != CoT {
+		return question(Item{Question: q})
 	}
 	var b strings.Builder
 	for _, e := range exemplars[:numFewshot] {
 		b.WriteString("Q: " + e.question + "\nA: " + e.target + "\n\n")
 	}
-	b.WriteString("Q: " + question + "\nA:")
+	b.WriteString("Q: " + q + "\nA:")
 	return b.String()
 }
 
@@ -136,9 +149,9 @@ func normalize(s string) string {
 
 // Score applies both filters of variant to a response.
 func Score(variant, response, target string) []task.Filtered {
-	strict := strictCoT
-	if variant == ZeroShot {
-		strict = strictZero
+	strict := strictZero
+	if variant == CoT {
+		strict = strictCoT
 	}
 	out := []task.Filtered{
 		{Filter: "strict-match", Extracted: extract(strict, response, false)},
@@ -153,40 +166,78 @@ func Score(variant, response, target string) []task.Filtered {
 // Docs renders the test split for variant: the items pick chooses (nil: all).
 func Docs(dataDir, variant string, numFewshot int, pick task.Picker) ([]task.Doc, error) {
 	if variant == "" {
-		variant = CoT
+		variant = FewShot
 	}
-	if variant != CoT && variant != ZeroShot {
-		return nil, fmt.Errorf("gsm8k: unknown variant %q (cot, zeroshot)", variant)
-	}
-	if numFewshot < 0 || numFewshot > MaxFewshot || (variant == ZeroShot && numFewshot > 0) {
-		return nil, fmt.Errorf("gsm8k: num_fewshot %d: %s takes 0..%d", numFewshot, variant, map[string]int{CoT: MaxFewshot, ZeroShot: 0}[variant])
+	if err := checkShots(variant, numFewshot); err != nil {
+		return nil, err
 	}
 	items, err := Load(dataDir)
 	if err != nil {
 		return nil, err
 	}
-	name, stop := "gsm8k_cot", []string{"Q:", "</s>", "<|im_end|>"}
-	if variant == ZeroShot {
-		name, stop = "gsm8k", []string{"Question:", "</s>", "<|im_end|>"}
+	name, stop := "gsm8k", []string{"Question:", "</s>", "<|im_end|>"}
+	if variant == CoT {
+		name, stop = "gsm8k_cot", []string{"Q:", "</s>", "<|im_end|>"}
 	}
 	idx := pick.Indices(len(items))
+	prompts := make([]string, len(idx))
+	turns := make([][]task.Message, len(idx))
+	switch {
+	case variant == FewShot && numFewshot > 0:
+		train, err := LoadSplit(dataDir, "train")
+		if err != nil {
+			return nil, err
+		}
+		if numFewshot > len(train) {
+			return nil, fmt.Errorf("gsm8k: num_fewshot %d: the train split has %d examples", numFewshot, len(train))
+		}
+		prompts, turns = fewshot(items, train, idx, numFewshot)
+	default:
+		for n, i := range idx {
+			prompts[n] = Prompt(variant, items[i].Question, numFewshot)
+		}
+	}
 	docs := make([]task.Doc, len(idx))
 	for n, i := range idx {
-		it := items[i]
-		target := it.Target()
-		docs[n] = task.Doc{Task: name, Index: i, Prompt: Prompt(variant, it.Question, numFewshot), Target: target,
+		target := items[i].Target()
+		docs[n] = task.Doc{Task: name, Index: i, Prompt: prompts[n], Messages: turns[n], Target: target,
 			Method: task.Generate, Metric: "exact_match", Stop: stop, MaxTokens: 256,
 			Score: func(resp string) []task.Filtered { return Score(variant, resp, target) }}
 	}
 	return docs, nil
 }
 
+// checkShots refuses a variant that is not one, or a num_fewshot it cannot take.
+func checkShots(variant string, numFewshot int) error {
+	switch {
+	case variant != FewShot && variant != CoT && variant != ZeroShot:
+		return fmt.Errorf("gsm8k: unknown variant %q (%s, %s, %s)", variant, FewShot, CoT, ZeroShot)
+	case numFewshot < 0, variant == CoT && numFewshot > MaxFewshot, variant == ZeroShot && numFewshot > 0:
+		return fmt.Errorf("gsm8k: num_fewshot %d: %s takes 0..%d", numFewshot, variant, map[string]int{CoT: MaxFewshot, ZeroShot: 0, FewShot: 7473}[variant])
+	}
+	return nil
+}
+
+// Shots is the variant's num_fewshot by default.
+func Shots(variant string) int {
+	switch variant {
+	case CoT:
+		return MaxFewshot
+	case ZeroShot:
+		return 0
+	}
+	return DefaultShots
+}
+
 // Config is lm-eval's config of variant's task (gsm8k_cot or gsm8k): two filters,
 // strict-match and flexible-extract, each a regex then take_first.
 func Config(variant string, numFewshot int) task.Config {
-	name, strict := "gsm8k_cot", strictCoT
-	if variant == ZeroShot {
-		name, strict = "gsm8k", strictZero
+	name, strict, fewshotSplit := "gsm8k", strictZero, ""
+	if variant == CoT {
+		name, strict = "gsm8k_cot", strictCoT
+	}
+	if variant != CoT && numFewshot > 0 {
+		fewshotSplit = "train"
 	}
 	em := task.Mean("exact_match")
 	em.IgnoreCase = true
@@ -197,7 +248,39 @@ func Config(variant string, numFewshot int) task.Config {
 		return task.FilterConfig{Name: name, Filter: []task.FilterStep{
 			{Function: "regex", RegexPattern: re.String(), GroupSelect: group}, {Function: "take_first"}}}
 	}
-	return task.Config{Task: name, DatasetPath: "gsm8k", DatasetName: "main", TestSplit: "test",
+	return task.Config{Task: name, DatasetPath: "gsm8k", DatasetName: "main", TestSplit: "test", FewshotSplit: fewshotSplit,
 		NumFewshot: numFewshot, MetricList: []task.MetricConfig{em}, Metadata: task.Metadata{Version: 3.0},
 		FilterList: []task.FilterConfig{filter("strict-match", strict, 0), filter("flexible-extract", flexible, -1)}}
+}
+
+// question is lm-eval's gsm8k doc_to_text.
+func question(it Item) string { return "Question: " + it.Question + "\nAnswer:" }
+
+// fewshot renders gsm8k's prompts with examples from train, as lm-eval does: the
+// examples of document d are the d+1-th draw of Random(FewshotSeed).sample(train,
+// shots) (lm-eval draws once a document, in document order), each example its
+// question, the target delimiter " ", its whole answer and the few-shot delimiter
+// "\n\n". It gives the text prompt (completions) and the chat turns (lm-eval's
+// --apply_chat_template, few-shot as multi-turn) of each document of idx (ascending).
+func fewshot(items, train []Item, idx []int, shots int) (prompts []string, turns [][]task.Message) {
+	r := pyrandom.New(FewshotSeed)
+	next := 0 // the next document whose draw is due
+	for _, d := range idx {
+		var draw []int
+		for ; next <= d; next++ {
+			draw = r.Sample(len(train), shots)
+		}
+		var b strings.Builder
+		var msgs []task.Message
+		for _, e := range draw {
+			q, a := question(train[e]), train[e].Answer
+			b.WriteString(q + " " + a + "\n\n")
+			msgs = append(msgs, task.Message{Role: "user", Content: q}, task.Message{Role: "assistant", Content: a})
+		}
+		q := question(items[d])
+		b.WriteString(q)
+		prompts = append(prompts, b.String())
+		turns = append(turns, append(msgs, task.Message{Role: "user", Content: q}))
+	}
+	return prompts, turns
 }

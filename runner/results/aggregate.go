@@ -96,7 +96,11 @@ func header(run Run, t *tallies) *evalflow.Results {
 		Groups:   map[string]map[string]any{},
 		NSamples: map[string]evalflow.NSamples{},
 		Config: map[string]any{"model": lmEvalModel(spec.Options.GenerationAPI), "model_args": "model=" + spec.Model.Name,
-			"datasets": spec.Datasets, "engine": spec.Engine, "concurrency": run.Concurrency},
+			"datasets": spec.Datasets, "engine": spec.Engine, "concurrency": run.Concurrency,
+			// As lm-eval says how it built chat requests: through chat, with the
+			// endpoint's own template, few-shot examples as turns or in one message.
+			"apply_chat_template":  spec.Options.GenerationAPI != evalflow.GenerationCompletions,
+			"fewshot_as_multiturn": spec.Options.GenerationAPI != evalflow.GenerationCompletions && spec.Options.FewshotAsMultiturn()},
 		Summary: evalflow.Summary{Scores: map[string]float64{}, Metrics: map[string]string{}, Samples: t.samples,
 			Errors: run.Errors, Concurrency: run.Concurrency, Usage: u,
 			Cost: float64(u.PromptTokens)/1000*spec.Options.CostPer1KPromptTokens +

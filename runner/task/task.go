@@ -19,7 +19,12 @@ type Doc struct {
 	Group  string // the group it aggregates into (mmlu), or ""
 	Index  int    // its row in the scored split
 	Prompt string
-	Target string
+	// Messages, when set, are the prompt as chat turns, as lm-eval builds them with
+	// --apply_chat_template (its default few-shot as multi-turn): each example a user
+	// turn and an assistant turn, then the question. Without them a chat request is
+	// Prompt as one user message.
+	Messages []Message
+	Target   string
 	// Stop sequences cut the generation (lm-eval's `until`).
 	Stop      []string
 	MaxTokens int
@@ -36,6 +41,12 @@ type Doc struct {
 	ScoreChoices func(logprobs []float64) []Filtered
 	// Config is the task's lm-eval config, shared by its docs (nil: none known).
 	Config *Config
+}
+
+// Message is one chat turn of a prompt.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
 }
 
 // Methods of asking.

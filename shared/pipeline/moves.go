@@ -156,6 +156,7 @@ func (e *Env) announce(ctx context.Context, started event.Event) error {
 func (e *Env) Note(r *evalflow.Run, status, message string) (event.Event, evalflow.TimelineEntry) {
 	n := evalflow.Notify(r, e.Step, status, message)
 	ev := cloudevent.Notification(r, n)
+	e.Sign(&ev, r.ID) // so that a dead letter of it is known for the run's (job-watch)
 	return ev, evalflow.TimelineEntry{ID: ev.ID(), Time: ev.Time(), Notification: n}
 }
 
