@@ -2,6 +2,7 @@ package testserver
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -90,9 +92,10 @@ func (e *Endpoint) Asked() map[string]int {
 }
 
 // EchoingEndpoint serves, for the test, a real reverse proxy in front of the model
-// server target that echoes the caller's Authorization header back in every answer:
-// appended to each generated text, a model listed, and every error body, as a
-// careless gateway or a model repeating its input would. It returns its URL: target's, on the proxy.
+// server target that echoes the caller's Authorization header back — as it is, in
+// base64 and JSON-escaped — in every answer: appended to each generated text, a model
+// listed, and every error body, as a careless (or hostile) gateway or a model
+// repeating its input would. It returns its URL: target's, on the proxy.
 func EchoingEndpoint(t testing.TB, target string) string {
 	t.Helper()
 	u, err := url.Parse(target)
@@ -109,7 +112,10 @@ func EchoingEndpoint(t testing.TB, target string) string {
 		if err != nil {
 			return err
 		}
-		echo := " (you sent Authorization: " + resp.Request.Header.Get("Authorization") + ")"
+		// The header as it is, in base64, and JSON-escaped (which a JSON decoder turns
+		// back into the header itself).
+		auth := resp.Request.Header.Get("Authorization")
+		echo := " (you sent Authorization: " + auth + "; in base64 " + base64.StdEncoding.EncodeToString([]byte(auth)) + "; escaped " + escapedMarker + ")"
 		var answer map[string]any
 		switch {
 		case resp.StatusCode >= 400:
@@ -130,6 +136,7 @@ func EchoingEndpoint(t testing.TB, target string) string {
 			}
 			b, _ = json.Marshal(answer)
 		}
+		b = bytes.ReplaceAll(b, []byte(escapedMarker), []byte(jsonEscaped(auth)))
 		resp.Body = io.NopCloser(bytes.NewReader(b))
 		resp.ContentLength = int64(len(b))
 		resp.Header.Set("Content-Length", fmt.Sprint(len(b)))
@@ -143,4 +150,17 @@ func EchoingEndpoint(t testing.TB, target string) string {
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	return "http://" + l.Addr().String() + path
+}
+
+// escapedMarker stands in an echo for the header JSON-escaped, put in after the answer
+// is encoded (an encoder would escape the backslashes).
+const escapedMarker = "<<escaped>>"
+
+// jsonEscaped is s with every character a JSON \u escape.
+func jsonEscaped(s string) string {
+	var b strings.Builder
+	for _, c := range s {
+		fmt.Fprintf(&b, `\u%04x`, c)
+	}
+	return b.String()
 }

@@ -7,6 +7,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -574,8 +575,10 @@ func scanDir(t *testing.T, dir string) {
 		defer f.Close()
 		b, _ := io.ReadAll(f)
 		n++
-		if bytes.Contains(b, []byte(apiKeyCanary)) {
-			t.Errorf("%s holds the api_key in clear", path)
+		for _, form := range []string{apiKeyCanary, base64.StdEncoding.EncodeToString([]byte("Bearer " + apiKeyCanary))} {
+			if bytes.Contains(b, []byte(form)) {
+				t.Errorf("%s holds the api_key (as %q)", path, form)
+			}
 		}
 		return nil
 	})
