@@ -22,21 +22,25 @@ import (
 // The stores evalflow runs on the cluster: Redis, the registry, and the Secrets they and the functions need.
 
 // secrets creates what func.yaml refers to, where absent: the seal key
-// (evalflow-seal), the registry's credentials and htpasswd (evalflow-registry), and
+// (evalflow-seal), Redis' password and the config that sets it (evalflow-redis), the
+// registry's credentials and htpasswd (evalflow-registry), and
 // the callers' tokens file with an operator's token (evalflow-tokens, start's
 // EVALFLOW_TOKENS_FILE). Present ones are kept: runs sealed with a key stay readable,
 // and the operator's tokens stay theirs.
 func (d *deployer) secrets(ctx context.Context) error {
 	key := make([]byte, 32)
-	password := make([]byte, 24)
+	password, redisPassword := make([]byte, 24), make([]byte, 24)
 	rand.Read(key)
 	rand.Read(password)
+	rand.Read(redisPassword)
 	htpasswd, err := htpasswdOf(hex.EncodeToString(password))
 	if err != nil {
 		return err
 	}
 	for name, data := range map[string]map[string]string{
 		"evalflow-seal": {"key": base64.StdEncoding.EncodeToString(key)},
+		RedisSecret: {"password": hex.EncodeToString(redisPassword),
+			"redis.conf": "requirepass " + hex.EncodeToString(redisPassword) + "\n"},
 		registrySecret: {"username": "evalflow", "password": hex.EncodeToString(password),
 			"htpasswd": htpasswd},
 		TokensSecret: {"tokens": string(auth.NewFile(auth.NewToken()))},
@@ -98,6 +102,10 @@ func (d *deployer) cheapHtpasswd(ctx context.Context) error {
 
 // registrySecret holds the results registry's credentials and its htpasswd.
 const registrySecret = "evalflow-registry"
+
+// RedisSecret holds Redis' password (password, which the functions read) and the
+// config file that sets it (redis.conf, which eventing/redis.yaml mounts).
+const RedisSecret = "evalflow-redis"
 
 // TokensSecret holds the callers' tokens file (key "tokens"): add a caller with a line
 // "TOKEN CALLER"; start reads it again when it changes.

@@ -28,6 +28,7 @@ import (
 
 	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/local/broker"
+	"github.com/evalflow/evalflow/local/deploy"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/kube"
 )
@@ -343,6 +344,53 @@ func TestTriggersFilterOneWay(t *testing.T) {
 		}
 		if (tr.Spec.Filter != nil && len(tr.Spec.Filter.Attributes) > 0) || len(tr.Spec.Filters) == 0 {
 			t.Errorf("%s: filter %v, %d filters; want filters only", filepath.Base(f), tr.Spec.Filter, len(tr.Spec.Filters))
+		}
+	}
+}
+
+// Redis in a cluster asks for a password: protected mode on, the password in a config
+// file of the Secret make deploy makes (never on the command line), and every function
+// given it from that Secret.
+func TestRedisAsksEveryClientForItsPassword(t *testing.T) {
+	var redis *appsv1.Deployment
+	for _, d := range documents(t, "eventing/redis.yaml") {
+		var dep appsv1.Deployment
+		if yaml.UnmarshalStrict(d, &dep) == nil && dep.Kind == "Deployment" {
+			redis = &dep
+		}
+	}
+	if redis == nil {
+		t.Fatal("eventing/redis.yaml has no Deployment")
+	}
+	c := redis.Spec.Template.Spec.Containers[0]
+	args := strings.Join(c.Args, " ")
+	if strings.Contains(args, "--protected-mode no") || strings.Contains(args, "requirepass") || !strings.HasPrefix(args, "/etc/evalflow-redis/redis.conf ") {
+		t.Errorf("redis-server's arguments %q: want its config file first, protected mode on, no password", args)
+	}
+	var mounted bool
+	for _, v := range redis.Spec.Template.Spec.Volumes {
+		mounted = mounted || (v.Secret != nil && v.Secret.SecretName == deploy.RedisSecret)
+	}
+	if !mounted {
+		t.Errorf("redis does not mount the Secret %s", deploy.RedisSecret)
+	}
+	files, _ := filepath.Glob(filepath.Join(root, "functions", "*", "func.yaml"))
+	for _, f := range files {
+		b, _ := os.ReadFile(f)
+		var fn struct {
+			Run struct {
+				Envs []struct{ Name, Value string }
+			}
+		}
+		yaml.Unmarshal(b, &fn)
+		var password string
+		for _, e := range fn.Run.Envs {
+			if e.Name == "REDIS_PASSWORD" {
+				password = e.Value
+			}
+		}
+		if password != "{{ secret:"+deploy.RedisSecret+":password }}" {
+			t.Errorf("%s gives REDIS_PASSWORD %q; want it from the Secret %s", f, password, deploy.RedisSecret)
 		}
 	}
 }
