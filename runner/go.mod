@@ -4,6 +4,7 @@ go 1.26.0
 
 require (
 	github.com/cloudevents/sdk-go/v2 v2.16.2
+	github.com/dlclark/regexp2/v2 v2.13.0
 	github.com/evalflow/evalflow/devkit v0.0.0
 	github.com/evalflow/evalflow/shared v0.0.0
 	github.com/google/go-containerregistry v0.22.1

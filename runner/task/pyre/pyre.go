@@ -1,0 +1,103 @@
+// Package pyre is Python's re where lm-evaluation-harness's filters lean on it: a
+// pattern with look-behind or look-ahead (BBH's "(?<=the answer is )(.*)(?=.)"),
+// lazy quantifiers, backreferences, named groups; findall's results (the whole match
+// without groups, the group's text with one, every group's with more); and lm-eval's
+// regex filter over them. RE2 (Go's regexp) has no look-around; this is regexp2, a
+// backtracking engine with Perl and .NET syntax, Python's named-group spellings
+// translated.
+package pyre
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/dlclark/regexp2/v2"
+)
+
+// Regex is a compiled pattern.
+type Regex struct {
+	src string
+	re  *regexp2.Regexp
+}
+
+// pythonNames are Python's spellings of named groups and their backreferences.
+var pythonNames = regexp.MustCompile(`\(\?P<([A-Za-z_][A-Za-z0-9_]*)>|\(\?P=([A-Za-z_][A-Za-z0-9_]*)\)`)
+
+// MatchTimeout bounds one search: a pattern that backtracks without end on a model's
+// answer fails that answer, not the run's time.
+const MatchTimeout = time.Second
+
+// Compile parses a Python regular expression.
+func Compile(pattern string) (*Regex, error) {
+	translated := pythonNames.ReplaceAllStringFunc(pattern, func(m string) string {
+		sub := pythonNames.FindStringSubmatch(m)
+		if sub[1] != "" {
+			return "(?<" + sub[1] + ">"
+		}
+		return `\k<` + sub[2] + ">"
+	})
+	re, err := regexp2.Compile(translated, regexp2.None)
+	if err != nil {
+		return nil, fmt.Errorf("regex %q: %w", pattern, err)
+	}
+	re.MatchTimeout = MatchTimeout
+	return &Regex{src: pattern, re: re}, nil
+}
+
+// String is the pattern as written.
+func (r *Regex) String() string { return r.src }
+
+// FindAll is Python's findall: for each match, left to right, its groups' texts (a
+// group that did not take part is ""), or the whole match's where the pattern has no
+// groups.
+func (r *Regex) FindAll(s string) ([][]string, error) {
+	var out [][]string
+	m, err := r.re.FindStringMatch(s)
+	for ; m != nil && err == nil; m, err = r.re.FindNextMatch(m) {
+		groups := m.Groups()
+		if len(groups) == 1 {
+			out = append(out, []string{m.String()})
+			continue
+		}
+		texts := make([]string, len(groups)-1)
+		for i, g := range groups[1:] {
+			if len(g.Captures) > 0 {
+				texts[i] = g.String()
+			}
+		}
+		out = append(out, texts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("regex %q: %w", r.src, err)
+	}
+	return out, nil
+}
+
+// Extract is lm-eval's regex filter on one response: the match at groupSelect (Python
+// indexing: -1 is the last), of it the first group that matched something (or the
+// whole match), stripped; fallback when nothing matches or groupSelect is past the
+// matches.
+func (r *Regex) Extract(resp string, groupSelect int, fallback string) string {
+	all, err := r.FindAll(resp)
+	if err != nil || len(all) == 0 {
+		return fallback
+	}
+	if groupSelect < 0 {
+		groupSelect += len(all)
+	}
+	if groupSelect < 0 || groupSelect >= len(all) {
+		return fallback
+	}
+	m := all[groupSelect]
+	if len(r.re.GetGroupNumbers()) <= 2 { // one group, or none (group 0 is the match): Python gives a string
+		return strings.TrimSpace(m[0])
+	}
+	for _, g := range m {
+		if g != "" {
+			return strings.TrimSpace(g)
+		}
+	}
+	return fallback // a tuple of empty groups
+}

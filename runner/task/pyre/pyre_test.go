@@ -1,0 +1,72 @@
+package pyre_test
+
+import (
+	"encoding/json"
+	"os"
+	"slices"
+	"testing"
+
+	"github.com/evalflow/evalflow/runner/task/pyre"
+)
+
+// testdata/findall.json holds what CPython 3.11's re.findall gives, and what lm-eval's
+// regex filter makes of it (group_select, tuples, strip, "[invalid]"), for lm-eval's
+// own filter patterns (BBH's look-behind, gsm8k's strict and flexible, BBH's multiple
+// choice) and Python-only syntax (named groups, inline flags).
+func TestFindAllAndTheRegexFilterAreCPythons(t *testing.T) {
+	b, err := os.ReadFile("testdata/findall.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []struct {
+		Pattern, Text, Want string
+		GroupSelect         int `json:"group_select"`
+		FindAll             []json.RawMessage
+	}
+	if err := json.Unmarshal(b, &cases); err != nil || len(cases) < 10 {
+		t.Fatalf("%d cases (%v)", len(cases), err)
+	}
+	for _, c := range cases {
+		re, err := pyre.Compile(c.Pattern)
+		if err != nil {
+			t.Errorf("%q: %v", c.Pattern, err)
+			continue
+		}
+		all, err := re.FindAll(c.Text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want [][]string
+		for _, m := range c.FindAll {
+			var one string
+			var tuple []string
+			if json.Unmarshal(m, &one) == nil {
+				tuple = []string{one}
+			} else {
+				json.Unmarshal(m, &tuple)
+			}
+			want = append(want, tuple)
+		}
+		if !slices.EqualFunc(all, want, slices.Equal) {
+			t.Errorf("findall(%q, %q) = %q; CPython gives %q", c.Pattern, c.Text, all, want)
+		}
+		if got := re.Extract(c.Text, c.GroupSelect, "[invalid]"); got != c.Want {
+			t.Errorf("regex filter %q (group_select %d) on %q = %q; lm-eval gives %q", c.Pattern, c.GroupSelect, c.Text, got, c.Want)
+		}
+	}
+}
+
+// A pattern that backtracks without end on an answer gives up on that answer.
+func TestARunawayPatternGivesUp(t *testing.T) {
+	re, err := pyre.Compile(`^(a+)+$`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := make([]byte, 40)
+	for i := range long {
+		long[i] = 'a'
+	}
+	if got := re.Extract(string(long)+"!", 0, "[invalid]"); got != "[invalid]" {
+		t.Errorf("got %q", got)
+	}
+}
