@@ -1,0 +1,300 @@
+// Package schema reads a task written in lm-evaluation-harness's task schema (its YAML:
+// task, dataset and splits, Jinja templates, few-shot settings, output type,
+// generation settings, filters and metrics, and `include` of a shared template) and
+// checks it before anything is asked: an unknown field, an output type, filter or
+// metric evalflow does not implement, a `!function` not in evalflow's catalogue of Go
+// processors, or a template that does not parse is an error that names the field and
+// the feature.
+package schema
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	evalflow "github.com/evalflow/evalflow/shared"
+
+	"github.com/evalflow/evalflow/runner/task/pyre"
+	"github.com/evalflow/evalflow/runner/task/tmpl"
+)
+
+// Task is one task file, its includes merged in (the file's own fields win).
+type Task struct {
+	Task             string           `yaml:"task"`
+	TaskAlias        string           `yaml:"task_alias"`
+	Tag              StringList       `yaml:"tag"`
+	DatasetPath      string           `yaml:"dataset_path"`
+	DatasetName      string           `yaml:"dataset_name"`
+	DatasetKwargs    map[string]any   `yaml:"dataset_kwargs"`
+	TrainingSplit    string           `yaml:"training_split"`
+	ValidationSplit  string           `yaml:"validation_split"`
+	TestSplit        string           `yaml:"test_split"`
+	FewshotSplit     string           `yaml:"fewshot_split"`
+	ProcessDocs      *Field           `yaml:"process_docs"`
+	DocToText        *Field           `yaml:"doc_to_text"`
+	DocToTarget      *Field           `yaml:"doc_to_target"`
+	DocToChoice      *Field           `yaml:"doc_to_choice"`
+	ProcessResults   *Field           `yaml:"process_results"`
+	Description      string           `yaml:"description"`
+	TargetDelimiter  *string          `yaml:"target_delimiter"`
+	FewshotDelimiter *string          `yaml:"fewshot_delimiter"`
+	GenPrefix        string           `yaml:"gen_prefix"`
+	FewshotConfig    *FewshotConfig   `yaml:"fewshot_config"`
+	NumFewshot       *int             `yaml:"num_fewshot"`
+	OutputType       string           `yaml:"output_type"`
+	GenerationKwargs map[string]any   `yaml:"generation_kwargs"`
+	Repeats          int              `yaml:"repeats"`
+	FilterList       []Filter         `yaml:"filter_list"`
+	MetricList       []Metric         `yaml:"metric_list"`
+	Metadata         map[string]any   `yaml:"metadata"`
+	Decontaminate    bool             `yaml:"should_decontaminate"`
+	DecontaminateBy  string           `yaml:"doc_to_decontamination_query"`
+	Unsafe           bool             `yaml:"unsafe_code"`
+	Extra            map[string]any   `yaml:",inline"`
+	includes         []string         // the files merged in, outermost last
+}
+
+// FewshotConfig is how few-shot examples are chosen: lm-eval's default sampler
+// (Random(seed).sample) or first_n, from a split or inline samples.
+type FewshotConfig struct {
+	Sampler     string           `yaml:"sampler"`
+	Split       string           `yaml:"split"`
+	Samples     []map[string]any `yaml:"samples"`
+	DocToText   *Field           `yaml:"doc_to_text"`
+	DocToTarget *Field           `yaml:"doc_to_target"`
+	DocToChoice *Field           `yaml:"doc_to_choice"`
+}
+
+// Filter is a named chain of filter steps (lm-eval's filter_list entry).
+type Filter struct {
+	Name   string       `yaml:"name"`
+	Filter []FilterStep `yaml:"filter"`
+}
+
+// FilterStep is one function of a chain, and its arguments.
+type FilterStep struct {
+	Function          Field    `yaml:"function"`
+	RegexPattern      string   `yaml:"regex_pattern"`
+	GroupSelect       int      `yaml:"group_select"`
+	Fallback          *string  `yaml:"fallback"`
+	IgnoreCase        bool     `yaml:"ignore_case"`
+	IgnorePunctuation bool     `yaml:"ignore_punctuation"`
+	RegexesToIgnore   []string `yaml:"regexes_to_ignore"`
+}
+
+// Metric is one metric_list entry.
+type Metric struct {
+	Metric            Field    `yaml:"metric"`
+	Aggregation       string   `yaml:"aggregation"`
+	HigherIsBetter    *bool    `yaml:"higher_is_better"`
+	IgnoreCase        bool     `yaml:"ignore_case"`
+	IgnorePunctuation bool     `yaml:"ignore_punctuation"`
+	RegexesToIgnore   []string `yaml:"regexes_to_ignore"`
+}
+
+// Field is a value that is a Jinja template or a name (a string), a literal (a
+// number, a list), or a `!function NAME` (Func).
+type Field struct {
+	Func    string // the name after !function, when it is one
+	Text    string // a string's value
+	Literal any    // anything else
+}
+
+// UnmarshalYAML keeps a !function's name apart from a string's text.
+func (f *Field) UnmarshalYAML(n *yaml.Node) error {
+	switch {
+	case n.Tag == "!function":
+		f.Func = n.Value
+	case n.Kind == yaml.ScalarNode && n.Tag == "!!str":
+		f.Text = n.Value
+	default:
+		return n.Decode(&f.Literal)
+	}
+	return nil
+}
+
+// StringList is a string or a list of them.
+type StringList []string
+
+// UnmarshalYAML takes one string as a list of one.
+func (s *StringList) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*s = StringList{n.Value}
+		return nil
+	}
+	return n.Decode((*[]string)(s))
+}
+
+// maxIncludes bounds an include chain (a cycle is an error, not a hang).
+const maxIncludes = 8
+
+// Load reads the task file at name in fsys, merging the files it includes (paths
+// relative to it) under it.
+func Load(fsys fs.FS, name string) (*Task, error) {
+	merged, includes, err := load(fsys, name, 0)
+	if err != nil {
+		return nil, err
+	}
+	b, err := yaml.Marshal(merged)
+	if err != nil {
+		return nil, fmt.Errorf("task %s: %w", name, err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	var t Task
+	if err := dec.Decode(&t); err != nil {
+		return nil, evalflow.Invalidf(fieldOf(err), "task %s: %v", name, err)
+	}
+	t.includes = includes
+	return &t, nil
+}
+
+func load(fsys fs.FS, name string, depth int) (*yaml.Node, []string, error) {
+	if depth > maxIncludes {
+		return nil, nil, evalflow.Invalidf("include", "task %s: includes nest deeper than %d (a cycle?)", name, maxIncludes)
+	}
+	b, err := fs.ReadFile(fsys, name)
+	if err != nil {
+		return nil, nil, evalflow.Invalidf("include", "task file %s: %v", name, err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, nil, evalflow.Invalidf("task", "task file %s is not YAML: %v", name, err)
+	}
+	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, nil, evalflow.Invalidf("task", "task file %s is not a mapping", name)
+	}
+	own := doc.Content[0]
+	var include string
+	for i := 0; i+1 < len(own.Content); i += 2 {
+		if own.Content[i].Value == "include" {
+			include = own.Content[i+1].Value
+			own.Content = slices.Delete(own.Content, i, i+2)
+			break
+		}
+	}
+	if include == "" {
+		return own, []string{name}, nil
+	}
+	base, chain, err := load(fsys, path.Join(path.Dir(name), include), depth+1)
+	if err != nil {
+		return nil, nil, err
+	}
+	return merge(base, own), append(chain, name), nil
+}
+
+// merge is base with own's keys set over it (own wins), as lm-eval merges an include.
+func merge(base, own *yaml.Node) *yaml.Node {
+	out := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	index := map[string]int{}
+	for _, m := range []*yaml.Node{base, own} {
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			k := m.Content[i].Value
+			if j, ok := index[k]; ok {
+				out.Content[j+1] = m.Content[i+1]
+				continue
+			}
+			index[k] = len(out.Content)
+			out.Content = append(out.Content, m.Content[i], m.Content[i+1])
+		}
+	}
+	return out
+}
+
+// fieldOf is the field a decoding error names (yaml: "field X not found"), or "task".
+func fieldOf(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, "field "); i >= 0 {
+		if f := strings.Fields(msg[i+len("field "):]); len(f) > 0 {
+			return f[0]
+		}
+	}
+	return "task"
+}
+
+// Output types, filters and metrics evalflow implements.
+var (
+	OutputTypes = []string{"generate_until", "multiple_choice", "loglikelihood"}
+	Filters     = []string{"regex", "take_first", "lowercase", "uppercase", "remove_whitespace"}
+	Metrics     = []string{"exact_match", "acc", "acc_norm", "perplexity"}
+	// Functions are the Go processors a !function may name; lm-eval's Python ones
+	// (winogrande's partial scoring, truthfulqa's mc2, ifeval) come as they are made.
+	Functions = []string{}
+)
+
+// Check refuses what evalflow cannot run as lm-eval runs it, naming the field and the
+// feature; templates are compiled, and regular expressions too.
+func (t *Task) Check() error {
+	var errs []error
+	bad := func(field, format string, args ...any) { errs = append(errs, evalflow.Invalidf(field, format, args...)) }
+	if t.Task == "" {
+		bad("task", "is required")
+	}
+	if t.OutputType != "" && !slices.Contains(OutputTypes, t.OutputType) {
+		bad("output_type", "%q is not one evalflow runs (%s)", t.OutputType, strings.Join(OutputTypes, ", "))
+	}
+	for name, f := range map[string]*Field{"process_docs": t.ProcessDocs, "doc_to_text": t.DocToText,
+		"doc_to_target": t.DocToTarget, "doc_to_choice": t.DocToChoice, "process_results": t.ProcessResults} {
+		if err := f.check(name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for i, fl := range t.FilterList {
+		for j, st := range fl.Filter {
+			field := fmt.Sprintf("filter_list[%d].filter[%d]", i, j)
+			switch fn := st.Function; {
+			case fn.Func != "":
+				if err := fn.check(field + ".function"); err != nil {
+					errs = append(errs, err)
+				}
+			case !slices.Contains(Filters, fn.Text):
+				bad(field+".function", "filter %q is not one evalflow implements (%s)", fn.Text, strings.Join(Filters, ", "))
+			}
+			for k, re := range append([]string{st.RegexPattern}, st.RegexesToIgnore...) {
+				if re == "" && k == 0 {
+					continue
+				}
+				if _, err := pyre.Compile(re); err != nil {
+					bad(field+".regex_pattern", "%v", err)
+				}
+			}
+		}
+	}
+	for i, m := range t.MetricList {
+		field := fmt.Sprintf("metric_list[%d].metric", i)
+		if m.Metric.Func != "" {
+			if err := m.Metric.check(field); err != nil {
+				errs = append(errs, err)
+			}
+		} else if !slices.Contains(Metrics, m.Metric.Text) {
+			bad(field, "metric %q is not one evalflow implements (%s)", m.Metric.Text, strings.Join(Metrics, ", "))
+		}
+	}
+	if len(t.Extra) > 0 {
+		for k := range t.Extra {
+			bad(k, "is not a field of lm-eval's task schema evalflow knows")
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// check refuses a !function not in the catalogue and a template that does not parse.
+func (f *Field) check(field string) error {
+	switch {
+	case f == nil:
+		return nil
+	case f.Func != "" && !slices.Contains(Functions, f.Func):
+		return evalflow.Invalidf(field, "!function %s is Python of lm-eval's that evalflow has no Go processor for (it has: %s)", f.Func, strings.Join(Functions, ", "))
+	case f.Text != "":
+		if _, err := tmpl.Compile(f.Text); err != nil {
+			return evalflow.Invalidf(field, "%v", err)
+		}
+	}
+	return nil
+}
