@@ -26,38 +26,38 @@ import (
 
 // Task is one task file, its includes merged in (the file's own fields win).
 type Task struct {
-	Task             string           `yaml:"task"`
-	TaskAlias        string           `yaml:"task_alias"`
-	Tag              StringList       `yaml:"tag"`
-	DatasetPath      string           `yaml:"dataset_path"`
-	DatasetName      string           `yaml:"dataset_name"`
-	DatasetKwargs    map[string]any   `yaml:"dataset_kwargs"`
-	TrainingSplit    string           `yaml:"training_split"`
-	ValidationSplit  string           `yaml:"validation_split"`
-	TestSplit        string           `yaml:"test_split"`
-	FewshotSplit     string           `yaml:"fewshot_split"`
-	ProcessDocs      *Field           `yaml:"process_docs"`
-	DocToText        *Field           `yaml:"doc_to_text"`
-	DocToTarget      *Field           `yaml:"doc_to_target"`
-	DocToChoice      *Field           `yaml:"doc_to_choice"`
-	ProcessResults   *Field           `yaml:"process_results"`
-	Description      string           `yaml:"description"`
-	TargetDelimiter  *string          `yaml:"target_delimiter"`
-	FewshotDelimiter *string          `yaml:"fewshot_delimiter"`
-	GenPrefix        string           `yaml:"gen_prefix"`
-	FewshotConfig    *FewshotConfig   `yaml:"fewshot_config"`
-	NumFewshot       *int             `yaml:"num_fewshot"`
-	OutputType       string           `yaml:"output_type"`
-	GenerationKwargs map[string]any   `yaml:"generation_kwargs"`
-	Repeats          int              `yaml:"repeats"`
-	FilterList       []Filter         `yaml:"filter_list"`
-	MetricList       []Metric         `yaml:"metric_list"`
-	Metadata         map[string]any   `yaml:"metadata"`
-	Decontaminate    bool             `yaml:"should_decontaminate"`
-	DecontaminateBy  string           `yaml:"doc_to_decontamination_query"`
-	Unsafe           bool             `yaml:"unsafe_code"`
-	Extra            map[string]any   `yaml:",inline"`
-	includes         []string         // the files merged in, outermost last
+	Task             string         `yaml:"task"`
+	TaskAlias        string         `yaml:"task_alias"`
+	Tag              StringList     `yaml:"tag"`
+	DatasetPath      string         `yaml:"dataset_path"`
+	DatasetName      string         `yaml:"dataset_name"`
+	DatasetKwargs    map[string]any `yaml:"dataset_kwargs"`
+	TrainingSplit    string         `yaml:"training_split"`
+	ValidationSplit  string         `yaml:"validation_split"`
+	TestSplit        string         `yaml:"test_split"`
+	FewshotSplit     string         `yaml:"fewshot_split"`
+	ProcessDocs      *Field         `yaml:"process_docs"`
+	DocToText        *Field         `yaml:"doc_to_text"`
+	DocToTarget      *Field         `yaml:"doc_to_target"`
+	DocToChoice      *Field         `yaml:"doc_to_choice"`
+	ProcessResults   *Field         `yaml:"process_results"`
+	Description      string         `yaml:"description"`
+	TargetDelimiter  *string        `yaml:"target_delimiter"`
+	FewshotDelimiter *string        `yaml:"fewshot_delimiter"`
+	GenPrefix        string         `yaml:"gen_prefix"`
+	FewshotConfig    *FewshotConfig `yaml:"fewshot_config"`
+	NumFewshot       *int           `yaml:"num_fewshot"`
+	OutputType       string         `yaml:"output_type"`
+	GenerationKwargs map[string]any `yaml:"generation_kwargs"`
+	Repeats          int            `yaml:"repeats"`
+	FilterList       []Filter       `yaml:"filter_list"`
+	MetricList       []Metric       `yaml:"metric_list"`
+	Metadata         map[string]any `yaml:"metadata"`
+	Decontaminate    bool           `yaml:"should_decontaminate"`
+	DecontaminateBy  string         `yaml:"doc_to_decontamination_query"`
+	Unsafe           bool           `yaml:"unsafe_code"`
+	Extra            map[string]any `yaml:",inline"`
+	includes         []string       // the files merged in, outermost last
 }
 
 // FewshotConfig is how few-shot examples are chosen: lm-eval's default sampler
@@ -232,7 +232,9 @@ var (
 // feature; templates are compiled, and regular expressions too.
 func (t *Task) Check() error {
 	var errs []error
-	bad := func(field, format string, args ...any) { errs = append(errs, evalflow.Invalidf(field, format, args...)) }
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, evalflow.Invalidf(field, format, args...))
+	}
 	if t.Task == "" {
 		bad("task", "is required")
 	}
