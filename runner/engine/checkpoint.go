@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/evalflow/evalflow/runner/results"
@@ -20,10 +21,14 @@ const CheckpointFile = "checkpoint.jsonl"
 // checkpoint is the file of finished samples: read when a job (re)starts, so that no
 // sample is asked twice, and appended to as samples finish.
 type checkpoint struct {
-	done   map[string]results.Sample
-	f      *os.File
-	w      *bufio.Writer
-	synced time.Time
+	done map[string]results.Sample
+	f    *os.File
+	w    *bufio.Writer
+	// dirty says the file has writes not yet synced to disk; syncer syncs them every
+	// syncEvery, off the path that counts samples, until stop.
+	dirty atomic.Bool
+	stop  chan struct{}
+	ended chan struct{}
 }
 
 // openCheckpoint reads dir's checkpoint, drops a last line cut short by a crash (so
@@ -44,7 +49,27 @@ func openCheckpoint(dir string) (*checkpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: checkpoint: %w", err)
 	}
-	return &checkpoint{done: done, f: f, w: bufio.NewWriter(f)}, nil
+	c := &checkpoint{done: done, f: f, w: bufio.NewWriter(f), stop: make(chan struct{}), ended: make(chan struct{})}
+	go c.syncer()
+	return c, nil
+}
+
+// syncer syncs the file to disk every syncEvery while it has unsynced writes: a
+// machine's crash loses no more than that, and the collector never waits on the disk.
+func (c *checkpoint) syncer() {
+	defer close(c.ended)
+	t := time.NewTicker(syncEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-t.C:
+			if c.dirty.Swap(false) {
+				_ = c.f.Sync() // a failed sync is retried by the next write's; the write itself stands
+			}
+		}
+	}
 }
 
 // todo are the docs not done yet.
@@ -70,15 +95,12 @@ func (c *checkpoint) add(s results.Sample) error {
 }
 
 // flush writes what add buffered to the file, where a kill of the runner cannot lose
-// it, and syncs the file to disk at most every syncEvery (so that a machine's crash
-// loses no more than that).
+// it; the syncer syncs it to disk within syncEvery.
 func (c *checkpoint) flush() error {
 	if err := c.w.Flush(); err != nil {
 		return fmt.Errorf("engine: checkpoint: %w", err)
 	}
-	if time.Since(c.synced) >= syncEvery {
-		return c.sync()
-	}
+	c.dirty.Store(true)
 	return nil
 }
 
@@ -93,11 +115,16 @@ func (c *checkpoint) sync() error {
 	if err := c.f.Sync(); err != nil {
 		return fmt.Errorf("engine: checkpoint: %w", err)
 	}
-	c.synced = time.Now()
+	c.dirty.Store(false)
 	return nil
 }
 
-func (c *checkpoint) Close() error { return c.f.Close() }
+// Close stops the syncer and closes the file.
+func (c *checkpoint) Close() error {
+	close(c.stop)
+	<-c.ended
+	return c.f.Close()
+}
 
 // samples are the finished samples of docs, in document order.
 func (c *checkpoint) samples(docs []task.Doc) []results.Sample {
