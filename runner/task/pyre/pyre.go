@@ -101,3 +101,13 @@ func (r *Regex) Extract(resp string, groupSelect int, fallback string) string {
 	}
 	return fallback // a tuple of empty groups
 }
+
+// RemoveAll is re.sub(pattern, "", s): every match taken out (s as it was when a
+// search gives up).
+func (r *Regex) RemoveAll(s string) string {
+	out, err := r.re.Replace(s, "", -1, -1)
+	if err != nil {
+		return s
+	}
+	return out
+}

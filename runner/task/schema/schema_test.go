@@ -2,6 +2,7 @@ package schema_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -71,5 +72,75 @@ func TestWhatCannotRunIsRefusedNamingFieldAndFeature(t *testing.T) {
 	}
 	if _, err := schema.Load(data, "absent.yaml"); err == nil {
 		t.Error("a missing file: no error")
+	}
+}
+
+// A generate_until task renders as lm-eval renders it: the description, each example's
+// question, " ", answer and "\n\n", then the document's question; as chat, the
+// description a system turn and each example a user and an assistant turn. Its filters
+// and exact_match (with the metric's options) score a response.
+func TestAGenerateTaskRendersAndScoresAsLMEval(t *testing.T) {
+	task, err := schema.Load(data, "arith_sums.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := []map[string]any{{"a": 5, "b": 7, "answer": "12"}, {"a": 1, "b": 1, "answer": "2"}}
+	docs, err := task.Docs(rows, nil, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "Add the numbers.\n\nQ: 1 + 2 =\nA: 3\n\nQ: 2 + 2 =\nA: 4\n\nQ: 5 + 7 =\nA:"
+	if len(docs) != 2 || docs[0].Prompt != want {
+		t.Fatalf("prompt %q;\nwant %q", docs[0].Prompt, want)
+	}
+	if m := docs[0].Messages; len(m) != 6 || m[0].Role != "system" || m[0].Content != "Add the numbers.\n\n" ||
+		m[1].Content != "Q: 1 + 2 =\nA:" || m[2].Role != "assistant" || m[2].Content != "3" || m[5].Content != "Q: 5 + 7 =\nA:" {
+		t.Errorf("messages %+v", m)
+	}
+	if d := docs[0]; d.Target != "12" || d.Task != "arith_sums" || len(d.Stop) != 2 || d.Stop[0] != "Q:" || d.MaxTokens != 256 {
+		t.Errorf("doc %+v", d)
+	}
+	for resp, correct := range map[string]bool{"so the answer is 12.": true, "the answer is 1,2": false, "12": false} {
+		got := docs[0].Score(resp)
+		if len(got) != 1 || got[0].Filter != "strict-match" || got[0].Correct != correct {
+			t.Errorf("score of %q: %+v; want correct %v", resp, got, correct)
+		}
+	}
+}
+
+// lm-eval's default sampler: Random(1234).sample, one draw a document in order; from
+// the scored split itself, the document is left out of its own examples. The draws
+// are CPython's: sample(range(10), 2) twice gives [7, 1] then [0, 1].
+func TestTheDefaultSamplerDrawsAsLMEval(t *testing.T) {
+	task, err := schema.Load(data, "arith_sums.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	task.FewshotConfig = nil // the default sampler, from the pool
+	pool := make([]map[string]any, 10)
+	for i := range pool {
+		pool[i] = map[string]any{"a": i, "b": 0, "answer": fmt.Sprint(i)}
+	}
+	rows := []map[string]any{{"a": 9, "b": 9, "answer": "18"}, {"a": 8, "b": 8, "answer": "16"}}
+	docs, err := task.Docs(rows, pool, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range [][2]int{{7, 1}, {0, 1}} {
+		prefix := fmt.Sprintf("Add the numbers.\n\nQ: %d + 0 =\nA: %d\n\nQ: %d + 0 =\nA: %d\n\n", want[0], want[0], want[1], want[1])
+		if !strings.HasPrefix(docs[i].Prompt, prefix) {
+			t.Errorf("document %d: %q; want examples %v", i, docs[i].Prompt, want)
+		}
+	}
+	// Only the second scored: its examples are still the second draw.
+	alone, _ := task.Docs(rows, pool, false, []int{1})
+	if alone[0].Prompt != docs[1].Prompt {
+		t.Errorf("document 1 scored alone: %q; want %q", alone[0].Prompt, docs[1].Prompt)
+	}
+	// From the scored split: n+1 are drawn and the document left out. CPython's
+	// second sample(range(10), 3) is [1, 0, 9]: document 1's examples are [0, 9].
+	same, _ := task.Docs(pool, pool, true, []int{1})
+	if !strings.HasPrefix(same[0].Prompt, "Add the numbers.\n\nQ: 0 + 0 =\nA: 0\n\nQ: 9 + 0 =\nA: 9\n\n") {
+		t.Errorf("from its own split: %q", same[0].Prompt)
 	}
 }

@@ -1,0 +1,277 @@
+package schema
+
+import (
+	"cmp"
+	"fmt"
+	"strings"
+
+	"github.com/evalflow/evalflow/runner/task"
+	"github.com/evalflow/evalflow/runner/task/pyrandom"
+	"github.com/evalflow/evalflow/runner/task/pyre"
+	"github.com/evalflow/evalflow/runner/task/tmpl"
+)
+
+// FewshotSeed is lm-eval's default --fewshot_random_seed.
+const FewshotSeed = 1234
+
+// Docs renders rows (the scored split's documents, in order) of a generate_until
+// task as lm-eval asks them: the description, then num_fewshot examples (first_n, or
+// lm-eval's default sampler: Random(FewshotSeed).sample, one draw a document in order,
+// the document itself left out when the examples come from the scored split), each its
+// doc_to_text, the target delimiter, its doc_to_target and the few-shot delimiter,
+// then the document's doc_to_text: as text (completions) and as chat turns (the
+// description a system message, each example a user and an assistant turn). pool is
+// the few-shot split's rows (inline samples of fewshot_config take its place); idx
+// picks which rows are scored (ascending; nil for all).
+func (t *Task) Docs(rows, pool []map[string]any, sameSplit bool, idx []int) ([]task.Doc, error) {
+	if t.OutputType != "generate_until" {
+		return nil, fmt.Errorf("task %s: output_type %q: only generate_until is built here yet", t.Task, t.OutputType)
+	}
+	r, err := t.renderer()
+	if err != nil {
+		return nil, err
+	}
+	if t.FewshotConfig != nil && len(t.FewshotConfig.Samples) > 0 {
+		pool, sameSplit = t.FewshotConfig.Samples, false
+	}
+	shots := 0
+	if t.NumFewshot != nil {
+		shots = *t.NumFewshot
+	}
+	if shots > len(pool)-map[bool]int{true: 1, false: 0}[sameSplit] && shots > 0 {
+		return nil, fmt.Errorf("task %s: num_fewshot %d: %d examples to draw from", t.Task, shots, len(pool))
+	}
+	if idx == nil {
+		idx = make([]int, len(rows))
+		for i := range idx {
+			idx[i] = i
+		}
+	}
+	score, err := t.scorer()
+	if err != nil {
+		return nil, err
+	}
+	draws := t.sampler(len(pool), shots, sameSplit)
+	docs := make([]task.Doc, 0, len(idx))
+	for _, i := range idx {
+		d, err := r.doc(rows[i], i, pool, draws(i))
+		if err != nil {
+			return nil, fmt.Errorf("task %s: document %d: %w", t.Task, i, err)
+		}
+		d.Task, d.Method, d.Metric, d.Stop, d.MaxTokens = t.Task, task.Generate, "exact_match", r.until, r.maxTokens
+		target := d.Target
+		d.Score = func(resp string) []task.Filtered { return score(resp, target) }
+		docs = append(docs, d)
+	}
+	return docs, nil
+}
+
+// sampler gives the few-shot examples of document i: the first shots of the pool
+// (first_n), or the draw lm-eval's default sampler makes for it. Documents are asked
+// for in ascending order.
+func (t *Task) sampler(size, shots int, sameSplit bool) func(i int) []int {
+	if shots == 0 {
+		return func(int) []int { return nil }
+	}
+	if t.FewshotConfig != nil && t.FewshotConfig.Sampler == "first_n" {
+		return func(i int) []int {
+			var out []int
+			for j := 0; len(out) < shots; j++ {
+				if !sameSplit || j != i {
+					out = append(out, j)
+				}
+			}
+			return out
+		}
+	}
+	rnd, next := pyrandom.New(FewshotSeed), 0
+	var draw []int
+	return func(i int) []int {
+		for ; next <= i; next++ {
+			if sameSplit {
+				draw = rnd.Sample(size, shots+1)
+			} else {
+				draw = rnd.Sample(size, shots)
+			}
+		}
+		if !sameSplit {
+			return draw
+		}
+		var out []int
+		for _, j := range draw {
+			if j != i && len(out) < shots {
+				out = append(out, j)
+			}
+		}
+		return out
+	}
+}
+
+// renderer holds a task's compiled templates and settings.
+type renderer struct {
+	text, target       *tmpl.Template
+	description        string
+	tgtDelim, fewDelim string
+	until              []string
+	maxTokens          int
+}
+
+func (t *Task) renderer() (*renderer, error) {
+	r := &renderer{description: t.Description, tgtDelim: " ", fewDelim: "\n\n", maxTokens: 256}
+	if t.TargetDelimiter != nil {
+		r.tgtDelim = *t.TargetDelimiter
+	}
+	if t.FewshotDelimiter != nil {
+		r.fewDelim = *t.FewshotDelimiter
+	}
+	var err error
+	if t.DocToText == nil || t.DocToTarget == nil || t.DocToText.Text == "" || t.DocToTarget.Text == "" {
+		return nil, fmt.Errorf("task %s: doc_to_text and doc_to_target must be templates", t.Task)
+	}
+	if r.text, err = tmpl.Compile(t.DocToText.Text); err != nil {
+		return nil, err
+	}
+	if r.target, err = tmpl.Compile(t.DocToTarget.Text); err != nil {
+		return nil, err
+	}
+	if until, ok := t.GenerationKwargs["until"].([]any); ok {
+		for _, u := range until {
+			r.until = append(r.until, fmt.Sprint(u))
+		}
+	}
+	if n, ok := t.GenerationKwargs["max_gen_toks"].(int); ok {
+		r.maxTokens = n
+	}
+	return r, nil
+}
+
+// doc renders one document after its examples.
+func (r *renderer) doc(row map[string]any, i int, pool []map[string]any, examples []int) (task.Doc, error) {
+	var text strings.Builder
+	var msgs []task.Message
+	text.WriteString(r.description)
+	if r.description != "" {
+		msgs = append(msgs, task.Message{Role: "system", Content: r.description})
+	}
+	for _, e := range examples {
+		q, err := r.text.Render(pool[e])
+		if err != nil {
+			return task.Doc{}, fmt.Errorf("few-shot example %d: %w", e, err)
+		}
+		a, err := r.target.Render(pool[e])
+		if err != nil {
+			return task.Doc{}, fmt.Errorf("few-shot example %d: %w", e, err)
+		}
+		text.WriteString(q + r.tgtDelim + a + r.fewDelim)
+		msgs = append(msgs, task.Message{Role: "user", Content: q}, task.Message{Role: "assistant", Content: a})
+	}
+	q, err := r.text.Render(row)
+	if err != nil {
+		return task.Doc{}, err
+	}
+	target, err := r.target.Render(row)
+	if err != nil {
+		return task.Doc{}, err
+	}
+	text.WriteString(q)
+	d := task.Doc{Index: i, Prompt: text.String(), Target: target}
+	if len(examples) > 0 || r.description != "" {
+		d.Messages = append(msgs, task.Message{Role: "user", Content: q})
+	}
+	return d, nil
+}
+
+// scorer applies the task's filters to a response, then exact_match with the first
+// metric's options, as lm-eval scores a generate_until task.
+func (t *Task) scorer() (func(resp, target string) []task.Filtered, error) {
+	type step func(string) string
+	type chain struct {
+		name  string
+		steps []step
+	}
+	chains := []chain{{name: "none"}}
+	if len(t.FilterList) > 0 {
+		chains = nil
+	}
+	for _, f := range t.FilterList {
+		c := chain{name: f.Name}
+		for _, st := range f.Filter {
+			switch st.Function.Text {
+			case "regex":
+				re, err := pyre.Compile(cmp.Or(st.RegexPattern, `#### (\-?[0-9\.\,]+)`))
+				if err != nil {
+					return nil, err
+				}
+				fallback, group := "[invalid]", st.GroupSelect
+				if st.Fallback != nil {
+					fallback = *st.Fallback
+				}
+				c.steps = append(c.steps, func(s string) string { return re.Extract(s, group, fallback) })
+			case "take_first":
+			case "lowercase":
+				c.steps = append(c.steps, strings.ToLower)
+			case "uppercase":
+				c.steps = append(c.steps, strings.ToUpper)
+			case "remove_whitespace":
+				c.steps = append(c.steps, strings.TrimSpace) // Python's str.strip
+			default:
+				return nil, fmt.Errorf("task %s: filter %q is not built here", t.Task, cmp.Or(st.Function.Text, st.Function.Func))
+			}
+		}
+		chains = append(chains, c)
+	}
+	match, err := t.exactMatch()
+	if err != nil {
+		return nil, err
+	}
+	return func(resp, target string) []task.Filtered {
+		out := make([]task.Filtered, len(chains))
+		for i, c := range chains {
+			s := resp
+			for _, f := range c.steps {
+				s = f(s)
+			}
+			out[i] = task.Filtered{Filter: c.name, Extracted: s, Correct: match(s, target)}
+		}
+		return out
+	}, nil
+}
+
+// exactMatch is lm-eval's exact_match (Hugging Face evaluate's) with the first
+// metric's options: each regex to ignore taken out of both, then case, then
+// punctuation (Python's string.punctuation).
+func (t *Task) exactMatch() (func(pred, ref string) bool, error) {
+	var m Metric
+	if len(t.MetricList) > 0 {
+		m = t.MetricList[0]
+	}
+	if m.Metric.Text != "" && m.Metric.Text != "exact_match" {
+		return nil, fmt.Errorf("task %s: metric %q is not built here", t.Task, m.Metric.Text)
+	}
+	var ignore []*pyre.Regex
+	for _, s := range m.RegexesToIgnore {
+		re, err := pyre.Compile(s)
+		if err != nil {
+			return nil, err
+		}
+		ignore = append(ignore, re)
+	}
+	norm := func(s string) string {
+		for _, re := range ignore {
+			s = re.RemoveAll(s)
+		}
+		if m.IgnoreCase {
+			s = strings.ToLower(s)
+		}
+		if m.IgnorePunctuation {
+			s = strings.Map(func(r rune) rune {
+				if strings.ContainsRune("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", r) {
+					return -1
+				}
+				return r
+			}, s)
+		}
+		return s
+	}
+	return func(pred, ref string) bool { return norm(pred) == norm(ref) }, nil
+}
