@@ -2,8 +2,13 @@ package schema
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
+	"math"
+	"slices"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/task/pyrandom"
@@ -24,8 +29,8 @@ const FewshotSeed = 1234
 // the few-shot split's rows (inline samples of fewshot_config take its place); idx
 // picks which rows are scored (ascending; nil for all).
 func (t *Task) Docs(rows, pool []map[string]any, sameSplit bool, idx []int) ([]task.Doc, error) {
-	if t.OutputType != "generate_until" {
-		return nil, fmt.Errorf("task %s: output_type %q: only generate_until is built here yet", t.Task, t.OutputType)
+	if t.OutputType != "generate_until" && t.OutputType != "multiple_choice" {
+		return nil, fmt.Errorf("task %s: output_type %q is not built here yet", t.Task, t.OutputType)
 	}
 	r, err := t.renderer()
 	if err != nil {
@@ -47,10 +52,6 @@ func (t *Task) Docs(rows, pool []map[string]any, sameSplit bool, idx []int) ([]t
 			idx[i] = i
 		}
 	}
-	score, err := t.scorer()
-	if err != nil {
-		return nil, err
-	}
 	draws := t.sampler(len(pool), shots, sameSplit)
 	docs := make([]task.Doc, 0, len(idx))
 	for _, i := range idx {
@@ -58,12 +59,96 @@ func (t *Task) Docs(rows, pool []map[string]any, sameSplit bool, idx []int) ([]t
 		if err != nil {
 			return nil, fmt.Errorf("task %s: document %d: %w", t.Task, i, err)
 		}
-		d.Task, d.Method, d.Metric, d.Stop, d.MaxTokens = t.Task, task.Generate, "exact_match", r.until, r.maxTokens
-		target := d.Target
-		d.Score = func(resp string) []task.Filtered { return score(resp, target) }
+		d.Task = t.Task
 		docs = append(docs, d)
 	}
+	if t.OutputType == "multiple_choice" {
+		return t.choose(docs, rows, r)
+	}
+	score, err := t.scorer()
+	if err != nil {
+		return nil, err
+	}
+	for n := range docs {
+		d := &docs[n]
+		d.Method, d.Metric, d.Stop, d.MaxTokens = task.Generate, "exact_match", r.until, r.maxTokens
+		target := d.Target
+		d.Score = func(resp string) []task.Filtered { return score(resp, target) }
+	}
 	return docs, nil
+}
+
+// choose makes docs multiple-choice requests, as lm-eval's: one log-likelihood a
+// choice, of the target delimiter and the choice after the context; acc is the
+// likeliest choice being the gold one, acc_norm the likeliest per character of the
+// choice (lm-eval divides by len(choice)), ties going to the first.
+func (t *Task) choose(docs []task.Doc, rows []map[string]any, r *renderer) ([]task.Doc, error) {
+	metrics := []string{"acc"}
+	if len(t.MetricList) > 0 {
+		metrics = nil
+		for _, m := range t.MetricList {
+			if m.Metric.Text != "acc" && m.Metric.Text != "acc_norm" {
+				return nil, fmt.Errorf("task %s: metric %q is not built for multiple_choice", t.Task, m.Metric.Text)
+			}
+			metrics = append(metrics, m.Metric.Text)
+		}
+	}
+	for n := range docs {
+		d := &docs[n]
+		choices, err := r.choicesOf(rows[d.Index])
+		if err != nil {
+			return nil, fmt.Errorf("task %s: document %d: %w", t.Task, d.Index, err)
+		}
+		gold := goldOf(d.Target, choices)
+		d.Method, d.Metric, d.Messages = task.Loglikelihood, metrics[0], nil
+		d.Choices = make([]string, len(choices))
+		for i, c := range choices {
+			d.Choices[i] = r.tgtDelim + c
+		}
+		if gold >= 0 {
+			d.Target = choices[gold]
+		}
+		d.ScoreChoices = func(lls []float64) []task.Filtered {
+			pred, norm := argmax(lls, nil), argmax(lls, choices)
+			out := make([]task.Filtered, len(metrics))
+			for i, m := range metrics {
+				p := map[string]int{"acc": pred, "acc_norm": norm}[m]
+				out[i] = task.Filtered{Filter: "none", Metric: m, Correct: p == gold && gold >= 0}
+				if p >= 0 {
+					out[i].Extracted = choices[p]
+				}
+			}
+			return out
+		}
+	}
+	return docs, nil
+}
+
+// goldOf is the gold choice's index: doc_to_target rendered as a number is the index
+// (as lm-eval reads it), else the choice it names; -1 for neither.
+func goldOf(target string, choices []string) int {
+	if n, err := strconv.Atoi(target); err == nil && n >= 0 && strings.TrimSpace(target) == target {
+		if n < len(choices) {
+			return n
+		}
+		return -1
+	}
+	return slices.Index(choices, target)
+}
+
+// argmax is the first index of the largest log-likelihood, each divided by its
+// choice's length in characters when choices are given (-Inf: unseen; -1 for none).
+func argmax(lls []float64, choices []string) int {
+	best, bestV := -1, math.Inf(-1)
+	for i, v := range lls {
+		if choices != nil {
+			v /= float64(max(utf8.RuneCountInString(choices[i]), 1))
+		}
+		if !math.IsInf(v, -1) && (best < 0 || v > bestV) {
+			best, bestV = i, v
+		}
+	}
+	return best
 }
 
 // sampler gives the few-shot examples of document i: the first shots of the pool
@@ -110,6 +195,7 @@ func (t *Task) sampler(size, shots int, sameSplit bool) func(i int) []int {
 // renderer holds a task's compiled templates and settings.
 type renderer struct {
 	text, target       *tmpl.Template
+	choice             *Field
 	description        string
 	tgtDelim, fewDelim string
 	until              []string
@@ -125,15 +211,20 @@ func (t *Task) renderer() (*renderer, error) {
 		r.fewDelim = *t.FewshotDelimiter
 	}
 	var err error
-	if t.DocToText == nil || t.DocToTarget == nil || t.DocToText.Text == "" || t.DocToTarget.Text == "" {
-		return nil, fmt.Errorf("task %s: doc_to_text and doc_to_target must be templates", t.Task)
+	if t.DocToText == nil || t.DocToTarget == nil || t.DocToText.Text == "" || t.DocToTarget.Func != "" {
+		return nil, fmt.Errorf("task %s: doc_to_text must be a template, doc_to_target a template or a literal", t.Task)
 	}
 	if r.text, err = tmpl.Compile(t.DocToText.Text); err != nil {
 		return nil, err
 	}
-	if r.target, err = tmpl.Compile(t.DocToTarget.Text); err != nil {
+	target := t.DocToTarget.Text
+	if target == "" { // a literal: an index of doc_to_choice, or the target itself
+		target = fmt.Sprint(t.DocToTarget.Literal)
+	}
+	if r.target, err = tmpl.Compile(target); err != nil {
 		return nil, err
 	}
+	r.choice = t.DocToChoice
 	if until, ok := t.GenerationKwargs["until"].([]any); ok {
 		for _, u := range until {
 			r.until = append(r.until, fmt.Sprint(u))
@@ -161,6 +252,15 @@ func (r *renderer) doc(row map[string]any, i int, pool []map[string]any, example
 		a, err := r.target.Render(pool[e])
 		if err != nil {
 			return task.Doc{}, fmt.Errorf("few-shot example %d: %w", e, err)
+		}
+		if r.choice != nil { // a multiple-choice example's answer is its gold choice
+			choices, err := r.choicesOf(pool[e])
+			if err != nil {
+				return task.Doc{}, fmt.Errorf("few-shot example %d: %w", e, err)
+			}
+			if g := goldOf(a, choices); g >= 0 {
+				a = choices[g]
+			}
 		}
 		text.WriteString(q + r.tgtDelim + a + r.fewDelim)
 		msgs = append(msgs, task.Message{Role: "user", Content: q}, task.Message{Role: "assistant", Content: a})
@@ -274,4 +374,60 @@ func (t *Task) exactMatch() (func(pred, ref string) bool, error) {
 		return s
 	}
 	return func(pred, ref string) bool { return norm(pred) == norm(ref) }, nil
+}
+
+// choicesOf is a document's choices: doc_to_choice's list as written, or its template
+// rendered as a Python list (lm-eval reads it with ast.literal_eval).
+func (r *renderer) choicesOf(row map[string]any) ([]string, error) {
+	switch c := r.choice; {
+	case c == nil:
+		return nil, fmt.Errorf("doc_to_choice is required for multiple_choice")
+	case c.Text != "":
+		if expr, ok := soleExpression(c.Text); ok { // the list itself, as JSON: no repr to read back
+			if tp, err := tmpl.Compile("{{ (" + expr + ") | tojson }}"); err == nil {
+				if out, err := tp.Render(row); err == nil {
+					var list []any
+					if json.Unmarshal([]byte(out), &list) == nil {
+						return stringsOf(list), nil
+					}
+				}
+			}
+		}
+		tp, err := tmpl.Compile(c.Text)
+		if err != nil {
+			return nil, err
+		}
+		out, err := tp.Render(row)
+		if err != nil {
+			return nil, err
+		}
+		return pyStrings(out)
+	default:
+		list, ok := c.Literal.([]any)
+		if !ok {
+			return nil, fmt.Errorf("doc_to_choice is neither a list nor a template")
+		}
+		return stringsOf(list), nil
+	}
+}
+
+func stringsOf(list []any) []string {
+	out := make([]string, len(list))
+	for i, v := range list {
+		out[i] = fmt.Sprint(v)
+	}
+	return out
+}
+
+// soleExpression is EXPR of a template that is "{{ EXPR }}" alone.
+func soleExpression(src string) (string, bool) {
+	s := strings.TrimSpace(src)
+	if !strings.HasPrefix(s, "{{") || !strings.HasSuffix(s, "}}") {
+		return "", false
+	}
+	expr := s[2 : len(s)-2]
+	if strings.Contains(expr, "{{") || strings.Contains(expr, "}}") || strings.Contains(expr, "{%") {
+		return "", false
+	}
+	return strings.TrimSpace(expr), true
 }

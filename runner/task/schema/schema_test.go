@@ -144,3 +144,35 @@ func TestTheDefaultSamplerDrawsAsLMEval(t *testing.T) {
 		t.Errorf("from its own split: %q", same[0].Prompt)
 	}
 }
+
+// A multiple_choice task asks one log-likelihood a choice (the target delimiter and the
+// choice, after the context); acc takes the likeliest choice, acc_norm the likeliest
+// per character, as lm-eval's process_results does; choices rendered by a template
+// are read as the Python list it renders.
+func TestAMultipleChoiceTaskAsksAndScoresAsLMEval(t *testing.T) {
+	task, err := schema.Load(data, "mc_first.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Check(); err != nil {
+		t.Fatal(err)
+	}
+	rows := []map[string]any{{"question": "Which is right?", "targets": map[string]any{"choices": []any{"It's yes", "No", "a much longer wrong answer"}}}}
+	docs, err := task.Docs(rows, nil, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := docs[0]
+	if d.Prompt != "Q: Which is right?\nA:" || d.Method != "loglikelihood" || d.Target != "It's yes" ||
+		len(d.Choices) != 3 || d.Choices[0] != " It's yes" || d.Choices[2] != " a much longer wrong answer" {
+		t.Fatalf("doc %+v", d)
+	}
+	got := d.ScoreChoices([]float64{-10, -9, -20})
+	if got[0].Correct || got[0].Extracted != "No" || got[1].Correct || got[1].Extracted != "a much longer wrong answer" {
+		t.Errorf("lls -10 -9 -20: %+v; want acc picking No, acc_norm the long answer (-20/26 chars)", got)
+	}
+	got = d.ScoreChoices([]float64{-1, -5, -30}) // per character: -0.125, -2.5, -1.15
+	if len(got) != 2 || got[0].Metric != "acc" || got[1].Metric != "acc_norm" || !got[0].Correct || !got[1].Correct {
+		t.Errorf("lls -1 -5 -30: %+v; want acc and acc_norm, both right", got)
+	}
+}
