@@ -96,26 +96,32 @@ spec:
 		resp.Body.Close()
 		return resp.StatusCode, nil
 	}
-	// The Broker is Ready before its ingress's data path is, on a busy node: the event
-	// no Trigger wants is posted until the ingress takes it (a copy of it changes
-	// nothing), then the wanted one once.
-	var lastErr error
-	testserver.Eventually(t, 2*time.Minute, "the broker's ingress taking events", func() bool {
-		code, err := post(0, "dev.evalflow.unwanted")
-		lastErr = err
-		return err == nil && code == http.StatusAccepted
-	})
+	// The Broker is Ready before its data path is, on a busy node (two nodes and their
+	// Knative share two cores in make test): each event is posted until the ingress
+	// takes it. Delivery is at least once, as Knative's: a post that timed out may have
+	// gone through, so the subscriber may get the wanted event more than once, and
+	// never the unwanted one.
 	client.Timeout = time.Minute
-	if code, err := post(1, "dev.evalflow.wanted"); err != nil || code != http.StatusAccepted {
-		t.Fatalf("POST %s: %d %v (before: %v)", ingress, code, err, lastErr)
+	for i, typ := range []string{"dev.evalflow.unwanted", "dev.evalflow.wanted"} {
+		var code int
+		var err error
+		testserver.Eventually(t, 4*time.Minute, "the broker's ingress taking "+typ, func() bool {
+			code, err = post(i, typ)
+			return err == nil && code == http.StatusAccepted
+		})
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for len(sink.Got("/wanted")) == 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	got := sink.Got("/wanted")
-	if len(got) != 1 || got[0].Type() != "dev.evalflow.wanted" || got[0].ID() != "event-1" {
-		t.Fatalf("the subscriber got %v; want the one wanted event", got)
+	if len(got) == 0 {
+		t.Fatal("the subscriber got nothing; want the wanted event")
+	}
+	for _, e := range got {
+		if e.Type() != "dev.evalflow.wanted" || e.ID() != "event-1" {
+			t.Fatalf("the subscriber got %v; want the wanted event alone", got)
+		}
 	}
 }
 
