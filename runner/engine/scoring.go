@@ -19,12 +19,10 @@ import (
 // benchmark's load generator sends exactly these bodies.
 func (e *Engine) Request(d task.Doc) openai.ChatRequest {
 	seed := e.Seed
-	messages := []openai.Message{{Role: "user", Content: d.Prompt}}
-	if len(d.Messages) > 0 && e.Spec.Options.FewshotAsMultiturn() {
-		messages = make([]openai.Message, len(d.Messages))
-		for i, m := range d.Messages {
-			messages[i] = openai.Message{Role: m.Role, Content: m.Content}
-		}
+	turns := d.Turns(e.Spec.Options.FewshotAsMultiturn())
+	messages := make([]openai.Message, len(turns))
+	for i, m := range turns {
+		messages[i] = openai.Message{Role: m.Role, Content: m.Content}
 	}
 	return openai.ChatRequest{
 		Model:     e.Spec.Model.Name,

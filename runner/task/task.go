@@ -152,3 +152,20 @@ func (pick Picker) Indices(n int) []int {
 	}
 	return Select(n, 0, nil)
 }
+
+// Turns are d's prompt as chat messages: with multiturn its Messages as lm-eval's
+// --apply_chat_template builds them (few-shot as multi-turn); without, as lm-eval's
+// --fewshot_as_multiturn false: the system turn (the description), then the rest of
+// the text prompt as one user message. A prompt without Messages is one user message.
+func (d Doc) Turns(multiturn bool) []Message {
+	switch {
+	case len(d.Messages) == 0:
+		return []Message{{Role: "user", Content: d.Prompt}}
+	case multiturn:
+		return d.Messages
+	case d.Messages[0].Role == "system":
+		sys := d.Messages[0]
+		return []Message{sys, {Role: "user", Content: strings.TrimPrefix(d.Prompt, sys.Content)}}
+	}
+	return []Message{{Role: "user", Content: d.Prompt}}
+}

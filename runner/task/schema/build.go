@@ -72,8 +72,8 @@ func (t *Task) Docs(rows, pool []map[string]any, sameSplit bool, idx []int) ([]t
 	for n := range docs {
 		d := &docs[n]
 		d.Method, d.Metric, d.Stop, d.MaxTokens = task.Generate, "exact_match", r.until, r.maxTokens
-		target := d.Target
-		d.Score = func(resp string) []task.Filtered { return score(resp, target) }
+		target, row := d.Target, rows[d.Index]
+		d.Score = func(resp string) []task.Filtered { return score(resp, target, row) }
 	}
 	return docs, nil
 }
@@ -283,8 +283,7 @@ func (r *renderer) doc(row map[string]any, i int, pool []map[string]any, example
 
 // scorer applies the task's filters to a response, then exact_match with the first
 // metric's options, as lm-eval scores a generate_until task.
-func (t *Task) scorer() (func(resp, target string) []task.Filtered, error) {
-	type step func(string) string
+func (t *Task) scorer() (func(resp, target string, doc map[string]any) []task.Filtered, error) {
 	type chain struct {
 		name  string
 		steps []step
@@ -296,26 +295,12 @@ func (t *Task) scorer() (func(resp, target string) []task.Filtered, error) {
 	for _, f := range t.FilterList {
 		c := chain{name: f.Name}
 		for _, st := range f.Filter {
-			switch st.Function.Text {
-			case "regex":
-				re, err := pyre.Compile(cmp.Or(st.RegexPattern, `#### (\-?[0-9\.\,]+)`))
-				if err != nil {
-					return nil, err
-				}
-				fallback, group := "[invalid]", st.GroupSelect
-				if st.Fallback != nil {
-					fallback = *st.Fallback
-				}
-				c.steps = append(c.steps, func(s string) string { return re.Extract(s, group, fallback) })
-			case "take_first":
-			case "lowercase":
-				c.steps = append(c.steps, strings.ToLower)
-			case "uppercase":
-				c.steps = append(c.steps, strings.ToUpper)
-			case "remove_whitespace":
-				c.steps = append(c.steps, strings.TrimSpace) // Python's str.strip
-			default:
-				return nil, fmt.Errorf("task %s: filter %q is not built here", t.Task, cmp.Or(st.Function.Text, st.Function.Func))
+			s, err := filterStep(st)
+			if err != nil {
+				return nil, fmt.Errorf("task %s: filter %s: %w", t.Task, f.Name, err)
+			}
+			if s != nil {
+				c.steps = append(c.steps, s)
 			}
 		}
 		chains = append(chains, c)
@@ -324,17 +309,51 @@ func (t *Task) scorer() (func(resp, target string) []task.Filtered, error) {
 	if err != nil {
 		return nil, err
 	}
-	return func(resp, target string) []task.Filtered {
+	return func(resp, target string, doc map[string]any) []task.Filtered {
 		out := make([]task.Filtered, len(chains))
 		for i, c := range chains {
 			s := resp
 			for _, f := range c.steps {
-				s = f(s)
+				s = f(s, doc)
 			}
 			out[i] = task.Filtered{Filter: c.name, Extracted: s, Correct: match(s, target)}
 		}
 		return out
 	}, nil
+}
+
+// filterStep is one filter of a chain (nil for take_first: one response is its own
+// first).
+func filterStep(st FilterStep) (step, error) {
+	if st.Function.Func != "" {
+		p, ok := processors[st.Function.Func]
+		if !ok {
+			return nil, fmt.Errorf("!function %s has no Go processor", st.Function.Func)
+		}
+		return p(st)
+	}
+	plain := func(f func(string) string) step { return func(s string, _ map[string]any) string { return f(s) } }
+	switch st.Function.Text {
+	case "regex":
+		re, err := pyre.Compile(cmp.Or(st.RegexPattern, defaultPattern))
+		if err != nil {
+			return nil, err
+		}
+		fallback, group := "[invalid]", st.GroupSelect
+		if st.Fallback != nil {
+			fallback = *st.Fallback
+		}
+		return plain(func(s string) string { return re.Extract(s, group, fallback) }), nil
+	case "take_first":
+		return nil, nil
+	case "lowercase":
+		return plain(strings.ToLower), nil
+	case "uppercase":
+		return plain(strings.ToUpper), nil
+	case "remove_whitespace":
+		return plain(strings.TrimSpace), nil // Python's str.strip
+	}
+	return nil, fmt.Errorf("filter %q is not built here", st.Function.Text)
 }
 
 // exactMatch is lm-eval's exact_match (Hugging Face evaluate's) with the first
@@ -430,4 +449,47 @@ func soleExpression(src string) (string, bool) {
 		return "", false
 	}
 	return strings.TrimSpace(expr), true
+}
+
+// Config is the task's config as results.json carries it.
+func (t *Task) Config() task.Config {
+	c := task.Config{Task: t.Task, DatasetPath: t.DatasetPath, DatasetName: t.DatasetName,
+		TestSplit: t.TestSplit, ValidationSplit: t.ValidationSplit, FewshotSplit: t.FewshotSplit,
+		OutputType: t.OutputType}
+	if len(t.Tag) > 0 {
+		c.Tag = t.Tag[0]
+	}
+	if t.NumFewshot != nil {
+		c.NumFewshot = *t.NumFewshot
+	}
+	for _, m := range t.MetricList {
+		c.MetricList = append(c.MetricList, task.MetricConfig{Metric: cmp.Or(m.Metric.Text, m.Metric.Func),
+			Aggregation: cmp.Or(m.Aggregation, "mean"), HigherIsBetter: m.HigherIsBetter == nil || *m.HigherIsBetter,
+			IgnoreCase: m.IgnoreCase, IgnorePunctuation: m.IgnorePunctuation, RegexesToIgnore: m.RegexesToIgnore})
+	}
+	for _, f := range t.FilterList {
+		fc := task.FilterConfig{Name: f.Name}
+		for _, st := range f.Filter {
+			fc.Filter = append(fc.Filter, task.FilterStep{Function: cmp.Or(st.Function.Text, st.Function.Func),
+				RegexPattern: st.RegexPattern, GroupSelect: st.GroupSelect})
+		}
+		c.FilterList = append(c.FilterList, fc)
+	}
+	if v, ok := t.Metadata["version"].(float64); ok {
+		c.Metadata.Version = v
+	}
+	if t.OutputType == "generate_until" {
+		r, err := t.renderer()
+		if err == nil {
+			c.GenerationKwargs = &task.GenerationKwargs{Until: slices.Clone(r.until), MaxGenToks: r.maxTokens}
+			if c.GenerationKwargs.Until == nil {
+				c.GenerationKwargs.Until = []string{}
+			}
+			if temp, ok := t.GenerationKwargs["temperature"].(float64); ok {
+				c.GenerationKwargs.Temperature = temp
+			}
+			c.GenerationKwargs.DoSample, _ = t.GenerationKwargs["do_sample"].(bool)
+		}
+	}
+	return c
 }

@@ -9,6 +9,8 @@ package schema
 
 import (
 	"bytes"
+	"cmp"
+	"maps"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -86,6 +88,25 @@ type FilterStep struct {
 	IgnoreCase        bool     `yaml:"ignore_case"`
 	IgnorePunctuation bool     `yaml:"ignore_punctuation"`
 	RegexesToIgnore   []string `yaml:"regexes_to_ignore"`
+	// RegexPatternToValue maps patterns to answers (MapRegexFilter), in order.
+	RegexPatternToValue Pairs `yaml:"regex_pattern_to_value"`
+}
+
+// Pairs is a mapping kept in its written order.
+type Pairs []Pair
+
+// Pair is one entry of Pairs.
+type Pair struct{ Key, Value string }
+
+// UnmarshalYAML reads a mapping of strings in order.
+func (p *Pairs) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: want a mapping of patterns to values", n.Line)
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		*p = append(*p, Pair{Key: n.Content[i].Value, Value: n.Content[i+1].Value})
+	}
+	return nil
 }
 
 // Metric is one metric_list entry.
@@ -223,9 +244,12 @@ var (
 	OutputTypes = []string{"generate_until", "multiple_choice", "loglikelihood"}
 	Filters     = []string{"regex", "take_first", "lowercase", "uppercase", "remove_whitespace"}
 	Metrics     = []string{"exact_match", "acc", "acc_norm", "perplexity"}
-	// Functions are the Go processors a !function may name; lm-eval's Python ones
-	// (winogrande's partial scoring, truthfulqa's mc2, ifeval) come as they are made.
+	// Functions are the Go processors a template field's !function may name; lm-eval's
+	// Python ones (winogrande's partial scoring, truthfulqa's mc2, ifeval) come as they
+	// are made.
 	Functions = []string{}
+	// FilterFunctions are the Go processors a filter's !function may name.
+	FilterFunctions = slices.Sorted(maps.Keys(processors))
 )
 
 // Check refuses what evalflow cannot run as lm-eval runs it, naming the field and the
@@ -243,7 +267,7 @@ func (t *Task) Check() error {
 	}
 	for name, f := range map[string]*Field{"process_docs": t.ProcessDocs, "doc_to_text": t.DocToText,
 		"doc_to_target": t.DocToTarget, "doc_to_choice": t.DocToChoice, "process_results": t.ProcessResults} {
-		if err := f.check(name); err != nil {
+		if err := f.check(name, Functions); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -252,7 +276,7 @@ func (t *Task) Check() error {
 			field := fmt.Sprintf("filter_list[%d].filter[%d]", i, j)
 			switch fn := st.Function; {
 			case fn.Func != "":
-				if err := fn.check(field + ".function"); err != nil {
+				if err := fn.check(field+".function", FilterFunctions); err != nil {
 					errs = append(errs, err)
 				}
 			case !slices.Contains(Filters, fn.Text):
@@ -271,7 +295,7 @@ func (t *Task) Check() error {
 	for i, m := range t.MetricList {
 		field := fmt.Sprintf("metric_list[%d].metric", i)
 		if m.Metric.Func != "" {
-			if err := m.Metric.check(field); err != nil {
+			if err := m.Metric.check(field, Functions); err != nil {
 				errs = append(errs, err)
 			}
 		} else if !slices.Contains(Metrics, m.Metric.Text) {
@@ -287,12 +311,12 @@ func (t *Task) Check() error {
 }
 
 // check refuses a !function not in the catalogue and a template that does not parse.
-func (f *Field) check(field string) error {
+func (f *Field) check(field string, known []string) error {
 	switch {
 	case f == nil:
 		return nil
-	case f.Func != "" && !slices.Contains(Functions, f.Func):
-		return evalflow.Invalidf(field, "!function %s is Python of lm-eval's that evalflow has no Go processor for (it has: %s)", f.Func, strings.Join(Functions, ", "))
+	case f.Func != "" && !slices.Contains(known, f.Func):
+		return evalflow.Invalidf(field, "!function %s is Python of lm-eval's that evalflow has no Go processor for (it has: %s)", f.Func, cmp.Or(strings.Join(known, ", "), "none"))
 	case f.Text != "":
 		if _, err := tmpl.Compile(f.Text); err != nil {
 			return evalflow.Invalidf(field, "%v", err)

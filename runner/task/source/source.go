@@ -1,0 +1,113 @@
+// Package source reads a task's documents from the runner's data directory: the
+// datasets lm-eval's tasks name on the Hugging Face hub (dataset_path, dataset_name)
+// of which evalflow keeps a copy (../shared/datasets, DATA.md), split by split.
+package source
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/evalflow/evalflow/runner/task/schema"
+	evalflow "github.com/evalflow/evalflow/shared"
+)
+
+// Rows are a task's documents: the split it scores, and the pool its few-shot
+// examples are drawn from (the same split's rows when SameSplit).
+type Rows struct {
+	Split     string
+	Scored    []map[string]any
+	Pool      []map[string]any
+	SameSplit bool
+}
+
+// A reader gives one split of one of a hub dataset's configurations.
+type reader func(dataDir, name, split string) ([]map[string]any, error)
+
+// hub are the hub datasets evalflow has, by lm-eval's dataset_path.
+var hub = map[string]reader{
+	"SaylorTwift/bbh": bbh, // lm-eval's BBH today
+	"lukaemon/bbh":    bbh, // and before
+}
+
+// Known says whether evalflow has the dataset a task names.
+func Known(path string) bool { _, ok := hub[path]; return ok }
+
+// Read reads the task's scored split (test_split, else validation_split) and its
+// few-shot pool as lm-eval picks it: fewshot_split, else the config's inline samples
+// (left to the task), else training_split, validation_split, test_split.
+func Read(dataDir string, t *schema.Task) (Rows, error) {
+	read, ok := hub[t.DatasetPath]
+	if !ok {
+		return Rows{}, evalflow.Invalidf("dataset_path", "task %s: evalflow has no copy of dataset %q", t.Task, t.DatasetPath)
+	}
+	splits := map[string][]map[string]any{}
+	get := func(split string) ([]map[string]any, error) {
+		if rows, ok := splits[split]; ok {
+			return rows, nil
+		}
+		rows, err := read(dataDir, t.DatasetName, split)
+		if err != nil {
+			return nil, fmt.Errorf("task %s: %w", t.Task, err)
+		}
+		splits[split] = rows
+		return rows, nil
+	}
+	r := Rows{Split: firstOf(t.TestSplit, t.ValidationSplit)}
+	if r.Split == "" {
+		return Rows{}, evalflow.Invalidf("test_split", "task %s names no test_split or validation_split", t.Task)
+	}
+	var err error
+	if r.Scored, err = get(r.Split); err != nil {
+		return Rows{}, err
+	}
+	if t.FewshotConfig != nil && len(t.FewshotConfig.Samples) > 0 && t.FewshotSplit == "" {
+		return r, nil
+	}
+	pool := firstOf(t.FewshotSplit, t.TrainingSplit, t.ValidationSplit, t.TestSplit)
+	if t.NumFewshot == nil || *t.NumFewshot == 0 {
+		return r, nil
+	}
+	if r.Pool, err = get(pool); err != nil {
+		return Rows{}, err
+	}
+	r.SameSplit = pool == r.Split
+	return r, nil
+}
+
+func firstOf(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// configName is what a dataset_name may be: a name, never a path.
+var configName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$`)
+
+// bbh reads BIG-Bench Hard: one task a configuration, its test split the examples of
+// bbh/<name>.json.
+func bbh(dataDir, name, split string) ([]map[string]any, error) {
+	if !configName.MatchString(name) || strings.Contains(name, "..") {
+		return nil, evalflow.Invalidf("dataset_name", "%q is not a BBH task", name)
+	}
+	if split != "test" {
+		return nil, evalflow.Invalidf("test_split", "BBH has a test split only, not %q", split)
+	}
+	b, err := os.ReadFile(filepath.Join(dataDir, "bbh", name+".json"))
+	if err != nil {
+		return nil, fmt.Errorf("read BBH task %s: %w", name, err)
+	}
+	var file struct {
+		Examples []map[string]any `json:"examples"`
+	}
+	if err := json.Unmarshal(b, &file); err != nil {
+		return nil, fmt.Errorf("read BBH task %s: %w", name, err)
+	}
+	return file.Examples, nil
+}
