@@ -10,10 +10,10 @@ package schema
 import (
 	"bytes"
 	"cmp"
-	"maps"
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path"
 	"slices"
 	"strings"
