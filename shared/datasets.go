@@ -95,8 +95,9 @@ var taskNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
 func (d *DatasetSpec) validate(field string) error {
 	ds, ok := Datasets[d.Name]
-	if !ok {
-		return Invalidf(field+".name", "unknown dataset %q (known: %s)", clip(d.Name), strings.Join(DatasetNames(), ", "))
+	shipped, isShipped := LookupTask(d.Name)
+	if !ok && !isShipped {
+		return Invalidf(field+".name", "unknown dataset %q (known: %s)", clip(d.Name), knownNames())
 	}
 	if d.Limit < 0 || d.Limit > MaxLimit || (d.Limit > 1 && d.Limit != math.Trunc(d.Limit)) {
 		return Invalidf(field+".limit", "must be a whole count up to %d, or a fraction below 1", MaxLimit)
@@ -106,6 +107,9 @@ func (d *DatasetSpec) validate(field string) error {
 	}
 	if d.NumFewshot != nil && (*d.NumFewshot < 0 || *d.NumFewshot > 25) {
 		return Invalidf(field+".num_fewshot", "must be between 0 and 25")
+	}
+	if isShipped {
+		return d.validateShipped(field, shipped)
 	}
 	if err := d.validateCustom(field); err != nil {
 		return err
@@ -132,6 +136,34 @@ func (d *DatasetSpec) validate(field string) error {
 	return nil
 }
 
+// validateShipped refuses what a shipped task does not take: its task file says how
+// it is asked and scored.
+func (d *DatasetSpec) validateShipped(field string, t ShippedTask) error {
+	set := []struct {
+		name string
+		set  bool
+	}{{"variant", d.Variant != ""}, {"method", d.Method != ""}, {"subjects", len(d.Subjects) > 0},
+		{"samples", len(d.Samples) > 0}, {"path", d.Path != ""}, {"task", d.Task != ""}}
+	for _, f := range set {
+		if f.set {
+			return Invalidf(field+"."+f.name, "%s is lm-eval's task %s: its task file says how it is asked (GET /tasks); %s is for evalflow's own datasets", d.Name, t.Name, f.name)
+		}
+	}
+	return nil
+}
+
+// knownNames lists what a dataset's name may be.
+func knownNames() string {
+	var groups []string
+	for _, t := range shippedTasks {
+		if t.Group {
+			groups = append(groups, t.Name)
+		}
+	}
+	return strings.Join(DatasetNames(), ", ") + "; or a task evalflow ships, lm-eval's names: " +
+		strings.Join(groups, ", ") + " and each of their tasks, as bbh_zeroshot_snarks (GET /tasks lists them)"
+}
+
 // oneOf checks an optional choice against a dataset's list.
 func oneOf(field, dataset, what, v string, known []string) error {
 	switch {
@@ -154,6 +186,9 @@ func (d DatasetSpec) SampleCount() int {
 			n = 100 // unknown until the runner reads the file
 		}
 		return LimitCount(n, d.Limit)
+	}
+	if t, ok := LookupTask(d.Name); ok {
+		return t.SampleCount(d.Limit)
 	}
 	ds := Datasets[d.Name]
 	tasks := len(ds.Tasks)

@@ -163,6 +163,8 @@ func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 		{"concurrency out of range", "", with("concurrency", 100000), "concurrency", 400},
 		{"error rate above 1", "", with("options", map[string]any{"max_error_rate": 2}), "options.max_error_rate", 400},
 		{"unknown option", "", with("options", map[string]any{"retries": 2}), "retries", 400},
+		{"a variant for an lm-eval task", "", with("datasets", []any{map[string]any{"name": "bbh_zeroshot", "variant": "cot"}}), "datasets[0].variant", 400},
+		{"an unknown BBH task", "", with("datasets", []any{"bbh_zeroshot_chess"}), "datasets[0].name", 400},
 		{"unknown gsm8k variant", "", with("datasets", []any{map[string]any{"name": "gsm8k", "variant": "5shot"}}), "datasets[0].variant", 400},
 		{"custom sample without a prompt", "", with("datasets", []any{map[string]any{"name": "custom", "samples": []any{
 			map[string]any{"prompt": "a", "target": "b"}, map[string]any{"target": "b"}}}}), "datasets[0].samples[1].prompt", 400},

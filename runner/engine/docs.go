@@ -63,6 +63,9 @@ func benchmarkDocs(dataDir string, b evalflow.DatasetSpec) ([]task.Doc, error) {
 		d, err := custom.Docs(dataDir, b, pick)
 		return described(d, err, func(name string) task.Config { return custom.Config(name, b) })
 	}
+	if _, ok := evalflow.LookupTask(b.Name); ok {
+		return shippedDocs(dataDir, b)
+	}
 	return nil, fmt.Errorf("engine: benchmark %q is not supported", b.Name)
 }
 

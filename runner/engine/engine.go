@@ -74,7 +74,7 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 	}
 	clock.end("scoring")
 	samples := cp.samples(docs)
-	res := results.Aggregate(results.Run{Spec: e.Spec, Tasks: task.Configs(docs),
+	res := results.Aggregate(results.Run{Spec: e.Spec, Tasks: task.Configs(docs), Groups: task.GroupConfigs(docs),
 		Concurrency: p.concurrency(e.Spec.Concurrency), Errors: p.failures.count()}, samples)
 	if err := results.Write(e.Spec.OutputDir, res, samples, e.Client.APIKey); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)

@@ -3,7 +3,9 @@ package results
 import (
 	"cmp"
 	"encoding/json"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/evalflow/evalflow/runner/task"
@@ -20,23 +22,30 @@ type Run struct {
 	Concurrency int
 	// Errors counts samples that failed after retries, left out of the scores.
 	Errors int
+	// Groups are how groups aggregate, by group (none: every metric and filter).
+	Groups map[string]task.GroupConfig
 }
 
 // Aggregate computes lm-eval style results: each metric per task and filter with its
-// standard error ("exact_match,<filter>"), per group (mmlu) the mean weighted by task
-// size, and each task's config, version and n-shot. The summary's score of a task is
-// its primary filter's.
+// standard error ("exact_match,<filter>"), each group's as lm-eval aggregates it (the
+// metrics its config names, else every one its tasks have: the tasks' means weighted
+// by their sizes, the pooled standard error), and each task's config, version and
+// n-shot. The summary's score of a task is its primary filter's: its group's
+// aggregated one, else its first.
 func Aggregate(run Run, samples []Sample) *evalflow.Results {
-	t := tally(samples)
+	t := tally(samples, run.Groups)
 	res := header(run, t)
 	for _, k := range t.order {
 		t.report(res, k)
+	}
+	for _, g := range t.groups {
+		t.reportGroup(res, g, run.Groups[g])
 	}
 	describe(res, run.Tasks)
 	return res
 }
 
-// key names one aggregate: a task or "group:<name>", a metric and a filter.
+// key names one aggregate: a task, a metric and a filter.
 type key struct{ scope, metric, filter string }
 
 type acc struct {
@@ -44,37 +53,61 @@ type acc struct {
 	sum, sumSq float64
 }
 
-// tallies are the sums Aggregate reports from.
-type tallies struct {
-	counts  map[key]*acc
-	order   []key
-	primary map[string]string // scope → its primary "metric,filter"
-	perTask map[string]int
-	usage   evalflow.Usage
-	samples int
+// stats are the mean and its standard error (the sample standard deviation over
+// sqrt(n), as lm-eval's mean_stderr).
+func (a *acc) stats() (p, stderr float64) {
+	p = a.sum / float64(a.n)
+	if a.n > 1 {
+		stderr = math.Sqrt(max(0, (a.sumSq-float64(a.n)*p*p)/float64(a.n-1)) / float64(a.n))
+	}
+	return p, stderr
 }
 
-func tally(samples []Sample) *tallies {
-	t := &tallies{counts: map[key]*acc{}, primary: map[string]string{}, perTask: map[string]int{}, samples: len(samples)}
+// tallies are the sums Aggregate reports from.
+type tallies struct {
+	counts     map[key]*acc
+	order      []key
+	primary    map[string]string   // task or group → its primary "metric,filter"
+	groups     []string            // in the order first seen
+	groupTasks map[string][]string // group → its tasks, in order
+	perTask    map[string]int
+	usage      evalflow.Usage
+	samples    int
+}
+
+func tally(samples []Sample, configs map[string]task.GroupConfig) *tallies {
+	t := &tallies{counts: map[key]*acc{}, primary: map[string]string{}, perTask: map[string]int{},
+		groupTasks: map[string][]string{}, samples: len(samples)}
 	for _, s := range samples {
 		t.perTask[s.Task]++
 		t.usage.PromptTokens += s.Usage.PromptTokens
 		t.usage.CompletionTokens += s.Usage.CompletionTokens
-		scopes := []string{s.Task}
-		if s.Group != "" {
-			scopes = append(scopes, "group:"+s.Group)
+		if g := s.Group; g != "" && !slices.Contains(t.groupTasks[g], s.Task) {
+			if t.groupTasks[g] == nil {
+				t.groups = append(t.groups, g)
+			}
+			t.groupTasks[g] = append(t.groupTasks[g], s.Task)
 		}
 		for i, f := range s.Filters {
 			metric := cmp.Or(f.Metric, s.Metric)
-			for _, scope := range scopes {
-				t.add(key{scope, metric, f.Filter}, f.Score())
-				if i == 0 {
-					t.primary[scope] = metric + "," + f.Filter
-				}
+			t.add(key{s.Task, metric, f.Filter}, f.Score())
+			if i == 0 {
+				t.primary[s.Task] = metric + "," + f.Filter
 			}
+		}
+		if aggs := configs[s.Group].Aggregates; len(aggs) > 0 {
+			t.primary[s.Task] = aggs[0].Metric + "," + filtersOf(aggs[0])[0]
 		}
 	}
 	return t
+}
+
+// filtersOf are the filters an aggregate names ("none" when it names none).
+func filtersOf(a task.GroupAggregate) []string {
+	if len(a.Filters) == 0 {
+		return []string{"none"}
+	}
+	return a.Filters
 }
 
 func (t *tallies) add(k key, v float64) {
@@ -116,35 +149,100 @@ func lmEvalModel(generationAPI string) string {
 	return "local-chat-completions"
 }
 
-// report writes aggregate k into res: its mean and standard error, and the summary's
-// score where k is its scope's primary metric.
+// report writes task aggregate k into res: its mean and standard error, and the
+// summary's score where k is the task's primary metric.
 func (t *tallies) report(res *evalflow.Results, k key) {
-	a := t.counts[k]
-	p := a.sum / float64(a.n)
-	stderr := 0.0
-	if a.n > 1 { // the sample standard deviation over sqrt(n), as lm-eval's mean_stderr
-		stderr = math.Sqrt(max(0, (a.sumSq-float64(a.n)*p*p)/float64(a.n-1)) / float64(a.n))
-	}
-	name, isGroup := strings.CutPrefix(k.scope, "group:")
-	if isGroup {
-		if res.Groups[name] == nil {
-			res.Groups[name] = map[string]any{"alias": name}
-		}
-		setMetric(res.Groups[name], k.metric, k.filter, p, stderr)
-	}
+	p, stderr := t.counts[k].stats()
+	name := k.scope
 	if res.Results[name] == nil {
 		res.Results[name] = map[string]any{"alias": strings.TrimPrefix(name, "mmlu_")}
-		if !isGroup {
-			n := t.perTask[name]
-			res.NSamples[name] = evalflow.NSamples{Original: n, Effective: n}
-		}
+		n := t.perTask[name]
+		res.NSamples[name] = evalflow.NSamples{Original: n, Effective: n}
 	}
 	setMetric(res.Results[name], k.metric, k.filter, p, stderr)
-	if t.primary[k.scope] == k.metric+","+k.filter {
-		res.Summary.Scores[name] = p
-		res.Summary.Metrics[name] = k.metric
-		res.Summary.Metric = cmp.Or(res.Summary.Metric, k.metric)
+	if t.primary[name] == k.metric+","+k.filter {
+		t.score(res, name, k.metric, p)
 	}
+}
+
+func (t *tallies) score(res *evalflow.Results, name, metric string, p float64) {
+	res.Summary.Scores[name] = p
+	res.Summary.Metrics[name] = metric
+	res.Summary.Metric = cmp.Or(res.Summary.Metric, metric)
+}
+
+// reportGroup writes group g into res as lm-eval's Group.aggregate does: each metric
+// and filter its config names (else each its tasks have), the mean of its tasks'
+// means weighted by their sizes (or not), and lm-eval's pooled_sample_stderr of their
+// standard errors; the first is the summary's score.
+func (t *tallies) reportGroup(res *evalflow.Results, g string, cfg task.GroupConfig) {
+	type pair struct {
+		metric, filter string
+		weighted       bool
+	}
+	var pairs []pair
+	for _, a := range cfg.Aggregates {
+		for _, f := range filtersOf(a) {
+			pairs = append(pairs, pair{a.Metric, f, a.WeightBySize})
+		}
+	}
+	if cfg.Aggregates == nil {
+		for _, k := range t.order {
+			p := pair{k.metric, k.filter, true}
+			if slices.Contains(t.groupTasks[g], k.scope) && !slices.Contains(pairs, p) {
+				pairs = append(pairs, p)
+			}
+		}
+	}
+	out := map[string]any{"alias": g, "name": g}
+	sampleLen := 0
+	for _, task := range t.groupTasks[g] {
+		sampleLen += t.perTask[task]
+	}
+	out["sample_len"] = sampleLen
+	for i, pr := range pairs {
+		var sum, weights float64
+		var stderrs []float64
+		var sizes []int
+		for _, task := range t.groupTasks[g] {
+			a := t.counts[key{task, pr.metric, pr.filter}]
+			if a == nil {
+				continue
+			}
+			p, se := a.stats()
+			w := 1.0
+			if pr.weighted {
+				w = float64(a.n)
+			}
+			sum, weights = sum+p*w, weights+w
+			stderrs, sizes = append(stderrs, se), append(sizes, a.n)
+		}
+		if weights == 0 {
+			continue
+		}
+		p := sum / weights
+		setMetric(out, pr.metric, pr.filter, p, pooledStderr(stderrs, sizes))
+		if i == 0 {
+			t.score(res, g, pr.metric, p)
+		}
+	}
+	res.Groups[g] = out
+	res.Results[g] = maps.Clone(out)
+}
+
+// pooledStderr is lm-eval's pooled_sample_stderr: the tasks' sample variances pooled
+// (each (n-1)·stderr²·n), over N-k, then over N, square-rooted.
+func pooledStderr(stderrs []float64, sizes []int) float64 {
+	var num float64
+	total := 0
+	for i, se := range stderrs {
+		num += float64(sizes[i]-1) * se * se * float64(sizes[i])
+		total += sizes[i]
+	}
+	if total <= len(sizes) {
+		return 0
+	}
+	return math.Sqrt(num / float64(total-len(sizes)) / float64(total))
 }
 
 func setMetric(m map[string]any, metric, filter string, p, stderr float64) {

@@ -122,3 +122,30 @@ func Configure(docs []Doc, size int, config func(task string) Config) []Doc {
 	}
 	return docs
 }
+
+// GroupConfig is how a group aggregates its tasks' metrics (lm-eval's
+// aggregate_metric_list): nil Aggregates aggregates every metric and filter its tasks
+// have, weighted by size.
+type GroupConfig struct {
+	Group      string
+	Aggregates []GroupAggregate
+}
+
+// GroupAggregate is one metric a group aggregates, under its filters ("none" when it
+// names none), its tasks' means weighted by their sizes or not.
+type GroupAggregate struct {
+	Metric       string
+	Filters      []string
+	WeightBySize bool
+}
+
+// GroupConfigs are the group configs docs carry, by group.
+func GroupConfigs(docs []Doc) map[string]GroupConfig {
+	out := map[string]GroupConfig{}
+	for _, d := range docs {
+		if d.GroupConfig != nil {
+			out[d.Group] = *d.GroupConfig
+		}
+	}
+	return out
+}

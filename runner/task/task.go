@@ -41,6 +41,9 @@ type Doc struct {
 	ScoreChoices func(logprobs []float64) []Filtered
 	// Config is the task's lm-eval config, shared by its docs (nil: none known).
 	Config *Config
+	// GroupConfig is how Group aggregates, shared by its docs (nil: every metric and
+	// filter, weighted by size).
+	GroupConfig *GroupConfig
 }
 
 // Message is one chat turn of a prompt.

@@ -1,0 +1,77 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"maps"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/evalflow/evalflow/devkit/testserver"
+	"github.com/evalflow/evalflow/runner/task/tasks"
+	evalflow "github.com/evalflow/evalflow/shared"
+)
+
+// A run naming lm-eval's bbh_zeroshot asks each of its 27 tasks through a real model
+// server (as chat: the description a system turn, then the question) and writes
+// results.json as lm-eval's: each task by both of its filters, the group by the
+// filter its file aggregates, its tasks' sizes summed.
+func TestARunOfAnLMEvalGroupWritesItsResultsAsLMEval(t *testing.T) {
+	model := testserver.Ollama(t, 4)
+	p := newProxy(t, model, 0)
+	s := spec(t, p.URL, 4)
+	s.Datasets = []evalflow.DatasetSpec{{Name: "bbh_zeroshot", Limit: 2}}
+
+	if _, err := run(t, context.Background(), s, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	b, err := os.ReadFile(filepath.Join(s.OutputDir, evalflow.ResultsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Results  map[string]map[string]any                    `json:"results"`
+		Groups   map[string]map[string]any                    `json:"groups"`
+		NSamples map[string]struct{ Original, Effective int } `json:"n-samples"`
+		Configs  map[string]struct {
+			NumFewshot int                     `json:"num_fewshot"`
+			Filters    []struct{ Name string } `json:"filter_list"`
+		} `json:"configs"`
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	g := res.Groups["bbh_zeroshot"]
+	if _, ok := g["exact_match,flexible-extract"]; !ok || g["sample_len"] != float64(54) {
+		t.Errorf("group %v; want exact_match,flexible-extract over 54 samples", g)
+	}
+	if _, ok := g["exact_match,strict-match"]; ok {
+		t.Errorf("group %v aggregates strict-match, which bbh_zeroshot does not", g)
+	}
+	snarks := res.Results["bbh_zeroshot_snarks"]
+	for _, k := range []string{"exact_match,strict-match", "exact_match,flexible-extract", "exact_match_stderr,flexible-extract"} {
+		if _, ok := snarks[k]; !ok {
+			t.Errorf("bbh_zeroshot_snarks has no %s: %v", k, snarks)
+		}
+	}
+	if n := res.NSamples["bbh_zeroshot_snarks"]; n.Original != 178 || n.Effective != 2 {
+		t.Errorf("n-samples %+v; want 178 original, 2 effective", n)
+	}
+	if c := res.Configs["bbh_zeroshot_snarks"]; len(c.Filters) != 2 || c.Filters[1].Name != "flexible-extract" {
+		t.Errorf("config %+v", c)
+	}
+	c, err := tasks.Shipped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	members, _ := c.Resolve("bbh_zeroshot")
+	want := map[string]int{}
+	for _, m := range members {
+		want[m.Task.Description] += 2 // each task's two questions begin with its description
+	}
+	if asked := p.reset(); !maps.Equal(asked, want) {
+		t.Errorf("first messages asked: %d distinct; want each task's description as the system turn (%d)", len(asked), len(want))
+	}
+}

@@ -1,0 +1,62 @@
+package results_test
+
+import (
+	"math"
+	"testing"
+
+	"github.com/evalflow/evalflow/runner/results"
+	"github.com/evalflow/evalflow/runner/task"
+	evalflow "github.com/evalflow/evalflow/shared"
+)
+
+// sample is one scored document: strict and flexible right or wrong.
+func sample(taskName, group string, doc int, strict, flexible bool) results.Sample {
+	return results.Sample{Sample: evalflow.Sample{Task: taskName, Group: group, DocID: doc, Metric: "exact_match"},
+		Filters: []task.Filtered{{Filter: "strict-match", Correct: strict}, {Filter: "flexible-extract", Correct: flexible}}}
+}
+
+// A group aggregates as lm-eval's Group.aggregate: only the metric and filter its
+// aggregate_metric_list names, its tasks' means weighted by size, lm-eval's
+// pooled_sample_stderr; its tasks' and its own summary score are that filter's.
+func TestAGroupAggregatesAsLMEval(t *testing.T) {
+	// a: flexible 1,1,0 (mean 2/3); b: flexible 1,0 (mean 1/2); strict all wrong.
+	samples := []results.Sample{
+		sample("a", "g", 0, false, true), sample("a", "g", 1, false, true), sample("a", "g", 2, false, false),
+		sample("b", "g", 0, false, true), sample("b", "g", 1, false, false),
+	}
+	cfg := task.GroupConfig{Group: "g", Aggregates: []task.GroupAggregate{{Metric: "exact_match", Filters: []string{"flexible-extract"}, WeightBySize: true}}}
+	res := results.Aggregate(results.Run{Groups: map[string]task.GroupConfig{"g": cfg}}, samples)
+	g := res.Groups["g"]
+	// lm-eval: (2/3·3 + 1/2·2)/5 = 0.6; stderrs sqrt(s²/n): a s²=1/3, b s²=1/2;
+	// pooled var = ((3-1)·(1/3) + (2-1)·(1/2)) / (5-2) = 7/18; stderr = sqrt(7/18/5).
+	want, wantSE := 0.6, math.Sqrt(7.0/18/5)
+	if v, _ := g["exact_match,flexible-extract"].(float64); math.Abs(v-want) > 1e-12 {
+		t.Errorf("group mean %v; want %v", g["exact_match,flexible-extract"], want)
+	}
+	if v, _ := g["exact_match_stderr,flexible-extract"].(float64); math.Abs(v-wantSE) > 1e-12 {
+		t.Errorf("group stderr %v; want %v", v, wantSE)
+	}
+	if _, ok := g["exact_match,strict-match"]; ok {
+		t.Errorf("the group reports strict-match, which its config does not aggregate: %v", g)
+	}
+	if g["sample_len"] != 5 || g["alias"] != "g" {
+		t.Errorf("group %v", g)
+	}
+	if res.Summary.Scores["g"] != want || res.Summary.Scores["a"] != 2.0/3 || res.Summary.Scores["b"] != 0.5 {
+		t.Errorf("summary scores %v; want the flexible-extract means", res.Summary.Scores)
+	}
+	// Unweighted, the mean is the tasks' means' mean.
+	cfg.Aggregates[0].WeightBySize = false
+	res = results.Aggregate(results.Run{Groups: map[string]task.GroupConfig{"g": cfg}}, samples)
+	if v := res.Groups["g"]["exact_match,flexible-extract"].(float64); math.Abs(v-(2.0/3+0.5)/2) > 1e-12 {
+		t.Errorf("unweighted mean %v", v)
+	}
+	// A group without a config (mmlu) reports every metric and filter, weighted.
+	res = results.Aggregate(results.Run{}, samples)
+	if v, ok := res.Groups["g"]["exact_match,strict-match"].(float64); !ok || v != 0 {
+		t.Errorf("a group without config: %v", res.Groups["g"])
+	}
+	if res.Summary.Scores["a"] != 0 {
+		t.Errorf("without a config a task's primary is its first filter: %v", res.Summary.Scores)
+	}
+}

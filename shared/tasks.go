@@ -1,0 +1,48 @@
+package evalflow
+
+import (
+	"slices"
+	"strings"
+)
+
+// ShippedTask is a task or group the runner ships as a task file in lm-eval's schema
+// (runner/task/tasks), by lm-eval's name: what a run may name, and what GET /tasks
+// shows. The table (shipped_tasks.go) is written with the files by go generate, and
+// runner/task/tasks's tests hold it to them.
+type ShippedTask struct {
+	Name       string   `json:"name"`
+	Group      bool     `json:"group,omitempty"`
+	Tasks      []string `json:"tasks,omitempty"` // a group's tasks
+	OutputType string   `json:"output_type"`
+	NumFewshot int      `json:"num_fewshot"`
+	Metrics    []string `json:"metrics"` // "metric,filter", as results.json keys them
+	Samples    int      `json:"samples"` // the scored split's documents (a group: its tasks')
+	Source     string   `json:"source"`  // the data files under ../shared/datasets
+}
+
+// LookupTask is the shipped task or group of that name.
+func LookupTask(name string) (ShippedTask, bool) {
+	i, ok := slices.BinarySearchFunc(shippedTasks, name, func(t ShippedTask, n string) int { return strings.Compare(t.Name, n) })
+	if !ok {
+		return ShippedTask{}, false
+	}
+	return shippedTasks[i], true
+}
+
+// ShippedTasks are every shipped task and group, by name.
+func ShippedTasks() []ShippedTask { return slices.Clone(shippedTasks) }
+
+// SampleCount is how many documents a limit keeps of the task (each of a group's tasks
+// limited apart).
+func (t ShippedTask) SampleCount(limit float64) int {
+	if !t.Group {
+		return LimitCount(t.Samples, limit)
+	}
+	n := 0
+	for _, m := range t.Tasks {
+		if mt, ok := LookupTask(m); ok {
+			n += mt.SampleCount(limit)
+		}
+	}
+	return n
+}
