@@ -60,15 +60,15 @@ func (d *DatasetSpec) UnmarshalJSON(b []byte) error {
 
 // Dataset describes a benchmark evalflow can run.
 type Dataset struct {
-	Name string
+	Name string `json:"name"`
 	// Samples is the size of the scored split, for estimates.
-	Samples int
+	Samples int `json:"samples,omitempty"`
 	// Tasks lists the dataset's tasks (MMLU's subjects); nil when it is one task.
-	Tasks []string
+	Tasks []string `json:"tasks,omitempty"`
 	// Variants are the forms it can be asked in; the first is the default.
-	Variants []string
+	Variants []string `json:"variants,omitempty"`
 	// Methods are the ways it can be scored; the first is the default.
-	Methods []string
+	Methods []string `json:"methods,omitempty"`
 }
 
 // Datasets are the benchmarks the runner scores.

@@ -46,3 +46,19 @@ func (t ShippedTask) SampleCount(limit float64) int {
 	}
 	return n
 }
+
+// Catalogue is what a run may evaluate (GET /tasks): evalflow's own datasets, and
+// every task and group it ships in lm-eval's schema.
+type Catalogue struct {
+	Datasets []Dataset    `json:"datasets"`
+	Tasks    []ShippedTask `json:"tasks"`
+}
+
+// TaskCatalogue is the catalogue, each list by name.
+func TaskCatalogue() Catalogue {
+	c := Catalogue{Tasks: ShippedTasks()}
+	for _, n := range DatasetNames() {
+		c.Datasets = append(c.Datasets, Datasets[n])
+	}
+	return c
+}

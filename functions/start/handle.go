@@ -80,6 +80,9 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) error {
 	f.mux.HandleFunc("GET /evals/{id}/results.json", f.authenticated(false, f.file(evalflow.ResultsFile, "application/json")))
 	f.mux.HandleFunc("GET /evals/{id}/samples.jsonl", f.authenticated(false, f.file(evalflow.SamplesFile, "application/jsonl")))
 	f.mux.HandleFunc("GET /compare", f.authenticated(false, f.compare))
+	f.mux.HandleFunc("GET /tasks", f.authenticated(false, func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, evalflow.TaskCatalogue())
+	}))
 	f.mux.HandleFunc("GET /ui/", f.page()) // the page; its data comes from the API above
 	f.mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
 	return nil

@@ -221,3 +221,50 @@ func TestTheResultsPageLogsInOnceThenUsesACookie(t *testing.T) {
 		t.Errorf("a delivery with a cookie: %v %v; want 401", resp.StatusCode, err)
 	}
 }
+
+// GET /tasks answers what a run may name: evalflow's datasets, and each lm-eval task
+// and group it ships with its n-shot, output type, metrics, size and data; to callers
+// with a token only.
+func TestTheTasksAPIListsWhatARunMayName(t *testing.T) {
+	srv, _ := newAuthFunction(t, nil)
+	code, body := call(t, srv, "GET", "/tasks", callers["alice"], nil)
+	var cat struct {
+		Datasets []struct{ Name string }
+		Tasks    []struct {
+			Name, Source   string
+			OutputType     string `json:"output_type"`
+			Group          bool
+			Tasks, Metrics []string
+			NumFewshot     int `json:"num_fewshot"`
+			Samples        int
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &cat); code != 200 || err != nil {
+		t.Fatalf("GET /tasks: %d %s", code, body)
+	}
+	found := map[string]bool{}
+	for _, d := range cat.Datasets {
+		found[d.Name] = true
+	}
+	for _, tk := range cat.Tasks {
+		found[tk.Name] = true
+		switch tk.Name {
+		case "bbh_cot_fewshot":
+			if !tk.Group || len(tk.Tasks) != 27 || tk.Samples != 6511 || tk.NumFewshot != 3 || tk.Metrics[0] != "exact_match,get-answer" {
+				t.Errorf("bbh_cot_fewshot: %+v", tk)
+			}
+		case "bbh_zeroshot_penguins_in_a_table":
+			if tk.Group || tk.Samples != 146 || tk.OutputType != "generate_until" || tk.Source != "bbh/penguins_in_a_table.json" || len(tk.Metrics) != 2 {
+				t.Errorf("bbh_zeroshot_penguins_in_a_table: %+v", tk)
+			}
+		}
+	}
+	for _, n := range []string{"mmlu", "gsm8k", "bbh", "bbh_zeroshot", "bbh_cot_zeroshot_snarks", "bbh_zeroshot_penguins_in_a_table"} {
+		if !found[n] {
+			t.Errorf("GET /tasks lacks %s", n)
+		}
+	}
+	if code, _ := call(t, srv, "GET", "/tasks", "", nil); code != http.StatusUnauthorized {
+		t.Errorf("GET /tasks without a token: %d", code)
+	}
+}

@@ -146,6 +146,15 @@ spec:
 		t.Errorf("deadletters:\n%s", out)
 	}
 
+	// What a run may name: evalflow's datasets and the lm-eval tasks it ships.
+	if out := must("tasks"); !strings.Contains(out, "bbh_zeroshot") || !strings.Contains(out, "group of 27") ||
+		!strings.Contains(out, "mmlu") || strings.Contains(out, "bbh_zeroshot_snarks") {
+		t.Errorf("tasks:\n%s", out)
+	}
+	if out := must("tasks", "--expand", "bbh_fewshot"); !strings.Contains(out, "  bbh_fewshot_snarks") || !strings.Contains(out, "exact_match,none") {
+		t.Errorf("tasks --expand bbh_fewshot:\n%s", out)
+	}
+
 	// Errors name what is wrong.
 	for _, c := range []struct {
 		token string

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -351,6 +352,59 @@ func deadLetters(ctx context.Context, args []string) error {
 	for _, d := range letters {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Time.Local().Format(time.DateTime), d.RunID, d.Type, d.Destination,
 			strings.TrimSpace(d.Code+" "+d.Reason))
+	}
+	return tw.Flush()
+}
+
+// tasks lists what a run may name: evalflow's datasets and lm-eval's tasks and groups
+// it ships (NAME...: only those; a group's tasks are listed under it with --expand).
+func tasks(ctx context.Context, args []string) error {
+	c := newAPICommand("tasks")
+	expand := c.fs.Bool("expand", false, "list each group's tasks under it")
+	names, err := c.parse(args, 0, "[--expand] [NAME...]")
+	if err != nil {
+		return err
+	}
+	cat, err := c.client().tasks(ctx)
+	if err != nil {
+		return err
+	}
+	if c.json() {
+		return printJSON(cat)
+	}
+	wanted := func(n string) bool { return len(names) == 0 || slices.Contains(names, n) }
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tKIND\tN-SHOT\tOUTPUT\tMETRICS\tSAMPLES\tDATA")
+	for _, d := range cat.Datasets {
+		if wanted(d.Name) {
+			fmt.Fprintf(tw, "%s\tdataset\t\t\t%s\t%d\t%s/\n", d.Name, strings.Join(d.Methods, "|"), d.Samples, d.Name)
+		}
+	}
+	byName := map[string]evalflow.ShippedTask{}
+	for _, t := range cat.Tasks {
+		byName[t.Name] = t
+	}
+	row := func(t evalflow.ShippedTask, indent string) {
+		kind := "task"
+		if t.Group {
+			kind = fmt.Sprintf("group of %d", len(t.Tasks))
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%d\t%s\t%s\t%d\t%s\n", indent, t.Name, kind, t.NumFewshot, t.OutputType, strings.Join(t.Metrics, " "), t.Samples, t.Source)
+	}
+	for _, t := range cat.Tasks {
+		inGroup := false
+		for _, g := range cat.Tasks {
+			inGroup = inGroup || (g.Group && slices.Contains(g.Tasks, t.Name))
+		}
+		if !wanted(t.Name) || (inGroup && len(names) == 0) {
+			continue
+		}
+		row(t, "")
+		if t.Group && *expand {
+			for _, m := range t.Tasks {
+				row(byName[m], "  ")
+			}
+		}
 	}
 	return tw.Flush()
 }

@@ -169,3 +169,12 @@ func (c *client) deadLetters(ctx context.Context, runID string) ([]evalflow.Dead
 	}
 	return out.DeadLetters, nil
 }
+
+// tasks is what the running evalflow can evaluate.
+func (c *client) tasks(ctx context.Context) (evalflow.Catalogue, error) {
+	var out evalflow.Catalogue
+	if err := c.do(ctx, http.MethodGet, "/tasks", nil, &out); err != nil {
+		return out, fmt.Errorf("tasks: %w", err)
+	}
+	return out, nil
+}

@@ -4,7 +4,8 @@
 //	evalflow up [flags]        bring the stack up and serve until interrupted
 //	evalflow function NAME     serve one function (the stack starts these)
 //
-// and, for a running evalflow (api.go): submit, status, list, cancel, results, compare.
+// and, for a running evalflow (api.go): submit, status, list, cancel, results, compare,
+// tasks.
 package main
 
 import (
@@ -62,6 +63,8 @@ func main() {
 		err = compare(ctx, os.Args[2:])
 	case "deadletters":
 		err = deadLetters(ctx, os.Args[2:])
+	case "tasks":
+		err = tasks(ctx, os.Args[2:])
 	default:
 		usage()
 	}
@@ -81,6 +84,7 @@ func usage() {
   cancel     cancel runs
   results    a run's results.json and samples.jsonl into a folder
   compare    runs side by side, task by task, with a significance test
+  tasks      what a run may name: datasets, lm-eval's tasks and groups (--expand: each group's tasks)
   deadletters  events Triggers could not deliver (an operator's: all; a caller's: its runs')
   publish-data, function NAME   (used by make node-up and the stack)
 evalflow COMMAND -h shows a command's flags.`)
