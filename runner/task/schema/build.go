@@ -200,6 +200,7 @@ type renderer struct {
 	tgtDelim, fewDelim string
 	until              []string
 	maxTokens          int
+	examples           map[int]rendered // the pool's examples rendered so far
 }
 
 func (t *Task) renderer() (*renderer, error) {
@@ -245,25 +246,12 @@ func (r *renderer) doc(row map[string]any, i int, pool []map[string]any, example
 		msgs = append(msgs, task.Message{Role: "system", Content: r.description})
 	}
 	for _, e := range examples {
-		q, err := r.text.Render(pool[e])
+		ex, err := r.example(pool, e)
 		if err != nil {
 			return task.Doc{}, fmt.Errorf("few-shot example %d: %w", e, err)
 		}
-		a, err := r.target.Render(pool[e])
-		if err != nil {
-			return task.Doc{}, fmt.Errorf("few-shot example %d: %w", e, err)
-		}
-		if r.choice != nil { // a multiple-choice example's answer is its gold choice
-			choices, err := r.choicesOf(pool[e])
-			if err != nil {
-				return task.Doc{}, fmt.Errorf("few-shot example %d: %w", e, err)
-			}
-			if g := goldOf(a, choices); g >= 0 {
-				a = choices[g]
-			}
-		}
-		text.WriteString(q + r.tgtDelim + a + r.fewDelim)
-		msgs = append(msgs, task.Message{Role: "user", Content: q}, task.Message{Role: "assistant", Content: a})
+		text.WriteString(ex.q + r.tgtDelim + ex.a + r.fewDelim)
+		msgs = append(msgs, task.Message{Role: "user", Content: ex.q}, task.Message{Role: "assistant", Content: ex.a})
 	}
 	q, err := r.text.Render(row)
 	if err != nil {
@@ -279,6 +267,38 @@ func (r *renderer) doc(row map[string]any, i int, pool []map[string]any, example
 		d.Messages = append(msgs, task.Message{Role: "user", Content: q})
 	}
 	return d, nil
+}
+
+// rendered is a few-shot example's question and answer.
+type rendered struct{ q, a string }
+
+// example renders example e of the pool once, however many documents show it.
+func (r *renderer) example(pool []map[string]any, e int) (rendered, error) {
+	if ex, ok := r.examples[e]; ok {
+		return ex, nil
+	}
+	q, err := r.text.Render(pool[e])
+	if err != nil {
+		return rendered{}, err
+	}
+	a, err := r.target.Render(pool[e])
+	if err != nil {
+		return rendered{}, err
+	}
+	if r.choice != nil { // a multiple-choice example's answer is its gold choice
+		choices, err := r.choicesOf(pool[e])
+		if err != nil {
+			return rendered{}, err
+		}
+		if g := goldOf(a, choices); g >= 0 {
+			a = choices[g]
+		}
+	}
+	if r.examples == nil {
+		r.examples = map[int]rendered{}
+	}
+	r.examples[e] = rendered{q, a}
+	return r.examples[e], nil
 }
 
 // scorer applies the task's filters to a response, then exact_match with the first

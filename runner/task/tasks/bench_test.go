@@ -1,0 +1,58 @@
+package tasks_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/evalflow/evalflow/runner/task/source"
+	"github.com/evalflow/evalflow/runner/task/tasks"
+)
+
+// BenchmarkRenderBBH renders every one of BBH's 6,511 documents in each form with its
+// few-shot context (text and chat turns), as a run's Docs does, the data read
+// beforehand: the figure in docs/benchmarks.md.
+//
+//	EVALFLOW_SHARED_DIR=../shared go test -run XXX -bench RenderBBH -cpu 1 ./runner/task/tasks/
+func BenchmarkRenderBBH(b *testing.B) {
+	dir := os.Getenv("EVALFLOW_SHARED_DIR")
+	if dir == "" {
+		dir = "../../../../shared"
+	}
+	data := filepath.Join(dir, "datasets")
+	if _, err := os.Stat(filepath.Join(data, "bbh")); err != nil {
+		b.Skip("no BBH data: set EVALFLOW_SHARED_DIR (../shared/DATA.md)")
+	}
+	c, err := tasks.Shipped()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, form := range []string{"bbh_zeroshot", "bbh_fewshot", "bbh_cot_zeroshot", "bbh_cot_fewshot"} {
+		members, err := c.Resolve(form)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rows := make([]source.Rows, len(members))
+		for i, m := range members {
+			if rows[i], err = source.Read(data, m.Task); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.Run(form, func(b *testing.B) {
+			var bytes int
+			for b.Loop() {
+				bytes = 0
+				for i, m := range members {
+					docs, err := m.Task.Docs(rows[i].Scored, rows[i].Pool, rows[i].SameSplit, nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					for _, d := range docs {
+						bytes += len(d.Prompt)
+					}
+				}
+			}
+			b.ReportMetric(float64(bytes)/1e6, "MB-rendered")
+		})
+	}
+}
