@@ -75,3 +75,34 @@ func TestARunOfAnLMEvalGroupWritesItsResultsAsLMEval(t *testing.T) {
 		t.Errorf("first messages asked: %d distinct; want each task's description as the system turn (%d)", len(asked), len(want))
 	}
 }
+
+// lm-eval's truthfulqa_mc1 and _mc2, from their task files, ask each choice's
+// log-likelihood of a real server (llama.cpp) and score as lm-eval: mc2's acc a
+// question's probability mass on the true answers, between 0 and 1, not only 0 or 1.
+func TestTruthfulQATaskFilesScoreByLoglikelihood(t *testing.T) {
+	s := spec(t, testserver.LlamaEcho(t), 2)
+	s.Datasets = []evalflow.DatasetSpec{{Name: "truthfulqa_mc1", Limit: 4}, {Name: "truthfulqa_mc2", Limit: 4}}
+
+	res, err := run(t, context.Background(), s, nil)
+
+	if err != nil {
+		t.Fatal(err)
+	}
+	fractional := false
+	for _, x := range readSamples(t, s) {
+		if len(x.Logprobs) < 2 || len(x.Filters) != 1 || x.Filters[0].Metric != "acc" {
+			t.Fatalf("%s/%d: %d log-likelihoods, filters %+v", x.Task, x.DocID, len(x.Logprobs), x.Filters)
+		}
+		if v := x.Filters[0].Value; x.Task == "truthfulqa_mc2" && v != nil && *v > 0 && *v < 1 {
+			fractional = true
+		}
+	}
+	if !fractional {
+		t.Error("no mc2 score between 0 and 1: its probability mass is not what is scored")
+	}
+	for _, task := range []string{"truthfulqa_mc1", "truthfulqa_mc2"} {
+		if acc, ok := res.Results[task]["acc,none"].(float64); !ok || acc < 0 || acc > 1 || res.NSamples[task].Original != 817 {
+			t.Errorf("%s: %v, n-samples %+v", task, res.Results[task], res.NSamples[task])
+		}
+	}
+}

@@ -199,8 +199,9 @@ func bench(args []string) error {
 	promptfooDir := fs.String("promptfoo", "", "promptfoo install (hack/install-promptfoo.sh); empty: leave promptfoo out")
 	concurrencies := fs.String("concurrency", "1,8,32", "concurrencies")
 	repeats := fs.Int("repeats", 5, "runs per client and concurrency, interleaved (the median is reported)")
+	dataset := fs.String("dataset", "mmlu", "mmlu (zero-shot), or a task or group evalflow ships in lm-eval's schema (bbh_cot_fewshot)")
 	subjects := fs.Int("subjects", 20, "MMLU subjects")
-	limit := fs.Int("limit", 10, "questions per subject (subjects x limit distinct prompts)")
+	limit := fs.Int("limit", 10, "questions per subject or task (subjects x limit distinct prompts for MMLU)")
 	maxTokens := fs.Int("max-tokens", 8, "tokens generated per answer")
 	out := fs.String("out", "", "write the Markdown report here")
 	_ = fs.Parse(args)
@@ -220,7 +221,7 @@ func bench(args []string) error {
 		return err
 	}
 	defer srv.Stop()
-	su, err := prepare(work, *runnerBin, *data, model, "http://"+srv.Addr, *subjects, *limit, *maxTokens)
+	su, err := prepare(work, *runnerBin, *data, model, "http://"+srv.Addr, benchDataset(*dataset, *subjects, *limit, *maxTokens))
 	if err != nil {
 		return err
 	}
@@ -244,7 +245,7 @@ func bench(args []string) error {
 	if err != nil {
 		return err
 	}
-	report := render(results, clients, cs, su.n, *repeats, *maxTokens, portable(os.Args)) + renderAuto(results[clients[0].name], cs, autoRow, su.n)
+	report := render(results, clients, cs, su.n, *repeats, *maxTokens, portable(os.Args), *dataset) + renderAuto(results[clients[0].name], cs, autoRow, su.n)
 	fmt.Print(report)
 	if *out != "" {
 		return os.WriteFile(*out, []byte(report), 0o644)
@@ -264,9 +265,21 @@ func parseConcurrencies(list string) ([]int, error) {
 	return cs, nil
 }
 
-// prepare serves the model, renders the questions (the first limit of the first
-// subjects MMLU subjects, zero-shot) and writes the requests and promptfoo's tests.
-func prepare(work, runnerBin, data, model, base string, subjects, limit, maxTokens int) (*setup, error) {
+// benchDataset is what the benchmark asks: the first limit questions of the first
+// subjects MMLU subjects, zero-shot; or the first limit of each task of a shipped task
+// or group, as its file says.
+func benchDataset(name string, subjects, limit, maxTokens int) evalflow.DatasetSpec {
+	if name == "mmlu" {
+		zero := 0
+		return evalflow.DatasetSpec{Name: "mmlu", Subjects: evalflow.MMLUSubjects[:subjects], Limit: float64(limit),
+			NumFewshot: &zero, MaxTokens: maxTokens}
+	}
+	return evalflow.DatasetSpec{Name: name, Limit: float64(limit), MaxTokens: maxTokens}
+}
+
+// prepare serves the model, renders the questions and writes the requests and
+// promptfoo's tests.
+func prepare(work, runnerBin, data, model, base string, dataset evalflow.DatasetSpec) (*setup, error) {
 	const modelName = "stories260k"
 	if err := localserver.CreateModel(context.Background(), localserver.OllamaBinary(), strings.TrimPrefix(base, "http://"), modelName, model); err != nil {
 		return nil, err
@@ -274,11 +287,9 @@ func prepare(work, runnerBin, data, model, base string, subjects, limit, maxToke
 	self, _ := os.Executable()
 	runner, _ := filepath.Abs(runnerBin)
 	dataDir, _ := filepath.Abs(data)
-	zero := 0
 	spec := evalflow.JobSpec{ID: "bench", RunID: "bench", Engine: "evalflow",
 		Model: evalflow.ModelSpec{Name: modelName, URL: base}, DataDir: dataDir,
-		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: evalflow.MMLUSubjects[:subjects], Limit: float64(limit),
-			NumFewshot: &zero, MaxTokens: maxTokens}}}
+		Datasets: []evalflow.DatasetSpec{dataset}}
 	docs, err := engine.Docs(spec)
 	if err != nil {
 		return nil, err

@@ -43,20 +43,35 @@ func portable(args []string) string {
 	return strings.Join(out, " ")
 }
 
-func render(results map[string]map[int]measurement, clients []client, cs []int, n, repeats, maxTokens int, command string) string {
+func render(results map[string]map[int]measurement, clients []client, cs []int, n, repeats, maxTokens int, command, dataset string) string {
 	var b strings.Builder
+	prompts := "zero-shot MMLU prompts"
+	if dataset != "mmlu" {
+		fmt.Fprintf(&b, "# Benchmarks: the runner on lm-eval's %s\n\n", dataset)
+		fmt.Fprintf(&b, "Reproduce with `make bench`, which runs `%s`. The runner on MMLU, and beside promptfoo: [benchmarks.md](benchmarks.md).\n\n", command)
+		prompts = "prompts of lm-eval's " + dataset + " (the first of each task, with its few-shot context, as chat turns)"
+		return b.String() + measured(results, clients, cs, n, repeats, maxTokens, prompts)
+	}
 	fmt.Fprintf(&b, "# Benchmarks\n\n")
 	fmt.Fprintf(&b, "Reproduce with `make bench`, which runs `%s`.\n\n", command)
+	b.WriteString("The runner on lm-eval's BBH (bbh_cot_fewshot, few-shot chain-of-thought as chat turns): [benchmarks-bbh.md](benchmarks-bbh.md), " +
+		"also `make bench`.\n\n")
 	b.WriteString("The pipeline on Knative (image sizes, cold starts, idle memory, POST → Job, orchestration overhead): " +
 		"[benchmarks-knative.md](benchmarks-knative.md), `sudo make bench-knative`.\n\n")
 	b.WriteString("A burst of 1,000 runs against local mode (all accepted and ended, time to drain, peak memory, jobs at once against " +
 		"the slots, Redis round trips per step): [benchmarks-load.md](benchmarks-load.md), `make bench-load`.\n\n")
 	b.WriteString("The results page in headless chromium on a run of every MMLU question (opening the samples view, cold and warm; " +
 		"each filter): [benchmarks-ui.md](benchmarks-ui.md), `make bench-ui`.\n\n")
+	return b.String() + measured(results, clients, cs, n, repeats, maxTokens, prompts)
+}
+
+// measured is the report's table and notes.
+func measured(results map[string]map[int]measurement, clients []client, cs []int, n, repeats, maxTokens int, prompts string) string {
+	var b strings.Builder
 	fmt.Fprintf(&b, "Measured %s on %s/%s, %d cores; ollama %s serving stories260K (OLLAMA_NUM_PARALLEL=8) on loopback; "+
-		"%d distinct zero-shot MMLU prompts, %d generated tokens each; each client is a subprocess, its CPU (user + system) and "+
+		"%d distinct %s, %d generated tokens each; each client is a subprocess, its CPU (user + system) and "+
 		"peak RSS from rusage; median of %d runs.\n\n",
-		time.Now().UTC().Format("2006-01-02"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), localserver.OllamaVersion, n, maxTokens, repeats)
+		time.Now().UTC().Format("2006-01-02"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), localserver.OllamaVersion, n, prompts, maxTokens, repeats)
 	raw := clients[0].name
 	fmt.Fprintf(&b, "| client | concurrency | samples/s | vs raw | wall | client CPU | peak RSS |\n|---|---|---|---|---|---|---|\n")
 	for _, c := range cs {

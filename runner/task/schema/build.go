@@ -108,6 +108,14 @@ func (t *Task) choose(docs []task.Doc, rows []map[string]any, r *renderer) ([]ta
 		if gold >= 0 {
 			d.Target = choices[gold]
 		}
+		if f := t.ProcessResults; f != nil && f.Func != "" {
+			proc, row := resultsProcessors[f.Func], rows[d.Index]
+			if proc == nil {
+				return nil, fmt.Errorf("task %s: process_results %s has no Go processor", t.Task, f.Func)
+			}
+			d.ScoreChoices = func(lls []float64) []task.Filtered { return proc(row, lls, choices) }
+			continue
+		}
 		d.ScoreChoices = func(lls []float64) []task.Filtered {
 			pred, norm := argmax(lls, nil), argmax(lls, choices)
 			out := make([]task.Filtered, len(metrics))

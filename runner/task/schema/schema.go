@@ -244,10 +244,11 @@ var (
 	OutputTypes = []string{"generate_until", "multiple_choice", "loglikelihood"}
 	Filters     = []string{"regex", "take_first", "lowercase", "uppercase", "remove_whitespace"}
 	Metrics     = []string{"exact_match", "acc", "acc_norm", "perplexity"}
-	// Functions are the Go processors a template field's !function may name; lm-eval's
-	// Python ones (winogrande's partial scoring, truthfulqa's mc2, ifeval) come as they
-	// are made.
+	// Functions are the Go processors a document field's or metric's !function may
+	// name (none yet: winogrande's partial scoring and ifeval's come as they are made).
 	Functions = []string{}
+	// ResultsFunctions are the Go processors process_results may name.
+	ResultsFunctions = slices.Sorted(maps.Keys(resultsProcessors))
 	// FilterFunctions are the Go processors a filter's !function may name.
 	FilterFunctions = slices.Sorted(maps.Keys(processors))
 )
@@ -267,7 +268,11 @@ func (t *Task) Check() error {
 	}
 	for name, f := range map[string]*Field{"process_docs": t.ProcessDocs, "doc_to_text": t.DocToText,
 		"doc_to_target": t.DocToTarget, "doc_to_choice": t.DocToChoice, "process_results": t.ProcessResults} {
-		if err := f.check(name, Functions); err != nil {
+		known := Functions
+		if name == "process_results" {
+			known = ResultsFunctions
+		}
+		if err := f.check(name, known); err != nil {
 			errs = append(errs, err)
 		}
 	}

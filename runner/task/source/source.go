@@ -4,6 +4,7 @@
 package source
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -27,20 +28,42 @@ type Rows struct {
 // A reader gives one split of one of a hub dataset's configurations.
 type reader func(dataDir, name, split string) ([]map[string]any, error)
 
-// hub are the hub datasets evalflow has, by lm-eval's dataset_path.
-var hub = map[string]reader{
-	"SaylorTwift/bbh": bbh, // lm-eval's BBH today
-	"lukaemon/bbh":    bbh, // and before
+// A copy is a hub dataset evalflow has: how to read it, and the file a configuration
+// is in (under the data directory).
+type copy struct {
+	read reader
+	file func(name string) string
 }
 
-// Known says whether evalflow has the dataset a task names.
-func Known(path string) bool { _, ok := hub[path]; return ok }
+var (
+	bbhCopy        = copy{bbh, func(name string) string { return "bbh/" + name + ".json" }}
+	truthfulQACopy = copy{truthfulQA, func(string) string { return "truthfulqa/mc_task.json" }}
+)
+
+// hub are the hub datasets evalflow has, by lm-eval's dataset_path.
+var hub = map[string]copy{
+	"SaylorTwift/bbh":        bbhCopy, // lm-eval's BBH today
+	"lukaemon/bbh":           bbhCopy, // and before
+	"truthfulqa/truthful_qa": truthfulQACopy,
+	"truthful_qa":            truthfulQACopy,
+}
+
+// File is the file under the data directory a task's documents are read from ("" for
+// a dataset evalflow has no copy of).
+func File(t *schema.Task) string {
+	c, ok := hub[t.DatasetPath]
+	if !ok {
+		return ""
+	}
+	return c.file(t.DatasetName)
+}
 
 // Read reads the task's scored split (test_split, else validation_split) and its
 // few-shot pool as lm-eval picks it: fewshot_split, else the config's inline samples
 // (left to the task), else training_split, validation_split, test_split.
 func Read(dataDir string, t *schema.Task) (Rows, error) {
-	read, ok := hub[t.DatasetPath]
+	c, ok := hub[t.DatasetPath]
+	read := c.read
 	if !ok {
 		return Rows{}, evalflow.Invalidf("dataset_path", "task %s: evalflow has no copy of dataset %q", t.Task, t.DatasetPath)
 	}
@@ -110,4 +133,68 @@ func bbh(dataDir, name, split string) ([]map[string]any, error) {
 		return nil, fmt.Errorf("read BBH task %s: %w", name, err)
 	}
 	return file.Examples, nil
+}
+
+// truthfulQA reads TruthfulQA's multiple_choice configuration: its validation split,
+// as the hub's truthful_qa builds it from mc_task.json — each target dict's answers
+// in their written order as choices, their 0/1 as labels.
+func truthfulQA(dataDir, name, split string) ([]map[string]any, error) {
+	if name != "multiple_choice" || split != "validation" {
+		return nil, evalflow.Invalidf("dataset_name", "TruthfulQA has the multiple_choice configuration's validation split here, not %s/%s", name, split)
+	}
+	f, err := os.Open(filepath.Join(dataDir, "truthfulqa", "mc_task.json"))
+	if err != nil {
+		return nil, fmt.Errorf("read TruthfulQA: %w", err)
+	}
+	defer f.Close()
+	var raw []map[string]json.RawMessage
+	if err := json.NewDecoder(f).Decode(&raw); err != nil {
+		return nil, fmt.Errorf("read TruthfulQA: %w", err)
+	}
+	rows := make([]map[string]any, len(raw))
+	for i, r := range raw {
+		var q string
+		if err := json.Unmarshal(r["question"], &q); err != nil {
+			return nil, fmt.Errorf("read TruthfulQA: question %d: %w", i, err)
+		}
+		row := map[string]any{"question": q}
+		for _, field := range []string{"mc1_targets", "mc2_targets"} {
+			choices, labels, err := orderedTargets(r[field])
+			if err != nil {
+				return nil, fmt.Errorf("read TruthfulQA: question %d: %s: %w", i, field, err)
+			}
+			row[field] = map[string]any{"choices": choices, "labels": labels}
+		}
+		rows[i] = row
+	}
+	return rows, nil
+}
+
+// orderedTargets reads {answer: label, ...} in its written order, as Python's json
+// reads it into a dict: a repeated answer keeps its first place and its last label.
+func orderedTargets(b json.RawMessage) ([]any, []any, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return nil, nil, fmt.Errorf("not an object")
+	}
+	var choices, labels []any
+	at := map[string]int{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return nil, nil, err
+		}
+		key, _ := t.(string)
+		var label int
+		if err := dec.Decode(&label); err != nil {
+			return nil, nil, err
+		}
+		if i, ok := at[key]; ok {
+			labels[i] = label
+			continue
+		}
+		at[key] = len(choices)
+		choices, labels = append(choices, key), append(labels, label)
+	}
+	return choices, labels, nil
 }

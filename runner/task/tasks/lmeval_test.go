@@ -4,9 +4,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/evalflow/evalflow/devkit/testserver"
@@ -151,5 +153,89 @@ func TestBBHFiltersExtractWhatLMEvalsExtract(t *testing.T) {
 				t.Errorf("%s doc %d %q: %s gives %q (correct %v); lm-eval's %q (%v)", k.Task, k.Doc, k.Response, name, g.Extracted, g.Correct, want[0], want[1])
 			}
 		}
+	}
+}
+
+// truthfulqa_mc1 and _mc2 ask what lm-eval asks: for documents 0, 1 and the last, the
+// context and each choice's continuation (the target delimiter and the choice) equal
+// what CPython renders from lm-eval's task files on the rows the hub's truthful_qa
+// builds from mc_task.json (hack/lmeval/mc_ref.py); the first choice is the gold.
+func TestTruthfulQAMultipleChoiceAsksWhatLMEvalAsks(t *testing.T) {
+	data := filepath.Join(testserver.SharedDir(t), "datasets")
+	b, err := os.ReadFile("testdata/lmeval_truthfulqa.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refs map[string]struct {
+		Docs map[string]struct {
+			Context, Continuations string
+			N, Gold                int
+		}
+		Size int
+	}
+	if err := json.Unmarshal(b, &refs); err != nil {
+		t.Fatal(err)
+	}
+	c, err := tasks.Shipped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, ref := range refs {
+		tk := c.Task(name)
+		rows, err := source.Read(data, tk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs, err := tk.Docs(rows.Scored, rows.Pool, rows.SameSplit, []int{0, 1, ref.Size - 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range docs {
+			want := ref.Docs[itoa(d.Index)]
+			if sum(d.Prompt) != want.Context {
+				t.Errorf("%s doc %d: context differs from lm-eval's:\n%s", name, d.Index, d.Prompt)
+			}
+			if len(d.Choices) != want.N || sum(strings.Join(d.Choices, "\x00")) != want.Continuations {
+				t.Errorf("%s doc %d: continuations %q differ from lm-eval's", name, d.Index, d.Choices)
+			}
+			if d.Method != task.Loglikelihood || " "+d.Target != d.Choices[want.Gold] {
+				t.Errorf("%s doc %d: asked by %s, target %q; want the log-likelihood of choice %d", name, d.Index, d.Method, d.Target, want.Gold)
+			}
+		}
+	}
+}
+
+// truthfulqa_mc2 scores a question by its normalised probability mass on the true
+// answers; mc1 by whether the likeliest choice is the first.
+func TestTruthfulQAScoresAsLMEval(t *testing.T) {
+	c, err := tasks.Shipped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := map[string]any{"question": "Q?",
+		"mc1_targets": map[string]any{"choices": []any{"a", "b", "c"}, "labels": []any{1, 0, 0}},
+		"mc2_targets": map[string]any{"choices": []any{"a", "b", "c"}, "labels": []any{1, 1, 0}}}
+	lls := []float64{math.Log(0.2), math.Log(0.1), math.Log(0.5)} // probabilities 0.2, 0.1, 0.5
+	mc2, err := c.Task("truthfulqa_mc2").Docs([]map[string]any{row}, nil, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := mc2[0].ScoreChoices(lls)
+	if len(f) != 1 || f[0].Value == nil || math.Abs(*f[0].Value-0.3/0.8) > 1e-12 || f[0].Metric != "acc" || f[0].Extracted != "c" {
+		t.Errorf("mc2: %+v; want acc 0.375 (0.3 of 0.8), the likeliest c", f)
+	}
+	// Far below exp's range the mass is still the ratio lm-eval means.
+	if f := mc2[0].ScoreChoices([]float64{-2000, -2000 + math.Log(3), -3000}); math.Abs(*f[0].Value-1) > 1e-12 {
+		t.Errorf("mc2 far down: %v", *f[0].Value)
+	}
+	mc1, err := c.Task("truthfulqa_mc1").Docs([]map[string]any{row}, nil, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := mc1[0].ScoreChoices(lls); f[0].Correct || f[0].Metric != "acc" {
+		t.Errorf("mc1 with c likeliest: %+v", f)
+	}
+	if f := mc1[0].ScoreChoices([]float64{-1, -2, -3}); !f[0].Correct {
+		t.Errorf("mc1 with a likeliest: %+v", f)
 	}
 }

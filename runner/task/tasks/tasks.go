@@ -5,6 +5,7 @@
 package tasks
 
 //go:generate go run ./gen -shared ../../../../shared
+//go:generate go test -run TestTheTableOfShippedTasksIsTheFiles . -args -update
 
 import (
 	"embed"
@@ -18,7 +19,7 @@ import (
 	"github.com/evalflow/evalflow/runner/task/schema"
 )
 
-//go:embed all:bbh
+//go:embed all:bbh all:truthfulqa
 var files embed.FS
 
 // Catalogue is a set of tasks and groups by name.

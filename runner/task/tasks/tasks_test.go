@@ -1,8 +1,14 @@
 package tasks_test
 
 import (
+	"flag"
+	"fmt"
+	"go/format"
+	"os"
+	"path"
 	"path/filepath"
-	"slices"
+	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/evalflow/evalflow/devkit/testserver"
@@ -19,8 +25,8 @@ func TestTheShippedTasksReadAndCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(c.Names()); n != 4*27+5 {
-		t.Errorf("%d names; want 4 forms of 27 tasks and 5 groups", n)
+	if n := len(c.Names()); n != 4*27+5+2 {
+		t.Errorf("%d names; want 4 forms of 27 BBH tasks, 5 groups, 2 TruthfulQA tasks", n)
 	}
 	for _, g := range []string{"bbh", "bbh_zeroshot", "bbh_fewshot", "bbh_cot_zeroshot", "bbh_cot_fewshot"} {
 		m, err := c.Resolve(g)
@@ -30,59 +36,109 @@ func TestTheShippedTasksReadAndCheck(t *testing.T) {
 	}
 }
 
-// The table shared's request validation reads (shared/shipped_tasks.go) says what the
-// task files say: the same names, each task's output type, n-shot and metrics, each
-// group's tasks and aggregated metric; and, with ../shared, each task's size.
+var update = flag.Bool("update", false, "rewrite shared/shipped_tasks.go from the task files and ../shared")
+
+// The table shared's request validation and GET /tasks read (shared/shipped_tasks.go)
+// says what the task files and their data say: the same names, each task's output
+// type, n-shot, metrics, size and data file, each group's tasks, size and aggregated
+// metrics. go generate (or go test -run TestTheTable -update) writes it.
 func TestTheTableOfShippedTasksIsTheFiles(t *testing.T) {
 	c, err := tasks.Shipped()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	for _, row := range evalflow.ShippedTasks() {
-		names = append(names, row.Name)
-		if g := c.Group(row.Name); g != nil {
-			var metrics []string
-			for _, a := range g.AggregateMetricList {
-				filters := []string(a.FilterList)
-				if len(filters) == 0 {
-					filters = []string{"none"}
-				}
-				for _, f := range filters {
-					metrics = append(metrics, a.Metric+","+f)
-				}
-			}
-			if !row.Group || !slices.Equal(row.Tasks, g.Task) || !slices.Equal(row.Metrics, metrics) {
-				t.Errorf("%s: the table says %+v; the file %+v", row.Name, row, g)
-			}
-			continue
-		}
-		tk := c.Task(row.Name)
-		if tk == nil {
-			t.Errorf("the table has %s; no file does", row.Name)
-			continue
-		}
-		var metrics []string
-		for _, f := range tk.FilterList {
-			metrics = append(metrics, tk.MetricList[0].Metric.Text+","+f.Name)
-		}
-		if len(metrics) == 0 {
-			metrics = []string{tk.MetricList[0].Metric.Text + ",none"}
-		}
-		if row.Group || row.OutputType != tk.OutputType || row.NumFewshot != *tk.NumFewshot || !slices.Equal(row.Metrics, metrics) {
-			t.Errorf("%s: the table says %+v; the file %s, %d-shot, %v", row.Name, row, tk.OutputType, *tk.NumFewshot, metrics)
-		}
-	}
-	if !slices.Equal(names, c.Names()) {
-		t.Errorf("the table names %d tasks and groups; the files %d", len(names), len(c.Names()))
-	}
 	data := filepath.Join(testserver.SharedDir(t), "datasets")
-	for _, row := range evalflow.ShippedTasks() {
-		if tk := c.Task(row.Name); tk != nil {
-			rows, err := source.Read(data, tk)
-			if err != nil || len(rows.Scored) != row.Samples {
-				t.Errorf("%s: %d documents (%v); the table says %d", row.Name, len(rows.Scored), err, row.Samples)
+	var want []evalflow.ShippedTask
+	for _, name := range c.Names() {
+		want = append(want, row(t, c, data, name))
+	}
+	if *update {
+		writeTable(t, "../../../shared/shipped_tasks.go", want)
+		return
+	}
+	got := evalflow.ShippedTasks()
+	if len(got) != len(want) {
+		t.Fatalf("the table names %d tasks and groups; the files %d (go generate ./runner/task/tasks/)", len(got), len(want))
+	}
+	for i := range want {
+		if !reflect.DeepEqual(got[i], want[i]) {
+			t.Errorf("the table says %+v;\nthe files %+v (go generate ./runner/task/tasks/)", got[i], want[i])
+		}
+	}
+}
+
+// row is what the files and data say of a task or group.
+func row(t *testing.T, c *tasks.Catalogue, data, name string) evalflow.ShippedTask {
+	if g := c.Group(name); g != nil {
+		members, err := c.Resolve(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := row(t, c, data, members[0].Task.Task)
+		r := evalflow.ShippedTask{Name: name, Group: true, Tasks: g.Task, OutputType: first.OutputType, NumFewshot: first.NumFewshot}
+		files := map[string]bool{}
+		for _, m := range members {
+			mr := row(t, c, data, m.Task.Task)
+			r.Samples += mr.Samples
+			files[mr.Source] = true
+		}
+		r.Source = first.Source
+		if len(files) > 1 {
+			r.Source = path.Dir(first.Source) + "/*" + path.Ext(first.Source)
+		}
+		for _, a := range g.AggregateMetricList {
+			filters := []string(a.FilterList)
+			if len(filters) == 0 {
+				filters = []string{"none"}
+			}
+			for _, f := range filters {
+				r.Metrics = append(r.Metrics, a.Metric+","+f)
 			}
 		}
+		return r
+	}
+	tk := c.Task(name)
+	rows, err := source.Read(data, tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := evalflow.ShippedTask{Name: name, OutputType: tk.OutputType, Samples: len(rows.Scored), Source: source.File(tk)}
+	if tk.NumFewshot != nil {
+		r.NumFewshot = *tk.NumFewshot
+	}
+	filters := []string{"none"}
+	if tk.OutputType == "generate_until" && len(tk.FilterList) > 0 {
+		filters = nil
+		for _, f := range tk.FilterList {
+			filters = append(filters, f.Name)
+		}
+	}
+	for _, m := range tk.MetricList {
+		for _, f := range filters {
+			r.Metrics = append(r.Metrics, m.Metric.Text+","+f)
+		}
+	}
+	return r
+}
+
+// writeTable writes the table as Go, sorted by name.
+func writeTable(t *testing.T, file string, rows []evalflow.ShippedTask) {
+	var b strings.Builder
+	b.WriteString("// Code generated by go generate ./runner/task/tasks/ (its test, -update); DO NOT EDIT.\n\npackage evalflow\n\n")
+	b.WriteString("// shippedTasks are the tasks and groups of runner/task/tasks, sorted by name.\nvar shippedTasks = []ShippedTask{\n")
+	for _, r := range rows {
+		fmt.Fprintf(&b, "\t{Name: %q, Group: %v, OutputType: %q, NumFewshot: %d, Samples: %d, Source: %q, Metrics: %#v", r.Name, r.Group, r.OutputType, r.NumFewshot, r.Samples, r.Source, r.Metrics)
+		if r.Tasks != nil {
+			fmt.Fprintf(&b, ", Tasks: %#v", r.Tasks)
+		}
+		b.WriteString("},\n")
+	}
+	b.WriteString("}\n")
+	src, err := format.Source([]byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, src, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -8,15 +8,12 @@
 package main
 
 import (
-	"encoding/json"
 	"flag"
 	"fmt"
-	"go/format"
 	"log"
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -40,7 +37,6 @@ const cotAnswer = "((?<=The answer is )(.*)(?=.)|(?<=the answer is )(.*)(?=.)|(?
 func main() {
 	shared := flag.String("shared", "../../../../shared", "the shared directory (datasets/bbh)")
 	out := flag.String("out", "bbh", "where the task files go")
-	index := flag.String("index", "../../../shared/shipped_tasks.go", "where the table of shipped tasks goes (package evalflow)")
 	flag.Parse()
 	prompts := filepath.Join(*shared, "datasets", "bbh", "cot-prompts")
 	entries, err := os.ReadDir(prompts)
@@ -48,7 +44,6 @@ func main() {
 		log.Fatal(err)
 	}
 	var names []string
-	var table []row
 	for _, e := range entries {
 		name := strings.TrimSuffix(e.Name(), ".txt")
 		b, err := os.ReadFile(filepath.Join(prompts, e.Name()))
@@ -59,33 +54,11 @@ func main() {
 		if err != nil {
 			log.Fatalf("%s: %v", name, err)
 		}
-		n, err := count(filepath.Join(*shared, "datasets", "bbh", name+".json"))
-		if err != nil {
-			log.Fatal(err)
-		}
 		for _, form := range forms {
 			write(filepath.Join(*out, form.dir, name+".yaml"), form.task(name, desc, shots))
-			table = append(table, form.row("bbh_"+form.dir+"_"+name, n, nil, "bbh/"+name+".json"))
 		}
 		names = append(names, name)
 	}
-	for _, form := range forms {
-		var members []string
-		total := 0
-		for _, name := range names {
-			members = append(members, "bbh_"+form.dir+"_"+name)
-		}
-		for _, r := range table {
-			if slices.Contains(members, r.name) {
-				total += r.samples
-			}
-		}
-		table = append(table, form.row("bbh_"+form.dir, total, members, "bbh/*.json"))
-		if form.dir == "cot_fewshot" {
-			table = append(table, form.row("bbh", total, members, "bbh/*.json"))
-		}
-	}
-	writeIndex(*index, table)
 	for _, form := range forms {
 		write(filepath.Join(*out, form.dir, "_template.yaml"), form.template)
 		write(filepath.Join(*out, form.dir, "_group.yaml"), group("bbh_"+form.dir, form.dir, names, form.aggregate))
@@ -126,30 +99,28 @@ func parse(text string) (string, []shot, error) {
 // form is one of lm-eval's BBH forms.
 type form struct {
 	dir       string
-	shots     int
-	metrics   []string // "exact_match,<filter>" of each of its filters
 	template  *yaml.Node
 	aggregate string // the filter its group aggregates
 	task      func(name, desc string, shots []shot) *yaml.Node
 }
 
 var forms = []form{
-	{dir: "zeroshot", metrics: []string{"exact_match,strict-match", "exact_match,flexible-extract"}, aggregate: "flexible-extract", template: template(zeroIgnores, []string{"</s>", "Q:", "<|im_end|>"}, 0, nil, 3),
+	{dir: "zeroshot", aggregate: "flexible-extract", template: template(zeroIgnores, []string{"</s>", "Q:", "<|im_end|>"}, 0, nil, 3),
 		task: func(name, desc string, _ []shot) *yaml.Node {
 			return taskFile("zeroshot", name, desc, "Q: {{input}}\nA:", nil, "",
 				filters(pair("strict-match", seq(fn("take_first"))), pair("flexible-extract", seq(extract(name, 0), fn("take_first")))))
 		}},
-	{dir: "fewshot", shots: 3, metrics: []string{"exact_match,none"}, template: template(nil, []string{"</s>", "Q", "\n\n"}, 3, nil, 2),
+	{dir: "fewshot", template: template(nil, []string{"</s>", "Q", "\n\n"}, 3, nil, 2),
 		task: func(name, desc string, shots []shot) *yaml.Node {
 			return taskFile("fewshot", name, desc, "Q: {{input}}\nA:", shots, "answer", nil)
 		}},
-	{dir: "cot_zeroshot", metrics: []string{"exact_match,flexible-extract", "exact_match,strict-match"}, aggregate: "flexible-extract", template: template(cotIgnores, []string{"</s>", "Q:", "<|im_end|>"}, 0, nil, 3),
+	{dir: "cot_zeroshot", aggregate: "flexible-extract", template: template(cotIgnores, []string{"</s>", "Q:", "<|im_end|>"}, 0, nil, 3),
 		task: func(name, desc string, _ []shot) *yaml.Node {
 			return taskFile("cot_zeroshot", name, desc, "Q: {{input}}\nA: Let's think step by step.", nil, "",
 				filters(pair("flexible-extract", seq(extract(name, -1), fn("take_first"))),
 					pair("strict-match", seq(mapping("function", str("regex"), "regex_pattern", str(cotAnswer)), fn("take_first")))))
 		}},
-	{dir: "cot_fewshot", shots: 3, metrics: []string{"exact_match,get-answer"}, aggregate: "get-answer", template: template(nil, []string{"</s>", "Q", "\n\n"}, 3, cotFewshot, 4),
+	{dir: "cot_fewshot", aggregate: "get-answer", template: template(nil, []string{"</s>", "Q", "\n\n"}, 3, cotFewshot, 4),
 		task: func(name, desc string, shots []shot) *yaml.Node {
 			return taskFile("cot_fewshot", name, desc, "Q: {{input}}\nA: Let's think step by step.\n", shots, "reasoning", nil)
 		}},
@@ -321,61 +292,6 @@ func write(path string, n *yaml.Node) {
 	}
 	head := "# Written by go generate (gen/main.go) from BIG-Bench Hard's prompts: edit the generator.\n"
 	if err := os.WriteFile(path, append([]byte(head), b...), 0o644); err != nil {
-		log.Fatal(err)
-	}
-}
-
-// row is one entry of the table of shipped tasks.
-type row struct {
-	name, outputType, source string
-	group                    bool
-	tasks, metrics           []string
-	shots, samples           int
-}
-
-func (f form) row(name string, samples int, tasks []string, source string) row {
-	metrics := f.metrics
-	if tasks != nil && f.aggregate != "" {
-		metrics = []string{"exact_match," + f.aggregate}
-	}
-	return row{name: name, outputType: "generate_until", source: source, group: tasks != nil,
-		tasks: tasks, metrics: metrics, shots: f.shots, samples: samples}
-}
-
-// count is how many examples a BBH task file holds.
-func count(path string) (int, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, err
-	}
-	var file struct {
-		Examples []json.RawMessage `json:"examples"`
-	}
-	if err := json.Unmarshal(b, &file); err != nil {
-		return 0, fmt.Errorf("%s: %w", path, err)
-	}
-	return len(file.Examples), nil
-}
-
-// writeIndex writes the table of shipped tasks as Go, sorted by name.
-func writeIndex(path string, table []row) {
-	slices.SortFunc(table, func(a, b row) int { return strings.Compare(a.name, b.name) })
-	var b strings.Builder
-	b.WriteString("// Code generated by runner/task/tasks/gen; DO NOT EDIT.\n\npackage evalflow\n\n")
-	b.WriteString("// shippedTasks are the tasks and groups of runner/task/tasks, sorted by name.\nvar shippedTasks = []ShippedTask{\n")
-	for _, r := range table {
-		fmt.Fprintf(&b, "\t{Name: %q, Group: %v, OutputType: %q, NumFewshot: %d, Samples: %d, Source: %q, Metrics: %#v", r.name, r.group, r.outputType, r.shots, r.samples, r.source, r.metrics)
-		if r.tasks != nil {
-			fmt.Fprintf(&b, ", Tasks: %#v", r.tasks)
-		}
-		b.WriteString("},\n")
-	}
-	b.WriteString("}\n")
-	src, err := format.Source([]byte(b.String()))
-	if err != nil {
-		log.Fatal(err)
-	}
-	if err := os.WriteFile(path, src, 0o644); err != nil {
 		log.Fatal(err)
 	}
 }
