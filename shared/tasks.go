@@ -50,7 +50,7 @@ func (t ShippedTask) SampleCount(limit float64) int {
 // Catalogue is what a run may evaluate (GET /tasks): evalflow's own datasets, and
 // every task and group it ships in lm-eval's schema.
 type Catalogue struct {
-	Datasets []Dataset    `json:"datasets"`
+	Datasets []Dataset     `json:"datasets"`
 	Tasks    []ShippedTask `json:"tasks"`
 }
 
