@@ -114,12 +114,16 @@ func (e *Engine) choiceLogprobs(ctx context.Context, d task.Doc) ([]float64, ope
 		return lp, resp.Usage, nil
 	}
 	for i, c := range d.Choices {
+		context := d.Prompt
+		if d.Contexts != nil {
+			context = d.Contexts[i]
+		}
 		resp, err := e.Client.Complete(ctx, openai.CompletionRequest{Model: e.Spec.Model.Name,
-			Prompt: d.Prompt + c, MaxTokens: 1, Echo: true, Logprobs: 1})
+			Prompt: context + c, MaxTokens: 1, Echo: true, Logprobs: 1})
 		if err != nil {
 			return nil, usage, err
 		}
-		if lp[i], err = resp.ContinuationLogprob(d.Prompt, c); err != nil {
+		if lp[i], err = resp.ContinuationLogprob(context, c); err != nil {
 			return nil, usage, err
 		}
 		usage.PromptTokens += resp.Usage.PromptTokens

@@ -106,3 +106,31 @@ func TestTruthfulQATaskFilesScoreByLoglikelihood(t *testing.T) {
 		}
 	}
 }
+
+// lm-eval's winogrande asks the same continuation after each option's context of a
+// real server (llama.cpp), so the two log-likelihoods differ by the context alone.
+func TestWinograndeScoresEachContextsContinuation(t *testing.T) {
+	s := spec(t, testserver.LlamaEcho(t), 2)
+	s.Datasets = []evalflow.DatasetSpec{{Name: "winogrande", Limit: 4}}
+
+	res, err := run(t, context.Background(), s, nil)
+
+	if err != nil {
+		t.Fatal(err)
+	}
+	differ := 0
+	for _, x := range readSamples(t, s) {
+		if len(x.Logprobs) != 2 || x.Logprobs[0] == nil || x.Logprobs[1] == nil {
+			t.Fatalf("%s/%d: log-likelihoods %v", x.Task, x.DocID, x.Logprobs)
+		}
+		if *x.Logprobs[0] != *x.Logprobs[1] {
+			differ++
+		}
+	}
+	if differ == 0 {
+		t.Error("every document's two log-likelihoods are equal: the contexts are not what is asked")
+	}
+	if acc, ok := res.Results["winogrande"]["acc,none"].(float64); !ok || acc < 0 || acc > 1 || res.NSamples["winogrande"].Original != 1267 {
+		t.Errorf("winogrande: %v, n-samples %+v", res.Results["winogrande"], res.NSamples["winogrande"])
+	}
+}

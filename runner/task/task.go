@@ -34,6 +34,9 @@ type Doc struct {
 	Metric string
 	// Choices are the continuations scored by Logprobs and Loglikelihood (" A".." D").
 	Choices []string
+	// Contexts, when set, are each choice's own context in place of Prompt (a task
+	// whose choices are its contexts, as winogrande's: the same continuation after each).
+	Contexts []string
 	// Score applies the task's filters to a generated response; the first result is
 	// the primary one.
 	Score func(response string) []Filtered

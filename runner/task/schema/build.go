@@ -32,6 +32,15 @@ func (t *Task) Docs(rows, pool []map[string]any, sameSplit bool, idx []int) ([]t
 	if t.OutputType != "generate_until" && t.OutputType != "multiple_choice" {
 		return nil, fmt.Errorf("task %s: output_type %q is not built here yet", t.Task, t.OutputType)
 	}
+	if idx == nil {
+		idx = make([]int, len(rows))
+		for i := range idx {
+			idx[i] = i
+		}
+	}
+	if t.DocToText != nil && t.DocToText.Func != "" {
+		return t.multipleInput(rows, idx)
+	}
 	r, err := t.renderer()
 	if err != nil {
 		return nil, err
@@ -45,12 +54,6 @@ func (t *Task) Docs(rows, pool []map[string]any, sameSplit bool, idx []int) ([]t
 	}
 	if shots > len(pool)-map[bool]int{true: 1, false: 0}[sameSplit] && shots > 0 {
 		return nil, fmt.Errorf("task %s: num_fewshot %d: %d examples to draw from", t.Task, shots, len(pool))
-	}
-	if idx == nil {
-		idx = make([]int, len(rows))
-		for i := range idx {
-			idx[i] = i
-		}
 	}
 	draws := t.sampler(len(pool), shots, sameSplit)
 	docs := make([]task.Doc, 0, len(idx))
@@ -83,15 +86,9 @@ func (t *Task) Docs(rows, pool []map[string]any, sameSplit bool, idx []int) ([]t
 // likeliest choice being the gold one, acc_norm the likeliest per character of the
 // choice (lm-eval divides by len(choice)), ties going to the first.
 func (t *Task) choose(docs []task.Doc, rows []map[string]any, r *renderer) ([]task.Doc, error) {
-	metrics := []string{"acc"}
-	if len(t.MetricList) > 0 {
-		metrics = nil
-		for _, m := range t.MetricList {
-			if m.Metric.Text != "acc" && m.Metric.Text != "acc_norm" {
-				return nil, fmt.Errorf("task %s: metric %q is not built for multiple_choice", t.Task, m.Metric.Text)
-			}
-			metrics = append(metrics, m.Metric.Text)
-		}
+	metrics, err := t.choiceMetrics()
+	if err != nil {
+		return nil, err
 	}
 	for n := range docs {
 		d := &docs[n]
@@ -116,20 +113,108 @@ func (t *Task) choose(docs []task.Doc, rows []map[string]any, r *renderer) ([]ta
 			d.ScoreChoices = func(lls []float64) []task.Filtered { return proc(row, lls, choices) }
 			continue
 		}
-		d.ScoreChoices = func(lls []float64) []task.Filtered {
-			pred, norm := argmax(lls, nil), argmax(lls, choices)
-			out := make([]task.Filtered, len(metrics))
-			for i, m := range metrics {
-				p := map[string]int{"acc": pred, "acc_norm": norm}[m]
-				out[i] = task.Filtered{Filter: "none", Metric: m, Correct: p == gold && gold >= 0}
-				if p >= 0 {
-					out[i].Extracted = choices[p]
-				}
-			}
-			return out
-		}
+		d.ScoreChoices = scoreChoices(metrics, choices, gold)
 	}
 	return docs, nil
+}
+
+// choiceMetrics are a multiple-choice task's metrics: acc and acc_norm.
+func (t *Task) choiceMetrics() ([]string, error) {
+	if len(t.MetricList) == 0 {
+		return []string{"acc"}, nil
+	}
+	var metrics []string
+	for _, m := range t.MetricList {
+		if m.Metric.Text != "acc" && m.Metric.Text != "acc_norm" {
+			return nil, fmt.Errorf("task %s: metric %q is not built for multiple_choice", t.Task, m.Metric.Text)
+		}
+		metrics = append(metrics, m.Metric.Text)
+	}
+	return metrics, nil
+}
+
+// scoreChoices scores the choices' log-likelihoods as lm-eval's process_results: acc
+// the likeliest choice being the gold one, acc_norm the likeliest per character of the
+// choice, ties going to the first.
+func scoreChoices(metrics, choices []string, gold int) func([]float64) []task.Filtered {
+	return func(lls []float64) []task.Filtered {
+		pred, norm := argmax(lls, nil), argmax(lls, choices)
+		out := make([]task.Filtered, len(metrics))
+		for i, m := range metrics {
+			p := map[string]int{"acc": pred, "acc_norm": norm}[m]
+			out[i] = task.Filtered{Filter: "none", Metric: m, Correct: p == gold && gold >= 0}
+			if p >= 0 {
+				out[i].Extracted = choices[p]
+			}
+		}
+		return out
+	}
+}
+
+// multipleInput builds the documents of a task whose choices are its contexts
+// (lm-eval's multiple input, winogrande's): doc_to_text gives the gold index,
+// doc_to_choice the contexts, doc_to_target the continuation each is scored with
+// (after the target delimiter), each context after the description.
+func (t *Task) multipleInput(rows []map[string]any, idx []int) ([]task.Doc, error) {
+	if t.OutputType != "multiple_choice" {
+		return nil, fmt.Errorf("task %s: a !function doc_to_text is built for multiple_choice tasks only", t.Task)
+	}
+	if t.NumFewshot != nil && *t.NumFewshot > 0 {
+		return nil, fmt.Errorf("task %s: few-shot examples of a task whose choices are its contexts are not built yet", t.Task)
+	}
+	metrics, err := t.choiceMetrics()
+	if err != nil {
+		return nil, err
+	}
+	fields := map[string]*Field{"doc_to_text": t.DocToText, "doc_to_target": t.DocToTarget, "doc_to_choice": t.DocToChoice}
+	procs := map[string]docProcessor{}
+	for name, f := range fields {
+		if f == nil || docProcessors[f.Func] == nil {
+			return nil, fmt.Errorf("task %s: %s must name a Go processor where doc_to_text does", t.Task, name)
+		}
+		procs[name] = docProcessors[f.Func]
+	}
+	delim := " "
+	if t.TargetDelimiter != nil {
+		delim = *t.TargetDelimiter
+	}
+	docs := make([]task.Doc, 0, len(idx))
+	for _, i := range idx {
+		d, err := t.multipleInputDoc(rows[i], i, procs, delim, metrics)
+		if err != nil {
+			return nil, fmt.Errorf("task %s: document %d: %w", t.Task, i, err)
+		}
+		docs = append(docs, d)
+	}
+	return docs, nil
+}
+
+func (t *Task) multipleInputDoc(row map[string]any, i int, procs map[string]docProcessor, delim string, metrics []string) (task.Doc, error) {
+	g, err := procs["doc_to_text"](row)
+	if err != nil {
+		return task.Doc{}, err
+	}
+	target, err := procs["doc_to_target"](row)
+	if err != nil {
+		return task.Doc{}, err
+	}
+	c, err := procs["doc_to_choice"](row)
+	if err != nil {
+		return task.Doc{}, err
+	}
+	gold, _ := g.(int)
+	contexts, _ := c.([]string)
+	if gold < 0 || gold >= len(contexts) {
+		return task.Doc{}, fmt.Errorf("gold %v is not one of %d contexts", g, len(contexts))
+	}
+	d := task.Doc{Task: t.Task, Index: i, Method: task.Loglikelihood, Metric: metrics[0], Target: contexts[gold]}
+	for _, ctx := range contexts {
+		d.Contexts = append(d.Contexts, t.Description+ctx)
+		d.Choices = append(d.Choices, delim+fmt.Sprint(target))
+	}
+	d.Prompt = d.Contexts[gold]
+	d.ScoreChoices = scoreChoices(metrics, contexts, gold)
+	return d, nil
 }
 
 // goldOf is the gold choice's index: doc_to_target rendered as a number is the index

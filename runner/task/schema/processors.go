@@ -63,6 +63,62 @@ func truthfulMC2(doc map[string]any, lls []float64, choices []string) []task.Fil
 	return []task.Filtered{out}
 }
 
+// A docProcessor is a document field lm-eval computes in Python: a string, an int
+// (doc_to_text's gold index for a task whose choices are its contexts), or a list.
+type docProcessor func(doc map[string]any) (any, error)
+
+// docProcessors are the Go processors doc_to_text, doc_to_target and doc_to_choice
+// may name.
+var docProcessors = map[string]docProcessor{
+	"preprocess_winogrande.doc_to_text":   winograndeGold,
+	"preprocess_winogrande.doc_to_target": winograndeTarget,
+	"preprocess_winogrande.doc_to_choice": winograndeContexts,
+}
+
+// blank is where a WinoGrande sentence's "_" is.
+func blank(doc map[string]any) (string, int, error) {
+	s, _ := doc["sentence"].(string)
+	i := strings.Index(s, "_")
+	if i < 0 {
+		return "", 0, fmt.Errorf("sentence %q has no _", clip(s))
+	}
+	return s, i, nil
+}
+
+// winograndeGold is the right option's index: answer "1" or "2".
+func winograndeGold(doc map[string]any) (any, error) {
+	switch doc["answer"] {
+	case "1":
+		return 0, nil
+	case "2":
+		return 1, nil
+	}
+	return nil, fmt.Errorf("answer %v is neither \"1\" nor \"2\"", doc["answer"])
+}
+
+// winograndeTarget is the sentence after the blank, stripped (Python's strip).
+func winograndeTarget(doc map[string]any) (any, error) {
+	s, i, err := blank(doc)
+	if err != nil {
+		return nil, err
+	}
+	return strings.TrimSpace(s[i+1:]), nil
+}
+
+// winograndeContexts are the sentence up to the blank with each option in it.
+func winograndeContexts(doc map[string]any) (any, error) {
+	s, i, err := blank(doc)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, k := range []string{"option1", "option2"} {
+		o, _ := doc[k].(string)
+		out = append(out, s[:i]+o)
+	}
+	return out, nil
+}
+
 // defaultPattern is lm-eval's RegexFilter's pattern when a filter names none.
 const defaultPattern = `#### (\-?[0-9\.\,]+)`
 

@@ -244,9 +244,8 @@ var (
 	OutputTypes = []string{"generate_until", "multiple_choice", "loglikelihood"}
 	Filters     = []string{"regex", "take_first", "lowercase", "uppercase", "remove_whitespace"}
 	Metrics     = []string{"exact_match", "acc", "acc_norm", "perplexity"}
-	// Functions are the Go processors a document field's or metric's !function may
-	// name (none yet: winogrande's partial scoring and ifeval's come as they are made).
-	Functions = []string{}
+	// Functions are the Go processors a document field's !function may name.
+	Functions = slices.Sorted(maps.Keys(docProcessors))
 	// ResultsFunctions are the Go processors process_results may name.
 	ResultsFunctions = slices.Sorted(maps.Keys(resultsProcessors))
 	// FilterFunctions are the Go processors a filter's !function may name.
@@ -300,7 +299,7 @@ func (t *Task) Check() error {
 	for i, m := range t.MetricList {
 		field := fmt.Sprintf("metric_list[%d].metric", i)
 		if m.Metric.Func != "" {
-			if err := m.Metric.check(field, Functions); err != nil {
+			if err := m.Metric.check(field, nil); err != nil {
 				errs = append(errs, err)
 			}
 		} else if !slices.Contains(Metrics, m.Metric.Text) {

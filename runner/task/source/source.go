@@ -38,6 +38,7 @@ type copy struct {
 var (
 	bbhCopy        = copy{bbh, func(name string) string { return "bbh/" + name + ".json" }}
 	truthfulQACopy = copy{truthfulQA, func(string) string { return "truthfulqa/mc_task.json" }}
+	winograndeCopy = copy{winogrande, func(string) string { return "winogrande/dev.jsonl" }}
 )
 
 // hub are the hub datasets evalflow has, by lm-eval's dataset_path.
@@ -46,6 +47,8 @@ var hub = map[string]copy{
 	"lukaemon/bbh":           bbhCopy, // and before
 	"truthfulqa/truthful_qa": truthfulQACopy,
 	"truthful_qa":            truthfulQACopy,
+	"allenai/winogrande":     winograndeCopy,
+	"winogrande":             winograndeCopy,
 }
 
 // File is the file under the data directory a task's documents are read from ("" for
@@ -197,4 +200,36 @@ func orderedTargets(b json.RawMessage) ([]any, []any, error) {
 		choices, labels = append(choices, key), append(labels, label)
 	}
 	return choices, labels, nil
+}
+
+// winogrande reads WinoGrande's validation split (1.1's dev set) of its winogrande_xl
+// configuration; its train split is not here.
+func winogrande(dataDir, name, split string) ([]map[string]any, error) {
+	if split != "validation" {
+		return nil, evalflow.Invalidf("dataset_name", "WinoGrande has its validation split here, not %s (its train split is not obtainable)", split)
+	}
+	if name != "winogrande_xl" {
+		return nil, evalflow.Invalidf("dataset_name", "WinoGrande's validation split is winogrande_xl's, not %s's", name)
+	}
+	return jsonLines(filepath.Join(dataDir, "winogrande", "dev.jsonl"))
+}
+
+// jsonLines reads a JSON-lines file, an object a line.
+func jsonLines(path string) ([]map[string]any, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", filepath.Base(path), err)
+	}
+	var rows []map[string]any
+	for n, line := range bytes.Split(b, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var row map[string]any
+		if err := json.Unmarshal(line, &row); err != nil {
+			return nil, fmt.Errorf("read %s: line %d: %w", filepath.Base(path), n+1, err)
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
 }

@@ -239,3 +239,60 @@ func TestTruthfulQAScoresAsLMEval(t *testing.T) {
 		t.Errorf("mc1 with a likeliest: %+v", f)
 	}
 }
+
+// winogrande asks what lm-eval asks: each option's context (the sentence up to its
+// blank, the option in it) and the same continuation after each, the gold the answer's
+// option; as CPython gives them from lm-eval's preprocess_winogrande.py run as it is
+// (hack/lmeval/winogrande_ref.py).
+func TestWinograndeAsksWhatLMEvalAsks(t *testing.T) {
+	data := filepath.Join(testserver.SharedDir(t), "datasets")
+	b, err := os.ReadFile("testdata/lmeval_winogrande.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref struct {
+		Docs map[string]struct {
+			Contexts, Continuation string
+			Gold                   int
+		}
+		Size int
+	}
+	if err := json.Unmarshal(b, &ref); err != nil {
+		t.Fatal(err)
+	}
+	c, err := tasks.Shipped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := c.Task("winogrande")
+	rows, err := source.Read(data, tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows.Scored) != ref.Size {
+		t.Fatalf("%d documents; lm-eval's validation split has %d", len(rows.Scored), ref.Size)
+	}
+	docs, err := tk.Docs(rows.Scored, rows.Pool, rows.SameSplit, []int{0, 1, 100, ref.Size - 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range docs {
+		want := ref.Docs[itoa(d.Index)]
+		if sum(strings.Join(d.Contexts, "\x00")) != want.Contexts {
+			t.Errorf("doc %d: contexts %q differ from lm-eval's", d.Index, d.Contexts)
+		}
+		if len(d.Choices) != 2 || d.Choices[0] != want.Continuation || d.Choices[1] != want.Continuation {
+			t.Errorf("doc %d: continuations %q; lm-eval's %q after each", d.Index, d.Choices, want.Continuation)
+		}
+		f := d.ScoreChoices([]float64{-1, -2})
+		if f[0].Correct != (want.Gold == 0) || d.Target != d.Contexts[want.Gold] {
+			t.Errorf("doc %d: the first context likelier scores %v; the gold is %d", d.Index, f[0].Correct, want.Gold)
+		}
+	}
+	tk2 := *tk
+	two := 2
+	tk2.NumFewshot = &two
+	if _, err := source.Read(data, &tk2); err == nil || !strings.Contains(err.Error(), "train") {
+		t.Errorf("a few-shot winogrande: %v; want an error naming the missing train split", err)
+	}
+}
