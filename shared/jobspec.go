@@ -249,7 +249,9 @@ type Results struct {
 	Configs  map[string]json.RawMessage `json:"configs,omitempty"`
 	Versions map[string]any             `json:"versions,omitempty"`
 	NShot    map[string]any             `json:"n-shot,omitempty"`
-	Summary  Summary                    `json:"summary"`
+	// HigherIsBetter says, per task and group, which way each metric is better.
+	HigherIsBetter map[string]map[string]bool `json:"higher_is_better,omitempty"`
+	Summary        Summary                    `json:"summary"`
 }
 
 // NSamples counts a task's samples as lm-eval does.

@@ -45,8 +45,14 @@ func (e *Engine) score(ctx context.Context, d task.Doc) (results.Sample, error) 
 		}
 	}
 	s := results.Sample{Sample: evalflow.Sample{Task: d.Task, Group: d.Group, DocID: d.Index, Prompt: d.Prompt, Target: d.Target, Metric: d.Metric}}
-	switch d.Method {
-	case task.Logprobs, task.Loglikelihood:
+	switch {
+	case d.ScoreContinuation != nil:
+		ll, greedy, usage, err := e.continuation(ctx, d)
+		if err != nil {
+			return s, err
+		}
+		s.Filters, s.Usage, s.Logprobs = d.ScoreContinuation(ll, greedy), evalflow.Usage(usage), []*float64{&ll}
+	case d.Method == task.Logprobs || d.Method == task.Loglikelihood:
 		lp, usage, err := e.choiceLogprobs(ctx, d)
 		if err != nil {
 			return s, err
@@ -88,6 +94,21 @@ func (e *Engine) generate(ctx context.Context, d task.Doc) (string, openai.Usage
 		return "", openai.Usage{}, err
 	}
 	return resp.Text(), resp.Usage, nil
+}
+
+// continuation is the log-likelihood of d's one choice after its prompt, and whether
+// it is the greedy continuation (echo with the top log-probability of each token).
+func (e *Engine) continuation(ctx context.Context, d task.Doc) (float64, bool, openai.Usage, error) {
+	if len(d.Choices) != 1 {
+		return 0, false, openai.Usage{}, fmt.Errorf("engine: %s/%d: a loglikelihood document has one continuation, not %d", d.Task, d.Index, len(d.Choices))
+	}
+	resp, err := e.Client.Complete(ctx, openai.CompletionRequest{Model: e.Spec.Model.Name,
+		Prompt: d.Prompt + d.Choices[0], MaxTokens: 1, Echo: true, Logprobs: 1})
+	if err != nil {
+		return 0, false, openai.Usage{}, err
+	}
+	ll, greedy, err := resp.Continuation(d.Prompt, d.Choices[0])
+	return ll, greedy, openai.Usage{PromptTokens: resp.Usage.PromptTokens}, err
 }
 
 // choiceLogprobs scores each of d's choices: from the next token's top_logprobs
@@ -214,11 +235,14 @@ func (e *Engine) probeWithin(ctx context.Context, docs []task.Doc, limit time.Du
 
 // probe asks for doc d once, as its method does.
 func (e *Engine) probe(ctx context.Context, d task.Doc) error {
-	switch d.Method {
-	case task.Logprobs, task.Loglikelihood:
+	switch {
+	case d.ScoreContinuation != nil:
+		_, _, _, err := e.continuation(ctx, d)
+		return err
+	case d.Method == task.Logprobs || d.Method == task.Loglikelihood:
 		_, _, err := e.choiceLogprobs(ctx, d)
 		return err
-	case task.Generate:
+	case d.Method == task.Generate:
 		if e.Spec.Options.GenerationAPI == evalflow.GenerationCompletions {
 			_, _, err := e.generate(ctx, d)
 			return err

@@ -9,8 +9,10 @@ import (
 	"testing"
 
 	"github.com/evalflow/evalflow/devkit/testserver"
+	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/task/tasks"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/openai"
 )
 
 // A run naming lm-eval's bbh_zeroshot asks each of its 27 tasks through a real model
@@ -132,5 +134,38 @@ func TestWinograndeScoresEachContextsContinuation(t *testing.T) {
 	}
 	if acc, ok := res.Results["winogrande"]["acc,none"].(float64); !ok || acc < 0 || acc > 1 || res.NSamples["winogrande"].Original != 1267 {
 		t.Errorf("winogrande: %v, n-samples %+v", res.Results["winogrande"], res.NSamples["winogrande"])
+	}
+}
+
+// lm-eval's lambada_openai through a real server (llama.cpp): a continuation is
+// greedy exactly when it is what the server generates greedily; the results give acc
+// and perplexity with their standard errors.
+func TestLambadaScoresGreedyContinuationsAndPerplexity(t *testing.T) {
+	url := testserver.LlamaEcho(t)
+	s := spec(t, url, 2)
+	e := &Engine{Client: &openai.Client{BaseURL: evalflow.APIBase(url), MaxTries: 3}, Spec: s}
+	const prompt = "Once upon a time, there was a little girl named"
+	gen, err := e.Client.Complete(context.Background(), openai.CompletionRequest{Model: testserver.Model, Prompt: prompt, MaxTokens: 3, Temperature: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for cont, want := range map[string]bool{gen.Text(): true, " Zebrafish": false} {
+		_, greedy, _, err := e.continuation(context.Background(), task.Doc{Prompt: prompt, Choices: []string{cont}})
+		if err != nil || greedy != want {
+			t.Errorf("%q after %q: greedy %v, %v; want %v", cont, prompt, greedy, err, want)
+		}
+	}
+
+	s.Datasets = []evalflow.DatasetSpec{{Name: "lambada_openai", Limit: 6}}
+	res, err := run(t, context.Background(), s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Results["lambada_openai"]
+	ppl, _ := r["perplexity,none"].(float64)
+	se, _ := r["perplexity_stderr,none"].(float64)
+	acc, ok := r["acc,none"].(float64)
+	if ppl <= 1 || se <= 0 || !ok || acc < 0 || acc > 1 || res.Summary.Metrics["lambada_openai"] != "acc" {
+		t.Errorf("lambada_openai: %v, summary %v", r, res.Summary)
 	}
 }

@@ -51,11 +51,21 @@ type key struct{ scope, metric, filter string }
 type acc struct {
 	n          int
 	sum, sumSq float64
+	values     []float64               // kept for a metric aggregated otherwise than by mean
+	aggregate  func([]float64) float64 // that aggregation
 }
 
 // stats are the mean and its standard error (the sample standard deviation over
-// sqrt(n), as lm-eval's mean_stderr).
+// sqrt(n), as lm-eval's mean_stderr); or the metric's own aggregation and its
+// bootstrapped standard error (lm-eval's, BootstrapIters resamples).
 func (a *acc) stats() (p, stderr float64) {
+	if a.aggregate != nil {
+		p = a.aggregate(a.values)
+		if a.n > 1 {
+			stderr = bootstrapStderr(a.aggregate, a.values, BootstrapIters)
+		}
+		return p, stderr
+	}
 	p = a.sum / float64(a.n)
 	if a.n > 1 {
 		stderr = math.Sqrt(max(0, (a.sumSq-float64(a.n)*p*p)/float64(a.n-1)) / float64(a.n))
@@ -113,9 +123,12 @@ func filtersOf(a task.GroupAggregate) []string {
 func (t *tallies) add(k key, v float64) {
 	a, found := t.counts[k]
 	if !found {
-		a = &acc{}
+		a = &acc{aggregate: aggregations[k.metric]}
 		t.counts[k] = a
 		t.order = append(t.order, k)
+	}
+	if a.aggregate != nil {
+		a.values = append(a.values, v)
 	}
 	a.n++
 	a.sum += v
@@ -160,6 +173,7 @@ func (t *tallies) report(res *evalflow.Results, k key) {
 		res.NSamples[name] = evalflow.NSamples{Original: n, Effective: n}
 	}
 	setMetric(res.Results[name], k.metric, k.filter, p, stderr)
+	better(res, name, k.metric)
 	if t.primary[name] == k.metric+","+k.filter {
 		t.score(res, name, k.metric, p)
 	}
@@ -222,6 +236,7 @@ func (t *tallies) reportGroup(res *evalflow.Results, g string, cfg task.GroupCon
 		}
 		p := sum / weights
 		setMetric(out, pr.metric, pr.filter, p, pooledStderr(stderrs, sizes))
+		better(res, g, pr.metric)
 		if i == 0 {
 			t.score(res, g, pr.metric, p)
 		}
@@ -243,6 +258,20 @@ func pooledStderr(stderrs []float64, sizes []int) float64 {
 		return 0
 	}
 	return math.Sqrt(num / float64(total-len(sizes)) / float64(total))
+}
+
+// lowerIsBetter are lm-eval's metrics that are better lower.
+var lowerIsBetter = map[string]bool{"perplexity": true, "word_perplexity": true, "byte_perplexity": true, "bits_per_byte": true, "ter": true}
+
+// better records which way metric of name is better.
+func better(res *evalflow.Results, name, metric string) {
+	if res.HigherIsBetter == nil {
+		res.HigherIsBetter = map[string]map[string]bool{}
+	}
+	if res.HigherIsBetter[name] == nil {
+		res.HigherIsBetter[name] = map[string]bool{}
+	}
+	res.HigherIsBetter[name][metric] = !lowerIsBetter[metric]
 }
 
 func setMetric(m map[string]any, metric, filter string, p, stderr float64) {

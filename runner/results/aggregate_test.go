@@ -60,3 +60,30 @@ func TestAGroupAggregatesAsLMEval(t *testing.T) {
 		t.Errorf("without a config a task's primary is its first filter: %v", res.Summary.Scores)
 	}
 }
+
+// perplexity aggregates as lm-eval's: exp(-mean) of the log-likelihoods, its standard
+// error bootstrapped as lm-eval's bootstrap_stderr (100,000 resamples, chunk i drawn
+// by Random(i)): the values CPython 3.11 gives running lm-eval's logic on the same 50
+// log-likelihoods.
+func TestPerplexityAggregatesAsLMEval(t *testing.T) {
+	var samples []results.Sample
+	for i := range 50 {
+		ll := -float64(i%7)*0.37 - 0.5 - float64(i%3)*0.11
+		samples = append(samples, results.Sample{Sample: evalflow.Sample{Task: "lambada", DocID: i, Metric: "acc"},
+			Filters: []task.Filtered{{Filter: "none", Metric: "acc", Correct: i%2 == 0}, {Filter: "none", Metric: "perplexity", Value: &ll}}})
+	}
+	res := results.Aggregate(results.Run{}, samples)
+	r := res.Results["lambada"]
+	if v := r["perplexity,none"].(float64); math.Abs(v-5.449914933384306) > 1e-12 {
+		t.Errorf("perplexity %v; lm-eval's 5.449914933384306", v)
+	}
+	if v := r["perplexity_stderr,none"].(float64); math.Abs(v-0.5874981458880768) > 1e-12 {
+		t.Errorf("perplexity stderr %v; lm-eval's 0.5874981458880768", v)
+	}
+	if hib := res.HigherIsBetter["lambada"]; hib["perplexity"] || !hib["acc"] {
+		t.Errorf("higher_is_better %v", hib)
+	}
+	if v := r["acc,none"].(float64); v != 0.5 || res.Summary.Scores["lambada"] != 0.5 {
+		t.Errorf("acc %v, summary %v", v, res.Summary.Scores)
+	}
+}

@@ -42,6 +42,10 @@ type Doc struct {
 	Score func(response string) []Filtered
 	// ScoreChoices picks an answer from the choices' log-probabilities (-Inf: unseen).
 	ScoreChoices func(logprobs []float64) []Filtered
+	// ScoreContinuation, when set, scores the one choice's log-likelihood and whether
+	// it is the greedy continuation (lm-eval's loglikelihood tasks) in place of
+	// ScoreChoices.
+	ScoreContinuation func(loglikelihood float64, greedy bool) []Filtered
 	// Config is the task's lm-eval config, shared by its docs (nil: none known).
 	Config *Config
 	// GroupConfig is how Group aggregates, shared by its docs (nil: every metric and

@@ -109,9 +109,10 @@ type CompletionResponse struct {
 // completionLogprobs are a text completion's tokens, their log-probabilities and where
 // each starts in the returned text.
 type completionLogprobs struct {
-	Tokens        []string   `json:"tokens"`
-	TokenLogprobs []*float64 `json:"token_logprobs"`
-	TextOffset    []int      `json:"text_offset"`
+	Tokens        []string             `json:"tokens"`
+	TokenLogprobs []*float64           `json:"token_logprobs"`
+	TopLogprobs   []map[string]float64 `json:"top_logprobs"`
+	TextOffset    []int                `json:"text_offset"`
 }
 
 // ErrNoPromptLogprobs says the endpoint did not score the echoed prompt.
@@ -123,25 +124,41 @@ var ErrNoPromptLogprobs = errors.New("the endpoint returned no log-probabilities
 // unit: OpenAI and vLLM count characters (Python's str), others bytes; the unit is read
 // off the answer (see countsBytes), so a prompt with ’, “ or é is scored where it ends.
 func (r *CompletionResponse) ContinuationLogprob(context, continuation string) (float64, error) {
+	ll, _, err := r.Continuation(context, continuation)
+	return ll, err
+}
+
+// Continuation is ContinuationLogprob, and whether the continuation is the greedy one
+// (lm-eval's is_greedy): each of its tokens as likely as the likeliest of its
+// top_logprobs (to 1e-6, the servers' float32 arithmetic; lm-eval compares the two
+// numbers as the server wrote them). A token without top_logprobs is taken as greedy.
+func (r *CompletionResponse) Continuation(context, continuation string) (ll float64, greedy bool, err error) {
 	if len(r.Choices) == 0 || r.Choices[0].Logprobs == nil || len(r.Choices[0].Logprobs.TextOffset) == 0 {
-		return 0, ErrNoPromptLogprobs
+		return 0, false, ErrNoPromptLogprobs
 	}
 	lp := r.Choices[0].Logprobs
 	from, to := utf8.RuneCountInString(context), utf8.RuneCountInString(context+continuation)
 	if lp.countsBytes(context + continuation) {
 		from, to = len(context), len(context)+len(continuation)
 	}
-	sum, n := 0.0, 0
+	sum, n, greedy := 0.0, 0, true
 	for i, off := range lp.TextOffset {
 		if off >= from && off < to && i < len(lp.TokenLogprobs) && lp.TokenLogprobs[i] != nil {
 			sum += *lp.TokenLogprobs[i]
 			n++
+			if i < len(lp.TopLogprobs) && len(lp.TopLogprobs[i]) > 0 {
+				top := math.Inf(-1)
+				for _, v := range lp.TopLogprobs[i] {
+					top = max(top, v)
+				}
+				greedy = greedy && *lp.TokenLogprobs[i] >= top-1e-6
+			}
 		}
 	}
 	if n == 0 {
-		return 0, ErrNoPromptLogprobs
+		return 0, false, ErrNoPromptLogprobs
 	}
-	return sum, nil
+	return sum, greedy, nil
 }
 
 // countsBytes reports whether the echo of text measures text_offset in bytes rather than

@@ -29,7 +29,7 @@ const FewshotSeed = 1234
 // the few-shot split's rows (inline samples of fewshot_config take its place); idx
 // picks which rows are scored (ascending; nil for all).
 func (t *Task) Docs(rows, pool []map[string]any, sameSplit bool, idx []int) ([]task.Doc, error) {
-	if t.OutputType != "generate_until" && t.OutputType != "multiple_choice" {
+	if !slices.Contains(OutputTypes, t.OutputType) {
 		return nil, fmt.Errorf("task %s: output_type %q is not built here yet", t.Task, t.OutputType)
 	}
 	if idx == nil {
@@ -65,8 +65,11 @@ func (t *Task) Docs(rows, pool []map[string]any, sameSplit bool, idx []int) ([]t
 		d.Task = t.Task
 		docs = append(docs, d)
 	}
-	if t.OutputType == "multiple_choice" {
+	switch t.OutputType {
+	case "multiple_choice":
 		return t.choose(docs, rows, r)
+	case "loglikelihood":
+		return t.continuations(docs)
 	}
 	score, err := t.scorer()
 	if err != nil {
@@ -114,6 +117,42 @@ func (t *Task) choose(docs []task.Doc, rows []map[string]any, r *renderer) ([]ta
 			continue
 		}
 		d.ScoreChoices = scoreChoices(metrics, choices, gold)
+	}
+	return docs, nil
+}
+
+// continuations makes docs loglikelihood requests, as lm-eval's: the target (its own
+// leading space, no delimiter added) after the context; acc is whether it is the
+// greedy continuation, perplexity's sample its log-likelihood (aggregated as
+// exp(-mean)). acc comes first: the summary's score.
+func (t *Task) continuations(docs []task.Doc) ([]task.Doc, error) {
+	var metrics []string
+	for _, m := range t.MetricList {
+		switch m.Metric.Text {
+		case "acc":
+			metrics = append([]string{"acc"}, metrics...)
+		case "perplexity":
+			metrics = append(metrics, "perplexity")
+		default:
+			return nil, fmt.Errorf("task %s: metric %q is not built for loglikelihood", t.Task, m.Metric.Text)
+		}
+	}
+	if len(metrics) == 0 {
+		metrics = []string{"acc", "perplexity"}
+	}
+	for n := range docs {
+		d := &docs[n]
+		d.Method, d.Metric, d.Messages, d.Choices = task.Loglikelihood, metrics[0], nil, []string{d.Target}
+		d.ScoreContinuation = func(ll float64, greedy bool) []task.Filtered {
+			out := make([]task.Filtered, len(metrics))
+			for i, m := range metrics {
+				out[i] = task.Filtered{Filter: "none", Metric: m, Correct: greedy}
+				if m == "perplexity" {
+					out[i].Value = &ll
+				}
+			}
+			return out
+		}
 	}
 	return docs, nil
 }

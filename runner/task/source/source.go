@@ -39,16 +39,18 @@ var (
 	bbhCopy        = copy{bbh, func(name string) string { return "bbh/" + name + ".json" }}
 	truthfulQACopy = copy{truthfulQA, func(string) string { return "truthfulqa/mc_task.json" }}
 	winograndeCopy = copy{winogrande, func(string) string { return "winogrande/dev.jsonl" }}
+	lambadaCopy    = copy{lambada, func(string) string { return "lambada/lambada_test.jsonl" }}
 )
 
 // hub are the hub datasets evalflow has, by lm-eval's dataset_path.
 var hub = map[string]copy{
-	"SaylorTwift/bbh":        bbhCopy, // lm-eval's BBH today
-	"lukaemon/bbh":           bbhCopy, // and before
-	"truthfulqa/truthful_qa": truthfulQACopy,
-	"truthful_qa":            truthfulQACopy,
-	"allenai/winogrande":     winograndeCopy,
-	"winogrande":             winograndeCopy,
+	"SaylorTwift/bbh":           bbhCopy, // lm-eval's BBH today
+	"lukaemon/bbh":              bbhCopy, // and before
+	"truthfulqa/truthful_qa":    truthfulQACopy,
+	"truthful_qa":               truthfulQACopy,
+	"allenai/winogrande":        winograndeCopy,
+	"winogrande":                winograndeCopy,
+	"EleutherAI/lambada_openai": lambadaCopy,
 }
 
 // File is the file under the data directory a task's documents are read from ("" for
@@ -232,4 +234,13 @@ func jsonLines(path string) ([]map[string]any, error) {
 		rows = append(rows, row)
 	}
 	return rows, nil
+}
+
+// lambada reads OpenAI's LAMBADA (EleutherAI/lambada_openai's default, English,
+// configuration): its test split.
+func lambada(dataDir, name, split string) ([]map[string]any, error) {
+	if (name != "default" && name != "en") || split != "test" {
+		return nil, evalflow.Invalidf("dataset_name", "LAMBADA (OpenAI's) has its English test split here, not %s/%s", name, split)
+	}
+	return jsonLines(filepath.Join(dataDir, "lambada", "lambada_test.jsonl"))
 }

@@ -296,3 +296,50 @@ func TestWinograndeAsksWhatLMEvalAsks(t *testing.T) {
 		t.Errorf("a few-shot winogrande: %v; want an error naming the missing train split", err)
 	}
 }
+
+// lambada_openai asks, for every one of its 5,153 passages, the context and the
+// continuation lm-eval asks (CPython rendering lm-eval's task file,
+// hack/lmeval/lambada_ref.py), as one loglikelihood request: acc whether the last
+// word is the greedy continuation, perplexity's sample its log-likelihood.
+func TestLambadaAsksWhatLMEvalAsks(t *testing.T) {
+	data := filepath.Join(testserver.SharedDir(t), "datasets")
+	b, err := os.ReadFile("testdata/lmeval_lambada.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref struct {
+		Size                    int
+		Contexts, Continuations string
+	}
+	if err := json.Unmarshal(b, &ref); err != nil {
+		t.Fatal(err)
+	}
+	c, err := tasks.Shipped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := c.Task("lambada_openai")
+	rows, err := source.Read(data, tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := tk.Docs(rows.Scored, rows.Pool, rows.SameSplit, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cont := sha256.New(), sha256.New()
+	for _, d := range docs {
+		ctx.Write([]byte(d.Prompt + "\x00"))
+		cont.Write([]byte(d.Choices[0] + "\x00"))
+	}
+	if len(docs) != ref.Size || hex.EncodeToString(ctx.Sum(nil)) != ref.Contexts || hex.EncodeToString(cont.Sum(nil)) != ref.Continuations {
+		t.Errorf("%d passages; their contexts or continuations differ from lm-eval's (first: %q + %q)", len(docs), docs[0].Prompt, docs[0].Choices)
+	}
+	f := docs[0].ScoreContinuation(-1.5, true)
+	if len(f) != 2 || f[0].Metric != "acc" || !f[0].Correct || f[1].Metric != "perplexity" || *f[1].Value != -1.5 || docs[0].Method != task.Loglikelihood {
+		t.Errorf("scores %+v", f)
+	}
+	if f := docs[0].ScoreContinuation(-0.5, false); f[0].Correct {
+		t.Errorf("a continuation that is not the greedy one scores acc: %+v", f)
+	}
+}
