@@ -4,16 +4,13 @@
 package custom
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/evalflow/evalflow/runner/task"
+	"github.com/evalflow/evalflow/runner/task/source"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
@@ -23,31 +20,12 @@ func Load(dataDir string, d evalflow.DatasetSpec) ([]evalflow.CustomSample, erro
 	if d.Path == "" {
 		return d.Samples, nil
 	}
-	p := filepath.Join(dataDir, "custom", filepath.Clean(d.Path))
-	f, err := os.Open(p)
+	out, err := source.JSONLines(filepath.Join(dataDir, "custom", filepath.Clean(d.Path)), true,
+		func(line int, s evalflow.CustomSample) error { return s.Validate(fmt.Sprintf("line %d", line)) })
 	if err != nil {
 		return nil, fmt.Errorf("custom: %w", err)
 	}
-	defer f.Close()
-	var out []evalflow.CustomSample
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for line := 1; sc.Scan(); line++ {
-		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
-			continue
-		}
-		var s evalflow.CustomSample
-		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&s); err != nil {
-			return nil, fmt.Errorf("custom: %s line %d: %w", d.Path, line, err)
-		}
-		if err := s.Validate(fmt.Sprintf("line %d", line)); err != nil {
-			return nil, fmt.Errorf("custom: %s: %w", d.Path, err)
-		}
-		out = append(out, s)
-	}
-	return out, sc.Err()
+	return out, nil
 }
 
 // Docs renders a custom dataset's samples that pick chooses (nil: all), scored by

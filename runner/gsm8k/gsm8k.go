@@ -6,16 +6,14 @@
 package gsm8k
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 
 	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/task/pyrandom"
+	"github.com/evalflow/evalflow/runner/task/source"
 )
 
 // Variants.
@@ -49,23 +47,11 @@ func Load(dataDir string) ([]Item, error) { return LoadSplit(dataDir, "test") }
 
 // LoadSplit reads dataDir/gsm8k/SPLIT.jsonl (test, train).
 func LoadSplit(dataDir, split string) ([]Item, error) {
-	path := filepath.Join(dataDir, "gsm8k", split+".jsonl")
-	f, err := os.Open(path)
+	items, err := source.JSONLines[Item](filepath.Join(dataDir, "gsm8k", split+".jsonl"), false)
 	if err != nil {
 		return nil, fmt.Errorf("gsm8k: %w", err)
 	}
-	defer f.Close()
-	var items []Item
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		var it Item
-		if err := json.Unmarshal(sc.Bytes(), &it); err != nil {
-			return nil, fmt.Errorf("gsm8k: %s: line %d: %w", path, len(items)+1, err)
-		}
-		items = append(items, it)
-	}
-	return items, sc.Err()
+	return items, nil
 }
 
 // exemplar is one of gsm8k_cot's fixed few-shot examples.

@@ -4,6 +4,7 @@
 package source
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -213,27 +214,44 @@ func winogrande(dataDir, name, split string) ([]map[string]any, error) {
 	if name != "winogrande_xl" {
 		return nil, evalflow.Invalidf("dataset_name", "WinoGrande's validation split is winogrande_xl's, not %s's", name)
 	}
-	return jsonLines(filepath.Join(dataDir, "winogrande", "dev.jsonl"))
+	return JSONLines[map[string]any](filepath.Join(dataDir, "winogrande", "dev.jsonl"), false)
 }
 
-// jsonLines reads a JSON-lines file, an object a line.
-func jsonLines(path string) ([]map[string]any, error) {
-	b, err := os.ReadFile(path)
+// JSONLines reads a JSON-lines file into one T a line (blank lines skipped); strict
+// refuses a field T does not have, and check, when given, each value with its line.
+// An error names the line.
+func JSONLines[T any](path string, strict bool, check ...func(line int, v T) error) ([]T, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", filepath.Base(path), err)
+		return nil, err
 	}
-	var rows []map[string]any
-	for n, line := range bytes.Split(b, []byte("\n")) {
-		if len(bytes.TrimSpace(line)) == 0 {
+	defer f.Close()
+	var out []T
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for line := 1; sc.Scan(); line++ {
+		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
 			continue
 		}
-		var row map[string]any
-		if err := json.Unmarshal(line, &row); err != nil {
-			return nil, fmt.Errorf("read %s: line %d: %w", filepath.Base(path), n+1, err)
+		var v T
+		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
+		if strict {
+			dec.DisallowUnknownFields()
 		}
-		rows = append(rows, row)
+		if err := dec.Decode(&v); err != nil {
+			return nil, fmt.Errorf("%s line %d: %w", filepath.Base(path), line, err)
+		}
+		for _, c := range check {
+			if err := c(line, v); err != nil {
+				return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
+			}
+		}
+		out = append(out, v)
 	}
-	return rows, nil
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Base(path), err)
+	}
+	return out, nil
 }
 
 // lambada reads OpenAI's LAMBADA (EleutherAI/lambada_openai's default, English,
@@ -242,5 +260,5 @@ func lambada(dataDir, name, split string) ([]map[string]any, error) {
 	if (name != "default" && name != "en") || split != "test" {
 		return nil, evalflow.Invalidf("dataset_name", "LAMBADA (OpenAI's) has its English test split here, not %s/%s", name, split)
 	}
-	return jsonLines(filepath.Join(dataDir, "lambada", "lambada_test.jsonl"))
+	return JSONLines[map[string]any](filepath.Join(dataDir, "lambada", "lambada_test.jsonl"), false)
 }

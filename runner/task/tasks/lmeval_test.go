@@ -13,6 +13,7 @@ import (
 
 	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/runner/task"
+	"github.com/evalflow/evalflow/runner/task/schema"
 	"github.com/evalflow/evalflow/runner/task/source"
 	"github.com/evalflow/evalflow/runner/task/tasks"
 )
@@ -161,11 +162,6 @@ func TestBBHFiltersExtractWhatLMEvalsExtract(t *testing.T) {
 // what CPython renders from lm-eval's task files on the rows the hub's truthful_qa
 // builds from mc_task.json (hack/lmeval/mc_ref.py); the first choice is the gold.
 func TestTruthfulQAMultipleChoiceAsksWhatLMEvalAsks(t *testing.T) {
-	data := filepath.Join(testserver.SharedDir(t), "datasets")
-	b, err := os.ReadFile("testdata/lmeval_truthfulqa.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var refs map[string]struct {
 		Docs map[string]struct {
 			Context, Continuations string
@@ -173,19 +169,9 @@ func TestTruthfulQAMultipleChoiceAsksWhatLMEvalAsks(t *testing.T) {
 		}
 		Size int
 	}
-	if err := json.Unmarshal(b, &refs); err != nil {
-		t.Fatal(err)
-	}
-	c, err := tasks.Shipped()
-	if err != nil {
-		t.Fatal(err)
-	}
+	readReference(t, "lmeval_truthfulqa.json", &refs)
 	for name, ref := range refs {
-		tk := c.Task(name)
-		rows, err := source.Read(data, tk)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tk, rows := shipped(t, name)
 		docs, err := tk.Docs(rows.Scored, rows.Pool, rows.SameSplit, []int{0, 1, ref.Size - 1})
 		if err != nil {
 			t.Fatal(err)
@@ -245,11 +231,6 @@ func TestTruthfulQAScoresAsLMEval(t *testing.T) {
 // option; as CPython gives them from lm-eval's preprocess_winogrande.py run as it is
 // (hack/lmeval/winogrande_ref.py).
 func TestWinograndeAsksWhatLMEvalAsks(t *testing.T) {
-	data := filepath.Join(testserver.SharedDir(t), "datasets")
-	b, err := os.ReadFile("testdata/lmeval_winogrande.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var ref struct {
 		Docs map[string]struct {
 			Contexts, Continuation string
@@ -257,18 +238,8 @@ func TestWinograndeAsksWhatLMEvalAsks(t *testing.T) {
 		}
 		Size int
 	}
-	if err := json.Unmarshal(b, &ref); err != nil {
-		t.Fatal(err)
-	}
-	c, err := tasks.Shipped()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tk := c.Task("winogrande")
-	rows, err := source.Read(data, tk)
-	if err != nil {
-		t.Fatal(err)
-	}
+	readReference(t, "lmeval_winogrande.json", &ref)
+	tk, rows := shipped(t, "winogrande")
 	if len(rows.Scored) != ref.Size {
 		t.Fatalf("%d documents; lm-eval's validation split has %d", len(rows.Scored), ref.Size)
 	}
@@ -292,7 +263,7 @@ func TestWinograndeAsksWhatLMEvalAsks(t *testing.T) {
 	tk2 := *tk
 	two := 2
 	tk2.NumFewshot = &two
-	if _, err := source.Read(data, &tk2); err == nil || !strings.Contains(err.Error(), "train") {
+	if _, err := source.Read(filepath.Join(testserver.SharedDir(t), "datasets"), &tk2); err == nil || !strings.Contains(err.Error(), "train") {
 		t.Errorf("a few-shot winogrande: %v; want an error naming the missing train split", err)
 	}
 }
@@ -302,27 +273,12 @@ func TestWinograndeAsksWhatLMEvalAsks(t *testing.T) {
 // hack/lmeval/lambada_ref.py), as one loglikelihood request: acc whether the last
 // word is the greedy continuation, perplexity's sample its log-likelihood.
 func TestLambadaAsksWhatLMEvalAsks(t *testing.T) {
-	data := filepath.Join(testserver.SharedDir(t), "datasets")
-	b, err := os.ReadFile("testdata/lmeval_lambada.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var ref struct {
 		Size                    int
 		Contexts, Continuations string
 	}
-	if err := json.Unmarshal(b, &ref); err != nil {
-		t.Fatal(err)
-	}
-	c, err := tasks.Shipped()
-	if err != nil {
-		t.Fatal(err)
-	}
-	tk := c.Task("lambada_openai")
-	rows, err := source.Read(data, tk)
-	if err != nil {
-		t.Fatal(err)
-	}
+	readReference(t, "lmeval_lambada.json", &ref)
+	tk, rows := shipped(t, "lambada_openai")
 	docs, err := tk.Docs(rows.Scored, rows.Pool, rows.SameSplit, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -342,4 +298,34 @@ func TestLambadaAsksWhatLMEvalAsks(t *testing.T) {
 	if f := docs[0].ScoreContinuation(-0.5, false); f[0].Correct {
 		t.Errorf("a continuation that is not the greedy one scores acc: %+v", f)
 	}
+}
+
+// readReference reads a testdata reference file into v.
+func readReference(t *testing.T, file string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// shipped is a shipped task and its documents, read from ../shared.
+func shipped(t *testing.T, name string) (*schema.Task, source.Rows) {
+	t.Helper()
+	c, err := tasks.Shipped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := c.Task(name)
+	if tk == nil {
+		t.Fatalf("%s is not shipped", name)
+	}
+	rows, err := source.Read(filepath.Join(testserver.SharedDir(t), "datasets"), tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tk, rows
 }
