@@ -171,6 +171,9 @@ func TestEvaluationJobsOnARealNode(t *testing.T) {
 		local := e.request(3)
 		onNode := e.request(3)
 		onNode.Kubeconfig = kc
+		// and an lm-eval task evalflow ships as a task file, its data published with the rest
+		bbh := evalflow.DatasetSpec{Name: "bbh_zeroshot_snarks", Limit: 2}
+		local.Datasets, onNode.Datasets = append(local.Datasets, bbh), append(onNode.Datasets, bbh)
 		for _, req := range []evalflow.Request{local, onNode} {
 			if code, out := e.post(t, req); code != 202 {
 				t.Fatalf("start: %d %v", code, out)
@@ -182,6 +185,9 @@ func TestEvaluationJobsOnARealNode(t *testing.T) {
 		}
 		if nr.Target != evalflow.TargetKubernetes || len(o.pods(t, "evals", nr.ID)) == 0 {
 			t.Fatalf("the run on the node ran no pod there (target %q)", nr.Target)
+		}
+		if _, ok := nr.Summary.Scores["bbh_zeroshot_snarks"]; !ok || nr.Summary.Samples != 8 {
+			t.Errorf("the run on the node scored %v over %d samples; want bbh_zeroshot_snarks among 8", nr.Summary.Scores, nr.Summary.Samples)
 		}
 		if !equalJSON(lr.Summary.Scores, nr.Summary.Scores) || lr.Summary.Samples != nr.Summary.Samples {
 			t.Errorf("scores differ: local %v, node %v", lr.Summary.Scores, nr.Summary.Scores)
