@@ -33,7 +33,8 @@ test:
 	go test -count=1 -timeout 45m $(TEST_PKGS)
 
 ## bench: the runner vs a raw load generator vs promptfoo against the tiny-model
-## server at concurrency 1, 8, 32; writes docs/benchmarks.md (about 10 minutes)
+## server at concurrency 1, 8, 32, on MMLU and on BBH; writes docs/benchmarks.md and
+## docs/benchmarks-bbh.md (about 20 minutes)
 bench: deps build
 	go build -o $(BIN)/evalflow-bench ./runner/cmd/evalflow-bench
 	$(BIN)/evalflow-bench -runner $(BIN)/evalflow-runner -data $(SHARED)/datasets \
