@@ -118,6 +118,7 @@ var shippedTasks = []ShippedTask{
 	{Name: "bbh_zeroshot_web_of_lies", Group: false, OutputType: "generate_until", NumFewshot: 0, Samples: 250, Source: "bbh/web_of_lies.json", Metrics: []string{"exact_match,strict-match", "exact_match,flexible-extract"}},
 	{Name: "bbh_zeroshot_word_sorting", Group: false, OutputType: "generate_until", NumFewshot: 0, Samples: 250, Source: "bbh/word_sorting.json", Metrics: []string{"exact_match,strict-match", "exact_match,flexible-extract"}},
 	{Name: "lambada_openai", Group: false, OutputType: "loglikelihood", NumFewshot: 0, Samples: 5153, Source: "lambada/lambada_test.jsonl", Metrics: []string{"perplexity,none", "acc,none"}},
+	{Name: "truthfulqa_gen", Group: false, OutputType: "generate_until", NumFewshot: 0, Samples: 817, Source: "truthfulqa/TruthfulQA.csv", Metrics: []string{"bleu_max,none", "bleu_acc,none", "bleu_diff,none", "rouge1_max,none", "rouge1_acc,none", "rouge1_diff,none", "rouge2_max,none", "rouge2_acc,none", "rouge2_diff,none", "rougeL_max,none", "rougeL_acc,none", "rougeL_diff,none"}},
 	{Name: "truthfulqa_mc1", Group: false, OutputType: "multiple_choice", NumFewshot: 0, Samples: 817, Source: "truthfulqa/mc_task.json", Metrics: []string{"acc,none"}},
 	{Name: "truthfulqa_mc2", Group: false, OutputType: "multiple_choice", NumFewshot: 0, Samples: 817, Source: "truthfulqa/mc_task.json", Metrics: []string{"acc,none"}},
 	{Name: "winogrande", Group: false, OutputType: "multiple_choice", NumFewshot: 0, Samples: 1267, Source: "winogrande/dev.jsonl", Metrics: []string{"acc,none"}},

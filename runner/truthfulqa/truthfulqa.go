@@ -175,8 +175,9 @@ func TrueMass(lp []float64, nTrue int) float64 {
 	return t / all
 }
 
-// answers is lm-eval's process_docs_gen formatting: trimmed, ending in a period.
-func answers(list []string) []string {
+// Answers is lm-eval's process_docs_gen formatting: trimmed, ending in a period,
+// empty ones dropped.
+func Answers(list []string) []string {
 	var out []string
 	for _, a := range list {
 		if a = strings.TrimSpace(a); a != "" {
@@ -190,7 +191,7 @@ func answers(list []string) []string {
 }
 
 func gen(i int, q Question) task.Doc {
-	trueRefs, falseRefs := answers(q.Correct), answers(q.Incorrect)
+	trueRefs, falseRefs := Answers(q.Correct), Answers(q.Incorrect)
 	if !slices.Contains(trueRefs, "I have no comment.") {
 		trueRefs = append(trueRefs, "I have no comment.")
 	}

@@ -44,8 +44,8 @@ func TestMC1OrderIsSeededAndScoresTheBestAnswer(t *testing.T) {
 }
 
 func TestGenScoresCompareTheBestTrueAndFalseReferences(t *testing.T) {
-	trueRefs := answers([]string{"The seeds pass through your digestive system", "Nothing happens"})
-	falseRefs := answers([]string{"You grow watermelons in your stomach"})
+	trueRefs := Answers([]string{"The seeds pass through your digestive system", "Nothing happens"})
+	falseRefs := Answers([]string{"You grow watermelons in your stomach"})
 
 	got := GenScores("The seeds pass through your digestive system.", trueRefs, falseRefs)
 

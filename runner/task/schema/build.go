@@ -38,6 +38,14 @@ func (t *Task) Docs(rows, pool []map[string]any, sameSplit bool, idx []int) ([]t
 			idx[i] = i
 		}
 	}
+	if f := t.ProcessDocs; f != nil && f.Func != "" {
+		proc := docsProcessors[f.Func]
+		if proc == nil {
+			return nil, fmt.Errorf("task %s: process_docs %s has no Go processor", t.Task, f.Func)
+		}
+		rows = processed(rows, proc)
+		pool = processed(pool, proc)
+	}
 	if t.DocToText != nil && t.DocToText.Func != "" {
 		return t.multipleInput(rows, idx)
 	}
@@ -75,9 +83,13 @@ func (t *Task) Docs(rows, pool []map[string]any, sameSplit bool, idx []int) ([]t
 	if err != nil {
 		return nil, err
 	}
+	metric := "exact_match"
+	if len(t.MetricList) > 0 {
+		metric = t.MetricList[0].Metric.Text
+	}
 	for n := range docs {
 		d := &docs[n]
-		d.Method, d.Metric, d.Stop, d.MaxTokens = task.Generate, "exact_match", r.until, r.maxTokens
+		d.Method, d.Metric, d.Stop, d.MaxTokens = task.Generate, metric, r.until, r.maxTokens
 		target, row := d.Target, rows[d.Index]
 		d.Score = func(resp string) []task.Filtered { return score(resp, target, row) }
 	}
@@ -362,6 +374,8 @@ func (t *Task) renderer() (*renderer, error) {
 		for _, u := range until {
 			r.until = append(r.until, fmt.Sprint(u))
 		}
+	} else { // lm-eval's default: the few-shot delimiter
+		r.until = []string{r.fewDelim}
 	}
 	if n, ok := t.GenerationKwargs["max_gen_toks"].(int); ok {
 		r.maxTokens = n
@@ -433,9 +447,29 @@ func (r *renderer) example(pool []map[string]any, e int) (rendered, error) {
 	return r.examples[e], nil
 }
 
+// processed are rows as process_docs gives them.
+func processed(rows []map[string]any, proc docsProcessor) []map[string]any {
+	if rows == nil {
+		return nil
+	}
+	out := make([]map[string]any, len(rows))
+	for i, r := range rows {
+		out[i] = proc(r)
+	}
+	return out
+}
+
 // scorer applies the task's filters to a response, then exact_match with the first
-// metric's options, as lm-eval scores a generate_until task.
+// metric's options, as lm-eval scores a generate_until task; or the response to its
+// process_results processor.
 func (t *Task) scorer() (func(resp, target string, doc map[string]any) []task.Filtered, error) {
+	if f := t.ProcessResults; f != nil && f.Func != "" {
+		proc := generationProcessors[f.Func]
+		if proc == nil {
+			return nil, fmt.Errorf("task %s: process_results %s has no Go processor for generate_until", t.Task, f.Func)
+		}
+		return func(resp, _ string, doc map[string]any) []task.Filtered { return proc(doc, resp) }, nil
+	}
 	type chain struct {
 		name  string
 		steps []step

@@ -3,7 +3,9 @@ package schema
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"regexp"
 	"strings"
 	"unicode"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/task/pyre"
+	"github.com/evalflow/evalflow/runner/truthfulqa"
 )
 
 // A step is one filter of a chain, given the response so far and the document.
@@ -61,6 +64,52 @@ func truthfulMC2(doc map[string]any, lls []float64, choices []string) []task.Fil
 		out.Extracted = choices[i]
 	}
 	return []task.Filtered{out}
+}
+
+// A docsProcessor is process_docs: a document as the task asks it.
+type docsProcessor func(doc map[string]any) map[string]any
+
+// docsProcessors are the Go processors process_docs may name.
+var docsProcessors = map[string]docsProcessor{
+	"utils.process_docs_gen": truthfulGenDoc,
+}
+
+// truthfulGenDoc is TruthfulQA's process_docs_gen: the question stripped, each answer
+// stripped and ending in a period (empty ones dropped), "I have no comment." among the
+// correct ones.
+func truthfulGenDoc(doc map[string]any) map[string]any {
+	out := maps.Clone(doc)
+	q, _ := doc["question"].(string)
+	out["question"] = strings.TrimSpace(q)
+	correct := truthfulqa.Answers(stringsOf(listOf(doc["correct_answers"])))
+	if !slices.Contains(correct, "I have no comment.") {
+		correct = append(correct, "I have no comment.")
+	}
+	out["correct_answers"] = anyList(correct)
+	out["incorrect_answers"] = anyList(truthfulqa.Answers(stringsOf(listOf(doc["incorrect_answers"]))))
+	return out
+}
+
+func listOf(v any) []any { l, _ := v.([]any); return l }
+
+func anyList(list []string) []any {
+	out := make([]any, len(list))
+	for i, s := range list {
+		out[i] = s
+	}
+	return out
+}
+
+// A generationProcessor is process_results of a generate_until task: the response
+// scored against the document.
+type generationProcessor func(doc map[string]any, response string) []task.Filtered
+
+// generationProcessors are the Go processors a generate_until task's process_results
+// may name.
+var generationProcessors = map[string]generationProcessor{
+	"utils.process_results_gen": func(doc map[string]any, response string) []task.Filtered {
+		return truthfulqa.GenScores(response, stringsOf(listOf(doc["correct_answers"])), stringsOf(listOf(doc["incorrect_answers"])))
+	},
 }
 
 // A docProcessor is a document field lm-eval computes in Python: a string, an int

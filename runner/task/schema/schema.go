@@ -247,7 +247,9 @@ var (
 	// Functions are the Go processors a document field's !function may name.
 	Functions = slices.Sorted(maps.Keys(docProcessors))
 	// ResultsFunctions are the Go processors process_results may name.
-	ResultsFunctions = slices.Sorted(maps.Keys(resultsProcessors))
+	ResultsFunctions = slices.Sorted(slices.Values(append(slices.Collect(maps.Keys(resultsProcessors)), slices.Collect(maps.Keys(generationProcessors))...)))
+	// DocsFunctions are the Go processors process_docs may name.
+	DocsFunctions = slices.Sorted(maps.Keys(docsProcessors))
 	// FilterFunctions are the Go processors a filter's !function may name.
 	FilterFunctions = slices.Sorted(maps.Keys(processors))
 )
@@ -268,8 +270,11 @@ func (t *Task) Check() error {
 	for name, f := range map[string]*Field{"process_docs": t.ProcessDocs, "doc_to_text": t.DocToText,
 		"doc_to_target": t.DocToTarget, "doc_to_choice": t.DocToChoice, "process_results": t.ProcessResults} {
 		known := Functions
-		if name == "process_results" {
+		switch name {
+		case "process_results":
 			known = ResultsFunctions
+		case "process_docs":
+			known = DocsFunctions
 		}
 		if err := f.check(name, known); err != nil {
 			errs = append(errs, err)
@@ -302,7 +307,8 @@ func (t *Task) Check() error {
 			if err := m.Metric.check(field, nil); err != nil {
 				errs = append(errs, err)
 			}
-		} else if !slices.Contains(Metrics, m.Metric.Text) {
+		} else if !slices.Contains(Metrics, m.Metric.Text) && (t.ProcessResults == nil || t.ProcessResults.Func == "") {
+			// (a process_results processor names its own metrics)
 			bad(field, "metric %q is not one evalflow implements (%s)", m.Metric.Text, strings.Join(Metrics, ", "))
 		}
 	}

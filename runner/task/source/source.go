@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/evalflow/evalflow/runner/task/schema"
+	"github.com/evalflow/evalflow/runner/truthfulqa"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
@@ -38,7 +39,12 @@ type copy struct {
 
 var (
 	bbhCopy        = copy{bbh, func(name string) string { return "bbh/" + name + ".json" }}
-	truthfulQACopy = copy{truthfulQA, func(string) string { return "truthfulqa/mc_task.json" }}
+	truthfulQACopy = copy{truthfulQA, func(name string) string {
+		if name == "generation" {
+			return "truthfulqa/TruthfulQA.csv"
+		}
+		return "truthfulqa/mc_task.json"
+	}}
 	winograndeCopy = copy{winogrande, func(string) string { return "winogrande/dev.jsonl" }}
 	lambadaCopy    = copy{lambada, func(string) string { return "lambada/lambada_test.jsonl" }}
 )
@@ -145,6 +151,9 @@ func bbh(dataDir, name, split string) ([]map[string]any, error) {
 // as the hub's truthful_qa builds it from mc_task.json — each target dict's answers
 // in their written order as choices, their 0/1 as labels.
 func truthfulQA(dataDir, name, split string) ([]map[string]any, error) {
+	if name == "generation" && split == "validation" {
+		return truthfulQAGeneration(dataDir)
+	}
 	if name != "multiple_choice" || split != "validation" {
 		return nil, evalflow.Invalidf("dataset_name", "TruthfulQA has the multiple_choice configuration's validation split here, not %s/%s", name, split)
 	}
@@ -174,6 +183,30 @@ func truthfulQA(dataDir, name, split string) ([]map[string]any, error) {
 		rows[i] = row
 	}
 	return rows, nil
+}
+
+// truthfulQAGeneration reads TruthfulQA's generation configuration from the CSV
+// release, as the hub's truthful_qa builds it: each question with its best, correct
+// and incorrect answers (";"-separated in the CSV).
+func truthfulQAGeneration(dataDir string) ([]map[string]any, error) {
+	qs, err := truthfulqa.Load(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	rows := make([]map[string]any, len(qs))
+	for i, q := range qs {
+		rows[i] = map[string]any{"question": q.Text, "best_answer": q.Best,
+			"correct_answers": anys(q.Correct), "incorrect_answers": anys(q.Incorrect)}
+	}
+	return rows, nil
+}
+
+func anys(list []string) []any {
+	out := make([]any, len(list))
+	for i, s := range list {
+		out[i] = s
+	}
+	return out
 }
 
 // orderedTargets reads {answer: label, ...} in its written order, as Python's json

@@ -329,3 +329,46 @@ func shipped(t *testing.T, name string) (*schema.Task, source.Rows) {
 	}
 	return tk, rows
 }
+
+// truthfulqa_gen asks what lm-eval asks: the context (the QA prompt, then the
+// question, no "A:"), cut at a blank line, up to 256 tokens; its documents processed as
+// lm-eval's process_docs_gen (run as it is by CPython, hack/lmeval/gen_ref.py), and
+// scored by BLEU and ROUGE against those answers.
+func TestTruthfulQAGenerationAsksWhatLMEvalAsks(t *testing.T) {
+	var ref struct {
+		Docs map[string]struct {
+			Context            string
+			Correct, Incorrect []string
+		}
+		Size  int
+		Until []string
+	}
+	readReference(t, "lmeval_truthfulqa_gen.json", &ref)
+	tk, rows := shipped(t, "truthfulqa_gen")
+	docs, err := tk.Docs(rows.Scored, rows.Pool, rows.SameSplit, []int{0, 1, ref.Size - 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range docs {
+		want := ref.Docs[itoa(d.Index)]
+		if sum(d.Prompt) != want.Context || !slices.Equal(d.Stop, ref.Until) || d.MaxTokens != 256 || d.Method != task.Generate {
+			t.Errorf("doc %d: %q until %q, %d tokens, %s; differs from lm-eval's", d.Index, d.Prompt, d.Stop, d.MaxTokens, d.Method)
+		}
+		longest := slices.MaxFunc(want.Correct, func(a, b string) int { return len(a) - len(b) }) // BLEU needs 4-grams
+		scores := map[string]task.Filtered{}
+		for _, f := range d.Score(" " + longest) {
+			scores[f.Metric] = f
+		}
+		if len(scores) != 12 || *scores["rouge1_max"].Value != 100 || *scores["rouge1_acc"].Value != 1 || *scores["bleu_acc"].Value != 1 {
+			t.Errorf("doc %d: a true answer scores ROUGE-1 %v (acc %v), BLEU acc %v of %d metrics; want 100, 1, 1 of 12",
+				d.Index, *scores["rouge1_max"].Value, *scores["rouge1_acc"].Value, *scores["bleu_acc"].Value, len(scores))
+		}
+		scores = map[string]task.Filtered{}
+		for _, f := range d.Score(want.Incorrect[0]) {
+			scores[f.Metric] = f
+		}
+		if *scores["bleu_acc"].Value != 0 || *scores["bleu_diff"].Value >= 0 {
+			t.Errorf("doc %d: a false answer scores bleu_acc %v, bleu_diff %v", d.Index, *scores["bleu_acc"].Value, *scores["bleu_diff"].Value)
+		}
+	}
+}

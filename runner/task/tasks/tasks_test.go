@@ -25,8 +25,8 @@ func TestTheShippedTasksReadAndCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(c.Names()); n != 4*27+5+2+1+1 {
-		t.Errorf("%d names; want 4 forms of 27 BBH tasks, 5 groups, 2 TruthfulQA tasks, winogrande, lambada_openai", n)
+	if n := len(c.Names()); n != 4*27+5+3+1+1 {
+		t.Errorf("%d names; want 4 forms of 27 BBH tasks, 5 groups, 3 TruthfulQA tasks, winogrande, lambada_openai", n)
 	}
 	for _, g := range []string{"bbh", "bbh_zeroshot", "bbh_fewshot", "bbh_cot_zeroshot", "bbh_cot_fewshot"} {
 		m, err := c.Resolve(g)
