@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"maps"
 	"math"
-	"slices"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 
