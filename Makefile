@@ -40,7 +40,7 @@ bench: deps build
 	$(BIN)/evalflow-bench -runner $(BIN)/evalflow-runner -data $(SHARED)/datasets \
 	  -gguf $(SHARED)/models/stories260K.gguf -promptfoo $$(hack/install-promptfoo.sh) -out docs/benchmarks.md
 	$(BIN)/evalflow-bench -runner $(BIN)/evalflow-runner -data $(SHARED)/datasets \
-	  -gguf $(SHARED)/models/stories260K.gguf -dataset bbh_cot_fewshot -limit 3 -out docs/benchmarks-bbh.md
+	  -gguf $(SHARED)/models/stories260K.gguf -dataset bbh_cot_fewshot -limit 3 -repeats 9 -out docs/benchmarks-bbh.md
 
 ## bench-load: 1000 small runs started in one burst against local mode and a scripted
 ## model server: all accepted and ended, time to drain, peak memory, Redis commands per
