@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/evalflow/evalflow/devkit/testserver"
@@ -167,5 +168,34 @@ func TestLambadaScoresGreedyContinuationsAndPerplexity(t *testing.T) {
 	acc, ok := r["acc,none"].(float64)
 	if ppl <= 1 || se <= 0 || !ok || acc < 0 || acc > 1 || res.Summary.Metrics["lambada_openai"] != "acc" {
 		t.Errorf("lambada_openai: %v, summary %v", r, res.Summary)
+	}
+}
+
+// lm-eval's truthfulqa_gen through a real model server (ollama): each answer, cut at a
+// blank line, scored by its twelve BLEU and ROUGE metrics; the summary's is bleu_max.
+func TestTruthfulQAGenerationTaskFileScoresByBLEUAndROUGE(t *testing.T) {
+	s := spec(t, testserver.Ollama(t, 2), 2)
+	s.Datasets = []evalflow.DatasetSpec{{Name: "truthfulqa_gen", Limit: 3, MaxTokens: 16}}
+
+	res, err := run(t, context.Background(), s, nil)
+
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.Results["truthfulqa_gen"]
+	for _, m := range []string{"bleu", "rouge1", "rouge2", "rougeL"} {
+		for _, k := range []string{"_max", "_acc", "_diff"} {
+			if _, ok := r[m+k+",none"].(float64); !ok {
+				t.Errorf("results lack %s%s,none: %v", m, k, r)
+			}
+		}
+	}
+	if res.Summary.Metrics["truthfulqa_gen"] != "bleu_max" || res.NSamples["truthfulqa_gen"].Original != 817 {
+		t.Errorf("summary %v, n-samples %+v", res.Summary, res.NSamples["truthfulqa_gen"])
+	}
+	for _, x := range readSamples(t, s) {
+		if strings.Contains(x.Response, "\n\n") {
+			t.Errorf("%s/%d: the answer runs past a blank line: %q", x.Task, x.DocID, x.Response)
+		}
 	}
 }

@@ -301,14 +301,14 @@ func (t *Task) Check() error {
 			}
 		}
 	}
+	ownMetrics := t.ProcessResults != nil && t.ProcessResults.Func != "" // a processor names its own
 	for i, m := range t.MetricList {
 		field := fmt.Sprintf("metric_list[%d].metric", i)
 		if m.Metric.Func != "" {
 			if err := m.Metric.check(field, nil); err != nil {
 				errs = append(errs, err)
 			}
-		} else if !slices.Contains(Metrics, m.Metric.Text) && (t.ProcessResults == nil || t.ProcessResults.Func == "") {
-			// (a process_results processor names its own metrics)
+		} else if !slices.Contains(Metrics, m.Metric.Text) && !ownMetrics {
 			bad(field, "metric %q is not one evalflow implements (%s)", m.Metric.Text, strings.Join(Metrics, ", "))
 		}
 	}
