@@ -1,9 +1,7 @@
 package schema
 
 import (
-	"bytes"
 	"fmt"
-	"io/fs"
 
 	"go.yaml.in/yaml/v3"
 
@@ -29,32 +27,10 @@ type Aggregate struct {
 	FilterList   StringList `yaml:"filter_list"`
 }
 
-// IsGroup says whether the file at name is a group file (it has `group`) rather than
-// a task, or a template tasks include (it has neither `group` nor `task`).
-func IsGroup(fsys fs.FS, name string) (group, task bool, err error) {
-	b, err := fs.ReadFile(fsys, name)
-	if err != nil {
-		return false, false, err
-	}
-	var keys map[string]yaml.Node
-	if err := yaml.Unmarshal(b, &keys); err != nil {
-		return false, false, evalflow.Invalidf("task", "task file %s is not YAML: %v", name, err)
-	}
-	_, group = keys["group"]
-	_, task = keys["task"]
-	return group, task, nil
-}
-
-// LoadGroup reads the group file at name.
-func LoadGroup(fsys fs.FS, name string) (*Group, error) {
-	b, err := fs.ReadFile(fsys, name)
-	if err != nil {
-		return nil, err
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
+// groupOf decodes a group file's mapping.
+func groupOf(n *yaml.Node, name string) (*Group, error) {
 	var g Group
-	if err := dec.Decode(&g); err != nil {
+	if err := strictDecode(n, &g); err != nil {
 		return nil, evalflow.Invalidf(fieldOf(err), "group %s: %v", name, err)
 	}
 	if g.Group == "" || len(g.Task) == 0 {

@@ -59,7 +59,6 @@ type Task struct {
 	DecontaminateBy  string         `yaml:"doc_to_decontamination_query"`
 	Unsafe           bool           `yaml:"unsafe_code"`
 	Extra            map[string]any `yaml:",inline"`
-	includes         []string       // the files merged in, outermost last
 }
 
 // FewshotConfig is how few-shot examples are chosen: lm-eval's default sampler
@@ -155,68 +154,124 @@ func (s *StringList) UnmarshalYAML(n *yaml.Node) error {
 // maxIncludes bounds an include chain (a cycle is an error, not a hang).
 const maxIncludes = 8
 
-// Load reads the task file at name in fsys, merging the files it includes (paths
-// relative to it) under it.
-func Load(fsys fs.FS, name string) (*Task, error) {
-	merged, includes, err := load(fsys, name, 0)
-	if err != nil {
-		return nil, err
-	}
-	b, err := yaml.Marshal(merged)
-	if err != nil {
-		return nil, fmt.Errorf("task %s: %w", name, err)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	var t Task
-	if err := dec.Decode(&t); err != nil {
-		return nil, evalflow.Invalidf(fieldOf(err), "task %s: %v", name, err)
-	}
-	t.includes = includes
-	return &t, nil
+// A Loader reads the task and group files of one file system, each file parsed once
+// however many tasks include it.
+type Loader struct {
+	fsys   fs.FS
+	parsed map[string]*yaml.Node
 }
 
-func load(fsys fs.FS, name string, depth int) (*yaml.Node, []string, error) {
-	if depth > maxIncludes {
-		return nil, nil, evalflow.Invalidf("include", "task %s: includes nest deeper than %d (a cycle?)", name, maxIncludes)
-	}
-	b, err := fs.ReadFile(fsys, name)
-	if err != nil {
-		return nil, nil, evalflow.Invalidf("include", "task file %s: %v", name, err)
-	}
-	var doc yaml.Node
-	if err := yaml.Unmarshal(b, &doc); err != nil {
-		return nil, nil, evalflow.Invalidf("task", "task file %s is not YAML: %v", name, err)
-	}
-	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
-		return nil, nil, evalflow.Invalidf("task", "task file %s is not a mapping", name)
-	}
-	own := doc.Content[0]
-	var include string
-	for i := 0; i+1 < len(own.Content); i += 2 {
-		if own.Content[i].Value == "include" {
-			include = own.Content[i+1].Value
-			own.Content = slices.Delete(own.Content, i, i+2)
-			break
-		}
-	}
-	if include == "" {
-		return own, []string{name}, nil
-	}
-	base, chain, err := load(fsys, path.Join(path.Dir(name), include), depth+1)
+// NewLoader reads files of fsys.
+func NewLoader(fsys fs.FS) *Loader { return &Loader{fsys: fsys, parsed: map[string]*yaml.Node{}} }
+
+// Load reads the task file at name in fsys, merging the files it includes (paths
+// relative to it) under it.
+func Load(fsys fs.FS, name string) (*Task, error) { return NewLoader(fsys).Task(name) }
+
+// File reads the file at name: a group file (it has `group`), a task (it has `task`;
+// its includes merged under it), or neither (a template tasks include): nil, nil.
+func (l *Loader) File(name string) (*Task, *Group, error) {
+	own, err := l.parse(name)
 	if err != nil {
 		return nil, nil, err
 	}
-	return merge(base, own), append(chain, name), nil
+	switch {
+	case value(own, "group") != nil:
+		g, err := groupOf(own, name)
+		return nil, g, err
+	case value(own, "task") != nil:
+		t, err := l.Task(name)
+		return t, nil, err
+	}
+	return nil, nil, nil
 }
 
-// merge is base with own's keys set over it (own wins), as lm-eval merges an include.
+// Task reads the task file at name, its includes merged under it.
+func (l *Loader) Task(name string) (*Task, error) {
+	merged, err := l.merged(name, 0)
+	if err != nil {
+		return nil, err
+	}
+	var t Task
+	if err := strictDecode(merged, &t); err != nil {
+		return nil, evalflow.Invalidf(fieldOf(err), "task %s: %v", name, err)
+	}
+	return &t, nil
+}
+
+// strictDecode decodes n into v, refusing a field v does not have.
+func strictDecode(n *yaml.Node, v any) error {
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	return dec.Decode(v)
+}
+
+// parse reads and parses the file at name once; the mapping it holds is shared, never
+// changed.
+func (l *Loader) parse(name string) (*yaml.Node, error) {
+	if n, ok := l.parsed[name]; ok {
+		return n, nil
+	}
+	b, err := fs.ReadFile(l.fsys, name)
+	if err != nil {
+		return nil, evalflow.Invalidf("include", "task file %s: %v", name, err)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, evalflow.Invalidf("task", "task file %s is not YAML: %v", name, err)
+	}
+	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil, evalflow.Invalidf("task", "task file %s is not a mapping", name)
+	}
+	l.parsed[name] = doc.Content[0]
+	return doc.Content[0], nil
+}
+
+// value is the value of key in mapping m, or nil.
+func value(m *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// merged is the file at name with what it includes merged under it.
+func (l *Loader) merged(name string, depth int) (*yaml.Node, error) {
+	if depth > maxIncludes {
+		return nil, evalflow.Invalidf("include", "task %s: includes nest deeper than %d (a cycle?)", name, maxIncludes)
+	}
+	own, err := l.parse(name)
+	if err != nil {
+		return nil, err
+	}
+	include := value(own, "include")
+	if include == nil {
+		return own, nil
+	}
+	base, err := l.merged(path.Join(path.Dir(name), include.Value), depth+1)
+	if err != nil {
+		return nil, err
+	}
+	return merge(base, own), nil
+}
+
+// merge is base with own's keys set over it (own wins, its include left out), as
+// lm-eval merges an include; neither is changed.
 func merge(base, own *yaml.Node) *yaml.Node {
 	out := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 	index := map[string]int{}
 	for _, m := range []*yaml.Node{base, own} {
 		for i := 0; i+1 < len(m.Content); i += 2 {
 			k := m.Content[i].Value
+			if k == "include" {
+				continue
+			}
 			if j, ok := index[k]; ok {
 				out.Content[j+1] = m.Content[i+1]
 				continue

@@ -28,35 +28,26 @@ type Catalogue struct {
 	groups map[string]*schema.Group
 }
 
-// Shipped is the catalogue of the embedded files, each checked.
+// Shipped is the catalogue of the embedded files.
 var Shipped = sync.OnceValues(func() (*Catalogue, error) { return Read(files) })
 
 // Read reads every task and group file of fsys (files neither, templates, are read
-// through the tasks that include them) and checks each.
+// through the tasks that include them). A task is checked when Resolve gives it: a
+// run checks the tasks it asks, not all of them.
 func Read(fsys fs.FS) (*Catalogue, error) {
 	c := &Catalogue{tasks: map[string]*schema.Task{}, groups: map[string]*schema.Group{}}
+	l := schema.NewLoader(fsys)
 	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || path.Ext(p) != ".yaml" {
 			return err
 		}
-		group, task, err := schema.IsGroup(fsys, p)
+		t, g, err := l.File(p)
 		switch {
 		case err != nil:
 			return err
-		case group:
-			g, err := schema.LoadGroup(fsys, p)
-			if err != nil {
-				return err
-			}
+		case g != nil:
 			return c.add(g.Group, nil, g)
-		case task:
-			t, err := schema.Load(fsys, p)
-			if err != nil {
-				return err
-			}
-			if err := t.Check(); err != nil {
-				return fmt.Errorf("%s: %w", p, err)
-			}
+		case t != nil:
 			return c.add(t.Task, t, nil)
 		}
 		return nil
@@ -111,9 +102,22 @@ type Member struct {
 	Group string
 }
 
-// Resolve is the tasks a name stands for, in order: the task itself, or a group's
-// tasks (a nested group's, each scored in the group the name named).
+// Resolve is the tasks a name stands for, in order, each checked: the task itself, or
+// a group's tasks (a nested group's, each scored in the group the name named).
 func (c *Catalogue) Resolve(name string) ([]Member, error) {
+	members, err := c.members(name)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range members {
+		if err := m.Task.Check(); err != nil {
+			return nil, fmt.Errorf("task %s: %w", m.Task.Task, err)
+		}
+	}
+	return members, nil
+}
+
+func (c *Catalogue) members(name string) ([]Member, error) {
 	if t := c.tasks[name]; t != nil {
 		return []Member{{Task: t}}, nil
 	}

@@ -28,6 +28,11 @@ func TestTheShippedTasksReadAndCheck(t *testing.T) {
 	if n := len(c.Names()); n != 4*27+5+3+1+1 {
 		t.Errorf("%d names; want 4 forms of 27 BBH tasks, 5 groups, 3 TruthfulQA tasks, winogrande, lambada_openai", n)
 	}
+	for _, name := range c.Names() {
+		if _, err := c.Resolve(name); err != nil { // every task checked
+			t.Error(err)
+		}
+	}
 	for _, g := range []string{"bbh", "bbh_zeroshot", "bbh_fewshot", "bbh_cot_zeroshot", "bbh_cot_fewshot"} {
 		m, err := c.Resolve(g)
 		if err != nil || len(m) != 27 {
