@@ -149,6 +149,9 @@ func (d *DatasetSpec) validateShipped(field string, t ShippedTask) error {
 			return Invalidf(field+"."+f.name, "%s is lm-eval's task %s: its task file says how it is asked (GET /tasks); %s is for evalflow's own datasets", d.Name, t.Name, f.name)
 		}
 	}
+	if d.NumFewshot != nil && *d.NumFewshot > t.MaxFewshot {
+		return Invalidf(field+".num_fewshot", "%s has %d few-shot examples to draw from, not %d", d.Name, t.MaxFewshot, *d.NumFewshot)
+	}
 	return nil
 }
 

@@ -15,9 +15,10 @@ type ShippedTask struct {
 	Tasks      []string `json:"tasks,omitempty"` // a group's tasks
 	OutputType string   `json:"output_type"`
 	NumFewshot int      `json:"num_fewshot"`
-	Metrics    []string `json:"metrics"` // "metric,filter", as results.json keys them
-	Samples    int      `json:"samples"` // the scored split's documents (a group: its tasks')
-	Source     string   `json:"source"`  // the data files under ../shared/datasets
+	MaxFewshot int      `json:"max_fewshot"` // the most examples num_fewshot may ask (a group: its tasks' least)
+	Metrics    []string `json:"metrics"`     // "metric,filter", as results.json keys them
+	Samples    int      `json:"samples"`     // the scored split's documents (a group: its tasks')
+	Source     string   `json:"source"`      // the data files under ../shared/datasets
 }
 
 // LookupTask is the shipped task or group of that name.

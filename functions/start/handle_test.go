@@ -164,6 +164,8 @@ func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 		{"error rate above 1", "", with("options", map[string]any{"max_error_rate": 2}), "options.max_error_rate", 400},
 		{"unknown option", "", with("options", map[string]any{"retries": 2}), "retries", 400},
 		{"a variant for an lm-eval task", "", with("datasets", []any{map[string]any{"name": "bbh_zeroshot", "variant": "cot"}}), "datasets[0].variant", 400},
+		{"more examples than an lm-eval task has", "", with("datasets", []any{map[string]any{"name": "bbh_fewshot", "num_fewshot": 5}}), "datasets[0].num_fewshot", 400},
+		{"few-shot winogrande (no train split here)", "", with("datasets", []any{map[string]any{"name": "winogrande", "num_fewshot": 1}}), "datasets[0].num_fewshot", 400},
 		{"an unknown BBH task", "", with("datasets", []any{"bbh_zeroshot_chess"}), "datasets[0].name", 400},
 		{"unknown gsm8k variant", "", with("datasets", []any{map[string]any{"name": "gsm8k", "variant": "5shot"}}), "datasets[0].variant", 400},
 		{"custom sample without a prompt", "", with("datasets", []any{map[string]any{"name": "custom", "samples": []any{

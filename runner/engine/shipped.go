@@ -54,7 +54,7 @@ func shippedDocs(dataDir string, b evalflow.DatasetSpec) ([]task.Doc, error) {
 
 // groupConfig is how a group file aggregates.
 func groupConfig(g *schema.Group) *task.GroupConfig {
-	out := &task.GroupConfig{Group: g.Group, Aggregates: []task.GroupAggregate{}}
+	out := &task.GroupConfig{Aggregates: []task.GroupAggregate{}}
 	for _, a := range g.AggregateMetricList {
 		out.Aggregates = append(out.Aggregates, task.GroupAggregate{Metric: a.Metric, Filters: a.FilterList, WeightBySize: a.WeightBySize})
 	}

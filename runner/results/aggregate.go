@@ -53,12 +53,21 @@ type acc struct {
 	sum, sumSq float64
 	values     []float64               // kept for a metric aggregated otherwise than by mean
 	aggregate  func([]float64) float64 // that aggregation
+	stat       *[2]float64             // stats, once computed (a bootstrap is costly)
 }
 
 // stats are the mean and its standard error (the sample standard deviation over
 // sqrt(n), as lm-eval's mean_stderr); or the metric's own aggregation and its
 // bootstrapped standard error (lm-eval's, BootstrapIters resamples).
 func (a *acc) stats() (p, stderr float64) {
+	if a.stat == nil {
+		p, stderr = a.compute()
+		a.stat = &[2]float64{p, stderr}
+	}
+	return a.stat[0], a.stat[1]
+}
+
+func (a *acc) compute() (p, stderr float64) {
 	if a.aggregate != nil {
 		p = a.aggregate(a.values)
 		if a.n > 1 {

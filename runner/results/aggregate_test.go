@@ -24,7 +24,7 @@ func TestAGroupAggregatesAsLMEval(t *testing.T) {
 		sample("a", "g", 0, false, true), sample("a", "g", 1, false, true), sample("a", "g", 2, false, false),
 		sample("b", "g", 0, false, true), sample("b", "g", 1, false, false),
 	}
-	cfg := task.GroupConfig{Group: "g", Aggregates: []task.GroupAggregate{{Metric: "exact_match", Filters: []string{"flexible-extract"}, WeightBySize: true}}}
+	cfg := task.GroupConfig{Aggregates: []task.GroupAggregate{{Metric: "exact_match", Filters: []string{"flexible-extract"}, WeightBySize: true}}}
 	res := results.Aggregate(results.Run{Groups: map[string]task.GroupConfig{"g": cfg}}, samples)
 	g := res.Groups["g"]
 	// lm-eval: (2/3·3 + 1/2·2)/5 = 0.6; stderrs sqrt(s²/n): a s²=1/3, b s²=1/2;

@@ -127,7 +127,6 @@ func Configure(docs []Doc, size int, config func(task string) Config) []Doc {
 // aggregate_metric_list): nil Aggregates aggregates every metric and filter its tasks
 // have, weighted by size.
 type GroupConfig struct {
-	Group      string
 	Aggregates []GroupAggregate
 }
 

@@ -377,7 +377,7 @@ func tasks(ctx context.Context, args []string) error {
 	fmt.Fprintln(tw, "NAME\tKIND\tN-SHOT\tOUTPUT\tMETRICS\tSAMPLES\tDATA")
 	for _, d := range cat.Datasets {
 		if wanted(d.Name) {
-			fmt.Fprintf(tw, "%s\tdataset\t\t\t%s\t%d\t%s/\n", d.Name, strings.Join(d.Methods, "|"), d.Samples, d.Name)
+			fmt.Fprintf(tw, "%s\tdataset\t\t%s\t\t%d\t%s/\n", d.Name, cmp.Or(strings.Join(d.Methods, "|"), "generate"), d.Samples, d.Name)
 		}
 	}
 	byName := map[string]evalflow.ShippedTask{}

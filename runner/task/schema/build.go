@@ -60,7 +60,11 @@ func (t *Task) Docs(rows, pool []map[string]any, sameSplit bool, idx []int) ([]t
 	if t.NumFewshot != nil {
 		shots = *t.NumFewshot
 	}
-	if shots > len(pool)-map[bool]int{true: 1, false: 0}[sameSplit] && shots > 0 {
+	available := len(pool)
+	if sameSplit {
+		available-- // the document itself is left out
+	}
+	if shots > 0 && shots > available {
 		return nil, fmt.Errorf("task %s: num_fewshot %d: %d examples to draw from", t.Task, shots, len(pool))
 	}
 	draws := t.sampler(len(pool), shots, sameSplit)
@@ -105,6 +109,12 @@ func (t *Task) choose(docs []task.Doc, rows []map[string]any, r *renderer) ([]ta
 	if err != nil {
 		return nil, err
 	}
+	var proc resultsProcessor
+	if f := t.ProcessResults; f != nil && f.Func != "" {
+		if proc = resultsProcessors[f.Func]; proc == nil {
+			return nil, fmt.Errorf("task %s: process_results %s has no Go processor for multiple_choice", t.Task, f.Func)
+		}
+	}
 	for n := range docs {
 		d := &docs[n]
 		choices, err := r.choicesOf(rows[d.Index])
@@ -120,11 +130,8 @@ func (t *Task) choose(docs []task.Doc, rows []map[string]any, r *renderer) ([]ta
 		if gold >= 0 {
 			d.Target = choices[gold]
 		}
-		if f := t.ProcessResults; f != nil && f.Func != "" {
-			proc, row := resultsProcessors[f.Func], rows[d.Index]
-			if proc == nil {
-				return nil, fmt.Errorf("task %s: process_results %s has no Go processor", t.Task, f.Func)
-			}
+		if proc != nil {
+			row := rows[d.Index]
 			d.ScoreChoices = func(lls []float64) []task.Filtered { return proc(row, lls, choices) }
 			continue
 		}
@@ -347,14 +354,42 @@ type renderer struct {
 	examples           map[int]rendered // the pool's examples rendered so far
 }
 
-func (t *Task) renderer() (*renderer, error) {
-	r := &renderer{description: t.Description, tgtDelim: " ", fewDelim: "\n\n", maxTokens: 256}
+// delimiters are the task's target and few-shot delimiters (lm-eval's defaults " "
+// and a blank line).
+func (t *Task) delimiters() (target, fewshot string) {
+	target, fewshot = " ", "\n\n"
 	if t.TargetDelimiter != nil {
-		r.tgtDelim = *t.TargetDelimiter
+		target = *t.TargetDelimiter
 	}
 	if t.FewshotDelimiter != nil {
-		r.fewDelim = *t.FewshotDelimiter
+		fewshot = *t.FewshotDelimiter
 	}
+	return target, fewshot
+}
+
+// generation is how a generate_until task generates: until its stop sequences (the
+// few-shot delimiter by default, as lm-eval's), up to max_gen_toks (256).
+func (t *Task) generation() (until []string, maxTokens int) {
+	_, fewshot := t.delimiters()
+	if list, ok := t.GenerationKwargs["until"].([]any); ok {
+		until = make([]string, 0, len(list))
+		for _, u := range list {
+			until = append(until, fmt.Sprint(u))
+		}
+	} else {
+		until = []string{fewshot}
+	}
+	maxTokens = 256
+	if n, ok := t.GenerationKwargs["max_gen_toks"].(int); ok {
+		maxTokens = n
+	}
+	return until, maxTokens
+}
+
+func (t *Task) renderer() (*renderer, error) {
+	r := &renderer{description: t.Description}
+	r.tgtDelim, r.fewDelim = t.delimiters()
+	r.until, r.maxTokens = t.generation()
 	var err error
 	if t.DocToText == nil || t.DocToTarget == nil || t.DocToText.Text == "" || t.DocToTarget.Func != "" {
 		return nil, fmt.Errorf("task %s: doc_to_text must be a template, doc_to_target a template or a literal", t.Task)
@@ -370,16 +405,6 @@ func (t *Task) renderer() (*renderer, error) {
 		return nil, err
 	}
 	r.choice = t.DocToChoice
-	if until, ok := t.GenerationKwargs["until"].([]any); ok {
-		for _, u := range until {
-			r.until = append(r.until, fmt.Sprint(u))
-		}
-	} else { // lm-eval's default: the few-shot delimiter
-		r.until = []string{r.fewDelim}
-	}
-	if n, ok := t.GenerationKwargs["max_gen_toks"].(int); ok {
-		r.maxTokens = n
-	}
 	return r, nil
 }
 
@@ -661,21 +686,17 @@ func (t *Task) Config() task.Config {
 		}
 		c.FilterList = append(c.FilterList, fc)
 	}
-	if v, ok := t.Metadata["version"].(float64); ok {
+	switch v := t.Metadata["version"].(type) { // YAML's 3.0 or 3
+	case float64:
 		c.Metadata.Version = v
+	case int:
+		c.Metadata.Version = float64(v)
 	}
 	if t.OutputType == "generate_until" {
-		r, err := t.renderer()
-		if err == nil {
-			c.GenerationKwargs = &task.GenerationKwargs{Until: slices.Clone(r.until), MaxGenToks: r.maxTokens}
-			if c.GenerationKwargs.Until == nil {
-				c.GenerationKwargs.Until = []string{}
-			}
-			if temp, ok := t.GenerationKwargs["temperature"].(float64); ok {
-				c.GenerationKwargs.Temperature = temp
-			}
-			c.GenerationKwargs.DoSample, _ = t.GenerationKwargs["do_sample"].(bool)
-		}
+		until, maxTokens := t.generation()
+		c.GenerationKwargs = &task.GenerationKwargs{Until: until, MaxGenToks: maxTokens}
+		c.GenerationKwargs.Temperature, _ = t.GenerationKwargs["temperature"].(float64)
+		c.GenerationKwargs.DoSample, _ = t.GenerationKwargs["do_sample"].(bool)
 	}
 	return c
 }

@@ -81,23 +81,22 @@ func truthfulGenDoc(doc map[string]any) map[string]any {
 	out := maps.Clone(doc)
 	q, _ := doc["question"].(string)
 	out["question"] = strings.TrimSpace(q)
-	correct := truthfulqa.Answers(stringsOf(listOf(doc["correct_answers"])))
+	correct := truthfulqa.Answers(texts(doc["correct_answers"]))
 	if !slices.Contains(correct, "I have no comment.") {
 		correct = append(correct, "I have no comment.")
 	}
-	out["correct_answers"] = anyList(correct)
-	out["incorrect_answers"] = anyList(truthfulqa.Answers(stringsOf(listOf(doc["incorrect_answers"]))))
+	out["correct_answers"] = correct
+	out["incorrect_answers"] = truthfulqa.Answers(texts(doc["incorrect_answers"]))
 	return out
 }
 
-func listOf(v any) []any { l, _ := v.([]any); return l }
-
-func anyList(list []string) []any {
-	out := make([]any, len(list))
-	for i, s := range list {
-		out[i] = s
+// texts is a document's list of strings, as read ([]any) or as processed ([]string).
+func texts(v any) []string {
+	if l, ok := v.([]string); ok {
+		return l
 	}
-	return out
+	l, _ := v.([]any)
+	return stringsOf(l)
 }
 
 // A generationProcessor is process_results of a generate_until task: the response
@@ -108,7 +107,7 @@ type generationProcessor func(doc map[string]any, response string) []task.Filter
 // may name.
 var generationProcessors = map[string]generationProcessor{
 	"utils.process_results_gen": func(doc map[string]any, response string) []task.Filtered {
-		return truthfulqa.GenScores(response, stringsOf(listOf(doc["correct_answers"])), stringsOf(listOf(doc["incorrect_answers"])))
+		return truthfulqa.GenScores(response, texts(doc["correct_answers"]), texts(doc["incorrect_answers"]))
 	},
 }
 

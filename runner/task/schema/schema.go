@@ -301,8 +301,12 @@ var (
 	Metrics     = []string{"exact_match", "acc", "acc_norm", "perplexity"}
 	// Functions are the Go processors a document field's !function may name.
 	Functions = slices.Sorted(maps.Keys(docProcessors))
-	// ResultsFunctions are the Go processors process_results may name.
-	ResultsFunctions = slices.Sorted(slices.Values(append(slices.Collect(maps.Keys(resultsProcessors)), slices.Collect(maps.Keys(generationProcessors))...)))
+	// ResultsFunctions are the Go processors process_results may name: of a
+	// multiple-choice task, of a generate_until task.
+	ResultsFunctions = map[string][]string{
+		"multiple_choice": slices.Sorted(maps.Keys(resultsProcessors)),
+		"generate_until":  slices.Sorted(maps.Keys(generationProcessors)),
+	}
 	// DocsFunctions are the Go processors process_docs may name.
 	DocsFunctions = slices.Sorted(maps.Keys(docsProcessors))
 	// FilterFunctions are the Go processors a filter's !function may name.
@@ -322,16 +326,16 @@ func (t *Task) Check() error {
 	if t.OutputType != "" && !slices.Contains(OutputTypes, t.OutputType) {
 		bad("output_type", "%q is not one evalflow runs (%s)", t.OutputType, strings.Join(OutputTypes, ", "))
 	}
-	for name, f := range map[string]*Field{"process_docs": t.ProcessDocs, "doc_to_text": t.DocToText,
-		"doc_to_target": t.DocToTarget, "doc_to_choice": t.DocToChoice, "process_results": t.ProcessResults} {
-		known := Functions
-		switch name {
-		case "process_results":
-			known = ResultsFunctions
-		case "process_docs":
-			known = DocsFunctions
-		}
-		if err := f.check(name, known); err != nil {
+	for _, f := range []struct {
+		name  string
+		field *Field
+		known []string
+	}{
+		{"process_docs", t.ProcessDocs, DocsFunctions}, {"doc_to_text", t.DocToText, Functions},
+		{"doc_to_target", t.DocToTarget, Functions}, {"doc_to_choice", t.DocToChoice, Functions},
+		{"process_results", t.ProcessResults, ResultsFunctions[t.OutputType]},
+	} {
+		if err := f.field.check(f.name, f.known); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -346,12 +350,14 @@ func (t *Task) Check() error {
 			case !slices.Contains(Filters, fn.Text):
 				bad(field+".function", "filter %q is not one evalflow implements (%s)", fn.Text, strings.Join(Filters, ", "))
 			}
-			for k, re := range append([]string{st.RegexPattern}, st.RegexesToIgnore...) {
-				if re == "" && k == 0 {
-					continue
-				}
-				if _, err := pyre.Compile(re); err != nil {
+			if st.RegexPattern != "" {
+				if _, err := pyre.Compile(st.RegexPattern); err != nil {
 					bad(field+".regex_pattern", "%v", err)
+				}
+			}
+			for k, re := range st.RegexesToIgnore {
+				if _, err := pyre.Compile(re); err != nil {
+					bad(fmt.Sprintf("%s.regexes_to_ignore[%d]", field, k), "%v", err)
 				}
 			}
 		}
@@ -367,10 +373,8 @@ func (t *Task) Check() error {
 			bad(field, "metric %q is not one evalflow implements (%s)", m.Metric.Text, strings.Join(Metrics, ", "))
 		}
 	}
-	if len(t.Extra) > 0 {
-		for k := range t.Extra {
-			bad(k, "is not a field of lm-eval's task schema evalflow knows")
-		}
+	for _, k := range slices.Sorted(maps.Keys(t.Extra)) {
+		bad(k, "is not a field of lm-eval's task schema evalflow knows")
 	}
 	return errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ package source
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -30,27 +31,27 @@ type Rows struct {
 // A reader gives one split of one of a hub dataset's configurations.
 type reader func(dataDir, name, split string) ([]map[string]any, error)
 
-// A copy is a hub dataset evalflow has: how to read it, and the file a configuration
-// is in (under the data directory).
-type copy struct {
+// A dataset is a hub dataset evalflow has a copy of: how to read it, and the file a
+// configuration is in (under the data directory).
+type dataset struct {
 	read reader
 	file func(name string) string
 }
 
 var (
-	bbhCopy        = copy{bbh, func(name string) string { return "bbh/" + name + ".json" }}
-	truthfulQACopy = copy{truthfulQA, func(name string) string {
+	bbhCopy        = dataset{bbh, func(name string) string { return "bbh/" + name + ".json" }}
+	truthfulQACopy = dataset{truthfulQA, func(name string) string {
 		if name == "generation" {
 			return "truthfulqa/TruthfulQA.csv"
 		}
 		return "truthfulqa/mc_task.json"
 	}}
-	winograndeCopy = copy{winogrande, func(string) string { return "winogrande/dev.jsonl" }}
-	lambadaCopy    = copy{lambada, func(string) string { return "lambada/lambada_test.jsonl" }}
+	winograndeCopy = dataset{winogrande, func(string) string { return "winogrande/dev.jsonl" }}
+	lambadaCopy    = dataset{lambada, func(string) string { return "lambada/lambada_test.jsonl" }}
 )
 
 // hub are the hub datasets evalflow has, by lm-eval's dataset_path.
-var hub = map[string]copy{
+var hub = map[string]dataset{
 	"SaylorTwift/bbh":           bbhCopy, // lm-eval's BBH today
 	"lukaemon/bbh":              bbhCopy, // and before
 	"truthfulqa/truthful_qa":    truthfulQACopy,
@@ -75,7 +76,6 @@ func File(t *schema.Task) string {
 // (left to the task), else training_split, validation_split, test_split.
 func Read(dataDir string, t *schema.Task) (Rows, error) {
 	c, ok := hub[t.DatasetPath]
-	read := c.read
 	if !ok {
 		return Rows{}, evalflow.Invalidf("dataset_path", "task %s: evalflow has no copy of dataset %q", t.Task, t.DatasetPath)
 	}
@@ -84,14 +84,14 @@ func Read(dataDir string, t *schema.Task) (Rows, error) {
 		if rows, ok := splits[split]; ok {
 			return rows, nil
 		}
-		rows, err := read(dataDir, t.DatasetName, split)
+		rows, err := c.read(dataDir, t.DatasetName, split)
 		if err != nil {
 			return nil, fmt.Errorf("task %s: %w", t.Task, err)
 		}
 		splits[split] = rows
 		return rows, nil
 	}
-	r := Rows{Split: firstOf(t.TestSplit, t.ValidationSplit)}
+	r := Rows{Split: cmp.Or(t.TestSplit, t.ValidationSplit)}
 	if r.Split == "" {
 		return Rows{}, evalflow.Invalidf("test_split", "task %s names no test_split or validation_split", t.Task)
 	}
@@ -102,7 +102,7 @@ func Read(dataDir string, t *schema.Task) (Rows, error) {
 	if t.FewshotConfig != nil && len(t.FewshotConfig.Samples) > 0 && t.FewshotSplit == "" {
 		return r, nil
 	}
-	pool := firstOf(t.FewshotSplit, t.TrainingSplit, t.ValidationSplit, t.TestSplit)
+	pool := cmp.Or(t.FewshotSplit, t.TrainingSplit, t.ValidationSplit, t.TestSplit)
 	if t.NumFewshot == nil || *t.NumFewshot == 0 {
 		return r, nil
 	}
@@ -111,15 +111,6 @@ func Read(dataDir string, t *schema.Task) (Rows, error) {
 	}
 	r.SameSplit = pool == r.Split
 	return r, nil
-}
-
-func firstOf(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // configName is what a dataset_name may be: a name, never a path.
@@ -196,17 +187,9 @@ func truthfulQAGeneration(dataDir string) ([]map[string]any, error) {
 	rows := make([]map[string]any, len(qs))
 	for i, q := range qs {
 		rows[i] = map[string]any{"question": q.Text, "best_answer": q.Best,
-			"correct_answers": anys(q.Correct), "incorrect_answers": anys(q.Incorrect)}
+			"correct_answers": q.Correct, "incorrect_answers": q.Incorrect}
 	}
 	return rows, nil
-}
-
-func anys(list []string) []any {
-	out := make([]any, len(list))
-	for i, s := range list {
-		out[i] = s
-	}
-	return out
 }
 
 // orderedTargets reads {answer: label, ...} in its written order, as Python's json
