@@ -27,10 +27,8 @@ type DatasetSpec struct {
 	Subjects []string `json:"subjects,omitempty"`
 	// NumFewshot is the number of few-shot examples; nil is the task's default.
 	NumFewshot *int `json:"num_fewshot,omitempty"`
-	// Variant picks a form of the task: for gsm8k "fewshot" (default: lm-eval's gsm8k,
-	// 5 examples from the train split), "cot" (gsm8k_cot, 8 fixed exemplars) or
-	// "zeroshot" (gsm8k with none); for
-	// truthfulqa "mc" (default: mc1 and mc2), "mc1", "mc2" or "gen".
+	// Variant picks a form of evalflow's own truthfulqa: "mc" (default: mc1 and mc2),
+	// "mc1", "mc2" or "gen".
 	Variant string `json:"variant,omitempty"`
 	// MaxTokens bounds each generated answer (0: the task's default).
 	MaxTokens int `json:"max_tokens,omitempty"`
@@ -74,7 +72,6 @@ type Dataset struct {
 // Datasets are the benchmarks the runner scores.
 var Datasets = map[string]Dataset{
 	"mmlu":   {Name: "mmlu", Samples: 14079, Tasks: MMLUSubjects, Methods: []string{"generate", "logprobs", "loglikelihood"}},
-	"gsm8k":  {Name: "gsm8k", Samples: 1319, Variants: []string{"fewshot", "cot", "zeroshot"}},
 	"custom": {Name: "custom", Methods: []string{"generate", "logprobs", "loglikelihood"}},
 	// TruthfulQA's multiple-choice tasks need each answer's log-likelihood.
 	// Its gen variant is generated.
@@ -145,6 +142,9 @@ func (d *DatasetSpec) validateShipped(field string, t ShippedTask) error {
 	}{{"variant", d.Variant != ""}, {"method", d.Method != ""}, {"subjects", len(d.Subjects) > 0},
 		{"samples", len(d.Samples) > 0}, {"path", d.Path != ""}, {"task", d.Task != ""}}
 	for _, f := range set {
+		if moved, ok := movedVariants[d.Name][d.Variant]; ok && f.name == "variant" {
+			return Invalidf(field+".variant", "%s's variant %q is now %s", d.Name, d.Variant, moved)
+		}
 		if f.set {
 			return Invalidf(field+"."+f.name, "%s is lm-eval's task %s: its task file says how it is asked (GET /tasks); %s is for evalflow's own datasets", d.Name, t.Name, f.name)
 		}
@@ -153,6 +153,16 @@ func (d *DatasetSpec) validateShipped(field string, t ShippedTask) error {
 		return Invalidf(field+".num_fewshot", "%s has %d few-shot examples to draw from, not %d", d.Name, t.MaxFewshot, *d.NumFewshot)
 	}
 	return nil
+}
+
+// movedVariants are what evalflow's own datasets' variants became when lm-eval's task
+// of the same name took the name.
+var movedVariants = map[string]map[string]string{
+	"gsm8k": {
+		"fewshot":  `the task gsm8k itself (5-shot by default): drop "variant"`,
+		"cot":      `the task gsm8k_cot: {"name": "gsm8k_cot"}`,
+		"zeroshot": `gsm8k with no examples: {"name": "gsm8k", "num_fewshot": 0}`,
+	},
 }
 
 // knownNames lists what a dataset's name may be.

@@ -225,6 +225,14 @@ func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 			}
 		})
 	}
+	// gsm8k's variants from before it was lm-eval's task name the names that replaced them.
+	for variant, says := range map[string]string{"cot": `{"name": "gsm8k_cot"}`, "zeroshot": `"num_fewshot": 0`, "fewshot": `drop "variant"`} {
+		code, out := post(t, srv.URL+"/evals/start", "application/json", with("datasets", []any{map[string]any{"name": "gsm8k", "variant": variant}}))
+		e, _ := out["error"].(map[string]any)
+		if msg, _ := e["message"].(string); code != 400 || e["field"] != "datasets[0].variant" || !strings.Contains(msg, says) {
+			t.Errorf("gsm8k variant %s: answered %d %v; want 400 saying %s", variant, code, out, says)
+		}
+	}
 	if after := snapshot(t, p); after != before {
 		t.Fatalf("bad requests changed Redis:\nbefore:\n%s\nafter:\n%s", before, after)
 	}

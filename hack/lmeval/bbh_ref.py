@@ -7,14 +7,7 @@ LMEVAL = os.environ['LMEVAL']  # a checkout of EleutherAI/lm-evaluation-harness
 SHARED = os.environ.get('SHARED', '../shared')
 
 import sys, json, glob, os, hashlib
-from lmyaml import load
-import jinja2
-env = jinja2.Environment(loader=jinja2.BaseLoader(), undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-def render(t, doc): return env.from_string(t).render(**doc)
-def digest_msgs(msgs):
-    h = hashlib.sha256()
-    for m in msgs: h.update((m['role'] + '\0' + m['content'] + '\1').encode())
-    return h.hexdigest()
+from lmyaml import load, render, digest
 out = {}
 for form in ['zeroshot', 'fewshot', 'cot_zeroshot', 'cot_fewshot']:
     for f in sorted(glob.glob(LMEVAL + f'/lm_eval/tasks/bbh/{form}/*.yaml')):
@@ -40,8 +33,8 @@ for form in ['zeroshot', 'fewshot', 'cot_zeroshot', 'cot_fewshot']:
             sysm = [m for m in multi[:1] if m['role'] == 'system']
             rest = msgs[len(sysm):]
             single = sysm + [{'role': 'user', 'content': ''.join(m[1] + (m[2] if k < len(rest) - 1 else '') for k, m in enumerate(rest))}]
-            res[str(i)] = {'text': hashlib.sha256(text.encode()).hexdigest(), 'multiturn': digest_msgs(multi),
-                           'singleturn': digest_msgs(single), 'target': render(c['doc_to_target'], doc)}
+            res[str(i)] = {'text': hashlib.sha256(text.encode()).hexdigest(), 'multiturn': digest(multi),
+                           'singleturn': digest(single), 'target': render(c['doc_to_target'], doc)}
             if i == 0 and c['task'].endswith('_snarks'): res[str(i)]['text_is'] = text
         g = c['generation_kwargs']
         out[c['task']] = {'docs': res, 'until': g['until'], 'max_gen_toks': g.get('max_gen_toks', 256), 'size': len(docs)}

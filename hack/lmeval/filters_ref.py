@@ -8,24 +8,15 @@ SHARED = os.environ.get('SHARED', '../shared')
 
 import sys, json, re, types, importlib.util
 sys.path.insert(0, LMEVAL)
-from lmyaml import load
-rx = types.ModuleType('regex'); rx.compile = lambda p: re.compile(p.replace('(?|', '(?:'))
-sys.modules['regex'] = rx
+from lmyaml import load, shim_regex, em
+shim_regex()
 w2n = types.ModuleType('word2number'); w2n.w2n = types.SimpleNamespace(word_to_num=lambda s: (_ for _ in ()).throw(RuntimeError('no w2n here')))
 sys.modules['word2number'] = w2n; sys.modules['word2number.w2n'] = w2n.w2n
 from lm_eval.filters.extraction import RegexFilter
 from lm_eval.filters.selection import TakeFirstFilter
-import string
 def module(form):
     spec = importlib.util.spec_from_file_location('u'+form, LMEVAL + f'/lm_eval/tasks/bbh/{form}/utils.py')
     m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); return m
-def em(p, r, kw):
-    for s in kw.get('regexes_to_ignore') or []:
-        p, r = re.sub(s, '', p), re.sub(s, '', r)
-    if kw.get('ignore_case'): p, r = p.lower(), r.lower()
-    if kw.get('ignore_punctuation'):
-        t = str.maketrans('', '', string.punctuation); p, r = p.translate(t), r.translate(t)
-    return p == r
 out = []
 for form in ['zeroshot', 'cot_zeroshot']:
     u = module(form)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/evalflow/evalflow/runner/custom"
-	"github.com/evalflow/evalflow/runner/gsm8k"
 	"github.com/evalflow/evalflow/runner/mmlu"
 	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/truthfulqa"
@@ -52,10 +51,6 @@ func benchmarkDocs(dataDir string, b evalflow.DatasetSpec) ([]task.Doc, error) {
 			docs = append(docs, d...)
 		}
 		return docs, nil
-	case "gsm8k":
-		shots := fewshot(b, gsm8k.Shots(b.Variant))
-		d, err := gsm8k.Docs(dataDir, b.Variant, shots, pick)
-		return described(d, err, func(string) task.Config { return gsm8k.Config(b.Variant, shots) })
 	case "truthfulqa":
 		d, err := truthfulqa.Docs(dataDir, b.Variant, pick, truthfulqaSeed)
 		return described(d, err, truthfulqa.Config)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -39,10 +40,11 @@ type proxy struct {
 	requests  atomic.Int64
 	failed    atomic.Int64
 	failEvery int64
-	// failIf refuses (500) every request whose prompt it matches.
-	failIf func(prompt string) bool
+	// failIf refuses (500) every request whose question (last message) it matches.
+	failIf func(question string) bool
 	mu     sync.Mutex
-	asked  map[string]int
+	asked  map[string]int // by question: few-shot examples are turns before it
+	opened map[string]int // by first message
 	times  []time.Time
 }
 
@@ -50,7 +52,7 @@ func newProxy(t *testing.T, target string, failEvery int64) *proxy {
 	u, _ := url.Parse(target)
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.ErrorLog = log.New(io.Discard, "", 0) // requests cut by an interruption are expected
-	p := &proxy{failEvery: failEvery, asked: map[string]int{}}
+	p := &proxy{failEvery: failEvery, asked: map[string]int{}, opened: map[string]int{}}
 	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := p.requests.Add(1)
 		if p.failEvery > 0 && n%p.failEvery == 0 {
@@ -69,13 +71,15 @@ func newProxy(t *testing.T, target string, failEvery int64) *proxy {
 		json.Unmarshal(b, &body)
 		r.Body = io.NopCloser(bytes.NewReader(b))
 		if len(body.Messages) > 0 {
-			if p.failIf != nil && p.failIf(body.Messages[0].Content) {
+			question := body.Messages[len(body.Messages)-1].Content
+			if p.failIf != nil && p.failIf(question) {
 				p.failed.Add(1)
 				http.Error(w, "this one always fails", http.StatusInternalServerError)
 				return
 			}
 			p.mu.Lock()
-			p.asked[body.Messages[0].Content]++
+			p.asked[question]++
+			p.opened[body.Messages[0].Content]++
 			p.times = append(p.times, time.Now())
 			p.mu.Unlock()
 		}
@@ -85,13 +89,20 @@ func newProxy(t *testing.T, target string, failEvery int64) *proxy {
 	return p
 }
 
-// reset forgets what was asked.
+// reset forgets what was asked, giving the questions asked so far.
 func (p *proxy) reset() map[string]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old := p.asked
-	p.asked = map[string]int{}
+	p.asked, p.opened = map[string]int{}, map[string]int{}
 	return old
+}
+
+// openings are the first messages asked, each with how often.
+func (p *proxy) openings() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return maps.Clone(p.opened)
 }
 
 func spec(t *testing.T, model string, concurrency int) evalflow.JobSpec {
@@ -102,7 +113,7 @@ func spec(t *testing.T, model string, concurrency int) evalflow.JobSpec {
 		OutputDir: t.TempDir(),
 		Datasets: []evalflow.DatasetSpec{
 			{Name: "mmlu", Subjects: []string{"anatomy", "marketing"}, Limit: 4, NumFewshot: &zero},
-			{Name: "gsm8k", Variant: "cot", Limit: 3, NumFewshot: &[]int{2}[0]},
+			{Name: "gsm8k_cot", Limit: 3, NumFewshot: &[]int{2}[0]},
 		}}
 }
 
@@ -213,8 +224,10 @@ func TestAResumedRunAsksNoSampleTwiceAndMatchesAnUninterruptedOne(t *testing.T) 
 	}
 	second := p.reset()
 	for _, done := range checkpointed {
-		if second[done.Prompt] > 0 {
-			t.Fatalf("a sample finished before the interruption was asked again: %.60q", done.Prompt)
+		for question := range second {
+			if strings.HasSuffix(done.Prompt, question) {
+				t.Fatalf("a sample finished before the interruption was asked again: %.60q", question)
+			}
 		}
 	}
 	if len(second) != 11-len(checkpointed) {
@@ -377,7 +390,7 @@ func TestResultsJSONDescribesEachTaskAsLMEvalDoes(t *testing.T) {
 	if err := json.Unmarshal(res.Configs["gsm8k_cot"], &gsm); err != nil {
 		t.Fatal(err)
 	}
-	if gsm.Task != "gsm8k_cot" || gsm.DatasetPath != "gsm8k" || gsm.TestSplit != "test" || gsm.NumFewshot != 2 ||
+	if gsm.Task != "gsm8k_cot" || gsm.DatasetPath != "openai/gsm8k" || gsm.TestSplit != "test" || gsm.NumFewshot != 2 ||
 		gsm.OutputType != "generate_until" || len(gsm.FilterList) != 2 || gsm.FilterList[1].Name != "flexible-extract" ||
 		gsm.FilterList[1].Filter[0].GroupSelect != -1 || gsm.MetricList[0].Metric != "exact_match" ||
 		gsm.GenerationKwargs == nil || gsm.GenerationKwargs.Until[0] != "Q:" || gsm.GenerationKwargs.MaxGenToks != 256 {
@@ -829,7 +842,7 @@ func newRecorder(t *testing.T, target, refuse string) *recorder {
 func TestCompletionsDeliverTheRawPrompt(t *testing.T) {
 	rec := newRecorder(t, testserver.Ollama(t, 4), "")
 	s := spec(t, rec.URL, 2)
-	s.Datasets = []evalflow.DatasetSpec{{Name: "gsm8k", Variant: "zeroshot", Limit: 3}}
+	s.Datasets = []evalflow.DatasetSpec{{Name: "gsm8k", NumFewshot: new(0), Limit: 3}}
 	s.Options.GenerationAPI = evalflow.GenerationCompletions
 	docs, err := Docs(s)
 	if err != nil {

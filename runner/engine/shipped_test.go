@@ -74,7 +74,7 @@ func TestARunOfAnLMEvalGroupWritesItsResultsAsLMEval(t *testing.T) {
 	for _, m := range members {
 		want[m.Task.Description] += 2 // each task's two questions begin with its description
 	}
-	if asked := p.reset(); !maps.Equal(asked, want) {
+	if asked := p.openings(); !maps.Equal(asked, want) {
 		t.Errorf("first messages asked: %d distinct; want each task's description as the system turn (%d)", len(asked), len(want))
 	}
 }

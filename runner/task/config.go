@@ -29,6 +29,7 @@ type MetricConfig struct {
 	HigherIsBetter    bool     `json:"higher_is_better"`
 	IgnoreCase        bool     `json:"ignore_case,omitempty"`
 	IgnorePunctuation bool     `json:"ignore_punctuation,omitempty"`
+	IgnoreNumbers     bool     `json:"ignore_numbers,omitempty"`
 	RegexesToIgnore   []string `json:"regexes_to_ignore,omitempty"`
 }
 

@@ -569,7 +569,7 @@ func filterStep(st FilterStep) (step, error) {
 
 // exactMatch is lm-eval's exact_match (Hugging Face evaluate's) with the first
 // metric's options: each regex to ignore taken out of both, then case, then
-// punctuation (Python's string.punctuation).
+// punctuation (Python's string.punctuation), then digits.
 func (t *Task) exactMatch() (func(pred, ref string) bool, error) {
 	var m Metric
 	if len(t.MetricList) > 0 {
@@ -596,6 +596,14 @@ func (t *Task) exactMatch() (func(pred, ref string) bool, error) {
 		if m.IgnorePunctuation {
 			s = strings.Map(func(r rune) rune {
 				if strings.ContainsRune("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", r) {
+					return -1
+				}
+				return r
+			}, s)
+		}
+		if m.IgnoreNumbers {
+			s = strings.Map(func(r rune) rune {
+				if r >= '0' && r <= '9' {
 					return -1
 				}
 				return r
@@ -676,7 +684,7 @@ func (t *Task) Config() task.Config {
 	for _, m := range t.MetricList {
 		c.MetricList = append(c.MetricList, task.MetricConfig{Metric: cmp.Or(m.Metric.Text, m.Metric.Func),
 			Aggregation: cmp.Or(m.Aggregation, "mean"), HigherIsBetter: m.HigherIsBetter == nil || *m.HigherIsBetter,
-			IgnoreCase: m.IgnoreCase, IgnorePunctuation: m.IgnorePunctuation, RegexesToIgnore: m.RegexesToIgnore})
+			IgnoreCase: m.IgnoreCase, IgnorePunctuation: m.IgnorePunctuation, IgnoreNumbers: m.IgnoreNumbers, RegexesToIgnore: m.RegexesToIgnore})
 	}
 	for _, f := range t.FilterList {
 		fc := task.FilterConfig{Name: f.Name}

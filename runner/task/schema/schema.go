@@ -86,6 +86,7 @@ type FilterStep struct {
 	Fallback          *string  `yaml:"fallback"`
 	IgnoreCase        bool     `yaml:"ignore_case"`
 	IgnorePunctuation bool     `yaml:"ignore_punctuation"`
+	IgnoreNumbers     bool     `yaml:"ignore_numbers"`
 	RegexesToIgnore   []string `yaml:"regexes_to_ignore"`
 	// RegexPatternToValue maps patterns to answers (MapRegexFilter), in order.
 	RegexPatternToValue Pairs `yaml:"regex_pattern_to_value"`
@@ -115,6 +116,7 @@ type Metric struct {
 	HigherIsBetter    *bool    `yaml:"higher_is_better"`
 	IgnoreCase        bool     `yaml:"ignore_case"`
 	IgnorePunctuation bool     `yaml:"ignore_punctuation"`
+	IgnoreNumbers     bool     `yaml:"ignore_numbers"`
 	RegexesToIgnore   []string `yaml:"regexes_to_ignore"`
 }
 

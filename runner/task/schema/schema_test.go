@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/evalflow/evalflow/runner/task/schema"
 	evalflow "github.com/evalflow/evalflow/shared"
@@ -174,5 +175,40 @@ func TestAMultipleChoiceTaskAsksAndScoresAsLMEval(t *testing.T) {
 	got = d.ScoreChoices([]float64{-1, -5, -30}) // per character: -0.125, -2.5, -1.15
 	if len(got) != 2 || got[0].Metric != "acc" || got[1].Metric != "acc_norm" || !got[0].Correct || !got[1].Correct {
 		t.Errorf("lls -1 -5 -30: %+v; want acc and acc_norm, both right", got)
+	}
+}
+
+// exact_match's options apply as lm-eval's: regexes to ignore, then case, then
+// punctuation, then digits, to the answer and the target both.
+func TestExactMatchTakesEachOfLMEvalsOptions(t *testing.T) {
+	for _, c := range []struct {
+		options string
+		resp    string
+		correct bool
+	}{
+		{"ignore_numbers: true", "Paris!2024", true},
+		{"ignore_numbers: true", "paris!", false},
+		{"ignore_numbers: true\n    ignore_case: true", "paris!", true},
+		{"ignore_punctuation: true", "Paris!1", true},
+		{"ignore_punctuation: true", "Paris", false},
+		{"regexes_to_ignore: ['\\d']\n    ignore_case: true", "PARIS!", true},
+		{"ignore_case: true", "Paris!1", true},
+	} {
+		file := "task: t\ndataset_path: x\ntest_split: test\noutput_type: generate_until\ndoc_to_text: '{{q}}'\ndoc_to_target: '{{a}}'\n" +
+			"metric_list:\n  - metric: exact_match\n    " + c.options + "\n"
+		task, err := schema.Load(fstest.MapFS{"t.yaml": {Data: []byte(file)}}, "t.yaml")
+		if err == nil {
+			err = task.Check()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		docs, err := task.Docs([]map[string]any{{"q": "Capital of France?", "a": "Paris!1"}}, nil, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := docs[0].Score(c.resp); got[0].Correct != c.correct {
+			t.Errorf("%s: %q scored %v; want %v", c.options, c.resp, got[0].Correct, c.correct)
+		}
 	}
 }

@@ -48,6 +48,7 @@ var (
 	}}
 	winograndeCopy = dataset{winogrande, func(string) string { return "winogrande/dev.jsonl" }}
 	lambadaCopy    = dataset{lambada, func(string) string { return "lambada/lambada_test.jsonl" }}
+	gsm8kCopy      = dataset{gsm8k, func(string) string { return "gsm8k/test.jsonl" }}
 )
 
 // hub are the hub datasets evalflow has, by lm-eval's dataset_path.
@@ -59,6 +60,8 @@ var hub = map[string]dataset{
 	"allenai/winogrande":        winograndeCopy,
 	"winogrande":                winograndeCopy,
 	"EleutherAI/lambada_openai": lambadaCopy,
+	"openai/gsm8k":              gsm8kCopy, // lm-eval's GSM8K today
+	"gsm8k":                     gsm8kCopy, // and before
 }
 
 // File is the file under the data directory a task's documents are read from ("" for
@@ -277,4 +280,13 @@ func lambada(dataDir, name, split string) ([]map[string]any, error) {
 		return nil, evalflow.Invalidf("dataset_name", "LAMBADA (OpenAI's) has its English test split here, not %s/%s", name, split)
 	}
 	return JSONLines[map[string]any](filepath.Join(dataDir, "lambada", "lambada_test.jsonl"), false)
+}
+
+// gsm8k reads GSM8K's main configuration: its test split (scored) or its train split
+// (lm-eval's 5-shot examples).
+func gsm8k(dataDir, name, split string) ([]map[string]any, error) {
+	if name != "main" || (split != "test" && split != "train") {
+		return nil, evalflow.Invalidf("dataset_name", "GSM8K has its main configuration's test and train splits here, not %s/%s", name, split)
+	}
+	return JSONLines[map[string]any](filepath.Join(dataDir, "gsm8k", split+".jsonl"), false)
 }

@@ -36,62 +36,79 @@ type reference struct {
 
 // Every BBH task of every form asks byte for byte what lm-eval asks.
 func TestBBHAsksWhatLMEvalAsks(t *testing.T) {
-	data := filepath.Join(testserver.SharedDir(t), "datasets")
-	b, err := os.ReadFile("testdata/lmeval_bbh.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var refs map[string]reference
-	if err := json.Unmarshal(b, &refs); err != nil {
-		t.Fatal(err)
-	}
-	c, err := tasks.Shipped()
-	if err != nil {
-		t.Fatal(err)
-	}
+	readReference(t, "lmeval_bbh.json", &refs)
 	if len(refs) != 108 {
 		t.Fatalf("%d references", len(refs))
 	}
 	for name, ref := range refs {
-		tk := c.Task(name)
-		if tk == nil {
-			t.Errorf("%s is not shipped", name)
-			continue
-		}
-		rows, err := source.Read(data, tk)
-		if err != nil {
+		asksWhatLMEvalAsks(t, name, ref)
+	}
+}
+
+// gsm8k (its five examples drawn as lm-eval's default sampler draws them, one draw a
+// document in order), gsm8k_cot (eight fixed exemplars) and gsm8k_cot_zeroshot ask
+// byte for byte what lm-eval asks (testdata/lmeval_gsm8k.json, hack/lmeval/gsm8k_ref.py),
+// and their filters extract and score what lm-eval's do.
+func TestGSM8KAsksAndScoresAsLMEval(t *testing.T) {
+	var ref map[string]json.RawMessage
+	readReference(t, "lmeval_gsm8k.json", &ref)
+	for _, name := range []string{"gsm8k", "gsm8k_cot", "gsm8k_cot_zeroshot"} {
+		var r reference
+		if err := json.Unmarshal(ref[name], &r); err != nil {
 			t.Fatal(err)
 		}
-		if len(rows.Scored) != ref.Size {
-			t.Errorf("%s: %d documents; lm-eval has %d", name, len(rows.Scored), ref.Size)
+		asksWhatLMEvalAsks(t, name, r)
+	}
+	var cases []filterCase
+	if err := json.Unmarshal(ref["filters"], &cases); err != nil || len(cases) != 96 {
+		t.Fatalf("%d filter cases, %v", len(cases), err)
+	}
+	extractsWhatLMEvalExtracts(t, cases)
+}
+
+// asksWhatLMEvalAsks checks documents 0, 1 and the last of a shipped task against
+// lm-eval's, asked alone and among every document before them (a sampler that draws
+// a document's examples in order draws the same either way).
+func asksWhatLMEvalAsks(t *testing.T, name string, ref reference) {
+	t.Helper()
+	tk, rows := shipped(t, name)
+	if len(rows.Scored) != ref.Size {
+		t.Errorf("%s: %d documents; lm-eval has %d", name, len(rows.Scored), ref.Size)
+	}
+	var idx []int
+	for _, i := range []int{0, 1, ref.Size - 1} {
+		if !slices.Contains(idx, i) {
+			idx = append(idx, i)
 		}
-		var idx []int
-		for _, i := range []int{0, 1, ref.Size - 1} {
-			if !slices.Contains(idx, i) {
-				idx = append(idx, i)
-			}
+	}
+	alone, err := tk.Docs(rows.Scored, rows.Pool, rows.SameSplit, idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	every, err := tk.Docs(rows.Scored, rows.Pool, rows.SameSplit, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range idx {
+		alone = append(alone, every[i])
+	}
+	for _, d := range alone {
+		want := ref.Docs[itoa(d.Index)]
+		if got := sum(d.Prompt); got != want.Text {
+			t.Errorf("%s doc %d: text prompt %s; lm-eval's %s\n%s", name, d.Index, got[:12], want.Text[:12], d.Prompt)
 		}
-		docs, err := tk.Docs(rows.Scored, rows.Pool, rows.SameSplit, idx)
-		if err != nil {
-			t.Fatal(err)
+		if got := turns(d.Turns(true)); got != want.Multiturn {
+			t.Errorf("%s doc %d: multi-turn chat differs from lm-eval's: %q", name, d.Index, d.Turns(true))
 		}
-		for _, d := range docs {
-			want := ref.Docs[itoa(d.Index)]
-			if got := sum(d.Prompt); got != want.Text {
-				t.Errorf("%s doc %d: text prompt %s; lm-eval's %s\n%s", name, d.Index, got[:12], want.Text[:12], d.Prompt)
-			}
-			if got := turns(d.Turns(true)); got != want.Multiturn {
-				t.Errorf("%s doc %d: multi-turn chat differs from lm-eval's: %q", name, d.Index, d.Turns(true))
-			}
-			if got := turns(d.Turns(false)); got != want.Singleturn {
-				t.Errorf("%s doc %d: single-turn chat differs from lm-eval's: %q", name, d.Index, d.Turns(false))
-			}
-			if d.Target != want.Target {
-				t.Errorf("%s doc %d: target %q; lm-eval's %q", name, d.Index, d.Target, want.Target)
-			}
-			if !slices.Equal(d.Stop, ref.Until) || d.MaxTokens != ref.MaxGenToks {
-				t.Errorf("%s: until %q, max tokens %d; lm-eval's %q, %d", name, d.Stop, d.MaxTokens, ref.Until, ref.MaxGenToks)
-			}
+		if got := turns(d.Turns(false)); got != want.Singleturn {
+			t.Errorf("%s doc %d: single-turn chat differs from lm-eval's: %q", name, d.Index, d.Turns(false))
+		}
+		if d.Target != want.Target {
+			t.Errorf("%s doc %d: target %q; lm-eval's %q", name, d.Index, d.Target, want.Target)
+		}
+		if !slices.Equal(d.Stop, ref.Until) || d.MaxTokens != ref.MaxGenToks {
+			t.Errorf("%s: until %q, max tokens %d; lm-eval's %q, %d", name, d.Stop, d.MaxTokens, ref.Until, ref.MaxGenToks)
 		}
 	}
 }
@@ -115,38 +132,36 @@ func turns(ms []task.Message) string {
 // documents of each zero-shot task, and whether exact_match with the task's options
 // takes it (word2number's path is held apart, in the schema package's tests).
 func TestBBHFiltersExtractWhatLMEvalsExtract(t *testing.T) {
-	data := filepath.Join(testserver.SharedDir(t), "datasets")
-	b, err := os.ReadFile("testdata/lmeval_bbh_filters.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cases []struct {
-		Task     string
-		Doc      int
-		Response string
-		Filters  map[string][2]any
-	}
-	if err := json.Unmarshal(b, &cases); err != nil {
-		t.Fatal(err)
-	}
-	c, err := tasks.Shipped()
-	if err != nil {
-		t.Fatal(err)
-	}
+	var cases []filterCase
+	readReference(t, "lmeval_bbh_filters.json", &cases)
+	extractsWhatLMEvalExtracts(t, cases)
+}
+
+// A filterCase is a response to a document of a task, and what each of the task's
+// filters extracts from it and whether exact_match takes that, in lm-eval.
+type filterCase struct {
+	Task     string
+	Doc      int
+	Response string
+	Filters  map[string][2]any
+}
+
+// extractsWhatLMEvalExtracts runs each case's response through the shipped task's
+// filters and exact_match.
+func extractsWhatLMEvalExtracts(t *testing.T, cases []filterCase) {
+	t.Helper()
 	docs := map[string][]task.Doc{}
 	for _, k := range cases {
-		tk := c.Task(k.Task)
 		if docs[k.Task] == nil {
-			rows, err := source.Read(data, tk)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if docs[k.Task], err = tk.Docs(rows.Scored, rows.Pool, rows.SameSplit, nil); err != nil {
+			tk, rows := shipped(t, k.Task)
+			var err error
+			if docs[k.Task], err = tk.Docs(rows.Scored, rows.Pool, rows.SameSplit, []int{0, 1, 7}); err != nil {
 				t.Fatal(err)
 			}
 		}
+		i := slices.IndexFunc(docs[k.Task], func(d task.Doc) bool { return d.Index == k.Doc })
 		got := map[string]task.Filtered{}
-		for _, f := range docs[k.Task][k.Doc].Score(k.Response) {
+		for _, f := range docs[k.Task][i].Score(k.Response) {
 			got[f.Filter] = f
 		}
 		for name, want := range k.Filters {
