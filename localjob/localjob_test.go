@@ -31,7 +31,7 @@ func server(t *testing.T) (*localjob.Server, *localjob.Client, *testserver.Sink,
 	t.Cleanup(func() { s.Shutdown(); srv.Close() })
 	spec := evalflow.JobSpec{ID: "evalflow-run-1", RunID: "run-1", Engine: "evalflow", Concurrency: 1,
 		Model:    evalflow.ModelSpec{Name: "m", URL: "http://127.0.0.1:1"},
-		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 2}},
+		Datasets: []evalflow.DatasetSpec{{Name: "mmlu_generative", Subjects: []string{"anatomy"}, Limit: 2}},
 		DataDir:  filepath.Join(testserver.SharedDir(t), "datasets"), OutputDir: filepath.Join(outputs, "run-1")}
 	return s, &localjob.Client{URL: srv.URL, Token: "jobs-token-0123456789"}, sink, spec
 }
@@ -110,7 +110,7 @@ func TestAKilledRunnerIsStartedAgainAndResumes(t *testing.T) {
 	spec.Model.URL = testserver.Ollama(t, 0)
 	spec.Model.Name = testserver.Model
 	spec.Options.RequestsPerSecond = 4 // 12 samples: about 3 s
-	spec.Datasets = []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 12, NumFewshot: new(int)}}
+	spec.Datasets = []evalflow.DatasetSpec{{Name: "mmlu_generative", Subjects: []string{"anatomy"}, Limit: 12, NumFewshot: new(int)}}
 	checkpoint := filepath.Join(spec.OutputDir, "checkpoint.jsonl")
 	lines := func() int {
 		b, _ := os.ReadFile(checkpoint)
@@ -148,7 +148,7 @@ func TestAnEndTheRunnerReportedIsNotReportedAgain(t *testing.T) {
 	spec.Model.URL = testserver.Ollama(t, 0)
 	spec.Model.Name = testserver.Model
 	spec.CallbackURL = sink.URL
-	spec.Datasets = []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 2, NumFewshot: new(int)}}
+	spec.Datasets = []evalflow.DatasetSpec{{Name: "mmlu_generative", Subjects: []string{"anatomy"}, Limit: 2, NumFewshot: new(int)}}
 	if err := client.Create(t.Context(), spec, evalflow.JobSecrets{ReportKey: []byte("report-key-0123456789")}); err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,8 @@ type DatasetSpec struct {
 	// Seed, when set, draws the limited samples at random by this seed instead of
 	// taking the first ones.
 	Seed *int `json:"seed,omitempty"`
-	// Subjects restricts MMLU to these subjects; empty is all 57.
+	// Subjects restricts a group to its tasks of these subjects (their dataset_name:
+	// MMLU's subjects, BBH's tasks); empty is all of them.
 	Subjects []string `json:"subjects,omitempty"`
 	// NumFewshot is the number of few-shot examples; nil is the task's default.
 	NumFewshot *int `json:"num_fewshot,omitempty"`
@@ -39,9 +40,9 @@ type DatasetSpec struct {
 	Path string `json:"path,omitempty"`
 	// Task names a custom dataset's task in the results (default "custom").
 	Task string `json:"task,omitempty"`
-	// Method is how answers are scored: for mmlu "generate" (default), "logprobs"
-	// (next-token top_logprobs on chat completions) or "loglikelihood" (completions
-	// with echo + logprobs).
+	// Method is how a custom dataset's answers are scored: "generate" (default),
+	// "logprobs" (next-token top_logprobs on chat completions) or "loglikelihood"
+	// (completions with echo + logprobs).
 	Method string `json:"method,omitempty"`
 }
 
@@ -61,8 +62,6 @@ type Dataset struct {
 	Name string `json:"name"`
 	// Samples is the size of the scored split, for estimates.
 	Samples int `json:"samples,omitempty"`
-	// Tasks lists the dataset's tasks (MMLU's subjects); nil when it is one task.
-	Tasks []string `json:"tasks,omitempty"`
 	// Variants are the forms it can be asked in; the first is the default.
 	Variants []string `json:"variants,omitempty"`
 	// Methods are the ways it can be scored; the first is the default.
@@ -71,7 +70,6 @@ type Dataset struct {
 
 // Datasets are the benchmarks the runner scores.
 var Datasets = map[string]Dataset{
-	"mmlu":   {Name: "mmlu", Samples: 14079, Tasks: MMLUSubjects, Methods: []string{"generate", "logprobs", "loglikelihood"}},
 	"custom": {Name: "custom", Methods: []string{"generate", "logprobs", "loglikelihood"}},
 	// TruthfulQA's multiple-choice tasks need each answer's log-likelihood.
 	// Its gen variant is generated.
@@ -118,17 +116,7 @@ func (d *DatasetSpec) validate(field string) error {
 		return err
 	}
 	if len(d.Subjects) > 0 {
-		if ds.Tasks == nil {
-			return Invalidf(field+".subjects", "%s has no subjects", d.Name)
-		}
-		for j, s := range d.Subjects {
-			if !slices.Contains(ds.Tasks, s) {
-				return Invalidf(fmt.Sprintf("%s.subjects[%d]", field, j), "unknown %s subject %q", d.Name, clip(s))
-			}
-			if slices.Contains(d.Subjects[:j], s) {
-				return Invalidf(fmt.Sprintf("%s.subjects[%d]", field, j), "%q is listed twice", s)
-			}
-		}
+		return Invalidf(field+".subjects", "%s has no subjects: they pick a shipped group's tasks", d.Name)
 	}
 	return nil
 }
@@ -136,17 +124,27 @@ func (d *DatasetSpec) validate(field string) error {
 // validateShipped refuses what a shipped task does not take: its task file says how
 // it is asked and scored.
 func (d *DatasetSpec) validateShipped(field string, t ShippedTask) error {
-	set := []struct {
-		name string
-		set  bool
-	}{{"variant", d.Variant != ""}, {"method", d.Method != ""}, {"subjects", len(d.Subjects) > 0},
-		{"samples", len(d.Samples) > 0}, {"path", d.Path != ""}, {"task", d.Task != ""}}
-	for _, f := range set {
-		if moved, ok := movedVariants[d.Name][d.Variant]; ok && f.name == "variant" {
-			return Invalidf(field+".variant", "%s's variant %q is now %s", d.Name, d.Variant, moved)
+	for _, f := range []struct {
+		name, value string
+		set         bool
+	}{{"variant", d.Variant, d.Variant != ""}, {"method", d.Method, d.Method != ""}, {"samples", "", len(d.Samples) > 0},
+		{"path", "", d.Path != ""}, {"task", "", d.Task != ""}} {
+		if moved, ok := movedOptions[d.Name][f.name+"="+f.value]; ok && f.set {
+			return Invalidf(field+"."+f.name, "%s's %s %q is now %s", d.Name, f.name, f.value, moved)
 		}
 		if f.set {
 			return Invalidf(field+"."+f.name, "%s is lm-eval's task %s: its task file says how it is asked (GET /tasks); %s is for evalflow's own datasets", d.Name, t.Name, f.name)
+		}
+	}
+	if len(d.Subjects) > 0 && len(t.Subjects) == 0 {
+		return Invalidf(field+".subjects", "%s is a task, not a group: subjects pick a group's tasks", d.Name)
+	}
+	for j, s := range d.Subjects {
+		if _, ok := t.Subjects[s]; !ok {
+			return Invalidf(fmt.Sprintf("%s.subjects[%d]", field, j), "%s has no subject %q (its tasks' dataset names: GET /tasks)", d.Name, clip(s))
+		}
+		if slices.Contains(d.Subjects[:j], s) {
+			return Invalidf(fmt.Sprintf("%s.subjects[%d]", field, j), "%q is listed twice", s)
 		}
 	}
 	if d.NumFewshot != nil && *d.NumFewshot > t.MaxFewshot {
@@ -155,13 +153,18 @@ func (d *DatasetSpec) validateShipped(field string, t ShippedTask) error {
 	return nil
 }
 
-// movedVariants are what evalflow's own datasets' variants became when lm-eval's task
-// of the same name took the name.
-var movedVariants = map[string]map[string]string{
+// movedOptions are what evalflow's own datasets' options ("field=value") became when
+// lm-eval's task of the same name took the name.
+var movedOptions = map[string]map[string]string{
 	"gsm8k": {
-		"fewshot":  `the task gsm8k itself (5-shot by default): drop "variant"`,
-		"cot":      `the task gsm8k_cot: {"name": "gsm8k_cot"}`,
-		"zeroshot": `gsm8k with no examples: {"name": "gsm8k", "num_fewshot": 0}`,
+		"variant=fewshot":  `the task gsm8k itself (5-shot by default): drop "variant"`,
+		"variant=cot":      `the task gsm8k_cot: {"name": "gsm8k_cot"}`,
+		"variant=zeroshot": `gsm8k with no examples: {"name": "gsm8k", "num_fewshot": 0}`,
+	},
+	"mmlu": {
+		"method=generate":      `the group mmlu_generative (0-shot as lm-eval's; evalflow's mmlu was 5-shot): {"name": "mmlu_generative", "num_fewshot": 5}`,
+		"method=loglikelihood": `lm-eval's mmlu itself, each choice's log-likelihood through /v1/completions: drop "method"`,
+		"method=logprobs":      `not lm-eval's: its mmlu asks each choice's log-likelihood through /v1/completions (drop "method"); an endpoint with chat only can run mmlu_generative`,
 	},
 }
 
@@ -201,18 +204,9 @@ func (d DatasetSpec) SampleCount() int {
 		return LimitCount(n, d.Limit)
 	}
 	if t, ok := LookupTask(d.Name); ok {
-		return t.SampleCount(d.Limit)
+		return t.SampleCount(d.Limit, d.Subjects...)
 	}
-	ds := Datasets[d.Name]
-	tasks := len(ds.Tasks)
-	if tasks == 0 {
-		tasks = 1
-	}
-	perTask := ds.Samples / tasks
-	if len(d.Subjects) > 0 {
-		tasks = len(d.Subjects)
-	}
-	return tasks * LimitCount(perTask, d.Limit)
+	return LimitCount(Datasets[d.Name].Samples, d.Limit)
 }
 
 // LimitCount is how many of n samples a limit keeps (see DatasetSpec.Limit).

@@ -19,6 +19,9 @@ type ShippedTask struct {
 	Metrics    []string `json:"metrics"`     // "metric,filter", as results.json keys them
 	Samples    int      `json:"samples"`     // the scored split's documents (a group: its tasks')
 	Source     string   `json:"source"`      // the data files under ../shared/datasets
+	// Subjects are a group's tasks, however deep, by their dataset_name (MMLU's
+	// subjects, BBH's tasks): what a run's subjects may pick.
+	Subjects map[string]string `json:"subjects,omitempty"`
 }
 
 // LookupTask is the shipped task or group of that name.
@@ -34,12 +37,20 @@ func LookupTask(name string) (ShippedTask, bool) {
 func ShippedTasks() []ShippedTask { return slices.Clone(shippedTasks) }
 
 // SampleCount is how many documents a limit keeps of the task (each of a group's tasks
-// limited apart).
-func (t ShippedTask) SampleCount(limit float64) int {
+// limited apart), or of the group's tasks of those subjects.
+func (t ShippedTask) SampleCount(limit float64, subjects ...string) int {
 	if !t.Group {
 		return LimitCount(t.Samples, limit)
 	}
 	n := 0
+	if len(subjects) > 0 {
+		for _, s := range subjects {
+			if mt, ok := LookupTask(t.Subjects[s]); ok {
+				n += mt.SampleCount(limit)
+			}
+		}
+		return n
+	}
 	for _, m := range t.Tasks {
 		if mt, ok := LookupTask(m); ok {
 			n += mt.SampleCount(limit)

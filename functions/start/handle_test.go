@@ -168,6 +168,9 @@ func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 		{"few-shot winogrande (no train split here)", "", with("datasets", []any{map[string]any{"name": "winogrande", "num_fewshot": 1}}), "datasets[0].num_fewshot", 400},
 		{"an unknown BBH task", "", with("datasets", []any{"bbh_zeroshot_chess"}), "datasets[0].name", 400},
 		{"unknown gsm8k variant", "", with("datasets", []any{map[string]any{"name": "gsm8k", "variant": "5shot"}}), "datasets[0].variant", 400},
+		{"subjects of a task, not a group", "", with("datasets", []any{map[string]any{"name": "mmlu_anatomy", "subjects": []string{"anatomy"}}}), "datasets[0].subjects", 400},
+		{"a BBH group's unknown subject", "", with("datasets", []any{map[string]any{"name": "bbh_zeroshot", "subjects": []string{"snarks", "chess"}}}), "datasets[0].subjects[1]", 400},
+		{"subjects of evalflow's own dataset", "", with("datasets", []any{map[string]any{"name": "truthfulqa", "subjects": []string{"x"}}}), "datasets[0].subjects", 400},
 		{"custom sample without a prompt", "", with("datasets", []any{map[string]any{"name": "custom", "samples": []any{
 			map[string]any{"prompt": "a", "target": "b"}, map[string]any{"target": "b"}}}}), "datasets[0].samples[1].prompt", 400},
 		{"custom path escaping the data dir", "", with("datasets", []any{map[string]any{"name": "custom", "path": "../../etc/x.jsonl"}}), "datasets[0].path", 400},
@@ -225,12 +228,18 @@ func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 			}
 		})
 	}
-	// gsm8k's variants from before it was lm-eval's task name the names that replaced them.
-	for variant, says := range map[string]string{"cot": `{"name": "gsm8k_cot"}`, "zeroshot": `"num_fewshot": 0`, "fewshot": `drop "variant"`} {
-		code, out := post(t, srv.URL+"/evals/start", "application/json", with("datasets", []any{map[string]any{"name": "gsm8k", "variant": variant}}))
+	// gsm8k's variants and mmlu's methods from before they were lm-eval's task names
+	// name what replaced them.
+	for _, c := range []struct{ name, field, value, says string }{
+		{"gsm8k", "variant", "cot", `{"name": "gsm8k_cot"}`}, {"gsm8k", "variant", "zeroshot", `"num_fewshot": 0`},
+		{"gsm8k", "variant", "fewshot", `drop "variant"`},
+		{"mmlu", "method", "generate", `{"name": "mmlu_generative", "num_fewshot": 5}`}, {"mmlu", "method", "loglikelihood", `drop "method"`},
+		{"mmlu", "method", "logprobs", "mmlu_generative"},
+	} {
+		code, out := post(t, srv.URL+"/evals/start", "application/json", with("datasets", []any{map[string]any{"name": c.name, c.field: c.value}}))
 		e, _ := out["error"].(map[string]any)
-		if msg, _ := e["message"].(string); code != 400 || e["field"] != "datasets[0].variant" || !strings.Contains(msg, says) {
-			t.Errorf("gsm8k variant %s: answered %d %v; want 400 saying %s", variant, code, out, says)
+		if msg, _ := e["message"].(string); code != 400 || e["field"] != "datasets[0]."+c.field || !strings.Contains(msg, c.says) {
+			t.Errorf("%s's %s %s: answered %d %v; want 400 saying %s", c.name, c.field, c.value, code, out, c.says)
 		}
 	}
 	if after := snapshot(t, p); after != before {

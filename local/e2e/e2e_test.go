@@ -179,7 +179,7 @@ func (e *env) request(limit float64) evalflow.Request {
 	zero := 0
 	return evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: testserver.Model, BaseURL: e.model,
 		APIKey: apiKeyCanary, Source: "e2e-test", SourceTopic: callerTopic, Concurrency: 4,
-		Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"abstract_algebra", "marketing"}, Limit: limit, NumFewshot: &zero}}}
+		Datasets: []evalflow.DatasetSpec{{Name: "mmlu_generative", Subjects: []string{"abstract_algebra", "marketing"}, Limit: limit, NumFewshot: &zero}}}
 }
 
 // call sends method path (body as JSON, nil for none) to the API as the operator.
@@ -280,7 +280,7 @@ func TestEvaluationEndToEnd(t *testing.T) {
 	if r.Summary == nil || r.Summary.Samples != 6 {
 		t.Fatalf("summary = %+v, want 6 samples", r.Summary)
 	}
-	if _, ok := r.Summary.Scores["mmlu_marketing"]; !ok {
+	if _, ok := r.Summary.Scores["mmlu_marketing_generative"]; !ok {
 		t.Fatalf("no per-subject score: %v", r.Summary.Scores)
 	}
 	if r.Progress.Done != 6 || r.Progress.Total != 6 {

@@ -58,7 +58,7 @@ func TestEveryFunctionRunsWithTheFuncCLIFromItsOwnDirectory(t *testing.T) {
 
 	id := uuid.NewString()
 	req, _ := json.Marshal(evalflow.Request{EvalRequestID: id, ModelName: "no-such-model", BaseURL: model,
-		Source: "func-test", SourceTopic: "t", Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 1}}})
+		Source: "func-test", SourceTopic: "t", Datasets: []evalflow.DatasetSpec{{Name: "mmlu_generative", Subjects: []string{"anatomy"}, Limit: 1}}})
 	ref, _ := json.Marshal(evalflow.RunRef{RunID: id})
 	for _, step := range evalflow.Steps {
 		t.Run(string(step.ID), func(t *testing.T) {

@@ -204,7 +204,7 @@ func TestThePipelineOnKnative(t *testing.T) {
 	request := func(limit float64) evalflow.Request {
 		return evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: testserver.Model, BaseURL: model + "/v1",
 			APIKey: "sk-knative-" + uuid.NewString(), Source: "knative-test", SourceTopic: topic,
-			Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: limit}}}
+			Datasets: []evalflow.DatasetSpec{{Name: "mmlu_generative", Subjects: []string{"anatomy"}, Limit: limit}}}
 	}
 	// One run through the public ingress, as a caller POSTs it.
 	posted := request(4)
@@ -233,7 +233,7 @@ func TestThePipelineOnKnative(t *testing.T) {
 			Results map[string]map[string]any `json:"results"`
 		}
 		raw, err := os.ReadFile(filepath.Join(dir, evalflow.ResultsFile))
-		if err != nil || json.Unmarshal(raw, &results) != nil || results.Results["mmlu_anatomy"] == nil {
+		if err != nil || json.Unmarshal(raw, &results) != nil || results.Results["mmlu_anatomy_generative"] == nil {
 			t.Fatalf("pulled %s: %v %.300s", evalflow.ResultsFile, err, raw)
 		}
 		if bytes.Contains(raw, []byte(posted.APIKey)) {
@@ -242,9 +242,9 @@ func TestThePipelineOnKnative(t *testing.T) {
 		// start reads the same artifact back from the cluster's registry for the
 		// results API and page, and the page itself answers through the ingress.
 		for path, want := range map[string]string{
-			"/evals/" + first.ID + "/results":         `"task":"mmlu_anatomy"`,
+			"/evals/" + first.ID + "/results":         `"task":"mmlu_anatomy_generative"`,
 			"/evals/" + first.ID + "/samples?limit=1": `"total":4`,
-			"/evals/" + first.ID + "/results.json":    `"mmlu_anatomy"`,
+			"/evals/" + first.ID + "/results.json":    `"mmlu_anatomy_generative"`,
 			"/ui/runs/" + first.ID:                    `/ui/static/app.js`,
 		} {
 			resp, err := k.client.Get(k.start + path)

@@ -122,7 +122,7 @@ func TestAStoppedOrKilledEvalflowResumesItsRunsWhenStartedAgain(t *testing.T) {
 			zero := 0
 			req := evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: testserver.Model, BaseURL: endpoint.URL,
 				APIKey: apiKeyCanary, Concurrency: 2,
-				Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 60, NumFewshot: &zero}}}
+				Datasets: []evalflow.DatasetSpec{{Name: "mmlu_generative", Subjects: []string{"anatomy"}, Limit: 60, NumFewshot: &zero}}}
 			if code, b, err := u.do(http.MethodPost, "/evals/start", req); err != nil || code != http.StatusAccepted {
 				t.Fatalf("start: %d %s %v", code, b, err)
 			}

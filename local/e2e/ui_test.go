@@ -1,10 +1,14 @@
 package e2e
 
 import (
+	"cmp"
+	"encoding/json"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,19 +25,24 @@ import (
 func TestTheResultsPageInChromium(t *testing.T) {
 	chromium, modules := testserver.Browser(t)
 	e := up(t)
-	// Two runs of the same samples that answer differently: the likeliest next token
-	// (about a quarter right) and generated text (the tiny model's stories: none).
-	a, b := e.request(25), e.request(25)
-	a.Datasets[0].Method = "logprobs"
-	for _, r := range []evalflow.Request{a, b} {
-		if code, out := e.post(t, r); code != http.StatusAccepted {
-			t.Fatalf("start: %d %v", code, out)
-		}
+	// Two runs of the same samples that answer differently: generated text (the tiny
+	// model's stories: none right), then the likeliest next token among the letters
+	// (about a quarter right), asked of the same prompts as custom datasets of the
+	// same tasks.
+	b := e.request(25)
+	if code, out := e.post(t, b); code != http.StatusAccepted {
+		t.Fatalf("start: %d %v", code, out)
 	}
-	for _, id := range []string{a.EvalRequestID, b.EvalRequestID} {
-		if r := e.waitEnded(t, id, 3*time.Minute); r.Status != evalflow.StatusSucceeded {
-			t.Fatalf("run %s %s: %s", id, r.Status, r.Message)
-		}
+	if r := e.waitEnded(t, b.EvalRequestID, 3*time.Minute); r.Status != evalflow.StatusSucceeded {
+		t.Fatalf("run %s %s: %s", b.EvalRequestID, r.Status, r.Message)
+	}
+	a := e.request(25)
+	a.Datasets = e.asLetterChoices(t, b.EvalRequestID)
+	if code, out := e.post(t, a); code != http.StatusAccepted {
+		t.Fatalf("start: %d %v", code, out)
+	}
+	if r := e.waitEnded(t, a.EvalRequestID, 3*time.Minute); r.Status != evalflow.StatusSucceeded {
+		t.Fatalf("run %s %s: %s", a.EvalRequestID, r.Status, r.Message)
 	}
 	live := e.request(0) // every sample of two subjects: it runs while the page watches
 	live.Datasets[0].Subjects = []string{"professional_law", "high_school_psychology"}
@@ -61,4 +70,32 @@ func TestTheResultsPageInChromium(t *testing.T) {
 			t.Errorf("screenshot %s: %v", name, err)
 		}
 	}
+}
+
+// asLetterChoices are the samples of run id, each task a custom dataset of the same
+// name whose samples (in document order) are its prompts, scored by which of the
+// letters A to D is the likeliest next token.
+func (e *env) asLetterChoices(t *testing.T, id string) []evalflow.DatasetSpec {
+	t.Helper()
+	resp := e.call(t, http.MethodGet, "/evals/"+id+"/samples?limit=500", nil)
+	defer resp.Body.Close()
+	var page evalflow.SamplePage
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(page.Samples, func(x, y evalflow.Sample) int {
+		return cmp.Or(strings.Compare(x.Task, y.Task), x.DocID-y.DocID)
+	})
+	var out []evalflow.DatasetSpec
+	for _, s := range page.Samples {
+		if len(out) == 0 || out[len(out)-1].Task != s.Task {
+			out = append(out, evalflow.DatasetSpec{Name: "custom", Task: s.Task, Method: "logprobs"})
+		}
+		d := &out[len(out)-1]
+		if s.DocID != len(d.Samples) {
+			t.Fatalf("%s's samples are not documents 0 to n-1: %d at %d", s.Task, s.DocID, len(d.Samples))
+		}
+		d.Samples = append(d.Samples, evalflow.CustomSample{Prompt: s.Prompt, Choices: []string{"A", "B", "C", "D"}, Target: s.Target})
+	}
+	return out
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 
 	"github.com/evalflow/evalflow/runner/custom"
-	"github.com/evalflow/evalflow/runner/mmlu"
 	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/truthfulqa"
 	evalflow "github.com/evalflow/evalflow/shared"
@@ -35,22 +34,6 @@ func benchmarkDocs(dataDir string, b evalflow.DatasetSpec) ([]task.Doc, error) {
 		return task.Configure(withMaxTokens(docs, b.MaxTokens), size, config), nil
 	}
 	switch b.Name {
-	case "mmlu":
-		subjects := b.Subjects
-		if len(subjects) == 0 {
-			subjects = evalflow.MMLUSubjects
-		}
-		var docs []task.Doc
-		shots := fewshot(b, 5)
-		for _, s := range subjects {
-			d, err := mmlu.Docs(dataDir, s, b.Method, shots, pick)
-			d, err = described(d, err, func(string) task.Config { return mmlu.Config(s, b.Method, shots) })
-			if err != nil {
-				return nil, err
-			}
-			docs = append(docs, d...)
-		}
-		return docs, nil
 	case "truthfulqa":
 		d, err := truthfulqa.Docs(dataDir, b.Variant, pick, truthfulqaSeed)
 		return described(d, err, truthfulqa.Config)

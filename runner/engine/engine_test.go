@@ -25,9 +25,10 @@ import (
 	"time"
 
 	"github.com/evalflow/evalflow/devkit/testserver"
-	"github.com/evalflow/evalflow/runner/mmlu"
 	"github.com/evalflow/evalflow/runner/results"
 	"github.com/evalflow/evalflow/runner/task"
+	"github.com/evalflow/evalflow/runner/task/source"
+	"github.com/evalflow/evalflow/runner/task/tasks"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/openai"
 )
@@ -112,7 +113,7 @@ func spec(t *testing.T, model string, concurrency int) evalflow.JobSpec {
 		DataDir:   filepath.Join(testserver.SharedDir(t), "datasets"),
 		OutputDir: t.TempDir(),
 		Datasets: []evalflow.DatasetSpec{
-			{Name: "mmlu", Subjects: []string{"anatomy", "marketing"}, Limit: 4, NumFewshot: &zero},
+			{Name: "mmlu_generative", Subjects: []string{"anatomy", "marketing"}, Limit: 4, NumFewshot: &zero},
 			{Name: "gsm8k_cot", Limit: 3, NumFewshot: &[]int{2}[0]},
 		}}
 }
@@ -151,9 +152,11 @@ func TestRunnerScoresMMLUAndGSM8KAsLMEvalReportsThem(t *testing.T) {
 		t.Fatalf("%d samples; want 8 MMLU + 3 GSM8K", res.Summary.Samples)
 	}
 	for task, keys := range map[string][]string{
-		"mmlu_anatomy": {"exact_match,none", "exact_match_stderr,none"},
-		"mmlu":         {"exact_match,none"},
-		"gsm8k_cot":    {"exact_match,strict-match", "exact_match,flexible-extract", "exact_match_stderr,strict-match"},
+		"mmlu_anatomy_generative": {"exact_match,get_response", "exact_match_stderr,get_response"},
+		"mmlu_generative":         {"exact_match,get_response"},
+		"stem":                    {"exact_match,get_response"}, // its anatomy
+		"other":                   {"exact_match,get_response"}, // its marketing
+		"gsm8k_cot":               {"exact_match,strict-match", "exact_match,flexible-extract", "exact_match_stderr,strict-match"},
 	} {
 		for _, k := range keys {
 			if _, ok := res.Results[task][k]; !ok {
@@ -161,7 +164,7 @@ func TestRunnerScoresMMLUAndGSM8KAsLMEvalReportsThem(t *testing.T) {
 			}
 		}
 	}
-	if _, ok := res.Groups["mmlu"]["exact_match,none"]; !ok || res.NSamples["gsm8k_cot"].Effective != 3 {
+	if g := res.Groups["mmlu_generative"]; g["sample_len"] != 8 || g["alias"] != "mmlu (generative)" || res.Groups["stem"]["sample_len"] != 4 || res.NSamples["gsm8k_cot"].Effective != 3 {
 		t.Errorf("groups %v, n-samples %v", res.Groups, res.NSamples)
 	}
 	var written evalflow.Results
@@ -263,11 +266,44 @@ func TestAFlakyEndpointYieldsTheSameScoresAsACleanOne(t *testing.T) {
 	}
 }
 
+// mmluOnly asks 4 questions of MMLU's anatomy: lm-eval's mmlu_anatomy (each letter's
+// log-likelihood) or mmlu_anatomy_generative (the letter generated) by their task
+// files; or, by method (logprobs), as a custom dataset of the same prompts and letters.
 func mmluOnly(t *testing.T, model, method string) evalflow.JobSpec {
 	s := spec(t, model, 2)
-	zero := 0
-	s.Datasets = []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 4, NumFewshot: &zero, Method: method}}
+	switch method {
+	case "loglikelihood":
+		s.Datasets = []evalflow.DatasetSpec{{Name: "mmlu_anatomy", Limit: 4}}
+	case "generate":
+		s.Datasets = []evalflow.DatasetSpec{{Name: "mmlu_anatomy_generative", Limit: 4}}
+	default:
+		s.Datasets = []evalflow.DatasetSpec{mmluAsCustom(t, s.DataDir, "anatomy", 4, method)}
+	}
 	return s
+}
+
+// mmluAsCustom is a subject's first n questions as a custom dataset scored by method:
+// the context lm-eval's mmlu_<subject> asks (0-shot), the letters as choices.
+func mmluAsCustom(t *testing.T, dataDir, subject string, n int, method string) evalflow.DatasetSpec {
+	t.Helper()
+	c, err := tasks.Shipped()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := c.Task("mmlu_" + subject)
+	rows, err := source.Read(dataDir, tk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := tk.Docs(rows.Scored, nil, false, task.Select(len(rows.Scored), float64(n), nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := evalflow.DatasetSpec{Name: "custom", Task: "mmlu_" + subject, Method: method}
+	for _, doc := range docs {
+		d.Samples = append(d.Samples, evalflow.CustomSample{Prompt: doc.Prompt, Choices: []string{"A", "B", "C", "D"}, Target: doc.Target})
+	}
+	return d
 }
 
 func TestMMLUByNextTokenLogprobs(t *testing.T) {
@@ -376,14 +412,13 @@ func TestResultsJSONDescribesEachTaskAsLMEvalDoes(t *testing.T) {
 	}
 
 	res := resultsFile(t, s)
-	anatomy, _ := mmlu.Load(s.DataDir, "anatomy", "test")
-	if got := res.NSamples["mmlu_anatomy"]; got.Original != len(anatomy) || got.Effective != 2 {
-		t.Errorf("n-samples of mmlu_anatomy %+v; want original %d (the split), effective 2", got, len(anatomy))
+	if got := res.NSamples["mmlu_anatomy_generative"]; got.Original != 135 || got.Effective != 2 {
+		t.Errorf("n-samples of mmlu_anatomy_generative %+v; want original 135 (the split), effective 2", got)
 	}
 	if got := res.NSamples["gsm8k_cot"]; got.Original != 1319 || got.Effective != 3 {
 		t.Errorf("n-samples of gsm8k_cot %+v; want original 1319, effective 3", got)
 	}
-	if res.Versions["gsm8k_cot"] != 3.0 || res.Versions["mmlu_marketing"] != 3.0 || res.NShot["gsm8k_cot"] != 2.0 || res.NShot["mmlu_anatomy"] != 0.0 {
+	if res.Versions["gsm8k_cot"] != 3.0 || res.Versions["mmlu_marketing_generative"] != 3.0 || res.NShot["gsm8k_cot"] != 2.0 || res.NShot["mmlu_anatomy_generative"] != 0.0 {
 		t.Errorf("versions %v, n-shot %v", res.Versions, res.NShot)
 	}
 	var gsm task.Config
@@ -397,9 +432,9 @@ func TestResultsJSONDescribesEachTaskAsLMEvalDoes(t *testing.T) {
 		t.Errorf("gsm8k_cot's config %s", res.Configs["gsm8k_cot"])
 	}
 	var anat task.Config
-	json.Unmarshal(res.Configs["mmlu_anatomy"], &anat)
-	if anat.DatasetName != "anatomy" || anat.FewshotSplit != "dev" || !anat.MetricList[0].IgnoreCase || anat.Tag != "mmlu" {
-		t.Errorf("mmlu_anatomy's config %s", res.Configs["mmlu_anatomy"])
+	json.Unmarshal(res.Configs["mmlu_anatomy_generative"], &anat)
+	if anat.DatasetName != "anatomy" || anat.FewshotSplit != "dev" || !anat.MetricList[0].IgnoreCase || anat.Tag != "mmlu_stem_generative" || anat.TaskAlias != "anatomy" {
+		t.Errorf("mmlu_anatomy_generative's config %s", res.Configs["mmlu_anatomy_generative"])
 	}
 	if len(res.Configs) != 3 {
 		t.Errorf("configs of %d tasks; want 3", len(res.Configs))
@@ -749,10 +784,9 @@ func echoedLogprob(t *testing.T, c *openai.Client, prompt, continuation string) 
 func TestLoglikelihoodOfMultiByteTextIsTheContinuationsOwn(t *testing.T) {
 	echo := testserver.LlamaEcho(t)
 	seed := 1348 // draws TruthfulQA rows 196 (’) and 637 (…)
-	zero := 0
 	s := spec(t, echo, 2)
 	s.Datasets = []evalflow.DatasetSpec{
-		{Name: "mmlu", Subjects: []string{"conceptual_physics"}, Limit: 8, NumFewshot: &zero, Method: "loglikelihood"}, // rows 0, 2, 3 (°), 6 (’)
+		{Name: "mmlu_conceptual_physics", Limit: 8}, // rows 0, 2, 3 (°), 6 (’)
 		{Name: "truthfulqa", Limit: 5, Seed: &seed},
 		{Name: "custom", Task: "cafe", Method: "loglikelihood", Samples: []evalflow.CustomSample{
 			{Prompt: "Le café “noir” est", Choices: []string{"très bon", "froid"}, Target: "très bon"}}},
@@ -953,7 +987,7 @@ func TestANoProgressRunFailsWithinItsBound_HangingEndpoint(t *testing.T) {
 	}))
 	defer hanging.Close()
 	defer close(release)
-	s := mmluOnly(t, hanging.URL, "")
+	s := mmluOnly(t, hanging.URL, "generate")
 	s.Options.NoProgressSeconds = 2
 	docs, err := Docs(s)
 	if err != nil {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/task/schema"
@@ -10,9 +11,10 @@ import (
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
-// shippedDocs renders a shipped task's documents, or each of a group's tasks', from
-// their task files, as the benchmark's limit, seed, num_fewshot and max_tokens
-// select them; a group's docs carry how it aggregates.
+// shippedDocs renders a shipped task's documents, or each of a group's tasks' (those
+// of its subjects, when the benchmark names some), from their task files, as the
+// benchmark's limit, seed, num_fewshot and max_tokens select them; a group's docs
+// carry how it and each group within it aggregate.
 func shippedDocs(dataDir string, b evalflow.DatasetSpec) ([]task.Doc, error) {
 	c, err := tasks.Shipped()
 	if err != nil {
@@ -22,10 +24,10 @@ func shippedDocs(dataDir string, b evalflow.DatasetSpec) ([]task.Doc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
-	var group *task.GroupConfig
-	if g := c.Group(b.Name); g != nil {
-		group = groupConfig(g)
+	if len(b.Subjects) > 0 { // the group's tasks of those subjects
+		members = slices.DeleteFunc(members, func(m tasks.Member) bool { return !slices.Contains(b.Subjects, m.Task.DatasetName) })
 	}
+	configs := map[*schema.Group]*task.GroupConfig{}
 	var docs []task.Doc
 	for _, m := range members {
 		t := m.Task
@@ -44,19 +46,35 @@ func shippedDocs(dataDir string, b evalflow.DatasetSpec) ([]task.Doc, error) {
 		}
 		cfg := t.Config()
 		cfg.Size = len(rows.Scored)
+		groups := groupConfigs(m.Groups, configs)
 		for i := range withMaxTokens(d, b.MaxTokens) {
-			d[i].Group, d[i].Config, d[i].GroupConfig = m.Group, &cfg, group
+			d[i].Config, d[i].Groups = &cfg, groups
+			if len(groups) > 0 {
+				d[i].Group = groups[len(groups)-1].Name
+			}
 		}
 		docs = append(docs, d...)
 	}
 	return docs, nil
 }
 
-// groupConfig is how a group file aggregates.
-func groupConfig(g *schema.Group) *task.GroupConfig {
-	out := &task.GroupConfig{Aggregates: []task.GroupAggregate{}}
-	for _, a := range g.AggregateMetricList {
-		out.Aggregates = append(out.Aggregates, task.GroupAggregate{Metric: a.Metric, Filters: a.FilterList, WeightBySize: a.WeightBySize})
+// groupConfigs are how each group of a member's path aggregates, outermost first,
+// each made once (made holds them).
+func groupConfigs(path []*schema.Group, made map[*schema.Group]*task.GroupConfig) []*task.GroupConfig {
+	var out []*task.GroupConfig
+	for i, g := range path {
+		cfg := made[g]
+		if cfg == nil {
+			cfg = &task.GroupConfig{Name: g.Group, Alias: g.Alias(), Aggregates: []task.GroupAggregate{}}
+			if i > 0 {
+				cfg.Parent = path[i-1].Group
+			}
+			for _, a := range g.AggregateMetricList {
+				cfg.Aggregates = append(cfg.Aggregates, task.GroupAggregate{Metric: a.Metric, Filters: a.FilterList, WeightBySize: a.WeightBySize})
+			}
+			made[g] = cfg
+		}
+		out = append(out, cfg)
 	}
 	return out
 }

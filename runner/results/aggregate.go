@@ -34,6 +34,11 @@ type Run struct {
 // aggregated one, else its first.
 func Aggregate(run Run, samples []Sample) *evalflow.Results {
 	t := tally(samples, run.Groups)
+	for _, c := range run.Tasks {
+		if c.TaskAlias != "" {
+			t.alias[c.Task] = c.TaskAlias
+		}
+	}
 	res := header(run, t)
 	for _, k := range t.order {
 		t.report(res, k)
@@ -90,18 +95,24 @@ type tallies struct {
 	groups     []string            // in the order first seen
 	groupTasks map[string][]string // group → its tasks, in order
 	perTask    map[string]int
+	alias      map[string]string // task → its task_alias
 	usage      evalflow.Usage
 	samples    int
 }
 
 func tally(samples []Sample, configs map[string]task.GroupConfig) *tallies {
-	t := &tallies{counts: map[key]*acc{}, primary: map[string]string{}, perTask: map[string]int{},
+	t := &tallies{counts: map[key]*acc{}, primary: map[string]string{}, perTask: map[string]int{}, alias: map[string]string{},
 		groupTasks: map[string][]string{}, samples: len(samples)}
 	for _, s := range samples {
 		t.perTask[s.Task]++
 		t.usage.PromptTokens += s.Usage.PromptTokens
 		t.usage.CompletionTokens += s.Usage.CompletionTokens
-		if g := s.Group; g != "" && !slices.Contains(t.groupTasks[g], s.Task) {
+		// A task counts in its group and in each group above it (lm-eval's groups
+		// aggregate their leaf tasks, however deep).
+		for g, depth := s.Group, 0; g != "" && depth < maxDepth; g, depth = configs[g].Parent, depth+1 {
+			if slices.Contains(t.groupTasks[g], s.Task) {
+				continue
+			}
 			if t.groupTasks[g] == nil {
 				t.groups = append(t.groups, g)
 			}
@@ -120,6 +131,9 @@ func tally(samples []Sample, configs map[string]task.GroupConfig) *tallies {
 	}
 	return t
 }
+
+// maxDepth bounds how many groups a task is within.
+const maxDepth = 8
 
 // filtersOf are the filters an aggregate names ("none" when it names none).
 func filtersOf(a task.GroupAggregate) []string {
@@ -177,7 +191,7 @@ func (t *tallies) report(res *evalflow.Results, k key) {
 	p, stderr := t.counts[k].stats()
 	name := k.scope
 	if res.Results[name] == nil {
-		res.Results[name] = map[string]any{"alias": strings.TrimPrefix(name, "mmlu_")}
+		res.Results[name] = map[string]any{"alias": cmp.Or(t.alias[name], strings.TrimPrefix(name, "mmlu_"))}
 		n := t.perTask[name]
 		res.NSamples[name] = evalflow.NSamples{Original: n, Effective: n}
 	}
@@ -217,12 +231,17 @@ func (t *tallies) reportGroup(res *evalflow.Results, g string, cfg task.GroupCon
 			}
 		}
 	}
-	out := map[string]any{"alias": g, "name": g}
+	out := map[string]any{"alias": cmp.Or(cfg.Alias, g), "name": g}
+	res.Groups[g], res.Results[g] = out, out
+	if cfg.Aggregates != nil && len(cfg.Aggregates) == 0 {
+		return // a group that aggregates nothing is only its name, as lm-eval's
+	}
 	sampleLen := 0
 	for _, task := range t.groupTasks[g] {
 		sampleLen += t.perTask[task]
 	}
 	out["sample_len"] = sampleLen
+	count := map[string]int{}
 	for i, pr := range pairs {
 		var sum, weights float64
 		var stderrs []float64
@@ -245,12 +264,17 @@ func (t *tallies) reportGroup(res *evalflow.Results, g string, cfg task.GroupCon
 		}
 		p := sum / weights
 		setMetric(out, pr.metric, pr.filter, p, pooledStderr(stderrs, sizes))
+		for _, n := range sizes {
+			count[pr.metric+","+pr.filter] += n
+		}
 		better(res, g, pr.metric)
 		if i == 0 {
 			t.score(res, g, pr.metric, p)
 		}
 	}
-	res.Groups[g] = out
+	if len(count) > 0 {
+		out["sample_count"] = count
+	}
 	res.Results[g] = maps.Clone(out)
 }
 

@@ -61,6 +61,47 @@ func TestAGroupAggregatesAsLMEval(t *testing.T) {
 	}
 }
 
+// Nested groups aggregate as today's lm-eval's: each group over all its leaf tasks,
+// however deep (mmlu over the 57 subjects, not over its four categories' means), each
+// with its alias and its sample_count; a group that aggregates nothing is only its name.
+func TestNestedGroupsEachAggregateTheirLeafTasks(t *testing.T) {
+	// a (in stem): flexible 1,1,0; b (in other): 1,0; c (in empty, nothing aggregated): 1.
+	samples := []results.Sample{
+		sample("a", "stem", 0, false, true), sample("a", "stem", 1, false, true), sample("a", "stem", 2, false, false),
+		sample("b", "other", 0, false, true), sample("b", "other", 1, false, false), sample("c", "empty", 0, true, true),
+	}
+	flexible := []task.GroupAggregate{{Metric: "exact_match", Filters: []string{"flexible-extract"}, WeightBySize: true}}
+	groups := map[string]task.GroupConfig{
+		"top":   {Name: "top", Alias: "all of it", Aggregates: flexible},
+		"stem":  {Name: "stem", Parent: "top", Aggregates: flexible},
+		"other": {Name: "other", Parent: "top", Aggregates: flexible},
+		"empty": {Name: "empty", Parent: "top", Aggregates: []task.GroupAggregate{}},
+	}
+	res := results.Aggregate(results.Run{Groups: groups}, samples)
+	top := res.Groups["top"]
+	// lm-eval over the leaves a, b, c: (2/3·3 + 1/2·2 + 1·1)/6 = 2/3; pooled over the
+	// three leaves: ((3-1)·(1/3) + (2-1)·(1/2) + 0) / (6-3) = 7/18, over 6. (Pooled over
+	// the groups' stderrs it would differ.)
+	if v, _ := top["exact_match,flexible-extract"].(float64); math.Abs(v-2.0/3) > 1e-12 {
+		t.Errorf("top's mean %v; want 2/3 over its leaf tasks", top["exact_match,flexible-extract"])
+	}
+	if v, _ := top["exact_match_stderr,flexible-extract"].(float64); math.Abs(v-math.Sqrt(7.0/18/6)) > 1e-12 {
+		t.Errorf("top's stderr %v; want sqrt(7/18/6), pooled over its leaf tasks", v)
+	}
+	if top["sample_len"] != 6 || top["alias"] != "all of it" || top["sample_count"].(map[string]int)["exact_match,flexible-extract"] != 6 {
+		t.Errorf("top %v", top)
+	}
+	if v, _ := res.Groups["stem"]["exact_match,flexible-extract"].(float64); math.Abs(v-2.0/3) > 1e-12 || res.Groups["stem"]["sample_len"] != 3 {
+		t.Errorf("stem %v; want its one task's", res.Groups["stem"])
+	}
+	if e := res.Groups["empty"]; len(e) != 2 || e["name"] != "empty" || e["alias"] != "empty" {
+		t.Errorf("a group that aggregates nothing: %v; want its name and alias only", e)
+	}
+	if res.Summary.Scores["a"] != 2.0/3 || res.Summary.Scores["c"] != 1 {
+		t.Errorf("summary %v", res.Summary.Scores)
+	}
+}
+
 // perplexity aggregates as lm-eval's: exp(-mean) of the log-likelihoods, its standard
 // error bootstrapped as lm-eval's bootstrap_stderr (100,000 resamples, chunk i drawn
 // by Random(i)): the values CPython 3.11 gives running lm-eval's logic on the same 50

@@ -7,6 +7,7 @@ import "slices"
 // size before limit: n-samples.original.
 type Config struct {
 	Task             string            `json:"task"`
+	TaskAlias        string            `json:"task_alias,omitempty"`
 	Tag              string            `json:"tag,omitempty"`
 	DatasetPath      string            `json:"dataset_path"`
 	DatasetName      string            `json:"dataset_name,omitempty"`
@@ -126,9 +127,11 @@ func Configure(docs []Doc, size int, config func(task string) Config) []Doc {
 
 // GroupConfig is how a group aggregates its tasks' metrics (lm-eval's
 // aggregate_metric_list): nil Aggregates aggregates every metric and filter its tasks
-// have, weighted by size.
+// have, weighted by size. A group within another aggregates its own tasks; the one
+// above it, Parent, aggregates them too, among all of its own.
 type GroupConfig struct {
-	Aggregates []GroupAggregate
+	Name, Alias, Parent string
+	Aggregates          []GroupAggregate
 }
 
 // GroupAggregate is one metric a group aggregates, under its filters ("none" when it
@@ -143,8 +146,8 @@ type GroupAggregate struct {
 func GroupConfigs(docs []Doc) map[string]GroupConfig {
 	out := map[string]GroupConfig{}
 	for _, d := range docs {
-		if d.GroupConfig != nil {
-			out[d.Group] = *d.GroupConfig
+		for _, g := range d.Groups {
+			out[g.Name] = *g
 		}
 	}
 	return out

@@ -48,9 +48,9 @@ type Doc struct {
 	ScoreContinuation func(loglikelihood float64, greedy bool) []Filtered
 	// Config is the task's lm-eval config, shared by its docs (nil: none known).
 	Config *Config
-	// GroupConfig is how Group aggregates, shared by its docs (nil: every metric and
-	// filter, weighted by size).
-	GroupConfig *GroupConfig
+	// Groups are how Group and each group above it aggregate, innermost last, shared
+	// by their docs (none: Group aggregates every metric and filter, weighted by size).
+	Groups []*GroupConfig
 }
 
 // Message is one chat turn of a prompt.

@@ -92,7 +92,7 @@ func (b *bench) phaseTimes(ctx context.Context, host string, run evalflow.Run) (
 
 func (b *bench) warmRun(ctx context.Context, model string) (toJob, overhead float64, took []float64, err error) {
 	req := evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: "stories260k", BaseURL: model, APIKey: "sk-bench",
-		Source: "bench", SourceTopic: "bench", Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 1}}}
+		Source: "bench", SourceTopic: "bench", Datasets: []evalflow.DatasetSpec{{Name: "mmlu_generative", Subjects: []string{"anatomy"}, Limit: 1}}}
 	body, _ := json.Marshal(req)
 	post, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+b.in.Loopback+"/evals/start", bytes.NewReader(body))
 	post.Host = "evalflow-start." + deploy.Namespace + "." + b.in.Domain

@@ -159,7 +159,7 @@ func burst(api, token, model string, runs int) ([]string, int) {
 				ids[i] = uuid.NewString()
 				zero := 0
 				body, _ := json.Marshal(evalflow.Request{EvalRequestID: ids[i], ModelName: "scripted", BaseURL: model, Concurrency: 1,
-					Datasets: []evalflow.DatasetSpec{{Name: "mmlu", Subjects: []string{"anatomy"}, Limit: 1, NumFewshot: &zero}}})
+					Datasets: []evalflow.DatasetSpec{{Name: "mmlu_generative", Subjects: []string{"anatomy"}, Limit: 1, NumFewshot: &zero}}})
 				req, _ := http.NewRequest(http.MethodPost, api+"/evals/start", bytes.NewReader(body))
 				req.Header.Set("Content-Type", "application/json")
 				req.Header.Set("Authorization", "Bearer "+token)

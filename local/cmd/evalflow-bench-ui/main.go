@@ -99,7 +99,7 @@ func run(data, out, modules string, repeats int) error {
 func evaluateAllOfMMLU(ctx context.Context, s *stack.Stack, model string) (*evalflow.Run, error) {
 	five := 5
 	req := evalflow.Request{EvalRequestID: uuid.NewString(), ModelName: "scripted", BaseURL: model, Concurrency: 32,
-		Source: "bench-ui", SourceTopic: "bench", Datasets: []evalflow.DatasetSpec{{Name: "mmlu", NumFewshot: &five}}}
+		Source: "bench-ui", SourceTopic: "bench", Datasets: []evalflow.DatasetSpec{{Name: "mmlu_generative", NumFewshot: &five}}}
 	body, _ := json.Marshal(req)
 	httpReq, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.API+"/evals/start", strings.NewReader(string(body)))
 	httpReq.Header.Set("Content-Type", "application/json")

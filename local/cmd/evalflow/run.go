@@ -22,7 +22,8 @@ import (
 )
 
 // datasetsOf is what the run command evaluates: -datasets as given, else the built-in
-// runner's MMLU subjects (an external engine takes what to evaluate from its config).
+// runner's MMLU subjects, generative (lm-eval's mmlu_generative: any chat endpoint can
+// answer it); an external engine takes what to evaluate from its config.
 func datasetsOf(engine, datasets, subjects string, limit int, fewshot *int) ([]evalflow.DatasetSpec, error) {
 	var specs []evalflow.DatasetSpec
 	switch {
@@ -31,7 +32,7 @@ func datasetsOf(engine, datasets, subjects string, limit int, fewshot *int) ([]e
 			return nil, fmt.Errorf("-datasets: %w", err)
 		}
 	case engine == evalflow.DefaultEngine:
-		ds := evalflow.DatasetSpec{Name: "mmlu", Limit: float64(limit), NumFewshot: fewshot}
+		ds := evalflow.DatasetSpec{Name: "mmlu_generative", Limit: float64(limit), NumFewshot: fewshot}
 		if subjects != "" {
 			ds.Subjects = strings.Split(subjects, ",")
 		}
@@ -62,7 +63,7 @@ func requestFlags(fs *flag.FlagSet, defaultModel string) func(baseURL string) (e
 	limit := fs.Int("limit", 10, "samples per subject (0: all)")
 	fewshot := fs.Int("num-fewshot", 0, "few-shot examples per prompt")
 	concurrency := fs.Int("concurrency", 0, "requests in flight (0: sized to the endpoint)")
-	datasets := fs.String("datasets", "", `the request's datasets as JSON, e.g. '["gsm8k", {"name": "truthfulqa", "variant": "gen", "limit": 20}]' (overrides -subjects, -limit, -num-fewshot)`)
+	datasets := fs.String("datasets", "", `the request's datasets as JSON, e.g. '["gsm8k", {"name": "bbh_zeroshot", "subjects": ["snarks"], "limit": 20}]' (overrides -subjects, -limit, -num-fewshot)`)
 	engine := fs.String("engine", evalflow.DefaultEngine, "the engine: evalflow, lm-evaluation-harness or opencompass (their adapters and programs must be installed)")
 	engineConfig := fs.String("engine-config", "", `the engine's config as JSON, e.g. '{"tasks": ["gsm8k"], "limit": 20}' for lm-evaluation-harness`)
 	options := fs.String("options", "", `the run's options as JSON, e.g. '{"generation_api": "completions", "requests_per_second": 5}' (docs/datasets.md)`)
@@ -210,9 +211,12 @@ func printResults(w io.Writer, r *evalflow.Run) {
 		for t := range r.Summary.Scores {
 			tasks = append(tasks, t)
 		}
-		sort.Slice(tasks, func(i, j int) bool {
-			// tasks first, groups (mmlu, truthfulqa: no "_") last
-			gi, gj := !strings.Contains(tasks[i], "_"), !strings.Contains(tasks[j], "_")
+		isGroup := func(name string) bool { // a shipped group, or one named without "_" (truthfulqa, stem)
+			t, ok := evalflow.LookupTask(name)
+			return ok && t.Group || !strings.Contains(name, "_")
+		}
+		sort.Slice(tasks, func(i, j int) bool { // tasks first, groups last
+			gi, gj := isGroup(tasks[i]), isGroup(tasks[j])
 			if gi != gj {
 				return gj
 			}

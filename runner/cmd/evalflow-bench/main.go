@@ -15,10 +15,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -199,7 +201,7 @@ func bench(args []string) error {
 	promptfooDir := fs.String("promptfoo", "", "promptfoo install (hack/install-promptfoo.sh); empty: leave promptfoo out")
 	concurrencies := fs.String("concurrency", "1,8,32", "concurrencies")
 	repeats := fs.Int("repeats", 5, "runs per client and concurrency, interleaved (the median is reported)")
-	dataset := fs.String("dataset", "mmlu", "mmlu (zero-shot), or a task or group evalflow ships in lm-eval's schema (bbh_cot_fewshot)")
+	dataset := fs.String("dataset", "mmlu", "mmlu (lm-eval's mmlu_generative, zero-shot), or a task or group evalflow ships in lm-eval's schema (bbh_cot_fewshot)")
 	subjects := fs.Int("subjects", 20, "MMLU subjects")
 	limit := fs.Int("limit", 10, "questions per subject or task (subjects x limit distinct prompts for MMLU)")
 	maxTokens := fs.Int("max-tokens", 8, "tokens generated per answer")
@@ -266,13 +268,13 @@ func parseConcurrencies(list string) ([]int, error) {
 }
 
 // benchDataset is what the benchmark asks: the first limit questions of the first
-// subjects MMLU subjects, zero-shot; or the first limit of each task of a shipped task
-// or group, as its file says.
+// subjects MMLU subjects (lm-eval's mmlu_generative, zero-shot); or the first limit of
+// each task of a shipped task or group, as its file says.
 func benchDataset(name string, subjects, limit, maxTokens int) evalflow.DatasetSpec {
 	if name == "mmlu" {
-		zero := 0
-		return evalflow.DatasetSpec{Name: "mmlu", Subjects: evalflow.MMLUSubjects[:subjects], Limit: float64(limit),
-			NumFewshot: &zero, MaxTokens: maxTokens}
+		g, _ := evalflow.LookupTask("mmlu_generative")
+		return evalflow.DatasetSpec{Name: g.Name, Subjects: slices.Sorted(maps.Keys(g.Subjects))[:subjects], Limit: float64(limit),
+			NumFewshot: new(0), MaxTokens: maxTokens}
 	}
 	return evalflow.DatasetSpec{Name: name, Limit: float64(limit), MaxTokens: maxTokens}
 }

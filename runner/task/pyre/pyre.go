@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/dlclark/regexp2/v2"
 )
@@ -92,11 +93,11 @@ func (r *Regex) Extract(resp string, groupSelect int, fallback string) string {
 	}
 	m := all[groupSelect]
 	if len(r.re.GetGroupNumbers()) <= 2 { // one group, or none (group 0 is the match): Python gives a string
-		return strings.TrimSpace(m[0])
+		return Strip(m[0])
 	}
 	for _, g := range m {
 		if g != "" {
-			return strings.TrimSpace(g)
+			return Strip(g)
 		}
 	}
 	return fallback // a tuple of empty groups
@@ -111,3 +112,10 @@ func (r *Regex) RemoveAll(s string) string {
 	}
 	return out
 }
+
+// IsSpace is Python's str.isspace of one character: Unicode's white space, and the
+// separators \x1c to \x1f, which Python counts too and Go's unicode.IsSpace does not.
+func IsSpace(r rune) bool { return unicode.IsSpace(r) || r >= 0x1c && r <= 0x1f }
+
+// Strip is Python's str.strip(): s without the white space at either end.
+func Strip(s string) string { return strings.TrimFunc(s, IsSpace) }

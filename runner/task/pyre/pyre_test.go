@@ -70,3 +70,15 @@ func TestARunawayPatternGivesUp(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// Strip drops what Python's str.strip drops: Unicode's white space and \x1c to \x1f,
+// not a zero-width space.
+func TestStripIsPythons(t *testing.T) {
+	for in, want := range map[string]string{
+		"\x1c B \x1f": "B", "\u3000B\u00a0": "B", "\u0085B\n": "B", "\u200bB": "\u200bB", "A B": "A B",
+	} {
+		if got := pyre.Strip(in); got != want {
+			t.Errorf("Strip(%q) = %q; Python's %q", in, got, want)
+		}
+	}
+}

@@ -424,11 +424,11 @@ func (r *renderer) doc(row map[string]any, i int, pool []map[string]any, example
 		text.WriteString(ex.q + r.tgtDelim + ex.a + r.fewDelim)
 		msgs = append(msgs, task.Message{Role: "user", Content: ex.q}, task.Message{Role: "assistant", Content: ex.a})
 	}
-	q, err := r.text.Render(row)
+	q, err := r.text.RenderField(row)
 	if err != nil {
 		return task.Doc{}, err
 	}
-	target, err := r.target.Render(row)
+	target, err := r.target.RenderField(row)
 	if err != nil {
 		return task.Doc{}, err
 	}
@@ -448,11 +448,11 @@ func (r *renderer) example(pool []map[string]any, e int) (rendered, error) {
 	if ex, ok := r.examples[e]; ok {
 		return ex, nil
 	}
-	q, err := r.text.Render(pool[e])
+	q, err := r.text.RenderField(pool[e])
 	if err != nil {
 		return rendered{}, err
 	}
-	a, err := r.target.Render(pool[e])
+	a, err := r.target.RenderField(pool[e])
 	if err != nil {
 		return rendered{}, err
 	}
@@ -562,7 +562,7 @@ func filterStep(st FilterStep) (step, error) {
 	case "uppercase":
 		return plain(strings.ToUpper), nil
 	case "remove_whitespace":
-		return plain(strings.TrimSpace), nil // Python's str.strip
+		return plain(pyre.Strip), nil
 	}
 	return nil, fmt.Errorf("filter %q is not built here", st.Function.Text)
 }
@@ -621,6 +621,9 @@ func (r *renderer) choicesOf(row map[string]any) ([]string, error) {
 	case c == nil:
 		return nil, fmt.Errorf("doc_to_choice is required for multiple_choice")
 	case c.Text != "":
+		if list, ok := row[c.Text].([]any); ok { // a column of the documents: its list
+			return stringsOf(list), nil
+		}
 		if expr, ok := soleExpression(c.Text); ok { // the list itself, as JSON: no repr to read back
 			if tp, err := tmpl.Compile("{{ (" + expr + ") | tojson }}"); err == nil {
 				if out, err := tp.Render(row); err == nil {
@@ -672,7 +675,7 @@ func soleExpression(src string) (string, bool) {
 
 // Config is the task's config as results.json carries it.
 func (t *Task) Config() task.Config {
-	c := task.Config{Task: t.Task, DatasetPath: t.DatasetPath, DatasetName: t.DatasetName,
+	c := task.Config{Task: t.Task, TaskAlias: t.TaskAlias, DatasetPath: t.DatasetPath, DatasetName: t.DatasetName,
 		TestSplit: t.TestSplit, ValidationSplit: t.ValidationSplit, FewshotSplit: t.FewshotSplit,
 		OutputType: t.OutputType}
 	if len(t.Tag) > 0 {

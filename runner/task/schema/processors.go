@@ -80,7 +80,7 @@ var docsProcessors = map[string]docsProcessor{
 func truthfulGenDoc(doc map[string]any) map[string]any {
 	out := maps.Clone(doc)
 	q, _ := doc["question"].(string)
-	out["question"] = strings.TrimSpace(q)
+	out["question"] = pyre.Strip(q)
 	correct := truthfulqa.Answers(texts(doc["correct_answers"]))
 	if !slices.Contains(correct, "I have no comment.") {
 		correct = append(correct, "I have no comment.")
@@ -150,7 +150,7 @@ func winograndeTarget(doc map[string]any) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return strings.TrimSpace(s[i+1:]), nil
+	return pyre.Strip(s[i+1:]), nil
 }
 
 // winograndeContexts are the sentence up to the blank with each option in it.
@@ -244,7 +244,7 @@ func multiChoiceFilter(st FilterStep) (step, error) {
 		toAlpha, toTarget := map[string]string{}, map[string]string{}
 		for i, m := range optionRE.FindAllStringSubmatch(input, -1) {
 			letter := string(rune('A' + i))
-			text := e.ignores(strings.TrimSpace(m[1]))
+			text := e.ignores(pyre.Strip(m[1]))
 			texts = append(texts, regexp2.Escape(text))
 			toAlpha[text] = "(" + letter + ")"
 			letters = append(letters, letter)

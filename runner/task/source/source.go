@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
+	"encoding/csv"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -49,6 +50,7 @@ var (
 	winograndeCopy = dataset{winogrande, func(string) string { return "winogrande/dev.jsonl" }}
 	lambadaCopy    = dataset{lambada, func(string) string { return "lambada/lambada_test.jsonl" }}
 	gsm8kCopy      = dataset{gsm8k, func(string) string { return "gsm8k/test.jsonl" }}
+	mmluCopy       = dataset{mmlu, func(name string) string { return "mmlu/test/" + name + "_test.csv" }}
 )
 
 // hub are the hub datasets evalflow has, by lm-eval's dataset_path.
@@ -62,6 +64,7 @@ var hub = map[string]dataset{
 	"EleutherAI/lambada_openai": lambadaCopy,
 	"openai/gsm8k":              gsm8kCopy, // lm-eval's GSM8K today
 	"gsm8k":                     gsm8kCopy, // and before
+	"cais/mmlu":                 mmluCopy,
 }
 
 // File is the file under the data directory a task's documents are read from ("" for
@@ -289,4 +292,39 @@ func gsm8k(dataDir, name, split string) ([]map[string]any, error) {
 		return nil, evalflow.Invalidf("dataset_name", "GSM8K has its main configuration's test and train splits here, not %s/%s", name, split)
 	}
 	return JSONLines[map[string]any](filepath.Join(dataDir, "gsm8k", split+".jsonl"), false)
+}
+
+// mmluSplits are the directories of MMLU's release that hold the hub's splits.
+var mmluSplits = map[string]string{"test": "test", "validation": "val", "dev": "dev"}
+
+// mmlu reads one subject's split of MMLU as the hub's cais/mmlu has it, from the
+// release's CSV files (question, four options, the answer's letter): each row its
+// question, subject, choices and the answer's index.
+func mmlu(dataDir, name, split string) ([]map[string]any, error) {
+	dir, ok := mmluSplits[split]
+	if !ok || !configName.MatchString(name) || strings.Contains(name, "..") {
+		return nil, evalflow.Invalidf("dataset_name", "MMLU has its subjects' test, validation and dev splits here, not %s/%s", name, split)
+	}
+	path := filepath.Join(dataDir, "mmlu", dir, name+"_"+dir+".csv")
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read MMLU: %w", err)
+	}
+	defer f.Close()
+	r := csv.NewReader(f)
+	r.FieldsPerRecord = 6
+	recs, err := r.ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("read MMLU: %s: %w", filepath.Base(path), err)
+	}
+	rows := make([]map[string]any, len(recs))
+	for i, rec := range recs {
+		answer := strings.Index("ABCD", strings.TrimSpace(rec[5]))
+		if answer < 0 || len(strings.TrimSpace(rec[5])) != 1 {
+			return nil, fmt.Errorf("read MMLU: %s row %d: answer %q is not A-D", filepath.Base(path), i+1, rec[5])
+		}
+		rows[i] = map[string]any{"question": rec[0], "subject": name,
+			"choices": []any{rec[1], rec[2], rec[3], rec[4]}, "answer": answer}
+	}
+	return rows, nil
 }

@@ -67,12 +67,49 @@ func TestGSM8KAsksAndScoresAsLMEval(t *testing.T) {
 	extractsWhatLMEvalExtracts(t, cases)
 }
 
+// mmlu_<subject> (each letter's log-likelihood after the context) and
+// mmlu_<subject>_generative ask byte for byte what lm-eval asks, 0- and 5-shot, for
+// five subjects (testdata/lmeval_mmlu.json, hack/lmeval/mmlu_ref.py); and
+// get_response reads and scores answers as lm-eval's filters and exact_match do.
+func TestMMLUAsksAndScoresAsLMEval(t *testing.T) {
+	var ref map[string]json.RawMessage
+	readReference(t, "lmeval_mmlu.json", &ref)
+	if len(ref) != 21 {
+		t.Fatalf("%d references", len(ref))
+	}
+	for key, raw := range ref {
+		name, at, ok := strings.Cut(key, "@")
+		if !ok {
+			continue
+		}
+		shots := int(at[0] - '0')
+		if strings.HasSuffix(name, "_generative") {
+			var r reference
+			if err := json.Unmarshal(raw, &r); err != nil {
+				t.Fatal(err)
+			}
+			asksWhatLMEvalAsks(t, name, r, shots)
+			continue
+		}
+		var r choiceReference
+		if err := json.Unmarshal(raw, &r); err != nil {
+			t.Fatal(err)
+		}
+		asksChoicesAsLMEval(t, name, r, shots)
+	}
+	var cases []filterCase
+	if err := json.Unmarshal(ref["filters"], &cases); err != nil || len(cases) != 150 {
+		t.Fatalf("%d filter cases, %v", len(cases), err)
+	}
+	extractsWhatLMEvalExtracts(t, cases)
+}
+
 // asksWhatLMEvalAsks checks documents 0, 1 and the last of a shipped task against
 // lm-eval's, asked alone and among every document before them (a sampler that draws
 // a document's examples in order draws the same either way).
-func asksWhatLMEvalAsks(t *testing.T, name string, ref reference) {
+func asksWhatLMEvalAsks(t *testing.T, name string, ref reference, shots ...int) {
 	t.Helper()
-	tk, rows := shipped(t, name)
+	tk, rows := shipped(t, name, shots...)
 	if len(rows.Scored) != ref.Size {
 		t.Errorf("%s: %d documents; lm-eval has %d", name, len(rows.Scored), ref.Size)
 	}
@@ -177,31 +214,43 @@ func extractsWhatLMEvalExtracts(t *testing.T, cases []filterCase) {
 // what CPython renders from lm-eval's task files on the rows the hub's truthful_qa
 // builds from mc_task.json (hack/lmeval/mc_ref.py); the first choice is the gold.
 func TestTruthfulQAMultipleChoiceAsksWhatLMEvalAsks(t *testing.T) {
-	var refs map[string]struct {
-		Docs map[string]struct {
-			Context, Continuations string
-			N, Gold                int
-		}
-		Size int
-	}
+	var refs map[string]choiceReference
 	readReference(t, "lmeval_truthfulqa.json", &refs)
 	for name, ref := range refs {
-		tk, rows := shipped(t, name)
-		docs, err := tk.Docs(rows.Scored, rows.Pool, rows.SameSplit, []int{0, 1, ref.Size - 1})
-		if err != nil {
-			t.Fatal(err)
+		asksChoicesAsLMEval(t, name, ref)
+	}
+}
+
+// choiceReference is what lm-eval asks of a multiple-choice task's documents: the
+// digests of each one's context and of its continuations (NUL apart), how many, and
+// the gold one.
+type choiceReference struct {
+	Docs map[string]struct {
+		Context, Continuations string
+		N, Gold                int
+	}
+	Size int
+}
+
+// asksChoicesAsLMEval checks documents 0, 1 and the last of a shipped multiple-choice
+// task against lm-eval's.
+func asksChoicesAsLMEval(t *testing.T, name string, ref choiceReference, shots ...int) {
+	t.Helper()
+	tk, rows := shipped(t, name, shots...)
+	docs, err := tk.Docs(rows.Scored, rows.Pool, rows.SameSplit, []int{0, 1, ref.Size - 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range docs {
+		want := ref.Docs[itoa(d.Index)]
+		if sum(d.Prompt) != want.Context {
+			t.Errorf("%s doc %d: context differs from lm-eval's:\n%s", name, d.Index, d.Prompt)
 		}
-		for _, d := range docs {
-			want := ref.Docs[itoa(d.Index)]
-			if sum(d.Prompt) != want.Context {
-				t.Errorf("%s doc %d: context differs from lm-eval's:\n%s", name, d.Index, d.Prompt)
-			}
-			if len(d.Choices) != want.N || sum(strings.Join(d.Choices, "\x00")) != want.Continuations {
-				t.Errorf("%s doc %d: continuations %q differ from lm-eval's", name, d.Index, d.Choices)
-			}
-			if d.Method != task.Loglikelihood || " "+d.Target != d.Choices[want.Gold] {
-				t.Errorf("%s doc %d: asked by %s, target %q; want the log-likelihood of choice %d", name, d.Index, d.Method, d.Target, want.Gold)
-			}
+		if len(d.Choices) != want.N || sum(strings.Join(d.Choices, "\x00")) != want.Continuations {
+			t.Errorf("%s doc %d: continuations %q differ from lm-eval's", name, d.Index, d.Choices)
+		}
+		if d.Method != task.Loglikelihood || " "+d.Target != d.Choices[want.Gold] {
+			t.Errorf("%s doc %d: asked by %s, target %q; want the log-likelihood of choice %d", name, d.Index, d.Method, d.Target, want.Gold)
 		}
 	}
 }
@@ -327,8 +376,9 @@ func readReference(t *testing.T, file string, v any) {
 	}
 }
 
-// shipped is a shipped task and its documents, read from ../shared.
-func shipped(t *testing.T, name string) (*schema.Task, source.Rows) {
+// shipped is a shipped task and its documents, read from ../shared; asked with shots
+// examples when given.
+func shipped(t *testing.T, name string, shots ...int) (*schema.Task, source.Rows) {
 	t.Helper()
 	c, err := tasks.Shipped()
 	if err != nil {
@@ -337,6 +387,11 @@ func shipped(t *testing.T, name string) (*schema.Task, source.Rows) {
 	tk := c.Task(name)
 	if tk == nil {
 		t.Fatalf("%s is not shipped", name)
+	}
+	if len(shots) > 0 {
+		own := *tk
+		own.NumFewshot = &shots[0]
+		tk = &own
 	}
 	rows, err := source.Read(filepath.Join(testserver.SharedDir(t), "datasets"), tk)
 	if err != nil {

@@ -1,7 +1,11 @@
 // Package tasks is the catalogue of tasks evalflow ships, as task and group files in
-// lm-eval's schema (embedded), by lm-eval's names: BIG-Bench Hard in its four forms
-// (bbh_zeroshot, bbh_fewshot, bbh_cot_zeroshot, bbh_cot_fewshot, and bbh, lm-eval's
-// name for the few-shot chain-of-thought group) and each bbh_<form>_<task>.
+// lm-eval's schema (embedded), by lm-eval's names: MMLU (mmlu, its category groups and
+// mmlu_<subject>; mmlu_generative), GSM8K (gsm8k, gsm8k_cot, gsm8k_cot_zeroshot),
+// BIG-Bench Hard in its four forms (bbh_zeroshot, bbh_fewshot, bbh_cot_zeroshot,
+// bbh_cot_fewshot, and bbh, lm-eval's name for the few-shot chain-of-thought group) and
+// each bbh_<form>_<task>, TruthfulQA (truthfulqa_mc1, _mc2, _gen), winogrande and
+// lambada_openai. A group lists tasks, groups, tags (the tasks that carry one) or groups
+// written in place.
 package tasks
 
 //go:generate go run ./gen -shared ../../../../shared
@@ -19,13 +23,14 @@ import (
 	"github.com/evalflow/evalflow/runner/task/schema"
 )
 
-//go:embed all:bbh all:gsm8k all:lambada all:truthfulqa all:winogrande
+//go:embed all:bbh all:gsm8k all:lambada all:mmlu all:truthfulqa all:winogrande
 var files embed.FS
 
-// Catalogue is a set of tasks and groups by name.
+// Catalogue is a set of tasks and groups by name, and the tasks each tag names.
 type Catalogue struct {
 	tasks  map[string]*schema.Task
 	groups map[string]*schema.Group
+	tags   map[string][]string // tag → its tasks, sorted
 }
 
 // Shipped is the catalogue of the embedded files.
@@ -35,7 +40,7 @@ var Shipped = sync.OnceValues(func() (*Catalogue, error) { return Read(files) })
 // through the tasks that include them). A task is checked when Resolve gives it: a
 // run checks the tasks it asks, not all of them.
 func Read(fsys fs.FS) (*Catalogue, error) {
-	c := &Catalogue{tasks: map[string]*schema.Task{}, groups: map[string]*schema.Group{}}
+	c := &Catalogue{tasks: map[string]*schema.Task{}, groups: map[string]*schema.Group{}, tags: map[string][]string{}}
 	l := schema.NewLoader(fsys)
 	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || path.Ext(p) != ".yaml" {
@@ -55,11 +60,20 @@ func Read(fsys fs.FS) (*Catalogue, error) {
 	if err != nil {
 		return nil, err
 	}
-	for name, g := range c.groups {
-		for _, m := range g.Task {
-			if c.tasks[m] == nil && c.groups[m] == nil {
-				return nil, fmt.Errorf("group %s: no task or group %s", name, m)
-			}
+	for name, t := range c.tasks {
+		for _, tag := range t.Tag {
+			c.tags[tag] = append(c.tags[tag], name)
+		}
+	}
+	for tag, names := range c.tags {
+		if c.tasks[tag] != nil || c.groups[tag] != nil {
+			return nil, fmt.Errorf("tag %s is also a task or group's name", tag)
+		}
+		slices.Sort(names)
+	}
+	for name := range c.groups {
+		if _, err := c.members(name); err != nil {
+			return nil, err
 		}
 	}
 	return c, nil
@@ -96,14 +110,17 @@ func (c *Catalogue) Task(name string) *schema.Task { return c.tasks[name] }
 // Group is the group of that name, or nil.
 func (c *Catalogue) Group(name string) *schema.Group { return c.groups[name] }
 
-// Member is one task a name stands for, and the group it is scored in ("" alone).
+// Member is one task a name stands for, and the groups it is scored in: the group
+// the name named first, then each nested group down to the one that lists it (none
+// when the name is the task's).
 type Member struct {
-	Task  *schema.Task
-	Group string
+	Task   *schema.Task
+	Groups []*schema.Group
 }
 
 // Resolve is the tasks a name stands for, in order, each checked: the task itself, or
-// a group's tasks (a nested group's, each scored in the group the name named).
+// a group's tasks (a nested group's, or a tag's in a group's list, each scored in
+// every group above it, as lm-eval's groups aggregate their leaf tasks).
 func (c *Catalogue) Resolve(name string) ([]Member, error) {
 	members, err := c.members(name)
 	if err != nil {
@@ -117,6 +134,23 @@ func (c *Catalogue) Resolve(name string) ([]Member, error) {
 	return members, nil
 }
 
+// Children are the names a group's list stands for: its tasks and groups, each tag's
+// tasks in its place, and the tasks of a group written in place.
+func (c *Catalogue) Children(g *schema.Group) []string {
+	var out []string
+	for _, m := range g.Task {
+		switch {
+		case m.Inline != nil:
+			out = append(out, c.Children(m.Inline)...)
+		case c.tags[m.Name] != nil:
+			out = append(out, c.tags[m.Name]...)
+		default:
+			out = append(out, m.Name)
+		}
+	}
+	return out
+}
+
 func (c *Catalogue) members(name string) ([]Member, error) {
 	if t := c.tasks[name]; t != nil {
 		return []Member{{Task: t}}, nil
@@ -126,19 +160,33 @@ func (c *Catalogue) members(name string) ([]Member, error) {
 		return nil, fmt.Errorf("no task or group %q (known: %s)", name, strings.Join(c.Names(), ", "))
 	}
 	var out []Member
-	var walk func(g *schema.Group, depth int) error
-	walk = func(g *schema.Group, depth int) error {
-		if depth > 4 {
+	var walk func(path []*schema.Group) error
+	walk = func(path []*schema.Group) error {
+		g := path[len(path)-1]
+		if len(path) > 5 {
 			return fmt.Errorf("group %s nests too deep", name)
 		}
 		for _, m := range g.Task {
-			if t := c.tasks[m]; t != nil {
-				out = append(out, Member{Task: t, Group: name})
-			} else if err := walk(c.groups[m], depth+1); err != nil {
+			var err error
+			switch {
+			case m.Inline != nil:
+				err = walk(append(slices.Clip(path), m.Inline))
+			case c.tasks[m.Name] != nil:
+				out = append(out, Member{Task: c.tasks[m.Name], Groups: slices.Clip(path)})
+			case c.tags[m.Name] != nil:
+				for _, t := range c.tags[m.Name] {
+					out = append(out, Member{Task: c.tasks[t], Groups: slices.Clip(path)})
+				}
+			case c.groups[m.Name] != nil:
+				err = walk(append(slices.Clip(path), c.groups[m.Name]))
+			default:
+				err = fmt.Errorf("group %s: no task, group or tag %s", g.Group, m.Name)
+			}
+			if err != nil {
 				return err
 			}
 		}
 		return nil
 	}
-	return out, walk(g, 0)
+	return out, walk([]*schema.Group{g})
 }

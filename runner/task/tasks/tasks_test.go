@@ -26,8 +26,8 @@ func TestTheShippedTasksReadAndCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(c.Names()); n != 4*27+5+3+1+1+3 {
-		t.Errorf("%d names; want 4 forms of 27 BBH tasks, 5 groups, 3 TruthfulQA tasks, winogrande, lambada_openai, 3 GSM8K tasks", n)
+	if n := len(c.Names()); n != 4*27+5+3+1+1+3+2*57+6 {
+		t.Errorf("%d names; want 4 forms of 27 BBH tasks, 5 groups, 3 TruthfulQA tasks, winogrande, lambada_openai, 3 GSM8K tasks, 2 forms of 57 MMLU tasks, 6 groups", n)
 	}
 	for _, name := range c.Names() {
 		if _, err := c.Resolve(name); err != nil { // every task checked
@@ -38,6 +38,30 @@ func TestTheShippedTasksReadAndCheck(t *testing.T) {
 		m, err := c.Resolve(g)
 		if err != nil || len(m) != 27 {
 			t.Errorf("%s: %d tasks, %v", g, len(m), err)
+		}
+	}
+	// MMLU's groups nest: mmlu holds its four categories, each the tasks its tag names;
+	// mmlu_generative holds four groups written in place.
+	for g, want := range map[string]struct {
+		tasks       int
+		first, path string
+	}{
+		"mmlu":            {57, "mmlu_abstract_algebra", "mmlu/mmlu_stem"},
+		"mmlu_stem":       {19, "mmlu_abstract_algebra", "mmlu_stem"},
+		"mmlu_humanities": {13, "mmlu_formal_logic", "mmlu_humanities"},
+		"mmlu_generative": {57, "mmlu_abstract_algebra_generative", "mmlu_generative/stem"},
+	} {
+		m, err := c.Resolve(g)
+		if err != nil || len(m) != want.tasks {
+			t.Errorf("%s: %d tasks, %v", g, len(m), err)
+			continue
+		}
+		var path []string
+		for _, pg := range m[0].Groups {
+			path = append(path, pg.Group)
+		}
+		if strings.Join(path, "/") != want.path || m[0].Task.Task != want.first {
+			t.Errorf("%s: the first task %s is scored in %v; want %s", g, m[0].Task.Task, path, want.path)
 		}
 	}
 }
@@ -81,10 +105,12 @@ func row(t *testing.T, c *tasks.Catalogue, data, name string) evalflow.ShippedTa
 			t.Fatal(err)
 		}
 		first := row(t, c, data, members[0].Task.Task)
-		r := evalflow.ShippedTask{Name: name, Group: true, Tasks: g.Task, OutputType: first.OutputType,
+		r := evalflow.ShippedTask{Name: name, Group: true, Tasks: c.Children(g), OutputType: first.OutputType,
 			NumFewshot: first.NumFewshot, MaxFewshot: first.MaxFewshot}
 		files := map[string]bool{}
+		r.Subjects = map[string]string{}
 		for _, m := range members {
+			r.Subjects[m.Task.DatasetName] = m.Task.Task
 			mr := row(t, c, data, m.Task.Task)
 			r.Samples += mr.Samples
 			r.MaxFewshot = min(r.MaxFewshot, mr.MaxFewshot)
@@ -163,6 +189,9 @@ func writeTable(t *testing.T, file string, rows []evalflow.ShippedTask) {
 			r.Name, r.Group, r.OutputType, r.NumFewshot, r.MaxFewshot, r.Samples, r.Source, r.Metrics)
 		if r.Tasks != nil {
 			fmt.Fprintf(&b, ", Tasks: %#v", r.Tasks)
+		}
+		if r.Subjects != nil {
+			fmt.Fprintf(&b, ", Subjects: %#v", r.Subjects)
 		}
 		b.WriteString("},\n")
 	}

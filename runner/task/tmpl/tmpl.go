@@ -12,9 +12,10 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"regexp"
 	"strings"
-	"unicode"
 
+	"github.com/evalflow/evalflow/runner/task/pyre"
 	"github.com/nikolalohinski/gonja/v2"
 	"github.com/nikolalohinski/gonja/v2/builtins"
 	"github.com/nikolalohinski/gonja/v2/config"
@@ -24,8 +25,9 @@ import (
 
 // Template is a compiled template; safe to render from many goroutines.
 type Template struct {
-	src string
-	t   *exec.Template
+	src   string
+	t     *exec.Template
+	field *Template // "{{ src }}", when src could name a document's column
 }
 
 // environment is lm-eval's: gonja's filters, tests and statements, with Python's
@@ -63,7 +65,26 @@ func Compile(src string) (*Template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("template %q: %w", clip(src), err)
 	}
-	return &Template{src: src, t: t}, nil
+	out := &Template{src: src, t: t}
+	if identifier.MatchString(src) {
+		if out.field, err = Compile("{{ " + src + " }}"); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// identifier is a name a template may be: a column of the documents.
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// RenderField renders a doc_to_text, doc_to_target or doc_to_choice as lm-eval does:
+// a template that is the name of one of doc's columns is that column's value (as
+// Jinja2 prints it), else the template rendered.
+func (t *Template) RenderField(doc map[string]any) (string, error) {
+	if _, ok := doc[t.src]; ok && t.field != nil {
+		return t.field.Render(doc)
+	}
+	return t.Render(doc)
 }
 
 // Render renders the template with doc's fields as its variables.
@@ -97,7 +118,7 @@ func strMethods() map[string]exec.Method[string] {
 	strip := func(cut func(string, func(rune) bool) string, cutset func(string, string) string) exec.Method[string] {
 		return func(self string, _ *exec.Value, args *exec.VarArgs) (any, error) {
 			if len(args.Args) == 0 || args.Args[0].IsNil() {
-				return cut(self, unicode.IsSpace), nil
+				return cut(self, pyre.IsSpace), nil
 			}
 			return cutset(self, args.Args[0].String()), nil
 		}

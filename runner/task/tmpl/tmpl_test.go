@@ -89,3 +89,26 @@ func BenchmarkRenderBBH(b *testing.B) {
 		}
 	}
 }
+
+// A field that names one of the document's columns is its value, as lm-eval reads
+// doc_to_target: answer; any other text is a template.
+func TestAFieldNamingAColumnIsItsValue(t *testing.T) {
+	for _, c := range []struct {
+		src  string
+		doc  map[string]any
+		want string
+	}{
+		{"answer", map[string]any{"answer": 2}, "2"},
+		{"answer", map[string]any{"question": "q"}, "answer"},
+		{"question", map[string]any{"question": "Why?"}, "Why?"},
+		{"{{answer}}!", map[string]any{"answer": 1}, "1!"},
+	} {
+		tp, err := tmpl.Compile(c.src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := tp.RenderField(c.doc); err != nil || got != c.want {
+			t.Errorf("%q of %v: %q, %v; want %q", c.src, c.doc, got, err, c.want)
+		}
+	}
+}

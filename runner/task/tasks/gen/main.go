@@ -1,8 +1,9 @@
-// Command gen writes evalflow's BIG-Bench Hard task files, in lm-eval's task schema,
-// from BBH's chain-of-thought prompts (../shared/datasets/bbh/cot-prompts): each of
-// the 27 tasks in lm-eval's four forms (zeroshot, fewshot, cot_zeroshot, cot_fewshot),
-// with lm-eval's filters for each task, a template each form includes, and a group
-// for each form.
+// Command gen writes the task files evalflow generates, in lm-eval's task schema:
+// BIG-Bench Hard's from its chain-of-thought prompts (../shared/datasets/bbh/cot-prompts):
+// each of the 27 tasks in lm-eval's four forms (zeroshot, fewshot, cot_zeroshot,
+// cot_fewshot), with lm-eval's filters for each task, a template each form includes,
+// and a group for each form; and MMLU's (mmlu.go), a task for each of the subjects in
+// ../shared/datasets/mmlu.
 //
 //	go run ./gen -shared ../../../../shared
 package main
@@ -36,9 +37,15 @@ const cotAnswer = "((?<=The answer is )(.*)(?=.)|(?<=the answer is )(.*)(?=.)|(?
 
 func main() {
 	shared := flag.String("shared", "../../../../shared", "the shared directory (datasets/bbh)")
-	out := flag.String("out", "bbh", "where the task files go")
+	out := flag.String("out", ".", "where the task files go (under bbh/ and mmlu/)")
 	flag.Parse()
-	prompts := filepath.Join(*shared, "datasets", "bbh", "cot-prompts")
+	bbh(*shared, filepath.Join(*out, "bbh"))
+	mmlu(*shared, filepath.Join(*out, "mmlu"))
+}
+
+// bbh writes BBH's task files into out.
+func bbh(shared, out string) {
+	prompts := filepath.Join(shared, "datasets", "bbh", "cot-prompts")
 	entries, err := os.ReadDir(prompts)
 	if err != nil {
 		log.Fatal(err)
@@ -55,15 +62,15 @@ func main() {
 			log.Fatalf("%s: %v", name, err)
 		}
 		for _, form := range forms {
-			write(filepath.Join(*out, form.dir, name+".yaml"), form.task(name, desc, shots))
+			write(filepath.Join(out, form.dir, name+".yaml"), form.task(name, desc, shots), bbhHead)
 		}
 		names = append(names, name)
 	}
 	for _, form := range forms {
-		write(filepath.Join(*out, form.dir, "_template.yaml"), form.template)
-		write(filepath.Join(*out, form.dir, "_group.yaml"), group("bbh_"+form.dir, form.dir, names, form.aggregate))
+		write(filepath.Join(out, form.dir, "_template.yaml"), form.template, bbhHead)
+		write(filepath.Join(out, form.dir, "_group.yaml"), group("bbh_"+form.dir, form.dir, names, form.aggregate), bbhHead)
 	}
-	write(filepath.Join(*out, "cot_fewshot", "_bbh.yaml"), group("bbh", "cot_fewshot", names, "get-answer"))
+	write(filepath.Join(out, "cot_fewshot", "_bbh.yaml"), group("bbh", "cot_fewshot", names, "get-answer"), bbhHead)
 }
 
 // shot is one worked example of a task's prompt.
@@ -282,7 +289,10 @@ func add(m *yaml.Node, key string, v *yaml.Node) {
 	m.Content = append(m.Content, str(key), v)
 }
 
-func write(path string, n *yaml.Node) {
+const bbhHead = "# Written by go generate (gen/main.go) from BIG-Bench Hard's prompts: edit the generator.\n"
+
+// write writes n as YAML to path, under the comment head.
+func write(path string, n *yaml.Node, head string) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		log.Fatal(err)
 	}
@@ -290,7 +300,6 @@ func write(path string, n *yaml.Node) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	head := "# Written by go generate (gen/main.go) from BIG-Bench Hard's prompts: edit the generator.\n"
 	if err := os.WriteFile(path, append([]byte(head), b...), 0o644); err != nil {
 		log.Fatal(err)
 	}
