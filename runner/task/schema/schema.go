@@ -188,6 +188,35 @@ func (l *Loader) File(name string) (*Task, *Group, error) {
 	return nil, nil, nil
 }
 
+// Head reads what a catalogue knows a file by, without decoding a task: a group file's
+// group, or a task's name and tags (its includes merged under it); for a template,
+// neither.
+func (l *Loader) Head(name string) (task string, tags []string, g *Group, err error) {
+	own, err := l.parse(name)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if value(own, "group") != nil {
+		g, err := groupOf(own, name)
+		return "", nil, g, err
+	}
+	if value(own, "task") == nil {
+		return "", nil, nil, nil
+	}
+	merged, err := l.merged(name, 0)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	if tag := value(merged, "tag"); tag != nil {
+		var list StringList
+		if err := tag.Decode(&list); err != nil {
+			return "", nil, nil, evalflow.Invalidf("tag", "task file %s: %v", name, err)
+		}
+		tags = list
+	}
+	return value(merged, "task").Value, tags, nil, nil
+}
+
 // Task reads the task file at name, its includes merged under it.
 func (l *Loader) Task(name string) (*Task, error) {
 	merged, err := l.merged(name, 0)

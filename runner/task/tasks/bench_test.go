@@ -56,3 +56,15 @@ func BenchmarkRenderBBH(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkReadCatalogue reads every shipped task and group file, as a runner does
+// once when it starts a run of a shipped task.
+//
+//	go test -run XXX -bench ReadCatalogue -cpu 1 ./runner/task/tasks/
+func BenchmarkReadCatalogue(b *testing.B) {
+	for b.Loop() {
+		if _, err := tasks.Read(os.DirFS(".")); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

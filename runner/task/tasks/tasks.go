@@ -26,44 +26,52 @@ import (
 //go:embed all:bbh all:gsm8k all:lambada all:mmlu all:truthfulqa all:winogrande
 var files embed.FS
 
-// Catalogue is a set of tasks and groups by name, and the tasks each tag names.
+// Catalogue is a set of tasks and groups by name, and the tasks each tag names. A
+// task's file is decoded when it is first asked for: a run reads the tasks it asks.
 type Catalogue struct {
-	tasks  map[string]*schema.Task
+	mu     sync.Mutex // guards loader
+	loader *schema.Loader
+	tasks  map[string]*entry
 	groups map[string]*schema.Group
 	tags   map[string][]string // tag → its tasks, sorted
+}
+
+// entry is one task's file, decoded once.
+type entry struct {
+	path string
+	once sync.Once
+	task *schema.Task
+	err  error
 }
 
 // Shipped is the catalogue of the embedded files.
 var Shipped = sync.OnceValues(func() (*Catalogue, error) { return Read(files) })
 
-// Read reads every task and group file of fsys (files neither, templates, are read
-// through the tasks that include them). A task is checked when Resolve gives it: a
-// run checks the tasks it asks, not all of them.
+// Read indexes every task and group file of fsys by name (files neither, templates,
+// are read through the tasks that include them). A task is decoded and checked when
+// Resolve gives it.
 func Read(fsys fs.FS) (*Catalogue, error) {
-	c := &Catalogue{tasks: map[string]*schema.Task{}, groups: map[string]*schema.Group{}, tags: map[string][]string{}}
-	l := schema.NewLoader(fsys)
+	c := &Catalogue{loader: schema.NewLoader(fsys), tasks: map[string]*entry{}, groups: map[string]*schema.Group{}, tags: map[string][]string{}}
 	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || path.Ext(p) != ".yaml" {
 			return err
 		}
-		t, g, err := l.File(p)
+		name, tags, g, err := c.loader.Head(p)
 		switch {
 		case err != nil:
 			return err
 		case g != nil:
 			return c.add(g.Group, nil, g)
-		case t != nil:
-			return c.add(t.Task, t, nil)
+		case name != "":
+			for _, tag := range tags {
+				c.tags[tag] = append(c.tags[tag], name)
+			}
+			return c.add(name, &entry{path: p}, nil)
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
-	}
-	for name, t := range c.tasks {
-		for _, tag := range t.Tag {
-			c.tags[tag] = append(c.tags[tag], name)
-		}
 	}
 	for tag, names := range c.tags {
 		if c.tasks[tag] != nil || c.groups[tag] != nil {
@@ -71,15 +79,15 @@ func Read(fsys fs.FS) (*Catalogue, error) {
 		}
 		slices.Sort(names)
 	}
-	for name := range c.groups {
-		if _, err := c.members(name); err != nil {
+	for _, g := range c.groups {
+		if err := c.walk([]*schema.Group{g}, func(string, []*schema.Group) error { return nil }); err != nil {
 			return nil, err
 		}
 	}
 	return c, nil
 }
 
-func (c *Catalogue) add(name string, t *schema.Task, g *schema.Group) error {
+func (c *Catalogue) add(name string, t *entry, g *schema.Group) error {
 	if c.tasks[name] != nil || c.groups[name] != nil {
 		return fmt.Errorf("two files name %s", name)
 	}
@@ -89,6 +97,16 @@ func (c *Catalogue) add(name string, t *schema.Task, g *schema.Group) error {
 		c.groups[name] = g
 	}
 	return nil
+}
+
+// load decodes a task's file, once.
+func (c *Catalogue) load(e *entry) (*schema.Task, error) {
+	e.once.Do(func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		e.task, e.err = c.loader.Task(e.path)
+	})
+	return e.task, e.err
 }
 
 // Names are every task and group name, sorted.
@@ -104,8 +122,16 @@ func (c *Catalogue) Names() []string {
 	return out
 }
 
-// Task is the task of that name, or nil.
-func (c *Catalogue) Task(name string) *schema.Task { return c.tasks[name] }
+// Task is the task of that name, or nil (nor when its file does not decode: Resolve
+// says why).
+func (c *Catalogue) Task(name string) *schema.Task {
+	e := c.tasks[name]
+	if e == nil {
+		return nil
+	}
+	t, _ := c.load(e)
+	return t
+}
 
 // Group is the group of that name, or nil.
 func (c *Catalogue) Group(name string) *schema.Group { return c.groups[name] }
@@ -152,41 +178,51 @@ func (c *Catalogue) Children(g *schema.Group) []string {
 }
 
 func (c *Catalogue) members(name string) ([]Member, error) {
-	if t := c.tasks[name]; t != nil {
-		return []Member{{Task: t}}, nil
+	if e := c.tasks[name]; e != nil {
+		t, err := c.load(e)
+		return []Member{{Task: t}}, err
 	}
 	g := c.groups[name]
 	if g == nil {
 		return nil, fmt.Errorf("no task or group %q (known: %s)", name, strings.Join(c.Names(), ", "))
 	}
 	var out []Member
-	var walk func(path []*schema.Group) error
-	walk = func(path []*schema.Group) error {
-		g := path[len(path)-1]
-		if len(path) > 5 {
-			return fmt.Errorf("group %s nests too deep", name)
-		}
-		for _, m := range g.Task {
-			var err error
-			switch {
-			case m.Inline != nil:
-				err = walk(append(slices.Clip(path), m.Inline))
-			case c.tasks[m.Name] != nil:
-				out = append(out, Member{Task: c.tasks[m.Name], Groups: slices.Clip(path)})
-			case c.tags[m.Name] != nil:
-				for _, t := range c.tags[m.Name] {
-					out = append(out, Member{Task: c.tasks[t], Groups: slices.Clip(path)})
-				}
-			case c.groups[m.Name] != nil:
-				err = walk(append(slices.Clip(path), c.groups[m.Name]))
-			default:
-				err = fmt.Errorf("group %s: no task, group or tag %s", g.Group, m.Name)
-			}
-			if err != nil {
-				return err
-			}
-		}
-		return nil
+	err := c.walk([]*schema.Group{g}, func(task string, path []*schema.Group) error {
+		t, err := c.load(c.tasks[task])
+		out = append(out, Member{Task: t, Groups: path})
+		return err
+	})
+	return out, err
+}
+
+// walk calls visit with each task of the last group of path, in order, and the
+// groups it is within: a task, each of a tag's tasks, each of a nested group's.
+func (c *Catalogue) walk(path []*schema.Group, visit func(task string, path []*schema.Group) error) error {
+	g := path[len(path)-1]
+	if len(path) > 5 {
+		return fmt.Errorf("group %s nests too deep", path[0].Group)
 	}
-	return out, walk([]*schema.Group{g})
+	for _, m := range g.Task {
+		var err error
+		switch {
+		case m.Inline != nil:
+			err = c.walk(append(slices.Clip(path), m.Inline), visit)
+		case c.tasks[m.Name] != nil:
+			err = visit(m.Name, slices.Clip(path))
+		case c.tags[m.Name] != nil:
+			for _, t := range c.tags[m.Name] {
+				if err = visit(t, slices.Clip(path)); err != nil {
+					break
+				}
+			}
+		case c.groups[m.Name] != nil:
+			err = c.walk(append(slices.Clip(path), c.groups[m.Name]), visit)
+		default:
+			err = fmt.Errorf("group %s: no task, group or tag %s", g.Group, m.Name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
