@@ -3,11 +3,13 @@ module github.com/evalflow/evalflow/runner
 go 1.26.0
 
 require (
+	github.com/abadojack/whatlanggo v1.0.1
 	github.com/cloudevents/sdk-go/v2 v2.16.2
 	github.com/dlclark/regexp2/v2 v2.13.0
 	github.com/evalflow/evalflow/devkit v0.0.0
 	github.com/evalflow/evalflow/shared v0.0.0
 	github.com/google/go-containerregistry v0.22.1
+	github.com/neurosnap/sentences v1.1.2
 	github.com/nikolalohinski/gonja/v2 v2.9.1
 	go.yaml.in/yaml/v3 v3.0.5
 	golang.org/x/time v0.16.0

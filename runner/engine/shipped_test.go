@@ -199,3 +199,42 @@ func TestTruthfulQAGenerationTaskFileScoresByBLEUAndROUGE(t *testing.T) {
 		}
 	}
 }
+
+// lm-eval's ifeval against a real server (ollama): each prompt asked as it is, the
+// response scored by its instructions; results.json reports the four metrics, the
+// instruction-level ones over every instruction with no stderr ("N/A"), as lm-eval's.
+func TestIFEvalScoresEachInstruction(t *testing.T) {
+	s := spec(t, testserver.Ollama(t, 2), 2)
+	s.Datasets = []evalflow.DatasetSpec{{Name: "ifeval", Limit: 3, MaxTokens: 24}}
+
+	if _, err := run(t, context.Background(), s, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	instructions := 0
+	for _, x := range readSamples(t, s) {
+		if len(x.Filters) != 4 || x.Filters[1].Metric != "inst_level_strict_acc" || x.Response == "" {
+			t.Fatalf("%s/%d: filters %+v, response %q", x.Task, x.DocID, x.Filters, x.Response)
+		}
+		instructions += len(x.Filters[1].Values)
+	}
+	b, err := os.ReadFile(filepath.Join(s.OutputDir, evalflow.ResultsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res struct {
+		Results map[string]map[string]any `json:"results"`
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatal(err)
+	}
+	r := res.Results["ifeval"]
+	for _, level := range []string{"prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc"} {
+		if v, ok := r[level+",none"].(float64); !ok || v < 0 || v > 1 {
+			t.Errorf("results.ifeval[%s,none] = %v", level, r[level+",none"])
+		}
+	}
+	if r["inst_level_loose_acc_stderr,none"] != "N/A" || instructions < 3 {
+		t.Errorf("instruction-level stderr %v over %d instructions; want N/A", r["inst_level_loose_acc_stderr,none"], instructions)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/evalflow/evalflow/runner/results"
+	"github.com/evalflow/evalflow/runner/task/pyjson"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
@@ -57,7 +58,7 @@ func Read(dir string, spec evalflow.JobSpec, c Config) (*evalflow.Results, []res
 		return nil, nil, fmt.Errorf("lm-eval: results: %w", err)
 	}
 	var out output
-	if err := json.Unmarshal(pythonJSON(b), &out); err != nil {
+	if err := json.Unmarshal(pyjson.Standard(b), &out); err != nil {
 		return nil, nil, fmt.Errorf("lm-eval: results %s: %w", path, err)
 	}
 	if len(out.Results) == 0 {

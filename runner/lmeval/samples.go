@@ -2,7 +2,6 @@ package lmeval
 
 import (
 	"bufio"
-	"bytes"
 	"cmp"
 	"encoding/json"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"github.com/evalflow/evalflow/runner/adapter"
 	"github.com/evalflow/evalflow/runner/results"
 	"github.com/evalflow/evalflow/runner/task"
+	"github.com/evalflow/evalflow/runner/task/pyjson"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
@@ -48,7 +48,7 @@ func readSamples(path, name string, tc taskConfig, group string) ([]results.Samp
 	for line := 1; sc.Scan(); line++ {
 		var l sampleLine
 		raw := map[string]json.RawMessage{}
-		b := pythonJSON(sc.Bytes())
+		b := pyjson.Standard(sc.Bytes())
 		if err := json.Unmarshal(b, &l); err != nil {
 			return nil, fmt.Errorf("lm-eval: %s line %d: %w", path, line, err)
 		}
@@ -200,46 +200,4 @@ func numberJSON(raw json.RawMessage) (float64, bool) {
 		return 0, false
 	}
 	return number(v)
-}
-
-// pythonJSON turns the bare NaN, Infinity and -Infinity that Python's json module
-// writes (lm_eval's stderr of a one-sample task is NaN) into null, which Go's decoder
-// accepts; strings are left as they are.
-func pythonJSON(b []byte) []byte {
-	if !bytes.Contains(b, []byte("NaN")) && !bytes.Contains(b, []byte("Infinity")) {
-		return b
-	}
-	out := make([]byte, 0, len(b))
-	inString, escaped := false, false
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if inString {
-			out = append(out, c)
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-			continue
-		}
-		if c == '"' {
-			inString = true
-		}
-		replaced := false
-		for _, tok := range []string{"-Infinity", "Infinity", "NaN"} {
-			if bytes.HasPrefix(b[i:], []byte(tok)) {
-				out = append(out, "null"...)
-				i += len(tok) - 1
-				replaced = true
-				break
-			}
-		}
-		if !replaced {
-			out = append(out, c)
-		}
-	}
-	return out
 }

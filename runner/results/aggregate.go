@@ -6,7 +6,6 @@ import (
 	"maps"
 	"math"
 	"slices"
-	"strings"
 
 	"github.com/evalflow/evalflow/runner/task"
 	evalflow "github.com/evalflow/evalflow/shared"
@@ -58,6 +57,7 @@ type acc struct {
 	sum, sumSq float64
 	values     []float64               // kept for a metric aggregated otherwise than by mean
 	aggregate  func([]float64) float64 // that aggregation
+	listed     bool                    // a list-valued metric's: no stderr, as lm-eval gives none ("N/A")
 	stat       *[2]float64             // stats, once computed (a bootstrap is costly)
 }
 
@@ -120,7 +120,15 @@ func tally(samples []Sample, configs map[string]task.GroupConfig) *tallies {
 		}
 		for i, f := range s.Filters {
 			metric := cmp.Or(f.Metric, s.Metric)
-			t.add(key{s.Task, metric, f.Filter}, f.Score())
+			k := key{s.Task, metric, f.Filter}
+			if f.Values != nil { // a list-valued metric: each value counts alone
+				for _, v := range f.Values {
+					t.add(k, v)
+				}
+				t.counts[k].listed = true
+			} else {
+				t.add(k, f.Score())
+			}
 			if i == 0 {
 				t.primary[s.Task] = metric + "," + f.Filter
 			}
@@ -191,11 +199,14 @@ func (t *tallies) report(res *evalflow.Results, k key) {
 	p, stderr := t.counts[k].stats()
 	name := k.scope
 	if res.Results[name] == nil {
-		res.Results[name] = map[string]any{"alias": cmp.Or(t.alias[name], strings.TrimPrefix(name, "mmlu_"))}
+		res.Results[name] = map[string]any{"alias": cmp.Or(t.alias[name], name)}
 		n := t.perTask[name]
 		res.NSamples[name] = evalflow.NSamples{Original: n, Effective: n}
 	}
 	setMetric(res.Results[name], k.metric, k.filter, p, stderr)
+	if t.counts[k].listed {
+		res.Results[name][k.metric+"_stderr,"+k.filter] = "N/A"
+	}
 	better(res, name, k.metric)
 	if t.primary[name] == k.metric+","+k.filter {
 		t.score(res, name, k.metric, p)
@@ -246,24 +257,29 @@ func (t *tallies) reportGroup(res *evalflow.Results, g string, cfg task.GroupCon
 		var sum, weights float64
 		var stderrs []float64
 		var sizes []int
+		listed := false
 		for _, task := range t.groupTasks[g] {
 			a := t.counts[key{task, pr.metric, pr.filter}]
 			if a == nil {
 				continue
 			}
 			p, se := a.stats()
+			n := t.perTask[task] // the task's sample_len
 			w := 1.0
 			if pr.weighted {
-				w = float64(a.n)
+				w = float64(n)
 			}
 			sum, weights = sum+p*w, weights+w
-			stderrs, sizes = append(stderrs, se), append(sizes, a.n)
+			stderrs, sizes, listed = append(stderrs, se), append(sizes, n), listed || a.listed
 		}
 		if weights == 0 {
 			continue
 		}
 		p := sum / weights
 		setMetric(out, pr.metric, pr.filter, p, pooledStderr(stderrs, sizes))
+		if listed { // a task's stderr is N/A: lm-eval's group's is too
+			out[pr.metric+"_stderr,"+pr.filter] = "N/A"
+		}
 		for _, n := range sizes {
 			count[pr.metric+","+pr.filter] += n
 		}

@@ -102,6 +102,25 @@ func TestNestedGroupsEachAggregateTheirLeafTasks(t *testing.T) {
 	}
 }
 
+// A list-valued metric (IFEval's instruction-level accuracy) aggregates as lm-eval's
+// agg_inst_level_acc: the mean of every value of every sample, its stderr "N/A".
+func TestAListValuedMetricCountsEachValue(t *testing.T) {
+	inst := func(vs ...float64) task.Filtered {
+		return task.Filtered{Filter: "none", Metric: "inst_level_strict_acc", Values: vs}
+	}
+	samples := []results.Sample{
+		{Sample: evalflow.Sample{Task: "ifeval", DocID: 0}, Filters: []task.Filtered{{Filter: "none", Metric: "prompt_level_strict_acc"}, inst(1, 0, 1)}},
+		{Sample: evalflow.Sample{Task: "ifeval", DocID: 1}, Filters: []task.Filtered{{Filter: "none", Metric: "prompt_level_strict_acc", Correct: true}, inst(1)}},
+	}
+	r := results.Aggregate(results.Run{}, samples).Results["ifeval"]
+	if r["inst_level_strict_acc,none"] != 0.75 || r["inst_level_strict_acc_stderr,none"] != "N/A" {
+		t.Errorf("instruction level %v ± %v; want 3/4 of the instructions, N/A", r["inst_level_strict_acc,none"], r["inst_level_strict_acc_stderr,none"])
+	}
+	if r["prompt_level_strict_acc,none"] != 0.5 {
+		t.Errorf("prompt level %v; want 1/2", r["prompt_level_strict_acc,none"])
+	}
+}
+
 // perplexity aggregates as lm-eval's: exp(-mean) of the log-likelihoods, its standard
 // error bootstrapped as lm-eval's bootstrap_stderr (100,000 resamples, chunk i drawn
 // by Random(i)): the values CPython 3.11 gives running lm-eval's logic on the same 50

@@ -88,6 +88,9 @@ type Filtered struct {
 	// Metric, when set, names what this result measures instead of the Doc's Metric
 	// (a sample scored by several metrics, as truthfulqa_gen is).
 	Metric string `json:"metric,omitempty"`
+	// Values, when set, are the sample's scores of a list-valued metric (IFEval's
+	// instruction-level accuracy: one an instruction), each counted alone.
+	Values []float64 `json:"values,omitempty"`
 }
 
 // Score is the filter's value for aggregation.

@@ -39,12 +39,56 @@ func Compile(pattern string) (*Regex, error) {
 		}
 		return `\k<` + sub[2] + ">"
 	})
-	re, err := regexp2.Compile(translated, regexp2.None)
+	re, err := regexp2.Compile(pythonWords(translated), regexp2.None)
 	if err != nil {
 		return nil, fmt.Errorf("regex %q: %w", pattern, err)
 	}
 	re.MatchTimeout = MatchTimeout
 	return &Regex{src: pattern, re: re}, nil
+}
+
+// pythonWords spells Python's \w and \W in regexp2's syntax: a letter, a number
+// (str.isalnum) or "_" — not .NET's, which takes combining marks and connector
+// punctuation and leaves out numbers that are not digits.
+func pythonWords(p string) string {
+	var b strings.Builder
+	inClass := false
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c == '\\' && i+1 < len(p):
+			next := p[i+1]
+			switch {
+			case next == 'w' && inClass:
+				b.WriteString(`\p{L}\p{N}_`)
+			case next == 'w':
+				b.WriteString(`[\p{L}\p{N}_]`)
+			case next == 'W' && !inClass:
+				b.WriteString(`[^\p{L}\p{N}_]`)
+			default: // \W in a class stays .NET's
+				b.WriteByte(c)
+				b.WriteByte(next)
+			}
+			i++
+			continue
+		case c == '[' && !inClass:
+			inClass = true
+			b.WriteByte(c)
+			if i+1 < len(p) && p[i+1] == '^' {
+				b.WriteByte('^')
+				i++
+			}
+			if i+1 < len(p) && p[i+1] == ']' { // a ] first is a member
+				b.WriteByte(']')
+				i++
+			}
+			continue
+		case c == ']' && inClass:
+			inClass = false
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
 
 // String is the pattern as written.
@@ -103,15 +147,45 @@ func (r *Regex) Extract(resp string, groupSelect int, fallback string) string {
 	return fallback // a tuple of empty groups
 }
 
-// RemoveAll is re.sub(pattern, "", s): every match taken out (s as it was when a
-// search gives up).
-func (r *Regex) RemoveAll(s string) string {
-	out, err := r.re.Replace(s, "", -1, -1)
+// Search is bool(re.search(pattern, s)) (false when the search gives up).
+func (r *Regex) Search(s string) bool {
+	ok, err := r.re.MatchString(s)
+	return ok && err == nil
+}
+
+// Split is re.split(pattern, s): the text between matches, each match's groups' texts
+// between them (a group that did not take part is "").
+func (r *Regex) Split(s string) []string {
+	var out []string
+	runes := []rune(s) // regexp2 indexes runes
+	at := 0
+	m, err := r.re.FindStringMatch(s)
+	for ; m != nil && err == nil; m, err = r.re.FindNextMatch(m) {
+		out = append(out, string(runes[at:m.RuneIndex]))
+		for _, g := range m.Groups()[1:] {
+			out = append(out, g.String())
+		}
+		at = m.RuneIndex + m.RuneLength
+	}
+	if err != nil {
+		return []string{s}
+	}
+	return append(out, string(runes[at:]))
+}
+
+// Replace is re.sub(pattern, repl, s) with repl in regexp2's syntax ($1, $0 for the
+// match); s as it was when a search gives up.
+func (r *Regex) Replace(s, repl string) string {
+	out, err := r.re.Replace(s, repl, -1, -1)
 	if err != nil {
 		return s
 	}
 	return out
 }
+
+// RemoveAll is re.sub(pattern, "", s): every match taken out (s as it was when a
+// search gives up).
+func (r *Regex) RemoveAll(s string) string { return r.Replace(s, "") }
 
 // IsSpace is Python's str.isspace of one character: Unicode's white space, and the
 // separators \x1c to \x1f, which Python counts too and Go's unicode.IsSpace does not.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/evalflow/evalflow/runner/task/pyre"
@@ -80,5 +81,42 @@ func TestStripIsPythons(t *testing.T) {
 		if got := pyre.Strip(in); got != want {
 			t.Errorf("Strip(%q) = %q; Python's %q", in, got, want)
 		}
+	}
+}
+
+// Search and Split are re.search and re.split: split keeps the groups' texts between
+// the pieces, and indexes characters, not bytes.
+func TestSearchAndSplitArePythons(t *testing.T) {
+	re, err := pyre.Compile(`\s?\*\*\*\s?`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := re.Split("é one *** two ***"); len(got) != 3 || got[0] != "é one" || got[1] != "two" || got[2] != "" {
+		t.Errorf("split %q", got)
+	}
+	grouped, _ := pyre.Compile(`(-)|(\+)`)
+	if got := grouped.Split("a-b+c"); strings.Join(got, "|") != "a|-||b||+|c" {
+		t.Errorf("split with groups %q; Python's ['a', '-', None, 'b', None, '+', 'c']", got)
+	}
+	if !re.Search("x***y") || re.Search("x**y") {
+		t.Error("search")
+	}
+}
+
+// \w is Python's: letters and numbers, not combining marks (Thai's ี, Bengali's ্).
+func TestWordCharactersArePythons(t *testing.T) {
+	re, _ := pyre.Compile(`\w+`)
+	got, _ := re.FindAll("สเปรดชีต পণ্য x²_1 a‿b")
+	var words []string
+	for _, m := range got {
+		words = append(words, m[0])
+	}
+	// Python: ['สเปรดช', 'ต', 'পণ', 'য', 'x²_1', 'a', 'b']
+	if strings.Join(words, "|") != "สเปรดช|ต|পণ|য|x²_1|a|b" {
+		t.Errorf("\\w+ finds %q", words)
+	}
+	cls, _ := pyre.Compile(`[\w.]+`)
+	if m, _ := cls.FindAll("a.b ี"); len(m) != 1 || m[0][0] != "a.b" {
+		t.Errorf("[\\w.]+ finds %q", m)
 	}
 }

@@ -686,7 +686,7 @@ func (t *Task) Config() task.Config {
 	}
 	for _, m := range t.MetricList {
 		c.MetricList = append(c.MetricList, task.MetricConfig{Metric: cmp.Or(m.Metric.Text, m.Metric.Func),
-			Aggregation: cmp.Or(m.Aggregation, "mean"), HigherIsBetter: m.HigherIsBetter == nil || *m.HigherIsBetter,
+			Aggregation: cmp.Or(m.Aggregation.Text, m.Aggregation.Func, "mean"), HigherIsBetter: m.HigherIsBetter == nil || *m.HigherIsBetter,
 			IgnoreCase: m.IgnoreCase, IgnorePunctuation: m.IgnorePunctuation, IgnoreNumbers: m.IgnoreNumbers, RegexesToIgnore: m.RegexesToIgnore})
 	}
 	for _, f := range t.FilterList {

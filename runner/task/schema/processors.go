@@ -13,6 +13,7 @@ import (
 	"github.com/dlclark/regexp2/v2"
 
 	"github.com/evalflow/evalflow/runner/task"
+	"github.com/evalflow/evalflow/runner/task/ifeval"
 	"github.com/evalflow/evalflow/runner/task/pyre"
 	"github.com/evalflow/evalflow/runner/truthfulqa"
 )
@@ -109,6 +110,40 @@ var generationProcessors = map[string]generationProcessor{
 	"utils.process_results_gen": func(doc map[string]any, response string) []task.Filtered {
 		return truthfulqa.GenScores(response, texts(doc["correct_answers"]), texts(doc["incorrect_answers"]))
 	},
+	"utils.process_results": ifevalResults, // IFEval's
+}
+
+// ifevalResults is IFEval's process_results: whether the response follows all of the
+// document's instructions and each of them, strictly and loosely. A document whose
+// instructions do not read scores none followed, saying why.
+func ifevalResults(doc map[string]any, response string) []task.Filtered {
+	var kwargs []map[string]any
+	list, _ := doc["kwargs"].([]any)
+	for _, k := range list {
+		m, _ := k.(map[string]any)
+		kwargs = append(kwargs, m)
+	}
+	p, err := ifeval.Build(texts(doc["instruction_id_list"]), kwargs)
+	if err != nil {
+		return []task.Filtered{{Filter: "none", Metric: "prompt_level_strict_acc", Extracted: "[invalid] " + err.Error()}}
+	}
+	out := make([]task.Filtered, 0, 4)
+	for _, level := range []struct {
+		name    string
+		follows []bool
+	}{{"strict", p.Strict(response)}, {"loose", p.Loose(response)}} {
+		all := !slices.Contains(level.follows, false)
+		values := make([]float64, len(level.follows))
+		for i, f := range level.follows {
+			if f {
+				values[i] = 1
+			}
+		}
+		out = append(out, task.Filtered{Filter: "none", Metric: "prompt_level_" + level.name + "_acc", Correct: all},
+			task.Filtered{Filter: "none", Metric: "inst_level_" + level.name + "_acc", Correct: all, Values: values})
+	}
+	// lm-eval's order: prompt strict, inst strict, prompt loose, inst loose.
+	return out
 }
 
 // A docProcessor is a document field lm-eval computes in Python: a string, an int

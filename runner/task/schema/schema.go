@@ -112,7 +112,7 @@ func (p *Pairs) UnmarshalYAML(n *yaml.Node) error {
 // Metric is one metric_list entry.
 type Metric struct {
 	Metric            Field    `yaml:"metric"`
-	Aggregation       string   `yaml:"aggregation"`
+	Aggregation       Field    `yaml:"aggregation"`
 	HigherIsBetter    *bool    `yaml:"higher_is_better"`
 	IgnoreCase        bool     `yaml:"ignore_case"`
 	IgnorePunctuation bool     `yaml:"ignore_punctuation"`
@@ -342,6 +342,11 @@ var (
 	DocsFunctions = slices.Sorted(maps.Keys(docsProcessors))
 	// FilterFunctions are the Go processors a filter's !function may name.
 	FilterFunctions = slices.Sorted(maps.Keys(processors))
+	// Aggregations are how a metric_list entry may aggregate; AggregationFunctions
+	// the Go processors its !function may name (each a mean of every value of a
+	// list-valued metric).
+	Aggregations         = []string{"mean", "perplexity"}
+	AggregationFunctions = []string{"utils.agg_inst_level_acc"}
 )
 
 // Check refuses what evalflow cannot run as lm-eval runs it, naming the field and the
@@ -395,6 +400,14 @@ func (t *Task) Check() error {
 	}
 	ownMetrics := t.ProcessResults != nil && t.ProcessResults.Func != "" // a processor names its own
 	for i, m := range t.MetricList {
+		switch agg, field := m.Aggregation, fmt.Sprintf("metric_list[%d].aggregation", i); {
+		case agg.Func != "":
+			if err := agg.check(field, AggregationFunctions); err != nil {
+				errs = append(errs, err)
+			}
+		case agg.Text != "" && !slices.Contains(Aggregations, agg.Text):
+			bad(field, "aggregation %q is not one evalflow implements (%s)", agg.Text, strings.Join(Aggregations, ", "))
+		}
 		field := fmt.Sprintf("metric_list[%d].metric", i)
 		if m.Metric.Func != "" {
 			if err := m.Metric.check(field, nil); err != nil {

@@ -51,6 +51,7 @@ var (
 	lambadaCopy    = dataset{lambada, func(string) string { return "lambada/lambada_test.jsonl" }}
 	gsm8kCopy      = dataset{gsm8k, func(string) string { return "gsm8k/test.jsonl" }}
 	mmluCopy       = dataset{mmlu, func(name string) string { return "mmlu/test/" + name + "_test.csv" }}
+	ifevalCopy     = dataset{ifeval, func(string) string { return "ifeval/input_data.jsonl" }}
 )
 
 // hub are the hub datasets evalflow has, by lm-eval's dataset_path.
@@ -65,6 +66,7 @@ var hub = map[string]dataset{
 	"openai/gsm8k":              gsm8kCopy, // lm-eval's GSM8K today
 	"gsm8k":                     gsm8kCopy, // and before
 	"cais/mmlu":                 mmluCopy,
+	"google/IFEval":             ifevalCopy,
 }
 
 // File is the file under the data directory a task's documents are read from ("" for
@@ -327,4 +329,15 @@ func mmlu(dataDir, name, split string) ([]map[string]any, error) {
 			"choices": []any{rec[1], rec[2], rec[3], rec[4]}, "answer": answer}
 	}
 	return rows, nil
+}
+
+// ifeval reads IFEval's one split (the hub's train: its 541 prompts), from the
+// official input_data.jsonl: each row's key, prompt, instruction_id_list and kwargs
+// (the hub fills the arguments an instruction does not take with null, which lm-eval
+// drops).
+func ifeval(dataDir, name, split string) ([]map[string]any, error) {
+	if (name != "" && name != "default") || split != "train" {
+		return nil, evalflow.Invalidf("dataset_name", "IFEval has its train split here, not %s/%s", name, split)
+	}
+	return JSONLines[map[string]any](filepath.Join(dataDir, "ifeval", "input_data.jsonl"), false)
 }

@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -440,5 +442,35 @@ func TestTruthfulQAGenerationAsksWhatLMEvalAsks(t *testing.T) {
 		if *scores["bleu_acc"].Value != 0 || *scores["bleu_diff"].Value >= 0 {
 			t.Errorf("doc %d: a false answer scores bleu_acc %v, bleu_diff %v", d.Index, *scores["bleu_acc"].Value, *scores["bleu_diff"].Value)
 		}
+	}
+}
+
+// ifeval asks each prompt as it is (lm-eval's doc_to_text: prompt names the column),
+// with no stop sequence and up to 1,280 tokens, and scores a response by the
+// prompt's instructions: prompt 1000 asks for three highlighted sections and no
+// commas, among others.
+func TestIFEvalAsksThePromptAndScoresItsInstructions(t *testing.T) {
+	tk, rows := shipped(t, "ifeval")
+	if len(rows.Scored) != 541 {
+		t.Fatalf("%d prompts", len(rows.Scored))
+	}
+	docs, err := tk.Docs(rows.Scored, nil, false, []int{0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := docs[0]
+	if d.Prompt != rows.Scored[0]["prompt"] || len(d.Stop) != 0 || d.MaxTokens != 1280 || len(d.Turns(true)) != 1 {
+		t.Fatalf("doc 0: prompt %.60q, until %q, max tokens %d, %d turns", d.Prompt, d.Stop, d.MaxTokens, len(d.Turns(true)))
+	}
+	// Prompt 1000: no commas, 3 highlighted sections, at least 300 words. This
+	// follows the first two only.
+	got := map[string]string{}
+	for _, f := range d.Score("*one* *two* *three* and no commas anywhere") {
+		got[f.Metric] = fmt.Sprint(f.Correct, f.Values)
+	}
+	want := map[string]string{"prompt_level_strict_acc": "false []", "inst_level_strict_acc": "false [1 1 0]",
+		"prompt_level_loose_acc": "false []", "inst_level_loose_acc": "false [1 1 0]"}
+	if !maps.Equal(got, want) {
+		t.Errorf("scores %v; want %v", got, want)
 	}
 }
