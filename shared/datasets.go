@@ -28,8 +28,8 @@ type DatasetSpec struct {
 	Subjects []string `json:"subjects,omitempty"`
 	// NumFewshot is the number of few-shot examples; nil is the task's default.
 	NumFewshot *int `json:"num_fewshot,omitempty"`
-	// Variant picks a form of evalflow's own truthfulqa: "mc" (default: mc1 and mc2),
-	// "mc1", "mc2" or "gen".
+	// Variant picked a form of evalflow's own gsm8k and truthfulqa, before lm-eval's
+	// tasks took those names: now refused, naming what replaced it.
 	Variant string `json:"variant,omitempty"`
 	// MaxTokens bounds each generated answer (0: the task's default).
 	MaxTokens int `json:"max_tokens,omitempty"`
@@ -62,8 +62,6 @@ type Dataset struct {
 	Name string `json:"name"`
 	// Samples is the size of the scored split, for estimates.
 	Samples int `json:"samples,omitempty"`
-	// Variants are the forms it can be asked in; the first is the default.
-	Variants []string `json:"variants,omitempty"`
 	// Methods are the ways it can be scored; the first is the default.
 	Methods []string `json:"methods,omitempty"`
 }
@@ -71,9 +69,6 @@ type Dataset struct {
 // Datasets are the benchmarks the runner scores.
 var Datasets = map[string]Dataset{
 	"custom": {Name: "custom", Methods: []string{"generate", "logprobs", "loglikelihood"}},
-	// TruthfulQA's multiple-choice tasks need each answer's log-likelihood.
-	// Its gen variant is generated.
-	"truthfulqa": {Name: "truthfulqa", Samples: 817, Variants: []string{"mc", "mc1", "mc2", "gen"}, Methods: []string{"loglikelihood", "generate"}},
 }
 
 // DatasetNames lists the known datasets, sorted.
@@ -109,8 +104,8 @@ func (d *DatasetSpec) validate(field string) error {
 	if err := d.validateCustom(field); err != nil {
 		return err
 	}
-	if err := oneOf(field+".variant", d.Name, "variant", d.Variant, ds.Variants); err != nil {
-		return err
+	if d.Variant != "" {
+		return Invalidf(field+".variant", "%s has no variants", d.Name)
 	}
 	if err := oneOf(field+".method", d.Name, "method", d.Method, ds.Methods); err != nil {
 		return err
@@ -137,7 +132,7 @@ func (d *DatasetSpec) validateShipped(field string, t ShippedTask) error {
 		}
 	}
 	if len(d.Subjects) > 0 && len(t.Subjects) == 0 {
-		return Invalidf(field+".subjects", "%s is a task, not a group: subjects pick a group's tasks", d.Name)
+		return Invalidf(field+".subjects", "%s has no subjects: they pick a group's tasks", d.Name)
 	}
 	for j, s := range d.Subjects {
 		if _, ok := t.Subjects[s]; !ok {
@@ -161,6 +156,14 @@ var movedOptions = map[string]map[string]string{
 		"variant=cot":      `the task gsm8k_cot: {"name": "gsm8k_cot"}`,
 		"variant=zeroshot": `gsm8k with no examples: {"name": "gsm8k", "num_fewshot": 0}`,
 	},
+	"truthfulqa": {
+		"variant=mc":           `lm-eval's two multiple-choice tasks: ["truthfulqa_mc1", "truthfulqa_mc2"] (truthfulqa alone is lm-eval's tag: those and truthfulqa_gen)`,
+		"variant=mc1":          `the task truthfulqa_mc1 (lm-eval's, from mc_task.json; evalflow's shuffled the CSV's answers)`,
+		"variant=mc2":          `the task truthfulqa_mc2 (lm-eval's, from mc_task.json)`,
+		"variant=gen":          `the task truthfulqa_gen`,
+		"method=loglikelihood": `how lm-eval's truthfulqa_mc1 and _mc2 are asked: drop "method"`,
+		"method=generate":      `the task truthfulqa_gen`,
+	},
 	"mmlu": {
 		"method=generate":      `the group mmlu_generative (0-shot as lm-eval's; evalflow's mmlu was 5-shot): {"name": "mmlu_generative", "num_fewshot": 5}`,
 		"method=loglikelihood": `lm-eval's mmlu itself, each choice's log-likelihood through /v1/completions: drop "method"`,
@@ -168,16 +171,28 @@ var movedOptions = map[string]map[string]string{
 	},
 }
 
-// knownNames lists what a dataset's name may be.
+// knownNames lists what a dataset's name may be: evalflow's own datasets, and each
+// shipped task, group and tag that is not within a group (their tasks are names too).
 func knownNames() string {
-	var groups []string
+	within := map[string]bool{}
 	for _, t := range shippedTasks {
 		if t.Group {
-			groups = append(groups, t.Name)
+			for _, m := range t.Tasks {
+				within[m] = true
+			}
+			for _, m := range t.Subjects {
+				within[m] = true
+			}
 		}
 	}
-	return strings.Join(DatasetNames(), ", ") + "; or a task evalflow ships, lm-eval's names: " +
-		strings.Join(groups, ", ") + " and each of their tasks, as bbh_zeroshot_snarks (GET /tasks lists them)"
+	var top []string
+	for _, t := range shippedTasks {
+		if !within[t.Name] {
+			top = append(top, t.Name)
+		}
+	}
+	return strings.Join(DatasetNames(), ", ") + "; or lm-eval's name of a task, group or tag evalflow ships: " +
+		strings.Join(top, ", ") + " and each of their tasks, as bbh_zeroshot_snarks (GET /tasks lists them)"
 }
 
 // oneOf checks an optional choice against a dataset's list.

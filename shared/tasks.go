@@ -12,7 +12,8 @@ import (
 type ShippedTask struct {
 	Name       string   `json:"name"`
 	Group      bool     `json:"group,omitempty"`
-	Tasks      []string `json:"tasks,omitempty"` // a group's tasks
+	Tag        bool     `json:"tag,omitempty"`   // lm-eval's tag: its tasks, each scored alone
+	Tasks      []string `json:"tasks,omitempty"` // a group's or tag's tasks
 	OutputType string   `json:"output_type"`
 	NumFewshot int      `json:"num_fewshot"`
 	MaxFewshot int      `json:"max_fewshot"` // the most examples num_fewshot may ask (a group: its tasks' least)
@@ -39,7 +40,7 @@ func ShippedTasks() []ShippedTask { return slices.Clone(shippedTasks) }
 // SampleCount is how many documents a limit keeps of the task (each of a group's tasks
 // limited apart), or of the group's tasks of those subjects.
 func (t ShippedTask) SampleCount(limit float64, subjects ...string) int {
-	if !t.Group {
+	if !t.Group && !t.Tag {
 		return LimitCount(t.Samples, limit)
 	}
 	n := 0

@@ -170,7 +170,8 @@ func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 		{"unknown gsm8k variant", "", with("datasets", []any{map[string]any{"name": "gsm8k", "variant": "5shot"}}), "datasets[0].variant", 400},
 		{"subjects of a task, not a group", "", with("datasets", []any{map[string]any{"name": "mmlu_anatomy", "subjects": []string{"anatomy"}}}), "datasets[0].subjects", 400},
 		{"a BBH group's unknown subject", "", with("datasets", []any{map[string]any{"name": "bbh_zeroshot", "subjects": []string{"snarks", "chess"}}}), "datasets[0].subjects[1]", 400},
-		{"subjects of evalflow's own dataset", "", with("datasets", []any{map[string]any{"name": "truthfulqa", "subjects": []string{"x"}}}), "datasets[0].subjects", 400},
+		{"subjects of a tag", "", with("datasets", []any{map[string]any{"name": "truthfulqa", "subjects": []string{"x"}}}), "datasets[0].subjects", 400},
+		{"subjects of a custom dataset", "", with("datasets", []any{map[string]any{"name": "custom", "subjects": []string{"x"}, "samples": []any{map[string]any{"prompt": "a", "target": "b"}}}}), "datasets[0].subjects", 400},
 		{"custom sample without a prompt", "", with("datasets", []any{map[string]any{"name": "custom", "samples": []any{
 			map[string]any{"prompt": "a", "target": "b"}, map[string]any{"target": "b"}}}}), "datasets[0].samples[1].prompt", 400},
 		{"custom path escaping the data dir", "", with("datasets", []any{map[string]any{"name": "custom", "path": "../../etc/x.jsonl"}}), "datasets[0].path", 400},
@@ -235,6 +236,8 @@ func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 		{"gsm8k", "variant", "fewshot", `drop "variant"`},
 		{"mmlu", "method", "generate", `{"name": "mmlu_generative", "num_fewshot": 5}`}, {"mmlu", "method", "loglikelihood", `drop "method"`},
 		{"mmlu", "method", "logprobs", "mmlu_generative"},
+		{"truthfulqa", "variant", "mc", `["truthfulqa_mc1", "truthfulqa_mc2"]`}, {"truthfulqa", "variant", "gen", "truthfulqa_gen"},
+		{"truthfulqa", "variant", "mc1", "truthfulqa_mc1"}, {"truthfulqa", "method", "generate", "truthfulqa_gen"},
 	} {
 		code, out := post(t, srv.URL+"/evals/start", "application/json", with("datasets", []any{map[string]any{"name": c.name, c.field: c.value}}))
 		e, _ := out["error"].(map[string]any)

@@ -148,8 +148,12 @@ spec:
 
 	// What a run may name: evalflow's datasets and the lm-eval tasks it ships.
 	if out := must("tasks"); !strings.Contains(out, "bbh_zeroshot") || !strings.Contains(out, "group of 27") ||
-		!strings.Contains(out, "mmlu") || strings.Contains(out, "bbh_zeroshot_snarks") {
+		!strings.Contains(out, "mmlu_generative") || !strings.Contains(out, "tag of 3") || strings.Contains(out, "bbh_zeroshot_snarks") ||
+		strings.Contains(out, "mmlu_anatomy") {
 		t.Errorf("tasks:\n%s", out)
+	}
+	if out := must("tasks", "--expand", "truthfulqa"); !strings.Contains(out, "  truthfulqa_mc2") || !strings.Contains(out, "bleu_max,none") {
+		t.Errorf("tasks --expand truthfulqa:\n%s", out)
 	}
 	if out := must("tasks", "--expand", "bbh_fewshot"); !strings.Contains(out, "  bbh_fewshot_snarks") || !strings.Contains(out, "exact_match,none") {
 		t.Errorf("tasks --expand bbh_fewshot:\n%s", out)

@@ -5,7 +5,6 @@ import (
 
 	"github.com/evalflow/evalflow/runner/custom"
 	"github.com/evalflow/evalflow/runner/task"
-	"github.com/evalflow/evalflow/runner/truthfulqa"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
@@ -23,40 +22,22 @@ func Docs(spec evalflow.JobSpec) ([]task.Doc, error) {
 }
 
 // benchmarkDocs renders one benchmark's samples, as its limit and seed select them,
-// each task's with its lm-eval config.
+// each task's with its lm-eval config: a custom dataset's, or a shipped task's.
 func benchmarkDocs(dataDir string, b evalflow.DatasetSpec) ([]task.Doc, error) {
-	size := 0 // the size of the split pick chooses from: n-samples.original
-	pick := task.Picker(func(n int) []int { size = n; return task.Select(n, b.Limit, b.Seed) })
-	described := func(docs []task.Doc, err error, config func(task string) task.Config) ([]task.Doc, error) {
+	if b.Name == "custom" {
+		size := 0 // the size of the split pick chooses from: n-samples.original
+		pick := task.Picker(func(n int) []int { size = n; return task.Select(n, b.Limit, b.Seed) })
+		d, err := custom.Docs(dataDir, b, pick)
 		if err != nil {
 			return nil, err
 		}
-		return task.Configure(withMaxTokens(docs, b.MaxTokens), size, config), nil
-	}
-	switch b.Name {
-	case "truthfulqa":
-		d, err := truthfulqa.Docs(dataDir, b.Variant, pick, truthfulqaSeed)
-		return described(d, err, truthfulqa.Config)
-	case "custom":
-		d, err := custom.Docs(dataDir, b, pick)
-		return described(d, err, func(name string) task.Config { return custom.Config(name, b) })
+		return task.Configure(withMaxTokens(d, b.MaxTokens), size, func(name string) task.Config { return custom.Config(name, b) }), nil
 	}
 	if _, ok := evalflow.LookupTask(b.Name); ok {
 		return shippedDocs(dataDir, b)
 	}
 	return nil, fmt.Errorf("engine: benchmark %q is not supported", b.Name)
 }
-
-// fewshot is the benchmark's num_fewshot, or the task's default.
-func fewshot(b evalflow.DatasetSpec, def int) int {
-	if b.NumFewshot != nil {
-		return *b.NumFewshot
-	}
-	return def
-}
-
-// truthfulqaSeed orders TruthfulQA MC1's answers: fixed, so every run asks the same prompts.
-const truthfulqaSeed uint64 = 1234
 
 // withMaxTokens applies a dataset's max_tokens (0: keep the task's).
 func withMaxTokens(docs []task.Doc, n int) []task.Doc {

@@ -520,7 +520,7 @@ func TestTruthfulQAIsRefusedByAnEndpointWithoutEcho(t *testing.T) {
 func TestTruthfulQAGenerationIsScoredByBLEUAndROUGE(t *testing.T) {
 	model := testserver.Ollama(t, 4)
 	s := spec(t, model, 4)
-	s.Datasets = []evalflow.DatasetSpec{{Name: "truthfulqa", Variant: "gen", Limit: 3, MaxTokens: 24}}
+	s.Datasets = []evalflow.DatasetSpec{{Name: "truthfulqa_gen", Limit: 3, MaxTokens: 24}}
 
 	res, err := run(t, context.Background(), s, nil)
 
@@ -692,45 +692,6 @@ func TestMMLULoglikelihoodMatchesAnotherServerTokenByToken(t *testing.T) {
 	t.Logf("%d log-likelihoods agree with ollama's to 0.02", compared)
 }
 
-func TestTruthfulQAMultipleChoiceByLoglikelihood(t *testing.T) {
-	s := spec(t, testserver.LlamaEcho(t), 2)
-	s.Datasets = []evalflow.DatasetSpec{{Name: "truthfulqa", Limit: 5}}
-
-	res, err := run(t, context.Background(), s, nil)
-
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, task := range []string{"truthfulqa_mc1", "truthfulqa_mc2"} {
-		acc, ok := res.Results[task]["acc,none"].(float64)
-		if !ok || acc < 0 || acc > 1 {
-			t.Fatalf("%s: acc %v in %v", task, res.Results[task]["acc,none"], res.Results[task])
-		}
-	}
-	all := readSamples(t, s)
-	if len(all) != 10 {
-		t.Fatalf("%d samples, want 5 per task", len(all))
-	}
-	for k, x := range all {
-		if len(x.Logprobs) < 2 {
-			t.Fatalf("%s: %d choices scored", k, len(x.Logprobs))
-		}
-		distinct := map[float64]bool{}
-		for i, lp := range x.Logprobs {
-			if lp == nil || *lp >= 0 {
-				t.Fatalf("%s: choice %d log-likelihood %v", k, i, lp)
-			}
-			distinct[*lp] = true
-		}
-		if len(distinct) < 2 {
-			t.Errorf("%s: every choice has the same log-likelihood: the continuations were not scored", k)
-		}
-		if x.Task == "truthfulqa_mc1" && x.Correct != (x.Extracted == x.Target) {
-			t.Errorf("%s: correct=%v, picked %q, best answer %q", k, x.Correct, x.Extracted, x.Target)
-		}
-	}
-}
-
 func TestNextTokenLogprobAddsTheAnswerAfterAGeneratedSpace(t *testing.T) {
 	tok := func(s string, lp float64) openai.TokenLogprob { return openai.TokenLogprob{Token: s, Logprob: lp} }
 	space := []openai.Step{
@@ -783,11 +744,11 @@ func echoedLogprob(t *testing.T, c *openai.Client, prompt, continuation string) 
 // be its own tokens', not a neighbour's or the generated token's.
 func TestLoglikelihoodOfMultiByteTextIsTheContinuationsOwn(t *testing.T) {
 	echo := testserver.LlamaEcho(t)
-	seed := 1348 // draws TruthfulQA rows 196 (’) and 637 (…)
+	seed := 1348 // draws five truthfulqa_mc2 questions, ’ and … among their answers
 	s := spec(t, echo, 2)
 	s.Datasets = []evalflow.DatasetSpec{
 		{Name: "mmlu_conceptual_physics", Limit: 8}, // rows 0, 2, 3 (°), 6 (’)
-		{Name: "truthfulqa", Limit: 5, Seed: &seed},
+		{Name: "truthfulqa_mc2", Limit: 5, Seed: &seed},
 		{Name: "custom", Task: "cafe", Method: "loglikelihood", Samples: []evalflow.CustomSample{
 			{Prompt: "Le café “noir” est", Choices: []string{"très bon", "froid"}, Target: "très bon"}}},
 	}

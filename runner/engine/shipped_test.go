@@ -96,6 +96,19 @@ func TestTruthfulQATaskFilesScoreByLoglikelihood(t *testing.T) {
 		if len(x.Logprobs) < 2 || len(x.Filters) != 1 || x.Filters[0].Metric != "acc" {
 			t.Fatalf("%s/%d: %d log-likelihoods, filters %+v", x.Task, x.DocID, len(x.Logprobs), x.Filters)
 		}
+		distinct := map[float64]bool{}
+		for i, lp := range x.Logprobs {
+			if lp == nil || *lp >= 0 {
+				t.Fatalf("%s/%d: choice %d log-likelihood %v", x.Task, x.DocID, i, lp)
+			}
+			distinct[*lp] = true
+		}
+		if len(distinct) < 2 {
+			t.Errorf("%s/%d: every choice has the same log-likelihood: the continuations were not scored", x.Task, x.DocID)
+		}
+		if x.Task == "truthfulqa_mc1" && x.Correct != (x.Extracted == x.Target) {
+			t.Errorf("%s/%d: correct=%v, picked %q, best answer %q", x.Task, x.DocID, x.Correct, x.Extracted, x.Target)
+		}
 		if v := x.Filters[0].Value; x.Task == "truthfulqa_mc2" && v != nil && *v > 0 && *v < 1 {
 			fractional = true
 		}

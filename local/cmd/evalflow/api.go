@@ -360,7 +360,7 @@ func deadLetters(ctx context.Context, args []string) error {
 // it ships (NAME...: only those; a group's tasks are listed under it with --expand).
 func tasks(ctx context.Context, args []string) error {
 	c := newAPICommand("tasks")
-	expand := c.fs.Bool("expand", false, "list each group's tasks under it")
+	expand := c.fs.Bool("expand", false, "list each group's and tag's tasks under it")
 	names, err := c.parse(args, 0, "[--expand] [NAME...]")
 	if err != nil {
 		return err
@@ -386,8 +386,11 @@ func tasks(ctx context.Context, args []string) error {
 	}
 	row := func(t evalflow.ShippedTask, indent string) {
 		kind := "task"
-		if t.Group {
+		switch {
+		case t.Group:
 			kind = fmt.Sprintf("group of %d", len(t.Tasks))
+		case t.Tag:
+			kind = fmt.Sprintf("tag of %d", len(t.Tasks))
 		}
 		fmt.Fprintf(tw, "%s%s\t%s\t%d\t%s\t%s\t%d\t%s\n", indent, t.Name, kind, t.NumFewshot, t.OutputType, strings.Join(t.Metrics, " "), t.Samples, t.Source)
 	}
@@ -400,7 +403,7 @@ func tasks(ctx context.Context, args []string) error {
 			continue
 		}
 		row(t, "")
-		if t.Group && *expand {
+		if (t.Group || t.Tag) && *expand {
 			for _, m := range t.Tasks {
 				row(byName[m], "  ")
 			}

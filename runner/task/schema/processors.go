@@ -15,7 +15,6 @@ import (
 	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/task/ifeval"
 	"github.com/evalflow/evalflow/runner/task/pyre"
-	"github.com/evalflow/evalflow/runner/truthfulqa"
 )
 
 // A step is one filter of a chain, given the response so far and the document.
@@ -82,12 +81,12 @@ func truthfulGenDoc(doc map[string]any) map[string]any {
 	out := maps.Clone(doc)
 	q, _ := doc["question"].(string)
 	out["question"] = pyre.Strip(q)
-	correct := truthfulqa.Answers(texts(doc["correct_answers"]))
+	correct := truthfulAnswers(texts(doc["correct_answers"]))
 	if !slices.Contains(correct, "I have no comment.") {
 		correct = append(correct, "I have no comment.")
 	}
 	out["correct_answers"] = correct
-	out["incorrect_answers"] = truthfulqa.Answers(texts(doc["incorrect_answers"]))
+	out["incorrect_answers"] = truthfulAnswers(texts(doc["incorrect_answers"]))
 	return out
 }
 
@@ -108,7 +107,7 @@ type generationProcessor func(doc map[string]any, response string) []task.Filter
 // may name.
 var generationProcessors = map[string]generationProcessor{
 	"utils.process_results_gen": func(doc map[string]any, response string) []task.Filtered {
-		return truthfulqa.GenScores(response, texts(doc["correct_answers"]), texts(doc["incorrect_answers"]))
+		return truthfulGenScores(response, texts(doc["correct_answers"]), texts(doc["incorrect_answers"]))
 	},
 	"utils.process_results": ifevalResults, // IFEval's
 }

@@ -16,7 +16,6 @@ import (
 	"strings"
 
 	"github.com/evalflow/evalflow/runner/task/schema"
-	"github.com/evalflow/evalflow/runner/truthfulqa"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
@@ -188,16 +187,36 @@ func truthfulQA(dataDir, name, split string) ([]map[string]any, error) {
 // release, as the hub's truthful_qa builds it: each question with its best, correct
 // and incorrect answers (";"-separated in the CSV).
 func truthfulQAGeneration(dataDir string) ([]map[string]any, error) {
-	qs, err := truthfulqa.Load(dataDir)
+	path := filepath.Join(dataDir, "truthfulqa", "TruthfulQA.csv")
+	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read TruthfulQA: %w", err)
 	}
-	rows := make([]map[string]any, len(qs))
-	for i, q := range qs {
-		rows[i] = map[string]any{"question": q.Text, "best_answer": q.Best,
-			"correct_answers": q.Correct, "incorrect_answers": q.Incorrect}
+	defer f.Close()
+	records, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("read TruthfulQA: %s: %w", filepath.Base(path), err)
+	}
+	if len(records) < 2 || len(records[0]) < 6 || strings.Join(records[0][:6], ",") != "Type,Category,Question,Best Answer,Correct Answers,Incorrect Answers" {
+		return nil, fmt.Errorf("read TruthfulQA: %s: unexpected header %v", filepath.Base(path), records[0])
+	}
+	rows := make([]map[string]any, 0, len(records)-1)
+	for _, r := range records[1:] {
+		rows = append(rows, map[string]any{"question": strings.TrimSpace(r[2]), "best_answer": strings.TrimSpace(r[3]),
+			"correct_answers": answers(r[4]), "incorrect_answers": answers(r[5])})
 	}
 	return rows, nil
+}
+
+// answers are a CSV cell's ";"-separated answers, trimmed, empty ones dropped.
+func answers(cell string) []string {
+	var out []string
+	for _, a := range strings.Split(cell, ";") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // orderedTargets reads {answer: label, ...} in its written order, as Python's json

@@ -109,7 +109,12 @@ func (c *Catalogue) load(e *entry) (*schema.Task, error) {
 	return e.task, e.err
 }
 
-// Names are every task and group name, sorted.
+// nameableTags are the tags a run may name: those of which evalflow ships every task
+// lm-eval tags so (lm-eval's lambada tag also has lambada_standard, its
+// math_word_problems many tasks not here).
+var nameableTags = []string{"truthfulqa"}
+
+// Names are every task, group and nameable tag, sorted.
 func (c *Catalogue) Names() []string {
 	var out []string
 	for n := range c.tasks {
@@ -118,8 +123,21 @@ func (c *Catalogue) Names() []string {
 	for n := range c.groups {
 		out = append(out, n)
 	}
+	for _, n := range nameableTags {
+		if c.tags[n] != nil {
+			out = append(out, n)
+		}
+	}
 	slices.Sort(out)
 	return out
+}
+
+// Tag is the tasks a nameable tag names, sorted (nil for any other name).
+func (c *Catalogue) Tag(name string) []string {
+	if !slices.Contains(nameableTags, name) {
+		return nil
+	}
+	return c.tags[name]
 }
 
 // Task is the task of that name, or nil (nor when its file does not decode: Resolve
@@ -144,8 +162,8 @@ type Member struct {
 	Groups []*schema.Group
 }
 
-// Resolve is the tasks a name stands for, in order, each checked: the task itself, or
-// a group's tasks (a nested group's, or a tag's in a group's list, each scored in
+// Resolve is the tasks a name stands for, in order, each checked: the task itself, a
+// tag's tasks (each alone), or a group's tasks (a nested group's, or a tag's in a group's list, each scored in
 // every group above it, as lm-eval's groups aggregate their leaf tasks).
 func (c *Catalogue) Resolve(name string) ([]Member, error) {
 	members, err := c.members(name)
@@ -181,6 +199,17 @@ func (c *Catalogue) members(name string) ([]Member, error) {
 	if e := c.tasks[name]; e != nil {
 		t, err := c.load(e)
 		return []Member{{Task: t}}, err
+	}
+	if tasks := c.Tag(name); tasks != nil { // each task alone, as lm-eval runs a tag
+		out := make([]Member, len(tasks))
+		for i, n := range tasks {
+			t, err := c.load(c.tasks[n])
+			if err != nil {
+				return nil, err
+			}
+			out[i] = Member{Task: t}
+		}
+		return out, nil
 	}
 	g := c.groups[name]
 	if g == nil {
