@@ -2,6 +2,7 @@ package evalflow
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -233,17 +234,22 @@ func validateWork(engine string, concurrency int, opts *RunOptions, datasets []D
 		return nil // an external engine takes what to evaluate from engine_config
 	}
 	if len(datasets) == 0 {
-		return Invalidf("datasets", "at least one dataset is required (known: %s)", strings.Join(DatasetNames(), ", "))
+		return Invalidf("datasets", "at least one dataset is required (known: %s)", knownNames())
 	}
 	seen := map[string]bool{}
 	for i := range datasets {
 		if err := datasets[i].validate(fmt.Sprintf("datasets[%d]", i)); err != nil {
 			return err
 		}
-		if seen[datasets[i].Name] {
-			return Invalidf(fmt.Sprintf("datasets[%d].name", i), "%q is listed twice", datasets[i].Name)
+		// A name once; custom datasets once each task name (their results are by task).
+		key, field := datasets[i].Name, "name"
+		if key == "custom" {
+			key, field = "custom/"+cmp.Or(datasets[i].Task, "custom"), "task"
 		}
-		seen[datasets[i].Name] = true
+		if seen[key] {
+			return Invalidf(fmt.Sprintf("datasets[%d].%s", i, field), "%q is listed twice", strings.TrimPrefix(key, "custom/"))
+		}
+		seen[key] = true
 	}
 	return nil
 }

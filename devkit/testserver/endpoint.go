@@ -18,7 +18,7 @@ import (
 )
 
 // Endpoint is a real reverse proxy in front of a model server that counts the
-// samples asked (by the first message of a chat request, or a completion's prompt)
+// samples asked (by a chat request's messages, or a completion's prompt)
 // and answers each after a delay, as a slower endpoint would. It keeps the
 // traceparent headers the requests carried.
 type Endpoint struct {
@@ -55,8 +55,12 @@ func CountingEndpoint(t testing.TB, host, target string, delay time.Duration) *E
 		}
 		if json.Unmarshal(b, &req) == nil && (len(req.Messages) > 0 || req.Prompt != "") {
 			key := req.Prompt
-			if len(req.Messages) > 0 {
-				key = req.Messages[0].Content
+			if len(req.Messages) > 0 { // the whole conversation: a description or examples may open many
+				contents := make([]string, len(req.Messages))
+				for i, m := range req.Messages {
+					contents[i] = m.Content
+				}
+				key = strings.Join(contents, "\x00")
 			}
 			e.mu.Lock()
 			e.asked[key]++

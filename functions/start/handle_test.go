@@ -189,6 +189,11 @@ func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 		{"trailing data", "", append(with("source", "x"), []byte(`{"more":1}`)...), "body", 400},
 		{"oversized body", "", with("api_key", strings.Repeat("k", evalflow.MaxRequestBytes)), "body", 400},
 		{"wrong content type", "text/plain", with("source", "x"), "Content-Type", 400},
+		{"a dataset listed twice", "", with("datasets", []any{"gsm8k", map[string]any{"name": "gsm8k", "limit": 2}}), "datasets[1].name", 400},
+		{"a custom task listed twice", "", with("datasets", []any{
+			map[string]any{"name": "custom", "task": "a", "samples": []any{map[string]any{"prompt": "p", "target": "t"}}},
+			map[string]any{"name": "custom", "task": "b", "samples": []any{map[string]any{"prompt": "p", "target": "t"}}},
+			map[string]any{"name": "custom", "task": "a", "samples": []any{map[string]any{"prompt": "p", "target": "t"}}}}), "datasets[2].task", 400},
 		{"subject listed twice", "", with("datasets", []any{map[string]any{"name": "mmlu", "subjects": []string{"anatomy", "virology", "anatomy"}}}), "datasets[0].subjects[2]", 400},
 		{"requests per second past any endpoint", "", with("options", map[string]any{"requests_per_second": 1e300}), "options.requests_per_second", 400},
 		{"tokens per minute past any endpoint", "", with("options", map[string]any{"tokens_per_minute": 1e15}), "options.tokens_per_minute", 400},
