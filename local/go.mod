@@ -135,13 +135,20 @@ require (
 )
 
 require (
+	github.com/abadojack/whatlanggo v1.0.1 // indirect
+	github.com/dlclark/regexp2/v2 v2.13.0 // indirect
 	github.com/docker/cli v29.7.2+incompatible // indirect
 	github.com/docker/docker-credential-helpers v0.9.3 // indirect
+	github.com/dustin/go-humanize v1.0.1 // indirect
+	github.com/evalflow/evalflow/runner v0.0.0 // indirect
 	github.com/goccy/go-json v0.10.5 // indirect
 	github.com/hashicorp/golang-lru/v2 v2.0.7 // indirect
 	github.com/klauspost/compress v1.19.2 // indirect
 	github.com/moby/locker v1.0.1 // indirect
+	github.com/neurosnap/sentences v1.1.2 // indirect
+	github.com/nikolalohinski/gonja/v2 v2.9.1 // indirect
 	github.com/sirupsen/logrus v1.9.4 // indirect
+	golang.org/x/exp v0.0.0-20250210185358-939b2ce775ac // indirect
 	golang.org/x/mod v0.39.0 // indirect
 	k8s.io/cri-api v0.34.4 // indirect
 )
@@ -157,3 +164,5 @@ replace (
 replace github.com/evalflow/evalflow/devkit => ../devkit
 
 replace github.com/evalflow/evalflow/localjob => ../localjob
+
+replace github.com/evalflow/evalflow/runner => ../runner

@@ -52,25 +52,47 @@ func (s *CustomSample) Validate(field string) error {
 	return nil
 }
 
+// MaxTaskYAML bounds an inline task file (a larger one goes in the data directory).
+const MaxTaskYAML = 64 << 10
+
+// validateCustom checks a custom dataset's own fields (and that no other dataset has
+// them): samples inline or in a file, or a task file in lm-eval's schema, inline or
+// in a file, exactly one.
 func (d *DatasetSpec) validateCustom(field string) error {
 	if d.Name != "custom" {
-		switch {
-		case len(d.Samples) > 0:
-			return Invalidf(field+".samples", "only a custom dataset has samples")
-		case d.Path != "":
-			return Invalidf(field+".path", "only a custom dataset has a path")
-		case d.Task != "":
-			return Invalidf(field+".task", "only a custom dataset has a task name")
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"samples", len(d.Samples) > 0}, {"path", d.Path != ""}, {"task", d.Task != ""},
+			{"task_yaml", d.TaskYAML != ""}, {"task_file", d.TaskFile != ""}} {
+			if f.set {
+				return Invalidf(field+"."+f.name, "only a custom dataset has %s", f.name)
+			}
 		}
 		return nil
 	}
+	given := 0
+	for _, set := range []bool{len(d.Samples) > 0, d.Path != "", d.TaskYAML != "", d.TaskFile != ""} {
+		if set {
+			given++
+		}
+	}
+	taskFile := d.TaskYAML != "" || d.TaskFile != ""
 	switch {
-	case (len(d.Samples) == 0) == (d.Path == ""):
-		return Invalidf(field+".samples", "a custom dataset needs samples or a path, not both")
+	case given != 1:
+		return Invalidf(field+".samples", "a custom dataset needs one of samples, path, task_yaml or task_file")
 	case len(d.Samples) > MaxCustomSamples:
 		return Invalidf(field+".samples", "more than %d inline samples; use a path", MaxCustomSamples)
-	case d.Path != "" && (path.IsAbs(d.Path) || strings.Contains(d.Path, "..") || !strings.HasSuffix(d.Path, ".jsonl")):
+	case d.Path != "" && !underCustom(d.Path, ".jsonl"):
 		return Invalidf(field+".path", "must be a relative .jsonl path under the data directory's custom/, without ..")
+	case d.TaskFile != "" && !underCustom(d.TaskFile, ".yaml"):
+		return Invalidf(field+".task_file", "must be a relative .yaml path under the data directory's custom/, without ..")
+	case len(d.TaskYAML) > MaxTaskYAML:
+		return Invalidf(field+".task_yaml", "larger than %d bytes; put it in the data directory's custom/ and name it in task_file", MaxTaskYAML)
+	case taskFile && d.Task != "":
+		return Invalidf(field+".task", "a task file names its task")
+	case taskFile && d.Method != "":
+		return Invalidf(field+".method", "a task file says how it is asked (output_type)")
 	case d.Task != "" && !taskNameRE.MatchString(d.Task):
 		return Invalidf(field+".task", "must be lower-case letters, digits, _ or - (at most 64)")
 	}
@@ -80,4 +102,10 @@ func (d *DatasetSpec) validateCustom(field string) error {
 		}
 	}
 	return nil
+}
+
+// underCustom is whether p is a relative path with extension ext, inside the data
+// directory's custom/.
+func underCustom(p, ext string) bool {
+	return !path.IsAbs(p) && !strings.Contains(p, "..") && !strings.Contains(p, "\\") && strings.HasSuffix(p, ext)
 }

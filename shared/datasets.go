@@ -40,6 +40,11 @@ type DatasetSpec struct {
 	Path string `json:"path,omitempty"`
 	// Task names a custom dataset's task in the results (default "custom").
 	Task string `json:"task,omitempty"`
+	// TaskYAML is a custom dataset's task file in lm-eval's schema, inline: its
+	// documents from data files under the data directory's custom/ (dataset_path json,
+	// csv or parquet, dataset_kwargs.data_files). TaskFile is such a file under custom/.
+	TaskYAML string `json:"task_yaml,omitempty"`
+	TaskFile string `json:"task_file,omitempty"`
 	// Method is how a custom dataset's answers are scored: "generate" (default),
 	// "logprobs" (next-token top_logprobs on chat completions) or "loglikelihood"
 	// (completions with echo + logprobs).
@@ -123,7 +128,7 @@ func (d *DatasetSpec) validateShipped(field string, t ShippedTask) error {
 		name, value string
 		set         bool
 	}{{"variant", d.Variant, d.Variant != ""}, {"method", d.Method, d.Method != ""}, {"samples", "", len(d.Samples) > 0},
-		{"path", "", d.Path != ""}, {"task", "", d.Task != ""}} {
+		{"path", "", d.Path != ""}, {"task", "", d.Task != ""}, {"task_yaml", "", d.TaskYAML != ""}, {"task_file", "", d.TaskFile != ""}} {
 		if moved, ok := movedOptions[d.Name][f.name+"="+f.value]; ok && f.set {
 			return Invalidf(field+"."+f.name, "%s's %s %q is now %s", d.Name, f.name, f.value, moved)
 		}
@@ -213,7 +218,7 @@ const MaxLimit = 1_000_000
 func (d DatasetSpec) SampleCount() int {
 	if d.Name == "custom" {
 		n := len(d.Samples)
-		if d.Path != "" {
+		if d.Path != "" || d.TaskYAML != "" || d.TaskFile != "" {
 			n = 100 // unknown until the runner reads the file
 		}
 		return LimitCount(n, d.Limit)

@@ -104,3 +104,24 @@ func ErrorField(err error) string {
 	}
 	return ""
 }
+
+// Within is err with the field it names placed under prefix (a task file's field as
+// the request names it: datasets[0].task_yaml.metric_list[0].metric); of a joined
+// error, the first invalid field, the others' messages after its own.
+func Within(prefix string, err error) error {
+	var e *Error
+	if !errors.As(err, &e) {
+		return err
+	}
+	out := *e
+	out.Field = prefix
+	if e.Field != "" {
+		out.Field += "." + e.Field
+	}
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, other := range joined.Unwrap()[1:] {
+			out.Message += "; also " + other.Error()
+		}
+	}
+	return &out
+}

@@ -243,8 +243,13 @@ func validateWork(engine string, concurrency int, opts *RunOptions, datasets []D
 		}
 		// A name once; custom datasets once each task name (their results are by task).
 		key, field := datasets[i].Name, "name"
-		if key == "custom" {
-			key, field = "custom/"+cmp.Or(datasets[i].Task, "custom"), "task"
+		switch d := datasets[i]; {
+		case d.TaskFile != "":
+			key, field = "custom/"+d.TaskFile, "task_file"
+		case d.TaskYAML != "":
+			key, field = "custom/"+d.TaskYAML, "task_yaml"
+		case d.Name == "custom":
+			key, field = "custom/"+cmp.Or(d.Task, "custom"), "task"
 		}
 		if seen[key] {
 			return Invalidf(fmt.Sprintf("datasets[%d].%s", i, field), "%q is listed twice", strings.TrimPrefix(key, "custom/"))

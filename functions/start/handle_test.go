@@ -119,6 +119,25 @@ func TestStartRecordsARunOnceWhateverTheDuplicates(t *testing.T) {
 	}
 }
 
+// userTask is a request whose one dataset brings a task file: a valid one, the line
+// override in place of the field it names (or added).
+func userTask(with func(string, any) []byte, override string) []byte {
+	lines := map[string]string{
+		"task": "task: my_arithmetic", "dataset_path": "dataset_path: json",
+		"dataset_kwargs": "dataset_kwargs:\n  data_files:\n    test: arithmetic.jsonl",
+		"output_type":    "output_type: generate_until", "test_split": "test_split: test",
+		"doc_to_text": "doc_to_text: 'Q: {{question}}\\nA:'", "doc_to_target": "doc_to_target: '{{answer}}'",
+		"metric_list": "metric_list:\n  - metric: exact_match",
+	}
+	key, _, _ := strings.Cut(override, ":")
+	lines[key] = override
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(lines)) {
+		b.WriteString(lines[k] + "\n")
+	}
+	return with("datasets", []any{map[string]any{"name": "custom", "task_yaml": b.String()}})
+}
+
 func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 	srv, p := newFunction(t)
 	if code, _ := post(t, srv.URL+"/evals/start", "application/json", mustJSON(validBody(runID))); code != http.StatusAccepted {
@@ -194,6 +213,17 @@ func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 			map[string]any{"name": "custom", "task": "a", "samples": []any{map[string]any{"prompt": "p", "target": "t"}}},
 			map[string]any{"name": "custom", "task": "b", "samples": []any{map[string]any{"prompt": "p", "target": "t"}}},
 			map[string]any{"name": "custom", "task": "a", "samples": []any{map[string]any{"prompt": "p", "target": "t"}}}}), "datasets[2].task", 400},
+		{"a task file's unknown !function", "", userTask(with, "doc_to_text: !function utils.my_prompt"), "datasets[0].task_yaml.doc_to_text", 400},
+		{"a task file's unknown filter", "", userTask(with, "filter_list:\n  - name: x\n    filter:\n      - function: majority_vote"), "datasets[0].task_yaml.filter_list[0].filter[0].function", 400},
+		{"a task file's unknown metric", "", userTask(with, "metric_list:\n  - metric: f1"), "datasets[0].task_yaml.metric_list[0].metric", 400},
+		{"a task file's template that does not parse", "", userTask(with, "doc_to_text: '{{question'"), "datasets[0].task_yaml.doc_to_text", 400},
+		{"a task file's field lm-eval's schema has not", "", userTask(with, "shots: 3"), "datasets[0].task_yaml.shots", 400},
+		{"a task file's data outside custom/", "", userTask(with, "dataset_kwargs:\n  data_files:\n    test: ../../etc/passwd"), "datasets[0].task_yaml.dataset_kwargs.data_files.test", 400},
+		{"a task file's dataset evalflow has not", "", userTask(with, "dataset_path: allenai/ai2_arc"), "datasets[0].task_yaml.dataset_path", 400},
+		{"a task file named as a shipped task", "", userTask(with, "task: gsm8k"), "datasets[0].task_yaml.task", 400},
+		{"a task file not YAML", "", with("datasets", []any{map[string]any{"name": "custom", "task_yaml": "task: [x"}}), "datasets[0].task_yaml.task", 400},
+		{"a task file with samples too", "", with("datasets", []any{map[string]any{"name": "custom", "task_yaml": "task: x", "samples": []any{map[string]any{"prompt": "p", "target": "t"}}}}), "datasets[0].samples", 400},
+		{"a task file path escaping custom/", "", with("datasets", []any{map[string]any{"name": "custom", "task_file": "../x.yaml"}}), "datasets[0].task_file", 400},
 		{"subject listed twice", "", with("datasets", []any{map[string]any{"name": "mmlu", "subjects": []string{"anatomy", "virology", "anatomy"}}}), "datasets[0].subjects[2]", 400},
 		{"requests per second past any endpoint", "", with("options", map[string]any{"requests_per_second": 1e300}), "options.requests_per_second", 400},
 		{"tokens per minute past any endpoint", "", with("options", map[string]any{"tokens_per_minute": 1e15}), "options.tokens_per_minute", 400},
@@ -252,6 +282,10 @@ func TestStartRejectsBadInputNamingTheFieldAndChangesNothing(t *testing.T) {
 	}
 	if after := snapshot(t, p); after != before {
 		t.Fatalf("bad requests changed Redis:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	// The same task file, valid, is taken.
+	if code, out := post(t, srv.URL+"/evals/start", "application/json", userTask(with, "task: my_arithmetic")); code != http.StatusAccepted {
+		t.Errorf("a valid task file: answered %d %v", code, out)
 	}
 }
 

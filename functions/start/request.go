@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"maps"
 	"mime"
 	"net/http"
 	"slices"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/evalflow/evalflow/runner/task/usertask"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 )
@@ -28,7 +30,7 @@ func readRequest(w http.ResponseWriter, r *http.Request) (evalflow.Request, stri
 		if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct != "application/json" {
 			return evalflow.Request{}, "", evalflow.Invalidf("Content-Type", "must be application/json or a CloudEvent, got %q", ct)
 		}
-		req, err := evalflow.DecodeRequest(r.Body)
+		req, err := decode(r.Body)
 		return req, "", err
 	}
 	ev, err := cloudevent.Read(w, r)
@@ -45,6 +47,16 @@ func readRequest(w http.ResponseWriter, r *http.Request) (evalflow.Request, stri
 	if err := cloudevent.Decode(*ev, new(json.RawMessage)); err != nil {
 		return evalflow.Request{}, "", err
 	}
-	req, err := evalflow.DecodeRequest(bytes.NewReader(ev.Data()))
+	req, err := decode(bytes.NewReader(ev.Data()))
 	return req, ev.Source(), err
+}
+
+// decode reads a request strictly, checking the task files its datasets bring inline
+// as the runner reads them, before anything is stored.
+func decode(body io.Reader) (evalflow.Request, error) {
+	req, err := evalflow.DecodeRequest(body)
+	if err == nil {
+		err = usertask.Check("", req.Datasets)
+	}
+	return req, err
 }

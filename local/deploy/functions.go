@@ -27,7 +27,7 @@ func (d *deployer) functions(ctx context.Context) error {
 		return err
 	}
 	defer os.RemoveAll(work)
-	proxy, modules := filepath.Join(work, "modproxy"), []string{"shared", "localjob", "devkit"}
+	proxy, modules := filepath.Join(work, "modproxy"), []string{"shared", "localjob", "devkit", "runner"}
 	version, err := modproxy.Version(d.cfg.Root, modules...)
 	if err != nil {
 		return err

@@ -35,7 +35,7 @@ import (
 func TestEveryFunctionRunsWithTheFuncCLIFromItsOwnDirectory(t *testing.T) {
 	fn := testserver.FuncCLI(t)
 	proxy := t.TempDir()
-	modules := []string{"shared", "localjob", "devkit"}
+	modules := []string{"shared", "localjob", "devkit", "runner"}
 	version, err := modproxy.Version(testserver.RepoRoot(), modules...)
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,9 @@ func Docs(spec evalflow.JobSpec) ([]task.Doc, error) {
 // benchmarkDocs renders one benchmark's samples, as its limit and seed select them,
 // each task's with its lm-eval config: a custom dataset's, or a shipped task's.
 func benchmarkDocs(dataDir string, b evalflow.DatasetSpec) ([]task.Doc, error) {
+	if b.TaskYAML != "" || b.TaskFile != "" {
+		return userTaskDocs(dataDir, b)
+	}
 	if b.Name == "custom" {
 		size := 0 // the size of the split pick chooses from: n-samples.original
 		pick := task.Picker(func(n int) []int { size = n; return task.Select(n, b.Limit, b.Seed) })

@@ -8,6 +8,7 @@ import (
 	"github.com/evalflow/evalflow/runner/task/schema"
 	"github.com/evalflow/evalflow/runner/task/source"
 	"github.com/evalflow/evalflow/runner/task/tasks"
+	"github.com/evalflow/evalflow/runner/task/usertask"
 	evalflow "github.com/evalflow/evalflow/shared"
 )
 
@@ -30,32 +31,51 @@ func shippedDocs(dataDir string, b evalflow.DatasetSpec) ([]task.Doc, error) {
 	configs := map[*schema.Group]*task.GroupConfig{}
 	var docs []task.Doc
 	for _, m := range members {
-		t := m.Task
-		if b.NumFewshot != nil {
-			own := *t
-			own.NumFewshot = b.NumFewshot
-			t = &own
-		}
-		rows, err := source.Read(dataDir, t)
+		d, err := taskDocs(dataDir, m.Task, b, groupConfigs(m.Groups, configs))
 		if err != nil {
-			return nil, fmt.Errorf("engine: %w", err)
-		}
-		d, err := t.Docs(rows.Scored, rows.Pool, rows.SameSplit, task.Select(len(rows.Scored), b.Limit, b.Seed))
-		if err != nil {
-			return nil, fmt.Errorf("engine: %w", err)
-		}
-		cfg := t.Config()
-		cfg.Size = len(rows.Scored)
-		groups := groupConfigs(m.Groups, configs)
-		for i := range withMaxTokens(d, b.MaxTokens) {
-			d[i].Config, d[i].Groups = &cfg, groups
-			if len(groups) > 0 {
-				d[i].Group = groups[len(groups)-1].Name
-			}
+			return nil, err
 		}
 		docs = append(docs, d...)
 	}
 	return docs, nil
+}
+
+// userTaskDocs renders the documents of the task a custom dataset brings in its own
+// task file.
+func userTaskDocs(dataDir string, b evalflow.DatasetSpec) ([]task.Doc, error) {
+	t, err := usertask.Read(dataDir, b, "datasets")
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	return taskDocs(dataDir, t, b, nil)
+}
+
+// taskDocs renders one task's documents as the benchmark's limit, seed, num_fewshot
+// and max_tokens select them, each carrying the task's config and how the groups it
+// is in aggregate.
+func taskDocs(dataDir string, t *schema.Task, b evalflow.DatasetSpec, groups []*task.GroupConfig) ([]task.Doc, error) {
+	if b.NumFewshot != nil {
+		own := *t
+		own.NumFewshot = b.NumFewshot
+		t = &own
+	}
+	rows, err := source.Read(dataDir, t)
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	d, err := t.Docs(rows.Scored, rows.Pool, rows.SameSplit, task.Select(len(rows.Scored), b.Limit, b.Seed))
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	cfg := t.Config()
+	cfg.Size = len(rows.Scored)
+	for i := range withMaxTokens(d, b.MaxTokens) {
+		d[i].Config, d[i].Groups = &cfg, groups
+		if len(groups) > 0 {
+			d[i].Group = groups[len(groups)-1].Name
+		}
+	}
+	return d, nil
 }
 
 // groupConfigs are how each group of a member's path aggregates, outermost first,

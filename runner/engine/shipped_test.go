@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"maps"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/evalflow/evalflow/devkit/testserver"
+	"github.com/evalflow/evalflow/runner/results"
 	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/task/tasks"
 	evalflow "github.com/evalflow/evalflow/shared"
@@ -249,5 +251,103 @@ func TestIFEvalScoresEachInstruction(t *testing.T) {
 	}
 	if r["inst_level_loose_acc_stderr,none"] != "N/A" || instructions < 3 {
 		t.Errorf("instruction-level stderr %v over %d instructions; want N/A", r["inst_level_loose_acc_stderr,none"], instructions)
+	}
+}
+
+// userData is a data directory holding a task's own files under custom/: five
+// questions as JSON Lines (numbers as numbers), two worked ones as a JSON array and
+// as CSV.
+func userData(t *testing.T) string {
+	dir := t.TempDir()
+	files := map[string]string{
+		"custom/arith/test.jsonl": `{"question": "2+2", "answer": 4}
+{"question": "3+4", "answer": 7}
+{"question": 10, "answer": 10}
+{"question": "1+0", "answer": 1}
+{"question": "5+5", "answer": 10}
+`,
+		"custom/arith/train.csv":  "question,answer\n1+1,2\n2+3,5\n",
+		"custom/arith/train.json": `[{"question": "1+1", "answer": 2}, {"question": "2+3", "answer": 5}]`,
+		"custom/tasks/_base.yaml": "dataset_path: json\noutput_type: generate_until\ntest_split: test\n" +
+			"doc_to_target: '{{answer}}'\nmetric_list:\n  - metric: exact_match\n",
+		"custom/tasks/arith.yaml": "include: _base.yaml\ntask: my_sums\ndataset_path: csv\n" +
+			"dataset_kwargs:\n  data_files:\n    test: arith/train.csv\ndoc_to_text: \"Q: {{question}}\\nA:\"\n",
+	}
+	for name, body := range files {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// A task a run brings in its own task file (inline) asks and scores as the file
+// says, its documents from its own data files (JSON Lines scored, a JSON array its
+// examples; CSV another's): the
+// results name it; a task file under custom/ reads with what it includes.
+func TestATaskARunBringsIsAskedAsItsFileSays(t *testing.T) {
+	s := spec(t, testserver.Ollama(t, 2), 2)
+	s.DataDir = userData(t)
+	s.Datasets = []evalflow.DatasetSpec{{Name: "custom", TaskYAML: `task: my_arithmetic
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: arith/test.jsonl
+    train: arith/train.json
+output_type: generate_until
+test_split: test
+fewshot_split: train
+fewshot_config:
+  sampler: first_n
+num_fewshot: 2
+doc_to_text: "Q: {{question}}\nA:"
+doc_to_target: "{{answer}}"
+generation_kwargs:
+  until: ["\n"]
+  max_gen_toks: 8
+metric_list:
+  - metric: exact_match
+`}, {Name: "custom", TaskFile: "tasks/arith.yaml"}}
+
+	res, err := run(t, context.Background(), s, nil)
+
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := readSamples(t, s)
+	first := all[results.Key("my_arithmetic", 0)]
+	if want := "Q: 1+1\nA: 2\n\nQ: 2+3\nA: 5\n\nQ: 2+2\nA:"; first.Prompt != want || first.Target != "4" {
+		t.Errorf("document 0: prompt %q, target %q; want %q, 4", first.Prompt, first.Target, want)
+	}
+	if n := res.NSamples["my_arithmetic"]; n.Original != 5 || n.Effective != 5 {
+		t.Errorf("n-samples %+v; want the five", n)
+	}
+	if _, ok := res.Results["my_arithmetic"]["exact_match,none"]; !ok || res.Summary.Samples != 7 {
+		t.Errorf("results %v, %d samples; want exact_match of 5 + 2", res.Results["my_arithmetic"], res.Summary.Samples)
+	}
+	if sums := all[results.Key("my_sums", 1)]; sums.Prompt != "Q: 2+3\nA:" || sums.Target != "5" {
+		t.Errorf("the task file's document 1: prompt %q, target %q", sums.Prompt, sums.Target)
+	}
+}
+
+// A template that fails on one document fails the run for good, naming the task and
+// the document; a task file that does not read fails it naming the field.
+func TestAUserTaskThatFailsOnADocumentFailsTheRunNamingIt(t *testing.T) {
+	s := spec(t, testserver.Ollama(t, 0), 2)
+	s.DataDir = userData(t)
+	s.Datasets = []evalflow.DatasetSpec{{Name: "custom", TaskYAML: "task: shouting\ndataset_path: json\n" +
+		"dataset_kwargs:\n  data_files:\n    test: arith/test.jsonl\noutput_type: generate_until\ntest_split: test\n" +
+		"doc_to_text: '{{question.upper()}}'\ndoc_to_target: '{{answer}}'\n"}}
+	_, err := Docs(s)
+	if err == nil || !strings.Contains(err.Error(), "task shouting: document 2") || !errors.Is(err, evalflow.ErrPermanent) {
+		t.Errorf("err = %v; want document 2 named, for good", err)
+	}
+	s.Datasets[0].TaskYAML = strings.Replace(s.Datasets[0].TaskYAML, "test: arith/test.jsonl", "test: arith/missing.jsonl", 1)
+	if _, err := Docs(s); err == nil || !strings.Contains(err.Error(), "missing.jsonl") {
+		t.Errorf("a missing data file: err = %v", err)
 	}
 }

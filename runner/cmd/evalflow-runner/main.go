@@ -19,6 +19,7 @@ import (
 	"github.com/evalflow/evalflow/runner/adapter"
 	"github.com/evalflow/evalflow/runner/engine"
 	"github.com/evalflow/evalflow/runner/task"
+	"github.com/evalflow/evalflow/runner/task/usertask"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/metrics"
 	"github.com/evalflow/evalflow/shared/netpolicy"
@@ -68,6 +69,9 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) (err error) {
 	}
 	if spec.DataDir, err = adapter.FetchData(ctx, spec); err != nil {
 		return fmt.Errorf("runner: %w", err)
+	}
+	if err := usertask.Check(spec.DataDir, spec.Datasets); err != nil { // as start checked the inline ones
+		return fmt.Errorf("runner: run %s: %w", spec.RunID, err)
 	}
 	specRead := time.Now()
 	docs, err := engine.Docs(spec)

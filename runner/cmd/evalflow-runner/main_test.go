@@ -53,6 +53,10 @@ func TestABadJobSpecFailsForGoodNamingTheFieldBeforeAnyRequest(t *testing.T) {
 		"unknown subject":  {evalflow.DatasetSpec{Name: "mmlu", Subjects: []string{"astrology"}}, "datasets[0].subjects[0]"},
 		"unknown method":   {evalflow.DatasetSpec{Name: "mmlu", Method: "vibes"}, "datasets[0].method"},
 		"fewshot too many": {evalflow.DatasetSpec{Name: "mmlu", NumFewshot: new(int(99))}, "datasets[0].num_fewshot"},
+		"a task file's unknown metric": {evalflow.DatasetSpec{Name: "custom", TaskYAML: "task: t\ndataset_path: json\n" +
+			"dataset_kwargs:\n  data_files: q.jsonl\noutput_type: generate_until\ntest_split: train\ndoc_to_text: '{{q}}'\n" +
+			"doc_to_target: '{{a}}'\nmetric_list:\n  - metric: f1\n"}, "datasets[0].task_yaml.metric_list[0].metric"},
+		"a task file not in the data": {evalflow.DatasetSpec{Name: "custom", TaskFile: "mine.yaml"}, "datasets[0].task_file"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

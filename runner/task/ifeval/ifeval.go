@@ -13,6 +13,7 @@ package ifeval
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -469,14 +470,7 @@ var registry = map[string]func(args) (check, error){
 }
 
 // Instructions are the instructions lm-eval registers, sorted.
-func Instructions() []string {
-	out := make([]string, 0, len(registry))
-	for id := range registry {
-		out = append(out, id)
-	}
-	slices.Sort(out)
-	return out
-}
+func Instructions() []string { return slices.Sorted(maps.Keys(registry)) }
 
 // isLanguage is whether text is in lang, or its language cannot be told (lm-eval's
 // langdetect raises then, and the instruction counts as followed).

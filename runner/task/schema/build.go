@@ -14,6 +14,7 @@ import (
 	"github.com/evalflow/evalflow/runner/task/pyrandom"
 	"github.com/evalflow/evalflow/runner/task/pyre"
 	"github.com/evalflow/evalflow/runner/task/tmpl"
+	evalflow "github.com/evalflow/evalflow/shared"
 )
 
 // FewshotSeed is lm-eval's default --fewshot_random_seed.
@@ -71,8 +72,8 @@ func (t *Task) Docs(rows, pool []map[string]any, sameSplit bool, idx []int) ([]t
 	docs := make([]task.Doc, 0, len(idx))
 	for _, i := range idx {
 		d, err := r.doc(rows[i], i, pool, draws(i))
-		if err != nil {
-			return nil, fmt.Errorf("task %s: document %d: %w", t.Task, i, err)
+		if err != nil { // the same on every attempt: the run fails for good
+			return nil, evalflow.Permanent(fmt.Errorf("task %s: document %d: %w", t.Task, i, err))
 		}
 		d.Task = t.Task
 		docs = append(docs, d)

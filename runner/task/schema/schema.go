@@ -279,6 +279,10 @@ func (l *Loader) merged(name string, depth int) (*yaml.Node, error) {
 	}
 	own, err := l.parse(name)
 	if err != nil {
+		var e *evalflow.Error
+		if depth == 0 && errors.As(err, &e) && e.Field == "include" { // the file itself, not one it includes
+			e.Field = ""
+		}
 		return nil, err
 	}
 	include := value(own, "include")

@@ -10,9 +10,11 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/evalflow/evalflow/runner/task/schema"
@@ -71,20 +73,40 @@ var hub = map[string]dataset{
 // File is the file under the data directory a task's documents are read from ("" for
 // a dataset evalflow has no copy of).
 func File(t *schema.Task) string {
-	c, ok := hub[t.DatasetPath]
-	if !ok {
+	c, err := copyOf(t)
+	if err != nil {
 		return ""
 	}
 	return c.file(t.DatasetName)
+}
+
+// Check says whether evalflow can read the task's documents: a hub dataset it has a
+// copy of, or its own data files named as they may be.
+func Check(t *schema.Task) error {
+	_, err := copyOf(t)
+	return err
+}
+
+// copyOf is where a task's documents come from: evalflow's copy of the hub dataset it
+// names, or its own data files.
+func copyOf(t *schema.Task) (dataset, error) {
+	if c, ok := hub[t.DatasetPath]; ok {
+		return c, nil
+	}
+	if _, ok := localFormats[t.DatasetPath]; ok {
+		return localCopy(t)
+	}
+	return dataset{}, evalflow.Invalidf("dataset_path", "task %s: evalflow has no copy of dataset %q (it has %s; or a task's own files: %s)",
+		t.Task, t.DatasetPath, strings.Join(slices.Sorted(maps.Keys(hub)), ", "), strings.Join(LocalFormats(), ", "))
 }
 
 // Read reads the task's scored split (test_split, else validation_split) and its
 // few-shot pool as lm-eval picks it: fewshot_split, else the config's inline samples
 // (left to the task), else training_split, validation_split, test_split.
 func Read(dataDir string, t *schema.Task) (Rows, error) {
-	c, ok := hub[t.DatasetPath]
-	if !ok {
-		return Rows{}, evalflow.Invalidf("dataset_path", "task %s: evalflow has no copy of dataset %q", t.Task, t.DatasetPath)
+	c, err := copyOf(t)
+	if err != nil {
+		return Rows{}, err
 	}
 	splits := map[string][]map[string]any{}
 	get := func(split string) ([]map[string]any, error) {
@@ -102,7 +124,6 @@ func Read(dataDir string, t *schema.Task) (Rows, error) {
 	if r.Split == "" {
 		return Rows{}, evalflow.Invalidf("test_split", "task %s names no test_split or validation_split", t.Task)
 	}
-	var err error
 	if r.Scored, err = get(r.Split); err != nil {
 		return Rows{}, err
 	}
