@@ -114,7 +114,7 @@ spec:
 	}
 	var c evalflow.Comparison
 	json.Unmarshal([]byte(must("compare", chat, completions, "--output", "json")), &c)
-	if len(c.Runs) != 2 || len(c.Tasks) != 5 || c.Tasks[0].Diffs[0] == nil || c.Tasks[0].Diffs[0].Paired != 4 { // 2 subjects, mmlu_generative, stem, other
+	if len(c.Runs) != 2 || len(c.Tasks) != 4 || c.Tasks[0].Diffs[0] == nil || c.Tasks[0].Diffs[0].Paired != 4 { // 2 stem subjects, mmlu_generative, stem
 		t.Errorf("compare --output json: %+v", c)
 	}
 
