@@ -16,14 +16,16 @@ import (
 
 	"github.com/evalflow/evalflow/runner/task/schema"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/parquet-go/parquet-go"
 )
 
-// Local formats: a task's own data files, as lm-eval's dataset_path json or csv names
-// them (Hugging Face's loaders), with dataset_kwargs.data_files saying which file holds
-// which split, each under the data directory's custom/.
+// Local formats: a task's own data files, as lm-eval's dataset_path json, csv or
+// parquet names them (Hugging Face's loaders), with dataset_kwargs.data_files saying
+// which file holds which split, each under the data directory's custom/.
 var localFormats = map[string]func(b []byte) ([]map[string]any, error){
-	"json": readJSON,
-	"csv":  readCSV,
+	"json":    readJSON,
+	"csv":     readCSV,
+	"parquet": readParquet,
 }
 
 // LocalFormats are the dataset_path values that name a task's own data files.
@@ -228,4 +230,46 @@ func clip(s string) string {
 		return s[:77] + "..."
 	}
 	return s
+}
+
+// readParquet reads a Parquet file's rows by its own schema, integers as ints.
+func readParquet(b []byte) ([]map[string]any, error) {
+	f, err := parquet.OpenFile(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		return nil, err
+	}
+	r := parquet.NewReader(f)
+	defer r.Close()
+	var rows []map[string]any
+	for {
+		row := map[string]any{}
+		if err := r.Read(&row); err == io.EOF {
+			return rows, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("row %d: %w", len(rows), err)
+		}
+		rows = append(rows, pythonValues(row).(map[string]any))
+	}
+}
+
+// pythonValues turns a Parquet row's integers into ints and its float32s into
+// float64s, in place, as the other formats read them.
+func pythonValues(v any) any {
+	switch v := v.(type) {
+	case int64:
+		return int(v)
+	case int32:
+		return int(v)
+	case float32:
+		return float64(v)
+	case map[string]any:
+		for k, x := range v {
+			v[k] = pythonValues(x)
+		}
+	case []any:
+		for i, x := range v {
+			v[i] = pythonValues(x)
+		}
+	}
+	return v
 }
