@@ -88,7 +88,7 @@ test-deps: tools
 	@hack/vendor-ui.sh --check >/dev/null
 	cd hack/llama-echo && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go vet . && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go test -count=1 .
 
-APT_RUN := redis-server docker-registry apache2-utils
+APT_RUN := redis-server docker-registry apache2-utils python3 bubblewrap
 APT_NODE := containerd runc containernetworking-plugins iptables
 # Every tool `make test` needs, longest build first: Debian's packages in one apt-get,
 # then the builds, side by side under make -j (make test runs JOBS at a time). One

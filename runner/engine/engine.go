@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 
 	"github.com/evalflow/evalflow/runner/adapter"
 	"github.com/evalflow/evalflow/runner/results"
+	"github.com/evalflow/evalflow/runner/sandbox"
 	"github.com/evalflow/evalflow/runner/task"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/openai"
@@ -42,6 +44,15 @@ type Engine struct {
 	Tokens *rate.Limiter
 	// Log, when set, receives how long each stage of Run took ("stages").
 	Log *slog.Logger
+	// Sandbox runs the programs a task scores by running them (HumanEval); a run of
+	// such a task without one fails before any sample.
+	Sandbox Sandbox
+}
+
+// A Sandbox runs a model's program where it can do no harm, and says what became of
+// it.
+type Sandbox interface {
+	Run(ctx context.Context, program string) sandbox.Result
 }
 
 // Run scores docs and writes the results into the spec's output directory.
@@ -54,6 +65,9 @@ func (e *Engine) Run(ctx context.Context, docs []task.Doc) (*evalflow.Results, e
 	defer cp.Close()
 	todo := cp.todo(docs)
 	clock.end("resume")
+	if i := slices.IndexFunc(todo, func(d task.Doc) bool { return d.Program != nil }); i >= 0 && e.Sandbox == nil {
+		return nil, evalflow.Permanent(fmt.Errorf("engine: task %s runs the model's code, and this runner has no sandbox for it", todo[i].Task))
+	}
 	st := newStall(e.Spec.Options.NoProgress())
 	observe := e.Client.Observe
 	e.Client.Observe = st.observe(observe)

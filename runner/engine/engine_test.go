@@ -26,6 +26,7 @@ import (
 
 	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/runner/results"
+	"github.com/evalflow/evalflow/runner/sandbox"
 	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/task/source"
 	"github.com/evalflow/evalflow/runner/task/tasks"
@@ -128,6 +129,13 @@ func run(t *testing.T, ctx context.Context, s evalflow.JobSpec, report func(cont
 		Limiter: NewRequestLimiter(s.Options.RequestsPerSecond)},
 		Spec: s, Report: report, MaxTokens: 24, ReportEvery: time.Nanosecond,
 		Tokens: NewTokenLimiter(s.Options.TokensPerMinute)}
+	if slices.ContainsFunc(docs, func(d task.Doc) bool { return d.Program != nil }) {
+		sb, err := sandbox.NewLocal(sandbox.DefaultLimits, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Sandbox = sb
+	}
 	return e.Run(ctx, docs)
 }
 

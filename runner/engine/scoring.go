@@ -69,8 +69,14 @@ func (e *Engine) score(ctx context.Context, d task.Doc) (results.Sample, error) 
 		if err != nil {
 			return s, err
 		}
-		s.Response = task.Until(text, d.Stop)
-		s.Filters, s.Usage = d.Score(s.Response), evalflow.Usage(usage)
+		s.Response, s.Usage = task.Until(text, d.Stop), evalflow.Usage(usage)
+		if d.Program != nil { // scored by running the program it makes, in the sandbox
+			p := d.Program(s.Response)
+			r := e.Sandbox.Run(ctx, p.Code)
+			s.Filters = []task.Filtered{{Filter: p.Filter, Metric: p.Metric, Extracted: p.Code, Correct: r.Passed, Outcome: r.Outcome}}
+			break
+		}
+		s.Filters = d.Score(s.Response)
 	}
 	s.Extracted, s.Correct = s.Filters[0].Extracted, s.Filters[0].Correct
 	return s, nil

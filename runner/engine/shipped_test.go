@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/runner/results"
 	"github.com/evalflow/evalflow/runner/task"
+	"github.com/evalflow/evalflow/runner/task/source"
 	"github.com/evalflow/evalflow/runner/task/tasks"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/openai"
@@ -349,5 +352,72 @@ func TestAUserTaskThatFailsOnADocumentFailsTheRunNamingIt(t *testing.T) {
 	s.Datasets[0].TaskYAML = strings.Replace(s.Datasets[0].TaskYAML, "test: arith/test.jsonl", "test: arith/missing.jsonl", 1)
 	if _, err := Docs(s); err == nil || !strings.Contains(err.Error(), "missing.jsonl") {
 		t.Errorf("a missing data file: err = %v", err)
+	}
+}
+
+// answering is an OpenAI-compatible endpoint that answers each chat request by its
+// last message, from answers (a stand-in for a model that writes those completions:
+// the tiny model writes no working code, and no hostile code on purpose).
+func answering(t *testing.T, answers map[string]string) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req openai.ChatRequest
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Messages) == 0 {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		text := answers[req.Messages[len(req.Messages)-1].Content]
+		json.NewEncoder(w).Encode(map[string]any{"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
+			"message": map[string]any{"role": "assistant", "content": text}}}, "usage": map[string]any{"prompt_tokens": 10, "completion_tokens": 10}})
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// HumanEval scored by running each program in the sandbox (EndpointAnsweringFixedCompletions):
+// the canonical solutions of the first problems score pass@1 = 1.0; hostile
+// completions score 0, each sample saying why, and the run succeeds.
+func TestHumanEvalScoresByRunningTheCode_EndpointAnsweringFixedCompletions(t *testing.T) {
+	s := spec(t, "http://unused", 2)
+	s.Datasets = []evalflow.DatasetSpec{{Name: "humaneval", Limit: 4}}
+	c, _ := tasks.Shipped()
+	rows, err := source.Read(s.DataDir, c.Task("humaneval"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	canonical, hostile := map[string]string{}, map[string]string{}
+	attacks := []string{"    while True:\n        pass\n", "    import os\n    while True:\n        os.fork()\n",
+		"    x = []\n    while True:\n        x.append(' ' * 10**7)\n", "    import os\n    return os.environ['EVALFLOW_API_KEY']\n"}
+	for i, r := range rows.Scored[:4] {
+		canonical[r["prompt"].(string)] = r["canonical_solution"].(string)
+		hostile[r["prompt"].(string)] = attacks[i]
+	}
+	for name, c := range map[string]struct {
+		answers map[string]string
+		pass    float64
+	}{"canonical": {canonical, 1}, "hostile": {hostile, 0}} {
+		t.Run(name, func(t *testing.T) {
+			s := spec(t, answering(t, c.answers), 2)
+			s.Datasets = []evalflow.DatasetSpec{{Name: "humaneval", Limit: 4}}
+			res, err := run(t, context.Background(), s, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := res.Results["humaneval"]["pass@1,create_test"]; got != c.pass {
+				t.Errorf("pass@1 %v; want %v", got, c.pass)
+			}
+			for k, x := range readSamples(t, s) {
+				if o := x.Filters[0].Outcome; (c.pass == 1) != (o == "passed") || o == "" {
+					t.Errorf("%s: outcome %q", k, o)
+				}
+			}
+		})
+	}
+	docs, err := Docs(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare := &Engine{Client: &openai.Client{BaseURL: "http://127.0.0.1:1/v1"}, Spec: s}
+	if _, err := bare.Run(context.Background(), docs); err == nil || !errors.Is(err, evalflow.ErrPermanent) || !strings.Contains(err.Error(), "no sandbox") {
+		t.Errorf("a runner without a sandbox: %v", err)
 	}
 }

@@ -48,9 +48,19 @@ type Doc struct {
 	ScoreContinuation func(loglikelihood float64, greedy bool) []Filtered
 	// Config is the task's lm-eval config, shared by its docs (nil: none known).
 	Config *Config
+	// Program, when set, is the code a response makes (prompt, completion and tests),
+	// scored by running it in a sandbox (HumanEval's pass@k) in place of Score.
+	Program func(response string) Program
 	// Groups are how Group and each group above it aggregate, innermost last, shared
 	// by their docs (none: Group aggregates every metric and filter, weighted by size).
 	Groups []*GroupConfig
+}
+
+// Program is a response's code to run, and the filter and metric its outcome is
+// reported under (passed: 1).
+type Program struct {
+	Code           string
+	Filter, Metric string
 }
 
 // Message is one chat turn of a prompt.
@@ -91,6 +101,9 @@ type Filtered struct {
 	// Values, when set, are the sample's scores of a list-valued metric (IFEval's
 	// instruction-level accuracy: one an instruction), each counted alone.
 	Values []float64 `json:"values,omitempty"`
+	// Outcome is what became of a program a response made (passed, failed: why, timed
+	// out, killed).
+	Outcome string `json:"outcome,omitempty"`
 }
 
 // Score is the filter's value for aggregation.

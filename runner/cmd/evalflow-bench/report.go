@@ -62,6 +62,8 @@ func render(results map[string]map[int]measurement, clients []client, cs []int, 
 		"the slots, Redis round trips per step): [benchmarks-load.md](benchmarks-load.md), `make bench-load`.\n\n")
 	b.WriteString("The results page in headless chromium on a run of every MMLU question (opening the samples view, cold and warm; " +
 		"each filter): [benchmarks-ui.md](benchmarks-ui.md), `make bench-ui`.\n\n")
+	b.WriteString("HumanEval's 164 canonical solutions run in the local sandbox, and rendering every BBH prompt: " +
+		"[tasks.md](tasks.md), `go test -bench` as it says.\n\n")
 	return b.String() + measured(results, clients, cs, n, repeats, maxTokens, prompts)
 }
 

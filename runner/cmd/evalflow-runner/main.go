@@ -12,12 +12,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/evalflow/evalflow/runner/adapter"
 	"github.com/evalflow/evalflow/runner/engine"
+	"github.com/evalflow/evalflow/runner/sandbox"
 	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/task/usertask"
 	evalflow "github.com/evalflow/evalflow/shared"
@@ -92,6 +95,9 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) (err error) {
 		defer stopMetrics()
 	}
 	e := newEngine(spec, apiKey, network, reporter, m, log)
+	if e.Sandbox, err = sandboxFor(spec, docs); err != nil {
+		return evalflow.Permanent(fmt.Errorf("runner: run %s: %w", spec.RunID, err))
+	}
 	log.Info("evaluation started", "samples", len(docs), "concurrency", spec.Concurrency)
 	reporter.Progress(ctx, evalflow.Progress{Phase: "starting", Total: len(docs), UpdatedAt: time.Now().UTC()})
 	res, err := evaluate(ctx, e, docs, log)
@@ -180,6 +186,24 @@ func newEngine(spec evalflow.JobSpec, apiKey string, network *netpolicy.Policy, 
 		Tokens: engine.NewTokenLimiter(opts.TokensPerMinute),
 		Log:    log,
 	}
+}
+
+// sandboxFor is where the model's programs run, for a run of a task scored so
+// (HumanEval): python3 under bubblewrap on this machine, for a local run. A run on
+// Kubernetes would need a sandbox pod of its own, which evalflow does not make yet.
+func sandboxFor(spec evalflow.JobSpec, docs []task.Doc) (engine.Sandbox, error) {
+	i := slices.IndexFunc(docs, func(d task.Doc) bool { return d.Program != nil })
+	switch {
+	case i < 0:
+		return nil, nil
+	case spec.Results != nil: // a Kubernetes Job's pod
+		return nil, fmt.Errorf("task %s runs the model's code, and on Kubernetes that needs a sandbox pod evalflow does not make yet: run it in local mode", docs[i].Task)
+	}
+	s, err := sandbox.NewLocal(sandbox.DefaultLimits, runtime.NumCPU())
+	if err != nil {
+		return nil, fmt.Errorf("task %s runs the model's code: %w", docs[i].Task, err)
+	}
+	return s, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

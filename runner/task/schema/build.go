@@ -92,11 +92,46 @@ func (t *Task) Docs(rows, pool []map[string]any, sameSplit bool, idx []int) ([]t
 	if len(t.MetricList) > 0 {
 		metric = t.MetricList[0].Metric.Text
 	}
+	if len(t.MetricList) > 0 && t.MetricList[0].Metric.Func == PassAtK {
+		return t.programs(docs, rows, r)
+	}
 	for n := range docs {
 		d := &docs[n]
 		d.Method, d.Metric, d.Stop, d.MaxTokens = task.Generate, metric, r.until, r.maxTokens
 		target, row := d.Target, rows[d.Index]
 		d.Score = func(resp string) []task.Filtered { return score(resp, target, row) }
+	}
+	return docs, nil
+}
+
+// programs makes docs generate code that is scored by running it (pass@1): the
+// response through the task's filter (HumanEval's: the prompt before it), then a
+// line break and the target (the tests, and the call that runs them), as HF's
+// code_eval joins them.
+func (t *Task) programs(docs []task.Doc, rows []map[string]any, r *renderer) ([]task.Doc, error) {
+	filter, steps := "none", []step(nil)
+	if len(t.FilterList) > 0 {
+		filter = t.FilterList[0].Name
+		for _, st := range t.FilterList[0].Filter {
+			s, err := filterStep(st)
+			if err != nil {
+				return nil, fmt.Errorf("task %s: filter %s: %w", t.Task, filter, err)
+			}
+			if s != nil {
+				steps = append(steps, s)
+			}
+		}
+	}
+	for n := range docs {
+		d := &docs[n]
+		d.Method, d.Metric, d.Stop, d.MaxTokens = task.Generate, "pass@1", r.until, r.maxTokens
+		target, row := d.Target, rows[d.Index]
+		d.Program = func(resp string) task.Program {
+			for _, s := range steps {
+				resp = s(resp, row)
+			}
+			return task.Program{Code: resp + "\n" + target, Filter: filter, Metric: "pass@1"}
+		}
 	}
 	return docs, nil
 }
@@ -564,6 +599,11 @@ func filterStep(st FilterStep) (step, error) {
 		return plain(strings.ToUpper), nil
 	case "remove_whitespace":
 		return plain(pyre.Strip), nil
+	case "custom":
+		if f, ok := customFilters[st.FilterFn.Func]; ok {
+			return f, nil
+		}
+		return nil, fmt.Errorf("custom filter %q has no Go processor", st.FilterFn.Func)
 	}
 	return nil, fmt.Errorf("filter %q is not built here", st.Function.Text)
 }

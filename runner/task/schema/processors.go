@@ -112,6 +112,16 @@ var generationProcessors = map[string]generationProcessor{
 	"utils.process_results": ifevalResults, // IFEval's
 }
 
+// customFilters are the Go processors a custom filter's filter_fn may name: each takes
+// a response and its document.
+var customFilters = map[string]step{
+	// HumanEval's: the prompt, then the completion (a program to test).
+	"utils.build_predictions": func(resp string, doc map[string]any) string {
+		prompt, _ := doc["prompt"].(string)
+		return prompt + resp
+	},
+}
+
 // ifevalResults is IFEval's process_results: whether the response follows all of the
 // document's instructions and each of them, strictly and loosely. A document whose
 // instructions do not read scores none followed, saying why.

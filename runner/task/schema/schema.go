@@ -90,6 +90,9 @@ type FilterStep struct {
 	RegexesToIgnore   []string `yaml:"regexes_to_ignore"`
 	// RegexPatternToValue maps patterns to answers (MapRegexFilter), in order.
 	RegexPatternToValue Pairs `yaml:"regex_pattern_to_value"`
+	// FilterFn is the !function a "custom" filter applies (HumanEval's
+	// build_predictions).
+	FilterFn Field `yaml:"filter_fn"`
 }
 
 // Pairs is a mapping kept in its written order.
@@ -118,6 +121,20 @@ type Metric struct {
 	IgnorePunctuation bool     `yaml:"ignore_punctuation"`
 	IgnoreNumbers     bool     `yaml:"ignore_numbers"`
 	RegexesToIgnore   []string `yaml:"regexes_to_ignore"`
+	K                 []int    `yaml:"k"` // pass_at_k's k
+}
+
+// Names are the metric names results report it under: its own, or pass@k for each k
+// of pass_at_k.
+func (m Metric) Names() []string {
+	if m.Metric.Func == PassAtK {
+		var out []string
+		for _, k := range m.K {
+			out = append(out, fmt.Sprintf("pass@%d", k))
+		}
+		return out
+	}
+	return []string{m.Metric.Text}
 }
 
 // Field is a value that is a Jinja template or a name (a string), a literal (a
@@ -332,7 +349,7 @@ func fieldOf(err error) string {
 // Output types, filters and metrics evalflow implements.
 var (
 	OutputTypes = []string{"generate_until", "multiple_choice", "loglikelihood"}
-	Filters     = []string{"regex", "take_first", "lowercase", "uppercase", "remove_whitespace"}
+	Filters     = []string{"regex", "take_first", "lowercase", "uppercase", "remove_whitespace", "custom"}
 	Metrics     = []string{"exact_match", "acc", "acc_norm", "perplexity"}
 	// Functions are the Go processors a document field's !function may name.
 	Functions = slices.Sorted(maps.Keys(docProcessors))
@@ -351,7 +368,15 @@ var (
 	// list-valued metric).
 	Aggregations         = []string{"mean", "perplexity"}
 	AggregationFunctions = []string{"utils.agg_inst_level_acc"}
+	// MetricFunctions are the Go processors a metric's !function may name (each a
+	// program run in a sandbox); CustomFilterFunctions those a custom filter may.
+	MetricFunctions       = []string{PassAtK}
+	CustomFilterFunctions = slices.Sorted(maps.Keys(customFilters))
 )
+
+// PassAtK is HumanEval's metric: the share of documents whose program passes its
+// tests, estimated from k samples (evalflow asks each document once: k is 1).
+const PassAtK = "utils.pass_at_k"
 
 // Check refuses what evalflow cannot run as lm-eval runs it, naming the field and the
 // feature; templates are compiled, and regular expressions too.
@@ -389,6 +414,12 @@ func (t *Task) Check() error {
 				}
 			case !slices.Contains(Filters, fn.Text):
 				bad(field+".function", "filter %q is not one evalflow implements (%s)", fn.Text, strings.Join(Filters, ", "))
+			case fn.Text == "custom":
+				if err := st.FilterFn.check(field+".filter_fn", CustomFilterFunctions); err != nil {
+					errs = append(errs, err)
+				} else if st.FilterFn.Func == "" {
+					bad(field+".filter_fn", "a custom filter names its !function")
+				}
 			}
 			if st.RegexPattern != "" {
 				if _, err := pyre.Compile(st.RegexPattern); err != nil {
@@ -414,8 +445,11 @@ func (t *Task) Check() error {
 		}
 		field := fmt.Sprintf("metric_list[%d].metric", i)
 		if m.Metric.Func != "" {
-			if err := m.Metric.check(field, nil); err != nil {
+			if err := m.Metric.check(field, MetricFunctions); err != nil {
 				errs = append(errs, err)
+			}
+			if m.Metric.Func == PassAtK && !slices.Equal(m.K, []int{1}) {
+				bad(fmt.Sprintf("metric_list[%d].k", i), "k %v: evalflow asks each document once (repeats 1), so pass@1 only: k: [1]", m.K)
 			}
 		} else if !slices.Contains(Metrics, m.Metric.Text) && !ownMetrics {
 			bad(field, "metric %q is not one evalflow implements (%s)", m.Metric.Text, strings.Join(Metrics, ", "))

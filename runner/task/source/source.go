@@ -53,6 +53,7 @@ var (
 	gsm8kCopy      = dataset{gsm8k, func(string) string { return "gsm8k/test.jsonl" }}
 	mmluCopy       = dataset{mmlu, func(name string) string { return "mmlu/test/" + name + "_test.csv" }}
 	ifevalCopy     = dataset{ifeval, func(string) string { return "ifeval/input_data.jsonl" }}
+	humanevalCopy  = dataset{humaneval, func(string) string { return "humaneval/HumanEval.jsonl" }}
 )
 
 // hub are the hub datasets evalflow has, by lm-eval's dataset_path.
@@ -68,6 +69,8 @@ var hub = map[string]dataset{
 	"gsm8k":                     gsm8kCopy, // and before
 	"cais/mmlu":                 mmluCopy,
 	"google/IFEval":             ifevalCopy,
+	"openai/openai_humaneval":   humanevalCopy,
+	"openai_humaneval":          humanevalCopy,
 }
 
 // File is the file under the data directory a task's documents are read from ("" for
@@ -380,4 +383,13 @@ func ifeval(dataDir, name, split string) ([]map[string]any, error) {
 		return nil, evalflow.Invalidf("dataset_name", "IFEval has its train split here, not %s/%s", name, split)
 	}
 	return JSONLines[map[string]any](filepath.Join(dataDir, "ifeval", "input_data.jsonl"), false)
+}
+
+// humaneval reads HumanEval's one split (test): its 164 problems as openai/human-eval
+// released them.
+func humaneval(dataDir, name, split string) ([]map[string]any, error) {
+	if (name != "" && name != "openai_humaneval") || split != "test" {
+		return nil, evalflow.Invalidf("dataset_name", "HumanEval has its test split here, not %s/%s", name, split)
+	}
+	return JSONLines[map[string]any](filepath.Join(dataDir, "humaneval", "HumanEval.jsonl"), false)
 }

@@ -1,10 +1,15 @@
 package tasks_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 
+	"github.com/evalflow/evalflow/runner/sandbox"
 	"github.com/evalflow/evalflow/runner/task/source"
 	"github.com/evalflow/evalflow/runner/task/tasks"
 )
@@ -65,6 +70,49 @@ func BenchmarkReadCatalogue(b *testing.B) {
 	for b.Loop() {
 		if _, err := tasks.Read(os.DirFS(".")); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCanonicalSolutions runs HumanEval's 164 canonical solutions, each with its
+// tests, in the local sandbox, as many at once as there are cores: one op is all 164.
+//
+//	EVALFLOW_SHARED_DIR=../shared go test -run XXX -bench CanonicalSolutions -benchtime 3x ./runner/task/tasks/
+func BenchmarkCanonicalSolutions(b *testing.B) {
+	dir := os.Getenv("EVALFLOW_SHARED_DIR")
+	if dir == "" {
+		dir = "../../../../shared"
+	}
+	c, err := tasks.Shipped()
+	if err != nil {
+		b.Fatal(err)
+	}
+	tk := c.Task("humaneval")
+	rows, err := source.Read(filepath.Join(dir, "datasets"), tk)
+	if err != nil {
+		b.Skip("no HumanEval data: set EVALFLOW_SHARED_DIR (../shared/DATA.md)")
+	}
+	docs, err := tk.Docs(rows.Scored, nil, false, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := sandbox.NewLocal(sandbox.DefaultLimits, runtime.NumCPU())
+	if err != nil {
+		b.Skip(err)
+	}
+	for b.Loop() {
+		var wg sync.WaitGroup
+		var failed atomic.Int64
+		for _, d := range docs {
+			wg.Go(func() {
+				if r := s.Run(context.Background(), d.Program(rows.Scored[d.Index]["canonical_solution"].(string)).Code); !r.Passed {
+					failed.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if n := failed.Load(); n != 0 {
+			b.Fatalf("%d canonical solutions failed", n)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package tasks_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/evalflow/evalflow/devkit/testserver"
+	"github.com/evalflow/evalflow/runner/sandbox"
 	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/task/schema"
 	"github.com/evalflow/evalflow/runner/task/source"
@@ -472,5 +474,41 @@ func TestIFEvalAsksThePromptAndScoresItsInstructions(t *testing.T) {
 		"prompt_level_loose_acc": "false []", "inst_level_loose_acc": "false [1 1 0]"}
 	if !maps.Equal(got, want) {
 		t.Errorf("scores %v; want %v", got, want)
+	}
+}
+
+// humaneval asks each problem's signature and docstring as they are, until the next
+// top-level statement, up to 1,024 tokens; a completion makes a program (the prompt,
+// the completion, the tests, check(entry_point)) that passes in the sandbox when the
+// completion is the canonical solution, and fails when it is not.
+func TestHumanEvalAsksThePromptAndItsCanonicalSolutionsPass(t *testing.T) {
+	tk, rows := shipped(t, "humaneval")
+	docs, err := tk.Docs(rows.Scored, nil, false, []int{0, 1, 2, 3, 4, 163})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sandbox.NewLocal(sandbox.DefaultLimits, 2)
+	if err != nil {
+		if os.Getenv("EVALFLOW_REQUIRE_SERVERS") != "" {
+			t.Fatal(err)
+		}
+		t.Skipf("skipped: %v", err)
+	}
+	for _, d := range docs {
+		row := rows.Scored[d.Index]
+		if d.Prompt != row["prompt"] || d.MaxTokens != 1024 || strings.Join(d.Stop, "|") != "\nclass|\ndef|\n#|\nif|\nprint" || d.Program == nil {
+			t.Fatalf("%s/%d: prompt %.40q, max tokens %d, until %q", d.Task, d.Index, d.Prompt, d.MaxTokens, d.Stop)
+		}
+		p := d.Program(row["canonical_solution"].(string))
+		want := row["prompt"].(string) + row["canonical_solution"].(string) + "\n" + row["test"].(string) + "\ncheck(" + row["entry_point"].(string) + ")"
+		if p.Code != want || p.Filter != "create_test" || p.Metric != "pass@1" {
+			t.Errorf("%s/%d: program %.80q (%s, %s)", d.Task, d.Index, p.Code, p.Filter, p.Metric)
+		}
+		if r := s.Run(context.Background(), p.Code); !r.Passed {
+			t.Errorf("%s/%d: the canonical solution %s", d.Task, d.Index, r.Outcome)
+		}
+		if r := s.Run(context.Background(), d.Program("    return None\n").Code); r.Passed || !strings.HasPrefix(r.Outcome, "failed: ") {
+			t.Errorf("%s/%d: a wrong solution: %+v", d.Task, d.Index, r)
+		}
 	}
 }

@@ -23,7 +23,7 @@ import (
 	"github.com/evalflow/evalflow/runner/task/schema"
 )
 
-//go:embed all:bbh all:gsm8k all:ifeval all:lambada all:mmlu all:truthfulqa all:winogrande
+//go:embed all:bbh all:gsm8k all:humaneval all:ifeval all:lambada all:mmlu all:truthfulqa all:winogrande
 var files embed.FS
 
 // Catalogue is a set of tasks and groups by name, and the tasks each tag names. A
