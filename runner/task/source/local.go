@@ -131,7 +131,7 @@ func readJSON(b []byte) ([]map[string]any, error) {
 			return nil, err
 		}
 		for _, r := range rows {
-			pythonNumbers(r)
+			pythonValues(r)
 		}
 		return rows, nil
 	}
@@ -145,33 +145,9 @@ func readJSON(b []byte) ([]map[string]any, error) {
 		if err := dec.Decode(&r); err != nil {
 			return nil, fmt.Errorf("line %d: %w", i+1, err)
 		}
-		rows = append(rows, pythonNumbers(r).(map[string]any))
+		rows = append(rows, pythonValues(r).(map[string]any))
 	}
 	return rows, nil
-}
-
-// pythonNumbers turns json.Numbers into int or float64, in place, as Python's json
-// reads them.
-func pythonNumbers(v any) any {
-	switch v := v.(type) {
-	case json.Number:
-		if !strings.ContainsAny(v.String(), ".eE") {
-			if n, err := v.Int64(); err == nil {
-				return int(n)
-			}
-		}
-		f, _ := v.Float64()
-		return f
-	case map[string]any:
-		for k, x := range v {
-			v[k] = pythonNumbers(x)
-		}
-	case []any:
-		for i, x := range v {
-			v[i] = pythonNumbers(x)
-		}
-	}
-	return v
 }
 
 // readCSV reads a CSV file with a header row, a column whose every value is an
@@ -252,10 +228,19 @@ func readParquet(b []byte) ([]map[string]any, error) {
 	}
 }
 
-// pythonValues turns a Parquet row's integers into ints and its float32s into
-// float64s, in place, as the other formats read them.
+// pythonValues are a row's values as Python reads them, in place: a JSON number an int
+// where it is written as an integer, else a float; a Parquet integer an int, its
+// float32 a float64.
 func pythonValues(v any) any {
 	switch v := v.(type) {
+	case json.Number:
+		if !strings.ContainsAny(v.String(), ".eE") {
+			if n, err := v.Int64(); err == nil {
+				return int(n)
+			}
+		}
+		f, _ := v.Float64()
+		return f
 	case int64:
 		return int(v)
 	case int32:

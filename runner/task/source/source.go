@@ -48,13 +48,39 @@ var (
 		}
 		return "truthfulqa/mc_task.json"
 	}}
-	winograndeCopy = dataset{winogrande, func(string) string { return "winogrande/dev.jsonl" }}
-	lambadaCopy    = dataset{lambada, func(string) string { return "lambada/lambada_test.jsonl" }}
-	gsm8kCopy      = dataset{gsm8k, func(string) string { return "gsm8k/test.jsonl" }}
-	mmluCopy       = dataset{mmlu, func(name string) string { return "mmlu/test/" + name + "_test.csv" }}
-	ifevalCopy     = dataset{ifeval, func(string) string { return "ifeval/input_data.jsonl" }}
-	humanevalCopy  = dataset{humaneval, func(string) string { return "humaneval/HumanEval.jsonl" }}
+	mmluCopy = dataset{mmlu, func(name string) string { return "mmlu/test/" + name + "_test.csv" }}
+	// The copies kept as one JSON Lines file a split: their configurations' names, and
+	// the scored split's file first.
+	winograndeCopy = jsonLinesCopy("WinoGrande (its train split is not obtainable)", []string{"winogrande_xl"},
+		splitFile{"validation", "winogrande/dev.jsonl"})
+	lambadaCopy = jsonLinesCopy("LAMBADA (OpenAI's)", []string{"default", "en"}, splitFile{"test", "lambada/lambada_test.jsonl"})
+	gsm8kCopy   = jsonLinesCopy("GSM8K", []string{"main"}, splitFile{"test", "gsm8k/test.jsonl"}, splitFile{"train", "gsm8k/train.jsonl"})
+	ifevalCopy  = jsonLinesCopy("IFEval", []string{"", "default"}, splitFile{"train", "ifeval/input_data.jsonl"})
+	// HumanEval's 164 problems as openai/human-eval released them.
+	humanevalCopy = jsonLinesCopy("HumanEval", []string{"", "openai_humaneval"}, splitFile{"test", "humaneval/HumanEval.jsonl"})
 )
+
+// splitFile is one split of a hub dataset and its file under the data directory.
+type splitFile struct{ name, file string }
+
+// jsonLinesCopy is a hub dataset kept as a JSON Lines file a split, under any of its
+// configurations' names; what names another split or configuration is an error
+// saying what is here.
+func jsonLinesCopy(what string, names []string, splits ...splitFile) dataset {
+	read := func(dataDir, name, want string) ([]map[string]any, error) {
+		i := slices.IndexFunc(splits, func(s splitFile) bool { return s.name == want })
+		if i < 0 || !slices.Contains(names, name) {
+			var have []string
+			for _, s := range splits {
+				have = append(have, s.name)
+			}
+			return nil, evalflow.Invalidf("dataset_name", "%s has its %s split of %q here, not %s/%s",
+				what, strings.Join(have, " and "), names[len(names)-1], name, want)
+		}
+		return JSONLines[map[string]any](filepath.Join(dataDir, filepath.FromSlash(splits[i].file)), false)
+	}
+	return dataset{read, func(string) string { return splits[0].file }}
+}
 
 // hub are the hub datasets evalflow has, by lm-eval's dataset_path.
 var hub = map[string]dataset{
@@ -272,18 +298,6 @@ func orderedTargets(b json.RawMessage) ([]any, []any, error) {
 	return choices, labels, nil
 }
 
-// winogrande reads WinoGrande's validation split (1.1's dev set) of its winogrande_xl
-// configuration; its train split is not here.
-func winogrande(dataDir, name, split string) ([]map[string]any, error) {
-	if split != "validation" {
-		return nil, evalflow.Invalidf("dataset_name", "WinoGrande has its validation split here, not %s (its train split is not obtainable)", split)
-	}
-	if name != "winogrande_xl" {
-		return nil, evalflow.Invalidf("dataset_name", "WinoGrande's validation split is winogrande_xl's, not %s's", name)
-	}
-	return JSONLines[map[string]any](filepath.Join(dataDir, "winogrande", "dev.jsonl"), false)
-}
-
 // JSONLines reads a JSON-lines file into one T a line (blank lines skipped); strict
 // refuses a field T does not have, and check, when given, each value with its line.
 // An error names the line.
@@ -321,24 +335,6 @@ func JSONLines[T any](path string, strict bool, check ...func(line int, v T) err
 	return out, nil
 }
 
-// lambada reads OpenAI's LAMBADA (EleutherAI/lambada_openai's default, English,
-// configuration): its test split.
-func lambada(dataDir, name, split string) ([]map[string]any, error) {
-	if (name != "default" && name != "en") || split != "test" {
-		return nil, evalflow.Invalidf("dataset_name", "LAMBADA (OpenAI's) has its English test split here, not %s/%s", name, split)
-	}
-	return JSONLines[map[string]any](filepath.Join(dataDir, "lambada", "lambada_test.jsonl"), false)
-}
-
-// gsm8k reads GSM8K's main configuration: its test split (scored) or its train split
-// (lm-eval's 5-shot examples).
-func gsm8k(dataDir, name, split string) ([]map[string]any, error) {
-	if name != "main" || (split != "test" && split != "train") {
-		return nil, evalflow.Invalidf("dataset_name", "GSM8K has its main configuration's test and train splits here, not %s/%s", name, split)
-	}
-	return JSONLines[map[string]any](filepath.Join(dataDir, "gsm8k", split+".jsonl"), false)
-}
-
 // mmluSplits are the directories of MMLU's release that hold the hub's splits.
 var mmluSplits = map[string]string{"test": "test", "validation": "val", "dev": "dev"}
 
@@ -372,24 +368,4 @@ func mmlu(dataDir, name, split string) ([]map[string]any, error) {
 			"choices": []any{rec[1], rec[2], rec[3], rec[4]}, "answer": answer}
 	}
 	return rows, nil
-}
-
-// ifeval reads IFEval's one split (the hub's train: its 541 prompts), from the
-// official input_data.jsonl: each row's key, prompt, instruction_id_list and kwargs
-// (the hub fills the arguments an instruction does not take with null, which lm-eval
-// drops).
-func ifeval(dataDir, name, split string) ([]map[string]any, error) {
-	if (name != "" && name != "default") || split != "train" {
-		return nil, evalflow.Invalidf("dataset_name", "IFEval has its train split here, not %s/%s", name, split)
-	}
-	return JSONLines[map[string]any](filepath.Join(dataDir, "ifeval", "input_data.jsonl"), false)
-}
-
-// humaneval reads HumanEval's one split (test): its 164 problems as openai/human-eval
-// released them.
-func humaneval(dataDir, name, split string) ([]map[string]any, error) {
-	if (name != "" && name != "openai_humaneval") || split != "test" {
-		return nil, evalflow.Invalidf("dataset_name", "HumanEval has its test split here, not %s/%s", name, split)
-	}
-	return JSONLines[map[string]any](filepath.Join(dataDir, "humaneval", "HumanEval.jsonl"), false)
 }
