@@ -326,8 +326,12 @@ func Ollama(ctx context.Context, bin, dir, host string, parallel int) (*Proc, er
 }
 
 // CreateModel makes the model name from a GGUF file on the ollama at addr,
-// deterministic (temperature 0) with a plain prompt template.
-func CreateModel(ctx context.Context, bin, addr, name, gguf string) error {
+// deterministic (temperature 0) with a plain prompt template, computed by threads
+// threads (ollama's choice when 0). One thread keeps a busy machine's tests steady:
+// ggml's workers wait for each other spinning, so each step of a model computed by
+// as many threads as cores stalls whenever another process takes one of them (on
+// two busy cores a 4 s run took 61 s, and over 3 minutes beside the Knative tests).
+func CreateModel(ctx context.Context, bin, addr, name, gguf string, threads int) error {
 	dir, err := os.MkdirTemp("", "evalflow-modelfile")
 	if err != nil {
 		return err
@@ -335,6 +339,9 @@ func CreateModel(ctx context.Context, bin, addr, name, gguf string) error {
 	defer os.RemoveAll(dir)
 	mf := filepath.Join(dir, "Modelfile")
 	body := "FROM " + gguf + "\nTEMPLATE \"\"\"{{ .Prompt }}\"\"\"\nPARAMETER num_ctx 512\nPARAMETER temperature 0\n"
+	if threads > 0 {
+		body += "PARAMETER num_thread " + strconv.Itoa(threads) + "\n"
+	}
 	if err := os.WriteFile(mf, []byte(body), 0o644); err != nil {
 		return err
 	}

@@ -110,7 +110,7 @@ func OllamaOn(t testing.TB, host string, parallel int) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Stop)
-	if err := localserver.CreateModel(ctx, bin, p.Addr, Model, filepath.Join(shared, "models", "stories260K.gguf")); err != nil {
+	if err := localserver.CreateModel(ctx, bin, p.Addr, Model, filepath.Join(shared, "models", "stories260K.gguf"), 1); err != nil {
 		t.Fatal(err)
 	}
 	return "http://" + p.Addr

@@ -107,6 +107,11 @@ func upWith(t *testing.T, o options) *env {
 				b, _ := os.ReadFile(filepath.Join(e.state, "logs", f+".log"))
 				t.Logf("--- %s.log\n%s", f, b)
 			}
+			logs, _ := filepath.Glob(filepath.Join(e.state, "jobs", "*", "runner.log"))
+			for _, f := range logs {
+				b, _ := os.ReadFile(f)
+				t.Logf("--- %s (its last 4 KB)\n%s", f, b[max(0, len(b)-4096):])
+			}
 		}
 	})
 	e.stack = s

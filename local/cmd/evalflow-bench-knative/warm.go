@@ -34,7 +34,7 @@ func (b *bench) ollama(ctx context.Context, gguf string) (string, func(), error)
 		return "", nil, err
 	}
 	stop := func() { p.Stop(); os.RemoveAll(dir) }
-	if err := localserver.CreateModel(ctx, localserver.OllamaBinary(), p.Addr, "stories260k", gguf); err != nil {
+	if err := localserver.CreateModel(ctx, localserver.OllamaBinary(), p.Addr, "stories260k", gguf, 0); err != nil {
 		stop()
 		return "", nil, err
 	}

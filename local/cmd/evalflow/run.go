@@ -159,7 +159,7 @@ func serveModel(ctx context.Context, gguf, name, dir, host string) (*localserver
 	if err != nil {
 		return nil, err
 	}
-	if err := localserver.CreateModel(ctx, bin, p.Addr, name, abs); err != nil {
+	if err := localserver.CreateModel(ctx, bin, p.Addr, name, abs, 0); err != nil {
 		p.Stop()
 		return nil, err
 	}

@@ -283,7 +283,7 @@ func benchDataset(name string, subjects, limit, maxTokens int) evalflow.DatasetS
 // promptfoo's tests.
 func prepare(work, runnerBin, data, model, base string, dataset evalflow.DatasetSpec) (*setup, error) {
 	const modelName = "stories260k"
-	if err := localserver.CreateModel(context.Background(), localserver.OllamaBinary(), strings.TrimPrefix(base, "http://"), modelName, model); err != nil {
+	if err := localserver.CreateModel(context.Background(), localserver.OllamaBinary(), strings.TrimPrefix(base, "http://"), modelName, model, 0); err != nil {
 		return nil, err
 	}
 	self, _ := os.Executable()
