@@ -144,21 +144,30 @@ func (e *Engine) ask(ctx context.Context, cancel context.CancelCauseFunc, todo [
 	}
 	jobs := make(chan task.Doc)
 	var wg sync.WaitGroup
+	send := func(s results.Sample) bool {
+		select {
+		case p.results <- s:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	for range workers {
 		wg.Go(func() {
 			for d := range jobs {
 				p.gate.acquire()
-				s, err := e.score(ctx, d)
+				s, program, err := e.score(ctx, d)
 				p.gate.release()
-				if err != nil {
+				switch {
+				case err != nil:
 					if ctx.Err() == nil && p.failures.add(d, err) {
 						cancel(p.failures)
 					}
-					continue
-				}
-				select {
-				case p.results <- s:
-				case <-ctx.Done():
+				case program != nil:
+					// The sandbox runs it while this worker asks for the next: a sandbox
+					// that runs programs in batches gets them together.
+					wg.Go(func() { send(e.runProgram(ctx, s, program)) })
+				case !send(s):
 					return
 				}
 			}

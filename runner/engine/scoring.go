@@ -35,13 +35,16 @@ func (e *Engine) Request(d task.Doc) openai.ChatRequest {
 // maxTokens bounds d's generated answer: the engine's bound, else the task's, else 32.
 func (e *Engine) maxTokens(d task.Doc) int { return cmp.Or(e.MaxTokens, d.MaxTokens, 32) }
 
-func (e *Engine) score(ctx context.Context, d task.Doc) (results.Sample, error) {
+// score asks the endpoint for d's sample and scores it; or, for a task scored by
+// running the code its response makes (HumanEval), returns that program, for
+// runProgram to score the sample once the sandbox has run it.
+func (e *Engine) score(ctx context.Context, d task.Doc) (results.Sample, *task.Program, error) {
 	if e.Tokens != nil {
 		// A request's tokens, estimated before it is sent: prompt bytes / 4 plus the
 		// answer's bound.
 		n := min(len(d.Prompt)/4+cmp.Or(e.MaxTokens, d.MaxTokens, 1)*max(1, len(d.Choices)), e.Tokens.Burst())
 		if err := e.Tokens.WaitN(ctx, n); err != nil {
-			return results.Sample{}, err
+			return results.Sample{}, nil, err
 		}
 	}
 	s := results.Sample{Sample: evalflow.Sample{Task: d.Task, Group: d.Group, DocID: d.Index, Prompt: d.Prompt, Target: d.Target, Metric: d.Metric}}
@@ -49,13 +52,13 @@ func (e *Engine) score(ctx context.Context, d task.Doc) (results.Sample, error) 
 	case d.ScoreContinuation != nil:
 		ll, greedy, usage, err := e.continuation(ctx, d)
 		if err != nil {
-			return s, err
+			return s, nil, err
 		}
 		s.Filters, s.Usage, s.Logprobs = d.ScoreContinuation(ll, greedy), evalflow.Usage(usage), []*float64{&ll}
 	case d.Method == task.Logprobs || d.Method == task.Loglikelihood:
 		lp, usage, err := e.choiceLogprobs(ctx, d)
 		if err != nil {
-			return s, err
+			return s, nil, err
 		}
 		s.Filters, s.Usage = d.ScoreChoices(lp), evalflow.Usage(usage)
 		s.Logprobs = make([]*float64, len(lp))
@@ -67,19 +70,25 @@ func (e *Engine) score(ctx context.Context, d task.Doc) (results.Sample, error) 
 	default:
 		text, usage, err := e.generate(ctx, d)
 		if err != nil {
-			return s, err
+			return s, nil, err
 		}
 		s.Response, s.Usage = task.Until(text, d.Stop), evalflow.Usage(usage)
-		if d.Program != nil { // scored by running the program it makes, in the sandbox
+		if d.Program != nil {
 			p := d.Program(s.Response)
-			r := e.Sandbox.Run(ctx, p.Code)
-			s.Filters = []task.Filtered{{Filter: p.Filter, Metric: p.Metric, Extracted: p.Code, Correct: r.Passed, Outcome: r.Outcome}}
-			break
+			return s, &p, nil
 		}
 		s.Filters = d.Score(s.Response)
 	}
 	s.Extracted, s.Correct = s.Filters[0].Extracted, s.Filters[0].Correct
-	return s, nil
+	return s, nil, nil
+}
+
+// runProgram scores s by what became of p in the sandbox.
+func (e *Engine) runProgram(ctx context.Context, s results.Sample, p *task.Program) results.Sample {
+	r := e.Sandbox.Run(ctx, p.Code)
+	s.Filters = []task.Filtered{{Filter: p.Filter, Metric: p.Metric, Extracted: p.Code, Correct: r.Passed, Outcome: r.Outcome}}
+	s.Extracted, s.Correct = p.Code, r.Passed
+	return s
 }
 
 // generate asks for d's answer as the run's generation API delivers prompts: one chat

@@ -10,10 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/runner/results"
+	"github.com/evalflow/evalflow/runner/sandbox"
 	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/task/source"
 	"github.com/evalflow/evalflow/runner/task/tasks"
@@ -420,4 +423,63 @@ func TestHumanEvalScoresByRunningTheCode_EndpointAnsweringFixedCompletions(t *te
 	if _, err := bare.Run(context.Background(), docs); err == nil || !errors.Is(err, evalflow.ErrPermanent) || !strings.Contains(err.Error(), "no sandbox") {
 		t.Errorf("a runner without a sandbox: %v", err)
 	}
+}
+
+// The sandbox runs a program while the workers ask for the next answers, so a sandbox
+// that runs programs in batches (a pod's) gets them together: with one worker, the
+// real sandbox below (held until four programs wait) is handed all four at once.
+func TestTheSandboxGetsProgramsTogetherWhileWorkersGoOn(t *testing.T) {
+	s := spec(t, "http://unused", 1)
+	s.Datasets = []evalflow.DatasetSpec{{Name: "humaneval", Limit: 4}}
+	c, _ := tasks.Shipped()
+	rows, err := source.Read(s.DataDir, c.Task("humaneval"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	answers := map[string]string{}
+	for _, r := range rows.Scored[:4] {
+		answers[r["prompt"].(string)] = r["canonical_solution"].(string)
+	}
+	s = spec(t, answering(t, answers), 1)
+	s.Datasets = []evalflow.DatasetSpec{{Name: "humaneval", Limit: 4}}
+	docs, err := Docs(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := sandbox.NewLocal(sandbox.DefaultLimits, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := &holding{Local: local, want: 4, all: make(chan struct{})}
+	e := &Engine{Client: &openai.Client{BaseURL: evalflow.APIBase(s.Model.URL)}, Spec: s, Sandbox: held}
+	res, err := e.Run(context.Background(), docs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.Results["humaneval"]["pass@1,create_test"]; got != 1.0 || !held.together.Load() {
+		t.Errorf("pass@1 %v, the four programs together: %v", got, held.together.Load())
+	}
+}
+
+// holding is the local sandbox holding each program until want are waiting at once
+// (or 5 s).
+type holding struct {
+	*sandbox.Local
+	want     int64
+	waiting  atomic.Int64
+	together atomic.Bool
+	all      chan struct{}
+}
+
+func (h *holding) Run(ctx context.Context, program string) sandbox.Result {
+	if h.waiting.Add(1) == h.want {
+		h.together.Store(true)
+		close(h.all)
+	}
+	select {
+	case <-h.all:
+	case <-time.After(5 * time.Second):
+		h.waiting.Add(-1)
+	}
+	return h.Local.Run(ctx, program)
 }
