@@ -382,15 +382,10 @@ func answering(t *testing.T, answers map[string]string) string {
 func TestHumanEvalScoresByRunningTheCode_EndpointAnsweringFixedCompletions(t *testing.T) {
 	s := spec(t, "http://unused", 2)
 	s.Datasets = []evalflow.DatasetSpec{{Name: "humaneval", Limit: 4}}
-	c, _ := tasks.Shipped()
-	rows, err := source.Read(s.DataDir, c.Task("humaneval"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	canonical, hostile := map[string]string{}, map[string]string{}
 	attacks := []string{"    while True:\n        pass\n", "    import os\n    while True:\n        os.fork()\n",
 		"    x = []\n    while True:\n        x.append(' ' * 10**7)\n", "    import os\n    return os.environ['EVALFLOW_API_KEY']\n"}
-	for i, r := range rows.Scored[:4] {
+	for i, r := range humanEval(t, 4) {
 		canonical[r["prompt"].(string)] = r["canonical_solution"].(string)
 		hostile[r["prompt"].(string)] = attacks[i]
 	}
@@ -429,18 +424,11 @@ func TestHumanEvalScoresByRunningTheCode_EndpointAnsweringFixedCompletions(t *te
 // that runs programs in batches (a pod's) gets them together: with one worker, the
 // real sandbox below (held until four programs wait) is handed all four at once.
 func TestTheSandboxGetsProgramsTogetherWhileWorkersGoOn(t *testing.T) {
-	s := spec(t, "http://unused", 1)
-	s.Datasets = []evalflow.DatasetSpec{{Name: "humaneval", Limit: 4}}
-	c, _ := tasks.Shipped()
-	rows, err := source.Read(s.DataDir, c.Task("humaneval"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	answers := map[string]string{}
-	for _, r := range rows.Scored[:4] {
+	for _, r := range humanEval(t, 4) {
 		answers[r["prompt"].(string)] = r["canonical_solution"].(string)
 	}
-	s = spec(t, answering(t, answers), 1)
+	s := spec(t, answering(t, answers), 1)
 	s.Datasets = []evalflow.DatasetSpec{{Name: "humaneval", Limit: 4}}
 	docs, err := Docs(s)
 	if err != nil {
@@ -482,4 +470,15 @@ func (h *holding) Run(ctx context.Context, program string) sandbox.Result {
 		h.waiting.Add(-1)
 	}
 	return h.Local.Run(ctx, program)
+}
+
+// humanEval is HumanEval's first n problems.
+func humanEval(t *testing.T, n int) []map[string]any {
+	t.Helper()
+	c, _ := tasks.Shipped()
+	rows, err := source.Read(spec(t, "http://unused", 1).DataDir, c.Task("humaneval"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows.Scored[:n]
 }
