@@ -5,6 +5,10 @@
 // /tmp, no other file; no environment; an unprivileged user (65534 where evalflow runs
 // as root); limits on CPU time, address space, processes and file size set before the
 // program's first line runs; and a wall-time kill of its whole process group.
+//
+// On Kubernetes, the programs of a batch go to a pod of their own (the kube adapter
+// makes it), whose evalflow-sandbox runs each as python3 with the same limits, the pod
+// itself being the walls: Batch and Line are what the two say to each other.
 package sandbox
 
 import (
@@ -39,11 +43,18 @@ type Result struct {
 	Outcome string // "passed", "failed: <its last error line>", "timed out after 3s", "killed: <signal>"
 }
 
-// Local runs programs as python3 processes under bubblewrap on this machine.
+// Local runs programs as python3 processes under bubblewrap on this machine, or bare
+// where the walls are already built (Bare, in the sandbox pod).
 type Local struct {
-	python, bwrap string
+	python, bwrap string // bwrap "": bare
 	limits        Limits
 	slots         chan struct{} // programs at once
+}
+
+// Bare runs programs as python3 processes with the limits but no bubblewrap: for the
+// sandbox pod (no network, no token, read-only root, not root), never elsewhere.
+func Bare(python string, limits Limits, parallel int) *Local {
+	return &Local{python: python, limits: limits, slots: make(chan struct{}, max(1, parallel))}
 }
 
 // ErrUnavailable is a sandbox that cannot run here: what to install or allow.
@@ -73,7 +84,7 @@ const harness = `import resource, runpy, sys
 for r, v in ((resource.RLIMIT_CPU, %d), (resource.RLIMIT_AS, %d), (resource.RLIMIT_NPROC, %d), (resource.RLIMIT_FSIZE, %d)):
     resource.setrlimit(r, (v, v))
 sys.argv = ["program.py"]
-runpy.run_path("/sandbox/program.py", run_name="__main__")
+runpy.run_path("program.py", run_name="__main__")
 `
 
 // Run runs program, waiting for a slot; its outcome, never an error of evalflow's.
@@ -100,11 +111,15 @@ func (s *Local) Run(ctx context.Context, program string) Result {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.limits.Wall)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, s.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
-		"--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
-		"--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-		"--ro-bind", dir, "/sandbox", "--chdir", "/sandbox", "--clearenv",
-		s.python, "-I", "-S", "/sandbox/harness.py")
+	cmd := exec.CommandContext(ctx, s.python, "-I", "-S", "harness.py")
+	cmd.Dir = dir
+	if s.bwrap != "" {
+		cmd = exec.CommandContext(ctx, s.bwrap, "--unshare-all", "--die-with-parent", "--new-session",
+			"--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+			"--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+			"--ro-bind", dir, "/sandbox", "--chdir", "/sandbox", "--clearenv",
+			s.python, "-I", "-S", "harness.py")
+	}
 	cmd.Env = []string{}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if os.Geteuid() == 0 { // root's processes are not bounded by RLIMIT_NPROC: run as nobody
