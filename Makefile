@@ -30,6 +30,7 @@ test:
 	EVALFLOW_REQUIRE_SERVERS=1 EVALFLOW_SHARED_DIR=$(SHARED) \
 	EVALFLOW_ORAS=$$(hack/install-oras.sh) EVALFLOW_KUBE=$$(hack/install-kube.sh) EVALFLOW_COREDNS=$$(hack/install-coredns.sh) \
 	EVALFLOW_LLAMA_ECHO=$$(hack/install-llama-echo.sh) EVALFLOW_PLAYWRIGHT=$$(hack/install-browser.sh) \
+	EVALFLOW_SANDBOX_PYTHON=$$(hack/install-sandbox-python.sh) \
 	go test -count=1 -timeout 45m $(TEST_PKGS)
 
 ## bench: the runner vs a raw load generator vs promptfoo against the tiny-model

@@ -7,8 +7,10 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -38,6 +40,10 @@ type Spec struct {
 	Path   string
 	// Platform is the binary's, e.g. linux/amd64.
 	OS, Architecture string
+	// Root, when set, is a directory whose tree (files, directories, symbolic links,
+	// owned by root) is a layer under the binary's: the sandbox's Debian python3
+	// (hack/install-sandbox-python.sh).
+	Root string
 }
 
 // Build makes the image without a Docker engine: the base (Base), the binary's
@@ -52,12 +58,17 @@ func Build(s Spec) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	app, err := layer([]file{{name: s.Path[1:], mode: 0o755, body: bin}})
-	if err != nil {
-		return nil, err
+	if s.Root != "" {
+		files, err := tree(s.Root)
+		if err != nil {
+			return nil, err
+		}
+		if img, err = appendLayer(img, files); err != nil {
+			return nil, err
+		}
 	}
-	if img, err = mutate.Append(img, mutate.Addendum{Layer: app, MediaType: types.OCILayer}); err != nil {
-		return nil, fmt.Errorf("images: %w", err)
+	if img, err = appendLayer(img, []file{{name: s.Path[1:], mode: 0o755, body: bin}}); err != nil {
+		return nil, err
 	}
 	return configure(img, func(c *v1.Config) { c.Entrypoint = []string{s.Path} })
 }
@@ -126,9 +137,58 @@ func Push(img v1.Image, ref string) (v1.Hash, error) {
 type file struct {
 	name string
 	dir  bool
+	link string // a symbolic link's target
 	mode int64
 	uid  int
 	body []byte
+}
+
+// appendLayer is img with a layer of files on top.
+func appendLayer(img v1.Image, files []file) (v1.Image, error) {
+	l, err := layer(files)
+	if err != nil {
+		return nil, err
+	}
+	if img, err = mutate.Append(img, mutate.Addendum{Layer: l, MediaType: types.OCILayer}); err != nil {
+		return nil, fmt.Errorf("images: %w", err)
+	}
+	return img, nil
+}
+
+// tree is the entries of the directory root, in lexical order, owned by root.
+func tree(root string) ([]file, error) {
+	var files []file
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == root {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		f := file{name: filepath.ToSlash(rel), mode: int64(info.Mode().Perm())}
+		switch {
+		case d.IsDir():
+			f.name, f.dir = f.name+"/", true
+		case info.Mode()&fs.ModeSymlink != 0:
+			if f.link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		case info.Mode().IsRegular():
+			if f.body, err = os.ReadFile(p); err != nil {
+				return err
+			}
+		default:
+			return nil // no devices, sockets or pipes in an image
+		}
+		files = append(files, f)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("images: the tree %s: %w", root, err)
+	}
+	return files, nil
 }
 
 // epoch is every entry's time: a layer's digest depends on its content only.
@@ -139,8 +199,11 @@ func layer(files []file) (v1.Layer, error) {
 	w := tar.NewWriter(&b)
 	for _, f := range files {
 		h := &tar.Header{Name: f.name, Mode: f.mode, Uid: f.uid, Gid: f.uid, ModTime: epoch, Typeflag: tar.TypeReg, Size: int64(len(f.body))}
-		if f.dir {
+		switch {
+		case f.dir:
 			h.Typeflag, h.Size = tar.TypeDir, 0
+		case f.link != "":
+			h.Typeflag, h.Size, h.Linkname = tar.TypeSymlink, 0, f.link
 		}
 		if err := w.WriteHeader(h); err != nil {
 			return nil, fmt.Errorf("images: layer: %w", err)
@@ -194,12 +257,8 @@ func Program(program, path string, args ...string) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := layer(files)
-	if err != nil {
+	if img, err = appendLayer(img, files); err != nil {
 		return nil, err
-	}
-	if img, err = mutate.Append(img, mutate.Addendum{Layer: l, MediaType: types.OCILayer}); err != nil {
-		return nil, fmt.Errorf("images: %w", err)
 	}
 	return configure(img, func(c *v1.Config) { c.Entrypoint = []string{path}; c.Cmd = args })
 }

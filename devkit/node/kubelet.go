@@ -109,6 +109,7 @@ authorization: {mode: Webhook}
 podLogsDir: %s
 serializeImagePulls: false
 maxPods: 50
+podPidsLimit: 1024
 evictionHard: {memory.available: "50Mi", nodefs.available: "1%%", imagefs.available: "1%%", nodefs.inodesFree: "1%%"}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99

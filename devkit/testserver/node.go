@@ -118,3 +118,18 @@ func FuncCLI(t testing.TB) string {
 	}
 	return fn
 }
+
+// SandboxPython is Debian's python3 unpacked for the sandbox image
+// (hack/install-sandbox-python.sh, named by $EVALFLOW_SANDBOX_PYTHON as make test
+// does), or skips.
+func SandboxPython(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("EVALFLOW_SANDBOX_PYTHON")
+	if dir == "" {
+		missing(t, "EVALFLOW_SANDBOX_PYTHON is not set: EVALFLOW_SANDBOX_PYTHON=$(hack/install-sandbox-python.sh), as make test does")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "usr", "bin", "python3")); err != nil {
+		missing(t, "the sandbox's python3 is not unpacked at "+dir+" (hack/install-sandbox-python.sh)")
+	}
+	return dir
+}

@@ -10,15 +10,12 @@ import (
 	"time"
 )
 
-// Batch is the programs one sandbox pod runs, and their limits: the file the pod
-// reads (BatchFile in its programs volume).
+// Batch is programs a sandbox pod runs, and their limits: what evalflow-sandbox
+// reads.
 type Batch struct {
 	Limits   BatchLimits `json:"limits"`
 	Programs []string    `json:"programs"`
 }
-
-// BatchFile is the batch's file name in the pod's programs volume.
-const BatchFile = "batch.json"
 
 // BatchLimits are Limits as a batch carries them.
 type BatchLimits struct {

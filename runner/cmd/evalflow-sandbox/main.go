@@ -1,8 +1,10 @@
-// Command evalflow-sandbox is the sandbox pod's program: it runs a batch of a
-// model's programs (sandbox.Batch, read from -batch) each as python3 with the batch's
-// limits, and prints one sandbox.Line per program on stdout. The pod is the walls (no
-// network, no service account token, a read-only root, not root, no capabilities,
-// seccomp, CPU, memory and PID limits): it runs nowhere else.
+// Command evalflow-sandbox is the sandbox pod's program. As the pod's own process
+// (-wait) it waits to be stopped; the runner then runs it in the pod again (an exec)
+// with a batch of a model's programs (sandbox.Batch, on stdin with -batch -), and it
+// runs each as python3 with the batch's limits, printing one sandbox.Line per program
+// on stdout. The pod is the walls (no network, no service account token, a read-only
+// root, not root, no capabilities, seccomp, CPU, memory and PID limits): it runs
+// nowhere else.
 package main
 
 import (
@@ -10,6 +12,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"runtime"
@@ -19,9 +22,16 @@ import (
 )
 
 func main() {
-	batch := flag.String("batch", "/programs/"+sandbox.BatchFile, "the batch of programs (sandbox.Batch, JSON)")
+	batch := flag.String("batch", "-", "the batch of programs (sandbox.Batch, JSON): a file, or - for stdin")
 	python := flag.String("python", "/usr/bin/python3", "the python3 that runs each program")
+	wait := flag.Bool("wait", false, "wait to be stopped (the pod's own process), running nothing")
 	flag.Parse()
+	if *wait {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		defer stop()
+		<-ctx.Done()
+		return
+	}
 	if err := run(*batch, *python); err != nil {
 		fmt.Fprintln(os.Stderr, "evalflow-sandbox:", err)
 		os.Exit(1)
@@ -29,7 +39,13 @@ func main() {
 }
 
 func run(path, python string) error {
-	b, err := os.ReadFile(path)
+	var b []byte
+	var err error
+	if path == "-" {
+		b, err = io.ReadAll(os.Stdin)
+	} else {
+		b, err = os.ReadFile(path)
+	}
 	if err != nil {
 		return fmt.Errorf("the batch: %w", err)
 	}

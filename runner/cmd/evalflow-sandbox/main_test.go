@@ -25,7 +25,7 @@ func TestABatchGivesALinePerProgram(t *testing.T) {
 	batch := sandbox.Batch{Limits: sandbox.Of(sandbox.Limits{Wall: time.Second, CPU: time.Second, Memory: 256 << 20, Processes: 64, FileSize: 1 << 20}),
 		Programs: []string{"assert 1 + 1 == 2\n", "assert 1 + 1 == 3, 'arithmetic'\n", "while True:\n    pass\n", "def f(:\n"}}
 	b, _ := json.Marshal(batch)
-	path := filepath.Join(t.TempDir(), sandbox.BatchFile)
+	path := filepath.Join(t.TempDir(), "batch.json")
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,146 @@
+package sandbox_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/evalflow/evalflow/devkit/images"
+	"github.com/evalflow/evalflow/devkit/testserver"
+	"github.com/evalflow/evalflow/runner/sandbox"
+	"github.com/evalflow/evalflow/shared/kube"
+	"github.com/evalflow/evalflow/shared/kube/podexec"
+)
+
+// The sandbox pod on a real node (containerd, runc, the kubelet), in a namespace
+// enforcing the "restricted" Pod Security Standard: its image (Debian's python3 and
+// evalflow-sandbox on evalflow's base, built without Docker) runs a batch handed to it
+// by an exec, and says what became of each program: the canonical solutions of
+// HumanEval's first problems pass; hostile programs fail, each saying why, and the pod
+// stays up for the next batch.
+func TestTheSandboxPodRunsABatchOnARealNode(t *testing.T) {
+	python := testserver.SandboxPython(t)
+	n := testserver.Node(t)
+	kc, err := os.ReadFile(n.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := testserver.KubeClient(t, kc)
+	rest, err := clientcmd.RESTConfigFromKubeConfig(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := images.Build(images.Spec{Binary: testserver.BuildStatic(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-sandbox"),
+		Path: kube.SandboxProgram, Root: python, OS: "linux", Architecture: runtime.GOARCH})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := n.Registry + "/evalflow/evalflow-sandbox"
+	digest, err := images.Push(img, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	ns := "sandbox-test"
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns,
+		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.NetworkingV1().NetworkPolicies(ns).Create(ctx, kube.SandboxPolicy(), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pushed %s@%s", ref, digest)
+	again, _ := images.Build(images.Spec{Binary: testserver.BuildStatic(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-sandbox"),
+		Path: kube.SandboxProgram, Root: python, OS: "linux", Architecture: runtime.GOARCH})
+	if d, _ := again.Digest(); d != digest {
+		t.Errorf("the sandbox image built twice: %s then %s", digest, d)
+	}
+	pod := kube.SandboxPod("run-1", ref+"@"+digest.String(), 10*time.Minute)
+	if _, err := admin.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("the restricted namespace refused the sandbox pod: %v", err)
+	}
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		p, err := admin.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sandbox pod is not running: %v %+v", err, p.Status)
+		}
+	}
+
+	t.Logf("the sandbox pod runs")
+	canonical := humanEvalPrograms(t, 5)
+	hostile := map[string]struct{ program, want string }{
+		"loops":        {"while True:\n    pass\n", "timed out"},
+		"forks":        {"import os\nwhile True:\n    os.fork()\n", "failed: BlockingIOError"},
+		"allocates":    {"x = []\nwhile True:\n    x.append(' ' * 10**7)\n", "failed: MemoryError"},
+		"reads env":    {"import os\nassert 'KUBERNETES_SERVICE_HOST' not in os.environ and 'PATH' not in os.environ, dict(os.environ)\n", "passed"},
+		"reads token":  {"open('/var/run/secrets/kubernetes.io/serviceaccount/token').read()\n", "failed: FileNotFoundError"},
+		"writes root":  {"open('/etc/pwned', 'w').write('x')\n", "failed: OSError: [Errno 30] Read-only file system"},
+		"writes a lot": {"open('big', 'w').write('x' * (2 << 20))\n", "failed: OSError: [Errno 27] File too large"},
+	}
+	names := []string{}
+	batch := sandbox.Batch{Limits: sandbox.Of(sandbox.DefaultLimits), Programs: canonical}
+	for name, h := range hostile {
+		names = append(names, name)
+		batch.Programs = append(batch.Programs, h.program)
+	}
+	for round := range 2 { // the pod serves one batch, then the next
+		in, _ := json.Marshal(batch)
+		var out, stderr bytes.Buffer
+		if err := podexec.Exec(ctx, rest, ns, pod.Name, []string{kube.SandboxProgram, "-batch", "-"}, bytes.NewReader(in), &out, &stderr); err != nil {
+			t.Fatalf("round %d: %v: %s", round, err, stderr.String())
+		}
+		got, err := sandbox.ReadLines(&out, len(batch.Programs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range got[:len(canonical)] {
+			if !r.Passed {
+				t.Errorf("round %d: HumanEval/%d's canonical solution: %+v", round, i, r)
+			}
+		}
+		for i, r := range got[len(canonical):] {
+			if want := hostile[names[i]].want; !strings.HasPrefix(r.Outcome, want) || r.Passed != (want == "passed") {
+				t.Errorf("round %d: %s: %+v; want %s", round, names[i], r, want)
+			}
+		}
+	}
+}
+
+// humanEvalPrograms are HumanEval's first n problems' programs as lm-eval's
+// create_test filter makes them, with the canonical solution as the completion.
+func humanEvalPrograms(t *testing.T, n int) []string {
+	t.Helper()
+	f, err := os.Open(filepath.Join(testserver.SharedDir(t), "datasets", "humaneval", "HumanEval.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var programs []string
+	for sc := bufio.NewScanner(f); sc.Scan() && len(programs) < n; {
+		var p struct {
+			Prompt, Test      string
+			CanonicalSolution string `json:"canonical_solution"`
+			EntryPoint        string `json:"entry_point"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &p); err != nil {
+			t.Fatal(err)
+		}
+		programs = append(programs, fmt.Sprintf("%s%s\n%s\ncheck(%s)", p.Prompt, p.CanonicalSolution, p.Test, p.EntryPoint))
+	}
+	return programs
+}
