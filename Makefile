@@ -189,6 +189,7 @@ deploy: deps build
 ## them. With a Docker engine, every Dockerfile of runner/images; without one, the
 ## built-in runner's image on evalflow's own base (runner/cmd/evalflow-image), pushed
 ## under IMAGE_REGISTRY (the Python engines' images need a Docker engine and PyPI).
+## Either way, the sandbox pod's image (evalflow-sandbox on Debian's python3).
 IMAGE_REGISTRY ?= 127.0.0.1:5000/evalflow
 images:
 	@if docker info >/dev/null 2>&1; then \
@@ -202,3 +203,5 @@ images:
 	  CGO_ENABLED=0 go build -trimpath -o $(BIN)/image/evalflow-runner ./runner/cmd/evalflow-runner && \
 	  go run ./runner/cmd/evalflow-image -engine evalflow -binary $(BIN)/image/evalflow-runner -registry $(IMAGE_REGISTRY); \
 	fi
+	CGO_ENABLED=0 go build -trimpath -o $(BIN)/image/evalflow-sandbox ./runner/cmd/evalflow-sandbox
+	go run ./runner/cmd/evalflow-image -sandbox-python $$(hack/install-sandbox-python.sh) -binary $(BIN)/image/evalflow-sandbox -registry $(IMAGE_REGISTRY)

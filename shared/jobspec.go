@@ -61,6 +61,8 @@ type JobSpec struct {
 	// Data, when set, is where the job pulls its data from, into DataDir (which must
 	// then be writable); without it DataDir holds the data already.
 	Data *DataArtifact `json:"data,omitempty"`
+	// Sandbox, when set, is where a Kubernetes job runs the model's code.
+	Sandbox *SandboxTarget `json:"sandbox,omitempty"`
 }
 
 // ResultsTarget is an OCI repository a job pushes its results to, as one artifact
@@ -175,6 +177,26 @@ type JobDefaults struct {
 	Data *DataArtifact
 }
 
+// SandboxTarget is the pod where a Kubernetes job runs the model's code (HumanEval),
+// and what lets its runner hand the pod batches: its own ServiceAccount's token,
+// which may only exec in that pod.
+type SandboxTarget struct {
+	Namespace string `json:"namespace"`
+	Pod       string `json:"pod"`
+	// Image is the sandbox pod's image (kube.SandboxImage, or under the deployment's
+	// registry).
+	Image string `json:"image,omitempty"`
+	// TokenFile and CAFile are the token and the cluster's CA inside the runner's pod.
+	TokenFile string `json:"token_file,omitempty"`
+	CAFile    string `json:"ca_file,omitempty"`
+}
+
+// SandboxProgram is the sandbox image's program (runner/cmd/evalflow-sandbox).
+const SandboxProgram = "/evalflow-sandbox"
+
+// SandboxName is the name of run id's sandbox pod.
+func SandboxName(runID string) string { return JobName(runID) + "-sandbox" }
+
 // NewJobSpec is the job spec of run r.
 func NewJobSpec(r *Run, d JobDefaults) JobSpec {
 	return JobSpec{
@@ -184,8 +206,17 @@ func NewJobSpec(r *Run, d JobDefaults) JobSpec {
 		CallbackURL: callbackURL(r, d), DataDir: d.DataDir, BaseURLAllow: d.BaseURLAllow, BaseURLDeny: d.BaseURLDeny,
 		OutputDir:       ResultsPath(d.ResultsDir, r.ID),
 		DeadlineSeconds: d.DeadlineSeconds, TTLSecondsAfterFinished: d.TTLSecondsAfterFinished,
-		Results: resultsTarget(r, d.Results), Data: dataArtifact(r, d.Data),
+		Results: resultsTarget(r, d.Results), Data: dataArtifact(r, d.Data), Sandbox: sandboxTarget(r),
 	}
+}
+
+// sandboxTarget is where run r's job runs the model's code: a pod of its own, for a
+// Kubernetes job that runs any (a local job runs it under bubblewrap).
+func sandboxTarget(r *Run) *SandboxTarget {
+	if !r.OnKubernetes() || !r.RunsCode() {
+		return nil
+	}
+	return &SandboxTarget{Pod: SandboxName(r.ID)}
 }
 
 // dataArtifact is where run r's job pulls its data from: nowhere for a local run,

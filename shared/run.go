@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -184,6 +185,9 @@ const (
 // OnKubernetes reports whether r's job is a Kubernetes Job (in its own cluster or
 // evalflow's): it pushes its results itself, and job-watch reads its state.
 func (r *Run) OnKubernetes() bool { return r.Target == TargetKubernetes }
+
+// RunsCode says whether any of r's datasets is scored by running the model's code.
+func (r *Run) RunsCode() bool { return slices.ContainsFunc(r.Datasets, DatasetSpec.RunsCode) }
 
 // InOwnCluster has run r's job run in evalflow's own cluster.
 func (r *Run) InOwnCluster() { r.Target, r.OwnCluster = TargetKubernetes, true }

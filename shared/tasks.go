@@ -23,6 +23,32 @@ type ShippedTask struct {
 	// Subjects are a group's tasks, however deep, by their dataset_name (MMLU's
 	// subjects, BBH's tasks): what a run's subjects may pick.
 	Subjects map[string]string `json:"subjects,omitempty"`
+	// RunsCode says its score runs the model's code (HumanEval): in a sandbox.
+	RunsCode bool `json:"runs_code,omitempty"`
+}
+
+// PassAtKFunction is the metric function of a task whose score runs the model's code
+// (lm-eval's utils.pass_at_k).
+const PassAtKFunction = "utils.pass_at_k"
+
+// RunsCode says whether the dataset's score runs the model's code, so that its job
+// needs a sandbox: a shipped task (or a group of them) that does, or a task file
+// brought inline that names PassAtKFunction. A task_file's is known only to the
+// runner, which reads it.
+func (d DatasetSpec) RunsCode() bool {
+	if d.TaskYAML != "" {
+		return strings.Contains(d.TaskYAML, PassAtKFunction)
+	}
+	t, ok := LookupTask(d.Name)
+	if !ok {
+		return false
+	}
+	for _, m := range t.Tasks {
+		if mt, ok := LookupTask(m); ok && mt.RunsCode {
+			return true
+		}
+	}
+	return t.RunsCode
 }
 
 // LookupTask is the shipped task or group of that name.

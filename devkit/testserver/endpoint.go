@@ -2,6 +2,7 @@ package testserver
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -167,4 +168,32 @@ func jsonEscaped(s string) string {
 		fmt.Fprintf(&b, `\u%04x`, c)
 	}
 	return b.String()
+}
+
+// AnsweringEndpoint is an OpenAI-compatible endpoint on a free port of host
+// (127.0.0.1 when empty) that answers each chat request by its last message, from
+// answers ("" for any other): a stand-in for a model that writes those completions
+// (the tiny model writes no working code, and no hostile code on purpose). It returns
+// the base URL.
+func AnsweringEndpoint(t testing.TB, host string, answers map[string]string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(cmp.Or(host, "127.0.0.1"), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Messages []struct{ Content string } `json:"messages"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Messages) == 0 {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		text := answers[req.Messages[len(req.Messages)-1].Content]
+		json.NewEncoder(w).Encode(map[string]any{"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
+			"message": map[string]any{"role": "assistant", "content": text}}}, "usage": map[string]any{"prompt_tokens": 10, "completion_tokens": 10}})
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return "http://" + l.Addr().String()
 }

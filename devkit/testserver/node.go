@@ -5,9 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
 
+	"github.com/evalflow/evalflow/devkit/images"
 	"github.com/evalflow/evalflow/devkit/knative"
 	"github.com/evalflow/evalflow/devkit/localserver"
 	"github.com/evalflow/evalflow/devkit/node"
@@ -132,4 +134,21 @@ func SandboxPython(t testing.TB) string {
 		missing(t, "the sandbox's python3 is not unpacked at "+dir+" (hack/install-sandbox-python.sh)")
 	}
 	return dir
+}
+
+// SandboxImage builds the sandbox pod's image (evalflow-sandbox, at path, on
+// Debian's python3 and evalflow's base) and pushes it to ref, returning its digest.
+func SandboxImage(t testing.TB, ref, path string) string {
+	t.Helper()
+	python := SandboxPython(t)
+	img, err := images.Build(images.Spec{Binary: BuildStatic(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-sandbox"),
+		Path: path, Root: python, OS: "linux", Architecture: runtime.GOARCH})
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest, err := images.Push(img, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return digest.String()
 }

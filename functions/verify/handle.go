@@ -84,7 +84,11 @@ func (f *Function) verifyCluster(ctx context.Context, run *evalflow.Run, kubecon
 	if err != nil {
 		return f.Settle(ctx, run.ID, "cluster", err)
 	}
-	if err := pipeline.Within(ctx, f.cfg.Timeout, cluster.Verify); err != nil {
+	verify := cluster.Verify
+	if run.RunsCode() { // and its sandbox pod, with the right to hand it the programs
+		verify = cluster.VerifyWithSandbox
+	}
+	if err := pipeline.Within(ctx, f.cfg.Timeout, verify); err != nil {
 		return f.Settle(ctx, run.ID, "cluster", err)
 	}
 	msg := fmt.Sprintf("cluster %s lets the credentials create the evaluation job in namespace %q", cluster.Server, cluster.Namespace)

@@ -5,16 +5,19 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	authv1 "k8s.io/api/authentication/v1"
+	authzv1 "k8s.io/api/authorization/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -29,6 +32,7 @@ import (
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/engines"
+	"github.com/evalflow/evalflow/shared/kube"
 	"github.com/evalflow/evalflow/shared/oci"
 )
 
@@ -116,7 +120,9 @@ func (o *onNode) up(t *testing.T, extra ...string) *env {
 // namespace makes a namespace that enforces the "restricted" Pod Security Standard,
 // and returns a kubeconfig for it with a ServiceAccount's token that holds only the
 // rights a run needs (kube.Needed).
-func (o *onNode) namespace(t *testing.T, name string) string {
+// namespace makes a namespace enforcing the "restricted" Pod Security Standard, and
+// a kubeconfig for it whose credentials have what a run needs (and extra rules).
+func (o *onNode) namespace(t *testing.T, name string, extra ...rbacv1.PolicyRule) string {
 	t.Helper()
 	ctx := context.Background()
 	c := o.admin
@@ -129,7 +135,7 @@ func (o *onNode) namespace(t *testing.T, name string) string {
 	if _, err := c.CoreV1().ServiceAccounts(name).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "evalflow-runs"}, Rules: testserver.EvalRules}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "evalflow-runs"}, Rules: append(slices.Clone(testserver.EvalRules), extra...)}
 	if _, err := c.RbacV1().Roles(name).Create(ctx, role, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -249,6 +255,67 @@ func TestEvaluationJobsOnARealNode(t *testing.T) {
 			jobs, err := o.admin.BatchV1().Jobs("default").List(context.Background(), metav1.ListOptions{})
 			return err == nil && len(jobs.Items) == 1 && jobs.Items[0].Status.Succeeded == 1
 		})
+	})
+
+	t.Run("HumanEval on the node runs the model's code in a sandbox pod of its own", func(t *testing.T) {
+		testserver.SandboxImage(t, o.node.Registry+"/evalflow/"+path.Base(kube.SandboxImage), evalflow.SandboxProgram)
+		kc := o.namespace(t, "code", testserver.SandboxRules...)
+		// Three canonical solutions, then a fork bomb, a reader of a service account
+		// token, and a loop without end.
+		hostile := []string{"    import os\n    while True:\n        os.fork()\n",
+			"    return open('/var/run/secrets/kubernetes.io/serviceaccount/token').read()\n", "    while True:\n        pass\n"}
+		answers := map[string]string{}
+		for i, p := range humanEvalProblems(t, 6) {
+			answers[p.Prompt] = p.CanonicalSolution
+			if i >= 3 {
+				answers[p.Prompt] = hostile[i-3]
+			}
+		}
+		req := e.request(6)
+		req.BaseURL = testserver.AnsweringEndpoint(t, o.node.Address, answers)
+		req.Kubeconfig, req.Datasets = kc, []evalflow.DatasetSpec{{Name: "humaneval", Limit: 6}}
+		r := e.startAndEnd(t, req)
+		if r.Status != evalflow.StatusSucceeded || r.Summary == nil {
+			t.Fatalf("run %s: %s", r.Status, r.Message)
+		}
+		if got := r.Summary.Scores["humaneval"]; got != 0.5 {
+			t.Errorf("pass@1 %v; want 0.5 (three canonical solutions of six)", got)
+		}
+		samples, err := os.ReadFile(filepath.Join(orasPull(t, e, r.ID), evalflow.SamplesFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		outcomes := map[string]int{}
+		for _, line := range bytes.Split(bytes.TrimSpace(samples), []byte("\n")) {
+			var s struct {
+				Filters []struct{ Outcome string } `json:"filters"`
+			}
+			if err := json.Unmarshal(line, &s); err != nil || len(s.Filters) == 0 {
+				t.Fatalf("a sample: %v %s", err, line)
+			}
+			o, _, _ := strings.Cut(s.Filters[0].Outcome, ":")
+			outcomes[o]++
+		}
+		if want := map[string]int{"passed": 3, "failed": 2, "timed out after 3s": 1}; !maps.Equal(outcomes, want) {
+			t.Errorf("outcomes %v; want %v", outcomes, want)
+		}
+		pods, err := o.admin.CoreV1().Pods("code").List(context.Background(), metav1.ListOptions{LabelSelector: kube.LabelComponent + "=sandbox"})
+		if err != nil || len(pods.Items) != 1 || pods.Items[0].Name != evalflow.SandboxName(r.ID) {
+			t.Fatalf("the run's sandbox pods: %v %v", err, pods)
+		}
+		// The runner's own account may exec in its sandbox pod, and do nothing else.
+		for _, c := range []struct {
+			verb, resource, sub, name string
+			allowed                   bool
+		}{{"create", "pods", "exec", pods.Items[0].Name, true}, {"create", "pods", "exec", "another", false},
+			{"create", "pods", "", "", false}, {"get", "secrets", "", "", false}, {"list", "pods", "", "", false}} {
+			review, err := o.admin.AuthorizationV1().SubjectAccessReviews().Create(context.Background(), &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+				User:               "system:serviceaccount:code:" + evalflow.JobName(r.ID) + "-runner",
+				ResourceAttributes: &authzv1.ResourceAttributes{Namespace: "code", Verb: c.verb, Resource: c.resource, Subresource: c.sub, Name: c.name}}}, metav1.CreateOptions{})
+			if err != nil || review.Status.Allowed != c.allowed {
+				t.Errorf("the runner's account may %s %s/%s %s: %v (%v); want %v", c.verb, c.resource, c.sub, c.name, review.Status.Allowed, err, c.allowed)
+			}
+		}
 	})
 
 	t.Run("an image that cannot be pulled ends the run with the reason", func(t *testing.T) {
@@ -389,4 +456,28 @@ func equalJSON(a, b any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return bytes.Equal(x, y)
+}
+
+// humanEvalProblem is a problem of ../shared/datasets/humaneval.
+type humanEvalProblem struct {
+	Prompt            string `json:"prompt"`
+	CanonicalSolution string `json:"canonical_solution"`
+}
+
+// humanEvalProblems are HumanEval's first n problems.
+func humanEvalProblems(t *testing.T, n int) []humanEvalProblem {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testserver.SharedDir(t), "datasets", "humaneval", "HumanEval.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []humanEvalProblem
+	for _, line := range bytes.SplitN(b, []byte("\n"), n+1)[:n] {
+		var p humanEvalProblem
+		if err := json.Unmarshal(line, &p); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p)
+	}
+	return out
 }

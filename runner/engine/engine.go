@@ -52,7 +52,8 @@ type Engine struct {
 // A Sandbox runs a model's program where it can do no harm, and says what became of
 // it.
 type Sandbox interface {
-	Run(ctx context.Context, program string) sandbox.Result
+	// Run's error is the sandbox's (the program did not run), never the program's.
+	Run(ctx context.Context, program string) (sandbox.Result, error)
 }
 
 // Run scores docs and writes the results into the spec's output directory.
@@ -166,7 +167,16 @@ func (e *Engine) ask(ctx context.Context, cancel context.CancelCauseFunc, todo [
 				case program != nil:
 					// The sandbox runs it while this worker asks for the next: a sandbox
 					// that runs programs in batches gets them together.
-					wg.Go(func() { send(e.runProgram(ctx, s, program)) })
+					wg.Go(func() {
+						s, err := e.runProgram(ctx, s, program)
+						if err != nil {
+							if ctx.Err() == nil && p.failures.add(d, err) {
+								cancel(p.failures)
+							}
+							return
+						}
+						send(s)
+					})
 				case !send(s):
 					return
 				}

@@ -83,12 +83,16 @@ func (e *Engine) score(ctx context.Context, d task.Doc) (results.Sample, *task.P
 	return s, nil, nil
 }
 
-// runProgram scores s by what became of p in the sandbox.
-func (e *Engine) runProgram(ctx context.Context, s results.Sample, p *task.Program) results.Sample {
-	r := e.Sandbox.Run(ctx, p.Code)
+// runProgram scores s by what became of p in the sandbox; an error is the sandbox's,
+// which leaves the sample to be asked again.
+func (e *Engine) runProgram(ctx context.Context, s results.Sample, p *task.Program) (results.Sample, error) {
+	r, err := e.Sandbox.Run(ctx, p.Code)
+	if err != nil {
+		return s, err
+	}
 	s.Filters = []task.Filtered{{Filter: p.Filter, Metric: p.Metric, Extracted: p.Code, Correct: r.Passed, Outcome: r.Outcome}}
 	s.Extracted, s.Correct = p.Code, r.Passed
-	return s
+	return s, nil
 }
 
 // generate asks for d's answer as the run's generation API delivers prompts: one chat

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"maps"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -358,24 +356,6 @@ func TestAUserTaskThatFailsOnADocumentFailsTheRunNamingIt(t *testing.T) {
 	}
 }
 
-// answering is an OpenAI-compatible endpoint that answers each chat request by its
-// last message, from answers (a stand-in for a model that writes those completions:
-// the tiny model writes no working code, and no hostile code on purpose).
-func answering(t *testing.T, answers map[string]string) string {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req openai.ChatRequest
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Messages) == 0 {
-			http.Error(w, "bad request", http.StatusBadRequest)
-			return
-		}
-		text := answers[req.Messages[len(req.Messages)-1].Content]
-		json.NewEncoder(w).Encode(map[string]any{"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
-			"message": map[string]any{"role": "assistant", "content": text}}}, "usage": map[string]any{"prompt_tokens": 10, "completion_tokens": 10}})
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL
-}
-
 // HumanEval scored by running each program in the sandbox (EndpointAnsweringFixedCompletions):
 // the canonical solutions of the first problems score pass@1 = 1.0; hostile
 // completions score 0, each sample saying why, and the run succeeds.
@@ -394,7 +374,7 @@ func TestHumanEvalScoresByRunningTheCode_EndpointAnsweringFixedCompletions(t *te
 		pass    float64
 	}{"canonical": {canonical, 1}, "hostile": {hostile, 0}} {
 		t.Run(name, func(t *testing.T) {
-			s := spec(t, answering(t, c.answers), 2)
+			s := spec(t, testserver.AnsweringEndpoint(t, "", c.answers), 2)
 			s.Datasets = []evalflow.DatasetSpec{{Name: "humaneval", Limit: 4}}
 			res, err := run(t, context.Background(), s, nil)
 			if err != nil {
@@ -428,7 +408,7 @@ func TestTheSandboxGetsProgramsTogetherWhileWorkersGoOn(t *testing.T) {
 	for _, r := range humanEval(t, 4) {
 		answers[r["prompt"].(string)] = r["canonical_solution"].(string)
 	}
-	s := spec(t, answering(t, answers), 1)
+	s := spec(t, testserver.AnsweringEndpoint(t, "", answers), 1)
 	s.Datasets = []evalflow.DatasetSpec{{Name: "humaneval", Limit: 4}}
 	docs, err := Docs(s)
 	if err != nil {
@@ -459,7 +439,7 @@ type holding struct {
 	all      chan struct{}
 }
 
-func (h *holding) Run(ctx context.Context, program string) sandbox.Result {
+func (h *holding) Run(ctx context.Context, program string) (sandbox.Result, error) {
 	if h.waiting.Add(1) == h.want {
 		h.together.Store(true)
 		close(h.all)

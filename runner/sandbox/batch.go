@@ -38,10 +38,12 @@ func (b BatchLimits) Limits() Limits {
 }
 
 // Line is what became of the batch's program I: one JSON line of the pod's output.
+// Error is the sandbox's own failure to run it.
 type Line struct {
 	I       int    `json:"i"`
 	Passed  bool   `json:"passed"`
 	Outcome string `json:"outcome"`
+	Error   string `json:"error,omitempty"`
 }
 
 // RunBatch runs b's programs with s, writing a Line for each to w as each ends.
@@ -52,10 +54,14 @@ func RunBatch(ctx context.Context, s *Local, b Batch, w io.Writer) error {
 	var werr error
 	for i, p := range b.Programs {
 		wg.Go(func() {
-			r := s.Run(ctx, p)
+			r, err := s.Run(ctx, p)
+			l := Line{I: i, Passed: r.Passed, Outcome: r.Outcome}
+			if err != nil {
+				l.Error = err.Error()
+			}
 			mu.Lock()
 			defer mu.Unlock()
-			if err := enc.Encode(Line{I: i, Passed: r.Passed, Outcome: r.Outcome}); err != nil && werr == nil {
+			if err := enc.Encode(l); err != nil && werr == nil {
 				werr = err
 			}
 		})
@@ -74,6 +80,9 @@ func ReadLines(r io.Reader, n int) ([]Result, error) {
 		var l Line
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil || l.I < 0 || l.I >= n {
 			return nil, fmt.Errorf("sandbox: a line of the sandbox's output is not a program's result: %.200q", sc.Text())
+		}
+		if l.Error != "" {
+			return nil, fmt.Errorf("sandbox: program %d of %d did not run: %s", l.I, n, l.Error)
 		}
 		out[l.I], seen[l.I] = Result{Passed: l.Passed, Outcome: l.Outcome}, true
 	}

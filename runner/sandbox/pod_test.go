@@ -8,18 +8,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/evalflow/evalflow/devkit/images"
 	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/runner/sandbox"
+	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/kube"
 	"github.com/evalflow/evalflow/shared/kube/podexec"
 )
@@ -31,26 +29,16 @@ import (
 // HumanEval's first problems pass; hostile programs fail, each saying why, and the pod
 // stays up for the next batch.
 func TestTheSandboxPodRunsABatchOnARealNode(t *testing.T) {
-	python := testserver.SandboxPython(t)
 	n := testserver.Node(t)
 	kc, err := os.ReadFile(n.Kubeconfig)
 	if err != nil {
 		t.Fatal(err)
 	}
 	admin := testserver.KubeClient(t, kc)
-	rest, err := clientcmd.RESTConfigFromKubeConfig(kc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := images.Build(images.Spec{Binary: testserver.BuildStatic(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-sandbox"),
-		Path: kube.SandboxProgram, Root: python, OS: "linux", Architecture: runtime.GOARCH})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ref := n.Registry + "/evalflow/evalflow-sandbox"
-	digest, err := images.Push(img, ref)
-	if err != nil {
-		t.Fatal(err)
+	digest := testserver.SandboxImage(t, ref, evalflow.SandboxProgram)
+	if again := testserver.SandboxImage(t, ref, evalflow.SandboxProgram); again != digest {
+		t.Errorf("the sandbox image built twice: %s then %s", digest, again)
 	}
 	ctx := context.Background()
 	ns := "sandbox-test"
@@ -61,13 +49,7 @@ func TestTheSandboxPodRunsABatchOnARealNode(t *testing.T) {
 	if _, err := admin.NetworkingV1().NetworkPolicies(ns).Create(ctx, kube.SandboxPolicy(), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("pushed %s@%s", ref, digest)
-	again, _ := images.Build(images.Spec{Binary: testserver.BuildStatic(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-sandbox"),
-		Path: kube.SandboxProgram, Root: python, OS: "linux", Architecture: runtime.GOARCH})
-	if d, _ := again.Digest(); d != digest {
-		t.Errorf("the sandbox image built twice: %s then %s", digest, d)
-	}
-	pod := kube.SandboxPod("run-1", ref+"@"+digest.String(), 10*time.Minute)
+	pod := kube.SandboxPod("run-1", ref+"@"+digest, 10*time.Minute)
 	if _, err := admin.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("the restricted namespace refused the sandbox pod: %v", err)
 	}
@@ -82,6 +64,10 @@ func TestTheSandboxPodRunsABatchOnARealNode(t *testing.T) {
 	}
 
 	t.Logf("the sandbox pod runs")
+	exec, err := podexec.FromKubeconfig(kc, ns, pod.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
 	canonical := humanEvalPrograms(t, 5)
 	hostile := map[string]struct{ program, want string }{
 		"loops":        {"while True:\n    pass\n", "timed out"},
@@ -100,9 +86,9 @@ func TestTheSandboxPodRunsABatchOnARealNode(t *testing.T) {
 	}
 	for round := range 2 { // the pod serves one batch, then the next
 		in, _ := json.Marshal(batch)
-		var out, stderr bytes.Buffer
-		if err := podexec.Exec(ctx, rest, ns, pod.Name, []string{kube.SandboxProgram, "-batch", "-"}, bytes.NewReader(in), &out, &stderr); err != nil {
-			t.Fatalf("round %d: %v: %s", round, err, stderr.String())
+		var out bytes.Buffer
+		if err := exec.Exec(ctx, []string{evalflow.SandboxProgram, "-batch", "-"}, bytes.NewReader(in), &out); err != nil {
+			t.Fatalf("round %d: %v", round, err)
 		}
 		got, err := sandbox.ReadLines(&out, len(batch.Programs))
 		if err != nil {

@@ -73,8 +73,8 @@ func NewLocal(limits Limits, parallel int) (*Local, error) {
 		return nil, fmt.Errorf("%w: bwrap is absent: install bubblewrap (apt-get install bubblewrap)", ErrUnavailable)
 	}
 	s := &Local{python: python, bwrap: bwrap, limits: limits, slots: make(chan struct{}, max(1, parallel))}
-	if r := s.Run(context.Background(), "print('ok')"); !r.Passed {
-		return nil, fmt.Errorf("%w: a program as simple as print('ok') did not run (%s): bubblewrap needs user namespaces (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0)", ErrUnavailable, r.Outcome)
+	if r, err := s.Run(context.Background(), "print('ok')"); err != nil || !r.Passed {
+		return nil, fmt.Errorf("%w: a program as simple as print('ok') did not run (%s%v): bubblewrap needs user namespaces (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces > 0)", ErrUnavailable, r.Outcome, err)
 	}
 	return s, nil
 }
@@ -87,27 +87,28 @@ sys.argv = ["program.py"]
 runpy.run_path("program.py", run_name="__main__")
 `
 
-// Run runs program, waiting for a slot; its outcome, never an error of evalflow's.
-func (s *Local) Run(ctx context.Context, program string) Result {
+// Run runs program, waiting for a slot: what became of it; an error is evalflow's
+// (the program did not run), never the program's.
+func (s *Local) Run(ctx context.Context, program string) (Result, error) {
 	select {
 	case s.slots <- struct{}{}:
 		defer func() { <-s.slots }()
 	case <-ctx.Done():
-		return Result{Outcome: "not run: " + ctx.Err().Error()}
+		return Result{}, fmt.Errorf("sandbox: %w", ctx.Err())
 	}
 	dir, err := os.MkdirTemp("", "evalflow-sandbox-")
 	if err != nil {
-		return Result{Outcome: "not run: " + err.Error()}
+		return Result{}, fmt.Errorf("sandbox: %w", err)
 	}
 	defer os.RemoveAll(dir)
 	h := fmt.Sprintf(harness, int(s.limits.CPU.Seconds()), s.limits.Memory, s.limits.Processes, s.limits.FileSize)
 	for name, body := range map[string]string{"program.py": program, "harness.py": h} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-			return Result{Outcome: "not run: " + err.Error()}
+			return Result{}, fmt.Errorf("sandbox: %w", err)
 		}
 	}
 	if err := os.Chmod(dir, 0o755); err != nil { // readable by the sandbox's user
-		return Result{Outcome: "not run: " + err.Error()}
+		return Result{}, fmt.Errorf("sandbox: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.limits.Wall)
 	defer cancel()
@@ -132,21 +133,21 @@ func (s *Local) Run(ctx context.Context, program string) Result {
 	return outcome(ctx, err, stderr.String(), s.limits.Wall)
 }
 
-// outcome reads a finished program's end.
-func outcome(ctx context.Context, err error, stderr string, wall time.Duration) Result {
+// outcome reads a finished program's end; an error is a program that did not start.
+func outcome(ctx context.Context, err error, stderr string, wall time.Duration) (Result, error) {
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
-		return Result{Passed: true, Outcome: "passed"}
+		return Result{Passed: true, Outcome: "passed"}, nil
 	case ctx.Err() == context.DeadlineExceeded:
-		return Result{Outcome: fmt.Sprintf("timed out after %s", wall)}
+		return Result{Outcome: fmt.Sprintf("timed out after %s", wall)}, nil
 	case errors.As(err, &exit):
 		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return Result{Outcome: "killed: " + ws.Signal().String()}
+			return Result{Outcome: "killed: " + ws.Signal().String()}, nil
 		}
-		return Result{Outcome: "failed: " + lastLine(stderr, fmt.Sprintf("exit status %d", exit.ExitCode()))}
+		return Result{Outcome: "failed: " + lastLine(stderr, fmt.Sprintf("exit status %d", exit.ExitCode()))}, nil
 	}
-	return Result{Outcome: "not run: " + err.Error()}
+	return Result{}, fmt.Errorf("sandbox: python3 did not start: %w", err)
 }
 
 // lastLine is the last non-blank line of s (a traceback's error), or otherwise.

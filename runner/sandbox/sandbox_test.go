@@ -34,8 +34,8 @@ func TestAProgramPassesOrFailsSayingWhy(t *testing.T) {
 		"def add(a, b):\n    return a * b\nassert add(2, 3) == 5\n": "failed: AssertionError",
 		"def add(a, b)\n": "failed: SyntaxError: expected ':'",
 	} {
-		if r := s.Run(context.Background(), program); r.Outcome != want || r.Passed != (want == "passed") {
-			t.Errorf("%q: %+v; want %s", program, r, want)
+		if r, err := s.Run(context.Background(), program); err != nil || r.Outcome != want || r.Passed != (want == "passed") {
+			t.Errorf("%q: %+v %v; want %s", program, r, err, want)
 		}
 	}
 }
@@ -76,9 +76,9 @@ func TestHostileProgramsFailAndChangeNothingOutside(t *testing.T) {
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
 			began := time.Now()
-			r := s.Run(context.Background(), c.program)
-			if r.Passed || !strings.HasPrefix(r.Outcome, c.want) {
-				t.Errorf("%+v; want %s", r, c.want)
+			r, err := s.Run(context.Background(), c.program)
+			if err != nil || r.Passed || !strings.HasPrefix(r.Outcome, c.want) {
+				t.Errorf("%+v %v; want %s", r, err, c.want)
 			}
 			if d := time.Since(began); d > 10*time.Second {
 				t.Errorf("took %s", d)

@@ -86,8 +86,17 @@ func (e *Engine) PulledFrom(registry string) *Engine {
 		return e
 	}
 	moved := *e
-	moved.Image = strings.TrimSuffix(registry, "/") + "/" + path.Base(e.Image)
+	moved.Image = Under(registry, e.Image)
 	return &moved
+}
+
+// Under is image pulled from under registry (HOST[:PORT]/PATH): its last path element
+// and tag kept. An empty registry is image.
+func Under(registry, image string) string {
+	if registry == "" {
+		return image
+	}
+	return strings.TrimSuffix(registry, "/") + "/" + path.Base(image)
 }
 
 // WithResources is e with the resources r sets (a deployment's own, see

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -176,6 +177,20 @@ var Needed = []Permission{
 	{"list", "", "pods"}, // job-watch reads why a Job does not progress, and its last words
 }
 
+// NeededForSandbox are the permissions a run whose score runs the model's code needs
+// besides Needed: deploy creates the sandbox pod, the namespace's NetworkPolicy for
+// sandbox pods, and the runner's own ServiceAccount with a Role letting it exec in
+// that pod, which Kubernetes lets only credentials that may do as much grant.
+var NeededForSandbox = []Permission{
+	{"create", "", "pods"},
+	{"get", "", "pods"},
+	{"create", "", "pods/exec"},
+	{"create", "", "serviceaccounts"},
+	{"create", "rbac.authorization.k8s.io", "roles"},
+	{"create", "rbac.authorization.k8s.io", "rolebindings"},
+	{"create", "networking.k8s.io", "networkpolicies"},
+}
+
 // ErrUnauthorized is a cluster that does not accept the kubeconfig's credentials.
 var ErrUnauthorized = evalflow.Permanent(errors.New("unauthorized"))
 
@@ -185,7 +200,15 @@ var ErrForbidden = evalflow.Permanent(errors.New("forbidden"))
 
 // Verify checks that the cluster answers, accepts the credentials, and lets them do
 // everything in Needed; its error says which permissions are missing.
-func (c *Cluster) Verify(ctx context.Context) error {
+func (c *Cluster) Verify(ctx context.Context) error { return c.verify(ctx, Needed) }
+
+// VerifyWithSandbox is Verify for a run whose score runs the model's code: Needed
+// and NeededForSandbox.
+func (c *Cluster) VerifyWithSandbox(ctx context.Context) error {
+	return c.verify(ctx, append(slices.Clone(Needed), NeededForSandbox...))
+}
+
+func (c *Cluster) verify(ctx context.Context, needed []Permission) error {
 	if err := c.client.Discovery().RESTClient().Get().AbsPath("/version").Do(ctx).Error(); err != nil {
 		if apierrors.IsUnauthorized(err) {
 			return fmt.Errorf("cluster %s refused the kubeconfig's credentials (%w): %w", c.Server, ErrUnauthorized, err)
@@ -193,9 +216,10 @@ func (c *Cluster) Verify(ctx context.Context) error {
 		return fmt.Errorf("cluster %s is not reachable: %w", c.Server, err)
 	}
 	var missing []string
-	for _, p := range Needed {
+	for _, p := range needed {
+		resource, sub, _ := strings.Cut(p.Resource, "/")
 		review := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
-			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: c.Namespace, Verb: p.Verb, Group: p.Group, Resource: p.Resource}}}
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: c.Namespace, Verb: p.Verb, Group: p.Group, Resource: resource, Subresource: sub}}}
 		got, err := c.client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, review, metav1.CreateOptions{})
 		if err != nil {
 			return fmt.Errorf("cluster %s: access review of %q: %w", c.Server, p, err)
@@ -259,15 +283,70 @@ func (c *Cluster) createParts(ctx context.Context, objs *JobObjects, job *batchv
 	}); err != nil {
 		return fmt.Errorf("configmap %s: %w", cm.Name, err)
 	}
-	if objs.Secret == nil {
-		return nil
+	if objs.Secret != nil {
+		// A Secret of the name is not read back: that would need the right to read
+		// every Secret of the namespace. The Job mounts the one its create made or found.
+		sec := objs.Secret.DeepCopy()
+		sec.OwnerReferences = []metav1.OwnerReference{owner}
+		if _, err := c.client.CoreV1().Secrets(sec.Namespace).Create(ctx, sec, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create secret %s: %w", sec.Name, refused(err))
+		}
 	}
-	// A Secret of the name is not read back: that would need the right to read every
-	// Secret of the namespace. The Job mounts the one its create made or found.
-	sec := objs.Secret.DeepCopy()
-	sec.OwnerReferences = []metav1.OwnerReference{owner}
-	if _, err := c.client.CoreV1().Secrets(sec.Namespace).Create(ctx, sec, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create secret %s: %w", sec.Name, refused(err))
+	if objs.Sandbox != nil {
+		return c.createSandbox(ctx, objs.Sandbox, owner)
+	}
+	return nil
+}
+
+// createSandbox creates a run's sandbox objects, controlled by its Job (so that they
+// go with it), and the namespace's NetworkPolicy for sandbox pods where it has none.
+// The account, its Role and binding come before the pod: the runner's pod waits for
+// its account, and the sandbox pod is useless without the right to exec in it.
+func (c *Cluster) createSandbox(ctx context.Context, sb *SandboxObjects, owner metav1.OwnerReference) error {
+	core, rbac := c.client.CoreV1(), c.client.RbacV1()
+	np := sb.Policy
+	if _, err := c.client.NetworkingV1().NetworkPolicies(np.Namespace).Create(ctx, np, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create networkpolicy %s: %w", np.Name, refused(err))
+	}
+	sa, role, rb, pod := sb.ServiceAccount.DeepCopy(), sb.Role.DeepCopy(), sb.RoleBinding.DeepCopy(), sb.Pod.DeepCopy()
+	steps := []struct {
+		kind   string
+		meta   *metav1.ObjectMeta
+		create func() (metav1.Object, error)
+		get    func() (metav1.Object, error)
+	}{
+		{"serviceaccount", &sa.ObjectMeta,
+			func() (metav1.Object, error) {
+				return core.ServiceAccounts(sa.Namespace).Create(ctx, sa, metav1.CreateOptions{})
+			},
+			func() (metav1.Object, error) {
+				return core.ServiceAccounts(sa.Namespace).Get(ctx, sa.Name, metav1.GetOptions{})
+			}},
+		{"role", &role.ObjectMeta,
+			func() (metav1.Object, error) {
+				return rbac.Roles(role.Namespace).Create(ctx, role, metav1.CreateOptions{})
+			},
+			func() (metav1.Object, error) {
+				return rbac.Roles(role.Namespace).Get(ctx, role.Name, metav1.GetOptions{})
+			}},
+		{"rolebinding", &rb.ObjectMeta,
+			func() (metav1.Object, error) {
+				return rbac.RoleBindings(rb.Namespace).Create(ctx, rb, metav1.CreateOptions{})
+			},
+			func() (metav1.Object, error) {
+				return rbac.RoleBindings(rb.Namespace).Get(ctx, rb.Name, metav1.GetOptions{})
+			}},
+		{"pod", &pod.ObjectMeta,
+			func() (metav1.Object, error) {
+				return core.Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+			},
+			func() (metav1.Object, error) { return core.Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{}) }},
+	}
+	for _, s := range steps {
+		s.meta.OwnerReferences = []metav1.OwnerReference{owner}
+		if err := c.createOwned(ctx, s.meta.Name, owner.UID, s.create, s.get); err != nil {
+			return fmt.Errorf("%s %s: %w", s.kind, s.meta.Name, err)
+		}
 	}
 	return nil
 }
@@ -343,6 +422,11 @@ func (c *Cluster) Create(ctx context.Context, spec evalflow.JobSpec, secrets eva
 	e, ok := engines.Default().Get(spec.Engine)
 	if !ok {
 		return evalflow.Permanent(fmt.Errorf("job %s: unknown engine %q", spec.ID, spec.Engine))
+	}
+	if spec.Sandbox != nil {
+		sb := *spec.Sandbox
+		sb.Image = engines.Under(c.opts.Images, SandboxImage)
+		spec.Sandbox = &sb
 	}
 	objs, err := Build(spec, e.PulledFrom(c.opts.Images).WithResources(c.opts.Resources[e.Name]), c.Namespace, secrets)
 	if err != nil {

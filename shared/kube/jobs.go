@@ -51,12 +51,16 @@ type JobObjects struct {
 	ConfigMap *corev1.ConfigMap
 	Secret    *corev1.Secret // nil when the run has no secret
 	Job       *batchv1.Job
+	Sandbox   *SandboxObjects // nil when the run runs no code of the model's
 }
 
 // Build returns the objects of spec's job, run by engine e in namespace. The secrets
 // go in the Secret, mounted as files the spec points to.
 func Build(spec evalflow.JobSpec, e *engines.Engine, namespace string, secrets evalflow.JobSecrets) (*JobObjects, error) {
 	spec, data := inPod(spec, secrets)
+	if spec.Sandbox != nil {
+		spec.Sandbox.Namespace = namespace
+	}
 	body, err := json.MarshalIndent(spec, "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("kube: job spec of run %s: %w", spec.RunID, err)
@@ -76,8 +80,13 @@ func Build(spec evalflow.JobSpec, e *engines.Engine, namespace string, secrets e
 	if err != nil {
 		return nil, err
 	}
+	pod := podSpec(e, objs, resources)
+	if spec.Sandbox != nil {
+		objs.Sandbox = sandboxObjects(spec, namespace, meta)
+		pod = withSandboxToken(pod, spec.RunID)
+	}
 	objs.Job = &batchv1.Job{TypeMeta: metav1.TypeMeta{APIVersion: "batch/v1", Kind: "Job"}, ObjectMeta: meta(spec.ID),
-		Spec: jobSpec(spec, podSpec(e, objs, resources))}
+		Spec: jobSpec(spec, pod)}
 	return objs, nil
 }
 
@@ -117,6 +126,11 @@ func inPod(spec evalflow.JobSpec, secrets evalflow.JobSecrets) (evalflow.JobSpec
 		results.PasswordFile = RegistryPasswordPath
 		spec.Results = &results
 		data["registry_password"] = []byte(secrets.RegistryPassword)
+	}
+	if spec.Sandbox != nil {
+		sb := *spec.Sandbox
+		sb.TokenFile, sb.CAFile = SandboxTokenDir+"/token", SandboxTokenDir+"/ca.crt"
+		spec.Sandbox = &sb
 	}
 	if spec.Data != nil && secrets.RegistryPassword != "" { // the data lives in the results registry
 		spec.Data.PasswordFile = RegistryPasswordPath

@@ -185,3 +185,50 @@ func TestADeploymentsResourcesAreCheckedNamingTheField(t *testing.T) {
 		}
 	}
 }
+
+// A run whose score runs the model's code gets a sandbox pod, and its runner an
+// account of its own whose token is the only one it mounts and which may exec in
+// that pod alone; a run that runs none gets neither.
+func TestARunThatRunsCodeGetsASandboxPodAndAnAccountForItAlone(t *testing.T) {
+	if objs := build(t, evalflow.DefaultEngine); objs.Sandbox != nil || objs.Job.Spec.Template.Spec.ServiceAccountName != "" {
+		t.Fatalf("an MMLU run has a sandbox: %+v", objs.Sandbox)
+	}
+	r := evalflow.NewRun(evalflow.Request{EvalRequestID: "0f0e0d0c-0b0a-4909-8807-060504030203", ModelName: "m",
+		BaseURL: "http://model:8000/v1", Datasets: []evalflow.DatasetSpec{{Name: "humaneval"}}}, time.Now())
+	r.Target = evalflow.TargetKubernetes
+	spec := evalflow.NewJobSpec(r, evalflow.JobDefaults{DeadlineSeconds: 3600})
+	spec.Sandbox.Image = "registry.example/evalflow-sandbox:v1"
+	e, _ := engines.Default().Get(r.Engine)
+	objs, err := Build(spec, e, "evals", evalflow.JobSecrets{APIKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, pod := objs.Sandbox, objs.Job.Spec.Template.Spec
+	if sb == nil || sb.Pod.Name != evalflow.SandboxName(r.ID) || sb.Pod.Namespace != "evals" || sb.Pod.Spec.Containers[0].Image != spec.Sandbox.Image {
+		t.Fatalf("sandbox %+v", sb)
+	}
+	sp := sb.Pod.Spec
+	c := sp.Containers[0]
+	if *sp.AutomountServiceAccountToken || *sp.EnableServiceLinks || *sp.SecurityContext.RunAsUser == RunnerUID || *sp.SecurityContext.RunAsUser == 0 ||
+		!*c.SecurityContext.ReadOnlyRootFilesystem || c.SecurityContext.Capabilities.Drop[0] != "ALL" || c.Resources.Limits.Memory().IsZero() ||
+		sp.SecurityContext.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault || sp.ActiveDeadlineSeconds == nil {
+		t.Errorf("the sandbox pod's walls: %+v", sp)
+	}
+	if sb.Policy.Namespace != "evals" || len(sb.Policy.Spec.PolicyTypes) != 2 || len(sb.Policy.Spec.Ingress)+len(sb.Policy.Spec.Egress) != 0 ||
+		sb.Policy.Spec.PodSelector.MatchLabels[LabelComponent] != sb.Pod.Labels[LabelComponent] {
+		t.Errorf("the NetworkPolicy does not deny the sandbox everything: %+v", sb.Policy)
+	}
+	for _, rule := range sb.Role.Rules {
+		if len(rule.ResourceNames) != 1 || rule.ResourceNames[0] != sb.Pod.Name {
+			t.Errorf("the runner's Role reaches beyond its sandbox pod: %+v", rule)
+		}
+	}
+	if pod.ServiceAccountName != sb.ServiceAccount.Name || sb.RoleBinding.Subjects[0].Name != sb.ServiceAccount.Name || *pod.AutomountServiceAccountToken {
+		t.Errorf("the runner's pod runs as %q, automounting %v", pod.ServiceAccountName, *pod.AutomountServiceAccountToken)
+	}
+	var inPod evalflow.JobSpec
+	json.Unmarshal([]byte(objs.ConfigMap.Data["job.json"]), &inPod)
+	if inPod.Sandbox == nil || inPod.Sandbox.Namespace != "evals" || !strings.HasPrefix(inPod.Sandbox.TokenFile, SandboxTokenDir) {
+		t.Errorf("job.json's sandbox: %+v", inPod.Sandbox)
+	}
+}

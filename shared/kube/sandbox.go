@@ -5,6 +5,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -15,15 +16,72 @@ import (
 // programs' process limit (RLIMIT_NPROC) counts only the sandbox's processes.
 const SandboxUID = 65533
 
-// SandboxProgram is the sandbox image's program (runner/cmd/evalflow-sandbox).
-const SandboxProgram = "/evalflow-sandbox"
-
 // LabelComponent marks a run's objects by their part; the sandbox's is "sandbox",
 // which the NetworkPolicy SandboxPolicy selects.
 const LabelComponent = "app.kubernetes.io/component"
 
-// SandboxName is the name of run id's sandbox pod.
-func SandboxName(runID string) string { return evalflow.JobName(runID) + "-sandbox" }
+// SandboxImage is the sandbox pod's image (runner/cmd/evalflow-sandbox on Debian's
+// python3), pulled from under a deployment's registry as the engines' images are.
+const SandboxImage = "ghcr.io/evalflow/evalflow-sandbox:v0.1.0"
+
+// SandboxTokenDir holds, in the runner's pod of a run with a sandbox, its
+// ServiceAccount's token (which may only exec in the sandbox pod) and the cluster's CA.
+const SandboxTokenDir = "/meta/sandbox"
+
+// SandboxObjects are what a run with a sandbox has besides its Job: the pod, the
+// runner's own ServiceAccount, and a Role and RoleBinding letting it do no more than
+// exec in that pod; and the namespace's NetworkPolicy for sandbox pods.
+type SandboxObjects struct {
+	Pod            *corev1.Pod
+	ServiceAccount *corev1.ServiceAccount
+	Role           *rbacv1.Role
+	RoleBinding    *rbacv1.RoleBinding
+	Policy         *networkingv1.NetworkPolicy
+}
+
+// runnerAccount names the ServiceAccount of run id's runner, and its Role and binding.
+func runnerAccount(runID string) string { return evalflow.JobName(runID) + "-runner" }
+
+// sandboxObjects are the sandbox objects of spec's run in namespace, labelled as its
+// other objects (meta).
+func sandboxObjects(spec evalflow.JobSpec, namespace string, meta func(string) metav1.ObjectMeta) *SandboxObjects {
+	pod := SandboxPod(spec.RunID, spec.Sandbox.Image, time.Duration(spec.DeadlineSeconds)*time.Second)
+	pod.Namespace = namespace
+	name := runnerAccount(spec.RunID)
+	no := false
+	policy := SandboxPolicy()
+	policy.Namespace = namespace
+	return &SandboxObjects{
+		Pod:            pod,
+		ServiceAccount: &corev1.ServiceAccount{ObjectMeta: meta(name), AutomountServiceAccountToken: &no},
+		Role: &rbacv1.Role{ObjectMeta: meta(name), Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}, ResourceNames: []string{pod.Name}},
+			{APIGroups: []string{""}, Resources: []string{"pods/exec"}, Verbs: []string{"create", "get"}, ResourceNames: []string{pod.Name}},
+		}},
+		RoleBinding: &rbacv1.RoleBinding{ObjectMeta: meta(name),
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: namespace}}},
+		Policy: policy,
+	}
+}
+
+// withSandboxToken is the runner's pod with its own ServiceAccount and that account's
+// token (an hour's, renewed by the kubelet) and the cluster's CA at SandboxTokenDir:
+// no other token is mounted.
+func withSandboxToken(pod corev1.PodSpec, runID string) corev1.PodSpec {
+	expiry := int64(3600)
+	pod.ServiceAccountName = runnerAccount(runID)
+	pod.Volumes = append(pod.Volumes, corev1.Volume{Name: "sandbox-token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		Sources: []corev1.VolumeProjection{
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: &expiry}},
+			{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "kube-root-ca.crt"},
+				Items: []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}}},
+		}}}})
+	for i := range pod.Containers {
+		pod.Containers[i].VolumeMounts = append(pod.Containers[i].VolumeMounts, corev1.VolumeMount{Name: "sandbox-token", MountPath: SandboxTokenDir, ReadOnly: true})
+	}
+	return pod
+}
 
 // SandboxPod is the pod where run id's model programs run (HumanEval), made for
 // nothing else: image's evalflow-sandbox waits in it, and the runner runs it again in
@@ -38,7 +96,7 @@ func SandboxPod(runID, image string, deadline time.Duration) *corev1.Pod {
 	limits := corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("1"), corev1.ResourceMemory: resource.MustParse("1Gi")}
 	scratch := resource.MustParse("64Mi")
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: SandboxName(runID), Labels: map[string]string{LabelRun: runID,
+		ObjectMeta: metav1.ObjectMeta{Name: evalflow.SandboxName(runID), Labels: map[string]string{LabelRun: runID,
 			"app.kubernetes.io/part-of": "evalflow", LabelComponent: "sandbox", "app.kubernetes.io/managed-by": ManagedBy}},
 		Spec: corev1.PodSpec{
 			RestartPolicy:                corev1.RestartPolicyNever,
@@ -48,7 +106,7 @@ func SandboxPod(runID, image string, deadline time.Duration) *corev1.Pod {
 			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: &yes, RunAsUser: &uid, RunAsGroup: &uid,
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 			Containers: []corev1.Container{{
-				Name: "sandbox", Image: image, Command: []string{SandboxProgram, "-wait"},
+				Name: "sandbox", Image: image, Command: []string{evalflow.SandboxProgram, "-wait"},
 				Resources:    corev1.ResourceRequirements{Requests: limits, Limits: limits},
 				VolumeMounts: []corev1.VolumeMount{{Name: "scratch", MountPath: ScratchDir}},
 				SecurityContext: &corev1.SecurityContext{RunAsNonRoot: &yes, AllowPrivilegeEscalation: &no,

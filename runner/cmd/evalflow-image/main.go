@@ -19,6 +19,8 @@ import (
 	"github.com/evalflow/evalflow/devkit/images"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/engines"
+	"github.com/evalflow/evalflow/shared/kube"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 func main() {
@@ -26,11 +28,15 @@ func main() {
 	binary := flag.String("binary", "", "the engine's static binary")
 	registry := flag.String("registry", "", "HOST[:PORT]/PREFIX the image is pushed under")
 	base := flag.String("base", "", "push only evalflow's base image to this reference (HOST[:PORT]/REPO:TAG), e.g. for ko's KO_DEFAULTBASEIMAGE")
+	python := flag.String("sandbox-python", "", "build the sandbox pod's image instead: -binary is evalflow-sandbox, this Debian's python3 unpacked (hack/install-sandbox-python.sh)")
 	flag.Parse()
 	var err error
-	if *base != "" {
+	switch {
+	case *base != "":
 		err = pushBase(*base)
-	} else {
+	case *python != "":
+		err = pushSandbox(*binary, *python, *registry)
+	default:
 		err = run(*engine, *binary, *registry)
 	}
 	if err != nil {
@@ -45,12 +51,25 @@ func pushBase(ref string) error {
 	if err != nil {
 		return err
 	}
-	digest, err := images.Push(img, ref)
+	return push(img, ref)
+}
+
+// pushSandbox builds the sandbox pod's image and pushes it under registry, named as
+// kube.SandboxImage names it.
+func pushSandbox(binary, python, registry string) error {
+	if binary == "" || registry == "" {
+		return fmt.Errorf("need -binary (evalflow-sandbox) and -registry")
+	}
+	img, err := images.Build(images.Spec{Binary: binary, Path: evalflow.SandboxProgram, Root: python, OS: "linux", Architecture: runtime.GOARCH})
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%s@%s\n", ref, digest)
-	return nil
+	return push(img, engines.Under(registry, kube.SandboxImage))
+}
+
+// push pushes img to ref and prints ref@digest.
+func push(img v1.Image, ref string) error {
+	return push(img, ref)
 }
 
 func run(engine, binary, registry string) error {
@@ -65,11 +84,5 @@ func run(engine, binary, registry string) error {
 	if err != nil {
 		return err
 	}
-	ref := registry + "/" + path.Base(e.Image)
-	digest, err := images.Push(img, ref)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("%s@%s\n", ref, digest)
-	return nil
+	return push(img, e.PulledFrom(registry).Image)
 }

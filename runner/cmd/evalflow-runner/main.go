@@ -7,6 +7,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -24,6 +25,7 @@ import (
 	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/task/usertask"
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/kube/podexec"
 	"github.com/evalflow/evalflow/shared/metrics"
 	"github.com/evalflow/evalflow/shared/netpolicy"
 	"github.com/evalflow/evalflow/shared/openai"
@@ -95,8 +97,8 @@ func run(ctx context.Context, jobPath string, log *slog.Logger) (err error) {
 		defer stopMetrics()
 	}
 	e := newEngine(spec, apiKey, network, reporter, m, log)
-	if e.Sandbox, err = sandboxFor(spec, docs); err != nil {
-		return evalflow.Permanent(fmt.Errorf("runner: run %s: %w", spec.RunID, err))
+	if e.Sandbox, err = sandboxFor(ctx, spec, docs); err != nil {
+		return fmt.Errorf("runner: run %s: %w", spec.RunID, err)
 	}
 	log.Info("evaluation started", "samples", len(docs), "concurrency", spec.Concurrency)
 	reporter.Progress(ctx, evalflow.Progress{Phase: "starting", Total: len(docs), UpdatedAt: time.Now().UTC()})
@@ -189,21 +191,44 @@ func newEngine(spec evalflow.JobSpec, apiKey string, network *netpolicy.Policy, 
 }
 
 // sandboxFor is where the model's programs run, for a run of a task scored so
-// (HumanEval): python3 under bubblewrap on this machine, for a local run. A run on
-// Kubernetes would need a sandbox pod of its own, which evalflow does not make yet.
-func sandboxFor(spec evalflow.JobSpec, docs []task.Doc) (engine.Sandbox, error) {
+// (HumanEval): python3 under bubblewrap on this machine, for a local run; for a
+// Kubernetes Job, the run's sandbox pod, which this pod's own token may exec in and
+// nothing more. A sandbox that cannot run here fails the run before any sample.
+func sandboxFor(ctx context.Context, spec evalflow.JobSpec, docs []task.Doc) (engine.Sandbox, error) {
 	i := slices.IndexFunc(docs, func(d task.Doc) bool { return d.Program != nil })
 	switch {
 	case i < 0:
 		return nil, nil
-	case spec.Results != nil: // a Kubernetes Job's pod
-		return nil, fmt.Errorf("task %s runs the model's code, and on Kubernetes that needs a sandbox pod evalflow does not make yet: run it in local mode", docs[i].Task)
+	case spec.Sandbox != nil:
+		return podSandbox(ctx, *spec.Sandbox)
+	case spec.Results != nil: // a Kubernetes Job's pod, without a sandbox pod
+		return nil, evalflow.Permanent(fmt.Errorf("task %s runs the model's code, and this Job has no sandbox pod: name the task in task_yaml, not task_file, so that evalflow knows to make one", docs[i].Task))
 	}
 	s, err := sandbox.NewLocal(sandbox.DefaultLimits, runtime.NumCPU())
 	if err != nil {
-		return nil, fmt.Errorf("task %s runs the model's code: %w", docs[i].Task, err)
+		return nil, evalflow.Permanent(fmt.Errorf("task %s runs the model's code: %w", docs[i].Task, err))
 	}
 	return s, nil
+}
+
+// SandboxStartup bounds the wait for the sandbox pod to run (its image pulled).
+const SandboxStartup = 5 * time.Minute
+
+// podSandbox is the run's sandbox pod, once it runs a program.
+func podSandbox(ctx context.Context, t evalflow.SandboxTarget) (engine.Sandbox, error) {
+	pod, err := podexec.InCluster(t.Namespace, t.Pod, t.TokenFile, t.CAFile)
+	if err != nil {
+		return nil, evalflow.Permanent(err)
+	}
+	wait, cancel := context.WithTimeout(ctx, SandboxStartup)
+	defer cancel()
+	if err := pod.WaitRunning(wait); err != nil {
+		return nil, fmt.Errorf("the sandbox pod: %w", err)
+	}
+	exec := func(ctx context.Context, stdin io.Reader, stdout io.Writer) error {
+		return pod.Exec(ctx, []string{evalflow.SandboxProgram, "-batch", "-"}, stdin, stdout)
+	}
+	return sandbox.NewPod(ctx, exec, sandbox.DefaultLimits)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

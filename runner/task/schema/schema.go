@@ -376,7 +376,12 @@ var (
 
 // PassAtK is HumanEval's metric: the share of documents whose program passes its
 // tests, estimated from k samples (evalflow asks each document once: k is 1).
-const PassAtK = "utils.pass_at_k"
+const PassAtK = evalflow.PassAtKFunction
+
+// RunsCode says whether t's score runs the model's code (in a sandbox).
+func (t *Task) RunsCode() bool {
+	return slices.ContainsFunc(t.MetricList, func(m Metric) bool { return m.Metric.Func == PassAtK })
+}
 
 // Check refuses what evalflow cannot run as lm-eval runs it, naming the field and the
 // feature; templates are compiled, and regular expressions too.

@@ -105,7 +105,7 @@ func BenchmarkCanonicalSolutions(b *testing.B) {
 		var failed atomic.Int64
 		for _, d := range docs {
 			wg.Go(func() {
-				if r := s.Run(context.Background(), d.Program(rows.Scored[d.Index]["canonical_solution"].(string)).Code); !r.Passed {
+				if r, err := s.Run(context.Background(), d.Program(rows.Scored[d.Index]["canonical_solution"].(string)).Code); err != nil || !r.Passed {
 					failed.Add(1)
 				}
 			})

@@ -504,10 +504,10 @@ func TestHumanEvalAsksThePromptAndItsCanonicalSolutionsPass(t *testing.T) {
 		if p.Code != want || p.Filter != "create_test" || p.Metric != "pass@1" {
 			t.Errorf("%s/%d: program %.80q (%s, %s)", d.Task, d.Index, p.Code, p.Filter, p.Metric)
 		}
-		if r := s.Run(context.Background(), p.Code); !r.Passed {
+		if r, err := s.Run(context.Background(), p.Code); err != nil || !r.Passed {
 			t.Errorf("%s/%d: the canonical solution %s", d.Task, d.Index, r.Outcome)
 		}
-		if r := s.Run(context.Background(), d.Program("    return None\n").Code); r.Passed || !strings.HasPrefix(r.Outcome, "failed: ") {
+		if r, err := s.Run(context.Background(), d.Program("    return None\n").Code); err != nil || r.Passed || !strings.HasPrefix(r.Outcome, "failed: ") {
 			t.Errorf("%s/%d: a wrong solution: %+v", d.Task, d.Index, r)
 		}
 	}

@@ -160,7 +160,7 @@ func row(t *testing.T, c *tasks.Catalogue, data, name string) evalflow.ShippedTa
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := evalflow.ShippedTask{Name: name, OutputType: tk.OutputType, Samples: len(rows.Scored), Source: source.File(tk)}
+	r := evalflow.ShippedTask{Name: name, OutputType: tk.OutputType, Samples: len(rows.Scored), Source: source.File(tk), RunsCode: tk.RunsCode()}
 	if tk.NumFewshot != nil {
 		r.NumFewshot = *tk.NumFewshot
 	}
@@ -218,6 +218,9 @@ func writeTable(t *testing.T, file string, rows []evalflow.ShippedTask) {
 		}
 		if r.Subjects != nil {
 			fmt.Fprintf(&b, ", Subjects: %#v", r.Subjects)
+		}
+		if r.RunsCode {
+			b.WriteString(", RunsCode: true")
 		}
 		b.WriteString("},\n")
 	}

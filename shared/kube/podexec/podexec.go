@@ -19,7 +19,7 @@ import (
 // kubelet, never the pod's network) with stdin, writing what it prints to stdout and
 // stderr.
 func Exec(ctx context.Context, rest *restclient.Config, namespace, pod string, command []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	client, err := kubernetes.NewForConfig(rest)
+	client, err := newClient(rest)
 	if err != nil {
 		return fmt.Errorf("podexec: exec in %s/%s: %w", namespace, pod, err)
 	}
@@ -33,4 +33,12 @@ func Exec(ctx context.Context, rest *restclient.Config, namespace, pod string, c
 		return fmt.Errorf("podexec: exec in %s/%s: %w", namespace, pod, err)
 	}
 	return nil
+}
+
+func newClient(rest *restclient.Config) (*kubernetes.Clientset, error) {
+	c, err := kubernetes.NewForConfig(rest)
+	if err != nil {
+		return nil, fmt.Errorf("podexec: %w", err)
+	}
+	return c, nil
 }
