@@ -9,16 +9,19 @@ import (
 // Sample is one scored sample as callers read it: a line of samples.jsonl, without
 // the engine's per-filter detail. Extracted and Correct are the primary filter's.
 type Sample struct {
-	Task      string `json:"task"`
-	Group     string `json:"group,omitempty"`
-	DocID     int    `json:"doc_id"`
-	Prompt    string `json:"prompt"`
-	Response  string `json:"response"`
-	Extracted string `json:"extracted"`
-	Target    string `json:"target"`
-	Correct   bool   `json:"correct"`
-	Metric    string `json:"metric,omitempty"`
-	Usage     Usage  `json:"usage"`
+	Task     string `json:"task"`
+	Group    string `json:"group,omitempty"`
+	DocID    int    `json:"doc_id"`
+	Prompt   string `json:"prompt"`
+	Response string `json:"response"`
+	// Responses are every response asked of the document, where it was asked more
+	// than once (a task's repeats); Response is the first.
+	Responses []string `json:"responses,omitempty"`
+	Extracted string   `json:"extracted"`
+	Target    string   `json:"target"`
+	Correct   bool     `json:"correct"`
+	Metric    string   `json:"metric,omitempty"`
+	Usage     Usage    `json:"usage"`
 }
 
 // sampleKey names a sample within a run: its task and document.

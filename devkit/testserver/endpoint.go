@@ -177,19 +177,45 @@ func jsonEscaped(s string) string {
 // the base URL.
 func AnsweringEndpoint(t testing.TB, host string, answers map[string]string) string {
 	t.Helper()
+	inTurn := make(map[string][]string, len(answers))
+	for k, v := range answers {
+		inTurn[k] = []string{v}
+	}
+	return AnsweringInTurn(t, host, inTurn, nil)
+}
+
+// AnsweringInTurn is AnsweringEndpoint answering each message with its answers in
+// turn, again from the first after the last; each request's body, decoded, goes to
+// seen when set.
+func AnsweringInTurn(t testing.TB, host string, answers map[string][]string, seen func(map[string]any)) string {
+	t.Helper()
 	l, err := net.Listen("tcp", net.JoinHostPort(cmp.Or(host, "127.0.0.1"), "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	var mu sync.Mutex
+	asked := map[string]int{}
 	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
 		var req struct {
 			Messages []struct{ Content string } `json:"messages"`
 		}
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Messages) == 0 {
+		if err := json.Unmarshal(b, &req); err != nil || len(req.Messages) == 0 {
 			http.Error(w, "bad request", http.StatusBadRequest)
 			return
 		}
-		text := answers[req.Messages[len(req.Messages)-1].Content]
+		if seen != nil {
+			var body map[string]any
+			json.Unmarshal(b, &body)
+			seen(body)
+		}
+		msg, text := req.Messages[len(req.Messages)-1].Content, ""
+		mu.Lock()
+		if list := answers[msg]; len(list) > 0 {
+			text = list[asked[msg]%len(list)]
+		}
+		asked[msg]++
+		mu.Unlock()
 		json.NewEncoder(w).Encode(map[string]any{"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
 			"message": map[string]any{"role": "assistant", "content": text}}}, "usage": map[string]any{"prompt_tokens": 10, "completion_tokens": 10}})
 	})}

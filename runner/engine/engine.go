@@ -157,18 +157,18 @@ func (e *Engine) ask(ctx context.Context, cancel context.CancelCauseFunc, todo [
 		wg.Go(func() {
 			for d := range jobs {
 				p.gate.acquire()
-				s, program, err := e.score(ctx, d)
+				s, programs, err := e.score(ctx, d)
 				p.gate.release()
 				switch {
 				case err != nil:
 					if ctx.Err() == nil && p.failures.add(d, err) {
 						cancel(p.failures)
 					}
-				case program != nil:
-					// The sandbox runs it while this worker asks for the next: a sandbox
-					// that runs programs in batches gets them together.
+				case programs != nil:
+					// The sandbox runs them while this worker asks for the next: a
+					// sandbox that runs programs in batches gets them together.
 					wg.Go(func() {
-						s, err := e.runProgram(ctx, s, program)
+						s, err := e.runPrograms(ctx, d, s, programs)
 						if err != nil {
 							if ctx.Err() == nil && p.failures.add(d, err) {
 								cancel(p.failures)

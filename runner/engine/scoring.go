@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/evalflow/evalflow/runner/results"
+	"github.com/evalflow/evalflow/runner/sandbox"
 	"github.com/evalflow/evalflow/runner/task"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/openai"
@@ -27,7 +29,7 @@ func (e *Engine) Request(d task.Doc) openai.ChatRequest {
 	return openai.ChatRequest{
 		Model:     e.Spec.Model.Name,
 		Messages:  messages,
-		MaxTokens: e.maxTokens(d), Temperature: 0, Seed: &seed,
+		MaxTokens: e.maxTokens(d), Temperature: d.Temperature, TopP: d.TopP, Seed: &seed,
 		Stop: d.Stop,
 	}
 }
@@ -36,9 +38,9 @@ func (e *Engine) Request(d task.Doc) openai.ChatRequest {
 func (e *Engine) maxTokens(d task.Doc) int { return cmp.Or(e.MaxTokens, d.MaxTokens, 32) }
 
 // score asks the endpoint for d's sample and scores it; or, for a task scored by
-// running the code its response makes (HumanEval), returns that program, for
-// runProgram to score the sample once the sandbox has run it.
-func (e *Engine) score(ctx context.Context, d task.Doc) (results.Sample, *task.Program, error) {
+// running the code its responses make (HumanEval), returns those programs (one a
+// repeat), for runPrograms to score the sample once the sandbox has run them.
+func (e *Engine) score(ctx context.Context, d task.Doc) (results.Sample, []task.Program, error) {
 	if e.Tokens != nil {
 		// A request's tokens, estimated before it is sent: prompt bytes / 4 plus the
 		// answer's bound.
@@ -67,31 +69,84 @@ func (e *Engine) score(ctx context.Context, d task.Doc) (results.Sample, *task.P
 				s.Logprobs[i] = &lp[i]
 			}
 		}
+	case d.Program != nil:
+		programs, err := e.programs(ctx, d, &s)
+		return s, programs, err
 	default:
 		text, usage, err := e.generate(ctx, d)
 		if err != nil {
 			return s, nil, err
 		}
 		s.Response, s.Usage = task.Until(text, d.Stop), evalflow.Usage(usage)
-		if d.Program != nil {
-			p := d.Program(s.Response)
-			return s, &p, nil
-		}
 		s.Filters = d.Score(s.Response)
 	}
 	s.Extracted, s.Correct = s.Filters[0].Extracted, s.Filters[0].Correct
 	return s, nil, nil
 }
 
-// runProgram scores s by what became of p in the sandbox; an error is the sandbox's,
-// which leaves the sample to be asked again.
-func (e *Engine) runProgram(ctx context.Context, s results.Sample, p *task.Program) (results.Sample, error) {
-	r, err := e.Sandbox.Run(ctx, p.Code)
-	if err != nil {
+// programs asks for d's repeats responses, one request each (the same request, as
+// lm-eval repeats it), into s, and returns the program each makes.
+func (e *Engine) programs(ctx context.Context, d task.Doc, s *results.Sample) ([]task.Program, error) {
+	programs := make([]task.Program, max(1, d.Repeats))
+	for i := range programs {
+		text, usage, err := e.generate(ctx, d)
+		if err != nil {
+			return nil, err
+		}
+		text = task.Until(text, d.Stop)
+		if i == 0 {
+			s.Response = text
+		}
+		if len(programs) > 1 {
+			s.Responses = append(s.Responses, text)
+		}
+		s.Usage.PromptTokens += usage.PromptTokens
+		s.Usage.CompletionTokens += usage.CompletionTokens
+		programs[i] = d.Program(text)
+	}
+	return programs, nil
+}
+
+// runPrograms scores s by what became of its programs in the sandbox, run together:
+// pass@k for each of d's k; an error is the sandbox's, which leaves the sample to be
+// asked again.
+func (e *Engine) runPrograms(ctx context.Context, d task.Doc, s results.Sample, programs []task.Program) (results.Sample, error) {
+	runs := make([]sandbox.Result, len(programs))
+	errs := make([]error, len(programs))
+	var wg sync.WaitGroup
+	for i, p := range programs {
+		wg.Go(func() { runs[i], errs[i] = e.Sandbox.Run(ctx, p.Code) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
 		return s, err
 	}
-	s.Filters = []task.Filtered{{Filter: p.Filter, Metric: p.Metric, Extracted: p.Code, Correct: r.Passed, Outcome: r.Outcome}}
-	s.Extracted, s.Correct = p.Code, r.Passed
+	passed, outcome, outcomes := 0, runs[0].Outcome, []string(nil)
+	for _, r := range runs {
+		if r.Passed {
+			passed++
+		}
+	}
+	if len(runs) > 1 {
+		outcome = fmt.Sprintf("%d of %d passed", passed, len(runs))
+		for _, r := range runs {
+			outcomes = append(outcomes, r.Outcome)
+		}
+	}
+	ks := d.PassAtK
+	if len(ks) == 0 {
+		ks = []int{1}
+	}
+	for _, k := range ks {
+		f := task.Filtered{Filter: programs[0].Filter, Metric: fmt.Sprintf("pass@%d", k), Extracted: programs[0].Code,
+			Correct: passed > 0, Outcome: outcome, Outcomes: outcomes}
+		if len(runs) > 1 {
+			v := task.PassAtK(len(runs), passed, k)
+			f.Value = &v
+		}
+		s.Filters = append(s.Filters, f)
+	}
+	s.Extracted, s.Correct = s.Filters[0].Extracted, s.Filters[0].Correct
 	return s, nil
 }
 
@@ -102,7 +157,7 @@ func (e *Engine) generate(ctx context.Context, d task.Doc) (string, openai.Usage
 	if e.Spec.Options.GenerationAPI == evalflow.GenerationCompletions {
 		seed := e.Seed
 		resp, err := e.Client.Complete(ctx, openai.CompletionRequest{Model: e.Spec.Model.Name, Prompt: d.Prompt,
-			MaxTokens: e.maxTokens(d), Temperature: 0, Seed: &seed, Stop: d.Stop})
+			MaxTokens: e.maxTokens(d), Temperature: d.Temperature, TopP: d.TopP, Seed: &seed, Stop: d.Stop})
 		if err != nil {
 			return "", openai.Usage{}, err
 		}

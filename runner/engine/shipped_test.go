@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
+	"math"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -461,4 +465,51 @@ func humanEval(t *testing.T, n int) []map[string]any {
 		t.Fatal(err)
 	}
 	return rows.Scored[:n]
+}
+
+// humaneval_64 (EndpointAnsweringInTurn): each problem asked 64 times with lm-eval's
+// sampling (temperature 0.2, top_p 0.95, the seed), each completion's program run,
+// and pass@k estimated as HF's code_eval does, 1 - C(n-c, k)/C(n, k): a problem whose
+// every fourth completion is right, and one always right.
+func TestHumanEval64EstimatesPassAtKFromItsRepeats_EndpointAnsweringInTurn(t *testing.T) {
+	problems := humanEval(t, 2)
+	answers := map[string][]string{
+		problems[0]["prompt"].(string): {problems[0]["canonical_solution"].(string), "    return None\n", "    pass\n", "    return 0\n"},
+		problems[1]["prompt"].(string): {problems[1]["canonical_solution"].(string)},
+	}
+	var mu sync.Mutex
+	var requests []map[string]any
+	s := spec(t, testserver.AnsweringInTurn(t, "", answers, func(b map[string]any) { mu.Lock(); requests = append(requests, b); mu.Unlock() }), 1)
+	s.Datasets = []evalflow.DatasetSpec{{Name: "humaneval_64", Limit: 2}}
+	res, err := run(t, context.Background(), s, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(requests) != 128 {
+		t.Errorf("%d requests; want 64 a problem", len(requests))
+	}
+	for _, r := range requests {
+		if r["temperature"] != 0.2 || r["top_p"] != 0.95 || r["seed"] == nil {
+			t.Fatalf("a request %v; want temperature 0.2, top_p 0.95 and the seed", r)
+		}
+	}
+	for _, k := range []int64{2, 8, 16, 32, 64} {
+		want := (1 - binomialRatio(64-16, 64, k) + 1) / 2 // 16 of 64 right, and 64 of 64
+		if got := res.Results["humaneval_64"][fmt.Sprintf("pass@%d,create_test", k)]; math.Abs(got.(float64)-want) > 1e-12 {
+			t.Errorf("pass@%d %v; want %v", k, got, want)
+		}
+	}
+	outcomes := map[string]bool{}
+	for _, x := range readSamples(t, s) {
+		outcomes[x.Filters[0].Outcome] = len(x.Responses) == 64 && len(x.Filters[0].Outcomes) == 64
+	}
+	if !outcomes["16 of 64 passed"] || !outcomes["64 of 64 passed"] {
+		t.Errorf("samples' outcomes %v", outcomes)
+	}
+}
+
+// binomialRatio is C(a, k) / C(n, k), computed exactly.
+func binomialRatio(a, n, k int64) float64 {
+	r, _ := new(big.Rat).SetFrac(new(big.Int).Binomial(a, k), new(big.Int).Binomial(n, k)).Float64()
+	return r
 }

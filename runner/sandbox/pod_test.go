@@ -14,19 +14,21 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/runner/sandbox"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/kube"
-	"github.com/evalflow/evalflow/shared/kube/podexec"
+	"github.com/evalflow/evalflow/shared/podexec"
 )
 
 // The sandbox pod on a real node (containerd, runc, the kubelet), in a namespace
 // enforcing the "restricted" Pod Security Standard: its image (Debian's python3 and
 // evalflow-sandbox on evalflow's base, built without Docker) runs a batch handed to it
 // by an exec, and says what became of each program: the canonical solutions of
-// HumanEval's first problems pass; hostile programs fail, each saying why, and the pod
+// HumanEval's first 80 problems pass; hostile programs fail, each saying why, and the pod
 // stays up for the next batch.
 func TestTheSandboxPodRunsABatchOnARealNode(t *testing.T) {
 	n := testserver.Node(t)
@@ -64,11 +66,8 @@ func TestTheSandboxPodRunsABatchOnARealNode(t *testing.T) {
 	}
 
 	t.Logf("the sandbox pod runs")
-	exec, err := podexec.FromKubeconfig(kc, ns, pod.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	canonical := humanEvalPrograms(t, 5)
+	exec := podAsAdmin(t, kc, ns, pod.Name)
+	canonical := humanEvalPrograms(t, 80) // over 64 KB: stdin goes in several messages
 	hostile := map[string]struct{ program, want string }{
 		"loops":        {"while True:\n    pass\n", "timed out"},
 		"forks":        {"import os\nwhile True:\n    os.fork()\n", "failed: BlockingIOError"},
@@ -86,6 +85,9 @@ func TestTheSandboxPodRunsABatchOnARealNode(t *testing.T) {
 	}
 	for round := range 2 { // the pod serves one batch, then the next
 		in, _ := json.Marshal(batch)
+		if len(in) < 64<<10 {
+			t.Fatalf("a batch of %d bytes", len(in))
+		}
 		var out bytes.Buffer
 		if err := exec.Exec(ctx, []string{evalflow.SandboxProgram, "-batch", "-"}, bytes.NewReader(in), &out); err != nil {
 			t.Fatalf("round %d: %v", round, err)
@@ -129,4 +131,22 @@ func humanEvalPrograms(t *testing.T, n int) []string {
 		programs = append(programs, fmt.Sprintf("%s%s\n%s\ncheck(%s)", p.Prompt, p.CanonicalSolution, p.Test, p.EntryPoint))
 	}
 	return programs
+}
+
+// podAsAdmin is pod namespace/name reached with the kubeconfig's credentials.
+func podAsAdmin(t *testing.T, kubeconfig []byte, namespace, name string) *podexec.Pod {
+	t.Helper()
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsConfig, err := rest.TLSConfigFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var token func() (string, error)
+	if cfg.BearerToken != "" {
+		token = func() (string, error) { return cfg.BearerToken, nil }
+	}
+	return podexec.New(cfg.Host, tlsConfig, token, namespace, name)
 }

@@ -51,16 +51,36 @@ type Doc struct {
 	// Program, when set, is the code a response makes (prompt, completion and tests),
 	// scored by running it in a sandbox (HumanEval's pass@k) in place of Score.
 	Program func(response string) Program
+	// Repeats is how many responses are asked for the doc (lm-eval's repeats: 0 or 1
+	// is one), each a program; PassAtK are the k its pass@k is estimated for.
+	Repeats int
+	PassAtK []int
+	// Temperature and TopP are the generation's, as the task's generation_kwargs give
+	// them (lm-eval sends temperature, 0 unless given, and any other kwarg as is).
+	Temperature float64
+	TopP        *float64
 	// Groups are how Group and each group above it aggregate, innermost last, shared
 	// by their docs (none: Group aggregates every metric and filter, weighted by size).
 	Groups []*GroupConfig
 }
 
-// Program is a response's code to run, and the filter and metric its outcome is
-// reported under (passed: 1).
+// Program is a response's code to run, and the filter its outcome is reported under.
 type Program struct {
-	Code           string
-	Filter, Metric string
+	Code   string
+	Filter string
+}
+
+// PassAtK is the unbiased estimate of pass@k from n programs of which c passed (HF
+// code_eval's, which lm-eval uses): 1 - C(n-c, k) / C(n, k), as a product.
+func PassAtK(n, c, k int) float64 {
+	if n-c < k {
+		return 1
+	}
+	p := 1.0
+	for i := n - c + 1; i <= n; i++ {
+		p *= 1 - float64(k)/float64(i)
+	}
+	return 1 - p
 }
 
 // Message is one chat turn of a prompt.
@@ -102,8 +122,9 @@ type Filtered struct {
 	// instruction-level accuracy: one an instruction), each counted alone.
 	Values []float64 `json:"values,omitempty"`
 	// Outcome is what became of a program a response made (passed, failed: why, timed
-	// out, killed).
-	Outcome string `json:"outcome,omitempty"`
+	// out, killed); of several (repeats), how many passed, and Outcomes each one's.
+	Outcome  string   `json:"outcome,omitempty"`
+	Outcomes []string `json:"outcomes,omitempty"`
 }
 
 // Score is the filter's value for aggregation.

@@ -43,6 +43,7 @@ type ChatRequest struct {
 	Stop        []string  `json:"stop,omitempty"`
 	Logprobs    bool      `json:"logprobs,omitempty"`
 	TopLogprobs int       `json:"top_logprobs,omitempty"`
+	TopP        *float64  `json:"top_p,omitempty"`
 }
 
 // TokenLogprob is a token with its log-probability.
@@ -95,6 +96,7 @@ type CompletionRequest struct {
 	Logprobs    int      `json:"logprobs,omitempty"`
 	Seed        *int     `json:"seed,omitempty"`
 	Stop        []string `json:"stop,omitempty"`
+	TopP        *float64 `json:"top_p,omitempty"`
 }
 
 // CompletionResponse is the part of a text completion evalflow reads.

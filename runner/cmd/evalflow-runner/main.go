@@ -25,10 +25,10 @@ import (
 	"github.com/evalflow/evalflow/runner/task"
 	"github.com/evalflow/evalflow/runner/task/usertask"
 	evalflow "github.com/evalflow/evalflow/shared"
-	"github.com/evalflow/evalflow/shared/kube/podexec"
 	"github.com/evalflow/evalflow/shared/metrics"
 	"github.com/evalflow/evalflow/shared/netpolicy"
 	"github.com/evalflow/evalflow/shared/openai"
+	"github.com/evalflow/evalflow/shared/podexec"
 	"github.com/evalflow/evalflow/shared/tracing"
 )
 

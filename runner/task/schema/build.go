@@ -95,9 +95,11 @@ func (t *Task) Docs(rows, pool []map[string]any, sameSplit bool, idx []int) ([]t
 	if len(t.MetricList) > 0 && t.MetricList[0].Metric.Func == PassAtK {
 		return t.programs(docs, rows, r)
 	}
+	temperature, topP := t.sampling()
 	for n := range docs {
 		d := &docs[n]
 		d.Method, d.Metric, d.Stop, d.MaxTokens = task.Generate, metric, r.until, r.maxTokens
+		d.Temperature, d.TopP = temperature, topP
 		target, row := d.Target, rows[d.Index]
 		d.Score = func(resp string) []task.Filtered { return score(resp, target, row) }
 	}
@@ -122,18 +124,43 @@ func (t *Task) programs(docs []task.Doc, rows []map[string]any, r *renderer) ([]
 			}
 		}
 	}
+	ks := t.MetricList[0].K
+	temperature, topP := t.sampling()
 	for n := range docs {
 		d := &docs[n]
-		d.Method, d.Metric, d.Stop, d.MaxTokens = task.Generate, "pass@1", r.until, r.maxTokens
+		d.Method, d.Metric, d.Stop, d.MaxTokens = task.Generate, fmt.Sprintf("pass@%d", ks[0]), r.until, r.maxTokens
+		d.Repeats, d.PassAtK, d.Temperature, d.TopP = max(1, t.Repeats), ks, temperature, topP
 		target, row := d.Target, rows[d.Index]
 		d.Program = func(resp string) task.Program {
 			for _, s := range steps {
 				resp = s(resp, row)
 			}
-			return task.Program{Code: resp + "\n" + target, Filter: filter, Metric: "pass@1"}
+			return task.Program{Code: resp + "\n" + target, Filter: filter}
 		}
 	}
 	return docs, nil
+}
+
+// sampling is the temperature and top_p of t's generation_kwargs, as lm-eval's API
+// models send them: temperature 0 unless given (do_sample itself is not sent).
+func (t *Task) sampling() (temperature float64, topP *float64) {
+	temperature = number(t.GenerationKwargs["temperature"])
+	if v, ok := t.GenerationKwargs["top_p"]; ok {
+		p := number(v)
+		topP = &p
+	}
+	return temperature, topP
+}
+
+// number is a YAML number (0.2, or 1 read as an int) as a float64; 0 for none.
+func number(v any) float64 {
+	switch n := v.(type) {
+	case float64:
+		return n
+	case int:
+		return float64(n)
+	}
+	return 0
 }
 
 // choose makes docs multiple-choice requests, as lm-eval's: one log-likelihood a

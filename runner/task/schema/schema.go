@@ -375,7 +375,7 @@ var (
 )
 
 // PassAtK is HumanEval's metric: the share of documents whose program passes its
-// tests, estimated from k samples (evalflow asks each document once: k is 1).
+// tests, estimated for each k from the repeats programs asked of each document.
 const PassAtK = evalflow.PassAtKFunction
 
 // RunsCode says whether t's score runs the model's code (in a sandbox).
@@ -438,6 +438,9 @@ func (t *Task) Check() error {
 			}
 		}
 	}
+	if t.Repeats > 1 && !t.RunsCode() {
+		bad("repeats", "evalflow repeats only tasks scored by %s (pass@k over the programs asked): this one asks each document once", PassAtK)
+	}
 	ownMetrics := t.ProcessResults != nil && t.ProcessResults.Func != "" // a processor names its own
 	for i, m := range t.MetricList {
 		switch agg, field := m.Aggregation, fmt.Sprintf("metric_list[%d].aggregation", i); {
@@ -453,8 +456,15 @@ func (t *Task) Check() error {
 			if err := m.Metric.check(field, MetricFunctions); err != nil {
 				errs = append(errs, err)
 			}
-			if m.Metric.Func == PassAtK && !slices.Equal(m.K, []int{1}) {
-				bad(fmt.Sprintf("metric_list[%d].k", i), "k %v: evalflow asks each document once (repeats 1), so pass@1 only: k: [1]", m.K)
+			if m.Metric.Func == PassAtK {
+				if len(m.K) == 0 {
+					bad(fmt.Sprintf("metric_list[%d].k", i), "is required: the k of pass@k, e.g. [1]")
+				}
+				for _, k := range m.K {
+					if k < 1 || k > max(1, t.Repeats) {
+						bad(fmt.Sprintf("metric_list[%d].k", i), "k %d: pass@k needs 1 ≤ k ≤ repeats (%d), the programs asked of each document", k, max(1, t.Repeats))
+					}
+				}
 			}
 		} else if !slices.Contains(Metrics, m.Metric.Text) && !ownMetrics {
 			bad(field, "metric %q is not one evalflow implements (%s)", m.Metric.Text, strings.Join(Metrics, ", "))

@@ -46,9 +46,11 @@ func TestATaskReadsWithItsIncludeMergedUnderIt(t *testing.T) {
 // naming the field and the feature.
 func TestWhatCannotRunIsRefusedNamingFieldAndFeature(t *testing.T) {
 	for file, want := range map[string][]string{
-		"unknown_field.yaml":   {"doc_to_txt"},
-		"python_function.yaml": {"doc_to_text", "utils.doc_to_text", "filter_list[0].filter[0].function", "utils.MyFilter", "filter_list[0].filter[1].function", "majority_vote", "metric_list[0].metric", "bleu_max"},
-		"broken.yaml":          {"output_type", "loglikelihood_rolling", "doc_to_text", "filter_list[0].filter[0].regex_pattern", "(unclosed"},
+		"unknown_field.yaml":    {"doc_to_txt"},
+		"python_function.yaml":  {"doc_to_text", "utils.doc_to_text", "filter_list[0].filter[0].function", "utils.MyFilter", "filter_list[0].filter[1].function", "majority_vote", "metric_list[0].metric", "bleu_max"},
+		"broken.yaml":           {"output_type", "loglikelihood_rolling", "doc_to_text", "filter_list[0].filter[0].regex_pattern", "(unclosed"},
+		"repeats.yaml":          {"repeats", "only tasks scored by utils.pass_at_k"},
+		"pass_at_k_beyond.yaml": {"metric_list[0].k", "k 8", "repeats (4)"},
 	} {
 		task, err := schema.Load(data, file)
 		if err == nil {

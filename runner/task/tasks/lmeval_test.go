@@ -501,8 +501,8 @@ func TestHumanEvalAsksThePromptAndItsCanonicalSolutionsPass(t *testing.T) {
 		}
 		p := d.Program(row["canonical_solution"].(string))
 		want := row["prompt"].(string) + row["canonical_solution"].(string) + "\n" + row["test"].(string) + "\ncheck(" + row["entry_point"].(string) + ")"
-		if p.Code != want || p.Filter != "create_test" || p.Metric != "pass@1" {
-			t.Errorf("%s/%d: program %.80q (%s, %s)", d.Task, d.Index, p.Code, p.Filter, p.Metric)
+		if p.Code != want || p.Filter != "create_test" || d.Metric != "pass@1" || d.Repeats != 1 || d.Temperature != 0 || d.TopP != nil {
+			t.Errorf("%s/%d: program %.80q (%s, %s), %d repeats at temperature %v", d.Task, d.Index, p.Code, p.Filter, d.Metric, d.Repeats, d.Temperature)
 		}
 		if r, err := s.Run(context.Background(), p.Code); err != nil || !r.Passed {
 			t.Errorf("%s/%d: the canonical solution %s", d.Task, d.Index, r.Outcome)

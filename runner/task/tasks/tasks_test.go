@@ -27,8 +27,8 @@ func TestTheShippedTasksReadAndCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(c.Names()); n != 4*27+5+3+1+1+3+2*57+6+1+1+1 {
-		t.Errorf("%d names; want 4 forms of 27 BBH tasks, 5 groups, 3 TruthfulQA tasks, winogrande, lambada_openai, 3 GSM8K tasks, 2 forms of 57 MMLU tasks, 6 groups, ifeval, the tag truthfulqa, humaneval", n)
+	if n := len(c.Names()); n != 4*27+5+3+1+1+3+2*57+6+1+1+2 {
+		t.Errorf("%d names; want 4 forms of 27 BBH tasks, 5 groups, 3 TruthfulQA tasks, winogrande, lambada_openai, 3 GSM8K tasks, 2 forms of 57 MMLU tasks, 6 groups, ifeval, the tag truthfulqa, humaneval and humaneval_64", n)
 	}
 	for _, name := range c.Names() {
 		if _, err := c.Resolve(name); err != nil { // every task checked
