@@ -138,44 +138,55 @@ func TestEveryClusterManifestDecodesStrictlyAndValidates(t *testing.T) {
 	}
 }
 
-// The Role eventing/rbac.yaml grants in evalflow's own cluster is exactly what a
-// run's credentials need there (kube.Needed, which verify checks): no right missing,
-// none more. Its subjects are the ServiceAccounts the functions' func.yaml name.
+// The Roles eventing/rbac.yaml grants in evalflow's own cluster are exactly what a
+// run's credentials need there (kube.Needed, and kube.NeededForSandbox for a run that
+// runs the model's code: what verify checks): no right missing, none more. Their
+// subjects are the ServiceAccounts the functions' func.yaml name.
 func TestTheJobsRoleGrantsWhatRunsNeedAndNoMore(t *testing.T) {
-	var role rbacv1.Role
-	var binding rbacv1.RoleBinding
+	roles, bindings := map[string]rbacv1.Role{}, map[string]rbacv1.RoleBinding{}
 	accounts := map[string]bool{}
 	for _, doc := range documents(t, "eventing/rbac.yaml") {
 		var meta struct{ Kind string }
 		yaml.Unmarshal(doc, &meta)
 		switch meta.Kind {
 		case "Role":
+			var role rbacv1.Role
 			strict(t, doc, &role)
+			roles[role.Name] = role
 		case "RoleBinding":
+			var binding rbacv1.RoleBinding
 			strict(t, doc, &binding)
+			bindings[binding.RoleRef.Name] = binding
 		case "ServiceAccount":
 			var sa corev1.ServiceAccount
 			strict(t, doc, &sa)
 			accounts[sa.Name] = true
 		}
 	}
-	granted := map[string]bool{}
-	for _, r := range role.Rules {
-		for _, g := range r.APIGroups {
-			for _, res := range r.Resources {
-				for _, v := range r.Verbs {
-					granted[kube.Permission{Verb: v, Group: g, Resource: res}.String()] = true
+	for name, perms := range map[string][]kube.Permission{"evalflow-jobs": kube.Needed, "evalflow-sandboxes": kube.NeededForSandbox} {
+		granted := map[string]bool{}
+		for _, r := range roles[name].Rules {
+			for _, g := range r.APIGroups {
+				for _, res := range r.Resources {
+					for _, v := range r.Verbs {
+						granted[kube.Permission{Verb: v, Group: g, Resource: res}.String()] = true
+					}
 				}
 			}
 		}
+		needed := map[string]bool{}
+		for _, p := range perms {
+			needed[p.String()] = true
+		}
+		if !maps.Equal(granted, needed) {
+			t.Errorf("Role %s grants %v; runs need %v", name, slices.Sorted(maps.Keys(granted)), slices.Sorted(maps.Keys(needed)))
+		}
 	}
-	needed := map[string]bool{}
-	for _, p := range kube.Needed {
-		needed[p.String()] = true
+	sandboxes := map[string]bool{}
+	for _, s := range bindings["evalflow-sandboxes"].Subjects {
+		sandboxes[s.Name] = true
 	}
-	if !maps.Equal(granted, needed) {
-		t.Errorf("Role %s grants %v; runs need %v", role.Name, slices.Sorted(maps.Keys(granted)), slices.Sorted(maps.Keys(needed)))
-	}
+	binding := bindings["evalflow-jobs"]
 	bound := map[string]bool{}
 	for _, s := range binding.Subjects {
 		bound[s.Name] = true
@@ -191,6 +202,8 @@ func TestTheJobsRoleGrantsWhatRunsNeedAndNoMore(t *testing.T) {
 		yaml.Unmarshal(b, &fy)
 		if sa := fy.Deploy.ServiceAccountName; sa == "" || !accounts[sa] || !bound[sa] {
 			t.Errorf("functions/%s runs as ServiceAccount %q: want one of eventing/rbac.yaml, bound to the Role", f, sa)
+		} else if sandboxes[sa] != (f != "job-watch") {
+			t.Errorf("functions/%s's ServiceAccount %s bound to evalflow-sandboxes: %v", f, sa, sandboxes[sa])
 		}
 	}
 }
