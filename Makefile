@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 # One function a step (evalflow.Steps; a test keeps functions/ in step with it).
 FUNCTIONS := $(notdir $(wildcard functions/*))
-MODULES := shared devkit localjob runner local $(FUNCTIONS:%=functions/%)
+MODULES := shared devkit localjob runner local eventing triggers $(FUNCTIONS:%=functions/%)
 PKGS := $(MODULES:%=./%/...)
 # local/... first: go test starts packages in this order, two at a time, and
 # local/e2e's end-to-end tests take longest; the rest run beside them.

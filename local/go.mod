@@ -172,3 +172,13 @@ replace github.com/evalflow/evalflow/devkit => ../devkit
 replace github.com/evalflow/evalflow/localjob => ../localjob
 
 replace github.com/evalflow/evalflow/runner => ../runner
+
+require (
+	github.com/evalflow/evalflow/eventing v0.0.0
+	github.com/evalflow/evalflow/triggers v0.0.0
+)
+
+replace (
+	github.com/evalflow/evalflow/eventing => ../eventing
+	github.com/evalflow/evalflow/triggers => ../triggers
+)

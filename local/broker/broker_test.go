@@ -77,7 +77,7 @@ func startBroker(t *testing.T, manifests ...string) (*Broker, *httptest.Server) 
 		os.WriteFile(filepath.Join(dir, fmt.Sprintf("t%d.yaml", i)), []byte(m), 0o644)
 	}
 	noRefs := func(ref *duckv1.KReference) (*url.URL, error) { return nil, fmt.Errorf("no refs here") }
-	triggers, err := LoadTriggers(context.Background(), dir, "evalflow", noRefs)
+	triggers, err := LoadTriggers(context.Background(), os.DirFS(dir), "evalflow", noRefs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +215,7 @@ func TestIngressTakesEventsOnlyWithItsTokenButWhatOpenLetsIn(t *testing.T) {
 	dead := testserver.NewSink(t)
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "t.yaml"), []byte(trigger("t", "", sub.URL, dead.URL, 0)), 0o644)
-	triggers, err := LoadTriggers(context.Background(), dir, "evalflow", nil)
+	triggers, err := LoadTriggers(context.Background(), os.DirFS(dir), "evalflow", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,9 +3,8 @@ package broker
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sort"
 	"time"
 
@@ -22,33 +21,45 @@ type PingSource struct {
 	schedule cron.Schedule
 }
 
-// LoadPingSources reads every PingSource manifest in dir (*.yaml; other kinds are
-// skipped) strictly, defaulted and validated as the Knative webhook would.
-func LoadPingSources(ctx context.Context, dir string) ([]*PingSource, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+// LoadPingSources reads every PingSource manifest in fsys (*.yaml at its root; other
+// kinds are skipped) strictly, defaulted and validated as the Knative webhook would.
+func LoadPingSources(ctx context.Context, fsys fs.FS) ([]*PingSource, error) {
+	var out []*PingSource
+	err := eachDocument(fsys, func(file string, i int, doc []byte) error {
+		var meta struct{ Kind string }
+		if err := yaml.Unmarshal(doc, &meta); err != nil || meta.Kind != "PingSource" {
+			return nil
+		}
+		ps, err := ParsePingSource(ctx, doc)
+		if err != nil {
+			return fmt.Errorf("broker: %s (document %d): %w", file, i+1, err)
+		}
+		out = append(out, ps)
+		return nil
+	})
+	return out, err
+}
+
+// eachDocument calls each with every YAML document of fsys's *.yaml files (at its
+// root), in the files' order.
+func eachDocument(fsys fs.FS, each func(file string, i int, doc []byte) error) error {
+	files, err := fs.Glob(fsys, "*.yaml")
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("broker: %w", err)
 	}
 	sort.Strings(files)
-	var out []*PingSource
 	for _, file := range files {
-		b, err := os.ReadFile(file)
+		b, err := fs.ReadFile(fsys, file)
 		if err != nil {
-			return nil, fmt.Errorf("broker: %w", err)
+			return fmt.Errorf("broker: %w", err)
 		}
 		for i, doc := range splitYAML(b) {
-			var meta struct{ Kind string }
-			if err := yaml.Unmarshal(doc, &meta); err != nil || meta.Kind != "PingSource" {
-				continue
+			if err := each(file, i, doc); err != nil {
+				return err
 			}
-			ps, err := ParsePingSource(ctx, doc)
-			if err != nil {
-				return nil, fmt.Errorf("broker: %s (document %d): %w", file, i+1, err)
-			}
-			out = append(out, ps)
 		}
 	}
-	return out, nil
+	return nil
 }
 
 // ParsePingSource decodes one PingSource manifest strictly and validates it.

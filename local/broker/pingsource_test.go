@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -18,11 +19,11 @@ import (
 
 func TestTheProjectsPingSourceTicksJobWatchsEvent(t *testing.T) {
 	eventing := filepath.Join(testserver.RepoRoot(), "eventing")
-	ctx, err := FeatureContext(context.Background(), filepath.Join(eventing, "config-features.yaml"))
+	ctx, err := FeatureContext(context.Background(), os.DirFS(eventing), "config-features.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	pings, err := LoadPingSources(ctx, eventing)
+	pings, err := LoadPingSources(ctx, os.DirFS(eventing))
 	if err != nil || len(pings) != 1 {
 		t.Fatalf("ping sources %v, %v; want eventing/pingsource.yaml's one", pings, err)
 	}

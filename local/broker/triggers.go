@@ -9,10 +9,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io/fs"
 	"net/url"
-	"os"
-	"path/filepath"
-	"sort"
 	"strings"
 
 	"go.uber.org/zap"
@@ -41,56 +39,49 @@ type Trigger struct {
 }
 
 // FeatureContext returns ctx carrying the Knative Eventing feature flags of a
-// config-features ConfigMap manifest (eventing/config-features.yaml), so triggers are
-// validated as the cluster's webhook validates them.
-func FeatureContext(ctx context.Context, configMapFile string) (context.Context, error) {
-	b, err := os.ReadFile(configMapFile)
+// config-features ConfigMap manifest (file in fsys: eventing's config-features.yaml),
+// so triggers are validated as the cluster's webhook validates them.
+func FeatureContext(ctx context.Context, fsys fs.FS, file string) (context.Context, error) {
+	b, err := fs.ReadFile(fsys, file)
 	if err != nil {
 		return nil, fmt.Errorf("broker: feature flags: %w", err)
 	}
 	var cm corev1.ConfigMap
 	if err := yaml.UnmarshalStrict(b, &cm); err != nil {
-		return nil, fmt.Errorf("broker: feature flags %s: %w", configMapFile, err)
+		return nil, fmt.Errorf("broker: feature flags %s: %w", file, err)
 	}
 	flags, err := feature.NewFlagsConfigFromConfigMap(&cm)
 	if err != nil {
-		return nil, fmt.Errorf("broker: feature flags %s: %w", configMapFile, err)
+		return nil, fmt.Errorf("broker: feature flags %s: %w", file, err)
 	}
 	return feature.ToContext(ctx, flags), nil
 }
 
-// LoadTriggers reads every Trigger manifest in dir (*.yaml; several documents per
-// file allowed) that names broker, strictly: an unknown field or an invalid Trigger
-// is an error naming the file.
-func LoadTriggers(ctx context.Context, dir, broker string, resolve Resolver) ([]Trigger, error) {
-	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+// LoadTriggers reads every Trigger manifest in fsys (*.yaml at its root; several
+// documents per file allowed) that names broker, strictly: an unknown field or an
+// invalid Trigger is an error naming the file.
+func LoadTriggers(ctx context.Context, fsys fs.FS, broker string, resolve Resolver) ([]Trigger, error) {
+	var out []Trigger
+	err := eachDocument(fsys, func(file string, i int, doc []byte) error {
+		t, err := ParseTrigger(ctx, doc)
+		if err != nil {
+			return fmt.Errorf("broker: %s (document %d): %w", file, i+1, err)
+		}
+		if t.Spec.Broker != broker {
+			return nil
+		}
+		rt, err := route(t, resolve)
+		if err != nil {
+			return fmt.Errorf("broker: %s: trigger %s: %w", file, t.Name, err)
+		}
+		out = append(out, rt)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	sort.Strings(files)
-	var out []Trigger
-	for _, file := range files {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return nil, fmt.Errorf("broker: %w", err)
-		}
-		for i, doc := range splitYAML(b) {
-			t, err := ParseTrigger(ctx, doc)
-			if err != nil {
-				return nil, fmt.Errorf("broker: %s (document %d): %w", file, i+1, err)
-			}
-			if t.Spec.Broker != broker {
-				continue
-			}
-			rt, err := route(t, resolve)
-			if err != nil {
-				return nil, fmt.Errorf("broker: %s: trigger %s: %w", file, t.Name, err)
-			}
-			out = append(out, rt)
-		}
-	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("broker: no trigger for broker %q in %s", broker, dir)
+		return nil, fmt.Errorf("broker: no trigger for broker %q", broker)
 	}
 	return out, nil
 }

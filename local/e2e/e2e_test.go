@@ -91,9 +91,9 @@ func upWith(t *testing.T, o options) *env {
 	}
 
 	s, err := stack.Up(context.Background(), stack.Config{
-		StateDir: e.state, TriggersDir: e.triggers(t, filepath.Join(root, "triggers"), o.triggers),
-		FeaturesFile: filepath.Join(o.eventing, "config-features.yaml"),
-		DataDir:      filepath.Join(shared, "datasets"), Executable: exe, RunnerPath: runner, Commands: commands, LogLevel: "debug",
+		StateDir: e.state, Triggers: os.DirFS(e.triggers(t, filepath.Join(root, "triggers"), o.triggers)),
+		Eventing: os.DirFS(o.eventing),
+		DataDir:  filepath.Join(shared, "datasets"), Executable: exe, RunnerPath: runner, Commands: commands, LogLevel: "debug",
 		OCI:        oci.Config{Registry: e.registry + "/evalflow/results", PlainHTTP: true, Username: regUser, Password: regPassword},
 		JobAddress: o.jobAddress, ExtraEnv: o.extraEnv, LoseEvents: o.lose,
 	})

@@ -88,11 +88,11 @@ func (o *onNode) up(t *testing.T, extra ...string) *env {
 	e := upWith(t, options{host: o.node.Address, jobAddress: o.node.Address,
 		extraEnv: append(append([]string(nil), o.env...), extra...)})
 	dir := filepath.Join(testserver.RepoRoot(), "eventing")
-	fctx, err := broker.FeatureContext(context.Background(), filepath.Join(dir, "config-features.yaml"))
+	fctx, err := broker.FeatureContext(context.Background(), os.DirFS(dir), "config-features.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	pings, err := broker.LoadPingSources(fctx, dir)
+	pings, err := broker.LoadPingSources(fctx, os.DirFS(dir))
 	if err != nil || len(pings) == 0 {
 		t.Fatalf("eventing/ PingSources: %d, %v", len(pings), err)
 	}

@@ -30,13 +30,13 @@ func TestEvalflowRunCommand(t *testing.T) {
 	testserver.Ollama(t, 0) // skips or fails, as the others, where ollama is not built
 	exe := testserver.Build(t, "github.com/evalflow/evalflow/local/cmd/evalflow")
 	testserver.Build(t, "github.com/evalflow/evalflow/runner/cmd/evalflow-runner") // beside exe
-	root := testserver.RepoRoot()
 	state := t.TempDir()
+	elsewhere := t.TempDir() // as a CLI people install: run from a directory that is no checkout
 
 	cmd := exec.Command(exe, "run", "--state", state, "--data", filepath.Join(shared, "datasets"),
 		"--gguf", filepath.Join(shared, "models", "stories260K.gguf"), "--subjects", "anatomy,virology", "--limit", "2",
 		"--options", `{"generation_api": "completions"}`)
-	cmd.Dir = root
+	cmd.Dir = elsewhere
 	out, err := cmd.Output()
 
 	if err != nil {
@@ -57,6 +57,12 @@ func TestEvalflowRunCommand(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(files[0]); !strings.Contains(string(b), `"model": "local-completions"`) {
 		t.Errorf("results.json does not say the prompts went to /completions:\n%s", b)
+	}
+	// Without the data where --data says (its default is beside a checkout), it says so.
+	cmd = exec.Command(exe, "run", "--state", t.TempDir(), "--gguf", filepath.Join(shared, "models", "stories260K.gguf"))
+	cmd.Dir = elsewhere
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "give --data DIR") {
+		t.Errorf("no data directory: %v\n%s", err, out)
 	}
 }
 

@@ -56,7 +56,7 @@ func (u *evalflowUp) start(t *testing.T) {
 	root := testserver.RepoRoot()
 	u.cmd = exec.Command(u.exe, "up", "--state", u.state, "--port", strconv.Itoa(u.port),
 		"--data", filepath.Join(testserver.SharedDir(t), "datasets"), "--triggers", filepath.Join(root, "triggers"),
-		"--features", filepath.Join(root, "eventing", "config-features.yaml"))
+		"--eventing", filepath.Join(root, "eventing"))
 	log, _ := os.OpenFile(filepath.Join(u.state, "up.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	u.cmd.Stdout, u.cmd.Stderr = log, log
 	if err := u.cmd.Start(); err != nil {

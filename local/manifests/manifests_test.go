@@ -36,7 +36,7 @@ import (
 var root = testserver.RepoRoot()
 
 func featureContext(t *testing.T) context.Context {
-	ctx, err := broker.FeatureContext(context.Background(), filepath.Join(root, "eventing", "config-features.yaml"))
+	ctx, err := broker.FeatureContext(context.Background(), os.DirFS(filepath.Join(root, "eventing")), "config-features.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func strict(t *testing.T, doc []byte, into any) {
 // the design says, and the step events nothing else.
 func TestTriggersRouteEachEventToItsStep(t *testing.T) {
 	resolve := func(ref *duckv1.KReference) (*url.URL, error) { return url.Parse("http://" + ref.Name + "/") }
-	triggers, err := broker.LoadTriggers(featureContext(t), filepath.Join(root, "triggers"), "evalflow", resolve)
+	triggers, err := broker.LoadTriggers(featureContext(t), os.DirFS(filepath.Join(root, "triggers")), "evalflow", resolve)
 	if err != nil {
 		t.Fatal(err)
 	}

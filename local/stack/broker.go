@@ -26,7 +26,7 @@ import (
 // serveBroker serves the broker, routing by triggers/, and the job runtime, which
 // reports to it; it returns a sender to the broker.
 func (s *Stack) serveBroker(fctx context.Context, brokerL, jobsL net.Listener) (*cloudevent.Sender, error) {
-	triggers, err := broker.LoadTriggers(fctx, s.cfg.TriggersDir, BrokerName, s.resolve)
+	triggers, err := broker.LoadTriggers(fctx, s.cfg.Triggers, BrokerName, s.resolve)
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +67,7 @@ func (s *Stack) exposeBroker() error {
 
 // tick plays the PingSources of eventing/ as the cluster's would (stopped first on Down).
 func (s *Stack) tick(fctx context.Context, sender *cloudevent.Sender) error {
-	pings, err := broker.LoadPingSources(fctx, filepath.Dir(s.cfg.FeaturesFile))
+	pings, err := broker.LoadPingSources(fctx, s.cfg.Eventing)
 	if err != nil {
 		return err
 	}

@@ -9,12 +9,16 @@ package stack
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/evalflow/evalflow/eventing"
+	"github.com/evalflow/evalflow/triggers"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
@@ -43,11 +47,12 @@ var Functions = func() []string {
 // Config says how to run the stack.
 type Config struct {
 	// StateDir holds Redis, job directories, results, the OCI layout and logs.
-	StateDir    string
-	TriggersDir string
-	// FeaturesFile is the Knative config-features ConfigMap (eventing/config-features.yaml).
-	FeaturesFile string
-	DataDir      string
+	StateDir string
+	// Triggers are the Trigger manifests the local broker routes by, and Eventing the
+	// manifests holding the feature flags (eventing.Features) and the PingSources:
+	// the project's own, built into the binary, when nil.
+	Triggers, Eventing fs.FS
+	DataDir            string
 	// Executable is the evalflow binary: functions run as `Executable function NAME`.
 	Executable string
 	// RunnerPath is the evalflow-runner binary.
@@ -123,6 +128,15 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if cfg.LogLevel == "" {
 		cfg.LogLevel = "info"
 	}
+	if cfg.Triggers == nil {
+		cfg.Triggers = triggers.FS
+	}
+	if cfg.Eventing == nil {
+		cfg.Eventing = eventing.FS
+	}
+	if st, err := os.Stat(cfg.DataDir); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("the data directory %q is not a directory: give --data DIR (../shared/datasets beside a checkout)", cfg.DataDir)
+	}
 	s := &Stack{cfg: cfg, Functions: map[string]string{}, Metrics: map[string]string{}, supervised: map[string]*localserver.Supervisor{}}
 	defer func() {
 		if err != nil {
@@ -152,7 +166,7 @@ func Up(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if err != nil {
 		return nil, err
 	}
-	fctx, err := broker.FeatureContext(ctx, cfg.FeaturesFile)
+	fctx, err := broker.FeatureContext(ctx, cfg.Eventing, eventing.Features)
 	if err != nil {
 		return nil, err
 	}
@@ -263,10 +277,8 @@ func ForBenchmark(ctx context.Context, data string, extraEnv ...string) (s *Stac
 	if err != nil {
 		return nil, nil, err
 	}
-	root, _ := filepath.Abs(".")
 	dataDir, _ := filepath.Abs(data)
-	s, err = Up(ctx, Config{StateDir: state, TriggersDir: filepath.Join(root, "triggers"),
-		FeaturesFile: filepath.Join(root, "eventing", "config-features.yaml"), DataDir: dataDir,
+	s, err = Up(ctx, Config{StateDir: state, DataDir: dataDir,
 		Executable: filepath.Join(bin, "evalflow"), RunnerPath: filepath.Join(bin, "evalflow-runner"), LogLevel: "warn",
 		ExtraEnv: extraEnv})
 	if err != nil {

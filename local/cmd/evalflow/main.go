@@ -111,9 +111,9 @@ func serveFunction(name string) error {
 // stackFlags registers the flags that configure the stack.
 func stackFlags(fs *flag.FlagSet) func() (stack.Config, error) {
 	state := fs.String("state", ".state", "directory for Redis, jobs, results, the OCI layout and logs")
-	triggers := fs.String("triggers", "triggers", "directory of Trigger manifests")
-	features := fs.String("features", "eventing/config-features.yaml", "Knative Eventing feature flags (a config-features ConfigMap)")
-	data := fs.String("data", "../shared/datasets", "datasets directory")
+	triggers := fs.String("triggers", "", "a directory of Trigger manifests to route by instead of the project's (built in)")
+	eventingDir := fs.String("eventing", "", "a directory of Knative Eventing manifests (config-features.yaml, PingSources) instead of the project's (built in)")
+	data := fs.String("data", "../shared/datasets", "the datasets directory")
 	redisAddr := fs.String("redis", "", "use this Redis instead of starting redis-server")
 	port := fs.Int("port", 0, "the API's port (0: a free one)")
 	registry := fs.String("registry", os.Getenv("EVALFLOW_REGISTRY"), "push results to HOST:PORT/REPO instead of the OCI layout")
@@ -130,11 +130,17 @@ func stackFlags(fs *flag.FlagSet) func() (stack.Config, error) {
 			return stack.Config{}, fmt.Errorf("evalflow-runner not found beside %s or on PATH", exe)
 		}
 		abs := func(p string) string { a, _ := filepath.Abs(p); return a }
-		cfg := stack.Config{StateDir: abs(*state), TriggersDir: abs(*triggers), FeaturesFile: abs(*features), DataDir: abs(*data),
+		cfg := stack.Config{StateDir: abs(*state), DataDir: abs(*data),
 			Executable: exe, RunnerPath: runner, Commands: stack.LookCommands(exe), RedisAddr: *redisAddr, APIPort: *port, LogLevel: *logLevel,
 			Log: evalflow.NewLogger("warn")}
 		if *tokens != "" {
 			cfg.TokensFile = abs(*tokens)
+		}
+		if *triggers != "" {
+			cfg.Triggers = os.DirFS(abs(*triggers))
+		}
+		if *eventingDir != "" {
+			cfg.Eventing = os.DirFS(abs(*eventingDir))
 		}
 		cfg.OCI.Registry, cfg.OCI.PlainHTTP = *registry, *plainHTTP
 		cfg.OCI.Username, cfg.OCI.Password = os.Getenv("EVALFLOW_REGISTRY_USERNAME"), os.Getenv("EVALFLOW_REGISTRY_PASSWORD")

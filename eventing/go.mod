@@ -1,0 +1,3 @@
+module github.com/evalflow/evalflow/eventing
+
+go 1.26.0
