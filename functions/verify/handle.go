@@ -65,7 +65,7 @@ func (f *Function) HandleEvent(ctx context.Context, e event.Event) (*event.Event
 func (f *Function) verify(ctx context.Context, t *pipeline.Turn) (*event.Event, error) {
 	run := t.Run
 	if run.OnKubernetes() {
-		return f.verifyCluster(ctx, run, t.Secrets[runstore.SecretKubeconfig])
+		return f.verifyCluster(ctx, run, t.Secrets)
 	}
 	if err := f.checkModel(ctx, run, t.Secrets[runstore.SecretAPIKey]); err != nil {
 		return f.Settle(ctx, run.ID, "model endpoint", err)
@@ -77,10 +77,12 @@ func (f *Function) verify(ctx context.Context, t *pipeline.Turn) (*event.Event, 
 }
 
 // verifyCluster checks that the run's cluster answers and lets its kubeconfig's
-// credentials create and follow the evaluation job. The model endpoint is not asked:
-// it is the job's, and may be reachable only from inside that cluster.
-func (f *Function) verifyCluster(ctx context.Context, run *evalflow.Run, kubeconfig string) (*event.Event, error) {
-	cluster, err := f.ClusterOf(run, kubeconfig)
+// credentials create and follow the evaluation job. The model endpoint is asked too
+// where this step reaches what the Job will: in evalflow's own cluster. Another
+// cluster's Job may reach an endpoint this step cannot: its runner asks the endpoint
+// before any sample, and the run's timeline says so.
+func (f *Function) verifyCluster(ctx context.Context, run *evalflow.Run, secrets map[string]string) (*event.Event, error) {
+	cluster, err := f.ClusterOf(run, secrets[runstore.SecretKubeconfig])
 	if err != nil {
 		return f.Settle(ctx, run.ID, "cluster", err)
 	}
@@ -92,6 +94,14 @@ func (f *Function) verifyCluster(ctx context.Context, run *evalflow.Run, kubecon
 		return f.Settle(ctx, run.ID, "cluster", err)
 	}
 	msg := fmt.Sprintf("cluster %s lets the credentials create the evaluation job in namespace %q", cluster.Server, cluster.Namespace)
+	if run.OwnCluster {
+		if err := f.checkModel(ctx, run, secrets[runstore.SecretAPIKey]); err != nil {
+			return f.Settle(ctx, run.ID, "model endpoint", err)
+		}
+		msg += "; the model endpoint serves " + run.ModelName
+	} else {
+		msg += "; the model endpoint is the job's to reach, from inside that cluster: its runner asks it before any sample"
+	}
 	if err := f.Notify(ctx, run, evalflow.NoteSucceeded, msg); err != nil {
 		return nil, err
 	}

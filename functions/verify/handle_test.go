@@ -25,7 +25,17 @@ const runID = "1b2c3d4e-5f60-4718-8a9b-0c1d2e3f4a5b"
 
 func verify(t *testing.T, p *pipelinetest.Pipeline, req evalflow.Request) (*evalflow.Run, string) {
 	t.Helper()
+	return verifyIn(t, p, "", req)
+}
+
+// verifyIn verifies req's run; with ownCluster (a kubeconfig file), the run is one
+// without a kubeconfig, in the deployment's own cluster, as start makes it.
+func verifyIn(t *testing.T, p *pipelinetest.Pipeline, ownCluster string, req evalflow.Request) (*evalflow.Run, string) {
+	t.Helper()
 	cfg := p.With(map[string]string{"VERIFY_TIMEOUT": "1s"})
+	if ownCluster != "" {
+		cfg = p.With(map[string]string{"VERIFY_TIMEOUT": "1s", "EVALFLOW_OWN_CLUSTER": ownCluster})
+	}
 	f := New()
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatal(err)
@@ -33,7 +43,11 @@ func verify(t *testing.T, p *pipelinetest.Pipeline, req evalflow.Request) (*eval
 	defer f.Stop(context.Background())
 	req.EvalRequestID = runID
 	req.Datasets = []evalflow.DatasetSpec{{Name: "mmlu", Limit: 1}}
-	p.Store.Create(context.Background(), evalflow.NewRun(req, time.Now()), map[string]string{"api_key": req.APIKey, "kubeconfig": req.Kubeconfig})
+	run := evalflow.NewRun(req, time.Now())
+	if ownCluster != "" {
+		run.Target, run.OwnCluster = evalflow.TargetKubernetes, true
+	}
+	p.Store.Create(context.Background(), run, map[string]string{"api_key": req.APIKey, "kubeconfig": req.Kubeconfig})
 	started := cloudevent.New(evalflow.StepStart, evalflow.TypeStarted, runID, evalflow.RunRef{RunID: runID})
 	f.Sign(&started, runID)
 
@@ -126,13 +140,32 @@ func TestVerifyKubernetesTargets(t *testing.T) {
 			t.Fatalf("reply %s, run %s %q", reply, r.Status, r.Message)
 		}
 		notes := p.Sink.OfType("/", evalflow.TypeNotification)
-		if len(notes) == 0 || !strings.Contains(string(notes[len(notes)-1].Data()), `namespace \"evals\"`) {
+		if len(notes) == 0 || !strings.Contains(string(notes[len(notes)-1].Data()), `namespace \"evals\"`) ||
+			!strings.Contains(string(notes[len(notes)-1].Data()), "its runner asks it before any sample") {
 			t.Fatalf("notifications %v", notes)
 		}
 		for _, key := range p.Redis.Keys(context.Background(), "*").Val() {
 			if strings.Contains(p.Redis.Dump(context.Background(), key).Val(), deployer.Token) {
 				t.Fatalf("redis key %s holds the kubeconfig's token in clear", key)
 			}
+		}
+	})
+
+	t.Run("in evalflow's own cluster, the model endpoint is asked too", func(t *testing.T) {
+		own := filepath.Join(t.TempDir(), "own.kubeconfig")
+		if err := os.WriteFile(own, k.Kubeconfig(deployer.Token, "evals"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p := pipelinetest.New(t)
+		r, reply := verifyIn(t, p, own, evalflow.Request{ModelName: "m", BaseURL: closed})
+		if reply != evalflow.TypeFailed.String() || !strings.Contains(r.Message, "model endpoint") {
+			t.Fatalf("an endpoint that does not answer: reply %s, run %s %q", reply, r.Status, r.Message)
+		}
+		p = pipelinetest.New(t)
+		r, reply = verifyIn(t, p, own, evalflow.Request{ModelName: testserver.Model, BaseURL: testserver.Ollama(t, 0)})
+		notes := p.Sink.OfType("/", evalflow.TypeNotification)
+		if reply != evalflow.TypeVerified.String() || len(notes) == 0 || !strings.Contains(string(notes[len(notes)-1].Data()), "the model endpoint serves "+testserver.Model) {
+			t.Fatalf("a served model: reply %s, run %s %q, notifications %v", reply, r.Status, r.Message, notes)
 		}
 	})
 
