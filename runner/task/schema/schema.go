@@ -374,6 +374,11 @@ var (
 	CustomFilterFunctions = slices.Sorted(maps.Keys(customFilters))
 )
 
+// GenerationKwargs are the generation_kwargs evalflow reads: the stop sequences and
+// the answer's bound, and the sampling lm-eval's API models send (do_sample itself is
+// not sent).
+var GenerationKwargs = []string{"until", "max_gen_toks", "do_sample", "temperature", "top_p"}
+
 // PassAtK is HumanEval's metric: the share of documents whose program passes its
 // tests, estimated for each k from the repeats programs asked of each document.
 const PassAtK = evalflow.PassAtKFunction
@@ -436,6 +441,14 @@ func (t *Task) Check() error {
 					bad(fmt.Sprintf("%s.regexes_to_ignore[%d]", field, k), "%v", err)
 				}
 			}
+		}
+	}
+	if t.GenPrefix != "" {
+		bad("gen_prefix", "evalflow does not yet begin the response with a prefix: leave it out")
+	}
+	for _, k := range slices.Sorted(maps.Keys(t.GenerationKwargs)) {
+		if !slices.Contains(GenerationKwargs, k) {
+			bad("generation_kwargs."+k, "evalflow sends %s only", strings.Join(GenerationKwargs, ", "))
 		}
 	}
 	if t.Repeats > 1 && !t.RunsCode() {
