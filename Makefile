@@ -163,7 +163,8 @@ node-down:
 ## cluster-up: a kind cluster on a machine with a Docker engine (kind, kubectl): a
 ## registry on localhost:5001 its nodes pull from, Knative Serving with Kourier, and
 ## Eventing, at the versions hack/kind-up.sh pins; it waits for Knative's webhooks.
-## Then: make deploy REGISTRY=localhost:5001/evalflow INGRESS_PORT=31080
+## Then: make deploy REGISTRY=localhost:5001/evalflow INGRESS_PORT=31080 PLAIN_HTTP=1
+## POD_REGISTRY=kind-registry:5000/evalflow
 cluster-up:
 	hack/kind-up.sh
 
@@ -171,22 +172,27 @@ cluster-up:
 ## Serving and Eventing (local/deploy): registry, Redis, Secrets, RBAC, the broker,
 ## each function built from its own directory by func deploy, the triggers and the
 ## PingSource, each waited for; prints START_URL. REGISTRY=HOST[:PORT]/PREFIX is where
-## images go (the cluster's nodes pull from it). Without REGISTRY, on the node of
-## make knative-up.
+## images go (the cluster's nodes pull from it); PLAIN_HTTP=1 where it speaks plain
+## HTTP, POD_REGISTRY=HOST[:PORT]/PREFIX where pods reach it by another name (kind's
+## kind-registry:5000). Without REGISTRY, on the node of make knative-up.
 REGISTRY ?=
 INGRESS_PORT ?=
+PLAIN_HTTP ?=
+POD_REGISTRY ?=
 deploy: deps build
 	@hack/install-func.sh >/dev/null
 	go build -o $(BIN)/evalflow-deploy ./local/cmd/evalflow-deploy
 	@if [ -n "$(REGISTRY)" ]; then \
 	  $(MAKE) --no-print-directory images IMAGE_REGISTRY=$(REGISTRY) && \
-	  $(BIN)/evalflow-deploy -func $$(hack/install-func.sh) -registry $(REGISTRY) -ingress-port "$(INGRESS_PORT)" -data $(SHARED)/datasets; \
+	  $(BIN)/evalflow-deploy -func $$(hack/install-func.sh) -registry $(REGISTRY) -ingress-port "$(INGRESS_PORT)" -data $(SHARED)/datasets \
+	    $(if $(PLAIN_HTTP),-plain-http) $(if $(POD_REGISTRY),-pod-registry $(POD_REGISTRY)); \
 	elif [ -f $(NODE_DIR)/ingress.json ]; then \
 	  $(BIN)/evalflow-deploy -func $$(hack/install-func.sh) -node $(NODE_DIR) -data $(SHARED)/datasets; \
 	else echo "make deploy: give REGISTRY=HOST[:PORT]/PREFIX for the current kubectl context, or run make knative-up first"; exit 1; fi
 
 ## images: the engines' container images, tagged as shared/engines/registry.json names
-## them. With a Docker engine, every Dockerfile of runner/images; without one, the
+## them and pushed under IMAGE_REGISTRY. With a Docker engine, every Dockerfile of
+## runner/images (also tagged under IMAGE_REGISTRY); without one, the
 ## built-in runner's image on evalflow's own base (runner/cmd/evalflow-image), pushed
 ## under IMAGE_REGISTRY (the Python engines' images need a Docker engine and PyPI).
 ## Either way, the sandbox pod's image (evalflow-sandbox on Debian's python3).
@@ -197,6 +203,7 @@ images:
 	    name=$$(basename $$d); \
 	    image=$$(grep -o "\"ghcr.io/evalflow/$$name:[^\"]*\"" shared/engines/registry.json | tr -d '"'); \
 	    docker build -f $$d/Dockerfile -t $$image . || exit 1; \
+	    docker tag $$image $(IMAGE_REGISTRY)/$$(basename $$image) && docker push $(IMAGE_REGISTRY)/$$(basename $$image) || exit 1; \
 	  done; \
 	else \
 	  echo "no Docker engine: building the built-in runner's image with go-containerregistry, pushing under $(IMAGE_REGISTRY)"; \

@@ -5,7 +5,8 @@
 # networking layer, and Knative Eventing (core, in-memory channel, MT channel
 # broker), at pinned versions; it waits for each Deployment and for Knative's
 # webhooks to admit objects. Then: make deploy REGISTRY=localhost:5001/evalflow
-# INGRESS_PORT=31080 (the functions' images are pulled as localhost:5001/..., which
+# INGRESS_PORT=31080 PLAIN_HTTP=1 POD_REGISTRY=kind-registry:5000/evalflow (the
+# functions' images are pulled as localhost:5001/..., which
 # containerd on the nodes maps to the registry container).
 #
 # Not run on the project's machines (no Docker engine); the same Knative release
