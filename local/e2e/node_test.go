@@ -303,6 +303,9 @@ func TestEvaluationJobsOnARealNode(t *testing.T) {
 		if err != nil || len(pods.Items) != 1 || pods.Items[0].Name != evalflow.SandboxName(r.ID) {
 			t.Fatalf("the run's sandbox pods: %v %v", err, pods)
 		}
+		if refs := pods.Items[0].OwnerReferences; len(refs) != 1 || refs[0].Name != evalflow.JobName(r.ID) {
+			t.Errorf("the sandbox pod's owners %+v: want the run's Job, whose deletion takes it", refs)
+		}
 		// The runner's own account may exec in its sandbox pod, and do nothing else.
 		for _, c := range []struct {
 			verb, resource, sub, name string

@@ -293,7 +293,12 @@ func (c *Cluster) createParts(ctx context.Context, objs *JobObjects, job *batchv
 		}
 	}
 	if objs.Sandbox != nil {
-		return c.createSandbox(ctx, objs.Sandbox, owner)
+		// Owned, not controlled: the Job controller releases a pod it controls whose
+		// labels its selector does not match (the sandbox pod), and the garbage
+		// collector takes what the Job owns either way.
+		owned := owner
+		owned.Controller = nil
+		return c.createSandbox(ctx, objs.Sandbox, owned)
 	}
 	return nil
 }
@@ -351,8 +356,8 @@ func (c *Cluster) createSandbox(ctx context.Context, sb *SandboxObjects, owner m
 	return nil
 }
 
-// createOwned creates an object the Job (uid) controls; one that exists already is
-// taken as the redelivery's only where that Job controls it.
+// createOwned creates an object the Job (uid) owns; one that exists already is taken
+// as the redelivery's only where that Job owns it.
 func (c *Cluster) createOwned(ctx context.Context, name string, uid types.UID, create, get func() (metav1.Object, error)) error {
 	_, err := create()
 	if err == nil {
@@ -365,8 +370,8 @@ func (c *Cluster) createOwned(ctx context.Context, name string, uid types.UID, c
 	if err != nil {
 		return err
 	}
-	if ref := metav1.GetControllerOfNoCopy(existing); ref == nil || ref.UID != uid {
-		return evalflow.Permanent(fmt.Errorf("%s exists and is not controlled by this run's Job", name))
+	if !slices.ContainsFunc(existing.GetOwnerReferences(), func(r metav1.OwnerReference) bool { return r.UID == uid }) {
+		return evalflow.Permanent(fmt.Errorf("%s exists and is not owned by this run's Job", name))
 	}
 	return nil
 }

@@ -147,6 +147,60 @@ func TestAgainstARealAPIServer(t *testing.T) {
 		}
 	})
 
+	t.Run("a run that runs code: its sandbox objects, once under redelivery, go with the job", func(t *testing.T) {
+		testserver.Namespace(t, admin, "code")
+		c := connect(t, k.Kubeconfig(k.Admin.Token, "code"))
+		r := evalflow.NewRun(evalflow.Request{EvalRequestID: "11111111-2222-4333-8444-666666666666", ModelName: "m", BaseURL: "http://model:8000/v1",
+			Datasets: []evalflow.DatasetSpec{{Name: "humaneval"}}}, time.Now())
+		r.Target = evalflow.TargetKubernetes
+		spec := evalflow.NewJobSpec(r, evalflow.JobDefaults{CallbackURL: "http://broker", DeadlineSeconds: 3600, TTLSecondsAfterFinished: 600})
+		spec.Sandbox.Image = SandboxImage
+		e, _ := engines.Default().Get(r.Engine)
+		objs, err := Build(spec, e, "code", evalflow.JobSecrets{APIKey: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				if _, err := c.CreateObjects(ctx, objs); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		job, err := admin.BatchV1().Jobs("code").Get(ctx, objs.Job.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pod, err1 := admin.CoreV1().Pods("code").Get(ctx, evalflow.SandboxName(r.ID), metav1.GetOptions{})
+		sa, err2 := admin.CoreV1().ServiceAccounts("code").Get(ctx, objs.Sandbox.ServiceAccount.Name, metav1.GetOptions{})
+		role, err3 := admin.RbacV1().Roles("code").Get(ctx, objs.Sandbox.Role.Name, metav1.GetOptions{})
+		rb, err4 := admin.RbacV1().RoleBindings("code").Get(ctx, objs.Sandbox.RoleBinding.Name, metav1.GetOptions{})
+		_, err5 := admin.NetworkingV1().NetworkPolicies("code").Get(ctx, "evalflow-sandbox", metav1.GetOptions{})
+		if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
+			t.Fatal(err)
+		}
+		for name, refs := range map[string][]metav1.OwnerReference{"pod": pod.OwnerReferences, "serviceaccount": sa.OwnerReferences,
+			"role": role.OwnerReferences, "rolebinding": rb.OwnerReferences} {
+			if len(refs) != 1 || refs[0].UID != job.UID {
+				t.Errorf("%s owner references %+v, want the job %s", name, refs, job.UID)
+			}
+		}
+		if job.Spec.Template.Spec.ServiceAccountName != sa.Name {
+			t.Errorf("the runner's pod runs as %q", job.Spec.Template.Spec.ServiceAccountName)
+		}
+		// A run's cancel deletes its Job: the garbage collector takes the rest.
+		if err := c.Delete(ctx, job.Name); err != nil {
+			t.Fatal(err)
+		}
+		testserver.Eventually(t, 30*time.Second, "the sandbox pod and the runner's account gone with the job", func() bool {
+			_, e1 := admin.CoreV1().Pods("code").Get(ctx, pod.Name, metav1.GetOptions{})
+			_, e2 := admin.CoreV1().ServiceAccounts("code").Get(ctx, sa.Name, metav1.GetOptions{})
+			return apierrors.IsNotFound(e1) && apierrors.IsNotFound(e2)
+		})
+	})
+
 	t.Run("a namespace that enforces the restricted Pod Security Standard admits the job's pod", func(t *testing.T) {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "restricted",
 			Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}}
@@ -196,7 +250,7 @@ func TestAgainstARealAPIServer(t *testing.T) {
 		if _, err := admin.CoreV1().ConfigMaps("evals").Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: objs.ConfigMap.Name}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.CreateObjects(ctx, objs); !errors.Is(err, evalflow.ErrPermanent) || !strings.Contains(err.Error(), "not controlled by this run's Job") {
+		if _, err := c.CreateObjects(ctx, objs); !errors.Is(err, evalflow.ErrPermanent) || !strings.Contains(err.Error(), "not owned by this run's Job") {
 			t.Fatalf("a foreign configmap of the name: %v, want a permanent refusal", err)
 		}
 		if _, err := admin.BatchV1().Jobs("evals").Get(ctx, objs.Job.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
