@@ -32,10 +32,11 @@ func verify(t *testing.T, p *pipelinetest.Pipeline, req evalflow.Request) (*eval
 // without a kubeconfig, in the deployment's own cluster, as start makes it.
 func verifyIn(t *testing.T, p *pipelinetest.Pipeline, ownCluster string, req evalflow.Request) (*evalflow.Run, string) {
 	t.Helper()
-	cfg := p.With(map[string]string{"VERIFY_TIMEOUT": "1s"})
+	settings := map[string]string{"VERIFY_TIMEOUT": "1s"}
 	if ownCluster != "" {
-		cfg = p.With(map[string]string{"VERIFY_TIMEOUT": "1s", "EVALFLOW_OWN_CLUSTER": ownCluster})
+		settings["EVALFLOW_OWN_CLUSTER"] = ownCluster
 	}
+	cfg := p.With(settings)
 	f := New()
 	if err := f.Start(context.Background(), cfg); err != nil {
 		t.Fatal(err)

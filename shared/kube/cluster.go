@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	restclient "k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -270,18 +269,14 @@ func (c *Cluster) CreateObjects(ctx context.Context, objs *JobObjects) (created 
 	return created, nil
 }
 
-// createParts creates job's ConfigMap and Secret, controlled by it.
+// createParts creates job's ConfigMap and Secret, controlled by it, and its sandbox
+// objects, owned by it.
 func (c *Cluster) createParts(ctx context.Context, objs *JobObjects, job *batchv1.Job) error {
 	controller := true
 	owner := metav1.OwnerReference{APIVersion: "batch/v1", Kind: "Job", Name: job.Name, UID: job.UID, Controller: &controller}
-	cm := objs.ConfigMap.DeepCopy()
-	cm.OwnerReferences = []metav1.OwnerReference{owner}
-	if err := c.createOwned(ctx, cm.Name, job.UID, func() (metav1.Object, error) {
-		return c.client.CoreV1().ConfigMaps(cm.Namespace).Create(ctx, cm, metav1.CreateOptions{})
-	}, func() (metav1.Object, error) {
-		return c.client.CoreV1().ConfigMaps(cm.Namespace).Get(ctx, cm.Name, metav1.GetOptions{})
-	}); err != nil {
-		return fmt.Errorf("configmap %s: %w", cm.Name, err)
+	configMaps := c.client.CoreV1().ConfigMaps(job.Namespace)
+	if err := createOwned(ctx, "configmap", objs.ConfigMap.DeepCopy(), owner, configMaps.Create, configMaps.Get); err != nil {
+		return err
 	}
 	if objs.Secret != nil {
 		// A Secret of the name is not read back: that would need the right to read
@@ -303,75 +298,52 @@ func (c *Cluster) createParts(ctx context.Context, objs *JobObjects, job *batchv
 	return nil
 }
 
-// createSandbox creates a run's sandbox objects, controlled by its Job (so that they
-// go with it), and the namespace's NetworkPolicy for sandbox pods where it has none.
+// createSandbox creates a run's sandbox objects, owned by its Job (so that they go
+// with it), and the namespace's NetworkPolicy for sandbox pods where it has none.
 // The account, its Role and binding come before the pod: the runner's pod waits for
 // its account, and the sandbox pod is useless without the right to exec in it.
 func (c *Cluster) createSandbox(ctx context.Context, sb *SandboxObjects, owner metav1.OwnerReference) error {
-	core, rbac := c.client.CoreV1(), c.client.RbacV1()
-	np := sb.Policy
-	if _, err := c.client.NetworkingV1().NetworkPolicies(np.Namespace).Create(ctx, np, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create networkpolicy %s: %w", np.Name, refused(err))
+	ns := sb.Pod.Namespace
+	if _, err := c.client.NetworkingV1().NetworkPolicies(ns).Create(ctx, sb.Policy, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create networkpolicy %s: %w", sb.Policy.Name, refused(err))
 	}
-	sa, role, rb, pod := sb.ServiceAccount.DeepCopy(), sb.Role.DeepCopy(), sb.RoleBinding.DeepCopy(), sb.Pod.DeepCopy()
-	steps := []struct {
-		kind   string
-		meta   *metav1.ObjectMeta
-		create func() (metav1.Object, error)
-		get    func() (metav1.Object, error)
-	}{
-		{"serviceaccount", &sa.ObjectMeta,
-			func() (metav1.Object, error) {
-				return core.ServiceAccounts(sa.Namespace).Create(ctx, sa, metav1.CreateOptions{})
-			},
-			func() (metav1.Object, error) {
-				return core.ServiceAccounts(sa.Namespace).Get(ctx, sa.Name, metav1.GetOptions{})
-			}},
-		{"role", &role.ObjectMeta,
-			func() (metav1.Object, error) {
-				return rbac.Roles(role.Namespace).Create(ctx, role, metav1.CreateOptions{})
-			},
-			func() (metav1.Object, error) {
-				return rbac.Roles(role.Namespace).Get(ctx, role.Name, metav1.GetOptions{})
-			}},
-		{"rolebinding", &rb.ObjectMeta,
-			func() (metav1.Object, error) {
-				return rbac.RoleBindings(rb.Namespace).Create(ctx, rb, metav1.CreateOptions{})
-			},
-			func() (metav1.Object, error) {
-				return rbac.RoleBindings(rb.Namespace).Get(ctx, rb.Name, metav1.GetOptions{})
-			}},
-		{"pod", &pod.ObjectMeta,
-			func() (metav1.Object, error) {
-				return core.Pods(pod.Namespace).Create(ctx, pod, metav1.CreateOptions{})
-			},
-			func() (metav1.Object, error) { return core.Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{}) }},
-	}
-	for _, s := range steps {
-		s.meta.OwnerReferences = []metav1.OwnerReference{owner}
-		if err := c.createOwned(ctx, s.meta.Name, owner.UID, s.create, s.get); err != nil {
-			return fmt.Errorf("%s %s: %w", s.kind, s.meta.Name, err)
+	accounts, roles, bindings, pods := c.client.CoreV1().ServiceAccounts(ns), c.client.RbacV1().Roles(ns), c.client.RbacV1().RoleBindings(ns), c.client.CoreV1().Pods(ns)
+	for _, create := range []func() error{
+		func() error {
+			return createOwned(ctx, "serviceaccount", sb.ServiceAccount.DeepCopy(), owner, accounts.Create, accounts.Get)
+		},
+		func() error { return createOwned(ctx, "role", sb.Role.DeepCopy(), owner, roles.Create, roles.Get) },
+		func() error {
+			return createOwned(ctx, "rolebinding", sb.RoleBinding.DeepCopy(), owner, bindings.Create, bindings.Get)
+		},
+		func() error { return createOwned(ctx, "pod", sb.Pod.DeepCopy(), owner, pods.Create, pods.Get) },
+	} {
+		if err := create(); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// createOwned creates an object the Job (uid) owns; one that exists already is taken
-// as the redelivery's only where that Job owns it.
-func (c *Cluster) createOwned(ctx context.Context, name string, uid types.UID, create, get func() (metav1.Object, error)) error {
-	_, err := create()
-	if err == nil {
+// createOwned creates obj (a kind of object), owned by owner (the run's Job); one of
+// its name that exists already is taken as the redelivery's only where that Job owns
+// it.
+func createOwned[T metav1.Object](ctx context.Context, kind string, obj T, owner metav1.OwnerReference,
+	create func(context.Context, T, metav1.CreateOptions) (T, error), get func(context.Context, string, metav1.GetOptions) (T, error)) error {
+	obj.SetOwnerReferences([]metav1.OwnerReference{owner})
+	_, err := create(ctx, obj, metav1.CreateOptions{})
+	switch {
+	case err == nil:
 		return nil
+	case !apierrors.IsAlreadyExists(err):
+		return fmt.Errorf("%s %s: %w", kind, obj.GetName(), refused(err))
 	}
-	if !apierrors.IsAlreadyExists(err) {
-		return refused(err)
-	}
-	existing, err := get()
+	existing, err := get(ctx, obj.GetName(), metav1.GetOptions{})
 	if err != nil {
-		return err
+		return fmt.Errorf("%s %s: %w", kind, obj.GetName(), err)
 	}
-	if !slices.ContainsFunc(existing.GetOwnerReferences(), func(r metav1.OwnerReference) bool { return r.UID == uid }) {
-		return evalflow.Permanent(fmt.Errorf("%s exists and is not owned by this run's Job", name))
+	if !slices.ContainsFunc(existing.GetOwnerReferences(), func(r metav1.OwnerReference) bool { return r.UID == owner.UID }) {
+		return evalflow.Permanent(fmt.Errorf("%s %s exists and is not owned by this run's Job", kind, obj.GetName()))
 	}
 	return nil
 }

@@ -196,7 +196,8 @@ func (p *Pod) Exec(ctx context.Context, command []string, stdin io.Reader, stdou
 	for {
 		_, msg, err := conn.ReadMessage()
 		if err != nil {
-			if websocket.IsCloseError(err, websocket.CloseNormalClosure) || errors.Is(err, io.EOF) {
+			// The command's status came, or the server closed as it does after it.
+			if status != nil || websocket.IsCloseError(err, websocket.CloseNormalClosure) || errors.Is(err, io.EOF) {
 				break
 			}
 			if ctx.Err() != nil {
