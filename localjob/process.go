@@ -94,7 +94,9 @@ func (s *Server) follow(ctx context.Context, cmd *exec.Cmd, logFile *os.File, j 
 func (s *Server) end(spec evalflow.JobSpec, fin evalflow.JobFinished, dir string, reportKey []byte) {
 	b, _ := json.Marshal(fin)
 	_ = os.WriteFile(filepath.Join(dir, "meta", "ended"), b, 0o600)
-	if _, err := os.Stat(spec.EndReportedFile); err != nil || !fin.Succeeded { // not told already by the runner
+	if _, err := os.Stat(spec.EndReportedFile); err == nil && fin.Succeeded { // told already by the runner
+		_ = os.RemoveAll(filepath.Join(dir, "secret")) // at once: the runner's report may end the run already
+	} else {
 		s.reportEnd(spec, fin, map[bool]string{true: "Succeeded", false: "Failed"}[fin.Succeeded], reportKey)
 	}
 	_ = os.RemoveAll(filepath.Join(dir, "secret"))
