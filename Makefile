@@ -29,7 +29,7 @@ test:
 	@$(MAKE) --no-print-directory -j$(JOBS) -Oline test-deps build vet fmt-check tidy-check
 	EVALFLOW_REQUIRE_SERVERS=1 EVALFLOW_SHARED_DIR=$(SHARED) \
 	EVALFLOW_ORAS=$$(hack/install-oras.sh) EVALFLOW_KUBE=$$(hack/install-kube.sh) EVALFLOW_COREDNS=$$(hack/install-coredns.sh) \
-	EVALFLOW_LLAMA_ECHO=$$(hack/install-llama-echo.sh) EVALFLOW_PLAYWRIGHT=$$(hack/install-browser.sh) \
+	EVALFLOW_NETPOL=$$(hack/install-netpol.sh) EVALFLOW_LLAMA_ECHO=$$(hack/install-llama-echo.sh) EVALFLOW_PLAYWRIGHT=$$(hack/install-browser.sh) \
 	EVALFLOW_SANDBOX_PYTHON=$$(hack/install-sandbox-python.sh) \
 	go test -count=1 -timeout 45m $(TEST_PKGS)
 
@@ -74,11 +74,13 @@ deps:
 
 ## node-deps: what a Kubernetes node on this machine needs: Debian's containerd, runc,
 ## CNI plugins and iptables, and Kubernetes (etcd, kube-apiserver,
-## kube-controller-manager, kube-scheduler, kubelet, kube-proxy) and CoreDNS built once
-## from the Go module proxy and cached in $(CACHE)
+## kube-controller-manager, kube-scheduler, kubelet, kube-proxy), CoreDNS and the
+## NetworkPolicy enforcer (hack/netpol, on kube-network-policies) built once from the Go
+## module proxy and cached in $(CACHE)
 node-deps:
 	@hack/apt-install.sh $(APT_NODE)
 	@hack/cluster-tools.sh kube coredns >/dev/null
+	@hack/install-netpol.sh >/dev/null
 
 ## test-deps: what only tests need: the node's parts (node-deps), Knative Eventing and
 ## Serving built from source with ko, Traefik, the func CLI, and llama-echo, a model
@@ -88,6 +90,7 @@ node-deps:
 test-deps: tools
 	@hack/vendor-ui.sh --check >/dev/null
 	cd hack/llama-echo && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go vet . && CGO_CPPFLAGS=-I$$(../llama-headers.sh) GOWORK=off GOFLAGS=-mod=mod go test -count=1 .
+	cd hack/netpol && GOWORK=off GOFLAGS=-mod=mod go vet .
 
 APT_RUN := redis-server docker-registry apache2-utils python3 bubblewrap
 APT_NODE := containerd runc containernetworking-plugins iptables
@@ -96,7 +99,7 @@ APT_NODE := containerd runc containernetworking-plugins iptables
 # cold Go build leaves a core idle while it links, downloads or compiles C++ one file
 # at a time; a second fills it. cluster: Kubernetes, CoreDNS and Traefik in one go
 # build (hack/cluster-tools.sh). llama-echo reuses ollama's compiled llama.cpp.
-TOOLS := cluster knative func ollama oras llama-echo browser
+TOOLS := cluster knative func ollama oras llama-echo browser netpol
 tools: $(TOOLS:%=tool-%)
 apt:
 	@hack/apt-install.sh $(APT_RUN) $(APT_NODE) chromium $(if $(shell command -v npm),,nodejs npm)
@@ -128,7 +131,7 @@ fmt-check:
 # the workspace) lists every module it needs: go mod tidy would change nothing.
 # (devkit/repo's test keeps every module on the same versions: go work sync.)
 tidy-check:
-	@for m in $(MODULES); do (cd $$m && GOWORK=off go mod tidy -diff >/dev/null) || { echo "$$m: go.mod is not tidy (cd $$m && GOWORK=off go mod tidy)"; exit 1; }; done
+	@for m in $(MODULES) hack/netpol; do (cd $$m && GOWORK=off go mod tidy -diff >/dev/null) || { echo "$$m: go.mod is not tidy (cd $$m && GOWORK=off go mod tidy)"; exit 1; }; done
 
 clean:
 	rm -rf $(BIN) .state
@@ -141,7 +144,7 @@ node-up: deps node-deps build
 	CGO_ENABLED=0 go build -trimpath -o $(BIN)/image/evalflow-pause ./devkit/cmd/evalflow-pause
 	go build -o $(BIN)/evalflow-node ./devkit/cmd/evalflow-node
 	@mkdir -p $(NODE_DIR)
-	$(BIN)/evalflow-node up -dir $(NODE_DIR) -pause $(BIN)/image/evalflow-pause > $(NODE_DIR)/env
+	$(BIN)/evalflow-node up -dir $(NODE_DIR) -pause $(BIN)/image/evalflow-pause -network-policy $$(hack/install-netpol.sh) > $(NODE_DIR)/env
 	@. $(NODE_DIR)/env && $(MAKE) --no-print-directory images IMAGE_REGISTRY=$$NODE_REGISTRY/evalflow && \
 	echo && echo "node up: KUBECONFIG=$$NODE_KUBECONFIG; registry $$NODE_REGISTRY. Evaluate on it:" && \
 	echo "  bin/evalflow run --kubeconfig $$NODE_KUBECONFIG --registry $$NODE_REGISTRY/evalflow --plain-http --data $(SHARED)/datasets"

@@ -49,6 +49,10 @@ func CoreDNSBinary() string {
 	return filepath.Join(ClusterToolsDir(), "coredns")
 }
 
+// NetworkPolicyBinary is the node's NetworkPolicy enforcer, $EVALFLOW_NETPOL
+// (hack/install-netpol.sh builds it, named by its sources' hash), or "".
+func NetworkPolicyBinary() string { return os.Getenv("EVALFLOW_NETPOL") }
+
 // TraefikBinary is Traefik, in ClusterToolsDir.
 func TraefikBinary() string { return filepath.Join(ClusterToolsDir(), "traefik") }
 

@@ -173,8 +173,9 @@ func removeNetns(before []string) error {
 	return errors.Join(errs...)
 }
 
-// chainPrefixes name the chains kube-proxy, the kubelet and the CNI plugins add.
-var chainPrefixes = []string{"KUBE-", "CNI-"}
+// chainPrefixes name the chains kube-proxy, the kubelet, the CNI plugins and the
+// NetworkPolicy enforcer add.
+var chainPrefixes = []string{"KUBE-", "CNI-", "EVALFLOW-"}
 
 var tables = []string{"filter", "nat", "mangle"}
 
@@ -236,7 +237,7 @@ func removeChains() error {
 					num++
 					if f := strings.Fields(line); len(f) > 1 && ours(f[len(f)-1]) {
 						rules = append(rules, num)
-					} else if strings.Contains(line, " -j KUBE-") || strings.Contains(line, " -j CNI-") {
+					} else if strings.Contains(line, " -j KUBE-") || strings.Contains(line, " -j CNI-") || strings.Contains(line, " -j EVALFLOW-") {
 						rules = append(rules, num)
 					}
 				}

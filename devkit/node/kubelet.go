@@ -159,6 +159,19 @@ conntrack: {maxPerCore: 0}
 	}, 30*time.Second, filepath.Join(cfg.Bin, "kube-proxy"), "--config", path)
 }
 
+// startNetworkPolicy enforces NetworkPolicies on the node, when the config names the
+// enforcer (hack/netpol: kube-network-policies' engine behind iptables' NFQUEUE), which
+// fails closed: a policed pod's new connection is dropped while it is down. It learns a
+// pod's address from the API server (containerd 1.6 has no NRI to tell it sooner).
+func (n *Node) startNetworkPolicy(ctx context.Context, cfg Config) error {
+	if cfg.NetworkPolicy == "" {
+		return nil
+	}
+	return n.Spawn(ctx, "network-policy", func(ctx context.Context) error {
+		return exec.CommandContext(ctx, "iptables", "-w", "-C", "FORWARD", "-j", "EVALFLOW-NETPOL").Run()
+	}, 30*time.Second, cfg.NetworkPolicy, "-kubeconfig", n.Kubeconfig, "-node", Name)
+}
+
 // waitAccounts waits until the default namespace has its default ServiceAccount,
 // without which no pod is admitted.
 func (n *Node) waitAccounts(ctx context.Context, _ Config) error {

@@ -1,7 +1,8 @@
 // Package node runs a single-node Kubernetes on this machine whose pods really run:
 // etcd, kube-apiserver, kube-controller-manager and kube-scheduler; containerd with
-// runc and the CNI bridge; kubelet and kube-proxy; and a registry the node pulls its
-// images from. See ../shared/tools/node.md for what each setting is for.
+// runc and the CNI bridge; kubelet and kube-proxy; a NetworkPolicy controller; and a
+// registry the node pulls its images from. See ../shared/tools/node.md for what each
+// setting is for.
 //
 // Its processes are detached: they outlive the command that started them (make
 // node-up), and Down stops them by the PIDs Up recorded, then removes everything the
@@ -40,6 +41,9 @@ type Config struct {
 	// CoreDNS, when set, is the CoreDNS binary (hack/install-coredns.sh) that serves
 	// cluster DNS (cluster.local) on the node address, as the kube-dns Service.
 	CoreDNS string
+	// NetworkPolicy, when set, is the NetworkPolicy enforcer (hack/install-netpol.sh)
+	// that the node runs.
+	NetworkPolicy string
 }
 
 // Name is the node's name, and the prefix of what it adds to the machine.
@@ -138,7 +142,7 @@ func Up(ctx context.Context, cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 	for _, stage := range []func(context.Context, Config) error{
-		n.startRegistry, n.pushPause, n.startControlPlane, n.startDNS, n.startContainerd, n.startKubelet, n.startProxy, n.startStorage, n.waitAccounts,
+		n.startRegistry, n.pushPause, n.startControlPlane, n.startDNS, n.startContainerd, n.startKubelet, n.startProxy, n.startNetworkPolicy, n.startStorage, n.waitAccounts,
 	} {
 		if err := stage(ctx, cfg); err != nil {
 			return nil, err

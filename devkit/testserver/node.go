@@ -52,7 +52,11 @@ func NodeConfig(t testing.TB) node.Config {
 	if _, err := os.Stat(coredns); err != nil {
 		missing(t, "CoreDNS is not built at "+coredns+" (make test-deps runs hack/install-coredns.sh)")
 	}
-	return node.Config{Dir: dir, Bin: bin, CoreDNS: coredns, Pause: BuildStatic(t, "github.com/evalflow/evalflow/devkit/cmd/evalflow-pause")}
+	netpol := localserver.NetworkPolicyBinary()
+	if _, err := os.Stat(netpol); netpol == "" || err != nil {
+		missing(t, "the NetworkPolicy enforcer is not built: EVALFLOW_NETPOL=$(hack/install-netpol.sh), as make test does")
+	}
+	return node.Config{Dir: dir, Bin: bin, CoreDNS: coredns, NetworkPolicy: netpol, Pause: BuildStatic(t, "github.com/evalflow/evalflow/devkit/cmd/evalflow-pause")}
 }
 
 // Node brings a single-node Kubernetes up on this machine for the test, and takes all

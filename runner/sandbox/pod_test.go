@@ -6,9 +6,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,7 +31,9 @@ import (
 // evalflow-sandbox on evalflow's base, built without Docker) runs a batch handed to it
 // by an exec, and says what became of each program: the canonical solutions of
 // HumanEval's first 80 problems pass; hostile programs fail, each saying why, and the pod
-// stays up for the next batch.
+// stays up for the next batch. Its NetworkPolicy, enforced by the node's controller,
+// lets no connection out: none reaches a listener on the node's address, nor the API
+// server through its Service; the same program connects once the policy is deleted.
 func TestTheSandboxPodRunsABatchOnARealNode(t *testing.T) {
 	n := testserver.Node(t)
 	kc, err := os.ReadFile(n.Kubeconfig)
@@ -68,14 +72,18 @@ func TestTheSandboxPodRunsABatchOnARealNode(t *testing.T) {
 	t.Logf("the sandbox pod runs")
 	exec := podAsAdmin(t, kc, ns, pod.Name)
 	canonical := humanEvalPrograms(t, 80) // over 64 KB: stdin goes in several messages
+	node, connections := countConnections(t, n.Address)
+	connect := fmt.Sprintf("import socket\nsocket.create_connection((%q, %d), timeout=2).close()\n", node.IP, node.Port)
 	hostile := map[string]struct{ program, want string }{
-		"loops":        {"while True:\n    pass\n", "timed out"},
-		"forks":        {"import os\nwhile True:\n    os.fork()\n", "failed: BlockingIOError"},
-		"allocates":    {"x = []\nwhile True:\n    x.append(' ' * 10**7)\n", "failed: MemoryError"},
-		"reads env":    {"import os\nassert 'KUBERNETES_SERVICE_HOST' not in os.environ and 'PATH' not in os.environ, dict(os.environ)\n", "passed"},
-		"reads token":  {"open('/var/run/secrets/kubernetes.io/serviceaccount/token').read()\n", "failed: FileNotFoundError"},
-		"writes root":  {"open('/etc/pwned', 'w').write('x')\n", "failed: OSError: [Errno 30] Read-only file system"},
-		"writes a lot": {"open('big', 'w').write('x' * (2 << 20))\n", "failed: OSError: [Errno 27] File too large"},
+		"loops":                      {"while True:\n    pass\n", "timed out"},
+		"forks":                      {"import os\nwhile True:\n    os.fork()\n", "failed: BlockingIOError"},
+		"allocates":                  {"x = []\nwhile True:\n    x.append(' ' * 10**7)\n", "failed: MemoryError"},
+		"reads env":                  {"import os\nassert 'KUBERNETES_SERVICE_HOST' not in os.environ and 'PATH' not in os.environ, dict(os.environ)\n", "passed"},
+		"reads token":                {"open('/var/run/secrets/kubernetes.io/serviceaccount/token').read()\n", "failed: FileNotFoundError"},
+		"writes root":                {"open('/etc/pwned', 'w').write('x')\n", "failed: OSError: [Errno 30] Read-only file system"},
+		"writes a lot":               {"open('big', 'w').write('x' * (2 << 20))\n", "failed: OSError: [Errno 27] File too large"},
+		"connects to the node":       {connect, "failed: TimeoutError"},
+		"connects to the API server": {"import socket\nsocket.create_connection(('10.96.0.1', 443), timeout=2).close()\n", "failed: TimeoutError"},
 	}
 	names := []string{}
 	batch := sandbox.Batch{Limits: sandbox.Of(sandbox.DefaultLimits), Programs: canonical}
@@ -107,6 +115,52 @@ func TestTheSandboxPodRunsABatchOnARealNode(t *testing.T) {
 			}
 		}
 	}
+	if c := connections.Load(); c != 0 {
+		t.Fatalf("%d connections from the sandbox pod reached the node", c)
+	}
+
+	// The policy, not something else, held them: without it the same program connects
+	// (once the controller has seen the policy go).
+	if err := admin.NetworkingV1().NetworkPolicies(ns).Delete(ctx, kube.SandboxPolicy().Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	open := sandbox.Batch{Limits: sandbox.Of(sandbox.DefaultLimits), Programs: []string{connect}}
+	in, _ := json.Marshal(open)
+	var last []sandbox.Result
+	for deadline := time.Now().Add(30 * time.Second); connections.Load() == 0; time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatalf("without its policy the sandbox pod still connects to nothing: %+v", last)
+		}
+		var out bytes.Buffer
+		if err := exec.Exec(ctx, []string{evalflow.SandboxProgram, "-batch", "-"}, bytes.NewReader(in), &out); err != nil {
+			t.Fatal(err)
+		}
+		if last, err = sandbox.ReadLines(&out, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// countConnections listens on host and counts the connections it accepts.
+func countConnections(t *testing.T, host string) (*net.TCPAddr, *atomic.Int64) {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	var n atomic.Int64
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			n.Add(1)
+			c.Close()
+		}
+	}()
+	return l.Addr().(*net.TCPAddr), &n
 }
 
 // humanEvalPrograms are HumanEval's first n problems' programs as lm-eval's

@@ -3,11 +3,9 @@ package sandbox_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -46,30 +44,14 @@ func TestAProgramPassesOrFailsSayingWhy(t *testing.T) {
 // outside its directory.
 func TestHostileProgramsFailAndChangeNothingOutside(t *testing.T) {
 	s := local(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	var connections atomic.Int64
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			connections.Add(1)
-			c.Close()
-		}
-	}()
+	listener, connections := countConnections(t, "127.0.0.1")
 	outside := filepath.Join(t.TempDir(), "pwned")
 	t.Setenv("EVALFLOW_SECRET", "do-not-leak")
-	_, port, _ := net.SplitHostPort(l.Addr().String())
 	cases := map[string]struct{ program, want string }{
 		"loops":     {"while True:\n    pass\n", "timed out"},
 		"forks":     {"import os\nwhile True:\n    os.fork()\n", "failed: BlockingIOError"},
 		"allocates": {"x = []\nwhile True:\n    x.append(' ' * 10**7)\n", "failed: MemoryError"},
-		"connects":  {fmt.Sprintf("import socket\nsocket.create_connection(('127.0.0.1', %s), timeout=1)\n", port), "failed: ConnectionRefusedError"},
+		"connects":  {fmt.Sprintf("import socket\nsocket.create_connection(('127.0.0.1', %d), timeout=1)\n", listener.Port), "failed: ConnectionRefusedError"},
 		"reads env": {"import os\nassert os.environ.get('EVALFLOW_SECRET') == 'do-not-leak', dict(os.environ)\n", "failed: AssertionError"},
 		"writes":    {fmt.Sprintf("open(%q, 'w').write('x')\n", outside), "failed: FileNotFoundError"},
 	}

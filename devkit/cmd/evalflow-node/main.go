@@ -34,6 +34,7 @@ func main() {
 	pause := fs.String("pause", "bin/image/evalflow-pause", "the pod sandbox program (static)")
 	bin := fs.String("bin", localserver.KubeBinDir(), "etcd and the Kubernetes binaries (hack/install-kube.sh)")
 	coredns := fs.String("coredns", localserver.CoreDNSBinary(), "CoreDNS, the cluster DNS (hack/install-coredns.sh); empty: none")
+	netpol := fs.String("network-policy", localserver.NetworkPolicyBinary(), "the NetworkPolicy enforcer (hack/install-netpol.sh); empty: none")
 	eventing := fs.String("eventing", knative.EventingDir(), "Knative Eventing built by hack/install-knative.sh")
 	serving := fs.String("serving", knative.ServingDir(), "Knative Serving built by hack/install-knative.sh serving")
 	traefik := fs.String("traefik", localserver.TraefikBinary(), "Traefik, Serving's networking layer (hack/install-traefik.sh)")
@@ -65,7 +66,7 @@ func main() {
 			strings.TrimPrefix(in.Loopback, "127.0.0.1:"))
 		return
 	}
-	n, err := node.Up(ctx, node.Config{Dir: *dir, Bin: *bin, Pause: *pause, CoreDNS: *coredns})
+	n, err := node.Up(ctx, node.Config{Dir: *dir, Bin: *bin, Pause: *pause, CoreDNS: *coredns, NetworkPolicy: *netpol})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "evalflow-node:", err)
 		os.Exit(1)
