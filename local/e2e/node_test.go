@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"os/exec"
 	"path"
@@ -261,25 +262,31 @@ func TestEvaluationJobsOnARealNode(t *testing.T) {
 		testserver.SandboxImage(t, o.node.Registry+"/evalflow/"+path.Base(kube.SandboxImage), evalflow.SandboxProgram)
 		kc := o.namespace(t, "code", testserver.SandboxRules...)
 		// Three canonical solutions, then a fork bomb, a reader of a service account
-		// token, and a loop without end.
+		// token, a loop without end, and a connection to the node's address (where the
+		// model endpoint answers too), which the sandbox's NetworkPolicy drops.
+		listener, connections := testserver.CountConnections(t, o.node.Address)
 		hostile := []string{"    import os\n    while True:\n        os.fork()\n",
-			"    return open('/var/run/secrets/kubernetes.io/serviceaccount/token').read()\n", "    while True:\n        pass\n"}
+			"    return open('/var/run/secrets/kubernetes.io/serviceaccount/token').read()\n", "    while True:\n        pass\n",
+			fmt.Sprintf("    import socket\n    socket.create_connection((%q, %d), timeout=2).close()\n", listener.IP, listener.Port)}
 		answers := map[string]string{}
-		for i, p := range humanEvalProblems(t, 6) {
+		for i, p := range humanEvalProblems(t, 7) {
 			answers[p.Prompt] = p.CanonicalSolution
 			if i >= 3 {
 				answers[p.Prompt] = hostile[i-3]
 			}
 		}
-		req := e.request(6)
+		req := e.request(7)
 		req.BaseURL = testserver.AnsweringEndpoint(t, o.node.Address, answers)
-		req.Kubeconfig, req.Datasets = kc, []evalflow.DatasetSpec{{Name: "humaneval", Limit: 6}}
+		req.Kubeconfig, req.Datasets = kc, []evalflow.DatasetSpec{{Name: "humaneval", Limit: 7}}
 		r := e.startAndEnd(t, req)
 		if r.Status != evalflow.StatusSucceeded || r.Summary == nil {
 			t.Fatalf("run %s: %s", r.Status, r.Message)
 		}
-		if got := r.Summary.Scores["humaneval"]; got != 0.5 {
-			t.Errorf("pass@1 %v; want 0.5 (three canonical solutions of six)", got)
+		if got, want := r.Summary.Scores["humaneval"], 3.0/7; math.Abs(got-want) > 1e-9 {
+			t.Errorf("pass@1 %v; want 3/7 (three canonical solutions of seven)", got)
+		}
+		if c := connections.Load(); c != 0 {
+			t.Errorf("%d connections from the sandbox reached the node", c)
 		}
 		samples, err := os.ReadFile(filepath.Join(orasPull(t, e, r.ID), evalflow.SamplesFile))
 		if err != nil {
@@ -296,7 +303,7 @@ func TestEvaluationJobsOnARealNode(t *testing.T) {
 			o, _, _ := strings.Cut(s.Filters[0].Outcome, ":")
 			outcomes[o]++
 		}
-		if want := map[string]int{"passed": 3, "failed": 2, "timed out after 3s": 1}; !maps.Equal(outcomes, want) {
+		if want := map[string]int{"passed": 3, "failed": 3, "timed out after 3s": 1}; !maps.Equal(outcomes, want) {
 			t.Errorf("outcomes %v; want %v", outcomes, want)
 		}
 		pods, err := o.admin.CoreV1().Pods("code").List(context.Background(), metav1.ListOptions{LabelSelector: kube.LabelComponent + "=sandbox"})

@@ -6,11 +6,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,7 +70,7 @@ func TestTheSandboxPodRunsABatchOnARealNode(t *testing.T) {
 	t.Logf("the sandbox pod runs")
 	exec := podAsAdmin(t, kc, ns, pod.Name)
 	canonical := humanEvalPrograms(t, 80) // over 64 KB: stdin goes in several messages
-	node, connections := countConnections(t, n.Address)
+	node, connections := testserver.CountConnections(t, n.Address)
 	connect := fmt.Sprintf("import socket\nsocket.create_connection((%q, %d), timeout=2).close()\n", node.IP, node.Port)
 	hostile := map[string]struct{ program, want string }{
 		"loops":                      {"while True:\n    pass\n", "timed out"},
@@ -139,28 +137,6 @@ func TestTheSandboxPodRunsABatchOnARealNode(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-}
-
-// countConnections listens on host and counts the connections it accepts.
-func countConnections(t *testing.T, host string) (*net.TCPAddr, *atomic.Int64) {
-	t.Helper()
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	var n atomic.Int64
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			n.Add(1)
-			c.Close()
-		}
-	}()
-	return l.Addr().(*net.TCPAddr), &n
 }
 
 // humanEvalPrograms are HumanEval's first n problems' programs as lm-eval's

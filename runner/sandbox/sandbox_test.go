@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/runner/sandbox"
 )
 
@@ -44,7 +45,7 @@ func TestAProgramPassesOrFailsSayingWhy(t *testing.T) {
 // outside its directory.
 func TestHostileProgramsFailAndChangeNothingOutside(t *testing.T) {
 	s := local(t)
-	listener, connections := countConnections(t, "127.0.0.1")
+	listener, connections := testserver.CountConnections(t, "127.0.0.1")
 	outside := filepath.Join(t.TempDir(), "pwned")
 	t.Setenv("EVALFLOW_SECRET", "do-not-leak")
 	cases := map[string]struct{ program, want string }{
