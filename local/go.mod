@@ -141,8 +141,8 @@ require (
 	github.com/docker/cli v29.7.2+incompatible // indirect
 	github.com/docker/docker-credential-helpers v0.9.3 // indirect
 	github.com/dustin/go-humanize v1.0.1 // indirect
-	github.com/evalflow/evalflow/runner v0.0.0 // indirect
 	github.com/goccy/go-json v0.10.5 // indirect
+	github.com/gorilla/websocket v1.5.4-0.20250319132907-e064f32e3674 // indirect
 	github.com/hashicorp/golang-lru/v2 v2.0.7 // indirect
 	github.com/klauspost/compress v1.20.4 // indirect
 	github.com/moby/locker v1.0.1 // indirect
@@ -175,6 +175,7 @@ replace github.com/evalflow/evalflow/runner => ../runner
 
 require (
 	github.com/evalflow/evalflow/eventing v0.0.0
+	github.com/evalflow/evalflow/runner v0.0.0
 	github.com/evalflow/evalflow/triggers v0.0.0
 )
 

@@ -16,7 +16,6 @@ require (
 	golang.org/x/time v0.16.0
 	k8s.io/api v0.35.7
 	k8s.io/apimachinery v0.35.7
-	k8s.io/client-go v0.35.7
 )
 
 require (
@@ -88,6 +87,7 @@ require (
 	gopkg.in/evanphx/json-patch.v4 v4.13.0 // indirect
 	gopkg.in/inf.v0 v0.9.1 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
+	k8s.io/client-go v0.35.7 // indirect
 	k8s.io/cri-api v0.34.4 // indirect
 	k8s.io/klog/v2 v2.130.1 // indirect
 	k8s.io/kube-openapi v0.0.0-20250910181357-589584f1c912 // indirect

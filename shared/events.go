@@ -28,8 +28,8 @@ const (
 	TypeFailed       EventType = "dev.evalflow.run.failed"    // any step → callers
 	TypeCancelled    EventType = "dev.evalflow.run.cancelled" // DELETE /evals/{id} → deploy (stops the job)
 	TypeNotification EventType = "dev.evalflow.notification"  // every step → the caller
-	// TypePing is a PingSource's tick (eventing/pingsource.yaml): job-watch then reads
-	// the Jobs of running Kubernetes runs and reports those that ended.
+	// TypePing is a PingSource's tick (Tick): job-watch then reads the Jobs of running
+	// Kubernetes runs, reports those that ended, and drives runs that stand still.
 	TypePing EventType = "dev.knative.sources.ping"
 	// TypeJobChanged is an ApiServerSource's news that a Job of evalflow's own cluster,
 	// or its pod, changed (eventing/jobsource.yaml), as a reference (JobRef): job-watch
@@ -203,3 +203,15 @@ func EventID(parts ...string) string {
 	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
 	return hex.EncodeToString(sum[:16])
 }
+
+// TickSource is a PingSource: on Schedule it sends Data to the broker of its namespace.
+type TickSource struct {
+	Name, Broker, Schedule, Data string
+}
+
+// Tick is job-watch's PingSource (eventing/pingsource.yaml is the same; local mode's
+// broker plays it). In a cluster it exists only while runs are in flight: start makes
+// it with a run, job-watch removes it on a tick that finds none, so idle functions stay
+// at zero.
+var Tick = TickSource{Name: "evalflow-job-watch-tick", Broker: "evalflow", Schedule: "* * * * *",
+	Data: `{"reason": "look for Kubernetes Jobs that ended and runs that stand still"}`}

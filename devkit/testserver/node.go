@@ -8,6 +8,11 @@ import (
 	"runtime"
 	"syscall"
 	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/evalflow/evalflow/devkit/images"
 	"github.com/evalflow/evalflow/devkit/knative"
@@ -155,4 +160,20 @@ func SandboxImage(t testing.TB, ref, path string) string {
 		t.Fatal(err)
 	}
 	return digest.String()
+}
+
+// RunPod creates pod in namespace and waits until it runs.
+func RunPod(t testing.TB, admin kubernetes.Interface, namespace string, pod *corev1.Pod) *corev1.Pod {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := admin.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create pod %s/%s: %v", namespace, pod.Name, err)
+	}
+	var p *corev1.Pod
+	var err error
+	Eventually(t, 2*time.Minute, "pod "+namespace+"/"+pod.Name+" running", func() bool {
+		p, err = admin.CoreV1().Pods(namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		return err == nil && p.Status.Phase == corev1.PodRunning
+	})
+	return p
 }

@@ -12,12 +12,15 @@ import (
 )
 
 // tick is a PingSource's: it looks for Kubernetes Jobs that ended, then drives runs
-// that stand still.
+// that stand still; with none in flight, the tick stops until the next run.
 func (f *Function) tick(ctx context.Context, _ event.Event) (*event.Event, error) {
 	if err := f.sweep(ctx); err != nil {
 		return nil, err
 	}
-	return nil, f.drive(ctx)
+	if err := f.drive(ctx); err != nil {
+		return nil, err
+	}
+	return nil, f.StopTickingIfIdle(ctx)
 }
 
 // sweep reads the Job of every running Kubernetes run, oldest first, and reports each that ended (or

@@ -3,6 +3,7 @@ package function
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -154,5 +155,31 @@ func TestATickStopsAJobWhoseImageCannotBePulled(t *testing.T) {
 	}
 	if _, err := admin.BatchV1().Jobs("evals").Get(ctx, job, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the stuck Job after the tick: %v; want it deleted", err)
+	}
+}
+
+// Idle, the functions stay at zero: a tick that finds no run in flight removes the
+// tick (made on demand, on a real API server with the rights eventing/rbac.yaml
+// grants job-watch); one that finds a run keeps it. Ticks delivered twice change
+// nothing twice.
+func TestATickThatFindsNoRunInFlightStopsTheTicks(t *testing.T) {
+	ticks := pipelinetest.NewTicks(t)
+	fx := setup(t, func(cfg map[string]string) { maps.Copy(cfg, ticks.Config) })
+	ctx := context.Background()
+	if err := fx.f.KeepTicking(ctx); err != nil { // as start does with the fixture's run
+		t.Fatal(err)
+	}
+	fx.handle(t, pingTick())
+	if !ticks.Ticking(t) {
+		t.Fatal("a tick with a run deploying removed the tick")
+	}
+	if _, err := pipelinetest.Update(ctx, fx.p.Store, runID, func(r *evalflow.Run) error { return r.Fail("given up", time.Now()) }); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		fx.handle(t, pingTick())
+		if ticks.Ticking(t) {
+			t.Fatal("a tick with no run in flight left the tick")
+		}
 	}
 }

@@ -184,6 +184,10 @@ func (f *Function) record(ctx context.Context, req evalflow.Request, who caller)
 		f.Log.Info("run recorded", "run_id", run.ID, "model", run.ModelName, "target", run.Target)
 	}
 	if run.Status == evalflow.StatusPending {
+		// In flight: job-watch's tick drives it if an event is lost.
+		if err := f.KeepTicking(ctx); err != nil {
+			return nil, false, fmt.Errorf("start: run %s: %w", run.ID, err)
+		}
 		note, _ := f.Note(run, evalflow.NoteSucceeded, "run recorded")
 		if err := f.Events.Send(ctx, note); err != nil {
 			return nil, false, fmt.Errorf("start: notify run %s: %w", run.ID, err)

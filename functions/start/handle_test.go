@@ -503,3 +503,26 @@ func TestABrokersDeliveryIsTakenOnlyFromTheBroker(t *testing.T) {
 		t.Errorf("GET /evals with the delivery token: %d; want 401", code)
 	}
 }
+
+// A run recorded makes job-watch's tick (made on demand, on a real API server with
+// the rights eventing/rbac.yaml grants start), which drives it if an event is lost.
+func TestARecordedRunMakesJobWatchsTick(t *testing.T) {
+	p := pipelinetest.New(t)
+	ticks := pipelinetest.NewTicks(t)
+	f := New()
+	if err := f.Start(context.Background(), p.With(ticks.Config)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Stop(context.Background()) })
+	srv := httptest.NewServer(http.HandlerFunc(f.Handle))
+	t.Cleanup(srv.Close)
+	if ticks.Ticking(t) {
+		t.Fatal("ticking before any run")
+	}
+	if code, out := post(t, srv.URL+"/evals/start", "application/json", mustJSON(validBody(runID))); code != http.StatusAccepted {
+		t.Fatalf("POST: %d %v", code, out)
+	}
+	if !ticks.Ticking(t) {
+		t.Fatal("a run recorded, and no tick")
+	}
+}

@@ -6,8 +6,10 @@
 // generated where absent; Redis and the results registry on persistent volumes; the
 // broker and the SinkBinding that gives functions K_SINK; each function, built from
 // its own directory and deployed by the func CLI (func deploy); the Triggers and the
-// PingSource and the ApiServerSource on the Jobs. Each waits for what it made to be Ready before the next. Deploying
-// again updates in place and keeps the Secrets.
+// ApiServerSource on the Jobs. Each waits for what it made to be Ready before the
+// next. Deploying again updates in place and keeps the Secrets. job-watch's tick, the
+// PingSource of eventing/pingsource.yaml, is not applied: start makes it with a run
+// and job-watch removes it when no run is in flight.
 package deploy
 
 import (
@@ -29,8 +31,12 @@ import (
 	"github.com/evalflow/evalflow/devkit/node"
 )
 
-// Namespace is where evalflow's functions, Redis, registry and broker run.
-const Namespace = "evalflow"
+// Namespace is where evalflow's functions, Redis, registry and broker run;
+// JobNamespace where the Jobs of runs without a kubeconfig run (eventing/namespace.yaml).
+const (
+	Namespace    = "evalflow"
+	JobNamespace = "evalflow-jobs"
+)
 
 // Config says where and what to deploy.
 type Config struct {
@@ -157,7 +163,7 @@ func (d *deployer) put(ctx context.Context, within time.Duration, objs ...*unstr
 }
 
 func (d *deployer) base(ctx context.Context) error {
-	return d.applyReady(ctx, time.Minute, "eventing/namespace.yaml", "eventing/config-features.yaml", "eventing/rbac.yaml")
+	return d.applyReady(ctx, time.Minute, "eventing/namespace.yaml", "eventing/networkpolicies.yaml", "eventing/config-features.yaml", "eventing/rbac.yaml")
 }
 
 // broker brings up the broker and the SinkBinding, before the functions: a function
@@ -229,7 +235,7 @@ func podReady(p corev1.Pod) bool {
 }
 
 func (d *deployer) triggers(ctx context.Context) error {
-	return d.applyReady(ctx, 2*time.Minute, "triggers/*.yaml", "eventing/pingsource.yaml", "eventing/jobsource.yaml")
+	return d.applyReady(ctx, 2*time.Minute, "triggers/*.yaml", "eventing/jobsource.yaml")
 }
 
 // result reads start's URL, as this machine reaches it.

@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/uuid"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -31,8 +32,11 @@ import (
 	"github.com/evalflow/evalflow/devkit/knative"
 	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/local/deploy"
+	"github.com/evalflow/evalflow/runner/sandbox"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/kube"
+	"github.com/evalflow/evalflow/shared/podexec"
 )
 
 // onKnative is evalflow as make deploy puts it on the node's Knative: every function
@@ -381,6 +385,48 @@ func TestThePipelineOnKnative(t *testing.T) {
 		k.orasPull(t, r.Artifact.Reference)
 	})
 
+	t.Run("a pod of another namespace reaches neither Redis, the registry nor a function; a Job's reaches the registry alone", func(t *testing.T) {
+		ref := k.node.Registry + "/evalflow/intruder"
+		image := ref + "@" + testserver.SandboxImage(t, ref, evalflow.SandboxProgram)
+		kc, err := os.ReadFile(k.node.Kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Pods with python3 and nothing of evalflow's: one in a namespace of its own, one
+		// in the Job namespace labelled as a runner is.
+		intruder := func(ns string) *podexec.Pod {
+			pod := kube.SandboxPod("intruder", image, 10*time.Minute)
+			pod.Labels = map[string]string{"app.kubernetes.io/part-of": "evalflow", kube.LabelComponent: "intruder"}
+			pod.Spec.Containers[0].Resources = corev1.ResourceRequirements{} // the node's 2 CPUs are requested by Knative and the functions
+			testserver.RunPod(t, k.admin, ns, pod)
+			t.Cleanup(func() {
+				_ = k.admin.CoreV1().Pods(ns).Delete(context.Background(), pod.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+			})
+			exec, err := kube.PodExec(kc, ns, pod.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return exec
+		}
+		testserver.Namespace(t, k.admin, "intruder")
+		for ns, want := range map[string]map[string]string{
+			"intruder":          {"redis": "failed: TimeoutError", "registry": "failed: TimeoutError", "start": "failed: TimeoutError", "start's queue-proxy": "failed: TimeoutError", "the API server": "passed"},
+			deploy.JobNamespace: {"redis": "failed: TimeoutError", "registry": "passed", "start": "failed: TimeoutError", "start's queue-proxy": "failed: TimeoutError", "the API server": "passed"},
+		} {
+			pod := intruder(ns)
+			targets := map[string]string{"redis": k.serviceIP(t, "redis") + ":6379", "registry": k.serviceIP(t, "registry") + ":5000",
+				"the API server": "10.96.0.1:443"}
+			start := k.startPod(t)
+			targets["start"], targets["start's queue-proxy"] = start+":8080", start+":8012"
+			got := connects(t, pod, targets)
+			for name, w := range want {
+				if !strings.HasPrefix(got[name], w) {
+					t.Errorf("from %s, a connection to %s (%s): %s; want %s", ns, name, targets[name], got[name], w)
+				}
+			}
+		}
+	})
+
 	t.Run("an event a Trigger cannot deliver fails its run through the dead-letter sink", func(t *testing.T) {
 		// The run's cluster answers verify, and refuses the deploy step's pods: each
 		// delivery of run.verified fails, the Trigger retries, then dead-letters it.
@@ -412,6 +458,39 @@ func TestThePipelineOnKnative(t *testing.T) {
 		resp.Body.Close()
 		if len(kept.DeadLetters) != 1 || kept.DeadLetters[0].Type != evalflow.TypeVerified || !strings.Contains(kept.DeadLetters[0].Destination, "evalflow-deploy") {
 			t.Fatalf("dead letters listed: %+v; want the one run.verified to deploy", kept.DeadLetters)
+		}
+	})
+
+	t.Run("idle, no function pod: the last run's tick removes the tick, and nothing wakes them", func(t *testing.T) {
+		kc, err := os.ReadFile(k.node.Kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := knative.Connect(kc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testserver.Eventually(t, 3*time.Minute, "job-watch's tick removed", func() bool {
+			_, err := c.Get(ctx, "sources.knative.dev/v1", "PingSource", deploy.Namespace, evalflow.Tick.Name)
+			return apierrors.IsNotFound(err)
+		})
+		functionPods := func() []string {
+			pods, err := k.admin.CoreV1().Pods(deploy.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "serving.knative.dev/service"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, p := range pods.Items {
+				names = append(names, p.Name)
+			}
+			return names
+		}
+		testserver.Eventually(t, 2*time.Minute, "every function at zero pods", func() bool { return len(functionPods()) == 0 })
+		// Longer than a tick's period: no tick, nothing else, wakes a function.
+		for end := time.Now().Add(75 * time.Second); time.Now().Before(end); time.Sleep(time.Second) {
+			if pods := functionPods(); len(pods) > 0 {
+				t.Fatalf("with no run in flight, function pods came up: %v", pods)
+			}
 		}
 	})
 }
@@ -586,4 +665,63 @@ func proxyUnlessDeploy(admin kubernetes.Interface, c net.Conn, upstream string) 
 	defer u.Close()
 	go io.Copy(u, c)
 	io.Copy(c, u)
+}
+
+// serviceIP is the cluster address of evalflow's Service name.
+func (k *onKnative) serviceIP(t *testing.T, name string) string {
+	t.Helper()
+	svc, err := k.admin.CoreV1().Services(deploy.Namespace).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return svc.Spec.ClusterIP
+}
+
+// startPod asks start for a run list through the ingress, which wakes it from zero,
+// and returns the address of its running pod (up for seconds after).
+func (k *onKnative) startPod(t *testing.T) string {
+	t.Helper()
+	resp, err := k.client.Get(k.start + "/evals?limit=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	pods, err := k.admin.CoreV1().Pods(deploy.Namespace).List(context.Background(), metav1.ListOptions{LabelSelector: "serving.knative.dev/service=evalflow-start"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil && p.Status.PodIP != "" {
+			return p.Status.PodIP
+		}
+	}
+	t.Fatal("no running pod of start after a request to it")
+	return ""
+}
+
+// connects runs, in pod's sandbox program, one connection to each target (name →
+// HOST:PORT), and says what became of each: "passed" for a connection made.
+func connects(t *testing.T, pod *podexec.Pod, targets map[string]string) map[string]string {
+	t.Helper()
+	var names []string
+	batch := sandbox.Batch{Limits: sandbox.Of(sandbox.DefaultLimits)}
+	for name, target := range targets {
+		host, port, _ := net.SplitHostPort(target)
+		names = append(names, name)
+		batch.Programs = append(batch.Programs, fmt.Sprintf("import socket\nsocket.create_connection((%q, %s), timeout=2).close()\n", host, port))
+	}
+	in, _ := json.Marshal(batch)
+	var out bytes.Buffer
+	if err := pod.Exec(context.Background(), []string{evalflow.SandboxProgram, "-batch", "-"}, bytes.NewReader(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	results, err := sandbox.ReadLines(&out, len(names))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for i, r := range results {
+		got[names[i]] = r.Outcome
+	}
+	return got
 }

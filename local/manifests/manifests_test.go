@@ -18,7 +18,9 @@ import (
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
 	sourcesv1 "knative.dev/eventing/pkg/apis/sources/v1"
 	"knative.dev/eventing/pkg/eventfilter"
@@ -123,6 +125,8 @@ func TestEveryClusterManifestDecodesStrictlyAndValidates(t *testing.T) {
 					strict(t, doc, &rbacv1.ClusterRole{})
 				case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
 					strict(t, doc, &rbacv1.ClusterRoleBinding{})
+				case "networking.k8s.io/v1/NetworkPolicy":
+					strict(t, doc, &networkingv1.NetworkPolicy{})
 				case "apps/v1/Deployment":
 					var d appsv1.Deployment
 					strict(t, doc, &d)
@@ -163,7 +167,8 @@ func TestTheJobsRoleGrantsWhatRunsNeedAndNoMore(t *testing.T) {
 			accounts[sa.Name] = true
 		}
 	}
-	for name, perms := range map[string][]kube.Permission{"evalflow-jobs": kube.Needed, "evalflow-sandboxes": kube.NeededForSandbox} {
+	for name, perms := range map[string][]kube.Permission{"evalflow-jobs": kube.Needed, "evalflow-sandboxes": kube.NeededForSandbox,
+		"evalflow-ticker": kube.NeededForTicking} {
 		granted := map[string]bool{}
 		for _, r := range roles[name].Rules {
 			for _, g := range r.APIGroups {
@@ -182,16 +187,15 @@ func TestTheJobsRoleGrantsWhatRunsNeedAndNoMore(t *testing.T) {
 			t.Errorf("Role %s grants %v; runs need %v", name, slices.Sorted(maps.Keys(granted)), slices.Sorted(maps.Keys(needed)))
 		}
 	}
-	sandboxes := map[string]bool{}
-	for _, s := range bindings["evalflow-sandboxes"].Subjects {
-		sandboxes[s.Name] = true
+	subjects := func(role string) map[string]bool {
+		names := map[string]bool{}
+		for _, s := range bindings[role].Subjects {
+			names[s.Name] = true
+		}
+		return names
 	}
-	binding := bindings["evalflow-jobs"]
-	bound := map[string]bool{}
-	for _, s := range binding.Subjects {
-		bound[s.Name] = true
-	}
-	for _, f := range []string{"verify", "deploy", "job-watch"} {
+	bound, sandboxes, ticking := subjects("evalflow-jobs"), subjects("evalflow-sandboxes"), subjects("evalflow-ticker")
+	for _, f := range []string{"start", "verify", "deploy", "job-watch"} {
 		b, err := os.ReadFile(filepath.Join(root, "functions", f, "func.yaml"))
 		if err != nil {
 			t.Fatal(err)
@@ -200,10 +204,14 @@ func TestTheJobsRoleGrantsWhatRunsNeedAndNoMore(t *testing.T) {
 			Deploy struct{ ServiceAccountName string } `json:"deploy"`
 		}
 		yaml.Unmarshal(b, &fy)
-		if sa := fy.Deploy.ServiceAccountName; sa == "" || !accounts[sa] || !bound[sa] {
-			t.Errorf("functions/%s runs as ServiceAccount %q: want one of eventing/rbac.yaml, bound to the Role", f, sa)
-		} else if sandboxes[sa] != (f != "job-watch") {
+		sa := fy.Deploy.ServiceAccountName
+		switch {
+		case sa == "" || !accounts[sa] || bound[sa] == (f == "start"):
+			t.Errorf("functions/%s runs as ServiceAccount %q: want one of eventing/rbac.yaml, bound to evalflow-jobs but for start's", f, sa)
+		case sandboxes[sa] != (f == "verify" || f == "deploy"):
 			t.Errorf("functions/%s's ServiceAccount %s bound to evalflow-sandboxes: %v", f, sa, sandboxes[sa])
+		case ticking[sa] != (f == "start" || f == "job-watch"):
+			t.Errorf("functions/%s's ServiceAccount %s bound to evalflow-ticker: %v", f, sa, ticking[sa])
 		}
 	}
 }
@@ -405,5 +413,67 @@ func TestRedisAsksEveryClientForItsPassword(t *testing.T) {
 		if password != "{{ secret:"+deploy.RedisSecret+":password }}" {
 			t.Errorf("%s gives REDIS_PASSWORD %q; want it from the Secret %s", f, password, deploy.RedisSecret)
 		}
+	}
+}
+
+// The policies that admit evalflow's functions name each of them, and nothing else:
+// a function added or renamed without them would be cut off from Redis.
+func TestThePoliciesAdmitEveryFunctionByName(t *testing.T) {
+	dirs, _ := filepath.Glob(filepath.Join(root, "functions", "*", "func.yaml"))
+	var want []string
+	for _, d := range dirs {
+		b, _ := os.ReadFile(d)
+		var fn struct{ Name string }
+		yaml.Unmarshal(b, &fn)
+		want = append(want, fn.Name)
+	}
+	sort.Strings(want)
+	if len(want) != 5 {
+		t.Fatalf("functions %v", want)
+	}
+	named := 0
+	for name, doc := range documents(t, "eventing/networkpolicies.yaml") {
+		var p networkingv1.NetworkPolicy
+		strict(t, doc, &p)
+		selectors := []*metav1.LabelSelector{&p.Spec.PodSelector}
+		for _, in := range p.Spec.Ingress {
+			for _, from := range in.From {
+				selectors = append(selectors, from.PodSelector)
+			}
+		}
+		for _, s := range selectors {
+			if s == nil {
+				continue
+			}
+			for _, e := range s.MatchExpressions {
+				if e.Key == "serving.knative.dev/service" {
+					named++
+					got := slices.Sorted(slices.Values(e.Values))
+					if e.Operator != metav1.LabelSelectorOpIn || !slices.Equal(got, want) {
+						t.Errorf("%s (%s) selects %s %v; want In %v", name, p.Name, e.Operator, got, want)
+					}
+				}
+			}
+		}
+	}
+	if named != 3 {
+		t.Errorf("%d selectors of functions; want 3 (the functions, Redis's and the registry's clients)", named)
+	}
+}
+
+// The tick start makes on demand is eventing/pingsource.yaml's, which local mode's
+// broker plays.
+func TestTheTickMadeOnDemandIsTheManifests(t *testing.T) {
+	var file map[string]any
+	for _, doc := range documents(t, "eventing/pingsource.yaml") {
+		if err := yaml.Unmarshal(doc, &file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	made := kube.PingSource(evalflow.Tick, deploy.Namespace).Object
+	a, _ := json.Marshal(file)
+	b, _ := json.Marshal(made)
+	if !bytes.Equal(a, b) {
+		t.Errorf("eventing/pingsource.yaml\n%s\nstart makes\n%s", a, b)
 	}
 }

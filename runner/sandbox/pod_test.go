@@ -14,14 +14,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/runner/sandbox"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/kube"
-	"github.com/evalflow/evalflow/shared/podexec"
 )
 
 // The sandbox pod on a real node (containerd, runc, the kubelet), in a namespace
@@ -53,22 +50,13 @@ func TestTheSandboxPodRunsABatchOnARealNode(t *testing.T) {
 	if _, err := admin.NetworkingV1().NetworkPolicies(ns).Create(ctx, kube.SandboxPolicy(), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	pod := kube.SandboxPod("run-1", ref+"@"+digest, 10*time.Minute)
-	if _, err := admin.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("the restricted namespace refused the sandbox pod: %v", err)
-	}
-	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(500 * time.Millisecond) {
-		p, err := admin.CoreV1().Pods(ns).Get(ctx, pod.Name, metav1.GetOptions{})
-		if err == nil && p.Status.Phase == corev1.PodRunning {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the sandbox pod is not running: %v %+v", err, p.Status)
-		}
-	}
+	pod := testserver.RunPod(t, admin, ns, kube.SandboxPod("run-1", ref+"@"+digest, 10*time.Minute))
 
 	t.Logf("the sandbox pod runs")
-	exec := podAsAdmin(t, kc, ns, pod.Name)
+	exec, err := kube.PodExec(kc, ns, pod.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
 	canonical := humanEvalPrograms(t, 80) // over 64 KB: stdin goes in several messages
 	node, connections := testserver.CountConnections(t, n.Address)
 	connect := fmt.Sprintf("import socket\nsocket.create_connection((%q, %d), timeout=2).close()\n", node.IP, node.Port)
@@ -161,22 +149,4 @@ func humanEvalPrograms(t *testing.T, n int) []string {
 		programs = append(programs, fmt.Sprintf("%s%s\n%s\ncheck(%s)", p.Prompt, p.CanonicalSolution, p.Test, p.EntryPoint))
 	}
 	return programs
-}
-
-// podAsAdmin is pod namespace/name reached with the kubeconfig's credentials.
-func podAsAdmin(t *testing.T, kubeconfig []byte, namespace, name string) *podexec.Pod {
-	t.Helper()
-	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tlsConfig, err := rest.TLSConfigFor(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var token func() (string, error)
-	if cfg.BearerToken != "" {
-		token = func() (string, error) { return cfg.BearerToken, nil }
-	}
-	return podexec.New(cfg.Host, tlsConfig, token, namespace, name)
 }

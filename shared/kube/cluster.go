@@ -95,29 +95,12 @@ const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/n
 // kubeconfig file (unlike a caller's, it may name files). Jobs go to namespace, or
 // else the ServiceAccount's namespace (InCluster) or the kubeconfig's.
 func Own(source, namespace string, o Options) (*Cluster, error) {
-	var rest *restclient.Config
-	var err error
-	if source == InCluster {
-		if rest, err = restclient.InClusterConfig(); err != nil {
-			return nil, fmt.Errorf("kube: own cluster: %w", err)
-		}
-		if namespace == "" {
-			b, err := os.ReadFile(serviceAccountNamespace)
-			if err != nil {
-				return nil, fmt.Errorf("kube: own cluster: the ServiceAccount's namespace: %w", err)
-			}
-			namespace = strings.TrimSpace(string(b))
-		}
-	} else {
-		cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(&clientcmd.ClientConfigLoadingRules{ExplicitPath: source}, &clientcmd.ConfigOverrides{})
-		if rest, err = cc.ClientConfig(); err != nil {
-			return nil, fmt.Errorf("kube: own cluster: kubeconfig %s: %w", source, err)
-		}
-		if namespace == "" {
-			if namespace, _, err = cc.Namespace(); err != nil {
-				return nil, fmt.Errorf("kube: own cluster: kubeconfig %s: %w", source, err)
-			}
-		}
+	rest, own, err := ownConfig(source)
+	if err != nil {
+		return nil, err
+	}
+	if namespace == "" {
+		namespace = own
 	}
 	c, err := newCluster(rest, namespace)
 	if err != nil {
@@ -125,6 +108,32 @@ func Own(source, namespace string, o Options) (*Cluster, error) {
 	}
 	c.opts = o
 	return c, nil
+}
+
+// ownConfig is how to reach evalflow's own cluster from source (as for Own), and the
+// namespace of its ServiceAccount (InCluster) or of its kubeconfig's context.
+func ownConfig(source string) (*restclient.Config, string, error) {
+	if source == InCluster {
+		rest, err := restclient.InClusterConfig()
+		if err != nil {
+			return nil, "", fmt.Errorf("kube: own cluster: %w", err)
+		}
+		b, err := os.ReadFile(serviceAccountNamespace)
+		if err != nil {
+			return nil, "", fmt.Errorf("kube: own cluster: the ServiceAccount's namespace: %w", err)
+		}
+		return rest, strings.TrimSpace(string(b)), nil
+	}
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(&clientcmd.ClientConfigLoadingRules{ExplicitPath: source}, &clientcmd.ConfigOverrides{})
+	rest, err := cc.ClientConfig()
+	if err != nil {
+		return nil, "", fmt.Errorf("kube: own cluster: kubeconfig %s: %w", source, err)
+	}
+	namespace, _, err := cc.Namespace()
+	if err != nil {
+		return nil, "", fmt.Errorf("kube: own cluster: kubeconfig %s: %w", source, err)
+	}
+	return rest, namespace, nil
 }
 
 func checkInline(cfg *clientcmdapi.Config) error {
@@ -188,6 +197,13 @@ var NeededForSandbox = []Permission{
 	{"create", "rbac.authorization.k8s.io", "roles"},
 	{"create", "rbac.authorization.k8s.io", "rolebindings"},
 	{"create", "networking.k8s.io", "networkpolicies"},
+}
+
+// NeededForTicking are the permissions, in the namespace of evalflow's functions, of
+// the steps that make and remove job-watch's tick on demand (OwnTicker).
+var NeededForTicking = []Permission{
+	{"create", "sources.knative.dev", "pingsources"},
+	{"delete", "sources.knative.dev", "pingsources"}, // by name: the tick's alone
 }
 
 // ErrUnauthorized is a cluster that does not accept the kubeconfig's credentials.

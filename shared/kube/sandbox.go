@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -8,8 +9,11 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/podexec"
 )
 
 // SandboxUID is the sandbox pod's user: neither root nor the runner's, so the
@@ -128,4 +132,22 @@ func SandboxPolicy() *networkingv1.NetworkPolicy {
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
 		},
 	}
+}
+
+// PodExec is pod namespace/name, reached for exec with kubeconfig's credentials (its
+// server, certificate authority and bearer token or client certificate).
+func PodExec(kubeconfig []byte, namespace, name string) (*podexec.Pod, error) {
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kube: exec in %s/%s: kubeconfig: %w", namespace, name, err)
+	}
+	tlsConfig, err := rest.TLSConfigFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kube: exec in %s/%s: %w", namespace, name, err)
+	}
+	var token func() (string, error)
+	if cfg.BearerToken != "" {
+		token = func() (string, error) { return cfg.BearerToken, nil }
+	}
+	return podexec.New(cfg.Host, tlsConfig, token, namespace, name), nil
 }

@@ -6,6 +6,7 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -59,6 +60,11 @@ type Config struct {
 	// ServiceAccount's namespace, or the kubeconfig's).
 	OwnCluster   string `env:"EVALFLOW_OWN_CLUSTER"`
 	JobNamespace string `env:"EVALFLOW_JOB_NAMESPACE"`
+	// TickOnDemand has job-watch's tick (evalflow.Tick) exist only while runs are in
+	// flight, in evalflow's own cluster (OwnCluster), in the namespace of its
+	// ServiceAccount or kubeconfig: start makes it, job-watch removes it when idle.
+	// False: it is always there (local mode's broker plays it).
+	TickOnDemand bool `env:"EVALFLOW_TICK_ON_DEMAND, default=false"`
 	// BaseURLAllow and BaseURLDeny are the operator's additions to what a run's
 	// base_url may reach (netpolicy.Parse).
 	BaseURLAllow string `env:"EVALFLOW_BASE_URL_ALLOW"`
@@ -104,6 +110,11 @@ type Env struct {
 	// evalflow's own cluster (Config.OwnCluster), nil where it has none.
 	clusters kube.Pool
 	own      *kube.Cluster
+	// ticker is job-watch's tick, made and removed on demand (Config.TickOnDemand);
+	// nil where it is always there.
+	ticker *kube.Ticker
+	// tickRemoved, in tests, runs between StopTickingIfIdle's removal and its second look.
+	tickRemoved func()
 }
 
 // Open builds the Env of step from cfg.
@@ -149,6 +160,14 @@ func (e *Env) openClusters(c Config) error {
 	if c.OwnCluster != "" {
 		if e.own, err = kube.Own(c.OwnCluster, c.JobNamespace, opts); err != nil {
 			return fmt.Errorf("config EVALFLOW_OWN_CLUSTER: %w", err)
+		}
+	}
+	if c.TickOnDemand {
+		if c.OwnCluster == "" {
+			return errors.New("config EVALFLOW_TICK_ON_DEMAND: the tick is made in evalflow's own cluster, and EVALFLOW_OWN_CLUSTER names none")
+		}
+		if e.ticker, err = kube.OwnTicker(c.OwnCluster, evalflow.Tick); err != nil {
+			return fmt.Errorf("config EVALFLOW_TICK_ON_DEMAND: %w", err)
 		}
 	}
 	return nil

@@ -108,7 +108,7 @@ func (b *bench) warmRun(ctx context.Context, model string) (toJob, overhead floa
 	}
 	job := "evalflow-" + req.EvalRequestID
 	for {
-		if _, err := b.cluster.Kube.BatchV1().Jobs(evalflowJobs).Get(ctx, job, metav1.GetOptions{}); err == nil {
+		if _, err := b.cluster.Kube.BatchV1().Jobs(deploy.JobNamespace).Get(ctx, job, metav1.GetOptions{}); err == nil {
 			break
 		}
 		if time.Since(start) > 2*time.Minute {
@@ -146,19 +146,16 @@ func (b *bench) warmRun(ctx context.Context, model string) (toJob, overhead floa
 	return toJob, float64(run.EndedAt.Sub(run.CreatedAt).Microseconds())/1000 - runner, took, nil
 }
 
-// evalflowJobs is where runs without a kubeconfig run their Jobs (eventing/namespace.yaml).
-const evalflowJobs = "evalflow-jobs"
-
 // runnerWall sums the runner's stage timings from its pod's log.
 func (b *bench) runnerWall(ctx context.Context, job string) (float64, error) {
-	pods, err := b.cluster.Kube.CoreV1().Pods(evalflowJobs).List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + job})
+	pods, err := b.cluster.Kube.CoreV1().Pods(deploy.JobNamespace).List(ctx, metav1.ListOptions{LabelSelector: "job-name=" + job})
 	if err != nil || len(pods.Items) == 0 {
 		return 0, fmt.Errorf("pod of %s: %v", job, err)
 	}
 	// The API server reads the log from the kubelet, which at times answers neither
 	// yes nor no at once ("the server rejected our request for an unknown reason").
 	raw, err := backoff.Retry(ctx, func() ([]byte, error) {
-		return b.cluster.Kube.CoreV1().Pods(evalflowJobs).GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{}).DoRaw(ctx)
+		return b.cluster.Kube.CoreV1().Pods(deploy.JobNamespace).GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{}).DoRaw(ctx)
 	}, backoff.WithBackOff(backoff.NewExponentialBackOff()), backoff.WithMaxElapsedTime(30*time.Second))
 	if err != nil {
 		return 0, fmt.Errorf("the log of %s's pod: %w", job, err)
