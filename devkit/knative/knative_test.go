@@ -95,10 +95,13 @@ spec:
 	// never the unwanted one.
 	client.Timeout = time.Minute
 	for i, typ := range []string{"dev.evalflow.unwanted", "dev.evalflow.wanted"} {
-		var code int
-		var err error
+		var last string
 		testserver.Eventually(t, 4*time.Minute, "the broker's ingress taking "+typ, func() bool {
-			code, err = post(i, typ)
+			code, err := post(i, typ)
+			if now := fmt.Sprint(code, err); now != last { // what the ingress answered, when it changes
+				t.Logf("the broker's ingress answers %s: %d %v", typ, code, err)
+				last = now
+			}
 			return err == nil && code == http.StatusAccepted
 		})
 	}

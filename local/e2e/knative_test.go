@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/uuid"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -68,7 +69,9 @@ func setUpKnative(t *testing.T) *onKnative {
 	if _, err := o.admin.CoreV1().ConfigMaps(knative.ServingNamespace).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	cfg := deploy.Config{Root: testserver.RepoRoot(), Func: fn, Env: map[string][]string{"deploy": o.env}, Log: &testLog{t: t}}
+	// A stalled run is driven after 20 s, not 2 minutes: the chaos below loses events.
+	cfg := deploy.Config{Root: testserver.RepoRoot(), Func: fn, Log: &testLog{t: t},
+		Env: map[string][]string{"deploy": o.env, "job-watch": {"EVALFLOW_DRIVE_AFTER=20s"}}}
 	if err := deploy.OnNode(&cfg, o.node, in); err != nil {
 		t.Fatal(err)
 	}
@@ -458,6 +461,89 @@ func TestThePipelineOnKnative(t *testing.T) {
 		resp.Body.Close()
 		if len(kept.DeadLetters) != 1 || kept.DeadLetters[0].Type != evalflow.TypeVerified || !strings.Contains(kept.DeadLetters[0].Destination, "evalflow-deploy") {
 			t.Fatalf("dead letters listed: %+v; want the one run.verified to deploy", kept.DeadLetters)
+		}
+	})
+
+	t.Run("a part killed mid-run comes back and the run ends, succeeded or saying why: one Job, no step done twice", func(t *testing.T) {
+		for _, fault := range []struct{ part, namespace, selector string }{
+			{"Redis", deploy.Namespace, "app.kubernetes.io/name=redis"},
+			{"the registry", deploy.Namespace, "app.kubernetes.io/name=registry"},
+			{"job-watch", deploy.Namespace, "serving.knative.dev/service=evalflow-job-watch"},
+			{"the in-memory channel's dispatcher", knative.Namespace, "messaging.knative.dev/channel=in-memory-channel,messaging.knative.dev/role=dispatcher"},
+			{"the broker's ingress", knative.Namespace, "eventing.knative.dev/brokerRole=ingress"},
+			{"the broker's filter", knative.Namespace, "eventing.knative.dev/brokerRole=filter"},
+			{"the Job's pod", deploy.JobNamespace, batchv1.JobNameLabel + "="}, // + the run's Job
+		} {
+			t.Run(fault.part, func(t *testing.T) {
+				r := request(30) // runs for seconds: the fault comes while it runs
+				body, _ := json.Marshal(r)
+				resp, err := k.client.Post(k.start+"/evals/start", "application/json", bytes.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				var running *evalflow.Run
+				testserver.Eventually(t, 2*time.Minute, "the run running", func() bool {
+					running = k.get(t, r.EvalRequestID)
+					return running != nil && (running.Status == evalflow.StatusRunning || running.Status.Terminal())
+				})
+				if running.Status.Terminal() {
+					t.Fatalf("the run ended %s before the fault: nothing was proved", running.Status)
+				}
+				selector := fault.selector
+				if strings.HasSuffix(selector, "=") {
+					selector += running.Job
+				}
+				began := time.Now()
+				pods, err := k.admin.CoreV1().Pods(fault.namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, p := range pods.Items { // kubectl delete pod --force
+					_ = k.admin.CoreV1().Pods(fault.namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+				}
+				ended := k.waitEnded(t, r.EvalRequestID)
+				t.Logf("%s: %d pods killed; the run ended %s %q, %s after", fault.part, len(pods.Items), ended.Status, ended.Message,
+					time.Since(began).Round(time.Second))
+				switch {
+				case ended.Status == evalflow.StatusSucceeded:
+					k.orasPull(t, ended.Artifact.Reference)
+				case ended.Status != evalflow.StatusFailed || ended.Message == "":
+					t.Fatalf("the run ended %s %q; want it succeeded, or failed saying why", ended.Status, ended.Message)
+				}
+				jobs, err := k.admin.BatchV1().Jobs(deploy.JobNamespace).List(ctx, metav1.ListOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				n := 0
+				for _, j := range jobs.Items {
+					if j.Name == ended.Job {
+						n++
+					}
+				}
+				if n != 1 {
+					t.Errorf("%d Jobs of the run", n)
+				}
+				// Each step told the caller it succeeded once at most (a copy has the same id).
+				if ended.Status == evalflow.StatusSucceeded {
+					k.wantNotified(t, caller, ended.ID)
+				}
+				done := map[evalflow.StepID]map[string]bool{}
+				for _, ev := range caller.Got("/") {
+					var note evalflow.Notification
+					if json.Unmarshal(ev.Data(), &note) == nil && note.RunID == ended.ID && note.Status == evalflow.NoteSucceeded {
+						if done[note.Step] == nil {
+							done[note.Step] = map[string]bool{}
+						}
+						done[note.Step][ev.ID()] = true
+					}
+				}
+				for step, ids := range done {
+					if len(ids) != 1 {
+						t.Errorf("%s succeeded %d times", step, len(ids))
+					}
+				}
+			})
 		}
 	})
 
