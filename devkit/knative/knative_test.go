@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,14 +98,19 @@ spec:
 	client.Timeout = time.Minute
 	for i, typ := range []string{"dev.evalflow.unwanted", "dev.evalflow.wanted"} {
 		var last string
-		testserver.Eventually(t, 4*time.Minute, "the broker's ingress taking "+typ, func() bool {
+		for deadline := time.Now().Add(4 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
 			code, err := post(i, typ)
 			if now := fmt.Sprint(code, err); now != last { // what the ingress answered, when it changes
 				t.Logf("the broker's ingress answers %s: %d %v", typ, code, err)
 				last = now
 			}
-			return err == nil && code == http.StatusAccepted
-		})
+			if err == nil && code == http.StatusAccepted {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the broker's ingress did not take %s within 4m; the subscriber got %d events\n%s", typ, len(sink.Got("/wanted")), diagnose(n, kc, client))
+			}
+		}
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for len(sink.Got("/wanted")) == 0 && time.Now().Before(deadline) {
@@ -118,6 +125,32 @@ spec:
 			t.Fatalf("the subscriber got %v; want the wanted event alone", got)
 		}
 	}
+}
+
+// diagnose is what a failing delivery leaves to read: whether the node itself reaches
+// the subscriber through its Service, the node's filter rules, and what Eventing's
+// pods said.
+func diagnose(n *node.Node, kubeconfig []byte, client *http.Client) string {
+	var b strings.Builder
+	req, _ := http.NewRequest(http.MethodPost, "http://sink.events.svc.cluster.local/probe", strings.NewReader("{}"))
+	for k, v := range map[string]string{"Ce-Specversion": "1.0", "Ce-Type": "probe", "Ce-Source": "evalflow-test", "Ce-Id": "probe"} {
+		req.Header.Set(k, v)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := client.Do(req.WithContext(ctx))
+	if err == nil {
+		resp.Body.Close()
+		fmt.Fprintf(&b, "the node posting to the subscriber's Service: %s\n", resp.Status)
+	} else {
+		fmt.Fprintf(&b, "the node posting to the subscriber's Service: %v\n", err)
+	}
+	for _, args := range [][]string{{"-S", "INPUT"}, {"-S", "FORWARD"}, {"-S", "EVALFLOW-NETPOL"}, {"-t", "nat", "-S", "KUBE-SERVICES"}} {
+		out, _ := exec.Command("iptables", append([]string{"-w"}, args...)...).CombinedOutput()
+		fmt.Fprintf(&b, "--- iptables %s\n%s", strings.Join(args, " "), out)
+	}
+	b.WriteString(testserver.PodLogs(kubeconfig, "knative-eventing", 40))
+	return b.String()
 }
 
 // ready waits until the object's Ready condition is True, and returns it.

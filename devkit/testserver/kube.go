@@ -2,7 +2,10 @@ package testserver
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -90,4 +93,34 @@ var SandboxRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"create", "get"}},
 	{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"roles", "rolebindings"}, Verbs: []string{"create", "get"}},
 	{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"create"}},
+}
+
+// PodLogs is the last lines of each container of each pod in namespace, for a
+// failing test to print: what the cluster's own parts said while it failed.
+func PodLogs(kubeconfig []byte, namespace string, lines int64) string {
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kubeconfig)
+	if err != nil {
+		return err.Error()
+	}
+	c, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err.Error()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pods, err := c.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Sprintf("pods of %s: %v", namespace, err)
+	}
+	var b strings.Builder
+	for _, p := range pods.Items {
+		for _, ctr := range p.Spec.Containers {
+			out, err := c.CoreV1().Pods(namespace).GetLogs(p.Name, &corev1.PodLogOptions{Container: ctr.Name, TailLines: &lines}).DoRaw(ctx)
+			fmt.Fprintf(&b, "--- %s/%s %s (%s, ip %s)\n%s", namespace, p.Name, ctr.Name, p.Status.Phase, p.Status.PodIP, out)
+			if err != nil {
+				fmt.Fprintf(&b, "(logs: %v)\n", err)
+			}
+		}
+	}
+	return b.String()
 }
