@@ -69,7 +69,12 @@ func pushSandbox(binary, python, registry string) error {
 
 // push pushes img to ref and prints ref@digest.
 func push(img v1.Image, ref string) error {
-	return push(img, ref)
+	digest, err := images.Push(img, ref)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s@%s\n", ref, digest)
+	return nil
 }
 
 func run(engine, binary, registry string) error {
