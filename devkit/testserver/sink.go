@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -152,4 +153,32 @@ func CountConnections(t testing.TB, host string) (*net.TCPAddr, *atomic.Int64) {
 		}
 	}()
 	return l.Addr().(*net.TCPAddr), &n
+}
+
+// HeaderSink is a server on loopback that answers 202 to everything and records one
+// header of each request (e.g. the Authorization a sender sent), in order.
+type HeaderSink struct {
+	*httptest.Server
+	mu  sync.Mutex
+	got []string
+}
+
+// NewHeaderSink starts a HeaderSink recording header, for the test.
+func NewHeaderSink(t testing.TB, header string) *HeaderSink {
+	s := &HeaderSink{}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		s.got = append(s.got, r.Header.Get(header))
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Got is the header of each request so far ("" where a request had none).
+func (s *HeaderSink) Got() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.got)
 }

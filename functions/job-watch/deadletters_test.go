@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -16,6 +17,7 @@ import (
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
+	"github.com/evalflow/evalflow/shared/pipeline/pipelinetest"
 )
 
 // Every trigger's dead letters come to job-watch: one about a run's step fails the run,
@@ -100,11 +102,28 @@ func grepLines(text, sub string) string {
 	return strings.Join(out, "\n")
 }
 
-// Where the broker delivers with a token (local mode), job-watch takes nothing without
-// it: a dead letter posted to its port by anyone else is answered 401 and kept nowhere.
+// Where the broker delivers with a token, job-watch takes nothing without it: a dead
+// letter posted to its port by anyone else is answered 401 and kept nowhere. Local
+// mode's broker has one token; Knative's OIDC a token of the Trigger's account for
+// job-watch's audience, which a real API server reviews.
 func TestOnlyTheBrokerDeliversWhereItHasAToken(t *testing.T) {
-	const token = "delivery-token-0123456789"
-	fx := setup(t, func(cfg map[string]string) { cfg["EVALFLOW_DELIVERY_TOKEN"] = token })
+	t.Run("local mode's shared token", func(t *testing.T) {
+		const token = "delivery-token-0123456789"
+		onlyTheBrokerDelivers(t, map[string]string{"EVALFLOW_DELIVERY_TOKEN": token}, token, "", "wrong-token")
+	})
+	t.Run("Knative's OIDC tokens", func(t *testing.T) {
+		const audience = "serving.knative.dev/service/evalflow/evalflow-job-watch"
+		k := pipelinetest.NewDeliveries(t, audience)
+		onlyTheBrokerDelivers(t, k.Config, k.Trigger(t, "evalflow-verify"), "", "wrong-token",
+			k.Token(t, "intruder", "default", audience),                                                    // another namespace's account
+			k.Token(t, "evalflow", "evalflow-start", audience),                                             // a step's own account
+			k.Token(t, "evalflow", "evalflow-verify-oidc-eventing.knative.dev-trigger", "evalflow-verify")) // another audience
+	})
+}
+
+// onlyTheBrokerDelivers posts a dead letter with each of refused, then with delivery.
+func onlyTheBrokerDelivers(t *testing.T, cfg map[string]string, delivery string, refused ...string) {
+	fx := setup(t, func(c map[string]string) { maps.Copy(c, cfg) })
 	srv := httptest.NewServer(http.HandlerFunc(fx.f.Handle))
 	defer srv.Close()
 	post := func(bearer string) int {
@@ -123,15 +142,15 @@ func TestOnlyTheBrokerDeliversWhereItHasAToken(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	for _, bearer := range []string{"", "wrong-token"} {
+	for i, bearer := range refused {
 		if code := post(bearer); code != http.StatusUnauthorized {
-			t.Errorf("a dead letter posted with token %q: %d; want 401", bearer, code)
+			t.Errorf("a dead letter posted with refused token %d: %d; want 401", i, code)
 		}
 	}
 	if kept, _ := fx.p.Store.DeadLetters(context.Background(), ""); len(kept) != 0 {
-		t.Fatalf("%d dead letters kept from requests without the token", len(kept))
+		t.Fatalf("%d dead letters kept from requests without the broker's token", len(kept))
 	}
-	if code := post(token); code != http.StatusOK {
+	if code := post(delivery); code != http.StatusOK {
 		t.Fatalf("the broker's delivery: %d; want 200", code)
 	}
 	if kept, _ := fx.p.Store.DeadLetters(context.Background(), ""); len(kept) != 1 {

@@ -2,10 +2,7 @@ package function
 
 import (
 	"context"
-	"crypto/subtle"
-	"net"
 	"net/http"
-	"strings"
 
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/auth"
@@ -19,13 +16,6 @@ type Config struct {
 	// the operator's: for a function run alone in development, never a deployment
 	// (evalflow up and make deploy always make one).
 	TokensFile string `env:"EVALFLOW_TOKENS_FILE"`
-	// DeliveryToken is what evalflow's own broker (local mode's) sends with each
-	// Trigger's delivery, as a bearer token.
-	DeliveryToken string `env:"EVALFLOW_DELIVERY_TOKEN"`
-	// ClusterDeliveries takes a Trigger's delivery at a cluster-local address
-	// (NAME.NAMESPACE.svc[.DOMAIN]) as the broker's: Knative's ingress routes those
-	// names only inside the cluster, never from the public entrypoint.
-	ClusterDeliveries bool `env:"EVALFLOW_CLUSTER_DELIVERIES, default=false"`
 	// OCI is where results artifacts are read back from, for the results API and page.
 	OCI oci.Config
 	// KeepResults is how many runs' results stay parsed in memory.
@@ -76,21 +66,16 @@ func (f *Function) identify(r *http.Request, delivery bool) (caller, bool) {
 	if name, err := f.tokens.Caller(token); err == nil {
 		return caller{name: name}, true
 	}
-	if !delivery {
+	// The broker's delivery (its token checked as every step checks it); where the
+	// deployment names no way to tell one, none is taken.
+	if !delivery || !f.ChecksDeliveries() {
 		return caller{}, false
 	}
-	if f.cfg.DeliveryToken != "" && subtle.ConstantTimeCompare([]byte(token), []byte(f.cfg.DeliveryToken)) == 1 {
-		return caller{delivery: true}, true
+	if err := f.Delivered(r); err != nil {
+		f.Log.Warn("a request that is neither a caller's nor the broker's delivery refused", "remote", r.RemoteAddr, "err", err)
+		return caller{}, false
 	}
-	return caller{delivery: true}, f.cfg.ClusterDeliveries && clusterLocal(r.Host)
-}
-
-// clusterLocal is whether host is a Service's cluster-local name.
-func clusterLocal(host string) bool {
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	return strings.HasSuffix(host, ".svc") || strings.Contains(host, ".svc.")
+	return caller{delivery: true}, true
 }
 
 // page serves the results page (ui.Handler). /ui/?token=TOKEN logs in: a caller's

@@ -463,23 +463,56 @@ func runsListed(t *testing.T, srv *httptest.Server, path, token, list, key strin
 	return ids
 }
 
-// A Trigger's delivery at / comes from evalflow's broker: with the deployment's
-// delivery token, or at a cluster-local address where the deployment says Knative's
-// ingress keeps those inside. The event's source is then the run's caller.
+// A Trigger's delivery at / comes from evalflow's broker: with local mode's delivery
+// token, or with Knative's OIDC token of a Trigger's account for start's audience (a
+// real API server reviews it). No address opens it: a request to start's cluster-local
+// name is anyone's. The event's source is then the run's caller.
 func TestABrokersDeliveryIsTakenOnlyFromTheBroker(t *testing.T) {
-	srv, p := newAuthFunction(t, map[string]string{"EVALFLOW_DELIVERY_TOKEN": "delivery-token-0123456789", "EVALFLOW_CLUSTER_DELIVERIES": "true"})
+	t.Run("local mode's shared token", func(t *testing.T) {
+		srv, p := newAuthFunction(t, map[string]string{"EVALFLOW_DELIVERY_TOKEN": "delivery-token-0123456789"})
+		onlyTheBrokerStarts(t, srv, p, []deliveryTry{
+			{"the broker's token", "delivery-token-0123456789", "", http.StatusAccepted},
+			{"start's cluster-local address", "", "evalflow-start.evalflow.svc.cluster.local", http.StatusUnauthorized},
+			{"a public address", "", "evalflow-start.evalflow.example.com", http.StatusUnauthorized},
+			{"a wrong token", "delivery-token-0123456780", "", http.StatusUnauthorized},
+		})
+		// The delivery token opens nothing else.
+		if code, _ := call(t, srv, "GET", "/evals", "delivery-token-0123456789", nil); code != http.StatusUnauthorized {
+			t.Errorf("GET /evals with the delivery token: %d; want 401", code)
+		}
+	})
+	t.Run("Knative's OIDC tokens", func(t *testing.T) {
+		const audience = "serving.knative.dev/service/evalflow/evalflow-start"
+		k := pipelinetest.NewDeliveries(t, audience)
+		srv, p := newAuthFunction(t, k.Config)
+		trigger := k.Trigger(t, "evalflow-start-requested")
+		onlyTheBrokerStarts(t, srv, p, []deliveryTry{
+			{"a Trigger's token for start", trigger, "", http.StatusAccepted},
+			{"start's cluster-local address", "", "evalflow-start.evalflow.svc.cluster.local", http.StatusUnauthorized},
+			{"another namespace's account", k.Token(t, "intruder", "default", audience), "evalflow-start.evalflow.svc.cluster.local", http.StatusUnauthorized},
+			{"a Trigger's token for another step", k.Token(t, "evalflow", "evalflow-verify-oidc-eventing.knative.dev-trigger",
+				"serving.knative.dev/service/evalflow/evalflow-verify"), "", http.StatusUnauthorized},
+		})
+		if code, _ := call(t, srv, "GET", "/evals", trigger, nil); code != http.StatusUnauthorized {
+			t.Errorf("GET /evals with a Trigger's token: %d; want 401", code)
+		}
+	})
+}
+
+// deliveryTry is a run.requested event posted to start with token (a bearer) to
+// host ("": the server's), and the answer it must get.
+type deliveryTry struct {
+	name, token, host string
+	want              int
+}
+
+// onlyTheBrokerStarts posts a run.requested event for each try, and checks its answer
+// and whether its run is recorded, as its caller.
+func onlyTheBrokerStarts(t *testing.T, srv *httptest.Server, p *pipelinetest.Pipeline, tries []deliveryTry) {
+	t.Helper()
 	event := func(id string) []byte { return mustJSON(validBody(id)) }
 	ce := []string{"Ce-Specversion", "1.0", "Ce-Id", "e1", "Ce-Source", "/caller-svc", "Ce-Type", evalflow.TypeRequested.String()}
-	cases := []struct {
-		name, token, host string
-		want              int
-	}{
-		{"the broker's token", "delivery-token-0123456789", "", http.StatusAccepted},
-		{"a cluster-local address", "", "evalflow-start.evalflow.svc.cluster.local", http.StatusAccepted},
-		{"a public address", "", "evalflow-start.evalflow.example.com", http.StatusUnauthorized},
-		{"a wrong token", "delivery-token-0123456780", "", http.StatusUnauthorized},
-	}
-	for i, c := range cases {
+	for i, c := range tries {
 		id := fmt.Sprintf("2c2d3e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5%d", i)
 		header := ce
 		if c.host != "" {
@@ -497,10 +530,6 @@ func TestABrokersDeliveryIsTakenOnlyFromTheBroker(t *testing.T) {
 		case c.want != http.StatusAccepted && err == nil:
 			t.Errorf("%s: refused, yet its run is recorded", c.name)
 		}
-	}
-	// The delivery token opens nothing else.
-	if code, _ := call(t, srv, "GET", "/evals", "delivery-token-0123456789", nil); code != http.StatusUnauthorized {
-		t.Errorf("GET /evals with the delivery token: %d; want 401", code)
 	}
 }
 

@@ -5,8 +5,12 @@ package cloudevent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/http"
+	"os"
+	"strings"
 	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
@@ -95,14 +99,32 @@ func Bearer(token string) *http.Client {
 	return &http.Client{Timeout: 10 * time.Second, Transport: bearer{token: token, base: http.DefaultTransport}}
 }
 
+// BearerFile is an HTTP client for a Sender to an ingress that asks for a token kept
+// in a file someone else renews (Knative's OIDC: the SinkBinding's /oidc/token, a
+// pod's projected ServiceAccount token): each request sends the file as it is then. A
+// file that is absent sends no token, for an ingress that asks for none.
+func BearerFile(path string) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: bearer{file: path, base: http.DefaultTransport}}
+}
+
 type bearer struct {
-	token string
-	base  http.RoundTripper
+	token, file string
+	base        http.RoundTripper
 }
 
 func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	token := b.token
+	if b.file != "" {
+		t, err := os.ReadFile(b.file)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("cloudevent: the token for %s: %w", r.URL.Host, err)
+		}
+		token = strings.TrimSpace(string(t))
+	}
 	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.token)
+	if token != "" {
+		r.Header.Set("Authorization", "Bearer "+token)
+	}
 	return b.base.RoundTrip(r)
 }
 

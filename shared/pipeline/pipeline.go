@@ -19,6 +19,7 @@ import (
 	"github.com/sethvargo/go-envconfig"
 
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/auth"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/engines"
 	"github.com/evalflow/evalflow/shared/kube"
@@ -39,10 +40,18 @@ type Config struct {
 	// SinkToken the bearer token it asks for, if it does (local mode's broker).
 	Sink      string `env:"K_SINK, required"`
 	SinkToken string `env:"EVALFLOW_BROKER_TOKEN"`
+	// SinkTokenFile is where a token the broker asks for is renewed (Knative's OIDC:
+	// the SinkBinding's /oidc/token), read at each send; absent, none is sent.
+	SinkTokenFile string `env:"EVALFLOW_BROKER_TOKEN_FILE"`
 	// DeliveryToken, when set, is the bearer token the broker delivers with (local
 	// mode's): a step takes an event only with it (Deliver).
 	DeliveryToken string `env:"EVALFLOW_DELIVERY_TOKEN"`
-	LogLevel      string `env:"LOG_LEVEL, default=info"`
+	// DeliveryAudience, when set, is the step's audience in Knative Eventing's OIDC
+	// authentication (its Triggers' subscriber.audience): a step takes an event only
+	// with a token evalflow's own cluster (OwnCluster) authenticates for it, of one of
+	// the Triggers of its namespace (kube.Deliveries).
+	DeliveryAudience string `env:"EVALFLOW_DELIVERY_AUDIENCE"`
+	LogLevel         string `env:"LOG_LEVEL, default=info"`
 	// JobImages is the registry prefix (HOST[:PORT]/PATH) Kubernetes Jobs pull the
 	// engines' images from, instead of the names the engine registry gives (make
 	// images pushes them there; make node-up to the node's registry).
@@ -98,8 +107,10 @@ type Env struct {
 	// OTLPEndpoint is Config's, for the jobs' runners.
 	OTLPEndpoint string
 	stopTracing  func(context.Context) error
-	// deliveryToken is Config's DeliveryToken.
-	deliveryToken string
+	// deliveries tells the broker's deliveries from other requests (Config's
+	// DeliveryToken or DeliveryAudience); nil takes every request as one (a step run
+	// alone, in development).
+	deliveries auth.Deliveries
 	// turns serialises the turns of one run (OneAtATime).
 	turns *locker.Locker
 	// announced are the started notifications this process has sent (by id).
@@ -123,7 +134,7 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 	if err := Load(ctx, cfg, &c); err != nil {
 		return nil, fmt.Errorf("%s: config: %w", step, err)
 	}
-	e := &Env{Step: step, Now: time.Now, turns: locker.New(), deliveryToken: c.DeliveryToken, OTLPEndpoint: c.OTLPEndpoint,
+	e := &Env{Step: step, Now: time.Now, turns: locker.New(), OTLPEndpoint: c.OTLPEndpoint,
 		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step))}
 	e.announced, _ = lru.New[string, struct{}](4096) // only a size under 1 fails
 	if err := e.openClusters(c); err != nil {
@@ -162,6 +173,19 @@ func (e *Env) openClusters(c Config) error {
 			return fmt.Errorf("config EVALFLOW_OWN_CLUSTER: %w", err)
 		}
 	}
+	switch {
+	case c.DeliveryAudience != "" && c.DeliveryToken != "":
+		return errors.New("config EVALFLOW_DELIVERY_AUDIENCE: the broker delivers with Kubernetes tokens or with EVALFLOW_DELIVERY_TOKEN, not both")
+	case c.DeliveryAudience != "":
+		if c.OwnCluster == "" {
+			return errors.New("config EVALFLOW_DELIVERY_AUDIENCE: deliveries' tokens are reviewed by evalflow's own cluster, and EVALFLOW_OWN_CLUSTER names none")
+		}
+		if e.deliveries, err = kube.OwnDeliveries(c.OwnCluster, c.DeliveryAudience); err != nil {
+			return fmt.Errorf("config EVALFLOW_DELIVERY_AUDIENCE: %w", err)
+		}
+	case c.DeliveryToken != "":
+		e.deliveries = auth.SharedToken(c.DeliveryToken)
+	}
 	if c.TickOnDemand {
 		if c.OwnCluster == "" {
 			return errors.New("config EVALFLOW_TICK_ON_DEMAND: the tick is made in evalflow's own cluster, and EVALFLOW_OWN_CLUSTER names none")
@@ -184,8 +208,13 @@ func (e *Env) openStore(ctx context.Context, c Config) error {
 		return err
 	}
 	var sinkClient *http.Client
-	if c.SinkToken != "" {
+	switch {
+	case c.SinkToken != "" && c.SinkTokenFile != "":
+		return errors.New("config EVALFLOW_BROKER_TOKEN_FILE: the broker asks for one token, and EVALFLOW_BROKER_TOKEN gives another")
+	case c.SinkToken != "":
 		sinkClient = cloudevent.Bearer(c.SinkToken)
+	case c.SinkTokenFile != "":
+		sinkClient = cloudevent.BearerFile(c.SinkTokenFile)
 	}
 	if e.Events, err = cloudevent.NewSender(c.Sink, sinkClient); err != nil {
 		return err

@@ -2,13 +2,13 @@ package pipeline
 
 import (
 	"context"
-	"crypto/subtle"
+	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	evalflow "github.com/evalflow/evalflow/shared"
+	"github.com/evalflow/evalflow/shared/auth"
 	"github.com/evalflow/evalflow/shared/cloudevent"
 	"github.com/evalflow/evalflow/shared/runstore"
 )
@@ -104,17 +104,32 @@ func (e *Env) Serve(ctx context.Context, ev event.Event, handle func(context.Con
 // SignedFor reports whether ev is signed for run id as its type requires.
 func (e *Env) SignedFor(ev event.Event, id string) bool { return e.subjectOf(ev).ID == id && id != "" }
 
-// Deliver serves one delivery of an event over HTTP (cloudevent.Serve) to handle:
-// where the deployment's broker delivers with a token (local mode's), only a request
-// that carries it; any other is answered 401 and handles nothing.
+// Deliver serves one delivery of an event over HTTP (cloudevent.Serve) to handle, when
+// the request is the broker's delivery (Delivered); any other is answered 401 (503
+// when that cannot be told now, and the broker retries) and handles nothing.
 func (e *Env) Deliver(w http.ResponseWriter, r *http.Request, handle cloudevent.HandlerFunc) {
-	if e.deliveryToken != "" {
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(token), []byte(e.deliveryToken)) != 1 {
-			e.Log.Warn("a request without the broker's delivery token refused", "remote", r.RemoteAddr, "type", r.Header.Get("Ce-Type"))
+	if err := e.Delivered(r); err != nil {
+		e.Log.Warn("a request that is not the broker's delivery refused", "remote", r.RemoteAddr, "type", r.Header.Get("Ce-Type"), "err", err)
+		if errors.Is(err, auth.ErrNotADelivery) {
 			http.Error(w, "only the broker delivers here", http.StatusUnauthorized)
-			return
+		} else {
+			http.Error(w, "cannot tell the broker's deliveries now", http.StatusServiceUnavailable)
 		}
+		return
 	}
 	cloudevent.Serve(w, r, handle)
+}
+
+// ChecksDeliveries is whether the deployment says how to tell the broker's deliveries
+// (Config's DeliveryToken or DeliveryAudience).
+func (e *Env) ChecksDeliveries() bool { return e.deliveries != nil }
+
+// Delivered is nil when r is the broker's delivery: where the deployment's broker
+// delivers with a token (local mode's shared one, Knative's OIDC tokens), r carries
+// one that passes; else every request is.
+func (e *Env) Delivered(r *http.Request) error {
+	if e.deliveries == nil {
+		return nil
+	}
+	return e.deliveries.Check(r.Context(), auth.Bearer(r.Header.Get("Authorization")))
 }
