@@ -29,6 +29,12 @@ type JobSpec struct {
 	APIKeyFile string `json:"api_key_file,omitempty"`
 	// CallbackURL receives the runner's progress reports and its end as CloudEvents.
 	CallbackURL string `json:"callback_url,omitempty"`
+	// CallbackAudience, when set, is CallbackURL's audience in Knative Eventing's OIDC
+	// authentication (the broker's): the Job's pod is given a token of its
+	// ServiceAccount for it, renewed by the kubelet, at CallbackTokenFile, which the
+	// runner sends with each report.
+	CallbackAudience  string `json:"callback_audience,omitempty"`
+	CallbackTokenFile string `json:"callback_token_file,omitempty"`
 	// ReportKeyFile is the path of the file holding the run's report key, which signs
 	// every report to CallbackURL (job-watch drops a report it does not sign).
 	ReportKeyFile string `json:"report_key_file,omitempty"`
@@ -165,7 +171,10 @@ type JobDefaults struct {
 	BaseURLAllow, BaseURLDeny string
 	CallbackURL               string
 	// ClusterCallbackURL is CallbackURL as Kubernetes Jobs reach it (default: the same).
-	ClusterCallbackURL      string
+	ClusterCallbackURL string
+	// CallbackAudience is the broker's audience (Knative Eventing's OIDC), for the
+	// Jobs of evalflow's own cluster, which post to it with a token for it.
+	CallbackAudience        string
 	DataDir                 string
 	ResultsDir              string
 	DeadlineSeconds         int64
@@ -203,7 +212,7 @@ func NewJobSpec(r *Run, d JobDefaults) JobSpec {
 		ID: JobName(r.ID), RunID: r.ID, Engine: r.Engine, EngineConfig: r.EngineConfig,
 		Model:    ModelSpec{Name: r.ModelName, URL: r.BaseURL},
 		Datasets: r.Datasets, Concurrency: r.Concurrency, Options: options(r.Options),
-		CallbackURL: callbackURL(r, d), DataDir: d.DataDir, BaseURLAllow: d.BaseURLAllow, BaseURLDeny: d.BaseURLDeny,
+		CallbackURL: callbackURL(r, d), CallbackAudience: callbackAudience(r, d), DataDir: d.DataDir, BaseURLAllow: d.BaseURLAllow, BaseURLDeny: d.BaseURLDeny,
 		OutputDir:       ResultsPath(d.ResultsDir, r.ID),
 		DeadlineSeconds: d.DeadlineSeconds, TTLSecondsAfterFinished: d.TTLSecondsAfterFinished,
 		Results: resultsTarget(r, d.Results), Data: dataArtifact(r, d.Data), Sandbox: sandboxTarget(r),
@@ -235,6 +244,16 @@ func callbackURL(r *Run, d JobDefaults) string {
 		return d.ClusterCallbackURL
 	}
 	return d.CallbackURL
+}
+
+// callbackAudience is the audience of the token run r's job reports with: the
+// broker's, for a job in evalflow's own cluster (a job in a caller's cluster has no
+// account the broker knows).
+func callbackAudience(r *Run, d JobDefaults) string {
+	if r.OnKubernetes() && r.OwnCluster {
+		return d.CallbackAudience
+	}
+	return ""
 }
 
 // resultsTarget is where run r's job pushes its results: nowhere for a local run,

@@ -47,6 +47,10 @@ type Config struct {
 	// JobCallbackURL is the broker as Kubernetes Jobs reach it, for their progress
 	// reports, when their address for it is not K_SINK (a Job in another cluster).
 	JobCallbackURL string `env:"EVALFLOW_JOB_CALLBACK_URL"`
+	// JobCallbackAudience is the broker's audience in Knative Eventing's OIDC
+	// authentication: a Job of evalflow's own cluster posts its reports with a token of
+	// its pod's ServiceAccount for it (eventing/eventpolicy.yaml lets those in).
+	JobCallbackAudience string `env:"EVALFLOW_JOB_CALLBACK_AUDIENCE"`
 	// DataArtifact is the benchmark data as an OCI artifact in that registry,
 	// HOST[:PORT]/REPOSITORY@sha256:... as Jobs reach it (evalflow publish-data): a
 	// Kubernetes Job pulls it, as no volume of its holds the data.
@@ -98,7 +102,7 @@ func (f *Function) Start(ctx context.Context, cfg map[string]string) (err error)
 		return fmt.Errorf("deploy: config EVALFLOW_MAX_JOBS: %d: at least 1", c.MaxJobs)
 	}
 	f.maxJobs, f.jobMetrics = c.MaxJobs, c.JobMetricsAddress
-	f.defaults = evalflow.JobDefaults{CallbackURL: c.Sink, ClusterCallbackURL: c.JobCallbackURL, DataDir: c.DataDir, ResultsDir: c.ResultsDir,
+	f.defaults = evalflow.JobDefaults{CallbackURL: c.Sink, ClusterCallbackURL: c.JobCallbackURL, CallbackAudience: c.JobCallbackAudience, DataDir: c.DataDir, ResultsDir: c.ResultsDir,
 		DeadlineSeconds: int64(c.Deadline.Seconds()), TTLSecondsAfterFinished: int32(c.TTL.Seconds())}
 	if c.OCI.Registry != "" {
 		f.defaults.Results = &evalflow.ResultsTarget{Repository: cmp.Or(c.JobRegistry, c.OCI.Registry),

@@ -166,10 +166,11 @@ func (d *deployer) base(ctx context.Context) error {
 	return d.applyReady(ctx, time.Minute, "eventing/namespace.yaml", "eventing/networkpolicies.yaml", "eventing/config-features.yaml", "eventing/rbac.yaml")
 }
 
-// broker brings up the broker and the SinkBinding, before the functions: a function
-// created after the SinkBinding gets K_SINK as the webhook admits it.
+// broker brings up the broker, the SinkBinding and who may post to the broker
+// (eventpolicy.yaml), before the functions: a function created after the SinkBinding
+// gets K_SINK (and its token, /oidc/token) as the webhook admits it.
 func (d *deployer) broker(ctx context.Context) error {
-	if err := d.applyReady(ctx, 2*time.Minute, "broker/*.yaml", "eventing/sinkbinding.yaml"); err != nil {
+	if err := d.applyReady(ctx, 2*time.Minute, "broker/*.yaml", "eventing/sinkbinding.yaml", "eventing/eventpolicy.yaml"); err != nil {
 		return err
 	}
 	return d.asyncChannel(ctx)

@@ -3,9 +3,11 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -43,14 +45,25 @@ import (
 // onKnative is evalflow as make deploy puts it on the node's Knative: every function
 // a Knative Service built by func deploy from its own directory, chained by the real
 // broker's Triggers.
+// brokerAudience is evalflow's broker's audience in Knative Eventing's OIDC.
+const brokerAudience = "eventing.knative.dev/broker/evalflow/evalflow"
+
 type onKnative struct {
 	*onNode
 	start  string // START_URL
 	client *http.Client
-	// broker is the broker's ingress, as pods reach it.
-	broker string
+	// broker is the broker's ingress, as pods reach it; brokerClient posts to it as a
+	// service of evalflow's namespace would, with a token of its account for the
+	// broker's audience (Knative Eventing's OIDC: eventing/eventpolicy.yaml).
+	broker       string
+	brokerClient *http.Client
+	// private is the ingress's cluster-local entrypoint (HOST:PORT, a Service named
+	// by Host), which pods reach at the node's address.
+	private string
 	// images maps each function to the image it runs.
 	images map[string]string
+	// pythonImage is the image of pythonPod's pods, once built.
+	pythonImage string
 }
 
 func setUpKnative(t *testing.T) *onKnative {
@@ -94,7 +107,8 @@ func setUpKnative(t *testing.T) *onKnative {
 		t.Fatalf("GET /evals without a token: %d; want 401", resp.StatusCode)
 	}
 	k := &onKnative{onNode: o, start: d.StartURL, images: d.Images, client: clusterClient(o.node.DNS, d.OperatorToken),
-		broker: "http://broker-ingress.knative-eventing.svc.cluster.local/evalflow/evalflow"}
+		broker: "http://broker-ingress.knative-eventing.svc.cluster.local/evalflow/evalflow", private: in.Private,
+		brokerClient: clusterClient(o.node.DNS, testserver.AccountToken(t, o.admin, deploy.Namespace, "evalflow-e2e", brokerAudience))}
 	k.keepLogs(t)
 	return k
 }
@@ -389,27 +403,10 @@ func TestThePipelineOnKnative(t *testing.T) {
 	})
 
 	t.Run("a pod of another namespace reaches neither Redis, the registry nor a function; a Job's reaches the registry alone", func(t *testing.T) {
-		ref := k.node.Registry + "/evalflow/intruder"
-		image := ref + "@" + testserver.SandboxImage(t, ref, evalflow.SandboxProgram)
-		kc, err := os.ReadFile(k.node.Kubeconfig)
-		if err != nil {
-			t.Fatal(err)
-		}
 		// Pods with python3 and nothing of evalflow's: one in a namespace of its own, one
 		// in the Job namespace labelled as a runner is.
 		intruder := func(ns string) *podexec.Pod {
-			pod := kube.SandboxPod("intruder", image, 10*time.Minute)
-			pod.Labels = map[string]string{"app.kubernetes.io/part-of": "evalflow", kube.LabelComponent: "intruder"}
-			pod.Spec.Containers[0].Resources = corev1.ResourceRequirements{} // the node's 2 CPUs are requested by Knative and the functions
-			testserver.RunPod(t, k.admin, ns, pod)
-			t.Cleanup(func() {
-				_ = k.admin.CoreV1().Pods(ns).Delete(context.Background(), pod.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
-			})
-			exec, err := kube.PodExec(kc, ns, pod.Name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return exec
+			return k.pythonPod(t, ns, "intruder", map[string]string{"app.kubernetes.io/part-of": "evalflow", kube.LabelComponent: "intruder"})
 		}
 		testserver.Namespace(t, k.admin, "intruder")
 		for ns, want := range map[string]map[string]string{
@@ -427,6 +424,58 @@ func TestThePipelineOnKnative(t *testing.T) {
 					t.Errorf("from %s, a connection to %s (%s): %s; want %s", ns, name, targets[name], got[name], w)
 				}
 			}
+		}
+	})
+
+	t.Run("forged events from a pod of another namespace are refused: by the broker, by start at any Host, by a step; no run changes", func(t *testing.T) {
+		testserver.Namespace(t, k.admin, "forger")
+		exec := k.pythonPod(t, "forger", "forger", nil)
+		// The forger's own account's tokens, as any pod may have one projected.
+		own := func(audience string) string {
+			return testserver.AccountToken(t, k.admin, "forger", "default", audience)
+		}
+		before := k.get(t, posted.EvalRequestID)
+		forged := request(3)
+		requested, _ := json.Marshal(forged)
+		started, _ := json.Marshal(evalflow.RunRef{RunID: posted.EvalRequestID})
+		ce := func(typ evalflow.EventType, subject string) map[string]string {
+			return map[string]string{"Ce-Specversion": "1.0", "Ce-Id": uuid.NewString(), "Ce-Source": "/forger", "Ce-Type": string(typ),
+				"Ce-Subject": subject, "Content-Type": "application/json"}
+		}
+		with := func(h map[string]string, kv ...string) map[string]string {
+			h = maps.Clone(h)
+			for i := 0; i+1 < len(kv); i += 2 {
+				h[kv[i]] = kv[i+1]
+			}
+			return h
+		}
+		private := "http://" + net.JoinHostPort(k.node.Address, portOf(k.private))
+		got := posts(t, exec, map[string]forgedPost{
+			"the broker, no token": {k.broker, ce(evalflow.TypeRequested, forged.EvalRequestID), requested},
+			"the broker, the forger's token for it": {k.broker, with(ce(evalflow.TypeRequested, forged.EvalRequestID),
+				"Authorization", "Bearer "+own(brokerAudience)), requested},
+			"start at its cluster-local Host, no token": {private + "/", with(ce(evalflow.TypeRequested, forged.EvalRequestID),
+				"Host", "evalflow-start.evalflow.svc.cluster.local"), requested},
+			"start at its cluster-local Host, the forger's token for start": {private + "/", with(ce(evalflow.TypeRequested, forged.EvalRequestID),
+				"Host", "evalflow-start.evalflow.svc.cluster.local", "Authorization", "Bearer "+own("serving.knative.dev/service/evalflow/evalflow-start")), requested},
+			"verify, the forger's token for verify": {private + "/", with(ce(evalflow.TypeStarted, posted.EvalRequestID),
+				"Host", "evalflow-verify.evalflow.svc.cluster.local", "Authorization", "Bearer "+own("serving.knative.dev/service/evalflow/evalflow-verify")), started},
+		})
+		for name, want := range map[string]string{
+			"the broker, no token": "failed: Status401", "the broker, the forger's token for it": "failed: Status403",
+			"start at its cluster-local Host, no token": "failed: Status401", "start at its cluster-local Host, the forger's token for start": "failed: Status401",
+			"verify, the forger's token for verify": "failed: Status401",
+		} {
+			if got[name] != want {
+				t.Errorf("%s: %s; want %s", name, got[name], want)
+			}
+		}
+		time.Sleep(3 * time.Second)
+		if r := k.get(t, forged.EvalRequestID); r != nil {
+			t.Errorf("the forged run.requested recorded run %s (%s)", r.ID, r.Status)
+		}
+		if after := k.get(t, posted.EvalRequestID); after == nil || before == nil || !after.UpdatedAt.Equal(before.UpdatedAt) || after.Status != before.Status {
+			t.Errorf("the run changed under forged events: %+v, was %+v", after, before)
 		}
 	})
 
@@ -622,7 +671,7 @@ spec:
 func (k *onKnative) send(t *testing.T, ev event.Event) {
 	t.Helper()
 	b, _ := json.Marshal(ev)
-	resp, err := k.client.Post(k.broker, "application/cloudevents+json", bytes.NewReader(b))
+	resp, err := k.brokerClient.Post(k.broker, "application/cloudevents+json", bytes.NewReader(b))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -801,12 +850,23 @@ func (k *onKnative) startPod(t *testing.T) string {
 // HOST:PORT), and says what became of each: "passed" for a connection made.
 func connects(t *testing.T, pod *podexec.Pod, targets map[string]string) map[string]string {
 	t.Helper()
-	var names []string
-	batch := sandbox.Batch{Limits: sandbox.Of(sandbox.DefaultLimits)}
+	programs := map[string]string{}
 	for name, target := range targets {
 		host, port, _ := net.SplitHostPort(target)
+		programs[name] = fmt.Sprintf("import socket\nsocket.create_connection((%q, %s), timeout=2).close()\n", host, port)
+	}
+	return runPrograms(t, pod, sandbox.DefaultLimits, programs)
+}
+
+// runPrograms runs each Python program in pod (the sandbox program, with limits) and
+// returns each one's outcome, by name.
+func runPrograms(t *testing.T, pod *podexec.Pod, limits sandbox.Limits, programs map[string]string) map[string]string {
+	t.Helper()
+	var names []string
+	batch := sandbox.Batch{Limits: sandbox.Of(limits)}
+	for name, program := range programs {
 		names = append(names, name)
-		batch.Programs = append(batch.Programs, fmt.Sprintf("import socket\nsocket.create_connection((%q, %s), timeout=2).close()\n", host, port))
+		batch.Programs = append(batch.Programs, program)
 	}
 	in, _ := json.Marshal(batch)
 	var out bytes.Buffer
@@ -822,4 +882,67 @@ func connects(t *testing.T, pod *podexec.Pod, targets map[string]string) map[str
 		got[names[i]] = r.Outcome
 	}
 	return got
+}
+
+// pythonPod runs a pod with python3 and nothing of evalflow's (the sandbox image) in
+// namespace ns, labelled labels, until the test ends, and execs in it.
+func (k *onKnative) pythonPod(t *testing.T, ns, name string, labels map[string]string) *podexec.Pod {
+	t.Helper()
+	if k.pythonImage == "" { // built and pushed once
+		ref := k.node.Registry + "/evalflow/intruder"
+		k.pythonImage = ref + "@" + testserver.SandboxImage(t, ref, evalflow.SandboxProgram)
+	}
+	kc, err := os.ReadFile(k.node.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := kube.SandboxPod(name, k.pythonImage, 10*time.Minute)
+	if labels != nil {
+		pod.Labels = labels
+	}
+	pod.Spec.Containers[0].Resources = corev1.ResourceRequirements{} // the node's 2 CPUs are requested by Knative and the functions
+	testserver.RunPod(t, k.admin, ns, pod)
+	t.Cleanup(func() {
+		_ = k.admin.CoreV1().Pods(ns).Delete(context.Background(), pod.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+	})
+	exec, err := kube.PodExec(kc, ns, pod.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exec
+}
+
+// forgedPost is a POST a pod sends: to url, with header (Host among them), and body.
+type forgedPost struct {
+	url    string
+	header map[string]string
+	body   []byte
+}
+
+// posts sends each POST from pod (python3's urllib, in the sandbox program) and
+// returns each one's outcome: "passed" for a 2xx answer, "failed: StatusNNN" for
+// another, "failed: EXCEPTION" when none came.
+func posts(t *testing.T, pod *podexec.Pod, reqs map[string]forgedPost) map[string]string {
+	t.Helper()
+	programs := map[string]string{}
+	for name, r := range reqs {
+		header, _ := json.Marshal(r.header)
+		programs[name] = fmt.Sprintf(`import json, urllib.request, urllib.error
+req = urllib.request.Request(%q, data=bytes.fromhex(%q), headers=json.loads(%q), method="POST")
+try:
+    urllib.request.urlopen(req, timeout=50).close()
+except urllib.error.HTTPError as e:
+    raise type("Status%%d" %% e.code, (Exception,), {})()
+`, r.url, hex.EncodeToString(r.body), header)
+	}
+	// A function at zero wakes for the post: a minute for its answer.
+	limits := sandbox.DefaultLimits
+	limits.Wall, limits.CPU = time.Minute, 10*time.Second
+	return runPrograms(t, pod, limits, programs)
+}
+
+// portOf is the port of HOST:PORT.
+func portOf(hostport string) string {
+	_, port, _ := net.SplitHostPort(hostport)
+	return port
 }

@@ -22,6 +22,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	eventingv1 "knative.dev/eventing/pkg/apis/eventing/v1"
+	eventingv1alpha1 "knative.dev/eventing/pkg/apis/eventing/v1alpha1"
 	sourcesv1 "knative.dev/eventing/pkg/apis/sources/v1"
 	"knative.dev/eventing/pkg/eventfilter"
 	duckv1 "knative.dev/pkg/apis/duck/v1"
@@ -125,6 +126,13 @@ func TestEveryClusterManifestDecodesStrictlyAndValidates(t *testing.T) {
 					strict(t, doc, &rbacv1.ClusterRole{})
 				case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
 					strict(t, doc, &rbacv1.ClusterRoleBinding{})
+				case "eventing.knative.dev/v1alpha1/EventPolicy":
+					var p eventingv1alpha1.EventPolicy
+					strict(t, doc, &p)
+					p.SetDefaults(ctx)
+					if err := p.Validate(ctx); err != nil {
+						t.Fatal(err)
+					}
 				case "networking.k8s.io/v1/NetworkPolicy":
 					strict(t, doc, &networkingv1.NetworkPolicy{})
 				case "apps/v1/Deployment":
@@ -153,11 +161,11 @@ func TestTheJobsRoleGrantsWhatRunsNeedAndNoMore(t *testing.T) {
 		var meta struct{ Kind string }
 		yaml.Unmarshal(doc, &meta)
 		switch meta.Kind {
-		case "Role":
+		case "Role", "ClusterRole": // a ClusterRole's rules read as a Role's
 			var role rbacv1.Role
 			strict(t, doc, &role)
 			roles[role.Name] = role
-		case "RoleBinding":
+		case "RoleBinding", "ClusterRoleBinding":
 			var binding rbacv1.RoleBinding
 			strict(t, doc, &binding)
 			bindings[binding.RoleRef.Name] = binding
@@ -168,7 +176,7 @@ func TestTheJobsRoleGrantsWhatRunsNeedAndNoMore(t *testing.T) {
 		}
 	}
 	for name, perms := range map[string][]kube.Permission{"evalflow-jobs": kube.Needed, "evalflow-sandboxes": kube.NeededForSandbox,
-		"evalflow-ticker": kube.NeededForTicking} {
+		"evalflow-ticker": kube.NeededForTicking, "evalflow-delivery-review": kube.NeededForDeliveries} {
 		granted := map[string]bool{}
 		for _, r := range roles[name].Rules {
 			for _, g := range r.APIGroups {
@@ -194,8 +202,9 @@ func TestTheJobsRoleGrantsWhatRunsNeedAndNoMore(t *testing.T) {
 		}
 		return names
 	}
-	bound, sandboxes, ticking := subjects("evalflow-jobs"), subjects("evalflow-sandboxes"), subjects("evalflow-ticker")
-	for _, f := range []string{"start", "verify", "deploy", "job-watch"} {
+	bound, sandboxes, ticking, reviewing := subjects("evalflow-jobs"), subjects("evalflow-sandboxes"), subjects("evalflow-ticker"),
+		subjects("evalflow-delivery-review")
+	for _, f := range []string{"start", "verify", "deploy", "job-watch", "artifact"} {
 		b, err := os.ReadFile(filepath.Join(root, "functions", f, "func.yaml"))
 		if err != nil {
 			t.Fatal(err)
@@ -206,8 +215,10 @@ func TestTheJobsRoleGrantsWhatRunsNeedAndNoMore(t *testing.T) {
 		yaml.Unmarshal(b, &fy)
 		sa := fy.Deploy.ServiceAccountName
 		switch {
-		case sa == "" || !accounts[sa] || bound[sa] == (f == "start"):
-			t.Errorf("functions/%s runs as ServiceAccount %q: want one of eventing/rbac.yaml, bound to evalflow-jobs but for start's", f, sa)
+		case sa == "" || !accounts[sa] || bound[sa] == (f == "start" || f == "artifact"):
+			t.Errorf("functions/%s runs as ServiceAccount %q: want one of eventing/rbac.yaml, bound to evalflow-jobs but for start's and artifact's", f, sa)
+		case !reviewing[sa]:
+			t.Errorf("functions/%s's ServiceAccount %s may not review the broker's tokens (evalflow-delivery-review)", f, sa)
 		case sandboxes[sa] != (f == "verify" || f == "deploy"):
 			t.Errorf("functions/%s's ServiceAccount %s bound to evalflow-sandboxes: %v", f, sa, sandboxes[sa])
 		case ticking[sa] != (f == "start" || f == "job-watch"):
@@ -475,5 +486,91 @@ func TestTheTickMadeOnDemandIsTheManifests(t *testing.T) {
 	b, _ := json.Marshal(made)
 	if !bytes.Equal(a, b) {
 		t.Errorf("eventing/pingsource.yaml\n%s\nstart makes\n%s", a, b)
+	}
+}
+
+// Only the broker delivers to the steps, and only evalflow posts to the broker (Knative
+// Eventing's OIDC, on in config-features.yaml): each Trigger names the audience of the
+// step it delivers to (and of its dead-letter sink), which that step's func.yaml takes
+// deliveries for; each step posts with the SinkBinding's token; the EventPolicy lets
+// evalflow's namespace and the Jobs' post to the broker, and a Job reports with a token
+// for the broker's audience.
+func TestOnlyTheBrokerDeliversAndOnlyEvalflowPosts(t *testing.T) {
+	env := map[string]map[string]string{} // by function name
+	for _, f := range []string{"start", "verify", "deploy", "job-watch", "artifact"} {
+		b, err := os.ReadFile(filepath.Join(root, "functions", f, "func.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fy struct {
+			Name string
+			Run  struct {
+				Envs []struct{ Name, Value string }
+			}
+		}
+		if err := yaml.Unmarshal(b, &fy); err != nil {
+			t.Fatal(err)
+		}
+		env[fy.Name] = map[string]string{}
+		for _, e := range fy.Run.Envs {
+			env[fy.Name][e.Name] = e.Value
+		}
+		if got := env[fy.Name]["EVALFLOW_BROKER_TOKEN_FILE"]; got != "/oidc/token" {
+			t.Errorf("%s posts to the broker with the token at %q; want the SinkBinding's, /oidc/token", fy.Name, got)
+		}
+	}
+	audienceOf := func(d *duckv1.Destination) string {
+		return "serving.knative.dev/service/" + deploy.Namespace + "/" + d.Ref.Name
+	}
+	ctx := featureContext(t)
+	for name, doc := range documents(t, "triggers/*.yaml") {
+		tr, err := broker.ParseTrigger(ctx, doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dests := []*duckv1.Destination{&tr.Spec.Subscriber}
+		if tr.Spec.Delivery != nil && tr.Spec.Delivery.DeadLetterSink != nil {
+			dests = append(dests, tr.Spec.Delivery.DeadLetterSink)
+		}
+		for _, d := range dests {
+			want := audienceOf(d)
+			if d.Audience == nil || *d.Audience != want || env[d.Ref.Name]["EVALFLOW_DELIVERY_AUDIENCE"] != want {
+				t.Errorf("%s delivers to %s for audience %v, which takes deliveries for %q; want both %s", name, d.Ref.Name, d.Audience,
+					env[d.Ref.Name]["EVALFLOW_DELIVERY_AUDIENCE"], want)
+			}
+		}
+	}
+	var features corev1.ConfigMap
+	for _, doc := range documents(t, "eventing/config-features.yaml") {
+		strict(t, doc, &features)
+	}
+	if features.Data["authentication-oidc"] != "enabled" {
+		t.Errorf("authentication-oidc is %q; want enabled", features.Data["authentication-oidc"])
+	}
+	var brokerName string
+	for _, doc := range documents(t, "broker/*.yaml") {
+		var b eventingv1.Broker
+		strict(t, doc, &b)
+		brokerName = b.Name
+	}
+	if got, want := env["evalflow-deploy"]["EVALFLOW_JOB_CALLBACK_AUDIENCE"], "eventing.knative.dev/broker/"+deploy.Namespace+"/"+brokerName; got != want {
+		t.Errorf("Jobs report for audience %q; want the broker's, %s", got, want)
+	}
+	for _, doc := range documents(t, "eventing/eventpolicy.yaml") {
+		var p eventingv1alpha1.EventPolicy
+		strict(t, doc, &p)
+		if len(p.Spec.To) != 1 || p.Spec.To[0].Ref == nil || p.Spec.To[0].Ref.Kind != "Broker" || p.Spec.To[0].Ref.Name != brokerName {
+			t.Errorf("EventPolicy %s applies to %+v; want the broker %s alone", p.Name, p.Spec.To, brokerName)
+		}
+		var from []string
+		for _, f := range p.Spec.From {
+			if f.Sub != nil {
+				from = append(from, *f.Sub)
+			}
+		}
+		want := []string{"system:serviceaccount:" + deploy.Namespace + ":*", "system:serviceaccount:" + env["evalflow-deploy"]["EVALFLOW_JOB_NAMESPACE"] + ":*"}
+		if !slices.Equal(from, want) || len(p.Spec.From) != len(want) {
+			t.Errorf("EventPolicy %s lets %v post; want %v", p.Name, from, want)
+		}
 	}
 }

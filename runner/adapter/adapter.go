@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -279,7 +280,11 @@ func NewReporter(spec evalflow.JobSpec, log *slog.Logger) (*Reporter, error) {
 		}
 		r.key = key
 	}
-	sender, err := cloudevent.NewSender(spec.CallbackURL, nil)
+	var client *http.Client
+	if spec.CallbackTokenFile != "" { // the broker takes only evalflow's accounts
+		client = cloudevent.BearerFile(spec.CallbackTokenFile)
+	}
+	sender, err := cloudevent.NewSender(spec.CallbackURL, client)
 	if err != nil {
 		return nil, fmt.Errorf("run %s: callback: %w", spec.RunID, err)
 	}

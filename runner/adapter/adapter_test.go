@@ -1,10 +1,13 @@
 package adapter_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -117,5 +120,26 @@ func TestPublishPushesTheResultsWhereTheSpecSays(t *testing.T) {
 	}
 	if err := adapter.Publish(ctx, evalflow.JobSpec{RunID: "local"}); err != nil {
 		t.Errorf("a spec without a results target: %v, want nothing to do", err)
+	}
+}
+
+// Where the broker asks for a token (Knative's OIDC), the runner's reports carry the
+// one its pod was given (the spec's CallbackTokenFile); where it does not, none.
+func TestReportsCarryThePodsTokenForTheBroker(t *testing.T) {
+	srv := testserver.NewHeaderSink(t, "Authorization")
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte("pod-token-for-the-broker\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tokenFile := range []string{file, ""} {
+		spec := evalflow.JobSpec{RunID: "r1", ID: "j1", CallbackURL: srv.URL, CallbackTokenFile: tokenFile}
+		r, err := adapter.NewReporter(spec, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Progress(context.Background(), evalflow.Progress{Phase: "scoring", Done: 1, Total: 2, UpdatedAt: time.Now()})
+	}
+	if got := srv.Got(); !slices.Equal(got, []string{"Bearer pod-token-for-the-broker", ""}) {
+		t.Fatalf("the broker got Authorization %q; want the pod's token, then none", got)
 	}
 }

@@ -8,6 +8,7 @@ package kube
 import (
 	"encoding/json"
 	"fmt"
+	"path"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -29,6 +30,9 @@ const (
 	// ReportKeyPath holds the key the job signs its reports with.
 	ReportKeyPath = "/meta/secret/report_key"
 	ResultsDir    = "/results"
+	// CallbackTokenPath holds the token the job posts its reports with, where the
+	// broker asks for one (JobSpec.CallbackAudience).
+	CallbackTokenPath = "/meta/broker/token"
 )
 
 // LabelRun marks every object of a run with its id.
@@ -85,9 +89,28 @@ func Build(spec evalflow.JobSpec, e *engines.Engine, namespace string, secrets e
 		objs.Sandbox = sandboxObjects(spec, namespace, meta)
 		pod = withSandboxToken(pod, spec.RunID)
 	}
+	if spec.CallbackAudience != "" {
+		pod = withCallbackToken(pod, spec.CallbackAudience)
+	}
 	objs.Job = &batchv1.Job{TypeMeta: metav1.TypeMeta{APIVersion: "batch/v1", Kind: "Job"}, ObjectMeta: meta(spec.ID),
 		Spec: jobSpec(spec, pod)}
 	return objs, nil
+}
+
+// withCallbackToken gives pod's containers a token of its ServiceAccount for audience
+// (the broker's) at CallbackTokenPath, which the kubelet renews before it
+// expires: what the runner posts its reports with where the broker takes only
+// evalflow's own accounts (Knative Eventing's OIDC, eventing/eventpolicy.yaml).
+func withCallbackToken(pod corev1.PodSpec, audience string) corev1.PodSpec {
+	expiry := int64(3600)
+	pod.Volumes = append(pod.Volumes, corev1.Volume{Name: "broker-token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+			Audience: audience, Path: path.Base(CallbackTokenPath), ExpirationSeconds: &expiry}}}}}})
+	for i := range pod.Containers {
+		pod.Containers[i].VolumeMounts = append(pod.Containers[i].VolumeMounts, corev1.VolumeMount{Name: "broker-token",
+			MountPath: path.Dir(CallbackTokenPath), ReadOnly: true})
+	}
+	return pod
 }
 
 // labels are the Kubernetes recommended labels of a run's objects, and evalflow's own.
@@ -126,6 +149,9 @@ func inPod(spec evalflow.JobSpec, secrets evalflow.JobSecrets) (evalflow.JobSpec
 		results.PasswordFile = RegistryPasswordPath
 		spec.Results = &results
 		data["registry_password"] = []byte(secrets.RegistryPassword)
+	}
+	if spec.CallbackAudience != "" {
+		spec.CallbackTokenFile = CallbackTokenPath
 	}
 	if spec.Sandbox != nil {
 		sb := *spec.Sandbox

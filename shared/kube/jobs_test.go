@@ -232,3 +232,53 @@ func TestARunThatRunsCodeGetsASandboxPodAndAnAccountForItAlone(t *testing.T) {
 		t.Errorf("job.json's sandbox: %+v", inPod.Sandbox)
 	}
 }
+
+// Where the broker takes only evalflow's accounts (Knative's OIDC), a Job of
+// evalflow's own cluster gets a token of its pod's account for the broker's audience,
+// renewed by the kubelet, and its spec names the file; a Job in a caller's cluster,
+// whose account the broker does not know, gets none.
+func TestAJobOfTheOwnClusterGetsATokenForTheBroker(t *testing.T) {
+	const audience = "eventing.knative.dev/broker/evalflow/evalflow"
+	for _, own := range []bool{true, false} {
+		r := evalflow.NewRun(evalflow.Request{EvalRequestID: "0f0e0d0c-0b0a-4909-8807-060504030201", ModelName: "m",
+			BaseURL: "http://model:8000/v1", Datasets: []evalflow.DatasetSpec{{Name: "mmlu"}}}, time.Now())
+		r.Target = evalflow.TargetKubernetes
+		if own {
+			r.InOwnCluster()
+		}
+		spec := evalflow.NewJobSpec(r, evalflow.JobDefaults{CallbackURL: "http://broker", CallbackAudience: audience, DeadlineSeconds: 3600})
+		e, _ := engines.Default().Get("evalflow")
+		objs, err := Build(spec, e, "evalflow-jobs", evalflow.JobSecrets{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var inPod evalflow.JobSpec
+		if err := json.Unmarshal([]byte(objs.ConfigMap.Data["job.json"]), &inPod); err != nil {
+			t.Fatal(err)
+		}
+		pod := objs.Job.Spec.Template.Spec
+		var projected *corev1.ServiceAccountTokenProjection
+		for _, v := range pod.Volumes {
+			if v.Projected != nil {
+				for _, s := range v.Projected.Sources {
+					if s.ServiceAccountToken != nil {
+						projected = s.ServiceAccountToken
+					}
+				}
+			}
+		}
+		mounted := false
+		for _, m := range pod.Containers[0].VolumeMounts {
+			mounted = mounted || (projected != nil && m.MountPath+"/"+projected.Path == CallbackTokenPath && m.ReadOnly)
+		}
+		switch {
+		case own && (projected == nil || projected.Audience != audience || !mounted || inPod.CallbackTokenFile != CallbackTokenPath):
+			t.Fatalf("own cluster: token %+v mounted %v, job.json's file %q; want a token for %s at %s", projected, mounted, inPod.CallbackTokenFile, audience, CallbackTokenPath)
+		case !own && (projected != nil || inPod.CallbackTokenFile != "" || inPod.CallbackAudience != ""):
+			t.Fatalf("a caller's cluster: token %+v, job.json %q %q; want none", projected, inPod.CallbackTokenFile, inPod.CallbackAudience)
+		}
+		if *pod.AutomountServiceAccountToken {
+			t.Fatal("the API server's token is mounted: the runner needs none")
+		}
+	}
+}
