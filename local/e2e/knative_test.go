@@ -363,17 +363,7 @@ func TestThePipelineOnKnative(t *testing.T) {
 				t.Errorf("a new notification after the replay: %s %s %s", n.Step, n.Status, n.Message)
 			}
 		}
-		jobs, err := k.admin.BatchV1().Jobs("").List(ctx, metav1.ListOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, j := range jobs.Items {
-			if j.Name == first.Job {
-				n++
-			}
-		}
-		if n > 1 {
+		if n := k.jobsNamed(t, "", first.Job); n > 1 {
 			t.Errorf("%d Jobs of the run", n)
 		}
 	})
@@ -569,17 +559,7 @@ func TestThePipelineOnKnative(t *testing.T) {
 				case ended.Status != evalflow.StatusFailed || ended.Message == "":
 					t.Fatalf("the run ended %s %q; want it succeeded, or failed saying why", ended.Status, ended.Message)
 				}
-				jobs, err := k.admin.BatchV1().Jobs(deploy.JobNamespace).List(ctx, metav1.ListOptions{})
-				if err != nil {
-					t.Fatal(err)
-				}
-				n := 0
-				for _, j := range jobs.Items {
-					if j.Name == ended.Job {
-						n++
-					}
-				}
-				if n != 1 {
+				if n := k.jobsNamed(t, deploy.JobNamespace, ended.Job); n != 1 {
 					t.Errorf("%d Jobs of the run", n)
 				}
 				// Each step told the caller it succeeded once at most (a copy has the same id).
@@ -945,4 +925,20 @@ except urllib.error.HTTPError as e:
 func portOf(hostport string) string {
 	_, port, _ := net.SplitHostPort(hostport)
 	return port
+}
+
+// jobsNamed counts the Jobs named name in namespace ns ("": every namespace).
+func (k *onKnative) jobsNamed(t *testing.T, ns, name string) int {
+	t.Helper()
+	jobs, err := k.admin.BatchV1().Jobs(ns).List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, j := range jobs.Items {
+		if j.Name == name {
+			n++
+		}
+	}
+	return n
 }
