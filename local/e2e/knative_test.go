@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -319,6 +320,19 @@ func TestThePipelineOnKnative(t *testing.T) {
 	t.Run("the caller's Trigger received every step's notification", func(t *testing.T) {
 		k.wantNotified(t, caller, posted.EvalRequestID)
 	})
+	t.Run("the Job's runner reported to the broker, with its pod's token for it", func(t *testing.T) {
+		reported := map[string]bool{}
+		for _, ev := range all.Got("/") {
+			if ev.Subject() == posted.EvalRequestID {
+				reported[ev.Type()] = true
+			}
+		}
+		for _, typ := range []evalflow.EventType{evalflow.TypeJobProgress, evalflow.TypeJobFinished} {
+			if !reported[string(typ)] {
+				t.Errorf("the broker carried no %s of the run: the runner's reports were refused", typ)
+			}
+		}
+	})
 
 	t.Run("sent again out of order, the same events change nothing", func(t *testing.T) {
 		var mine []event.Event
@@ -414,6 +428,22 @@ func TestThePipelineOnKnative(t *testing.T) {
 					t.Errorf("from %s, a connection to %s (%s): %s; want %s", ns, name, targets[name], got[name], w)
 				}
 			}
+			if ns != deploy.JobNamespace {
+				continue
+			}
+			// The registry a Job's pod reaches takes neither a push nor a pull without its
+			// password (a Job gets it in its Secret, for its run's results alone).
+			registry := "http://" + targets["registry"] + "/v2/evalflow/results"
+			got = sendFrom(t, pod, map[string]podRequest{
+				"a push":          {method: http.MethodPost, url: registry + "/blobs/uploads/"},
+				"a pull":          {method: http.MethodGet, url: registry + "/tags/list"},
+				"a pull by token": {method: http.MethodGet, url: registry + "/tags/list", header: map[string]string{"Authorization": "Basic ZXZhbGZsb3c6Z3Vlc3M="}},
+			})
+			for name, w := range map[string]string{"a push": "failed: Status401", "a pull": "failed: Status401", "a pull by token": "failed: Status401"} {
+				if got[name] != w {
+					t.Errorf("from %s, %s at the registry without its password: %s; want %s", ns, name, got[name], w)
+				}
+			}
 		}
 	})
 
@@ -440,16 +470,16 @@ func TestThePipelineOnKnative(t *testing.T) {
 			return h
 		}
 		private := "http://" + net.JoinHostPort(k.node.Address, portOf(k.private))
-		got := posts(t, exec, map[string]forgedPost{
-			"the broker, no token": {k.broker, ce(evalflow.TypeRequested, forged.EvalRequestID), requested},
-			"the broker, the forger's token for it": {k.broker, with(ce(evalflow.TypeRequested, forged.EvalRequestID),
-				"Authorization", "Bearer "+own(brokerAudience)), requested},
-			"start at its cluster-local Host, no token": {private + "/", with(ce(evalflow.TypeRequested, forged.EvalRequestID),
-				"Host", "evalflow-start.evalflow.svc.cluster.local"), requested},
-			"start at its cluster-local Host, the forger's token for start": {private + "/", with(ce(evalflow.TypeRequested, forged.EvalRequestID),
-				"Host", "evalflow-start.evalflow.svc.cluster.local", "Authorization", "Bearer "+own("serving.knative.dev/service/evalflow/evalflow-start")), requested},
-			"verify, the forger's token for verify": {private + "/", with(ce(evalflow.TypeStarted, posted.EvalRequestID),
-				"Host", "evalflow-verify.evalflow.svc.cluster.local", "Authorization", "Bearer "+own("serving.knative.dev/service/evalflow/evalflow-verify")), started},
+		got := sendFrom(t, exec, map[string]podRequest{
+			"the broker, no token": {url: k.broker, header: ce(evalflow.TypeRequested, forged.EvalRequestID), body: requested},
+			"the broker, the forger's token for it": {url: k.broker, header: with(ce(evalflow.TypeRequested, forged.EvalRequestID),
+				"Authorization", "Bearer "+own(brokerAudience)), body: requested},
+			"start at its cluster-local Host, no token": {url: private + "/", header: with(ce(evalflow.TypeRequested, forged.EvalRequestID),
+				"Host", "evalflow-start.evalflow.svc.cluster.local"), body: requested},
+			"start at its cluster-local Host, the forger's token for start": {url: private + "/", header: with(ce(evalflow.TypeRequested, forged.EvalRequestID),
+				"Host", "evalflow-start.evalflow.svc.cluster.local", "Authorization", "Bearer "+own("serving.knative.dev/service/evalflow/evalflow-start")), body: requested},
+			"verify, the forger's token for verify": {url: private + "/", header: with(ce(evalflow.TypeStarted, posted.EvalRequestID),
+				"Host", "evalflow-verify.evalflow.svc.cluster.local", "Authorization", "Bearer "+own("serving.knative.dev/service/evalflow/evalflow-verify")), body: started},
 		})
 		for name, want := range map[string]string{
 			"the broker, no token": "failed: Status401", "the broker, the forger's token for it": "failed: Status403",
@@ -892,28 +922,37 @@ func (k *onKnative) pythonPod(t *testing.T, ns, name string, labels map[string]s
 	return exec
 }
 
-// forgedPost is a POST a pod sends: to url, with header (Host among them), and body.
-type forgedPost struct {
+// podRequest is a request a pod sends: method (POST when empty) to url, with header
+// (Host among them), and body.
+type podRequest struct {
 	url    string
 	header map[string]string
 	body   []byte
+	method string
 }
 
-// posts sends each POST from pod (python3's urllib, in the sandbox program) and
+// sendFrom sends each request from pod (python3's urllib, in the sandbox program) and
 // returns each one's outcome: "passed" for a 2xx answer, "failed: StatusNNN" for
 // another, "failed: EXCEPTION" when none came.
-func posts(t *testing.T, pod *podexec.Pod, reqs map[string]forgedPost) map[string]string {
+func sendFrom(t *testing.T, pod *podexec.Pod, reqs map[string]podRequest) map[string]string {
 	t.Helper()
 	programs := map[string]string{}
 	for name, r := range reqs {
 		header, _ := json.Marshal(r.header)
+		if r.header == nil {
+			header = []byte("{}")
+		}
+		method, data := cmp.Or(r.method, http.MethodPost), "None"
+		if r.body != nil {
+			data = fmt.Sprintf("bytes.fromhex(%q)", hex.EncodeToString(r.body))
+		}
 		programs[name] = fmt.Sprintf(`import json, urllib.request, urllib.error
-req = urllib.request.Request(%q, data=bytes.fromhex(%q), headers=json.loads(%q), method="POST")
+req = urllib.request.Request(%q, data=%s, headers=json.loads(%q), method=%q)
 try:
     urllib.request.urlopen(req, timeout=50).close()
 except urllib.error.HTTPError as e:
     raise type("Status%%d" %% e.code, (Exception,), {})()
-`, r.url, hex.EncodeToString(r.body), header)
+`, r.url, data, header, method)
 	}
 	// A function at zero wakes for the post: a minute for its answer.
 	limits := sandbox.DefaultLimits
