@@ -30,6 +30,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/uuid"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/evalflow/evalflow/devkit/knative"
@@ -333,6 +334,15 @@ func (b *bench) cold(ctx context.Context, fn string) (ms, mib float64, err error
 			"Ce-Type": typ.String(), "Ce-Subject": id, "Content-Type": "application/json"} {
 			req.Header.Set(k, v)
 		}
+		// As the broker delivers: with a token of the function's Trigger's account for
+		// its audience (Knative Eventing's OIDC), which the function has reviewed.
+		token, err := b.cluster.Kube.CoreV1().ServiceAccounts(deploy.Namespace).CreateToken(ctx, svc+"-oidc-eventing.knative.dev-trigger",
+			&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: []string{
+				"serving.knative.dev/service/" + deploy.Namespace + "/" + svc}}}, metav1.CreateOptions{})
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s: the Trigger's token: %w", fn, err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token.Status.Token)
 	}
 	start := time.Now()
 	resp, err := b.http.Do(req)
