@@ -447,7 +447,7 @@ func TestThePipelineOnKnative(t *testing.T) {
 		}
 	})
 
-	t.Run("forged events from a pod of another namespace are refused: by the broker, by start at any Host, by a step; no run changes", func(t *testing.T) {
+	t.Run("forged events from a pod of another namespace are refused: by the broker, by start at any Host, by each step; no run changes", func(t *testing.T) {
 		testserver.Namespace(t, k.admin, "forger")
 		exec := k.pythonPod(t, "forger", "forger", nil)
 		// The forger's own account's tokens, as any pod may have one projected.
@@ -470,7 +470,7 @@ func TestThePipelineOnKnative(t *testing.T) {
 			return h
 		}
 		private := "http://" + net.JoinHostPort(k.node.Address, portOf(k.private))
-		got := sendFrom(t, exec, map[string]podRequest{
+		reqs := map[string]podRequest{
 			"the broker, no token": {url: k.broker, header: ce(evalflow.TypeRequested, forged.EvalRequestID), body: requested},
 			"the broker, the forger's token for it": {url: k.broker, header: with(ce(evalflow.TypeRequested, forged.EvalRequestID),
 				"Authorization", "Bearer "+own(brokerAudience)), body: requested},
@@ -478,14 +478,22 @@ func TestThePipelineOnKnative(t *testing.T) {
 				"Host", "evalflow-start.evalflow.svc.cluster.local"), body: requested},
 			"start at its cluster-local Host, the forger's token for start": {url: private + "/", header: with(ce(evalflow.TypeRequested, forged.EvalRequestID),
 				"Host", "evalflow-start.evalflow.svc.cluster.local", "Authorization", "Bearer "+own("serving.knative.dev/service/evalflow/evalflow-start")), body: requested},
-			"verify, the forger's token for verify": {url: private + "/", header: with(ce(evalflow.TypeStarted, posted.EvalRequestID),
-				"Host", "evalflow-verify.evalflow.svc.cluster.local", "Authorization", "Bearer "+own("serving.knative.dev/service/evalflow/evalflow-verify")), body: started},
-		})
-		for name, want := range map[string]string{
+		}
+		want := map[string]string{
 			"the broker, no token": "failed: Status401", "the broker, the forger's token for it": "failed: Status403",
 			"start at its cluster-local Host, no token": "failed: Status401", "start at its cluster-local Host, the forger's token for start": "failed: Status401",
-			"verify, the forger's token for verify": "failed: Status401",
-		} {
+		}
+		// Each other step, at its cluster-local Host, with the event it takes and the
+		// forger's token for its audience.
+		for step, typ := range map[string]evalflow.EventType{"verify": evalflow.TypeStarted, "deploy": evalflow.TypeVerified,
+			"job-watch": evalflow.TypeJobCreated, "artifact": evalflow.TypeResultsReady} {
+			name := step + ", the forger's token for " + step
+			reqs[name] = podRequest{url: private + "/", header: with(ce(typ, posted.EvalRequestID), "Host", "evalflow-"+step+".evalflow.svc.cluster.local",
+				"Authorization", "Bearer "+own("serving.knative.dev/service/evalflow/evalflow-"+step)), body: started}
+			want[name] = "failed: Status401"
+		}
+		got := sendFrom(t, exec, reqs)
+		for name, want := range want {
 			if got[name] != want {
 				t.Errorf("%s: %s; want %s", name, got[name], want)
 			}
