@@ -132,8 +132,13 @@ func clusterDNS(ip string) string {
 	return fmt.Sprintf("clusterDNS: [%s]\nclusterDomain: cluster.local\n", ip)
 }
 
-// startProxy runs kube-proxy in iptables mode, so that pods reach Services.
+// startProxy runs kube-proxy in iptables mode, so that pods reach Services. Before it,
+// a connection to a Service address kube-proxy has no rule for (yet) is refused at once
+// (guardServices): it would otherwise leave the machine by the default route.
 func (n *Node) startProxy(ctx context.Context, cfg Config) error {
+	if err := guardServices(cfg.ServiceCIDR); err != nil {
+		return err
+	}
 	conf := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
@@ -157,6 +162,33 @@ conntrack: {maxPerCore: 0}
 		}
 		return nil
 	}, 30*time.Second, filepath.Join(cfg.Bin, "kube-proxy"), "--config", path)
+}
+
+// servicesChain refuses what goes to the Services' range without kube-proxy's DNAT.
+const servicesChain = "EVALFLOW-SERVICES"
+
+// guardServices makes every packet to an address of cidr that kube-proxy did not
+// translate (a Service not programmed yet, an address no Service has) be refused,
+// from the node (OUTPUT) and from its pods (FORWARD): no such packet takes the default
+// route off the machine, and its sender learns at once instead of waiting out a
+// connect timeout. Down removes the chain with the node's others.
+func guardServices(cidr string) error {
+	rules := fmt.Sprintf("*filter\n:%[1]s - [0:0]\n-A %[1]s -d %[2]s -m conntrack ! --ctstate DNAT -j REJECT --reject-with icmp-port-unreachable\nCOMMIT\n",
+		servicesChain, cidr)
+	cmd := exec.Command("iptables-restore", "-w", "--noflush")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("node: the Services' guard: %w: %s", err, out)
+	}
+	for _, hook := range []string{"OUTPUT", "FORWARD"} {
+		if exec.Command("iptables", "-w", "-C", hook, "-j", servicesChain).Run() == nil {
+			continue
+		}
+		if out, err := exec.Command("iptables", "-w", "-I", hook, "1", "-j", servicesChain).CombinedOutput(); err != nil {
+			return fmt.Errorf("node: the Services' guard in %s: %w: %s", hook, err, out)
+		}
+	}
+	return nil
 }
 
 // startNetworkPolicy enforces NetworkPolicies on the node, when the config names the

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,6 +48,32 @@ func TestTheNodeRunsAPodAndLeavesNothingBehind(t *testing.T) {
 	c := client(t, n)
 	runPod(t, c, n)
 	resolves(t, n, "kubernetes.default.svc.cluster.local", "10.96.0.1")
+	// An address of the Services' range that no Service has is refused on the node: the
+	// connection takes no route off the machine.
+	if c, err := net.DialTimeout("tcp", "10.96.255.254:80", 5*time.Second); err == nil || !errors.Is(err, syscall.ECONNREFUSED) {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("a connection to a Service address no Service has: %v; want it refused at once", err)
+	}
+	// containerd and the kubelet restarted, as a service manager would: the pod goes on
+	// in the same sandbox, and a new pod still runs.
+	running, err := c.CoreV1().Pods("restricted").Get(ctx, "p", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, part := range []string{"containerd", "kubelet"} {
+		if err := n.Restart(ctx, part, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runPodNamed(t, c, n, "after-restarts")
+	after, err := c.CoreV1().Pods("restricted").Get(ctx, "p", metav1.GetOptions{})
+	if err != nil || after.Status.Phase != corev1.PodRunning || after.Status.PodIP != running.Status.PodIP ||
+		len(after.Status.ContainerStatuses) != 1 || len(running.Status.ContainerStatuses) != 1 ||
+		after.Status.ContainerStatuses[0].RestartCount != running.Status.ContainerStatuses[0].RestartCount {
+		t.Fatalf("the pod after containerd and the kubelet restarted: %+v, %v; was %+v", after.Status, err, running.Status)
+	}
 	during := snapshot(cfg.Dir)
 	if during.equal(before) == "" {
 		t.Fatal("a running node with a pod changed nothing the snapshot sees: the check below could not fail")
@@ -76,14 +104,21 @@ func client(t *testing.T, n *node.Node) kubernetes.Interface {
 // restricted standard, and waits until it runs.
 func runPod(t *testing.T, c kubernetes.Interface, n *node.Node) {
 	t.Helper()
-	ctx := context.Background()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "restricted",
 		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}}
-	if _, err := c.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
+	if _, err := c.CoreV1().Namespaces().Create(context.Background(), ns, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	runPodNamed(t, c, n, "p")
+}
+
+// runPodNamed runs a pod named name in the namespace "restricted", and waits until it
+// runs.
+func runPodNamed(t *testing.T, c kubernetes.Interface, n *node.Node, name string) {
+	t.Helper()
+	ctx := context.Background()
 	yes, no, uid := true, false, int64(65532)
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{
 		SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: &yes, RunAsUser: &uid,
 			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 		Containers: []corev1.Container{{Name: "c", Image: n.Registry + "/" + node.PauseImage,
@@ -101,13 +136,13 @@ func runPod(t *testing.T, c kubernetes.Interface, n *node.Node) {
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		p, err := c.CoreV1().Pods("restricted").Get(ctx, "p", metav1.GetOptions{})
+		p, err := c.CoreV1().Pods("restricted").Get(ctx, name, metav1.GetOptions{})
 		if err == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" {
 			return
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	p, _ := c.CoreV1().Pods("restricted").Get(ctx, "p", metav1.GetOptions{})
+	p, _ := c.CoreV1().Pods("restricted").Get(ctx, name, metav1.GetOptions{})
 	t.Fatalf("the pod did not run: %+v", p.Status)
 }
 

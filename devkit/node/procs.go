@@ -27,6 +27,14 @@ type proc struct {
 // The node's own parts start so; so does what runs beside it (Traefik for Knative),
 // and Down stops them all.
 func (n *Node) Spawn(ctx context.Context, name string, ready func(context.Context) error, within time.Duration, program string, args ...string) error {
+	procs, _ := recorded(n.Dir)
+	return n.spawnAs(ctx, fmt.Sprintf("%02d-%s", len(procs), name), ready, within, program, args...)
+}
+
+// spawnAs is Spawn, its PID recorded under slot (NN-name: Down stops the slots in
+// reverse order).
+func (n *Node) spawnAs(ctx context.Context, slot string, ready func(context.Context) error, within time.Duration, program string, args ...string) error {
+	name := slot[3:]
 	program, err := exec.LookPath(program)
 	if err != nil {
 		return fmt.Errorf("node: %s: %w", name, err)
@@ -46,13 +54,12 @@ func (n *Node) Spawn(ctx context.Context, name string, ready func(context.Contex
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }() // reaps it while this process lives
-	procs, _ := recorded(n.Dir)
 	pidDir := filepath.Join(n.Dir, "pids")
 	if err := os.MkdirAll(pidDir, 0o755); err != nil {
 		return err
 	}
 	record := fmt.Sprintf("%d %s\n", cmd.Process.Pid, program)
-	if err := os.WriteFile(filepath.Join(pidDir, fmt.Sprintf("%02d-%s", len(procs), name)), []byte(record), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(pidDir, slot), []byte(record), 0o644); err != nil {
 		_ = cmd.Process.Kill()
 		return err
 	}
@@ -60,6 +67,33 @@ func (n *Node) Spawn(ctx context.Context, name string, ready func(context.Contex
 		return fmt.Errorf("node: %w", err)
 	}
 	return nil
+}
+
+// Restart stops the node's process name and starts it again as it was started (its
+// command line, its log, its place in the record), as a service manager restarting
+// it would, then waits until ready (nil: until it runs). The pods go on meanwhile:
+// their shims are neither containerd's children nor the kubelet's.
+func (n *Node) Restart(ctx context.Context, name string, ready func(context.Context) error) error {
+	procs, err := recorded(n.Dir)
+	if err != nil {
+		return err
+	}
+	for i, p := range procs {
+		if p.Name != name {
+			continue
+		}
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.PID))
+		if err != nil || !p.alive() {
+			return fmt.Errorf("node: restart %s: it does not run (pid %d)", name, p.PID)
+		}
+		args := strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")
+		p.stop(10 * time.Second)
+		if ready == nil {
+			ready = func(context.Context) error { return nil }
+		}
+		return n.spawnAs(ctx, fmt.Sprintf("%02d-%s", i, name), ready, time.Minute, p.Program, args[1:]...)
+	}
+	return fmt.Errorf("node: restart %s: no such process of the node", name)
 }
 
 // recorded lists the node's processes in start order (ReadDir sorts by name).

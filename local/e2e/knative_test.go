@@ -547,18 +547,21 @@ func TestThePipelineOnKnative(t *testing.T) {
 		for _, fault := range []struct {
 			part, namespace, selector string
 			early                     bool
+			restart                   string // a process of the node restarted instead
 		}{
-			{"Redis", deploy.Namespace, "app.kubernetes.io/name=redis", false},
-			{"the registry", deploy.Namespace, "app.kubernetes.io/name=registry", false},
-			{"start", deploy.Namespace, "serving.knative.dev/service=evalflow-start", true},
-			{"verify", deploy.Namespace, "serving.knative.dev/service=evalflow-verify", true},
-			{"deploy", deploy.Namespace, "serving.knative.dev/service=evalflow-deploy", true},
-			{"job-watch", deploy.Namespace, "serving.knative.dev/service=evalflow-job-watch", false},
-			{"artifact", deploy.Namespace, "serving.knative.dev/service=evalflow-artifact", false},
-			{"the in-memory channel's dispatcher", knative.Namespace, "messaging.knative.dev/channel=in-memory-channel,messaging.knative.dev/role=dispatcher", false},
-			{"the broker's ingress", knative.Namespace, "eventing.knative.dev/brokerRole=ingress", false},
-			{"the broker's filter", knative.Namespace, "eventing.knative.dev/brokerRole=filter", false},
-			{"the Job's pod", deploy.JobNamespace, batchv1.JobNameLabel + "=", false}, // + the run's Job
+			{"Redis", deploy.Namespace, "app.kubernetes.io/name=redis", false, ""},
+			{"the registry", deploy.Namespace, "app.kubernetes.io/name=registry", false, ""},
+			{"start", deploy.Namespace, "serving.knative.dev/service=evalflow-start", true, ""},
+			{"verify", deploy.Namespace, "serving.knative.dev/service=evalflow-verify", true, ""},
+			{"deploy", deploy.Namespace, "serving.knative.dev/service=evalflow-deploy", true, ""},
+			{"job-watch", deploy.Namespace, "serving.knative.dev/service=evalflow-job-watch", false, ""},
+			{"artifact", deploy.Namespace, "serving.knative.dev/service=evalflow-artifact", false, ""},
+			{"the in-memory channel's dispatcher", knative.Namespace, "messaging.knative.dev/channel=in-memory-channel,messaging.knative.dev/role=dispatcher", false, ""},
+			{"the broker's ingress", knative.Namespace, "eventing.knative.dev/brokerRole=ingress", false, ""},
+			{"the broker's filter", knative.Namespace, "eventing.knative.dev/brokerRole=filter", false, ""},
+			{"the Job's pod", deploy.JobNamespace, batchv1.JobNameLabel + "=", false, ""}, // + the run's Job
+			{"containerd, restarted", "", "", false, "containerd"},
+			{"the kubelet, restarted", "", "", false, "kubelet"},
 		} {
 			t.Run(fault.part, func(t *testing.T) {
 				r := request(30) // runs for seconds: the fault comes while it runs
@@ -581,15 +584,23 @@ func TestThePipelineOnKnative(t *testing.T) {
 					selector += running.Job
 				}
 				began := time.Now()
-				pods, err := k.admin.CoreV1().Pods(fault.namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
-				if err != nil {
-					t.Fatal(err)
-				}
-				for _, p := range pods.Items { // kubectl delete pod --force
-					_ = k.admin.CoreV1().Pods(fault.namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+				var killed []corev1.Pod
+				if fault.restart != "" { // systemctl restart, as on a node of a cluster
+					if err := k.node.Restart(ctx, fault.restart, nil); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					pods, err := k.admin.CoreV1().Pods(fault.namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, p := range pods.Items { // kubectl delete pod --force
+						_ = k.admin.CoreV1().Pods(fault.namespace).Delete(ctx, p.Name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+					}
+					killed = pods.Items
 				}
 				ended := k.waitEnded(t, r.EvalRequestID)
-				t.Logf("%s: %d pods killed; the run ended %s %q, %s after", fault.part, len(pods.Items), ended.Status, ended.Message,
+				t.Logf("%s: %d pods killed; the run ended %s %q, %s after", fault.part, len(killed), ended.Status, ended.Message,
 					time.Since(began).Round(time.Second))
 				switch {
 				case ended.Status == evalflow.StatusSucceeded:
