@@ -12,7 +12,7 @@ CACHE ?= $(HOME)/.cache/evalflow
 SHARED ?= $(abspath $(CURDIR)/../shared)
 export EVALFLOW_CACHE := $(CACHE)
 
-.PHONY: tidy-check run test bench bench-load bench-ui deps node-deps test-deps tools apt build vet fmt-check up clean images cluster-up node-up node-down knative-up deploy bench-knative
+.PHONY: release tidy-check run test bench bench-load bench-ui deps node-deps test-deps tools apt build vet fmt-check up clean images cluster-up node-up node-down knative-up deploy bench-knative
 
 ## run: evaluate the bundled tiny model on a small MMLU subset, end to end, locally
 run: deps build
@@ -171,26 +171,36 @@ node-down:
 cluster-up:
 	hack/kind-up.sh
 
-## deploy: evalflow on the cluster of the current kubectl context, which runs Knative
-## Serving and Eventing (local/deploy): registry, Redis, Secrets, RBAC, the broker,
-## each function built from its own directory by func deploy, the triggers and the
-## PingSource, each waited for; prints START_URL. REGISTRY=HOST[:PORT]/PREFIX is where
-## images go (the cluster's nodes pull from it); PLAIN_HTTP=1 where it speaks plain
-## HTTP, POD_REGISTRY=HOST[:PORT]/PREFIX where pods reach it by another name (kind's
-## kind-registry:5000). Without REGISTRY, on the node of make knative-up.
+## release: an evalflow release under REGISTRY=HOST[:PORT]/PREFIX (local/release):
+## every image evalflow runs (the five functions, the runner, the sandbox, Redis and
+## the results registry from Debian's programs), built without Docker and pushed, and
+## dist/evalflow.yaml, the manifest that installs it, every image by digest and no
+## Secret in it: bin/evalflow install -f dist/evalflow.yaml (docs/install.md). The
+## same commit gives the same digests and the same file. PLAIN_HTTP=1 where the
+## registry speaks plain HTTP; POD_REGISTRY=HOST[:PORT]/PREFIX where pods reach it by
+## another name; PLATFORM=os/arch of the nodes (default this machine's).
 REGISTRY ?=
 INGRESS_PORT ?=
 PLAIN_HTTP ?=
 POD_REGISTRY ?=
+PLATFORM ?=
+RELEASE_FLAGS = $(if $(PLAIN_HTTP),-plain-http) $(if $(POD_REGISTRY),-pod-registry $(POD_REGISTRY)) -sandbox-python $$(hack/install-sandbox-python.sh)
+release: deps build
+	@if [ -z "$(REGISTRY)" ]; then echo "make release: give REGISTRY=HOST[:PORT]/PREFIX"; exit 1; fi
+	go build -o $(BIN)/evalflow-release ./local/cmd/evalflow-release
+	$(BIN)/evalflow-release -registry $(REGISTRY) $(RELEASE_FLAGS) $(if $(PLATFORM),-platform $(PLATFORM)) -out dist/evalflow.yaml
+
+## deploy: the developer's shortcut: a release of the checkout built and installed at
+## once (local/deploy) on the cluster of the current kubectl context, which runs
+## Knative Serving and Eventing; prints START_URL and an operator's token. With
+## REGISTRY (and PLAIN_HTTP, POD_REGISTRY) as for make release; without it, on the
+## node of make knative-up. The benchmark data is published beside the images.
 deploy: deps build
-	@hack/install-func.sh >/dev/null
 	go build -o $(BIN)/evalflow-deploy ./local/cmd/evalflow-deploy
 	@if [ -n "$(REGISTRY)" ]; then \
-	  $(MAKE) --no-print-directory images IMAGE_REGISTRY=$(REGISTRY) && \
-	  $(BIN)/evalflow-deploy -func $$(hack/install-func.sh) -registry $(REGISTRY) -ingress-port "$(INGRESS_PORT)" -data $(SHARED)/datasets \
-	    $(if $(PLAIN_HTTP),-plain-http) $(if $(POD_REGISTRY),-pod-registry $(POD_REGISTRY)); \
+	  $(BIN)/evalflow-deploy -registry $(REGISTRY) $(RELEASE_FLAGS) -ingress-port "$(INGRESS_PORT)" -data $(SHARED)/datasets; \
 	elif [ -f $(NODE_DIR)/ingress.json ]; then \
-	  $(BIN)/evalflow-deploy -func $$(hack/install-func.sh) -node $(NODE_DIR) -data $(SHARED)/datasets; \
+	  $(BIN)/evalflow-deploy -node $(NODE_DIR) -sandbox-python $$(hack/install-sandbox-python.sh) -data $(SHARED)/datasets; \
 	else echo "make deploy: give REGISTRY=HOST[:PORT]/PREFIX for the current kubectl context, or run make knative-up first"; exit 1; fi
 
 ## images: the engines' container images, tagged as shared/engines/registry.json names

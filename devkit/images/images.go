@@ -5,6 +5,7 @@ package images
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"io/fs"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
@@ -44,6 +46,8 @@ type Spec struct {
 	// owned by root) is a layer under the binary's: the sandbox's Debian python3
 	// (hack/install-sandbox-python.sh).
 	Root string
+	// Env adds NAME=VALUE settings to the image's environment.
+	Env []string
 }
 
 // Build makes the image without a Docker engine: the base (Base), the binary's
@@ -70,7 +74,7 @@ func Build(s Spec) (v1.Image, error) {
 	if img, err = appendLayer(img, []file{{name: s.Path[1:], mode: 0o755, body: bin}}); err != nil {
 		return nil, err
 	}
-	return configure(img, func(c *v1.Config) { c.Entrypoint = []string{s.Path} })
+	return configure(img, func(c *v1.Config) { c.Entrypoint = []string{s.Path}; c.Env = append(c.Env, s.Env...) })
 }
 
 // Base is evalflow's minimal base image for a platform: one layer the project builds
@@ -128,6 +132,24 @@ func Push(img v1.Image, ref string) (v1.Hash, error) {
 		return v1.Hash{}, fmt.Errorf("images: %s: %w", ref, err)
 	}
 	if err := remote.Write(r, img); err != nil {
+		return v1.Hash{}, fmt.Errorf("images: push %s: %w", ref, err)
+	}
+	return img.Digest()
+}
+
+// PushTo writes img to ref (HOST[:PORT]/REPOSITORY:TAG), over plain HTTP when
+// plainHTTP, else over TLS with the credentials this machine's Docker config holds for
+// the registry (docker login), if any.
+func PushTo(ctx context.Context, img v1.Image, ref string, plainHTTP bool) (v1.Hash, error) {
+	var opts []name.Option
+	if plainHTTP {
+		opts = append(opts, name.Insecure)
+	}
+	r, err := name.ParseReference(ref, opts...)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("images: %s: %w", ref, err)
+	}
+	if err := remote.Write(r, img, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
 		return v1.Hash{}, fmt.Errorf("images: push %s: %w", ref, err)
 	}
 	return img.Digest()

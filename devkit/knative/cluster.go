@@ -170,15 +170,63 @@ func (c *Cluster) Get(ctx context.Context, apiVersion, kind, namespace, name str
 	return ri.Get(ctx, name, metav1.GetOptions{})
 }
 
+// Delete deletes each object, in order, its dependents after it (background
+// propagation); one that is absent, or whose kind the cluster does not serve, is gone
+// already.
+func (c *Cluster) Delete(ctx context.Context, objs ...*unstructured.Unstructured) error {
+	for _, obj := range objs {
+		gvk := obj.GroupVersionKind()
+		ri, err := c.resource(gvk.GroupKind(), gvk.Version, obj.GetNamespace())
+		if meta.IsNoMatchError(err) {
+			continue
+		}
+		if err == nil {
+			err = ri.Delete(ctx, obj.GetName(), metav1.DeleteOptions{})
+		}
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("knative: delete %s %s/%s: %w", gvk.Kind, obj.GetNamespace(), obj.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// Gone waits until none of objs exists, naming those that still do when within runs
+// out.
+func (c *Cluster) Gone(ctx context.Context, within time.Duration, objs ...*unstructured.Unstructured) error {
+	return c.until(ctx, within, "gone", objs, func(obj *unstructured.Unstructured) string {
+		gvk := obj.GroupVersionKind()
+		ri, err := c.resource(gvk.GroupKind(), gvk.Version, obj.GetNamespace())
+		if meta.IsNoMatchError(err) {
+			return ""
+		}
+		if err == nil {
+			_, err = ri.Get(ctx, obj.GetName(), metav1.GetOptions{})
+		}
+		if apierrors.IsNotFound(err) {
+			return ""
+		}
+		if err != nil {
+			return err.Error()
+		}
+		return "still there"
+	})
+}
+
 // Ready waits until each object is Ready as Knative and Kubernetes say it: its
 // Ready condition True (Knative's kinds) or, for a Deployment, Available, for the
 // generation it has now. It names those that are not when within runs out, with why.
 func (c *Cluster) Ready(ctx context.Context, within time.Duration, objs ...*unstructured.Unstructured) error {
+	return c.until(ctx, within, "ready", objs, func(obj *unstructured.Unstructured) string { return c.notReady(ctx, obj) })
+}
+
+// until asks not of each object every second until it says "" for all, and names
+// those it says why of when within runs out.
+func (c *Cluster) until(ctx context.Context, within time.Duration, what string, objs []*unstructured.Unstructured, not func(*unstructured.Unstructured) string) error {
 	deadline := time.Now().Add(within)
 	for {
 		var waiting []string
 		for _, obj := range objs {
-			if why := c.notReady(ctx, obj); why != "" {
+			if why := not(obj); why != "" {
 				waiting = append(waiting, fmt.Sprintf("%s %s/%s (%s)", obj.GetKind(), obj.GetNamespace(), obj.GetName(), why))
 			}
 		}
@@ -186,7 +234,7 @@ func (c *Cluster) Ready(ctx context.Context, within time.Duration, objs ...*unst
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("knative: not ready within %s: %s", within, strings.Join(waiting, "; "))
+			return fmt.Errorf("knative: not %s within %s: %s", what, within, strings.Join(waiting, "; "))
 		}
 		select {
 		case <-ctx.Done():

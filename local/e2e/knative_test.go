@@ -36,6 +36,7 @@ import (
 	"github.com/evalflow/evalflow/devkit/knative"
 	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/local/deploy"
+	"github.com/evalflow/evalflow/local/release"
 	"github.com/evalflow/evalflow/runner/sandbox"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/cloudevent"
@@ -69,7 +70,6 @@ type onKnative struct {
 
 func setUpKnative(t *testing.T) *onKnative {
 	t.Helper()
-	fn := testserver.FuncCLI(t)
 	o := setUpNode(t)
 	testserver.KnativeEventing(t, o.node)
 	in := testserver.KnativeServing(t, o.node)
@@ -84,8 +84,9 @@ func setUpKnative(t *testing.T) *onKnative {
 		t.Fatal(err)
 	}
 	// A stalled run is driven after 20 s, not 2 minutes: the chaos below loses events.
-	cfg := deploy.Config{Root: testserver.RepoRoot(), Func: fn, Log: &testLog{t: t},
-		Env: map[string][]string{"deploy": o.env, "job-watch": {"EVALFLOW_DRIVE_AFTER=20s"}}}
+	// make deploy's path: a release of the checkout (every image by digest), installed.
+	cfg := deploy.Config{Log: &testLog{t: t}, Release: release.Config{Root: testserver.RepoRoot(), SandboxPython: testserver.SandboxPython(t),
+		Env: map[string][]string{"deploy": o.env, "job-watch": {"EVALFLOW_DRIVE_AFTER=20s"}}}}
 	if err := deploy.OnNode(&cfg, o.node, in); err != nil {
 		t.Fatal(err)
 	}
@@ -293,27 +294,23 @@ func TestThePipelineOnKnative(t *testing.T) {
 			}
 		}
 	})
-	t.Run("each function's image is built for the node's platform alone", func(t *testing.T) {
+	t.Run("each function runs the release's image of it: by digest, built for the node's platform", func(t *testing.T) {
 		for _, step := range evalflow.Steps {
-			image := k.images[string(step.ID)]
+			image := k.images["evalflow-"+string(step.ID)]
 			ref, err := name.ParseReference(image, name.Insecure)
-			if err != nil {
-				t.Fatalf("%s: image %q: %v", step.ID, image, err)
+			if _, pinned := ref.(name.Digest); err != nil || !pinned {
+				t.Fatalf("%s: image %q is not named by digest (%v)", step.ID, image, err)
 			}
-			index, err := remote.Index(ref, remote.WithContext(ctx))
+			img, err := remote.Image(ref, remote.WithContext(ctx))
 			if err != nil {
 				t.Fatalf("%s: %s: %v", step.ID, image, err)
 			}
-			m, err := index.IndexManifest()
+			cfg, err := img.ConfigFile()
 			if err != nil {
 				t.Fatal(err)
 			}
-			var platforms []string
-			for _, d := range m.Manifests {
-				platforms = append(platforms, d.Platform.String())
-			}
-			if want := "linux/" + runtime.GOARCH; !slices.Equal(platforms, []string{want}) {
-				t.Errorf("%s: %s holds %v, want %s alone", step.ID, image, platforms, want)
+			if got, want := cfg.OS+"/"+cfg.Architecture, "linux/"+runtime.GOARCH; got != want || cfg.Config.Entrypoint[0] != "/evalflow-"+string(step.ID) {
+				t.Errorf("%s: %s is for %s, runs %v; want %s, /evalflow-%s", step.ID, image, got, cfg.Config.Entrypoint, want, step.ID)
 			}
 		}
 	})

@@ -31,7 +31,7 @@ import (
 
 	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/local/broker"
-	"github.com/evalflow/evalflow/local/deploy"
+	"github.com/evalflow/evalflow/local/install"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/kube"
 )
@@ -401,10 +401,10 @@ func TestRedisAsksEveryClientForItsPassword(t *testing.T) {
 	}
 	var mounted bool
 	for _, v := range redis.Spec.Template.Spec.Volumes {
-		mounted = mounted || (v.Secret != nil && v.Secret.SecretName == deploy.RedisSecret)
+		mounted = mounted || (v.Secret != nil && v.Secret.SecretName == install.RedisSecret)
 	}
 	if !mounted {
-		t.Errorf("redis does not mount the Secret %s", deploy.RedisSecret)
+		t.Errorf("redis does not mount the Secret %s", install.RedisSecret)
 	}
 	files, _ := filepath.Glob(filepath.Join(root, "functions", "*", "func.yaml"))
 	for _, f := range files {
@@ -421,8 +421,8 @@ func TestRedisAsksEveryClientForItsPassword(t *testing.T) {
 				password = e.Value
 			}
 		}
-		if password != "{{ secret:"+deploy.RedisSecret+":password }}" {
-			t.Errorf("%s gives REDIS_PASSWORD %q; want it from the Secret %s", f, password, deploy.RedisSecret)
+		if password != "{{ secret:"+install.RedisSecret+":password }}" {
+			t.Errorf("%s gives REDIS_PASSWORD %q; want it from the Secret %s", f, password, install.RedisSecret)
 		}
 	}
 }
@@ -481,7 +481,7 @@ func TestTheTickMadeOnDemandIsTheManifests(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	made := kube.PingSource(evalflow.Tick, deploy.Namespace).Object
+	made := kube.PingSource(evalflow.Tick, install.Namespace).Object
 	a, _ := json.Marshal(file)
 	b, _ := json.Marshal(made)
 	if !bytes.Equal(a, b) {
@@ -520,7 +520,7 @@ func TestOnlyTheBrokerDeliversAndOnlyEvalflowPosts(t *testing.T) {
 		}
 	}
 	audienceOf := func(d *duckv1.Destination) string {
-		return "serving.knative.dev/service/" + deploy.Namespace + "/" + d.Ref.Name
+		return "serving.knative.dev/service/" + install.Namespace + "/" + d.Ref.Name
 	}
 	ctx := featureContext(t)
 	for name, doc := range documents(t, "triggers/*.yaml") {
@@ -553,7 +553,7 @@ func TestOnlyTheBrokerDeliversAndOnlyEvalflowPosts(t *testing.T) {
 		strict(t, doc, &b)
 		brokerName = b.Name
 	}
-	if got, want := env["evalflow-deploy"]["EVALFLOW_JOB_CALLBACK_AUDIENCE"], "eventing.knative.dev/broker/"+deploy.Namespace+"/"+brokerName; got != want {
+	if got, want := env["evalflow-deploy"]["EVALFLOW_JOB_CALLBACK_AUDIENCE"], "eventing.knative.dev/broker/"+install.Namespace+"/"+brokerName; got != want {
 		t.Errorf("Jobs report for audience %q; want the broker's, %s", got, want)
 	}
 	for _, doc := range documents(t, "eventing/eventpolicy.yaml") {
@@ -568,7 +568,7 @@ func TestOnlyTheBrokerDeliversAndOnlyEvalflowPosts(t *testing.T) {
 				from = append(from, *f.Sub)
 			}
 		}
-		want := []string{"system:serviceaccount:" + deploy.Namespace + ":*", "system:serviceaccount:" + env["evalflow-deploy"]["EVALFLOW_JOB_NAMESPACE"] + ":*"}
+		want := []string{"system:serviceaccount:" + install.Namespace + ":*", "system:serviceaccount:" + env["evalflow-deploy"]["EVALFLOW_JOB_NAMESPACE"] + ":*"}
 		if !slices.Equal(from, want) || len(p.Spec.From) != len(want) {
 			t.Errorf("EventPolicy %s lets %v post; want %v", p.Name, from, want)
 		}

@@ -81,13 +81,46 @@ func Parse(b []byte) (*Registry, error) {
 
 // PulledFrom is e with its image under registry (HOST[:PORT]/PATH, where make images
 // pushes it): the image's last path element and tag kept. An empty registry is e.
-func (e *Engine) PulledFrom(registry string) *Engine {
+func (e *Engine) PulledFrom(registry string, digests map[string]string) *Engine {
 	if registry == "" {
 		return e
 	}
 	moved := *e
-	moved.Image = Under(registry, e.Image)
+	moved.Image = Pinned(registry, e.Image, digests)
 	return &moved
+}
+
+// Pinned is image under registry (Under), by digest where digests (an image's
+// repository name, its last path element, → sha256:…) names one: a release's
+// images, pulled as they were built.
+func Pinned(registry, image string, digests map[string]string) string {
+	ref := Under(registry, image)
+	if registry == "" {
+		return ref
+	}
+	repo, _, _ := strings.Cut(path.Base(image), ":")
+	if d, ok := digests[repo]; ok {
+		return strings.TrimSuffix(registry, "/") + "/" + repo + "@" + d
+	}
+	return ref
+}
+
+// ParseDigests reads a list of pinned images, "NAME@sha256:HEX,…" (NAME an image's
+// repository name), as Pinned takes it.
+func ParseDigests(list string) (map[string]string, error) {
+	digests := map[string]string{}
+	for _, item := range strings.Split(list, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		repo, d, ok := strings.Cut(item, "@")
+		hex, sha := strings.CutPrefix(d, "sha256:")
+		if !ok || repo == "" || strings.Contains(repo, "/") || !sha || len(hex) != 64 || strings.Trim(hex, "0123456789abcdef") != "" {
+			return nil, fmt.Errorf("%q: want NAME@sha256:<64 hex digits>", item)
+		}
+		digests[repo] = d
+	}
+	return digests, nil
 }
 
 // Under is image pulled from under registry (HOST[:PORT]/PATH): its last path element

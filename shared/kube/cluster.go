@@ -37,6 +37,9 @@ type Options struct {
 	// Images, when set, is the registry prefix (HOST[:PORT]/PATH) Jobs pull the
 	// engines' images from instead of the names the engine registry gives.
 	Images string
+	// Digests pins images under Images by digest: an image's repository name (its
+	// last path element, evalflow-runner) → sha256:… (a release's, EVALFLOW_JOB_IMAGE_DIGESTS).
+	Digests map[string]string
 	// StuckAfter is how long a pod may wait for an image or a node before its Job is
 	// taken as one that will not run (default DefaultStuckAfter).
 	StuckAfter time.Duration
@@ -418,10 +421,10 @@ func (c *Cluster) Create(ctx context.Context, spec evalflow.JobSpec, secrets eva
 	}
 	if spec.Sandbox != nil {
 		sb := *spec.Sandbox
-		sb.Image = engines.Under(c.opts.Images, SandboxImage)
+		sb.Image = engines.Pinned(c.opts.Images, SandboxImage, c.opts.Digests)
 		spec.Sandbox = &sb
 	}
-	objs, err := Build(spec, e.PulledFrom(c.opts.Images).WithResources(c.opts.Resources[e.Name]), c.Namespace, secrets)
+	objs, err := Build(spec, e.PulledFrom(c.opts.Images, c.opts.Digests).WithResources(c.opts.Resources[e.Name]), c.Namespace, secrets)
 	if err != nil {
 		return err
 	}

@@ -147,6 +147,45 @@ func TestAgainstARealAPIServer(t *testing.T) {
 		}
 	})
 
+	t.Run("a release's Jobs pull the runner and the sandbox by the digests the release pinned", func(t *testing.T) {
+		testserver.Namespace(t, admin, "pinned")
+		runner, sandbox := "sha256:"+strings.Repeat("1a", 32), "sha256:"+strings.Repeat("2b", 32)
+		digests, err := engines.ParseDigests("evalflow-runner@" + runner + ", evalflow-sandbox@" + sandbox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := &Pool{Options: Options{Images: "registry.evalflow.svc:5000/evalflow", Digests: digests}}
+		c, err := pool.Connect(k.Kubeconfig(k.Admin.Token, "pinned"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := evalflow.NewRun(evalflow.Request{EvalRequestID: "11111111-2222-4333-8444-777777777777", ModelName: "m", BaseURL: "http://model:8000/v1",
+			Datasets: []evalflow.DatasetSpec{{Name: "humaneval"}}}, time.Now())
+		r.Target = evalflow.TargetKubernetes
+		if err := c.Create(ctx, evalflow.NewJobSpec(r, evalflow.JobDefaults{CallbackURL: "http://broker", DeadlineSeconds: 3600}), evalflow.JobSecrets{APIKey: key}); err != nil {
+			t.Fatal(err)
+		}
+		jobs, err := admin.BatchV1().Jobs("pinned").List(ctx, metav1.ListOptions{})
+		if err != nil || len(jobs.Items) != 1 {
+			t.Fatalf("jobs %v: %v", jobs, err)
+		}
+		if got, want := jobs.Items[0].Spec.Template.Spec.Containers[0].Image, "registry.evalflow.svc:5000/evalflow/evalflow-runner@"+runner; got != want {
+			t.Errorf("the runner's image %q; want %q", got, want)
+		}
+		pod, err := admin.CoreV1().Pods("pinned").Get(ctx, evalflow.SandboxName(r.ID), metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := pod.Spec.Containers[0].Image, "registry.evalflow.svc:5000/evalflow/evalflow-sandbox@"+sandbox; got != want {
+			t.Errorf("the sandbox's image %q; want %q", got, want)
+		}
+		for _, bad := range []string{"evalflow-runner", "evalflow-runner@sha256:12", "a/b@" + runner, "evalflow-runner@md5:" + strings.Repeat("1a", 32)} {
+			if _, err := engines.ParseDigests(bad); err == nil || !strings.Contains(err.Error(), bad) {
+				t.Errorf("ParseDigests(%q): %v; want an error quoting it", bad, err)
+			}
+		}
+	})
+
 	t.Run("a run that runs code: its sandbox objects, once under redelivery, go with the job", func(t *testing.T) {
 		testserver.Namespace(t, admin, "code")
 		c := connect(t, k.Kubeconfig(k.Admin.Token, "code"))

@@ -56,6 +56,9 @@ type Config struct {
 	// engines' images from, instead of the names the engine registry gives (make
 	// images pushes them there; make node-up to the node's registry).
 	JobImages string `env:"EVALFLOW_JOB_IMAGES"`
+	// JobImageDigests pins JobImages' images by digest, NAME@sha256:HEX,… (a release
+	// manifest's, make release).
+	JobImageDigests string `env:"EVALFLOW_JOB_IMAGE_DIGESTS"`
 	// StuckAfter is how long a Job's pod may wait for its image or a node before
 	// job-watch fails its run with the pod's reason.
 	StuckAfter time.Duration `env:"EVALFLOW_STUCK_AFTER, default=2m"`
@@ -159,12 +162,15 @@ func (e *Env) openClusters(c Config) error {
 			return fmt.Errorf("config EVALFLOW_JOB_RESOURCES: %w", err)
 		}
 	}
-	opts := kube.Options{Images: c.JobImages, StuckAfter: c.StuckAfter, Resources: resources}
+	digests, err := engines.ParseDigests(c.JobImageDigests)
+	if err != nil {
+		return fmt.Errorf("config EVALFLOW_JOB_IMAGE_DIGESTS: %w", err)
+	}
+	opts := kube.Options{Images: c.JobImages, Digests: digests, StuckAfter: c.StuckAfter, Resources: resources}
 	if err := opts.Validate(); err != nil {
 		return fmt.Errorf("config EVALFLOW_JOB_RESOURCES: %w", err)
 	}
 	e.clusters = kube.Pool{Options: opts}
-	var err error
 	if e.Network, err = netpolicy.Parse(c.BaseURLAllow, c.BaseURLDeny); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}

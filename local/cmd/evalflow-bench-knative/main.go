@@ -36,6 +36,7 @@ import (
 	"github.com/evalflow/evalflow/devkit/knative"
 	"github.com/evalflow/evalflow/devkit/node"
 	"github.com/evalflow/evalflow/local/deploy"
+	"github.com/evalflow/evalflow/local/install"
 	evalflow "github.com/evalflow/evalflow/shared"
 	"github.com/evalflow/evalflow/shared/auth"
 )
@@ -120,7 +121,7 @@ func connect(ctx context.Context, dir string) (*bench, error) {
 	if err != nil {
 		return nil, err
 	}
-	tokens, err := c.Kube.CoreV1().Secrets(deploy.Namespace).Get(ctx, deploy.TokensSecret, metav1.GetOptions{})
+	tokens, err := c.Kube.CoreV1().Secrets(deploy.Namespace).Get(ctx, install.TokensSecret, metav1.GetOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("the callers' tokens (make deploy first): %w", err)
 	}
@@ -271,7 +272,7 @@ func (b *bench) quickScaleDown(ctx context.Context) (func(), error) {
 
 // imageMB is the size of the function's image for this platform, as pulled.
 func (b *bench) imageMB(ctx context.Context, fn string) (float64, error) {
-	image, err := deploy.Image(ctx, b.cluster, fn)
+	image, err := install.Image(ctx, b.cluster, "evalflow-"+fn)
 	if err != nil {
 		return 0, err
 	}

@@ -5,7 +5,7 @@
 //	evalflow function NAME     serve one function (the stack starts these)
 //
 // and, for a running evalflow (api.go): submit, status, list, cancel, results, compare,
-// tasks.
+// tasks; for a cluster (install.go): install, uninstall.
 package main
 
 import (
@@ -65,6 +65,10 @@ func main() {
 		err = deadLetters(ctx, os.Args[2:])
 	case "tasks":
 		err = tasks(ctx, os.Args[2:])
+	case "install":
+		err = installCmd(ctx, os.Args[2:])
+	case "uninstall":
+		err = uninstallCmd(ctx, os.Args[2:])
 	default:
 		usage()
 	}
@@ -86,6 +90,8 @@ func usage() {
   compare    runs side by side, task by task, with a significance test
   tasks      what a run may name: datasets, lm-eval's tasks and groups (--expand: each group's tasks)
   deadletters  events Triggers could not deliver (an operator's: all; a caller's: its runs')
+  install    put a release manifest (make release) on a Knative cluster: -f evalflow.yaml
+  uninstall  take it off again, keeping the runs' data unless -delete-data
   publish-data, function NAME   (used by make node-up and the stack)
 evalflow COMMAND -h shows a command's flags.`)
 	os.Exit(2)

@@ -89,5 +89,5 @@ func run(engine, binary, registry string) error {
 	if err != nil {
 		return err
 	}
-	return push(img, e.PulledFrom(registry).Image)
+	return push(img, e.PulledFrom(registry, nil).Image)
 }

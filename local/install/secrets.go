@@ -1,4 +1,4 @@
-package deploy
+package install
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -19,15 +18,15 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
-// The stores evalflow runs on the cluster: Redis, the registry, and the Secrets they and the functions need.
+// The Secrets the release manifest refers to.
 
-// secrets creates what func.yaml refers to, where absent: the seal key
+// secrets creates what the manifest refers to, where absent: the seal key
 // (evalflow-seal), Redis' password and the config that sets it (evalflow-redis), the
 // registry's credentials and htpasswd (evalflow-registry), and
 // the callers' tokens file with an operator's token (evalflow-tokens, start's
 // EVALFLOW_TOKENS_FILE). Present ones are kept: runs sealed with a key stay readable,
 // and the operator's tokens stay theirs.
-func (d *deployer) secrets(ctx context.Context) error {
+func (i *installer) secrets(ctx context.Context) error {
 	key := make([]byte, 32)
 	password, redisPassword := make([]byte, 24), make([]byte, 24)
 	rand.Read(key)
@@ -47,19 +46,19 @@ func (d *deployer) secrets(ctx context.Context) error {
 	} {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: Namespace,
 			Labels: map[string]string{"app.kubernetes.io/part-of": "evalflow"}}, StringData: data}
-		_, err := d.cluster.Kube.CoreV1().Secrets(Namespace).Create(ctx, s, metav1.CreateOptions{FieldManager: "evalflow"})
+		_, err := i.cluster.Kube.CoreV1().Secrets(Namespace).Create(ctx, s, metav1.CreateOptions{FieldManager: "evalflow"})
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("secret %s: %w", name, err)
 		}
 	}
-	if err := d.cheapHtpasswd(ctx); err != nil {
+	if err := i.cheapHtpasswd(ctx); err != nil {
 		return err
 	}
-	tokens, err := d.cluster.Kube.CoreV1().Secrets(Namespace).Get(ctx, TokensSecret, metav1.GetOptions{})
+	tokens, err := i.cluster.Kube.CoreV1().Secrets(Namespace).Get(ctx, TokensSecret, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("secret %s: %w", TokensSecret, err)
 	}
-	d.operatorToken = auth.OperatorToken(tokens.Data["tokens"])
+	i.operatorToken = auth.OperatorToken(tokens.Data["tokens"])
 	return nil
 }
 
@@ -79,8 +78,8 @@ func htpasswdOf(password string) (string, error) {
 
 // cheapHtpasswd writes again, at htpasswdOf's cost, the htpasswd of a deployment made
 // with a costlier one (from its own password: nothing else changes).
-func (d *deployer) cheapHtpasswd(ctx context.Context) error {
-	secrets := d.cluster.Kube.CoreV1().Secrets(Namespace)
+func (i *installer) cheapHtpasswd(ctx context.Context) error {
+	secrets := i.cluster.Kube.CoreV1().Secrets(Namespace)
 	s, err := secrets.Get(ctx, registrySecret, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("secret %s: %w", registrySecret, err)
@@ -111,43 +110,21 @@ const RedisSecret = "evalflow-redis"
 // "TOKEN CALLER"; start reads it again when it changes.
 const TokensSecret = "evalflow-tokens"
 
-// stores brings up Redis and the results registry, with the images the config names.
-func (d *deployer) stores(ctx context.Context) error {
-	var objs []*unstructured.Unstructured
-	for file, image := range map[string]string{"eventing/redis.yaml": d.cfg.RedisImage, "eventing/registry.yaml": d.cfg.RegistryImage} {
-		o, err := d.manifests(file)
+// prepare readies objects before they are applied: the registry reads its htpasswd when
+// it starts, so its pods carry a digest of it, and a new one starts them again.
+func (i *installer) prepare(ctx context.Context, objs []*unstructured.Unstructured) error {
+	for _, obj := range objs {
+		if obj.GetKind() != "Deployment" || obj.GetNamespace() != Namespace || obj.GetName() != "registry" {
+			continue
+		}
+		s, err := i.cluster.Kube.CoreV1().Secrets(Namespace).Get(ctx, registrySecret, metav1.GetOptions{})
 		if err != nil {
+			return fmt.Errorf("secret %s: %w", registrySecret, err)
+		}
+		sum := sha256.Sum256(s.Data["htpasswd"])
+		if err := unstructured.SetNestedField(obj.Object, hex.EncodeToString(sum[:8]), "spec", "template", "metadata", "annotations", "evalflow.dev/htpasswd"); err != nil {
 			return err
 		}
-		for _, obj := range o {
-			if obj.GetKind() == "Deployment" && image != "" {
-				if err := setImage(obj, image); err != nil {
-					return err
-				}
-			}
-			if obj.GetKind() == "Deployment" && obj.GetName() == "registry" {
-				// The registry reads its htpasswd when it starts: a new one starts it again.
-				s, err := d.cluster.Kube.CoreV1().Secrets(Namespace).Get(ctx, registrySecret, metav1.GetOptions{})
-				if err != nil {
-					return fmt.Errorf("secret %s: %w", registrySecret, err)
-				}
-				sum := sha256.Sum256(s.Data["htpasswd"])
-				if err := unstructured.SetNestedField(obj.Object, hex.EncodeToString(sum[:8]), "spec", "template", "metadata", "annotations", "evalflow.dev/htpasswd"); err != nil {
-					return err
-				}
-			}
-		}
-		objs = append(objs, o...)
 	}
-	return d.put(ctx, 3*time.Minute, objs...)
-}
-
-// setImage sets the image of a Deployment's one container.
-func setImage(obj *unstructured.Unstructured, image string) error {
-	containers, _, _ := unstructured.NestedSlice(obj.Object, "spec", "template", "spec", "containers")
-	if len(containers) != 1 {
-		return fmt.Errorf("%s: want one container, have %d", obj.GetName(), len(containers))
-	}
-	containers[0].(map[string]any)["image"] = image
-	return unstructured.SetNestedSlice(obj.Object, containers, "spec", "template", "spec", "containers")
+	return nil
 }
