@@ -7,8 +7,9 @@
 # packages and two thirds of CoreDNS's (docs/ci.md). Builds what is missing of the
 # programs asked for, in one go build; prints the directory.
 #   hack/cluster-tools.sh [kube] [coredns] [traefik]     (none: all three)
-# kube: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and
-# kube-proxy (no Docker engine here, so no kind; ../shared/tools/node.md).
+# kube: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
+# kube-proxy, and kubectl, with which the release test applies the release manifest
+# as a user would (no Docker engine here, so no kind; ../shared/tools/node.md).
 set -euo pipefail
 K8S=${KUBE_VERSION:-1.34.4}
 ETCD=${ETCD_VERSION:-3.6.5}
@@ -16,7 +17,7 @@ COREDNS=${COREDNS_VERSION:-1.12.4}
 TRAEFIK=${TRAEFIK_VERSION:-3.6.12}
 CACHE=${EVALFLOW_CACHE:-$HOME/.cache/evalflow}
 DIR="$CACHE/cluster-k8s-v$K8S-etcd-v$ETCD-coredns-v$COREDNS-traefik-v$TRAEFIK"
-KUBE_CMDS="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy"
+KUBE_CMDS="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl"
 bins=""
 for w in ${*:-kube coredns traefik}; do
   case $w in
@@ -75,6 +76,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
 	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO

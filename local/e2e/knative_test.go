@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -34,6 +35,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/evalflow/evalflow/devkit/knative"
+	"github.com/evalflow/evalflow/devkit/localserver"
 	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/local/deploy"
 	"github.com/evalflow/evalflow/local/release"
@@ -62,8 +64,10 @@ type onKnative struct {
 	// private is the ingress's cluster-local entrypoint (HOST:PORT, a Service named
 	// by Host), which pods reach at the node's address.
 	private string
-	// images maps each function to the image it runs.
-	images map[string]string
+	// images maps each function's Service to the image it runs; manifest is the
+	// release manifest deployed.
+	images   map[string]string
+	manifest []byte
 	// pythonImage is the image of pythonPod's pods, once built.
 	pythonImage string
 }
@@ -108,7 +112,7 @@ func setUpKnative(t *testing.T) *onKnative {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("GET /evals without a token: %d; want 401", resp.StatusCode)
 	}
-	k := &onKnative{onNode: o, start: d.StartURL, images: d.Images, client: clusterClient(o.node.DNS, d.OperatorToken),
+	k := &onKnative{onNode: o, start: d.StartURL, images: d.Images, manifest: d.Manifest, client: clusterClient(o.node.DNS, d.OperatorToken),
 		broker: "http://broker-ingress.knative-eventing.svc.cluster.local/evalflow/evalflow", private: in.Private,
 		brokerClient: clusterClient(o.node.DNS, testserver.AccountToken(t, o.admin, deploy.Namespace, "evalflow-e2e", brokerAudience))}
 	k.keepLogs(t)
@@ -663,6 +667,81 @@ func TestThePipelineOnKnative(t *testing.T) {
 			}
 		}
 	})
+	t.Run("uninstalled, nothing of evalflow is left; the manifest applied with kubectl and installed again runs a run", func(t *testing.T) {
+		k.uninstallAndInstallAgain(t, request(2))
+	})
+}
+
+// uninstallAndInstallAgain takes evalflow off the node as a user does (evalflow
+// uninstall -delete-data), checks nothing of it is left but Knative's own settings,
+// then applies the release manifest with kubectl, lets evalflow install make its
+// Secrets and wait, and POSTs req to the new START_URL: it succeeds.
+func (k *onKnative) uninstallAndInstallAgain(t *testing.T, req evalflow.Request) {
+	ctx := context.Background()
+	manifest := filepath.Join(t.TempDir(), "evalflow.yaml")
+	if err := os.WriteFile(manifest, k.manifest, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	evalflowCmd := testserver.Build(t, "github.com/evalflow/evalflow/local/cmd/evalflow")
+	run := func(name string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s%s", filepath.Base(name), args, err, out, stderr.Bytes())
+		}
+		return string(out)
+	}
+	started := time.Now()
+	run(evalflowCmd, "uninstall", "-f", manifest, "-kubeconfig", k.node.Kubeconfig, "-delete-data")
+	t.Logf("uninstalled in %s", time.Since(started).Round(time.Second))
+	for _, ns := range []string{deploy.Namespace, deploy.JobNamespace} {
+		if _, err := k.admin.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("namespace %s is still there: %v", ns, err)
+		}
+	}
+	partOf := metav1.ListOptions{LabelSelector: "app.kubernetes.io/part-of=evalflow"}
+	roles, err1 := k.admin.RbacV1().ClusterRoles().List(ctx, partOf)
+	bindings, err2 := k.admin.RbacV1().ClusterRoleBindings().List(ctx, partOf)
+	if err := errors.Join(err1, err2); err != nil || len(roles.Items)+len(bindings.Items) != 0 {
+		t.Errorf("evalflow's cluster roles or bindings are left: %v, %v (%v)", roles, bindings, err)
+	}
+	if _, err := k.admin.CoreV1().ConfigMaps(knative.Namespace).Get(ctx, "config-features", metav1.GetOptions{}); err != nil {
+		t.Errorf("uninstall took Knative's feature flags: %v", err)
+	}
+
+	started = time.Now()
+	kubectl := filepath.Join(localserver.KubeBinDir(), "kubectl")
+	run(kubectl, "--kubeconfig", k.node.Kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", manifest)
+	out := run(evalflowCmd, "install", "-f", manifest, "-kubeconfig", k.node.Kubeconfig, "-ingress-port", portOf(strings.TrimPrefix(k.start, "http://")))
+	t.Logf("installed again in %s:\n%s", time.Since(started).Round(time.Second), out)
+	var startURL, token string
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, "START_URL="); ok {
+			startURL = v
+		} else if v, ok := strings.CutPrefix(line, "OPERATOR_TOKEN="); ok {
+			token = v
+		}
+	}
+	if startURL != k.start || token == "" || token == k.client.Transport.(bearer).token {
+		t.Fatalf("installed again: START_URL %q (was %q), a new operator's token %v", startURL, k.start, token != "")
+	}
+	again := *k
+	again.client = clusterClient(k.node.DNS, token)
+	body, _ := json.Marshal(req)
+	resp, err := again.client.Post(startURL+"/evals/start", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST %s/evals/start: %d", startURL, resp.StatusCode)
+	}
+	if r := again.waitEnded(t, req.EvalRequestID); r.Status != evalflow.StatusSucceeded {
+		t.Fatalf("the run on evalflow installed again ended %s: %s", r.Status, r.Message)
+	}
 }
 
 // trigger adds a Trigger on evalflow's broker that sends what filters lets through
