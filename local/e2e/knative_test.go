@@ -66,8 +66,10 @@ type onKnative struct {
 	private string
 	// images maps each function's Service to the image it runs; manifest is the
 	// release manifest deployed.
-	images   map[string]string
-	manifest []byte
+	images, revisions map[string]string
+	manifest          []byte
+	// deployed is the deploy's configuration, for an upgrade.
+	deployed deploy.Config
 	// pythonImage is the image of pythonPod's pods, once built.
 	pythonImage string
 }
@@ -112,7 +114,7 @@ func setUpKnative(t *testing.T) *onKnative {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("GET /evals without a token: %d; want 401", resp.StatusCode)
 	}
-	k := &onKnative{onNode: o, start: d.StartURL, images: d.Images, manifest: d.Manifest, client: clusterClient(o.node.DNS, d.OperatorToken),
+	k := &onKnative{onNode: o, start: d.StartURL, images: d.Images, revisions: d.Revisions, manifest: d.Manifest, deployed: cfg, client: clusterClient(o.node.DNS, d.OperatorToken),
 		broker: "http://broker-ingress.knative-eventing.svc.cluster.local/evalflow/evalflow", private: in.Private,
 		brokerClient: clusterClient(o.node.DNS, testserver.AccountToken(t, o.admin, deploy.Namespace, "evalflow-e2e", brokerAudience))}
 	k.keepLogs(t)
@@ -609,29 +611,68 @@ func TestThePipelineOnKnative(t *testing.T) {
 				case ended.Status != evalflow.StatusFailed || ended.Message == "":
 					t.Fatalf("the run ended %s %q; want it succeeded, or failed saying why", ended.Status, ended.Message)
 				}
-				if n := k.jobsNamed(t, deploy.JobNamespace, ended.Job); n != 1 {
-					t.Errorf("%d Jobs of the run", n)
-				}
-				// Each step told the caller it succeeded once at most (a copy has the same id).
-				if ended.Status == evalflow.StatusSucceeded {
-					k.wantNotified(t, caller, ended.ID)
-				}
-				done := map[evalflow.StepID]map[string]bool{}
-				for _, ev := range caller.Got("/") {
-					var note evalflow.Notification
-					if json.Unmarshal(ev.Data(), &note) == nil && note.RunID == ended.ID && note.Status == evalflow.NoteSucceeded {
-						if done[note.Step] == nil {
-							done[note.Step] = map[string]bool{}
-						}
-						done[note.Step][ev.ID()] = true
-					}
-				}
-				for step, ids := range done {
-					if len(ids) != 1 {
-						t.Errorf("%s succeeded %d times", step, len(ids))
-					}
-				}
+				k.wantDoneOnce(t, caller, ended)
 			})
+		}
+	})
+
+	t.Run("upgraded with ten runs in flight: each ends succeeded, once; a run of the old release stays readable", func(t *testing.T) {
+		var ids []string
+		for range 10 {
+			r := request(4)
+			body, _ := json.Marshal(r)
+			resp, err := k.client.Post(k.start+"/evals/start", "application/json", bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				t.Fatalf("POST: %d", resp.StatusCode)
+			}
+			ids = append(ids, r.EvalRequestID)
+		}
+		// Another build: the same checkout stamped with another version gives other
+		// binaries, so every image and revision is new.
+		cfg := k.deployed
+		cfg.Release.Version = "upgrade-" + uuid.NewString()[:8]
+		began := time.Now()
+		d, err := deploy.Deploy(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inFlight := 0
+		for _, id := range ids {
+			if r := k.get(t, id); r != nil && !r.Status.Terminal() {
+				inFlight++
+			}
+		}
+		t.Logf("upgraded in %s; %d of the runs still in flight then", time.Since(began).Round(time.Second), inFlight)
+		for svc, image := range d.Images {
+			if image == k.images[svc] || d.Revisions[svc] == k.revisions[svc] {
+				t.Errorf("%s still runs %s (%s) after the upgrade", svc, image, d.Revisions[svc])
+			}
+		}
+		k.images, k.revisions, k.manifest = d.Images, d.Revisions, d.Manifest
+		for _, id := range ids {
+			r := k.waitEnded(t, id)
+			if r.Status != evalflow.StatusSucceeded {
+				t.Errorf("run %s across the upgrade ended %s: %s", id, r.Status, r.Message)
+				continue
+			}
+			k.wantDoneOnce(t, caller, r)
+		}
+		t.Logf("the ten runs ended %s after the upgrade began", time.Since(began).Round(time.Second))
+		old := k.get(t, posted.EvalRequestID)
+		if old == nil || old.Status != evalflow.StatusSucceeded || old.Summary == nil {
+			t.Fatalf("the first run, sealed by the old release, reads %+v", old)
+		}
+		resp, err := k.client.Get(k.start + "/evals/" + posted.EvalRequestID + "/results.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("the first run's results.json after the upgrade: %d", resp.StatusCode)
 		}
 	})
 
@@ -678,7 +719,12 @@ func TestThePipelineOnKnative(t *testing.T) {
 // Secrets and wait, and POSTs req to the new START_URL: it succeeds.
 func (k *onKnative) uninstallAndInstallAgain(t *testing.T, req evalflow.Request) {
 	ctx := context.Background()
-	manifest := filepath.Join(t.TempDir(), "evalflow.yaml")
+	dir, err := os.MkdirTemp("", "evalflow-release") // kubectl -f takes a comma as a list's, and subtests' names have them
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	manifest := filepath.Join(dir, "evalflow.yaml")
 	if err := os.WriteFile(manifest, k.manifest, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -741,6 +787,34 @@ func (k *onKnative) uninstallAndInstallAgain(t *testing.T, req evalflow.Request)
 	}
 	if r := again.waitEnded(t, req.EvalRequestID); r.Status != evalflow.StatusSucceeded {
 		t.Fatalf("the run on evalflow installed again ended %s: %s", r.Status, r.Message)
+	}
+}
+
+// wantDoneOnce checks that run r, ended, had one Job, and that each step told the
+// caller it succeeded once at most (a copy has the same id); a succeeded run, every
+// step.
+func (k *onKnative) wantDoneOnce(t *testing.T, caller *testserver.Sink, r *evalflow.Run) {
+	t.Helper()
+	if n := k.jobsNamed(t, deploy.JobNamespace, r.Job); n != 1 {
+		t.Errorf("run %s: %d Jobs", r.ID, n)
+	}
+	if r.Status == evalflow.StatusSucceeded {
+		k.wantNotified(t, caller, r.ID)
+	}
+	done := map[evalflow.StepID]map[string]bool{}
+	for _, ev := range caller.Got("/") {
+		var note evalflow.Notification
+		if json.Unmarshal(ev.Data(), &note) == nil && note.RunID == r.ID && note.Status == evalflow.NoteSucceeded {
+			if done[note.Step] == nil {
+				done[note.Step] = map[string]bool{}
+			}
+			done[note.Step][ev.ID()] = true
+		}
+	}
+	for step, ids := range done {
+		if len(ids) != 1 {
+			t.Errorf("run %s: %s succeeded %d times", r.ID, step, len(ids))
+		}
 	}
 }
 

@@ -56,6 +56,9 @@ type Config struct {
 	// Data, when set, is a benchmark data directory published beside the images for
 	// the evaluation Jobs (EVALFLOW_DATA_ARTIFACT).
 	Data string
+	// Version is stamped into the binaries (evalflow.Version); default the checkout's
+	// git describe --always --dirty, or "dev" outside git.
+	Version string
 	// Env adds settings to functions: step (start, deploy, ...) → NAME=VALUE, after
 	// func.yaml's (a developer's deployment: shorter timers for a test).
 	Env map[string][]string
@@ -83,6 +86,7 @@ func (cfg *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&cfg.Platform, "platform", "", "the os/arch the cluster's nodes run (default: linux/ this machine's; make deploy: the nodes')")
 	fs.StringVar(&cfg.Root, "root", ".", "the checkout")
 	fs.StringVar(&cfg.Data, "data", "", "also publish this benchmark data directory for the evaluation Jobs")
+	fs.StringVar(&cfg.Version, "version", "", "the version stamped into the binaries (default: git describe --always --dirty)")
 	fs.StringVar(&cfg.SandboxPython, "sandbox-python", "", "Debian's python3 for the sandbox pod's image (hack/install-sandbox-python.sh)")
 }
 
@@ -103,6 +107,12 @@ func Build(ctx context.Context, cfg Config) (*Release, error) {
 		return nil, fmt.Errorf("release: a registry and the checkout are needed")
 	}
 	cfg = cfg.withDefaults()
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+		if out, err := exec.CommandContext(ctx, "git", "-C", cfg.Root, "describe", "--always", "--dirty").Output(); err == nil {
+			cfg.Version = strings.TrimSpace(string(out))
+		}
+	}
 	work, err := os.MkdirTemp("", "evalflow-release")
 	if err != nil {
 		return nil, err
@@ -223,7 +233,7 @@ func (b *builder) data(ctx context.Context) error {
 // symbol table: the same source gives the same binary.
 func (b *builder) goBuild(ctx context.Context, out, pkg, tags string) error {
 	goos, goarch, _ := strings.Cut(b.cfg.Platform, "/")
-	args := []string{"build", "-trimpath", "-ldflags=-s -w", "-o", out}
+	args := []string{"build", "-trimpath", "-ldflags=-s -w -X github.com/evalflow/evalflow/shared.Version=" + b.cfg.Version, "-o", out}
 	if tags != "" {
 		args = append(args, "-tags", tags)
 	}

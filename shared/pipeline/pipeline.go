@@ -138,7 +138,7 @@ func Open(ctx context.Context, step evalflow.StepID, cfg map[string]string) (*En
 		return nil, fmt.Errorf("%s: config: %w", step, err)
 	}
 	e := &Env{Step: step, Now: time.Now, turns: locker.New(), OTLPEndpoint: c.OTLPEndpoint,
-		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step))}
+		Log: evalflow.NewLogger(c.LogLevel).With("step", string(step), "version", evalflow.Version)}
 	e.announced, _ = lru.New[string, struct{}](4096) // only a size under 1 fails
 	if err := e.openClusters(c); err != nil {
 		return nil, fmt.Errorf("%s: %w", step, err)
