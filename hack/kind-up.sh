@@ -12,6 +12,7 @@
 # Not run on the project's machines (no Docker engine); the same Knative release
 # (v1.20 = knative.dev/eventing v0.50.0) runs on the project's own node in make test.
 set -euo pipefail
+KIND=${KIND_VERSION:-v0.33.0} # kind-config.yaml names its node image of Kubernetes 1.34
 KNATIVE=${KNATIVE_VERSION:-v1.20.0}
 KOURIER=${KOURIER_VERSION:-v1.20.0}
 REGISTRY_IMAGE=${REGISTRY_IMAGE:-docker.io/library/registry:2.8.3}
@@ -21,6 +22,7 @@ cd "$(dirname "$0")/.."
 for tool in docker kind kubectl; do
   command -v $tool >/dev/null || { echo "cluster-up needs $tool" >&2; exit 1; }
 done
+kind version | grep -q "kind $KIND " || echo "cluster-up: pinned to kind $KIND; this is $(kind version)" >&2
 
 if [ "$(docker inspect -f '{{.State.Running}}' $REG 2>/dev/null || true)" != true ]; then
   docker run -d --restart=always -p 127.0.0.1:5001:5000 --network bridge --name $REG "$REGISTRY_IMAGE"

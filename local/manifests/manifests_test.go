@@ -259,6 +259,11 @@ func TestKindConfigDecodesStrictly(t *testing.T) {
 	if c.Kind != "Cluster" || len(c.Nodes) == 0 || c.Nodes[0].Role != kindv1alpha4.ControlPlaneRole {
 		t.Fatalf("kind config: %+v", c)
 	}
+	for _, n := range c.Nodes { // pinned: kind's default node image moves with kind
+		if !strings.HasPrefix(n.Image, "kindest/node:v1.34.") || !strings.Contains(n.Image, "@sha256:") {
+			t.Errorf("kind node %s runs %q; want kindest/node:v1.34.x by digest", n.Role, n.Image)
+		}
+	}
 }
 
 func strict(t *testing.T, doc []byte, into any) {
