@@ -38,6 +38,7 @@ import (
 	"github.com/evalflow/evalflow/devkit/localserver"
 	"github.com/evalflow/evalflow/devkit/testserver"
 	"github.com/evalflow/evalflow/local/deploy"
+	"github.com/evalflow/evalflow/local/install"
 	"github.com/evalflow/evalflow/local/release"
 	"github.com/evalflow/evalflow/runner/sandbox"
 	evalflow "github.com/evalflow/evalflow/shared"
@@ -617,9 +618,17 @@ func TestThePipelineOnKnative(t *testing.T) {
 	})
 
 	t.Run("upgraded with ten runs in flight: each ends succeeded, once; a run of the old release stays readable", func(t *testing.T) {
+		// Another release, as make release builds it ahead: the same checkout stamped
+		// with another version gives other binaries, so every image and revision is new.
+		cfg := k.deployed.Release
+		cfg.Log, cfg.Version = &testLog{t: t}, "upgrade-"+uuid.NewString()[:8]
+		rel, err := release.Build(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
 		var ids []string
 		for range 10 {
-			r := request(4)
+			r := request(30) // runs for seconds: the upgrade comes while they run
 			body, _ := json.Marshal(r)
 			resp, err := k.client.Post(k.start+"/evals/start", "application/json", bytes.NewReader(body))
 			if err != nil {
@@ -631,28 +640,32 @@ func TestThePipelineOnKnative(t *testing.T) {
 			}
 			ids = append(ids, r.EvalRequestID)
 		}
-		// Another build: the same checkout stamped with another version gives other
-		// binaries, so every image and revision is new.
-		cfg := k.deployed
-		cfg.Release.Version = "upgrade-" + uuid.NewString()[:8]
+		inFlight := func() int {
+			n := 0
+			for _, id := range ids {
+				if r := k.get(t, id); r != nil && !r.Status.Terminal() {
+					n++
+				}
+			}
+			return n
+		}
+		before := inFlight()
+		if before < 5 {
+			t.Fatalf("%d of the ten runs in flight as the upgrade begins: nothing would be proved", before)
+		}
 		began := time.Now()
-		d, err := deploy.Deploy(ctx, cfg)
+		d, err := install.Install(ctx, install.Config{Kubeconfig: k.deployed.Kubeconfig, Manifest: rel.Manifest,
+			IngressPort: k.deployed.IngressPort, Log: &testLog{t: t}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		inFlight := 0
-		for _, id := range ids {
-			if r := k.get(t, id); r != nil && !r.Status.Terminal() {
-				inFlight++
-			}
-		}
-		t.Logf("upgraded in %s; %d of the runs still in flight then", time.Since(began).Round(time.Second), inFlight)
+		t.Logf("upgraded in %s with %d runs in flight; %d still in flight after", time.Since(began).Round(time.Second), before, inFlight())
 		for svc, image := range d.Images {
 			if image == k.images[svc] || d.Revisions[svc] == k.revisions[svc] {
 				t.Errorf("%s still runs %s (%s) after the upgrade", svc, image, d.Revisions[svc])
 			}
 		}
-		k.images, k.revisions, k.manifest = d.Images, d.Revisions, d.Manifest
+		k.images, k.revisions, k.manifest = d.Images, d.Revisions, rel.Manifest
 		for _, id := range ids {
 			r := k.waitEnded(t, id)
 			if r.Status != evalflow.StatusSucceeded {

@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/evalflow/evalflow/devkit/knative"
 )
@@ -79,7 +80,7 @@ var stages = []stage{
 	{what: "the broker", within: 2 * time.Minute, after: (*installer).asyncChannel,
 		kinds: []string{"eventing.knative.dev/Broker", "sources.knative.dev/SinkBinding", "eventing.knative.dev/EventPolicy"}},
 	{what: "the functions", within: 3 * time.Minute, kinds: []string{"serving.knative.dev/Service"}},
-	{what: "the triggers and the sources", within: 2 * time.Minute,
+	{what: "the triggers and the sources", within: 2 * time.Minute, after: (*installer).freshTokens,
 		kinds: []string{"eventing.knative.dev/Trigger", "sources.knative.dev/ApiServerSource", "sources.knative.dev/PingSource"}},
 }
 
@@ -195,6 +196,48 @@ func (i *installer) asyncChannel(ctx context.Context) error {
 	fmt.Fprintln(i.log, "install: restarting the in-memory channel's dispatcher for its async handler")
 	return i.restartPods(ctx, "knative-eventing", "messaging.knative.dev/channel=in-memory-channel,messaging.knative.dev/role=dispatcher")
 }
+
+// freshTokens restarts the broker's filter when a Trigger's OIDC account is younger
+// than a filter pod. The filter caches each Trigger account's token for 55 minutes,
+// keyed by the account's name (knative.dev/eventing pkg/auth OIDCTokenProvider): a
+// Trigger deleted and made again (an uninstall, then an install) gets a new account of
+// the same name, and until the cache let go the filter would deliver with the old
+// account's token, which the steps' TokenReview refuses (401) since that account is
+// gone. Found by the Knative test's install after an uninstall.
+func (i *installer) freshTokens(ctx context.Context) error {
+	const filter = "eventing.knative.dev/brokerRole=filter"
+	pods, err := i.cluster.Kube.CoreV1().Pods("knative-eventing").List(ctx, metav1.ListOptions{LabelSelector: filter})
+	if err != nil || len(pods.Items) == 0 {
+		return nil // not the MT channel broker's filter: its own way
+	}
+	oldest := time.Now()
+	for _, p := range pods.Items {
+		if p.Status.StartTime != nil && p.Status.StartTime.Time.Before(oldest) {
+			oldest = p.Status.StartTime.Time
+		}
+	}
+	triggers, err := i.cluster.Dynamic.Resource(triggerResource).Namespace(Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("triggers: %w", err)
+	}
+	for _, t := range triggers.Items {
+		account, _, _ := unstructured.NestedString(t.Object, "status", "auth", "serviceAccountName")
+		if account == "" {
+			continue
+		}
+		sa, err := i.cluster.Kube.CoreV1().ServiceAccounts(Namespace).Get(ctx, account, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("trigger %s's account: %w", t.GetName(), err)
+		}
+		if sa.CreationTimestamp.Time.After(oldest) {
+			fmt.Fprintf(i.log, "install: restarting the broker's filter: Trigger %s's account is newer than its tokens may be\n", t.GetName())
+			return i.restartPods(ctx, "knative-eventing", filter)
+		}
+	}
+	return nil
+}
+
+var triggerResource = schema.GroupVersionResource{Group: "eventing.knative.dev", Version: "v1", Resource: "triggers"}
 
 // restartPods deletes the pods selector selects, and waits until their Deployment's
 // new ones are Ready.
