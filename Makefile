@@ -178,17 +178,19 @@ cluster-up:
 ## Secret in it: bin/evalflow install -f dist/evalflow.yaml (docs/install.md). The
 ## same commit gives the same digests and the same file. PLAIN_HTTP=1 where the
 ## registry speaks plain HTTP; POD_REGISTRY=HOST[:PORT]/PREFIX where pods reach it by
-## another name; PLATFORM=os/arch of the nodes (default this machine's).
+## another name; PLATFORM=os/arch of the nodes (default this machine's); DATA=DIR the
+## benchmark data published beside the images for the Jobs (default ../shared/datasets).
 REGISTRY ?=
 INGRESS_PORT ?=
 PLAIN_HTTP ?=
 POD_REGISTRY ?=
 PLATFORM ?=
+DATA ?= $(SHARED)/datasets
 RELEASE_FLAGS = $(if $(PLAIN_HTTP),-plain-http) $(if $(POD_REGISTRY),-pod-registry $(POD_REGISTRY)) -sandbox-python $$(hack/install-sandbox-python.sh)
 release: deps build
 	@if [ -z "$(REGISTRY)" ]; then echo "make release: give REGISTRY=HOST[:PORT]/PREFIX"; exit 1; fi
 	go build -o $(BIN)/evalflow-release ./local/cmd/evalflow-release
-	$(BIN)/evalflow-release -registry $(REGISTRY) $(RELEASE_FLAGS) $(if $(PLATFORM),-platform $(PLATFORM)) -out dist/evalflow.yaml
+	$(BIN)/evalflow-release -registry $(REGISTRY) $(RELEASE_FLAGS) $(if $(PLATFORM),-platform $(PLATFORM)) $(if $(wildcard $(DATA)),-data $(DATA)) -out dist/evalflow.yaml
 
 ## deploy: the developer's shortcut: a release of the checkout built and installed at
 ## once (local/deploy) on the cluster of the current kubectl context, which runs
