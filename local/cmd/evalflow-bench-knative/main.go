@@ -209,8 +209,9 @@ brings up the node and Knative (make knative-up), deploys evalflow (make deploy)
 `+"`bin/evalflow-bench-knative -node .state/node -gguf ../shared/models/stories260K.gguf -runs %d -cold %d -out docs/benchmarks-knative.md`"+`.
 
 Measured %s on linux/%s, 2 cores: Knative Serving and Eventing v0.50.0 on the single-node
-Kubernetes of devkit/node, Traefik as the ingress, functions built by func deploy (host
-builder); ollama serving stories260K on the node address.
+Kubernetes of devkit/node, Traefik as the ingress, Eventing's OIDC on; functions as the
+release builds them (make deploy: local/release, then local/install); ollama serving
+stories260K on the node address.
 
 | function | image (%s, compressed) | cold start, median of %d | idle memory |
 |---|---|---|---|
@@ -220,7 +221,8 @@ builder); ollama serving stories260K on the node address.
 	}
 	fmt.Fprintf(&b, `
 - Image: the sum of the image's compressed layers and config for this platform, as a
-  node pulls it (func's host builder: a static binary, CA certificates, the source).
+  node pulls it (local/release: evalflow's base with CA certificates, and the function's
+  static binary, built alone by its tag).
 - Cold start: a CloudEvent of the function's own (for start, a GET of /evals) sent
   through Traefik to the function at zero pods, every other function at zero too,
   until it answers; the activator holds the request while the pod starts.
