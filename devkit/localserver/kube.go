@@ -178,7 +178,8 @@ func (k *Kube) startAPIServer(ctx context.Context, bin, dir, etcd string, port i
 }
 
 // startControllers starts kube-controller-manager with the controllers evalflow's
-// Jobs need (job, garbage collector, TTL, service accounts, namespaces).
+// Jobs need (job, garbage collector, TTL, service accounts, namespaces), and the
+// protection of claims, which lets a deleted claim go.
 func (k *Kube) startControllers(ctx context.Context, bin, dir, saKey string) error {
 	kubeconfig := filepath.Join(dir, "admin.kubeconfig")
 	if err := os.WriteFile(kubeconfig, k.Kubeconfig(k.Admin.Token, "default"), 0o600); err != nil {
@@ -187,7 +188,7 @@ func (k *Kube) startControllers(ctx context.Context, bin, dir, saKey string) err
 	kcm, err := Start(ctx, dir, "kube-controller-manager", nil, func(context.Context) error { return nil }, time.Second,
 		filepath.Join(bin, "kube-controller-manager"), "--kubeconfig", kubeconfig, "--bind-address", "127.0.0.1",
 		"--secure-port", "0", "--leader-elect=false",
-		"--controllers", "job-controller,serviceaccount-controller,serviceaccount-token-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller",
+		"--controllers", "job-controller,serviceaccount-controller,serviceaccount-token-controller,garbage-collector-controller,ttl-after-finished-controller,namespace-controller,persistentvolumeclaim-protection-controller",
 		"--service-account-private-key-file", saKey, "--use-service-account-credentials=false")
 	if err != nil {
 		return err
