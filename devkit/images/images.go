@@ -127,14 +127,7 @@ func configure(img v1.Image, set func(*v1.Config), platform ...func(*v1.ConfigFi
 // Push writes img to ref (HOST[:PORT]/REPOSITORY:TAG); a loopback registry is spoken
 // to in plain HTTP.
 func Push(img v1.Image, ref string) (v1.Hash, error) {
-	r, err := name.ParseReference(ref, name.Insecure)
-	if err != nil {
-		return v1.Hash{}, fmt.Errorf("images: %s: %w", ref, err)
-	}
-	if err := remote.Write(r, img); err != nil {
-		return v1.Hash{}, fmt.Errorf("images: push %s: %w", ref, err)
-	}
-	return img.Digest()
+	return PushTo(context.Background(), img, ref, true)
 }
 
 // PushTo writes img to ref (HOST[:PORT]/REPOSITORY:TAG), over plain HTTP when

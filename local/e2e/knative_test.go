@@ -238,16 +238,7 @@ func TestThePipelineOnKnative(t *testing.T) {
 	}
 	// One run through the public ingress, as a caller POSTs it.
 	posted := request(4)
-	body, _ := json.Marshal(posted)
-	resp, err := k.client.Post(k.start+"/evals/start", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST %s/evals/start: %d %s", k.start, resp.StatusCode, b)
-	}
+	k.post(t, posted)
 	first := k.waitEnded(t, posted.EvalRequestID)
 	if first.Status != evalflow.StatusSucceeded {
 		t.Fatalf("the POSTed run ended %s: %s", first.Status, first.Message)
@@ -517,21 +508,13 @@ func TestThePipelineOnKnative(t *testing.T) {
 		kubeconfig := k.refusingDeploy(t)
 		r := request(1)
 		r.Kubeconfig = kubeconfig
-		body, _ := json.Marshal(r)
-		resp, err := k.client.Post(k.start+"/evals/start", "application/json", bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusAccepted {
-			t.Fatalf("POST: %d", resp.StatusCode)
-		}
+		k.post(t, r)
 		got := k.waitEnded(t, r.EvalRequestID)
 		if got.Status != evalflow.StatusFailed || !strings.Contains(got.Message, evalflow.TypeVerified.String()+" could not be delivered") {
 			t.Fatalf("the run ended %s: %q; want failed by the dead letter of %s", got.Status, got.Message, evalflow.TypeVerified)
 		}
 		// The dead letter is kept, and listed.
-		resp, err = k.client.Get(k.start + "/deadletters?run_id=" + r.EvalRequestID)
+		resp, err := k.client.Get(k.start + "/deadletters?run_id=" + r.EvalRequestID)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -569,12 +552,7 @@ func TestThePipelineOnKnative(t *testing.T) {
 		} {
 			t.Run(fault.part, func(t *testing.T) {
 				r := request(30) // runs for seconds: the fault comes while it runs
-				body, _ := json.Marshal(r)
-				resp, err := k.client.Post(k.start+"/evals/start", "application/json", bytes.NewReader(body))
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp.Body.Close()
+				k.post(t, r)
 				var running *evalflow.Run
 				testserver.Eventually(t, 2*time.Minute, "the run running", func() bool {
 					running = k.get(t, r.EvalRequestID)
@@ -629,15 +607,7 @@ func TestThePipelineOnKnative(t *testing.T) {
 		var ids []string
 		for range 10 {
 			r := request(30) // runs for seconds: the upgrade comes while they run
-			body, _ := json.Marshal(r)
-			resp, err := k.client.Post(k.start+"/evals/start", "application/json", bytes.NewReader(body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusAccepted {
-				t.Fatalf("POST: %d", resp.StatusCode)
-			}
+			k.post(t, r)
 			ids = append(ids, r.EvalRequestID)
 		}
 		inFlight := func() int {
@@ -789,17 +759,25 @@ func (k *onKnative) uninstallAndInstallAgain(t *testing.T, req evalflow.Request)
 	}
 	again := *k
 	again.client = clusterClient(k.node.DNS, token)
+	again.post(t, req)
+	if r := again.waitEnded(t, req.EvalRequestID); r.Status != evalflow.StatusSucceeded {
+		t.Fatalf("the run on evalflow installed again ended %s: %s", r.Status, r.Message)
+	}
+}
+
+// post POSTs req to start through the public ingress, as a caller does, and wants it
+// accepted.
+func (k *onKnative) post(t *testing.T, req evalflow.Request) {
+	t.Helper()
 	body, _ := json.Marshal(req)
-	resp, err := again.client.Post(startURL+"/evals/start", "application/json", bytes.NewReader(body))
+	resp, err := k.client.Post(k.start+"/evals/start", "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
+	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST %s/evals/start: %d", startURL, resp.StatusCode)
-	}
-	if r := again.waitEnded(t, req.EvalRequestID); r.Status != evalflow.StatusSucceeded {
-		t.Fatalf("the run on evalflow installed again ended %s: %s", r.Status, r.Message)
+		t.Fatalf("POST %s/evals/start: %d %s", k.start, resp.StatusCode, b)
 	}
 }
 

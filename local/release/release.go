@@ -25,7 +25,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -176,7 +175,7 @@ func (b *builder) jobImages(ctx context.Context) error {
 	if err := b.goBuild(ctx, runner, "./runner/cmd/evalflow-runner", ""); err != nil {
 		return err
 	}
-	repo, tag := repoTag(e.Image)
+	repo, tag := engines.RepoTag(e.Image)
 	if err := b.image(ctx, repo, tag, images.Spec{Binary: runner, Path: e.Command[0]}); err != nil {
 		return err
 	}
@@ -187,7 +186,7 @@ func (b *builder) jobImages(ctx context.Context) error {
 	if err := b.goBuild(ctx, sandbox, "./runner/cmd/evalflow-sandbox", ""); err != nil {
 		return err
 	}
-	repo, tag = repoTag(kube.SandboxImage)
+	repo, tag = engines.RepoTag(kube.SandboxImage)
 	return b.image(ctx, repo, tag, images.Spec{Binary: sandbox, Path: evalflow.SandboxProgram, Root: b.cfg.SandboxPython})
 }
 
@@ -272,16 +271,10 @@ func (rel *Release) jobDigests() string {
 	var pins []string
 	runner, _ := engines.Default().Get(evalflow.DefaultEngine)
 	for _, image := range []string{runner.Image, kube.SandboxImage} {
-		repo, _ := repoTag(image)
+		repo, _ := engines.RepoTag(image)
 		if _, digest, ok := strings.Cut(rel.Images[repo], "@"); ok {
 			pins = append(pins, repo+"@"+digest)
 		}
 	}
 	return strings.Join(pins, ",")
-}
-
-// repoTag splits an image's last path element into repository name and tag.
-func repoTag(image string) (string, string) {
-	repo, tag, _ := strings.Cut(path.Base(image), ":")
-	return repo, cmp.Or(tag, "latest")
 }

@@ -98,11 +98,19 @@ func Pinned(registry, image string, digests map[string]string) string {
 	if registry == "" {
 		return ref
 	}
-	repo, _, _ := strings.Cut(path.Base(image), ":")
+	repo, _ := RepoTag(image)
 	if d, ok := digests[repo]; ok {
 		return strings.TrimSuffix(registry, "/") + "/" + repo + "@" + d
 	}
 	return ref
+}
+
+// RepoTag splits an image's last path element into its repository name and tag
+// ("latest" where it names none): ghcr.io/evalflow/evalflow-runner:v0.1.0 →
+// evalflow-runner, v0.1.0.
+func RepoTag(image string) (repo, tag string) {
+	repo, tag, _ = strings.Cut(path.Base(image), ":")
+	return repo, cmp.Or(tag, "latest")
 }
 
 // ParseDigests reads a list of pinned images, "NAME@sha256:HEX,…" (NAME an image's
